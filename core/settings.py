@@ -1,0 +1,43 @@
+"""Where SegTune keeps its state: workspace folder, database URL and artifact store.
+
+Everything is read from the environment once, through :func:`load_settings`, and then passed
+around as a :class:`Settings` value so tests can hand in temporary workspaces.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Paths and URLs of one SegTune workspace."""
+
+    home: Path  # SEGTUNE_HOME: datasets, artifacts, logs and the default SQLite DB live here
+    db_url: str  # SEGTUNE_DB: Optuna + SegTune tables (SQLite by default, PostgreSQL to scale out)
+    artifacts_dir: Path  # SEGTUNE_ARTIFACTS: optuna.artifacts file store (a shared folder when scaled out)
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.home / "datasets"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    def ensure_dirs(self) -> Settings:
+        for folder in (self.home, self.datasets_dir, self.logs_dir, self.artifacts_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from ``SEGTUNE_HOME``, ``SEGTUNE_DB`` and ``SEGTUNE_ARTIFACTS``."""
+    env = os.environ if env is None else env
+    home = Path(env.get("SEGTUNE_HOME") or Path.home() / ".segtune").expanduser().resolve()
+    db_url = env.get("SEGTUNE_DB") or f"sqlite:///{home / 'segtune.db'}"
+    artifacts = Path(env.get("SEGTUNE_ARTIFACTS") or home / "artifacts").expanduser().resolve()
+    return Settings(home=home, db_url=db_url, artifacts_dir=artifacts).ensure_dirs()
