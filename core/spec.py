@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from core import options as names
+from core.errors import SegTuneError
 from core.splits import SplitConfig
 
 SPEC_VERSION = 1
 
 
-class SpecError(ValueError):
+class SpecError(SegTuneError):
     """A spec is invalid; ``problems`` maps each bad field path to what is wrong with it."""
 
     def __init__(self, problems: dict[str, str]):
@@ -220,10 +221,7 @@ EPOCH_METRICS = ("val_dice", "val_iou", "val_miou", "val_pixel_accuracy", "val_f
 @dataclass(frozen=True)
 class Objective:
     metric: str = "val_dice"
-    direction: str = ""  # empty = the metric's natural direction
-
-    def resolved_direction(self) -> str:
-        return self.direction or OBJECTIVE_METRICS.get(self.metric, "maximize")
+    direction: str = "maximize"  # specs may leave it out: the metric's natural direction is used
 
 
 @dataclass(frozen=True)
@@ -255,7 +253,7 @@ class StudySpec:
 
     @property
     def directions(self) -> list[str]:
-        return [objective.resolved_direction() for objective in self.objectives]
+        return [objective.direction for objective in self.objectives]
 
     @property
     def is_multi_objective(self) -> bool:
@@ -275,7 +273,7 @@ class StudySpec:
             "description": self.description,
             "image_size": self.image_size,
             "channels": self.channels,
-            "objectives": [{"metric": o.metric, "direction": o.resolved_direction()} for o in self.objectives],
+            "objectives": [{"metric": o.metric, "direction": o.direction} for o in self.objectives],
             "budget": {"n_trials": self.budget.n_trials, "timeout_s": self.budget.timeout_s, "max_epochs": self.budget.max_epochs},
             "sampler": self.sampler,
             "pruner": self.pruner,
@@ -392,7 +390,7 @@ def _check_objectives(spec: StudySpec, problems: dict[str, str]) -> None:
     for i, objective in enumerate(spec.objectives):
         if objective.metric not in OBJECTIVE_METRICS:
             problems[f"objectives[{i}].metric"] = f"unknown metric {objective.metric!r}; valid: {list(OBJECTIVE_METRICS)}"
-        if objective.direction not in ("", "maximize", "minimize"):
+        if objective.direction not in ("maximize", "minimize"):
             problems[f"objectives[{i}].direction"] = "must be 'maximize' or 'minimize'"
     if spec.is_multi_objective:
         if spec.pruner != "none":
@@ -517,7 +515,8 @@ def _parse_objectives(raw: Any, problems: dict[str, str]) -> tuple[Objective, ..
         if not isinstance(item, dict) or set(item) - {"metric", "direction"}:
             problems[f"objectives[{i}]"] = "must be a metric name or {'metric': ..., 'direction': ...}"
             continue
-        objectives.append(Objective(metric=str(item.get("metric", "val_dice")), direction=str(item.get("direction", ""))))
+        metric = str(item.get("metric", "val_dice"))
+        objectives.append(Objective(metric=metric, direction=str(item.get("direction") or OBJECTIVE_METRICS.get(metric, "maximize"))))
     return tuple(objectives)
 
 

@@ -6,8 +6,22 @@ every study so a result can always be traced back to exactly the images it was s
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import random
+import re
+import uuid
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
+
+from core.errors import SegTuneError
+
+SPLITS_DIR = "splits"
+_HASH = re.compile(r"^[0-9a-f]{16}$")
 
 
 @dataclass(frozen=True)
@@ -28,3 +42,163 @@ class SplitConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SplitConfig:
         return cls(**data)
+
+
+class SplitError(SegTuneError):
+    """A split cannot be made or found; the message says why and what to change."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """Which stems train, validate and test; ``hash`` identifies membership + config."""
+
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+    test: tuple[str, ...]
+    config: SplitConfig
+    hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"hash": self.hash, "config": self.config.to_dict(),
+                "train": list(self.train), "val": list(self.val), "test": list(self.test)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Split:
+        return cls(train=tuple(data["train"]), val=tuple(data["val"]), test=tuple(data["test"]),
+                   config=SplitConfig.from_dict(data["config"]), hash=data["hash"])
+
+
+def make_split(stems: Sequence[str], config: SplitConfig) -> Split:
+    """Deterministic for ``config.seed`` and independent of the order of ``stems``."""
+    _check_config(config)
+    groups = _shuffled_groups(stems, config)
+    if len(groups) < 3:
+        raise SplitError(f"a split needs at least 3 items (or groups of items) to give train, val and test; got {len(groups)}")
+    test, rest = _hold_out_test(groups, config)
+    if config.k_folds is None:
+        val, train = _cut_val(rest, config)
+    else:
+        val, train = _fold(rest, config)
+    return _finish(train, val, test, config)
+
+
+def split_sizes(stems: Sequence[str], config: SplitConfig) -> dict[str, int]:
+    """Items per part, for the dashboard's preview."""
+    split = make_split(stems, config)
+    return {"train": len(split.train), "val": len(split.val), "test": len(split.test)}
+
+
+def frozen_split(dataset_dir: Path, stems: Sequence[str], config: SplitConfig) -> Split:
+    """Make the split and keep it at ``<dataset_dir>/splits/<hash>.json`` (written once, never changed)."""
+    split = make_split(stems, config)
+    path = Path(dataset_dir) / SPLITS_DIR / f"{split.hash}.json"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        partial.write_text(json.dumps(split.to_dict(), indent=1), encoding="utf-8")
+        os.replace(partial, path)  # atomic: concurrent workers write identical content
+    return split
+
+
+def load_split(dataset_dir: Path, split_hash: str) -> Split:
+    """A split stored by :func:`frozen_split`; the file is checked against its hash."""
+    folder = Path(dataset_dir) / SPLITS_DIR
+    path = folder / f"{split_hash}.json"
+    if not _HASH.match(split_hash) or not path.is_file():
+        stored = sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+        raise SplitError(f"no split {split_hash!r} in {dataset_dir}; stored: {stored or 'none'}")
+    split = Split.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    if _hash(split.train, split.val, split.test, split.config) != split_hash:
+        raise SplitError(f"{path} was modified: its content no longer matches hash {split_hash}")
+    return split
+
+
+# --- the steps --------------------------------------------------------------------------------------
+
+Group = tuple[str, ...]  # the stems of one patient / volume, sorted
+
+
+def _check_config(config: SplitConfig) -> None:
+    fractions = (config.train, config.val, config.test)
+    if config.k_folds is None and (any(f < 0 for f in fractions) or config.val <= 0 or abs(sum(fractions) - 1.0) > 1e-6):
+        raise SplitError(f"split fractions train/val/test must be non-negative, val > 0, and sum to 1; got {fractions}")
+    if config.k_folds is not None and (config.k_folds < 2 or not 0 <= config.fold < config.k_folds):
+        raise SplitError(f"k_folds must be at least 2 and 0 <= fold < k_folds; got k_folds={config.k_folds}, fold={config.fold}")
+    if config.k_folds is not None and not 0 <= config.test < 1:  # k folds use only the test fraction
+        raise SplitError(f"the test fraction must be in [0, 1); got {config.test}")
+    if config.group_pattern:
+        try:
+            re.compile(config.group_pattern)
+        except re.error as exc:
+            raise SplitError(f"group_pattern {config.group_pattern!r} is not a valid regular expression: {exc}") from exc
+
+
+def _shuffled_groups(stems: Sequence[str], config: SplitConfig) -> list[Group]:
+    duplicates = sorted(stem for stem, count in Counter(stems).items() if count > 1)
+    if duplicates:
+        raise SplitError(f"duplicate stems {duplicates[:10]}")
+    members: dict[str, list[str]] = {}
+    for stem in sorted(stems):
+        members.setdefault(_group_key(stem, config.group_pattern), []).append(stem)
+    groups = [tuple(members[key]) for key in sorted(members)]
+    random.Random(config.seed).shuffle(groups)  # sorted first, so input order never matters
+    return groups
+
+
+def _group_key(stem: str, pattern: str | None) -> str:
+    match = re.search(pattern, stem) if pattern else None
+    if match is None:
+        return f"stem:{stem}"  # prefixed so a lone stem cannot collide with a group id
+    group_id = match.group(1) if match.re.groups and match.group(1) is not None else match.group(0)
+    return f"group:{group_id}"
+
+
+def _items(groups: Sequence[Group]) -> int:
+    return sum(len(group) for group in groups)
+
+
+def _count_within(groups: Sequence[Group], target: float) -> int:
+    """How many leading groups fill ``target`` items: a group counts when its middle falls inside."""
+    filled, count = 0, 0
+    for group in groups:
+        if filled + len(group) / 2 > target:
+            break
+        filled += len(group)
+        count += 1
+    return count
+
+
+def _hold_out_test(groups: list[Group], config: SplitConfig) -> tuple[list[Group], list[Group]]:
+    """Test comes first and ignores the fold, so every fold of a k-fold study shares one test set."""
+    count = _count_within(groups, config.test * _items(groups))
+    if config.test > 0:
+        count = max(count, 1)
+    count = min(count, len(groups) - 2)  # leave at least one group each for train and val
+    return groups[:count], groups[count:]
+
+
+def _cut_val(rest: list[Group], config: SplitConfig) -> tuple[list[Group], list[Group]]:
+    val_share = config.val / (config.train + config.val)
+    count = min(max(_count_within(rest, val_share * _items(rest)), 1), len(rest) - 1)
+    return rest[:count], rest[count:]
+
+
+def _fold(rest: list[Group], config: SplitConfig) -> tuple[list[Group], list[Group]]:
+    k = config.k_folds or 0
+    if len(rest) < k:
+        raise SplitError(f"{k} folds need at least {k} items (or groups) outside the test split; got {len(rest)}")
+    folds: list[list[Group]] = [[] for _ in range(k)]
+    for group in rest:  # greedy: the next group joins the fold with the fewest items, so folds balance
+        min(folds, key=_items).append(group)
+    val = folds[config.fold]
+    return val, [group for i, fold in enumerate(folds) if i != config.fold for group in fold]
+
+
+def _finish(train: list[Group], val: list[Group], test: list[Group], config: SplitConfig) -> Split:
+    parts = [tuple(sorted(stem for group in part for stem in group)) for part in (train, val, test)]
+    return Split(*parts, config=config, hash=_hash(*parts, config))
+
+
+def _hash(train: Sequence[str], val: Sequence[str], test: Sequence[str], config: SplitConfig) -> str:
+    content = {"train": sorted(train), "val": sorted(val), "test": sorted(test), "config": config.to_dict()}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]

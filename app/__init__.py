@@ -1,0 +1,1 @@
+"""The SegTune dashboard (Streamlit): pages render, core/ does the work."""

@@ -1,0 +1,137 @@
+"""Cached reads of one study for the result pages (DESIGN rule 7), over ``core.results``.
+
+Each study is opened once per server (``st.cache_resource``): Optuna's cached storage then keeps
+finished trials in memory and re-reads only new or running ones. Derived results (the trials
+frame, curves, previews, figures) are ``st.cache_data`` entries keyed by the study's
+:class:`Stamp` — trial count, finished count and, only while trials run, a few-second time
+bucket — so a finished 1,000-trial study is tabulated once, and a running one stays live.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, NamedTuple
+
+import optuna
+import streamlit as st
+
+from app import cache, state
+from app.nav import page_path
+from core import results
+from core.errors import SegTuneError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from optuna.trial import FrozenTrial
+
+LIVE_TTL_S = cache.READ_TTL_S  # how stale a running study's results may be
+IDLE_TTL_S = 600  # a finished study only changes when trials are added: its stamp says when
+
+
+class Stamp(NamedTuple):
+    """What a study's results depend on; a new stamp means new results (a tuple: hashable)."""
+
+    n_trials: int
+    n_finished: int
+    live_bucket: int  # time // LIVE_TTL_S while a trial runs or waits, else 0
+
+
+def study(name: str) -> optuna.Study:
+    """The named study, opened once per server and database."""
+    settings = cache.settings()
+    storage = cache.storage()
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError as exc:
+        raise SegTuneError(f"no study named {name!r} in {settings.db_url}; pick one in the sidebar") from exc
+    return _open(settings.db_url, name, study_id)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _open(db_url: str, name: str, study_id: int) -> optuna.Study:
+    # study_id in the key: a study deleted and re-created under the same name is a new study.
+    return optuna.load_study(study_name=name, storage=cache.storage())
+
+
+def stamp(name: str) -> Stamp:
+    trials = study(name).get_trials(deepcopy=False)
+    n_finished = sum(1 for trial in trials if trial.state.is_finished())
+    live = n_finished < len(trials)
+    return Stamp(len(trials), n_finished, int(time.time() // LIVE_TTL_S) if live else 0)
+
+
+def require_study() -> str:
+    """The study the sidebar picked; otherwise an empty state that says what to do, and stop."""
+    name = state.STUDY.get()
+    if name and name in cache.study_names():
+        return name
+    st.info("No study yet — create a dataset on **Datasets**, then start a study on **New study**.", icon=":material/science:")
+    st.page_link(page_path("new_study.py"), label="Start a study", icon=":material/tune:")
+    st.stop()
+    raise AssertionError("unreachable: st.stop() ends the script")
+
+
+# --- cached results --------------------------------------------------------------------------
+
+
+def trials_frame(name: str) -> pd.DataFrame:
+    return _trials_frame(cache.settings().db_url, name, stamp(name))
+
+
+@st.cache_data(ttl=IDLE_TTL_S, max_entries=8, show_spinner="Reading trials…")
+def _trials_frame(db_url: str, name: str, version: Stamp) -> pd.DataFrame:
+    return results.trials_frame(study(name))
+
+
+def objective_names(name: str) -> list[str]:
+    return results.objective_names(study(name))
+
+
+def trials(name: str, numbers: tuple[int, ...]) -> list[FrozenTrial]:
+    """The given trials (in order), from the study's in-memory trial cache."""
+    by_number = {trial.number: trial for trial in study(name).get_trials(deepcopy=False)}
+    return [by_number[number] for number in numbers if number in by_number]
+
+
+def learning_curves(name: str, numbers: tuple[int, ...], metric: str) -> pd.DataFrame:
+    return _learning_curves(cache.settings().db_url, name, stamp(name), numbers, metric)
+
+
+@st.cache_data(ttl=IDLE_TTL_S, max_entries=32, show_spinner=False)
+def _learning_curves(db_url: str, name: str, version: Stamp, numbers: tuple[int, ...], metric: str) -> pd.DataFrame:
+    return results.learning_curves(trials(name, numbers), metric)
+
+
+def previews(name: str, numbers: tuple[int, ...]) -> results.PreviewSet:
+    # Previews of a trial never change once stored: only finishing trials can add some.
+    return _previews(cache.settings().db_url, name, stamp(name).n_finished, numbers)
+
+
+@st.cache_data(ttl=IDLE_TTL_S, max_entries=16, show_spinner="Loading preview masks…")
+def _previews(db_url: str, name: str, n_finished: int, numbers: tuple[int, ...]) -> results.PreviewSet:
+    return results.load_previews(study(name), numbers, cache.artifact_store())
+
+
+def insights(name: str, objective: int) -> dict[str, results.Insight]:
+    return _insights(cache.settings().db_url, name, stamp(name).n_finished, objective)
+
+
+@st.cache_data(ttl=IDLE_TTL_S, max_entries=8, show_spinner="Drawing figures…")
+def _insights(db_url: str, name: str, n_finished: int, objective: int) -> dict[str, results.Insight]:
+    return results.insight_figures(study(name), objective)
+
+
+def model_card(name: str, number: int) -> str:
+    return _model_card(cache.settings().db_url, name, stamp(name).n_finished, number)
+
+
+@st.cache_data(ttl=IDLE_TTL_S, max_entries=32, show_spinner=False)
+def _model_card(db_url: str, name: str, n_finished: int, number: int) -> str:
+    current = study(name)
+    return results.model_card(current, results.get_trial(current, number))
+
+
+def bundle_zip(name: str, number: int) -> bytes:
+    """Read at download time only (weights can be large): never cached, never on a rerun."""
+    current = study(name)
+    return results.bundle_zip(current, results.get_trial(current, number), cache.artifact_store())

@@ -1,0 +1,1 @@
+"""Reusable dashboard pieces shared by several pages."""

@@ -1,0 +1,74 @@
+"""Errors on a page: a user-fixable one becomes a message, anything else a friendly note.
+
+Wrap each user action (a button's work, a page's reads) in :func:`user_errors`. A
+:class:`core.errors.SegTuneError` is shown as its message (with every listed problem); any other
+exception is a bug, so the page says so in plain words, puts the exception's one-line summary in
+an expander, and logs the traceback on the server. Streamlit's own control flow (st.stop,
+st.rerun, st.switch_page) derives from BaseException and passes through untouched.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import ParamSpec, TypeVar
+
+import streamlit as st
+
+from core.errors import SegTuneError
+
+log = logging.getLogger("segtune.app")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def show_user_error(error: SegTuneError) -> None:
+    """The message, with a ``problems`` list or mapping (DatasetError, SpecError) as bullets."""
+    problems = getattr(error, "problems", None)
+    if isinstance(problems, dict) and problems:
+        lines = [f"- **{path}**: {message}" for path, message in problems.items()]
+        st.error(f"{len(problems)} problem(s) to fix:\n\n" + "\n".join(lines), icon=":material/error:")
+    elif isinstance(problems, list) and problems:
+        lines = [f"- {problem}" for problem in problems]
+        st.error(f"{len(problems)} problem(s) to fix:\n\n" + "\n".join(lines), icon=":material/error:")
+    else:
+        st.error(str(error), icon=":material/error:")
+
+
+def show_unexpected_error(action: str, error: Exception) -> None:
+    log.error("%s failed", action, exc_info=error)
+    st.error(
+        f"{action} failed because of an unexpected error in SegTune. Nothing you entered was wrong; "
+        "try again, and if it keeps happening, report it with the details below.",
+        icon=":material/bug_report:",
+    )
+    with st.expander("Details"):
+        st.text(f"{type(error).__name__}: {error}")
+
+
+@contextmanager
+def user_errors(action: str = "This step") -> Iterator[None]:
+    """``with user_errors("Ingest"):`` shows any error of the block instead of a traceback."""
+    try:
+        yield
+    except SegTuneError as error:
+        show_user_error(error)
+    except Exception as error:  # noqa: BLE001 - the page must survive bugs; the log keeps the traceback
+        show_unexpected_error(action, error)
+
+
+def guarded(action: str) -> Callable[[Callable[P, R]], Callable[P, R | None]]:
+    """Decorator form of :func:`user_errors`; the wrapped call returns None when it failed."""
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R | None]:
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | None:
+            with user_errors(action):
+                return func(*args, **kwargs)
+            return None
+
+        return wrapper
+
+    return decorate

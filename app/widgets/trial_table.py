@@ -1,0 +1,131 @@
+"""The trials table and the trial picker: how a user sees trials and chooses which to compare.
+
+Selections are stored as trial numbers in ``app.state.SELECTED_TRIALS`` so every result page
+starts from the same choice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import streamlit as st
+
+from app import state
+from core.results import METRIC_LABELS, METRICS
+
+# Column groups the user can show or hide; the identity columns are always shown.
+GROUPS: dict[str, str] = {
+    "params": "Parameters",
+    "val": "Validation",
+    "test": "Test",
+    "cost": "Cost",
+}
+COST_COLUMNS = ("epochs_run", "train_time_s", "images_per_s", "n_params", "weights_mb")
+SHOWN_METRICS = ("dice", "iou", "pixel_accuracy", "precision", "recall", "f1")
+STATE_ICONS = {"complete": "complete", "pruned": "pruned", "fail": "failed", "running": "running", "waiting": "waiting"}
+BEST_MARK = "★"
+
+
+def shown_value(value: object, spec: str = ".3f") -> str:
+    """A number for a metric card, or an em dash where the trial has none."""
+    return "—" if value is None or pd.isna(value) else format(value, spec)
+
+
+def visible_columns(frame: pd.DataFrame, groups: Sequence[str]) -> list[str]:
+    """The frame's columns to show for the chosen groups, in reading order."""
+    columns = ["best", "number", "state", "rank", *[c for c in frame.columns if c.startswith("objective_")]]
+    if "params" in groups:
+        columns += [c for c in frame.columns if c.startswith("param_")]
+    for split in ("val", "test"):
+        if split in groups:
+            columns += [f"{split}_{m}" for m in SHOWN_METRICS]
+    if "cost" in groups:
+        columns += list(COST_COLUMNS)
+    return columns
+
+
+def column_config(frame: pd.DataFrame) -> dict[str, st.column_config.Column]:
+    """Labels and number formats: 3 decimals for metrics, compact counts, scientific learning rates."""
+    config: dict[str, st.column_config.Column] = {
+        "best": st.column_config.TextColumn("", width="small", help="★ best trial (Pareto front when several objectives)"),
+        "number": st.column_config.NumberColumn("Trial", format="#%d", width="small"),
+        "state": st.column_config.TextColumn("State"),
+        "rank": st.column_config.NumberColumn("Rank", format="%d", width="small", help="By the first objective; complete trials only"),
+        "epochs_run": st.column_config.NumberColumn("Epochs", format="%d"),
+        "train_time_s": st.column_config.NumberColumn("Train time (s)", format="%.1f"),
+        "images_per_s": st.column_config.NumberColumn("Images/s", format="%.0f"),
+        "n_params": st.column_config.NumberColumn("Params", format="compact"),
+        "weights_mb": st.column_config.NumberColumn("Size (MB)", format="%.2f"),
+    }
+    for column in frame.columns:
+        if column.startswith("objective_"):
+            config[column] = st.column_config.NumberColumn(f"Objective: {column.removeprefix('objective_')}", format="%.4f")
+        elif column.startswith("param_"):
+            name = column.removeprefix("param_")
+            numeric = pd.api.types.is_float_dtype(frame[column])
+            config[column] = st.column_config.NumberColumn(name, format="%.2e") if numeric and name in ("lr", "weight_decay") else st.column_config.Column(name)
+    for split, title in (("val", "Val"), ("test", "Test")):
+        for metric in METRICS:
+            label = f"{title} {METRIC_LABELS[metric]}"
+            if metric == "dice":
+                config[f"{split}_{metric}"] = st.column_config.ProgressColumn(label, min_value=0.0, max_value=1.0, format="%.3f")
+            else:
+                config[f"{split}_{metric}"] = st.column_config.NumberColumn(label, format="%.3f")
+    return config
+
+
+def display_frame(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The rows as shown: a star for the best, readable states; the original positions are kept."""
+    shown = frame[columns].copy()
+    shown["best"] = frame["best"].map({True: BEST_MARK, False: ""})
+    shown["state"] = frame["state"].map(lambda s: STATE_ICONS.get(s, s))
+    return shown
+
+
+def trial_table(frame: pd.DataFrame, columns: list[str], *, key: str) -> None:
+    """The sortable table; selecting rows stores those trial numbers as the comparison choice."""
+
+    def remember_selection() -> None:
+        rows = st.session_state[key].selection.rows
+        state.SELECTED_TRIALS.set(tuple(int(frame["number"].iloc[row]) for row in rows))
+
+    st.dataframe(
+        display_frame(frame, columns),
+        column_config=column_config(frame),
+        column_order=columns,
+        hide_index=True,
+        on_select=remember_selection,
+        selection_mode="multi-row",
+        key=key,
+        height=min(35 * (len(frame) + 1) + 3, 560),
+    )
+
+
+def default_selection(frame: pd.DataFrame, limit: int, initial: int) -> list[int]:
+    """The stored choice (up to ``limit``) if it still exists, else the ``initial`` top-ranked complete trials."""
+    numbers = set(frame["number"])
+    chosen = [n for n in state.SELECTED_TRIALS.get() if n in numbers][:limit]
+    if chosen:
+        return chosen
+    ranked = frame[frame["rank"].notna()].sort_values(["rank", "number"])
+    return [int(n) for n in ranked["number"].head(min(limit, initial))]
+
+
+def trial_picker(frame: pd.DataFrame, *, key: str, limit: int, label: str = "Trials", initial: int = 4) -> list[int]:
+    """A multiselect of trials (default: the shared choice, else the top ``initial``) that writes back the shared choice."""
+    labels = {int(row.number): _label(row) for row in frame.itertuples()}
+    if key not in st.session_state:
+        st.session_state[key] = default_selection(frame, limit, initial)
+    chosen = st.multiselect(
+        label, list(labels), key=key, format_func=labels.__getitem__, max_selections=limit,
+        placeholder="Choose trials (or select rows on the Leaderboard)",
+    )
+    state.SELECTED_TRIALS.set(tuple(chosen))
+    return chosen
+
+
+def _label(row: tuple) -> str:
+    value = next((getattr(row, c) for c in row._fields if c.startswith("objective_")), None)
+    score = f" · {value:.4f}" if isinstance(value, float) and value == value else ""
+    return f"#{row.number} {row.state}{score}{f' {BEST_MARK} best' if row.best else ''}"

@@ -1,0 +1,27 @@
+"""``python -m core tune --spec study.json``: run a study in this process and print its leaderboard."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from core.results import leaderboard_text
+from core.settings import load_settings
+from core.spec import load_spec
+from core.tuning import run_study
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("tune", help="run a study here, with a progress bar and a final leaderboard")
+    parser.add_argument("--spec", required=True, type=Path, help="study spec (.json or .yaml)")
+    parser.add_argument("--trials", type=int, help="run this many more trials (default: what is left of the budget)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    parser.add_argument("--top", type=int, default=10, help="leaderboard rows to print")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    study = run_study(spec, load_settings(), n_trials=args.trials, device=args.device, show_progress=True)
+    print(leaderboard_text(study, top=args.top))
+    return 0

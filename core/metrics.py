@@ -1,0 +1,126 @@
+"""Segmentation metrics accumulated over an epoch (Dice, IoU, mIoU, PA, precision, recall, F1, specificity).
+
+Counts (tp, fp, fn, tn per class) come from ``smp.metrics.get_stats`` and are summed over every
+pixel of the epoch ("micro" over images) in tensors on the model's device, so ``update`` never
+synchronises with the host; ``compute`` reads them once.
+
+What the numbers mean:
+- binary (2 classes): dice, iou, precision, recall, f1, specificity are those of the foreground;
+  dice == f1; miou is the mean IoU of background and foreground.
+- multiclass: dice, iou, precision, recall, f1, specificity are macro means over the
+  non-background classes; miou is the mean IoU over all classes, background included.
+- pixel_accuracy is correct pixels / all pixels in both modes.
+
+Zero divisions (a class absent from the target and the prediction, or never predicted): a ratio
+whose denominator is 0 is 1.0 when the class has no false positives and no false negatives
+(an empty mask predicted empty is perfect) and 0.0 otherwise. Classes that appear in neither the
+target nor the prediction are left out of the macro means and of mIoU (they would score a free
+1.0); if no class is left, the mean is 1.0. :func:`per_image_dice` follows the same rules.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import segmentation_models_pytorch as smp
+import torch
+
+from core.errors import SegTuneError
+
+METRIC_NAMES = ("dice", "iou", "miou", "pixel_accuracy", "precision", "recall", "f1", "specificity")
+_MODES = ("binary", "multiclass")
+
+
+def predict_mask(logits: torch.Tensor, mode: str, threshold: float = 0.5) -> torch.Tensor:
+    """Class indices (N, H, W) from logits (N, C, H, W): sigmoid >= threshold, or argmax."""
+    if mode == "binary":
+        return (torch.sigmoid(logits[:, 0]) >= threshold).long()
+    if mode == "multiclass":
+        return logits.argmax(dim=1)
+    raise SegTuneError(f"unknown mode {mode!r}; valid: {list(_MODES)}")
+
+
+def _ratio(num: torch.Tensor, den: torch.Tensor, perfect: torch.Tensor) -> torch.Tensor:
+    """num / den per class; 0/0 is 1.0 for a class without errors, else 0.0."""
+    fallback = perfect.to(num.dtype)
+    return torch.where(den > 0, num / den.clamp(min=1), fallback)
+
+
+def _mean(values: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """Mean over the classes present in target or prediction; 1.0 when none is."""
+    if not bool(present.any()):
+        return torch.ones((), dtype=values.dtype, device=values.device)
+    return values[present].mean()
+
+
+class SegmentationMetrics:
+    """Accumulates per-class pixel counts over batches; ``compute`` turns them into metrics."""
+
+    def __init__(self, mode: str, num_classes: int, threshold: float = 0.5):
+        if mode not in _MODES:
+            raise SegTuneError(f"unknown mode {mode!r}; valid: {list(_MODES)}")
+        expected = "binary" if num_classes == 2 else "multiclass"
+        if num_classes < 2 or mode != expected:
+            raise SegTuneError(f"{num_classes} classes (background included) means mode {expected!r}, got {mode!r}")
+        self.mode = mode
+        self.num_classes = num_classes
+        self.threshold = threshold
+        self.reset()
+
+    def reset(self) -> None:
+        self._counts: torch.Tensor | None = None  # (4, num_classes) long: tp, fp, fn, tn
+
+    @torch.no_grad()
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        """Add one batch: logits (N, C, H, W), target (N, H, W) class indices."""
+        channels = 1 if self.mode == "binary" else self.num_classes
+        if logits.ndim != 4 or logits.shape[1] != channels:
+            raise SegTuneError(f"{self.mode} logits must be (N, {channels}, H, W), got {tuple(logits.shape)}")
+        if target.shape != (logits.shape[0], *logits.shape[2:]):
+            raise SegTuneError(f"target must be (N, H, W) = {(logits.shape[0], *logits.shape[2:])}, got {tuple(target.shape)}")
+        pred = predict_mask(logits, self.mode, self.threshold)
+        # one-hot + smp's "multilabel" counting stays vectorised on the device (its "multiclass"
+        # path loops over images into CPU tensors)
+        tp, fp, fn, tn = smp.metrics.get_stats(self._one_hot(pred), self._one_hot(target.long()), mode="multilabel")
+        batch = torch.stack([tp.sum(0), fp.sum(0), fn.sum(0), tn.sum(0)])
+        self._counts = batch if self._counts is None else self._counts + batch
+
+    def _one_hot(self, labels: torch.Tensor) -> torch.Tensor:
+        # a comparison, not F.one_hot, which checks the label range on the host (a device sync)
+        classes = torch.arange(self.num_classes, device=labels.device).view(1, -1, 1, 1)
+        return (labels.unsqueeze(1) == classes).long()
+
+    def compute(self) -> dict[str, float]:
+        """Metrics over everything seen since the last reset (see the module docstring)."""
+        if self._counts is None:
+            raise SegTuneError("no batches seen: call update() before compute()")
+        tp, fp, fn, tn = self._counts.double()
+        perfect = (fp + fn) == 0
+        present = (tp + fp + fn) > 0
+        per_class = {
+            "dice": _ratio(2 * tp, 2 * tp + fp + fn, perfect),
+            "iou": _ratio(tp, tp + fp + fn, perfect),
+            "precision": _ratio(tp, tp + fp, perfect),
+            "recall": _ratio(tp, tp + fn, perfect),
+            "specificity": _ratio(tn, tn + fp, perfect),
+        }
+        per_class["f1"] = per_class["dice"]  # F1 on pixels is Dice
+        if self.mode == "binary":
+            results = {name: values[1] for name, values in per_class.items()}
+        else:
+            results = {name: _mean(values[1:], present[1:]) for name, values in per_class.items()}
+        results["miou"] = _mean(per_class["iou"], present)
+        results["pixel_accuracy"] = tp.sum() / (tp[0] + fp[0] + fn[0] + tn[0])
+        return {name: float(results[name]) for name in METRIC_NAMES}
+
+
+def per_image_dice(pred: np.ndarray, target: np.ndarray, num_classes: int) -> float:
+    """Dice of one predicted label map against its target (foreground, or macro over classes 1..K-1)."""
+    if pred.shape != target.shape:
+        raise SegTuneError(f"prediction shape {pred.shape} differs from target shape {target.shape}")
+    scores = []
+    for cls in range(1, num_classes):
+        p, t = pred == cls, target == cls
+        size = int(p.sum()) + int(t.sum())
+        if size:  # a class in neither map is left out (module docstring)
+            scores.append(2.0 * int(np.logical_and(p, t).sum()) / size)
+    return float(np.mean(scores)) if scores else 1.0

@@ -1,0 +1,258 @@
+"""One Optuna trial: params -> model, loss, optimizer -> train -> score -> store results.
+
+``make_objective(spec, context)`` returns the callable that ``study.optimize`` (CLI) or a worker
+runs. Everything a dashboard shows about a trial is written here, as user attrs and artifacts
+(see the "results contract" in README's architecture section).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import torch
+from optuna.artifacts import upload_artifact
+
+from core.bundle import BundleConfig, save_bundle
+from core.data import TensorSet, load_tensor_set
+from core.datasets import DatasetManifest, dataset_path, load_manifest
+from core.errors import SegTuneError
+from core.models import ModelConfig, build_model, count_parameters, task_mode, weights_size_mb
+from core.search import suggest_params
+from core.settings import Settings
+from core.spec import EPOCH_METRICS, StudySpec
+from core.splits import Split, frozen_split
+from core.train import EpochRecord, TrainConfig, TrainResult, evaluate, measure_throughput, predict, prepare_model, resolve_device, train_model
+
+
+class TrialCancelled(Exception):
+    """The job was cancelled; raised at an epoch boundary so the trial ends cleanly as FAIL."""
+
+
+class TrialError(SegTuneError):
+    """A trial could not run (bad combination, out of memory, ...): the study goes on without it."""
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass
+class RunContext:
+    """What a trial needs from its environment; passed in so tests can use temporary ones."""
+
+    settings: Settings
+    artifact_store: Any  # optuna.artifacts store
+    device: str = "auto"
+    stop_requested: Callable[[], bool] = _never
+
+
+# --- the study's data, loaded once per process --------------------------------------------------
+
+
+@dataclass
+class StudyData:
+    manifest: DatasetManifest
+    split: Split
+    channels: int
+    train: TensorSet
+    val: TensorSet
+    test: TensorSet | None
+    preview: TensorSet
+
+    @property
+    def num_classes(self) -> int:
+        return self.manifest.num_classes
+
+    @property
+    def mode(self) -> str:
+        return task_mode(self.num_classes)
+
+
+def preview_stems(split: Split, count: int) -> list[str]:
+    """A fixed subset of validation images whose predictions every trial stores."""
+    return sorted(split.val)[:count]
+
+
+def load_study_data(spec: StudySpec, settings: Settings, device: torch.device) -> StudyData:
+    """Decode the study's dataset once and put its splits on ``device``."""
+    manifest = load_manifest(settings.datasets_dir, spec.dataset)
+    folder = dataset_path(settings.datasets_dir, spec.dataset)
+    split = frozen_split(folder, manifest.stems, spec.split)
+    channels = spec.channels or manifest.channels
+
+    def tensors(stems: list[str] | tuple[str, ...]) -> TensorSet:
+        return load_tensor_set(folder, manifest, list(stems), spec.image_size, channels).to(device)
+
+    test = tensors(split.test) if split.test else None
+    return StudyData(manifest, split, channels, tensors(split.train), tensors(split.val), test, tensors(preview_stems(split, spec.preview_count)))
+
+
+# --- the objective ------------------------------------------------------------------------------
+
+
+def make_objective(spec: StudySpec, context: RunContext) -> Callable[[optuna.Trial], float | tuple[float, ...]]:
+    """The Optuna objective for ``spec``; data is loaded on the first trial and reused after."""
+    device = resolve_device(context.device)
+    cache: dict[str, StudyData] = {}
+
+    def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
+        if "data" not in cache:
+            cache["data"] = load_study_data(spec, context.settings, device)
+        try:
+            return _run_trial(trial, spec, cache["data"], context, device)
+        except (optuna.TrialPruned, TrialCancelled):
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure is recorded on the trial, the study goes on
+            reason = str(exc) if isinstance(exc, SegTuneError) else f"{type(exc).__name__}: {exc}"
+            trial.set_user_attr("error", reason)
+            raise TrialError(reason) from exc
+
+    return objective
+
+
+def _run_trial(trial: optuna.Trial, spec: StudySpec, data: StudyData, context: RunContext, device: torch.device) -> float | tuple[float, ...]:
+    params = suggest_params(trial, spec)
+    model_config = ModelConfig.from_params(params, data.channels, data.num_classes)
+    trial.set_user_attr("params_resolved", params)
+    trial.set_user_attr("model_config", model_config.to_dict())
+    trial.set_user_attr("device", str(device))
+    trial.set_user_attr("epochs_planned", params["epochs"])
+
+    train_config = TrainConfig.from_params(params, patience=spec.patience, seed=spec.seed + trial.number, **_selection(spec))
+    model, result = _train_with_oom_retry(trial, spec, data, context, model_config, train_config, device)
+    model.load_state_dict(result.best_state)
+
+    summary = _summarise(model, data, result, train_config)
+    for key, value in summary.items():
+        trial.set_user_attr(key, value)
+    bundle = BundleConfig(
+        model=model_config.to_dict(),
+        image_size=spec.image_size,
+        channels=data.channels,
+        classes=tuple(data.manifest.classes),
+        source={"study": spec.name, "trial": trial.number, "dataset": spec.dataset, "split_hash": data.split.hash, "val_metrics": result.val_metrics},
+    )
+    trial.set_user_attr("artifacts", _store_artifacts(trial, model, bundle, data, train_config, context))
+    return _objective_values(spec, summary)
+
+
+def _selection(spec: StudySpec) -> dict[str, Any]:
+    """Keep the epoch that is best for the first objective when it is known per epoch, else val loss."""
+    objective = spec.objectives[0]
+    if objective.metric in EPOCH_METRICS:
+        return {"select_metric": objective.metric.removeprefix("val_"), "select_maximize": objective.direction == "maximize"}
+    return {"select_metric": "loss", "select_maximize": False}
+
+
+def _train_with_oom_retry(
+    trial: optuna.Trial,
+    spec: StudySpec,
+    data: StudyData,
+    context: RunContext,
+    model_config: ModelConfig,
+    config: TrainConfig,
+    device: torch.device,
+) -> tuple[torch.nn.Module, TrainResult]:
+    """Train; on CUDA out-of-memory retry once with half the batch, then fail with a clear reason."""
+    for attempt in range(2):
+        model = prepare_model(build_model(model_config), device)
+        try:
+            return model, train_model(model, data.train, data.val, config, mode=data.mode, num_classes=data.num_classes, on_epoch=_epoch_reporter(trial, spec, context))
+        except torch.cuda.OutOfMemoryError:
+            del model
+            torch.cuda.empty_cache()
+            if attempt == 1 or config.batch_size == 1:
+                raise TrialError(f"CUDA out of memory at batch size {config.batch_size}; try a smaller model, batch or image size") from None
+            config = TrainConfig(**{**config.__dict__, "batch_size": config.batch_size // 2})
+            trial.set_user_attr("oom_retry_batch_size", config.batch_size)
+    raise AssertionError("unreachable")
+
+
+def _epoch_reporter(trial: optuna.Trial, spec: StudySpec, context: RunContext) -> Callable[[EpochRecord], None]:
+    history: list[dict[str, float]] = []
+    metric = spec.objectives[0].metric
+    reports = not spec.is_multi_objective and metric in EPOCH_METRICS
+
+    def on_epoch(record: EpochRecord) -> None:
+        history.append(record.to_dict())
+        trial.set_user_attr("history", history)  # written every epoch: live learning curves
+        trial.set_user_attr("epoch", record.epoch)
+        if context.stop_requested():
+            trial.set_user_attr("cancelled", True)
+            raise TrialCancelled(f"trial {trial.number} cancelled after epoch {record.epoch}")
+        if reports:
+            trial.report(record.to_dict()[metric], record.epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {record.epoch}")
+
+    return on_epoch
+
+
+def _summarise(model: torch.nn.Module, data: StudyData, result: TrainResult, config: TrainConfig) -> dict[str, Any]:
+    from core.losses import build_loss
+
+    loss_fn = build_loss(config.loss, data.mode).to(data.val.images.device)
+    test_metrics = {}
+    if data.test is not None:
+        test_metrics = evaluate(model, data.test, config.batch_size, loss_fn=loss_fn, mode=data.mode, num_classes=data.num_classes)
+    return {
+        "history": [record.to_dict() for record in result.history],
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "stopped_early": result.stopped_early,
+        "train_time_s": result.train_time_s,
+        "val_metrics": result.val_metrics,
+        "test_metrics": test_metrics,  # shown, never used to select
+        "images_per_s": measure_throughput(model, data.val, config.batch_size),
+        "n_params": count_parameters(model),
+        "weights_mb": weights_size_mb(model),
+    }
+
+
+def _objective_values(spec: StudySpec, summary: dict[str, Any]) -> float | tuple[float, ...]:
+    values = []
+    for objective in spec.objectives:
+        if objective.metric.startswith("val_"):
+            values.append(float(summary["val_metrics"][objective.metric.removeprefix("val_")]))
+        else:
+            values.append(float(summary[objective.metric]))
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def _store_artifacts(
+    trial: optuna.Trial, model: torch.nn.Module, bundle: BundleConfig, data: StudyData, config: TrainConfig, context: RunContext
+) -> dict[str, str]:
+    """Best-epoch weights + config (a loadable bundle) and the preview predictions."""
+    predictions = predict(model, data.preview, config.batch_size, mode=data.mode)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = save_bundle(model.cpu(), bundle, Path(tmp) / "bundle")
+        previews = Path(tmp) / "previews.npz"
+        np.savez_compressed(previews, stems=np.array(data.preview.stems), predictions=predictions)
+        upload = _uploader(trial, context)
+        return {
+            "weights": upload(folder / "model.safetensors"),
+            "config": upload(folder / "config.json"),
+            "previews": upload(previews),
+        }
+
+
+def _uploader(study_or_trial: Any, context: RunContext) -> Callable[[Path], str]:
+    def upload(path: Path) -> str:
+        return upload_artifact(artifact_store=context.artifact_store, file_path=str(path), study_or_trial=study_or_trial)
+
+    return upload
+
+
+def upload_study_previews(study: optuna.Study, data: StudyData, context: RunContext) -> str:
+    """Store the preview images and their ground truth once per study (trials store predictions)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "preview_inputs.npz"
+        preview = data.preview
+        np.savez_compressed(path, stems=np.array(preview.stems), images=preview.images.cpu().numpy(), masks=preview.masks.cpu().numpy())
+        return _uploader(study, context)(path)

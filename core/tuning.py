@@ -1,0 +1,123 @@
+"""Create, prepare and run studies: the glue between a spec, Optuna storage and the objective.
+
+``prepare_study`` is called once per study (by the CLI or when a job is submitted): it creates the
+Optuna study with the spec's directions, sampler and pruner, freezes the split, stores the preview
+inputs and queues grid points. ``run_study`` is the single-process loop behind ``python -m core tune``;
+workers (core/worker.py) drive the same objective for background jobs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from core.errors import SegTuneError
+from core.jobs import trial_counts
+from core.objective import RunContext, TrialError, load_study_data, make_objective, upload_study_previews
+from core.search import enqueue_grid, grid_points, make_pruner, make_sampler
+from core.settings import Settings
+from core.spec import StudySpec, spec_from_dict
+from core.storage import open_artifact_store, open_storage
+from core.train import resolve_device
+
+def create_or_load_study(spec: StudySpec, storage: optuna.storages.BaseStorage, worker_index: int = 0) -> optuna.Study:
+    """The spec's Optuna study; an existing study of that name must have been made from an equal spec."""
+    study = optuna.create_study(
+        storage=storage,
+        study_name=spec.name,
+        directions=spec.directions,
+        sampler=make_sampler(spec, worker_index),
+        pruner=make_pruner(spec),
+        load_if_exists=True,
+    )
+    stored = study.user_attrs.get("spec")
+    if stored is None:
+        study.set_user_attr("spec", spec.to_dict())
+    elif _comparable(stored) != _comparable(spec.to_dict()):
+        raise SegTuneError(
+            f"a study named {spec.name!r} already exists with a different spec; pick another name, "
+            "or resume it with its own spec"
+        )
+    return study
+
+
+def _comparable(spec_dict: dict[str, Any]) -> dict[str, Any]:
+    # The budget may grow (extend) and the description may change without making another study.
+    return {key: value for key, value in spec_dict.items() if key not in ("budget", "description")}
+
+
+def load_study(name: str, storage: optuna.storages.BaseStorage) -> tuple[optuna.Study, StudySpec]:
+    """Open an existing study and its spec by name (the error lists the studies there are)."""
+    names = optuna.get_all_study_names(storage)
+    if name not in names:
+        raise SegTuneError(f"no study named {name!r}; studies: {sorted(names) or 'none yet'}")
+    study = optuna.load_study(study_name=name, storage=storage)
+    spec = spec_from_dict(study.user_attrs["spec"])
+    return optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(spec), pruner=make_pruner(spec)), spec
+
+
+def prepare_study(spec: StudySpec, settings: Settings, *, storage: optuna.storages.BaseStorage | None = None, artifact_store: Any = None) -> optuna.Study:
+    """Create the study (idempotent), freeze its split, store preview inputs, queue grid points."""
+    storage = storage or open_storage(settings.db_url)
+    artifact_store = artifact_store or open_artifact_store(settings)
+    study = create_or_load_study(spec, storage)
+    if "preview_artifact" not in study.user_attrs:
+        data = load_study_data(spec, settings, resolve_device("cpu"))
+        context = RunContext(settings=settings, artifact_store=artifact_store, device="cpu")
+        study.set_user_attr("dataset", spec.dataset)
+        study.set_user_attr("split_hash", data.split.hash)
+        study.set_user_attr("split_sizes", {"train": len(data.split.train), "val": len(data.split.val), "test": len(data.split.test)})
+        study.set_user_attr("preview_stems", list(data.preview.stems))
+        study.set_user_attr("preview_artifact", upload_study_previews(study, data, context))
+    if spec.sampler == "grid":
+        enqueue_grid(study, spec)
+    return study
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that used up budget: finished, pruned, or failed (not cancelled, not retried)."""
+    return trial_counts(study).done
+
+
+def run_study(
+    spec: StudySpec,
+    settings: Settings,
+    *,
+    n_trials: int | None = None,
+    timeout_s: float | None = None,
+    device: str = "auto",
+    show_progress: bool = False,
+    storage: optuna.storages.BaseStorage | None = None,
+    artifact_store: Any = None,
+) -> optuna.Study:
+    """Run the study in this process until its budget (or ``n_trials`` more trials) is used up."""
+    storage = storage or open_storage(settings.db_url)
+    artifact_store = artifact_store or open_artifact_store(settings)
+    study = prepare_study(spec, settings, storage=storage, artifact_store=artifact_store)
+    remaining = n_trials if n_trials is not None else _remaining_budget(study, spec)
+    if remaining is not None and remaining <= 0:
+        return study
+    context = RunContext(settings=settings, artifact_store=artifact_store, device=device)
+    study.optimize(
+        make_objective(spec, context),
+        n_trials=remaining,
+        timeout=timeout_s if timeout_s is not None else spec.budget.timeout_s,
+        catch=(TrialError,),
+        show_progress_bar=show_progress,
+        gc_after_trial=True,
+    )
+    return study
+
+
+def total_budget(spec: StudySpec) -> int | None:
+    """Trials the study should run in all: the spec's budget, and never more than a grid's points."""
+    if spec.sampler == "grid":
+        points = len(grid_points(spec))
+        return points if spec.budget.n_trials is None else min(points, spec.budget.n_trials)
+    return spec.budget.n_trials
+
+
+def _remaining_budget(study: optuna.Study, spec: StudySpec) -> int | None:
+    total = total_budget(spec)
+    return None if total is None else total - counted_trials(study)

@@ -1,0 +1,123 @@
+"""Pictures of masks: class colours, masks overlaid on images, and error maps.
+
+numpy + PIL only, so the dashboard, the CLI and reports draw masks the same way. Images come in
+as uint8 ``HxW``, ``HxWxC`` or ``CxHxW`` (C = 1 or 3, the layout of the study preview arrays);
+masks as ``HxW`` integer class indices (0 = background). Everything returns uint8 ``HxWx3`` RGB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from core.errors import SegTuneError
+
+RGB = tuple[int, int, int]
+
+# Foreground classes 1, 2, ... take these colours in turn (colour-blind-friendly, Okabe-Ito order).
+CLASS_PALETTE: tuple[RGB, ...] = (
+    (230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66),
+    (0, 114, 178), (213, 94, 0), (204, 121, 167), (255, 255, 255),
+)
+
+# Error-map colours: what a reader of the Compare page learns once and then reads at a glance.
+TRUE_POSITIVE: RGB = (0, 200, 83)  # green: foreground found with the right class
+FALSE_POSITIVE: RGB = (255, 61, 0)  # red: foreground predicted where the truth has none
+FALSE_NEGATIVE: RGB = (41, 121, 255)  # blue: true foreground missed or given the wrong class
+ERROR_COLORS: dict[str, RGB] = {
+    "true positive": TRUE_POSITIVE,
+    "false positive": FALSE_POSITIVE,
+    "false negative": FALSE_NEGATIVE,
+}
+
+
+def class_colors(num_classes: int) -> list[RGB]:
+    """One colour per class index; index 0 (background) is black and never painted."""
+    if num_classes < 1:
+        raise SegTuneError(f"num_classes must be at least 1, got {num_classes}")
+    return [(0, 0, 0)] + [CLASS_PALETTE[i % len(CLASS_PALETTE)] for i in range(num_classes - 1)]
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """An image as uint8 ``HxWx3`` (grey is repeated; ``CxHxW`` is transposed)."""
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
+        array = np.moveaxis(array, 0, -1)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=-1)
+    if array.ndim != 3 or array.shape[-1] != 3:
+        raise SegTuneError(f"expected an image of shape HxW, HxWx1/3 or 1/3xHxW, got {array.shape}")
+    if array.dtype != np.uint8:
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    return array
+
+
+def overlay_mask(image: np.ndarray, mask: np.ndarray, colors: Sequence[RGB] | None = None, alpha: float = 0.5) -> np.ndarray:
+    """``image`` with every foreground class of ``mask`` blended in its colour at opacity ``alpha``."""
+    rgb = to_rgb(image)
+    labels = _labels(mask, rgb.shape[:2])
+    if not 0.0 <= alpha <= 1.0:
+        raise SegTuneError(f"alpha must be between 0 and 1, got {alpha}")
+    colors = list(colors) if colors is not None else class_colors(int(labels.max()) + 1)
+    if labels.max() >= len(colors):
+        raise SegTuneError(f"mask has class {int(labels.max())} but only {len(colors)} colours were given")
+    painted = np.asarray(colors, dtype=np.float32)[labels]
+    return _blend(rgb, painted, labels > 0, alpha)
+
+
+def error_map(
+    prediction: np.ndarray, target: np.ndarray, image: np.ndarray | None = None, alpha: float = 0.6
+) -> np.ndarray:
+    """True positives, false positives and false negatives in :data:`ERROR_COLORS`.
+
+    Drawn over ``image`` when given (else over black). A pixel whose true class is predicted as
+    another foreground class counts as a false negative: the truth was missed.
+    """
+    target_labels = _labels(target, None)
+    predicted = _labels(prediction, target_labels.shape)
+    base = to_rgb(image) if image is not None else np.zeros((*target_labels.shape, 3), np.uint8)
+    if base.shape[:2] != target_labels.shape:
+        raise SegTuneError(f"image is {base.shape[:2]} but the masks are {target_labels.shape}")
+    painted = np.zeros((*target_labels.shape, 3), np.float32)
+    hit = (predicted == target_labels) & (target_labels > 0)
+    false_positive = (predicted > 0) & (target_labels == 0)
+    false_negative = (target_labels > 0) & ~hit
+    painted[hit] = TRUE_POSITIVE
+    painted[false_positive] = FALSE_POSITIVE
+    painted[false_negative] = FALSE_NEGATIVE
+    return _blend(base, painted, hit | false_positive | false_negative, alpha)
+
+
+def resize_nearest(image: np.ndarray, size: int) -> np.ndarray:
+    """A square ``size`` x ``size`` copy, nearest neighbour (keeps mask classes and hard pixels)."""
+    return np.asarray(Image.fromarray(np.asarray(image)).resize((size, size), Image.Resampling.NEAREST))
+
+
+def shrink(image: np.ndarray, max_side: int) -> np.ndarray:
+    """A smaller copy (aspect kept, smooth resampling) whose longer side is at most ``max_side``."""
+    picture = Image.fromarray(np.asarray(image))
+    picture.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return np.asarray(picture)
+
+
+def _labels(mask: np.ndarray, shape: tuple[int, ...] | None) -> np.ndarray:
+    labels = np.asarray(mask)
+    if labels.ndim == 3 and labels.shape[0] == 1:
+        labels = labels[0]
+    if labels.ndim != 2:
+        raise SegTuneError(f"a mask must be HxW class indices, got shape {labels.shape}")
+    if shape is not None and labels.shape != tuple(shape):
+        raise SegTuneError(f"mask is {labels.shape} but the image is {tuple(shape)}")
+    if labels.size and labels.min() < 0:
+        raise SegTuneError("a mask cannot hold negative class indices")
+    return labels.astype(np.int64)
+
+
+def _blend(base: np.ndarray, painted: np.ndarray, where: np.ndarray, alpha: float) -> np.ndarray:
+    out = base.astype(np.float32)
+    out[where] = (1.0 - alpha) * out[where] + alpha * painted[where]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)

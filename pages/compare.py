@@ -1,0 +1,69 @@
+"""Compare masks: the chosen trials' predictions side by side on the validation preview images."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import study_cache
+from app.widgets.errors import user_errors
+from app.widgets.mask_grid import VIEWS, error_legend, mask_row
+from app.widgets.trial_table import trial_picker
+from core.results import ORDERINGS
+
+MAX_TRIALS = 4
+IMAGE_KEY = "compare.image"
+
+st.title("Compare masks")
+st.caption("Validation images with the ground truth and each chosen trial's prediction, side by side. Step through the worst cases first.")
+
+
+def _step(delta: int, count: int) -> None:
+    st.session_state[IMAGE_KEY] = (st.session_state.get(IMAGE_KEY, 1) - 1 + delta) % count + 1
+
+
+name = study_cache.require_study()
+with user_errors("Comparing masks"):
+    frame = study_cache.trials_frame(name)
+    complete = frame[frame["state"] == "complete"]
+    if complete.empty:
+        st.info("No finished trials yet — predicted masks appear when a trial completes. Follow the study on **Jobs**.",
+                icon=":material/hourglass_empty:")
+        st.stop()
+    chosen = trial_picker(complete, key="compare.trials", limit=MAX_TRIALS, label="Trials to compare (up to 4)")
+    if not chosen:
+        st.info("Choose trials to compare above (or select rows on the **Leaderboard**).", icon=":material/touch_app:")
+        st.stop()
+    previews = study_cache.previews(name, tuple(chosen))
+    if previews.missing:
+        st.warning(f"Trial(s) {', '.join(f'#{n}' for n in previews.missing)} stored no predicted masks.", icon=":material/warning:")
+    if not previews.predictions:
+        st.stop()
+
+    controls = st.columns([2, 3, 2, 2])
+    view = controls[0].segmented_control("View", list(VIEWS), default="overlay", format_func=VIEWS.get, key="compare.view", required=True)
+    orders = [key for key in ORDERINGS if key != "disagreement" or len(previews.predictions) > 1]
+    order = controls[1].selectbox("Order images by", orders, format_func=ORDERINGS.get, key="compare.order")
+    opacity = controls[2].slider("Opacity", 0.1, 1.0, 0.5, 0.05, key="compare.opacity")
+    per_row = controls[3].slider("Zoom: pictures per row", 1, 6, min(6, 2 + len(previews.predictions)), key="compare.per_row",
+                                 help="Fewer pictures per row shows each one larger")
+    if view == "errors":
+        error_legend()
+
+    ordered = previews.order(order)
+    count = len(ordered)
+    if st.session_state.get(IMAGE_KEY, 1) > count:
+        st.session_state[IMAGE_KEY] = 1
+    stepper = st.columns([1, 6, 1], vertical_alignment="bottom")
+    stepper[0].button("Previous", icon=":material/chevron_left:", on_click=_step, args=(-1, count), key="compare.prev", width="stretch")
+    if count > 1:
+        stepper[1].slider("Image", 1, count, key=IMAGE_KEY, format=f"%d of {count}")
+    stepper[2].button("Next", icon=":material/chevron_right:", on_click=_step, args=(1, count), key="compare.next", width="stretch")
+    position = st.session_state.get(IMAGE_KEY, 1)
+    mask_row(previews, ordered[position - 1], view=view, opacity=opacity, per_row=per_row)
+
+    with st.expander(f"Per-image Dice of all {count} preview images"):
+        table = {"image": [previews.stems[i] for i in ordered]}
+        table.update({f"#{n}": [float(previews.dice[n][i]) for i in ordered] for n in previews.trial_numbers})
+        if len(previews.predictions) > 1:
+            table["disagreement"] = [float(previews.disagreement()[i]) for i in ordered]
+        st.dataframe(table, hide_index=True, column_config={k: st.column_config.NumberColumn(format="%.3f") for k in table if k != "image"})

@@ -1,0 +1,37 @@
+"""Learning curves: per-epoch loss and metrics of the chosen trials, overlaid."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import study_cache
+from app.widgets.curves import curves_figure
+from app.widgets.errors import user_errors
+from app.widgets.trial_table import trial_picker
+from core.results import CURVE_METRICS, METRIC_LABELS
+
+MAX_TRIALS = 10  # beyond this the lines are unreadable
+
+st.title("Learning curves")
+st.caption("Per-epoch training and validation curves of the chosen trials. An × marks where the pruner stopped a trial.")
+
+name = study_cache.require_study()
+with user_errors("Drawing the learning curves"):
+    frame = study_cache.trials_frame(name)
+    started = frame[frame["state"] != "waiting"]
+    if started.empty:
+        st.info("No trial has started yet — curves appear after a trial's first epoch. Start or resume the study on **Jobs**.",
+                icon=":material/hourglass_empty:")
+        st.stop()
+    chosen = trial_picker(started, key="curves.trials", limit=MAX_TRIALS)
+    metric = st.segmented_control("Metric", CURVE_METRICS, default="loss", format_func=METRIC_LABELS.get,
+                                  key="curves.metric", required=True)
+    if not chosen:
+        st.info("Choose one or more trials above (or select rows on the **Leaderboard**).", icon=":material/touch_app:")
+        st.stop()
+    curves = study_cache.learning_curves(name, tuple(chosen), metric)
+    if curves.empty:
+        st.info(f"The chosen trials have no {METRIC_LABELS[metric]} values yet.", icon=":material/hourglass_top:")
+    else:
+        st.plotly_chart(curves_figure(curves, metric), key="curves.figure")
+        st.caption("Solid: validation · dashed: training · dotted: the objective Optuna received (trials without a stored history).")

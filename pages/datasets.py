@@ -1,0 +1,205 @@
+"""Datasets: add image/mask sets (zip, server folder, demo), look at them, choose their split."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from app import cache, state
+from app.widgets.errors import user_errors
+from app.widgets.spec_form import split_editor
+from core.datasets import DatasetManifest, dataset_path, dataset_stats, delete_dataset, ingest_dataset, read_image, read_mask
+from core.demo import DEMO_NAME, create_demo_dataset
+from core.options import is_valid_name
+from core.splits import split_sizes
+from core.visual import class_colors, overlay_mask, shrink
+
+GALLERY_COLUMNS = 4
+THUMBNAIL_PX = 256
+SPLIT_PREFIX = "ds.split."
+DATASET_PICKER = "ds.choice"
+
+
+def hex_color(rgb: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def thumbnail(image_path: str, mask_path: str, num_classes: int, alpha: float) -> np.ndarray:
+    overlay = overlay_mask(read_image(Path(image_path)), read_mask(Path(mask_path)), class_colors(num_classes), alpha)
+    return shrink(overlay, THUMBNAIL_PX)
+
+
+def ingest(source: Path, name: str, classes_text: str) -> None:
+    """Ingest with a progress bar; on success select the new dataset."""
+    classes = [c.strip() for c in classes_text.split(",") if c.strip()] or None
+    bar = st.progress(0.0, text="Checking files…")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / max(total, 1), text=f"Checked {done} of {total} pairs")
+
+    with user_errors("Adding the dataset"):
+        manifest = ingest_dataset(source, name, cache.settings().datasets_dir, classes=classes, progress=progress)
+        cache.clear_reads()
+        state.DATASET.set(manifest.name)
+        st.success(f"Added **{manifest.name}**: {len(manifest.pairs)} image/mask pairs.", icon=":material/check_circle:")
+    bar.empty()
+
+
+def default_name(filename: str) -> str:
+    stem = Path(filename).stem.replace(" ", "-")
+    return stem if is_valid_name(stem) else "my-dataset"
+
+
+def add_dataset_section(has_datasets: bool) -> None:
+    with st.expander("Add a dataset", expanded=not has_datasets, icon=":material/add_photo_alternate:"):
+        st.caption(
+            "A dataset is a folder (or zip) with `images/` and `masks/`; a mask has its image's file name "
+            "(PNG, 0 = background). Every problem is listed and nothing is stored until all pairs are valid."
+        )
+        upload_tab, folder_tab, demo_tab = st.tabs(["Upload a .zip", "Folder on the server", "Demo dataset"])
+        with upload_tab:
+            upload = st.file_uploader("Zip file", type=["zip"], key="ds.upload")
+            suggested = default_name(upload.name) if upload else ""
+            name = st.text_input("Dataset name", key="ds.upload_name", placeholder=suggested or "my-dataset").strip() or suggested
+            classes = st.text_input("Class names (optional)", key="ds.upload_classes", placeholder="background, tumour", help="Comma-separated, background first. Default: background, foreground.")
+            if st.button("Add dataset", disabled=upload is None or not name, type="primary", key="ds.upload_go"):
+                with tempfile.TemporaryDirectory(prefix="segtune-upload-") as tmp:
+                    archive = Path(tmp) / "upload.zip"
+                    archive.write_bytes(upload.getvalue())
+                    ingest(archive, name, classes)
+        with folder_tab:
+            folder = st.text_input("Folder path", key="ds.folder", placeholder="/data/my-images")
+            suggested = default_name(folder.rstrip("/")) if folder else ""
+            name = st.text_input("Dataset name", key="ds.folder_name", placeholder=suggested or "my-dataset").strip() or suggested
+            classes = st.text_input("Class names (optional)", key="ds.folder_classes", placeholder="background, foreground")
+            if st.button("Add dataset", disabled=not folder or not name, type="primary", key="ds.folder_go"):
+                ingest(Path(folder).expanduser(), name, classes)
+        with demo_tab:
+            st.write("Sixty 128 px images of cell-like shapes with their masks, generated here — enough for a first study in minutes.")
+            demo_button("tab")
+
+
+def demo_button(where: str) -> None:
+    exists = DEMO_NAME in cache.datasets()
+    if st.button("Create demo dataset", disabled=exists, icon=":material/auto_awesome:", key=f"ds.demo_{where}", type="primary" if where == "empty" else "secondary"):
+        with st.spinner("Generating images…"), user_errors("Creating the demo dataset"):
+            create_demo_dataset(cache.settings().datasets_dir)
+            cache.clear_reads()
+            state.DATASET.set(DEMO_NAME)
+            st.rerun()
+    if exists:
+        st.caption(f"The demo dataset **{DEMO_NAME}** is already here.")
+
+
+def overview(manifest: DatasetManifest) -> None:
+    stats = dataset_stats(manifest)
+    columns = st.columns(5)
+    columns[0].metric("Image/mask pairs", stats.count)
+    columns[1].metric("Most common size", next(iter(stats.sizes), "–"), help=f"{len(stats.sizes)} distinct size(s)")
+    columns[2].metric("Channels", "1 (grey)" if stats.channels == 1 else "3 (RGB)")
+    columns[3].metric("Classes", manifest.num_classes, help=", ".join(manifest.classes))
+    columns[4].metric("Empty masks", stats.empty_masks, help="Masks without any foreground pixel")
+
+
+def gallery(manifest: DatasetManifest) -> None:
+    controls = st.columns([2, 2, 3], vertical_alignment="bottom")
+    alpha = controls[0].slider("Mask opacity", 0.0, 1.0, 0.45, 0.05, key="ds.alpha")
+    per_page = GALLERY_COLUMNS * 3
+    pages = max(1, -(-len(manifest.pairs) // per_page))
+    page = controls[1].number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, key="ds.page")
+    colors = class_colors(manifest.num_classes)
+    legend = " · ".join(f"<span style='color:{hex_color(c)}'>■</span> {name}" for c, name in zip(colors[1:], manifest.classes[1:]))
+    controls[2].markdown(legend, unsafe_allow_html=True)
+    folder = dataset_path(cache.settings().datasets_dir, manifest.name)
+    shown = manifest.pairs[(page - 1) * per_page: page * per_page]
+    columns = st.columns(GALLERY_COLUMNS)
+    for index, pair in enumerate(shown):
+        picture = thumbnail(str(folder / pair.image), str(folder / pair.mask), manifest.num_classes, alpha)
+        fraction = sum(pair.foreground)
+        columns[index % GALLERY_COLUMNS].image(picture, caption=f"{pair.stem} · {fraction:.0%} foreground", width="stretch")
+
+
+def statistics(manifest: DatasetManifest) -> None:
+    stats = dataset_stats(manifest)
+    chart, sizes = st.columns([3, 1])
+    rows = [{"class": name, "foreground fraction": value} for name, values in stats.foreground.items() for value in values]
+    figure = px.histogram(
+        pd.DataFrame(rows), x="foreground fraction", color="class", nbins=30, barmode="overlay",
+        color_discrete_sequence=[hex_color(c) for c in class_colors(manifest.num_classes)[1:]],
+    )
+    figure.update_layout(title="Foreground fraction per image", yaxis_title="images", margin={"t": 40, "b": 0, "l": 0, "r": 0}, height=320)
+    chart.plotly_chart(figure, width="stretch")
+    sizes.markdown("**Image sizes**")
+    sizes.dataframe(pd.DataFrame({"size (W×H)": list(stats.sizes), "pairs": list(stats.sizes.values())}), hide_index=True, width="stretch")
+    sizes.caption(f"{stats.bit_depth}-bit images · source `{Path(manifest.source).name}`")
+
+
+def split_settings(manifest: DatasetManifest) -> None:
+    st.caption("How new studies divide this dataset. The split is frozen per dataset and seed, and stored with every study.")
+    settings_col, preview_col = st.columns([3, 2])
+    with settings_col:
+        split = split_editor(SPLIT_PREFIX, state.SPLIT.get())
+    with preview_col, user_errors("Previewing the split"):
+        sizes = split_sizes(manifest.stems, split)
+        cols = st.columns(3)
+        cols[0].metric("Train", sizes["train"])
+        cols[1].metric("Validation", sizes["val"])
+        cols[2].metric("Test", sizes["test"])
+        state.SPLIT.set(split)
+        st.caption("New studies use this split (you can still change it on **New study**).")
+
+
+def manage(manifest: DatasetManifest) -> None:
+    st.caption(f"Added {manifest.created[:19].replace('T', ' ')} UTC from `{manifest.source}` · checksum `{manifest.checksum[:12]}`")
+    confirm = st.text_input(f"Type **{manifest.name}** to delete this dataset", key="ds.delete_confirm")
+    if st.button("Delete dataset", type="secondary", disabled=confirm != manifest.name, icon=":material/delete:", key="ds.delete"):
+        with user_errors("Deleting the dataset"):
+            delete_dataset(cache.settings().datasets_dir, manifest.name)
+            cache.clear_reads()
+            state.DATASET.clear()
+            st.session_state.pop("ds.delete_confirm", None)
+            st.rerun()
+
+
+def _pick_dataset() -> None:
+    state.DATASET.set(st.session_state[DATASET_PICKER])
+
+
+def dataset_view(names: list[str]) -> None:
+    # Follow a choice made elsewhere (a new upload, New study) before the picker is drawn.
+    st.session_state[DATASET_PICKER] = state.DATASET.get() if state.DATASET.get() in names else names[0]
+    chosen = st.selectbox("Dataset", names, key=DATASET_PICKER, on_change=_pick_dataset)
+    state.DATASET.set(chosen)
+    manifest: Any = None
+    with user_errors("Reading the dataset"):
+        manifest = cache.manifest(chosen)
+    if manifest is None:
+        return
+    overview(manifest)
+    gallery_tab, stats_tab, split_tab, manage_tab = st.tabs(["Gallery", "Statistics", "Split", "Manage"])
+    with gallery_tab:
+        gallery(manifest)
+    with stats_tab:
+        statistics(manifest)
+    with split_tab:
+        split_settings(manifest)
+    with manage_tab:
+        manage(manifest)
+
+
+st.title("Datasets")
+st.caption("Images with their masks: add them, check them, and choose how studies split them.")
+add_dataset_section(bool(cache.datasets()))
+names = cache.datasets()  # again: the section above may just have added one
+if not names:
+    st.info("No datasets yet — create the demo dataset or upload a zip.", icon=":material/info:")
+    demo_button("empty")
+else:
+    dataset_view(names)

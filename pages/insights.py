@@ -1,0 +1,27 @@
+"""Insights: Optuna's own figures — what the search found and which parameters mattered."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import study_cache
+from app.widgets.errors import user_errors
+
+st.title("Insights")
+st.caption("How the search went and which hyperparameters mattered, from Optuna's visualizations.")
+
+name = study_cache.require_study()
+with user_errors("Drawing the insights"):
+    objectives = study_cache.objective_names(name)
+    objective = 0
+    if len(objectives) > 1:
+        objective = st.selectbox("Objective", range(len(objectives)), format_func=objectives.__getitem__, key="insights.objective",
+                                 help="History, importances, parallel coordinates, contour and slice show one objective at a time.")
+    figures = study_cache.insights(name, objective)
+    tabs = st.tabs([insight.title for insight in figures.values()])
+    for tab, (key, insight) in zip(tabs, figures.items()):
+        with tab:
+            if insight.figure is None:
+                st.info(insight.message, icon=":material/info:")
+            else:
+                st.plotly_chart(insight.figure, key=f"insights.{key}")

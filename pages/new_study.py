@@ -1,0 +1,206 @@
+"""New study: describe the search (or start from a paper preset), check its cost, start it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import streamlit as st
+
+from app import cache, state
+from app.nav import page_path
+from app.widgets.errors import show_user_error, user_errors
+from app.widgets.spec_form import (
+    PREFIX, SECTIONS, fill_form, fill_missing, form_to_dict, hyperparameter_editor, problem_for,
+    search_editor, shown_params, spec_to_form, split_editor, study_settings_editor,
+)
+from core.errors import SegTuneError
+from core.search import load_preset, preset_names, search_space_size
+from core.spec import SpecError, StudySpec, spec_from_dict
+from core.splits import split_sizes
+
+PRESET_LABELS = {
+    "p1-unet-keras-tuner": "P1 · classic U-Net shape search",
+    "p2-deeplabv3plus-liver": "P2 · DeepLabV3+ / U-Net on liver CT",
+    "p3-optimizer-loss-cells": "P3 · optimizers × losses on cells (grid)",
+    "p5-resnet-unet-mri": "P5 · ResNet U-Net encoders on MRI (grid)",
+}
+NOTICE = PREFIX + "_notice"  # a message from a callback, shown on the next run
+IMPORTED = PREFIX + "_imported"  # file id of the last imported spec, so it is applied once
+
+
+def starting_spec(dataset: str) -> StudySpec:
+    """What the form shows first: a small, quick study on the chosen dataset."""
+    return StudySpec(name=f"{dataset}-study", dataset=dataset, image_size=128, split=state.SPLIT.get())
+
+
+def apply_preset(name: str, dataset: str) -> None:
+    try:
+        spec = load_preset(name, dataset, f"{name.split('-')[0]}-{dataset}")
+    except SegTuneError as error:
+        st.session_state[NOTICE] = ("error", str(error))
+        return
+    fill_form(spec_to_form(spec))
+    st.session_state[NOTICE] = ("success", f"Filled the form from {PRESET_LABELS.get(name, name)}.")
+
+
+def import_spec(upload: Any) -> None:
+    """Fill the form from an uploaded spec JSON, once per file."""
+    if upload is None or st.session_state.get(IMPORTED) == upload.file_id:
+        return
+    st.session_state[IMPORTED] = upload.file_id
+    try:
+        data = json.loads(upload.getvalue().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        st.session_state[NOTICE] = ("error", f"{upload.name} is not valid JSON: {error}")
+        return
+    with user_errors("Importing the spec"):
+        fill_form(spec_to_form(spec_from_dict(data)))
+        st.session_state[NOTICE] = ("success", f"Imported {upload.name}.")
+
+
+@st.cache_resource(show_spinner=False)
+def gpu_devices() -> list[str]:
+    from core.launcher import visible_gpu_ids
+
+    return [f"cuda:{i}" for i in range(len(visible_gpu_ids()))]
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def trial_cost(spec_json: str, home: str) -> Any:
+    from core.estimate import estimate_trial_cost
+
+    return estimate_trial_cost(spec_from_dict(json.loads(spec_json)), cache.settings())
+
+
+def validate(values: Any) -> tuple[StudySpec | None, dict[str, str]]:
+    try:
+        return spec_from_dict(form_to_dict(values)), {}
+    except SpecError as error:
+        return None, error.problems
+
+
+def show_notice() -> None:
+    notice = st.session_state.pop(NOTICE, None)
+    if notice:
+        kind, message = notice
+        (st.success if kind == "success" else st.error)(message)
+
+
+def header_tools(dataset: str, problems: dict[str, str]) -> None:
+    presets, importer, exporter = st.columns([2, 2, 1], vertical_alignment="bottom")
+    with presets:
+        names = preset_names()
+        choice = st.selectbox("Start from a paper preset", names, format_func=lambda n: PRESET_LABELS.get(n, n), key=PREFIX + "_preset")
+        st.button("Apply preset", on_click=apply_preset, args=(choice, dataset), icon=":material/auto_fix_high:", key=PREFIX + "_apply_preset")
+    with importer:
+        import_spec(st.file_uploader("Import a spec (JSON)", type=["json"], key=PREFIX + "_import"))
+    with exporter:
+        data = form_to_dict(st.session_state)
+        st.download_button(
+            "Export JSON", json.dumps(data, indent=2), file_name=f"{data['name'] or 'study'}.json",
+            mime="application/json", icon=":material/download:", disabled=bool(problems), width="stretch",
+        )
+
+
+def split_section(spec: StudySpec | None, problems: dict[str, str]) -> None:
+    with st.expander("Split (train / validation / test)"):
+        split = split_editor(PREFIX + "split.", state.SPLIT.get())
+        problem_for(problems, "split")
+        with user_errors("Previewing the split"):
+            sizes = split_sizes(cache.manifest(st.session_state[PREFIX + "dataset"]).stems, split)
+            st.caption(f"{sizes['train']} train · {sizes['val']} validation · {sizes['test']} test images")
+
+
+def search_space_sections(problems: dict[str, str]) -> None:
+    visible = set(shown_params(st.session_state))
+    for title, params in SECTIONS.items():
+        with st.container(border=True):
+            st.subheader(title)
+            for name in params:
+                if name in visible:
+                    hyperparameter_editor(name, problems)
+
+
+def run_section() -> tuple[list[str], int, int]:
+    with st.container(border=True):
+        st.subheader("Run on")
+        devices_col, workers_col, per_gpu_col = st.columns(3)
+        gpus = gpu_devices()
+        devices = devices_col.multiselect("Devices", ["cpu", *gpus], key=PREFIX + "_devices", help="Empty = every GPU, or the CPU when there is none.")
+        workers = workers_col.number_input("Workers", min_value=1, max_value=64, value=max(1, len(gpus)), step=1, key=PREFIX + "_workers", help="Parallel trials on this machine.")
+        per_gpu = per_gpu_col.number_input("Trials per GPU", min_value=1, max_value=8, value=1, step=1, key=PREFIX + "_per_gpu", disabled=not gpus, help="Small models can share one GPU.")
+        if not gpus:
+            st.caption(":material/memory: No GPU visible: trials run on the CPU.")
+    return devices, int(workers), int(per_gpu)
+
+
+def cost_section(spec: StudySpec | None) -> None:
+    with st.container(border=True):
+        st.subheader("Cost of one trial")
+        size = search_space_size(spec) if spec else None
+        st.caption(
+            f"Search space: {size} configuration(s)." if size else "Search space: continuous (ranges without a step).",
+        )
+        if not st.button("Estimate", key=PREFIX + "_estimate", disabled=spec is None, icon=":material/speed:", help="Times one training batch of a typical trial on this machine's CPU."):
+            return
+        with st.spinner("Probing one batch…"), user_errors("Estimating the cost"):
+            cost = trial_cost(spec.to_json(), str(cache.settings().home))
+            cols = st.columns(4)
+            cols[0].metric("Parameters", f"{cost.n_params / 1e6:.2f} M")
+            cols[1].metric("Weights", f"{cost.weights_mb:.1f} MB")
+            cols[2].metric("Seconds / epoch (CPU)", f"{cost.seconds_per_epoch:.1f}")
+            cols[3].metric("Minutes / trial", f"{cost.seconds_per_trial / 60:.1f}")
+            with st.expander("Probed configuration"):
+                st.dataframe({"hyperparameter": [k for k, _ in cost.params], "value": [str(v) for _, v in cost.params]}, hide_index=True)
+
+
+def start(spec: StudySpec, devices: list[str], workers: int, per_gpu: int) -> None:
+    from core.jobs import submit_job
+
+    with st.spinner("Creating the study and starting workers…"):
+        job_id = submit_job(cache.settings(), spec, workers=workers, devices=devices or None, per_gpu=per_gpu)
+    state.JOB.set(job_id)
+    state.STUDY.set(spec.name)
+    cache.clear_reads()
+    st.switch_page(page_path("jobs.py"))
+
+
+st.title("New study")
+st.caption("Describe what to search, check what one trial costs, and start tuning in the background.")
+
+datasets = cache.datasets()
+if not datasets:
+    st.info("No datasets yet — create the demo dataset or upload a zip on the Datasets page.", icon=":material/info:")
+    st.page_link(page_path("datasets.py"), label="Go to Datasets", icon=":material/photo_library:")
+    st.stop()
+
+chosen = state.DATASET.get() if state.DATASET.get() in datasets else datasets[0]
+fill_missing(spec_to_form(starting_spec(chosen)))
+if st.session_state[PREFIX + "dataset"] not in datasets:
+    st.session_state[PREFIX + "dataset"] = chosen
+spec, problems = validate(st.session_state)
+header_tools(st.session_state[PREFIX + "dataset"], problems)
+show_notice()
+spec, problems = validate(st.session_state)  # an import may just have changed the form
+
+with st.container(border=True):
+    st.subheader("Study")
+    study_settings_editor(datasets, problems)
+split_section(spec, problems)
+search_space_sections(problems)
+with st.container(border=True):
+    st.subheader("Search and budget")
+    search_editor(problems)
+devices, workers, per_gpu = run_section()
+cost_section(spec)
+
+shown = {"name", "dataset", "image_size", "objectives", "sampler", "pruner", "budget", "split"}
+elsewhere = {path: message for path, message in problems.items() if not path.startswith("search_space") and path.split(".")[0].split("[")[0] not in shown}
+if elsewhere:
+    show_user_error(SpecError(elsewhere))
+if problems:
+    st.warning(f"Fix the {len(problems)} problem(s) marked above to start.", icon=":material/warning:")
+if st.button("Start tuning", type="primary", disabled=spec is None, icon=":material/play_arrow:", key=PREFIX + "_start"):
+    with user_errors("Starting the study"):
+        start(spec, devices, workers, per_gpu)

@@ -1,0 +1,95 @@
+"""Datasets page: demo, upload, validation report, gallery, statistics, split preview, delete."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from core.datasets import dataset_names
+from core.settings import Settings
+
+MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
+
+
+def datasets_page() -> AppTest:
+    return AppTest.from_file(MAIN, default_timeout=60).run()
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def tiny_zip(with_orphan: bool = False) -> bytes:
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for i in range(4):
+            archive.writestr(f"set/images/img_{i}.png", png_bytes(rng.integers(0, 255, (32, 32), dtype=np.uint8)))
+            mask = np.zeros((32, 32), np.uint8)
+            mask[: 8 * (i + 1)] = 255
+            archive.writestr(f"set/masks/img_{i}.png", png_bytes(mask))
+        if with_orphan:
+            archive.writestr("set/images/lonely.png", png_bytes(np.zeros((32, 32), np.uint8)))
+    return buffer.getvalue()
+
+
+def test_empty_state_then_demo_dataset_with_gallery_and_stats(workspace: Settings) -> None:
+    at = datasets_page()
+    assert any("No datasets yet" in info.value for info in at.info)
+    at.button(key="ds.demo_empty").click().run()
+    assert not at.exception
+    assert dataset_names(workspace.datasets_dir) == ["demo-cells"]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Image/mask pairs"] == "60" and metrics["Channels"] == "1 (grey)"
+    assert len(at.image) >= 12  # a gallery page of overlays
+    assert at.get("plotly_chart"), "the foreground histogram is missing"
+
+
+def test_zip_upload_is_ingested(workspace: Settings) -> None:
+    at = datasets_page()
+    at.file_uploader(key="ds.upload").upload("cells.zip", tiny_zip(), "application/zip").run()
+    at.button(key="ds.upload_go").click().run()
+    assert not at.exception
+    assert any("Added **cells**: 4 image/mask pairs" in s.value for s in at.success)
+    assert dataset_names(workspace.datasets_dir) == ["cells"]
+
+
+def test_invalid_zip_lists_the_problem_and_stores_nothing(workspace: Settings) -> None:
+    at = datasets_page()
+    at.file_uploader(key="ds.upload").upload("broken.zip", tiny_zip(with_orphan=True), "application/zip").run()
+    at.button(key="ds.upload_go").click().run()
+    assert not at.exception
+    report = " ".join(e.value for e in at.error)
+    assert "problem(s) to fix" in report and "lonely" in report
+    assert dataset_names(workspace.datasets_dir) == []
+
+
+def test_missing_server_folder_is_reported(workspace: Settings, tmp_path: Path) -> None:
+    at = datasets_page()
+    at.text_input(key="ds.folder").input(str(tmp_path / "nowhere")).run()
+    at.button(key="ds.folder_go").click().run()
+    assert not at.exception
+    assert any("nowhere" in e.value for e in at.error)
+
+
+def test_split_preview_and_delete(workspace: Settings) -> None:
+    at = datasets_page()
+    at.button(key="ds.demo_empty").click().run()
+    at.slider(key="ds.split.test").set_value(20).run()
+    metrics = {m.label: int(m.value) for m in at.metric if m.label in ("Train", "Validation", "Test")}
+    assert sum(metrics.values()) == 60 and metrics["Test"] == 12
+    assert at.session_state["segtune.split"].test == 0.2
+    delete = at.button(key="ds.delete")
+    assert delete.disabled
+    at.text_input(key="ds.delete_confirm").input("demo-cells").run()
+    at.button(key="ds.delete").click().run()
+    assert not at.exception
+    assert dataset_names(workspace.datasets_dir) == []
+    assert any("No datasets yet" in info.value for info in at.info)

@@ -1,0 +1,67 @@
+"""Jobs page: empty state, progress of a queued job with a running trial, cancel / resume / extend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.demo import create_demo_dataset
+from core.jobs import get_job, submit_job
+from core.settings import Settings
+from core.spec import spec_from_dict
+from core.storage import open_storage
+
+MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
+
+
+def jobs_page() -> AppTest:
+    at = AppTest.from_file(MAIN, default_timeout=60).run()
+    return at.switch_page("../pages/jobs.py").run()
+
+
+@pytest.fixture
+def job(workspace: Settings, monkeypatch: pytest.MonkeyPatch) -> int:
+    import core.launcher
+
+    monkeypatch.setattr(core.launcher, "launch_workers", lambda settings, job, slots: [])  # no real workers
+    create_demo_dataset(workspace.datasets_dir, count=12, size=64)
+    spec = spec_from_dict({"name": "watched", "dataset": "demo-cells", "image_size": 64, "budget": {"n_trials": 4, "max_epochs": 5},
+                           "sampler": "random", "pruner": "none", "search_space": {"architecture": "ClassicUNet", "epochs": 5}})
+    job_id = submit_job(workspace, spec, workers=1, devices=["cpu"])
+    trial = optuna.load_study(study_name="watched", storage=open_storage(workspace.db_url)).ask()
+    trial.set_user_attr("epoch", 2)
+    trial.set_user_attr("epochs_planned", 5)
+    return job_id
+
+
+def test_no_jobs_says_where_to_start(workspace: Settings) -> None:
+    at = jobs_page()
+    assert not at.exception
+    assert any("No jobs yet" in info.value for info in at.info)
+
+
+def test_job_progress_with_the_running_trials_epoch(job: int) -> None:
+    at = jobs_page()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Status"] == "Queued" and metrics["Trials done"] == "0 / 4"
+    bars = [p.value for p in at.get("progress")]
+    assert len(bars) == 2  # the job, and trial 0 at epoch 2 of 5
+    assert at.subheader[0].value == f"Job #{job} · watched"
+
+
+def test_cancel_resume_extend(job: int, workspace: Settings) -> None:
+    at = jobs_page()
+    at.button(key="jobs.cancel").click().run()
+    assert get_job(workspace, job).status in ("cancelled", "cancelling")
+    assert {m.label: m.value for m in at.metric}["Status"] in ("Cancelled", "Cancelling")
+    if get_job(workspace, job).status == "cancelled":
+        at.button(key="jobs.resume").click().run()
+        assert get_job(workspace, job).status == "queued"
+    at.number_input(key=f"jobs.more.{job}").set_value(3).run()
+    at.button(key="jobs.extend").click().run()
+    assert not at.exception
+    assert get_job(workspace, job).n_trials == 7

@@ -1,0 +1,104 @@
+"""New study page: form <-> spec, presets, import, validation next to fields, estimate, start."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app.widgets.spec_form import form_to_dict, spec_to_form
+from core.demo import create_demo_dataset
+from core.estimate import TrialCost
+from core.search import load_preset, preset_names
+from core.settings import Settings
+from core.spec import spec_from_dict
+
+MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
+
+
+@pytest.fixture
+def demo(workspace: Settings) -> Settings:
+    create_demo_dataset(workspace.datasets_dir, count=12, size=64)
+    return workspace
+
+
+def new_study_page() -> AppTest:
+    at = AppTest.from_file(MAIN, default_timeout=60).run()
+    return at.switch_page("../pages/new_study.py").run()
+
+
+@pytest.mark.parametrize("preset", preset_names())
+def test_every_preset_survives_the_form(preset: str) -> None:
+    spec = load_preset(preset, "demo-cells")
+    again = spec_from_dict(form_to_dict(spec_to_form(spec)))
+    assert again.to_dict() == spec_from_dict(spec.to_dict()).to_dict() | {"search_space": again.to_dict()["search_space"]}
+    for name, dimension in spec.search_space.items():
+        assert again.param(name) == dimension, name
+
+
+def test_no_dataset_shows_what_to_do(workspace: Settings) -> None:
+    at = new_study_page()
+    assert any("No datasets yet" in info.value for info in at.info)
+
+
+def test_default_form_is_valid_and_bad_name_is_flagged_at_the_field(demo: Settings) -> None:
+    at = new_study_page()
+    assert not at.exception
+    assert not at.button(key="ns._start").disabled
+    at.text_input(key="ns.name").input("bad name!").run()
+    assert any("must be 1-64 letters" in e.value for e in at.error)
+    assert at.button(key="ns._start").disabled
+
+
+def test_preset_fills_the_form(demo: Settings) -> None:
+    at = new_study_page()
+    at.selectbox(key="ns._preset").set_value("p1-unet-keras-tuner").run()
+    at.button(key="ns._apply_preset").click().run()
+    assert not at.exception
+    assert at.multiselect(key="ns.sp.architecture").value == ["ClassicUNet"]
+    assert at.multiselect(key="ns.sp.unet_activation").value == ["mish", "elu", "lrelu"]
+    assert at.session_state["ns.pruner"] == "hyperband"
+    assert any("Filled the form" in s.value for s in at.success)
+
+
+def test_imported_spec_fills_the_form_and_invalid_one_is_reported(demo: Settings) -> None:
+    at = new_study_page()
+    spec = {"name": "imported", "dataset": "demo-cells", "image_size": 64, "sampler": "random", "pruner": "none",
+            "search_space": {"architecture": "ClassicUNet", "lr": {"low": 1e-4, "high": 1e-2, "log": True}}}
+    at.file_uploader(key="ns._import").upload("spec.json", json.dumps(spec).encode(), "application/json").run()
+    assert at.text_input(key="ns.name").value == "imported"
+    assert at.session_state["ns.sp.lr.mode"] == "range" and at.session_state["ns.sp.lr.log"] is True
+    at.file_uploader(key="ns._import").set_value(("bad.json", b'{"name": "x", "sampler": "nope"}', "application/json")).run()
+    assert any("sampler" in e.value for e in at.error)
+
+
+def test_estimate_shows_the_probe(demo: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.estimate
+
+    cost = TrialCost(n_params=1_234_567, weights_mb=4.7, seconds_per_epoch=3.0, epochs=10, params=(("architecture", "Unet"),))
+    monkeypatch.setattr(core.estimate, "estimate_trial_cost", lambda spec, settings: cost)
+    at = new_study_page()
+    at.button(key="ns._estimate").click().run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Parameters"] == "1.23 M" and metrics["Minutes / trial"] == "0.5"
+
+
+def test_start_submits_a_job_and_opens_it_on_the_jobs_page(demo: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.jobs
+
+    submitted = {}
+
+    def fake_submit(settings: Settings, spec: object, **kwargs: object) -> int:
+        submitted.update(spec=spec, **kwargs)
+        return 7
+
+    monkeypatch.setattr(core.jobs, "submit_job", fake_submit)
+    at = new_study_page()
+    at.text_input(key="ns.name").input("my-run").run()
+    at.button(key="ns._start").click().run()
+    assert not at.exception
+    assert submitted["spec"].name == "my-run" and submitted["workers"] == 1
+    assert at.session_state["segtune.job"] == 7 and at.session_state["segtune.study"] == "my-run"
+    assert [t.value for t in at.title] == ["Jobs"]

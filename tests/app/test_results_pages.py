@@ -1,0 +1,170 @@
+"""AppTest of the result pages (Leaderboard, Learning curves, Compare masks, Insights, Export).
+
+The pages run inside app/main.py's navigation against a temporary workspace holding a hand-made
+study shaped exactly like the engine's (tests/test_results.py builds it), so every page is
+exercised with complete, pruned and failed trials. The 1,000-trial study lives in memory and is
+patched into the page's study reader: writing 1,000 trials to SQLite takes Optuna minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app import cache, study_cache
+from core.settings import Settings, load_settings
+from core.storage import open_artifact_store, open_storage
+from tests.test_results import STEMS, build_study
+
+MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
+STUDY = "cells"
+BIG = "cells-1000"
+
+
+@pytest.fixture(scope="session")
+def results_workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SEGTUNE_HOME", str(tmp_path_factory.mktemp("results-home")))
+        patch.delenv("SEGTUNE_DB", raising=False)
+        patch.delenv("SEGTUNE_ARTIFACTS", raising=False)
+        patch.delenv("SEGTUNE_PASSWORD", raising=False)
+        settings = load_settings()
+        storage, store = open_storage(settings.db_url), open_artifact_store(settings)
+        build_study(storage, store, name=STUDY, n_trials=12)
+        yield settings
+
+
+@pytest.fixture
+def big_study(results_workspace: Settings, monkeypatch: pytest.MonkeyPatch) -> optuna.Study:
+    big = build_study(optuna.storages.InMemoryStorage(), open_artifact_store(results_workspace), name=BIG, n_trials=1000, previews=False)
+    real_study, real_names = study_cache.study, cache.study_names
+    monkeypatch.setattr(study_cache, "study", lambda name: big if name == BIG else real_study(name))
+    monkeypatch.setattr(cache, "study_names", lambda: [BIG, *real_names()])
+    return big
+
+
+def open_page(page: str, study: str | None = STUDY, selected: tuple[int, ...] = ()) -> AppTest:
+    app = AppTest.from_file(str(MAIN), default_timeout=60)
+    app.session_state["segtune.study"] = study
+    app.session_state["segtune.trials"] = selected
+    app.run()
+    app.switch_page(f"../pages/{page}")
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+def texts(app: AppTest, kind: str) -> list[str]:
+    return [str(element.value) for element in app.get(kind)]
+
+
+def test_leaderboard_ranks_filters_and_shows_the_best(results_workspace: Settings) -> None:
+    app = open_page("leaderboard.py")
+    assert app.title[0].value == "Leaderboard"
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Trials"] == "12" and metrics["Failed"] == "2" and metrics["Val Dice"] == "0.900"
+    assert "Best trial #0" in app.subheader[0].value
+    table = app.dataframe[0].value
+    assert len(table) == 12 and table.iloc[0]["best"] == "★" and table.iloc[0]["number"] == 0
+    app.button_group(key="leaderboard.states").set_value(["complete"]).run()
+    assert len(app.dataframe[0].value) == 8 and not app.exception
+    assert app.get("download_button")[0].proto.label == "Download CSV"
+
+
+def test_leaderboard_stays_responsive_with_a_thousand_trials(big_study: optuna.Study) -> None:
+    start = time.perf_counter()
+    app = open_page("leaderboard.py", study=BIG)
+    first = time.perf_counter() - start
+    assert len(app.dataframe[0].value) == 1000
+    start = time.perf_counter()
+    app.button_group(key="leaderboard.groups").set_value(["val"]).run()  # a rerun reads the cached frame
+    again = time.perf_counter() - start
+    assert not app.exception and first < 20 and again < 3, (first, again)
+
+
+def test_result_pages_say_what_to_do_without_a_study(workspace: Settings) -> None:
+    for page in ("leaderboard.py", "curves.py", "compare.py", "insights.py", "export.py"):
+        app = open_page(page, study=None)
+        assert any("start a study on **New study**" in text for text in texts(app, "info")), page
+
+
+def test_curves_overlay_chosen_trials_and_mark_pruned(results_workspace: Settings) -> None:
+    app = open_page("curves.py", selected=(0, 3))
+    assert app.multiselect(key="curves.trials").value == [0, 3]
+    figure = json.loads(app.get("plotly_chart")[0].proto.spec)
+    names = [trace.get("name") for trace in figure["data"]]
+    assert {"#0 train", "#0 val", "#3 train", "#3 val"} <= set(names)
+    assert [a["text"] for a in figure["layout"]["annotations"]] == ["#3 pruned"]
+    app.button_group(key="curves.metric").set_value("dice").run()
+    figure = json.loads(app.get("plotly_chart")[0].proto.spec)
+    assert figure["layout"]["yaxis"]["title"]["text"] == "Dice"
+
+
+def test_compare_shows_images_truth_and_predictions_with_dice(results_workspace: Settings) -> None:
+    app = open_page("compare.py", selected=(0, 1))
+    captions = [image.captions[0] for image in app.get("image")]
+    assert captions == ["img_c", "Ground truth", "Trial #0", "Trial #1"]  # worst Dice first: the smallest square
+    assert texts(app, "metric") == ["1.000", "0.750"]
+    assert app.slider(key="compare.image").value == 1
+    app.button(key="compare.next").click().run()
+    assert app.slider(key="compare.image").value == 2 and texts(app, "metric") == ["1.000", "0.833"]
+    app.selectbox(key="compare.order").set_value("name").run()
+    app.slider(key="compare.image").set_value(1).run()
+    assert texts(app, "metric") == ["1.000", "0.875"] and app.get("image")[0].captions == [STEMS[0]]
+    app.button_group(key="compare.view").set_value("errors").run()
+    assert not app.exception and any("false positive" in text for text in texts(app, "markdown"))
+
+
+def test_compare_orders_by_disagreement_only_between_several_trials(results_workspace: Settings) -> None:
+    app = open_page("compare.py", selected=(0,))
+    assert "Largest disagreement between trials" not in app.selectbox(key="compare.order").options
+    app.multiselect(key="compare.trials").set_value([0, 2]).run()
+    app.selectbox(key="compare.order").set_value("disagreement").run()
+    # trials 0 and 2 (shifted 2 px) differ most on the largest square, img_a
+    assert not app.exception and app.get("image")[0].captions == [STEMS[0]]
+
+
+def test_insights_draw_figures_or_explain(results_workspace: Settings) -> None:
+    app = open_page("insights.py")
+    assert [tab.label for tab in app.tabs] == ["Optimization history", "Parameter importances", "Parallel coordinates",
+                                               "Contour", "Slice", "Pareto front"]
+    assert len(app.get("plotly_chart")) == 5
+    assert "one objective" in app.info[0].value
+
+
+def test_export_offers_bundle_snippet_and_card_of_the_best_trial(results_workspace: Settings) -> None:
+    app = open_page("export.py")
+    assert app.selectbox(key="export.trial").value == 0
+    assert 'Path("cells-trial0")' in app.code[0].value
+    assert any(text.startswith("# Model card — cells-trial0") for text in texts(app, "markdown"))
+    labels = [button.proto.label for button in app.get("download_button")]
+    assert labels == ["Download model bundle (.zip)", "Download model card (.md)"]
+    app.selectbox(key="export.trial").set_value(1).run()
+    assert 'Path("cells-trial1")' in app.code[0].value and not app.exception
+
+
+@pytest.mark.slow
+def test_compare_and_export_over_a_real_tuned_study(workspace: Settings) -> None:
+    """The engine's own artifacts (run_study on the demo dataset) render on Compare and Export."""
+    from core.demo import create_demo_dataset
+    from core.spec import spec_from_dict
+    from core.tuning import run_study
+
+    create_demo_dataset(workspace.datasets_dir, count=24, size=64)
+    spec = spec_from_dict({
+        "name": "real", "dataset": "demo-cells", "image_size": 64, "sampler": "random", "pruner": "none",
+        "budget": {"n_trials": 2, "max_epochs": 2}, "preview_count": 3,
+        "search_space": {"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2, "batch_size": 8, "epochs": 2,
+                         "lr": {"low": 1e-3, "high": 1e-2, "log": True}},
+    })
+    run_study(spec, workspace, device="cpu")
+    app = open_page("compare.py", study="real", selected=(0, 1))
+    assert len(app.get("image")) == 4 and len(texts(app, "metric")) == 2
+    app = open_page("export.py", study="real")
+    assert 'Path("real-trial' in app.code[0].value and len(app.get("download_button")) == 2

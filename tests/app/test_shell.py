@@ -1,0 +1,98 @@
+"""The dashboard shell: navigation, shared sidebar, password gate, error display."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.settings import Settings
+from core.storage import open_storage
+
+MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
+
+
+def open_app() -> AppTest:
+    return AppTest.from_file(MAIN, default_timeout=60).run()
+
+
+def test_opens_on_datasets_with_workspace_in_sidebar(workspace: Settings) -> None:
+    at = open_app()
+    assert not at.exception
+    assert [t.value for t in at.title] == ["Datasets"]
+    sidebar = " ".join(c.value for c in at.sidebar.caption)
+    assert str(workspace.home) in sidebar and "SQLite database" in sidebar
+    assert "No studies yet" in sidebar
+
+
+def test_sidebar_study_picker_selects_a_study(workspace: Settings) -> None:
+    storage = open_storage(workspace.db_url)
+    optuna.create_study(study_name="older", storage=storage)
+    optuna.create_study(study_name="newer", storage=storage)
+    at = open_app()
+    picker = at.sidebar.selectbox[0]
+    assert picker.options == ["newer", "older"]
+    assert at.session_state["segtune.study"] == "newer"
+    picker.set_value("older").run()
+    assert at.session_state["segtune.study"] == "older"
+
+
+def test_every_page_opens_without_error(workspace: Settings) -> None:
+    at = open_app()
+    for page in ("datasets.py", "new_study.py", "jobs.py"):
+        at.switch_page(f"../pages/{page}").run()
+        assert not at.exception, page
+        assert at.title, page
+
+
+def test_password_gates_every_page(workspace: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEGTUNE_PASSWORD", "s3cret")
+    at = open_app()
+    assert [t.value for t in at.title] == ["SegTune"]
+    at.text_input[0].input("wrong")
+    at.button[0].click().run()
+    assert "Wrong password." in [e.value for e in at.error]
+    assert "Datasets" not in [t.value for t in at.title]
+    at.text_input[0].input("s3cret")
+    at.button[0].click().run()
+    assert "Datasets" in [t.value for t in at.title]
+
+
+def _raise_user_error() -> None:
+    import streamlit as st
+
+    from app.widgets.errors import user_errors
+    from core.datasets import DatasetError
+
+    with user_errors("Adding"):
+        raise DatasetError(["images/a.png has no mask", "masks/b.png has no image"])
+    st.write("page goes on")
+
+
+def _raise_bug() -> None:
+    import streamlit as st
+
+    from app.widgets.errors import user_errors
+
+    with user_errors("Adding"):
+        raise RuntimeError("boom")
+    st.write("page goes on")
+
+
+def test_user_error_becomes_a_message_listing_every_problem() -> None:
+    at = AppTest.from_function(_raise_user_error).run()
+    assert not at.exception
+    message = at.error[0].value
+    assert "2 problem(s)" in message and "images/a.png has no mask" in message and "masks/b.png has no image" in message
+    assert at.markdown[-1].value == "page goes on"
+
+
+def test_unexpected_error_is_friendly_with_details_folded_away() -> None:
+    at = AppTest.from_function(_raise_bug).run()
+    assert not at.exception
+    assert "unexpected error" in at.error[0].value
+    assert "Traceback" not in at.error[0].value
+    assert at.expander[0].label == "Details"
+    assert "RuntimeError: boom" in at.expander[0].text[0].value

@@ -1,0 +1,239 @@
+"""A real browser against `streamlit run`: add data, start a tiny study, watch it, get the model.
+
+Needs Debian's chromium (`apt-get install -y chromium`) and the playwright Python package; never
+`playwright install`. Screenshots of every page land in test-output/screenshots/ (look at them:
+the pages must read like a product). Run with `python -m pytest -m e2e tests/e2e -q`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared" / "datasets"
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = REPO / "test-output" / "screenshots"
+IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
+TINY_SPEC = {
+    "name": "e2e-tiny",
+    "dataset": "demo-cells",
+    "image_size": 64,
+    "budget": {"n_trials": 2, "max_epochs": 1},
+    "sampler": "random",
+    "pruner": "none",
+    "preview_count": 4,
+    "search_space": {
+        "architecture": "ClassicUNet", "unet_start_filters": {"choices": [4, 8]}, "unet_depth": 2,
+        "epochs": 1, "batch_size": 8, "lr": 0.001, "loss": "dice_bce",
+    },
+}
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_server(url: str, process: subprocess.Popen, timeout_s: float = 60) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"streamlit did not answer at {url} within {timeout_s} s")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if not CHROMIUM.is_file():
+        pytest.skip("Debian chromium is not installed (apt-get install -y chromium)")
+    home = tmp_path_factory.mktemp("segtune-e2e")
+    port = free_port()
+    env = {**os.environ, "SEGTUNE_HOME": str(home), "SEGTUNE_HEARTBEAT_S": "2"}
+    env.pop("SEGTUNE_DB", None)
+    env.pop("SEGTUNE_ARTIFACTS", None)
+    env.pop("SEGTUNE_PASSWORD", None)
+    log = (home / "streamlit.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
+         "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://localhost:{port}"
+    try:
+        wait_for_server(url, process)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        log.close()
+        _stop_workers(home)
+
+
+def _stop_workers(home: Path) -> None:
+    # Workers are detached on purpose (they outlive the dashboard); end the ones this test started.
+    from core.jobs import job_workers
+    from core.settings import load_settings
+
+    for worker in job_workers(load_settings({"SEGTUNE_HOME": str(home)})):
+        if worker.host == socket.gethostname():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.pid, signal.SIGTERM)
+
+
+@pytest.fixture(scope="module")
+def page(server: str) -> Iterator[object]:
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        context = browser.new_context(viewport={"width": 1440, "height": 1000}, accept_downloads=True)
+        tab = context.new_page()
+        tab.set_default_timeout(30_000)
+        playwright_api.expect.set_options(timeout=30_000)
+        tab.goto(server)
+        wait_idle(tab)
+        yield tab
+        browser.close()
+
+
+def wait_idle(tab: object, timeout_ms: int = 30_000) -> None:
+    """Wait until the script is idle twice in a row: st.rerun passes through a short idle moment."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    tab.wait_for_timeout(300)  # let a click's rerun begin before waiting for it to end
+    while True:
+        tab.locator(IDLE).wait_for(timeout=max(1, (deadline - time.monotonic()) * 1000))
+        tab.wait_for_timeout(600)
+        if tab.locator(IDLE).count() and time.monotonic() < deadline:
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"the app kept running for {timeout_ms} ms")
+
+
+def screenshot(tab: object, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    tab.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def open_page(tab: object, title: str) -> None:
+    tab.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
+    wait_idle(tab)
+    playwright_api.expect(tab.get_by_role("heading", name=title, exact=True).first).to_be_visible()
+
+
+def no_exceptions(tab: object) -> None:
+    assert tab.get_by_test_id("stException").count() == 0, "a page showed a raw exception"
+
+
+def brain_zip(folder: Path) -> Path:
+    source = SHARED / "brain_mri_lgg_mini"
+    if not source.is_dir():
+        pytest.skip(f"{source} is not on this machine")
+    archive = folder / "brain_mri_lgg_mini.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for path in sorted(source.rglob("*")):
+            if path.is_file():
+                zipped.write(path, Path("brain_mri_lgg_mini") / path.relative_to(source))
+    return archive
+
+
+def test_study_from_browser(page: object, tmp_path: Path) -> None:
+    expect = playwright_api.expect
+    tab = page
+
+    # Datasets: the empty state offers the demo; then upload a real zip.
+    expect(tab.get_by_text("No datasets yet")).to_be_visible()
+    tab.get_by_role("button", name="Create demo dataset").first.click()
+    wait_idle(tab, 60_000)
+    expect(tab.get_by_test_id("stMetric").filter(has_text="Image/mask pairs").first).to_contain_text("60")
+    expect(tab.get_by_test_id("stImage").first).to_be_visible()
+    screenshot(tab, "01-datasets-demo")
+
+    tab.get_by_test_id("stExpander").filter(has_text="Add a dataset").locator("summary").click()
+    tab.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(str(brain_zip(tmp_path)))
+    wait_idle(tab)
+    tab.get_by_role("button", name="Add dataset").first.click()
+    wait_idle(tab, 60_000)
+    expect(tab.get_by_text("Added brain_mri_lgg_mini: 22 image/mask pairs")).to_be_visible()
+    no_exceptions(tab)
+    screenshot(tab, "02-datasets-uploaded")
+
+    # New study: import the tiny spec, check it validates, start it.
+    open_page(tab, "New study")
+    spec_file = tmp_path / "e2e-tiny.json"
+    spec_file.write_text(json.dumps(TINY_SPEC), encoding="utf-8")
+    tab.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(str(spec_file))
+    wait_idle(tab)
+    expect(tab.get_by_text("Imported e2e-tiny.json")).to_be_visible()
+    expect(tab.get_by_role("button", name="Start tuning")).to_be_enabled()
+    no_exceptions(tab)
+    screenshot(tab, "03-new-study")
+    tab.get_by_role("button", name="Start tuning").click()
+
+    # Jobs: the page follows the job live until both trials are done.
+    wait_idle(tab, 60_000)
+    expect(tab.get_by_role("heading", name="Jobs", exact=True).first).to_be_visible()
+    expect(tab.get_by_text("Job #1 · e2e-tiny")).to_be_visible()
+    screenshot(tab, "04-jobs-running")
+    expect(tab.get_by_test_id("stMetric").filter(has_text="Status").first).to_contain_text("Finished", timeout=180_000)
+    expect(tab.get_by_test_id("stMetric").filter(has_text="Trials done").first).to_contain_text("2 / 2")
+    no_exceptions(tab)
+    screenshot(tab, "05-jobs-finished")
+
+    # Results (part B's pages): the trials are listed, masks are drawn, the weights download and load.
+    open_page(tab, "Leaderboard")
+    expect(tab.get_by_test_id("stDataFrame").first).to_be_visible()
+    no_exceptions(tab)
+    screenshot(tab, "06-leaderboard")
+    open_page(tab, "Compare masks")
+    expect(tab.get_by_test_id("stImage").first).to_be_visible()
+    no_exceptions(tab)
+    screenshot(tab, "07-compare-masks")
+    for title, name in (("Learning curves", "08-learning-curves"), ("Insights", "09-insights")):
+        open_page(tab, title)
+        no_exceptions(tab)
+        screenshot(tab, name)
+    open_page(tab, "Export")
+    no_exceptions(tab)
+    screenshot(tab, "10-export")
+    with tab.expect_download() as download_info:
+        tab.get_by_role("button", name="Download model bundle (.zip)").click()
+    bundle = tmp_path / "bundle.zip"
+    download_info.value.save_as(bundle)
+    check_bundle_loads(bundle, tmp_path / "bundle")
+
+
+def check_bundle_loads(archive: Path, folder: Path) -> None:
+    from safetensors.torch import load_file
+
+    with zipfile.ZipFile(archive) as zipped:
+        zipped.extractall(folder)
+    weights = next(folder.rglob("model.safetensors"))
+    tensors = load_file(str(weights))
+    assert tensors and all(t.numel() > 0 for t in tensors.values())
+    assert (weights.parent / "config.json").is_file()

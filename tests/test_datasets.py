@@ -1,0 +1,431 @@
+"""Ingest, validation and manifests (core.datasets): every bad input is named and leaves nothing behind."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import stat
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.datasets import (
+    DatasetError,
+    DatasetManifest,
+    DatasetNotFound,
+    IngestLimits,
+    dataset_names,
+    dataset_path,
+    dataset_stats,
+    delete_dataset,
+    ingest_dataset,
+    list_datasets,
+    load_manifest,
+    read_image,
+    read_mask,
+)
+from core.errors import SegTuneError
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+# --- builders -------------------------------------------------------------------------------------
+
+
+def grey(size: int = 16, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (size, size), dtype=np.uint8)
+
+
+def square_mask(size: int = 16, value: int = 255) -> np.ndarray:
+    """A quarter of the pixels set: the top-left square."""
+    mask = np.zeros((size, size), np.uint8)
+    mask[: size // 2, : size // 2] = value
+    return mask
+
+
+def save(path: Path, pixels: np.ndarray, **kwargs: object) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, **kwargs)
+    return path
+
+
+def folder_dataset(root: Path, count: int = 3, size: int = 16) -> Path:
+    for i in range(count):
+        save(root / "images" / f"img{i}.png", grey(size, i))
+        save(root / "masks" / f"img{i}.png", square_mask(size))
+    return root
+
+
+def zip_folder(folder: Path, archive: Path, prefix: str = "") -> Path:
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                zf.write(path, prefix + path.relative_to(folder).as_posix())
+    return archive
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    return tmp_path / "datasets"
+
+
+def rejected(source: Path, store: Path, name: str = "ds", existing: tuple[str, ...] = (), **kwargs: object) -> str:
+    """Ingest expecting failure; check the store holds only the ``existing`` datasets; return the message."""
+    with pytest.raises(DatasetError) as info:
+        ingest_dataset(source, name, store, **kwargs)
+    leftovers = sorted(p.name for p in store.iterdir()) if store.exists() else []
+    assert leftovers == sorted(existing), f"left behind: {leftovers}"
+    assert isinstance(info.value, SegTuneError) and isinstance(info.value, ValueError)
+    assert info.value.problems and all(p in str(info.value) for p in info.value.problems)
+    return str(info.value)
+
+
+# --- happy paths ----------------------------------------------------------------------------------
+
+
+def test_folder_layout_stores_files_masks_and_manifest(tmp_path: Path, store: Path) -> None:
+    source = folder_dataset(tmp_path / "src")
+    calls: list[tuple[int, int]] = []
+    manifest = ingest_dataset(source, "cells", store, progress=lambda done, total: calls.append((done, total)))
+
+    folder = store / "cells"
+    assert sorted(p.name for p in store.iterdir()) == ["cells"]  # no temp folders left over
+    assert manifest.stems == ("img0", "img1", "img2")
+    assert manifest.classes == ("background", "foreground") and manifest.is_binary and manifest.num_classes == 2
+    assert (manifest.channels, manifest.bit_depth, manifest.version) == (1, 8, 1)
+    assert manifest.sizes == {"16x16": 3}
+    assert manifest.source == str(source)
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+    pair = manifest.pairs[0]
+    assert (pair.image, pair.mask, pair.height, pair.width) == ("images/img0.png", "masks/img0.png", 16, 16)
+    assert pair.foreground == pytest.approx((0.25,))
+    assert (folder / pair.image).read_bytes() == (source / "images" / "img0.png").read_bytes()
+    stored_mask = read_mask(folder / pair.mask)
+    assert stored_mask.dtype == np.uint8 and set(np.unique(stored_mask)) == {0, 1}  # 0/255 -> 0/1
+    assert load_manifest(store, "cells") == manifest
+    assert DatasetManifest.from_dict(json.loads((folder / "dataset.json").read_text())) == manifest
+    assert len(manifest.checksum) == 64
+
+
+def test_checksum_follows_content(tmp_path: Path, store: Path) -> None:
+    source = folder_dataset(tmp_path / "src")
+    first = ingest_dataset(source, "a", store)
+    assert ingest_dataset(source, "b", store).checksum == first.checksum
+    save(source / "masks" / "img0.png", square_mask(value=0))
+    assert ingest_dataset(source, "c", store).checksum != first.checksum
+
+
+@pytest.mark.parametrize("suffix", ["_mask", "-mask", "_seg", "_label"])
+def test_suffix_layout_is_detected(tmp_path: Path, store: Path, suffix: str) -> None:
+    for stem in ("a", "b"):
+        save(tmp_path / "src" / f"{stem}.png", grey())
+        save(tmp_path / "src" / f"{stem}{suffix}.png", square_mask())
+    (tmp_path / "src" / "README.md").write_text("side files are skipped")
+    manifest = ingest_dataset(tmp_path / "src", "ds", store)
+    assert manifest.stems == ("a", "b")
+    assert manifest.pairs[0].mask == "masks/a.png"
+
+
+def test_explicit_mask_suffix(tmp_path: Path, store: Path) -> None:
+    save(tmp_path / "src" / "a.png", grey())
+    save(tmp_path / "src" / "a_gt.png", square_mask())
+    assert ingest_dataset(tmp_path / "src", "ds", store, mask_suffix="_gt").stems == ("a",)
+
+
+def test_zip_with_single_top_folder(tmp_path: Path, store: Path) -> None:
+    archive = zip_folder(folder_dataset(tmp_path / "src"), tmp_path / "data.zip", prefix="my-data/")
+    with zipfile.ZipFile(archive, "a") as zf:  # what macOS adds to every zip
+        zf.writestr("__MACOSX/my-data/._img0.png", b"junk")
+    manifest = ingest_dataset(archive, "zipped", store)
+    assert manifest.stems == ("img0", "img1", "img2")
+    assert sorted(p.name for p in (store / "zipped").iterdir()) == ["dataset.json", "images", "masks"]
+
+
+def test_16_bit_tiff_is_scaled_by_min_max(tmp_path: Path, store: Path) -> None:
+    scan = np.linspace(1000, 3000, 16 * 16).reshape(16, 16).astype(np.uint16)
+    save(tmp_path / "src" / "images" / "scan.tif", scan)
+    save(tmp_path / "src" / "masks" / "scan.tif", square_mask(value=1))
+    manifest = ingest_dataset(tmp_path / "src", "ct", store)
+    assert (manifest.channels, manifest.bit_depth) == (1, 16)
+    assert manifest.pairs[0].image == "images/scan.tif"
+    pixels = read_image(store / "ct" / "images" / "scan.tif")
+    assert pixels.shape == (16, 16, 1) and pixels.dtype == np.uint8
+    assert (pixels.min(), pixels.max()) == (0, 255)
+
+
+def test_rgb_jpg_rgba_and_palette_images(tmp_path: Path, store: Path) -> None:
+    rgb = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    save(tmp_path / "src" / "images" / "photo.JPG", rgb, quality=95)
+    save(tmp_path / "src" / "images" / "alpha.png", np.dstack([rgb, np.full((16, 16), 128, np.uint8)]))
+    Image.fromarray(rgb).convert("P").save(tmp_path / "src" / "images" / "palette.bmp")
+    for stem in ("photo", "alpha", "palette"):
+        save(tmp_path / "src" / "masks" / f"{stem}.png", square_mask())
+    manifest = ingest_dataset(tmp_path / "src", "rgb", store)
+    assert manifest.channels == 3
+    assert manifest.pair("photo").image == "images/photo.JPG"  # original extension kept
+    for pair in manifest.pairs:
+        assert read_image(store / "rgb" / pair.image).shape == (16, 16, 3)
+
+
+def test_multi_class_with_declared_classes(tmp_path: Path, store: Path) -> None:
+    mask = np.zeros((16, 16), np.uint8)
+    mask[:4] = 1  # 25% liver
+    mask[4:6] = 2  # 12.5% tumour
+    save(tmp_path / "src" / "images" / "a.png", grey())
+    save(tmp_path / "src" / "masks" / "a.png", mask)
+    manifest = ingest_dataset(tmp_path / "src", "liver", store, classes=["background", "liver", "tumour"])
+    assert manifest.classes == ("background", "liver", "tumour") and not manifest.is_binary
+    assert manifest.pairs[0].foreground == pytest.approx((0.25, 0.125))
+    assert np.array_equal(read_mask(store / "liver" / "masks" / "a.png"), mask)
+
+
+def test_real_subset_of_brain_mri(tmp_path: Path, store: Path) -> None:
+    real = SHARED / "brain_mri_lgg_mini"
+    if not real.is_dir():
+        pytest.skip(f"real datasets not found at {SHARED}")
+    stems = sorted(p.stem for p in (real / "images").iterdir())[:6]
+    for stem in stems:
+        for sub, ext in (("images", ".jpg"), ("masks", ".png")):
+            (tmp_path / "src" / sub).mkdir(parents=True, exist_ok=True)
+            shutil.copy(real / sub / f"{stem}{ext}", tmp_path / "src" / sub / f"{stem}{ext}")
+    manifest = ingest_dataset(tmp_path / "src", "lgg", store)
+    assert manifest.stems == tuple(stems)
+    assert manifest.channels == 3 and manifest.sizes == {"512x512": 6}
+    assert all(0.0 <= p.foreground[0] < 0.5 for p in manifest.pairs)
+
+
+# --- bad input: every case names the problem and leaves nothing behind ----------------------------
+
+
+def test_corrupt_png(tmp_path: Path, store: Path) -> None:
+    source = folder_dataset(tmp_path / "src")
+    (source / "images" / "img1.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    message = rejected(source, store)
+    assert "corrupt" in message and "images/img1.png" in message
+
+
+def test_truncated_png(tmp_path: Path, store: Path) -> None:
+    source = folder_dataset(tmp_path / "src", size=64)
+    data = png_bytes(grey(64))
+    (source / "masks" / "img2.png").write_bytes(data[: len(data) // 2])
+    assert "masks/img2.png" in rejected(source, store)
+
+
+def test_size_mismatch(tmp_path: Path, store: Path) -> None:
+    source = folder_dataset(tmp_path / "src")
+    save(source / "masks" / "img0.png", square_mask(size=20))
+    message = rejected(source, store)
+    assert "size mismatch" in message and "images/img0.png is 16x16" in message and "masks/img0.png is 20x20" in message
+
+
+def test_unmatched_files_are_named(tmp_path: Path, store: Path) -> None:
+    source = folder_dataset(tmp_path / "src")
+    save(source / "images" / "lonely.png", grey())
+    save(source / "masks" / "orphan.png", square_mask())
+    message = rejected(source, store)
+    assert "image(s) without a mask: images/lonely.png" in message
+    assert "mask(s) without an image: masks/orphan.png" in message
+
+
+def test_binary_dataset_with_unexpected_values_asks_for_classes(tmp_path: Path, store: Path) -> None:
+    source = folder_dataset(tmp_path / "src")
+    mask = square_mask(value=1)
+    mask[0, -1] = 2
+    save(source / "masks" / "img2.png", mask)
+    message = rejected(source, store)
+    assert "unexpected mask values in masks/img2.png: [0, 1, 2]" in message
+    assert "declare the class names" in message
+
+
+def test_declared_classes_reject_out_of_range_values(tmp_path: Path, store: Path) -> None:
+    source = folder_dataset(tmp_path / "src")  # masks hold 0/255, which three classes cannot mean
+    message = rejected(source, store, classes=["bg", "a", "b"])
+    assert "unexpected mask values in masks/img0.png: [0, 255]" in message and "expected 0..2" in message
+
+
+def test_colour_mask_is_rejected(tmp_path: Path, store: Path) -> None:
+    source = folder_dataset(tmp_path / "src")
+    colour = np.zeros((16, 16, 3), np.uint8)
+    colour[..., 0] = 255
+    save(source / "masks" / "img0.png", colour)
+    assert "colour mask masks/img0.png" in rejected(source, store)
+
+
+def test_duplicate_stems(tmp_path: Path, store: Path) -> None:
+    source = folder_dataset(tmp_path / "src")
+    save(source / "images" / "img0.jpg", grey())
+    message = rejected(source, store)
+    assert "duplicate stem 'img0'" in message and "images/img0.jpg" in message
+
+
+def test_unsupported_file_type(tmp_path: Path, store: Path) -> None:
+    source = folder_dataset(tmp_path / "src")
+    Image.fromarray(grey()).save(source / "images" / "extra.gif")
+    assert "unsupported file type: images/extra.gif" in rejected(source, store)
+
+
+def test_empty_dataset(tmp_path: Path, store: Path) -> None:
+    (tmp_path / "src" / "images").mkdir(parents=True)
+    (tmp_path / "src" / "masks").mkdir()
+    assert "empty dataset" in rejected(tmp_path / "src", store)
+
+
+def test_folder_without_any_layout(tmp_path: Path, store: Path) -> None:
+    save(tmp_path / "src" / "a.png", grey())
+    assert "neither images/ + masks/ folders nor mask files" in rejected(tmp_path / "src", store)
+
+
+def test_image_above_pixel_limit(tmp_path: Path, store: Path) -> None:
+    source = folder_dataset(tmp_path / "src")
+    message = rejected(source, store, limits=IngestLimits(max_image_pixels=100))
+    assert "images/img0.png is 16x16 = 256 pixels, above the limit of 100" in message
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "", ".hidden", "x" * 65])
+def test_invalid_name(tmp_path: Path, store: Path, name: str) -> None:
+    assert "invalid dataset name" in rejected(folder_dataset(tmp_path / "src"), store, name=name)
+
+
+def test_existing_name(tmp_path: Path, store: Path) -> None:
+    source = folder_dataset(tmp_path / "src")
+    ingest_dataset(source, "ds", store)
+    (store / "ds" / "keep").write_text("the existing dataset stays untouched")
+    assert "already exists" in rejected(source, store, existing=("ds",))
+    assert load_manifest(store, "ds").stems == ("img0", "img1", "img2")
+
+
+def test_missing_source_and_non_zip_file(tmp_path: Path, store: Path) -> None:
+    assert "source not found" in rejected(tmp_path / "nope", store)
+    (tmp_path / "data.zip").write_bytes(b"not a zip at all")
+    assert "neither a folder nor a .zip" in rejected(tmp_path / "data.zip", store)
+
+
+def test_bad_class_declarations(tmp_path: Path, store: Path) -> None:
+    source = folder_dataset(tmp_path / "src")
+    assert "2 to 256 names" in rejected(source, store, classes=["only"])
+    assert "duplicate class name(s) ['a']" in rejected(source, store, classes=["bg", "a", "a"])
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path, store: Path) -> None:
+    source = folder_dataset(tmp_path / "src", count=4)
+    (source / "images" / "img0.png").write_bytes(b"broken")
+    save(source / "masks" / "img1.png", square_mask(size=8))
+    save(source / "images" / "lonely.png", grey())
+    with pytest.raises(DatasetError) as info:
+        ingest_dataset(source, "bad/name", store)
+    problems = "\n".join(info.value.problems)
+    assert len(info.value.problems) == 4
+    for expected in ("invalid dataset name", "images/img0.png", "size mismatch", "images/lonely.png"):
+        assert expected in problems
+
+
+def test_interrupted_ingest_leaves_nothing(tmp_path: Path, store: Path) -> None:
+    def stop(done: int, total: int) -> None:
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ingest_dataset(folder_dataset(tmp_path / "src"), "ds", store, progress=stop)
+    assert list(store.iterdir()) == []
+
+
+# --- zip archives ---------------------------------------------------------------------------------
+
+
+def pair_zip(path: Path, extra: dict[str, bytes] | None = None) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("images/a.png", png_bytes(grey()))
+        zf.writestr("masks/a.png", png_bytes(square_mask()))
+        for name, data in (extra or {}).items():
+            zf.writestr(name, data)
+    return path
+
+
+def test_zip_slip_entry(tmp_path: Path, store: Path) -> None:
+    archive = pair_zip(tmp_path / "slip.zip", {"../evil.png": png_bytes(grey())})
+    assert "'../evil.png' contains '..'" in rejected(archive, store)
+    assert not (tmp_path / "evil.png").exists() and not (store.parent / "evil.png").exists()
+
+
+def test_absolute_path_entry(tmp_path: Path, store: Path) -> None:
+    archive = tmp_path / "abs.zip"
+    pair_zip(archive)
+    with zipfile.ZipFile(archive, "a") as zf:
+        info = zipfile.ZipInfo("images/b.png")
+        info.filename = "/tmp/evil.png"  # ZipInfo() strips a leading '/', an attacker's tool does not
+        zf.writestr(info, png_bytes(grey()))
+    assert "'/tmp/evil.png' has an absolute path" in rejected(archive, store)
+
+
+def test_symlink_entry(tmp_path: Path, store: Path) -> None:
+    archive = pair_zip(tmp_path / "link.zip")
+    with zipfile.ZipFile(archive, "a") as zf:
+        info = zipfile.ZipInfo("images/b.png")
+        info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(info, "/etc/passwd")
+    assert "'images/b.png' is a symbolic link" in rejected(archive, store)
+
+
+def test_zip_bomb_ratio(tmp_path: Path, store: Path) -> None:
+    archive = pair_zip(tmp_path / "bomb.zip", {"images/big.bmp": bytes(4 << 20)})  # 4 MiB of zeros
+    assert "'images/big.bmp' expands" in rejected(archive, store)
+
+
+def test_zip_total_size_and_file_count_limits(tmp_path: Path, store: Path) -> None:
+    archive = pair_zip(tmp_path / "data.zip")
+    limits = IngestLimits(max_total_bytes=200, max_files=1)
+    message = rejected(archive, store, limits=limits)
+    assert "above the limit of 200" in message and "zip has 2 entries, above the limit of 1" in message
+
+
+def test_corrupt_zip(tmp_path: Path, store: Path) -> None:
+    data = pair_zip(tmp_path / "data.zip").read_bytes()
+    (tmp_path / "data.zip").write_bytes(data[:40] + b"\0" * 40 + data[80:])
+    message = rejected(tmp_path / "data.zip", store)
+    assert "corrupt" in message
+
+
+# --- the store ------------------------------------------------------------------------------------
+
+
+def test_list_load_delete(tmp_path: Path, store: Path) -> None:
+    source = folder_dataset(tmp_path / "src")
+    ingest_dataset(source, "b", store)
+    ingest_dataset(source, "a", store)
+    (store / ".ingest-leftover").mkdir()  # temp folders are never listed
+    assert dataset_names(store) == ["a", "b"]
+    assert [m.name for m in list_datasets(store)] == ["a", "b"]
+    delete_dataset(store, "a")
+    assert dataset_names(store) == ["b"] and not (store / "a").exists()
+    with pytest.raises(DatasetNotFound) as info:
+        load_manifest(store, "a")
+    assert isinstance(info.value, KeyError)
+    assert str(info.value) == "no dataset named 'a'; available: 'b'"
+    with pytest.raises(DatasetNotFound):
+        delete_dataset(store, "../b")
+    assert list_datasets(tmp_path / "missing") == []
+
+
+def test_dataset_path_rejects_escapes(store: Path) -> None:
+    assert dataset_path(store, "ok-name") == store / "ok-name"
+    with pytest.raises(DatasetError, match="invalid dataset name"):
+        dataset_path(store, "../etc")
+
+
+def test_dataset_stats(tmp_path: Path, store: Path) -> None:
+    source = folder_dataset(tmp_path / "src")
+    save(source / "masks" / "img1.png", square_mask(value=0))
+    stats = dataset_stats(ingest_dataset(source, "ds", store))
+    assert (stats.count, stats.channels, stats.bit_depth, stats.empty_masks) == (3, 1, 8, 1)
+    assert stats.sizes == {"16x16": 3}
+    assert stats.foreground == {"foreground": pytest.approx((0.25, 0.0, 0.25))}

@@ -1,0 +1,28 @@
+"""The one-batch cost probe shown on the New study page."""
+
+from __future__ import annotations
+
+from core.demo import create_demo_dataset
+from core.estimate import estimate_trial_cost, typical_params
+from core.settings import Settings
+from core.spec import spec_from_dict
+
+
+def test_typical_params_take_first_choice_and_middle_of_ranges() -> None:
+    spec = spec_from_dict({"name": "s", "dataset": "d", "search_space": {
+        "architecture": {"choices": ["ClassicUNet", "Unet"]}, "unet_depth": {"low": 2, "high": 4},
+        "lr": {"low": 1e-4, "high": 1e-2, "log": True}}})
+    params = typical_params(spec)
+    assert params["architecture"] == "ClassicUNet" and params["unet_depth"] == 3
+    assert abs(params["lr"] - 1e-3) < 1e-12
+    assert "encoder" not in params  # inactive for the classic U-Net
+
+
+def test_probe_measures_a_tiny_model(workspace: Settings) -> None:
+    create_demo_dataset(workspace.datasets_dir, count=10, size=64)
+    spec = spec_from_dict({"name": "s", "dataset": "demo-cells", "image_size": 64, "budget": {"n_trials": 2, "max_epochs": 3},
+                           "search_space": {"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2, "batch_size": 4, "epochs": 5}})
+    cost = estimate_trial_cost(spec, workspace)
+    assert cost.n_params > 0 and cost.weights_mb > 0
+    assert cost.seconds_per_epoch > 0 and cost.epochs == 3
+    assert cost.seconds_per_trial == cost.seconds_per_epoch * 3

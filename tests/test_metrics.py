@@ -1,0 +1,147 @@
+"""Metrics against values worked out by hand on 2x2 masks; accumulation; zero-division rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from core.metrics import METRIC_NAMES, SegmentationMetrics, per_image_dice, predict_mask
+
+BIG = 20.0
+
+
+def _binary_logits(pred: list[list[list[int]]]) -> torch.Tensor:
+    return (torch.tensor(pred).float() * 2 - 1).unsqueeze(1) * BIG
+
+
+def _multiclass_logits(pred: list[list[list[int]]], num_classes: int) -> torch.Tensor:
+    return torch.nn.functional.one_hot(torch.tensor(pred), num_classes).permute(0, 3, 1, 2).float()
+
+
+def test_binary_one_of_each() -> None:
+    # pred [[1, 1], [0, 0]] vs target [[1, 0], [1, 0]]: 1 TP, 1 FP, 1 FN, 1 TN
+    metrics = SegmentationMetrics("binary", 2)
+    metrics.update(_binary_logits([[[1, 1], [0, 0]]]), torch.tensor([[[1, 0], [1, 0]]]))
+    result = metrics.compute()
+    assert set(result) == set(METRIC_NAMES)
+    assert result["dice"] == pytest.approx(0.5)  # 2*1 / (2*1 + 1 + 1)
+    assert result["f1"] == result["dice"]
+    assert result["iou"] == pytest.approx(1 / 3)  # 1 / (1 + 1 + 1)
+    assert result["miou"] == pytest.approx(1 / 3)  # background has the same counts mirrored
+    assert result["pixel_accuracy"] == pytest.approx(0.5)
+    assert result["precision"] == pytest.approx(0.5)
+    assert result["recall"] == pytest.approx(0.5)
+    assert result["specificity"] == pytest.approx(0.5)
+
+
+def test_binary_asymmetric_counts_and_miou() -> None:
+    # 2x2 target with 1 foreground pixel; prediction marks it and one more: TP 1, FP 1, FN 0, TN 2
+    metrics = SegmentationMetrics("binary", 2)
+    metrics.update(_binary_logits([[[1, 1], [0, 0]]]), torch.tensor([[[1, 0], [0, 0]]]))
+    result = metrics.compute()
+    assert result["dice"] == pytest.approx(2 / 3)
+    assert result["iou"] == pytest.approx(1 / 2)
+    assert result["precision"] == pytest.approx(1 / 2)
+    assert result["recall"] == pytest.approx(1.0)
+    assert result["specificity"] == pytest.approx(2 / 3)
+    assert result["pixel_accuracy"] == pytest.approx(3 / 4)
+    # background: TP 2 (TN above), FP 0, FN 1 -> IoU 2/3; mean with 1/2
+    assert result["miou"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+
+
+def test_threshold_moves_the_binary_decision() -> None:
+    logits = torch.logit(torch.tensor([[[[0.6, 0.4]]]]))
+    target = torch.tensor([[[1, 1]]])
+    low, high = SegmentationMetrics("binary", 2, threshold=0.3), SegmentationMetrics("binary", 2, threshold=0.5)
+    low.update(logits, target)
+    high.update(logits, target)
+    assert low.compute()["recall"] == pytest.approx(1.0)
+    assert high.compute()["recall"] == pytest.approx(0.5)
+
+
+def test_multi_batch_accumulation_equals_one_big_batch() -> None:
+    torch.manual_seed(0)
+    logits, target = torch.randn(6, 4, 8, 8), torch.randint(0, 4, (6, 8, 8))
+    whole, parts = SegmentationMetrics("multiclass", 4), SegmentationMetrics("multiclass", 4)
+    whole.update(logits, target)
+    for chunk in range(3):
+        parts.update(logits[2 * chunk: 2 * chunk + 2], target[2 * chunk: 2 * chunk + 2])
+    assert parts.compute() == pytest.approx(whole.compute())
+    parts.reset()
+    parts.update(logits[:2], target[:2])
+    assert parts.compute() != pytest.approx(whole.compute())  # reset forgot the earlier batches
+
+
+def test_multiclass_macro_and_miou_by_hand() -> None:
+    # target [[0, 1], [2, 2]], prediction [[0, 1], [1, 2]]
+    # class 0: TP 1 FP 0 FN 0 -> IoU 1, dice 1
+    # class 1: TP 1 FP 1 FN 0 -> IoU 1/2, dice 2/3, precision 1/2, recall 1
+    # class 2: TP 1 FP 0 FN 1 -> IoU 1/2, dice 2/3, precision 1, recall 1/2
+    metrics = SegmentationMetrics("multiclass", 3)
+    metrics.update(_multiclass_logits([[[0, 1], [1, 2]]], 3), torch.tensor([[[0, 1], [2, 2]]]))
+    result = metrics.compute()
+    assert result["iou"] == pytest.approx(1 / 2)  # macro over classes 1, 2
+    assert result["miou"] == pytest.approx((1 + 1 / 2 + 1 / 2) / 3)  # background included
+    assert result["dice"] == pytest.approx(2 / 3)
+    assert result["precision"] == pytest.approx(3 / 4)
+    assert result["recall"] == pytest.approx(3 / 4)
+    assert result["pixel_accuracy"] == pytest.approx(3 / 4)
+    # specificity: class 1 TN 2 FP 1 -> 2/3; class 2 TN 2 FP 0 -> 1
+    assert result["specificity"] == pytest.approx((2 / 3 + 1) / 2)
+
+
+def test_empty_mask_predicted_empty_is_perfect() -> None:
+    metrics = SegmentationMetrics("binary", 2)
+    metrics.update(_binary_logits([[[0, 0], [0, 0]]]), torch.zeros(1, 2, 2, dtype=torch.long))
+    assert metrics.compute() == pytest.approx({name: 1.0 for name in METRIC_NAMES})
+
+
+def test_missed_or_invented_foreground_scores_zero() -> None:
+    missed = SegmentationMetrics("binary", 2)
+    missed.update(_binary_logits([[[0, 0], [0, 0]]]), torch.tensor([[[1, 0], [0, 0]]]))
+    result = missed.compute()
+    assert (result["dice"], result["precision"], result["recall"]) == (0.0, 0.0, 0.0)  # precision is 0/0 with an FN
+    invented = SegmentationMetrics("binary", 2)
+    invented.update(_binary_logits([[[1, 0], [0, 0]]]), torch.zeros(1, 2, 2, dtype=torch.long))
+    result = invented.compute()
+    assert (result["dice"], result["recall"], result["specificity"]) == (0.0, 0.0, pytest.approx(3 / 4))
+
+
+def test_classes_absent_everywhere_are_left_out_of_means() -> None:
+    # 4 classes, class 3 in neither target nor prediction: means over classes 1 and 2 only
+    metrics = SegmentationMetrics("multiclass", 4)
+    metrics.update(_multiclass_logits([[[0, 1], [2, 2]]], 4), torch.tensor([[[0, 1], [2, 2]]]))
+    result = metrics.compute()
+    assert result["dice"] == pytest.approx(1.0) and result["miou"] == pytest.approx(1.0)
+
+
+def test_bad_input_is_named() -> None:
+    with pytest.raises(ValueError, match="3 classes.*'multiclass'"):
+        SegmentationMetrics("binary", 3)
+    with pytest.raises(ValueError, match="unknown mode 'multilabel'"):
+        SegmentationMetrics("multilabel", 3)
+    metrics = SegmentationMetrics("multiclass", 3)
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        metrics.update(torch.zeros(1, 1, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="call update"):
+        metrics.compute()
+
+
+def test_predict_mask() -> None:
+    logits = torch.tensor([[[[2.0, -2.0]]]])
+    assert predict_mask(logits, "binary").tolist() == [[[1, 0]]]
+    assert predict_mask(logits, "binary", threshold=0.95).tolist() == [[[0, 0]]]
+    multi = torch.tensor([[[[0.1, 3.0]], [[2.0, 0.0]], [[0.0, 1.0]]]])  # (1, 3, 1, 2)
+    assert predict_mask(multi, "multiclass").tolist() == [[[1, 0]]]
+    assert predict_mask(multi, "multiclass").dtype == torch.long
+
+
+def test_per_image_dice() -> None:
+    target = np.array([[0, 1], [1, 0]])
+    assert per_image_dice(np.array([[0, 1], [0, 0]]), target, 2) == pytest.approx(2 / 3)
+    assert per_image_dice(np.zeros((2, 2), int), np.zeros((2, 2), int), 2) == 1.0
+    # classes 1 (dice 1) and 2 (dice 0); class 3 absent from both is left out
+    assert per_image_dice(np.array([[1, 2], [0, 0]]), np.array([[1, 0], [2, 0]]), 4) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="shape"):
+        per_image_dice(np.zeros((2, 2)), np.zeros((3, 3)), 2)

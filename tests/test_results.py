@@ -1,0 +1,275 @@
+"""core.results: the read layer behind the results pages, over hand-made studies that follow the
+engine's contract (user attrs, preview artifacts), so 1,000-trial studies are cheap to build."""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pytest
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from core import results
+from core.bundle import CONFIG_FILE, WEIGHTS_FILE, BundleConfig
+from core.errors import SegTuneError
+
+SIZE = 16  # preview side: the read layer never trains, so tiny arrays suffice
+STEMS = ("img_a", "img_b", "img_c", "img_d")
+DISTRIBUTIONS = {
+    "lr": FloatDistribution(1e-4, 1e-1, log=True),
+    "optimizer": CategoricalDistribution(["adam", "sgd", "rmsprop"]),
+    "unet_start_filters": IntDistribution(4, 16, step=4),
+}
+
+
+def _upload(study: optuna.Study, store: FileSystemArtifactStore, name: str, data: bytes) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(data)
+        return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study)
+
+
+def _npz(**arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def ground_truth() -> np.ndarray:
+    """Four masks: a square in each, growing; image d is empty."""
+    masks = np.zeros((len(STEMS), SIZE, SIZE), np.uint8)
+    for i, side in enumerate((8, 6, 4)):
+        masks[i, :side, :side] = 1
+    return masks
+
+
+def metrics(dice: float) -> dict[str, float]:
+    return {"dice": dice, "iou": dice / (2 - dice), "miou": dice * 0.9, "pixel_accuracy": 0.9, "precision": dice,
+            "recall": dice, "f1": dice, "specificity": 0.95, "loss": 1 - dice}
+
+
+def history(epochs: int, final_dice: float) -> list[dict[str, Any]]:
+    return [
+        {"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.1 / e, "val_dice": final_dice * e / epochs,
+         "val_iou": final_dice * e / epochs / 2, "val_miou": 0.4, "val_pixel_accuracy": 0.8 + e / 100,
+         "val_precision": 0.5, "val_recall": 0.5, "val_f1": 0.5, "val_specificity": 0.9, "lr": 0.01 / e,
+         "epoch_time_s": 0.1}
+        for e in range(1, epochs + 1)
+    ]
+
+
+def build_study(
+    storage: optuna.storages.BaseStorage,
+    store: FileSystemArtifactStore,
+    name: str = "hand-made",
+    n_trials: int = 6,
+    *,
+    directions: tuple[str, ...] = ("maximize",),
+    previews: bool = True,
+) -> optuna.Study:
+    """A study shaped like the engine's: complete / pruned / failed trials with all contract attrs.
+
+    Complete trial k predicts the ground truth shifted by k pixels (k = number % 3), so its Dice
+    falls with k; the spec, preview inputs, weights and configs are stored as artifacts.
+    """
+    study = optuna.create_study(storage=storage, study_name=name, directions=list(directions))
+    spec = {"name": name, "dataset": "demo-cells", "image_size": SIZE,
+            "objectives": [{"metric": m, "direction": d} for m, d in zip(("val_dice", "n_params"), directions)],
+            "split": {"train": 0.7, "val": 0.16, "test": 0.14, "k_folds": None, "fold": 0, "seed": 3, "group_pattern": None}}
+    study.set_user_attr("spec", spec)
+    study.set_user_attr("dataset", "demo-cells")
+    study.set_user_attr("split_hash", "abc123")
+    masks = ground_truth()
+    if previews:
+        images = np.repeat(masks[:, None] * 200, 3, axis=1).astype(np.uint8)
+        study.set_user_attr("preview_artifact", _upload(study, store, "inputs.npz", _npz(stems=np.array(STEMS), images=images, masks=masks)))
+    weights = _upload(study, store, WEIGHTS_FILE, b"fake-safetensors")
+    config = _upload(study, store, CONFIG_FILE, BundleConfig(model={"architecture": "ClassicUNet"}, image_size=SIZE, channels=3, classes=("background", "cell")).to_json().encode())
+    trials = [_make_trial(number, study, store, masks, weights, config, previews) for number in range(n_trials)]
+    study.add_trials(trials)
+    return study
+
+
+def _make_trial(number: int, study: optuna.Study, store: FileSystemArtifactStore, masks: np.ndarray,
+                weights: str, config: str, previews: bool) -> optuna.trial.FrozenTrial:
+    params = {"lr": 10 ** -(1 + number % 3), "optimizer": ["adam", "sgd", "rmsprop"][number % 3], "unet_start_filters": 4 + 4 * (number % 4)}
+    state = [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL][number % 5]
+    shift = number % 3
+    dice = 0.9 - 0.2 * shift
+    attrs: dict[str, Any] = {"history": history(4 if state == TrialState.COMPLETE else 2, dice)}
+    values = None
+    if state == TrialState.COMPLETE:
+        artifacts = {"weights": weights, "config": config}
+        if previews:
+            # Stored in reverse order: the read layer must align predictions by stem.
+            predictions = np.roll(masks, shift, axis=2)[::-1]
+            artifacts["previews"] = _upload(study, store, "previews.npz", _npz(stems=np.array(STEMS[::-1]), predictions=predictions))
+        attrs.update(val_metrics=metrics(dice), test_metrics=metrics(dice - 0.05), epochs_run=4, best_epoch=4,
+                     stopped_early=False, images_per_s=100.0 + number, n_params=1000 * (1 + shift), weights_mb=0.5,
+                     train_time_s=3.0, device="cpu", params_resolved={**params, "epochs": 4},
+                     model_config={"architecture": "ClassicUNet", "in_channels": 3, "num_classes": 1}, artifacts=artifacts)
+        values = [dice, float(attrs["n_params"])][: len(study.directions)]
+    elif state == TrialState.FAIL:
+        attrs["error"] = "CUDA out of memory twice"
+    return create_trial(state=state, values=values, params=params, distributions=DISTRIBUTIONS, user_attrs=attrs,
+                        intermediate_values={e: dice * e / 4 for e in range(1, 3)})
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FileSystemArtifactStore:
+    (tmp_path / "artifacts").mkdir()
+    return FileSystemArtifactStore(str(tmp_path / "artifacts"))
+
+
+@pytest.fixture
+def study(store: FileSystemArtifactStore) -> optuna.Study:
+    return build_study(optuna.storages.InMemoryStorage(), store)
+
+
+def test_trials_frame_has_one_row_per_trial_with_metrics_and_best_flag(study: optuna.Study) -> None:
+    frame = results.trials_frame(study)
+    assert list(frame["number"]) == list(range(6))
+    assert list(frame["state"]) == ["complete", "complete", "complete", "pruned", "fail", "complete"]
+    assert frame.loc[frame["best"], "number"].tolist() == [0]  # dice 0.9 (trial 3 is pruned)
+    assert frame["rank"].fillna(0).tolist() == [1, 2, 3, 0, 0, 3]  # ties share a rank; unfinished get none
+    assert {"param_lr", "param_optimizer", "param_unet_start_filters", "objective_val_dice"} <= set(frame.columns)
+    assert frame.loc[1, "val_dice"] == pytest.approx(0.7) and frame.loc[1, "test_dice"] == pytest.approx(0.65)
+    assert frame.loc[0, "n_params"] == 1000 and frame.loc[2, "images_per_s"] == 102.0
+    # a pruned trial's validation metrics come from its last epoch; a failed one shows its error
+    assert frame.loc[3, "val_dice"] == pytest.approx(0.9) and frame.loc[3, "epochs_run"] == 2
+    assert frame.loc[4, "error"] == "CUDA out of memory twice"
+
+
+def test_multi_objective_best_is_the_pareto_front(store: FileSystemArtifactStore) -> None:
+    study = build_study(optuna.storages.InMemoryStorage(), store, directions=("maximize", "minimize"))
+    # complete trials 0,1,2,5: (0.9,1000) (0.7,2000) (0.5,3000) (0.7,3000) -> only trial 0 is on the front
+    assert results.best_numbers(study) == [0]
+    study.add_trial(create_trial(values=[0.95, 5000.0], params={"lr": 0.01}, distributions={"lr": DISTRIBUTIONS["lr"]}))
+    assert results.best_numbers(study) == [0, 6]
+    assert results.trials_frame(study)["best"].sum() == 2
+
+
+def test_trials_frame_of_a_thousand_trials_is_fast(store: FileSystemArtifactStore) -> None:
+    study = build_study(optuna.storages.InMemoryStorage(), store, n_trials=1000, previews=False)
+    start = time.perf_counter()
+    frame = results.trials_frame(study)
+    assert len(frame) == 1000 and frame["best"].sum() == 1
+    assert time.perf_counter() - start < 2.0
+
+
+def test_learning_curves_are_tidy_with_train_and_val_loss(study: optuna.Study) -> None:
+    curves = results.learning_curves(study.get_trials(), "loss")
+    one = curves[curves["trial"] == 0]
+    assert set(one["split"]) == {"train", "val"} and one["epoch"].max() == 4
+    assert one[(one["split"] == "val") & (one["epoch"] == 2)]["value"].item() == pytest.approx(0.55)
+    dice = results.learning_curves(study.get_trials(), "dice")
+    assert set(dice["split"]) == {"val"}
+    assert dice[dice["trial"] == 3]["epoch"].max() == 2 and set(dice[dice["trial"] == 3]["state"]) == {"pruned"}
+
+
+def test_learning_curves_fall_back_to_intermediate_values_and_reject_unknown_metrics(study: optuna.Study) -> None:
+    bare = create_trial(value=0.5, params={}, distributions={}, intermediate_values={1: 0.2, 2: 0.4})
+    curves = results.learning_curves([bare], "dice")
+    assert curves["split"].tolist() == ["objective", "objective"] and curves["value"].tolist() == [0.2, 0.4]
+    with pytest.raises(SegTuneError, match="unknown curve metric 'accuracy'.*dice"):
+        results.learning_curves(study.get_trials(), "accuracy")
+
+
+def test_previews_align_by_stem_and_score_per_image_dice(study: optuna.Study, store: FileSystemArtifactStore) -> None:
+    previews = results.load_previews(study, [0, 1, 3], store)
+    assert previews.stems == STEMS and previews.trial_numbers == [0, 1] and previews.missing == (3,)
+    np.testing.assert_array_equal(previews.predictions[0], ground_truth())
+    assert previews.dice[0].tolist() == [1.0, 1.0, 1.0, 1.0]  # the empty image predicted empty scores 1
+    # trial 1 shifts each square one pixel right: Dice = 2(s-1)s / 2s^2 = (s-1)/s
+    np.testing.assert_allclose(previews.dice[1], [7 / 8, 5 / 6, 3 / 4, 1.0])
+    assert previews.order("worst_dice") == [2, 1, 0, 3]
+    # trials 0 and 1 disagree on 2s pixels of 256: most on the largest square
+    np.testing.assert_allclose(previews.disagreement(), [16 / 256, 12 / 256, 8 / 256, 0.0])
+    assert previews.order("disagreement") == [0, 1, 2, 3]
+    assert previews.order("name") == [0, 1, 2, 3]
+    with pytest.raises(SegTuneError, match="unknown image order 'random'.*worst_dice"):
+        previews.order("random")
+
+
+def test_previews_missing_study_artifact_or_trial_are_clear_errors(store: FileSystemArtifactStore) -> None:
+    study = build_study(optuna.storages.InMemoryStorage(), store, previews=False)
+    with pytest.raises(SegTuneError, match="stored no preview images"):
+        results.load_previews(study, [0], store)
+    with pytest.raises(SegTuneError, match="no trial #99.*6 trials"):
+        results.get_trial(study, 99)
+
+
+def test_per_image_dice_averages_foreground_classes() -> None:
+    truth = np.zeros((1, 4, 4), np.uint8)
+    truth[0, :2] = 1
+    truth[0, 2:] = 2
+    pred = truth.copy()
+    pred[0, 2:] = 1  # class 2 entirely labelled class 1
+    # class 1: 2*8/(16+8) = 2/3; class 2: 0
+    assert results.per_image_dice(pred, truth, 3).tolist() == pytest.approx([1 / 3])
+
+
+def test_insight_figures_draw_or_explain(study: optuna.Study) -> None:
+    figures = results.insight_figures(study)
+    assert set(figures) == set(results.INSIGHTS)
+    for key in ("history", "importances", "parallel", "contour", "slice"):
+        assert figures[key].figure is not None and figures[key].figure.data, key
+    assert figures["pareto"].figure is None and "one objective" in figures["pareto"].message
+
+
+def test_insight_figures_messages_when_too_few_trials(store: FileSystemArtifactStore) -> None:
+    empty = build_study(optuna.storages.InMemoryStorage(), store, n_trials=0)
+    assert all(insight.figure is None and "No completed trials" in insight.message for insight in results.insight_figures(empty).values())
+    one = build_study(optuna.storages.InMemoryStorage(), store, name="one", n_trials=1)
+    figures = results.insight_figures(one)
+    assert figures["history"].figure is not None
+    assert "at least 2 completed trials" in figures["importances"].message
+    assert "Needs at least 2 tuned parameter(s)" in figures["contour"].message
+
+
+def test_insight_figures_pareto_for_two_objectives(store: FileSystemArtifactStore) -> None:
+    study = build_study(optuna.storages.InMemoryStorage(), store, directions=("maximize", "minimize"))
+    figures = results.insight_figures(study, objective=1)
+    assert figures["pareto"].figure is not None and figures["pareto"].figure.data
+    assert "n_params" in json.dumps(figures["history"].figure.to_plotly_json(), default=str)
+    with pytest.raises(SegTuneError, match="objective 2 does not exist.*val_dice, n_params"):
+        results.insight_figures(study, objective=2)
+
+
+def test_model_card_names_data_split_params_and_metrics(study: optuna.Study) -> None:
+    card = results.model_card(study, results.default_trial(study))
+    assert card.startswith("# Model card — hand-made-trial0")
+    for text in ("demo-cells", "abc123", "train 0.7 / val 0.16 / test 0.14, seed 3", "| optimizer | adam |",
+                 "| Dice | 0.9 | 0.85 |", "ClassicUNet", "never used to choose"):
+        assert text in card, text
+
+
+def test_bundle_zip_holds_weights_config_and_card(study: optuna.Study, store: FileSystemArtifactStore) -> None:
+    data = results.bundle_zip(study, results.get_trial(study, 1), store)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert set(archive.namelist()) == {f"hand-made-trial1/{n}" for n in (CONFIG_FILE, results.MODEL_CARD_FILE, WEIGHTS_FILE)}
+        assert archive.read(f"hand-made-trial1/{WEIGHTS_FILE}") == b"fake-safetensors"
+        assert BundleConfig.from_json(archive.read(f"hand-made-trial1/{CONFIG_FILE}").decode()).image_size == SIZE
+    with pytest.raises(SegTuneError, match="trial #4 stored no weights or config.*only completed"):
+        results.bundle_zip(study, results.get_trial(study, 4), store)
+
+
+def test_inference_snippet_is_valid_python_naming_the_bundle() -> None:
+    snippet = results.inference_snippet("cells-trial3")
+    compile(snippet, "snippet.py", "exec")
+    assert 'Path("cells-trial3")' in snippet and "load_bundle" in snippet
+
+
+def test_default_trial_needs_a_completed_trial(store: FileSystemArtifactStore) -> None:
+    empty = build_study(optuna.storages.InMemoryStorage(), store, n_trials=0)
+    with pytest.raises(SegTuneError, match="no completed trial yet"):
+        results.default_trial(empty)

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from core.search import load_preset, preset_names
+from core.spec import HYPERPARAMETERS, ParamSpec, SpecError, load_spec, spec_from_dict
+
+
+def minimal(**overrides: object) -> dict:
+    return {"name": "study-1", "dataset": "demo-cells", **overrides}
+
+
+def test_defaults_round_trip_through_json() -> None:
+    spec = spec_from_dict(minimal(search_space={"lr": {"low": 1e-4, "high": 1e-2, "log": True}, "architecture": {"choices": ["Unet", "ClassicUNet"]}}))
+    again = spec_from_dict(json.loads(spec.to_json()))
+    assert again == spec
+    assert spec.directions == ["maximize"]
+    assert spec.param("lr") == ParamSpec.float_range(1e-4, 1e-2, log=True)
+    assert spec.param("optimizer") == ParamSpec.fixed(HYPERPARAMETERS["optimizer"].default)
+
+
+def test_every_problem_is_reported_with_its_field_and_the_valid_options() -> None:
+    with pytest.raises(SpecError) as info:
+        spec_from_dict(
+            minimal(
+                sampler="annealing",
+                image_size=100,
+                search_space={"architecture": {"choices": ["Unet", "UNetX"]}, "lr": {"low": 1, "high": 0.1}, "colour": 3},
+                objectives=[{"metric": "val_accuracy"}],
+                budget={"n_trials": "ten"},
+            )
+        )
+    problems = info.value.problems
+    assert "tpe" in problems["sampler"] and "annealing" in problems["sampler"]
+    assert "multiple of 32" in problems["image_size"]
+    assert "UNetX" in problems["search_space.architecture"] and "DeepLabV3Plus" in problems["search_space.architecture"]
+    assert "above" in problems["search_space.lr"]
+    assert "unknown hyperparameter" in problems["search_space.colour"]
+    assert "val_dice" in problems["objectives[0].metric"]
+    assert "number" in problems["budget.n_trials"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "words"),
+    [
+        ({"objectives": ["val_dice", "images_per_s"], "pruner": "median"}, "pruner", "several objectives"),
+        ({"sampler": "nsga2"}, "sampler", "several objectives"),
+        ({"sampler": "grid", "search_space": {"lr": {"low": 1e-4, "high": 1e-2}}}, "search_space.lr", "grid"),
+        ({"search_space": {"encoder": "resnet9000"}}, "search_space.encoder", "resnet34"),
+        ({"search_space": {"unet_depth": {"low": 1, "high": 9}}}, "search_space.unet_depth", "2..8"),
+        ({"search_space": {"lr": {"low": 0, "high": 1, "log": True}}}, "search_space.lr", "log"),
+        ({"split": {"train": 0.9, "val": 0.2, "test": 0.1}}, "split", "sum to 1"),
+        ({"split": {"group_pattern": "("}}, "split.group_pattern", "regular expression"),
+        ({"budget": {"n_trials": None}}, "budget", "ends"),
+        ({"name": "../escape"}, "name", "letters"),
+        ({"objectives": ["images_per_s"]}, "pruner", "cannot be pruned"),
+    ],
+)
+def test_rule_violations_name_the_field(overrides: dict, field: str, words: str) -> None:
+    with pytest.raises(SpecError) as info:
+        spec_from_dict(minimal(**overrides))
+    assert words in info.value.problems[field]
+
+
+def test_multi_objective_with_a_multi_objective_sampler_is_valid() -> None:
+    spec = spec_from_dict(minimal(objectives=["val_dice", "images_per_s"], sampler="nsga2", pruner="none"))
+    assert spec.directions == ["maximize", "maximize"]
+
+
+def test_yaml_and_json_files_load_and_broken_files_say_why(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text("name: s\ndataset: d\nsearch_space:\n  batch_size: {choices: [4, 8]}\n")
+    assert load_spec(tmp_path / "s.yaml").param("batch_size").choices == (4, 8)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(SpecError, match="not valid JSON"):
+        load_spec(tmp_path / "bad.json")
+    with pytest.raises(SpecError, match="cannot read"):
+        load_spec(tmp_path / "missing.json")
+
+
+def test_paper_presets_are_valid_specs() -> None:
+    assert {"p1-unet-keras-tuner", "p2-deeplabv3plus-liver", "p3-optimizer-loss-cells", "p5-resnet-unet-mri"} <= set(preset_names())
+    for name in preset_names():
+        spec = load_preset(name, dataset="demo-cells")
+        assert spec.dataset == "demo-cells"
+    assert load_preset("p1-unet-keras-tuner", "d").param("unet_activation").choices == ("mish", "elu", "lrelu")
