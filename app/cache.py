@@ -2,8 +2,10 @@
 
 Resources (``st.cache_resource``) are keyed by the environment values they come from, so tests
 that point ``SEGTUNE_HOME`` at a temporary folder get a fresh workspace without clearing caches.
-Reads of studies and datasets go through ``st.cache_data`` with a short TTL (DESIGN rule 7): a
-page rerun every two seconds must not hit the database every time; writers call ``clear_reads``.
+The study list goes through ``st.cache_data`` with a short TTL (DESIGN rule 7): a page rerun every
+two seconds must not hit the database every time; a study's trials are read in ``app.study_cache``.
+Dataset names are listed afresh (one directory listing); their manifests are cached until the
+``dataset.json`` changes. Writers call ``clear_reads``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from core.storage import open_artifact_store, open_storage
 
 if TYPE_CHECKING:
     from optuna.artifacts import FileSystemArtifactStore
-    from optuna.trial import FrozenTrial
 
 READ_TTL_S = 3  # how stale a trial table or study list may be: shorter than the Jobs refresh
 ENV_KEYS = ("SEGTUNE_HOME", "SEGTUNE_DB", "SEGTUNE_ARTIFACTS")
@@ -75,24 +76,8 @@ def _study_names(db_url: str) -> list[str]:
     return [study.study_name for study in sorted(studies, key=lambda s: s._study_id, reverse=True)]
 
 
-def load_study(name: str) -> optuna.Study:
-    """The live study (reads hit the DB; wrap repeated reads in :func:`trials`)."""
-    return optuna.load_study(study_name=name, storage=storage())
-
-
-def trials(study_name: str) -> list[FrozenTrial]:
-    """All trials of a study, at most ``READ_TTL_S`` seconds old."""
-    return _trials(settings().db_url, study_name)
-
-
-@st.cache_data(ttl=READ_TTL_S, show_spinner=False)
-def _trials(db_url: str, study_name: str) -> list[FrozenTrial]:
-    study = optuna.load_study(study_name=study_name, storage=_storage_for(db_url))
-    return study.get_trials(deepcopy=False)
-
-
 def datasets() -> list[str]:
-    """Names of the stored datasets."""
+    """Names of the stored datasets, listed afresh: one folder listing, never stale after an ingest."""
     return dataset_names(settings().datasets_dir)
 
 
@@ -111,5 +96,4 @@ def _manifest(datasets_dir: str, name: str, stamp: int) -> DatasetManifest:
 def clear_reads() -> None:
     """Forget cached reads after a write (new dataset, new job, deleted study)."""
     _study_names.clear()
-    _trials.clear()
     _manifest.clear()

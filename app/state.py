@@ -36,6 +36,6 @@ class Key(Generic[T]):
 
 DATASET: Key[str | None] = Key("segtune.dataset", None)  # dataset name shown / used for a new study
 STUDY: Key[str | None] = Key("segtune.study", None)  # the study the result pages show
-JOB: Key[str | None] = Key("segtune.job", None)  # job id selected on the Jobs page
+JOB: Key[int | None] = Key("segtune.job", None)  # job id selected on the Jobs page
 SELECTED_TRIALS: Key[tuple[int, ...]] = Key("segtune.trials", ())  # trial numbers to compare
 SPLIT: Key[SplitConfig] = Key("segtune.split", SplitConfig())  # split chosen on the Datasets page

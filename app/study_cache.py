@@ -17,7 +17,7 @@ import streamlit as st
 
 from app import cache, state
 from app.nav import page_path
-from core import results
+from core import jobs, results
 from core.errors import SegTuneError
 
 if TYPE_CHECKING:
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 LIVE_TTL_S = cache.READ_TTL_S  # how stale a running study's results may be
 IDLE_TTL_S = 600  # a finished study only changes when trials are added: its stamp says when
+REFRESH_S = 5.0  # how often a live result view redraws while its study runs
+BUNDLE_CHECK_TTL_S = 60  # how long "this trial's weights are readable" is trusted before a re-check
 
 
 class Stamp(NamedTuple):
@@ -51,6 +53,26 @@ def study(name: str) -> optuna.Study:
 def _open(db_url: str, name: str, study_id: int) -> optuna.Study:
     # study_id in the key: a study deleted and re-created under the same name is a new study.
     return optuna.load_study(study_name=name, storage=cache.storage())
+
+
+def is_live(name: str) -> bool:
+    """True while the study may change: a trial runs or waits, or a job of the study is active.
+
+    The job matters between trials, when every trial is finished but the next is about to start.
+    """
+    return stamp(name).live_bucket != 0 or name in _active_studies(cache.settings().db_url)
+
+
+@st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
+def _active_studies(db_url: str) -> frozenset[str]:
+    return frozenset(job.study_name for job in jobs.list_jobs(cache.settings(), jobs.ACTIVE_STATUSES))
+
+
+def rearm_if_changed(name: str, drawn_live: bool) -> None:
+    """From inside a live view: rerun the page when the study started or stopped running, so the
+    view's ``run_every`` is set again (a fragment cannot change its own interval)."""
+    if is_live(name) != drawn_live:
+        st.rerun()
 
 
 def stamp(name: str) -> Stamp:
@@ -81,6 +103,16 @@ def trials_frame(name: str) -> pd.DataFrame:
 @st.cache_data(ttl=IDLE_TTL_S, max_entries=8, show_spinner="Reading trials…")
 def _trials_frame(db_url: str, name: str, version: Stamp) -> pd.DataFrame:
     return results.trials_frame(study(name))
+
+
+def trial_counts(name: str) -> jobs.TrialCounts:
+    """Trials against the budget, counted as the jobs count them (``core.jobs.trial_counts``)."""
+    return _trial_counts(cache.settings().db_url, name, stamp(name))
+
+
+@st.cache_data(ttl=IDLE_TTL_S, max_entries=8, show_spinner=False)
+def _trial_counts(db_url: str, name: str, version: Stamp) -> jobs.TrialCounts:
+    return jobs.trial_counts(study(name))
 
 
 def objective_names(name: str) -> list[str]:
@@ -129,6 +161,16 @@ def model_card(name: str, number: int) -> str:
 def _model_card(db_url: str, name: str, n_finished: int, number: int) -> str:
     current = study(name)
     return results.model_card(current, results.get_trial(current, number))
+
+
+def bundle_problem(name: str, number: int) -> str | None:
+    """Why trial ``number`` cannot be downloaded (checked before the button is drawn), else None."""
+    return _bundle_problem(cache.settings().db_url, name, stamp(name).n_finished, number)
+
+
+@st.cache_data(ttl=BUNDLE_CHECK_TTL_S, max_entries=64, show_spinner=False)
+def _bundle_problem(db_url: str, name: str, n_finished: int, number: int) -> str | None:
+    return results.bundle_problem(results.get_trial(study(name), number), cache.artifact_store())
 
 
 def bundle_zip(name: str, number: int) -> bytes:

@@ -137,7 +137,7 @@ def _check_request(manifest: DatasetManifest, stems: Sequence[str], image_size: 
 def _decode(dataset_dir: Path, manifest: DatasetManifest, stems: Sequence[str], size: int, channels: int) -> TensorSet:
     def one(stem: str) -> tuple[np.ndarray, np.ndarray]:
         pair = manifest.pair(stem)
-        return (_prepare_image(read_image(dataset_dir / pair.image), size, channels),
+        return (prepare_image(read_image(dataset_dir / pair.image), size, channels),
                 _prepare_mask(read_mask(dataset_dir / pair.mask), size))
 
     with ThreadPoolExecutor(max_workers=_DECODE_THREADS) as pool:
@@ -147,7 +147,7 @@ def _decode(dataset_dir: Path, manifest: DatasetManifest, stems: Sequence[str], 
     return TensorSet(torch.from_numpy(images), torch.from_numpy(masks), tuple(stems))
 
 
-def _prepare_image(pixels: np.ndarray, size: int, channels: int) -> np.ndarray:
+def prepare_image(pixels: np.ndarray, size: int, channels: int) -> np.ndarray:
     """HxWxC uint8 -> CxSxS uint8; Pillow's bilinear resize antialiases when shrinking."""
     image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
     image = image.convert("L" if channels == 1 else "RGB")

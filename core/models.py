@@ -25,6 +25,7 @@ from torch import nn
 
 from core import options
 from core.errors import SegTuneError
+from core.options import DPT_ENCODERS
 from core.spec import HYPERPARAMETERS, active_hyperparameters
 
 
@@ -230,10 +231,6 @@ class FCN32(nn.Module):
 _TIMM_PREFIX = "tu-"
 _DEFAULT_DECODER_CHANNELS = (256, 128, 64, 32, 16)  # smp's default, deepest first
 _DPT_INTERMEDIATE_CHANNELS = (256, 512, 1024, 1024, 1024)  # smp's default (4 levels) + one more
-DPT_ENCODERS = (  # ViTs known to work with DPT at any multiple of their patch size
-    "tu-vit_tiny_patch16_224", "tu-vit_small_patch16_224", "tu-vit_base_patch16_224",
-    "tu-vit_large_patch16_224", "tu-deit_small_patch16_224", "tu-deit_base_patch16_224",
-)
 _NO_MIT = ("UnetPlusPlus", "Linknet")  # smp rejects the mix-transformer (mit_b*) encoders here
 
 

@@ -7,8 +7,10 @@ runs. Everything a dashboard shows about a trial is written here, as user attrs 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from core.bundle import BundleConfig, save_bundle
 from core.data import TensorSet, load_tensor_set
 from core.datasets import DatasetManifest, dataset_path, load_manifest
 from core.errors import SegTuneError
-from core.models import ModelConfig, build_model, count_parameters, task_mode, weights_size_mb
+from core.models import ModelConfig, build_model, count_parameters, input_size_problem, task_mode, weights_size_mb
 from core.search import suggest_params
 from core.settings import Settings
 from core.spec import EPOCH_METRICS, StudySpec
@@ -79,18 +81,34 @@ def preview_stems(split: Split, count: int) -> list[str]:
     return sorted(split.val)[:count]
 
 
-def load_study_data(spec: StudySpec, settings: Settings, device: torch.device) -> StudyData:
-    """Decode the study's dataset once and put its splits on ``device``."""
+@dataclass(frozen=True)
+class StudySource:
+    """Where a study's images come from: the dataset, its frozen split, the channels to feed."""
+
+    manifest: DatasetManifest
+    folder: Path
+    split: Split
+    channels: int
+
+    def tensors(self, stems: Sequence[str], image_size: int, device: torch.device) -> TensorSet:
+        return load_tensor_set(self.folder, self.manifest, list(stems), image_size, self.channels).to(device)
+
+
+def study_source(spec: StudySpec, settings: Settings) -> StudySource:
+    """Read the manifest and freeze (or re-read) the split; decodes no image."""
     manifest = load_manifest(settings.datasets_dir, spec.dataset)
     folder = dataset_path(settings.datasets_dir, spec.dataset)
     split = frozen_split(folder, manifest.stems, spec.split)
-    channels = spec.channels or manifest.channels
+    return StudySource(manifest, folder, split, spec.channels or manifest.channels)
 
-    def tensors(stems: list[str] | tuple[str, ...]) -> TensorSet:
-        return load_tensor_set(folder, manifest, list(stems), spec.image_size, channels).to(device)
 
-    test = tensors(split.test) if split.test else None
-    return StudyData(manifest, split, channels, tensors(split.train), tensors(split.val), test, tensors(preview_stems(split, spec.preview_count)))
+def load_study_data(spec: StudySpec, settings: Settings, device: torch.device) -> StudyData:
+    """Decode the study's dataset once and put its splits on ``device``."""
+    source = study_source(spec, settings)
+    split, size = source.split, spec.image_size
+    test = source.tensors(split.test, size, device) if split.test else None
+    preview = source.tensors(preview_stems(split, spec.preview_count), size, device)
+    return StudyData(source.manifest, split, source.channels, source.tensors(split.train, size, device), source.tensors(split.val, size, device), test, preview)
 
 
 # --- the objective ------------------------------------------------------------------------------
@@ -99,13 +117,14 @@ def load_study_data(spec: StudySpec, settings: Settings, device: torch.device) -
 def make_objective(spec: StudySpec, context: RunContext) -> Callable[[optuna.Trial], float | tuple[float, ...]]:
     """The Optuna objective for ``spec``; data is loaded on the first trial and reused after."""
     device = resolve_device(context.device)
-    cache: dict[str, StudyData] = {}
+
+    @functools.cache
+    def study_data() -> StudyData:
+        return load_study_data(spec, context.settings, device)
 
     def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
-        if "data" not in cache:
-            cache["data"] = load_study_data(spec, context.settings, device)
         try:
-            return _run_trial(trial, spec, cache["data"], context, device)
+            return _run_trial(trial, spec, study_data(), context, device)
         except (optuna.TrialPruned, TrialCancelled):
             raise
         except Exception as exc:  # noqa: BLE001 - every failure is recorded on the trial, the study goes on
@@ -119,13 +138,16 @@ def make_objective(spec: StudySpec, context: RunContext) -> Callable[[optuna.Tri
 def _run_trial(trial: optuna.Trial, spec: StudySpec, data: StudyData, context: RunContext, device: torch.device) -> float | tuple[float, ...]:
     params = suggest_params(trial, spec)
     model_config = ModelConfig.from_params(params, data.channels, data.num_classes)
+    size_problem = input_size_problem(model_config, spec.image_size)
+    if size_problem:
+        raise TrialError(size_problem)
     trial.set_user_attr("params_resolved", params)
     trial.set_user_attr("model_config", model_config.to_dict())
     trial.set_user_attr("device", str(device))
     trial.set_user_attr("epochs_planned", params["epochs"])
 
     train_config = TrainConfig.from_params(params, patience=spec.patience, seed=spec.seed + trial.number, **_selection(spec))
-    model, result = _train_with_oom_retry(trial, spec, data, context, model_config, train_config, device)
+    model, result, train_config = _train_with_oom_retry(trial, spec, data, context, model_config, train_config, device)
     model.load_state_dict(result.best_state)
 
     summary = _summarise(model, data, result, train_config)
@@ -158,18 +180,22 @@ def _train_with_oom_retry(
     model_config: ModelConfig,
     config: TrainConfig,
     device: torch.device,
-) -> tuple[torch.nn.Module, TrainResult]:
-    """Train; on CUDA out-of-memory retry once with half the batch, then fail with a clear reason."""
+) -> tuple[torch.nn.Module, TrainResult, TrainConfig]:
+    """Train; on CUDA out-of-memory retry once with half the batch, then fail with a clear reason.
+
+    Returns the config that worked, so evaluation after training uses the batch size that fits.
+    """
     for attempt in range(2):
         model = prepare_model(build_model(model_config), device)
         try:
-            return model, train_model(model, data.train, data.val, config, mode=data.mode, num_classes=data.num_classes, on_epoch=_epoch_reporter(trial, spec, context))
+            result = train_model(model, data.train, data.val, config, mode=data.mode, num_classes=data.num_classes, on_epoch=_epoch_reporter(trial, spec, context))
+            return model, result, config
         except torch.cuda.OutOfMemoryError:
             del model
             torch.cuda.empty_cache()
             if attempt == 1 or config.batch_size == 1:
                 raise TrialError(f"CUDA out of memory at batch size {config.batch_size}; try a smaller model, batch or image size") from None
-            config = TrainConfig(**{**config.__dict__, "batch_size": config.batch_size // 2})
+            config = dataclasses.replace(config, batch_size=config.batch_size // 2)
             trial.set_user_attr("oom_retry_batch_size", config.batch_size)
     raise AssertionError("unreachable")
 
@@ -249,10 +275,9 @@ def _uploader(study_or_trial: Any, context: RunContext) -> Callable[[Path], str]
     return upload
 
 
-def upload_study_previews(study: optuna.Study, data: StudyData, context: RunContext) -> str:
+def upload_study_previews(study: optuna.Study, preview: TensorSet, context: RunContext) -> str:
     """Store the preview images and their ground truth once per study (trials store predictions)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "preview_inputs.npz"
-        preview = data.preview
         np.savez_compressed(path, stems=np.array(preview.stems), images=preview.images.cpu().numpy(), masks=preview.masks.cpu().numpy())
         return _uploader(study, context)(path)

@@ -38,9 +38,17 @@ def is_valid_name(name: str) -> bool:
     return bool(_NAME.match(name)) and ".." not in name
 
 
+# timm ViTs (through smp's "tu-" universal encoder) known to work with DPT, the only
+# architecture that can read features of an encoder without down-sampling stages.
+DPT_ENCODERS: tuple[str, ...] = (
+    "tu-vit_tiny_patch16_224", "tu-vit_small_patch16_224", "tu-vit_base_patch16_224",
+    "tu-vit_large_patch16_224", "tu-deit_small_patch16_224", "tu-deit_base_patch16_224",
+)
+
+
 @cache
 def encoder_names() -> tuple[str, ...]:
-    """segmentation-models-pytorch encoder names (imports smp, so only when needed)."""
+    """segmentation-models-pytorch encoder names plus the DPT ViTs (imports smp, so only when needed)."""
     import segmentation_models_pytorch as smp
 
-    return tuple(smp.encoders.get_encoder_names())
+    return (*smp.encoders.get_encoder_names(), *DPT_ENCODERS)

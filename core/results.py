@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
 import pandas as pd
+from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 
 from core.bundle import CONFIG_FILE, WEIGHTS_FILE
@@ -44,6 +47,7 @@ TRIAL_ATTRS: tuple[str, ...] = (
 )
 CURVE_METRICS: tuple[str, ...] = ("loss", "dice", "iou", "miou", "pixel_accuracy", "lr")
 MODEL_CARD_FILE = "MODEL_CARD.md"
+BUNDLE_ARTIFACTS: tuple[str, ...] = ("weights", "config")  # what a trial must have stored to be exported
 
 
 class ResultsError(SegTuneError):
@@ -165,7 +169,8 @@ def leaderboard_text(study: optuna.Study, top: int = 10) -> str:
     if frame.empty:
         return f"study {study.study_name!r} has no trials yet"
     params = [column for column in frame.columns if column.startswith("param_")]
-    columns = ["rank", "number", "state", *[c for c in frame.columns if c.startswith("objective_")], "val_dice", "val_iou", "test_dice", *params, "epochs_run", "images_per_s"]
+    objectives = [c for c in frame.columns if c.startswith("objective_") and c.removeprefix("objective_") not in ("val_dice", "val_iou")]
+    columns = ["rank", "number", "state", *objectives, "val_dice", "val_iou", "test_dice", *params, "epochs_run", "images_per_s"]
     table = frame.sort_values(["rank", "number"], na_position="last").head(top)[columns]
     table = table.rename(columns=lambda column: column.removeprefix("param_").removeprefix("objective_"))
     counts = frame["state"].value_counts().to_dict()
@@ -177,7 +182,7 @@ def leaderboard_text(study: optuna.Study, top: int = 10) -> str:
 
 
 def learning_curves(trials: Sequence[FrozenTrial], metric: str) -> pd.DataFrame:
-    """Tidy per-epoch values: columns trial, state, split (train/val/objective), epoch, value.
+    """Tidy per-epoch values: columns trial, state, split (train/val/lr/objective), epoch, value.
 
     ``metric`` is one of :data:`CURVE_METRICS`. Trials without a stored history (still running,
     or written by another tool) fall back to their reported intermediate values.
@@ -198,7 +203,8 @@ def _curve_rows(trial: FrozenTrial, metric: str) -> list[dict[str, Any]]:
             {**base, "split": "objective", "epoch": int(step), "value": value}
             for step, value in sorted(trial.intermediate_values.items())
         ]
-    keys = {"train": f"train_{metric}", "val": f"val_{metric}"} if metric != "lr" else {"train": "lr"}
+    # The learning rate is one schedule per trial, neither a training nor a validation value.
+    keys = {"train": f"train_{metric}", "val": f"val_{metric}"} if metric != "lr" else {"lr": "lr"}
     return [
         {**base, "split": split, "epoch": int(epoch["epoch"]), "value": epoch[key]}
         for split, key in keys.items()
@@ -252,6 +258,16 @@ class PreviewSet:
             score = -self.disagreement()
         return [int(i) for i in np.argsort(score, kind="stable")]
 
+    def dice_table(self, order: Sequence[int]) -> pd.DataFrame:
+        """One row per image in ``order``: its stem, each trial's Dice, and (several trials) their disagreement."""
+        rows = list(order)
+        table = pd.DataFrame({"image": [self.stems[i] for i in rows]})
+        for number in self.trial_numbers:
+            table[f"#{number}"] = self.dice[number][rows].astype(float)
+        if len(self.predictions) > 1:
+            table["disagreement"] = self.disagreement()[rows].astype(float)  # computed once for all rows
+        return table
+
 
 def load_previews(study: optuna.Study, trial_numbers: Sequence[int], artifact_store: ArtifactStore) -> PreviewSet:
     """The study's preview images + ground truth and each trial's predictions, aligned by stem."""
@@ -271,7 +287,7 @@ def load_previews(study: optuna.Study, trial_numbers: Sequence[int], artifact_st
         predictions[number] = _aligned(_read_npz(artifact_store, previews_id), stems, number)
     masks = reference["masks"].astype(np.uint8)
     num_classes = int(max([2, int(masks.max()) + 1, *[int(p.max()) + 1 for p in predictions.values()]]))
-    dice = {number: per_image_dice(pred, masks, num_classes) for number, pred in predictions.items()}
+    dice = {number: _dice_per_image(pred, masks, num_classes) for number, pred in predictions.items()}
     return PreviewSet(stems, reference["images"], masks, predictions, dice, num_classes, tuple(missing))
 
 
@@ -290,22 +306,12 @@ def _aligned(stored: dict[str, np.ndarray], stems: tuple[str, ...], number: int)
     return stored["predictions"][[index[stem] for stem in stems]].astype(np.uint8)
 
 
-def per_image_dice(predictions: np.ndarray, masks: np.ndarray, num_classes: int) -> np.ndarray:
-    """Dice per image, averaged over the foreground classes present in prediction or truth.
+def _dice_per_image(predictions: np.ndarray, masks: np.ndarray, num_classes: int) -> np.ndarray:
+    # The one rule for an image's Dice is core.metrics'; imported here because it pulls in torch and
+    # smp (seconds), which the other result pages never need.
+    from core.metrics import per_image_dice
 
-    An image where both are empty scores 1: predicting nothing where there is nothing is right.
-    """
-    scores = np.ones(len(masks))
-    for i, (pred, truth) in enumerate(zip(predictions, masks)):
-        per_class = []
-        for cls in range(1, num_classes):
-            p, t = pred == cls, truth == cls
-            total = int(p.sum()) + int(t.sum())
-            if total:
-                per_class.append(2.0 * np.logical_and(p, t).sum() / total)
-        if per_class:
-            scores[i] = float(np.mean(per_class))
-    return scores
+    return np.array([per_image_dice(pred, truth, num_classes) for pred, truth in zip(predictions, masks)], dtype=float)
 
 
 # --- insights ---------------------------------------------------------------------------------
@@ -444,42 +450,55 @@ def bundle_name(study: optuna.Study, trial: FrozenTrial) -> str:
 
 def model_card(study: optuna.Study, trial: FrozenTrial) -> str:
     """A markdown card: what the model is, what data and split it saw, its params and metrics."""
-    attrs = trial.user_attrs
-    spec = study.user_attrs.get("spec") or {}
-    model = attrs.get("model_config") or {}
-    names = objective_names(study)
-    objectives = ", ".join(
-        f"{name} ({direction.name.lower()})" for name, direction in zip(names, study.directions)
-    )
-    lines = [
+    sections = (_card_intro, _card_model, _card_data, _card_training, _card_metrics, _card_use)
+    return "\n".join(line for section in sections for line in section(study, trial))
+
+
+def _card_intro(study: optuna.Study, trial: FrozenTrial) -> list[str]:
+    best = "yes" if trial.number in best_numbers(study) else "no"
+    return [
         f"# Model card — {bundle_name(study, trial)}",
         "",
         f"Segmentation model trained by SegTune in study **{study.study_name}**, trial **#{trial.number}** "
-        f"(state: {trial.state.name.lower()}; best trial of the study: "
-        f"{'yes' if trial.number in best_numbers(study) else 'no'}).",
+        f"(state: {trial.state.name.lower()}; best trial of the study: {best}).",
         "",
-        "## Model",
-        _table({
-            "Architecture": model.get("architecture"),
-            # Only smp architectures have an encoder; the config carries the default for the others.
-            "Encoder": model.get("encoder") if model.get("architecture") in SMP_ARCHITECTURES else "—",
-            "Input channels": model.get("in_channels"),
-            "Output classes": model.get("num_classes"),
-            "Parameters": _fmt(attrs.get("n_params")),
-            "Weights size (MB)": _fmt(attrs.get("weights_mb")),
-        }),
-        "## Data",
-        _table({
-            "Dataset": study.user_attrs.get("dataset") or spec.get("dataset"),
-            "Split hash": study.user_attrs.get("split_hash"),
-            "Split": _split_text(spec.get("split") or {}),
-            "Image size (px)": spec.get("image_size"),
-        }),
+    ]
+
+
+def _card_model(study: optuna.Study, trial: FrozenTrial) -> list[str]:
+    attrs = trial.user_attrs
+    model = attrs.get("model_config") or {}
+    return ["## Model", _table({
+        "Architecture": model.get("architecture"),
+        # Only smp architectures have an encoder; the config carries the default for the others.
+        "Encoder": model.get("encoder") if model.get("architecture") in SMP_ARCHITECTURES else "—",
+        "Input channels": model.get("in_channels"),
+        "Output classes": model.get("num_classes"),
+        "Parameters": _fmt(attrs.get("n_params")),
+        "Weights size (MB)": _fmt(attrs.get("weights_mb")),
+    })]
+
+
+def _card_data(study: optuna.Study, trial: FrozenTrial) -> list[str]:
+    spec = study.user_attrs.get("spec") or {}
+    return ["## Data", _table({
+        "Dataset": study.user_attrs.get("dataset") or spec.get("dataset"),
+        "Split hash": study.user_attrs.get("split_hash"),
+        "Split": _split_text(spec.get("split") or {}),
+        "Image size (px)": spec.get("image_size"),
+    })]
+
+
+def _card_training(study: optuna.Study, trial: FrozenTrial) -> list[str]:
+    attrs = trial.user_attrs
+    objectives = ", ".join(f"{name} ({direction.name.lower()})" for name, direction in zip(objective_names(study), study.directions))
+    params = attrs.get("params_resolved") or trial.params
+    return [
         "## Training",
         f"Selected on the validation split by {objectives}. Test metrics were computed after "
         "training and never used to choose a model.",
         "",
-        _table({name: _fmt(value) for name, value in sorted((attrs.get("params_resolved") or trial.params).items())}),
+        _table({name: _fmt(value) for name, value in sorted(params.items())}),
         _table({
             "Epochs run": attrs.get("epochs_run"),
             "Best epoch": attrs.get("best_epoch"),
@@ -488,14 +507,22 @@ def model_card(study: optuna.Study, trial: FrozenTrial) -> str:
             "Throughput (images/s)": _fmt(attrs.get("images_per_s")),
             "Device": attrs.get("device"),
         }),
-        "## Metrics",
-        _metrics_table(attrs.get("val_metrics") or {}, attrs.get("test_metrics") or {}),
+    ]
+
+
+def _card_metrics(study: optuna.Study, trial: FrozenTrial) -> list[str]:
+    return ["## Metrics", _metrics_table(trial.user_attrs.get("val_metrics") or {}, trial.user_attrs.get("test_metrics") or {})]
+
+
+def _card_use(study: optuna.Study, trial: FrozenTrial) -> list[str]:
+    name = bundle_name(study, trial)
+    return [
         "## Use",
-        f"Unzip `{bundle_name(study, trial)}.zip` and load it with `core.bundle.load_bundle(folder)`: "
-        f"`{WEIGHTS_FILE}` holds the weights, `{CONFIG_FILE}` how to rebuild and feed the model.",
+        f"Unzip `{name}.zip`, then segment a folder of images with `{predict_command(name)}`, "
+        f"or load it in Python with `core.bundle.load_bundle(folder)`: `{WEIGHTS_FILE}` holds the weights, "
+        f"`{CONFIG_FILE}` how to rebuild and feed the model.",
         "",
     ]
-    return "\n".join(lines)
 
 
 def _fmt(value: Any) -> str:
@@ -534,48 +561,61 @@ def _metrics_table(val: dict[str, Any], test: dict[str, Any]) -> str:
     return "\n".join(["| Metric | Validation | Test |", "|---|---|---|", *rows, ""])
 
 
+def predict_command(bundle_name: str) -> str:
+    """The CLI call that segments a folder of images with an unzipped bundle (``core.predict``)."""
+    return f"python -m core predict --model {bundle_name} --images images/ --out masks/"
+
+
 def inference_snippet(bundle_name: str) -> str:
-    """Python that loads an unzipped bundle and segments one image with it."""
+    """Python that runs an unzipped bundle through ``core.predict``: the CLI's own preprocessing."""
     return f'''\
 from pathlib import Path
 
-import numpy as np
-import torch
 from PIL import Image
 
 from core.bundle import load_bundle
+from core.datasets import read_image
+from core.predict import mask_png, predict_folder, predict_image
 
-model, config = load_bundle(Path("{bundle_name}"))  # the unzipped bundle folder
+bundle = Path("{bundle_name}")  # the unzipped bundle folder
 
-image = Image.open("image.png").convert("L" if config.channels == 1 else "RGB")
-image = image.resize((config.image_size, config.image_size), Image.BILINEAR)
-x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
-x = x[None, None] if config.channels == 1 else x.permute(2, 0, 1)[None]
+# A whole folder: the same as `{predict_command(bundle_name)}`
+print(predict_folder(bundle, Path("images"), Path("masks")).summary())
 
-with torch.no_grad():
-    logits = model(x)
-if logits.shape[1] == 1:  # binary: one foreground channel
-    mask = (torch.sigmoid(logits)[0, 0] > config.threshold).numpy().astype(np.uint8)
-else:  # multi-class: class index per pixel, names in config.classes
-    mask = logits.argmax(dim=1)[0].numpy().astype(np.uint8)
-Image.fromarray(mask * (255 // max(1, len(config.classes) - 1))).save("mask.png")
+# One image: a class-index mask at the image's own size
+model, config = load_bundle(bundle)
+mask = predict_image(model, config, read_image(Path("image.png")))
+Image.fromarray(mask_png(mask, len(config.classes))).save("mask.png")  # 0/255 when binary
 '''
 
 
-def bundle_zip(study: optuna.Study, trial: FrozenTrial, artifact_store: ArtifactStore) -> bytes:
-    """A zip holding one folder: model.safetensors, config.json and the model card."""
+def bundle_problem(trial: FrozenTrial, artifact_store: ArtifactStore) -> str | None:
+    """Why the trial cannot be downloaded as a bundle (no or unreadable weights/config), else None."""
     artifacts = trial.user_attrs.get("artifacts") or {}
-    missing = [kind for kind in ("weights", "config") if not artifacts.get(kind)]
+    missing = [kind for kind in BUNDLE_ARTIFACTS if not artifacts.get(kind)]
     if missing:
-        raise ResultsError(
-            f"trial #{trial.number} stored no {' or '.join(missing)} (state {trial.state.name.lower()}): "
-            "only completed trials can be exported"
-        )
+        return (f"Trial #{trial.number} stored no {' or '.join(missing)} (state {trial.state.name.lower()}): "
+                "only completed trials can be exported.")
+    for kind in BUNDLE_ARTIFACTS:
+        try:
+            artifact_store.open_reader(artifacts[kind]).close()
+        except (ArtifactNotFound, OSError) as error:
+            return (f"Trial #{trial.number}'s {kind} file ({artifacts[kind]}) is missing from the artifact store: "
+                    f"{error}. Was the artifacts folder moved or cleaned? Export another trial or re-run this one.")
+    return None
+
+
+def bundle_zip(study: optuna.Study, trial: FrozenTrial, artifact_store: ArtifactStore) -> bytes:
+    """A zip holding one folder: ``core.export.trial_bundle``'s weights and config, plus the model card."""
+    # core.export imports torch (seconds): only a download needs it, not every page that reads results.
+    from core.export import trial_bundle
+
     folder = bundle_name(study, trial)
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for kind, file_name in (("weights", WEIGHTS_FILE), ("config", CONFIG_FILE)):
-            with artifact_store.open_reader(artifacts[kind]) as reader:
-                archive.writestr(f"{folder}/{file_name}", reader.read())
-        archive.writestr(f"{folder}/{MODEL_CARD_FILE}", model_card(study, trial))
+    with tempfile.TemporaryDirectory(prefix="segtune-bundle-") as tmp:
+        files = trial_bundle(study, trial.number, artifact_store, Path(tmp) / folder)
+        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(files.iterdir()):
+                archive.write(path, f"{folder}/{path.name}")
+            archive.writestr(f"{folder}/{MODEL_CARD_FILE}", model_card(study, trial))
     return buffer.getvalue()

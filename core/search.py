@@ -8,6 +8,7 @@ samplers never see values that were drawn and then ignored.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -71,9 +72,11 @@ def enqueue_grid(study: optuna.Study, spec: StudySpec) -> int:
 
 def _tpe(spec: StudySpec, seed: int) -> optuna.samplers.BaseSampler:
     # group=True lets multivariate TPE model conditional spaces; constant_liar spreads parallel trials.
-    return optuna.samplers.TPESampler(
-        seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=min(10, max(2, (spec.budget.n_trials or 20) // 4))
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=min(10, max(2, (spec.budget.n_trials or 20) // 4))
+        )
 
 
 SAMPLERS: dict[str, Callable[[StudySpec, int], optuna.samplers.BaseSampler]] = {

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from core import options as names
+from core import options
 from core.errors import SegTuneError
-from core.splits import SplitConfig
+from core.splits import SplitConfig, config_problems
 
 SPEC_VERSION = 1
 
@@ -135,11 +135,11 @@ def _always(_: Params) -> bool:
 
 
 def _is_smp(params: Params) -> bool:
-    return params.get("architecture") in names.SMP_ARCHITECTURES
+    return params.get("architecture") in options.SMP_ARCHITECTURES
 
 
 def _is_classic_unet(params: Params) -> bool:
-    return params.get("architecture") == names.CLASSIC_UNET
+    return params.get("architecture") == options.CLASSIC_UNET
 
 
 def _has_momentum(params: Params) -> bool:
@@ -165,25 +165,25 @@ class HyperParam:
 
 HYPERPARAMETERS: dict[str, HyperParam] = {
     # model
-    "architecture": HyperParam(str, "Unet", "segmentation architecture", lambda: names.ARCHITECTURES),
-    "encoder": HyperParam(str, "resnet18", "encoder backbone (smp architectures)", names.encoder_names, active=_is_smp),
+    "architecture": HyperParam(str, "Unet", "segmentation architecture", lambda: options.ARCHITECTURES),
+    "encoder": HyperParam(str, "resnet18", "encoder backbone (smp architectures)", options.encoder_names, active=_is_smp),
     "encoder_depth": HyperParam(int, 5, "encoder stages (smp architectures)", bounds=(3, 5), active=_is_smp),
     "encoder_weights": HyperParam(str, None, "pretrained encoder weights", lambda: ["imagenet"], active=_is_smp, allow_none=True),
     "unet_start_filters": HyperParam(int, 64, "filters of the first level (classic U-Net, P1 start_neurons)", bounds=(4, 256), active=_is_classic_unet),
     "unet_depth": HyperParam(int, 4, "down-sampling levels (classic U-Net, P1 net_depth)", bounds=(2, 8), active=_is_classic_unet),
-    "unet_activation": HyperParam(str, "relu", "activation (classic U-Net)", lambda: names.ACTIVATIONS, active=_is_classic_unet),
+    "unet_activation": HyperParam(str, "relu", "activation (classic U-Net)", lambda: options.ACTIVATIONS, active=_is_classic_unet),
     "unet_dropout": HyperParam(float, 0.0, "dropout rate, 0 = off (classic U-Net)", bounds=(0.0, 0.9), active=_is_classic_unet),
     "unet_bn_after_act": HyperParam(bool, False, "batch norm after the activation (classic U-Net)", active=_is_classic_unet),
     # optimisation
-    "optimizer": HyperParam(str, "adam", "optimizer", lambda: names.OPTIMIZERS),
+    "optimizer": HyperParam(str, "adam", "optimizer", lambda: options.OPTIMIZERS),
     "lr": HyperParam(float, 1e-3, "learning rate", bounds=(1e-8, 10.0)),
     "weight_decay": HyperParam(float, 0.0, "weight decay", bounds=(0.0, 1.0)),
     "momentum": HyperParam(float, 0.9, "momentum (SGD, RMSprop)", bounds=(0.0, 0.999), active=_has_momentum),
     "nesterov": HyperParam(bool, False, "Nesterov momentum (SGD)", active=_is_sgd),
-    "scheduler": HyperParam(str, "none", "learning-rate schedule", lambda: names.SCHEDULERS),
+    "scheduler": HyperParam(str, "none", "learning-rate schedule", lambda: options.SCHEDULERS),
     "batch_size": HyperParam(int, 8, "images per batch", bounds=(1, 1024)),
     "epochs": HyperParam(int, 10, "training epochs (capped by budget.max_epochs)", bounds=(1, 10_000)),
-    "loss": HyperParam(str, "dice_bce", "loss function", lambda: names.LOSSES),
+    "loss": HyperParam(str, "dice_bce", "loss function", lambda: options.LOSSES),
     # augmentation (applied to image and mask together)
     "aug_hflip": HyperParam(bool, False, "random horizontal flips"),
     "aug_vflip": HyperParam(bool, False, "random vertical flips"),
@@ -242,12 +242,12 @@ class StudySpec:
     channels: int | None = None  # 1 or 3; None = the dataset's own
     objectives: tuple[Objective, ...] = (Objective(),)
     budget: Budget = Budget()
-    sampler: str = "tpe"  # see names.SAMPLERS
-    pruner: str = "median"  # see names.PRUNERS
+    sampler: str = "tpe"  # see options.SAMPLERS
+    pruner: str = "median"  # see options.PRUNERS
     patience: int = 5  # early stopping: epochs without val-loss improvement (P2)
     seed: int = 0
     split: SplitConfig = SplitConfig()
-    preview_count: int = 8  # validation images whose predicted masks are stored per trial
+    preview_count: int = 8  # validation images whose predicted masks are stored per trial (1..64)
     description: str = ""
     version: int = SPEC_VERSION
 
@@ -358,20 +358,20 @@ def validate_spec(spec: StudySpec) -> None:
 def spec_problems(spec: StudySpec) -> dict[str, str]:
     """Every rule a typed spec breaks, as field path -> message (empty when valid)."""
     problems: dict[str, str] = {}
-    if not names.is_valid_name(spec.name):
+    if not options.is_valid_name(spec.name):
         problems["name"] = f"{spec.name!r} must be 1-64 letters, digits, '-', '_' or '.'"
     if spec.image_size < 32 or spec.image_size % 32:
         problems["image_size"] = f"must be a multiple of 32 and at least 32, got {spec.image_size}"
     if spec.channels not in (None, 1, 3):
         problems["channels"] = f"must be 1 (grey), 3 (RGB) or null (the dataset's own), got {spec.channels}"
-    if spec.sampler not in names.SAMPLERS:
-        problems["sampler"] = f"unknown sampler {spec.sampler!r}; valid: {list(names.SAMPLERS)}"
-    if spec.pruner not in names.PRUNERS:
-        problems["pruner"] = f"unknown pruner {spec.pruner!r}; valid: {list(names.PRUNERS)}"
+    if spec.sampler not in options.SAMPLERS:
+        problems["sampler"] = f"unknown sampler {spec.sampler!r}; valid: {list(options.SAMPLERS)}"
+    if spec.pruner not in options.PRUNERS:
+        problems["pruner"] = f"unknown pruner {spec.pruner!r}; valid: {list(options.PRUNERS)}"
     if spec.patience < 1:
         problems["patience"] = "must be at least 1"
-    if not 0 <= spec.preview_count <= 64:
-        problems["preview_count"] = "must be between 0 and 64"
+    if not 1 <= spec.preview_count <= 64:
+        problems["preview_count"] = "must be between 1 and 64"
     _check_objectives(spec, problems)
     _check_budget(spec.budget, problems)
     _check_split(spec.split, problems)
@@ -387,6 +387,9 @@ def spec_problems(spec: StudySpec) -> dict[str, str]:
 def _check_objectives(spec: StudySpec, problems: dict[str, str]) -> None:
     if not spec.objectives:
         problems["objectives"] = "at least one objective is needed"
+    metrics = [objective.metric for objective in spec.objectives]
+    if len(set(metrics)) < len(metrics):
+        problems["objectives"] = f"each metric may appear once; got {metrics}"
     for i, objective in enumerate(spec.objectives):
         if objective.metric not in OBJECTIVE_METRICS:
             problems[f"objectives[{i}].metric"] = f"unknown metric {objective.metric!r}; valid: {list(OBJECTIVE_METRICS)}"
@@ -395,8 +398,8 @@ def _check_objectives(spec: StudySpec, problems: dict[str, str]) -> None:
     if spec.is_multi_objective:
         if spec.pruner != "none":
             problems["pruner"] = "Optuna cannot prune studies with several objectives; use 'none'"
-        if spec.sampler not in names.MULTI_OBJECTIVE_SAMPLERS:
-            problems["sampler"] = f"sampler {spec.sampler!r} cannot handle several objectives; use one of {list(names.MULTI_OBJECTIVE_SAMPLERS)}"
+        if spec.sampler not in options.MULTI_OBJECTIVE_SAMPLERS:
+            problems["sampler"] = f"sampler {spec.sampler!r} cannot handle several objectives; use one of {list(options.MULTI_OBJECTIVE_SAMPLERS)}"
     elif spec.sampler == "nsga2":
         problems["sampler"] = "NSGA-II is for several objectives; add a second objective or pick another sampler"
     elif spec.objectives and spec.objectives[0].metric not in EPOCH_METRICS and spec.pruner != "none":
@@ -415,19 +418,8 @@ def _check_budget(budget: Budget, problems: dict[str, str]) -> None:
 
 
 def _check_split(split: SplitConfig, problems: dict[str, str]) -> None:
-    fractions = (split.train, split.val, split.test)
-    if any(f < 0 for f in fractions) or split.val <= 0 or abs(sum(fractions) - 1.0) > 1e-6:
-        if split.k_folds is None:
-            problems["split"] = f"train/val/test must be non-negative, val > 0 and sum to 1; got {fractions}"
-    if split.k_folds is not None and (split.k_folds < 2 or not 0 <= split.fold < split.k_folds):
-        problems["split.k_folds"] = "k_folds must be at least 2 and 0 <= fold < k_folds"
-    if split.group_pattern:
-        import re
-
-        try:
-            re.compile(split.group_pattern)
-        except re.error as exc:
-            problems["split.group_pattern"] = f"not a valid regular expression: {exc}"
+    for name, message in config_problems(split).items():
+        problems["split" if name == "fractions" else f"split.{name}"] = message
 
 
 def _check_param(param_name: str, param: ParamSpec, problems: dict[str, str]) -> None:

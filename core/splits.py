@@ -118,19 +118,28 @@ def load_split(dataset_dir: Path, split_hash: str) -> Split:
 Group = tuple[str, ...]  # the stems of one patient / volume, sorted
 
 
-def _check_config(config: SplitConfig) -> None:
+def config_problems(config: SplitConfig) -> dict[str, str]:
+    """Every rule ``config`` breaks, by field ("fractions" for train/val/test as a whole)."""
+    problems: dict[str, str] = {}
     fractions = (config.train, config.val, config.test)
     if config.k_folds is None and (any(f < 0 for f in fractions) or config.val <= 0 or abs(sum(fractions) - 1.0) > 1e-6):
-        raise SplitError(f"split fractions train/val/test must be non-negative, val > 0, and sum to 1; got {fractions}")
+        problems["fractions"] = f"split fractions train/val/test must be non-negative, val > 0, and sum to 1; got {fractions}"
     if config.k_folds is not None and (config.k_folds < 2 or not 0 <= config.fold < config.k_folds):
-        raise SplitError(f"k_folds must be at least 2 and 0 <= fold < k_folds; got k_folds={config.k_folds}, fold={config.fold}")
+        problems["k_folds"] = f"k_folds must be at least 2 and 0 <= fold < k_folds; got k_folds={config.k_folds}, fold={config.fold}"
     if config.k_folds is not None and not 0 <= config.test < 1:  # k folds use only the test fraction
-        raise SplitError(f"the test fraction must be in [0, 1); got {config.test}")
+        problems["test"] = f"the test fraction must be in [0, 1); got {config.test}"
     if config.group_pattern:
         try:
             re.compile(config.group_pattern)
         except re.error as exc:
-            raise SplitError(f"group_pattern {config.group_pattern!r} is not a valid regular expression: {exc}") from exc
+            problems["group_pattern"] = f"group_pattern {config.group_pattern!r} is not a valid regular expression: {exc}"
+    return problems
+
+
+def _check_config(config: SplitConfig) -> None:
+    problems = config_problems(config)
+    if problems:
+        raise SplitError("; ".join(problems.values()))
 
 
 def _shuffled_groups(stems: Sequence[str], config: SplitConfig) -> list[Group]:

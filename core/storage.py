@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from typing import TYPE_CHECKING
 
 import optuna
@@ -67,7 +68,9 @@ def engine_for(db_url: str) -> sqlalchemy.Engine:
 def open_storage(db_url: str) -> optuna.storages.RDBStorage:
     """Optuna RDB storage with heartbeats, so a killed worker's trial is failed and retried."""
     db_url = normalise_db_url(db_url)
-    with _lock:
+    with _lock, warnings.catch_warnings():
+        # Heartbeats are marked experimental in Optuna; they are what makes killed workers recoverable.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if db_url not in _storages:
             _storages[db_url] = optuna.storages.RDBStorage(
                 db_url,

@@ -11,15 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
+import torch
 
 from core.errors import SegTuneError
 from core.jobs import trial_counts
-from core.objective import RunContext, TrialError, load_study_data, make_objective, upload_study_previews
+from core.objective import RunContext, TrialError, make_objective, preview_stems, study_source, upload_study_previews
 from core.search import enqueue_grid, grid_points, make_pruner, make_sampler
 from core.settings import Settings
 from core.spec import StudySpec, spec_from_dict
 from core.storage import open_artifact_store, open_storage
-from core.train import resolve_device
 
 def create_or_load_study(spec: StudySpec, storage: optuna.storages.BaseStorage, worker_index: int = 0) -> optuna.Study:
     """The spec's Optuna study; an existing study of that name must have been made from an equal spec."""
@@ -53,8 +53,12 @@ def load_study(name: str, storage: optuna.storages.BaseStorage) -> tuple[optuna.
     if name not in names:
         raise SegTuneError(f"no study named {name!r}; studies: {sorted(names) or 'none yet'}")
     study = optuna.load_study(study_name=name, storage=storage)
+    if "spec" not in study.user_attrs:
+        raise SegTuneError(f"study {name!r} was not made by SegTune (it has no spec); open it with optuna-dashboard instead")
     spec = spec_from_dict(study.user_attrs["spec"])
-    return optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(spec), pruner=make_pruner(spec)), spec
+    # Loaded without the spec's sampler and pruner: enough to read and export, and run_study re-opens
+    # the study through create_or_load_study when it adds trials.
+    return study, spec
 
 
 def prepare_study(spec: StudySpec, settings: Settings, *, storage: optuna.storages.BaseStorage | None = None, artifact_store: Any = None) -> optuna.Study:
@@ -63,21 +67,18 @@ def prepare_study(spec: StudySpec, settings: Settings, *, storage: optuna.storag
     artifact_store = artifact_store or open_artifact_store(settings)
     study = create_or_load_study(spec, storage)
     if "preview_artifact" not in study.user_attrs:
-        data = load_study_data(spec, settings, resolve_device("cpu"))
+        source = study_source(spec, settings)
+        split = source.split
+        preview = source.tensors(preview_stems(split, spec.preview_count), spec.image_size, torch.device("cpu"))
         context = RunContext(settings=settings, artifact_store=artifact_store, device="cpu")
         study.set_user_attr("dataset", spec.dataset)
-        study.set_user_attr("split_hash", data.split.hash)
-        study.set_user_attr("split_sizes", {"train": len(data.split.train), "val": len(data.split.val), "test": len(data.split.test)})
-        study.set_user_attr("preview_stems", list(data.preview.stems))
-        study.set_user_attr("preview_artifact", upload_study_previews(study, data, context))
+        study.set_user_attr("split_hash", split.hash)
+        study.set_user_attr("split_sizes", {"train": len(split.train), "val": len(split.val), "test": len(split.test)})
+        study.set_user_attr("preview_stems", list(preview.stems))
+        study.set_user_attr("preview_artifact", upload_study_previews(study, preview, context))
     if spec.sampler == "grid":
         enqueue_grid(study, spec)
     return study
-
-
-def counted_trials(study: optuna.Study) -> int:
-    """Trials that used up budget: finished, pruned, or failed (not cancelled, not retried)."""
-    return trial_counts(study).done
 
 
 def run_study(
@@ -120,4 +121,4 @@ def total_budget(spec: StudySpec) -> int | None:
 
 def _remaining_budget(study: optuna.Study, spec: StudySpec) -> int | None:
     total = total_budget(spec)
-    return None if total is None else total - counted_trials(study)
+    return None if total is None else total - trial_counts(study).done

@@ -8,37 +8,36 @@ from app import study_cache
 from app.widgets.errors import user_errors
 from app.widgets.mask_grid import VIEWS, error_legend, mask_row
 from app.widgets.trial_table import trial_picker
-from core.results import ORDERINGS
+from core.results import ORDERINGS, PreviewSet
 
 MAX_TRIALS = 4
 IMAGE_KEY = "compare.image"
-
-st.title("Compare masks")
-st.caption("Validation images with the ground truth and each chosen trial's prediction, side by side. Step through the worst cases first.")
 
 
 def _step(delta: int, count: int) -> None:
     st.session_state[IMAGE_KEY] = (st.session_state.get(IMAGE_KEY, 1) - 1 + delta) % count + 1
 
 
-name = study_cache.require_study()
-with user_errors("Comparing masks"):
+def chosen_previews(name: str) -> PreviewSet | None:
+    """The picked complete trials' previews, or None after saying why there is nothing to show."""
     frame = study_cache.trials_frame(name)
     complete = frame[frame["state"] == "complete"]
     if complete.empty:
         st.info("No finished trials yet — predicted masks appear when a trial completes. Follow the study on **Jobs**.",
                 icon=":material/hourglass_empty:")
-        st.stop()
+        return None
     chosen = trial_picker(complete, key="compare.trials", limit=MAX_TRIALS, label="Trials to compare (up to 4)")
     if not chosen:
         st.info("Choose trials to compare above (or select rows on the **Leaderboard**).", icon=":material/touch_app:")
-        st.stop()
+        return None
     previews = study_cache.previews(name, tuple(chosen))
     if previews.missing:
         st.warning(f"Trial(s) {', '.join(f'#{n}' for n in previews.missing)} stored no predicted masks.", icon=":material/warning:")
-    if not previews.predictions:
-        st.stop()
+    return previews if previews.predictions else None
 
+
+def view_controls(previews: PreviewSet) -> tuple[str, str, float, int]:
+    """View, image order, opacity and pictures per row."""
     controls = st.columns([2, 3, 2, 2])
     view = controls[0].segmented_control("View", list(VIEWS), default="overlay", format_func=VIEWS.get, key="compare.view", required=True)
     orders = [key for key in ORDERINGS if key != "disagreement" or len(previews.predictions) > 1]
@@ -48,9 +47,11 @@ with user_errors("Comparing masks"):
                                  help="Fewer pictures per row shows each one larger")
     if view == "errors":
         error_legend()
+    return view, order, opacity, per_row
 
-    ordered = previews.order(order)
-    count = len(ordered)
+
+def image_stepper(count: int) -> int:
+    """Previous / slider / next over ``count`` images; returns the 1-based position."""
     if st.session_state.get(IMAGE_KEY, 1) > count:
         st.session_state[IMAGE_KEY] = 1
     stepper = st.columns([1, 6, 1], vertical_alignment="bottom")
@@ -58,12 +59,24 @@ with user_errors("Comparing masks"):
     if count > 1:
         stepper[1].slider("Image", 1, count, key=IMAGE_KEY, format=f"%d of {count}")
     stepper[2].button("Next", icon=":material/chevron_right:", on_click=_step, args=(1, count), key="compare.next", width="stretch")
-    position = st.session_state.get(IMAGE_KEY, 1)
-    mask_row(previews, ordered[position - 1], view=view, opacity=opacity, per_row=per_row)
+    return st.session_state.get(IMAGE_KEY, 1)
 
-    with st.expander(f"Per-image Dice of all {count} preview images"):
-        table = {"image": [previews.stems[i] for i in ordered]}
-        table.update({f"#{n}": [float(previews.dice[n][i]) for i in ordered] for n in previews.trial_numbers})
-        if len(previews.predictions) > 1:
-            table["disagreement"] = [float(previews.disagreement()[i]) for i in ordered]
-        st.dataframe(table, hide_index=True, column_config={k: st.column_config.NumberColumn(format="%.3f") for k in table if k != "image"})
+
+def dice_table(previews: PreviewSet, ordered: list[int]) -> None:
+    with st.expander(f"Per-image Dice of all {len(ordered)} preview images"):
+        table = previews.dice_table(ordered)
+        numbers = {column: st.column_config.NumberColumn(format="%.3f") for column in table.columns if column != "image"}
+        st.dataframe(table, hide_index=True, column_config=numbers)
+
+
+st.title("Compare masks")
+st.caption("Validation images with the ground truth and each chosen trial's prediction, side by side. Step through the worst cases first.")
+study = study_cache.require_study()
+with user_errors("Comparing masks"):
+    previews = chosen_previews(study)
+    if previews is not None:
+        view, order, opacity, per_row = view_controls(previews)
+        ordered = previews.order(order)
+        position = image_stepper(len(ordered))
+        mask_row(previews, ordered[position - 1], view=view, opacity=opacity, per_row=per_row)
+        dice_table(previews, ordered)

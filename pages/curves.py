@@ -12,26 +12,43 @@ from core.results import CURVE_METRICS, METRIC_LABELS
 
 MAX_TRIALS = 10  # beyond this the lines are unreadable
 
-st.title("Learning curves")
-st.caption("Per-epoch training and validation curves of the chosen trials. An × marks where the pruner stopped a trial.")
 
-name = study_cache.require_study()
-with user_errors("Drawing the learning curves"):
-    frame = study_cache.trials_frame(name)
-    started = frame[frame["state"] != "waiting"]
-    if started.empty:
-        st.info("No trial has started yet — curves appear after a trial's first epoch. Start or resume the study on **Jobs**.",
-                icon=":material/hourglass_empty:")
-        st.stop()
-    chosen = trial_picker(started, key="curves.trials", limit=MAX_TRIALS)
-    metric = st.segmented_control("Metric", CURVE_METRICS, default="loss", format_func=METRIC_LABELS.get,
-                                  key="curves.metric", required=True)
-    if not chosen:
-        st.info("Choose one or more trials above (or select rows on the **Leaderboard**).", icon=":material/touch_app:")
-        st.stop()
-    curves = study_cache.learning_curves(name, tuple(chosen), metric)
+def curves_view(name: str, drawn_live: bool) -> None:
+    # Errors are caught inside: a fragment's own reruns do not pass through the page's code.
+    with user_errors("Drawing the learning curves"):
+        study_cache.rearm_if_changed(name, drawn_live)
+        frame = study_cache.trials_frame(name)
+        started = frame[frame["state"] != "waiting"]
+        if started.empty:
+            st.info("No trial has started yet — curves appear after a trial's first epoch. Start or resume the study on **Jobs**.",
+                    icon=":material/hourglass_empty:")
+            return
+        chosen = trial_picker(started, key="curves.trials", limit=MAX_TRIALS)
+        metric = st.segmented_control("Metric", CURVE_METRICS, default="loss", format_func=METRIC_LABELS.get,
+                                      key="curves.metric", required=True)
+        if not chosen:
+            st.info("Choose one or more trials above (or select rows on the **Leaderboard**).", icon=":material/touch_app:")
+            return
+        draw(name, tuple(chosen), metric)
+
+
+def draw(name: str, chosen: tuple[int, ...], metric: str) -> None:
+    curves = study_cache.learning_curves(name, chosen, metric)
     if curves.empty:
         st.info(f"The chosen trials have no {METRIC_LABELS[metric]} values yet.", icon=":material/hourglass_top:")
+        return
+    st.plotly_chart(curves_figure(curves, metric), key="curves.figure")
+    if metric == "lr":
+        st.caption("The learning rate each trial's schedule set, per epoch.")
     else:
-        st.plotly_chart(curves_figure(curves, metric), key="curves.figure")
         st.caption("Solid: validation · dashed: training · dotted: the objective Optuna received (trials without a stored history).")
+
+
+st.title("Learning curves")
+st.caption("Per-epoch training and validation curves of the chosen trials. An × marks where the pruner stopped a trial.")
+study = study_cache.require_study()
+with user_errors("Drawing the learning curves"):
+    live = study_cache.is_live(study)
+    if live:
+        st.caption(f":material/autorenew: The study is running: the curves refresh every {study_cache.REFRESH_S:.0f} s.")
+    st.fragment(run_every=study_cache.REFRESH_S if live else None)(curves_view)(study, live)

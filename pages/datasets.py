@@ -37,19 +37,27 @@ def thumbnail(image_path: str, mask_path: str, num_classes: int, alpha: float) -
 
 
 def ingest(source: Path, name: str, classes_text: str) -> None:
-    """Ingest with a progress bar; on success select the new dataset."""
+    """Ingest inside a status box: unpacking first (no per-pair progress yet), then a bar over the pairs."""
     classes = [c.strip() for c in classes_text.split(",") if c.strip()] or None
-    bar = st.progress(0.0, text="Checking files…")
+    first_step = "Extracting and checking the zip…" if source.is_file() else "Reading the folder…"
+    manifest: DatasetManifest | None = None
+    with st.status(first_step, expanded=True) as status:
+        bar = st.progress(0.0, text=first_step)
 
-    def progress(done: int, total: int) -> None:
-        bar.progress(done / max(total, 1), text=f"Checked {done} of {total} pairs")
+        def progress(done: int, total: int) -> None:
+            if done == 1:
+                status.update(label=f"Checking {total} image/mask pairs…")
+            bar.progress(done / max(total, 1), text=f"Checked {done} of {total} pairs")
 
-    with user_errors("Adding the dataset"):
-        manifest = ingest_dataset(source, name, cache.settings().datasets_dir, classes=classes, progress=progress)
+        with user_errors("Adding the dataset"):
+            manifest = ingest_dataset(source, name, cache.settings().datasets_dir, classes=classes, progress=progress)
+        bar.empty()
+        status.update(label="Dataset added" if manifest else "The dataset was not added", state="complete" if manifest else "error",
+                      expanded=manifest is None)
+    if manifest:
         cache.clear_reads()
         state.DATASET.set(manifest.name)
         st.success(f"Added **{manifest.name}**: {len(manifest.pairs)} image/mask pairs.", icon=":material/check_circle:")
-    bar.empty()
 
 
 def default_name(filename: str) -> str:

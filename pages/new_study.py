@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 import streamlit as st
@@ -15,6 +16,7 @@ from app.widgets.spec_form import (
     search_editor, shown_params, spec_to_form, split_editor, study_settings_editor,
 )
 from core.errors import SegTuneError
+from core.launcher import plan_slots, visible_gpu_ids
 from core.search import load_preset, preset_names, search_space_size
 from core.spec import SpecError, StudySpec, spec_from_dict
 from core.splits import split_sizes
@@ -61,8 +63,6 @@ def import_spec(upload: Any) -> None:
 
 @st.cache_resource(show_spinner=False)
 def gpu_devices() -> list[str]:
-    from core.launcher import visible_gpu_ids
-
     return [f"cuda:{i}" for i in range(len(visible_gpu_ids()))]
 
 
@@ -122,17 +122,34 @@ def search_space_sections(problems: dict[str, str]) -> None:
                     hyperparameter_editor(name, problems)
 
 
-def run_section() -> tuple[list[str], int, int]:
+def run_section() -> tuple[list[str], int | None, int]:
+    """Devices, an explicit worker count (None: ``per_gpu`` on every chosen GPU) and trials per GPU."""
     with st.container(border=True):
         st.subheader("Run on")
         devices_col, workers_col, per_gpu_col = st.columns(3)
         gpus = gpu_devices()
         devices = devices_col.multiselect("Devices", ["cpu", *gpus], key=PREFIX + "_devices", help="Empty = every GPU, or the CPU when there is none.")
-        workers = workers_col.number_input("Workers", min_value=1, max_value=64, value=max(1, len(gpus)), step=1, key=PREFIX + "_workers", help="Parallel trials on this machine.")
-        per_gpu = per_gpu_col.number_input("Trials per GPU", min_value=1, max_value=8, value=1, step=1, key=PREFIX + "_per_gpu", disabled=not gpus, help="Small models can share one GPU.")
-        if not gpus:
-            st.caption(":material/memory: No GPU visible: trials run on the CPU.")
-    return devices, int(workers), int(per_gpu)
+        workers = workers_col.number_input(
+            "Workers", min_value=1, max_value=64, value=None, step=1, key=PREFIX + "_workers", placeholder="Automatic",
+            help="Parallel trials on this machine, spread over the devices. Leave empty to run 'Trials per GPU' on every GPU.",
+        )
+        per_gpu = per_gpu_col.number_input(
+            "Trials per GPU", min_value=1, max_value=8, value=1, step=1, key=PREFIX + "_per_gpu", disabled=not gpus or workers is not None,
+            help="Small models can share one GPU. Applies when Workers is empty.",
+        )
+        workers = None if workers is None else int(workers)
+        launch_plan(devices, workers, int(per_gpu), len(gpus))
+    return devices, workers, int(per_gpu)
+
+
+def launch_plan(devices: list[str], workers: int | None, per_gpu: int, gpu_count: int) -> None:
+    """Say which workers Start will launch, as ``core.launcher`` plans them."""
+    with user_errors("Planning the workers"):
+        slots = Counter(plan_slots(devices, workers, per_gpu, gpu_count=gpu_count))
+        on = ", ".join(f"{count} on {device}" for device, count in slots.items())
+        st.caption(f":material/memory: Start launches {sum(slots.values())} worker(s): {on}.")
+        if not gpu_count:
+            st.caption("No GPU visible: trials run on the CPU.")
 
 
 def cost_section(spec: StudySpec | None) -> None:
@@ -155,7 +172,7 @@ def cost_section(spec: StudySpec | None) -> None:
                 st.dataframe({"hyperparameter": [k for k, _ in cost.params], "value": [str(v) for _, v in cost.params]}, hide_index=True)
 
 
-def start(spec: StudySpec, devices: list[str], workers: int, per_gpu: int) -> None:
+def start(spec: StudySpec, devices: list[str], workers: int | None, per_gpu: int) -> None:
     from core.jobs import submit_job
 
     with st.spinner("Creating the study and starting workers…"):
@@ -166,41 +183,56 @@ def start(spec: StudySpec, devices: list[str], workers: int, per_gpu: int) -> No
     st.switch_page(page_path("jobs.py"))
 
 
-st.title("New study")
-st.caption("Describe what to search, check what one trial costs, and start tuning in the background.")
+def form(datasets: list[str]) -> tuple[StudySpec | None, dict[str, str]]:
+    """Every section of the study form; returns the validated spec (None while problems remain)."""
+    chosen = state.DATASET.get() if state.DATASET.get() in datasets else datasets[0]
+    fill_missing(spec_to_form(starting_spec(chosen)))
+    if st.session_state[PREFIX + "dataset"] not in datasets:
+        st.session_state[PREFIX + "dataset"] = chosen
+    spec, problems = validate(st.session_state)
+    header_tools(st.session_state[PREFIX + "dataset"], problems)
+    show_notice()
+    spec, problems = validate(st.session_state)  # an import may just have changed the form
+    with st.container(border=True):
+        st.subheader("Study")
+        study_settings_editor(datasets, problems)
+    split_section(spec, problems)
+    search_space_sections(problems)
+    with st.container(border=True):
+        st.subheader("Search and budget")
+        search_editor(problems)
+    return spec, problems
 
-datasets = cache.datasets()
-if not datasets:
+
+def unplaced_problems(problems: dict[str, str]) -> None:
+    """Problems of fields without an editor next to them (e.g. from an imported spec), listed here."""
+    shown = {"name", "dataset", "image_size", "objectives", "sampler", "pruner", "budget", "split"}
+    elsewhere = {path: message for path, message in problems.items() if not path.startswith("search_space") and path.split(".")[0].split("[")[0] not in shown}
+    if elsewhere:
+        show_user_error(SpecError(elsewhere))
+    if problems:
+        st.warning(f"Fix the {len(problems)} problem(s) marked above to start.", icon=":material/warning:")
+
+
+def start_button(spec: StudySpec | None, devices: list[str], workers: int | None, per_gpu: int) -> None:
+    if st.button("Start tuning", type="primary", disabled=spec is None, icon=":material/play_arrow:", key=PREFIX + "_start"):
+        with user_errors("Starting the study"):
+            start(spec, devices, workers, per_gpu)
+
+
+def no_datasets() -> None:
     st.info("No datasets yet — create the demo dataset or upload a zip on the Datasets page.", icon=":material/info:")
     st.page_link(page_path("datasets.py"), label="Go to Datasets", icon=":material/photo_library:")
-    st.stop()
 
-chosen = state.DATASET.get() if state.DATASET.get() in datasets else datasets[0]
-fill_missing(spec_to_form(starting_spec(chosen)))
-if st.session_state[PREFIX + "dataset"] not in datasets:
-    st.session_state[PREFIX + "dataset"] = chosen
-spec, problems = validate(st.session_state)
-header_tools(st.session_state[PREFIX + "dataset"], problems)
-show_notice()
-spec, problems = validate(st.session_state)  # an import may just have changed the form
 
-with st.container(border=True):
-    st.subheader("Study")
-    study_settings_editor(datasets, problems)
-split_section(spec, problems)
-search_space_sections(problems)
-with st.container(border=True):
-    st.subheader("Search and budget")
-    search_editor(problems)
-devices, workers, per_gpu = run_section()
-cost_section(spec)
-
-shown = {"name", "dataset", "image_size", "objectives", "sampler", "pruner", "budget", "split"}
-elsewhere = {path: message for path, message in problems.items() if not path.startswith("search_space") and path.split(".")[0].split("[")[0] not in shown}
-if elsewhere:
-    show_user_error(SpecError(elsewhere))
-if problems:
-    st.warning(f"Fix the {len(problems)} problem(s) marked above to start.", icon=":material/warning:")
-if st.button("Start tuning", type="primary", disabled=spec is None, icon=":material/play_arrow:", key=PREFIX + "_start"):
-    with user_errors("Starting the study"):
-        start(spec, devices, workers, per_gpu)
+st.title("New study")
+st.caption("Describe what to search, check what one trial costs, and start tuning in the background.")
+datasets = cache.datasets()
+if not datasets:
+    no_datasets()
+else:
+    spec, problems = form(datasets)
+    devices, workers, per_gpu = run_section()
+    cost_section(spec)
+    unplaced_problems(problems)
+    start_button(spec, devices, workers, per_gpu)

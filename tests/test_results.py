@@ -174,6 +174,8 @@ def test_learning_curves_are_tidy_with_train_and_val_loss(study: optuna.Study) -
     dice = results.learning_curves(study.get_trials(), "dice")
     assert set(dice["split"]) == {"val"}
     assert dice[dice["trial"] == 3]["epoch"].max() == 2 and set(dice[dice["trial"] == 3]["state"]) == {"pruned"}
+    lr = results.learning_curves(study.get_trials(), "lr")  # the schedule: its own curve, not "train"
+    assert set(lr["split"]) == {"lr"} and lr[lr["trial"] == 0]["value"].tolist() == pytest.approx([0.01 / e for e in range(1, 5)])
 
 
 def test_learning_curves_fall_back_to_intermediate_values_and_reject_unknown_metrics(study: optuna.Study) -> None:
@@ -208,14 +210,25 @@ def test_previews_missing_study_artifact_or_trial_are_clear_errors(store: FileSy
         results.get_trial(study, 99)
 
 
-def test_per_image_dice_averages_foreground_classes() -> None:
-    truth = np.zeros((1, 4, 4), np.uint8)
-    truth[0, :2] = 1
-    truth[0, 2:] = 2
-    pred = truth.copy()
-    pred[0, 2:] = 1  # class 2 entirely labelled class 1
-    # class 1: 2*8/(16+8) = 2/3; class 2: 0
-    assert results.per_image_dice(pred, truth, 3).tolist() == pytest.approx([1 / 3])
+def test_preview_dice_follows_the_metrics_rule_per_image(store: FileSystemArtifactStore) -> None:
+    """Per-image Dice is core.metrics.per_image_dice applied to each image: one rule, two classes here."""
+    from core.metrics import per_image_dice
+
+    study = build_study(optuna.storages.InMemoryStorage(), store)
+    previews = results.load_previews(study, [2], store)
+    expected = [per_image_dice(p, t, previews.num_classes) for p, t in zip(previews.predictions[2], previews.masks)]
+    np.testing.assert_allclose(previews.dice[2], expected)
+
+
+def test_dice_table_lists_images_in_order_with_each_trial_and_disagreement(study: optuna.Study, store: FileSystemArtifactStore) -> None:
+    previews = results.load_previews(study, [0, 1], store)
+    table = previews.dice_table(previews.order("worst_dice"))
+    assert list(table.columns) == ["image", "#0", "#1", "disagreement"]
+    assert table["image"].tolist() == ["img_c", "img_b", "img_a", "img_d"]
+    np.testing.assert_allclose(table["#1"], [3 / 4, 5 / 6, 7 / 8, 1.0])
+    np.testing.assert_allclose(table["disagreement"], [8 / 256, 12 / 256, 16 / 256, 0.0])
+    single = results.load_previews(study, [0], store).dice_table([0, 1])
+    assert list(single.columns) == ["image", "#0"] and len(single) == 2
 
 
 def test_insight_figures_draw_or_explain(study: optuna.Study) -> None:
@@ -259,14 +272,37 @@ def test_bundle_zip_holds_weights_config_and_card(study: optuna.Study, store: Fi
         assert set(archive.namelist()) == {f"hand-made-trial1/{n}" for n in (CONFIG_FILE, results.MODEL_CARD_FILE, WEIGHTS_FILE)}
         assert archive.read(f"hand-made-trial1/{WEIGHTS_FILE}") == b"fake-safetensors"
         assert BundleConfig.from_json(archive.read(f"hand-made-trial1/{CONFIG_FILE}").decode()).image_size == SIZE
-    with pytest.raises(SegTuneError, match="trial #4 stored no weights or config.*only completed"):
+    with pytest.raises(SegTuneError, match="trial #4 of study 'hand-made' stored no weights or config.*only completed"):
         results.bundle_zip(study, results.get_trial(study, 4), store)
 
 
-def test_inference_snippet_is_valid_python_naming_the_bundle() -> None:
+def test_bundle_problem_says_why_a_trial_cannot_be_downloaded(study: optuna.Study, store: FileSystemArtifactStore) -> None:
+    assert results.bundle_problem(results.get_trial(study, 1), store) is None
+    assert "stored no weights or config (state fail)" in results.bundle_problem(results.get_trial(study, 4), store)
+    weights = results.get_trial(study, 1).user_attrs["artifacts"]["weights"]
+    store.remove(weights)
+    problem = results.bundle_problem(results.get_trial(study, 1), store)
+    assert problem is not None and f"weights file ({weights}) is missing from the artifact store" in problem
+
+
+def test_inference_snippet_runs_the_bundle_through_core_predict() -> None:
+    """The snippet imports only names core.predict / core.bundle really have, and names the bundle."""
+    import ast
+    import importlib
+
     snippet = results.inference_snippet("cells-trial3")
-    compile(snippet, "snippet.py", "exec")
-    assert 'Path("cells-trial3")' in snippet and "load_bundle" in snippet
+    imports = [node for node in ast.walk(ast.parse(snippet)) if isinstance(node, ast.ImportFrom)]
+    for node in imports:
+        module = importlib.import_module(node.module)
+        assert all(hasattr(module, alias.name) for alias in node.names), node.module
+    assert {"core.predict", "core.bundle"} <= {node.module for node in imports}
+    assert 'Path("cells-trial3")' in snippet and "predict_image(" in snippet and "predict_folder(" in snippet
+    assert results.predict_command("cells-trial3") in snippet
+    from core.cli import build_parser
+
+    args = build_parser().parse_args(results.predict_command("cells-trial3").split()[3:])  # after "python -m core"
+    assert args.command == "predict"
+    assert str(args.model) == "cells-trial3" and str(args.images) == "images" and str(args.out) == "masks"
 
 
 def test_default_trial_needs_a_completed_trial(store: FileSystemArtifactStore) -> None:

@@ -57,12 +57,19 @@ def test_every_problem_is_reported_with_its_field_and_the_valid_options() -> Non
         ({"budget": {"n_trials": None}}, "budget", "ends"),
         ({"name": "../escape"}, "name", "letters"),
         ({"objectives": ["images_per_s"]}, "pruner", "cannot be pruned"),
+        ({"objectives": ["val_dice", "val_dice"], "sampler": "nsga2", "pruner": "none"}, "objectives", "once"),
+        ({"preview_count": 0}, "preview_count", "between 1 and 64"),
     ],
 )
 def test_rule_violations_name_the_field(overrides: dict, field: str, words: str) -> None:
     with pytest.raises(SpecError) as info:
         spec_from_dict(minimal(**overrides))
     assert words in info.value.problems[field]
+
+
+def test_dpt_takes_the_vit_encoders_it_needs() -> None:
+    spec = spec_from_dict(minimal(search_space={"architecture": "DPT", "encoder": "tu-vit_tiny_patch16_224"}))
+    assert spec.param("encoder").value == "tu-vit_tiny_patch16_224"
 
 
 def test_multi_objective_with_a_multi_objective_sampler_is_valid() -> None:

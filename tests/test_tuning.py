@@ -14,7 +14,8 @@ from core.datasets import ingest_dataset
 from core.errors import SegTuneError
 from core.spec import spec_from_dict
 from core.storage import open_artifact_store, open_storage
-from core.tuning import counted_trials, load_study, run_study
+from core.jobs import trial_counts
+from core.tuning import load_study, run_study
 
 from tests.conftest import copy_pairs, shared_dataset
 
@@ -92,12 +93,12 @@ def test_tuning_learns_lungs_then_resumes_and_exports(lungs, tmp_path: Path) -> 
 
     # resuming with a larger budget adds trials and keeps the old ones
     first_three = [(t.number, t.value) for t in study.trials]
-    bigger = spec_from_dict({**lung_spec("lungs-hb", 5)})
+    bigger = spec_from_dict(lung_spec("lungs-hb", 4))
     resumed = run_study(bigger, settings, device="cpu")
-    assert len(resumed.trials) == 5 and counted_trials(resumed) == 5
+    assert len(resumed.trials) == 4 and trial_counts(resumed).done == 4
     assert [(t.number, t.value) for t in resumed.trials[:3]] == first_three
     reopened, reopened_spec = load_study("lungs-hb", open_storage(settings.db_url))
-    assert reopened_spec.name == "lungs-hb" and len(reopened.trials) == 5
+    assert reopened_spec.name == "lungs-hb" and len(reopened.trials) == 4
 
 
 def test_a_different_spec_under_an_existing_name_is_refused(lungs) -> None:
@@ -113,10 +114,13 @@ def test_a_bad_trial_fails_with_its_reason_and_the_study_goes_on(lungs) -> None:
         **lung_spec("mixed", 2),
         "sampler": "grid",
         "pruner": "none",
-        "search_space": {"architecture": {"choices": ["ClassicUNet", "DPT"]}, "encoder": "resnet18", "unet_start_filters": 4, "unet_depth": 2, "epochs": 1},
+        "budget": {"n_trials": 3, "max_epochs": 1},
+        "search_space": {"architecture": {"choices": ["ClassicUNet", "DPT", "PAN"]}, "encoder": "resnet18", "unet_start_filters": 4, "unet_depth": 2, "epochs": 1},
     })
     study = run_study(spec, lungs, device="cpu")
     states = {t.params["architecture"]: t for t in study.trials}
     assert states["ClassicUNet"].state == optuna.trial.TrialState.COMPLETE
     assert states["DPT"].state == optuna.trial.TrialState.FAIL
-    assert "DPT" in states["DPT"].user_attrs["error"]
+    assert "DPT needs a ViT encoder" in states["DPT"].user_attrs["error"]
+    assert states["PAN"].state == optuna.trial.TrialState.FAIL
+    assert "at least" in states["PAN"].user_attrs["error"]  # 64 px is too small for PAN at depth 5

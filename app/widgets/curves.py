@@ -1,4 +1,7 @@
-"""Learning curves as a Plotly figure: one colour per trial, val solid, train dashed, pruned marked."""
+"""Learning curves as a Plotly figure: one colour per trial, val solid, train dashed, pruned marked.
+
+The learning rate is its own curve ("lr"): one schedule per trial, drawn solid.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,7 @@ from plotly.colors import qualitative
 from core.results import METRIC_LABELS
 
 PALETTE = qualitative.Safe  # colour-blind-safe, 11 colours
-DASHES = {"val": "solid", "train": "dash", "objective": "dot"}
-SPLIT_NAMES = {"val": "val", "train": "train", "objective": "objective"}
+DASHES = {"val": "solid", "train": "dash", "lr": "solid", "objective": "dot"}
 
 
 def curves_figure(curves: pd.DataFrame, metric: str) -> go.Figure:
@@ -21,7 +23,7 @@ def curves_figure(curves: pd.DataFrame, metric: str) -> go.Figure:
         for split, points in trial_curves.groupby("split", sort=False):
             figure.add_trace(go.Scatter(
                 x=points["epoch"], y=points["value"], mode="lines+markers",
-                name=f"#{number} {SPLIT_NAMES[split]}", legendgroup=f"#{number}",
+                name=f"#{number} {split}", legendgroup=f"#{number}",
                 line={"color": color, "dash": DASHES[split], "width": 2}, marker={"size": 5},
                 hovertemplate=f"trial #{number} {split}<br>epoch %{{x}}<br>%{{y:.4f}}<extra></extra>",
             ))

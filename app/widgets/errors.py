@@ -9,19 +9,15 @@ st.rerun, st.switch_page) derives from BaseException and passes through untouche
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import ParamSpec, TypeVar
 
 import streamlit as st
 
 from core.errors import SegTuneError
 
 log = logging.getLogger("segtune.app")
-P = ParamSpec("P")
-R = TypeVar("R")
 
 
 def show_user_error(error: SegTuneError) -> None:
@@ -57,18 +53,3 @@ def user_errors(action: str = "This step") -> Iterator[None]:
         show_user_error(error)
     except Exception as error:  # noqa: BLE001 - the page must survive bugs; the log keeps the traceback
         show_unexpected_error(action, error)
-
-
-def guarded(action: str) -> Callable[[Callable[P, R]], Callable[P, R | None]]:
-    """Decorator form of :func:`user_errors`; the wrapped call returns None when it failed."""
-
-    def decorate(func: Callable[P, R]) -> Callable[P, R | None]:
-        @functools.wraps(func)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | None:
-            with user_errors(action):
-                return func(*args, **kwargs)
-            return None
-
-        return wrapper
-
-    return decorate

@@ -14,7 +14,7 @@ from typing import Any
 
 import streamlit as st
 
-from core import options as names
+from core import options
 from core.spec import HYPERPARAMETERS, OBJECTIVE_METRICS, HyperParam, ParamSpec, StudySpec
 from core.splits import SplitConfig
 
@@ -304,8 +304,8 @@ def search_editor(problems: Mapping[str, str]) -> None:
     )
     problem_for(problems, "objectives")
     columns = st.columns(3)
-    columns[0].selectbox("Sampler", names.SAMPLERS, key=key("sampler"), persist_state="session")
-    columns[1].selectbox("Pruner", names.PRUNERS, key=key("pruner"), persist_state="session")
+    columns[0].selectbox("Sampler", options.SAMPLERS, key=key("sampler"), persist_state="session")
+    columns[1].selectbox("Pruner", options.PRUNERS, key=key("pruner"), persist_state="session")
     columns[2].number_input("Early-stopping patience (epochs)", min_value=1, step=1, key=key("patience"), persist_state="session")
     with columns[0]:
         problem_for(problems, "sampler")

@@ -42,7 +42,15 @@ def visible_columns(frame: pd.DataFrame, groups: Sequence[str]) -> list[str]:
             columns += [f"{split}_{m}" for m in SHOWN_METRICS]
     if "cost" in groups:
         columns += list(COST_COLUMNS)
+    if failure_reasons(frame):
+        columns.append("error")  # why a trial failed: shown whenever the rows include a failure
     return columns
+
+
+def failure_reasons(frame: pd.DataFrame) -> dict[int, str]:
+    """Trial number -> stored error message, for the failed trials among ``frame``'s rows."""
+    failed = frame[(frame["state"] == "fail") & frame["error"].notna()]
+    return {int(number): str(error) for number, error in zip(failed["number"], failed["error"])}
 
 
 def column_config(frame: pd.DataFrame) -> dict[str, st.column_config.Column]:
@@ -57,6 +65,7 @@ def column_config(frame: pd.DataFrame) -> dict[str, st.column_config.Column]:
         "images_per_s": st.column_config.NumberColumn("Images/s", format="%.0f"),
         "n_params": st.column_config.NumberColumn("Params", format="compact"),
         "weights_mb": st.column_config.NumberColumn("Size (MB)", format="%.2f"),
+        "error": st.column_config.TextColumn("Why it failed", width="large"),
     }
     for column in frame.columns:
         if column.startswith("objective_"):

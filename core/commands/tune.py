@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import optuna
+
 from core.results import leaderboard_text
 from core.settings import load_settings
 from core.spec import load_spec
@@ -22,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar and the leaderboard say it all
     study = run_study(spec, load_settings(), n_trials=args.trials, device=args.device, show_progress=True)
     print(leaderboard_text(study, top=args.top))
     return 0

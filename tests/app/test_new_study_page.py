@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,40 @@ def test_start_submits_a_job_and_opens_it_on_the_jobs_page(demo: Settings, monke
     at.text_input(key="ns.name").input("my-run").run()
     at.button(key="ns._start").click().run()
     assert not at.exception
-    assert submitted["spec"].name == "my-run" and submitted["workers"] == 1
+    # No explicit worker count: None, so core.launcher starts "Trials per GPU" on every GPU.
+    assert submitted["spec"].name == "my-run" and submitted["workers"] is None and submitted["per_gpu"] == 1
     assert at.session_state["segtune.job"] == 7 and at.session_state["segtune.study"] == "my-run"
     assert [t.value for t in at.title] == ["Jobs"]
+
+
+@pytest.fixture
+def two_gpus(demo: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """The page sees two GPUs (its device list is a cached resource: cleared before and after)."""
+    import streamlit as st
+
+    import core.launcher
+
+    monkeypatch.setattr(core.launcher, "visible_gpu_ids", lambda: ["0", "1"])
+    st.cache_resource.clear()
+    yield demo
+    st.cache_resource.clear()
+
+
+def plan_text(at: AppTest) -> str:
+    return next(c.value for c in at.caption if "Start launches" in c.value)
+
+
+def test_trials_per_gpu_sets_the_workers_started_unless_a_count_is_given(two_gpus: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.jobs
+
+    submitted = {}
+    monkeypatch.setattr(core.jobs, "submit_job", lambda settings, spec, **kwargs: submitted.update(kwargs) or 7)
+    at = new_study_page()
+    assert "2 worker(s): 1 on cuda:0, 1 on cuda:1" in plan_text(at)
+    at.number_input(key="ns._per_gpu").set_value(3).run()
+    assert "6 worker(s): 3 on cuda:0, 3 on cuda:1" in plan_text(at)
+    at.number_input(key="ns._workers").set_value(4).run()
+    assert "4 worker(s): 2 on cuda:0, 2 on cuda:1" in plan_text(at) and at.number_input(key="ns._per_gpu").disabled
+    at.number_input(key="ns._workers").set_value(None).run()
+    at.button(key="ns._start").click().run()
+    assert not at.exception and submitted["workers"] is None and submitted["per_gpu"] == 3

@@ -104,6 +104,9 @@ def test_curves_overlay_chosen_trials_and_mark_pruned(results_workspace: Setting
     app.button_group(key="curves.metric").set_value("dice").run()
     figure = json.loads(app.get("plotly_chart")[0].proto.spec)
     assert figure["layout"]["yaxis"]["title"]["text"] == "Dice"
+    app.button_group(key="curves.metric").set_value("lr").run()
+    figure = json.loads(app.get("plotly_chart")[0].proto.spec)
+    assert {trace.get("name") for trace in figure["data"]} >= {"#0 lr", "#3 lr"} and not any("train" in str(t.get("name")) for t in figure["data"])
 
 
 def test_compare_shows_images_truth_and_predictions_with_dice(results_workspace: Settings) -> None:
@@ -141,12 +144,13 @@ def test_insights_draw_figures_or_explain(results_workspace: Settings) -> None:
 def test_export_offers_bundle_snippet_and_card_of_the_best_trial(results_workspace: Settings) -> None:
     app = open_page("export.py")
     assert app.selectbox(key="export.trial").value == 0
-    assert 'Path("cells-trial0")' in app.code[0].value
+    assert app.code[0].value == "python -m core predict --model cells-trial0 --images images/ --out masks/"
+    assert 'Path("cells-trial0")' in app.code[1].value and "predict_image(" in app.code[1].value
     assert any(text.startswith("# Model card — cells-trial0") for text in texts(app, "markdown"))
     labels = [button.proto.label for button in app.get("download_button")]
     assert labels == ["Download model bundle (.zip)", "Download model card (.md)"]
     app.selectbox(key="export.trial").set_value(1).run()
-    assert 'Path("cells-trial1")' in app.code[0].value and not app.exception
+    assert 'Path("cells-trial1")' in app.code[1].value and not app.exception
 
 
 @pytest.mark.slow
@@ -167,4 +171,45 @@ def test_compare_and_export_over_a_real_tuned_study(workspace: Settings) -> None
     app = open_page("compare.py", study="real", selected=(0, 1))
     assert len(app.get("image")) == 4 and len(texts(app, "metric")) == 2
     app = open_page("export.py", study="real")
-    assert 'Path("real-trial' in app.code[0].value and len(app.get("download_button")) == 2
+    assert 'Path("real-trial' in app.code[1].value and len(app.get("download_button")) == 2
+
+
+def test_leaderboard_shows_why_trials_failed(results_workspace: Settings) -> None:
+    app = open_page("leaderboard.py")
+    table = app.dataframe[0].value
+    assert table[table["state"] == "failed"]["error"].tolist() == ["CUDA out of memory twice"] * 2
+    assert app.expander[0].label == "Why 2 trial(s) failed"
+    assert [code.value for code in app.expander[0].code] == ["CUDA out of memory twice"] * 2
+    app.button_group(key="leaderboard.states").set_value(["complete"]).run()
+    assert "error" not in app.dataframe[0].value.columns  # no failed row shown: no failure column
+
+
+def test_leaderboard_counts_trials_as_the_jobs_do_and_refreshes_while_running(results_workspace: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from optuna.trial import TrialState, create_trial
+
+    running = build_study(optuna.storages.InMemoryStorage(), open_artifact_store(results_workspace), name="cells-live", n_trials=5, previews=False)
+    running.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"cancelled": True, "error": "cancelled by the user"}))
+    running.enqueue_trial({})  # a waiting trial: the study is still running
+    real_study, real_names = study_cache.study, cache.study_names
+    monkeypatch.setattr(study_cache, "study", lambda name: running if name == "cells-live" else real_study(name))
+    monkeypatch.setattr(cache, "study_names", lambda: ["cells-live", *real_names()])
+    app = open_page("leaderboard.py", study="cells-live")
+    metrics = {m.label: m.value for m in app.metric}
+    # 5 used budget (3 complete, 1 pruned, 1 failed); the cancelled one is listed but not counted
+    assert (metrics["Trials"], metrics["Failed"], metrics["Running"]) == ("5", "1", "1")
+    captions = texts(app, "caption")
+    assert any("1 cancelled trial(s)" in text for text in captions)
+    assert any("refreshes every 5 s" in text for text in captions)
+    assert len(app.dataframe[0].value) == 7
+
+
+def test_export_says_why_a_bundle_cannot_be_downloaded_before_offering_it(results_workspace: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = open_artifact_store(results_workspace)
+    gone = build_study(optuna.storages.InMemoryStorage(), store, name="cells-gone", n_trials=1, previews=False)
+    store.remove(gone.trials[0].user_attrs["artifacts"]["weights"])  # e.g. the artifacts folder was cleaned
+    real_study, real_names = study_cache.study, cache.study_names
+    monkeypatch.setattr(study_cache, "study", lambda name: gone if name == "cells-gone" else real_study(name))
+    monkeypatch.setattr(cache, "study_names", lambda: ["cells-gone", *real_names()])
+    app = open_page("export.py", study="cells-gone")
+    assert any("weights file" in text and "missing from the artifact store" in text for text in texts(app, "error"))
+    assert [button.proto.label for button in app.get("download_button")] == ["Download model card (.md)"]

@@ -1,0 +1,165 @@
+"""Exports: bundle, ONNX (checked with onnxruntime) and TorchScript, from a model and from a trial."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from PIL import Image
+
+import core.export as export
+from core.bundle import CONFIG_FILE, WEIGHTS_FILE, BundleConfig, save_bundle
+from core.export import ExportError, check_formats, export_model, export_onnx, export_trial, load_model, trial_bundle
+from core.models import ModelConfig, build_model
+
+DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+SIZE = 64
+UNET = ModelConfig("ClassicUNet", 1, 2, unet_start_filters=8, unet_depth=3)
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    """Three real chest X-rays at 64 px, float in [0, 1] (three, so the dynamic batch axis is used)."""
+    folder = DATASETS / "chest_xray_lung_shenzhen" / "images"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is not on this machine")
+    files = sorted(folder.iterdir())[:3]
+    arrays = [np.asarray(Image.open(p).convert("L").resize((SIZE, SIZE), Image.Resampling.BILINEAR)) for p in files]
+    return torch.from_numpy(np.stack(arrays)[:, None]).float() / 255
+
+
+def bundle_config(model: ModelConfig) -> BundleConfig:
+    return BundleConfig(model=model.to_dict(), image_size=SIZE, channels=model.in_channels, classes=("background", "lung"))
+
+
+@pytest.mark.parametrize("config", [UNET, ModelConfig("Unet", 1, 2, encoder="resnet18", encoder_depth=3)], ids=["ClassicUNet", "Unet-resnet18"])
+def test_every_format_matches_pytorch(config: ModelConfig, images: torch.Tensor, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    report = export_model(model, bundle_config(config), tmp_path / "out", ["all"], images)
+
+    assert {f.format for f in report.files} == {"bundle", "onnx", "torchscript"}
+    for exported in report.files:
+        assert exported.path.is_file()
+        if exported.format != "bundle":
+            assert exported.max_abs_diff is not None and exported.max_abs_diff <= export.ATOL
+    # every written file, loaded back on its own, gives the same logits for a new batch size
+    with torch.no_grad():
+        reference = model(images[:2])
+        bundle_model, _ = load_model(report.folder)
+        assert torch.allclose(bundle_model(images[:2]), reference, atol=1e-5)
+        scripted = export.load_torchscript(report.folder / export.TORCHSCRIPT_FILE)
+        assert torch.allclose(scripted(images[:2]), reference, atol=1e-4)
+
+
+def test_onnx_has_the_pinned_opset_and_a_dynamic_batch_axis(images: torch.Tensor, tmp_path: Path) -> None:
+    import onnx
+
+    exported = export_onnx(build_model(UNET).eval(), images, tmp_path / "m.onnx")
+    graph = onnx.load(str(exported.path))
+    assert graph.opset_import[0].version == export.ONNX_OPSET
+    assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+def test_a_mismatching_export_is_reported_and_removed(images: torch.Tensor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(export, "ATOL", -1.0)  # no output can pass: the check must then fail the export
+    path = tmp_path / "m.onnx"
+    with pytest.raises(ExportError, match="export failed: max abs diff"):
+        export_onnx(build_model(UNET).eval(), images, path)
+    assert not path.exists()
+
+
+def test_bad_format_names_list_the_valid_ones() -> None:
+    assert check_formats(["all"]) == ("bundle", "onnx", "torchscript")
+    with pytest.raises(ExportError, match="valid: \\['bundle', 'onnx', 'torchscript', 'all'\\]"):
+        check_formats(["pickle"])
+
+
+def _study_with_trials(tmp_path: Path, images: torch.Tensor) -> tuple[optuna.Study, optuna.artifacts.FileSystemArtifactStore, torch.nn.Module]:
+    """A study whose trial 1 (the best) stored a bundle and which stored preview images."""
+    (tmp_path / "artifacts").mkdir()
+    store = optuna.artifacts.FileSystemArtifactStore(str(tmp_path / "artifacts"))
+    study = optuna.create_study(study_name="lungs", direction="maximize")
+    model = build_model(UNET).eval()
+    folder = save_bundle(model, bundle_config(UNET), tmp_path / "bundle")
+    upload = lambda path: optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study)  # noqa: E731
+    artifacts = {"weights": upload(folder / WEIGHTS_FILE), "config": upload(folder / CONFIG_FILE)}
+    np.savez(tmp_path / "preview.npz", stems=np.array(["a", "b", "c"]), images=(images * 255).round().byte().numpy(),
+             masks=np.zeros((3, SIZE, SIZE), np.uint8))
+    study.set_user_attr("preview_artifact", upload(tmp_path / "preview.npz"))
+    study.add_trial(optuna.trial.create_trial(value=0.5))  # no artifacts
+    study.add_trial(optuna.trial.create_trial(value=0.9, user_attrs={"artifacts": artifacts, "model_config": UNET.to_dict()}))
+    return study, store, model
+
+
+def test_export_trial_writes_the_best_trial_with_a_card(images: torch.Tensor, tmp_path: Path) -> None:
+    study, store, model = _study_with_trials(tmp_path, images)
+    report = export_trial(study, None, store, tmp_path / "out", ["bundle", "onnx"])
+
+    assert report.folder == tmp_path / "out" / "lungs-trial1"
+    assert sorted(p.name for p in report.folder.iterdir()) == sorted(["MODEL_CARD.md", CONFIG_FILE, WEIGHTS_FILE, export.ONNX_FILE])
+    assert "validation images" in report.checked_on
+    loaded, config = load_model(report.folder)
+    with torch.no_grad():
+        assert torch.equal(loaded(images), model(images))
+    assert config.image_size == SIZE
+
+
+def test_torchscript_only_export_is_loadable_without_weights(images: torch.Tensor, tmp_path: Path) -> None:
+    study, store, model = _study_with_trials(tmp_path, images)
+    report = export_trial(study, 1, store, tmp_path / "out", ["torchscript"])
+    assert not (report.folder / WEIGHTS_FILE).exists()
+    loaded, _ = load_model(report.folder)
+    with torch.no_grad():
+        assert torch.allclose(loaded(images), model(images), atol=1e-4)
+
+
+def test_trials_without_weights_cannot_be_exported(images: torch.Tensor, tmp_path: Path) -> None:
+    study, store, _ = _study_with_trials(tmp_path, images)
+    with pytest.raises(ExportError, match="trial #0 .* stored no weights or config"):
+        trial_bundle(study, 0, store, tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_cli_exports_and_compresses_a_tuned_trial(workspace, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A real one-trial study, then `export --format all` and `compress --method prune` on it."""
+    import argparse
+
+    from core.commands import compress as compress_command
+    from core.commands import export as export_command
+    from core.compress import download_variant, list_variants, sparsity
+    from core.datasets import ingest_dataset
+    from core.spec import spec_from_dict
+    from core.storage import open_artifact_store, open_storage
+    from core.tuning import run_study
+    from tests.conftest import copy_pairs, shared_dataset
+
+    source = copy_pairs(shared_dataset("chest_xray_lung_shenzhen"), tmp_path / "src", 24, every=20)
+    ingest_dataset(source, "lungs", workspace.datasets_dir)
+    spec = spec_from_dict({
+        "name": "cli", "dataset": "lungs", "image_size": 64, "preview_count": 2,
+        "budget": {"n_trials": 1, "max_epochs": 2}, "sampler": "random", "pruner": "none",
+        "search_space": {"architecture": "ClassicUNet", "unet_start_filters": 8, "unet_depth": 2,
+                         "lr": 3e-3, "batch_size": 8, "epochs": 2, "loss": "dice_bce"},
+    })
+    run_study(spec, workspace, device="cpu")
+
+    out = tmp_path / "exported"
+    assert export_command.run(argparse.Namespace(study="cli", trial=None, formats=["all"], out=out)) == 0
+    folder = out / "cli-trial0"
+    assert {p.name for p in folder.iterdir()} >= {WEIGHTS_FILE, CONFIG_FILE, export.ONNX_FILE, export.TORCHSCRIPT_FILE, "MODEL_CARD.md"}
+    assert "validation images" in capsys.readouterr().out
+
+    args = argparse.Namespace(study="cli", trial=0, method="prune", sparsity=0.6, structured=False, scope=None,
+                              steps=4, ramp_every=2, lr=1e-4)
+    assert compress_command.run(args) == 0
+    assert "pruned 60% global" in capsys.readouterr().out
+
+    study = optuna.load_study(study_name="cli", storage=open_storage(workspace.db_url))
+    [variant] = list_variants(study, 0)
+    assert variant["params"]["sparsity"] == 0.6 and set(variant["artifacts"]) == {"weights", "config"}
+    loaded, _ = load_model(download_variant(variant, open_artifact_store(workspace), tmp_path / "v"))
+    assert sparsity(loaded) == pytest.approx(0.6, abs=0.002)

@@ -1,0 +1,91 @@
+"""``predict``: one mask per readable image, bad files reported and skipped, optional overlays."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core.bundle import BundleConfig, save_bundle
+from core.commands import predict as predict_command
+from core.export import export_torchscript
+from core.models import ModelConfig, build_model
+from core.predict import OVERLAY_DIR, PredictError, predict_folder
+
+DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+MODEL = ModelConfig("ClassicUNet", 1, 2, unet_start_filters=8, unet_depth=2)
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    """Three real X-rays (512 px JPG), a corrupt PNG and a text file."""
+    source = DATASETS / "chest_xray_lung_shenzhen" / "images"
+    if not source.is_dir():
+        pytest.skip(f"{source} is not on this machine")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for path in sorted(source.iterdir())[:3]:
+        shutil.copy(path, folder / path.name)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    config = BundleConfig(model=MODEL.to_dict(), image_size=64, channels=1, classes=("background", "lung"))
+    return save_bundle(build_model(MODEL).eval(), config, tmp_path / "bundle")
+
+
+def test_one_mask_per_image_and_bad_files_skipped(bundle: Path, images: Path, tmp_path: Path) -> None:
+    report = predict_folder(bundle, images, tmp_path / "out", overlay=True, progress=False)
+
+    stems = sorted(p.stem for p in images.glob("*.jpg"))
+    assert sorted(p.stem for p in report.written) == stems
+    assert {path.name for path, _ in report.skipped} == {"broken.png", "notes.txt"}
+    assert "unreadable image" in dict((p.name, r) for p, r in report.skipped)["broken.png"]
+    for stem in stems:
+        mask = np.asarray(Image.open(tmp_path / "out" / f"{stem}.png"))
+        source = Image.open(images / f"{stem}.jpg")
+        assert mask.shape == (source.height, source.width)  # back at the image's own size
+        assert set(np.unique(mask)) <= {0, 255}
+        assert (tmp_path / "out" / OVERLAY_DIR / f"{stem}.png").is_file()
+    assert "3 mask(s) written, 2 file(s) skipped" in report.summary()
+
+
+def test_masks_match_the_model(bundle: Path, images: Path, tmp_path: Path) -> None:
+    from core.bundle import load_bundle
+
+    report = predict_folder(bundle, images, tmp_path / "out", progress=False)
+    model, _ = load_bundle(bundle)
+    first = sorted(images.glob("*.jpg"))[0]
+    pixels = np.asarray(Image.open(first).convert("L").resize((64, 64), Image.Resampling.BILINEAR), dtype=np.float32) / 255
+    with torch.no_grad():
+        expected = (torch.sigmoid(model(torch.from_numpy(pixels)[None, None]))[0, 0] >= 0.5).numpy()
+    written = np.asarray(Image.open(report.written[0]).resize((64, 64), Image.Resampling.NEAREST)) > 0
+    assert (written == expected).mean() > 0.97  # nearest down/up-sizing moves a few edge pixels
+
+
+def test_a_torchscript_folder_predicts_too(bundle: Path, images: Path, tmp_path: Path) -> None:
+    from core.bundle import load_bundle
+
+    model, _ = load_bundle(bundle)
+    folder = tmp_path / "scripted"
+    folder.mkdir()
+    shutil.copy(bundle / "config.json", folder / "config.json")
+    export_torchscript(model, torch.rand(1, 1, 64, 64), folder / "model.torchscript.pt")
+    assert len(predict_folder(folder, images, tmp_path / "out", progress=False).written) == 3
+
+
+def test_cli_runs_and_missing_folders_are_clear_errors(bundle: Path, images: Path, tmp_path: Path) -> None:
+    args = argparse.Namespace(model=bundle, images=images, out=tmp_path / "cli", overlay=False)
+    assert predict_command.run(args) == 0
+    assert len(list((tmp_path / "cli").glob("*.png"))) == 3
+    with pytest.raises(PredictError, match="does not exist"):
+        predict_folder(bundle, tmp_path / "nowhere", tmp_path / "out", progress=False)
