@@ -29,6 +29,7 @@ PAGES: tuple[PageInfo, ...] = (
     PageInfo("compare.py", "Compare masks", ":material/compare:", "Results"),
     PageInfo("insights.py", "Insights", ":material/insights:", "Results"),
     PageInfo("export.py", "Export", ":material/download:", "Results"),
+    PageInfo("compress.py", "Compress & deploy", ":material/compress:", "Results"),
 )
 OTHER_SECTION = "More"
 

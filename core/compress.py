@@ -15,11 +15,13 @@ are ordinary float models and are stored as bundles.
 from __future__ import annotations
 
 import copy
+import io
 import math
 import platform
 import tempfile
 import time
 import warnings
+import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,6 +29,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import prune
@@ -45,6 +48,8 @@ METHODS: tuple[str, ...] = ("ptq", "dynamic", "qat", "prune")
 PRUNE_SCOPES: tuple[str, ...] = ("global", "layer")
 SPARSITY_RANGE = (0.5, 0.9)  # paper P3's range; beyond it accuracy collapses, below it little is won
 REPORT_METRICS: tuple[str, ...] = ("dice", "iou", "f1")
+StepCallback = Callable[[int, int], None]  # (steps done, steps in all) of a fine-tune
+ProgressCallback = Callable[[float, str], None]  # (fraction done 0..1, what is happening)
 _PRUNABLE = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 
 
@@ -164,8 +169,12 @@ def _batches(data: TensorSet, config: CompressionConfig, generator: torch.Genera
             raise CompressionError("no training images to calibrate or fine-tune on")
 
 
-def _finetune(model: nn.Module, data: CompressionData, config: CompressionConfig, on_step: Callable[[int], None] | None = None) -> None:
-    """``finetune_steps`` Adam steps on the training split; ``on_step(step)`` runs before each."""
+def _finetune(
+    model: nn.Module, data: CompressionData, config: CompressionConfig, on_step: Callable[[int], None] | None = None,
+    steps: StepCallback | None = None,
+) -> None:
+    """``finetune_steps`` Adam steps on the training split; ``on_step(step)`` runs before each,
+    ``steps(done, total)`` after each."""
     if config.finetune_steps == 0:
         if on_step is not None:
             on_step(0)
@@ -181,6 +190,8 @@ def _finetune(model: nn.Module, data: CompressionData, config: CompressionConfig
         optimizer.zero_grad(set_to_none=True)
         loss_fn(model(images), masks).backward()
         optimizer.step()
+        if steps is not None:
+            steps(step + 1, config.finetune_steps)
     model.eval()
 
 
@@ -209,7 +220,7 @@ def _qconfig_mapping(backend: str, qat: bool) -> Any:
 # --- methods ------------------------------------------------------------------------------------
 
 
-def _post_training_static(model: nn.Module, data: CompressionData, config: CompressionConfig) -> nn.Module:
+def _post_training_static(model: nn.Module, data: CompressionData, config: CompressionConfig, steps: StepCallback | None = None) -> nn.Module:
     """FX graph mode PTQ: insert observers, run training batches through them, convert to int8."""
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
@@ -222,12 +233,14 @@ def _post_training_static(model: nn.Module, data: CompressionData, config: Compr
             raise _fx_error(exc) from exc
         generator = torch.Generator().manual_seed(config.seed)
         with torch.no_grad():
-            for _, (images, _masks) in zip(range(config.calibration_batches), _batches(data.train, config, generator)):
+            for index, (images, _masks) in zip(range(config.calibration_batches), _batches(data.train, config, generator)):
                 prepared(images)
+                if steps is not None:
+                    steps(index + 1, config.calibration_batches)
         return convert_fx(prepared).eval()
 
 
-def _dynamic(model: nn.Module, data: CompressionData, config: CompressionConfig) -> nn.Module:
+def _dynamic(model: nn.Module, data: CompressionData, config: CompressionConfig, steps: StepCallback | None = None) -> nn.Module:
     """Int8 weights for Linear layers, activations quantized on the fly (transformer encoders)."""
     from torch.ao.quantization import quantize_dynamic
 
@@ -241,7 +254,7 @@ def _dynamic(model: nn.Module, data: CompressionData, config: CompressionConfig)
         return quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8).eval()
 
 
-def _quantization_aware(model: nn.Module, data: CompressionData, config: CompressionConfig) -> nn.Module:
+def _quantization_aware(model: nn.Module, data: CompressionData, config: CompressionConfig, steps: StepCallback | None = None) -> nn.Module:
     """Fake-quant fine-tune (FX prepare_qat_fx), then conversion to a real int8 model."""
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_qat_fx
 
@@ -252,7 +265,7 @@ def _quantization_aware(model: nn.Module, data: CompressionData, config: Compres
             prepared = prepare_qat_fx(copy.deepcopy(model).train(), _qconfig_mapping(backend, qat=True), example_inputs=_example(data))
         except Exception as exc:  # noqa: BLE001
             raise _fx_error(exc) from exc
-        _finetune(prepared, data, config)
+        _finetune(prepared, data, config, steps=steps)
         return convert_fx(prepared.eval()).eval()
 
 
@@ -286,7 +299,7 @@ def _apply_pruning(layers: list[tuple[nn.Module, str]], amount: float, config: C
             prune.l1_unstructured(module, name, amount=amount)
 
 
-def _magnitude_pruning(model: nn.Module, data: CompressionData, config: CompressionConfig) -> nn.Module:
+def _magnitude_pruning(model: nn.Module, data: CompressionData, config: CompressionConfig, steps: StepCallback | None = None) -> nn.Module:
     """Gradual magnitude pruning (P3): sparsity rises every ``ramp_every`` steps, then recovers."""
     pruned = copy.deepcopy(model)
     layers = prunable_layers(pruned)
@@ -299,13 +312,13 @@ def _magnitude_pruning(model: nn.Module, data: CompressionData, config: Compress
         if step % config.ramp_every == 0 and step // config.ramp_every < stages:
             _apply_pruning(layers, config.sparsity * (step // config.ramp_every + 1) / stages, config)
 
-    _finetune(pruned, data, config, on_step)
+    _finetune(pruned, data, config, on_step, steps)
     for module, name in layers:
         prune.remove(module, name)  # make it permanent: plain weights with zeros, no masks
     return pruned.eval()
 
 
-_METHODS: dict[str, Callable[[nn.Module, CompressionData, CompressionConfig], nn.Module]] = {
+_METHODS: dict[str, Callable[[nn.Module, CompressionData, CompressionConfig, StepCallback | None], nn.Module]] = {
     "ptq": _post_training_static,
     "dynamic": _dynamic,
     "qat": _quantization_aware,
@@ -314,10 +327,10 @@ _METHODS: dict[str, Callable[[nn.Module, CompressionData, CompressionConfig], nn
 assert set(_METHODS) == set(METHODS), "every method name needs an implementation"
 
 
-def compress(config: CompressionConfig, model: nn.Module, data: CompressionData) -> CompressedVariant:
-    """Derive one variant of ``model`` (left untouched) on the CPU."""
+def compress(config: CompressionConfig, model: nn.Module, data: CompressionData, steps: StepCallback | None = None) -> CompressedVariant:
+    """Derive one variant of ``model`` (left untouched) on the CPU; ``steps`` hears fine-tune steps."""
     started = time.perf_counter()
-    variant = _METHODS[config.method](copy.deepcopy(model).cpu().eval(), data, config)
+    variant = _METHODS[config.method](copy.deepcopy(model).cpu().eval(), data, config, steps)
     return CompressedVariant(config, variant, config.method != "prune", time.perf_counter() - started)
 
 
@@ -492,9 +505,12 @@ def save_variant(variant: CompressedVariant, bundle: BundleConfig, folder: Path,
 
 def store_variant(
     study: optuna.Study, trial_number: int, variant: CompressedVariant, report: VariantReport, bundle: BundleConfig,
-    artifact_store: Any, sample: torch.Tensor,
+    artifact_store: Any, sample: torch.Tensor, original: VariantReport | None = None,
 ) -> dict[str, Any]:
-    """Upload the variant through optuna.artifacts and append it to the trial's variant list."""
+    """Upload the variant through optuna.artifacts and append it to the trial's variant list.
+
+    ``original`` is the original's report measured in the same run (its row in the trade-off table).
+    """
     from optuna.artifacts import upload_artifact
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -508,6 +524,8 @@ def store_variant(
         "method": variant.config.method, "label": variant.config.label, "params": variant.config.params(),
         "artifacts": artifacts, "metrics": report.to_dict(),
     }
+    if original is not None:
+        record["original"] = original.to_dict()
     study.set_user_attr(variants_key(trial_number), [*list_variants(study, trial_number), record])
     return record
 
@@ -532,16 +550,151 @@ def study_compression_data(spec: Any, settings: Any) -> CompressionData:
     return CompressionData(data.train, data.val, data.test, data.mode, data.num_classes)
 
 
+def _step_reporter(config: CompressionConfig, progress: ProgressCallback, start: float, end: float) -> StepCallback:
+    """Fine-tune / calibration steps as progress between ``start`` and ``end``, ~50 reports at most."""
+    doing = "calibrating on training batch" if config.method == "ptq" else "fine-tuning step"
+
+    def report(done: int, total: int) -> None:
+        if done == total or done % max(1, total // 50) == 0:
+            progress(start + (end - start) * done / max(1, total), f"{config.label}: {doing} {done}/{total}")
+
+    return report
+
+
 def compress_trial(
-    study: optuna.Study, trial_number: int, config: CompressionConfig, data: CompressionData, artifact_store: Any
+    study: optuna.Study, trial_number: int, config: CompressionConfig, data: CompressionData, artifact_store: Any,
+    progress: ProgressCallback | None = None,
 ) -> tuple[list[VariantReport], dict[str, Any]]:
-    """Derive, measure and store one variant of a trial: ([original, variant] reports, stored record)."""
+    """Derive, measure and store one variant of a trial: ([original, variant] reports, stored record).
+
+    ``progress(fraction, message)`` hears each stage (loading, compressing step by step, measuring,
+    storing), with fractions rising from 0 to 0.95; the caller says when it is done.
+    """
     from core.export import trial_bundle
 
+    report = progress or (lambda fraction, message: None)
+    report(0.0, f"loading trial #{trial_number}'s model")
     with tempfile.TemporaryDirectory() as tmp:
         model, bundle = load_bundle(trial_bundle(study, trial_number, artifact_store, Path(tmp) / "bundle"))
-    variant = compress(config, model, data)
+    report(0.05, f"{config.label}: compressing")
+    variant = compress(config, model, data, _step_reporter(config, report, 0.05, 0.7))
+    report(0.7, "measuring the original and the variant: val/test scores, size, CPU speed")
     reports = compare_variants(model, [variant], data, batch_size=config.batch_size)
+    report(0.95, "storing the variant with the trial")
     sample = data.val.images[:1].float().div(255.0)
-    record = store_variant(study, trial_number, variant, reports[1], bundle, artifact_store, sample)
+    record = store_variant(study, trial_number, variant, reports[1], bundle, artifact_store, sample, original=reports[0])
     return reports, record
+
+
+# --- comparing and shipping stored variants (the dashboard's Compress & deploy page) ------------
+
+
+TABLE_FIELDS: tuple[str, ...] = ("size_mb", "zipped_mb", "nonzero_params", "total_params", "latency_ms", "images_per_s")
+
+
+def get_variant(study: optuna.Study, trial_number: int, index: int) -> dict[str, Any]:
+    """Variant ``index`` (1-based, as listed) of a trial."""
+    records = list_variants(study, trial_number)
+    if not 1 <= index <= len(records):
+        valid = f"1..{len(records)}" if records else "none: compress the trial first"
+        raise CompressionError(f"trial #{trial_number} has no variant {index}; valid: {valid}")
+    return records[index - 1]
+
+
+def original_metrics(record: dict[str, Any]) -> dict[str, Any]:
+    """The original's report measured with ``record``; rebuilt from the deltas for records without one."""
+    if "original" in record:
+        return record["original"]
+    metrics, deltas = record["metrics"], record["metrics"]["deltas"]
+    rebuilt: dict[str, Any] = {"name": "original", "method": "original", "params": {}, "deltas": {}}
+    for split in ("val", "test"):
+        rebuilt[split] = {k: v - deltas[f"{split}_{k}"] for k, v in metrics[split].items() if f"{split}_{k}" in deltas}
+    for name in TABLE_FIELDS:
+        rebuilt[name] = metrics[name] - deltas.get(name, 0.0)
+    return rebuilt
+
+
+def _row(variant: int, label: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {"variant": variant, "model": label, "method": metrics["method"]}
+    for split in ("val", "test"):
+        row.update({f"{split}_{k}": metrics[split].get(k, math.nan) for k in REPORT_METRICS})
+    row.update({name: metrics[name] for name in TABLE_FIELDS})
+    deltas = metrics.get("deltas") or {}
+    row.update({f"delta_{k}": deltas.get(k, math.nan) for k in ("val_dice", "test_dice", "size_mb", "latency_ms")})
+    row["speedup"] = deltas.get("speedup", 1.0 if variant == 0 else math.nan)
+    return row
+
+
+def trade_off_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Flat rows for a table or chart: the original (variant 0, as measured with the newest variant),
+    then every variant with its deltas against the original measured in the same run."""
+    if not records:
+        return []
+    rows = [_row(0, "original", original_metrics(records[-1]))]
+    rows += [_row(index, record["label"], record["metrics"]) for index, record in enumerate(records, 1)]
+    return rows
+
+
+def variant_predictions(study: optuna.Study, trial_number: int, index: int, artifact_store: Any) -> np.ndarray:
+    """Variant ``index``'s masks (N, S, S) uint8 for the study's preview images, in their stored order
+    (the order of core.results.load_previews, so they sit next to the original trial's predictions)."""
+    from core.export import load_model, preview_images
+    from core.metrics import predict_mask
+    from core.models import task_mode
+
+    record = get_variant(study, trial_number, index)
+    images = preview_images(study, artifact_store)
+    if images is None:
+        raise CompressionError(f"study {study.study_name!r} stored no preview images (set preview_count > 0 in its spec)")
+    with tempfile.TemporaryDirectory() as tmp:
+        model, config = load_model(download_variant(record, artifact_store, Path(tmp)))
+    with torch.no_grad():
+        # one image at a time: int8 variants are traced on a single image
+        logits = torch.cat([model.eval()(images[i : i + 1]).float() for i in range(len(images))])
+    return predict_mask(logits, task_mode(len(config.classes)), config.threshold).to(torch.uint8).numpy()
+
+
+def variant_name(study: optuna.Study, trial_number: int, index: int) -> str:
+    """Folder / file name of a variant download: ``<study>-trial<N>-variant<i>-<method>``."""
+    return f"{study.study_name}-trial{trial_number}-variant{index}-{get_variant(study, trial_number, index)['method']}"
+
+
+def variant_zip(study: optuna.Study, trial_number: int, index: int, artifact_store: Any) -> bytes:
+    """A zip of the variant's files in one folder (loadable with core.export.load_model once unzipped)."""
+    name = variant_name(study, trial_number, index)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = download_variant(get_variant(study, trial_number, index), artifact_store, Path(tmp) / name)
+        return _zip_folder(folder)
+
+
+def _zip_folder(folder: Path) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.iterdir()):
+            archive.write(path, f"{folder.name}/{path.name}")
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class ExportDownload:
+    """One verified export file, read into memory for a download button."""
+
+    format: str  # "onnx" or "torchscript"
+    file_name: str
+    data: bytes
+    max_abs_diff: float | None  # parity against PyTorch on ``checked_on``
+
+
+def export_downloads(
+    study: optuna.Study, trial_number: int, artifact_store: Any, formats: tuple[str, ...] = ("onnx", "torchscript")
+) -> tuple[list[ExportDownload], str]:
+    """The trial's exports in ``formats``, each parity-checked by core.export.export_trial: (files, checked on)."""
+    from core.export import export_trial
+
+    with tempfile.TemporaryDirectory() as tmp:
+        report = export_trial(study, trial_number, artifact_store, Path(tmp), formats)
+        files = [
+            ExportDownload(f.format, f"{report.folder.name}{''.join(f.path.suffixes)}", f.path.read_bytes(), f.max_abs_diff)
+            for f in report.files if f.format in formats
+        ]
+    return files, report.checked_on

@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 
 from core.errors import SegTuneError
+from core.processes import tail_file
 from core.spec import StudySpec, spec_from_dict
 from core.storage import GRACE_PERIOD_S, engine_for, is_sqlite, open_storage
 
@@ -603,12 +604,4 @@ def _best_value(study: optuna.Study) -> float | None:
 
 def read_log_tail(job: Job, lines: int = 50) -> str:
     """The last ``lines`` lines of the job's log (worker stdout/stderr), or "" before it exists."""
-    path = Path(job.log_path)
-    if lines < 1 or not path.is_file():
-        return ""
-    with path.open("rb") as handle:
-        handle.seek(0, os.SEEK_END)
-        size = handle.tell()
-        handle.seek(max(0, size - 200 * lines - 4096))
-        text = handle.read().decode("utf-8", errors="replace")
-    return "\n".join(text.splitlines()[-lines:])
+    return tail_file(job.log_path, lines)

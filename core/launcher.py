@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.errors import SegTuneError
+from core.processes import REPO_ROOT, spawn_detached
 
 if TYPE_CHECKING:
     from core.jobs import Job
     from core.settings import Settings
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 _CUDA_DEVICE = re.compile(r"^cuda:(\d+)$")
 _PINNED = "SEGTUNE_DEVICE_PINNED"  # set in a worker's environment once CUDA_VISIBLE_DEVICES names its GPU
 
@@ -136,16 +136,5 @@ def pin_device(device: str, env: dict[str, str] | os._Environ) -> str:
 
 
 def start_worker(settings: Settings, job: Job, device: str, cpu_threads: int | None = None) -> subprocess.Popen:
-    log_path = Path(job.log_path)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "core", "worker", "--job", str(job.id), "--device", device]
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            command,
-            cwd=REPO_ROOT,
-            env=worker_env(settings, device, cpu_threads),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # not in the submitter's process group: survives its exit and Ctrl-C
-        )
+    return spawn_detached(command, worker_env(settings, device, cpu_threads), Path(job.log_path))

@@ -7,7 +7,6 @@ per epoch, when the epoch's numbers are read.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable, Iterator

@@ -1,19 +1,23 @@
 """``python -m core compress --study S --trial N --method ptq|dynamic|qat|prune``: derive a variant.
 
 The variant is stored with the trial (see core.compress.list_variants) and the trade-off against
-the original is printed.
+the original is printed. With ``--task-id`` (set by core.tasks.start_task, the dashboard's way of
+running it in the background) progress and the outcome also go to the task's status file.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from contextlib import nullcontext
 
 from core.compress import (
     METHODS, PRUNE_SCOPES, CompressionConfig, compress_trial, list_variants, study_compression_data, trade_off_table,
 )
 from core.results import get_trial
-from core.settings import load_settings
+from core.settings import Settings, load_settings
 from core.storage import open_artifact_store, open_storage
+from core.tasks import TaskProgress
 from core.tuning import load_study
 
 _DEFAULTS = CompressionConfig(method="prune")
@@ -30,11 +34,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=int, default=_DEFAULTS.finetune_steps, help="qat/prune: fine-tune steps (0 = one-shot)")
     parser.add_argument("--ramp-every", type=int, default=_DEFAULTS.ramp_every, help="prune: raise sparsity every N steps")
     parser.add_argument("--lr", type=float, default=_DEFAULTS.lr, help="qat/prune: fine-tune learning rate")
+    parser.add_argument("--task-id", help="report progress to this background task (set by the dashboard)")
     parser.set_defaults(func=run)
+
+
+def command_args(study: str, trial: int, config: CompressionConfig) -> list[str]:
+    """The ``python -m core`` arguments that derive ``config`` (what the dashboard starts as a task)."""
+    argv = ["compress", "--study", study, "--trial", str(trial), "--method", config.method,
+            "--sparsity", str(config.sparsity), "--steps", str(config.finetune_steps),
+            "--ramp-every", str(config.ramp_every), "--lr", str(config.lr)]
+    if config.structured:
+        argv.append("--structured")
+    if config.scope is not None:
+        argv += ["--scope", config.scope]
+    return argv
 
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
+    task = TaskProgress(settings, args.task_id) if args.task_id else None
+    with task.failing_on_error() if task else nullcontext():
+        return _compress(args, settings, task)
+
+
+def _reporter(task: TaskProgress | None, start: float = 0.0, span: float = 1.0) -> Callable[[float, str], None]:
+    """Progress (mapped into ``start .. start + span``) to the task file, when there is one, and stdout."""
+
+    def report(fraction: float, message: str) -> None:
+        fraction = start + span * fraction
+        if task is not None:
+            task.update(fraction, message)
+        print(f"[{fraction:4.0%}] {message}", flush=True)
+
+    return report
+
+
+def _compress(args: argparse.Namespace, settings: Settings, task: TaskProgress | None) -> int:
+    report = _reporter(task)
+    report(0.0, "opening the study")
     study, spec = load_study(args.study, open_storage(settings.db_url))
     trial = get_trial(study, args.trial)
     params = trial.user_attrs.get("params_resolved") or {}
@@ -44,8 +81,15 @@ def run(args: argparse.Namespace) -> int:
         batch_size=int(params.get("batch_size", _DEFAULTS.batch_size)), loss=params.get("loss", _DEFAULTS.loss), seed=spec.seed,
     )
     print(f"compressing trial #{trial.number} of {study.study_name!r} with {config.label} (CPU) ...")
-    reports, record = compress_trial(study, trial.number, config, study_compression_data(spec, settings), open_artifact_store(settings))
-    print(trade_off_table(reports))
-    print(f"stored as variant {len(list_variants(study, trial.number))} of trial #{trial.number}: artifacts {record['artifacts']}")
+    report(0.02, "loading data: the study's frozen splits")
+    data = study_compression_data(spec, settings)
+    # compress_trial's own stages fill the rest of the bar after the data
+    reports, record = compress_trial(study, trial.number, config, data, open_artifact_store(settings), progress=_reporter(task, 0.1, 0.9))
+    table = trade_off_table(reports)
+    index = len(list_variants(study, trial.number))
+    print(table)
+    print(f"stored as variant {index} of trial #{trial.number}: artifacts {record['artifacts']}")
+    if task is not None:
+        task.finish({"study": study.study_name, "trial": trial.number, "variant": index, "label": record["label"], "table": table})
     return 0
 

@@ -156,18 +156,9 @@ def test_export_offers_bundle_snippet_and_card_of_the_best_trial(results_workspa
 @pytest.mark.slow
 def test_compare_and_export_over_a_real_tuned_study(workspace: Settings) -> None:
     """The engine's own artifacts (run_study on the demo dataset) render on Compare and Export."""
-    from core.demo import create_demo_dataset
-    from core.spec import spec_from_dict
-    from core.tuning import run_study
+    from tests.conftest import tiny_study
 
-    create_demo_dataset(workspace.datasets_dir, count=24, size=64)
-    spec = spec_from_dict({
-        "name": "real", "dataset": "demo-cells", "image_size": 64, "sampler": "random", "pruner": "none",
-        "budget": {"n_trials": 2, "max_epochs": 2}, "preview_count": 3,
-        "search_space": {"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2, "batch_size": 8, "epochs": 2,
-                         "lr": {"low": 1e-3, "high": 1e-2, "log": True}},
-    })
-    run_study(spec, workspace, device="cpu")
+    tiny_study(workspace, "real", trials=2, lr={"low": 1e-3, "high": 1e-2, "log": True})
     app = open_page("compare.py", study="real", selected=(0, 1))
     assert len(app.get("image")) == 4 and len(texts(app, "metric")) == 2
     app = open_page("export.py", study="real")

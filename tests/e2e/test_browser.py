@@ -32,13 +32,13 @@ TINY_SPEC = {
     "name": "e2e-tiny",
     "dataset": "demo-cells",
     "image_size": 64,
-    "budget": {"n_trials": 2, "max_epochs": 1},
+    "budget": {"n_trials": 2, "max_epochs": 4},
     "sampler": "random",
     "pruner": "none",
     "preview_count": 4,
     "search_space": {
         "architecture": "ClassicUNet", "unet_start_filters": {"choices": [4, 8]}, "unet_depth": 2,
-        "epochs": 1, "batch_size": 8, "lr": 0.001, "loss": "dice_bce",
+        "epochs": 4, "batch_size": 8, "lr": 0.01, "loss": "dice_bce",
     },
 }
 

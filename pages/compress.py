@@ -1,0 +1,282 @@
+"""Compress & deploy: derive int8 / pruned variants of a trial in the background, compare them with
+the original (scores, size, speed, masks), and download a variant or the trial's ONNX / TorchScript."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from app import cache, study_cache
+from app.widgets.errors import user_errors
+from core.commands.compress import command_args
+from core.compress import (
+    METHODS, PRUNE_SCOPES, SPARSITY_RANGE, CompressionConfig, ExportDownload, export_downloads, list_variants,
+    trade_off_rows, variant_name, variant_predictions, variant_zip,
+)
+from core.tasks import FAILED, FINISHED, INTERRUPTED, Task, get_task, list_tasks, read_log_tail, start_task
+from core.visual import class_colors, overlay_mask, to_rgb
+
+REFRESH = "2s"  # task progress while a compression runs
+VARIANTS_TTL_S = 3  # the variant list is a study attribute, read from the database
+MAX_IMAGES = 6  # preview rows drawn (each row runs nothing: masks are computed once per variant)
+LOG_LINES = 30
+EXPORTS = "compress.exports"  # session: the last built ONNX / TorchScript downloads
+METHOD_LABELS = {
+    "ptq": "int8 static (post-training, calibrated)",
+    "dynamic": "int8 dynamic (Linear layers: transformer encoders)",
+    "qat": "int8 quantization-aware training",
+    "prune": "magnitude pruning",
+}
+assert set(METHOD_LABELS) == set(METHODS), "every method needs a label"
+_DEFAULTS = CompressionConfig(method="prune")
+
+
+# --- cached reads -------------------------------------------------------------------------------
+
+
+@st.cache_data(ttl=VARIANTS_TTL_S, show_spinner=False)
+def variants(db_url: str, name: str, number: int) -> list[dict[str, Any]]:
+    return list_variants(study_cache.study(name), number)
+
+
+@st.cache_data(max_entries=16, show_spinner="Running the variant on the preview images…")
+def predictions(db_url: str, name: str, number: int, index: int) -> Any:
+    # a stored variant never changes: (study, trial, index) names it for good
+    return variant_predictions(study_cache.study(name), number, index, cache.artifact_store())
+
+
+@st.cache_data(ttl=1.5, show_spinner=False)
+def compress_tasks(home: str) -> list[Task]:
+    return list_tasks(cache.settings(), "compress")
+
+
+def _option(argv: tuple[str, ...], flag: str) -> str | None:
+    return argv[argv.index(flag) + 1] if flag in argv[:-1] else None
+
+
+def latest_task(name: str, number: int) -> Task | None:
+    """The newest compression task of this study's trial."""
+    tasks = compress_tasks(str(cache.settings().home))
+    return next((t for t in tasks if _option(t.argv, "--study") == name and _option(t.argv, "--trial") == str(number)), None)
+
+
+# --- choosing and starting ----------------------------------------------------------------------
+
+
+def pick_trial(name: str) -> int | None:
+    frame = study_cache.trials_frame(name)
+    complete = frame[frame["state"] == "complete"].sort_values(["rank", "number"])
+    if complete.empty:
+        st.info("No finished trials yet — a model can be compressed once a trial completes. Follow the study on **Jobs**.",
+                icon=":material/hourglass_empty:")
+        return None
+    labels = {int(row.number): f"#{row.number} · rank {row.rank}{' · ★ best' if row.best else ''}" for row in complete.itertuples()}
+    return st.selectbox("Trial", list(labels), format_func=labels.__getitem__, key="compress.trial",
+                        help="The best trial is chosen by default (validation only; test metrics are never used to choose).")
+
+
+def method_config() -> CompressionConfig:
+    method = st.segmented_control("Method", list(METHOD_LABELS), format_func=METHOD_LABELS.__getitem__, default="ptq",
+                                  key="compress.method") or "ptq"
+    if method == "prune":
+        left, middle, right = st.columns(3)
+        low, high = SPARSITY_RANGE
+        sparsity = left.slider("Target sparsity", low, high, _DEFAULTS.sparsity, 0.05, format="%.2f", key="compress.sparsity",
+                               help="Fraction of the prunable weights set to zero (paper P3: 50–90 % costs < 1 % Dice after a fine-tune).")
+        structured = middle.toggle("Whole channels", key="compress.structured",
+                                   help="Remove whole output channels (per layer) instead of single weights.")
+        scope = right.radio("Scope", PRUNE_SCOPES, index=1 if structured else 0, key="compress.scope", horizontal=True,
+                            disabled=structured, help="One global magnitude threshold, or the same sparsity in every layer.")
+        return CompressionConfig("prune", sparsity=sparsity, structured=structured, scope="layer" if structured else scope,
+                                 finetune_steps=finetune_steps())
+    if method == "qat":
+        return CompressionConfig("qat", finetune_steps=finetune_steps())
+    return CompressionConfig(method)
+
+
+def finetune_steps() -> int:
+    return int(st.number_input("Fine-tune steps", min_value=0, max_value=100_000, value=_DEFAULTS.finetune_steps, step=10,
+                               key="compress.steps", help="Optimizer steps (batches) on the training split; 0 = one-shot."))
+
+
+def start_view(name: str, number: int, task: Task | None) -> None:
+    with st.container(border=True):
+        st.subheader("Derive a variant")
+        with user_errors("Checking the settings"):
+            config = method_config()
+            busy = task is not None and task.is_active
+            if st.button("Start compression", type="primary", icon=":material/compress:", disabled=busy, key="compress.start",
+                         help="Runs in the background on the CPU: closing this page does not stop it."):
+                start_task(cache.settings(), "compress", command_args(name, number, config))
+                compress_tasks.clear()
+                st.rerun()
+
+
+# --- the running task ---------------------------------------------------------------------------
+
+
+def task_view(task_id: str, drawn_live: bool) -> None:
+    # Errors are caught inside: a fragment's own reruns do not pass through the page's code.
+    with user_errors("Reading the compression task"):
+        task = get_task(cache.settings(), task_id)
+        if task.is_active != drawn_live:
+            compress_tasks.clear()
+            variants.clear()
+            st.rerun()  # the whole page: the new variant appears and the view stops polling
+        task_status(task)
+
+
+def task_status(task: Task) -> None:
+    with st.container(border=True):
+        if task.is_active:
+            st.progress(task.fraction, text=f"{task.message} · {task.elapsed_s:.0f} s")
+        elif task.status == FINISHED:
+            st.success(f"Stored **{task.result.get('label', 'the variant')}** as variant {task.result.get('variant', '?')} "
+                       f"in {task.elapsed_s:.0f} s.", icon=":material/check_circle:")
+        elif task.status == FAILED:
+            st.error(f"Compression failed: {task.error}", icon=":material/error:")
+        elif task.status == INTERRUPTED:
+            st.warning(f"Compression was interrupted: {task.error}", icon=":material/warning:")
+        with st.expander("Log (last lines)", expanded=task.status in (FAILED, INTERRUPTED)):
+            tail = read_log_tail(task, LOG_LINES)
+            if tail:
+                st.code(tail, language=None)
+            else:
+                st.caption("Nothing logged yet.")
+
+
+# --- comparing ----------------------------------------------------------------------------------
+
+
+COLUMNS = {
+    "model": st.column_config.TextColumn("Model"),
+    "val_dice": st.column_config.NumberColumn("Val Dice", format="%.3f"),
+    "val_iou": st.column_config.NumberColumn("Val IoU", format="%.3f"),
+    "val_f1": st.column_config.NumberColumn("Val F1", format="%.3f"),
+    "test_dice": st.column_config.NumberColumn("Test Dice", format="%.3f"),
+    "test_iou": st.column_config.NumberColumn("Test IoU", format="%.3f"),
+    "test_f1": st.column_config.NumberColumn("Test F1", format="%.3f"),
+    "size_mb": st.column_config.NumberColumn("Size (MB)", format="%.3f"),
+    "zipped_mb": st.column_config.NumberColumn("Zipped (MB)", format="%.3f"),
+    "nonzero_params": st.column_config.NumberColumn("Non-zero params", format="localized"),
+    "latency_ms": st.column_config.NumberColumn("CPU ms / image", format="%.1f"),
+    "images_per_s": st.column_config.NumberColumn("CPU images / s", format="%.1f"),
+    "delta_val_dice": st.column_config.NumberColumn("Δ val Dice", format="%+.3f"),
+    "delta_test_dice": st.column_config.NumberColumn("Δ test Dice", format="%+.3f"),
+    "delta_size_mb": st.column_config.NumberColumn("Δ size (MB)", format="%+.3f"),
+    "speedup": st.column_config.NumberColumn("Speed-up", format="%.2f×"),
+}
+
+
+def trade_off_figure(rows: pd.DataFrame) -> go.Figure:
+    """Size against val Dice, one point per model; the original is the star to beat."""
+    figure = go.Figure()
+    for is_original, group in rows.groupby(rows["variant"] == 0):
+        figure.add_trace(go.Scatter(
+            x=group["size_mb"], y=group["val_dice"], mode="markers+text", text=group["model"], textposition="top center",
+            name="original" if is_original else "variants",
+            marker={"size": 16 if is_original else 11, "symbol": "star" if is_original else "circle"},
+            customdata=group[["latency_ms", "nonzero_params"]],
+            hovertemplate="%{text}<br>%{x:.3f} MB · val Dice %{y:.3f}<br>%{customdata[0]:.1f} ms/image · %{customdata[1]:,} non-zero<extra></extra>",
+        ))
+    figure.update_layout(xaxis_title="Model file size (MB)", yaxis_title="Validation Dice", height=380, margin={"t": 30})
+    return figure
+
+
+def comparison_view(records: list[dict[str, Any]]) -> None:
+    rows = pd.DataFrame(trade_off_rows(records))
+    st.dataframe(rows[["variant", *COLUMNS]], hide_index=True, width="stretch", key="compress.table",
+                 column_config={"variant": st.column_config.NumberColumn("#", format="%d"), **COLUMNS})
+    st.caption("Deltas are against the original measured in the same run; CPU timings are from the machine that ran it. "
+               "int8 variants run on the CPU only.")
+    st.plotly_chart(trade_off_figure(rows), key="compress.chart")
+
+
+def masks_view(name: str, number: int, index: int) -> None:
+    preview = study_cache.previews(name, (number,))
+    if number not in preview.predictions:
+        st.info(f"Trial #{number} stored no preview predictions to compare with.", icon=":material/image_not_supported:")
+        return
+    variant = predictions(cache.settings().db_url, name, number, index)
+    colors = class_colors(preview.num_classes)
+    header = st.columns(4)
+    for column, title in zip(header, ("Image", "Ground truth", f"Original #{number}", f"Variant {index}")):
+        column.markdown(f"**{title}**")
+    for row in range(min(MAX_IMAGES, len(preview.stems))):
+        image = preview.images[row]
+        cells = st.columns(4)
+        cells[0].image(to_rgb(image), caption=preview.stems[row])
+        for cell, mask in zip(cells[1:], (preview.masks[row], preview.predictions[number][row], variant[row])):
+            cell.image(overlay_mask(image, mask, colors))
+
+
+# --- downloads ----------------------------------------------------------------------------------
+
+
+def variant_download(name: str, number: int, index: int) -> None:
+    current = study_cache.study(name)
+    st.download_button(
+        f"Download variant {index} (.zip)", lambda: variant_zip(current, number, index, cache.artifact_store()),
+        file_name=f"{variant_name(current, number, index)}.zip", mime="application/zip", icon=":material/deployed_code_history:",
+        key=f"compress.variant_zip.{index}", help="Its model file (safetensors, or TorchScript for int8) + config.json; "
+        "run it with `python -m core predict --model FOLDER`.",
+    )
+
+
+def exports_view(name: str, number: int) -> None:
+    st.subheader("ONNX and TorchScript")
+    st.caption("The original trial's model in portable formats, each checked against PyTorch right after writing.")
+    if st.button("Build ONNX + TorchScript", icon=":material/build:", key="compress.build_exports"):
+        with user_errors("Exporting the model"), st.spinner("Exporting and checking…"):
+            files, checked_on = export_downloads(study_cache.study(name), number, cache.artifact_store())
+            st.session_state[EXPORTS] = (name, number, files, checked_on)
+    built = st.session_state.get(EXPORTS)
+    if not built or built[:2] != (name, number):
+        return
+    files: list[ExportDownload] = built[2]
+    st.caption(f"Parity checked on {built[3]}.")
+    for column, exported in zip(st.columns(len(files)), files):
+        column.download_button(f"Download {exported.format} ({len(exported.data) / 2**20:.2f} MB)", exported.data,
+                               file_name=exported.file_name, key=f"compress.export.{exported.format}", width="stretch")
+        column.caption(f"max |Δ| vs PyTorch: {exported.max_abs_diff:.2e}" if exported.max_abs_diff is not None else "")
+
+
+# --- page ---------------------------------------------------------------------------------------
+
+
+def variants_view(name: str, number: int) -> None:
+    records = variants(cache.settings().db_url, name, number)
+    if not records:
+        st.info(f"Trial #{number} has no compressed variants yet — start one above.", icon=":material/compress:")
+        return
+    st.subheader("Trade-off")
+    comparison_view(records)
+    st.subheader("Masks and downloads")
+    labels = {i: f"{i} · {record['label']}" for i, record in enumerate(records, 1)}
+    index = st.selectbox("Variant", list(labels), index=len(labels) - 1, format_func=labels.__getitem__, key="compress.variant")
+    variant_download(name, number, index)
+    with user_errors("Drawing the variant's masks"):
+        masks_view(name, number, index)
+
+
+def page(name: str) -> None:
+    number = pick_trial(name)
+    if number is None:
+        return
+    task = latest_task(name, number)
+    start_view(name, number, task)
+    if task is not None:
+        st.fragment(run_every=REFRESH if task.is_active else None)(task_view)(task.id, task.is_active)
+    variants_view(name, number)
+    exports_view(name, number)
+
+
+st.title("Compress & deploy")
+st.caption("Quantize or prune a trained model in the background, see what it costs in accuracy and gains in size and "
+           "speed, and download it — or the original as ONNX / TorchScript.")
+study = study_cache.require_study()
+with user_errors("Preparing compression"):
+    page(study)

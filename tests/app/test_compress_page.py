@@ -1,0 +1,133 @@
+"""AppTest of the Compress & deploy page over a tiny real tuned study with one stored variant.
+
+The study is tuned for real (demo cells, 64 px, a 4-filter ClassicUNet, one 2-epoch trial) and its
+variant is derived with core.compress.compress_trial directly (2 fine-tune steps), so the table,
+chart, masks and exports render from the engine's own artifacts. Starting a task is patched out:
+tests/test_tasks.py runs real background tasks.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+import core.tasks
+from core.compress import CompressionConfig, compress_trial, list_variants, study_compression_data
+from core.settings import Settings, load_settings
+from core.storage import open_artifact_store, open_storage
+from tests.conftest import tiny_study
+
+MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
+STUDY = "tiny"
+PREVIEWS = 3
+
+
+@pytest.fixture(scope="module")
+def compressed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A workspace whose study's trial 0 has one pruned variant."""
+    from core.tuning import load_study
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SEGTUNE_HOME", str(tmp_path_factory.mktemp("compress-home")))
+        patch.delenv("SEGTUNE_DB", raising=False)
+        patch.delenv("SEGTUNE_ARTIFACTS", raising=False)
+        patch.delenv("SEGTUNE_PASSWORD", raising=False)
+        settings = load_settings()
+        tiny_study(settings, STUDY, previews=PREVIEWS)
+        study, spec = load_study(STUDY, open_storage(settings.db_url))
+        config = CompressionConfig("prune", sparsity=0.6, finetune_steps=2, ramp_every=1, batch_size=8)
+        compress_trial(study, 0, config, study_compression_data(spec, settings), open_artifact_store(settings))
+        yield settings
+
+
+def open_page(study: str | None = STUDY) -> AppTest:
+    st.cache_data.clear()  # short-TTL reads (task list, variants) must not leak between tests
+    app = AppTest.from_file(str(MAIN), default_timeout=60)
+    app.session_state["segtune.study"] = study
+    app.run()
+    app.switch_page("../pages/compress.py")
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+def texts(app: AppTest, kind: str) -> list[str]:
+    return [str(element.value) for element in app.get(kind)]
+
+
+def test_without_a_study_the_page_says_what_to_do(workspace: Settings) -> None:
+    app = open_page(study=None)
+    assert app.title[0].value == "Compress & deploy"
+    assert any("No study yet" in text for text in texts(app, "alert") + [i.value for i in app.info])
+
+
+def test_variants_are_compared_with_the_original_in_a_table_a_chart_and_masks(compressed: Settings) -> None:
+    app = open_page()
+    table = app.dataframe[0].value
+    assert table["model"].tolist() == ["original", "pruned 60% global"]
+    original, variant = table.iloc[0], table.iloc[1]
+    assert variant["nonzero_params"] < original["nonzero_params"]  # 60 % of the prunable weights are gone
+    assert abs(variant["delta_val_dice"] - (variant["val_dice"] - original["val_dice"])) < 1e-9
+    chart = app.get("plotly_chart")
+    assert len(chart) == 1 and '"star"' in chart[0].proto.spec  # the original is highlighted
+    # image | ground truth | original | variant, for every preview image
+    assert len(app.image) == 4 * PREVIEWS
+    labels = [button.proto.label for button in app.get("download_button")]
+    assert labels == ["Download variant 1 (.zip)"]
+
+
+def test_starting_a_compression_launches_a_background_task(compressed: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(core.tasks, "start_task", lambda settings, kind, argv: started.append((kind, list(argv))))
+    app = open_page()
+    app.get("button_group")[0].set_value("prune").run()
+    app.slider(key="compress.sparsity").set_value(0.8).run()
+    app.number_input(key="compress.steps").set_value(20).run()
+    app.button(key="compress.start").click().run()
+    assert not app.exception, app.exception
+    assert started == [("compress", ["compress", "--study", STUDY, "--trial", "0", "--method", "prune", "--sparsity", "0.8",
+                                     "--steps", "20", "--ramp-every", "10", "--lr", "0.0005", "--scope", "global"])]
+
+
+def test_a_running_task_shows_its_progress_and_blocks_a_second_start(compressed: Settings) -> None:
+    task_id = "compress-test-running"
+    core.tasks._merge(core.tasks._status_path(compressed, task_id), {
+        "id": task_id, "kind": "compress", "argv": ["compress", "--study", STUDY, "--trial", "0", "--method", "ptq"],
+        "created_at": time.time(), "pid": os.getpid(),  # this test process: alive
+    })
+    core.tasks.TaskProgress(compressed, task_id).update(0.4, "int8 static: calibrating on training batch 3/8")
+    try:
+        app = open_page()
+        progress = app.get("progress")
+        assert len(progress) == 1 and progress[0].proto.value == 40
+        assert "calibrating on training batch 3/8" in progress[0].proto.text
+        assert app.button(key="compress.start").disabled
+    finally:
+        core.tasks.TaskProgress(compressed, task_id).fail("test over")
+    app = open_page()
+    assert any("test over" in text for text in texts(app, "error")) and not app.button(key="compress.start").disabled
+
+
+def test_onnx_and_torchscript_are_built_checked_and_offered(compressed: Settings) -> None:
+    app = open_page()
+    app.button(key="compress.build_exports").click().run()
+    assert not app.exception, app.exception
+    labels = [button.proto.label for button in app.get("download_button")]
+    assert [label.split(" (")[0] for label in labels] == ["Download variant 1", "Download onnx", "Download torchscript"]
+    assert sum("max |Δ| vs PyTorch" in text for text in texts(app, "caption")) == 2
+    assert any(f"{PREVIEWS} validation images" in text for text in texts(app, "caption"))
+
+
+def test_the_stored_variant_is_what_the_page_lists(compressed: Settings) -> None:
+    # guards the fixture: a page test over an empty variant list would prove little
+    from core.tuning import load_study
+
+    study, _ = load_study(STUDY, open_storage(compressed.db_url))
+    records = list_variants(study, 0)
+    assert [r["label"] for r in records] == ["pruned 60% global"] and "original" in records[0]
