@@ -10,6 +10,7 @@ bucket — so a finished 1,000-trial study is tabulated once, and a running one 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 import optuna
@@ -61,6 +62,14 @@ def is_live(name: str) -> bool:
     The job matters between trials, when every trial is finished but the next is about to start.
     """
     return stamp(name).live_bucket != 0 or name in _active_studies(cache.settings().db_url)
+
+
+def show_live(view: Callable[[str, bool], None], name: str, what: str) -> None:
+    """Render ``view(name, live)``; while the study runs, as a fragment that redraws every REFRESH_S."""
+    live = is_live(name)
+    if live:
+        st.caption(f":material/autorenew: The study is running: {what} every {REFRESH_S:.0f} s.")
+    st.fragment(run_every=REFRESH_S if live else None)(view)(name, live)
 
 
 @st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import study_cache
+from app.nav import page_path
 from app.widgets.errors import user_errors
 from app.widgets.mask_grid import VIEWS, error_legend, mask_row
 from app.widgets.trial_table import trial_picker
@@ -80,3 +81,4 @@ with user_errors("Comparing masks"):
         position = image_stepper(len(ordered))
         mask_row(previews, ordered[position - 1], view=view, opacity=opacity, per_row=per_row)
         dice_table(previews, ordered)
+        st.page_link(page_path("compress.py"), label="Compare a compressed variant's masks with its original on Compress & deploy", icon=":material/compress:")

@@ -48,7 +48,4 @@ st.title("Learning curves")
 st.caption("Per-epoch training and validation curves of the chosen trials. An × marks where the pruner stopped a trial.")
 study = study_cache.require_study()
 with user_errors("Drawing the learning curves"):
-    live = study_cache.is_live(study)
-    if live:
-        st.caption(f":material/autorenew: The study is running: the curves refresh every {study_cache.REFRESH_S:.0f} s.")
-    st.fragment(run_every=study_cache.REFRESH_S if live else None)(curves_view)(study, live)
+    study_cache.show_live(curves_view, study, "the curves refresh")

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from app import study_cache
+from app.nav import page_path
 from app.widgets.errors import user_errors
 from app.widgets.trial_table import shown_value
 from core import results
@@ -63,6 +64,7 @@ def export_view(name: str) -> None:
     trial_cards(row)
     card = study_cache.model_card(name, number)
     downloads(name, number, bundle, card)
+    st.page_link(page_path("compress.py"), label="Quantize, prune or export to ONNX / TorchScript on Compress & deploy", icon=":material/compress:")
     usage(bundle)
     st.subheader("Model card")
     with st.container(border=True):

@@ -95,7 +95,4 @@ st.title("Leaderboard")
 st.caption("Every trial of the study, ranked on the validation split. Select rows to compare them.")
 study = study_cache.require_study()
 with user_errors("Reading the trials"):
-    live = study_cache.is_live(study)
-    if live:
-        st.caption(f":material/autorenew: The study is running: this view refreshes every {study_cache.REFRESH_S:.0f} s.")
-    st.fragment(run_every=study_cache.REFRESH_S if live else None)(board)(study, live)
+    study_cache.show_live(board, study, "this view refreshes")

@@ -126,10 +126,7 @@ def test_trials_without_weights_cannot_be_exported(images: torch.Tensor, tmp_pat
 @pytest.mark.slow
 def test_cli_exports_and_compresses_a_tuned_trial(workspace, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """A real one-trial study, then `export --format all` and `compress --method prune` on it."""
-    import argparse
-
-    from core.commands import compress as compress_command
-    from core.commands import export as export_command
+    from core.cli import main
     from core.compress import download_variant, list_variants, sparsity
     from core.datasets import ingest_dataset
     from core.spec import spec_from_dict
@@ -148,14 +145,12 @@ def test_cli_exports_and_compresses_a_tuned_trial(workspace, tmp_path: Path, cap
     run_study(spec, workspace, device="cpu")
 
     out = tmp_path / "exported"
-    assert export_command.run(argparse.Namespace(study="cli", trial=None, formats=["all"], out=out)) == 0
+    assert main(["export", "--study", "cli", "--format", "all", "--out", str(out)]) == 0
     folder = out / "cli-trial0"
     assert {p.name for p in folder.iterdir()} >= {WEIGHTS_FILE, CONFIG_FILE, export.ONNX_FILE, export.TORCHSCRIPT_FILE, "MODEL_CARD.md"}
     assert "validation images" in capsys.readouterr().out
 
-    args = argparse.Namespace(study="cli", trial=0, method="prune", sparsity=0.6, structured=False, scope=None,
-                              steps=4, ramp_every=2, lr=1e-4)
-    assert compress_command.run(args) == 0
+    assert main(["compress", "--study", "cli", "--trial", "0", "--method", "prune", "--sparsity", "0.6", "--steps", "4", "--ramp-every", "2", "--lr", "1e-4"]) == 0
     assert "pruned 60% global" in capsys.readouterr().out
 
     study = optuna.load_study(study_name="cli", storage=open_storage(workspace.db_url))

@@ -158,7 +158,9 @@ def test_budget_is_exact_across_workers_after_the_submitter_exits(workspace: Set
 
 
 def test_cancel_stops_running_trials_and_resume_completes_the_budget(workspace: Settings) -> None:
-    spec = spec_from_dict(spec_dict("cancel", n_trials=1, epochs=8))
+    # Enough epochs that the trial is still running when the cancel arrives, even on a fast machine.
+    epochs = 60
+    spec = spec_from_dict(spec_dict("cancel", n_trials=1, epochs=epochs))
     job_id = jobs.submit_job(workspace, spec, workers=1, devices="cpu")
     trial = wait_for(lambda: running_trial(workspace, job_id), 90, "a trial past its first epoch", workspace, job_id)
 
@@ -168,7 +170,7 @@ def test_cancel_stops_running_trials_and_resume_completes_the_budget(workspace: 
     assert time.monotonic() - cancelled_at < 20
     stopped = study_trials(workspace, "cancel")[trial.number]
     assert stopped.state == TrialState.FAIL and stopped.user_attrs["cancelled"] is True
-    assert stopped.user_attrs["epoch"] < 8
+    assert stopped.user_attrs["epoch"] < epochs
     wait_for(lambda: not jobs.job_workers(workspace), 15, "the worker to exit", workspace, job_id)
 
     jobs.resume_job(workspace, job_id)
@@ -179,10 +181,13 @@ def test_cancel_stops_running_trials_and_resume_completes_the_budget(workspace: 
 
 
 def test_kill_minus_nine_mid_trial_is_failed_retried_and_the_job_finishes(workspace: Settings) -> None:
-    spec = spec_from_dict(spec_dict("killed", n_trials=2, epochs=6))
+    # Long trials, so both workers are mid-trial when one is killed and the other lives to retry it.
+    spec = spec_from_dict(spec_dict("killed", n_trials=2, epochs=150))
     job_id = jobs.submit_job(workspace, spec, workers=2, devices="cpu")
 
     def trial_and_worker() -> tuple[jobs.RunningTrial, jobs.WorkerInfo] | None:
+        if len(jobs.job_status(workspace, job_id).running) < 2:
+            return None
         trial = running_trial(workspace, job_id)
         workers = [w for w in jobs.job_workers(workspace, job_id) if trial and w.id == trial.worker]
         return (trial, workers[0]) if workers else None
