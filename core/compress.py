@@ -220,17 +220,26 @@ def _qconfig_mapping(backend: str, qat: bool) -> Any:
 # --- methods ------------------------------------------------------------------------------------
 
 
-def _post_training_static(model: nn.Module, data: CompressionData, config: CompressionConfig, steps: StepCallback | None = None) -> nn.Module:
-    """FX graph mode PTQ: insert observers, run training batches through them, convert to int8."""
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+def _prepare_fx(model: nn.Module, data: CompressionData, *, qat: bool) -> nn.Module:
+    """A copy of ``model`` with observers (PTQ) or fake-quant modules (QAT) inserted by FX."""
+    from torch.ao.quantization.quantize_fx import prepare_fx, prepare_qat_fx
 
     backend = quantized_backend()
     torch.backends.quantized.engine = backend
+    prepare, mode = (prepare_qat_fx, "train") if qat else (prepare_fx, "eval")
+    copied = getattr(copy.deepcopy(model), mode)()
+    try:
+        return prepare(copied, _qconfig_mapping(backend, qat=qat), example_inputs=_example(data))
+    except Exception as exc:  # noqa: BLE001 - FX raises TraceError and others for untraceable code
+        raise _fx_error(exc) from exc
+
+
+def _post_training_static(model: nn.Module, data: CompressionData, config: CompressionConfig, steps: StepCallback | None = None) -> nn.Module:
+    """FX graph mode PTQ: insert observers, run training batches through them, convert to int8."""
+    from torch.ao.quantization.quantize_fx import convert_fx
+
     with _quiet_quantization():
-        try:
-            prepared = prepare_fx(copy.deepcopy(model).eval(), _qconfig_mapping(backend, qat=False), example_inputs=_example(data))
-        except Exception as exc:  # noqa: BLE001 - FX raises TraceError and others for untraceable code
-            raise _fx_error(exc) from exc
+        prepared = _prepare_fx(model, data, qat=False)
         generator = torch.Generator().manual_seed(config.seed)
         with torch.no_grad():
             for index, (images, _masks) in zip(range(config.calibration_batches), _batches(data.train, config, generator)):
@@ -256,15 +265,10 @@ def _dynamic(model: nn.Module, data: CompressionData, config: CompressionConfig,
 
 def _quantization_aware(model: nn.Module, data: CompressionData, config: CompressionConfig, steps: StepCallback | None = None) -> nn.Module:
     """Fake-quant fine-tune (FX prepare_qat_fx), then conversion to a real int8 model."""
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_qat_fx
+    from torch.ao.quantization.quantize_fx import convert_fx
 
-    backend = quantized_backend()
-    torch.backends.quantized.engine = backend
     with _quiet_quantization():
-        try:
-            prepared = prepare_qat_fx(copy.deepcopy(model).train(), _qconfig_mapping(backend, qat=True), example_inputs=_example(data))
-        except Exception as exc:  # noqa: BLE001
-            raise _fx_error(exc) from exc
+        prepared = _prepare_fx(model, data, qat=True)
         _finetune(prepared, data, config, steps=steps)
         return convert_fx(prepared.eval()).eval()
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -59,3 +61,13 @@ def tiny_study(settings: Settings, name: str, *, dataset: str = "demo-cells", tr
         "search_space": {"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2, "batch_size": 8, "epochs": 2, "lr": lr},
     })
     return run_study(spec, settings, device="cpu")
+
+
+@contextmanager
+def module_workspace(folder: Path) -> Iterator[Settings]:
+    """Like the ``workspace`` fixture, for module- or session-scoped fixtures (no monkeypatch there)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SEGTUNE_HOME", str(folder))
+        for name in ("SEGTUNE_DB", "SEGTUNE_ARTIFACTS", "SEGTUNE_PASSWORD"):
+            patch.delenv(name, raising=False)
+        yield load_settings()

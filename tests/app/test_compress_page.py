@@ -19,9 +19,9 @@ from streamlit.testing.v1 import AppTest
 
 import core.tasks
 from core.compress import CompressionConfig, compress_trial, list_variants, study_compression_data
-from core.settings import Settings, load_settings
+from core.settings import Settings
 from core.storage import open_artifact_store, open_storage
-from tests.conftest import tiny_study
+from tests.conftest import module_workspace, tiny_study
 
 MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 STUDY = "tiny"
@@ -33,12 +33,7 @@ def compressed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A workspace whose study's trial 0 has one pruned variant."""
     from core.tuning import load_study
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SEGTUNE_HOME", str(tmp_path_factory.mktemp("compress-home")))
-        patch.delenv("SEGTUNE_DB", raising=False)
-        patch.delenv("SEGTUNE_ARTIFACTS", raising=False)
-        patch.delenv("SEGTUNE_PASSWORD", raising=False)
-        settings = load_settings()
+    with module_workspace(tmp_path_factory.mktemp("compress-home")) as settings:
         tiny_study(settings, STUDY, previews=PREVIEWS)
         study, spec = load_study(STUDY, open_storage(settings.db_url))
         config = CompressionConfig("prune", sparsity=0.6, finetune_steps=2, ramp_every=1, batch_size=8)

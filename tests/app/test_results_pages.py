@@ -18,9 +18,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app import cache, study_cache
-from core.settings import Settings, load_settings
+from core.settings import Settings
 from core.storage import open_artifact_store, open_storage
 from tests.test_results import STEMS, build_study
+from tests.conftest import module_workspace
 
 MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 STUDY = "cells"
@@ -29,12 +30,7 @@ BIG = "cells-1000"
 
 @pytest.fixture(scope="session")
 def results_workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SEGTUNE_HOME", str(tmp_path_factory.mktemp("results-home")))
-        patch.delenv("SEGTUNE_DB", raising=False)
-        patch.delenv("SEGTUNE_ARTIFACTS", raising=False)
-        patch.delenv("SEGTUNE_PASSWORD", raising=False)
-        settings = load_settings()
+    with module_workspace(tmp_path_factory.mktemp("results-home")) as settings:
         storage, store = open_storage(settings.db_url), open_artifact_store(settings)
         build_study(storage, store, name=STUDY, n_trials=12)
         yield settings
