@@ -261,19 +261,30 @@ def _set_status(connection: sa.Connection, job_id: int, status: str, *, when: Se
 
 
 def reconcile(settings: Settings) -> None:
-    """Jobs marked running/cancelling whose workers are all gone become interrupted/cancelled."""
+    """Jobs marked running/cancelling whose workers are all gone become cancelled, finished (when
+    their budget is used: the trials, not the workers' exit path, decide) or interrupted."""
     engine = _engine(settings)
     with engine.connect() as connection:
         active = connection.execute(sa.select(jobs_table.c.id, jobs_table.c.status).where(jobs_table.c.status.in_([RUNNING, CANCELLING]))).all()
     if not active:
         return
     live_jobs = {w.job_id for w in job_workers(settings)}
-    with engine.begin() as connection:
-        for job_id, status in active:
-            if job_id not in live_jobs:
-                target = CANCELLED if status == CANCELLING else INTERRUPTED
-                error = None if target == CANCELLED else "no live worker (killed, crashed or the machine restarted); resume the job to continue"
-                _set_status(connection, job_id, target, when=[status], error=error)
+    for job_id, status in active:
+        if job_id in live_jobs:
+            continue
+        target, error = _orphan_state(settings, job_id, status)
+        with engine.begin() as connection:
+            _set_status(connection, job_id, target, when=[status], error=error)
+
+
+def _orphan_state(settings: Settings, job_id: int, status: str) -> tuple[str, str | None]:
+    """The state of a job whose workers are all gone, with the reason to show."""
+    if status == CANCELLING:
+        return CANCELLED, None
+    job = get_job(settings, job_id)
+    if budget_used(job, trial_counts(load_job_study(settings, job))):
+        return FINISHED, None
+    return INTERRUPTED, "no live worker (killed, crashed or the machine restarted); resume the job to continue"
 
 
 # --- budget -------------------------------------------------------------------------------------

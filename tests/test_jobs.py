@@ -111,6 +111,18 @@ def test_job_whose_workers_died_is_interrupted_and_resumable(workspace: Settings
     assert resumed.status == jobs.QUEUED and resumed.error is None and resumed.finished_at is None
 
 
+def test_a_job_whose_budget_was_used_is_finished_however_its_workers_left(workspace: Settings) -> None:
+    job_id = queue(workspace, n_trials=2)
+    jobs.register_worker(workspace, "w1", "cpu")
+    jobs.claim_job(workspace, "w1", "cpu")
+    for _ in range(2):
+        add_trial(workspace, "s1", TrialState.COMPLETE)
+    with jobs._engine(workspace).begin() as connection:  # gone without settling the job
+        connection.execute(jobs.workers_table.update().values(pid=dead_pid()))
+    assert jobs.get_job(workspace, job_id).status == jobs.RUNNING
+    assert jobs.list_jobs(workspace)[0].status == jobs.FINISHED
+
+
 def test_a_silent_remote_worker_counts_as_dead_after_the_grace_period(workspace: Settings) -> None:
     jobs.register_worker(workspace, "far", "cuda:0")
     with jobs._engine(workspace).begin() as connection:
