@@ -22,13 +22,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
 
 from core.errors import SegTuneError
 from core.options import is_valid_name
+
+T = TypeVar("T")
 
 MANIFEST_FILE = "dataset.json"
 MANIFEST_VERSION = 1
@@ -478,17 +480,25 @@ def _store_pair(pair: _SourcePair, checked: _Checked, work: Path) -> None:
     Image.fromarray(checked.indices).save(work / checked.info.mask, optimize=False)
 
 
-def _inspect_image(path: Path, label: str, limits: IngestLimits, problems: list[str]) -> tuple[int, int, int, int] | None:
-    """(width, height, channels, bit depth) of a fully decodable image, else None with a problem recorded."""
+def _decode(path: Path, what: str, label: str, limits: IngestLimits, problems: list[str], read: Callable[[Image.Image], T]) -> T | None:
+    """``read`` of the fully decoded file (size-limited first), else None with a problem recorded."""
     try:
         with Image.open(path) as image:
             if _too_large(image, label, limits, problems):
                 return None
             image.load()
-            mode, (width, height) = image.mode, image.size
+            return read(image)
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for broken files
-        problems.append(f"unreadable or corrupt image {label}: {exc}")
+        problems.append(f"unreadable or corrupt {what} {label}: {exc}")
         return None
+
+
+def _inspect_image(path: Path, label: str, limits: IngestLimits, problems: list[str]) -> tuple[int, int, int, int] | None:
+    """(width, height, channels, bit depth) of a fully decodable image, else None with a problem recorded."""
+    decoded = _decode(path, "image", label, limits, problems, lambda image: (image.mode, image.size))
+    if decoded is None:
+        return None
+    mode, (width, height) = decoded
     if mode not in _MODES:
         problems.append(f"unsupported image mode {mode} in {label} (supported: {', '.join(_MODES)})")
         return None
@@ -497,15 +507,10 @@ def _inspect_image(path: Path, label: str, limits: IngestLimits, problems: list[
 
 def _load_mask(path: Path, label: str, limits: IngestLimits, problems: list[str]) -> np.ndarray | None:
     """The raw mask values as an int HxW array, else None with a problem recorded."""
-    try:
-        with Image.open(path) as image:
-            if _too_large(image, label, limits, problems):
-                return None
-            image.load()
-            mode, values = image.mode, np.asarray(image)
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for broken files
-        problems.append(f"unreadable or corrupt mask {label}: {exc}")
+    decoded = _decode(path, "mask", label, limits, problems, lambda image: (image.mode, np.asarray(image)))
+    if decoded is None:
         return None
+    mode, values = decoded
     if mode not in _MASK_MODES:
         problems.append(f"unsupported mask mode {mode} in {label}; masks must be single-channel class indices")
         return None

@@ -22,6 +22,8 @@ from core.compress import CompressionConfig, compress_trial, list_variants, stud
 from core.settings import Settings
 from core.storage import open_artifact_store, open_storage
 from tests.conftest import module_workspace, tiny_study
+from tests.app import pages
+from tests.app.pages import texts
 
 MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 STUDY = "tiny"
@@ -43,17 +45,7 @@ def compressed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
 def open_page(study: str | None = STUDY) -> AppTest:
     st.cache_data.clear()  # short-TTL reads (task list, variants) must not leak between tests
-    app = AppTest.from_file(str(MAIN), default_timeout=60)
-    app.session_state["segtune.study"] = study
-    app.run()
-    app.switch_page("../pages/compress.py")
-    app.run()
-    assert not app.exception, app.exception
-    return app
-
-
-def texts(app: AppTest, kind: str) -> list[str]:
-    return [str(element.value) for element in app.get(kind)]
+    return pages.open_page("compress.py", study=study)
 
 
 def test_without_a_study_the_page_says_what_to_do(workspace: Settings) -> None:

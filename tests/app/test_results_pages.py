@@ -22,6 +22,8 @@ from core.settings import Settings
 from core.storage import open_artifact_store, open_storage
 from tests.test_results import STEMS, build_study
 from tests.conftest import module_workspace
+from tests.app import pages
+from tests.app.pages import texts
 
 MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 STUDY = "cells"
@@ -46,18 +48,7 @@ def big_study(results_workspace: Settings, monkeypatch: pytest.MonkeyPatch) -> o
 
 
 def open_page(page: str, study: str | None = STUDY, selected: tuple[int, ...] = ()) -> AppTest:
-    app = AppTest.from_file(str(MAIN), default_timeout=60)
-    app.session_state["segtune.study"] = study
-    app.session_state["segtune.trials"] = selected
-    app.run()
-    app.switch_page(f"../pages/{page}")
-    app.run()
-    assert not app.exception, app.exception
-    return app
-
-
-def texts(app: AppTest, kind: str) -> list[str]:
-    return [str(element.value) for element in app.get(kind)]
+    return pages.open_page(page, study=study, trials=selected)
 
 
 def test_leaderboard_ranks_filters_and_shows_the_best(results_workspace: Settings) -> None:
