@@ -20,7 +20,7 @@ from app import cache, state  # noqa: E402
 from app.auth import require_login  # noqa: E402
 from app.nav import available_pages  # noqa: E402
 from app.widgets.errors import user_errors  # noqa: E402
-from core.storage import is_sqlite  # noqa: E402
+from core.runtime.storage import is_sqlite
 
 STUDY_PICKER = "sidebar.study_picker"
 

@@ -12,7 +12,7 @@ from typing import Generic, TypeVar
 
 import streamlit as st
 
-from core.splits import SplitConfig
+from core.data.splits import SplitConfig
 
 T = TypeVar("T")
 

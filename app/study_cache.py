@@ -18,7 +18,11 @@ import streamlit as st
 
 from app import cache, state
 from app.nav import page_path
-from core import jobs, results
+from core.deploy import model_card as cards
+from core.results import curves, insights as insight_figures, previews as preview_sets, trials as trial_reads
+from core.runtime import budget
+from core.runtime.job_model import ACTIVE_STATES
+from core.runtime.job_table import list_jobs
 from core.errors import SegTuneError
 
 if TYPE_CHECKING:
@@ -74,7 +78,7 @@ def show_live(view: Callable[[str, bool], None], name: str, what: str) -> None:
 
 @st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
 def _active_studies(db_url: str) -> frozenset[str]:
-    return frozenset(job.study_name for job in jobs.list_jobs(cache.settings(), jobs.ACTIVE_STATUSES))
+    return frozenset(job.study_name for job in list_jobs(cache.settings(), ACTIVE_STATES))
 
 
 def rearm_if_changed(name: str, drawn_live: bool) -> None:
@@ -111,21 +115,21 @@ def trials_frame(name: str) -> pd.DataFrame:
 
 @st.cache_data(ttl=IDLE_TTL_S, max_entries=8, show_spinner="Reading trials…")
 def _trials_frame(db_url: str, name: str, version: Stamp) -> pd.DataFrame:
-    return results.trials_frame(study(name))
+    return trial_reads.trials_frame(study(name))
 
 
-def trial_counts(name: str) -> jobs.TrialCounts:
-    """Trials against the budget, counted as the jobs count them (``core.jobs.trial_counts``)."""
+def trial_counts(name: str) -> budget.TrialCounts:
+    """Trials against the budget, counted as the jobs count them (``core.runtime.budget.trial_counts``)."""
     return _trial_counts(cache.settings().db_url, name, stamp(name))
 
 
 @st.cache_data(ttl=IDLE_TTL_S, max_entries=8, show_spinner=False)
-def _trial_counts(db_url: str, name: str, version: Stamp) -> jobs.TrialCounts:
-    return jobs.trial_counts(study(name))
+def _trial_counts(db_url: str, name: str, version: Stamp) -> budget.TrialCounts:
+    return budget.trial_counts(study(name))
 
 
 def objective_names(name: str) -> list[str]:
-    return results.objective_names(study(name))
+    return trial_reads.objective_names(study(name))
 
 
 def trials(name: str, numbers: tuple[int, ...]) -> list[FrozenTrial]:
@@ -140,26 +144,26 @@ def learning_curves(name: str, numbers: tuple[int, ...], metric: str) -> pd.Data
 
 @st.cache_data(ttl=IDLE_TTL_S, max_entries=32, show_spinner=False)
 def _learning_curves(db_url: str, name: str, version: Stamp, numbers: tuple[int, ...], metric: str) -> pd.DataFrame:
-    return results.learning_curves(trials(name, numbers), metric)
+    return curves.learning_curves(trials(name, numbers), metric)
 
 
-def previews(name: str, numbers: tuple[int, ...]) -> results.PreviewSet:
+def previews(name: str, numbers: tuple[int, ...]) -> preview_sets.PreviewSet:
     # Previews of a trial never change once stored: only finishing trials can add some.
     return _previews(cache.settings().db_url, name, stamp(name).n_finished, numbers)
 
 
 @st.cache_data(ttl=IDLE_TTL_S, max_entries=16, show_spinner="Loading preview masks…")
-def _previews(db_url: str, name: str, n_finished: int, numbers: tuple[int, ...]) -> results.PreviewSet:
-    return results.load_previews(study(name), numbers, cache.artifact_store())
+def _previews(db_url: str, name: str, n_finished: int, numbers: tuple[int, ...]) -> preview_sets.PreviewSet:
+    return preview_sets.load_previews(study(name), numbers, cache.artifact_store())
 
 
-def insights(name: str, objective: int) -> dict[str, results.Insight]:
+def insights(name: str, objective: int) -> dict[str, insight_figures.Insight]:
     return _insights(cache.settings().db_url, name, stamp(name).n_finished, objective)
 
 
 @st.cache_data(ttl=IDLE_TTL_S, max_entries=8, show_spinner="Drawing figures…")
-def _insights(db_url: str, name: str, n_finished: int, objective: int) -> dict[str, results.Insight]:
-    return results.insight_figures(study(name), objective)
+def _insights(db_url: str, name: str, n_finished: int, objective: int) -> dict[str, insight_figures.Insight]:
+    return insight_figures.insight_figures(study(name), objective)
 
 
 def model_card(name: str, number: int) -> str:
@@ -169,7 +173,7 @@ def model_card(name: str, number: int) -> str:
 @st.cache_data(ttl=IDLE_TTL_S, max_entries=32, show_spinner=False)
 def _model_card(db_url: str, name: str, n_finished: int, number: int) -> str:
     current = study(name)
-    return results.model_card(current, results.get_trial(current, number))
+    return cards.model_card(current, trial_reads.get_trial(current, number))
 
 
 def bundle_problem(name: str, number: int) -> str | None:
@@ -179,10 +183,12 @@ def bundle_problem(name: str, number: int) -> str | None:
 
 @st.cache_data(ttl=BUNDLE_CHECK_TTL_S, max_entries=64, show_spinner=False)
 def _bundle_problem(db_url: str, name: str, n_finished: int, number: int) -> str | None:
-    return results.bundle_problem(results.get_trial(study(name), number), cache.artifact_store())
+    return cards.bundle_problem(trial_reads.get_trial(study(name), number), cache.artifact_store())
 
 
 def bundle_zip(name: str, number: int) -> bytes:
     """Read at download time only (weights can be large): never cached, never on a rerun."""
+    from core.deploy.export import bundle_zip as zip_bundle  # torch: only a download needs it
+
     current = study(name)
-    return results.bundle_zip(current, results.get_trial(current, number), cache.artifact_store())
+    return zip_bundle(current, trial_reads.get_trial(current, number), cache.artifact_store())

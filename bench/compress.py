@@ -21,10 +21,13 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.compress import CompressionConfig, CompressionData, compare_variants, compress, trade_off_table  # noqa: E402
-from core.data import TensorSet  # noqa: E402
-from core.models import ModelConfig, build_model  # noqa: E402
-from core.train import OptimizerConfig, TrainConfig, train_model  # noqa: E402
+from core.deploy.compression.config import CompressionConfig, CompressionData
+from core.deploy.compression.measure import compare_variants, trade_off_table
+from core.deploy.compression.methods import compress
+from core.data.tensors import TensorSet
+from core.modeling.build import build_model
+from core.modeling.config import ModelConfig
+from core.training.loop import OptimizerConfig, TrainConfig, train_model
 
 LUNGS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "chest_xray_lung_shenzhen"
 

@@ -18,12 +18,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.data import TensorSet, iterate_batches, load_tensor_set  # noqa: E402
-from core.datasets import dataset_path, ingest_dataset, load_manifest  # noqa: E402
-from core.demo import create_demo_dataset  # noqa: E402
-from core.losses import build_loss  # noqa: E402
-from core.models import ModelConfig, build_model  # noqa: E402
-from core.train import OptimizerConfig, TrainConfig, autocast, prepare_model, resolve_device, train_model  # noqa: E402
+from core.data.tensors import TensorSet, iterate_batches, load_tensor_set
+from core.data.ingest import ingest_dataset
+from core.data.manifest import dataset_path, load_manifest
+from core.data.demo import create_demo_dataset
+from core.modeling.losses import build_loss
+from core.modeling.build import build_model
+from core.modeling.config import ModelConfig
+from core.training.loop import OptimizerConfig, TrainConfig, autocast, prepare_model, resolve_device, train_model
 
 LUNGS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "chest_xray_lung_shenzhen"
 

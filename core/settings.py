@@ -13,12 +13,27 @@ from pathlib import Path
 
 
 @dataclass(frozen=True)
+class Heartbeats:
+    """How workers show they are alive; a trial whose worker is silent ``grace_s`` is failed and retried."""
+
+    interval_s: int = 10  # SEGTUNE_HEARTBEAT_S
+    grace_s: int = 60  # SEGTUNE_GRACE_S (default: 6 beats)
+
+    @property
+    def worker_stale_s(self) -> float:
+        # Generous: a loaded machine may delay beats by seconds, and on the worker's own machine a
+        # vanished pid tells at once anyway.
+        return float(max(self.grace_s, 60))
+
+
+@dataclass(frozen=True)
 class Settings:
     """Paths and URLs of one SegTune workspace."""
 
     home: Path  # SEGTUNE_HOME: datasets, artifacts, logs and the default SQLite DB live here
     db_url: str  # SEGTUNE_DB: Optuna + SegTune tables (SQLite by default, PostgreSQL to scale out)
     artifacts_dir: Path  # SEGTUNE_ARTIFACTS: optuna.artifacts file store (a shared folder when scaled out)
+    heartbeats: Heartbeats = Heartbeats()
 
     @property
     def datasets_dir(self) -> Path:
@@ -35,9 +50,11 @@ class Settings:
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Build :class:`Settings` from ``SEGTUNE_HOME``, ``SEGTUNE_DB`` and ``SEGTUNE_ARTIFACTS``."""
+    """Build :class:`Settings` from ``SEGTUNE_HOME``, ``SEGTUNE_DB``, ``SEGTUNE_ARTIFACTS`` and the heartbeat timings."""
     env = os.environ if env is None else env
     home = Path(env.get("SEGTUNE_HOME") or Path.home() / ".segtune").expanduser().resolve()
     db_url = env.get("SEGTUNE_DB") or f"sqlite:///{home / 'segtune.db'}"
     artifacts = Path(env.get("SEGTUNE_ARTIFACTS") or home / "artifacts").expanduser().resolve()
-    return Settings(home=home, db_url=db_url, artifacts_dir=artifacts).ensure_dirs()
+    interval = int(env.get("SEGTUNE_HEARTBEAT_S") or Heartbeats.interval_s)
+    grace = int(env.get("SEGTUNE_GRACE_S") or interval * 6)
+    return Settings(home=home, db_url=db_url, artifacts_dir=artifacts, heartbeats=Heartbeats(interval, grace)).ensure_dirs()

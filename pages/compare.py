@@ -9,7 +9,7 @@ from app.nav import page_path
 from app.widgets.errors import user_errors
 from app.widgets.mask_grid import VIEWS, error_legend, mask_row
 from app.widgets.trial_table import trial_picker
-from core.results import ORDERINGS, PreviewSet
+from core.results.previews import ORDERINGS, PreviewSet
 
 MAX_TRIALS = 4
 IMAGE_KEY = "compare.image"

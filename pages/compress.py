@@ -12,12 +12,11 @@ import streamlit as st
 from app import cache, study_cache
 from app.widgets.errors import user_errors
 from core.commands.compress import command_args
-from core.compress import (
-    METHODS, PRUNE_SCOPES, SPARSITY_RANGE, CompressionConfig, ExportDownload, export_downloads, list_variants,
-    trade_off_rows, variant_name, variant_predictions, variant_zip,
-)
-from core.tasks import FAILED, FINISHED, INTERRUPTED, Task, get_task, list_tasks, read_log_tail, start_task
-from core.visual import class_colors, overlay_mask, to_rgb
+from core.deploy.compression.config import CompressionConfig, METHODS, PRUNE_SCOPES, SPARSITY_RANGE
+from core.deploy.compression.variants import ExportDownload, export_downloads, list_variants, trade_off_rows, variant_name, variant_predictions, variant_zip
+from core.runtime.tasks import Task, get_task, list_tasks, read_log_tail, start_task
+from core.runtime.tasks import TaskState
+from core.data.visual import class_colors, overlay_mask, to_rgb
 
 REFRESH = "2s"  # task progress while a compression runs
 VARIANTS_TTL_S = 3  # the variant list is a study attribute, read from the database
@@ -133,14 +132,14 @@ def task_status(task: Task) -> None:
     with st.container(border=True):
         if task.is_active:
             st.progress(task.fraction, text=f"{task.message} · {task.elapsed_s:.0f} s")
-        elif task.status == FINISHED:
+        elif task.status == TaskState.FINISHED:
             st.success(f"Stored **{task.result.get('label', 'the variant')}** as variant {task.result.get('variant', '?')} "
                        f"in {task.elapsed_s:.0f} s.", icon=":material/check_circle:")
-        elif task.status == FAILED:
+        elif task.status == TaskState.FAILED:
             st.error(f"Compression failed: {task.error}", icon=":material/error:")
-        elif task.status == INTERRUPTED:
+        elif task.status == TaskState.INTERRUPTED:
             st.warning(f"Compression was interrupted: {task.error}", icon=":material/warning:")
-        with st.expander("Log (last lines)", expanded=task.status in (FAILED, INTERRUPTED)):
+        with st.expander("Log (last lines)", expanded=task.status in (TaskState.FAILED, TaskState.INTERRUPTED)):
             tail = read_log_tail(task, LOG_LINES)
             if tail:
                 st.code(tail, language=None)

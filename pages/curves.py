@@ -8,7 +8,7 @@ from app import study_cache
 from app.widgets.curves import curves_figure
 from app.widgets.errors import user_errors
 from app.widgets.trial_table import trial_picker
-from core.results import CURVE_METRICS, METRIC_LABELS
+from core.metrics.catalogue import curve_metrics, label
 
 MAX_TRIALS = 10  # beyond this the lines are unreadable
 
@@ -24,7 +24,7 @@ def curves_view(name: str, drawn_live: bool) -> None:
                     icon=":material/hourglass_empty:")
             return
         chosen = trial_picker(started, key="curves.trials", limit=MAX_TRIALS)
-        metric = st.segmented_control("Metric", CURVE_METRICS, default="loss", format_func=METRIC_LABELS.get,
+        metric = st.segmented_control("Metric", curve_metrics(), default="loss", format_func=label,
                                       key="curves.metric", required=True)
         if not chosen:
             st.info("Choose one or more trials above (or select rows on the **Leaderboard**).", icon=":material/touch_app:")
@@ -35,7 +35,7 @@ def curves_view(name: str, drawn_live: bool) -> None:
 def draw(name: str, chosen: tuple[int, ...], metric: str) -> None:
     curves = study_cache.learning_curves(name, chosen, metric)
     if curves.empty:
-        st.info(f"The chosen trials have no {METRIC_LABELS[metric]} values yet.", icon=":material/hourglass_top:")
+        st.info(f"The chosen trials have no {label(metric)} values yet.", icon=":material/hourglass_top:")
         return
     st.plotly_chart(curves_figure(curves, metric), key="curves.figure")
     if metric == "lr":

@@ -9,7 +9,7 @@ from app import study_cache
 from app.nav import page_path
 from app.widgets.errors import user_errors
 from app.widgets.trial_table import shown_value
-from core import results
+from core.deploy import model_card as cards
 
 
 def pick_trial(complete: pd.DataFrame) -> pd.Series:
@@ -39,16 +39,16 @@ def downloads(name: str, number: int, bundle: str, card: str) -> None:
             mime="application/zip", type="primary", icon=":material/deployed_code_history:", width="stretch", key="export.bundle",
             help="model.safetensors + config.json + MODEL_CARD.md in one folder",
         )
-    buttons[1].download_button("Download model card (.md)", card, file_name=f"{bundle}-{results.MODEL_CARD_FILE}",
+    buttons[1].download_button("Download model card (.md)", card, file_name=f"{bundle}-{cards.MODEL_CARD_FILE}",
                                mime="text/markdown", icon=":material/description:", width="stretch", key="export.card")
 
 
 def usage(bundle: str) -> None:
     st.subheader("Run it")
     st.caption(f"Unzip `{bundle}.zip`, then segment a folder of images from a shell (masks are written as PNGs):")
-    st.code(results.predict_command(bundle), language="bash")
+    st.code(cards.predict_command(bundle), language="bash")
     st.caption("or from Python, with the same preprocessing as training:")
-    st.code(results.inference_snippet(bundle), language="python")
+    st.code(cards.inference_snippet(bundle), language="python")
 
 
 def export_view(name: str) -> None:

@@ -10,10 +10,11 @@ import streamlit as st
 from app import cache, state
 from app.nav import page_path
 from app.widgets.errors import user_errors
-from core.jobs import (
-    ACTIVE_STATUSES, CANCELLING, RESUMABLE_STATUSES, Job, JobStatus, cancel_job, extend_job, job_status,
-    list_jobs, read_log_tail, resume_job,
-)
+from core.runtime.job_model import ACTIVE_STATES, RESUMABLE_STATES, JobState
+from core.runtime.job_model import Job
+from core.runtime.job_table import list_jobs
+from core.runtime.job_views import JobStatus, job_status, read_log_tail
+from core.runtime.queue import cancel_job, extend_job, resume_job
 
 REFRESH = "2s"  # live view period; reads below are cached for less than that
 STATUS_LABELS = {
@@ -130,17 +131,17 @@ def workers_view(status: JobStatus) -> None:
 
 def actions(job: Job) -> None:
     cancel_col, resume_col, more_col, extend_col = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
-    can_cancel = job.status in ACTIVE_STATUSES and job.status != CANCELLING
+    can_cancel = job.status in ACTIVE_STATES and job.status != JobState.CANCELLING
     if cancel_col.button("Cancel", key="jobs.cancel", icon=":material/stop_circle:", disabled=not can_cancel, width="stretch", help="Running trials stop at their next epoch."):
         with user_errors("Cancelling the job"):
             cancel_job(cache.settings(), job.id)
             done(f"Job #{job.id} is being cancelled.")
-    if resume_col.button("Resume", key="jobs.resume", icon=":material/play_circle:", disabled=job.status not in RESUMABLE_STATUSES, width="stretch"):
+    if resume_col.button("Resume", key="jobs.resume", icon=":material/play_circle:", disabled=job.status not in RESUMABLE_STATES, width="stretch"):
         with user_errors("Resuming the job"):
             resume_job(cache.settings(), job.id)
             done(f"Job #{job.id} is queued again.")
     more = more_col.number_input("More trials", min_value=1, max_value=10_000, value=10, step=1, key=f"jobs.more.{job.id}")
-    if extend_col.button("Extend", key="jobs.extend", icon=":material/add_circle:", disabled=job.n_trials is None or job.status == CANCELLING, width="stretch"):
+    if extend_col.button("Extend", key="jobs.extend", icon=":material/add_circle:", disabled=job.n_trials is None or job.status == JobState.CANCELLING, width="stretch"):
         with user_errors("Extending the job"):
             extend_job(cache.settings(), job.id, int(more))
             done(f"Job #{job.id} now runs {job.n_trials + int(more)} trials.")

@@ -16,10 +16,12 @@ from app.widgets.spec_form import (
     search_editor, shown_params, spec_to_form, split_editor, study_settings_editor,
 )
 from core.errors import SegTuneError
-from core.launcher import plan_slots, visible_gpu_ids
-from core.search import load_preset, preset_names, search_space_size
-from core.spec import SpecError, StudySpec, spec_from_dict
-from core.splits import split_sizes
+from core.runtime.launcher import plan_slots, visible_gpu_ids
+from core.search.presets import load_preset, preset_names
+from core.search.suggest import search_space_size
+from core.search.spec import StudySpec
+from core.search.validation import SpecError, spec_from_dict
+from core.data.splits import split_sizes
 
 PRESET_LABELS = {
     "p1-unet-keras-tuner": "P1 · classic U-Net shape search",
@@ -68,7 +70,7 @@ def gpu_devices() -> list[str]:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def trial_cost(spec_json: str, home: str) -> Any:
-    from core.estimate import estimate_trial_cost
+    from core.training.estimate import estimate_trial_cost
 
     return estimate_trial_cost(spec_from_dict(json.loads(spec_json)), cache.settings())
 
@@ -173,7 +175,7 @@ def cost_section(spec: StudySpec | None) -> None:
 
 
 def start(spec: StudySpec, devices: list[str], workers: int | None, per_gpu: int) -> None:
-    from core.jobs import submit_job
+    from core.runtime.queue import submit_job
 
     with st.spinner("Creating the study and starting workers…"):
         job_id = submit_job(cache.settings(), spec, workers=workers, devices=devices or None, per_gpu=per_gpu)

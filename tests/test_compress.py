@@ -16,16 +16,17 @@ import pytest
 import torch
 from PIL import Image
 
-from core.bundle import BundleConfig
-from core.compress import (
-    CompressionConfig, CompressionData, CompressionError, compare_variants, compress, download_variant,
-    list_variants, prunable_layers, sparsity, store_variant,
-)
-from core.data import TensorSet
-from core.export import load_model
-from core.models import ModelConfig, build_model
-from core.train import OptimizerConfig, TrainConfig, evaluate, train_model
-from core.losses import build_loss
+from core.modeling.bundle import BundleConfig
+from core.deploy.compression.config import CompressionConfig, CompressionData, CompressionError
+from core.deploy.compression.measure import compare_variants
+from core.deploy.compression.methods import compress, prunable_layers, sparsity
+from core.deploy.compression.variants import download_variant, list_variants, store_variant
+from core.data.tensors import TensorSet
+from core.deploy.export import load_model
+from core.modeling.build import build_model
+from core.modeling.config import ModelConfig
+from core.training.loop import OptimizerConfig, TrainConfig, evaluate, train_model
+from core.modeling.losses import build_loss
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 SIZE = 64

@@ -7,7 +7,9 @@ import math
 import optuna
 import pytest
 
-from core.compress import CompressionError, get_variant, trade_off_rows, variants_key
+from core.contract import variants_attr
+from core.deploy.compression.config import CompressionError
+from core.deploy.compression.variants import get_variant, trade_off_rows
 
 
 def report(name: str, dice: float, size: float, deltas: dict[str, float] | None = None) -> dict:
@@ -39,7 +41,7 @@ def test_a_missing_variant_names_the_valid_ones() -> None:
     study = optuna.create_study()
     with pytest.raises(CompressionError, match="no variant 1; valid: none"):
         get_variant(study, 0, 1)
-    study.set_user_attr(variants_key(0), [{"label": "a"}, {"label": "b"}])
+    study.set_user_attr(variants_attr(0), [{"label": "a"}, {"label": "b"}])
     assert get_variant(study, 0, 2) == {"label": "b"}
     with pytest.raises(CompressionError, match=r"valid: 1\.\.2"):
         get_variant(study, 0, 3)

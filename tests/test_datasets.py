@@ -13,21 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.datasets import (
-    DatasetError,
-    DatasetManifest,
-    DatasetNotFound,
-    IngestLimits,
-    dataset_names,
-    dataset_path,
-    dataset_stats,
-    delete_dataset,
-    ingest_dataset,
-    list_datasets,
-    load_manifest,
-    read_image,
-    read_mask,
-)
+from core.data.images import read_image, read_mask
+from core.data.ingest import IngestLimits, ingest_dataset
+from core.data.manifest import DatasetError, DatasetManifest, DatasetNotFound, dataset_names, dataset_path, dataset_stats, delete_dataset, list_datasets, load_manifest
 from core.errors import SegTuneError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -86,7 +74,7 @@ def rejected(source: Path, store: Path, name: str = "ds", existing: tuple[str, .
     leftovers = sorted(p.name for p in store.iterdir()) if store.exists() else []
     assert leftovers == sorted(existing), f"left behind: {leftovers}"
     assert isinstance(info.value, SegTuneError) and isinstance(info.value, ValueError)
-    assert info.value.problems and all(p in str(info.value) for p in info.value.problems)
+    assert info.value.problems and all(f"{field}: {problem}" in str(info.value) for field, problem in info.value.problems.items())
     return str(info.value)
 
 
@@ -225,7 +213,7 @@ def test_size_mismatch(tmp_path: Path, store: Path) -> None:
     source = folder_dataset(tmp_path / "src")
     save(source / "masks" / "img0.png", square_mask(size=20))
     message = rejected(source, store)
-    assert "size mismatch" in message and "images/img0.png is 16x16" in message and "masks/img0.png is 20x20" in message
+    assert "masks/img0.png: size mismatch: images/img0.png is 16x16 but the mask is 20x20" in message
 
 
 def test_unmatched_files_are_named(tmp_path: Path, store: Path) -> None:
@@ -233,7 +221,7 @@ def test_unmatched_files_are_named(tmp_path: Path, store: Path) -> None:
     save(source / "images" / "lonely.png", grey())
     save(source / "masks" / "orphan.png", square_mask())
     message = rejected(source, store)
-    assert "image(s) without a mask: images/lonely.png" in message
+    assert "1 image(s) without a mask: images/lonely.png" in message
     assert "mask(s) without an image: masks/orphan.png" in message
 
 
@@ -243,14 +231,14 @@ def test_binary_dataset_with_unexpected_values_asks_for_classes(tmp_path: Path, 
     mask[0, -1] = 2
     save(source / "masks" / "img2.png", mask)
     message = rejected(source, store)
-    assert "unexpected mask values in masks/img2.png: [0, 1, 2]" in message
+    assert "masks/img2.png: unexpected mask values [0, 1, 2]" in message
     assert "declare the class names" in message
 
 
 def test_declared_classes_reject_out_of_range_values(tmp_path: Path, store: Path) -> None:
     source = folder_dataset(tmp_path / "src")  # masks hold 0/255, which three classes cannot mean
     message = rejected(source, store, classes=["bg", "a", "b"])
-    assert "unexpected mask values in masks/img0.png: [0, 255]" in message and "expected 0..2" in message
+    assert "masks/img0.png: unexpected mask values [0, 255]" in message and "expected 0..2" in message
 
 
 def test_colour_mask_is_rejected(tmp_path: Path, store: Path) -> None:
@@ -258,7 +246,7 @@ def test_colour_mask_is_rejected(tmp_path: Path, store: Path) -> None:
     colour = np.zeros((16, 16, 3), np.uint8)
     colour[..., 0] = 255
     save(source / "masks" / "img0.png", colour)
-    assert "colour mask masks/img0.png" in rejected(source, store)
+    assert "masks/img0.png: colour mask" in rejected(source, store)
 
 
 def test_duplicate_stems(tmp_path: Path, store: Path) -> None:
@@ -271,7 +259,7 @@ def test_duplicate_stems(tmp_path: Path, store: Path) -> None:
 def test_unsupported_file_type(tmp_path: Path, store: Path) -> None:
     source = folder_dataset(tmp_path / "src")
     Image.fromarray(grey()).save(source / "images" / "extra.gif")
-    assert "unsupported file type: images/extra.gif" in rejected(source, store)
+    assert "images/extra.gif: unsupported file type" in rejected(source, store)
 
 
 def test_empty_dataset(tmp_path: Path, store: Path) -> None:
@@ -288,7 +276,7 @@ def test_folder_without_any_layout(tmp_path: Path, store: Path) -> None:
 def test_image_above_pixel_limit(tmp_path: Path, store: Path) -> None:
     source = folder_dataset(tmp_path / "src")
     message = rejected(source, store, limits=IngestLimits(max_image_pixels=100))
-    assert "images/img0.png is 16x16 = 256 pixels, above the limit of 100" in message
+    assert "images/img0.png: 16x16 = 256 pixels, above the limit of 100" in message
 
 
 @pytest.mark.parametrize("name", ["../escape", "a/b", "", ".hidden", "x" * 65])
@@ -305,7 +293,7 @@ def test_existing_name(tmp_path: Path, store: Path) -> None:
 
 
 def test_missing_source_and_non_zip_file(tmp_path: Path, store: Path) -> None:
-    assert "source not found" in rejected(tmp_path / "nope", store)
+    assert "source: not found" in rejected(tmp_path / "nope", store)
     (tmp_path / "data.zip").write_bytes(b"not a zip at all")
     assert "neither a folder nor a .zip" in rejected(tmp_path / "data.zip", store)
 
@@ -323,7 +311,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path, store: Path) -> None:
     save(source / "images" / "lonely.png", grey())
     with pytest.raises(DatasetError) as info:
         ingest_dataset(source, "bad/name", store)
-    problems = "\n".join(info.value.problems)
+    problems = "\n".join(f"{field}: {problem}" for field, problem in info.value.problems.items())
     assert len(info.value.problems) == 4
     for expected in ("invalid dataset name", "images/img0.png", "size mismatch", "images/lonely.png"):
         assert expected in problems
@@ -353,7 +341,7 @@ def pair_zip(path: Path, extra: dict[str, bytes] | None = None) -> Path:
 
 def test_zip_slip_entry(tmp_path: Path, store: Path) -> None:
     archive = pair_zip(tmp_path / "slip.zip", {"../evil.png": png_bytes(grey())})
-    assert "'../evil.png' contains '..'" in rejected(archive, store)
+    assert "../evil.png: contains '..'" in rejected(archive, store)
     assert not (tmp_path / "evil.png").exists() and not (store.parent / "evil.png").exists()
 
 
@@ -364,7 +352,7 @@ def test_absolute_path_entry(tmp_path: Path, store: Path) -> None:
         info = zipfile.ZipInfo("images/b.png")
         info.filename = "/tmp/evil.png"  # ZipInfo() strips a leading '/', an attacker's tool does not
         zf.writestr(info, png_bytes(grey()))
-    assert "'/tmp/evil.png' has an absolute path" in rejected(archive, store)
+    assert "/tmp/evil.png: has an absolute path" in rejected(archive, store)
 
 
 def test_symlink_entry(tmp_path: Path, store: Path) -> None:
@@ -373,19 +361,19 @@ def test_symlink_entry(tmp_path: Path, store: Path) -> None:
         info = zipfile.ZipInfo("images/b.png")
         info.external_attr = (stat.S_IFLNK | 0o777) << 16
         zf.writestr(info, "/etc/passwd")
-    assert "'images/b.png' is a symbolic link" in rejected(archive, store)
+    assert "images/b.png: is a symbolic link" in rejected(archive, store)
 
 
 def test_zip_bomb_ratio(tmp_path: Path, store: Path) -> None:
     archive = pair_zip(tmp_path / "bomb.zip", {"images/big.bmp": bytes(4 << 20)})  # 4 MiB of zeros
-    assert "'images/big.bmp' expands" in rejected(archive, store)
+    assert "images/big.bmp: expands" in rejected(archive, store)
 
 
 def test_zip_total_size_and_file_count_limits(tmp_path: Path, store: Path) -> None:
     archive = pair_zip(tmp_path / "data.zip")
     limits = IngestLimits(max_total_bytes=200, max_files=1)
     message = rejected(archive, store, limits=limits)
-    assert "above the limit of 200" in message and "zip has 2 entries, above the limit of 1" in message
+    assert "above the limit of 200" in message and "zip: 2 entries, above the limit of 1" in message
 
 
 def test_corrupt_zip(tmp_path: Path, store: Path) -> None:

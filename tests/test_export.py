@@ -10,10 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-import core.export as export
-from core.bundle import CONFIG_FILE, WEIGHTS_FILE, BundleConfig, save_bundle
-from core.export import ExportError, check_formats, export_model, export_onnx, export_trial, load_model, trial_bundle
-from core.models import ModelConfig, build_model
+import core.deploy.export as export
+from core.modeling.bundle import BundleConfig, CONFIG_FILE, WEIGHTS_FILE, save_bundle
+from core.deploy.export import ExportError, check_formats, export_model, export_onnx, export_trial, load_model, trial_bundle
+from core.modeling.build import build_model
+from core.modeling.config import ModelConfig
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 SIZE = 64
@@ -127,11 +128,12 @@ def test_trials_without_weights_cannot_be_exported(images: torch.Tensor, tmp_pat
 def test_cli_exports_and_compresses_a_tuned_trial(workspace, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """A real one-trial study, then `export --format all` and `compress --method prune` on it."""
     from core.cli import main
-    from core.compress import download_variant, list_variants, sparsity
-    from core.datasets import ingest_dataset
-    from core.spec import spec_from_dict
-    from core.storage import open_artifact_store, open_storage
-    from core.tuning import run_study
+    from core.deploy.compression.methods import sparsity
+    from core.deploy.compression.variants import download_variant, list_variants
+    from core.data.ingest import ingest_dataset
+    from core.search.validation import spec_from_dict
+    from core.runtime.storage import open_artifact_store, open_storage
+    from core.runtime.tuning import run_study
     from tests.conftest import copy_pairs, shared_dataset
 
     source = copy_pairs(shared_dataset("chest_xray_lung_shenzhen"), tmp_path / "src", 24, every=20)

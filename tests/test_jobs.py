@@ -16,10 +16,16 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from core import jobs, launcher
 from core.settings import Settings
-from core.spec import spec_from_dict
-from core.storage import open_storage
+from core.search.validation import spec_from_dict
+from core.runtime.storage import open_storage
+from core.runtime.budget import TrialCounts, budget_left, budget_used, trial_counts, trial_lock
+from core.runtime.claims import claim_job, detach_worker, heartbeat, register_worker
+from core.runtime import launcher
+from core.runtime.job_model import JobError, JobState
+from core.runtime.job_table import tables_engine, get_job, job_workers, list_jobs, set_status, workers_table
+from core.runtime.job_views import job_status, read_log_tail
+from core.runtime.queue import cancel_job, extend_job, queue_job, resume_job
 
 
 
@@ -30,7 +36,7 @@ def make_spec(name: str = "s1", n_trials: int = 4):
 def queue(settings: Settings, name: str = "s1", n_trials: int = 4, devices: tuple[str, ...] = ()) -> int:
     spec = make_spec(name, n_trials)
     optuna.create_study(storage=open_storage(settings.db_url), study_name=name, load_if_exists=True)
-    return jobs.queue_job(settings, spec, n_trials, devices)
+    return queue_job(settings, spec, n_trials, devices)
 
 
 def add_trial(settings: Settings, name: str, state: TrialState, **kwargs) -> None:
@@ -48,107 +54,107 @@ def dead_pid() -> int:
 def test_jobs_are_claimed_in_submission_order_and_shared_while_work_is_left(workspace: Settings) -> None:
     first, second = queue(workspace, "first", 2), queue(workspace, "second", 2)
     for worker in ("w1", "w2", "w3"):
-        jobs.register_worker(workspace, worker, "cpu")
+        register_worker(workspace, worker, "cpu")
 
-    assert jobs.claim_job(workspace, "w1", "cpu").id == first
-    assert jobs.get_job(workspace, first).status == jobs.RUNNING
-    assert jobs.claim_job(workspace, "w2", "cpu").id == first  # budget left: a second worker joins
-    assert jobs.claim_job(workspace, "w3", "cpu", job_id=second).id == second
+    assert claim_job(workspace, "w1", "cpu").id == first
+    assert get_job(workspace, first).status == JobState.RUNNING
+    assert claim_job(workspace, "w2", "cpu").id == first  # budget left: a second worker joins
+    assert claim_job(workspace, "w3", "cpu", job_id=second).id == second
 
     add_trial(workspace, "first", TrialState.COMPLETE)
     add_trial(workspace, "first", TrialState.RUNNING)
-    jobs.register_worker(workspace, "w4", "cpu")
+    register_worker(workspace, "w4", "cpu")
     # first: 1 done + 1 running = budget, second: running with budget left -> w4 helps second
-    assert jobs.claim_job(workspace, "w4", "cpu").id == second
-    assert {w.id for w in jobs.job_workers(workspace, first)} == {"w1", "w2"}
+    assert claim_job(workspace, "w4", "cpu").id == second
+    assert {w.id for w in job_workers(workspace, first)} == {"w1", "w2"}
 
 
 def test_claim_skips_jobs_pinned_to_other_local_devices_and_ended_jobs(workspace: Settings) -> None:
     pinned = queue(workspace, "gpu-only", 2, devices=("cuda:1",))
-    jobs.register_worker(workspace, "w1", "cpu")
-    assert jobs.claim_job(workspace, "w1", "cpu") is None
-    jobs.cancel_job(workspace, pinned)
-    jobs.register_worker(workspace, "w2", "cuda:1")
-    assert jobs.claim_job(workspace, "w2", "cuda:1") is None  # cancelled jobs are never claimed
+    register_worker(workspace, "w1", "cpu")
+    assert claim_job(workspace, "w1", "cpu") is None
+    cancel_job(workspace, pinned)
+    register_worker(workspace, "w2", "cuda:1")
+    assert claim_job(workspace, "w2", "cuda:1") is None  # cancelled jobs are never claimed
 
 
 def test_last_worker_to_leave_settles_the_job(workspace: Settings) -> None:
     job_id = queue(workspace, "s1", 1)
     for worker in ("w1", "w2"):
-        jobs.register_worker(workspace, worker, "cpu")
-        jobs.claim_job(workspace, worker, "cpu")
+        register_worker(workspace, worker, "cpu")
+        claim_job(workspace, worker, "cpu")
     add_trial(workspace, "s1", TrialState.COMPLETE)
-    jobs.detach_worker(workspace, "w1", job_id, done=True)
-    assert jobs.get_job(workspace, job_id).status == jobs.RUNNING  # w2 still works on it
-    jobs.detach_worker(workspace, "w2", job_id, done=True)
-    job = jobs.get_job(workspace, job_id)
-    assert job.status == jobs.FINISHED and job.finished_at is not None
-    with pytest.raises(jobs.JobError, match="finished.*extend"):
-        jobs.resume_job(workspace, job_id, launch=False)
+    detach_worker(workspace, "w1", job_id, done=True)
+    assert get_job(workspace, job_id).status == JobState.RUNNING  # w2 still works on it
+    detach_worker(workspace, "w2", job_id, done=True)
+    job = get_job(workspace, job_id)
+    assert job.status == JobState.FINISHED and job.finished_at is not None
+    with pytest.raises(JobError, match="finished.*extend"):
+        resume_job(workspace, job_id, launch=False)
 
 
 def test_cancel_queued_job_at_once_and_running_job_through_its_workers(workspace: Settings) -> None:
     queued, running = queue(workspace, "a"), queue(workspace, "b")
-    assert jobs.cancel_job(workspace, queued).status == jobs.CANCELLED
-    jobs.register_worker(workspace, "w1", "cpu")
-    assert jobs.claim_job(workspace, "w1", "cpu").id == running
-    assert jobs.cancel_job(workspace, running).status == jobs.CANCELLING  # w1 is alive: it stops the trial
-    jobs.detach_worker(workspace, "w1", running, done=False)
-    assert jobs.get_job(workspace, running).status == jobs.CANCELLED
-    with pytest.raises(jobs.JobError, match="only .* can be cancelled"):
-        jobs.cancel_job(workspace, running)
+    assert cancel_job(workspace, queued).status == JobState.CANCELLED
+    register_worker(workspace, "w1", "cpu")
+    assert claim_job(workspace, "w1", "cpu").id == running
+    assert cancel_job(workspace, running).status == JobState.CANCELLING  # w1 is alive: it stops the trial
+    detach_worker(workspace, "w1", running, done=False)
+    assert get_job(workspace, running).status == JobState.CANCELLED
+    with pytest.raises(JobError, match="only .* can be cancelled"):
+        cancel_job(workspace, running)
 
 
 def test_job_whose_workers_died_is_interrupted_and_resumable(workspace: Settings) -> None:
     job_id = queue(workspace)
-    jobs.register_worker(workspace, "w1", "cpu")
-    jobs.claim_job(workspace, "w1", "cpu")
-    with jobs._engine(workspace).begin() as connection:  # the worker was kill -9'ed: its pid is gone
-        connection.execute(jobs.workers_table.update().values(pid=dead_pid()))
-    assert jobs.list_jobs(workspace)[0].status == jobs.INTERRUPTED
-    assert "resume" in jobs.get_job(workspace, job_id).error
-    resumed = jobs.resume_job(workspace, job_id, launch=False)
-    assert resumed.status == jobs.QUEUED and resumed.error is None and resumed.finished_at is None
+    register_worker(workspace, "w1", "cpu")
+    claim_job(workspace, "w1", "cpu")
+    with tables_engine(workspace).begin() as connection:  # the worker was kill -9'ed: its pid is gone
+        connection.execute(workers_table.update().values(pid=dead_pid()))
+    assert list_jobs(workspace)[0].status == JobState.INTERRUPTED
+    assert "resume" in get_job(workspace, job_id).error
+    resumed = resume_job(workspace, job_id, launch=False)
+    assert resumed.status == JobState.QUEUED and resumed.error is None and resumed.finished_at is None
 
 
 def test_a_job_whose_budget_was_used_is_finished_however_its_workers_left(workspace: Settings) -> None:
     job_id = queue(workspace, n_trials=2)
-    jobs.register_worker(workspace, "w1", "cpu")
-    jobs.claim_job(workspace, "w1", "cpu")
+    register_worker(workspace, "w1", "cpu")
+    claim_job(workspace, "w1", "cpu")
     for _ in range(2):
         add_trial(workspace, "s1", TrialState.COMPLETE)
-    with jobs._engine(workspace).begin() as connection:  # gone without settling the job
-        connection.execute(jobs.workers_table.update().values(pid=dead_pid()))
-    assert jobs.get_job(workspace, job_id).status == jobs.RUNNING
-    assert jobs.list_jobs(workspace)[0].status == jobs.FINISHED
+    with tables_engine(workspace).begin() as connection:  # gone without settling the job
+        connection.execute(workers_table.update().values(pid=dead_pid()))
+    assert get_job(workspace, job_id).status == JobState.RUNNING
+    assert list_jobs(workspace)[0].status == JobState.FINISHED
 
 
 def test_a_silent_remote_worker_counts_as_dead_after_the_grace_period(workspace: Settings) -> None:
-    jobs.register_worker(workspace, "far", "cuda:0")
-    with jobs._engine(workspace).begin() as connection:
-        connection.execute(jobs.workers_table.update().values(host="other-machine", pid=1))
-    assert [w.id for w in jobs.job_workers(workspace)] == ["far"]
-    with jobs._engine(workspace).begin() as connection:
-        connection.execute(jobs.workers_table.update().values(heartbeat_at=time.time() - jobs.WORKER_STALE_S - 1))
-    assert jobs.job_workers(workspace) == []
+    register_worker(workspace, "far", "cuda:0")
+    with tables_engine(workspace).begin() as connection:
+        connection.execute(workers_table.update().values(host="other-machine", pid=1))
+    assert [w.id for w in job_workers(workspace)] == ["far"]
+    with tables_engine(workspace).begin() as connection:
+        connection.execute(workers_table.update().values(heartbeat_at=time.time() - workspace.heartbeats.worker_stale_s - 1))
+    assert job_workers(workspace) == []
 
 
 def test_extend_adds_trials_requeues_an_ended_job_and_records_the_budget(workspace: Settings) -> None:
     job_id = queue(workspace, "s1", 2)
-    with jobs._engine(workspace).begin() as connection:
-        jobs._set_status(connection, job_id, jobs.FINISHED, when=[jobs.QUEUED])
-    job = jobs.extend_job(workspace, job_id, 3, launch=False)
-    assert (job.status, job.n_trials, job.spec.budget.n_trials) == (jobs.QUEUED, 5, 5)
+    with tables_engine(workspace).begin() as connection:
+        set_status(connection, job_id, JobState.FINISHED, when=[JobState.QUEUED])
+    job = extend_job(workspace, job_id, 3, launch=False)
+    assert (job.status, job.n_trials, job.spec.budget.n_trials) == (JobState.QUEUED, 5, 5)
     study = optuna.load_study(study_name="s1", storage=open_storage(workspace.db_url))
     assert study.user_attrs["spec"]["budget"]["n_trials"] == 5
-    with pytest.raises(jobs.JobError, match="positive integer"):
-        jobs.extend_job(workspace, job_id, 0)
+    with pytest.raises(JobError, match="positive integer"):
+        extend_job(workspace, job_id, 0)
 
 
 def test_unknown_job_error_lists_the_jobs(workspace: Settings) -> None:
     job_id = queue(workspace)
-    with pytest.raises(jobs.JobError, match=rf"no job with id 99; jobs: \[{job_id}\]"):
-        jobs.get_job(workspace, 99)
+    with pytest.raises(JobError, match=rf"no job with id 99; jobs: \[{job_id}\]"):
+        get_job(workspace, 99)
 
 
 def test_counts_skip_cancelled_and_retried_failures(workspace: Settings) -> None:
@@ -160,21 +166,21 @@ def test_counts_skip_cancelled_and_retried_failures(workspace: Settings) -> None
     add_trial(workspace, "s1", TrialState.WAITING, system_attrs={"failed_trial": 3, "retry_history": [3]})  # ... and its retry
     add_trial(workspace, "s1", TrialState.RUNNING)
     study = optuna.load_study(study_name="s1", storage=open_storage(workspace.db_url))
-    counts = jobs.trial_counts(study)
+    counts = trial_counts(study)
     assert (counts.done, counts.complete, counts.pruned, counts.failed, counts.cancelled, counts.running, counts.waiting) == (2, 1, 1, 0, 1, 1, 1)
 
-    job = jobs.get_job(workspace, 1)
-    assert jobs.budget_left(job, counts) and not jobs.budget_used(job, counts)
-    full = jobs.TrialCounts(done=4, complete=4, pruned=0, failed=0, cancelled=0, running=1, waiting=0)
-    assert not jobs.budget_left(job, full) and not jobs.budget_used(job, full)
+    job = get_job(workspace, 1)
+    assert budget_left(job, counts) and not budget_used(job, counts)
+    full = TrialCounts(done=4, complete=4, pruned=0, failed=0, cancelled=0, running=1, waiting=0)
+    assert not budget_left(job, full) and not budget_used(job, full)
     timed_out = job.__class__(**{**job.__dict__, "timeout_s": 1.0, "started_at": time.time() - 2})
-    assert jobs.budget_used(timed_out, counts) and not jobs.budget_left(timed_out, counts)
+    assert budget_used(timed_out, counts) and not budget_left(timed_out, counts)
 
 
 def test_status_shows_running_epochs_workers_and_eta(workspace: Settings) -> None:
     job_id = queue(workspace, "s1", 4)
-    jobs.register_worker(workspace, "w1", "cpu")
-    jobs.claim_job(workspace, "w1", "cpu")
+    register_worker(workspace, "w1", "cpu")
+    claim_job(workspace, "w1", "cpu")
     study = optuna.load_study(study_name="s1", storage=open_storage(workspace.db_url))
     for _ in range(2):
         trial = study.ask()
@@ -183,9 +189,9 @@ def test_status_shows_running_epochs_workers_and_eta(workspace: Settings) -> Non
     running = study.ask()
     running.set_user_attr("epoch", 2)
     running.set_user_attr("epochs_planned", 5)
-    jobs.heartbeat(workspace, "w1", job_id, running.number)
+    heartbeat(workspace, "w1", job_id, running.number)
 
-    status = jobs.job_status(workspace, job_id)
+    status = job_status(workspace, job_id)
     assert (status.trials_done, status.trials_total, status.best_value) == (2, 4, 0.7)
     assert [(r.number, r.epoch, r.epochs_planned, r.device) for r in status.running] == [(2, 2, 5, "cpu")]
     assert status.running[0].heartbeat_age_s < 5 and [w.id for w in status.workers] == ["w1"]
@@ -194,11 +200,11 @@ def test_status_shows_running_epochs_workers_and_eta(workspace: Settings) -> Non
 
 
 def test_log_tail(workspace: Settings) -> None:
-    job = jobs.get_job(workspace, queue(workspace))
-    assert jobs.read_log_tail(job) == ""
+    job = get_job(workspace, queue(workspace))
+    assert read_log_tail(job) == ""
     with open(job.log_path, "w") as handle:
         handle.write("".join(f"line {i}\n" for i in range(500)))
-    assert jobs.read_log_tail(job, 3) == "line 497\nline 498\nline 499"
+    assert read_log_tail(job, 3) == "line 497\nline 498\nline 499"
 
 
 def test_trial_lock_is_exclusive(workspace: Settings) -> None:
@@ -206,7 +212,7 @@ def test_trial_lock_is_exclusive(workspace: Settings) -> None:
     overlaps: list[bool] = []
 
     def hold(index: int) -> None:
-        with jobs.trial_lock(workspace.db_url, "s1"):
+        with trial_lock(workspace.db_url, "s1"):
             overlaps.append(bool(inside))
             inside.append(index)
             time.sleep(0.05)
@@ -246,6 +252,6 @@ def test_pin_device_maps_to_the_physical_gpu_once() -> None:
 
 
 def test_free_slots_leave_devices_held_by_live_local_workers(workspace: Settings) -> None:
-    jobs.register_worker(workspace, "busy", "cuda:0")
+    register_worker(workspace, "busy", "cuda:0")
     assert launcher.free_slots(workspace, ["cuda:0", "cuda:0", "cuda:1"]) == ["cuda:0", "cuda:1"]
-    assert os.getpid() == jobs.job_workers(workspace)[0].pid
+    assert os.getpid() == job_workers(workspace)[0].pid

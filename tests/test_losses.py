@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 
-from core import options
-from core.losses import HYBRIDS, WeightedSum, build_loss
+from core.modeling.losses import LOSSES, WeightedSum, build_loss
 
 BIG = 20.0  # a logit this large is a certain prediction (sigmoid/softmax within 1e-8 of 0 or 1)
 
@@ -26,7 +25,7 @@ def _perfect_multiclass_logits(target: torch.Tensor, num_classes: int) -> torch.
     return torch.nn.functional.one_hot(target, num_classes).permute(0, 3, 1, 2).float() * 2 * BIG - BIG
 
 
-@pytest.mark.parametrize("name", options.LOSSES)
+@pytest.mark.parametrize("name", LOSSES.names)
 @pytest.mark.parametrize("mode", ["binary", "multiclass"])
 def test_every_loss_is_near_zero_for_a_perfect_prediction_and_differentiable(name: str, mode: str) -> None:
     if mode == "binary":
@@ -69,13 +68,13 @@ def test_tversky_penalises_missed_foreground_more_than_false_alarms() -> None:
     assert float(loss(extra, target)) == pytest.approx(1 - 2 / 2.3, abs=1e-4)
 
 
-@pytest.mark.parametrize("name", sorted(HYBRIDS))
+@pytest.mark.parametrize("name", [loss.name for loss in LOSSES if loss.parts])
 @pytest.mark.parametrize("mode", ["binary", "multiclass"])
 def test_hybrid_is_the_weighted_sum_of_its_parts(name: str, mode: str) -> None:
     torch.manual_seed(0)
     channels, target = (1, BINARY_TARGET) if mode == "binary" else (3, MULTI_TARGET)
     logits = torch.randn(1, channels, 2, 2)
-    first, second = (float(build_loss(part, mode)(logits, target)) for part in HYBRIDS[name])
+    first, second = (float(build_loss(part, mode)(logits, target)) for part in LOSSES.get(name).parts)
     assert float(build_loss(name, mode)(logits, target)) == pytest.approx(0.5 * first + 0.5 * second, rel=1e-5)
     weighted = build_loss(name, mode, hybrid_weights=(0.2, 0.8))
     assert isinstance(weighted, WeightedSum) and weighted.weights == (0.2, 0.8)

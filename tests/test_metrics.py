@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.metrics import METRIC_NAMES, SegmentationMetrics, per_image_dice, predict_mask
+from core.metrics.segmentation import METRIC_NAMES, SegmentationMetrics, per_image_dice, predict_mask
 
 BIG = 20.0
 

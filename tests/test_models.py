@@ -12,20 +12,11 @@ import time
 import pytest
 import torch
 
-from core import models, options
-from core.models import (
-    ClassicUNet,
-    ModelBuildError,
-    ModelConfig,
-    build_model,
-    count_parameters,
-    input_size_problem,
-    min_input_multiple,
-    min_input_size,
-    out_channels,
-    task_mode,
-    weights_size_mb,
-)
+from core.modeling.architectures import ARCHITECTURES, CLASSIC_UNET, FCN32, Family, input_size_problem, config_from_params, names
+from core.modeling.build import build_model, count_parameters, weights_size_mb
+from core.modeling.config import ModelBuildError, ModelConfig, out_channels, task_mode
+from core.modeling import smp_models
+from core.modeling.custom import ACTIVATIONS, ClassicUNet, make_activation
 
 DPT_ENCODER = "tu-vit_tiny_patch16_224"  # the smallest real ViT; works at 64 px (dynamic_img_size)
 CASES = [(1, 2), (3, 4)]  # (in_channels, num_classes): binary grey and multiclass RGB
@@ -51,7 +42,7 @@ def test_task_mode_and_out_channels() -> None:
 
 # Each smp architecture once, alternating grey/binary and RGB/multiclass across the registry (the
 # encoder's in_channels and the head's classes are shared smp code), DPT's own encoder path twice.
-SMP_CASES = [(arch, *CASES[i % 2]) for i, arch in enumerate(options.SMP_ARCHITECTURES)] + [("DPT", *CASES[0])]
+SMP_CASES = [(arch, *CASES[i % 2]) for i, arch in enumerate(names(Family.SMP))] + [("DPT", *CASES[0])]
 
 
 @pytest.mark.parametrize("arch,in_channels,num_classes", SMP_CASES)
@@ -67,7 +58,7 @@ def test_depth_dependent_heads_keep_input_size_at_depth_5(arch: str) -> None:
 
 
 @pytest.mark.parametrize("in_channels,num_classes", CASES)
-@pytest.mark.parametrize("arch", [options.CLASSIC_UNET, options.FCN32])
+@pytest.mark.parametrize("arch", [CLASSIC_UNET, FCN32])
 def test_paper_models_keep_input_size(arch: str, in_channels: int, num_classes: int) -> None:
     config = ModelConfig(arch, in_channels, num_classes, unet_start_filters=8, unet_depth=3)
     assert _forward(config).shape == (2, out_channels(num_classes), 64, 64)
@@ -78,14 +69,14 @@ def test_paper_models_keep_input_size(arch: str, in_channels: int, num_classes: 
 ])
 def test_classic_unet_depths_and_activations(depth: int, activation: str, bn_after_act: bool, dropout: float) -> None:
     config = ModelConfig(
-        options.CLASSIC_UNET, 1, 3, unet_start_filters=4, unet_depth=depth,
+        CLASSIC_UNET, 1, 3, unet_start_filters=4, unet_depth=depth,
         unet_activation=activation, unet_bn_after_act=bn_after_act, unet_dropout=dropout,
     )
     assert _forward(config).shape == (2, 3, 64, 64)
 
 
 def test_classic_unet_activations_are_the_papers() -> None:
-    slopes = {name: models._activation(name) for name in options.ACTIVATIONS}
+    slopes = {name: make_activation(name) for name in ACTIVATIONS}
     assert isinstance(slopes["mish"], torch.nn.Mish) and isinstance(slopes["elu"], torch.nn.ELU)
     assert isinstance(slopes["lrelu"], torch.nn.LeakyReLU) and slopes["lrelu"].negative_slope == 0.01
 
@@ -119,7 +110,7 @@ def test_classic_unet_filters_double_per_level() -> None:
 
 
 def test_fcn32_upsamples_to_any_input_size() -> None:
-    model = build_model(ModelConfig(options.FCN32, 3, 2)).eval()
+    model = build_model(ModelConfig(FCN32, 3, 2)).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 96, 64)).shape == (1, 1, 96, 64)
         assert model(torch.randn(1, 3, 40, 40)).shape == (1, 1, 40, 40)
@@ -139,11 +130,11 @@ def test_unknown_encoder_lists_options() -> None:
 
 def test_bad_unet_options_are_named() -> None:
     with pytest.raises(ModelBuildError, match="unknown activation 'gelu'.*mish"):
-        build_model(ModelConfig(options.CLASSIC_UNET, 1, 2, unet_activation="gelu"))
+        build_model(ModelConfig(CLASSIC_UNET, 1, 2, unet_activation="gelu"))
     with pytest.raises(ModelBuildError, match="depth must be 2..8, got 9"):
-        build_model(ModelConfig(options.CLASSIC_UNET, 1, 2, unet_depth=9))
+        build_model(ModelConfig(CLASSIC_UNET, 1, 2, unet_depth=9))
     with pytest.raises(ModelBuildError, match="num_classes"):
-        build_model(ModelConfig(options.CLASSIC_UNET, 1, 1))
+        build_model(ModelConfig(CLASSIC_UNET, 1, 1))
 
 
 @pytest.mark.parametrize(
@@ -168,7 +159,7 @@ def test_imagenet_weights_offline_fail_fast(monkeypatch: pytest.MonkeyPatch, tmp
 
     import segmentation_models_pytorch  # noqa: F401  (import time is not what is measured)
 
-    monkeypatch.setattr(models, "_hub_reachable", lambda timeout_s=3.0: False)
+    monkeypatch.setattr(smp_models, "_hub_reachable", lambda timeout_s=3.0: False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     start = time.monotonic()
     with pytest.raises(ModelBuildError, match=r"could not download ImageNet weights for 'resnet18' \(offline\?\).*encoder_weights=None"):
@@ -183,14 +174,14 @@ def test_failed_download_is_a_model_build_error(monkeypatch: pytest.MonkeyPatch)
     def refuse(*args: object, **kwargs: object) -> str:
         raise OSError("connection refused")
 
-    monkeypatch.setattr(models, "_hub_reachable", lambda timeout_s=3.0: True)
+    monkeypatch.setattr(smp_models, "_hub_reachable", lambda timeout_s=3.0: True)
     monkeypatch.setattr(smp_encoders, "hf_hub_download", refuse)
     with pytest.raises(ModelBuildError, match="could not download ImageNet weights.*Cause: connection refused"):
         build_model(ModelConfig("Linknet", 3, 2, encoder_weights="imagenet"))
 
 
 def test_config_round_trips_and_rejects_unknown_keys() -> None:
-    config = ModelConfig(options.CLASSIC_UNET, 1, 3, unet_depth=5, unet_activation="mish")
+    config = ModelConfig(CLASSIC_UNET, 1, 3, unet_depth=5, unet_activation="mish")
     assert ModelConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ModelBuildError, match="unknown model config key.*'depth'.*valid"):
         ModelConfig.from_dict({**config.to_dict(), "depth": 3})
@@ -198,10 +189,10 @@ def test_config_round_trips_and_rejects_unknown_keys() -> None:
 
 def test_from_params_takes_only_parameters_that_apply() -> None:
     params = {"architecture": "Unet", "encoder": "resnet34", "encoder_depth": 4, "unet_depth": 7, "lr": 0.1, "optimizer": "adam"}
-    config = ModelConfig.from_params(params, in_channels=1, num_classes=2)
+    config = config_from_params(params, in_channels=1, num_classes=2)
     assert (config.architecture, config.encoder, config.encoder_depth) == ("Unet", "resnet34", 4)
     assert config.unet_depth == 4  # a ClassicUNet-only parameter keeps its default for Unet
-    unet = ModelConfig.from_params({"architecture": "ClassicUNet", "encoder": "resnet34", "unet_depth": 6, "unet_bn_after_act": True}, 3, 4)
+    unet = config_from_params({"architecture": "ClassicUNet", "encoder": "resnet34", "unet_depth": 6, "unet_bn_after_act": True}, 3, 4)
     assert (unet.unet_depth, unet.unet_bn_after_act, unet.encoder) == (6, True, "resnet18")
     assert (unet.in_channels, unet.num_classes) == (3, 4)
 
@@ -217,16 +208,24 @@ def test_parameter_count_and_size() -> None:
 def test_min_input_multiple_and_size() -> None:
     assert min_input_multiple(ModelConfig("Unet", 3, 2)) == 32
     assert min_input_multiple(ModelConfig("Unet", 3, 2, encoder_depth=3)) == 8
-    assert min_input_multiple(ModelConfig(options.CLASSIC_UNET, 3, 2, unet_depth=6)) == 64
-    assert min_input_multiple(ModelConfig(options.FCN32, 3, 2)) == 32
+    assert min_input_multiple(ModelConfig(CLASSIC_UNET, 3, 2, unet_depth=6)) == 64
+    assert min_input_multiple(ModelConfig(FCN32, 3, 2)) == 32
     assert min_input_multiple(ModelConfig("DPT", 3, 2, encoder=DPT_ENCODER)) == 16
     assert min_input_size(ModelConfig("PAN", 3, 2, encoder_depth=3)) == 64
     assert min_input_size(ModelConfig("PAN", 3, 2)) == 128
     assert input_size_problem(ModelConfig("PAN", 3, 2), 64) == "PAN needs images of at least 128 px, got 64"
-    assert "multiple of 64" in input_size_problem(ModelConfig(options.CLASSIC_UNET, 3, 2, unet_depth=6), 96)
+    assert "multiple of 64" in input_size_problem(ModelConfig(CLASSIC_UNET, 3, 2, unet_depth=6), 96)
     assert input_size_problem(ModelConfig("PAN", 3, 2), 192) is None
 
 
 def test_pan_works_at_its_minimum_size_at_depth_5() -> None:
     config = ModelConfig("PAN", 1, 2)
     assert _forward(config, size=min_input_size(config)).shape == (2, 1, 128, 128)
+
+
+def min_input_multiple(config: ModelConfig) -> int:
+    return ARCHITECTURES.get(config.architecture).input_rule(config).multiple
+
+
+def min_input_size(config: ModelConfig) -> int:
+    return ARCHITECTURES.get(config.architecture).input_rule(config).minimum

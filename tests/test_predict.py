@@ -11,11 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from core.bundle import BundleConfig, save_bundle
+from core.modeling.bundle import BundleConfig, save_bundle
 from core.commands import predict as predict_command
-from core.export import export_torchscript
-from core.models import ModelConfig, build_model
-from core.predict import OVERLAY_DIR, PredictError, predict_folder
+from core.deploy.export import export_torchscript
+from core.modeling.build import build_model
+from core.modeling.config import ModelConfig
+from core.deploy.predict import OVERLAY_DIR, PredictError, predict_folder
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 MODEL = ModelConfig("ClassicUNet", 1, 2, unet_start_filters=8, unet_depth=2)
@@ -60,7 +61,7 @@ def test_one_mask_per_image_and_bad_files_skipped(bundle: Path, images: Path, tm
 
 
 def test_masks_match_the_model(bundle: Path, images: Path, tmp_path: Path) -> None:
-    from core.bundle import load_bundle
+    from core.modeling.bundle import load_bundle
 
     report = predict_folder(bundle, images, tmp_path / "out", progress=False)
     model, _ = load_bundle(bundle)
@@ -73,7 +74,7 @@ def test_masks_match_the_model(bundle: Path, images: Path, tmp_path: Path) -> No
 
 
 def test_a_torchscript_folder_predicts_too(bundle: Path, images: Path, tmp_path: Path) -> None:
-    from core.bundle import load_bundle
+    from core.modeling.bundle import load_bundle
 
     model, _ = load_bundle(bundle)
     folder = tmp_path / "scripted"

@@ -18,9 +18,14 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from core import results
-from core.bundle import CONFIG_FILE, WEIGHTS_FILE, BundleConfig
+from core.modeling.bundle import BundleConfig, CONFIG_FILE, WEIGHTS_FILE
 from core.errors import SegTuneError
+from core.deploy.model_card import MODEL_CARD_FILE, bundle_problem, inference_snippet, model_card, predict_command
+from core.results.curves import learning_curves
+from core.results.insights import INSIGHTS, insight_figures
+from core.results.previews import load_previews
+from core.deploy.export import bundle_zip
+from core.results.trials import best_numbers, default_trial, get_trial, trials_frame
 
 SIZE = 16  # preview side: the read layer never trains, so tiny arrays suffice
 STEMS = ("img_a", "img_b", "img_c", "img_d")
@@ -136,7 +141,7 @@ def study(store: FileSystemArtifactStore) -> optuna.Study:
 
 
 def test_trials_frame_has_one_row_per_trial_with_metrics_and_best_flag(study: optuna.Study) -> None:
-    frame = results.trials_frame(study)
+    frame = trials_frame(study)
     assert list(frame["number"]) == list(range(6))
     assert list(frame["state"]) == ["complete", "complete", "complete", "pruned", "fail", "complete"]
     assert frame.loc[frame["best"], "number"].tolist() == [0]  # dice 0.9 (trial 3 is pruned)
@@ -152,42 +157,42 @@ def test_trials_frame_has_one_row_per_trial_with_metrics_and_best_flag(study: op
 def test_multi_objective_best_is_the_pareto_front(store: FileSystemArtifactStore) -> None:
     study = build_study(optuna.storages.InMemoryStorage(), store, directions=("maximize", "minimize"))
     # complete trials 0,1,2,5: (0.9,1000) (0.7,2000) (0.5,3000) (0.7,3000) -> only trial 0 is on the front
-    assert results.best_numbers(study) == [0]
+    assert best_numbers(study) == [0]
     study.add_trial(create_trial(values=[0.95, 5000.0], params={"lr": 0.01}, distributions={"lr": DISTRIBUTIONS["lr"]}))
-    assert results.best_numbers(study) == [0, 6]
-    assert results.trials_frame(study)["best"].sum() == 2
+    assert best_numbers(study) == [0, 6]
+    assert trials_frame(study)["best"].sum() == 2
 
 
 def test_trials_frame_of_a_thousand_trials_is_fast(store: FileSystemArtifactStore) -> None:
     study = build_study(optuna.storages.InMemoryStorage(), store, n_trials=1000, previews=False)
     start = time.perf_counter()
-    frame = results.trials_frame(study)
+    frame = trials_frame(study)
     assert len(frame) == 1000 and frame["best"].sum() == 1
     assert time.perf_counter() - start < 2.0
 
 
 def test_learning_curves_are_tidy_with_train_and_val_loss(study: optuna.Study) -> None:
-    curves = results.learning_curves(study.get_trials(), "loss")
+    curves = learning_curves(study.get_trials(), "loss")
     one = curves[curves["trial"] == 0]
     assert set(one["split"]) == {"train", "val"} and one["epoch"].max() == 4
     assert one[(one["split"] == "val") & (one["epoch"] == 2)]["value"].item() == pytest.approx(0.55)
-    dice = results.learning_curves(study.get_trials(), "dice")
+    dice = learning_curves(study.get_trials(), "dice")
     assert set(dice["split"]) == {"val"}
     assert dice[dice["trial"] == 3]["epoch"].max() == 2 and set(dice[dice["trial"] == 3]["state"]) == {"pruned"}
-    lr = results.learning_curves(study.get_trials(), "lr")  # the schedule: its own curve, not "train"
+    lr = learning_curves(study.get_trials(), "lr")  # the schedule: its own curve, not "train"
     assert set(lr["split"]) == {"lr"} and lr[lr["trial"] == 0]["value"].tolist() == pytest.approx([0.01 / e for e in range(1, 5)])
 
 
 def test_learning_curves_fall_back_to_intermediate_values_and_reject_unknown_metrics(study: optuna.Study) -> None:
     bare = create_trial(value=0.5, params={}, distributions={}, intermediate_values={1: 0.2, 2: 0.4})
-    curves = results.learning_curves([bare], "dice")
+    curves = learning_curves([bare], "dice")
     assert curves["split"].tolist() == ["objective", "objective"] and curves["value"].tolist() == [0.2, 0.4]
     with pytest.raises(SegTuneError, match="unknown curve metric 'accuracy'.*dice"):
-        results.learning_curves(study.get_trials(), "accuracy")
+        learning_curves(study.get_trials(), "accuracy")
 
 
 def test_previews_align_by_stem_and_score_per_image_dice(study: optuna.Study, store: FileSystemArtifactStore) -> None:
-    previews = results.load_previews(study, [0, 1, 3], store)
+    previews = load_previews(study, [0, 1, 3], store)
     assert previews.stems == STEMS and previews.trial_numbers == [0, 1] and previews.missing == (3,)
     np.testing.assert_array_equal(previews.predictions[0], ground_truth())
     assert previews.dice[0].tolist() == [1.0, 1.0, 1.0, 1.0]  # the empty image predicted empty scores 1
@@ -205,35 +210,35 @@ def test_previews_align_by_stem_and_score_per_image_dice(study: optuna.Study, st
 def test_previews_missing_study_artifact_or_trial_are_clear_errors(store: FileSystemArtifactStore) -> None:
     study = build_study(optuna.storages.InMemoryStorage(), store, previews=False)
     with pytest.raises(SegTuneError, match="stored no preview images"):
-        results.load_previews(study, [0], store)
+        load_previews(study, [0], store)
     with pytest.raises(SegTuneError, match="no trial #99.*6 trials"):
-        results.get_trial(study, 99)
+        get_trial(study, 99)
 
 
 def test_preview_dice_follows_the_metrics_rule_per_image(store: FileSystemArtifactStore) -> None:
     """Per-image Dice is core.metrics.per_image_dice applied to each image: one rule, two classes here."""
-    from core.metrics import per_image_dice
+    from core.metrics.segmentation import per_image_dice
 
     study = build_study(optuna.storages.InMemoryStorage(), store)
-    previews = results.load_previews(study, [2], store)
+    previews = load_previews(study, [2], store)
     expected = [per_image_dice(p, t, previews.num_classes) for p, t in zip(previews.predictions[2], previews.masks)]
     np.testing.assert_allclose(previews.dice[2], expected)
 
 
 def test_dice_table_lists_images_in_order_with_each_trial_and_disagreement(study: optuna.Study, store: FileSystemArtifactStore) -> None:
-    previews = results.load_previews(study, [0, 1], store)
+    previews = load_previews(study, [0, 1], store)
     table = previews.dice_table(previews.order("worst_dice"))
     assert list(table.columns) == ["image", "#0", "#1", "disagreement"]
     assert table["image"].tolist() == ["img_c", "img_b", "img_a", "img_d"]
     np.testing.assert_allclose(table["#1"], [3 / 4, 5 / 6, 7 / 8, 1.0])
     np.testing.assert_allclose(table["disagreement"], [8 / 256, 12 / 256, 16 / 256, 0.0])
-    single = results.load_previews(study, [0], store).dice_table([0, 1])
+    single = load_previews(study, [0], store).dice_table([0, 1])
     assert list(single.columns) == ["image", "#0"] and len(single) == 2
 
 
 def test_insight_figures_draw_or_explain(study: optuna.Study) -> None:
-    figures = results.insight_figures(study)
-    assert set(figures) == set(results.INSIGHTS)
+    figures = insight_figures(study)
+    assert set(figures) == set(INSIGHTS)
     for key in ("history", "importances", "parallel", "contour", "slice"):
         assert figures[key].figure is not None and figures[key].figure.data, key
     assert figures["pareto"].figure is None and "one objective" in figures["pareto"].message
@@ -241,9 +246,9 @@ def test_insight_figures_draw_or_explain(study: optuna.Study) -> None:
 
 def test_insight_figures_messages_when_too_few_trials(store: FileSystemArtifactStore) -> None:
     empty = build_study(optuna.storages.InMemoryStorage(), store, n_trials=0)
-    assert all(insight.figure is None and "No completed trials" in insight.message for insight in results.insight_figures(empty).values())
+    assert all(insight.figure is None and "No completed trials" in insight.message for insight in insight_figures(empty).values())
     one = build_study(optuna.storages.InMemoryStorage(), store, name="one", n_trials=1)
-    figures = results.insight_figures(one)
+    figures = insight_figures(one)
     assert figures["history"].figure is not None
     assert "at least 2 completed trials" in figures["importances"].message
     assert "Needs at least 2 tuned parameter(s)" in figures["contour"].message
@@ -251,15 +256,15 @@ def test_insight_figures_messages_when_too_few_trials(store: FileSystemArtifactS
 
 def test_insight_figures_pareto_for_two_objectives(store: FileSystemArtifactStore) -> None:
     study = build_study(optuna.storages.InMemoryStorage(), store, directions=("maximize", "minimize"))
-    figures = results.insight_figures(study, objective=1)
+    figures = insight_figures(study, objective=1)
     assert figures["pareto"].figure is not None and figures["pareto"].figure.data
     assert "n_params" in json.dumps(figures["history"].figure.to_plotly_json(), default=str)
     with pytest.raises(SegTuneError, match="objective 2 does not exist.*val_dice, n_params"):
-        results.insight_figures(study, objective=2)
+        insight_figures(study, objective=2)
 
 
 def test_model_card_names_data_split_params_and_metrics(study: optuna.Study) -> None:
-    card = results.model_card(study, results.default_trial(study))
+    card = model_card(study, default_trial(study))
     assert card.startswith("# Model card — hand-made-trial0")
     for text in ("demo-cells", "abc123", "train 0.7 / val 0.16 / test 0.14, seed 3", "| optimizer | adam |",
                  "| Dice | 0.9 | 0.85 |", "ClassicUNet", "never used to choose"):
@@ -267,40 +272,40 @@ def test_model_card_names_data_split_params_and_metrics(study: optuna.Study) -> 
 
 
 def test_bundle_zip_holds_weights_config_and_card(study: optuna.Study, store: FileSystemArtifactStore) -> None:
-    data = results.bundle_zip(study, results.get_trial(study, 1), store)
+    data = bundle_zip(study, get_trial(study, 1), store)
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        assert set(archive.namelist()) == {f"hand-made-trial1/{n}" for n in (CONFIG_FILE, results.MODEL_CARD_FILE, WEIGHTS_FILE)}
+        assert set(archive.namelist()) == {f"hand-made-trial1/{n}" for n in (CONFIG_FILE, MODEL_CARD_FILE, WEIGHTS_FILE)}
         assert archive.read(f"hand-made-trial1/{WEIGHTS_FILE}") == b"fake-safetensors"
         assert BundleConfig.from_json(archive.read(f"hand-made-trial1/{CONFIG_FILE}").decode()).image_size == SIZE
     with pytest.raises(SegTuneError, match="trial #4 of study 'hand-made' stored no weights or config.*only completed"):
-        results.bundle_zip(study, results.get_trial(study, 4), store)
+        bundle_zip(study, get_trial(study, 4), store)
 
 
 def test_bundle_problem_says_why_a_trial_cannot_be_downloaded(study: optuna.Study, store: FileSystemArtifactStore) -> None:
-    assert results.bundle_problem(results.get_trial(study, 1), store) is None
-    assert "stored no weights or config (state fail)" in results.bundle_problem(results.get_trial(study, 4), store)
-    weights = results.get_trial(study, 1).user_attrs["artifacts"]["weights"]
+    assert bundle_problem(get_trial(study, 1), store) is None
+    assert "stored no weights or config (state fail)" in bundle_problem(get_trial(study, 4), store)
+    weights = get_trial(study, 1).user_attrs["artifacts"]["weights"]
     store.remove(weights)
-    problem = results.bundle_problem(results.get_trial(study, 1), store)
+    problem = bundle_problem(get_trial(study, 1), store)
     assert problem is not None and f"weights file ({weights}) is missing from the artifact store" in problem
 
 
 def test_inference_snippet_runs_the_bundle_through_core_predict() -> None:
-    """The snippet imports only names core.predict / core.bundle really have, and names the bundle."""
+    """The snippet imports only names core.deploy.predict / core.modeling.bundle really have, and names the bundle."""
     import ast
     import importlib
 
-    snippet = results.inference_snippet("cells-trial3")
+    snippet = inference_snippet("cells-trial3")
     imports = [node for node in ast.walk(ast.parse(snippet)) if isinstance(node, ast.ImportFrom)]
     for node in imports:
         module = importlib.import_module(node.module)
         assert all(hasattr(module, alias.name) for alias in node.names), node.module
-    assert {"core.predict", "core.bundle"} <= {node.module for node in imports}
+    assert {"core.deploy.predict", "core.modeling.bundle"} <= {node.module for node in imports}
     assert 'Path("cells-trial3")' in snippet and "predict_image(" in snippet and "predict_folder(" in snippet
-    assert results.predict_command("cells-trial3") in snippet
+    assert predict_command("cells-trial3") in snippet
     from core.cli import build_parser
 
-    args = build_parser().parse_args(results.predict_command("cells-trial3").split()[3:])  # after "python -m core"
+    args = build_parser().parse_args(predict_command("cells-trial3").split()[3:])  # after "python -m core"
     assert args.command == "predict"
     assert str(args.model) == "cells-trial3" and str(args.images) == "images" and str(args.out) == "masks"
 
@@ -308,4 +313,4 @@ def test_inference_snippet_runs_the_bundle_through_core_predict() -> None:
 def test_default_trial_needs_a_completed_trial(store: FileSystemArtifactStore) -> None:
     empty = build_study(optuna.storages.InMemoryStorage(), store, n_trials=0)
     with pytest.raises(SegTuneError, match="no completed trial yet"):
-        results.default_trial(empty)
+        default_trial(empty)

@@ -3,10 +3,11 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from core import options
 from core.errors import SegTuneError
-from core.search import PRUNERS, SAMPLERS, enqueue_grid, grid_points, load_preset, make_pruner, make_sampler, suggest_params
-from core.spec import spec_from_dict
+from core.search.presets import load_preset
+from core.search.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
+from core.search.suggest import enqueue_grid, grid_points, suggest_params
+from core.search.validation import spec_from_dict
 
 
 def spec_with(space: dict, **extra: object):
@@ -14,11 +15,13 @@ def spec_with(space: dict, **extra: object):
 
 
 def test_every_sampler_and_pruner_name_has_a_factory() -> None:
-    assert set(SAMPLERS) == set(options.SAMPLERS)
-    assert set(PRUNERS) == set(options.PRUNERS)
     spec = spec_with({})
-    for name in options.PRUNERS:
+    for name in PRUNERS.names:
         assert isinstance(make_pruner(spec_with({}, pruner=name)), optuna.pruners.BasePruner)
+    for entry in SAMPLERS:
+        objectives = [{"metric": "val_dice"}, {"metric": "n_params"}] if not entry.single_objective else ["val_dice"]
+        sampled = spec_with({}, sampler=entry.name, objectives=objectives, pruner="none")
+        assert isinstance(make_sampler(sampled), optuna.samplers.BaseSampler)
     assert isinstance(make_sampler(spec), optuna.samplers.TPESampler)
 
 

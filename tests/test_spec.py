@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from core.search import load_preset, preset_names
-from core.spec import HYPERPARAMETERS, ParamSpec, SpecError, load_spec, spec_from_dict
+from core.search.presets import load_preset, preset_names
+from core.search.spec import HYPERPARAMETERS, ParamSpec
+from core.search.validation import SpecError, load_spec, spec_from_dict
 
 
 def minimal(**overrides: object) -> dict:

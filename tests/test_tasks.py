@@ -15,14 +15,15 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-import core.tasks as tasks
+import core.runtime.tasks as tasks
 from core.settings import Settings
-from core.tasks import FAILED, FINISHED, INTERRUPTED, RUNNING, Task, TaskError, TaskProgress, get_task, list_tasks, start_task
+from core.runtime.tasks import Task, TaskError, TaskProgress, get_task, list_tasks, start_task
+from core.runtime.tasks import TaskState
 
 REPORTER = """
 import sys, time
 from core.settings import load_settings
-from core.tasks import TaskProgress
+from core.runtime.tasks import TaskProgress
 progress = TaskProgress(load_settings(), sys.argv[-1])
 with progress.failing_on_error():
     print("hello from the task", flush=True)
@@ -56,7 +57,7 @@ def test_a_finished_task_reports_its_result_and_log(workspace: Settings, monkeyp
     task = start_task(workspace, "demo", ["demo", "--x", "1"])
     assert task.kind == "demo" and task.argv == ("demo", "--x", "1") and task.pid is not None
     finished = wait_for(workspace, task.id, lambda t: not t.is_active)
-    assert (finished.status, finished.fraction, dict(finished.result), finished.error) == (FINISHED, 1.0, {"answer": 42}, None)
+    assert (finished.status, finished.fraction, dict(finished.result), finished.error) == (TaskState.FINISHED, 1.0, {"answer": 42}, None)
     assert finished.argv == ("demo", "--x", "1")  # the command's reports kept what the launcher wrote
     assert "hello from the task" in tasks.read_log_tail(finished)
     assert finished.log_path == workspace.logs_dir / f"task-{task.id}.log"
@@ -66,25 +67,25 @@ def test_a_failing_command_records_why(workspace: Settings, monkeypatch: pytest.
     script(monkeypatch, 'from core.errors import SegTuneError; raise SegTuneError("no such trial #7")')
     task = start_task(workspace, "demo", ["demo"])
     failed = wait_for(workspace, task.id, lambda t: not t.is_active)
-    assert failed.status == FAILED and failed.error == "no such trial #7"
+    assert failed.status == TaskState.FAILED and failed.error == "no such trial #7"
     assert failed.fraction == 0.5  # where it got to
 
 
 def test_a_killed_task_shows_as_interrupted(workspace: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     script(monkeypatch, "time.sleep(60)")
     task = start_task(workspace, "demo", ["demo"])
-    running = wait_for(workspace, task.id, lambda t: t.status == RUNNING)
+    running = wait_for(workspace, task.id, lambda t: t.status == TaskState.RUNNING)
     assert running.message == "half way" and running.is_active
     os.kill(running.pid, signal.SIGKILL)
-    interrupted = wait_for(workspace, task.id, lambda t: t.status != RUNNING, timeout=10)
-    assert interrupted.status == INTERRUPTED and "ended without reporting" in interrupted.error
+    interrupted = wait_for(workspace, task.id, lambda t: t.status != TaskState.RUNNING, timeout=10)
+    assert interrupted.status == TaskState.INTERRUPTED and "ended without reporting" in interrupted.error
     assert not interrupted.is_active
 
 
 def test_a_task_that_never_reported_and_died_is_interrupted(workspace: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tasks, "task_command", lambda argv, task_id: [sys.executable, "-c", "raise SystemExit(3)"])
     task = start_task(workspace, "demo", ["demo"])
-    assert wait_for(workspace, task.id, lambda t: not t.is_active).status == INTERRUPTED
+    assert wait_for(workspace, task.id, lambda t: not t.is_active).status == TaskState.INTERRUPTED
 
 
 def test_tasks_are_listed_newest_first_and_by_kind(workspace: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,16 +123,16 @@ def test_bad_ids_kinds_and_commands_are_refused(workspace: Settings) -> None:
 
 @pytest.mark.slow
 def test_compress_runs_as_a_background_task_and_stores_its_variant(workspace: Settings) -> None:
-    from core.compress import list_variants
-    from core.storage import open_storage
-    from core.tuning import load_study
+    from core.deploy.compression.variants import list_variants
+    from core.runtime.storage import open_storage
+    from core.runtime.tuning import load_study
     from tests.conftest import tiny_study
 
     tiny_study(workspace, "bg")
     task = start_task(workspace, "compress", ["compress", "--study", "bg", "--trial", "0", "--method", "prune",
                                               "--sparsity", "0.5", "--steps", "2", "--ramp-every", "1"])
     finished = wait_for(workspace, task.id, lambda t: not t.is_active, timeout=120)
-    assert finished.status == FINISHED, tasks.read_log_tail(finished)
+    assert finished.status == TaskState.FINISHED, tasks.read_log_tail(finished)
     assert finished.result["variant"] == 1 and finished.result["label"] == "pruned 50% global"
     assert "pruned 50% global" in finished.result["table"]
     study, _ = load_study("bg", open_storage(workspace.db_url))

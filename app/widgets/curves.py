@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from core.results import METRIC_LABELS
+from core.metrics.catalogue import label
 
 PALETTE = qualitative.Safe  # colour-blind-safe, 11 colours
 DASHES = {"val": "solid", "train": "dash", "lr": "solid", "objective": "dot"}
@@ -30,7 +30,7 @@ def curves_figure(curves: pd.DataFrame, metric: str) -> go.Figure:
         if trial_curves["state"].iloc[0] == "pruned":
             _mark_pruned(figure, trial_curves, int(number), color)
     figure.update_layout(
-        xaxis_title="Epoch", yaxis_title=METRIC_LABELS.get(metric, metric), hovermode="closest",
+        xaxis_title="Epoch", yaxis_title=label(metric), hovermode="closest",
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0}, margin={"t": 40, "b": 40, "l": 50, "r": 20},
         height=460,
     )

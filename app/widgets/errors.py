@@ -15,20 +15,16 @@ from contextlib import contextmanager
 
 import streamlit as st
 
-from core.errors import SegTuneError
+from core.errors import ProblemsError, SegTuneError
 
 log = logging.getLogger("segtune.app")
 
 
 def show_user_error(error: SegTuneError) -> None:
-    """The message, with a ``problems`` list or mapping (DatasetError, SpecError) as bullets."""
-    problems = getattr(error, "problems", None)
-    if isinstance(problems, dict) and problems:
-        lines = [f"- **{path}**: {message}" for path, message in problems.items()]
-        st.error(f"{len(problems)} problem(s) to fix:\n\n" + "\n".join(lines), icon=":material/error:")
-    elif isinstance(problems, list) and problems:
-        lines = [f"- {problem}" for problem in problems]
-        st.error(f"{len(problems)} problem(s) to fix:\n\n" + "\n".join(lines), icon=":material/error:")
+    """The message, with the problems of a :class:`ProblemsError` (field -> message) as bullets."""
+    if isinstance(error, ProblemsError) and error.problems:
+        lines = [f"- **{field}**: {message}" for field, message in error.problems.items()]
+        st.error(f"{len(error.problems)} problem(s) to fix:\n\n" + "\n".join(lines), icon=":material/error:")
     else:
         st.error(str(error), icon=":material/error:")
 

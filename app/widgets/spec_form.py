@@ -14,9 +14,11 @@ from typing import Any
 
 import streamlit as st
 
-from core import options
-from core.spec import HYPERPARAMETERS, OBJECTIVE_METRICS, HyperParam, ParamSpec, StudySpec
-from core.splits import SplitConfig
+from core.search.samplers import PRUNERS, SAMPLERS
+from core.search.space import HyperParam
+from core.search.spec import HYPERPARAMETERS, ParamSpec, StudySpec
+from core.metrics.catalogue import objective_metrics
+from core.data.splits import SplitConfig
 
 PREFIX = "ns."
 SECTIONS: dict[str, tuple[str, ...]] = {
@@ -299,13 +301,13 @@ def study_settings_editor(datasets: Sequence[str], problems: Mapping[str, str]) 
 def search_editor(problems: Mapping[str, str]) -> None:
     """Objectives, sampler, pruner, budget."""
     st.multiselect(
-        "Objectives", list(OBJECTIVE_METRICS), key=key("objectives"), persist_state="session",
-        format_func=lambda m: f"{m} ({OBJECTIVE_METRICS[m]})", help="Several objectives give a Pareto front (no pruning).",
+        "Objectives", list(objective_metrics()), key=key("objectives"), persist_state="session",
+        format_func=lambda m: f"{m} ({objective_metrics()[m]})", help="Several objectives give a Pareto front (no pruning).",
     )
     problem_for(problems, "objectives")
     columns = st.columns(3)
-    columns[0].selectbox("Sampler", options.SAMPLERS, key=key("sampler"), persist_state="session")
-    columns[1].selectbox("Pruner", options.PRUNERS, key=key("pruner"), persist_state="session")
+    columns[0].selectbox("Sampler", SAMPLERS.names, key=key("sampler"), persist_state="session")
+    columns[1].selectbox("Pruner", PRUNERS.names, key=key("pruner"), persist_state="session")
     columns[2].number_input("Early-stopping patience (epochs)", min_value=1, step=1, key=key("patience"), persist_state="session")
     with columns[0]:
         problem_for(problems, "sampler")

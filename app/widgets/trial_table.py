@@ -12,7 +12,8 @@ import pandas as pd
 import streamlit as st
 
 from app import state
-from core.results import METRIC_LABELS, METRICS
+from core.deploy.model_card import METRICS
+from core.metrics.catalogue import METRICS, split_metrics
 
 # Column groups the user can show or hide; the identity columns are always shown.
 GROUPS: dict[str, str] = {
@@ -75,8 +76,8 @@ def column_config(frame: pd.DataFrame) -> dict[str, st.column_config.Column]:
             numeric = pd.api.types.is_float_dtype(frame[column])
             config[column] = st.column_config.NumberColumn(name, format="%.2e") if numeric and name in ("lr", "weight_decay") else st.column_config.Column(name)
     for split, title in (("val", "Val"), ("test", "Test")):
-        for metric in METRICS:
-            label = f"{title} {METRIC_LABELS[metric]}"
+        for metric in split_metrics():
+            label = f"{title} {METRICS.get(metric).label}"
             if metric == "dice":
                 config[f"{split}_{metric}"] = st.column_config.ProgressColumn(label, min_value=0.0, max_value=1.0, format="%.3f")
             else:

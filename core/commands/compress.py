@@ -11,14 +11,15 @@ import argparse
 from collections.abc import Callable
 from contextlib import nullcontext
 
-from core.compress import (
-    METHODS, PRUNE_SCOPES, CompressionConfig, compress_trial, list_variants, study_compression_data, trade_off_table,
-)
-from core.results import get_trial
+from core.deploy.compression.config import CompressionConfig, METHODS, PRUNE_SCOPES
+from core.deploy.compression.measure import trade_off_table
+from core.deploy.compression.run import compress_trial, study_compression_data
+from core.deploy.compression.variants import list_variants
+from core.results.trials import get_trial
 from core.settings import Settings, load_settings
-from core.storage import open_artifact_store, open_storage
-from core.tasks import TaskProgress
-from core.tuning import load_study
+from core.runtime.storage import open_artifact_store, open_storage
+from core.runtime.tasks import TaskProgress
+from core.runtime.tuning import load_study
 
 _DEFAULTS = CompressionConfig(method="prune")
 

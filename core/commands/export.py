@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from core.export import FORMATS, export_trial
+from core.deploy.export import FORMATS, export_trial
 from core.settings import load_settings
-from core.storage import open_artifact_store, open_storage
-from core.tuning import load_study
+from core.runtime.storage import open_artifact_store, open_storage
+from core.runtime.tuning import load_study
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from core.datasets import ingest_dataset
+from core.data.ingest import ingest_dataset
 from core.settings import load_settings
 
 

@@ -6,7 +6,10 @@ import argparse
 import time
 from collections.abc import Callable
 
-from core.jobs import Job, JobStatus, cancel_job, extend_job, job_status, list_jobs, read_log_tail, resume_job
+from core.runtime.job_model import Job
+from core.runtime.job_table import list_jobs
+from core.runtime.job_views import JobStatus, job_status, read_log_tail
+from core.runtime.queue import cancel_job, extend_job, resume_job
 from core.settings import Settings, load_settings
 
 

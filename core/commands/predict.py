@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from core.predict import predict_folder
+from core.deploy.predict import predict_folder
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from core.jobs import get_job, submit_job
+from core.runtime.job_table import get_job
+from core.runtime.queue import submit_job
 from core.settings import load_settings
-from core.spec import load_spec
+from core.search.validation import load_spec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import optuna
 
-from core.results import leaderboard_text
+from core.results.trials import leaderboard_text
 from core.settings import load_settings
-from core.spec import load_spec
-from core.tuning import run_study
+from core.search.validation import load_spec
+from core.runtime.tuning import run_study
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -10,7 +10,7 @@ import argparse
 import logging
 import os
 
-from core.launcher import pin_device
+from core.runtime.launcher import pin_device
 from core.settings import load_settings
 
 
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
         os.environ["SEGTUNE_DB"] = args.db
     torch_device = pin_device(args.device, os.environ)  # before anything initialises CUDA
     logging.basicConfig(level=logging.INFO, format="%(asctime)s pid %(process)d %(levelname)s %(message)s")
-    from core.worker import WorkerOptions, run_worker  # imports torch: only once the GPU is pinned
+    from core.runtime.worker import WorkerOptions, run_worker
 
     options = WorkerOptions(job_id=args.job, device=args.device, torch_device=torch_device, wait=args.wait, only_job=args.only_job)
     run_worker(load_settings(), options)

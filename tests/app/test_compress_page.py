@@ -17,10 +17,12 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-import core.tasks
-from core.compress import CompressionConfig, compress_trial, list_variants, study_compression_data
+import core.runtime.tasks
+from core.deploy.compression.config import CompressionConfig
+from core.deploy.compression.run import compress_trial, study_compression_data
+from core.deploy.compression.variants import list_variants
 from core.settings import Settings
-from core.storage import open_artifact_store, open_storage
+from core.runtime.storage import open_artifact_store, open_storage
 from tests.conftest import module_workspace, tiny_study
 from tests.app import pages
 from tests.app.pages import texts
@@ -33,7 +35,7 @@ PREVIEWS = 3
 @pytest.fixture(scope="module")
 def compressed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A workspace whose study's trial 0 has one pruned variant."""
-    from core.tuning import load_study
+    from core.runtime.tuning import load_study
 
     with module_workspace(tmp_path_factory.mktemp("compress-home")) as settings:
         tiny_study(settings, STUDY, previews=PREVIEWS)
@@ -71,7 +73,7 @@ def test_variants_are_compared_with_the_original_in_a_table_a_chart_and_masks(co
 
 def test_starting_a_compression_launches_a_background_task(compressed: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     started: list[tuple[str, list[str]]] = []
-    monkeypatch.setattr(core.tasks, "start_task", lambda settings, kind, argv: started.append((kind, list(argv))))
+    monkeypatch.setattr(core.runtime.tasks, "start_task", lambda settings, kind, argv: started.append((kind, list(argv))))
     app = open_page()
     app.get("button_group")[0].set_value("prune").run()
     app.slider(key="compress.sparsity").set_value(0.8).run()
@@ -84,11 +86,11 @@ def test_starting_a_compression_launches_a_background_task(compressed: Settings,
 
 def test_a_running_task_shows_its_progress_and_blocks_a_second_start(compressed: Settings) -> None:
     task_id = "compress-test-running"
-    core.tasks._merge(core.tasks._status_path(compressed, task_id), {
+    core.runtime.tasks._merge(core.runtime.tasks._status_path(compressed, task_id), {
         "id": task_id, "kind": "compress", "argv": ["compress", "--study", STUDY, "--trial", "0", "--method", "ptq"],
         "created_at": time.time(), "pid": os.getpid(),  # this test process: alive
     })
-    core.tasks.TaskProgress(compressed, task_id).update(0.4, "int8 static: calibrating on training batch 3/8")
+    core.runtime.tasks.TaskProgress(compressed, task_id).update(0.4, "int8 static: calibrating on training batch 3/8")
     try:
         app = open_page()
         progress = app.get("progress")
@@ -96,7 +98,7 @@ def test_a_running_task_shows_its_progress_and_blocks_a_second_start(compressed:
         assert "calibrating on training batch 3/8" in progress[0].proto.text
         assert app.button(key="compress.start").disabled
     finally:
-        core.tasks.TaskProgress(compressed, task_id).fail("test over")
+        core.runtime.tasks.TaskProgress(compressed, task_id).fail("test over")
     app = open_page()
     assert any("test over" in text for text in texts(app, "error")) and not app.button(key="compress.start").disabled
 
@@ -113,7 +115,7 @@ def test_onnx_and_torchscript_are_built_checked_and_offered(compressed: Settings
 
 def test_the_stored_variant_is_what_the_page_lists(compressed: Settings) -> None:
     # guards the fixture: a page test over an empty variant list would prove little
-    from core.tuning import load_study
+    from core.runtime.tuning import load_study
 
     study, _ = load_study(STUDY, open_storage(compressed.db_url))
     records = list_variants(study, 0)

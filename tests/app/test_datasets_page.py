@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core.datasets import dataset_names
+from core.data.manifest import dataset_names
 from core.settings import Settings
 
 MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"

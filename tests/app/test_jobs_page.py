@@ -8,11 +8,12 @@ import optuna
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.demo import create_demo_dataset
-from core.jobs import get_job, submit_job
+from core.data.demo import create_demo_dataset
+from core.runtime.job_table import get_job
+from core.runtime.queue import submit_job
 from core.settings import Settings
-from core.spec import spec_from_dict
-from core.storage import open_storage
+from core.search.validation import spec_from_dict
+from core.runtime.storage import open_storage
 
 MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 
@@ -24,9 +25,9 @@ def jobs_page() -> AppTest:
 
 @pytest.fixture
 def job(workspace: Settings, monkeypatch: pytest.MonkeyPatch) -> int:
-    import core.launcher
+    import core.runtime.launcher
 
-    monkeypatch.setattr(core.launcher, "launch_workers", lambda settings, job, slots: [])  # no real workers
+    monkeypatch.setattr(core.runtime.launcher, "launch_workers", lambda settings, job, slots: [])  # no real workers
     create_demo_dataset(workspace.datasets_dir, count=12, size=64)
     spec = spec_from_dict({"name": "watched", "dataset": "demo-cells", "image_size": 64, "budget": {"n_trials": 4, "max_epochs": 5},
                            "sampler": "random", "pruner": "none", "search_space": {"architecture": "ClassicUNet", "epochs": 5}})

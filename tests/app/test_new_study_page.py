@@ -10,11 +10,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app.widgets.spec_form import form_to_dict, spec_to_form
-from core.demo import create_demo_dataset
-from core.estimate import TrialCost
-from core.search import load_preset, preset_names
+from core.data.demo import create_demo_dataset
+from core.training.estimate import TrialCost
+from core.search.presets import load_preset, preset_names
 from core.settings import Settings
-from core.spec import spec_from_dict
+from core.search.validation import spec_from_dict
 
 MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 
@@ -76,10 +76,10 @@ def test_imported_spec_fills_the_form_and_invalid_one_is_reported(demo: Settings
 
 
 def test_estimate_shows_the_probe(demo: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    import core.estimate
+    import core.training.estimate
 
     cost = TrialCost(n_params=1_234_567, weights_mb=4.7, seconds_per_epoch=3.0, epochs=10, params=(("architecture", "Unet"),))
-    monkeypatch.setattr(core.estimate, "estimate_trial_cost", lambda spec, settings: cost)
+    monkeypatch.setattr(core.training.estimate, "estimate_trial_cost", lambda spec, settings: cost)
     at = new_study_page()
     at.button(key="ns._estimate").click().run()
     metrics = {m.label: m.value for m in at.metric}
@@ -87,7 +87,7 @@ def test_estimate_shows_the_probe(demo: Settings, monkeypatch: pytest.MonkeyPatc
 
 
 def test_start_submits_a_job_and_opens_it_on_the_jobs_page(demo: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    import core.jobs
+    import core.runtime.queue
 
     submitted = {}
 
@@ -95,12 +95,12 @@ def test_start_submits_a_job_and_opens_it_on_the_jobs_page(demo: Settings, monke
         submitted.update(spec=spec, **kwargs)
         return 7
 
-    monkeypatch.setattr(core.jobs, "submit_job", fake_submit)
+    monkeypatch.setattr(core.runtime.queue, "submit_job", fake_submit)
     at = new_study_page()
     at.text_input(key="ns.name").input("my-run").run()
     at.button(key="ns._start").click().run()
     assert not at.exception
-    # No explicit worker count: None, so core.launcher starts "Trials per GPU" on every GPU.
+    # No explicit worker count: None, so core.runtime.launcher starts "Trials per GPU" on every GPU.
     assert submitted["spec"].name == "my-run" and submitted["workers"] is None and submitted["per_gpu"] == 1
     assert at.session_state["segtune.job"] == 7 and at.session_state["segtune.study"] == "my-run"
     assert [t.value for t in at.title] == ["Jobs"]
@@ -111,9 +111,9 @@ def two_gpus(demo: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settin
     """The page sees two GPUs (its device list is a cached resource: cleared before and after)."""
     import streamlit as st
 
-    import core.launcher
+    import core.runtime.launcher
 
-    monkeypatch.setattr(core.launcher, "visible_gpu_ids", lambda: ["0", "1"])
+    monkeypatch.setattr(core.runtime.launcher, "visible_gpu_ids", lambda: ["0", "1"])
     st.cache_resource.clear()
     yield demo
     st.cache_resource.clear()
@@ -124,10 +124,10 @@ def plan_text(at: AppTest) -> str:
 
 
 def test_trials_per_gpu_sets_the_workers_started_unless_a_count_is_given(two_gpus: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    import core.jobs
+    import core.runtime.queue
 
     submitted = {}
-    monkeypatch.setattr(core.jobs, "submit_job", lambda settings, spec, **kwargs: submitted.update(kwargs) or 7)
+    monkeypatch.setattr(core.runtime.queue, "submit_job", lambda settings, spec, **kwargs: submitted.update(kwargs) or 7)
     at = new_study_page()
     assert "2 worker(s): 1 on cuda:0, 1 on cuda:1" in plan_text(at)
     at.number_input(key="ns._per_gpu").set_value(3).run()

@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from app import cache, study_cache
 from core.settings import Settings
-from core.storage import open_artifact_store, open_storage
+from core.runtime.storage import open_artifact_store, open_storage
 from tests.test_results import STEMS, build_study
 from tests.conftest import module_workspace
 from tests.app import pages

@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.settings import Settings
-from core.storage import open_storage
+from core.runtime.storage import open_storage
 
 MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 
@@ -64,10 +64,10 @@ def _raise_user_error() -> None:
     import streamlit as st
 
     from app.widgets.errors import user_errors
-    from core.datasets import DatasetError
+    from core.data.manifest import DatasetError
 
     with user_errors("Adding"):
-        raise DatasetError(["images/a.png has no mask", "masks/b.png has no image"])
+        raise DatasetError({"images/a.png": "has no mask", "masks/b.png": "has no image"})
     st.write("page goes on")
 
 
@@ -85,7 +85,7 @@ def test_user_error_becomes_a_message_listing_every_problem() -> None:
     at = AppTest.from_function(_raise_user_error).run()
     assert not at.exception
     message = at.error[0].value
-    assert "2 problem(s)" in message and "images/a.png has no mask" in message and "masks/b.png has no image" in message
+    assert "2 problem(s)" in message and "**images/a.png**: has no mask" in message and "**masks/b.png**: has no image" in message
     assert at.markdown[-1].value == "page goes on"
 
 

@@ -96,7 +96,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def _stop_workers(home: Path) -> None:
     # Workers are detached on purpose (they outlive the dashboard); end the ones this test started.
-    from core.jobs import job_workers
+    from core.runtime.job_table import job_workers
     from core.settings import load_settings
 
     for worker in job_workers(load_settings({"SEGTUNE_HOME": str(home)})):

@@ -1,0 +1,78 @@
+"""The results contract: every name SegTune writes into Optuna storage and the pages read back.
+
+Optuna keeps a trial's and a study's extra data as user attrs keyed by strings; these names are
+the contract between the objective (writer), the workers, and the results pages, exports and
+``optuna-dashboard`` (readers). Existing workspaces hold these exact strings: never rename a value.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, TypedDict
+
+
+class Mode(StrEnum):
+    """How a model's output is read: 2 classes (background + foreground) or more."""
+
+    BINARY = "binary"  # 1 logit channel, sigmoid
+    MULTICLASS = "multiclass"  # one channel per class, softmax
+
+
+class TrialAttr(StrEnum):
+    """User attrs of a trial."""
+
+    HISTORY = "history"  # list[EpochRow], written every epoch (live learning curves)
+    EPOCH = "epoch"  # last finished epoch (live progress)
+    EPOCHS_PLANNED = "epochs_planned"
+    PARAMS_RESOLVED = "params_resolved"  # every active hyperparameter, fixed ones included
+    MODEL_CONFIG = "model_config"  # ModelConfig.to_dict()
+    DEVICE = "device"
+    WORKER = "worker"
+    JOB_ID = "job_id"
+    VAL_METRICS = "val_metrics"  # best epoch's validation metrics (metric name -> value)
+    TEST_METRICS = "test_metrics"  # shown, never used to select
+    BEST_EPOCH = "best_epoch"
+    EPOCHS_RUN = "epochs_run"
+    STOPPED_EARLY = "stopped_early"
+    TRAIN_TIME_S = "train_time_s"
+    IMAGES_PER_S = "images_per_s"
+    N_PARAMS = "n_params"
+    WEIGHTS_MB = "weights_mb"
+    ARTIFACTS = "artifacts"  # TrialArtifacts
+    ERROR = "error"  # why a failed trial failed
+    CANCELLED = "cancelled"  # True when a cancel stopped it
+    OOM_RETRY_BATCH_SIZE = "oom_retry_batch_size"
+
+
+class StudyAttr(StrEnum):
+    """User attrs of a study."""
+
+    SPEC = "spec"  # StudySpec.to_dict()
+    DATASET = "dataset"
+    SPLIT_HASH = "split_hash"
+    SPLIT_SIZES = "split_sizes"
+    PREVIEW_STEMS = "preview_stems"
+    PREVIEW_ARTIFACT = "preview_artifact"  # npz of the preview images and their ground truth
+    GRID_ENQUEUED = "grid_enqueued"
+
+
+class ArtifactKind(StrEnum):
+    """Keys of a trial's ``artifacts`` attr."""
+
+    WEIGHTS = "weights"
+    CONFIG = "config"
+    PREVIEWS = "previews"
+
+
+class TrialArtifacts(TypedDict, total=False):
+    weights: str  # artifact id of model.safetensors
+    config: str  # artifact id of config.json
+    previews: str  # artifact id of the preview predictions (npz)
+
+
+EpochRow = dict[str, Any]  # one epoch of "history": epoch, lr, time_s, train_<metric>, val_<metric>
+
+
+def variants_attr(trial_number: int) -> str:
+    """The study user attr holding a trial's compressed variants (a list of VariantRecord dicts)."""
+    return f"variants:{trial_number}"

@@ -1,0 +1,1 @@
+"""Datasets: ingest and validation, the stored manifest, frozen splits, decoded tensors, overlays."""

@@ -1,0 +1,99 @@
+"""Safe unpacking of dataset zips: no path escapes, no links, no zip bombs.
+
+Every entry is checked before anything is written; extraction then streams entries out while
+counting real bytes, because the sizes a zip declares can lie.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from core.errors import add_problem
+
+IGNORED_NAMES = ("__MACOSX",)  # resource forks added by macOS zip tools
+_RATIO_MIN_BYTES = 1 << 20  # entries smaller than this cannot bomb; blank masks compress > 200x
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class IngestLimits:
+    """Guards against zip bombs and absurd images."""
+
+    max_total_bytes: int = 4 << 30  # uncompressed size of all zip entries together (4 GiB)
+    max_files: int = 100_000  # zip entries
+    max_ratio: float = 200.0  # uncompressed / compressed size of one zip entry (entries >= 1 MiB)
+    max_image_pixels: int = 1 << 26  # width x height of one image (8192 x 8192)
+
+
+
+def unpack(source: Path, dest: Path, limits: IngestLimits, problems: dict[str, str]) -> Path | None:
+    """The folder holding the source files: ``source`` itself, or a zip safely extracted to ``dest``."""
+    if source.is_dir():
+        return source
+    before = len(problems)
+    try:
+        with zipfile.ZipFile(source) as archive:
+            problems.update(_zip_problems(archive.infolist(), limits))
+            if len(problems) == before:
+                _extract(archive, dest, limits, problems)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        problems[source.name] = f"corrupt zip archive: {exc}"
+    except zipfile.LargeZipFile as exc:
+        problems[source.name] = f"zip archive too large: {exc}"
+    return dest if len(problems) == before else None
+
+
+def _zip_problems(entries: list[zipfile.ZipInfo], limits: IngestLimits) -> dict[str, str]:
+    problems = {entry.filename: problem for entry in entries if (problem := _entry_problem(entry, limits))}
+    if len(entries) > limits.max_files:
+        problems["zip"] = f"{len(entries)} entries, above the limit of {limits.max_files}"
+    total = sum(entry.file_size for entry in entries)
+    if total > limits.max_total_bytes:
+        add_problem(problems, "zip", f"would unpack to {total} bytes, above the limit of {limits.max_total_bytes} (zip bomb?)")
+    return problems
+
+
+def _entry_problem(entry: zipfile.ZipInfo, limits: IngestLimits) -> str | None:
+    name = entry.filename
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if (entry.external_attr >> 16) & 0o170000 == 0o120000:
+        return "is a symbolic link; links are not allowed"
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        return "has an absolute path and would escape the target folder"
+    if ".." in parts:
+        return "contains '..' and would escape the target folder"
+    if entry.file_size >= _RATIO_MIN_BYTES and entry.file_size > limits.max_ratio * max(entry.compress_size, 1):
+        ratio = entry.file_size / max(entry.compress_size, 1)
+        return f"expands {ratio:.0f}x, above the limit of {limits.max_ratio:.0f}x (zip bomb?)"
+    return None
+
+
+def _extract(archive: zipfile.ZipFile, dest: Path, limits: IngestLimits, problems: dict[str, str]) -> None:
+    """Stream entries out, counting real bytes: declared sizes in a zip can lie."""
+    budget = limits.max_total_bytes
+    for entry in archive.infolist():
+        parts = PurePosixPath(entry.filename.replace("\\", "/")).parts
+        if entry.is_dir() or not parts or parts[0] in IGNORED_NAMES:
+            continue
+        target = dest.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        written = _copy_entry(archive, entry, target, min(budget, entry.file_size))
+        if written is None:
+            problems[entry.filename] = "inflates beyond its declared size or the size limit (zip bomb?)"
+            return
+        budget -= written
+
+
+def _copy_entry(archive: zipfile.ZipFile, entry: zipfile.ZipInfo, target: Path, allowed: int) -> int | None:
+    written = 0
+    with archive.open(entry) as src, open(target, "wb") as dst:
+        while chunk := src.read(_CHUNK):
+            written += len(chunk)
+            if written > allowed:
+                return None
+            dst.write(chunk)
+    return written
+

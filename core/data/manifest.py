@@ -1,0 +1,187 @@
+"""Stored datasets: the ``dataset.json`` manifest, lookups, statistics and deletion.
+
+A stored dataset is ``<datasets_dir>/<name>/`` holding ``dataset.json`` (the :class:`DatasetManifest`),
+``images/<stem><ext>`` (the user's files, byte for byte) and ``masks/<stem>.png`` (class indices,
+0 = background). :mod:`core.data.ingest` is the only writer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.errors import ProblemsError, SegTuneError
+from core.naming import is_valid_name
+
+MANIFEST_FILE = "dataset.json"
+MANIFEST_VERSION = 1
+BINARY_CLASSES = ("background", "foreground")
+
+
+class DatasetError(ProblemsError):
+    """A dataset (or a request to ingest one) is invalid; ``problems`` maps each file or field to its problem."""
+
+    title = "Dataset rejected"
+
+
+class DatasetNotFound(SegTuneError, KeyError):
+    """No dataset of that name (a KeyError for lookups); the message lists the ones that exist."""
+
+    def __init__(self, name: str, available: Sequence[str]) -> None:
+        self.name = name
+        self.available = list(available)
+        shown = ", ".join(repr(n) for n in self.available) or "none yet"
+        self.message = f"no dataset named {name!r}; available: {shown}"
+        super().__init__(self.message)
+
+    def __str__(self) -> str:  # KeyError would otherwise print the message quoted
+        return self.message
+
+
+
+@dataclass(frozen=True)
+class PairInfo:
+    """One stored image/mask pair."""
+
+    stem: str
+    image: str  # relative to the dataset folder, e.g. "images/a.jpg"
+    mask: str  # e.g. "masks/a.png"
+    height: int
+    width: int
+    foreground: tuple[float, ...]  # fraction of pixels of each non-background class
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stem": self.stem, "image": self.image, "mask": self.mask, "height": self.height,
+                "width": self.width, "foreground": list(self.foreground)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PairInfo:
+        return cls(stem=data["stem"], image=data["image"], mask=data["mask"], height=int(data["height"]),
+                   width=int(data["width"]), foreground=tuple(float(f) for f in data["foreground"]))
+
+
+@dataclass(frozen=True)
+class DatasetManifest:
+    """What ``dataset.json`` records about a stored dataset."""
+
+    name: str
+    created: str  # ISO 8601, UTC
+    source: str  # the folder or zip it was ingested from
+    channels: int  # 1 (grey) or 3 (RGB): the widest image in the set
+    bit_depth: int  # 8 or 16: the deepest image in the set
+    classes: tuple[str, ...]  # index = mask value; classes[0] is background
+    pairs: tuple[PairInfo, ...]
+    checksum: str  # sha256 over the stored image and mask files
+    version: int = MANIFEST_VERSION
+
+    @property
+    def stems(self) -> tuple[str, ...]:
+        return tuple(pair.stem for pair in self.pairs)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def is_binary(self) -> bool:
+        return self.num_classes == 2
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Image sizes as ``"WxH"`` -> number of pairs, most common first."""
+        counts = Counter(f"{pair.width}x{pair.height}" for pair in self.pairs)
+        return dict(counts.most_common())
+
+    def pair(self, stem: str) -> PairInfo:
+        for pair in self.pairs:
+            if pair.stem == stem:
+                return pair
+        raise KeyError(f"dataset {self.name!r} has no pair with stem {stem!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "name": self.name, "created": self.created, "source": self.source,
+                "channels": self.channels, "bit_depth": self.bit_depth, "classes": list(self.classes),
+                "checksum": self.checksum, "pairs": [pair.to_dict() for pair in self.pairs]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DatasetManifest:
+        if data.get("version") != MANIFEST_VERSION:
+            raise DatasetError({"version": f"manifest version {data.get('version')!r} is not supported (expected {MANIFEST_VERSION})"})
+        return cls(name=data["name"], created=data["created"], source=data["source"],
+                   channels=int(data["channels"]), bit_depth=int(data["bit_depth"]),
+                   classes=tuple(data["classes"]), pairs=tuple(PairInfo.from_dict(p) for p in data["pairs"]),
+                   checksum=data["checksum"], version=data["version"])
+
+
+@dataclass(frozen=True)
+class DatasetStats:
+    """Summary figures for the dashboard."""
+
+    count: int
+    sizes: dict[str, int]  # "WxH" -> pairs
+    channels: int
+    bit_depth: int
+    foreground: dict[str, tuple[float, ...]]  # non-background class -> per-pair pixel fraction
+    empty_masks: int  # masks with no foreground pixel at all
+
+
+# --- public helpers -------------------------------------------------------------------------------
+
+
+def dataset_path(datasets_dir: Path, name: str) -> Path:
+    """Folder of dataset ``name``; the name is checked so it cannot point outside ``datasets_dir``."""
+    if not is_valid_name(name):
+        raise DatasetError({"name": name_problem(name)})
+    return Path(datasets_dir) / name
+
+
+def dataset_names(datasets_dir: Path) -> list[str]:
+    """Names of the stored datasets, sorted (temporary ingest folders are hidden)."""
+    folder = Path(datasets_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if is_valid_name(p.name) and (p / MANIFEST_FILE).is_file())
+
+
+def list_datasets(datasets_dir: Path) -> list[DatasetManifest]:
+    """The manifests of every stored dataset, sorted by name."""
+    return [load_manifest(datasets_dir, name) for name in dataset_names(datasets_dir)]
+
+
+def load_manifest(datasets_dir: Path, name: str) -> DatasetManifest:
+    path = Path(datasets_dir) / name / MANIFEST_FILE
+    if not is_valid_name(name) or not path.is_file():
+        raise DatasetNotFound(name, dataset_names(datasets_dir))
+    try:
+        return DatasetManifest.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except DatasetError:
+        raise
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DatasetError({str(path): f"unreadable manifest ({exc})"}) from exc
+
+
+def delete_dataset(datasets_dir: Path, name: str) -> None:
+    """Remove a dataset; it disappears at once (renamed away) even if deleting the files takes a while."""
+    load_manifest(datasets_dir, name)  # raises DatasetNotFound
+    doomed = Path(datasets_dir) / f".delete-{uuid.uuid4().hex}"
+    os.rename(Path(datasets_dir) / name, doomed)
+    shutil.rmtree(doomed)
+
+
+
+def dataset_stats(manifest: DatasetManifest) -> DatasetStats:
+    foreground = {cls: tuple(p.foreground[i] for p in manifest.pairs) for i, cls in enumerate(manifest.classes[1:])}
+    empty = sum(1 for p in manifest.pairs if not any(p.foreground))
+    return DatasetStats(count=len(manifest.pairs), sizes=manifest.sizes, channels=manifest.channels,
+                        bit_depth=manifest.bit_depth, foreground=foreground, empty_masks=empty)
+
+
+
+def name_problem(name: str) -> str:
+    return f"invalid dataset name {name!r}: use 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit"

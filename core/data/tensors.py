@@ -1,0 +1,229 @@
+"""The training data pipeline: decode once into uint8 tensors, batch and augment on the device.
+
+Medical datasets are small, so a whole split fits in memory (and on a GPU): every file is decoded
+once per process into an (N, C, S, S) uint8 tensor, later trials in the same worker reuse it from
+a small cache, and batches are cut and augmented where the tensors live. No DataLoader workers,
+no per-epoch disk reads.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+
+from core.data.images import read_image, read_mask
+from core.errors import SegTuneError
+
+if TYPE_CHECKING:
+    from core.data.manifest import DatasetManifest
+
+_CACHE_ENTRIES = 4  # decoded splits kept per process (train, val, test and preview of one study)
+_DECODE_THREADS = 8  # Pillow releases the GIL while decoding, so threads speed up the first load
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random augmentations, drawn per sample; geometry moves image and mask together."""
+
+    hflip: bool = False
+    vflip: bool = False
+    rotate: float = 0.0  # max degrees either way
+    shift_scale: float = 0.0  # max shift (fraction of the side) and scale change (fraction)
+    brightness_contrast: float = 0.0  # max relative brightness and contrast change
+
+    def __post_init__(self) -> None:
+        for name in ("rotate", "shift_scale", "brightness_contrast"):
+            if getattr(self, name) < 0:
+                raise SegTuneError(f"augmentation {name} must be >= 0, got {getattr(self, name)}")
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> AugmentConfig:
+        """Read the ``aug_*`` hyperparameters of a trial (see core.spec.HYPERPARAMETERS)."""
+        return cls(
+            hflip=bool(params.get("aug_hflip", False)),
+            vflip=bool(params.get("aug_vflip", False)),
+            rotate=float(params.get("aug_rotate", 0.0)),
+            shift_scale=float(params.get("aug_shift_scale", 0.0)),
+            brightness_contrast=float(params.get("aug_brightness_contrast", 0.0)),
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.hflip or self.vflip or bool(self.rotate or self.shift_scale or self.brightness_contrast)
+
+    @property
+    def geometric(self) -> bool:
+        return bool(self.rotate or self.shift_scale)
+
+
+@dataclass
+class TensorSet:
+    """Decoded pairs: images uint8 (N, C, S, S), masks uint8 class indices (N, S, S)."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    stems: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not len(self.images) == len(self.masks) == len(self.stems):
+            raise ValueError(f"{len(self.images)} images, {len(self.masks)} masks and {len(self.stems)} stems differ")
+
+    def __len__(self) -> int:
+        return len(self.stems)
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def to(self, device: torch.device | str) -> TensorSet:
+        return TensorSet(self.images.to(device), self.masks.to(device), self.stems)
+
+    def subset(self, indices: Sequence[int]) -> TensorSet:
+        index = torch.as_tensor(list(indices), dtype=torch.long, device=self.device)
+        return TensorSet(self.images.index_select(0, index), self.masks.index_select(0, index),
+                         tuple(self.stems[i] for i in indices))
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+_cache: OrderedDict[tuple[Any, ...], TensorSet] = OrderedDict()
+
+
+def load_tensor_set(
+    dataset_dir: Path, manifest: DatasetManifest, stems: Sequence[str], image_size: int, channels: int
+) -> TensorSet:
+    """Decode ``stems`` once per process, resized to ``image_size`` square with ``channels`` channels.
+
+    The result comes from a per-process cache when the same dataset content, stems, size and
+    channels were loaded before; treat its tensors as read-only.
+    """
+    _check_request(manifest, stems, image_size, channels)
+    key = (manifest.checksum, tuple(stems), image_size, channels)
+    if key in _cache:
+        _cache.move_to_end(key)
+        return _cache[key]
+    data = _decode(Path(dataset_dir), manifest, stems, image_size, channels)
+    _cache[key] = data
+    while len(_cache) > _CACHE_ENTRIES:
+        _cache.popitem(last=False)
+    return data
+
+
+def clear_tensor_cache() -> None:
+    _cache.clear()
+
+
+def _check_request(manifest: DatasetManifest, stems: Sequence[str], image_size: int, channels: int) -> None:
+    if channels not in (1, 3):
+        raise SegTuneError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
+    if image_size < 1:
+        raise SegTuneError(f"image_size must be positive, got {image_size}")
+    missing = sorted(set(stems) - set(manifest.stems))
+    if missing:
+        raise SegTuneError(f"dataset {manifest.name!r} has no pair(s) {missing[:10]}")
+
+
+def _decode(dataset_dir: Path, manifest: DatasetManifest, stems: Sequence[str], size: int, channels: int) -> TensorSet:
+    def one(stem: str) -> tuple[np.ndarray, np.ndarray]:
+        pair = manifest.pair(stem)
+        return (prepare_image(read_image(dataset_dir / pair.image), size, channels),
+                _prepare_mask(read_mask(dataset_dir / pair.mask), size))
+
+    with ThreadPoolExecutor(max_workers=_DECODE_THREADS) as pool:
+        decoded = list(pool.map(one, stems))
+    images = np.stack([image for image, _ in decoded]) if decoded else np.zeros((0, channels, size, size), np.uint8)
+    masks = np.stack([mask for _, mask in decoded]) if decoded else np.zeros((0, size, size), np.uint8)
+    return TensorSet(torch.from_numpy(images), torch.from_numpy(masks), tuple(stems))
+
+
+def prepare_image(pixels: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """HxWxC uint8 -> CxSxS uint8; Pillow's bilinear resize antialiases when shrinking."""
+    image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+    image = image.convert("L" if channels == 1 else "RGB")
+    resized = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR))
+    return resized[None] if channels == 1 else resized.transpose(2, 0, 1).copy()
+
+
+def _prepare_mask(indices: np.ndarray, size: int) -> np.ndarray:
+    """Nearest neighbour, so a resized mask holds only the original class indices."""
+    return np.asarray(Image.fromarray(indices).resize((size, size), Image.Resampling.NEAREST))
+
+
+# --- batches --------------------------------------------------------------------------------------
+
+
+def iterate_batches(
+    data: TensorSet,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    generator: torch.Generator | None,
+    augment: AugmentConfig | None,
+    drop_last: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Float images in [0, 1] (B, C, S, S) and long masks (B, S, S), on ``data``'s device.
+
+    ``generator`` (a CPU generator) drives the order and the augmentations, so a seeded run repeats.
+    """
+    if batch_size < 1:
+        raise SegTuneError(f"batch_size must be at least 1, got {batch_size}")
+    order = torch.randperm(len(data), generator=generator) if shuffle else torch.arange(len(data))
+    order = order.to(data.device)
+    for start in range(0, len(data), batch_size):
+        index = order[start : start + batch_size]
+        if drop_last and len(index) < batch_size:
+            break
+        images = data.images.index_select(0, index).float().div_(255.0)
+        masks = data.masks.index_select(0, index)
+        if augment is not None and augment.enabled:
+            images, masks = augment_batch(images, masks, augment, generator)
+        yield images, masks.long()
+
+
+def augment_batch(
+    images: torch.Tensor, masks: torch.Tensor, config: AugmentConfig, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augment float images (B, C, S, S) and masks (B, S, S) where they are, each sample its own draw.
+
+    Random numbers are drawn up front on the CPU (one call for the whole batch), so the per-sample
+    torchvision.transforms.v2 kernels only receive Python floats and never wait on the device.
+    """
+    draws = torch.rand((len(images), 8), generator=generator).tolist()
+    pairs = [_augment_one(tv_tensors.Image(image), tv_tensors.Mask(mask), config, draw)
+             for image, mask, draw in zip(images, masks, draws)]
+    return torch.stack([image for image, _ in pairs]), torch.stack([mask for _, mask in pairs])
+
+
+def _augment_one(image: torch.Tensor, mask: torch.Tensor, config: AugmentConfig, draw: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    flip_h, flip_v, angle, shift_x, shift_y, scale, brightness, contrast = draw
+    if config.hflip and flip_h < 0.5:
+        image, mask = F.horizontal_flip(image), F.horizontal_flip(mask)
+    if config.vflip and flip_v < 0.5:
+        image, mask = F.vertical_flip(image), F.vertical_flip(mask)
+    if config.geometric:
+        side = image.shape[-1]
+        geometry = {
+            "angle": (2 * angle - 1) * config.rotate,
+            "translate": [(2 * shift_x - 1) * config.shift_scale * side, (2 * shift_y - 1) * config.shift_scale * side],
+            "scale": 1.0 + (2 * scale - 1) * config.shift_scale,
+            "shear": [0.0, 0.0],
+        }
+        image = F.affine(image, **geometry, interpolation=InterpolationMode.BILINEAR, fill=0.0)
+        mask = F.affine(mask, **geometry, fill=0)  # the Mask kernel always samples nearest
+    if config.brightness_contrast:
+        strength = config.brightness_contrast  # photometric: the image only, never the mask
+        image = F.adjust_brightness(image, 1.0 + (2 * brightness - 1) * strength)
+        image = F.adjust_contrast(image, 1.0 + (2 * contrast - 1) * strength)
+    return image, mask
+

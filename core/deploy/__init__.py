@@ -1,0 +1,1 @@
+"""Shipping models: bundles and model cards, ONNX/TorchScript export, prediction, compression."""

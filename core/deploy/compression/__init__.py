@@ -1,0 +1,13 @@
+"""Compression: compressed variants of a trained model: int8 quantization (static, dynamic, QAT) and pruning.
+
+Paper P3 showed a tuned U-Net survives int8 or 50-90 % sparsity with < 1 % accuracy loss; this
+module derives such variants and measures the trade-off on the study's own splits.
+
+Quantization tooling: the installed torch (2.14) no longer ships the PT2E quantizers (they moved
+to torchao, which is not a dependency), while FX graph mode (``prepare_fx`` / ``convert_fx``)
+still runs and traces every CNN here (smp encoders/decoders, ClassicUNet, FCN-32), producing
+models for the x86 (fbgemm/onednn) or ARM (qnnpack) CPU backends. Transformer encoders (mit_b*,
+ViTs) have data-dependent control flow FX cannot trace; for them ``dynamic`` quantizes the Linear
+layers instead. Quantized variants run on the CPU only and are stored as TorchScript; pruned ones
+are ordinary float models and are stored as bundles.
+"""

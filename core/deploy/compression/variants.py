@@ -1,0 +1,185 @@
+"""Variants stored with their trial (study user attrs + optuna.artifacts), and shipping them."""
+
+from __future__ import annotations
+
+import io
+import math
+import tempfile
+import zipfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from core.contract import variants_attr
+from core.deploy.compression.config import REPORT_METRICS, CompressedVariant, CompressionError
+from core.deploy.compression.measure import VariantReport, saved_file
+from core.deploy.export import TORCHSCRIPT_FILE, export_trial, load_model, preview_images
+from core.metrics.segmentation import predict_mask
+from core.modeling.bundle import CONFIG_FILE, WEIGHTS_FILE, BundleConfig, save_bundle
+from core.modeling.config import task_mode
+
+if TYPE_CHECKING:
+    import optuna
+
+
+VARIANT_FILES: dict[str, str] = {"weights": WEIGHTS_FILE, "torchscript": TORCHSCRIPT_FILE, "config": CONFIG_FILE}
+
+
+def list_variants(study: optuna.Study, trial_number: int) -> list[dict[str, Any]]:
+    """The variants stored for a trial: {method, label, params, artifacts, metrics}, oldest first."""
+    return list(study.user_attrs.get(variants_attr(trial_number), []))
+
+
+def save_variant(variant: CompressedVariant, bundle: BundleConfig, folder: Path, sample: torch.Tensor) -> Path:
+    """A loadable model folder (see core.export.load_model): bundle, or TorchScript + config.json."""
+    source = {**bundle.source, "variant": {"method": variant.config.method, "params": variant.config.params()}}
+    config = replace(bundle, source=source)
+    if not variant.quantized:
+        return save_bundle(variant.model, config, folder)
+    saved_file(variant.model, True, sample, folder)
+    (folder / CONFIG_FILE).write_text(config.to_json(), encoding="utf-8")
+    return folder
+
+
+def store_variant(
+    study: optuna.Study, trial_number: int, variant: CompressedVariant, report: VariantReport, bundle: BundleConfig,
+    artifact_store: Any, sample: torch.Tensor, original: VariantReport | None = None,
+) -> dict[str, Any]:
+    """Upload the variant through optuna.artifacts and append it to the trial's variant list.
+
+    ``original`` is the original's report measured in the same run (its row in the trade-off table).
+    """
+    from optuna.artifacts import upload_artifact
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = save_variant(variant, bundle, Path(tmp) / "variant", sample)
+        artifacts = {
+            kind: upload_artifact(artifact_store=artifact_store, file_path=str(folder / name), study_or_trial=study)
+            for kind, name in VARIANT_FILES.items()
+            if (folder / name).is_file()
+        }
+    record = {
+        "method": variant.config.method, "label": variant.config.label, "params": variant.config.params(),
+        "artifacts": artifacts, "metrics": report.to_dict(),
+    }
+    if original is not None:
+        record["original"] = original.to_dict()
+    study.set_user_attr(variants_attr(trial_number), [*list_variants(study, trial_number), record])
+    return record
+
+
+def download_variant(record: dict[str, Any], artifact_store: Any, folder: Path) -> Path:
+    """Write a stored variant's files into ``folder`` (loadable with core.export.load_model)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind, artifact_id in record["artifacts"].items():
+        with artifact_store.open_reader(artifact_id) as reader:
+            (folder / VARIANT_FILES[kind]).write_bytes(reader.read())
+    return folder
+
+
+TABLE_FIELDS: tuple[str, ...] = ("size_mb", "zipped_mb", "nonzero_params", "total_params", "latency_ms", "images_per_s")
+
+
+def get_variant(study: optuna.Study, trial_number: int, index: int) -> dict[str, Any]:
+    """Variant ``index`` (1-based, as listed) of a trial."""
+    records = list_variants(study, trial_number)
+    if not 1 <= index <= len(records):
+        valid = f"1..{len(records)}" if records else "none: compress the trial first"
+        raise CompressionError(f"trial #{trial_number} has no variant {index}; valid: {valid}")
+    return records[index - 1]
+
+
+def original_metrics(record: dict[str, Any]) -> dict[str, Any]:
+    """The original's report measured with ``record``; rebuilt from the deltas for records without one."""
+    if "original" in record:
+        return record["original"]
+    metrics, deltas = record["metrics"], record["metrics"]["deltas"]
+    rebuilt: dict[str, Any] = {"name": "original", "method": "original", "params": {}, "deltas": {}}
+    for split in ("val", "test"):
+        rebuilt[split] = {k: v - deltas[f"{split}_{k}"] for k, v in metrics[split].items() if f"{split}_{k}" in deltas}
+    for name in TABLE_FIELDS:
+        rebuilt[name] = metrics[name] - deltas.get(name, 0.0)
+    return rebuilt
+
+
+def _row(variant: int, label: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {"variant": variant, "model": label, "method": metrics["method"]}
+    for split in ("val", "test"):
+        row.update({f"{split}_{k}": metrics[split].get(k, math.nan) for k in REPORT_METRICS})
+    row.update({name: metrics[name] for name in TABLE_FIELDS})
+    deltas = metrics.get("deltas") or {}
+    row.update({f"delta_{k}": deltas.get(k, math.nan) for k in ("val_dice", "test_dice", "size_mb", "latency_ms")})
+    row["speedup"] = deltas.get("speedup", 1.0 if variant == 0 else math.nan)
+    return row
+
+
+def trade_off_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Flat rows for a table or chart: the original (variant 0, as measured with the newest variant),
+    then every variant with its deltas against the original measured in the same run."""
+    if not records:
+        return []
+    rows = [_row(0, "original", original_metrics(records[-1]))]
+    rows += [_row(index, record["label"], record["metrics"]) for index, record in enumerate(records, 1)]
+    return rows
+
+
+def variant_predictions(study: optuna.Study, trial_number: int, index: int, artifact_store: Any) -> np.ndarray:
+    """Variant ``index``'s masks (N, S, S) uint8 for the study's preview images, in their stored order
+    (the order of core.results.load_previews, so they sit next to the original trial's predictions)."""
+    record = get_variant(study, trial_number, index)
+    images = preview_images(study, artifact_store)
+    if images is None:
+        raise CompressionError(f"study {study.study_name!r} stored no preview images (set preview_count > 0 in its spec)")
+    with tempfile.TemporaryDirectory() as tmp:
+        model, config = load_model(download_variant(record, artifact_store, Path(tmp)))
+    with torch.no_grad():
+        # one image at a time: int8 variants are traced on a single image
+        logits = torch.cat([model.eval()(images[i : i + 1]).float() for i in range(len(images))])
+    return predict_mask(logits, task_mode(len(config.classes)), config.threshold).to(torch.uint8).numpy()
+
+
+def variant_name(study: optuna.Study, trial_number: int, index: int) -> str:
+    """Folder / file name of a variant download: ``<study>-trial<N>-variant<i>-<method>``."""
+    return f"{study.study_name}-trial{trial_number}-variant{index}-{get_variant(study, trial_number, index)['method']}"
+
+
+def variant_zip(study: optuna.Study, trial_number: int, index: int, artifact_store: Any) -> bytes:
+    """A zip of the variant's files in one folder (loadable with core.export.load_model once unzipped)."""
+    name = variant_name(study, trial_number, index)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = download_variant(get_variant(study, trial_number, index), artifact_store, Path(tmp) / name)
+        return _zip_folder(folder)
+
+
+def _zip_folder(folder: Path) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.iterdir()):
+            archive.write(path, f"{folder.name}/{path.name}")
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class ExportDownload:
+    """One verified export file, read into memory for a download button."""
+
+    format: str  # "onnx" or "torchscript"
+    file_name: str
+    data: bytes
+    max_abs_diff: float | None  # parity against PyTorch on ``checked_on``
+
+
+def export_downloads(
+    study: optuna.Study, trial_number: int, artifact_store: Any, formats: tuple[str, ...] = ("onnx", "torchscript")
+) -> tuple[list[ExportDownload], str]:
+    """The trial's exports in ``formats``, each parity-checked by core.export.export_trial: (files, checked on)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        report = export_trial(study, trial_number, artifact_store, Path(tmp), formats)
+        files = [
+            ExportDownload(f.format, f"{report.folder.name}{''.join(f.path.suffixes)}", f.path.read_bytes(), f.max_abs_diff)
+            for f in report.files if f.format in formats
+        ]
+    return files, report.checked_on

@@ -1,0 +1,271 @@
+"""Export a trained model: the safetensors + config bundle, ONNX and TorchScript, each verified.
+
+A trial's bundle is its two stored artifacts copied out (what was trained, byte for byte). ONNX and
+TorchScript files are checked right after writing: the written file is loaded back (onnxruntime /
+``torch.jit.load``) and run on real images, and its output must match PyTorch's within
+``ATOL + RTOL * |reference|`` or the export fails with :class:`ExportError`.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.contract import ArtifactKind, StudyAttr, TrialAttr
+from core.deploy.model_card import BUNDLE_ARTIFACTS, MODEL_CARD_FILE, bundle_name, model_card
+from core.errors import SegTuneError
+from core.modeling.bundle import CONFIG_FILE, WEIGHTS_FILE, BundleConfig, load_bundle, load_bundle_config, save_bundle
+from core.results.trials import default_trial, get_trial
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+ONNX_OPSET = 17  # pinned: onnxruntime >= 1.14 runs it everywhere, and results do not drift with torch
+ONNX_FILE = "model.onnx"
+TORCHSCRIPT_FILE = "model.torchscript.pt"
+INPUT_NAME, OUTPUT_NAME = "image", "logits"
+# Parity tolerance on logits: float32 kernels of different runtimes differ by ~1e-5 on these nets.
+ATOL = 1e-3
+RTOL = 1e-3
+FORMATS: tuple[str, ...] = ("bundle", "onnx", "torchscript")
+
+
+class ExportError(SegTuneError):
+    """An export could not be written or did not reproduce the PyTorch model's output."""
+
+
+@dataclass(frozen=True)
+class ExportedFile:
+    format: str  # one of FORMATS (or "card")
+    path: Path
+    max_abs_diff: float | None = None  # parity check against PyTorch; None for the bundle itself
+
+
+@dataclass
+class ExportReport:
+    folder: Path
+    files: list[ExportedFile] = field(default_factory=list)
+    checked_on: str = ""  # what the parity checks ran on ("N real images from ...")
+
+
+def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
+    """Validate export format names ("all" means every format)."""
+    chosen = tuple(FORMATS) if "all" in formats else tuple(dict.fromkeys(formats))
+    unknown = [name for name in chosen if name not in FORMATS]
+    if unknown or not chosen:
+        raise ExportError(f"unknown export format(s) {unknown or list(formats)}; valid: {[*FORMATS, 'all']}")
+    return chosen
+
+
+# --- parity -------------------------------------------------------------------------------------
+
+
+def _max_diff(reference: np.ndarray, exported: np.ndarray) -> tuple[float, bool]:
+    if reference.shape != exported.shape:
+        raise ExportError(f"export failed: output shape {exported.shape} differs from PyTorch's {reference.shape}")
+    diff = np.abs(reference - exported)
+    return float(diff.max(initial=0.0)), bool(np.all(diff <= ATOL + RTOL * np.abs(reference)))
+
+
+def _verify(kind: str, path: Path, reference: np.ndarray, exported: np.ndarray) -> float:
+    worst, ok = _max_diff(reference, exported)
+    if not ok:
+        path.unlink(missing_ok=True)  # never leave a file behind that gives different masks
+        raise ExportError(
+            f"{kind} export failed: max abs diff {worst:.3g} against PyTorch exceeds the tolerance "
+            f"(atol {ATOL}, rtol {RTOL})"
+        )
+    return worst
+
+
+@torch.no_grad()
+def _reference(model: nn.Module, sample: torch.Tensor) -> np.ndarray:
+    return model.eval()(sample).float().cpu().numpy()
+
+
+# --- formats ------------------------------------------------------------------------------------
+
+
+def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path) -> ExportedFile:
+    """Write ONNX (opset ONNX_OPSET, dynamic batch axis) and check it with onnxruntime on ``sample``."""
+    import onnxruntime as ort
+
+    model = model.eval().cpu()
+    if any(p.is_quantized for p in model.state_dict().values() if isinstance(p, torch.Tensor)):
+        raise ExportError("ONNX export of int8 variants is not supported; export them as TorchScript")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with warnings.catch_warnings():
+            # onnxscript (the new exporter's backend) is not a dependency: use the TorchScript-based one
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                model, (sample[:1],), str(path), dynamo=False, opset_version=ONNX_OPSET,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            )
+    except Exception as exc:  # noqa: BLE001 - the exporter raises many types; the user needs one message
+        path.unlink(missing_ok=True)
+        raise ExportError(f"ONNX export failed for this model: {type(exc).__name__}: {exc}") from exc
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    # the whole sample at once, so the dynamic batch axis is exercised too
+    output = session.run([OUTPUT_NAME], {INPUT_NAME: sample.numpy()})[0]
+    return ExportedFile("onnx", path, _verify("ONNX", path, _reference(model, sample), output))
+
+
+def trace_torchscript(model: nn.Module, sample: torch.Tensor) -> torch.jit.ScriptModule:
+    """Trace (not script): smp models have Python control flow that scripting rejects."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated but still the portable format
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        return torch.jit.trace(model.eval().cpu(), sample[:1], check_trace=False)
+
+
+def save_torchscript(model: nn.Module, sample: torch.Tensor, path: Path) -> Path:
+    """Trace ``model`` on ``sample`` and write it; the file runs without SegTune's code."""
+    traced = trace_torchscript(model, sample)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(traced, str(path))
+    return path
+
+
+def export_torchscript(model: nn.Module, sample: torch.Tensor, path: Path) -> ExportedFile:
+    """Write a traced TorchScript file, load it back and compare with PyTorch on ``sample``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        save_torchscript(model, sample, path)
+    except Exception as exc:  # noqa: BLE001
+        path.unlink(missing_ok=True)
+        raise ExportError(f"TorchScript export failed for this model: {type(exc).__name__}: {exc}") from exc
+    with torch.no_grad():
+        output = load_torchscript(path)(sample).float().numpy()
+    return ExportedFile("torchscript", path, _verify("TorchScript", path, _reference(model, sample), output))
+
+
+def load_torchscript(path: Path) -> torch.jit.ScriptModule:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(str(path), map_location="cpu").eval()
+
+
+def load_model(folder: Path) -> tuple[nn.Module, BundleConfig]:
+    """A model folder written by SegTune: a bundle (safetensors) or an int8 variant (TorchScript)."""
+    folder = Path(folder)
+    if (folder / WEIGHTS_FILE).is_file():
+        return load_bundle(folder)
+    config = load_bundle_config(folder)  # raises a clear error when this is no SegTune folder
+    if (folder / TORCHSCRIPT_FILE).is_file():
+        return load_torchscript(folder / TORCHSCRIPT_FILE), config
+    raise ExportError(f"{folder} has {CONFIG_FILE} but neither {WEIGHTS_FILE} nor {TORCHSCRIPT_FILE}")
+
+
+def export_model(
+    model: nn.Module, config: BundleConfig, folder: Path, formats: Sequence[str], sample: torch.Tensor, *, checked_on: str = ""
+) -> ExportReport:
+    """Write ``model`` in every format of ``formats`` into ``folder``; ONNX/TorchScript are verified."""
+    chosen = check_formats(formats)
+    report = ExportReport(Path(folder), checked_on=checked_on)
+    if "bundle" in chosen:
+        save_bundle(model, config, report.folder)
+        report.files.append(ExportedFile("bundle", report.folder / WEIGHTS_FILE))
+    else:
+        report.folder.mkdir(parents=True, exist_ok=True)
+        (report.folder / CONFIG_FILE).write_text(config.to_json(), encoding="utf-8")
+    if "onnx" in chosen:
+        report.files.append(export_onnx(model, sample, report.folder / ONNX_FILE))
+    if "torchscript" in chosen:
+        report.files.append(export_torchscript(model, sample, report.folder / TORCHSCRIPT_FILE))
+    return report
+
+
+# --- trials -------------------------------------------------------------------------------------
+
+
+def _trial(study: optuna.Study, trial_number: int | None) -> FrozenTrial:
+    return default_trial(study) if trial_number is None else get_trial(study, trial_number)
+
+
+def trial_bundle(study: optuna.Study, trial_number: int | None, artifact_store: Any, folder: Path) -> Path:
+    """Download a trial's "weights" and "config" artifacts into ``folder`` (best trial when None)."""
+    trial = _trial(study, trial_number)
+    artifacts = trial.user_attrs.get(TrialAttr.ARTIFACTS) or {}
+    missing = [kind for kind in BUNDLE_ARTIFACTS if not artifacts.get(kind)]
+    if missing:
+        raise ExportError(
+            f"trial #{trial.number} of study {study.study_name!r} stored no {' or '.join(missing)} "
+            f"(state {trial.state.name.lower()}): only completed trials can be exported"
+        )
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind, name in ((ArtifactKind.WEIGHTS, WEIGHTS_FILE), (ArtifactKind.CONFIG, CONFIG_FILE)):
+        with artifact_store.open_reader(artifacts[kind]) as reader, open(folder / name, "wb") as out:
+            shutil.copyfileobj(reader, out)
+    return folder
+
+
+def preview_images(study: optuna.Study, artifact_store: Any) -> torch.Tensor | None:
+    """The study's stored preview images as float (N, C, S, S) in [0, 1], or None when it has none."""
+    artifact_id = study.user_attrs.get(StudyAttr.PREVIEW_ARTIFACT)
+    if not artifact_id:
+        return None
+    with artifact_store.open_reader(artifact_id) as reader:
+        images = np.load(reader)["images"]
+    return torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0) if len(images) else None
+
+
+def parity_sample(study: optuna.Study, artifact_store: Any, config: BundleConfig, count: int = 4) -> tuple[torch.Tensor, str]:
+    """Real images to check exports on (the study's validation previews), else seeded noise."""
+    images = preview_images(study, artifact_store)
+    if images is not None:
+        return images[:count], f"{min(count, len(images))} validation images of study {study.study_name!r}"
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.rand((count, config.channels, config.image_size, config.image_size), generator=generator)
+    return noise, f"{count} random images (study {study.study_name!r} stored no preview images)"
+
+
+def export_trial(
+    study: optuna.Study, trial_number: int | None, artifact_store: Any, out_dir: Path, formats: Sequence[str] = ("bundle",)
+) -> ExportReport:
+    """Export one trial (best when None) into ``out_dir/<study>-trial<N>/`` with its model card."""
+    chosen = check_formats(formats)
+    trial = _trial(study, trial_number)
+    folder = Path(out_dir) / bundle_name(study, trial)
+    trial_bundle(study, trial.number, artifact_store, folder)
+    model, config = load_bundle(folder)
+    sample, checked_on = parity_sample(study, artifact_store, config)
+    report = ExportReport(folder, [ExportedFile("bundle", folder / WEIGHTS_FILE)], checked_on)
+    for name, writer, file_name in (("onnx", export_onnx, ONNX_FILE), ("torchscript", export_torchscript, TORCHSCRIPT_FILE)):
+        if name in chosen:
+            report.files.append(writer(model, sample, folder / file_name))
+    if "bundle" not in chosen:  # the downloaded weights were only the source of the other formats
+        (folder / WEIGHTS_FILE).unlink()
+        report.files.pop(0)
+    card = folder / MODEL_CARD_FILE
+    card.write_text(model_card(study, trial), encoding="utf-8")
+    report.files.append(ExportedFile("card", card))
+    return report
+
+
+def bundle_zip(study: optuna.Study, trial: FrozenTrial, artifact_store: ArtifactStore) -> bytes:
+    """A zip holding one folder: the trial's weights and config (its bundle), plus the model card."""
+    folder = bundle_name(study, trial)
+    buffer = io.BytesIO()
+    with tempfile.TemporaryDirectory(prefix="segtune-bundle-") as tmp:
+        files = trial_bundle(study, trial.number, artifact_store, Path(tmp) / folder)
+        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(files.iterdir()):
+                archive.write(path, f"{folder}/{path.name}")
+            archive.writestr(f"{folder}/{MODEL_CARD_FILE}", model_card(study, trial))
+    return buffer.getvalue()

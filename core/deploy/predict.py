@@ -1,0 +1,110 @@
+"""Segment a folder of images with an exported model (bundle or int8 TorchScript variant).
+
+Images are fed exactly as in training (core.data: grey/RGB, bilinear resize to the model's size,
+[0, 1] floats); each predicted mask is resized back to its image (nearest) and written as a PNG:
+0/255 for binary models, class indices otherwise. A file that cannot be read is reported and
+skipped — one bad scan must not cost the rest of the folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from core.modeling.bundle import BundleConfig
+from core.data.tensors import prepare_image
+from core.data.images import read_image
+from core.errors import SegTuneError
+from core.deploy.export import load_model
+from core.metrics.segmentation import predict_mask
+from core.modeling.config import task_mode
+from core.data.visual import overlay_mask
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+OVERLAY_DIR = "overlays"
+
+
+class PredictError(SegTuneError):
+    """The model or the image folder cannot be used at all (single bad images are only skipped)."""
+
+
+@dataclass
+class PredictReport:
+    written: list[Path] = field(default_factory=list)  # mask files, one per readable image
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, why)
+
+    def summary(self) -> str:
+        lines = [f"{len(self.written)} mask(s) written, {len(self.skipped)} file(s) skipped"]
+        lines += [f"  skipped {path.name}: {reason}" for path, reason in self.skipped]
+        return "\n".join(lines)
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Every visible file in ``folder`` (sorted); non-image files are reported later, not hidden."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PredictError(f"image folder {folder} does not exist or is not a folder")
+    return sorted(path for path in folder.iterdir() if path.is_file() and not path.name.startswith("."))
+
+
+@torch.no_grad()
+def predict_image(model: torch.nn.Module, config: BundleConfig, pixels: np.ndarray) -> np.ndarray:
+    """Class-index mask (H, W) uint8 at the size of ``pixels`` (HxWxC uint8 from read_image)."""
+    prepared = prepare_image(pixels, config.image_size, config.channels)
+    batch = torch.from_numpy(np.array(prepared))[None].float().div_(255.0)  # a writable copy
+    mode = task_mode(len(config.classes))
+    mask = predict_mask(model(batch).float(), mode, config.threshold)[0].to(torch.uint8).numpy()
+    height, width = pixels.shape[:2]
+    return np.asarray(Image.fromarray(mask).resize((width, height), Image.Resampling.NEAREST))
+
+
+def mask_png(mask: np.ndarray, num_classes: int) -> np.ndarray:
+    """What is written: 0/255 for binary (viewable), class indices for multi-class."""
+    return mask * 255 if num_classes == 2 else mask
+
+
+def predict_folder(
+    model_folder: Path, images: Path, out: Path, *, overlay: bool = False, progress: bool = True
+) -> PredictReport:
+    """Write ``out/<stem>.png`` for every readable image (and ``out/overlays/<stem>.png``)."""
+    model, config = load_model(Path(model_folder))
+    files = image_files(images)
+    if not files:
+        raise PredictError(f"image folder {images} is empty")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if overlay:
+        (out / OVERLAY_DIR).mkdir(exist_ok=True)
+    report = PredictReport()
+    seen: set[str] = set()
+    for path in tqdm(files, desc="predict", unit="image", disable=not progress):
+        reason = _skip_reason(path, seen)
+        if reason:
+            report.skipped.append((path, reason))
+            continue
+        try:
+            pixels = read_image(path)
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # PIL raises all of these
+            report.skipped.append((path, f"unreadable image ({type(exc).__name__}: {exc})"))
+            continue
+        seen.add(path.stem)
+        mask = predict_image(model, config, pixels)
+        target = out / f"{path.stem}.png"
+        Image.fromarray(mask_png(mask, len(config.classes))).save(target)
+        if overlay:
+            Image.fromarray(overlay_mask(pixels, mask)).save(out / OVERLAY_DIR / f"{path.stem}.png")
+        report.written.append(target)
+    return report
+
+
+def _skip_reason(path: Path, seen: set[str]) -> str:
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return f"not an image type SegTune reads ({', '.join(IMAGE_SUFFIXES)})"
+    if path.stem in seen:
+        return f"another image already wrote {path.stem}.png"
+    return ""

@@ -1,0 +1,1 @@
+"""What is measured: the metric catalogue and the segmentation metrics that fill it."""

@@ -1,0 +1,1 @@
+"""What is trained: the architecture, loss and optimizer registries, model configs and bundles."""

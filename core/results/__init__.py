@@ -1,0 +1,1 @@
+"""Reading results: trial tables, learning curves, preview masks and insights (read-only)."""

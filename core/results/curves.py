@@ -1,0 +1,48 @@
+"""Learning curves: per-epoch values of each trial as a tidy table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+from optuna.trial import FrozenTrial
+
+from core.contract import TrialAttr
+from core.errors import unknown_option
+from core.metrics.catalogue import curve_metrics
+from core.results.trials import ResultsError
+
+
+def learning_curves(trials: Sequence[FrozenTrial], metric: str) -> pd.DataFrame:
+    """Tidy per-epoch values: columns trial, state, split (train/val/lr/objective), epoch, value.
+
+    ``metric`` is one of :func:`~core.metrics.catalogue.curve_metrics`. Trials without a stored history (still running,
+    or written by another tool) fall back to their reported intermediate values.
+    """
+    if metric not in curve_metrics():
+        raise ResultsError(unknown_option("curve metric", metric, curve_metrics()))
+    rows: list[dict[str, Any]] = []
+    for trial in trials:
+        rows.extend(_curve_rows(trial, metric))
+    return pd.DataFrame(rows, columns=["trial", "state", "split", "epoch", "value"])
+
+
+def _curve_rows(trial: FrozenTrial, metric: str) -> list[dict[str, Any]]:
+    base = {"trial": trial.number, "state": trial.state.name.lower()}
+    history = trial.user_attrs.get(TrialAttr.HISTORY) or []
+    if not history:
+        return [
+            {**base, "split": "objective", "epoch": int(step), "value": value}
+            for step, value in sorted(trial.intermediate_values.items())
+        ]
+    # The learning rate is one schedule per trial, neither a training nor a validation value.
+    keys = {"train": f"train_{metric}", "val": f"val_{metric}"} if metric != "lr" else {"lr": "lr"}
+    return [
+        {**base, "split": split, "epoch": int(epoch["epoch"]), "value": epoch[key]}
+        for split, key in keys.items()
+        for epoch in history
+        if epoch.get(key) is not None
+    ]
+
+

@@ -1,0 +1,120 @@
+"""Preview masks: the study's fixed validation images, their ground truth and each trial's predictions."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from core.contract import ArtifactKind, StudyAttr, TrialAttr
+from core.errors import unknown_option
+from core.results.trials import ResultsError, get_trial
+
+if TYPE_CHECKING:
+    from optuna.artifacts._protocol import ArtifactStore
+
+
+ORDERINGS: dict[str, str] = {
+    "worst_dice": "Worst Dice first",
+    "disagreement": "Largest disagreement between trials",
+    "name": "File name",
+}
+
+
+@dataclass(frozen=True)
+class PreviewSet:
+    """Validation preview images with ground truth and the selected trials' predicted masks."""
+
+    stems: tuple[str, ...]
+    images: np.ndarray  # (N, C, S, S) uint8
+    masks: np.ndarray  # (N, S, S) uint8 class indices (ground truth)
+    predictions: dict[int, np.ndarray]  # trial number -> (N, S, S) uint8 class indices
+    dice: dict[int, np.ndarray]  # trial number -> (N,) per-image Dice
+    num_classes: int  # including background
+    missing: tuple[int, ...] = ()  # selected trials that stored no previews (failed, pruned, running)
+
+    @property
+    def trial_numbers(self) -> list[int]:
+        return list(self.predictions)
+
+    def disagreement(self) -> np.ndarray:
+        """Per image, the mean fraction of pixels on which two trials' predictions differ."""
+        predictions = list(self.predictions.values())
+        if len(predictions) < 2:
+            return np.zeros(len(self.stems))
+        pairs = [(a, b) for i, a in enumerate(predictions) for b in predictions[i + 1:]]
+        return np.mean([(a != b).mean(axis=(1, 2)) for a, b in pairs], axis=0)
+
+    def order(self, by: str) -> list[int]:
+        """Image indices in the order named by ``by`` (a key of :data:`ORDERINGS`)."""
+        if by not in ORDERINGS:
+            raise ResultsError(unknown_option("image order", by, ORDERINGS))
+        if by == "name" or not self.predictions:
+            return sorted(range(len(self.stems)), key=lambda i: self.stems[i])
+        if by == "worst_dice":
+            score = np.mean(list(self.dice.values()), axis=0)
+        else:
+            score = -self.disagreement()
+        return [int(i) for i in np.argsort(score, kind="stable")]
+
+    def dice_table(self, order: Sequence[int]) -> pd.DataFrame:
+        """One row per image in ``order``: its stem, each trial's Dice, and (several trials) their disagreement."""
+        rows = list(order)
+        table = pd.DataFrame({"image": [self.stems[i] for i in rows]})
+        for number in self.trial_numbers:
+            table[f"#{number}"] = self.dice[number][rows].astype(float)
+        if len(self.predictions) > 1:
+            table["disagreement"] = self.disagreement()[rows].astype(float)  # computed once for all rows
+        return table
+
+
+def load_previews(study: optuna.Study, trial_numbers: Sequence[int], artifact_store: ArtifactStore) -> PreviewSet:
+    """The study's preview images + ground truth and each trial's predictions, aligned by stem."""
+    artifact_id = study.user_attrs.get(StudyAttr.PREVIEW_ARTIFACT)
+    if not artifact_id:
+        raise ResultsError(f"study {study.study_name!r} stored no preview images (set preview_count > 0 in its spec)")
+    reference = _read_npz(artifact_store, artifact_id)
+    stems = tuple(str(stem) for stem in reference["stems"])
+    predictions: dict[int, np.ndarray] = {}
+    missing: list[int] = []
+    for number in trial_numbers:
+        trial = get_trial(study, number)
+        previews_id = (trial.user_attrs.get(TrialAttr.ARTIFACTS) or {}).get(ArtifactKind.PREVIEWS)
+        if previews_id is None:
+            missing.append(number)
+            continue
+        predictions[number] = _aligned(_read_npz(artifact_store, previews_id), stems, number)
+    masks = reference["masks"].astype(np.uint8)
+    num_classes = int(max([2, int(masks.max()) + 1, *[int(p.max()) + 1 for p in predictions.values()]]))
+    dice = {number: _dice_per_image(pred, masks, num_classes) for number, pred in predictions.items()}
+    return PreviewSet(stems, reference["images"], masks, predictions, dice, num_classes, tuple(missing))
+
+
+def _read_npz(artifact_store: ArtifactStore, artifact_id: str) -> dict[str, np.ndarray]:
+    with artifact_store.open_reader(artifact_id) as reader:
+        with np.load(io.BytesIO(reader.read()), allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+
+
+def _aligned(stored: dict[str, np.ndarray], stems: tuple[str, ...], number: int) -> np.ndarray:
+    # Trials store predictions in their own order; index them by the study's preview stems.
+    index = {str(stem): i for i, stem in enumerate(stored["stems"])}
+    absent = [stem for stem in stems if stem not in index]
+    if absent:
+        raise ResultsError(f"trial #{number}'s previews lack image(s) {absent[:3]}: were they made by another study?")
+    return stored["predictions"][[index[stem] for stem in stems]].astype(np.uint8)
+
+
+def _dice_per_image(predictions: np.ndarray, masks: np.ndarray, num_classes: int) -> np.ndarray:
+    # The one rule for an image's Dice is core.metrics.segmentation'; imported here because it pulls in torch and
+    # smp (seconds), which the other result pages never need.
+    from core.metrics.segmentation import per_image_dice
+
+    return np.array([per_image_dice(pred, truth, num_classes) for pred, truth in zip(predictions, masks)], dtype=float)
+
+

@@ -1,0 +1,157 @@
+"""The trials of a study as the results pages read them: which is best, the leaderboard table.
+
+Everything in ``core.results`` only reads a study (Optuna storage + artifact store) and returns
+plain values — DataFrames, numpy arrays, Plotly figures — so the pages stay render-only and the
+same functions serve the CLI and tests. Nothing is written back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+
+from core.contract import StudyAttr, TrialAttr
+from core.errors import SegTuneError
+from core.metrics.catalogue import split_metrics
+
+# Per-trial scalars copied from user attrs into the leaderboard, in display order.
+TRIAL_ATTRS: tuple[str, ...] = (
+    TrialAttr.EPOCHS_RUN, TrialAttr.BEST_EPOCH, TrialAttr.STOPPED_EARLY, TrialAttr.TRAIN_TIME_S,
+    TrialAttr.IMAGES_PER_S, TrialAttr.N_PARAMS, TrialAttr.WEIGHTS_MB, TrialAttr.DEVICE,
+)
+
+
+
+class ResultsError(SegTuneError):
+    """A requested result does not exist (no such trial, no stored previews or weights)."""
+
+
+# --- study facts ----------------------------------------------------------------------------
+
+
+def objective_names(study: optuna.Study) -> list[str]:
+    """The objectives' metric names (from the stored spec), else Optuna's metric names."""
+    spec = study.user_attrs.get(StudyAttr.SPEC) or {}
+    names = [objective.get("metric", "") for objective in spec.get("objectives", [])]
+    if len(names) == len(study.directions) and all(names):
+        return names
+    if study.metric_names:
+        return list(study.metric_names)
+    if len(study.directions) == 1:
+        return ["objective"]
+    return [f"objective_{index + 1}" for index in range(len(study.directions))]
+
+
+def finished(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    return [trial for trial in trials if trial.state.is_finished()]
+
+
+def best_numbers(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -> list[int]:
+    """The best complete trial (one objective) or the Pareto front (several), by trial number."""
+    complete = [t for t in (study.get_trials(deepcopy=False) if trials is None else trials) if t.state == TrialState.COMPLETE and t.values]
+    if not complete:
+        return []
+    # Flip maximised objectives so "smaller is better" everywhere.
+    signs = np.array([-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in study.directions])
+    values = np.array([t.values for t in complete], dtype=float) * signs
+    if values.shape[1] == 1:
+        return [complete[int(np.argmin(values[:, 0]))].number]
+    no_worse = (values[:, None, :] <= values[None, :, :]).all(axis=2)
+    better = (values[:, None, :] < values[None, :, :]).any(axis=2)
+    dominated = (no_worse & better).any(axis=0)  # dominated[j]: some i beats j
+    return [trial.number for trial, lost in zip(complete, dominated) if not lost]
+
+
+def get_trial(study: optuna.Study, number: int) -> FrozenTrial:
+    trials = study.get_trials(deepcopy=False)
+    for trial in trials:
+        if trial.number == number:
+            return trial
+    raise ResultsError(
+        f"study {study.study_name!r} has no trial #{number} (it has {len(trials)} trials, numbered 0..{len(trials) - 1})"
+    )
+
+
+def default_trial(study: optuna.Study) -> FrozenTrial:
+    """The trial to export when the user picks none: the best (first of the Pareto front)."""
+    best = best_numbers(study)
+    if not best:
+        raise ResultsError(f"study {study.study_name!r} has no completed trial yet: wait for one to finish")
+    return get_trial(study, best[0])
+
+
+# --- leaderboard ------------------------------------------------------------------------------
+
+
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial: number, state, best flag, rank, objectives, params, val/test metrics, costs."""
+    trials = study.get_trials(deepcopy=False)
+    best = set(best_numbers(study, trials))
+    names = objective_names(study)
+    rows = [_trial_row(trial, names, trial.number in best) for trial in trials]
+    frame = pd.DataFrame(rows, columns=_frame_columns(trials, names))
+    frame["rank"] = _ranks(study, frame, names[0])
+    return frame.reset_index(drop=True)
+
+
+def _ranks(study: optuna.Study, frame: pd.DataFrame, first_objective: str) -> pd.Series:
+    """1 = best complete trial by the first objective; other states get no rank."""
+    values = frame[f"objective_{first_objective}"].where(frame["state"] == "complete").astype(float)
+    ascending = study.directions[0] == optuna.study.StudyDirection.MINIMIZE
+    return values.rank(method="min", ascending=ascending).astype("Int64")
+
+
+def _frame_columns(trials: Sequence[FrozenTrial], names: list[str]) -> list[str]:
+    params = sorted({f"param_{name}" for trial in trials for name in trial.params})
+    return [
+        "number", "state", "best", "rank", *[f"objective_{name}" for name in names], *params,
+        *[f"val_{metric}" for metric in split_metrics()], *[f"test_{metric}" for metric in split_metrics()],
+        *TRIAL_ATTRS, "duration_s", "error",
+    ]
+
+
+def _trial_row(trial: FrozenTrial, names: list[str], is_best: bool) -> dict[str, Any]:
+    attrs = trial.user_attrs
+    row: dict[str, Any] = {"number": trial.number, "state": trial.state.name.lower(), "best": is_best}
+    for name, value in zip(names, trial.values or [None] * len(names)):
+        row[f"objective_{name}"] = value
+    row.update({f"param_{name}": value for name, value in trial.params.items()})
+    val_metrics = attrs.get(TrialAttr.VAL_METRICS) or _last_epoch_metrics(attrs.get(TrialAttr.HISTORY) or [])
+    row.update({f"val_{m}": val_metrics.get(m) for m in split_metrics()})
+    row.update({f"test_{m}": (attrs.get(TrialAttr.TEST_METRICS) or {}).get(m) for m in split_metrics()})
+    row.update({attr: attrs.get(attr) for attr in TRIAL_ATTRS})
+    if row["epochs_run"] is None:
+        # A running (or hand-made) trial has no summary yet: its progress is the current epoch.
+        row["epochs_run"] = len(attrs[TrialAttr.HISTORY]) if attrs.get(TrialAttr.HISTORY) else attrs.get(TrialAttr.EPOCH)
+    row["duration_s"] = trial.duration.total_seconds() if trial.duration else None
+    row["error"] = attrs.get(TrialAttr.ERROR)
+    return row
+
+
+def _last_epoch_metrics(history: list[dict[str, Any]]) -> dict[str, Any]:
+    # Pruned trials stop before the summary is written; their last epoch is what they reached.
+    if not history:
+        return {}
+    return {key.removeprefix("val_"): value for key, value in history[-1].items() if key.startswith("val_")}
+
+
+def leaderboard_text(study: optuna.Study, top: int = 10) -> str:
+    """The best ``top`` trials as a plain-text table (for the CLI), best first."""
+    frame = trials_frame(study)
+    if frame.empty:
+        return f"study {study.study_name!r} has no trials yet"
+    params = [column for column in frame.columns if column.startswith("param_")]
+    objectives = [c for c in frame.columns if c.startswith("objective_") and c.removeprefix("objective_") not in ("val_dice", "val_iou")]
+    columns = ["rank", "number", "state", *objectives, "val_dice", "val_iou", "test_dice", *params, "epochs_run", "images_per_s"]
+    table = frame.sort_values(["rank", "number"], na_position="last").head(top)[columns]
+    table = table.rename(columns=lambda column: column.removeprefix("param_").removeprefix("objective_"))
+    counts = frame["state"].value_counts().to_dict()
+    header = f"study {study.study_name}: " + ", ".join(f"{count} {state}" for state, count in sorted(counts.items()))
+    return header + "\n" + table.to_string(index=False, float_format=lambda value: f"{value:.4g}", na_rep="-")
+
+

@@ -1,0 +1,1 @@
+"""Running studies: storage, the job queue and budget, workers, background tasks."""

@@ -1,0 +1,114 @@
+"""Create, prepare and run studies: the glue between a spec, Optuna storage and the objective.
+
+``prepare_study`` is called once per study (by the CLI or when a job is submitted): it creates the
+Optuna study with the spec's directions, sampler and pruner, freezes the split, stores the preview
+inputs and queues grid points. ``run_study`` is the single-process loop behind ``python -m core tune``;
+workers (core/runtime/worker.py) drive the same objective for background jobs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import torch
+
+from core.contract import StudyAttr
+from core.errors import SegTuneError
+from core.runtime.budget import remaining_budget
+from core.runtime.storage import open_artifact_store, open_storage
+from core.search.samplers import make_pruner, make_sampler
+from core.search.spec import StudySpec
+from core.search.suggest import enqueue_grid
+from core.search.validation import spec_from_dict
+from core.settings import Settings
+from core.training.objective import RunContext, TrialError, make_objective, preview_stems, study_source, upload_study_previews
+
+def create_or_load_study(spec: StudySpec, storage: optuna.storages.BaseStorage, worker_index: int = 0) -> optuna.Study:
+    """The spec's Optuna study; an existing study of that name must have been made from an equal spec."""
+    study = optuna.create_study(
+        storage=storage,
+        study_name=spec.name,
+        directions=spec.directions,
+        sampler=make_sampler(spec, worker_index),
+        pruner=make_pruner(spec),
+        load_if_exists=True,
+    )
+    stored = study.user_attrs.get(StudyAttr.SPEC)
+    if stored is None:
+        study.set_user_attr(StudyAttr.SPEC, spec.to_dict())
+    elif _comparable(stored) != _comparable(spec.to_dict()):
+        raise SegTuneError(
+            f"a study named {spec.name!r} already exists with a different spec; pick another name, "
+            "or resume it with its own spec"
+        )
+    return study
+
+
+def _comparable(spec_dict: dict[str, Any]) -> dict[str, Any]:
+    # The budget may grow (extend) and the description may change without making another study.
+    return {key: value for key, value in spec_dict.items() if key not in ("budget", "description")}
+
+
+def load_study(name: str, storage: optuna.storages.BaseStorage) -> tuple[optuna.Study, StudySpec]:
+    """Open an existing study and its spec by name (the error lists the studies there are)."""
+    names = optuna.get_all_study_names(storage)
+    if name not in names:
+        raise SegTuneError(f"no study named {name!r}; studies: {sorted(names) or 'none yet'}")
+    study = optuna.load_study(study_name=name, storage=storage)
+    if StudyAttr.SPEC not in study.user_attrs:
+        raise SegTuneError(f"study {name!r} was not made by SegTune (it has no spec); open it with optuna-dashboard instead")
+    spec = spec_from_dict(study.user_attrs[StudyAttr.SPEC])
+    # Loaded without the spec's sampler and pruner: enough to read and export, and run_study re-opens
+    # the study through create_or_load_study when it adds trials.
+    return study, spec
+
+
+def prepare_study(spec: StudySpec, settings: Settings, *, storage: optuna.storages.BaseStorage | None = None, artifact_store: Any = None) -> optuna.Study:
+    """Create the study (idempotent), freeze its split, store preview inputs, queue grid points."""
+    storage = storage or open_storage(settings.db_url, settings.heartbeats)
+    artifact_store = artifact_store or open_artifact_store(settings)
+    study = create_or_load_study(spec, storage)
+    if StudyAttr.PREVIEW_ARTIFACT not in study.user_attrs:
+        source = study_source(spec, settings)
+        split = source.split
+        preview = source.tensors(preview_stems(split, spec.preview_count), spec.image_size, torch.device("cpu"))
+        context = RunContext(settings=settings, artifact_store=artifact_store, device="cpu")
+        study.set_user_attr(StudyAttr.DATASET, spec.dataset)
+        study.set_user_attr(StudyAttr.SPLIT_HASH, split.hash)
+        study.set_user_attr(StudyAttr.SPLIT_SIZES, {"train": len(split.train), "val": len(split.val), "test": len(split.test)})
+        study.set_user_attr(StudyAttr.PREVIEW_STEMS, list(preview.stems))
+        study.set_user_attr(StudyAttr.PREVIEW_ARTIFACT, upload_study_previews(study, preview, context))
+    if spec.sampler == "grid":
+        enqueue_grid(study, spec)
+    return study
+
+
+def run_study(
+    spec: StudySpec,
+    settings: Settings,
+    *,
+    n_trials: int | None = None,
+    timeout_s: float | None = None,
+    device: str = "auto",
+    show_progress: bool = False,
+    storage: optuna.storages.BaseStorage | None = None,
+    artifact_store: Any = None,
+) -> optuna.Study:
+    """Run the study in this process until its budget (or ``n_trials`` more trials) is used up."""
+    storage = storage or open_storage(settings.db_url, settings.heartbeats)
+    artifact_store = artifact_store or open_artifact_store(settings)
+    study = prepare_study(spec, settings, storage=storage, artifact_store=artifact_store)
+    remaining = n_trials if n_trials is not None else remaining_budget(study, spec)
+    if remaining is not None and remaining <= 0:
+        return study
+    context = RunContext(settings=settings, artifact_store=artifact_store, device=device)
+    study.optimize(
+        make_objective(spec, context),
+        n_trials=remaining,
+        timeout=timeout_s if timeout_s is not None else spec.budget.timeout_s,
+        catch=(TrialError,),
+        show_progress_bar=show_progress,
+        gc_after_trial=True,
+    )
+    return study

@@ -1,0 +1,1 @@
+"""What is searched: study specs, the hyperparameter catalogue, samplers, pruners, presets."""

@@ -1,0 +1,176 @@
+"""The search space: one dimension per hyperparameter, and the catalogue of what can be tuned.
+
+Every hyperparameter is a fixed value, a choice, or an int/float range (:class:`ParamSpec`).
+:data:`HYPERPARAMETERS` says for each tunable name its type, default, valid values and when it
+applies; the model and optimizer conditions come from their registries (an ``encoder`` only for
+architectures that take one, momentum only for optimizers that use it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from core.modeling import architectures, optimizers
+from core.modeling.custom import ACTIVATIONS
+from core.modeling.encoders import encoder_names
+from core.modeling.losses import LOSSES
+from core.modeling.optimizers import OPTIMIZERS, SCHEDULES
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One dimension of the search space.
+
+    JSON forms: a bare value (fixed), ``{"choices": [...]}``, or
+    ``{"low": a, "high": b, "step": s?, "log": bool?, "type": "int"|"float"?}``.
+    """
+
+    kind: str  # "fixed" | "choice" | "int" | "float"
+    value: Any = None  # fixed
+    choices: tuple[Any, ...] = ()  # choice
+    low: float | None = None  # int / float ranges
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+
+    @classmethod
+    def fixed(cls, value: Any) -> ParamSpec:
+        return cls(kind="fixed", value=value)
+
+    @classmethod
+    def choice(cls, *choices: Any) -> ParamSpec:
+        return cls(kind="choice", choices=tuple(choices))
+
+    @classmethod
+    def int_range(cls, low: int, high: int, step: int = 1, log: bool = False) -> ParamSpec:
+        return cls(kind="int", low=low, high=high, step=step, log=log)
+
+    @classmethod
+    def float_range(
+        cls, low: float, high: float, step: float | None = None, log: bool = False
+    ) -> ParamSpec:
+        return cls(kind="float", low=low, high=high, step=step, log=log)
+
+    def candidate_values(self) -> list[Any]:
+        """Every value this dimension can take; ranges must be stepped (used by grid search)."""
+        if self.kind == "fixed":
+            return [self.value]
+        if self.kind == "choice":
+            return list(self.choices)
+        if self.kind == "int":
+            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+        if self.step is None:
+            raise ValueError("a continuous float range has no finite list of values")
+        count = int(round((self.high - self.low) / self.step)) + 1
+        return [round(self.low + i * self.step, 12) for i in range(count)]
+
+    def to_json(self) -> Any:
+        if self.kind == "fixed":
+            return self.value
+        if self.kind == "choice":
+            return {"choices": list(self.choices)}
+        data: dict[str, Any] = {"type": self.kind, "low": self.low, "high": self.high}
+        if self.step is not None:
+            data["step"] = self.step
+        if self.log:
+            data["log"] = True
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> ParamSpec:
+        if not isinstance(data, dict):
+            return cls.fixed(data)
+        if "value" in data and len(data) == 1:
+            return cls.fixed(data["value"])
+        if "choices" in data:
+            choices = data["choices"]
+            if not isinstance(choices, list) or not choices:
+                raise ValueError("'choices' must be a non-empty list")
+            if set(data) != {"choices"}:
+                raise ValueError("a choice takes only the key 'choices'")
+            return cls.choice(*choices)
+        if "low" in data and "high" in data:
+            unknown = set(data) - {"low", "high", "step", "log", "type"}
+            if unknown:
+                raise ValueError(f"unknown range key(s) {sorted(unknown)}; use low, high, step, log, type")
+            low, high = data["low"], data["high"]
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+                raise ValueError("'low' and 'high' must be numbers")
+            kind = data.get("type") or ("int" if isinstance(low, int) and isinstance(high, int) else "float")
+            if kind not in ("int", "float"):
+                raise ValueError(f"range type {kind!r} is not one of ['int', 'float']")
+            step = data.get("step")
+            if kind == "int":
+                return cls.int_range(int(low), int(high), int(step or 1), bool(data.get("log", False)))
+            return cls.float_range(float(low), float(high), step, bool(data.get("log", False)))
+        raise ValueError(
+            "expected a value, {'choices': [...]} or {'low': ..., 'high': ...}; got " + json.dumps(data)
+        )
+
+
+Params = dict[str, Any]
+
+
+def _always(_: Params) -> bool:
+    return True
+
+
+def _architecture_takes(name: str) -> Callable[[Params], bool]:
+    return lambda params: architectures.takes(params.get("architecture"), name)
+
+
+def _optimizer_takes(name: str) -> Callable[[Params], bool]:
+    return lambda params: optimizers.takes(params.get("optimizer"), name)
+
+
+@dataclass(frozen=True)
+class HyperParam:
+    """What one tunable name means: its type, default, valid values and when it applies."""
+
+    kind: type  # str, int, float or bool
+    default: Any
+    help: str
+    options: Callable[[], Sequence[Any]] | None = None  # valid values for str parameters
+    bounds: tuple[float, float] | None = None  # inclusive bounds for numbers
+    active: Callable[[Params], bool] = _always  # conditional parameters
+    allow_none: bool = False
+
+
+HYPERPARAMETERS: dict[str, HyperParam] = {
+    # model
+    "architecture": HyperParam(str, "Unet", "segmentation architecture", lambda: architectures.ARCHITECTURES.names),
+    "encoder": HyperParam(str, "resnet18", "encoder backbone (smp architectures)", encoder_names, active=_architecture_takes("encoder")),
+    "encoder_depth": HyperParam(int, 5, "encoder stages (smp architectures)", bounds=(3, 5), active=_architecture_takes("encoder_depth")),
+    "encoder_weights": HyperParam(str, None, "pretrained encoder weights", lambda: ["imagenet"], active=_architecture_takes("encoder_weights"), allow_none=True),
+    "unet_start_filters": HyperParam(int, 64, "filters of the first level (classic U-Net, the Keras Tuner study's start_neurons)", bounds=(4, 256), active=_architecture_takes("unet_start_filters")),
+    "unet_depth": HyperParam(int, 4, "down-sampling levels (classic U-Net, the Keras Tuner study's net_depth)", bounds=(2, 8), active=_architecture_takes("unet_depth")),
+    "unet_activation": HyperParam(str, "relu", "activation (classic U-Net)", lambda: tuple(ACTIVATIONS), active=_architecture_takes("unet_activation")),
+    "unet_dropout": HyperParam(float, 0.0, "dropout rate, 0 = off (classic U-Net)", bounds=(0.0, 0.9), active=_architecture_takes("unet_dropout")),
+    "unet_bn_after_act": HyperParam(bool, False, "batch norm after the activation (classic U-Net)", active=_architecture_takes("unet_bn_after_act")),
+    # optimisation
+    "optimizer": HyperParam(str, "adam", "optimizer", lambda: OPTIMIZERS.names),
+    "lr": HyperParam(float, 1e-3, "learning rate", bounds=(1e-8, 10.0)),
+    "weight_decay": HyperParam(float, 0.0, "weight decay", bounds=(0.0, 1.0)),
+    "momentum": HyperParam(float, 0.9, "momentum (SGD, RMSprop)", bounds=(0.0, 0.999), active=_optimizer_takes("momentum")),
+    "nesterov": HyperParam(bool, False, "Nesterov momentum (SGD)", active=_optimizer_takes("nesterov")),
+    "scheduler": HyperParam(str, "none", "learning-rate schedule", lambda: SCHEDULES.names),
+    "batch_size": HyperParam(int, 8, "images per batch", bounds=(1, 1024)),
+    "epochs": HyperParam(int, 10, "training epochs (capped by budget.max_epochs)", bounds=(1, 10_000)),
+    "loss": HyperParam(str, "dice_bce", "loss function", lambda: LOSSES.names),
+    # augmentation (applied to image and mask together)
+    "aug_hflip": HyperParam(bool, False, "random horizontal flips"),
+    "aug_vflip": HyperParam(bool, False, "random vertical flips"),
+    "aug_rotate": HyperParam(float, 0.0, "max rotation in degrees, 0 = off", bounds=(0.0, 180.0)),
+    "aug_shift_scale": HyperParam(float, 0.0, "max shift / scale change as a fraction, 0 = off", bounds=(0.0, 0.5)),
+    "aug_brightness_contrast": HyperParam(float, 0.0, "max brightness/contrast change, 0 = off", bounds=(0.0, 1.0)),
+}
+
+
+def active_hyperparameters(params: Params) -> list[str]:
+    """Names that apply given the (partial) params chosen so far, in catalogue order."""
+    return [name for name, hp in HYPERPARAMETERS.items() if hp.active(params)]
+
+

@@ -1,0 +1,89 @@
+"""Study specifications: the typed, versioned description of one tuning study.
+
+A spec is plain JSON (or YAML) on disk and a :class:`StudySpec` in code; :mod:`core.search.validation`
+reads and checks it. Search dimensions are :mod:`core.search.space`'s.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.data.splits import SplitConfig
+from core.metrics.catalogue import DEFAULT_OBJECTIVE, Direction
+from core.search.space import HYPERPARAMETERS, ParamSpec
+
+SPEC_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str = DEFAULT_OBJECTIVE
+    direction: str = Direction.MAXIMIZE  # specs may leave it out: the metric's natural direction is used
+
+
+@dataclass(frozen=True)
+class Budget:
+    n_trials: int | None = 20  # trials for the whole study, across all workers
+    timeout_s: float | None = None  # wall-clock limit for the study
+    max_epochs: int = 20  # cap on any trial's epochs; Hyperband's max resource
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """Everything needed to run (and re-run) a study. Defaults give a sensible single-objective study."""
+
+    name: str
+    dataset: str
+    search_space: dict[str, ParamSpec] = field(default_factory=dict)  # names from HYPERPARAMETERS
+    image_size: int = 256  # square side in pixels; a multiple of 32
+    channels: int | None = None  # 1 or 3; None = the dataset's own
+    objectives: tuple[Objective, ...] = (Objective(),)
+    budget: Budget = Budget()
+    sampler: str = "tpe"  # a name of core.search.samplers.SAMPLERS
+    pruner: str = "median"  # a name of core.search.samplers.PRUNERS
+    patience: int = 5  # early stopping: epochs without val-loss improvement 
+    seed: int = 0
+    split: SplitConfig = SplitConfig()
+    preview_count: int = 8  # validation images whose predicted masks are stored per trial (1..64)
+    description: str = ""
+    version: int = SPEC_VERSION
+
+    @property
+    def directions(self) -> list[str]:
+        return [objective.direction for objective in self.objectives]
+
+    @property
+    def is_multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    def param(self, name: str) -> ParamSpec:
+        """The search dimension for ``name``: the spec's own, else the catalogue default (fixed)."""
+        if name in self.search_space:
+            return self.search_space[name]
+        return ParamSpec.fixed(HYPERPARAMETERS[name].default)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "name": self.name,
+            "dataset": self.dataset,
+            "description": self.description,
+            "image_size": self.image_size,
+            "channels": self.channels,
+            "objectives": [{"metric": o.metric, "direction": o.direction} for o in self.objectives],
+            "budget": {"n_trials": self.budget.n_trials, "timeout_s": self.budget.timeout_s, "max_epochs": self.budget.max_epochs},
+            "sampler": self.sampler,
+            "pruner": self.pruner,
+            "patience": self.patience,
+            "seed": self.seed,
+            "split": self.split.to_dict(),
+            "preview_count": self.preview_count,
+            "search_space": {name: spec.to_json() for name, spec in self.search_space.items()},
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+

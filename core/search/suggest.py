@@ -1,0 +1,72 @@
+"""From a spec's search space to Optuna trials: the only place that calls ``trial.suggest_*``.
+
+Conditional parameters (an encoder only for architectures that take one, the U-Net shape only for
+the classic U-Net) are suggested only when active, so the samplers never see values that were
+drawn and then ignored; grids enumerate the same conditional space.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import optuna
+
+from core.contract import StudyAttr
+from core.search.space import HYPERPARAMETERS, ParamSpec
+from core.search.spec import StudySpec
+
+
+def suggest_params(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
+    """Every active hyperparameter's value for this trial (fixed ones included, not suggested)."""
+    params: dict[str, Any] = {}
+    for name, hp in HYPERPARAMETERS.items():
+        if hp.active(params):
+            params[name] = _suggest(trial, name, spec.param(name))
+    params["epochs"] = min(params["epochs"], spec.budget.max_epochs)
+    return params
+
+
+def _suggest(trial: optuna.Trial, name: str, dim: ParamSpec) -> Any:
+    if dim.kind == "fixed":
+        return dim.value
+    if dim.kind == "choice":
+        return trial.suggest_categorical(name, list(dim.choices))
+    if dim.kind == "int":
+        step = 1 if dim.log else int(dim.step or 1)
+        return trial.suggest_int(name, int(dim.low), int(dim.high), step=step, log=dim.log)
+    return trial.suggest_float(name, dim.low, dim.high, step=dim.step, log=dim.log)
+
+
+def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
+    """Every combination of the tuned dimensions, honouring conditions (no inactive duplicates)."""
+    partials: list[dict[str, Any]] = [{}]
+    for name, hp in HYPERPARAMETERS.items():
+        values = spec.param(name).candidate_values()
+        partials = [
+            {**partial, name: value} if hp.active(partial) else partial
+            for partial in partials
+            for value in (values if hp.active(partial) else [None])
+        ]
+    tuned = [name for name, dim in spec.search_space.items() if dim.kind != "fixed"]
+    unique = {json.dumps({n: p[n] for n in tuned if n in p}, sort_keys=True) for p in partials}
+    return [json.loads(point) for point in sorted(unique)]
+
+
+def enqueue_grid(study: optuna.Study, spec: StudySpec) -> int:
+    """Queue each grid point once as a WAITING trial; returns the grid's size."""
+    points = grid_points(spec)
+    if not study.user_attrs.get(StudyAttr.GRID_ENQUEUED):
+        for point in points:
+            study.enqueue_trial(point, skip_if_exists=True)
+        study.set_user_attr(StudyAttr.GRID_ENQUEUED, True)
+    return len(points)
+
+
+def search_space_size(spec: StudySpec) -> int | None:
+    """Number of distinct configurations, or None when a continuous range makes it infinite."""
+    try:
+        return len(grid_points(spec))
+    except ValueError:
+        return None
+

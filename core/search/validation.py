@@ -1,0 +1,282 @@
+"""Reading and validating study specs: every problem at once, each tied to its field.
+
+``spec_from_dict`` turns JSON into a :class:`~core.search.spec.StudySpec` or raises
+:class:`SpecError` whose ``problems`` map field paths (``search_space.lr``, ``budget.n_trials``)
+to messages that name the valid options.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from core.data.splits import SplitConfig, config_problems
+from core.errors import ProblemsError, unknown_option
+from core.metrics.catalogue import DEFAULT_OBJECTIVE, epoch_objectives, objective_metrics
+from core.naming import is_valid_name
+from core.search.samplers import PRUNERS, SAMPLERS
+from core.search.space import HYPERPARAMETERS, HyperParam, ParamSpec
+from core.search.spec import SPEC_VERSION, Budget, Objective, StudySpec
+
+
+class SpecError(ProblemsError):
+    """A spec is invalid; ``problems`` maps each bad field path to what is wrong with it."""
+
+    title = "Invalid study spec"
+
+
+_TOP_LEVEL_KEYS = {f.name for f in fields(StudySpec)}
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read a spec from a ``.json`` or ``.yaml``/``.yml`` file and validate it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError({"file": f"cannot read {path}: {exc.strerror or exc}"}) from exc
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # noqa: BLE001 - any parser error becomes one clear message
+        raise SpecError({"file": f"{path.name} is not valid {path.suffix.lstrip('.').upper() or 'JSON'}: {exc}"}) from exc
+    return spec_from_dict(data)
+
+
+def spec_from_dict(data: Any) -> StudySpec:
+    """Build and validate a :class:`StudySpec`; raises :class:`SpecError` listing every problem."""
+    if not isinstance(data, dict):
+        raise SpecError({"spec": "must be a JSON object"})
+    problems: dict[str, str] = {}
+    unknown = sorted(set(data) - _TOP_LEVEL_KEYS)
+    if unknown:
+        problems["spec"] = f"unknown key(s) {unknown}; valid keys: {sorted(_TOP_LEVEL_KEYS)}"
+    version = data.get("version", SPEC_VERSION)
+    if version != SPEC_VERSION:
+        problems["version"] = f"spec version {version!r} is not supported (this SegTune reads version {SPEC_VERSION})"
+
+    name = _required_text(data, "name", problems)
+    dataset = _required_text(data, "dataset", problems)
+    space = _parse_space(data.get("search_space", {}), problems)
+    objectives = _parse_objectives(data.get("objectives", [{"metric": DEFAULT_OBJECTIVE}]), problems)
+    budget = _parse_budget(data.get("budget", {}), problems)
+    split = _parse_split(data.get("split", {}), problems)
+
+    spec_kwargs: dict[str, Any] = {}
+    for key, kind in (("image_size", int), ("channels", int), ("patience", int), ("seed", int), ("preview_count", int), ("sampler", str), ("pruner", str), ("description", str)):
+        if key in data and data[key] is not None:
+            if not _is_type(data[key], kind):
+                problems[key] = f"must be {kind.__name__}, got {data[key]!r}"
+            else:
+                spec_kwargs[key] = data[key]
+        elif key == "channels" and "channels" in data:
+            spec_kwargs["channels"] = None
+    spec = StudySpec(name=name, dataset=dataset, search_space=space, objectives=objectives or (Objective(),), budget=budget, split=split, **spec_kwargs)
+    for path, message in spec_problems(spec).items():
+        problems.setdefault(path, message)  # a parse problem is the more precise message
+    if problems:
+        raise SpecError(problems)
+    return spec
+
+
+def validate_spec(spec: StudySpec) -> None:
+    """Raise :class:`SpecError` if an already typed spec breaks any rule."""
+    problems = spec_problems(spec)
+    if problems:
+        raise SpecError(problems)
+
+
+def spec_problems(spec: StudySpec) -> dict[str, str]:
+    """Every rule a typed spec breaks, as field path -> message (empty when valid)."""
+    problems: dict[str, str] = {}
+    if not is_valid_name(spec.name):
+        problems["name"] = f"{spec.name!r} must be 1-64 letters, digits, '-', '_' or '.'"
+    if spec.image_size < 32 or spec.image_size % 32:
+        problems["image_size"] = f"must be a multiple of 32 and at least 32, got {spec.image_size}"
+    if spec.channels not in (None, 1, 3):
+        problems["channels"] = f"must be 1 (grey), 3 (RGB) or null (the dataset's own), got {spec.channels}"
+    for key, registry in (("sampler", SAMPLERS), ("pruner", PRUNERS)):
+        problem = registry.problem(getattr(spec, key))
+        if problem:
+            problems[key] = problem
+    if spec.patience < 1:
+        problems["patience"] = "must be at least 1"
+    if not 1 <= spec.preview_count <= 64:
+        problems["preview_count"] = "must be between 1 and 64"
+    _check_objectives(spec, problems)
+    _check_budget(spec.budget, problems)
+    _check_split(spec.split, problems)
+    for param_name, param in spec.search_space.items():
+        _check_param(param_name, param, problems)
+    if spec.sampler == "grid":
+        for param_name, param in spec.search_space.items():
+            if param.kind == "float" and param.step is None:
+                problems[f"search_space.{param_name}"] = "grid search needs a list of choices or a stepped range (add 'step')"
+    return problems
+
+
+def _check_objectives(spec: StudySpec, problems: dict[str, str]) -> None:
+    if not spec.objectives:
+        problems["objectives"] = "at least one objective is needed"
+    metrics = [objective.metric for objective in spec.objectives]
+    if len(set(metrics)) < len(metrics):
+        problems["objectives"] = f"each metric may appear once; got {metrics}"
+    for i, objective in enumerate(spec.objectives):
+        if objective.metric not in objective_metrics():
+            problems[f"objectives[{i}].metric"] = unknown_option("metric", objective.metric, objective_metrics())
+        if objective.direction not in ("maximize", "minimize"):
+            problems[f"objectives[{i}].direction"] = "must be 'maximize' or 'minimize'"
+    if spec.is_multi_objective:
+        if spec.pruner != "none":
+            problems["pruner"] = "Optuna cannot prune studies with several objectives; use 'none'"
+        if spec.sampler in SAMPLERS and not SAMPLERS.get(spec.sampler).multi_objective:
+            valid = [entry.name for entry in SAMPLERS if entry.multi_objective]
+            problems["sampler"] = f"sampler {spec.sampler!r} cannot handle several objectives; use one of {valid}"
+    elif spec.sampler in SAMPLERS and not SAMPLERS.get(spec.sampler).single_objective:
+        problems["sampler"] = f"{spec.sampler!r} is for several objectives; add a second objective or pick another sampler"
+    elif spec.objectives and spec.objectives[0].metric not in epoch_objectives() and spec.pruner != "none":
+        problems["pruner"] = f"{spec.objectives[0].metric} is only known when a trial ends, so it cannot be pruned on; use 'none'"
+
+
+def _check_budget(budget: Budget, problems: dict[str, str]) -> None:
+    if budget.n_trials is not None and budget.n_trials < 1:
+        problems["budget.n_trials"] = "must be at least 1 (or null for no limit)"
+    if budget.timeout_s is not None and budget.timeout_s <= 0:
+        problems["budget.timeout_s"] = "must be positive (or null for no limit)"
+    if budget.n_trials is None and budget.timeout_s is None:
+        problems["budget"] = "set n_trials, timeout_s or both, so the study ends"
+    if budget.max_epochs < 1:
+        problems["budget.max_epochs"] = "must be at least 1"
+
+
+def _check_split(split: SplitConfig, problems: dict[str, str]) -> None:
+    for name, message in config_problems(split).items():
+        problems["split" if name == "fractions" else f"split.{name}"] = message
+
+
+def _check_param(param_name: str, param: ParamSpec, problems: dict[str, str]) -> None:
+    path = f"search_space.{param_name}"
+    hp = HYPERPARAMETERS.get(param_name)
+    if hp is None:
+        problems[path] = unknown_option("hyperparameter", param_name, HYPERPARAMETERS)
+        return
+    if param.kind in ("int", "float"):
+        if hp.kind not in (int, float):
+            problems[path] = f"{param_name} takes {hp.kind.__name__} values, not a numeric range"
+            return
+        if hp.kind is int and param.kind == "float":
+            problems[path] = f"{param_name} is an integer; use an int range"
+            return
+        if param.low > param.high:
+            problems[path] = f"low {param.low} is above high {param.high}"
+        elif param.log and param.low <= 0:
+            problems[path] = "a log range needs low > 0"
+        elif param.log and param.step not in (None, 1):
+            problems[path] = "a log range cannot have a step"
+        elif hp.bounds and (param.low < hp.bounds[0] or param.high > hp.bounds[1]):
+            problems[path] = f"range must lie within {hp.bounds[0]}..{hp.bounds[1]}"
+        return
+    for value in param.candidate_values():
+        problem = _value_problem(hp, value)
+        if problem:
+            problems[path] = problem
+            return
+
+
+def _value_problem(hp: HyperParam, value: Any) -> str | None:
+    if value is None:
+        return None if hp.allow_none else "a value is required"
+    if not _is_type(value, hp.kind):
+        return f"{value!r} is not a {hp.kind.__name__}"
+    if hp.options is not None:
+        valid = list(hp.options())
+        if value not in valid:
+            return unknown_option("value", value, valid)
+    if hp.bounds and not hp.bounds[0] <= value <= hp.bounds[1]:
+        return f"{value!r} is outside {hp.bounds[0]}..{hp.bounds[1]}"
+    return None
+
+
+def _is_type(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _required_text(data: dict[str, Any], key: str, problems: dict[str, str]) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value.strip():
+        problems[key] = "is required (a non-empty string)"
+        return ""
+    return value.strip()
+
+
+def _parse_space(raw: Any, problems: dict[str, str]) -> dict[str, ParamSpec]:
+    if not isinstance(raw, dict):
+        problems["search_space"] = "must be an object mapping hyperparameter names to values or ranges"
+        return {}
+    space: dict[str, ParamSpec] = {}
+    for param_name, value in raw.items():
+        try:
+            space[param_name] = ParamSpec.from_json(value)
+        except ValueError as exc:
+            problems[f"search_space.{param_name}"] = str(exc)
+    return space
+
+
+def _parse_objectives(raw: Any, problems: dict[str, str]) -> tuple[Objective, ...]:
+    if isinstance(raw, (str, dict)):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        problems["objectives"] = "must be a non-empty list of {'metric': ..., 'direction': ...}"
+        return ()
+    objectives = []
+    for i, item in enumerate(raw):
+        item = {"metric": item} if isinstance(item, str) else item
+        if not isinstance(item, dict) or set(item) - {"metric", "direction"}:
+            problems[f"objectives[{i}]"] = "must be a metric name or {'metric': ..., 'direction': ...}"
+            continue
+        metric = str(item.get("metric", DEFAULT_OBJECTIVE))
+        objectives.append(Objective(metric=metric, direction=str(item.get("direction") or objective_metrics().get(metric, "maximize"))))
+    return tuple(objectives)
+
+
+def _parse_budget(raw: Any, problems: dict[str, str]) -> Budget:
+    return _parse_dataclass(Budget, raw, "budget", problems) or Budget()
+
+
+def _parse_split(raw: Any, problems: dict[str, str]) -> SplitConfig:
+    return _parse_dataclass(SplitConfig, raw, "split", problems) or SplitConfig()
+
+
+def _parse_dataclass(cls: type, raw: Any, path: str, problems: dict[str, str]) -> Any:
+    if not isinstance(raw, dict):
+        problems[path] = "must be an object"
+        return None
+    valid = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(raw) - set(valid))
+    if unknown:
+        problems[path] = f"unknown key(s) {unknown}; valid: {sorted(valid)}"
+        return None
+    for key, value in raw.items():
+        expected = valid[key].type  # annotations are strings under `from __future__ import annotations`
+        numeric = "int" in expected or "float" in expected
+        if value is None and "None" in expected:
+            continue
+        if numeric and not _is_type(value, float):
+            problems[f"{path}.{key}"] = f"must be a number, got {value!r}"
+        elif expected.startswith("int") and not _is_type(value, int):
+            problems[f"{path}.{key}"] = f"must be an integer, got {value!r}"
+        elif expected.startswith("str") and not isinstance(value, str):
+            problems[f"{path}.{key}"] = f"must be a string, got {value!r}"
+    if any(key.startswith(path) for key in problems):
+        return None
+    return cls(**raw)

@@ -1,0 +1,104 @@
+"""What one trial of a study will cost, measured before the study starts.
+
+A one-batch probe: build the model of a typical trial (first value of every choice, middle of
+every range), time a forward + backward pass on a random batch of the study's size, and scale it
+to the batches of one epoch of the study's split. Good to a factor of about two: enough to tell
+a ten-minute study from a ten-hour one before pressing Start.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from core.data.manifest import load_manifest
+from core.search.spec import HYPERPARAMETERS, ParamSpec, StudySpec
+from core.data.splits import split_sizes
+
+if TYPE_CHECKING:
+    from core.settings import Settings
+
+VAL_COST = 1 / 3  # a validation batch is forward-only: about a third of a training step
+PROBE_STEPS = 2  # the first step pays one-off costs (allocation, kernel selection); time the last
+
+
+@dataclass(frozen=True)
+class TrialCost:
+    """The probe's answer for one typical trial."""
+
+    n_params: int  # trainable parameters of the probed model
+    weights_mb: float  # size of its weights file
+    seconds_per_epoch: float  # on ``device``: train steps + validation passes of one epoch
+    epochs: int = 1  # the typical trial's epochs (capped by the budget's max_epochs)
+    device: str = "cpu"  # where the probe ran
+    params: tuple[tuple[str, Any], ...] = ()  # the probed hyperparameters, in catalogue order
+
+    @property
+    def seconds_per_trial(self) -> float:
+        return self.seconds_per_epoch * self.epochs
+
+
+def typical_params(spec: StudySpec) -> dict[str, Any]:
+    """Every active hyperparameter at its typical value: first choice, middle of a range."""
+    params: dict[str, Any] = {}
+    for name, hyperparameter in HYPERPARAMETERS.items():  # catalogue order: conditions come first
+        if hyperparameter.active(params):
+            params[name] = _typical(spec.param(name))
+    return params
+
+
+def estimate_trial_cost(spec: StudySpec, settings: Settings, device: str = "cpu") -> TrialCost:
+    """Probe one batch of a typical trial of ``spec`` on ``device`` (the CPU by default)."""
+    import torch
+
+    from core.modeling.architectures import config_from_params
+    from core.modeling.build import build_model, count_parameters, weights_size_mb
+
+    manifest = load_manifest(settings.datasets_dir, spec.dataset)
+    sizes = split_sizes(manifest.stems, spec.split)
+    params = typical_params(spec)
+    channels = spec.channels or manifest.channels
+    model = build_model(config_from_params(params, channels, manifest.num_classes)).to(device)
+    batch = max(1, min(int(params["batch_size"]), sizes["train"]))
+    step_s = _time_train_step(model, torch.rand(batch, channels, spec.image_size, spec.image_size, device=device))
+    batches = math.ceil(sizes["train"] / batch) + VAL_COST * math.ceil(sizes["val"] / batch)
+    return TrialCost(
+        n_params=count_parameters(model),
+        weights_mb=weights_size_mb(model),
+        seconds_per_epoch=step_s * batches,
+        epochs=min(int(params["epochs"]), spec.budget.max_epochs),
+        device=device,
+        params=tuple(params.items()),
+    )
+
+
+def _time_train_step(model: Any, images: Any) -> float:
+    import torch
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    model.train()
+    elapsed = 0.0
+    for _ in range(PROBE_STEPS):
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        model(images).float().mean().backward()  # the loss does not change the cost noticeably
+        optimizer.step()
+        if images.device.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+    return elapsed
+
+
+def _typical(dimension: ParamSpec) -> Any:
+    if dimension.kind == "fixed":
+        return dimension.value
+    if dimension.kind == "choice":
+        return dimension.choices[0]
+    low, high = float(dimension.low), float(dimension.high)
+    middle = math.sqrt(low * high) if dimension.log else (low + high) / 2
+    if dimension.kind == "float":
+        return middle
+    step = int(dimension.step or 1)
+    return int(low + round((middle - low) / step) * step)

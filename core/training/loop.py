@@ -1,0 +1,281 @@
+"""Train and evaluate one model on in-memory tensors: the loop every trial runs.
+
+Pure PyTorch with no Optuna inside: the caller passes an ``on_epoch`` callback that reports,
+prunes or cancels by raising. Metrics and losses accumulate on the device; the host syncs once
+per epoch, when the epoch's numbers are read.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.data.tensors import AugmentConfig, TensorSet, iterate_batches
+from core.errors import SegTuneError
+from core.metrics.segmentation import SegmentationMetrics, predict_mask
+from core.modeling.losses import build_loss
+from core.modeling.optimizers import OptimizerConfig, build_optimizer, build_scheduler
+
+# --- the training configuration and results -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything the loop needs besides the model and the data."""
+
+    epochs: int = 10
+    batch_size: int = 8
+    optimizer: OptimizerConfig = OptimizerConfig()
+    scheduler: str = "none"
+    loss: str = "dice_bce"
+    patience: int = 5  # epochs without val-loss improvement before stopping early
+    augment: AugmentConfig = AugmentConfig()
+    seed: int = 0
+    select_metric: str = "loss"  # val metric whose best epoch is kept ("loss" or e.g. "dice")
+    select_maximize: bool = False
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], *, patience: int, seed: int, select_metric: str = "loss", select_maximize: bool = False) -> TrainConfig:
+        optimizer = OptimizerConfig(
+            name=params["optimizer"],
+            lr=params["lr"],
+            weight_decay=params["weight_decay"],
+            momentum=params.get("momentum", 0.0),
+            nesterov=params.get("nesterov", False),
+        )
+        return cls(
+            epochs=params["epochs"],
+            batch_size=params["batch_size"],
+            optimizer=optimizer,
+            scheduler=params["scheduler"],
+            loss=params["loss"],
+            patience=patience,
+            augment=AugmentConfig.from_params(params),
+            seed=seed,
+            select_metric=select_metric,
+            select_maximize=select_maximize,
+        )
+
+
+@dataclass
+class EpochRecord:
+    """One epoch's numbers, as stored in a trial's ``history``."""
+
+    epoch: int  # 1-based
+    train_loss: float
+    val: dict[str, float]  # dice, iou, miou, pixel_accuracy, precision, recall, f1, specificity, loss
+    lr: float
+    epoch_time_s: float
+
+    def to_dict(self) -> dict[str, float]:
+        record: dict[str, float] = {"epoch": self.epoch, "train_loss": self.train_loss}
+        record.update({f"val_{name}": value for name, value in self.val.items()})
+        record.update({"lr": self.lr, "epoch_time_s": self.epoch_time_s})
+        return record
+
+
+@dataclass
+class TrainResult:
+    history: list[EpochRecord]
+    best_epoch: int
+    best_state: dict[str, torch.Tensor]
+    stopped_early: bool
+    train_time_s: float
+    val_metrics: dict[str, float] = field(default_factory=dict)  # at the best epoch
+
+
+EpochCallback = Callable[[EpochRecord], None]
+
+
+# --- devices ------------------------------------------------------------------------------------
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' picks CUDA when present (the worker has set CUDA_VISIBLE_DEVICES), else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise SegTuneError(f"device {device!r} asked for, but no CUDA GPU is visible; use 'cpu' or 'auto'")
+    return resolved
+
+
+def autocast(device: torch.device) -> AbstractContextManager[Any]:
+    """Mixed precision on CUDA (bf16 where supported); full precision on the CPU."""
+    if device.type != "cuda":
+        return nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
+    model = model.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+# --- the loop -----------------------------------------------------------------------------------
+
+
+def train_model(
+    model: nn.Module,
+    train_data: TensorSet,
+    val_data: TensorSet,
+    config: TrainConfig,
+    *,
+    mode: str,
+    num_classes: int,
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    """Train with early stopping on val loss; keep the weights of the best epoch.
+
+    ``on_epoch`` runs after every epoch and may raise (pruning, cancellation) to stop training.
+    """
+    device = train_data.images.device
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)  # batch order and augmentation draws: on the CPU
+    loss_fn = build_loss(config.loss, mode).to(device)
+    optimizer = build_optimizer(model.parameters(), config.optimizer)
+    scheduler = build_scheduler(config.scheduler, optimizer, config.epochs)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
+
+    history: list[EpochRecord] = []
+    best_score, best_epoch, best_state = -math.inf, 0, _copy_state(model)
+    best_loss, epochs_without_improvement = math.inf, 0
+    started = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        epoch_start = time.perf_counter()
+        train_loss = _train_epoch(model, train_data, config, loss_fn, optimizer, scaler, generator)
+        val = evaluate(model, val_data, config.batch_size, loss_fn=loss_fn, mode=mode, num_classes=num_classes)
+        lr = optimizer.param_groups[0]["lr"]
+        _step_scheduler(scheduler, val["loss"])
+        record = EpochRecord(epoch, train_loss, val, lr, time.perf_counter() - epoch_start)
+        history.append(record)
+
+        score = val[config.select_metric] if config.select_maximize else -val[config.select_metric]
+        if score > best_score:
+            best_score, best_epoch, best_state = score, epoch, _copy_state(model)
+        if val["loss"] < best_loss - 1e-6:
+            best_loss, epochs_without_improvement = val["loss"], 0
+        else:
+            epochs_without_improvement += 1
+        if on_epoch is not None:
+            on_epoch(record)
+        if epochs_without_improvement >= config.patience:
+            break
+    stopped_early = len(history) < config.epochs
+    return TrainResult(history, best_epoch, best_state, stopped_early, time.perf_counter() - started, history[best_epoch - 1].val)
+
+
+def _train_epoch(
+    model: nn.Module,
+    data: TensorSet,
+    config: TrainConfig,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    generator: torch.Generator,
+) -> float:
+    model.train()
+    device = data.images.device
+    total = torch.zeros((), device=device)
+    batches = 0
+    augment = config.augment if config.augment.enabled else None
+    # A last batch of one image breaks batch norm; drop it when the set is larger than one batch.
+    drop_last = len(data) % config.batch_size == 1 and len(data) > config.batch_size
+    for images, masks in iterate_batches(data, config.batch_size, shuffle=True, generator=generator, augment=augment, drop_last=drop_last):
+        images = _to_model_layout(images)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device):
+            loss = loss_fn(model(images), masks)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        total += loss.detach().float()
+        batches += 1
+    return float(total / max(batches, 1))  # the epoch's one host sync
+
+
+def _step_scheduler(scheduler: Any, val_loss: float) -> None:
+    if scheduler is None:
+        return
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(val_loss)
+    else:
+        scheduler.step()
+
+
+def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+def _to_model_layout(images: torch.Tensor) -> torch.Tensor:
+    return images.contiguous(memory_format=torch.channels_last) if images.is_cuda else images
+
+
+def _eval_batches(data: TensorSet, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    return iterate_batches(data, batch_size, shuffle=False, generator=None, augment=None)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: TensorSet, batch_size: int, *, loss_fn: nn.Module, mode: str, num_classes: int) -> dict[str, float]:
+    """Val/test metrics plus mean loss over ``data``, accumulated on the device."""
+    model.eval()
+    device = data.images.device
+    metrics = SegmentationMetrics(mode, num_classes)
+    total_loss = torch.zeros((), device=device)
+    batches = 0
+    for images, masks in _eval_batches(data, batch_size):
+        with autocast(device):
+            logits = model(_to_model_layout(images))
+        logits = logits.float()
+        total_loss += loss_fn(logits, masks).detach()
+        metrics.update(logits, masks)
+        batches += 1
+    result = metrics.compute()
+    result["loss"] = float(total_loss / max(batches, 1))
+    return result
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: TensorSet, batch_size: int, *, mode: str) -> np.ndarray:
+    """Predicted class-index masks (N, S, S) uint8 for every image of ``data``."""
+    model.eval()
+    device = data.images.device
+    outputs = []
+    for images, _ in _eval_batches(data, batch_size):
+        with autocast(device):
+            logits = model(_to_model_layout(images))
+        outputs.append(predict_mask(logits.float(), mode).to(torch.uint8))
+    return torch.cat(outputs).cpu().numpy()
+
+
+@torch.no_grad()
+def measure_throughput(model: nn.Module, data: TensorSet, batch_size: int, *, repeats: int = 3) -> float:
+    """Inference images per second on ``data``'s device (best of ``repeats`` passes)."""
+    model.eval()
+    device = data.images.device
+    sample = data.subset(list(range(min(len(data), batch_size * 2))))
+    timings = []
+    for _ in range(repeats + 1):  # the first pass warms up kernels and caches; it is not counted
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        for images, _masks in _eval_batches(sample, batch_size):
+            with autocast(device):
+                model(_to_model_layout(images))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        timings.append(time.perf_counter() - start)
+    best = min(timings[1:])
+    return len(sample) / best if best > 0 else 0.0
