@@ -17,6 +17,7 @@ import os
 import streamlit as st
 
 from app.gate import LOGIN_PATH, LOGOUT_PATH, PASSWORD_ENV, active_gate
+from app.launch_rules import is_loopback
 from app.session_cookie import COOKIE_NAME
 
 __all__ = ["PASSWORD_ENV", "password_required", "require_login", "sign_out_link"]
@@ -36,8 +37,9 @@ def _session_cookie() -> str | None:
 
 
 def _client_is_remote() -> bool:
-    # st.context.ip_address is None for localhost clients and outside a real server (AppTest).
-    return st.context.ip_address is not None
+    # st.context.ip_address is None for localhost clients; AppTest hands out a stand-in object.
+    ip = st.context.ip_address
+    return isinstance(ip, str) and not is_loopback(ip)
 
 
 def ungated_problem() -> str | None:

@@ -26,6 +26,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, quote
 
@@ -194,7 +195,19 @@ def _relative(path: str, base: str) -> str:
 
 
 def _is_public(path: str) -> bool:
-    return path in _PUBLIC_EXACT or path.startswith(_PUBLIC_PREFIXES)
+    """The public few; a static path only when it names a real file of Streamlit's bundle (not the
+    page shell its fallback would serve for any other name, nor a path with ``..``)."""
+    if path in _PUBLIC_EXACT:
+        return True
+    if not path.startswith(_PUBLIC_PREFIXES) or ".." in path.split("/") or "\\" in path:
+        return False
+    return (_static_dir() / path.lstrip("/")).is_file()
+
+
+def _static_dir() -> Path:
+    from streamlit import file_util
+
+    return Path(file_util.get_static_dir())
 
 
 def _cookie(scope: Scope) -> str | None:
