@@ -34,6 +34,7 @@ from app.login_throttle import LoginThrottle
 from app.session_cookie import COOKIE_NAME, SessionSigner
 
 if TYPE_CHECKING:
+    from starlette.responses import Response
     from starlette.types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["PASSWORD_ENV", "Gate", "LoginGateMiddleware", "active_gate"]
@@ -134,13 +135,15 @@ class LoginGateMiddleware:
                 return
             await HTMLResponse(_login_page(base, _safe_next(query, base)))(scope, receive, send)
             return
+        form = parse_qs((await _read_body(receive)).decode("utf-8", "replace"))
+        next_url = _safe_next(form, base)
+        # From here to the throttle update nothing awaits: on the one event loop, concurrent
+        # guesses are checked and counted one after another, so a burst cannot slip past the limit.
         wait = throttle.retry_after(client)
         if wait > 0:
             log.warning("login refused from %s: locked out for %.0f s more", client, wait)
-            await _locked_out(base, query, wait)(scope, receive, send)
+            await _locked_out(base, form, wait)(scope, receive, send)
             return
-        form = parse_qs((await _read_body(receive)).decode("utf-8", "replace"))
-        next_url = _safe_next(form, base)
         if signer.check_password(form.get("password", [""])[0]):
             throttle.succeeded(client)
             log.info("login from %s", client)
@@ -162,7 +165,7 @@ class LoginGateMiddleware:
         await HTMLResponse(page, status_code=401)(scope, receive, send)
 
 
-def _locked_out(base: str, params: dict[str, list[str]], wait_s: float):  # noqa: ANN202 - a Response
+def _locked_out(base: str, params: dict[str, list[str]], wait_s: float) -> Response:
     from starlette.responses import HTMLResponse
 
     seconds = max(1, round(wait_s))
@@ -171,7 +174,7 @@ def _locked_out(base: str, params: dict[str, list[str]], wait_s: float):  # noqa
     return HTMLResponse(page, status_code=429, headers={"Retry-After": str(seconds)})
 
 
-def _logout_response(base: str):  # noqa: ANN202 - a Response
+def _logout_response(base: str) -> Response:
     from starlette.responses import RedirectResponse
 
     response = RedirectResponse(f"{base}{LOGIN_PATH}", status_code=303)

@@ -180,6 +180,31 @@ def test_failed_logins_are_throttled_and_logged(tmp_path: Path) -> None:
     assert "login refused from 127.0.0.1: locked out" in log
 
 
+def test_parallel_guesses_get_no_more_tries(tmp_path: Path) -> None:
+    """20 connections send their headers, wait, then their guesses together (the last one right):
+    still only 5 guesses are compared, the rest are refused unread."""
+    import http.client
+    import urllib.parse
+
+    with running_dashboard(tmp_path / "home", SEGTUNE_PASSWORD=PASSWORD) as dashboard:
+        connections = []
+        for i in range(20):
+            body = urllib.parse.urlencode({"password": PASSWORD if i == 19 else f"guess-{i}"}).encode()
+            connection = http.client.HTTPConnection("127.0.0.1", dashboard.port, timeout=30)
+            connection.putrequest("POST", "/login")
+            connection.putheader("Content-Type", "application/x-www-form-urlencoded")
+            connection.putheader("Content-Length", str(len(body)))
+            connection.endheaders()
+            connections.append((connection, body))
+        time.sleep(0.5)  # every request is now in the server, waiting for its body
+        for connection, body in connections:
+            connection.send(body)
+        statuses = [connection.getresponse().status for connection, _ in connections]
+        for connection, _ in connections:
+            connection.close()
+    assert sorted(statuses) == [401] * 5 + [429] * 15, statuses
+
+
 # --- 2. No password on a network address: refused unless explicitly insecure ---------------------
 
 def _port_open(port: int) -> bool:
