@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# `streamlit run app/main.py` puts only app/ on the import path; the repo root holds core/ and app/.
+# Streamlit runs this file as a script with only app/ on the import path; the repo root holds core/ and app/.
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
