@@ -28,5 +28,6 @@ USER segtune
 VOLUME /data
 EXPOSE 8501
 HEALTHCHECK CMD python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health')"
-# Inside a container the dashboard must listen on all interfaces; protect it with SEGTUNE_PASSWORD.
-CMD ["streamlit", "run", "app/main.py", "--server.address=0.0.0.0", "--server.port=8501", "--server.headless=true"]
+# Inside a container the dashboard must listen on all interfaces, so it needs SEGTUNE_PASSWORD
+# (app/serve.py refuses to start without one, unless given --insecure-no-password).
+CMD ["python3", "-m", "app.serve", "--server.address=0.0.0.0", "--server.port=8501", "--server.headless=true"]

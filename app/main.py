@@ -1,7 +1,8 @@
-"""SegTune dashboard entry point: ``streamlit run app/main.py``.
+"""SegTune dashboard script, served by ``python -m app.serve`` (what ``scripts/start.sh`` runs).
 
-Sets up the page, the optional password gate, the navigation over ``pages/`` and the sidebar
-every page shares (workspace, database, the study the result pages show).
+Sets up the page, the script-side password check (the server-side gate is ``app.gate``), the
+navigation over ``pages/`` and the sidebar every page shares (workspace, database, the study the
+result pages show, sign-out).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# `streamlit run app/main.py` puts only app/ on the import path; the repo root holds core/ and app/.
+# Streamlit runs this file as a script with only app/ on the import path; the repo root holds core/ and app/.
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
@@ -17,7 +18,7 @@ if str(REPO_ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 
 from app import cache, state  # noqa: E402
-from app.auth import require_login  # noqa: E402
+from app.auth import require_login, sign_out_link  # noqa: E402
 from app.nav import available_pages  # noqa: E402
 from app.widgets.errors import user_errors  # noqa: E402
 from core.runtime.storage import is_sqlite
@@ -55,6 +56,7 @@ def sidebar() -> None:
         kind = "SQLite" if is_sqlite(settings.db_url) else "PostgreSQL"
         st.caption(f":material/folder: Workspace `{settings.home}`")
         st.caption(f":material/database: {kind} database")
+        sign_out_link()
 
 
 st.set_page_config(page_title="SegTune", page_icon=":material/biotech:", layout="wide")

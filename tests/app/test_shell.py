@@ -8,6 +8,8 @@ import optuna
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from app import auth, gate
+from app.session_cookie import SessionSigner
 from core.settings import Settings
 from core.runtime.storage import open_storage
 
@@ -47,17 +49,35 @@ def test_every_page_opens_without_error(workspace: Settings) -> None:
         assert at.title, page
 
 
-def test_password_gates_every_page(workspace: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_password_without_the_server_gate_renders_nothing(workspace: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`streamlit run app/main.py` with a password would have no login gate: the page refuses."""
     monkeypatch.setenv("SEGTUNE_PASSWORD", "s3cret")
     at = open_app()
-    assert [t.value for t in at.title] == ["SegTune"]
-    at.text_input[0].input("wrong")
-    at.button[0].click().run()
-    assert "Wrong password." in [e.value for e in at.error]
-    assert "Datasets" not in [t.value for t in at.title]
-    at.text_input[0].input("s3cret")
-    at.button[0].click().run()
-    assert "Datasets" in [t.value for t in at.title]
+    assert not at.title and not at.sidebar.caption
+    assert "started without its login gate" in at.error[0].value and "scripts/start.sh" in at.error[0].value
+
+
+@pytest.fixture
+def gated(monkeypatch: pytest.MonkeyPatch) -> SessionSigner:
+    """The app as served by app.serve: a gate is active; the script reads the session cookie."""
+    monkeypatch.setenv("SEGTUNE_PASSWORD", "s3cret")
+    signer = SessionSigner("s3cret")
+    monkeypatch.setattr(gate, "_active", gate.Gate(signer))
+    return signer
+
+
+def test_signed_in_session_sees_the_app_and_a_sign_out_link(workspace: Settings, gated: SessionSigner, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(auth, "_session_cookie", gated.issue)
+    at = open_app()
+    assert [t.value for t in at.title] == ["Datasets"]
+    assert any("/logout" in m.value for m in at.sidebar.markdown)
+
+
+def test_expired_session_is_stopped_on_rerun(workspace: Settings, gated: SessionSigner, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(auth, "_session_cookie", lambda: "v1.1.expired.00")
+    at = open_app()
+    assert not at.title
+    assert "sign-in has expired" in at.warning[0].value
 
 
 def _raise_user_error() -> None:

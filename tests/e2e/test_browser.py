@@ -1,4 +1,4 @@
-"""A real browser against `streamlit run`: add data, start a tiny study, watch it, get the model.
+"""A real browser against the dashboard (`python -m app.serve`): sign in; add data, start a tiny study, watch it, get the model.
 
 Needs Debian's chromium (`apt-get install -y chromium`) and the playwright Python package; never
 `playwright install`. Screenshots of every page land in test-output/screenshots/ (look at them:
@@ -12,14 +12,14 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.dashboard import running_dashboard
 
 pytestmark = pytest.mark.e2e
 
@@ -45,52 +45,15 @@ TINY_SPEC = {
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_server(url: str, process: subprocess.Popen, timeout_s: float = 60) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"streamlit did not answer at {url} within {timeout_s} s")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if not CHROMIUM.is_file():
         pytest.skip("Debian chromium is not installed (apt-get install -y chromium)")
     home = tmp_path_factory.mktemp("segtune-e2e")
-    port = free_port()
-    env = {**os.environ, "SEGTUNE_HOME": str(home), "SEGTUNE_HEARTBEAT_S": "2"}
-    env.pop("SEGTUNE_DB", None)
-    env.pop("SEGTUNE_ARTIFACTS", None)
-    env.pop("SEGTUNE_PASSWORD", None)
-    log = (home / "streamlit.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
-         "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://localhost:{port}"
     try:
-        wait_for_server(url, process)
-        yield url
+        with running_dashboard(home) as dashboard:  # python -m app.serve, as scripts/start.sh runs it
+            yield dashboard.url
     finally:
-        process.terminate()
-        process.wait(timeout=20)
-        log.close()
         _stop_workers(home)
 
 
@@ -106,20 +69,33 @@ def _stop_workers(home: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def page(server: str) -> Iterator[object]:
+def browser() -> Iterator[object]:
+    if not CHROMIUM.is_file():
+        pytest.skip("Debian chromium is not installed (apt-get install -y chromium)")
     with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
+        chromium = playwright.chromium.launch(
             executable_path=str(CHROMIUM),
             args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
         )
-        context = browser.new_context(viewport={"width": 1440, "height": 1000}, accept_downloads=True)
-        tab = context.new_page()
-        tab.set_default_timeout(30_000)
         playwright_api.expect.set_options(timeout=30_000)
-        tab.goto(server)
-        wait_idle(tab)
-        yield tab
-        browser.close()
+        yield chromium
+        chromium.close()
+
+
+def new_tab(browser: object) -> object:
+    context = browser.new_context(viewport={"width": 1440, "height": 1000}, accept_downloads=True)
+    tab = context.new_page()
+    tab.set_default_timeout(30_000)
+    return tab
+
+
+@pytest.fixture(scope="module")
+def page(server: str, browser: object) -> Iterator[object]:
+    tab = new_tab(browser)
+    tab.goto(server)
+    wait_idle(tab)
+    yield tab
+    tab.context.close()
 
 
 def wait_idle(tab: object, timeout_ms: int = 30_000) -> None:
@@ -237,3 +213,28 @@ def check_bundle_loads(archive: Path, folder: Path) -> None:
     tensors = load_file(str(weights))
     assert tensors and all(t.numel() > 0 for t in tensors.values())
     assert (weights.parent / "config.json").is_file()
+
+
+def test_sign_in_and_out(browser: object, tmp_path: Path) -> None:
+    """With a password, the browser lands on the login page, gets in with the right password (the
+    app's websocket then opens with the session cookie) and is back at the login page after signing out."""
+    expect = playwright_api.expect
+    with running_dashboard(tmp_path / "home", SEGTUNE_PASSWORD="e2e passphrase") as dashboard:
+        tab = new_tab(browser)
+        tab.goto(f"{dashboard.url}/jobs")
+        expect(tab.get_by_role("heading", name="SegTune")).to_be_visible()
+        assert "/login?next=/jobs" in tab.url
+        tab.get_by_label("Password").fill("wrong")
+        tab.get_by_role("button", name="Sign in").click()
+        expect(tab.get_by_role("alert")).to_have_text("Wrong password.")
+        screenshot(tab, "00-login")
+        tab.get_by_label("Password").fill("e2e passphrase")
+        tab.get_by_role("button", name="Sign in").click()
+        wait_idle(tab)
+        expect(tab.get_by_role("heading", name="Jobs", exact=True).first).to_be_visible()
+        no_exceptions(tab)
+        tab.get_by_test_id("stSidebar").get_by_role("link", name="Sign out").click()
+        expect(tab.get_by_role("button", name="Sign in")).to_be_visible()
+        tab.goto(dashboard.url)
+        assert "/login" in tab.url
+        tab.context.close()
