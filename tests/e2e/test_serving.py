@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from core.demo import create_demo_dataset
+from core.data.demo import create_demo_dataset
 from core.settings import load_settings
 from tests.e2e.dashboard import (
     REPO,
