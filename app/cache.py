@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 import optuna
 import streamlit as st
 
-from core.data.manifest import DatasetManifest, MANIFEST_FILE, dataset_names, load_manifest
-from core.settings import Settings, load_settings
+from core.data.manifest import MANIFEST_FILE, DatasetManifest, dataset_names, load_manifest
 from core.runtime.storage import open_artifact_store, open_storage
+from core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from optuna.artifacts import FileSystemArtifactStore

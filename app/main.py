@@ -21,7 +21,7 @@ from app import cache, state  # noqa: E402
 from app.auth import require_login, sign_out_link  # noqa: E402
 from app.nav import available_pages  # noqa: E402
 from app.widgets.errors import user_errors  # noqa: E402
-from core.runtime.storage import is_sqlite
+from core.runtime.storage import is_sqlite  # noqa: E402
 
 STUDY_PICKER = "sidebar.study_picker"
 

@@ -19,11 +19,14 @@ import streamlit as st
 from app import cache, state
 from app.nav import page_path
 from core.deploy import model_card as cards
-from core.results import curves, insights as insight_figures, previews as preview_sets, trials as trial_reads
+from core.errors import SegTuneError
+from core.results import curves
+from core.results import insights as insight_figures
+from core.results import previews as preview_sets
+from core.results import trials as trial_reads
 from core.runtime import budget
 from core.runtime.job_model import ACTIVE_STATES
 from core.runtime.job_table import list_jobs
-from core.errors import SegTuneError
 
 if TYPE_CHECKING:
     import pandas as pd

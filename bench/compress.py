@@ -21,13 +21,14 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.data.tensors import TensorSet
 from core.deploy.compression.config import CompressionConfig, CompressionData
 from core.deploy.compression.measure import compare_variants, trade_off_table
 from core.deploy.compression.methods import compress
-from core.data.tensors import TensorSet
 from core.modeling.build import build_model
 from core.modeling.config import ModelConfig
-from core.training.loop import OptimizerConfig, TrainConfig, train_model
+from core.modeling.optimizers import OptimizerConfig
+from core.training.loop import TrainConfig, train_model
 
 LUNGS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "chest_xray_lung_shenzhen"
 

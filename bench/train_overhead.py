@@ -18,14 +18,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.data.tensors import TensorSet, iterate_batches, load_tensor_set
+from core.data.demo import create_demo_dataset
 from core.data.ingest import ingest_dataset
 from core.data.manifest import dataset_path, load_manifest
-from core.data.demo import create_demo_dataset
-from core.modeling.losses import build_loss
+from core.data.tensors import TensorSet, iterate_batches, load_tensor_set
 from core.modeling.build import build_model
 from core.modeling.config import ModelConfig
-from core.training.loop import OptimizerConfig, TrainConfig, autocast, prepare_model, resolve_device, train_model
+from core.modeling.losses import build_loss
+from core.modeling.optimizers import OptimizerConfig
+from core.training.loop import TrainConfig, autocast, prepare_model, resolve_device, train_model
 
 LUNGS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "chest_xray_lung_shenzhen"
 

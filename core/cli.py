@@ -14,7 +14,6 @@ import sys
 from collections.abc import Sequence
 
 import core.commands
-
 from core.errors import SegTuneError
 
 

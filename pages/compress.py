@@ -11,12 +11,10 @@ import streamlit as st
 
 from app import cache, study_cache
 from app.widgets.errors import user_errors
-from core.commands.compress import command_args
-from core.deploy.compression.config import CompressionConfig, METHODS, PRUNE_SCOPES, SPARSITY_RANGE
-from core.deploy.compression.variants import ExportDownload, export_downloads, list_variants, trade_off_rows, variant_name, variant_predictions, variant_zip
-from core.runtime.tasks import Task, get_task, list_tasks, read_log_tail, start_task
-from core.runtime.tasks import TaskState
 from core.data.visual import class_colors, overlay_mask, to_rgb
+from core.deploy.compression.config import METHODS, PRUNE_SCOPES, SPARSITY_RANGE, CompressionConfig, compress_argv
+from core.deploy.compression.variants import ExportDownload, export_downloads, list_variants, trade_off_rows, variant_name, variant_predictions, variant_zip
+from core.runtime.tasks import Task, TaskState, get_task, list_tasks, read_log_tail, start_task
 
 REFRESH = "2s"  # task progress while a compression runs
 VARIANTS_TTL_S = 3  # the variant list is a study attribute, read from the database
@@ -84,7 +82,7 @@ def method_config() -> CompressionConfig:
         left, middle, right = st.columns(3)
         low, high = SPARSITY_RANGE
         sparsity = left.slider("Target sparsity", low, high, _DEFAULTS.sparsity, 0.05, format="%.2f", key="compress.sparsity",
-                               help="Fraction of the prunable weights set to zero (paper P3: 50–90 % costs < 1 % Dice after a fine-tune).")
+                               help="Fraction of the prunable weights set to zero (the cell-segmentation study: 50–90 % costs < 1 % Dice after a fine-tune).")
         structured = middle.toggle("Whole channels", key="compress.structured",
                                    help="Remove whole output channels (per layer) instead of single weights.")
         scope = right.radio("Scope", PRUNE_SCOPES, index=1 if structured else 0, key="compress.scope", horizontal=True,
@@ -109,7 +107,7 @@ def start_view(name: str, number: int, task: Task | None) -> None:
             busy = task is not None and task.is_active
             if st.button("Start compression", type="primary", icon=":material/compress:", disabled=busy, key="compress.start",
                          help="Runs in the background on the CPU: closing this page does not stop it."):
-                start_task(cache.settings(), "compress", command_args(name, number, config))
+                start_task(cache.settings(), "compress", compress_argv(name, number, config))
                 compress_tasks.clear()
                 st.rerun()
 

@@ -14,13 +14,13 @@ import streamlit as st
 from app import cache, state
 from app.widgets.errors import user_errors
 from app.widgets.spec_form import split_editor
+from core.data.demo import DEMO_NAME, create_demo_dataset
 from core.data.images import read_image, read_mask
 from core.data.ingest import ingest_dataset
 from core.data.manifest import DatasetManifest, dataset_path, dataset_stats, delete_dataset
-from core.data.demo import DEMO_NAME, create_demo_dataset
-from core.naming import is_valid_name
 from core.data.splits import split_sizes
 from core.data.visual import class_colors, overlay_mask, shrink
+from core.naming import is_valid_name
 
 GALLERY_COLUMNS = 4
 THUMBNAIL_PX = 256

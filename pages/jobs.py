@@ -10,8 +10,7 @@ import streamlit as st
 from app import cache, state
 from app.nav import page_path
 from app.widgets.errors import user_errors
-from core.runtime.job_model import ACTIVE_STATES, RESUMABLE_STATES, JobState
-from core.runtime.job_model import Job
+from core.runtime.job_model import ACTIVE_STATES, RESUMABLE_STATES, Job, JobState
 from core.runtime.job_table import list_jobs
 from core.runtime.job_views import JobStatus, job_status, read_log_tail
 from core.runtime.queue import cancel_job, extend_job, resume_job

@@ -12,22 +12,32 @@ from app import cache, state
 from app.nav import page_path
 from app.widgets.errors import show_user_error, user_errors
 from app.widgets.spec_form import (
-    PREFIX, SECTIONS, fill_form, fill_missing, form_to_dict, hyperparameter_editor, problem_for,
-    search_editor, shown_params, spec_to_form, split_editor, study_settings_editor,
+    PREFIX,
+    SECTIONS,
+    fill_form,
+    fill_missing,
+    form_to_dict,
+    hyperparameter_editor,
+    problem_for,
+    search_editor,
+    shown_params,
+    spec_to_form,
+    split_editor,
+    study_settings_editor,
 )
+from core.data.splits import split_sizes
 from core.errors import SegTuneError
 from core.runtime.launcher import plan_slots, visible_gpu_ids
 from core.search.presets import load_preset, preset_names
-from core.search.suggest import search_space_size
 from core.search.spec import StudySpec
+from core.search.suggest import search_space_size
 from core.search.validation import SpecError, spec_from_dict
-from core.data.splits import split_sizes
 
 PRESET_LABELS = {
-    "p1-unet-keras-tuner": "P1 · classic U-Net shape search",
-    "p2-deeplabv3plus-liver": "P2 · DeepLabV3+ / U-Net on liver CT",
-    "p3-optimizer-loss-cells": "P3 · optimizers × losses on cells (grid)",
-    "p5-resnet-unet-mri": "P5 · ResNet U-Net encoders on MRI (grid)",
+    "p1-unet-keras-tuner": "Keras Tuner U-Net study · classic U-Net shape search",
+    "p2-deeplabv3plus-liver": "Liver CT study · DeepLabV3+ / U-Net, Bayesian",
+    "p3-optimizer-loss-cells": "Cell study · optimizers × losses (grid)",
+    "p5-resnet-unet-mri": "Brain MRI study · ResNet-UNet encoders (grid)",
 }
 NOTICE = PREFIX + "_notice"  # a message from a callback, shown on the next run
 IMPORTED = PREFIX + "_imported"  # file id of the last imported spec, so it is applied once

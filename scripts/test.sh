@@ -7,4 +7,7 @@ scripts/setup.sh requirements-dev.txt
 if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium could not be installed: browser tests will skip"
 fi
+# The architecture first: lint (ruff) and the layer contracts (import-linter, see pyproject.toml).
+.venv/bin/ruff check .
+.venv/bin/lint-imports
 exec .venv/bin/python -m pytest "$@"

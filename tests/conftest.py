@@ -48,10 +48,10 @@ def copy_pairs(source: Path, target: Path, count: int, *, every: int = 1) -> Pat
 def tiny_study(settings: Settings, name: str, *, dataset: str = "demo-cells", trials: int = 1, previews: int = 3, lr: object = 3e-3):
     """A real, fast study (tiny ClassicUNet, 64 px, 2 epochs) on ``dataset``; the demo cells are
     created when that dataset is asked for and missing."""
-    from core.data.manifest import dataset_names
     from core.data.demo import create_demo_dataset
-    from core.search.validation import spec_from_dict
+    from core.data.manifest import dataset_names
     from core.runtime.tuning import run_study
+    from core.search.validation import spec_from_dict
 
     if dataset == "demo-cells" and dataset not in dataset_names(settings.datasets_dir):
         create_demo_dataset(settings.datasets_dir, count=24, size=64)

@@ -16,17 +16,18 @@ import pytest
 import torch
 from PIL import Image
 
-from core.modeling.bundle import BundleConfig
+from core.data.tensors import TensorSet
 from core.deploy.compression.config import CompressionConfig, CompressionData, CompressionError
 from core.deploy.compression.measure import compare_variants
 from core.deploy.compression.methods import compress, prunable_layers, sparsity
 from core.deploy.compression.variants import download_variant, list_variants, store_variant
-from core.data.tensors import TensorSet
 from core.deploy.export import load_model
 from core.modeling.build import build_model
+from core.modeling.bundle import BundleConfig
 from core.modeling.config import ModelConfig
-from core.training.loop import OptimizerConfig, TrainConfig, evaluate, train_model
 from core.modeling.losses import build_loss
+from core.modeling.optimizers import OptimizerConfig
+from core.training.loop import TrainConfig, evaluate, train_model
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 SIZE = 64

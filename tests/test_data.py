@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from core.data.tensors import AugmentConfig, TensorSet, augment_batch, clear_tensor_cache, iterate_batches, load_tensor_set
 from core.data.ingest import ingest_dataset
 from core.data.manifest import DatasetManifest
+from core.data.tensors import AugmentConfig, TensorSet, augment_batch, clear_tensor_cache, iterate_batches, load_tensor_set
 from core.errors import SegTuneError
 
 SIZE = 32
@@ -201,8 +201,8 @@ def test_augmentation_runs_on_the_gpu() -> None:
 
 
 def test_demo_dataset_is_deterministic_minority_foreground_and_ingested(tmp_path: Path) -> None:
-    from core.data.manifest import DatasetError
     from core.data.demo import create_demo_dataset
+    from core.data.manifest import DatasetError
 
     store = tmp_path / "store"
     first = create_demo_dataset(store, name="demo-a", count=8, size=64, seed=3)

@@ -13,9 +13,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.data.archives import IngestLimits
 from core.data.images import read_image, read_mask
-from core.data.ingest import IngestLimits, ingest_dataset
-from core.data.manifest import DatasetError, DatasetManifest, DatasetNotFound, dataset_names, dataset_path, dataset_stats, delete_dataset, list_datasets, load_manifest
+from core.data.ingest import ingest_dataset
+from core.data.manifest import (
+    DatasetError,
+    DatasetManifest,
+    DatasetNotFound,
+    dataset_names,
+    dataset_path,
+    dataset_stats,
+    delete_dataset,
+    list_datasets,
+    load_manifest,
+)
 from core.errors import SegTuneError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"

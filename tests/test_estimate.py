@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from core.data.demo import create_demo_dataset
-from core.training.estimate import estimate_trial_cost, typical_params
-from core.settings import Settings
 from core.search.validation import spec_from_dict
+from core.settings import Settings
+from core.training.estimate import estimate_trial_cost, typical_params
 
 
 def test_typical_params_take_first_choice_and_middle_of_ranges() -> None:

@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 
 import core.deploy.export as export
-from core.modeling.bundle import BundleConfig, CONFIG_FILE, WEIGHTS_FILE, save_bundle
+from core.contract import StudyAttr, TrialAttr
 from core.deploy.export import ExportError, check_formats, export_model, export_onnx, export_trial, load_model, trial_bundle
 from core.modeling.build import build_model
+from core.modeling.bundle import CONFIG_FILE, WEIGHTS_FILE, BundleConfig, save_bundle
 from core.modeling.config import ModelConfig
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -86,13 +87,13 @@ def _study_with_trials(tmp_path: Path, images: torch.Tensor) -> tuple[optuna.Stu
     study = optuna.create_study(study_name="lungs", direction="maximize")
     model = build_model(UNET).eval()
     folder = save_bundle(model, bundle_config(UNET), tmp_path / "bundle")
-    upload = lambda path: optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study)  # noqa: E731
+    upload = lambda path: optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study)
     artifacts = {"weights": upload(folder / WEIGHTS_FILE), "config": upload(folder / CONFIG_FILE)}
     np.savez(tmp_path / "preview.npz", stems=np.array(["a", "b", "c"]), images=(images * 255).round().byte().numpy(),
              masks=np.zeros((3, SIZE, SIZE), np.uint8))
-    study.set_user_attr("preview_artifact", upload(tmp_path / "preview.npz"))
+    study.set_user_attr(StudyAttr.PREVIEW_ARTIFACT, upload(tmp_path / "preview.npz"))
     study.add_trial(optuna.trial.create_trial(value=0.5))  # no artifacts
-    study.add_trial(optuna.trial.create_trial(value=0.9, user_attrs={"artifacts": artifacts, "model_config": UNET.to_dict()}))
+    study.add_trial(optuna.trial.create_trial(value=0.9, user_attrs={TrialAttr.ARTIFACTS: artifacts, TrialAttr.MODEL_CONFIG: UNET.to_dict()}))
     return study, store, model
 
 
@@ -128,12 +129,12 @@ def test_trials_without_weights_cannot_be_exported(images: torch.Tensor, tmp_pat
 def test_cli_exports_and_compresses_a_tuned_trial(workspace, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """A real one-trial study, then `export --format all` and `compress --method prune` on it."""
     from core.cli import main
+    from core.data.ingest import ingest_dataset
     from core.deploy.compression.methods import sparsity
     from core.deploy.compression.variants import download_variant, list_variants
-    from core.data.ingest import ingest_dataset
-    from core.search.validation import spec_from_dict
     from core.runtime.storage import open_artifact_store, open_storage
     from core.runtime.tuning import run_study
+    from core.search.validation import spec_from_dict
     from tests.conftest import copy_pairs, shared_dataset
 
     source = copy_pairs(shared_dataset("chest_xray_lung_shenzhen"), tmp_path / "src", 24, every=20)

@@ -16,17 +16,17 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from core.settings import Settings
-from core.search.validation import spec_from_dict
-from core.runtime.storage import open_storage
+from core.contract import StudyAttr, TrialAttr
+from core.runtime import launcher
 from core.runtime.budget import TrialCounts, budget_left, budget_used, trial_counts, trial_lock
 from core.runtime.claims import claim_job, detach_worker, heartbeat, register_worker
-from core.runtime import launcher
 from core.runtime.job_model import JobError, JobState
-from core.runtime.job_table import tables_engine, get_job, job_workers, list_jobs, set_status, workers_table
+from core.runtime.job_table import get_job, job_workers, list_jobs, set_status, tables_engine, workers_table
 from core.runtime.job_views import job_status, read_log_tail
 from core.runtime.queue import cancel_job, extend_job, queue_job, resume_job
-
+from core.runtime.storage import open_storage
+from core.search.validation import spec_from_dict
+from core.settings import Settings
 
 
 def make_spec(name: str = "s1", n_trials: int = 4):
@@ -146,7 +146,7 @@ def test_extend_adds_trials_requeues_an_ended_job_and_records_the_budget(workspa
     job = extend_job(workspace, job_id, 3, launch=False)
     assert (job.status, job.n_trials, job.spec.budget.n_trials) == (JobState.QUEUED, 5, 5)
     study = optuna.load_study(study_name="s1", storage=open_storage(workspace.db_url))
-    assert study.user_attrs["spec"]["budget"]["n_trials"] == 5
+    assert study.user_attrs[StudyAttr.SPEC]["budget"]["n_trials"] == 5
     with pytest.raises(JobError, match="positive integer"):
         extend_job(workspace, job_id, 0)
 
@@ -161,7 +161,7 @@ def test_counts_skip_cancelled_and_retried_failures(workspace: Settings) -> None
     queue(workspace, "s1", 5)
     add_trial(workspace, "s1", TrialState.COMPLETE)
     add_trial(workspace, "s1", TrialState.PRUNED)
-    add_trial(workspace, "s1", TrialState.FAIL, user_attrs={"cancelled": True})
+    add_trial(workspace, "s1", TrialState.FAIL, user_attrs={TrialAttr.CANCELLED: True})
     add_trial(workspace, "s1", TrialState.FAIL)  # number 3: a dead worker's trial ...
     add_trial(workspace, "s1", TrialState.WAITING, system_attrs={"failed_trial": 3, "retry_history": [3]})  # ... and its retry
     add_trial(workspace, "s1", TrialState.RUNNING)

@@ -12,10 +12,10 @@ import time
 import pytest
 import torch
 
-from core.modeling.architectures import ARCHITECTURES, CLASSIC_UNET, FCN32, Family, input_size_problem, config_from_params, names
+from core.modeling import smp_models
+from core.modeling.architectures import ARCHITECTURES, CLASSIC_UNET, FCN32, Family, config_from_params, input_size_problem, names
 from core.modeling.build import build_model, count_parameters, weights_size_mb
 from core.modeling.config import ModelBuildError, ModelConfig, out_channels, task_mode
-from core.modeling import smp_models
 from core.modeling.custom import ACTIVATIONS, ClassicUNet, make_activation
 
 DPT_ENCODER = "tu-vit_tiny_patch16_224"  # the smallest real ViT; works at 64 px (dynamic_img_size)
@@ -155,9 +155,8 @@ def test_incompatible_encoders_and_depths_fail_clearly(config: ModelConfig, mess
 
 def test_imagenet_weights_offline_fail_fast(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     # Simulate no network, and an empty weights cache so nothing can be found locally.
-    from huggingface_hub import constants
-
     import segmentation_models_pytorch  # noqa: F401  (import time is not what is measured)
+    from huggingface_hub import constants
 
     monkeypatch.setattr(smp_models, "_hub_reachable", lambda timeout_s=3.0: False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))

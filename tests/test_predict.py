@@ -11,12 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from core.modeling.bundle import BundleConfig, save_bundle
 from core.commands import predict as predict_command
 from core.deploy.export import export_torchscript
-from core.modeling.build import build_model
-from core.modeling.config import ModelConfig
 from core.deploy.predict import OVERLAY_DIR, PredictError, predict_folder
+from core.modeling.build import build_model
+from core.modeling.bundle import BundleConfig, save_bundle
+from core.modeling.config import ModelConfig
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 MODEL = ModelConfig("ClassicUNet", 1, 2, unet_start_filters=8, unet_depth=2)

@@ -18,13 +18,14 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from core.modeling.bundle import BundleConfig, CONFIG_FILE, WEIGHTS_FILE
-from core.errors import SegTuneError
+from core.contract import ArtifactKind, StudyAttr, TrialAttr
+from core.deploy.export import bundle_zip
 from core.deploy.model_card import MODEL_CARD_FILE, bundle_problem, inference_snippet, model_card, predict_command
+from core.errors import SegTuneError
+from core.modeling.bundle import CONFIG_FILE, WEIGHTS_FILE, BundleConfig
 from core.results.curves import learning_curves
 from core.results.insights import INSIGHTS, insight_figures
 from core.results.previews import load_previews
-from core.deploy.export import bundle_zip
 from core.results.trials import best_numbers, default_trial, get_trial, trials_frame
 
 SIZE = 16  # preview side: the read layer never trains, so tiny arrays suffice
@@ -90,13 +91,13 @@ def build_study(
     spec = {"name": name, "dataset": "demo-cells", "image_size": SIZE,
             "objectives": [{"metric": m, "direction": d} for m, d in zip(("val_dice", "n_params"), directions)],
             "split": {"train": 0.7, "val": 0.16, "test": 0.14, "k_folds": None, "fold": 0, "seed": 3, "group_pattern": None}}
-    study.set_user_attr("spec", spec)
-    study.set_user_attr("dataset", "demo-cells")
-    study.set_user_attr("split_hash", "abc123")
+    study.set_user_attr(StudyAttr.SPEC, spec)
+    study.set_user_attr(StudyAttr.DATASET, "demo-cells")
+    study.set_user_attr(StudyAttr.SPLIT_HASH, "abc123")
     masks = ground_truth()
     if previews:
         images = np.repeat(masks[:, None] * 200, 3, axis=1).astype(np.uint8)
-        study.set_user_attr("preview_artifact", _upload(study, store, "inputs.npz", _npz(stems=np.array(STEMS), images=images, masks=masks)))
+        study.set_user_attr(StudyAttr.PREVIEW_ARTIFACT, _upload(study, store, "inputs.npz", _npz(stems=np.array(STEMS), images=images, masks=masks)))
     weights = _upload(study, store, WEIGHTS_FILE, b"fake-safetensors")
     config = _upload(study, store, CONFIG_FILE, BundleConfig(model={"architecture": "ClassicUNet"}, image_size=SIZE, channels=3, classes=("background", "cell")).to_json().encode())
     trials = [_make_trial(number, study, store, masks, weights, config, previews) for number in range(n_trials)]
@@ -110,21 +111,24 @@ def _make_trial(number: int, study: optuna.Study, store: FileSystemArtifactStore
     state = [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL][number % 5]
     shift = number % 3
     dice = 0.9 - 0.2 * shift
-    attrs: dict[str, Any] = {"history": history(4 if state == TrialState.COMPLETE else 2, dice)}
+    attrs: dict[str, Any] = {TrialAttr.HISTORY: history(4 if state == TrialState.COMPLETE else 2, dice)}
     values = None
     if state == TrialState.COMPLETE:
-        artifacts = {"weights": weights, "config": config}
+        artifacts = {ArtifactKind.WEIGHTS: weights, ArtifactKind.CONFIG: config}
         if previews:
             # Stored in reverse order: the read layer must align predictions by stem.
             predictions = np.roll(masks, shift, axis=2)[::-1]
-            artifacts["previews"] = _upload(study, store, "previews.npz", _npz(stems=np.array(STEMS[::-1]), predictions=predictions))
-        attrs.update(val_metrics=metrics(dice), test_metrics=metrics(dice - 0.05), epochs_run=4, best_epoch=4,
-                     stopped_early=False, images_per_s=100.0 + number, n_params=1000 * (1 + shift), weights_mb=0.5,
-                     train_time_s=3.0, device="cpu", params_resolved={**params, "epochs": 4},
-                     model_config={"architecture": "ClassicUNet", "in_channels": 3, "num_classes": 1}, artifacts=artifacts)
-        values = [dice, float(attrs["n_params"])][: len(study.directions)]
+            artifacts[ArtifactKind.PREVIEWS] = _upload(study, store, "previews.npz", _npz(stems=np.array(STEMS[::-1]), predictions=predictions))
+        attrs.update({
+            TrialAttr.VAL_METRICS: metrics(dice), TrialAttr.TEST_METRICS: metrics(dice - 0.05), TrialAttr.EPOCHS_RUN: 4,
+            TrialAttr.BEST_EPOCH: 4, TrialAttr.STOPPED_EARLY: False, TrialAttr.IMAGES_PER_S: 100.0 + number,
+            TrialAttr.N_PARAMS: 1000 * (1 + shift), TrialAttr.WEIGHTS_MB: 0.5, TrialAttr.TRAIN_TIME_S: 3.0, TrialAttr.DEVICE: "cpu",
+            TrialAttr.PARAMS_RESOLVED: {**params, "epochs": 4}, TrialAttr.ARTIFACTS: artifacts,
+            TrialAttr.MODEL_CONFIG: {"architecture": "ClassicUNet", "in_channels": 3, "num_classes": 1},
+        })
+        values = [dice, float(attrs[TrialAttr.N_PARAMS])][: len(study.directions)]
     elif state == TrialState.FAIL:
-        attrs["error"] = "CUDA out of memory twice"
+        attrs[TrialAttr.ERROR] = "CUDA out of memory twice"
     return create_trial(state=state, values=values, params=params, distributions=DISTRIBUTIONS, user_attrs=attrs,
                         intermediate_values={e: dice * e / 4 for e in range(1, 3)})
 
@@ -284,7 +288,7 @@ def test_bundle_zip_holds_weights_config_and_card(study: optuna.Study, store: Fi
 def test_bundle_problem_says_why_a_trial_cannot_be_downloaded(study: optuna.Study, store: FileSystemArtifactStore) -> None:
     assert bundle_problem(get_trial(study, 1), store) is None
     assert "stored no weights or config (state fail)" in bundle_problem(get_trial(study, 4), store)
-    weights = get_trial(study, 1).user_attrs["artifacts"]["weights"]
+    weights = get_trial(study, 1).user_attrs[TrialAttr.ARTIFACTS][ArtifactKind.WEIGHTS]
     store.remove(weights)
     problem = bundle_problem(get_trial(study, 1), store)
     assert problem is not None and f"weights file ({weights}) is missing from the artifact store" in problem

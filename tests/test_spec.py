@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from core.search.presets import load_preset, preset_names
-from core.search.spec import HYPERPARAMETERS, ParamSpec
+from core.search.space import HYPERPARAMETERS, ParamSpec
 from core.search.validation import SpecError, load_spec, spec_from_dict
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import SegTuneError
 from core.data.splits import Split, SplitConfig, SplitError, frozen_split, load_split, make_split, split_sizes
+from core.errors import SegTuneError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 LIVER_GROUPS = r"^[^_]+_(\d+)"  # ct_liver_msd: the number after the first '_' is the volume id

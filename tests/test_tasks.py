@@ -16,9 +16,8 @@ from collections.abc import Callable, Sequence
 import pytest
 
 import core.runtime.tasks as tasks
+from core.runtime.tasks import Task, TaskError, TaskProgress, TaskState, get_task, list_tasks, start_task
 from core.settings import Settings
-from core.runtime.tasks import Task, TaskError, TaskProgress, get_task, list_tasks, start_task
-from core.runtime.tasks import TaskState
 
 REPORTER = """
 import sys, time

@@ -9,14 +9,13 @@ import optuna
 import pytest
 from optuna.artifacts import download_artifact
 
-from core.modeling.bundle import load_bundle
 from core.data.ingest import ingest_dataset
 from core.errors import SegTuneError
-from core.search.validation import spec_from_dict
-from core.runtime.storage import open_artifact_store, open_storage
+from core.modeling.bundle import load_bundle
 from core.runtime.budget import trial_counts
+from core.runtime.storage import open_artifact_store, open_storage
 from core.runtime.tuning import load_study, run_study
-
+from core.search.validation import spec_from_dict
 from tests.conftest import copy_pairs, shared_dataset
 
 pytestmark = pytest.mark.slow

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.errors import SegTuneError
 from core.data.visual import FALSE_NEGATIVE, FALSE_POSITIVE, TRUE_POSITIVE, class_colors, error_map, overlay_mask, shrink, to_rgb
+from core.errors import SegTuneError
 
 
 def test_overlay_paints_only_foreground_with_class_colours() -> None:

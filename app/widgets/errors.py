@@ -47,5 +47,5 @@ def user_errors(action: str = "This step") -> Iterator[None]:
         yield
     except SegTuneError as error:
         show_user_error(error)
-    except Exception as error:  # noqa: BLE001 - the page must survive bugs; the log keeps the traceback
+    except Exception as error:
         show_unexpected_error(action, error)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from core.results.previews import PreviewSet
 from core.data.visual import ERROR_COLORS, class_colors, error_map, overlay_mask, resize_nearest, to_rgb
+from core.results.previews import PreviewSet
 
 VIEWS: dict[str, str] = {"overlay": "Mask overlay", "errors": "Error map"}
 DISPLAY_PX = 512  # pictures are upscaled (nearest) to this before the browser fits them to a column

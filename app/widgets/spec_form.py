@@ -14,11 +14,11 @@ from typing import Any
 
 import streamlit as st
 
-from core.search.samplers import PRUNERS, SAMPLERS
-from core.search.space import HyperParam
-from core.search.spec import HYPERPARAMETERS, ParamSpec, StudySpec
-from core.metrics.catalogue import objective_metrics
 from core.data.splits import SplitConfig
+from core.metrics.catalogue import objective_metrics
+from core.search.samplers import PRUNERS, SAMPLERS
+from core.search.space import HYPERPARAMETERS, HyperParam, ParamSpec
+from core.search.spec import StudySpec
 
 PREFIX = "ns."
 SECTIONS: dict[str, tuple[str, ...]] = {

@@ -12,7 +12,6 @@ import pandas as pd
 import streamlit as st
 
 from app import state
-from core.deploy.model_card import METRICS
 from core.metrics.catalogue import METRICS, split_metrics
 
 # Column groups the user can show or hide; the identity columns are always shown.

@@ -11,15 +11,16 @@ import argparse
 from collections.abc import Callable
 from contextlib import nullcontext
 
-from core.deploy.compression.config import CompressionConfig, METHODS, PRUNE_SCOPES
+from core.contract import TrialAttr
+from core.deploy.compression.config import METHODS, PRUNE_SCOPES, CompressionConfig
 from core.deploy.compression.measure import trade_off_table
 from core.deploy.compression.run import compress_trial, study_compression_data
 from core.deploy.compression.variants import list_variants
 from core.results.trials import get_trial
-from core.settings import Settings, load_settings
 from core.runtime.storage import open_artifact_store, open_storage
 from core.runtime.tasks import TaskProgress
 from core.runtime.tuning import load_study
+from core.settings import Settings, load_settings
 
 _DEFAULTS = CompressionConfig(method="prune")
 
@@ -37,18 +38,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lr", type=float, default=_DEFAULTS.lr, help="qat/prune: fine-tune learning rate")
     parser.add_argument("--task-id", help="report progress to this background task (set by the dashboard)")
     parser.set_defaults(func=run)
-
-
-def command_args(study: str, trial: int, config: CompressionConfig) -> list[str]:
-    """The ``python -m core`` arguments that derive ``config`` (what the dashboard starts as a task)."""
-    argv = ["compress", "--study", study, "--trial", str(trial), "--method", config.method,
-            "--sparsity", str(config.sparsity), "--steps", str(config.finetune_steps),
-            "--ramp-every", str(config.ramp_every), "--lr", str(config.lr)]
-    if config.structured:
-        argv.append("--structured")
-    if config.scope is not None:
-        argv += ["--scope", config.scope]
-    return argv
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,7 +64,7 @@ def _compress(args: argparse.Namespace, settings: Settings, task: TaskProgress |
     report(0.0, "opening the study")
     study, spec = load_study(args.study, open_storage(settings.db_url))
     trial = get_trial(study, args.trial)
-    params = trial.user_attrs.get("params_resolved") or {}
+    params = trial.user_attrs.get(TrialAttr.PARAMS_RESOLVED) or {}
     config = CompressionConfig(
         method=args.method, sparsity=args.sparsity, structured=args.structured, scope=args.scope,
         finetune_steps=args.steps, ramp_every=args.ramp_every, lr=args.lr,

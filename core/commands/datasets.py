@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from core.data.manifest import delete_dataset, list_datasets
 from core.data.demo import create_demo_dataset
+from core.data.manifest import delete_dataset, list_datasets
 from core.settings import load_settings
 
 

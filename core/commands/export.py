@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 
 from core.deploy.export import FORMATS, export_trial
-from core.settings import load_settings
 from core.runtime.storage import open_artifact_store, open_storage
 from core.runtime.tuning import load_study
+from core.settings import load_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from core.runtime.job_table import get_job
 from core.runtime.queue import submit_job
-from core.settings import load_settings
 from core.search.validation import load_spec
+from core.settings import load_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 import optuna
 
 from core.results.trials import leaderboard_text
-from core.settings import load_settings
-from core.search.validation import load_spec
 from core.runtime.tuning import run_study
+from core.search.validation import load_spec
+from core.settings import load_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -17,7 +17,7 @@ import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -149,7 +149,7 @@ def _publish(work: Path, final: Path, name: str) -> None:
 def _write_manifest(request: _Request, work: Path, checked: list[_Checked]) -> DatasetManifest:
     manifest = DatasetManifest(
         name=request.name,
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
         source=str(request.source),
         channels=max(c.channels for c in checked),
         bit_depth=max(c.bit_depth for c in checked),
@@ -282,7 +282,7 @@ def _decode(path: Path, what: str, label: str, limits: IngestLimits, problems: d
                 return None
             image.load()
             return read(image)
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for broken files
+    except Exception as exc:
         add_problem(problems, label, f"unreadable or corrupt {what}: {exc}")
         return None
 

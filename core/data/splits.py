@@ -26,7 +26,7 @@ _HASH = re.compile(r"^[0-9a-f]{16}$")
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """How to divide a dataset. Defaults follow paper P2 (70% train / 16% val / 14% test)."""
+    """How to divide a dataset. Defaults follow the liver DeepLabV3+ study (70% train / 16% val / 14% test)."""
 
     train: float = 0.70
     val: float = 0.16

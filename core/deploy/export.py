@@ -30,6 +30,7 @@ from core.results.trials import default_trial, get_trial
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.artifacts._protocol import ArtifactStore
     from optuna.trial import FrozenTrial
 
 ONNX_OPSET = 17  # pinned: onnxruntime >= 1.14 runs it everywhere, and results do not drift with torch
@@ -115,7 +116,7 @@ def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path) -> ExportedF
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             )
-    except Exception as exc:  # noqa: BLE001 - the exporter raises many types; the user needs one message
+    except Exception as exc:
         path.unlink(missing_ok=True)
         raise ExportError(f"ONNX export failed for this model: {type(exc).__name__}: {exc}") from exc
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -146,7 +147,7 @@ def export_torchscript(model: nn.Module, sample: torch.Tensor, path: Path) -> Ex
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         save_torchscript(model, sample, path)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         path.unlink(missing_ok=True)
         raise ExportError(f"TorchScript export failed for this model: {type(exc).__name__}: {exc}") from exc
     with torch.no_grad():

@@ -16,14 +16,14 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from core.modeling.bundle import BundleConfig
-from core.data.tensors import prepare_image
 from core.data.images import read_image
-from core.errors import SegTuneError
-from core.deploy.export import load_model
-from core.metrics.segmentation import predict_mask
-from core.modeling.config import task_mode
+from core.data.tensors import prepare_image
 from core.data.visual import overlay_mask
+from core.deploy.export import load_model
+from core.errors import SegTuneError
+from core.metrics.segmentation import predict_mask
+from core.modeling.bundle import BundleConfig
+from core.modeling.config import task_mode
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 OVERLAY_DIR = "overlays"

@@ -13,7 +13,7 @@ from torch import nn
 from core.errors import unknown_option
 from core.modeling.config import ModelBuildError, ModelConfig, out_channels
 
-_MAX_FILTERS = 1024  # filters double per level; the cap keeps depth 8 (P1's upper bound) trainable
+_MAX_FILTERS = 1024  # filters double per level; the cap keeps depth 8 (the Keras Tuner study's upper bound) trainable
 
 
 # Activation name -> module factory (the tunable ``unet_activation``).
@@ -62,9 +62,9 @@ class _Up(nn.Module):
 
 
 class ClassicUNet(nn.Module):
-    """Paper P1's configurable U-Net (start filters, depth, activation, dropout, BN placement).
+    """The Keras Tuner U-Net study's configurable U-Net (start filters, depth, activation, dropout, BN placement).
 
-    Dropout follows the Keras "start_neurons" U-Net P1 builds on: after every pooling and after
+    Dropout follows the Keras "start_neurons" U-Net that study builds on: after every pooling and after
     every skip concatenation. The output has the input's spatial size.
     """
 
@@ -113,9 +113,9 @@ class ClassicUNet(nn.Module):
 
 
 class FCN32(nn.Module):
-    """Paper P1's baseline: a small VGG-like encoder (5 poolings), a 1x1 classifier, x32 upsampling.
+    """That study's baseline: a small VGG-like encoder (5 poolings), a 1x1 classifier, x32 upsampling.
 
-    Upsampling is bilinear straight to the input size, which is what loses the fine detail P1 saw.
+    Upsampling is bilinear straight to the input size, which is what loses the fine detail the study saw.
     """
 
     def __init__(self, in_channels: int, out_channels: int, base_filters: int = 32):

@@ -55,7 +55,7 @@ def takes(optimizer: Any, hyperparameter: str) -> bool:
 
 
 def _step_schedule(optimizer: torch.optim.Optimizer, epochs: int) -> torch.optim.lr_scheduler.LRScheduler:
-    # The optimizer x loss study (P3 in PAPERS.md): keep the LR, then drop it 1000x (1e-4 -> 1e-7)
+    # The cell-segmentation optimizer x loss study: keep the LR, then drop it 1000x (1e-4 -> 1e-7)
     # for the last 60% of training.
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, math.ceil(epochs * 0.4)), gamma=1e-3)
 

@@ -16,6 +16,7 @@ from core.modeling.architectures import ARCHITECTURES
 from core.modeling.config import ModelBuildError, ModelConfig, out_channels
 from core.modeling.encoders import TIMM_PREFIX, check_encoder
 
+
 def _hub_reachable(timeout_s: float = 3.0) -> bool:
     """Whether the Hugging Face Hub (where smp and timm keep weights) answers within a few seconds."""
     from huggingface_hub import constants

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from core.runtime.budget import budget_left, trial_counts
 from core.runtime.job_model import Job, JobState
-from core.runtime.job_table import tables_engine, get_job, job_workers, jobs_table, list_jobs, load_job_study, reconcile, set_status, workers_table
+from core.runtime.job_table import get_job, job_workers, jobs_table, list_jobs, load_job_study, reconcile, set_status, tables_engine, workers_table
 
 if TYPE_CHECKING:
     from core.settings import Settings

@@ -14,7 +14,7 @@ from core.contract import StudyAttr
 from core.runtime import launcher
 from core.runtime.budget import total_budget, trial_counts
 from core.runtime.job_model import ACTIVE_STATES, RESUMABLE_STATES, Job, JobError, JobState
-from core.runtime.job_table import tables_engine, get_job, jobs_table, list_jobs, load_job_study, reconcile, set_status
+from core.runtime.job_table import get_job, jobs_table, list_jobs, load_job_study, reconcile, set_status, tables_engine
 from core.runtime.tuning import prepare_study
 from core.search.spec import StudySpec
 

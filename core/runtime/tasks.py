@@ -227,7 +227,7 @@ class TaskProgress:
         except SegTuneError as exc:
             self.fail(str(exc))
             raise
-        except BaseException as exc:  # noqa: BLE001 - re-raised: the log gets the traceback
+        except BaseException as exc:
             self.fail(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
             raise
 

@@ -24,6 +24,7 @@ from core.search.validation import spec_from_dict
 from core.settings import Settings
 from core.training.objective import RunContext, TrialError, make_objective, preview_stems, study_source, upload_study_previews
 
+
 def create_or_load_study(spec: StudySpec, storage: optuna.storages.BaseStorage, worker_index: int = 0) -> optuna.Study:
     """The spec's Optuna study; an existing study of that name must have been made from an equal spec."""
     study = optuna.create_study(

@@ -25,14 +25,15 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
+from core.contract import TrialAttr
 from core.runtime.budget import budget_left, budget_used, trial_counts, trial_lock
 from core.runtime.claims import claim_job, detach_worker, fail_job, heartbeat, register_worker, unregister_worker
 from core.runtime.job_model import Job, JobState
 from core.runtime.job_table import get_job
-from core.training.objective import RunContext, TrialCancelled, TrialError, make_objective
-from core.settings import Settings
 from core.runtime.storage import open_artifact_store, open_storage
 from core.runtime.tuning import create_or_load_study
+from core.settings import Settings
+from core.training.objective import RunContext, TrialCancelled, TrialError, make_objective
 
 log = logging.getLogger("segtune.worker")
 
@@ -99,7 +100,7 @@ class _Heartbeat(threading.Thread):
                 if time.monotonic() - last_beat >= min(self.settings.heartbeats.interval_s, 5):
                     self.beat()
                     last_beat = time.monotonic()
-            except Exception as exc:  # noqa: BLE001 - a dead beat would fail a healthy trial: retry next tick
+            except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
 
     def beat(self) -> None:
@@ -139,7 +140,7 @@ def _work_on(settings: Settings, worker_id: str, job: Job, options: WorkerOption
             finally:
                 beat.trial = None
             trials_run += 1
-    except Exception as exc:  # noqa: BLE001 - any job-level error is recorded on the job, the worker lives on
+    except Exception as exc:
         log.exception("job %d failed", job.id)
         fail_job(settings, job.id, f"{type(exc).__name__}: {exc}")
     finally:
@@ -164,8 +165,8 @@ def _next_trial(settings: Settings, study: optuna.Study, job_id: int, worker_id:
             trial = study.ask()
         # A trial without a heartbeat row is never seen as stale: beat before releasing the lock.
         open_storage(settings.db_url, settings.heartbeats).record_heartbeat(trial._trial_id)
-    trial.set_user_attr("job_id", job_id)
-    trial.set_user_attr("worker", worker_id)
+    trial.set_user_attr(TrialAttr.JOB_ID, job_id)
+    trial.set_user_attr(TrialAttr.WORKER, worker_id)
     return trial, False
 
 
@@ -176,14 +177,14 @@ def _run_one(study: optuna.Study, trial: optuna.Trial, objective: Callable[[optu
     except optuna.TrialPruned:
         study.tell(trial, state=TrialState.PRUNED)
     except TrialCancelled as exc:
-        trial.set_user_attr("cancelled", True)
+        trial.set_user_attr(TrialAttr.CANCELLED, True)
         study.tell(trial, state=TrialState.FAIL)
         log.info("%s", exc)
     except TrialError as exc:
         study.tell(trial, state=TrialState.FAIL)
         log.warning("trial %d failed: %s", trial.number, exc)
     except BaseException as exc:
-        trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+        trial.set_user_attr(TrialAttr.ERROR, f"{type(exc).__name__}: {exc}")
         study.tell(trial, state=TrialState.FAIL)
         raise
     else:

@@ -43,7 +43,7 @@ class StudySpec:
     budget: Budget = Budget()
     sampler: str = "tpe"  # a name of core.search.samplers.SAMPLERS
     pruner: str = "median"  # a name of core.search.samplers.PRUNERS
-    patience: int = 5  # early stopping: epochs without val-loss improvement 
+    patience: int = 5  # early stopping: epochs without val-loss improvement
     seed: int = 0
     split: SplitConfig = SplitConfig()
     preview_count: int = 8  # validation images whose predicted masks are stored per trial (1..64)

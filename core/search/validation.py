@@ -44,7 +44,7 @@ def load_spec(path: str | Path) -> StudySpec:
             data = yaml.safe_load(text)
         else:
             data = json.loads(text)
-    except Exception as exc:  # noqa: BLE001 - any parser error becomes one clear message
+    except Exception as exc:
         raise SpecError({"file": f"{path.name} is not valid {path.suffix.lstrip('.').upper() or 'JSON'}: {exc}"}) from exc
     return spec_from_dict(data)
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from core.data.manifest import load_manifest
-from core.search.spec import HYPERPARAMETERS, ParamSpec, StudySpec
 from core.data.splits import split_sizes
+from core.search.space import HYPERPARAMETERS, ParamSpec
+from core.search.spec import StudySpec
 
 if TYPE_CHECKING:
     from core.settings import Settings

@@ -20,20 +20,20 @@ import optuna
 import torch
 from optuna.artifacts import upload_artifact
 
-from core.modeling.bundle import BundleConfig, save_bundle
-from core.data.tensors import TensorSet, load_tensor_set
-from core.data.manifest import DatasetManifest, dataset_path, load_manifest
 from core.contract import ArtifactKind, Mode, TrialAttr
+from core.data.manifest import DatasetManifest, dataset_path, load_manifest
+from core.data.splits import Split, frozen_split
+from core.data.tensors import TensorSet, load_tensor_set
 from core.errors import SegTuneError
-from core.modeling.architectures import input_size_problem, config_from_params
+from core.metrics.catalogue import epoch_objectives
+from core.modeling.architectures import config_from_params, input_size_problem
 from core.modeling.build import build_model, count_parameters, weights_size_mb
+from core.modeling.bundle import BundleConfig, save_bundle
 from core.modeling.config import ModelConfig, task_mode
 from core.modeling.losses import build_loss
+from core.search.spec import StudySpec
 from core.search.suggest import suggest_params
 from core.settings import Settings
-from core.search.spec import StudySpec
-from core.metrics.catalogue import epoch_objectives
-from core.data.splits import Split, frozen_split
 from core.training.loop import EpochRecord, TrainConfig, TrainResult, evaluate, measure_throughput, predict, prepare_model, resolve_device, train_model
 
 
@@ -132,7 +132,7 @@ def make_objective(spec: StudySpec, context: RunContext) -> Callable[[optuna.Tri
             return _run_trial(trial, spec, study_data(), context, device)
         except (optuna.TrialPruned, TrialCancelled):
             raise
-        except Exception as exc:  # noqa: BLE001 - every failure is recorded on the trial, the study goes on
+        except Exception as exc:
             reason = str(exc) if isinstance(exc, SegTuneError) else f"{type(exc).__name__}: {exc}"
             trial.set_user_attr(TrialAttr.ERROR, reason)
             raise TrialError(reason) from exc

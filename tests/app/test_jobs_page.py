@@ -11,9 +11,9 @@ from streamlit.testing.v1 import AppTest
 from core.data.demo import create_demo_dataset
 from core.runtime.job_table import get_job
 from core.runtime.queue import submit_job
-from core.settings import Settings
-from core.search.validation import spec_from_dict
 from core.runtime.storage import open_storage
+from core.search.validation import spec_from_dict
+from core.settings import Settings
 
 MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 

@@ -11,10 +11,10 @@ from streamlit.testing.v1 import AppTest
 
 from app.widgets.spec_form import form_to_dict, spec_to_form
 from core.data.demo import create_demo_dataset
-from core.training.estimate import TrialCost
 from core.search.presets import load_preset, preset_names
-from core.settings import Settings
 from core.search.validation import spec_from_dict
+from core.settings import Settings
+from core.training.estimate import TrialCost
 
 MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 

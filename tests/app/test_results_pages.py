@@ -18,12 +18,12 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app import cache, study_cache
-from core.settings import Settings
 from core.runtime.storage import open_artifact_store, open_storage
-from tests.test_results import STEMS, build_study
-from tests.conftest import module_workspace
+from core.settings import Settings
 from tests.app import pages
 from tests.app.pages import texts
+from tests.conftest import module_workspace
+from tests.test_results import STEMS, build_study
 
 MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 STUDY = "cells"

@@ -10,8 +10,8 @@ from streamlit.testing.v1 import AppTest
 
 from app import auth, gate
 from app.session_cookie import SessionSigner
-from core.settings import Settings
 from core.runtime.storage import open_storage
+from core.settings import Settings
 
 MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 

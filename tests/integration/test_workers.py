@@ -24,12 +24,12 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 
 from core.data.demo import create_demo_dataset
-from core.settings import Settings, load_settings
-from core.search.validation import spec_from_dict
 from core.runtime.job_model import Job, JobState, WorkerInfo, pid_alive
 from core.runtime.job_table import get_job, job_workers, list_jobs
 from core.runtime.job_views import RunningTrial, job_status, read_log_tail
 from core.runtime.queue import cancel_job, resume_job, submit_job
+from core.search.validation import spec_from_dict
+from core.settings import Settings, load_settings
 
 pytestmark = pytest.mark.slow
 

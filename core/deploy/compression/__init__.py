@@ -1,6 +1,6 @@
 """Compression: compressed variants of a trained model: int8 quantization (static, dynamic, QAT) and pruning.
 
-Paper P3 showed a tuned U-Net survives int8 or 50-90 % sparsity with < 1 % accuracy loss; this
+The cell-segmentation optimizer x loss study (core/search/presets/README.md) showed a tuned U-Net survives int8 or 50-90 % sparsity with < 1 % accuracy loss; this
 module derives such variants and measures the trade-off on the study's own splits.
 
 Quantization tooling: the installed torch (2.14) no longer ships the PT2E quantizers (they moved

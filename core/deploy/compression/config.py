@@ -19,7 +19,7 @@ from core.metrics.catalogue import report_metrics
 
 METHODS: tuple[str, ...] = ("ptq", "dynamic", "qat", "prune")
 PRUNE_SCOPES: tuple[str, ...] = ("global", "layer")
-# The cell-segmentation study's range (P3 in PAPERS.md): beyond it accuracy collapses, below it little is won.
+# The cell-segmentation optimizer x loss study's range: beyond it accuracy collapses, below it little is won.
 SPARSITY_RANGE = (0.5, 0.9)
 REPORT_METRICS: tuple[str, ...] = report_metrics()
 StepCallback = Callable[[int, int], None]  # (steps done, steps in all) of a fine-tune
@@ -126,3 +126,13 @@ class CompressedVariant:
     seconds: float  # time the method took
 
 
+def compress_argv(study: str, trial: int, config: CompressionConfig) -> list[str]:
+    """The ``python -m core`` arguments that derive ``config`` (what the dashboard starts as a task)."""
+    argv = ["compress", "--study", study, "--trial", str(trial), "--method", config.method,
+            "--sparsity", str(config.sparsity), "--steps", str(config.finetune_steps),
+            "--ramp-every", str(config.ramp_every), "--lr", str(config.lr)]
+    if config.structured:
+        argv.append("--structured")
+    if config.scope is not None:
+        argv += ["--scope", config.scope]
+    return argv

@@ -21,8 +21,6 @@ from core.modeling.losses import build_loss
 from core.training.loop import evaluate
 
 
-
-
 @dataclass
 class VariantReport:
     """One row of the trade-off table; deltas are variant minus original."""
@@ -146,17 +144,18 @@ def compare_variants(
     return reports
 
 
+def _delta(report: VariantReport, key: str) -> str:
+    return f" ({report.deltas[key]:+.3f})" if key in report.deltas else ""
+
+
 def trade_off_table(reports: list[VariantReport]) -> str:
     """Plain-text table: one row per model, deltas against the original in brackets."""
     header = f"{'model':24} {'val dice':>16} {'test dice':>16} {'val iou':>8} {'size MB':>8} {'zip MB':>8} {'non-zero':>11} {'ms/img':>8} {'img/s':>8}"
     rows = [header, "-" * len(header)]
     for report in reports:
-        def delta(key: str) -> str:
-            return f" ({report.deltas[key]:+.3f})" if key in report.deltas else ""
-
-        test_dice = f"{report.test['dice']:.3f}{delta('test_dice')}" if report.test else "-"
+        test_dice = f"{report.test['dice']:.3f}{_delta(report, 'test_dice')}" if report.test else "-"
         rows.append(
-            f"{report.name:24} {report.val['dice']:.3f}{delta('val_dice'):>10} {test_dice:>16} {report.val['iou']:8.3f} "
+            f"{report.name:24} {report.val['dice']:.3f}{_delta(report, 'val_dice'):>10} {test_dice:>16} {report.val['iou']:8.3f} "
             f"{report.size_mb:8.2f} {report.zipped_mb:8.2f} {report.nonzero_params:11,} {report.latency_ms:8.1f} {report.images_per_s:8.1f}"
         )
     return "\n".join(rows)

@@ -13,7 +13,13 @@ from torch.nn.utils import prune
 
 from core.data.tensors import TensorSet, iterate_batches
 from core.deploy.compression.config import (
-    CompressedVariant, CompressionConfig, CompressionData, CompressionError, StepCallback, quantized_backend, quiet_quantization,
+    CompressedVariant,
+    CompressionConfig,
+    CompressionData,
+    CompressionError,
+    StepCallback,
+    quantized_backend,
+    quiet_quantization,
 )
 from core.modeling.losses import build_loss
 
@@ -96,7 +102,7 @@ def _prepare_fx(model: nn.Module, data: CompressionData, *, qat: bool) -> nn.Mod
     copied = getattr(copy.deepcopy(model), mode)()
     try:
         return prepare(copied, _qconfig_mapping(backend, qat=qat), example_inputs=_example(data))
-    except Exception as exc:  # noqa: BLE001 - FX raises TraceError and others for untraceable code
+    except Exception as exc:
         raise _fx_error(exc) from exc
 
 
@@ -170,7 +176,7 @@ def _apply_pruning(layers: list[tuple[nn.Module, str]], amount: float, config: C
 
 
 def _magnitude_pruning(model: nn.Module, data: CompressionData, config: CompressionConfig, steps: StepCallback | None = None) -> nn.Module:
-    """Gradual magnitude pruning (as in the cell-segmentation study, P3 in PAPERS.md): sparsity rises every ``ramp_every`` steps, then recovers."""
+    """Gradual magnitude pruning (as in the cell-segmentation optimizer x loss study): sparsity rises every ``ramp_every`` steps, then recovers."""
     pruned = copy.deepcopy(model)
     layers = prunable_layers(pruned)
     if not layers:

@@ -1,0 +1,84 @@
+"""A workspace written before core/ was reorganised still opens: every stored name is still read.
+
+The fixture (tests/fixtures/legacy-workspace, see its README) holds a study with finished trials,
+preview masks and a compressed variant, written by the old modules. Today's readers must find
+everything the contract (core.contract) names in it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.contract import ArtifactKind, StudyAttr, TrialAttr, variants_attr
+from core.deploy.compression.variants import list_variants, trade_off_rows, variant_predictions
+from core.deploy.export import export_trial
+from core.deploy.model_card import model_card
+from core.metrics.catalogue import curve_metrics
+from core.modeling.bundle import load_bundle
+from core.results.curves import learning_curves
+from core.results.previews import load_previews
+from core.results.trials import best_numbers, default_trial, trials_frame
+from core.runtime.storage import open_artifact_store, open_storage
+from core.runtime.tuning import load_study
+from core.settings import Settings, load_settings
+from tests.app.pages import open_page
+
+LEGACY = Path(__file__).parent / "fixtures" / "legacy-workspace"
+
+
+@pytest.fixture
+def legacy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    home = tmp_path / "home"
+    shutil.copytree(LEGACY, home)
+    monkeypatch.setenv("SEGTUNE_HOME", str(home))
+    monkeypatch.delenv("SEGTUNE_DB", raising=False)
+    monkeypatch.delenv("SEGTUNE_ARTIFACTS", raising=False)
+    return load_settings()
+
+
+def test_the_stored_names_are_the_contracts(legacy: Settings) -> None:
+    study, spec = load_study("legacy", open_storage(legacy.db_url))
+    assert spec.name == "legacy" and spec.image_size == 64
+    assert {StudyAttr.SPEC, StudyAttr.DATASET, StudyAttr.SPLIT_HASH, StudyAttr.PREVIEW_ARTIFACT, variants_attr(0)} <= set(study.user_attrs)
+    trial = study.trials[0]
+    for attr in (TrialAttr.HISTORY, TrialAttr.VAL_METRICS, TrialAttr.TEST_METRICS, TrialAttr.BEST_EPOCH, TrialAttr.MODEL_CONFIG,
+                 TrialAttr.PARAMS_RESOLVED, TrialAttr.IMAGES_PER_S, TrialAttr.N_PARAMS, TrialAttr.WEIGHTS_MB, TrialAttr.ARTIFACTS):
+        assert attr in trial.user_attrs, attr
+    assert set(trial.user_attrs[TrialAttr.ARTIFACTS]) == {kind.value for kind in ArtifactKind}
+
+
+def test_results_read_the_old_study(legacy: Settings) -> None:
+    study, _ = load_study("legacy", open_storage(legacy.db_url))
+    store = open_artifact_store(legacy)
+    frame = trials_frame(study)
+    assert list(frame["state"]) == ["complete", "complete"] and frame["val_dice"].notna().all()
+    assert best_numbers(study) == [default_trial(study).number]
+    for metric in curve_metrics():
+        assert not learning_curves(study.trials, metric).empty, metric
+    previews = load_previews(study, [0, 1], store)
+    assert previews.predictions[0].shape == previews.masks.shape
+    assert "## Metrics" in model_card(study, study.trials[0])
+
+
+def test_old_bundles_and_variants_still_load(legacy: Settings, tmp_path: Path) -> None:
+    study, _ = load_study("legacy", open_storage(legacy.db_url))
+    store = open_artifact_store(legacy)
+    report = export_trial(study, 0, store, tmp_path / "out", formats=("bundle", "onnx"))
+    model, config = load_bundle(report.folder)
+    assert config.image_size == 64 and all(f.max_abs_diff is None or f.max_abs_diff < 1e-3 for f in report.files)
+    assert model(torch.zeros(1, config.channels, 64, 64)).shape[-2:] == (64, 64)
+    assert [record["method"] for record in list_variants(study, 0)] == ["prune"]
+    assert [row["variant"] for row in trade_off_rows(list_variants(study, 0))] == [0, 1]
+    previews = load_previews(study, [0], store)
+    assert variant_predictions(study, 0, 1, store).shape == previews.masks.shape
+
+
+@pytest.mark.parametrize("page", ["leaderboard.py", "curves.py", "compare.py", "insights.py", "export.py", "compress.py", "jobs.py"])
+def test_every_page_opens_the_old_study(legacy: Settings, page: str) -> None:
+    app = open_page(page, study="legacy")
+    assert not app.exception
+    assert not [error.value for error in app.error], [error.value for error in app.error]

@@ -1,0 +1,102 @@
+"""The registries and the metric catalogue are consistent with the code behind them.
+
+These replace the import-time asserts the modules used to have: each registry entry names things
+that exist (a factory, tunable hyperparameters, a size rule), and every catalogue metric is a
+value SegTune really computes and stores.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import fields
+
+import pytest
+
+from core.contract import TrialAttr
+from core.errors import SegTuneError
+from core.metrics.catalogue import (
+    METRICS,
+    Scope,
+    Source,
+    curve_metrics,
+    epoch_objectives,
+    label,
+    objective_metrics,
+    report_metrics,
+    split_metrics,
+)
+from core.modeling.architectures import ARCHITECTURES, Family, input_size_problem
+from core.modeling.config import ModelConfig
+from core.modeling.losses import LOSSES
+from core.modeling.optimizers import OPTIMIZERS
+from core.search.space import HYPERPARAMETERS
+from core.settings import Settings
+from tests.conftest import tiny_study
+
+
+@pytest.mark.parametrize("entry", list(ARCHITECTURES), ids=lambda entry: entry.name)
+def test_every_architecture_entry_names_a_real_factory_and_real_hyperparameters(entry) -> None:
+    module, _, function = entry.build.target.partition(":")
+    assert callable(getattr(importlib.import_module(module), function))
+    config_fields = {f.name for f in fields(ModelConfig)}
+    for name in entry.hyperparameters:
+        assert name in HYPERPARAMETERS and name in config_fields, name
+    assert entry.quantization.static or entry.quantization.reason  # a refusal always says why
+    assert entry.description
+
+
+@pytest.mark.parametrize("entry", list(ARCHITECTURES), ids=lambda entry: entry.name)
+def test_every_input_rule_accepts_its_minimum_and_refuses_what_breaks_it(entry) -> None:
+    config = ModelConfig(entry.name, 1, 2, encoder="tu-vit_tiny_patch16_224" if entry.name == "DPT" else "resnet18", encoder_depth=3)
+    rule = entry.input_rule(config)
+    assert rule.minimum % rule.multiple == 0
+    assert input_size_problem(config, rule.minimum) is None
+    assert "multiple" in input_size_problem(config, rule.minimum + 1)
+    if rule.minimum > rule.multiple:
+        assert "at least" in input_size_problem(config, rule.minimum - rule.multiple)
+
+
+def test_architecture_families_match_the_hyperparameters_they_take() -> None:
+    for entry in ARCHITECTURES:
+        assert ("encoder" in entry.hyperparameters) == (entry.family == Family.SMP), entry.name
+
+
+def test_hybrid_losses_combine_single_losses_and_every_optimizer_option_is_tunable() -> None:
+    for loss in LOSSES:
+        assert (loss.build is None) == bool(loss.parts), loss.name
+        assert all(LOSSES.get(part).build is not None for part in loss.parts), loss.name
+    for optimizer in OPTIMIZERS:
+        assert all(name in HYPERPARAMETERS for name in optimizer.hyperparameters), optimizer.name
+
+
+def test_a_registry_lookup_lists_the_valid_names() -> None:
+    with pytest.raises(SegTuneError, match=r"unknown architecture 'UNet3D'; valid: \['Unet', 'UnetPlusPlus'"):
+        ARCHITECTURES.get("UNet3D")
+    assert ARCHITECTURES.problem(3) and ARCHITECTURES.problem("Unet") is None
+
+
+def test_catalogue_views_are_consistent() -> None:
+    objectives = objective_metrics()
+    assert set(epoch_objectives()) <= set(objectives)
+    assert all(name.startswith("val_") for name in epoch_objectives())
+    assert set(report_metrics()) <= set(split_metrics())
+    assert set(curve_metrics()) <= set(METRICS.names)
+    assert label("val_dice") == "Validation Dice" and label("test_iou") == "Test IoU" and label("lr") == "Learning rate"
+
+
+def test_every_catalogue_metric_is_computed_and_stored_by_a_real_trial(workspace: Settings) -> None:
+    study = tiny_study(workspace, "catalogue")
+    trial = study.trials[0]
+    attrs = trial.user_attrs
+    for name in split_metrics():
+        assert name in attrs[TrialAttr.VAL_METRICS] and name in attrs[TrialAttr.TEST_METRICS], name
+    epoch = attrs[TrialAttr.HISTORY][0]
+    for metric in METRICS:
+        if metric.scope == Scope.SPLIT:
+            assert f"val_{metric.name}" in epoch, metric.name
+        elif metric.scope == Scope.EPOCH:
+            assert metric.name in epoch, metric.name
+        else:
+            assert metric.source == Source.MEASUREMENT and attrs[metric.name] > 0, metric.name
+    # the objective is the validation metric the catalogue names, never the test one
+    assert trial.values[0] == attrs[TrialAttr.VAL_METRICS]["dice"]
