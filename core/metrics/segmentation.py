@@ -24,19 +24,20 @@ import numpy as np
 import segmentation_models_pytorch as smp
 import torch
 
-from core.errors import SegTuneError
+from core.contract import Mode
+from core.errors import SegTuneError, unknown_option
+from core.metrics.catalogue import Source, split_metrics
 
-METRIC_NAMES = ("dice", "iou", "miou", "pixel_accuracy", "precision", "recall", "f1", "specificity")
-_MODES = ("binary", "multiclass")
+METRIC_NAMES = split_metrics(Source.PIXEL_COUNTS)  # what compute() returns, in catalogue order
 
 
 def predict_mask(logits: torch.Tensor, mode: str, threshold: float = 0.5) -> torch.Tensor:
     """Class indices (N, H, W) from logits (N, C, H, W): sigmoid >= threshold, or argmax."""
-    if mode == "binary":
+    if mode == Mode.BINARY:
         return (torch.sigmoid(logits[:, 0]) >= threshold).long()
-    if mode == "multiclass":
+    if mode == Mode.MULTICLASS:
         return logits.argmax(dim=1)
-    raise SegTuneError(f"unknown mode {mode!r}; valid: {list(_MODES)}")
+    raise SegTuneError(unknown_option("mode", mode, list(Mode)))
 
 
 def _ratio(num: torch.Tensor, den: torch.Tensor, perfect: torch.Tensor) -> torch.Tensor:
@@ -56,9 +57,9 @@ class SegmentationMetrics:
     """Accumulates per-class pixel counts over batches; ``compute`` turns them into metrics."""
 
     def __init__(self, mode: str, num_classes: int, threshold: float = 0.5):
-        if mode not in _MODES:
-            raise SegTuneError(f"unknown mode {mode!r}; valid: {list(_MODES)}")
-        expected = "binary" if num_classes == 2 else "multiclass"
+        if mode not in list(Mode):
+            raise SegTuneError(unknown_option("mode", mode, list(Mode)))
+        expected = Mode.BINARY if num_classes == 2 else Mode.MULTICLASS
         if num_classes < 2 or mode != expected:
             raise SegTuneError(f"{num_classes} classes (background included) means mode {expected!r}, got {mode!r}")
         self.mode = mode
@@ -72,7 +73,7 @@ class SegmentationMetrics:
     @torch.no_grad()
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
         """Add one batch: logits (N, C, H, W), target (N, H, W) class indices."""
-        channels = 1 if self.mode == "binary" else self.num_classes
+        channels = 1 if self.mode == Mode.BINARY else self.num_classes
         if logits.ndim != 4 or logits.shape[1] != channels:
             raise SegTuneError(f"{self.mode} logits must be (N, {channels}, H, W), got {tuple(logits.shape)}")
         if target.shape != (logits.shape[0], *logits.shape[2:]):
@@ -104,7 +105,7 @@ class SegmentationMetrics:
             "specificity": _ratio(tn, tn + fp, perfect),
         }
         per_class["f1"] = per_class["dice"]  # F1 on pixels is Dice
-        if self.mode == "binary":
+        if self.mode == Mode.BINARY:
             results = {name: values[1] for name, values in per_class.items()}
         else:
             results = {name: _mean(values[1:], present[1:]) for name, values in per_class.items()}

@@ -34,7 +34,7 @@ class _ClassIndexTarget(nn.Module):
         self.mode = mode
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.mode == "binary":
+        if self.mode == Mode.BINARY:
             return self.loss(logits, target.unsqueeze(1).to(logits.dtype))
         return self.loss(logits, target.long())
 
