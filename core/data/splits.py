@@ -35,9 +35,13 @@ class SplitConfig:
     fold: int = 0  # which fold is the validation split (0 <= fold < k_folds)
     seed: int = 0
     group_pattern: str | None = None  # regex on the file stem; first group (or match) = group id
+    from_file: bool = False  # use the dataset's own split.csv (kept at ingest) instead of fractions
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not self.from_file:
+            del data["from_file"]  # left out when unset: hashes of splits made before it existed stay valid
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SplitConfig:
@@ -128,6 +132,8 @@ def config_problems(config: SplitConfig) -> dict[str, str]:
         problems["k_folds"] = f"k_folds must be at least 2 and 0 <= fold < k_folds; got k_folds={config.k_folds}, fold={config.fold}"
     if config.k_folds is not None and not 0 <= config.test < 1:  # k folds use only the test fraction
         problems["test"] = f"the test fraction must be in [0, 1); got {config.test}"
+    if not isinstance(config.from_file, bool):
+        problems["from_file"] = f"from_file must be true or false; got {config.from_file!r}"
     if config.group_pattern:
         try:
             re.compile(config.group_pattern)

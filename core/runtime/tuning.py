@@ -14,6 +14,8 @@ import optuna
 import torch
 
 from core.contract import StudyAttr
+from core.metrics.baselines import constant_classes, score_baselines
+from core.modeling.config import task_mode
 from core.errors import SegTuneError
 from core.runtime.budget import remaining_budget
 from core.runtime.storage import open_artifact_store, open_storage
@@ -79,9 +81,31 @@ def prepare_study(spec: StudySpec, settings: Settings, *, storage: optuna.storag
         study.set_user_attr(StudyAttr.SPLIT_SIZES, {"train": len(split.train), "val": len(split.val), "test": len(split.test)})
         study.set_user_attr(StudyAttr.PREVIEW_STEMS, list(preview.stems))
         study.set_user_attr(StudyAttr.PREVIEW_ARTIFACT, upload_study_previews(study, preview, context))
+    if StudyAttr.BASELINES not in study.user_attrs:  # also added to studies made before baselines existed
+        study.set_user_attr(StudyAttr.BASELINES, study_baselines(spec, settings))
     if spec.sampler == "grid":
         enqueue_grid(study, spec)
     return study
+
+
+def study_baselines(spec: StudySpec, settings: Settings) -> dict[str, Any]:
+    """The constant predictors scored on the study's validation images (each fold's, averaged, with
+    cross-validation) and test images, at the study's image size (core/metrics/baselines.py)."""
+    cpu = torch.device("cpu")
+    folds: list[int | None] = list(range(spec.cv.folds)) if spec.cv else [None]
+    sources = [study_source(spec, settings, fold) for fold in folds]
+    first = sources[0]
+    mode = task_mode(first.manifest.num_classes)
+
+    def masks(source: Any, stems: Any) -> torch.Tensor:
+        return source.tensors(stems, spec.image_size, cpu).masks
+
+    train_masks = masks(first, first.split.train) if mode != "binary" else None
+    splits = {"val": [masks(source, source.split.val) for source in sources]}
+    if first.split.test:
+        splits["test"] = [masks(first, first.split.test)]
+    classes = constant_classes(mode, first.manifest.num_classes, train_masks)
+    return score_baselines(splits, classes, mode, first.manifest.num_classes)
 
 
 def run_study(
