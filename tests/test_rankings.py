@@ -181,3 +181,37 @@ def test_three_fold_study_on_brain_mri(workspace, tmp_path: Path) -> None:
     assert max(trial.intermediate_values) > spec.budget.max_epochs  # later folds report at later steps
     # baselines: each fold's validation images, averaged
     assert "val" in study.user_attrs[StudyAttr.BASELINES]["all_foreground"]
+
+
+# --- search hygiene -------------------------------------------------------------------------------
+
+
+def test_a_finished_configuration_is_reused_not_trained_again(workspace) -> None:
+    from tests.conftest import tiny_study
+
+    study = tiny_study(workspace, "repeat", trials=2)  # every hyperparameter fixed: one configuration
+    first, second = study.trials
+    assert second.user_attrs[TrialAttr.REUSED_FROM] == 0 and second.value == first.value
+    assert second.user_attrs[TrialAttr.VAL_METRICS] == first.user_attrs[TrialAttr.VAL_METRICS]
+    assert TrialAttr.REUSED_FROM not in first.user_attrs
+
+
+def test_n_trials_beyond_a_finite_space_is_warned(capsys) -> None:
+    from core.search.suggest import trials_beyond_space
+
+    spec = spec_from_dict({"name": "x", "dataset": "d", "sampler": "random", "budget": {"n_trials": 5},
+                           "search_space": {"optimizer": {"choices": ["adam", "sgd"]}}})
+    assert "only 2 distinct configuration(s)" in trials_beyond_space(spec)
+    assert trials_beyond_space(spec_from_dict({"name": "x", "dataset": "d", "budget": {"n_trials": 2}, "search_space": {"optimizer": {"choices": ["adam", "sgd"]}}})) is None
+    assert trials_beyond_space(spec_from_dict({"name": "x", "dataset": "d", "search_space": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}})) is None
+
+
+def test_the_form_puts_cross_validation_under_split() -> None:
+    from app.widgets.spec_form import CV, PREFIX, form_to_dict, spec_to_form
+
+    values = {**spec_to_form(spec_from_dict({"name": "cv", "dataset": "d"})), PREFIX + "split.mode": CV, PREFIX + "split.cv_folds": 4, PREFIX + "split.test": 20}
+    data = form_to_dict(values)
+    spec = spec_from_dict(data)
+    assert spec.cv is not None and spec.cv.folds == 4 and spec.split.test == pytest.approx(0.2) and spec.split.k_folds is None
+    shown = spec_to_form(spec)
+    assert shown[PREFIX + "split.mode"] == CV and shown[PREFIX + "split.cv_folds"] == 4
