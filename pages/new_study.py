@@ -23,7 +23,8 @@ from core.search.presets import load_preset, preset_names
 from core.search.suggest import search_space_size, trials_beyond_space
 from core.search.spec import StudySpec
 from core.search.validation import SpecError, spec_from_dict
-from core.data.splits import split_sizes
+from core.data.manifest import dataset_path
+from core.data.splits import file_split, split_sizes
 
 PRESET_LABELS = {
     "p1-unet-keras-tuner": "P1 · classic U-Net shape search",
@@ -112,8 +113,14 @@ def split_section(spec: StudySpec | None, problems: dict[str, str]) -> None:
         split = split_editor(PREFIX + "split.", state.SPLIT.get())
         problem_for(problems, "split", "cv", "cv.folds")
         with user_errors("Previewing the split"):
-            stems = cache.manifest(st.session_state[PREFIX + "dataset"]).stems
-            if spec is not None and spec.cv is not None:
+            dataset = st.session_state[PREFIX + "dataset"]
+            stems = cache.manifest(dataset).stems
+            if split.from_file:
+                folder = dataset_path(cache.settings().datasets_dir, dataset)
+                sizes = {part: len(getattr(file_split(folder, stems, split), part)) for part in ("train", "val", "test")}
+                st.caption(f"From the dataset's split.csv: {sizes['train']} train · {sizes['val']} validation · {sizes['test']} test images"
+                           + (f" (train + validation cut into {spec.cv.folds} folds)" if spec is not None and spec.cv else ""))
+            elif spec is not None and spec.cv is not None:
                 sizes = split_sizes(stems, dataclasses.replace(split, k_folds=spec.cv.folds, fold=0))
                 st.caption(f"{spec.cv.folds} folds of about {sizes['val']} validation images each "
                            f"(each fold's model trains on about {sizes['train']}) · {sizes['test']} test images, held out first")

@@ -215,3 +215,58 @@ def test_the_form_puts_cross_validation_under_split() -> None:
     assert spec.cv is not None and spec.cv.folds == 4 and spec.split.test == pytest.approx(0.2) and spec.split.k_folds is None
     shown = spec_to_form(spec)
     assert shown[PREFIX + "split.mode"] == CV and shown[PREFIX + "split.cv_folds"] == 4
+
+
+# --- the user's own split.csv ----------------------------------------------------------------------
+
+
+def _lungs_with_split_file(tmp_path: Path, count: int = 24) -> tuple[Path, dict[str, str]]:
+    source = shared_dataset("chest_xray_lung_shenzhen")
+    target = copy_pairs(source, tmp_path / "lungs-src", count, every=20)
+    stems = {p.stem for p in (target / "images").iterdir()}
+    parts = {}
+    for line in (source / "split.csv").read_text().splitlines():
+        part, name = line.split(",")[:2]
+        if name in stems:
+            parts[name] = part
+    (target / "split.csv").write_text("".join(f"{part},{name}\n" for name, part in parts.items()))
+    return target, {name: {"valid": "val"}.get(part, part) for name, part in parts.items()}
+
+
+def test_split_csv_is_kept_at_ingest_and_honoured(workspace, tmp_path: Path) -> None:
+    from core.data.splits import SplitError, frozen_split
+    from core.data.manifest import dataset_path, load_manifest
+    from core.training.study_data import study_source
+
+    source, parts = _lungs_with_split_file(tmp_path)
+    assert set(parts.values()) == {"train", "val", "test"}
+    ingest_dataset(source, "lungs", workspace.datasets_dir)
+    spec = spec_from_dict({"name": "own", "dataset": "lungs", "image_size": 64, "split": {"from_file": True}})
+    split = study_source(spec, workspace).split
+    for part in ("train", "val", "test"):
+        assert set(getattr(split, part)) == {name for name, p in parts.items() if p == part}
+    # cross-validation keeps the file's test images and cuts folds from its train + val
+    cv = spec_from_dict({**spec.to_dict(), "name": "own-cv", "cv": {"folds": 2}})
+    folds = [study_source(cv, workspace, fold).split for fold in (0, 1)]
+    assert all(set(f.test) == set(split.test) for f in folds)
+    assert set(folds[0].val) | set(folds[1].val) == set(split.train) | set(split.val)
+    # a dataset without a kept file says what to do
+    manifest = load_manifest(workspace.datasets_dir, "lungs")
+    (dataset_path(workspace.datasets_dir, "lungs") / "split.csv").unlink()
+    with pytest.raises(SplitError, match="no split.csv"):
+        frozen_split(dataset_path(workspace.datasets_dir, "lungs"), manifest.stems, spec.split)
+
+
+def test_a_bad_split_csv_lists_every_problem(workspace, tmp_path: Path) -> None:
+    from core.data.manifest import DatasetError
+
+    source, parts = _lungs_with_split_file(tmp_path, count=8)
+    names = sorted(parts)
+    rows = [f"train,{names[0]}", f"val,{names[1]}.png", "test,NO_SUCH_IMAGE", f"holdout,{names[2]}", f"train,{names[0]}"]
+    (source / "split.csv").write_text("split,name\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DatasetError) as caught:
+        ingest_dataset(source, "bad-split", workspace.datasets_dir)
+    message = caught.value.problems["split.csv"]
+    assert "NO_SUCH_IMAGE" in message and "'holdout'" in message and "listed twice" in message
+    assert "leaves out" in message and names[3] in message
+    assert not (workspace.datasets_dir / "bad-split").exists()  # nothing kept

@@ -181,6 +181,7 @@ def split_to_form(split: SplitConfig, prefix: str, cv_folds: int | None = None) 
         prefix + "train": round(split.train * 100), prefix + "val": round(split.val * 100),
         prefix + "test": round(split.test * 100), prefix + "k_folds": split.k_folds or 5,
         prefix + "fold": split.fold, prefix + "seed": split.seed, prefix + "group_pattern": split.group_pattern or "",
+        prefix + "from_file": split.from_file,
     }
 
 
@@ -199,6 +200,7 @@ def form_to_split(values: Mapping[str, Any], prefix: str) -> SplitConfig:
         fold=int(values.get(prefix + "fold", 0)) if folds else 0,
         seed=int(values.get(prefix + "seed", 0)),
         group_pattern=values.get(prefix + "group_pattern") or None,
+        from_file=bool(values.get(prefix + "from_file", False)),
     )
 
 
@@ -225,6 +227,9 @@ def split_editor(prefix: str, initial: SplitConfig) -> SplitConfig:
         "Group pattern (regex)", key=prefix + "group_pattern", persist_state="session", placeholder=r"e.g. ^(TCGA_\w+?_\d+)_",
         help="Files whose stems give the same match (or first group) stay in one split, e.g. one patient.",
     )
+    st.toggle("Use the dataset's split.csv", key=prefix + "from_file", persist_state="session",
+              help="The train / val / test lists kept from the dataset's own split.csv (columns split,name[,group]). "
+                   "With cross-validation its test images stay held out and the folds are cut from its train + val.")
     return form_to_split(st.session_state, prefix)
 
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from core.data.split_file import SPLIT_FILE, Assignment, read_kept_split
 from core.errors import SegTuneError
 
 SPLITS_DIR = "splits"
@@ -92,9 +93,39 @@ def split_sizes(stems: Sequence[str], config: SplitConfig) -> dict[str, int]:
     return {"train": len(split.train), "val": len(split.val), "test": len(split.test)}
 
 
+def split_from_assignments(assignments: dict[str, Assignment], config: SplitConfig) -> Split:
+    """The user's split (``split.csv``): its parts as they are, or with ``k_folds`` its test part
+    and folds cut from its train + val pairs (grouped by the file's group column, else the pattern)."""
+    _check_config(config)
+    test = [tuple(sorted(s for s, a in assignments.items() if a.part == "test"))]
+    if config.k_folds is None:
+        train = [tuple(sorted(s for s, a in assignments.items() if a.part == "train"))]
+        val = [tuple(sorted(s for s, a in assignments.items() if a.part == "val"))]
+        return _finish(train, val, test, config)
+    members: dict[str, list[str]] = {}
+    for stem in sorted(s for s, a in assignments.items() if a.part != "test"):
+        group = assignments[stem].group
+        members.setdefault(f"group:{group}" if group else _group_key(stem, config.group_pattern), []).append(stem)
+    groups = [tuple(members[key]) for key in sorted(members)]
+    random.Random(config.seed).shuffle(groups)
+    val, train = _fold(groups, config)
+    return _finish(train, val, test, config)
+
+
+def file_split(dataset_dir: Path, stems: Sequence[str], config: SplitConfig) -> Split:
+    """The split of the dataset's kept ``split.csv``; a clear error when it has none or is stale."""
+    assignments = read_kept_split(Path(dataset_dir))
+    if assignments is None:
+        raise SplitError(f"this dataset has no {SPLIT_FILE}: add one (columns split,name[,group]) to the folder or zip and "
+                         "ingest it again, or turn 'use the dataset's split file' off")
+    if set(assignments) != set(stems):
+        raise SplitError(f"the dataset's {SPLIT_FILE} no longer lists exactly its pairs; ingest the dataset again")
+    return split_from_assignments(assignments, config)
+
+
 def frozen_split(dataset_dir: Path, stems: Sequence[str], config: SplitConfig) -> Split:
     """Make the split and keep it at ``<dataset_dir>/splits/<hash>.json`` (written once, never changed)."""
-    split = make_split(stems, config)
+    split = file_split(dataset_dir, stems, config) if config.from_file else make_split(stems, config)
     path = Path(dataset_dir) / SPLITS_DIR / f"{split.hash}.json"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
