@@ -149,6 +149,7 @@ def test_bootstrap_ci_contains_point_estimate_and_pairs() -> None:
 def test_cv_spec_is_validated() -> None:
     base = {"name": "x", "dataset": "d"}
     assert spec_from_dict({**base, "cv": {"folds": 3}}).folds == 3
+    assert spec_from_dict({**base, "cv": {"folds": 3}, "split": {"test": 0.3}}).split.test == 0.3  # only test matters
     assert "cv" not in spec_from_dict(base).to_dict()  # specs stored before CV existed compare equal
     for bad in ({"folds": 1}, {"folds": 11}, {"folds": "3"}, {"k": 3}, 5):
         with pytest.raises(SpecError) as caught:

@@ -8,7 +8,7 @@ to messages that name the valid options.
 from __future__ import annotations
 
 import json
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +112,8 @@ def spec_problems(spec: StudySpec) -> dict[str, str]:
         problems["preview_count"] = "must be between 1 and 64"
     _check_objectives(spec, problems)
     _check_budget(spec.budget, problems)
-    _check_split(spec.split, problems)
+    # with cross-validation only the test fraction matters: checked as the folds will use it
+    _check_split(spec.split if spec.cv is None or spec.split.k_folds else replace(spec.split, k_folds=2), problems)
     _check_cv(spec, problems)
     for param_name, param in spec.search_space.items():
         _check_param(param_name, param, problems)
