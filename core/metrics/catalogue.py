@@ -59,7 +59,7 @@ _SPLIT, _COUNTS = Scope.SPLIT, Source.PIXEL_COUNTS
 
 METRICS: Registry[Metric] = Registry("metric", [
     Metric("dice", "Dice", _UP, _SPLIT, _COUNTS, curve=True, report=True),
-    Metric("dice_per_image", "Dice (per image)", _UP, _SPLIT, Source.PER_IMAGE, curve=True, report=True),
+    Metric("dice_per_image", "Dice (per image)", _UP, _SPLIT, Source.PER_IMAGE, curve=True),
     Metric("iou", "IoU", _UP, _SPLIT, _COUNTS, curve=True, report=True),
     Metric("miou", "mIoU", _UP, _SPLIT, _COUNTS, curve=True),
     Metric("pixel_accuracy", "Pixel accuracy", _UP, _SPLIT, _COUNTS, curve=True),
