@@ -26,8 +26,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import optuna  # noqa: E402
-from scipy.stats import spearmanr  # noqa: E402
+import optuna
+from scipy.stats import spearmanr
 
 SHARED = REPO.parent / "shared" / "datasets"
 

@@ -260,7 +260,6 @@ def test_free_slots_leave_devices_held_by_live_local_workers(workspace: Settings
 def test_eta_is_recomputed_from_the_trials_of_the_run_after_a_resume(workspace: Settings) -> None:
     import datetime as dt
 
-    from optuna.distributions import FloatDistribution
     from optuna.trial import FrozenTrial, TrialState
 
     job_id = queue(workspace, "s-eta", 4)

@@ -10,10 +10,25 @@ import torch
 
 from core.contract import Mode, StudyAttr, TrialAttr, TrialFlag
 from core.data.ingest import ingest_dataset
-from core.metrics.baselines import BASELINE_MARGIN, best_baseline, constant_logits, is_constant, trial_flags
-from core.metrics.segmentation import SegmentationMetrics, image_dice_scores, mean_image_dice, pooled_dice
+from core.metrics.baselines import (
+    BASELINE_MARGIN,
+    best_baseline,
+    is_constant,
+    trial_flags,
+)
+from core.metrics.segmentation import (
+    SegmentationMetrics,
+    image_dice_scores,
+    mean_image_dice,
+    pooled_dice,
+)
+from core.metrics.uncertainty import (
+    as_units,
+    bootstrap_ci,
+    distinguishable,
+    point_estimate,
+)
 from core.modeling.losses import build_loss
-from core.metrics.uncertainty import as_units, bootstrap_ci, distinguishable, point_estimate
 from core.runtime.tuning import prepare_study, run_study
 from core.search.validation import SpecError, spec_from_dict
 from core.training.loop import evaluate_detailed
@@ -235,8 +250,8 @@ def _lungs_with_split_file(tmp_path: Path, count: int = 24) -> tuple[Path, dict[
 
 
 def test_split_csv_is_kept_at_ingest_and_honoured(workspace, tmp_path: Path) -> None:
-    from core.data.splits import SplitError, frozen_split
     from core.data.manifest import dataset_path, load_manifest
+    from core.data.splits import SplitError, frozen_split
     from core.training.study_data import study_source
 
     source, parts = _lungs_with_split_file(tmp_path)

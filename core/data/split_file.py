@@ -61,7 +61,7 @@ def parse_split_file(text: str, stems: Iterable[str], problems: dict[str, str], 
             assignments[name] = Assignment(part, group)
     missing = sorted(known - set(assignments))
     for message, items in (
-        (f"rows without 'split,name': {{}}", short),
+        ("rows without 'split,name': {}", short),
         (f"unknown split value(s) {{}}; valid: {sorted(set(PARTS))}", bad_parts),
         ("name(s) with no image/mask pair: {}", unknown),
         ("name(s) listed twice: {}", duplicates),

@@ -26,7 +26,13 @@ from core.metrics.baselines import trial_flags
 from core.modeling.build import count_parameters, weights_size_mb
 from core.modeling.losses import build_loss
 from core.search.spec import StudySpec
-from core.training.loop import Evaluation, TrainConfig, TrainResult, evaluate_detailed, measure_throughput
+from core.training.loop import (
+    Evaluation,
+    TrainConfig,
+    TrainResult,
+    evaluate_detailed,
+    measure_throughput,
+)
 from core.training.study_data import StudyData
 
 
