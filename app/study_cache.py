@@ -20,7 +20,7 @@ from app import cache, state
 from app.nav import page_path
 from core.deploy import model_card as cards
 from core.errors import SegTuneError
-from core.results import curves
+from core.results import curves, reliability
 from core.results import insights as insight_figures
 from core.results import previews as preview_sets
 from core.results import trials as trial_reads
@@ -119,6 +119,26 @@ def trials_frame(name: str) -> pd.DataFrame:
 @st.cache_data(ttl=IDLE_TTL_S, max_entries=8, show_spinner="Reading trials…")
 def _trials_frame(db_url: str, name: str, version: Stamp) -> pd.DataFrame:
     return trial_reads.trials_frame(study(name))
+
+
+def baselines(name: str) -> pd.DataFrame:
+    """The study's reference rows (constant predictors); empty for studies made before them."""
+    return _baselines(cache.settings().db_url, name, stamp(name))
+
+
+@st.cache_data(ttl=IDLE_TTL_S, max_entries=8, show_spinner=False)
+def _baselines(db_url: str, name: str, version: Stamp) -> pd.DataFrame:
+    return reliability.baseline_frame(study(name))
+
+
+def runner_up(name: str) -> reliability.RunnerUp | None:
+    """The best trial against the runner-up (paired bootstrap), or None."""
+    return _runner_up(cache.settings().db_url, name, stamp(name))
+
+
+@st.cache_data(ttl=IDLE_TTL_S, max_entries=8, show_spinner=False)
+def _runner_up(db_url: str, name: str, version: Stamp) -> reliability.RunnerUp | None:
+    return reliability.best_vs_runner_up(study(name), trials_frame(name))
 
 
 def trial_counts(name: str) -> budget.TrialCounts:

@@ -42,6 +42,16 @@ class TrialAttr(StrEnum):
     ERROR = "error"  # why a failed trial failed
     CANCELLED = "cancelled"  # True when a cancel stopped it
     OOM_RETRY_BATCH_SIZE = "oom_retry_batch_size"
+    VAL_FOREGROUND_FRACTION = "val_foreground_fraction"  # share of validation pixels predicted as foreground
+    FLAGS = "flags"  # list[TrialFlag]: why this trial should not be trusted (empty when none)
+    VAL_IMAGE_COUNTS = "val_image_counts"  # per image [[tp, fp, fn] per foreground class]: bootstrap CIs
+    TEST_IMAGE_COUNTS = "test_image_counts"
+    FOLD_METRICS = "fold_metrics"  # cross-validation: one dict of val metrics per fold
+    FOLD_TEST_METRICS = "fold_test_metrics"  # cross-validation: each fold model's test metrics
+    VAL_METRICS_STD = "val_metrics_std"  # cross-validation: SD over folds beside val_metrics (the means)
+    FOLD_HISTORIES = "fold_histories"  # cross-validation: each fold's list[EpochRow]
+    FOLD = "fold"  # cross-validation: the fold being trained now (live progress)
+    REUSED_FROM = "reused_from"  # number of the finished trial with the same configuration whose result was reused
 
 
 class StudyAttr(StrEnum):
@@ -54,6 +64,14 @@ class StudyAttr(StrEnum):
     PREVIEW_STEMS = "preview_stems"
     PREVIEW_ARTIFACT = "preview_artifact"  # npz of the preview images and their ground truth
     GRID_ENQUEUED = "grid_enqueued"
+    BASELINES = "baselines"  # constant predictors scored on val and test: name -> BaselineRecord
+
+
+class TrialFlag(StrEnum):
+    """Values of a trial's ``flags`` attr: reasons a finished trial's score should not be trusted."""
+
+    CONSTANT_PREDICTION = "constant_prediction"  # (nearly) one class everywhere on validation
+    NOT_BETTER_THAN_BASELINE = "not_better_than_baseline"  # does not beat the best constant predictor
 
 
 class ArtifactKind(StrEnum):

@@ -8,6 +8,7 @@ from app import study_cache
 from app.nav import page_path
 from app.widgets.errors import user_errors
 from app.widgets.mask_grid import VIEWS, error_legend, mask_row
+from app.widgets.reliability import row_flags
 from app.widgets.trial_table import trial_picker
 from core.results.previews import ORDERINGS, PreviewSet
 
@@ -31,6 +32,12 @@ def chosen_previews(name: str) -> PreviewSet | None:
     if not chosen:
         st.info("Choose trials to compare above (or select rows on the **Leaderboard**).", icon=":material/touch_app:")
         return None
+    flagged = [f"#{n}" for n in chosen if row_flags(complete[complete["number"] == n].iloc[0])]
+    if flagged:
+        st.warning(f"Flagged — constant prediction, or not better than a constant predictor: {', '.join(flagged)}. "
+                   "Their masks show what they learned.", icon=":material/flag:")
+    if complete["folds"].notna().any():
+        st.caption("Cross-validated trials: the masks shown are fold 1's model's (its validation images).")
     previews = study_cache.previews(name, tuple(chosen))
     if previews.missing:
         st.warning(f"Trial(s) {', '.join(f'#{n}' for n in previews.missing)} stored no predicted masks.", icon=":material/warning:")

@@ -11,6 +11,7 @@ import streamlit as st
 
 from app import cache, study_cache
 from app.widgets.errors import user_errors
+from app.widgets.reliability import flag_warning, row_flags
 from core.data.visual import class_colors, overlay_mask, to_rgb
 from core.deploy.compression.config import METHODS, PRUNE_SCOPES, SPARSITY_RANGE, CompressionConfig, compress_argv
 from core.deploy.compression.variants import ExportDownload, export_downloads, list_variants, trade_off_rows, variant_name, variant_predictions, variant_zip
@@ -70,9 +71,13 @@ def pick_trial(name: str) -> int | None:
         st.info("No finished trials yet — a model can be compressed once a trial completes. Follow the study on **Jobs**.",
                 icon=":material/hourglass_empty:")
         return None
-    labels = {int(row.number): f"#{row.number} · rank {row.rank}{' · ★ best' if row.best else ''}" for row in complete.itertuples()}
-    return st.selectbox("Trial", list(labels), format_func=labels.__getitem__, key="compress.trial",
-                        help="The best trial is chosen by default (validation only; test metrics are never used to choose).")
+    labels = {int(row.number): f"#{row.number} · rank {row.rank}{' · ★ best' if row.best else ''}{' · ⚑ flagged' if row_flags(row) else ''}"
+              for row in complete.itertuples()}
+    number = st.selectbox("Trial", list(labels), format_func=labels.__getitem__, key="compress.trial",
+                          help="The best trial is chosen by default (validation only; test metrics are never used to choose).")
+    if number is not None:
+        flag_warning(complete[complete["number"] == number].iloc[0], "compressed and deployed")
+    return number
 
 
 def method_config() -> CompressionConfig:

@@ -7,8 +7,10 @@ import streamlit as st
 from app import study_cache
 from app.widgets.curves import curves_figure
 from app.widgets.errors import user_errors
+from app.widgets.reliability import FLAG_MARK, row_flags
 from app.widgets.trial_table import trial_picker
-from core.metrics.catalogue import curve_metrics, label
+from core.contract import TrialAttr
+from core.metrics.catalogue import METRICS, curve_metrics, label
 
 MAX_TRIALS = 10  # beyond this the lines are unreadable
 
@@ -37,11 +39,30 @@ def draw(name: str, chosen: tuple[int, ...], metric: str) -> None:
     if curves.empty:
         st.info(f"The chosen trials have no {label(metric)} values yet.", icon=":material/hourglass_top:")
         return
-    st.plotly_chart(curves_figure(curves, metric), key="curves.figure")
+    reference = best_reference(name, metric)
+    st.plotly_chart(curves_figure(curves, metric, reference), key="curves.figure")
     if metric == "lr":
         st.caption("The learning rate each trial's schedule set, per epoch.")
     else:
-        st.caption("Solid: validation · dashed: training · dotted: the objective Optuna received (trials without a stored history).")
+        grey = f" · grey dashed line: {reference[0].lower()}, the best constant predictor on validation" if reference else ""
+        st.caption("Solid: validation · dashed: training · dotted: the objective Optuna received (trials without a stored history)" + grey + ".")
+    flagged = [f"#{row.number}" for row in study_cache.trials_frame(name).itertuples() if row.number in chosen and row_flags(row)]
+    if flagged:
+        st.caption(f"{FLAG_MARK} Flagged (constant prediction, or not better than a constant predictor): {', '.join(flagged)}.")
+    folds = study_cache.trials(name, chosen)
+    if any(trial.user_attrs.get(TrialAttr.FOLD_HISTORIES) for trial in folds):
+        st.caption("Cross-validated trials: the curves are fold 1's; every fold's curve is stored with the trial (fold_histories).")
+
+
+def best_reference(name: str, metric: str) -> tuple[str, float] | None:
+    """The best constant predictor's validation ``metric`` (higher is better unless the metric is minimised)."""
+    references = study_cache.baselines(name)
+    column = f"val_{metric}"
+    if references.empty or column not in references or metric not in METRICS or references[column].isna().all():
+        return None
+    maximize = METRICS.get(metric).direction == "maximize"
+    row = references.loc[references[column].idxmax() if maximize else references[column].idxmin()]
+    return str(row["label"]), float(row[column])
 
 
 st.title("Learning curves")

@@ -18,7 +18,7 @@ from core.data.demo import DEMO_NAME, create_demo_dataset
 from core.data.images import read_image, read_mask
 from core.data.ingest import ingest_dataset
 from core.data.manifest import DatasetManifest, dataset_path, dataset_stats, delete_dataset
-from core.data.splits import split_sizes
+from core.data.splits import file_split, split_sizes
 from core.data.visual import class_colors, overlay_mask, shrink
 from core.naming import is_valid_name
 
@@ -157,7 +157,13 @@ def split_settings(manifest: DatasetManifest) -> None:
     with settings_col:
         split = split_editor(SPLIT_PREFIX, state.SPLIT.get())
     with preview_col, user_errors("Previewing the split"):
-        sizes = split_sizes(manifest.stems, split)
+        if split.from_file:
+            folder = dataset_path(cache.settings().datasets_dir, manifest.name)
+            own = file_split(folder, manifest.stems, split)
+            sizes = {"train": len(own.train), "val": len(own.val), "test": len(own.test)}
+            st.caption("From the dataset's own split.csv")
+        else:
+            sizes = split_sizes(manifest.stems, split)
         cols = st.columns(3)
         cols[0].metric("Train", sizes["train"])
         cols[1].metric("Validation", sizes["val"])

@@ -8,12 +8,14 @@ import streamlit as st
 from app import study_cache
 from app.nav import page_path
 from app.widgets.errors import user_errors
+from app.widgets.reliability import flag_warning, row_flags
 from app.widgets.trial_table import shown_value
 from core.deploy import model_card as cards
 
 
 def pick_trial(complete: pd.DataFrame) -> pd.Series:
-    labels = {int(row.number): f"#{row.number} · rank {row.rank}{' · ★ best' if row.best else ''}" for row in complete.itertuples()}
+    labels = {int(row.number): f"#{row.number} · rank {row.rank}{' · ★ best' if row.best else ''}{' · ⚑ flagged' if row_flags(row) else ''}"
+              for row in complete.itertuples()}
     number = st.selectbox("Trial", list(labels), format_func=labels.__getitem__, key="export.trial",
                           help="The best trial is chosen by default (validation only; test metrics are never used to choose).")
     return complete[complete["number"] == number].iloc[0]
@@ -61,6 +63,7 @@ def export_view(name: str) -> None:
     row = pick_trial(complete)
     number = int(row["number"])
     bundle = f"{name}-trial{number}"
+    flag_warning(row, "exported")
     trial_cards(row)
     card = study_cache.model_card(name, number)
     downloads(name, number, bundle, card)

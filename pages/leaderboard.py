@@ -8,6 +8,7 @@ import streamlit as st
 from app import state, study_cache
 from app.nav import page_path
 from app.widgets.errors import user_errors
+from app.widgets.reliability import flag_badges, flag_warning, interval, mean_sd, references_table
 from app.widgets.trial_table import GROUPS, STATE_ICONS, failure_reasons, shown_value, trial_table, visible_columns
 
 
@@ -21,10 +22,10 @@ def count_cards(name: str) -> None:
     cards[3].metric("Failed", counts.failed, help="Cancelled trials and failures replaced by a retry are not counted")
     cards[4].metric("Running", counts.running + counts.waiting, help="Running now, or queued (retries, grid points)")
     if counts.cancelled:
-        st.caption(f"{counts.cancelled} cancelled trial(s) are listed below but not counted: a resumed job runs replacements.")
+        st.caption(f"{counts.cancelled} cancelled trial(s) are listed below as \"cancelled\" but not counted: a resumed job runs replacements.")
 
 
-def best_trial(frame: pd.DataFrame) -> None:
+def best_trial(name: str, frame: pd.DataFrame) -> None:
     best = frame[frame["best"]].sort_values("rank")
     if best.empty:
         st.info("No finished trials yet — the best trial appears here when the first one completes.", icon=":material/hourglass_top:")
@@ -32,12 +33,25 @@ def best_trial(frame: pd.DataFrame) -> None:
     top = best.iloc[0]
     more = f" (and {len(best) - 1} more on the Pareto front)" if len(best) > 1 else ""
     st.subheader(f":material/emoji_events: Best trial #{top['number']}{more}")
+    flag_badges(top)
+    flag_warning(top, "trusted, exported or compressed")
     metrics = st.columns(5)
-    metrics[0].metric("Val Dice", shown_value(top["val_dice"]), border=True)
+    val_ci, test_ci = interval(top, "val"), interval(top, "test")
+    metrics[0].metric("Val Dice", mean_sd(top) or shown_value(top["val_dice"]), border=True,
+                      help=f"95 % CI {val_ci} (bootstrap)" if val_ci else None)
     metrics[1].metric("Val IoU", shown_value(top["val_iou"]), border=True)
-    metrics[2].metric("Test Dice", shown_value(top["test_dice"]), border=True, help="Shown for information: never used to choose the best trial")
+    metrics[2].metric("Test Dice", shown_value(top["test_dice"]), border=True,
+                      help="Shown for information: never used to choose the best trial" + (f". 95 % CI {test_ci}" if test_ci else ""))
     metrics[3].metric("Parameters", shown_value(top["n_params"], ",.0f"), border=True)
     metrics[4].metric("Images/s", shown_value(top["images_per_s"], ".0f"), border=True)
+    if val_ci:
+        st.caption(f"Val Dice 95 % confidence interval: {val_ci}" + (f" · test: {test_ci}" if test_ci else ""))
+    comparison = study_cache.runner_up(name)
+    if comparison is not None:
+        if comparison.distinguishable:
+            st.caption(comparison.sentence())
+        else:
+            st.info(comparison.sentence(), icon=":material/balance:")
 
 
 def filtered_table(frame: pd.DataFrame) -> None:
@@ -85,8 +99,9 @@ def board(name: str, drawn_live: bool) -> None:
             st.info("No trials yet — start this study's job on **Jobs**, or a new study on **New study**.", icon=":material/hourglass_empty:")
             return
         count_cards(name)
-        best_trial(frame)
+        best_trial(name, frame)
         filtered_table(frame)
+        references_table(study_cache.baselines(name))
         failures(frame)
         actions(name, frame)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from typing import Any
@@ -25,12 +26,13 @@ from app.widgets.spec_form import (
     split_editor,
     study_settings_editor,
 )
-from core.data.splits import split_sizes
+from core.data.manifest import dataset_path
+from core.data.splits import file_split, split_sizes
 from core.errors import SegTuneError
 from core.runtime.launcher import plan_slots, visible_gpu_ids
 from core.search.presets import load_preset, preset_names
 from core.search.spec import StudySpec
-from core.search.suggest import search_space_size
+from core.search.suggest import search_space_size, trials_beyond_space
 from core.search.validation import SpecError, spec_from_dict
 
 PRESET_LABELS = {
@@ -118,10 +120,22 @@ def header_tools(dataset: str, problems: dict[str, str]) -> None:
 def split_section(spec: StudySpec | None, problems: dict[str, str]) -> None:
     with st.expander("Split (train / validation / test)"):
         split = split_editor(PREFIX + "split.", state.SPLIT.get())
-        problem_for(problems, "split")
+        problem_for(problems, "split", "cv", "cv.folds")
         with user_errors("Previewing the split"):
-            sizes = split_sizes(cache.manifest(st.session_state[PREFIX + "dataset"]).stems, split)
-            st.caption(f"{sizes['train']} train · {sizes['val']} validation · {sizes['test']} test images")
+            dataset = st.session_state[PREFIX + "dataset"]
+            stems = cache.manifest(dataset).stems
+            if split.from_file:
+                folder = dataset_path(cache.settings().datasets_dir, dataset)
+                sizes = {part: len(getattr(file_split(folder, stems, split), part)) for part in ("train", "val", "test")}
+                st.caption(f"From the dataset's split.csv: {sizes['train']} train · {sizes['val']} validation · {sizes['test']} test images"
+                           + (f" (train + validation cut into {spec.cv.folds} folds)" if spec is not None and spec.cv else ""))
+            elif spec is not None and spec.cv is not None:
+                sizes = split_sizes(stems, dataclasses.replace(split, k_folds=spec.cv.folds, fold=0))
+                st.caption(f"{spec.cv.folds} folds of about {sizes['val']} validation images each "
+                           f"(each fold's model trains on about {sizes['train']}) · {sizes['test']} test images, held out first")
+            else:
+                sizes = split_sizes(stems, split)
+                st.caption(f"{sizes['train']} train · {sizes['val']} validation · {sizes['test']} test images")
 
 
 def search_space_sections(problems: dict[str, str]) -> None:
@@ -171,6 +185,9 @@ def cost_section(spec: StudySpec | None) -> None:
         st.caption(
             f"Search space: {size} configuration(s)." if size else "Search space: continuous (ranges without a step).",
         )
+        beyond = trials_beyond_space(spec) if spec else None
+        if beyond:
+            st.warning(beyond[0].upper() + beyond[1:] + ".", icon=":material/repeat:")
         if not st.button("Estimate", key=PREFIX + "_estimate", disabled=spec is None, icon=":material/speed:", help="Times one training batch of a typical trial on this machine's CPU."):
             return
         with st.spinner("Probing one batch…"), user_errors("Estimating the cost"):

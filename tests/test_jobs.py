@@ -255,3 +255,25 @@ def test_free_slots_leave_devices_held_by_live_local_workers(workspace: Settings
     register_worker(workspace, "busy", "cuda:0")
     assert launcher.free_slots(workspace, ["cuda:0", "cuda:0", "cuda:1"]) == ["cuda:0", "cuda:1"]
     assert os.getpid() == job_workers(workspace)[0].pid
+
+
+def test_eta_is_recomputed_from_the_trials_of_the_run_after_a_resume(workspace: Settings) -> None:
+    import datetime as dt
+
+    from optuna.trial import FrozenTrial, TrialState
+
+    job_id = queue(workspace, "s-eta", 4)
+    study = optuna.load_study(study_name="s-eta", storage=open_storage(workspace.db_url))
+    long_ago = dt.datetime.now() - dt.timedelta(hours=2)
+    study.add_trial(FrozenTrial(number=0, state=TrialState.COMPLETE, value=0.5, values=None, datetime_start=long_ago,
+                                datetime_complete=long_ago + dt.timedelta(seconds=600), params={}, distributions={},
+                                user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=0))
+    register_worker(workspace, "w1", "cpu")
+    claim_job(workspace, "w1", "cpu")  # the job (re)starts now: started_at is set
+    assert job_status(workspace, job_id).eta_s == pytest.approx(600 * 3)  # only the old run's trial is known yet
+    trial = study.ask()
+    time.sleep(0.05)
+    study.tell(trial, 0.7)
+    status = job_status(workspace, job_id)
+    this_run = (study.trials[1].datetime_complete - study.trials[1].datetime_start).total_seconds()
+    assert status.eta_s == pytest.approx(this_run * 2) and status.eta_s < 60

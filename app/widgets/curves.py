@@ -15,8 +15,11 @@ PALETTE = qualitative.Safe  # colour-blind-safe, 11 colours
 DASHES = {"val": "solid", "train": "dash", "lr": "solid", "objective": "dot"}
 
 
-def curves_figure(curves: pd.DataFrame, metric: str) -> go.Figure:
-    """``curves`` is ``core.results.learning_curves`` output; pruned trials end in a labelled ×."""
+def curves_figure(curves: pd.DataFrame, metric: str, reference: tuple[str, float] | None = None) -> go.Figure:
+    """``curves`` is ``core.results.learning_curves`` output; pruned trials end in a labelled ×.
+
+    ``reference`` (label, value): the best constant predictor's validation score, drawn dashed.
+    """
     figure = go.Figure()
     for index, (number, trial_curves) in enumerate(curves.groupby("trial", sort=False)):
         color = PALETTE[index % len(PALETTE)]
@@ -29,6 +32,9 @@ def curves_figure(curves: pd.DataFrame, metric: str) -> go.Figure:
             ))
         if trial_curves["state"].iloc[0] == "pruned":
             _mark_pruned(figure, trial_curves, int(number), color)
+    if reference is not None:
+        figure.add_hline(y=reference[1], line={"dash": "dash", "color": "#7B8794", "width": 1.5},
+                         annotation_text=f"{reference[0]} (val) {reference[1]:.3f}", annotation_position="bottom right")
     figure.update_layout(
         xaxis_title="Epoch", yaxis_title=label(metric), hovermode="closest",
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0}, margin={"t": 40, "b": 40, "l": 50, "r": 20},

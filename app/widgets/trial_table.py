@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from app import state
+from app.widgets.reliability import FLAG_MARK, flag_label, interval, mean_sd, row_flags
 from core.metrics.catalogue import METRICS, split_metrics
 
 # Column groups the user can show or hide; the identity columns are always shown.
@@ -22,8 +23,10 @@ GROUPS: dict[str, str] = {
     "cost": "Cost",
 }
 COST_COLUMNS = ("epochs_run", "train_time_s", "images_per_s", "n_params", "weights_mb")
-SHOWN_METRICS = ("dice", "iou", "pixel_accuracy", "precision", "recall", "f1")
-STATE_ICONS = {"complete": "complete", "pruned": "pruned", "fail": "failed", "running": "running", "waiting": "waiting"}
+SHOWN_METRICS = ("dice", "dice_per_image", "iou", "pixel_accuracy", "precision", "recall", "f1")
+STATE_ICONS = {"complete": "complete", "pruned": "pruned", "fail": "failed", "cancelled": "cancelled", "running": "running", "waiting": "waiting"}
+# Text columns made from several frame columns when the table is drawn (display_frame).
+DERIVED = ("flags_shown", "val_dice_ci", "val_dice_mean_sd", "test_dice_ci")
 BEST_MARK = "★"
 
 
@@ -35,11 +38,17 @@ def shown_value(value: object, spec: str = ".3f") -> str:
 def visible_columns(frame: pd.DataFrame, groups: Sequence[str]) -> list[str]:
     """The frame's columns to show for the chosen groups, in reading order."""
     columns = ["best", "number", "state", "rank", *[c for c in frame.columns if c.startswith("objective_")]]
+    if "flags" in frame and frame["flags"].fillna("").astype(bool).any():
+        columns.append("flags_shown")  # shown whenever a listed trial is flagged
     if "params" in groups:
         columns += [c for c in frame.columns if c.startswith("param_")]
     for split in ("val", "test"):
         if split in groups:
-            columns += [f"{split}_{m}" for m in SHOWN_METRICS]
+            columns += [f"{split}_{m}" for m in SHOWN_METRICS if f"{split}_{m}" in frame]
+            if f"{split}_dice_ci_low" in frame and frame[f"{split}_dice_ci_low"].notna().any():
+                columns.insert(columns.index(f"{split}_dice") + 1, f"{split}_dice_ci")
+            if split == "val" and "val_dice_std" in frame and frame["val_dice_std"].notna().any():
+                columns.insert(columns.index("val_dice") + 1, "val_dice_mean_sd")
     if "cost" in groups:
         columns += list(COST_COLUMNS)
     if failure_reasons(frame):
@@ -66,6 +75,10 @@ def column_config(frame: pd.DataFrame) -> dict[str, st.column_config.Column]:
         "n_params": st.column_config.NumberColumn("Params", format="compact"),
         "weights_mb": st.column_config.NumberColumn("Size (MB)", format="%.2f"),
         "error": st.column_config.TextColumn("Why it failed", width="large"),
+        "flags_shown": st.column_config.TextColumn("Flags", help="⚑ constant prediction, or not better than a constant predictor (see the reference rows)"),
+        "val_dice_ci": st.column_config.TextColumn("Val Dice 95 % CI", help="Bootstrap over validation images (over folds with cross-validation)"),
+        "test_dice_ci": st.column_config.TextColumn("Test Dice 95 % CI", help="Bootstrap over test images (over fold models with cross-validation)"),
+        "val_dice_mean_sd": st.column_config.TextColumn("Val Dice mean ± SD", help="Over the cross-validation folds"),
     }
     for column in frame.columns:
         if column.startswith("objective_"):
@@ -86,7 +99,18 @@ def column_config(frame: pd.DataFrame) -> dict[str, st.column_config.Column]:
 
 def display_frame(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """The rows as shown: a star for the best, readable states; the original positions are kept."""
-    shown = frame[columns].copy()
+    shown = frame[[c for c in columns if c not in DERIVED]].copy()
+    rows = [row for _, row in frame.iterrows()]
+    derived = {
+        "flags_shown": lambda row: " ".join(f"{FLAG_MARK} {flag_label(flag)}" for flag in row_flags(row)),
+        "val_dice_ci": lambda row: interval(row, "val"),
+        "test_dice_ci": lambda row: interval(row, "test"),
+        "val_dice_mean_sd": lambda row: mean_sd(row),
+    }
+    for column in columns:
+        if column in derived:
+            shown[column] = [derived[column](row) for row in rows]
+    shown = shown[columns]
     shown["best"] = frame["best"].map({True: BEST_MARK, False: ""})
     shown["state"] = frame["state"].map(lambda s: STATE_ICONS.get(s, s))
     return shown
@@ -137,4 +161,5 @@ def trial_picker(frame: pd.DataFrame, *, key: str, limit: int, label: str = "Tri
 def _label(row: tuple) -> str:
     value = next((getattr(row, c) for c in row._fields if c.startswith("objective_")), None)
     score = f" · {value:.4f}" if isinstance(value, float) and value == value else ""
-    return f"#{row.number} {row.state}{score}{f' {BEST_MARK} best' if row.best else ''}"
+    flagged = f" {FLAG_MARK} flagged" if row_flags(row) else ""
+    return f"#{row.number} {row.state}{score}{f' {BEST_MARK} best' if row.best else ''}{flagged}"

@@ -6,10 +6,12 @@ Queues a background job for the spec's study and starts detached local workers; 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from core.runtime.job_table import get_job
 from core.runtime.queue import submit_job
+from core.search.suggest import trials_beyond_space
 from core.search.validation import load_spec
 from core.settings import load_settings
 
@@ -25,7 +27,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
-    job_id = submit_job(settings, load_spec(args.spec), workers=args.workers, devices=args.devices, per_gpu=args.per_gpu)
+    spec = load_spec(args.spec)
+    warning = trials_beyond_space(spec)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    job_id = submit_job(settings, spec, workers=args.workers, devices=args.devices, per_gpu=args.per_gpu)
     job = get_job(settings, job_id)
     print(f"job {job_id} queued for study {job.study_name} ({job.n_trials or 'timed'} trials, {job.workers} worker slot(s))")
     print(f"log: {job.log_path}")

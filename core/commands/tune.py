@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import optuna
 
 from core.results.trials import leaderboard_text
 from core.runtime.tuning import run_study
+from core.search.suggest import trials_beyond_space
 from core.search.validation import load_spec
 from core.settings import load_settings
 
@@ -24,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
+    warning = trials_beyond_space(spec)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar and the leaderboard say it all
     study = run_study(spec, load_settings(), n_trials=args.trials, device=args.device, show_progress=True)
     print(leaderboard_text(study, top=args.top))

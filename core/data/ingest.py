@@ -27,6 +27,7 @@ from PIL import Image
 from core.data.archives import IGNORED_NAMES, IngestLimits, unpack
 from core.data.images import IMAGE_EXTENSIONS, IMAGE_MODES, MASK_MODES
 from core.data.manifest import BINARY_CLASSES, MANIFEST_FILE, DatasetError, DatasetManifest, PairInfo, name_problem
+from core.data.split_file import SPLIT_FILE, parse_split_file, write_split_file
 from core.errors import add_problem
 from core.naming import is_valid_name
 
@@ -134,10 +135,27 @@ def _build(request: _Request, work: Path, problems: dict[str, str], progress: Ca
             checked.append(result)
         if progress:
             progress(done, len(pairs))
+    if root and not problems:
+        _keep_split_file(_find_root(root), [c.info.stem for c in checked], work, problems)
     if problems:
         raise DatasetError(problems)
     shutil.rmtree(work / "_source", ignore_errors=True)
     return _write_manifest(request, work, checked)
+
+
+def _keep_split_file(root: Path, stems: list[str], work: Path, problems: dict[str, str]) -> None:
+    """Validate the source's split.csv (core/data/split_file.py) against the pairs and keep it."""
+    path = root / SPLIT_FILE
+    if not path.is_file():
+        return
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        add_problem(problems, SPLIT_FILE, f"cannot be read as UTF-8 text: {exc}")
+        return
+    assignments = parse_split_file(text, stems, problems)
+    if SPLIT_FILE not in problems:
+        write_split_file(work / SPLIT_FILE, assignments)
 
 
 def _publish(work: Path, final: Path, name: str) -> None:

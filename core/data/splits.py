@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from core.data.split_file import SPLIT_FILE, Assignment, read_kept_split
 from core.errors import SegTuneError
 
 SPLITS_DIR = "splits"
@@ -35,9 +36,13 @@ class SplitConfig:
     fold: int = 0  # which fold is the validation split (0 <= fold < k_folds)
     seed: int = 0
     group_pattern: str | None = None  # regex on the file stem; first group (or match) = group id
+    from_file: bool = False  # use the dataset's own split.csv (kept at ingest) instead of fractions
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not self.from_file:
+            del data["from_file"]  # left out when unset: hashes of splits made before it existed stay valid
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SplitConfig:
@@ -88,9 +93,39 @@ def split_sizes(stems: Sequence[str], config: SplitConfig) -> dict[str, int]:
     return {"train": len(split.train), "val": len(split.val), "test": len(split.test)}
 
 
+def split_from_assignments(assignments: dict[str, Assignment], config: SplitConfig) -> Split:
+    """The user's split (``split.csv``): its parts as they are, or with ``k_folds`` its test part
+    and folds cut from its train + val pairs (grouped by the file's group column, else the pattern)."""
+    _check_config(config)
+    test = [tuple(sorted(s for s, a in assignments.items() if a.part == "test"))]
+    if config.k_folds is None:
+        train = [tuple(sorted(s for s, a in assignments.items() if a.part == "train"))]
+        val = [tuple(sorted(s for s, a in assignments.items() if a.part == "val"))]
+        return _finish(train, val, test, config)
+    members: dict[str, list[str]] = {}
+    for stem in sorted(s for s, a in assignments.items() if a.part != "test"):
+        group = assignments[stem].group
+        members.setdefault(f"group:{group}" if group else _group_key(stem, config.group_pattern), []).append(stem)
+    groups = [tuple(members[key]) for key in sorted(members)]
+    random.Random(config.seed).shuffle(groups)
+    val, train = _fold(groups, config)
+    return _finish(train, val, test, config)
+
+
+def file_split(dataset_dir: Path, stems: Sequence[str], config: SplitConfig) -> Split:
+    """The split of the dataset's kept ``split.csv``; a clear error when it has none or is stale."""
+    assignments = read_kept_split(Path(dataset_dir))
+    if assignments is None:
+        raise SplitError(f"this dataset has no {SPLIT_FILE}: add one (columns split,name[,group]) to the folder or zip and "
+                         "ingest it again, or turn 'use the dataset's split file' off")
+    if set(assignments) != set(stems):
+        raise SplitError(f"the dataset's {SPLIT_FILE} no longer lists exactly its pairs; ingest the dataset again")
+    return split_from_assignments(assignments, config)
+
+
 def frozen_split(dataset_dir: Path, stems: Sequence[str], config: SplitConfig) -> Split:
     """Make the split and keep it at ``<dataset_dir>/splits/<hash>.json`` (written once, never changed)."""
-    split = make_split(stems, config)
+    split = file_split(dataset_dir, stems, config) if config.from_file else make_split(stems, config)
     path = Path(dataset_dir) / SPLITS_DIR / f"{split.hash}.json"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,6 +163,8 @@ def config_problems(config: SplitConfig) -> dict[str, str]:
         problems["k_folds"] = f"k_folds must be at least 2 and 0 <= fold < k_folds; got k_folds={config.k_folds}, fold={config.fold}"
     if config.k_folds is not None and not 0 <= config.test < 1:  # k folds use only the test fraction
         problems["test"] = f"the test fraction must be in [0, 1); got {config.test}"
+    if not isinstance(config.from_file, bool):
+        problems["from_file"] = f"from_file must be true or false; got {config.from_file!r}"
     if config.group_pattern:
         try:
             re.compile(config.group_pattern)

@@ -34,7 +34,8 @@ class Scope(StrEnum):
 class Source(StrEnum):
     """What computes the value (the test checks each source produces every name it should)."""
 
-    PIXEL_COUNTS = "pixel_counts"  # core.metrics.segmentation.SegmentationMetrics
+    PIXEL_COUNTS = "pixel_counts"  # core.metrics.segmentation.SegmentationMetrics, pooled over pixels
+    PER_IMAGE = "per_image"  # core.metrics.segmentation.SegmentationMetrics, per image then averaged
     LOSS = "loss"  # the training loss, evaluated on a split
     TRAINER = "trainer"  # the training loop (learning rate)
     MEASUREMENT = "measurement"  # measured on the trained model (throughput, size)
@@ -58,6 +59,7 @@ _SPLIT, _COUNTS = Scope.SPLIT, Source.PIXEL_COUNTS
 
 METRICS: Registry[Metric] = Registry("metric", [
     Metric("dice", "Dice", _UP, _SPLIT, _COUNTS, curve=True, report=True),
+    Metric("dice_per_image", "Dice (per image)", _UP, _SPLIT, Source.PER_IMAGE, curve=True),
     Metric("iou", "IoU", _UP, _SPLIT, _COUNTS, curve=True, report=True),
     Metric("miou", "mIoU", _UP, _SPLIT, _COUNTS, curve=True),
     Metric("pixel_accuracy", "Pixel accuracy", _UP, _SPLIT, _COUNTS, curve=True),

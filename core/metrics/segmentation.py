@@ -16,6 +16,18 @@ whose denominator is 0 is 1.0 when the class has no false positives and no false
 (an empty mask predicted empty is perfect) and 0.0 otherwise. Classes that appear in neither the
 target nor the prediction are left out of the macro means and of mIoU (they would score a free
 1.0); if no class is left, the mean is 1.0. :func:`per_image_dice` follows the same rules.
+
+Per-image Dice (``dice_per_image``, nnU-Net's per-case convention): Dice is computed on every image
+on its own (binary: the foreground; multiclass: the mean over the foreground classes present in
+that image's target or prediction), then averaged over images. An image whose target *and*
+prediction are both empty (for every foreground class) has no defined Dice: like nnU-Net's NaN it
+is left out of the mean, so a model is neither rewarded nor punished for such images (an image
+with an empty target and a non-empty prediction scores 0). When every image is left out, the
+value is 1.0 (nothing to find, nothing predicted).
+
+Besides the metrics, the object keeps each image's foreground counts (:meth:`image_counts`,
+used for bootstrap confidence intervals) and the predicted share of each class
+(:meth:`predicted_fractions`, used to flag constant predictions).
 """
 
 from __future__ import annotations
@@ -28,7 +40,10 @@ from core.contract import Mode
 from core.errors import SegTuneError, unknown_option
 from core.metrics.catalogue import Source, split_metrics
 
-METRIC_NAMES = split_metrics(Source.PIXEL_COUNTS)  # what compute() returns, in catalogue order
+# What compute() returns, in catalogue order: pixel-pooled metrics, then per-image ones.
+PIXEL_METRIC_NAMES = split_metrics(Source.PIXEL_COUNTS)
+PER_IMAGE_METRIC_NAMES = split_metrics(Source.PER_IMAGE)
+METRIC_NAMES = PIXEL_METRIC_NAMES + PER_IMAGE_METRIC_NAMES
 
 
 def predict_mask(logits: torch.Tensor, mode: str, threshold: float = 0.5) -> torch.Tensor:
@@ -69,6 +84,7 @@ class SegmentationMetrics:
 
     def reset(self) -> None:
         self._counts: torch.Tensor | None = None  # (4, num_classes) long: tp, fp, fn, tn
+        self._images: list[torch.Tensor] = []  # per batch (N, num_classes - 1, 3) long: tp, fp, fn per foreground class
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
@@ -84,6 +100,7 @@ class SegmentationMetrics:
         tp, fp, fn, tn = smp.metrics.get_stats(self._one_hot(pred), self._one_hot(target.long()), mode="multilabel")
         batch = torch.stack([tp.sum(0), fp.sum(0), fn.sum(0), tn.sum(0)])
         self._counts = batch if self._counts is None else self._counts + batch
+        self._images.append(torch.stack([tp[:, 1:], fp[:, 1:], fn[:, 1:]], dim=-1))
 
     def _one_hot(self, labels: torch.Tensor) -> torch.Tensor:
         # a comparison, not F.one_hot, which checks the label range on the host (a device sync)
@@ -111,7 +128,30 @@ class SegmentationMetrics:
             results = {name: _mean(values[1:], present[1:]) for name, values in per_class.items()}
         results["miou"] = _mean(per_class["iou"], present)
         results["pixel_accuracy"] = tp.sum() / (tp[0] + fp[0] + fn[0] + tn[0])
-        return {name: float(results[name]) for name in METRIC_NAMES}
+        computed = {name: float(results[name]) for name in PIXEL_METRIC_NAMES}
+        computed["dice_per_image"] = mean_image_dice(self.image_counts())
+        return computed
+
+    def image_counts(self) -> np.ndarray:
+        """(images, foreground classes, 3) int64: each image's tp, fp, fn per foreground class."""
+        if not self._images:
+            raise SegTuneError("no batches seen: call update() before image_counts()")
+        return torch.cat(self._images).cpu().numpy().astype(np.int64)
+
+    def predicted_fractions(self) -> np.ndarray:
+        """Share of all pixels predicted as each class (background first); sums to 1."""
+        if self._counts is None:
+            raise SegTuneError("no batches seen: call update() before predicted_fractions()")
+        tp, fp, fn, tn = self._counts.double()
+        predicted = tp + fp
+        return (predicted / (tp[0] + fp[0] + fn[0] + tn[0])).cpu().numpy()
+
+    def target_fractions(self) -> np.ndarray:
+        """Share of all pixels that truly are each class (background first); sums to 1."""
+        if self._counts is None:
+            raise SegTuneError("no batches seen: call update() before target_fractions()")
+        tp, fp, fn, tn = self._counts.double()
+        return ((tp + fn) / (tp[0] + fp[0] + fn[0] + tn[0])).cpu().numpy()
 
 
 def per_image_dice(pred: np.ndarray, target: np.ndarray, num_classes: int) -> float:
@@ -125,3 +165,35 @@ def per_image_dice(pred: np.ndarray, target: np.ndarray, num_classes: int) -> fl
         if size:  # a class in neither map is left out (module docstring)
             scores.append(2.0 * int(np.logical_and(p, t).sum()) / size)
     return float(np.mean(scores)) if scores else 1.0
+
+
+def image_dice_scores(counts: np.ndarray) -> np.ndarray:
+    """Per-image Dice from (images, foreground classes, 3) counts; NaN where target and prediction are empty."""
+    counts = np.asarray(counts, dtype=float).reshape(len(counts), -1, 3)
+    tp, fp, fn = counts[..., 0], counts[..., 1], counts[..., 2]
+    denominator = 2 * tp + fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = np.where(denominator > 0, 2 * tp / np.where(denominator > 0, denominator, 1), np.nan)
+    defined = ~np.isnan(per_class)
+    sums = np.where(defined, per_class, 0.0).sum(axis=1)
+    present = defined.sum(axis=1)
+    return np.where(present > 0, sums / np.maximum(present, 1), np.nan)
+
+
+def mean_image_dice(counts: np.ndarray) -> float:
+    """``dice_per_image``: the mean of the defined per-image Dice values, 1.0 when none is defined."""
+    scores = image_dice_scores(counts)
+    defined = scores[~np.isnan(scores)]
+    return float(defined.mean()) if defined.size else 1.0
+
+
+def pooled_dice(counts: np.ndarray) -> float:
+    """Pixel-pooled ``dice`` from per-image counts (binary: foreground; multiclass: macro over
+    the classes present), the same number :meth:`SegmentationMetrics.compute` gives."""
+    totals = np.asarray(counts, dtype=float).reshape(len(counts), -1, 3).sum(axis=0)
+    tp, fp, fn = totals[:, 0], totals[:, 1], totals[:, 2]
+    denominator = 2 * tp + fp + fn
+    present = denominator > 0
+    if not present.any():
+        return 1.0
+    return float((2 * tp[present] / denominator[present]).mean())

@@ -18,6 +18,13 @@ from optuna.trial import FrozenTrial, TrialState
 from core.contract import StudyAttr, TrialAttr
 from core.errors import SegTuneError
 from core.metrics.catalogue import split_metrics
+from core.results.reliability import baseline_frame, best_vs_runner_up, reliability_columns
+
+CANCELLED_STATE = "cancelled"  # a trial a cancel stopped: Optuna says FAIL, the leaderboard says cancelled
+RELIABILITY_COLUMNS: tuple[str, ...] = (
+    "val_dice_ci_low", "val_dice_ci_high", "test_dice_ci_low", "test_dice_ci_high", "val_dice_std",
+    "val_dice_per_image_std", "val_iou_std", "folds", "val_foreground_fraction", "flags", "reused_from",
+)
 
 # Per-trial scalars copied from user attrs into the leaderboard, in display order.
 TRIAL_ATTRS: tuple[str, ...] = (
@@ -111,13 +118,13 @@ def _frame_columns(trials: Sequence[FrozenTrial], names: list[str]) -> list[str]
     return [
         "number", "state", "best", "rank", *[f"objective_{name}" for name in names], *params,
         *[f"val_{metric}" for metric in split_metrics()], *[f"test_{metric}" for metric in split_metrics()],
-        *TRIAL_ATTRS, "duration_s", "error",
+        *TRIAL_ATTRS, *RELIABILITY_COLUMNS, "duration_s", "error",
     ]
 
 
 def _trial_row(trial: FrozenTrial, names: list[str], is_best: bool) -> dict[str, Any]:
     attrs = trial.user_attrs
-    row: dict[str, Any] = {"number": trial.number, "state": trial.state.name.lower(), "best": is_best}
+    row: dict[str, Any] = {"number": trial.number, "state": trial_state(trial), "best": is_best}
     for name, value in zip(names, trial.values or [None] * len(names)):
         row[f"objective_{name}"] = value
     row.update({f"param_{name}": value for name, value in trial.params.items()})
@@ -128,9 +135,17 @@ def _trial_row(trial: FrozenTrial, names: list[str], is_best: bool) -> dict[str,
     if row["epochs_run"] is None:
         # A running (or hand-made) trial has no summary yet: its progress is the current epoch.
         row["epochs_run"] = len(attrs[TrialAttr.HISTORY]) if attrs.get(TrialAttr.HISTORY) else attrs.get(TrialAttr.EPOCH)
+    row.update(reliability_columns(trial))
     row["duration_s"] = trial.duration.total_seconds() if trial.duration else None
     row["error"] = attrs.get(TrialAttr.ERROR)
     return row
+
+
+def trial_state(trial: FrozenTrial) -> str:
+    """Optuna's state in lower case, except that a trial stopped by a cancel is "cancelled", never "fail"."""
+    if trial.state == TrialState.FAIL and trial.user_attrs.get(TrialAttr.CANCELLED):
+        return CANCELLED_STATE
+    return trial.state.name.lower()
 
 
 def _last_epoch_metrics(history: list[dict[str, Any]]) -> dict[str, Any]:
@@ -147,11 +162,17 @@ def leaderboard_text(study: optuna.Study, top: int = 10) -> str:
         return f"study {study.study_name!r} has no trials yet"
     params = [column for column in frame.columns if column.startswith("param_")]
     objectives = [c for c in frame.columns if c.startswith("objective_") and c.removeprefix("objective_") not in ("val_dice", "val_iou")]
-    columns = ["rank", "number", "state", *objectives, "val_dice", "val_iou", "test_dice", *params, "epochs_run", "images_per_s"]
+    columns = ["rank", "number", "state", *objectives, "val_dice", "val_dice_ci_low", "val_dice_ci_high", "val_iou", "test_dice", *params, "epochs_run", "images_per_s", "flags"]
     table = frame.sort_values(["rank", "number"], na_position="last").head(top)[columns]
-    table = table.rename(columns=lambda column: column.removeprefix("param_").removeprefix("objective_"))
+    table = table.rename(columns=lambda column: column.removeprefix("param_").removeprefix("objective_").replace("_ci_low", " CI low").replace("_ci_high", " CI high"))
     counts = frame["state"].value_counts().to_dict()
     header = f"study {study.study_name}: " + ", ".join(f"{count} {state}" for state, count in sorted(counts.items()))
-    return header + "\n" + table.to_string(index=False, float_format=lambda value: f"{value:.4g}", na_rep="-")
-
-
+    lines = [header, table.to_string(index=False, float_format=lambda value: f"{value:.4g}", na_rep="-")]
+    references = baseline_frame(study)
+    if not references.empty:
+        lines.append("reference (constant predictors): " + "; ".join(
+            f"{row.label}: val Dice {row.val_dice:.3f}" for row in references.itertuples() if row.val_dice is not None))
+    comparison = best_vs_runner_up(study, frame)
+    if comparison is not None:
+        lines.append(comparison.sentence())
+    return "\n".join(lines)

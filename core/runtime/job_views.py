@@ -81,13 +81,15 @@ def _running_trial(trial: optuna.trial.FrozenTrial, worker: WorkerInfo | None) -
 
 
 def _eta_s(job: Job, trials: list[optuna.trial.FrozenTrial], counts: TrialCounts, n_workers: int) -> float | None:
+    """Mean trial duration x trials left / workers. The mean is that of the trials finished since the
+    job last started (a resume restarts it: new workers, maybe other devices), else of all trials."""
     if job.n_trials is None or job.status not in (JobState.QUEUED, JobState.RUNNING):
         return None
-    durations = [
-        (t.datetime_complete - t.datetime_start).total_seconds()
-        for t in trials
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.datetime_start and t.datetime_complete
-    ]
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.datetime_start and t.datetime_complete]
+    if job.started_at is not None:
+        this_run = [t for t in finished if t.datetime_start and t.datetime_start.timestamp() >= job.started_at]
+        finished = this_run or finished
+    durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in finished]  # type: ignore[operator]
     if not durations:
         return None
     remaining = max(0, job.n_trials - counts.done)

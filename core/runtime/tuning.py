@@ -15,6 +15,8 @@ import torch
 
 from core.contract import StudyAttr
 from core.errors import SegTuneError
+from core.metrics.baselines import constant_classes, score_baselines
+from core.modeling.config import task_mode
 from core.runtime.budget import remaining_budget
 from core.runtime.storage import open_artifact_store, open_storage
 from core.search.samplers import make_pruner, make_sampler
@@ -22,7 +24,8 @@ from core.search.spec import StudySpec
 from core.search.suggest import enqueue_grid
 from core.search.validation import spec_from_dict
 from core.settings import Settings
-from core.training.objective import RunContext, TrialError, make_objective, preview_stems, study_source, upload_study_previews
+from core.training.objective import RunContext, TrialError, make_objective, upload_study_previews
+from core.training.study_data import preview_stems, study_source
 
 
 def create_or_load_study(spec: StudySpec, storage: optuna.storages.BaseStorage, worker_index: int = 0) -> optuna.Study:
@@ -80,9 +83,31 @@ def prepare_study(spec: StudySpec, settings: Settings, *, storage: optuna.storag
         study.set_user_attr(StudyAttr.SPLIT_SIZES, {"train": len(split.train), "val": len(split.val), "test": len(split.test)})
         study.set_user_attr(StudyAttr.PREVIEW_STEMS, list(preview.stems))
         study.set_user_attr(StudyAttr.PREVIEW_ARTIFACT, upload_study_previews(study, preview, context))
+    if StudyAttr.BASELINES not in study.user_attrs:  # also added to studies made before baselines existed
+        study.set_user_attr(StudyAttr.BASELINES, study_baselines(spec, settings))
     if spec.sampler == "grid":
         enqueue_grid(study, spec)
     return study
+
+
+def study_baselines(spec: StudySpec, settings: Settings) -> dict[str, Any]:
+    """The constant predictors scored on the study's validation images (each fold's, averaged, with
+    cross-validation) and test images, at the study's image size (core/metrics/baselines.py)."""
+    cpu = torch.device("cpu")
+    folds: list[int | None] = list(range(spec.cv.folds)) if spec.cv else [None]
+    sources = [study_source(spec, settings, fold) for fold in folds]
+    first = sources[0]
+    mode = task_mode(first.manifest.num_classes)
+
+    def masks(source: Any, stems: Any) -> torch.Tensor:
+        return source.tensors(stems, spec.image_size, cpu).masks
+
+    train_masks = masks(first, first.split.train) if mode != "binary" else None
+    splits = {"val": [masks(source, source.split.val) for source in sources]}
+    if first.split.test:
+        splits["test"] = [masks(first, first.split.test)]
+    classes = constant_classes(mode, first.manifest.num_classes, train_masks)
+    return score_baselines(splits, classes, mode, first.manifest.num_classes)
 
 
 def run_study(

@@ -49,7 +49,7 @@ PRUNERS: Registry[Pruner] = Registry("pruner", [
     Pruner("none", lambda spec: optuna.pruners.NopPruner()),
     Pruner("median", lambda spec: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)),
     Pruner("successive_halving", lambda spec: optuna.pruners.SuccessiveHalvingPruner(min_resource=1)),
-    Pruner("hyperband", lambda spec: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=spec.budget.max_epochs, reduction_factor=3)),
+    Pruner("hyperband", lambda spec: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=spec.budget.max_epochs * spec.folds, reduction_factor=3)),
 ])
 
 

@@ -31,6 +31,21 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class CrossValidation:
+    """Cross-validation per trial: the test split is held out first, the rest is cut into ``folds``
+    group-aware, seeded, frozen folds; each trial trains one model per fold and its objective is
+    the mean of the fold validation metrics."""
+
+    folds: int = 5  # 2..10
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"folds": self.folds}
+
+
+CV_FOLDS_RANGE = (2, 10)
+
+
+@dataclass(frozen=True)
 class StudySpec:
     """Everything needed to run (and re-run) a study. Defaults give a sensible single-objective study."""
 
@@ -47,6 +62,7 @@ class StudySpec:
     seed: int = 0
     split: SplitConfig = SplitConfig()
     preview_count: int = 8  # validation images whose predicted masks are stored per trial (1..64)
+    cv: CrossValidation | None = None  # None: one train/val split; else k-fold cross-validation per trial
     description: str = ""
     version: int = SPEC_VERSION
 
@@ -57,6 +73,11 @@ class StudySpec:
     @property
     def is_multi_objective(self) -> bool:
         return len(self.objectives) > 1
+
+    @property
+    def folds(self) -> int:
+        """Models trained per trial: 1 without cross-validation."""
+        return self.cv.folds if self.cv else 1
 
     def param(self, name: str) -> ParamSpec:
         """The search dimension for ``name``: the spec's own, else the catalogue default (fixed)."""
@@ -81,6 +102,8 @@ class StudySpec:
             "split": self.split.to_dict(),
             "preview_count": self.preview_count,
             "search_space": {name: spec.to_json() for name, spec in self.search_space.items()},
+            # written only when set, so specs stored before cross-validation existed compare equal
+            **({"cv": self.cv.to_dict()} if self.cv else {}),
         }
 
     def to_json(self) -> str:

@@ -70,3 +70,17 @@ def search_space_size(spec: StudySpec) -> int | None:
     except ValueError:
         return None
 
+
+
+def trials_beyond_space(spec: StudySpec) -> str | None:
+    """A warning when the budget asks for more trials than the finite space has configurations.
+
+    Such trials repeat a configuration: the objective then reuses the finished trial's result
+    instead of training it again (core/training/objective.py), so the extra budget buys nothing.
+    """
+    size = search_space_size(spec)
+    n_trials = spec.budget.n_trials
+    if size is None or n_trials is None or n_trials <= size:
+        return None
+    return (f"n_trials is {n_trials} but the search space has only {size} distinct configuration(s): "
+            f"{n_trials - size} trial(s) would repeat one and reuse its result; lower n_trials to {size} or widen the space")

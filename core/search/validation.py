@@ -8,7 +8,7 @@ to messages that name the valid options.
 from __future__ import annotations
 
 import json
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from core.metrics.catalogue import DEFAULT_OBJECTIVE, epoch_objectives, objectiv
 from core.naming import is_valid_name
 from core.search.samplers import PRUNERS, SAMPLERS
 from core.search.space import HYPERPARAMETERS, HyperParam, ParamSpec
-from core.search.spec import SPEC_VERSION, Budget, Objective, StudySpec
+from core.search.spec import CV_FOLDS_RANGE, SPEC_VERSION, Budget, CrossValidation, Objective, StudySpec
 
 
 class SpecError(ProblemsError):
@@ -67,6 +67,7 @@ def spec_from_dict(data: Any) -> StudySpec:
     objectives = _parse_objectives(data.get("objectives", [{"metric": DEFAULT_OBJECTIVE}]), problems)
     budget = _parse_budget(data.get("budget", {}), problems)
     split = _parse_split(data.get("split", {}), problems)
+    cv = _parse_cv(data.get("cv"), problems)
 
     spec_kwargs: dict[str, Any] = {}
     for key, kind in (("image_size", int), ("channels", int), ("patience", int), ("seed", int), ("preview_count", int), ("sampler", str), ("pruner", str), ("description", str)):
@@ -77,7 +78,7 @@ def spec_from_dict(data: Any) -> StudySpec:
                 spec_kwargs[key] = data[key]
         elif key == "channels" and "channels" in data:
             spec_kwargs["channels"] = None
-    spec = StudySpec(name=name, dataset=dataset, search_space=space, objectives=objectives or (Objective(),), budget=budget, split=split, **spec_kwargs)
+    spec = StudySpec(name=name, dataset=dataset, search_space=space, objectives=objectives or (Objective(),), budget=budget, split=split, cv=cv, **spec_kwargs)
     for path, message in spec_problems(spec).items():
         problems.setdefault(path, message)  # a parse problem is the more precise message
     if problems:
@@ -111,7 +112,9 @@ def spec_problems(spec: StudySpec) -> dict[str, str]:
         problems["preview_count"] = "must be between 1 and 64"
     _check_objectives(spec, problems)
     _check_budget(spec.budget, problems)
-    _check_split(spec.split, problems)
+    # with cross-validation only the test fraction matters: checked as the folds will use it
+    _check_split(spec.split if spec.cv is None or spec.split.k_folds else replace(spec.split, k_folds=2), problems)
+    _check_cv(spec, problems)
     for param_name, param in spec.search_space.items():
         _check_param(param_name, param, problems)
     if spec.sampler == "grid":
@@ -158,6 +161,22 @@ def _check_budget(budget: Budget, problems: dict[str, str]) -> None:
 def _check_split(split: SplitConfig, problems: dict[str, str]) -> None:
     for name, message in config_problems(split).items():
         problems["split" if name == "fractions" else f"split.{name}"] = message
+
+
+def _check_cv(spec: StudySpec, problems: dict[str, str]) -> None:
+    if spec.cv is None:
+        return
+    low, high = CV_FOLDS_RANGE
+    if not _is_type(spec.cv.folds, int) or not low <= spec.cv.folds <= high:
+        problems["cv.folds"] = f"must be an integer from {low} to {high}, got {spec.cv.folds!r}"
+    if spec.split.k_folds is not None:
+        problems["cv"] = "cross-validation makes its own folds; remove split.k_folds (or remove cv)"
+
+
+def _parse_cv(raw: Any, problems: dict[str, str]) -> CrossValidation | None:
+    if raw is None:
+        return None
+    return _parse_dataclass(CrossValidation, raw, "cv", problems)
 
 
 def _check_param(param_name: str, param: ParamSpec, problems: dict[str, str]) -> None:

@@ -227,9 +227,24 @@ def _eval_batches(data: TensorSet, batch_size: int) -> Iterator[tuple[torch.Tens
     return iterate_batches(data, batch_size, shuffle=False, generator=None, augment=None)
 
 
-@torch.no_grad()
+@dataclass
+class Evaluation:
+    """A model scored on a set of images: the metrics and what results pages need beyond them."""
+
+    metrics: dict[str, float]  # every SegmentationMetrics name plus "loss"
+    image_counts: np.ndarray  # (images, foreground classes, 3): tp, fp, fn per image
+    predicted_fractions: np.ndarray  # share of pixels predicted as each class, background first
+    target_fractions: np.ndarray  # share of pixels that truly are each class
+
+
 def evaluate(model: nn.Module, data: TensorSet, batch_size: int, *, loss_fn: nn.Module, mode: str, num_classes: int) -> dict[str, float]:
     """Val/test metrics plus mean loss over ``data``, accumulated on the device."""
+    return evaluate_detailed(model, data, batch_size, loss_fn=loss_fn, mode=mode, num_classes=num_classes).metrics
+
+
+@torch.no_grad()
+def evaluate_detailed(model: nn.Module, data: TensorSet, batch_size: int, *, loss_fn: nn.Module, mode: str, num_classes: int) -> Evaluation:
+    """:func:`evaluate` plus each image's counts and the predicted class shares."""
     model.eval()
     device = data.images.device
     metrics = SegmentationMetrics(mode, num_classes)
@@ -244,7 +259,7 @@ def evaluate(model: nn.Module, data: TensorSet, batch_size: int, *, loss_fn: nn.
         batches += 1
     result = metrics.compute()
     result["loss"] = float(total_loss / max(batches, 1))
-    return result
+    return Evaluation(result, metrics.image_counts(), metrics.predicted_fractions(), metrics.target_fractions())
 
 
 @torch.no_grad()

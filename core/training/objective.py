@@ -3,6 +3,16 @@
 ``make_objective(spec, context)`` returns the callable that ``study.optimize`` (CLI) or a worker
 runs. Everything a dashboard shows about a trial is written here, as user attrs and artifacts
 (see the "results contract" in README's architecture section).
+
+Cross-validation (``spec.cv``): the trial trains one model per fold, one after the other, and
+returns the fold means (:mod:`core.training.scoring`). Pruning rule: after epoch ``e`` of fold
+``f`` the trial reports, at step ``f * max_epochs + e``, the running fold-averaged curve — the
+mean of the finished folds' selected values and the current epoch's value — so trials are
+compared at the same fold and epoch on the mean over the folds seen so far. The weights and
+preview masks stored are fold 0's (Compare masks shows fold 0's model).
+
+A configuration that already finished in the study (same parameters) is not trained again: its
+result (values and user attrs) is copied onto the new trial, which records ``reused_from``.
 """
 
 from __future__ import annotations
@@ -10,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,22 +29,22 @@ import numpy as np
 import optuna
 import torch
 from optuna.artifacts import upload_artifact
+from optuna.trial import TrialState
 
-from core.contract import ArtifactKind, Mode, TrialAttr
-from core.data.manifest import DatasetManifest, dataset_path, load_manifest
-from core.data.splits import Split, frozen_split
-from core.data.tensors import TensorSet, load_tensor_set
+from core.contract import ArtifactKind, StudyAttr, TrialAttr
+from core.data.tensors import TensorSet
 from core.errors import SegTuneError
 from core.metrics.catalogue import epoch_objectives
 from core.modeling.architectures import config_from_params, input_size_problem
-from core.modeling.build import build_model, count_parameters, weights_size_mb
+from core.modeling.build import build_model
 from core.modeling.bundle import BundleConfig, save_bundle
-from core.modeling.config import ModelConfig, task_mode
-from core.modeling.losses import build_loss
+from core.modeling.config import ModelConfig
 from core.search.spec import StudySpec
 from core.search.suggest import suggest_params
 from core.settings import Settings
-from core.training.loop import EpochRecord, TrainConfig, TrainResult, evaluate, measure_throughput, predict, prepare_model, resolve_device, train_model
+from core.training.loop import EpochRecord, TrainConfig, TrainResult, predict, prepare_model, resolve_device, train_model
+from core.training.scoring import FoldScore, score_fold, summary
+from core.training.study_data import StudyData, load_pool, load_study_data
 
 
 class TrialCancelled(Exception):
@@ -59,63 +69,6 @@ class RunContext:
     stop_requested: Callable[[], bool] = _never
 
 
-# --- the study's data, loaded once per process --------------------------------------------------
-
-
-@dataclass
-class StudyData:
-    manifest: DatasetManifest
-    split: Split
-    channels: int
-    train: TensorSet
-    val: TensorSet
-    test: TensorSet | None
-    preview: TensorSet
-
-    @property
-    def num_classes(self) -> int:
-        return self.manifest.num_classes
-
-    @property
-    def mode(self) -> Mode:
-        return task_mode(self.num_classes)
-
-
-def preview_stems(split: Split, count: int) -> list[str]:
-    """A fixed subset of validation images whose predictions every trial stores."""
-    return sorted(split.val)[:count]
-
-
-@dataclass(frozen=True)
-class StudySource:
-    """Where a study's images come from: the dataset, its frozen split, the channels to feed."""
-
-    manifest: DatasetManifest
-    folder: Path
-    split: Split
-    channels: int
-
-    def tensors(self, stems: Sequence[str], image_size: int, device: torch.device) -> TensorSet:
-        return load_tensor_set(self.folder, self.manifest, list(stems), image_size, self.channels).to(device)
-
-
-def study_source(spec: StudySpec, settings: Settings) -> StudySource:
-    """Read the manifest and freeze (or re-read) the split; decodes no image."""
-    manifest = load_manifest(settings.datasets_dir, spec.dataset)
-    folder = dataset_path(settings.datasets_dir, spec.dataset)
-    split = frozen_split(folder, manifest.stems, spec.split)
-    return StudySource(manifest, folder, split, spec.channels or manifest.channels)
-
-
-def load_study_data(spec: StudySpec, settings: Settings, device: torch.device) -> StudyData:
-    """Decode the study's dataset once and put its splits on ``device``."""
-    source = study_source(spec, settings)
-    split, size = source.split, spec.image_size
-    test = source.tensors(split.test, size, device) if split.test else None
-    preview = source.tensors(preview_stems(split, spec.preview_count), size, device)
-    return StudyData(source.manifest, split, source.channels, source.tensors(split.train, size, device), source.tensors(split.val, size, device), test, preview)
-
-
 # --- the objective ------------------------------------------------------------------------------
 
 
@@ -124,12 +77,20 @@ def make_objective(spec: StudySpec, context: RunContext) -> Callable[[optuna.Tri
     device = resolve_device(context.device)
 
     @functools.cache
-    def study_data() -> StudyData:
+    def pool() -> TensorSet:
+        return load_pool(spec, context.settings, device)
+
+    @functools.cache
+    def single_split() -> StudyData:
         return load_study_data(spec, context.settings, device)
+
+    def study_data(fold: int | None) -> StudyData:
+        # folds are index subsets of one decoded pool, made per trial and freed after it
+        return single_split() if fold is None else load_study_data(spec, context.settings, device, fold, pool())
 
     def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
         try:
-            return _run_trial(trial, spec, study_data(), context, device)
+            return _run_trial(trial, spec, study_data, context, device)
         except (optuna.TrialPruned, TrialCancelled):
             raise
         except Exception as exc:
@@ -140,33 +101,63 @@ def make_objective(spec: StudySpec, context: RunContext) -> Callable[[optuna.Tri
     return objective
 
 
-def _run_trial(trial: optuna.Trial, spec: StudySpec, data: StudyData, context: RunContext, device: torch.device) -> float | tuple[float, ...]:
+def _run_trial(trial: optuna.Trial, spec: StudySpec, study_data: Callable[[int | None], StudyData], context: RunContext, device: torch.device) -> float | tuple[float, ...]:
     params = suggest_params(trial, spec)
-    model_config = config_from_params(params, data.channels, data.num_classes)
+    reused = _reuse_finished(trial, spec)
+    if reused is not None:
+        return reused
+    folds: list[int | None] = list(range(spec.cv.folds)) if spec.cv else [None]
+    first_data = study_data(folds[0])
+    model_config = config_from_params(params, first_data.channels, first_data.num_classes)
     size_problem = input_size_problem(model_config, spec.image_size)
     if size_problem:
         raise TrialError(size_problem)
     trial.set_user_attr(TrialAttr.PARAMS_RESOLVED, params)
     trial.set_user_attr(TrialAttr.MODEL_CONFIG, model_config.to_dict())
     trial.set_user_attr(TrialAttr.DEVICE, str(device))
-    trial.set_user_attr(TrialAttr.EPOCHS_PLANNED, params["epochs"])
+    trial.set_user_attr(TrialAttr.EPOCHS_PLANNED, params["epochs"] * len(folds))
 
     train_config = TrainConfig.from_params(params, patience=spec.patience, seed=spec.seed + trial.number, **_selection(spec))
-    model, result, train_config = _train_with_oom_retry(trial, spec, data, context, model_config, train_config, device)
-    model.load_state_dict(result.best_state)
-
-    summary = _summarise(model, data, result, train_config)
-    for key, value in summary.items():
+    scores: list[FoldScore] = []
+    first_model: torch.nn.Module | None = None
+    for fold in folds:
+        data = first_data if fold == folds[0] else study_data(fold)
+        if fold is not None:
+            trial.set_user_attr(TrialAttr.FOLD, fold)
+        reporter = _epoch_reporter(trial, spec, context, fold, [score.result for score in scores])
+        model, result, train_config = _train_with_oom_retry(trial, data, model_config, train_config, device, reporter)
+        model.load_state_dict(result.best_state)
+        scores.append(score_fold(model, data, result, train_config))
+        if first_model is None:
+            first_model = model
+    assert first_model is not None
+    attrs = summary(spec, scores, first_model, first_data, train_config, trial.study.user_attrs.get(StudyAttr.BASELINES))
+    for key, value in attrs.items():
         trial.set_user_attr(key, value)
     bundle = BundleConfig(
         model=model_config.to_dict(),
         image_size=spec.image_size,
-        channels=data.channels,
-        classes=tuple(data.manifest.classes),
-        source={"study": spec.name, "trial": trial.number, "dataset": spec.dataset, "split_hash": data.split.hash, "val_metrics": result.val_metrics},
+        channels=first_data.channels,
+        classes=tuple(first_data.manifest.classes),
+        source={"study": spec.name, "trial": trial.number, "dataset": spec.dataset, "split_hash": first_data.split.hash, "val_metrics": scores[0].result.val_metrics},
     )
-    trial.set_user_attr(TrialAttr.ARTIFACTS, _store_artifacts(trial, model, bundle, data, train_config, context))
-    return _objective_values(spec, summary)
+    trial.set_user_attr(TrialAttr.ARTIFACTS, _store_artifacts(trial, first_model, bundle, first_data, train_config, context))
+    return _objective_values(spec, attrs)
+
+
+_NOT_COPIED = {TrialAttr.WORKER, TrialAttr.JOB_ID, TrialAttr.CANCELLED, TrialAttr.ERROR, TrialAttr.REUSED_FROM}
+
+
+def _reuse_finished(trial: optuna.Trial, spec: StudySpec) -> float | tuple[float, ...] | None:
+    """The values of a complete trial with the same parameters, copied onto ``trial``; else None."""
+    for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if other.number != trial.number and other.params == trial.params and other.values:
+            for key, value in other.user_attrs.items():
+                if key not in _NOT_COPIED:
+                    trial.set_user_attr(key, value)
+            trial.set_user_attr(TrialAttr.REUSED_FROM, other.number)
+            return other.values[0] if len(other.values) == 1 else tuple(other.values)
+    return None
 
 
 def _selection(spec: StudySpec) -> dict[str, Any]:
@@ -179,12 +170,11 @@ def _selection(spec: StudySpec) -> dict[str, Any]:
 
 def _train_with_oom_retry(
     trial: optuna.Trial,
-    spec: StudySpec,
     data: StudyData,
-    context: RunContext,
     model_config: ModelConfig,
     config: TrainConfig,
     device: torch.device,
+    on_epoch: Callable[[EpochRecord], None],
 ) -> tuple[torch.nn.Module, TrainResult, TrainConfig]:
     """Train; on CUDA out-of-memory retry once with half the batch, then fail with a clear reason.
 
@@ -193,7 +183,7 @@ def _train_with_oom_retry(
     for attempt in range(2):
         model = prepare_model(build_model(model_config), device)
         try:
-            result = train_model(model, data.train, data.val, config, mode=data.mode, num_classes=data.num_classes, on_epoch=_epoch_reporter(trial, spec, context))
+            result = train_model(model, data.train, data.val, config, mode=data.mode, num_classes=data.num_classes, on_epoch=on_epoch)
             return model, result, config
         except torch.cuda.OutOfMemoryError:
             del model
@@ -205,43 +195,30 @@ def _train_with_oom_retry(
     raise AssertionError("unreachable")
 
 
-def _epoch_reporter(trial: optuna.Trial, spec: StudySpec, context: RunContext) -> Callable[[EpochRecord], None]:
+def _epoch_reporter(trial: optuna.Trial, spec: StudySpec, context: RunContext, fold: int | None, finished: list[TrainResult]) -> Callable[[EpochRecord], None]:
+    """Live history, cancellation and pruning after each epoch (the rule for folds: module docstring)."""
     history: list[dict[str, float]] = []
     metric = spec.objectives[0].metric
     reports = not spec.is_multi_objective and metric in epoch_objectives()
+    done = [result.val_metrics[metric.removeprefix("val_")] for result in finished] if reports else []
+    offset = (fold or 0) * spec.budget.max_epochs
 
     def on_epoch(record: EpochRecord) -> None:
         history.append(record.to_dict())
-        trial.set_user_attr(TrialAttr.HISTORY, history)  # written every epoch: live learning curves
+        if not fold:  # fold 0 (or the only split) is the trial's live learning curve
+            trial.set_user_attr(TrialAttr.HISTORY, history)
         trial.set_user_attr(TrialAttr.EPOCH, record.epoch)
         if context.stop_requested():
             trial.set_user_attr(TrialAttr.CANCELLED, True)
             raise TrialCancelled(f"trial {trial.number} cancelled after epoch {record.epoch}")
         if reports:
-            trial.report(record.to_dict()[metric], record.epoch)
+            value = (sum(done) + record.to_dict()[metric]) / (len(done) + 1)
+            trial.report(value, offset + record.epoch)
             if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after epoch {record.epoch}")
+                where = f" of fold {fold + 1}" if fold is not None else ""
+                raise optuna.TrialPruned(f"pruned after epoch {record.epoch}{where}")
 
     return on_epoch
-
-
-def _summarise(model: torch.nn.Module, data: StudyData, result: TrainResult, config: TrainConfig) -> dict[str, Any]:
-    loss_fn = build_loss(config.loss, data.mode).to(data.val.images.device)
-    test_metrics = {}
-    if data.test is not None:
-        test_metrics = evaluate(model, data.test, config.batch_size, loss_fn=loss_fn, mode=data.mode, num_classes=data.num_classes)
-    return {
-        TrialAttr.HISTORY: [record.to_dict() for record in result.history],
-        TrialAttr.BEST_EPOCH: result.best_epoch,
-        TrialAttr.EPOCHS_RUN: len(result.history),
-        TrialAttr.STOPPED_EARLY: result.stopped_early,
-        TrialAttr.TRAIN_TIME_S: result.train_time_s,
-        TrialAttr.VAL_METRICS: result.val_metrics,
-        TrialAttr.TEST_METRICS: test_metrics,  # shown, never used to select
-        TrialAttr.IMAGES_PER_S: measure_throughput(model, data.val, config.batch_size),
-        TrialAttr.N_PARAMS: count_parameters(model),
-        TrialAttr.WEIGHTS_MB: weights_size_mb(model),
-    }
 
 
 def _objective_values(spec: StudySpec, summary: dict[str, Any]) -> float | tuple[float, ...]:

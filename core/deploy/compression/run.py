@@ -15,7 +15,7 @@ from core.deploy.compression.variants import store_variant
 from core.deploy.export import trial_bundle
 from core.modeling.architectures import ARCHITECTURES
 from core.modeling.bundle import BundleConfig, load_bundle
-from core.training.objective import load_study_data
+from core.training.study_data import load_study_data
 
 if TYPE_CHECKING:
     import optuna

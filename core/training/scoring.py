@@ -1,0 +1,102 @@
+"""A trained model's scores as the results contract stores them, for one split or k folds.
+
+:func:`score_fold` evaluates one trained model (validation at its best epoch, test); :func:`summary`
+turns the folds of a trial (one without cross-validation) into the trial's user attrs:
+
+- ``val_metrics``: the fold mean of each validation metric (the one fold's metrics without CV);
+  with CV also ``fold_metrics`` (each fold's) and ``val_metrics_std`` (SD over folds, ddof=1);
+- ``test_metrics``: the mean over the fold models' test metrics (``fold_test_metrics``: each);
+- ``val_image_counts`` / ``test_image_counts`` (single split): per-image counts for bootstrap CIs;
+- ``val_foreground_fraction`` and ``flags`` (:mod:`core.metrics.baselines`).
+
+Costs (train time, epochs) are summed over folds; size and throughput are fold 0's model's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.contract import TrialAttr
+from core.metrics.baselines import trial_flags
+from core.modeling.build import count_parameters, weights_size_mb
+from core.modeling.losses import build_loss
+from core.search.spec import StudySpec
+from core.training.loop import (
+    Evaluation,
+    TrainConfig,
+    TrainResult,
+    evaluate_detailed,
+    measure_throughput,
+)
+from core.training.study_data import StudyData
+
+
+@dataclass
+class FoldScore:
+    result: TrainResult
+    val: Evaluation  # the best epoch's weights re-scored on validation
+    test: Evaluation | None
+
+
+def score_fold(model: torch.nn.Module, data: StudyData, result: TrainResult, config: TrainConfig) -> FoldScore:
+    """Score the best-epoch model (already loaded into ``model``) on validation and test."""
+    loss_fn = build_loss(config.loss, data.mode).to(data.val.images.device)
+
+    def run(images: Any) -> Evaluation:
+        return evaluate_detailed(model, images, config.batch_size, loss_fn=loss_fn, mode=data.mode, num_classes=data.num_classes)
+
+    return FoldScore(result, run(data.val), run(data.test) if data.test is not None else None)
+
+
+def _mean(dicts: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    return {key: float(np.mean([d[key] for d in dicts])) for key in dicts[0]} if dicts else {}
+
+
+def _std(dicts: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    return {key: float(np.std([d[key] for d in dicts], ddof=1)) for key in dicts[0]} if len(dicts) > 1 else {}
+
+
+def _counts(evaluation: Evaluation | None) -> list[Any] | None:
+    return None if evaluation is None else evaluation.image_counts.tolist()
+
+
+def summary(spec: StudySpec, folds: Sequence[FoldScore], model: torch.nn.Module, data: StudyData, config: TrainConfig, baselines: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The trial's user attrs from its folds; ``model``/``data`` are fold 0's (size, throughput)."""
+    first = folds[0]
+    val_folds = [fold.result.val_metrics for fold in folds]
+    test_folds = [fold.test.metrics for fold in folds if fold.test is not None]
+    val_metrics = _mean(val_folds)
+    predicted = np.mean([fold.val.predicted_fractions for fold in folds], axis=0)
+    target = np.mean([fold.val.target_fractions for fold in folds], axis=0)
+    objective = spec.objectives[0]
+    attrs: dict[str, Any] = {
+        TrialAttr.HISTORY: [record.to_dict() for record in first.result.history],
+        TrialAttr.BEST_EPOCH: first.result.best_epoch,
+        TrialAttr.EPOCHS_RUN: sum(len(fold.result.history) for fold in folds),
+        TrialAttr.STOPPED_EARLY: any(fold.result.stopped_early for fold in folds),
+        TrialAttr.TRAIN_TIME_S: sum(fold.result.train_time_s for fold in folds),
+        TrialAttr.VAL_METRICS: val_metrics,
+        TrialAttr.TEST_METRICS: _mean(test_folds),  # shown, never used to select
+        TrialAttr.IMAGES_PER_S: measure_throughput(model, data.val, config.batch_size),
+        TrialAttr.N_PARAMS: count_parameters(model),
+        TrialAttr.WEIGHTS_MB: weights_size_mb(model),
+        TrialAttr.VAL_FOREGROUND_FRACTION: float(1.0 - predicted[0]),
+        TrialAttr.FLAGS: trial_flags(
+            predicted=predicted, target=target, val_metrics=val_metrics, baselines=baselines,
+            objective=objective.metric, maximize=objective.direction == "maximize",
+        ),
+    }
+    if spec.cv is None:
+        attrs[TrialAttr.VAL_IMAGE_COUNTS] = _counts(first.val)
+        attrs[TrialAttr.TEST_IMAGE_COUNTS] = _counts(first.test)
+    else:
+        attrs[TrialAttr.FOLD_METRICS] = val_folds
+        attrs[TrialAttr.VAL_METRICS_STD] = _std(val_folds)
+        attrs[TrialAttr.FOLD_TEST_METRICS] = test_folds
+        attrs[TrialAttr.FOLD_HISTORIES] = [[record.to_dict() for record in fold.result.history] for fold in folds]
+    return attrs
