@@ -161,13 +161,13 @@ def trials(name: str, numbers: tuple[int, ...]) -> list[FrozenTrial]:
     return [by_number[number] for number in numbers if number in by_number]
 
 
-def learning_curves(name: str, numbers: tuple[int, ...], metric: str) -> pd.DataFrame:
-    return _learning_curves(cache.settings().db_url, name, stamp(name), numbers, metric)
+def learning_curves(name: str, numbers: tuple[int, ...], metric: str, each_fold: bool = False) -> pd.DataFrame:
+    return _learning_curves(cache.settings().db_url, name, stamp(name), numbers, metric, each_fold)
 
 
 @st.cache_data(ttl=IDLE_TTL_S, max_entries=32, show_spinner=False)
-def _learning_curves(db_url: str, name: str, version: Stamp, numbers: tuple[int, ...], metric: str) -> pd.DataFrame:
-    return curves.learning_curves(trials(name, numbers), metric)
+def _learning_curves(db_url: str, name: str, version: Stamp, numbers: tuple[int, ...], metric: str, each_fold: bool) -> pd.DataFrame:
+    return curves.learning_curves(trials(name, numbers), metric, each_fold=each_fold)
 
 
 def previews(name: str, numbers: tuple[int, ...]) -> preview_sets.PreviewSet:

@@ -35,7 +35,10 @@ def curves_view(name: str, drawn_live: bool) -> None:
 
 
 def draw(name: str, chosen: tuple[int, ...], metric: str) -> None:
-    curves = study_cache.learning_curves(name, chosen, metric)
+    cross_validated = any(trial.user_attrs.get(TrialAttr.FOLD_HISTORIES) for trial in study_cache.trials(name, chosen))
+    each_fold = cross_validated and st.toggle("Each fold", key="curves.each_fold",
+                                              help="Cross-validated trials: one curve per fold instead of fold 1's.")
+    curves = study_cache.learning_curves(name, chosen, metric, each_fold)
     if curves.empty:
         st.info(f"The chosen trials have no {label(metric)} values yet.", icon=":material/hourglass_top:")
         return
@@ -49,9 +52,8 @@ def draw(name: str, chosen: tuple[int, ...], metric: str) -> None:
     flagged = [f"#{row.number}" for row in study_cache.trials_frame(name).itertuples() if row.number in chosen and row_flags(row)]
     if flagged:
         st.caption(f"{FLAG_MARK} Flagged (constant prediction, or not better than a constant predictor): {', '.join(flagged)}.")
-    folds = study_cache.trials(name, chosen)
-    if any(trial.user_attrs.get(TrialAttr.FOLD_HISTORIES) for trial in folds):
-        st.caption("Cross-validated trials: the curves are fold 1's; every fold's curve is stored with the trial (fold_histories).")
+    if cross_validated and not each_fold:
+        st.caption("Cross-validated trials: the curves are fold 1's; switch on **Each fold** to see every fold.")
 
 
 def best_reference(name: str, metric: str) -> tuple[str, float] | None:

@@ -29,6 +29,7 @@ from core.metrics.uncertainty import (
     point_estimate,
 )
 from core.modeling.losses import build_loss
+from core.results.curves import learning_curves
 from core.runtime.tuning import prepare_study, run_study
 from core.search.validation import SpecError, spec_from_dict
 from core.training.loop import evaluate_detailed
@@ -197,6 +198,10 @@ def test_three_fold_study_on_brain_mri(workspace, tmp_path: Path) -> None:
     assert max(trial.intermediate_values) > spec.budget.max_epochs  # later folds report at later steps
     # baselines: each fold's validation images, averaged
     assert "val" in study.user_attrs[StudyAttr.BASELINES]["all_foreground"]
+    # curves: fold 1's by default, every fold's on request
+    per_fold = learning_curves([trial], "loss", each_fold=True)
+    assert set(per_fold["split"]) == {f"{split} · fold {fold}" for split in ("train", "val") for fold in (1, 2, 3)}
+    assert set(learning_curves([trial], "loss")["split"]) == {"train", "val"}
 
 
 # --- search hygiene -------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Learning curves as a Plotly figure: one colour per trial, val solid, train dashed, pruned marked.
 
-The learning rate is its own curve ("lr"): one schedule per trial, drawn solid.
+The learning rate is its own curve ("lr"): one schedule per trial, drawn solid. Per-fold curves of a
+cross-validated trial ("val · fold 2") keep their split's dash and the trial's colour.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def curves_figure(curves: pd.DataFrame, metric: str, reference: tuple[str, float
             figure.add_trace(go.Scatter(
                 x=points["epoch"], y=points["value"], mode="lines+markers",
                 name=f"#{number} {split}", legendgroup=f"#{number}",
-                line={"color": color, "dash": DASHES[split], "width": 2}, marker={"size": 5},
+                line={"color": color, "dash": DASHES[split.split(" ")[0]], "width": 2}, marker={"size": 5},
                 hovertemplate=f"trial #{number} {split}<br>epoch %{{x}}<br>%{{y:.4f}}<extra></extra>",
             ))
         if trial_curves["state"].iloc[0] == "pruned":

@@ -14,23 +14,29 @@ from core.metrics.catalogue import curve_metrics
 from core.results.trials import ResultsError
 
 
-def learning_curves(trials: Sequence[FrozenTrial], metric: str) -> pd.DataFrame:
+def learning_curves(trials: Sequence[FrozenTrial], metric: str, *, each_fold: bool = False) -> pd.DataFrame:
     """Tidy per-epoch values: columns trial, state, split (train/val/lr/objective), epoch, value.
 
     ``metric`` is one of :func:`~core.metrics.catalogue.curve_metrics`. Trials without a stored history (still running,
-    or written by another tool) fall back to their reported intermediate values.
+    or written by another tool) fall back to their reported intermediate values. With ``each_fold``,
+    a cross-validated trial gives one curve per fold, its split named e.g. ``"val · fold 2"``
+    (otherwise its curves are fold 1's, the stored ``history``).
     """
     if metric not in curve_metrics():
         raise ResultsError(unknown_option("curve metric", metric, curve_metrics()))
     rows: list[dict[str, Any]] = []
     for trial in trials:
-        rows.extend(_curve_rows(trial, metric))
+        folds = trial.user_attrs.get(TrialAttr.FOLD_HISTORIES) if each_fold else None
+        if folds:
+            for index, history in enumerate(folds, start=1):
+                rows.extend(_curve_rows(trial, metric, history, suffix=f" · fold {index}"))
+        else:
+            rows.extend(_curve_rows(trial, metric, trial.user_attrs.get(TrialAttr.HISTORY) or []))
     return pd.DataFrame(rows, columns=["trial", "state", "split", "epoch", "value"])
 
 
-def _curve_rows(trial: FrozenTrial, metric: str) -> list[dict[str, Any]]:
+def _curve_rows(trial: FrozenTrial, metric: str, history: list[dict[str, Any]], suffix: str = "") -> list[dict[str, Any]]:
     base = {"trial": trial.number, "state": trial.state.name.lower()}
-    history = trial.user_attrs.get(TrialAttr.HISTORY) or []
     if not history:
         return [
             {**base, "split": "objective", "epoch": int(step), "value": value}
@@ -39,7 +45,7 @@ def _curve_rows(trial: FrozenTrial, metric: str) -> list[dict[str, Any]]:
     # The learning rate is one schedule per trial, neither a training nor a validation value.
     keys = {"train": f"train_{metric}", "val": f"val_{metric}"} if metric != "lr" else {"lr": "lr"}
     return [
-        {**base, "split": split, "epoch": int(epoch["epoch"]), "value": epoch[key]}
+        {**base, "split": split + suffix, "epoch": int(epoch["epoch"]), "value": epoch[key]}
         for split, key in keys.items()
         for epoch in history
         if epoch.get(key) is not None

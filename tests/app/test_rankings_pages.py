@@ -89,6 +89,11 @@ def test_curves_draw_the_best_reference_dashed(ranked: Settings) -> None:
     assert any("Flagged" in text and "#6" in text for text in texts(app, "caption"))
 
 
+def test_insights_name_the_flagged_trials(ranked: Settings) -> None:
+    app = pages.open_page("insights.py", study=STUDY)
+    assert any("#6 (constant prediction" in text for text in texts(app, "warning")), texts(app, "warning")
+
+
 def test_compare_warns_about_flagged_trials(ranked: Settings) -> None:
     app = pages.open_page("compare.py", study=STUDY, trials=(0, 6))
     assert any("#6" in text for text in texts(app, "warning"))
