@@ -345,6 +345,36 @@ def test_zip_slip_entry(tmp_path: Path, store: Path) -> None:
     assert not (tmp_path / "evil.png").exists() and not (store.parent / "evil.png").exists()
 
 
+@pytest.mark.parametrize("entry", [
+    "images/../../x.png",  # '..' below the first component
+    "images/sub/../../../x.png",
+    "images\\..\\..\\x.png",  # Windows separators
+    "..\\x.png",
+])
+def test_nested_and_backslash_dot_dot_entries_are_refused(entry: str, tmp_path: Path, store: Path) -> None:
+    archive = tmp_path / "slip.zip"
+    pair_zip(archive)
+    with zipfile.ZipFile(archive, "a") as zf:
+        info = zipfile.ZipInfo("images/b.png")
+        info.filename = entry  # ZipInfo() would normalise the name; an attacker's tool does not
+        zf.writestr(info, png_bytes(grey()))
+    assert f"{entry}: contains '..' and would escape the target folder" in rejected(archive, store)
+    assert not (tmp_path / "x.png").exists() and not (store.parent / "x.png").exists()
+    assert not list(tmp_path.rglob("x.png")) and not any("x.png" in p.name for p in tmp_path.rglob("*"))
+
+
+@pytest.mark.parametrize("entry", ["C:/x.png", "c:\\windows\\x.png", "D:x.png", "\\\\server\\share\\x.png", "\\x.png"])
+def test_drive_letter_and_backslash_absolute_entries_are_refused(entry: str, tmp_path: Path, store: Path) -> None:
+    archive = tmp_path / "abs.zip"
+    pair_zip(archive)
+    with zipfile.ZipFile(archive, "a") as zf:
+        info = zipfile.ZipInfo("images/b.png")
+        info.filename = entry
+        zf.writestr(info, png_bytes(grey()))
+    assert f"{entry}: has an absolute path and would escape the target folder" in rejected(archive, store)
+    assert not any("x.png" in p.name for p in tmp_path.rglob("*"))
+
+
 def test_absolute_path_entry(tmp_path: Path, store: Path) -> None:
     archive = tmp_path / "abs.zip"
     pair_zip(archive)
