@@ -73,6 +73,37 @@ def test_a_mismatching_export_is_reported_and_removed(images: torch.Tensor, tmp_
     assert not path.exists()
 
 
+class _Shifted:
+    """An onnxruntime session whose first output is off by ``delta`` in one pixel of one image."""
+
+    def __init__(self, session: object, delta: float) -> None:
+        self.session, self.delta = session, delta
+
+    def run(self, names, feed):  # noqa: ANN001, ANN201 - the onnxruntime signature
+        outputs = self.session.run(names, feed)
+        outputs[0] = outputs[0].copy()
+        outputs[0][-1, 0, 5, 7] += self.delta
+        return outputs
+
+
+@pytest.mark.parametrize("delta", [0.5, 1e-2])
+def test_onnx_output_that_differs_from_pytorch_fails_the_export(delta: float, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parity check compares onnxruntime's output with PyTorch's, on every image of the sample."""
+    import onnxruntime
+
+    real = onnxruntime.InferenceSession
+    monkeypatch.setattr(onnxruntime, "InferenceSession", lambda *args, **kwargs: _Shifted(real(*args, **kwargs), delta))
+    torch.manual_seed(0)
+    sample = torch.rand(3, 1, SIZE, SIZE)
+    path = tmp_path / "m.onnx"
+    with pytest.raises(ExportError, match=f"ONNX export failed: max abs diff {delta:.3g} against PyTorch"):
+        export_onnx(build_model(UNET).eval(), sample, path)
+    assert not path.exists()
+    # the same export with an honest onnxruntime passes: the failure above is the injected difference
+    monkeypatch.setattr(onnxruntime, "InferenceSession", real)
+    assert export_onnx(build_model(UNET).eval(), sample, path).max_abs_diff <= export.ATOL
+
+
 def test_bad_format_names_list_the_valid_ones() -> None:
     assert check_formats(["all"]) == ("bundle", "onnx", "torchscript")
     with pytest.raises(ExportError, match="valid: \\['bundle', 'onnx', 'torchscript', 'all'\\]"):
