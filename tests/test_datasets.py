@@ -17,8 +17,8 @@ from core.data.images import read_image, read_mask
 from core.data.ingest import IngestLimits, ingest_dataset
 from core.data.manifest import DatasetError, DatasetManifest, DatasetNotFound, dataset_names, dataset_path, dataset_stats, delete_dataset, list_datasets, load_manifest
 from core.errors import SegTuneError
+from tests.conftest import shared_path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
 # --- builders -------------------------------------------------------------------------------------
@@ -178,9 +178,7 @@ def test_multi_class_with_declared_classes(tmp_path: Path, store: Path) -> None:
 
 
 def test_real_subset_of_brain_mri(tmp_path: Path, store: Path) -> None:
-    real = SHARED / "brain_mri_lgg_mini"
-    if not real.is_dir():
-        pytest.skip(f"real datasets not found at {SHARED}")
+    real = shared_path("brain_mri_lgg_mini")
     stems = sorted(p.stem for p in (real / "images").iterdir())[:6]
     for stem in stems:
         for sub, ext in (("images", ".jpg"), ("masks", ".png")):

@@ -15,8 +15,8 @@ from core.modeling.bundle import BundleConfig, CONFIG_FILE, WEIGHTS_FILE, save_b
 from core.deploy.export import ExportError, check_formats, export_model, export_onnx, export_trial, load_model, trial_bundle
 from core.modeling.build import build_model
 from core.modeling.config import ModelConfig
+from tests.conftest import shared_path
 
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 SIZE = 64
 UNET = ModelConfig("ClassicUNet", 1, 2, unet_start_filters=8, unet_depth=3)
 
@@ -24,9 +24,7 @@ UNET = ModelConfig("ClassicUNet", 1, 2, unet_start_filters=8, unet_depth=3)
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
     """Three real chest X-rays at 64 px, float in [0, 1] (three, so the dynamic batch axis is used)."""
-    folder = DATASETS / "chest_xray_lung_shenzhen" / "images"
-    if not folder.is_dir():
-        pytest.skip(f"{folder} is not on this machine")
+    folder = shared_path("chest_xray_lung_shenzhen", "images")
     files = sorted(folder.iterdir())[:3]
     arrays = [np.asarray(Image.open(p).convert("L").resize((SIZE, SIZE), Image.Resampling.BILINEAR)) for p in files]
     return torch.from_numpy(np.stack(arrays)[:, None]).float() / 255

@@ -17,17 +17,15 @@ from core.deploy.export import export_torchscript
 from core.modeling.build import build_model
 from core.modeling.config import ModelConfig
 from core.deploy.predict import OVERLAY_DIR, PredictError, predict_folder
+from tests.conftest import shared_path
 
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 MODEL = ModelConfig("ClassicUNet", 1, 2, unet_start_filters=8, unet_depth=2)
 
 
 @pytest.fixture
 def images(tmp_path: Path) -> Path:
     """Three real X-rays (512 px JPG), a corrupt PNG and a text file."""
-    source = DATASETS / "chest_xray_lung_shenzhen" / "images"
-    if not source.is_dir():
-        pytest.skip(f"{source} is not on this machine")
+    source = shared_path("chest_xray_lung_shenzhen", "images")
     folder = tmp_path / "images"
     folder.mkdir()
     for path in sorted(source.iterdir())[:3]:
