@@ -397,6 +397,16 @@ def test_zip_bomb_ratio(tmp_path: Path, store: Path) -> None:
     assert "images/big.bmp: expands" in rejected(archive, store)
 
 
+def test_limits_are_inclusive_and_small_compressible_entries_pass(tmp_path: Path, store: Path) -> None:
+    """Exactly max_files entries and exactly max_total_bytes pass; a highly compressible entry under
+    1 MiB (a blank mask, a side file) is no bomb."""
+    archive = pair_zip(tmp_path / "data.zip", {"README.txt": bytes(512 << 10)})  # 512 KiB of zeros: ratio > 200
+    with zipfile.ZipFile(archive) as zf:
+        total = sum(info.file_size for info in zf.infolist())
+    manifest = ingest_dataset(archive, "ds", store, limits=IngestLimits(max_total_bytes=total, max_files=3))
+    assert len(manifest.pairs) == 1
+
+
 def test_zip_total_size_and_file_count_limits(tmp_path: Path, store: Path) -> None:
     archive = pair_zip(tmp_path / "data.zip")
     limits = IngestLimits(max_total_bytes=200, max_files=1)

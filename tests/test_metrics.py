@@ -170,3 +170,10 @@ def test_per_image_dice() -> None:
     assert per_image_dice(np.array([[1, 2], [0, 0]]), np.array([[1, 0], [2, 0]]), 4) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="shape"):
         per_image_dice(np.zeros((2, 2)), np.zeros((3, 3)), 2)
+
+
+def test_threshold_is_inclusive_and_bad_modes_list_the_valid_ones() -> None:
+    # a probability exactly at the threshold counts as foreground (sigmoid(0) == 0.5 >= 0.5)
+    assert predict_mask(torch.zeros(1, 1, 1, 2), "binary").tolist() == [[[1, 1]]]
+    with pytest.raises(ValueError, match=r"unknown mode 'multilabel'; valid: \['binary', 'multiclass'\]"):
+        predict_mask(torch.zeros(1, 1, 1, 1), "multilabel")
