@@ -8,6 +8,7 @@ problems at once carry them as ``problems: dict[str, str]`` (field or file -> wh
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from enum import Enum
 from typing import Any
 
 
@@ -33,6 +34,6 @@ def add_problem(problems: dict[str, str], field: str, message: str) -> None:
 
 def unknown_option(kind: str, value: Any, valid: Iterable[Any], limit: int = 40) -> str:
     """The one wording for a name that is not in a registry: ``unknown loss 'x'; valid: [...]``."""
-    options = list(valid)
+    options = [option.value if isinstance(option, Enum) else option for option in valid]  # 'binary', not <Mode.BINARY>
     shown = options if len(options) <= limit else [*options[:limit], "..."]
     return f"unknown {kind} {value!r}; valid: {shown}"

@@ -28,8 +28,8 @@ from core.modeling.config import ModelConfig
 from core.modeling.losses import build_loss
 from core.modeling.optimizers import OptimizerConfig
 from core.training.loop import TrainConfig, evaluate, train_model
+from tests.conftest import shared_path
 
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 SIZE = 64
 PTQ_TOLERANCE = 0.03
 FINETUNE_TOLERANCE = 0.05
@@ -39,9 +39,7 @@ MODEL = ModelConfig("ClassicUNet", 1, 2, unet_start_filters=8, unet_depth=3)
 
 def load_pairs(count: int, size: int = SIZE) -> TensorSet:
     """``count`` image/mask pairs spread over the lung dataset, decoded at ``size`` px."""
-    source = DATASETS / "chest_xray_lung_shenzhen"
-    if not source.is_dir():
-        pytest.skip(f"{source} is not on this machine")
+    source = shared_path("chest_xray_lung_shenzhen")
     files = sorted((source / "images").iterdir())[::10][:count]
     images = [np.asarray(Image.open(p).convert("L").resize((size, size), Image.Resampling.BILINEAR))[None] for p in files]
     masks = [np.asarray(Image.open(source / "masks" / f"{p.stem}.png").convert("L").resize((size, size), Image.Resampling.NEAREST)) > 127

@@ -28,9 +28,7 @@ from core.data.manifest import (
     load_manifest,
 )
 from core.errors import SegTuneError
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-
+from tests.conftest import shared_path
 
 # --- builders -------------------------------------------------------------------------------------
 
@@ -189,9 +187,7 @@ def test_multi_class_with_declared_classes(tmp_path: Path, store: Path) -> None:
 
 
 def test_real_subset_of_brain_mri(tmp_path: Path, store: Path) -> None:
-    real = SHARED / "brain_mri_lgg_mini"
-    if not real.is_dir():
-        pytest.skip(f"real datasets not found at {SHARED}")
+    real = shared_path("brain_mri_lgg_mini")
     stems = sorted(p.stem for p in (real / "images").iterdir())[:6]
     for stem in stems:
         for sub, ext in (("images", ".jpg"), ("masks", ".png")):
@@ -356,6 +352,36 @@ def test_zip_slip_entry(tmp_path: Path, store: Path) -> None:
     assert not (tmp_path / "evil.png").exists() and not (store.parent / "evil.png").exists()
 
 
+@pytest.mark.parametrize("entry", [
+    "images/../../x.png",  # '..' below the first component
+    "images/sub/../../../x.png",
+    "images\\..\\..\\x.png",  # Windows separators
+    "..\\x.png",
+])
+def test_nested_and_backslash_dot_dot_entries_are_refused(entry: str, tmp_path: Path, store: Path) -> None:
+    archive = tmp_path / "slip.zip"
+    pair_zip(archive)
+    with zipfile.ZipFile(archive, "a") as zf:
+        info = zipfile.ZipInfo("images/b.png")
+        info.filename = entry  # ZipInfo() would normalise the name; an attacker's tool does not
+        zf.writestr(info, png_bytes(grey()))
+    assert f"{entry}: contains '..' and would escape the target folder" in rejected(archive, store)
+    assert not (tmp_path / "x.png").exists() and not (store.parent / "x.png").exists()
+    assert not list(tmp_path.rglob("x.png")) and not any("x.png" in p.name for p in tmp_path.rglob("*"))
+
+
+@pytest.mark.parametrize("entry", ["C:/x.png", "c:\\windows\\x.png", "D:x.png", "\\\\server\\share\\x.png", "\\x.png"])
+def test_drive_letter_and_backslash_absolute_entries_are_refused(entry: str, tmp_path: Path, store: Path) -> None:
+    archive = tmp_path / "abs.zip"
+    pair_zip(archive)
+    with zipfile.ZipFile(archive, "a") as zf:
+        info = zipfile.ZipInfo("images/b.png")
+        info.filename = entry
+        zf.writestr(info, png_bytes(grey()))
+    assert f"{entry}: has an absolute path and would escape the target folder" in rejected(archive, store)
+    assert not any("x.png" in p.name for p in tmp_path.rglob("*"))
+
+
 def test_absolute_path_entry(tmp_path: Path, store: Path) -> None:
     archive = tmp_path / "abs.zip"
     pair_zip(archive)
@@ -378,6 +404,16 @@ def test_symlink_entry(tmp_path: Path, store: Path) -> None:
 def test_zip_bomb_ratio(tmp_path: Path, store: Path) -> None:
     archive = pair_zip(tmp_path / "bomb.zip", {"images/big.bmp": bytes(4 << 20)})  # 4 MiB of zeros
     assert "images/big.bmp: expands" in rejected(archive, store)
+
+
+def test_limits_are_inclusive_and_small_compressible_entries_pass(tmp_path: Path, store: Path) -> None:
+    """Exactly max_files entries and exactly max_total_bytes pass; a highly compressible entry under
+    1 MiB (a blank mask, a side file) is no bomb."""
+    archive = pair_zip(tmp_path / "data.zip", {"README.txt": bytes(512 << 10)})  # 512 KiB of zeros: ratio > 200
+    with zipfile.ZipFile(archive) as zf:
+        total = sum(info.file_size for info in zf.infolist())
+    manifest = ingest_dataset(archive, "ds", store, limits=IngestLimits(max_total_bytes=total, max_files=3))
+    assert len(manifest.pairs) == 1
 
 
 def test_zip_total_size_and_file_count_limits(tmp_path: Path, store: Path) -> None:

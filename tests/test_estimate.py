@@ -26,3 +26,25 @@ def test_probe_measures_a_tiny_model(workspace: Settings) -> None:
     assert cost.n_params > 0 and cost.weights_mb > 0
     assert cost.seconds_per_epoch > 0 and cost.epochs == 3
     assert cost.seconds_per_trial == cost.seconds_per_epoch * 3
+
+
+def test_the_estimate_counts_the_parameters_a_real_trial_trains(workspace: Settings) -> None:
+    """The probe's size is the real model's: the same count a tuned trial of those params records."""
+    import torch
+
+    from core.modeling.build import build_model
+    from core.modeling.config import ModelConfig
+    from tests.conftest import tiny_study
+
+    study = tiny_study(workspace, "sizes", previews=1)
+    spec = spec_from_dict(study.user_attrs["spec"])
+    cost = estimate_trial_cost(spec, workspace)
+    trial = study.trials[0]
+    assert cost.n_params == trial.user_attrs["n_params"]
+    model = build_model(ModelConfig("ClassicUNet", 1, 2, unet_start_filters=4, unet_depth=2))
+    assert cost.n_params == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    bigger = spec_from_dict({**study.user_attrs["spec"], "name": "bigger", "search_space": {**study.user_attrs["spec"]["search_space"], "unet_start_filters": 8}})
+    assert estimate_trial_cost(bigger, workspace).n_params > 3 * cost.n_params  # ~4x: conv weights scale with filters squared
+    state_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values() if isinstance(t, torch.Tensor))
+    assert abs(cost.weights_mb - trial.user_attrs["weights_mb"]) < 1e-9
+    assert abs(cost.weights_mb - state_bytes / 2**20) < 1e-12  # fp32 weights + buffers, in MiB

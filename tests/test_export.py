@@ -16,8 +16,8 @@ from core.deploy.export import ExportError, check_formats, export_model, export_
 from core.modeling.build import build_model
 from core.modeling.bundle import CONFIG_FILE, WEIGHTS_FILE, BundleConfig, save_bundle
 from core.modeling.config import ModelConfig
+from tests.conftest import shared_path
 
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 SIZE = 64
 UNET = ModelConfig("ClassicUNet", 1, 2, unet_start_filters=8, unet_depth=3)
 
@@ -25,9 +25,7 @@ UNET = ModelConfig("ClassicUNet", 1, 2, unet_start_filters=8, unet_depth=3)
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
     """Three real chest X-rays at 64 px, float in [0, 1] (three, so the dynamic batch axis is used)."""
-    folder = DATASETS / "chest_xray_lung_shenzhen" / "images"
-    if not folder.is_dir():
-        pytest.skip(f"{folder} is not on this machine")
+    folder = shared_path("chest_xray_lung_shenzhen", "images")
     files = sorted(folder.iterdir())[:3]
     arrays = [np.asarray(Image.open(p).convert("L").resize((SIZE, SIZE), Image.Resampling.BILINEAR)) for p in files]
     return torch.from_numpy(np.stack(arrays)[:, None]).float() / 255
@@ -72,6 +70,37 @@ def test_a_mismatching_export_is_reported_and_removed(images: torch.Tensor, tmp_
     with pytest.raises(ExportError, match="export failed: max abs diff"):
         export_onnx(build_model(UNET).eval(), images, path)
     assert not path.exists()
+
+
+class _Shifted:
+    """An onnxruntime session whose first output is off by ``delta`` in one pixel of one image."""
+
+    def __init__(self, session: object, delta: float) -> None:
+        self.session, self.delta = session, delta
+
+    def run(self, names, feed):
+        outputs = self.session.run(names, feed)
+        outputs[0] = outputs[0].copy()
+        outputs[0][-1, 0, 5, 7] += self.delta
+        return outputs
+
+
+@pytest.mark.parametrize("delta", [0.5, 1e-2])
+def test_onnx_output_that_differs_from_pytorch_fails_the_export(delta: float, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parity check compares onnxruntime's output with PyTorch's, on every image of the sample."""
+    import onnxruntime
+
+    real = onnxruntime.InferenceSession
+    monkeypatch.setattr(onnxruntime, "InferenceSession", lambda *args, **kwargs: _Shifted(real(*args, **kwargs), delta))
+    torch.manual_seed(0)
+    sample = torch.rand(3, 1, SIZE, SIZE)
+    path = tmp_path / "m.onnx"
+    with pytest.raises(ExportError, match=f"ONNX export failed: max abs diff {delta:.3g} against PyTorch"):
+        export_onnx(build_model(UNET).eval(), sample, path)
+    assert not path.exists()
+    # the same export with an honest onnxruntime passes: the failure above is the injected difference
+    monkeypatch.setattr(onnxruntime, "InferenceSession", real)
+    assert export_onnx(build_model(UNET).eval(), sample, path).max_abs_diff <= export.ATOL
 
 
 def test_bad_format_names_list_the_valid_ones() -> None:

@@ -116,6 +116,31 @@ def test_classes_absent_everywhere_are_left_out_of_means() -> None:
     assert result["dice"] == pytest.approx(1.0) and result["miou"] == pytest.approx(1.0)
 
 
+def test_absent_class_gets_no_free_score_in_an_imperfect_multiclass_mean() -> None:
+    # 4 classes, class 3 in neither target nor prediction; the prediction is wrong on one pixel.
+    # target [[0, 1], [2, 2]], prediction [[0, 1], [1, 2]]: classes 1 and 2 have dice 2/3, IoU 1/2.
+    # A mean giving class 3 a free 1.0 would read dice 7/9 and mIoU (1 + 1/2 + 1/2 + 1) / 4.
+    metrics = SegmentationMetrics("multiclass", 4)
+    metrics.update(_multiclass_logits([[[0, 1], [1, 2]]], 4), torch.tensor([[[0, 1], [2, 2]]]))
+    result = metrics.compute()
+    assert result["dice"] == pytest.approx(2 / 3)
+    assert result["f1"] == pytest.approx(2 / 3)
+    assert result["iou"] == pytest.approx(1 / 2)
+    assert result["miou"] == pytest.approx((1 + 1 / 2 + 1 / 2) / 3)
+    assert result["precision"] == pytest.approx(3 / 4) and result["recall"] == pytest.approx(3 / 4)
+    assert result["specificity"] == pytest.approx((2 / 3 + 1) / 2)
+    # a class predicted but absent from the target is present: it scores 0, not a free 1.0
+    invented = SegmentationMetrics("multiclass", 4)
+    invented.update(_multiclass_logits([[[0, 1], [3, 2]]], 4), torch.tensor([[[0, 1], [2, 2]]]))
+    assert invented.compute()["dice"] == pytest.approx((1 + 2 / 3 + 0) / 3)
+
+
+def test_no_class_present_means_a_perfect_score() -> None:
+    metrics = SegmentationMetrics("multiclass", 3)
+    metrics.update(_multiclass_logits([[[0, 0], [0, 0]]], 3), torch.zeros(1, 2, 2, dtype=torch.long))
+    assert metrics.compute() == pytest.approx({name: 1.0 for name in METRIC_NAMES})
+
+
 def test_bad_input_is_named() -> None:
     with pytest.raises(ValueError, match="3 classes.*'multiclass'"):
         SegmentationMetrics("binary", 3)
@@ -145,3 +170,10 @@ def test_per_image_dice() -> None:
     assert per_image_dice(np.array([[1, 2], [0, 0]]), np.array([[1, 0], [2, 0]]), 4) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="shape"):
         per_image_dice(np.zeros((2, 2)), np.zeros((3, 3)), 2)
+
+
+def test_threshold_is_inclusive_and_bad_modes_list_the_valid_ones() -> None:
+    # a probability exactly at the threshold counts as foreground (sigmoid(0) == 0.5 >= 0.5)
+    assert predict_mask(torch.zeros(1, 1, 1, 2), "binary").tolist() == [[[1, 1]]]
+    with pytest.raises(ValueError, match=r"unknown mode 'multilabel'; valid: \['binary', 'multiclass'\]"):
+        predict_mask(torch.zeros(1, 1, 1, 1), "multilabel")

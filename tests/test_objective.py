@@ -38,3 +38,23 @@ def test_out_of_memory_twice_fails_the_trial_with_a_reason_not_the_worker(worksp
     study = tiny_study(workspace, "oom-twice", trials=2)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2
     assert "CUDA out of memory at batch size 4" in study.trials[0].user_attrs["error"]
+
+
+def test_the_trial_value_is_the_best_epochs_validation_score_never_test(workspace: Settings) -> None:
+    """README: tuning selects on the validation split only; test metrics are shown, never used."""
+    trial = tiny_study(workspace, "val-not-test", lr=0.05).trials[0]
+    val, test = trial.user_attrs["val_metrics"], trial.user_attrs["test_metrics"]
+    assert val["dice"] != pytest.approx(test["dice"], abs=1e-9)  # the two splits really differ here
+    assert trial.value == val["dice"]
+    best = trial.user_attrs["history"][trial.user_attrs["best_epoch"] - 1]
+    assert trial.value == best["val_dice"]
+
+
+def test_objective_values_read_validation_metrics_and_trial_attributes() -> None:
+    from core.search.validation import spec_from_dict
+
+    summary = {"val_metrics": {"dice": 0.25, "iou": 0.125}, "test_metrics": {"dice": 0.75, "iou": 0.5}, "n_params": 1234, "images_per_s": 99.0}
+    single = spec_from_dict({"name": "s", "dataset": "d", "objectives": [{"metric": "val_iou"}]})
+    assert core.training.objective._objective_values(single, summary) == 0.125
+    multi = spec_from_dict({"name": "s", "dataset": "d", "sampler": "nsga2", "pruner": "none", "objectives": [{"metric": "val_dice"}, {"metric": "n_params"}]})
+    assert core.training.objective._objective_values(multi, summary) == (0.25, 1234.0)

@@ -17,17 +17,15 @@ from core.deploy.predict import OVERLAY_DIR, PredictError, predict_folder
 from core.modeling.build import build_model
 from core.modeling.bundle import BundleConfig, save_bundle
 from core.modeling.config import ModelConfig
+from tests.conftest import shared_path
 
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 MODEL = ModelConfig("ClassicUNet", 1, 2, unet_start_filters=8, unet_depth=2)
 
 
 @pytest.fixture
 def images(tmp_path: Path) -> Path:
     """Three real X-rays (512 px JPG), a corrupt PNG and a text file."""
-    source = DATASETS / "chest_xray_lung_shenzhen" / "images"
-    if not source.is_dir():
-        pytest.skip(f"{source} is not on this machine")
+    source = shared_path("chest_xray_lung_shenzhen", "images")
     folder = tmp_path / "images"
     folder.mkdir()
     for path in sorted(source.iterdir())[:3]:
@@ -90,3 +88,36 @@ def test_cli_runs_and_missing_folders_are_clear_errors(bundle: Path, images: Pat
     assert len(list((tmp_path / "cli").glob("*.png"))) == 3
     with pytest.raises(PredictError, match="does not exist"):
         predict_folder(bundle, tmp_path / "nowhere", tmp_path / "out", progress=False)
+
+
+class Threshold(torch.nn.Module):
+    """A model with a known answer: foreground exactly where the grey level is above 0.5."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (images[:, :1] - 0.5) * 100.0
+
+
+def test_written_masks_are_the_models_own_answer_with_both_classes(tmp_path: Path) -> None:
+    """Synthetic images at the model's size (no resizing): every written pixel must be the model's."""
+    folder = tmp_path / "scripted"
+    folder.mkdir()
+    config = BundleConfig(model=MODEL.to_dict(), image_size=64, channels=1, classes=("background", "lung"))
+    (folder / "config.json").write_text(config.to_json(), encoding="utf-8")
+    export_torchscript(Threshold(), torch.rand(1, 1, 64, 64), folder / "model.torchscript.pt")
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    expected = {}
+    for index in range(3):
+        pixels = rng.integers(0, 100, (64, 64), dtype=np.uint8)  # dark background
+        top, left = rng.integers(0, 40, 2)
+        pixels[top : top + 10 + 5 * index, left : left + 20] = 200  # a bright, different box in each
+        Image.fromarray(pixels).save(images / f"img{index}.png")
+        expected[f"img{index}"] = np.where(pixels > 127, 255, 0)
+
+    report = predict_folder(folder, images, tmp_path / "out", progress=False)
+    assert len(report.written) == 3
+    for path in report.written:
+        written = np.asarray(Image.open(path))
+        assert set(np.unique(written)) == {0, 255}  # both classes
+        np.testing.assert_array_equal(written, expected[path.stem])

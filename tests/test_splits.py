@@ -11,8 +11,8 @@ import pytest
 
 from core.data.splits import Split, SplitConfig, SplitError, frozen_split, load_split, make_split, split_sizes
 from core.errors import SegTuneError
+from tests.conftest import shared_path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 LIVER_GROUPS = r"^[^_]+_(\d+)"  # ct_liver_msd: the number after the first '_' is the volume id
 
 STEMS = [f"img{i:03d}" for i in range(100)]
@@ -98,9 +98,7 @@ def test_groups_stay_together_and_unmatched_stems_are_their_own_group() -> None:
 
 
 def test_liver_volumes_never_straddle_splits() -> None:
-    folder = SHARED / "ct_liver_msd" / "images"
-    if not folder.is_dir():
-        pytest.skip(f"real datasets not found at {SHARED}")
+    folder = shared_path("ct_liver_msd", "images")
     stems = [p.stem for p in folder.iterdir()]
     split = make_split(stems, SplitConfig(group_pattern=LIVER_GROUPS))
     volumes = [{re.match(LIVER_GROUPS, s).group(1) for s in part} for part in parts(split)]

@@ -62,6 +62,41 @@ def test_training_learns_squares_and_keeps_the_best_epoch() -> None:
     assert measure_throughput(model, val, 4) > 0
 
 
+class Brightness(torch.nn.Module):
+    """Foreground logit = gain * (pixel - 0.5) + shift: with shift 0 it finds the squares exactly;
+    a large negative shift predicts no foreground at all. Kept fixed by lr 0; no batch norm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.tensor(40.0))
+        self.shift = torch.nn.Parameter(torch.tensor(0.0))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.gain * (images[:, :1] - 0.5) + self.shift
+
+
+@pytest.mark.parametrize(("select_metric", "maximize"), [("dice", True), ("loss", False)])
+def test_the_best_epoch_is_kept_when_later_epochs_are_worse(select_metric: str, maximize: bool) -> None:
+    """Epoch 2 is perfect, epochs 1, 3 and 4 are not: the result must be epoch 2's, not the last."""
+    train, val = squares(8, seed=6), squares(4, seed=7)
+    model = Brightness()
+    model.shift.data.fill_(-60.0)  # epoch 1: no foreground at all
+    next_shift = {1: 0.0, 2: 15.0, 3: -60.0}  # epoch 2 exact, epoch 3 all foreground, epoch 4 none
+
+    def degrade(record: EpochRecord) -> None:
+        with torch.no_grad():
+            model.shift.fill_(next_shift.get(record.epoch, -60.0))
+
+    config = TrainConfig(epochs=4, batch_size=4, optimizer=OptimizerConfig(name="sgd", lr=0.0), patience=10, select_metric=select_metric, select_maximize=maximize)
+    result = train_model(model, train, val, config, mode="binary", num_classes=2, on_epoch=degrade)
+    dices = [record.val["dice"] for record in result.history]
+    assert dices[0] == 0.0 and dices[1] == pytest.approx(1.0) and dices[2] < 0.6 and dices[3] == 0.0, dices
+    assert result.best_epoch == 2
+    assert result.val_metrics == result.history[1].val
+    assert result.best_state["shift"].item() == 0.0  # the weights of epoch 2, not of the last epoch
+    assert model.shift.item() == -60.0  # the model itself ends at its last (bad) epoch
+
+
 def test_early_stopping_and_callbacks_can_stop_training() -> None:
     train, val = squares(8, seed=3), squares(4, seed=4)
     frozen = TrainConfig(epochs=20, batch_size=4, optimizer=OptimizerConfig(lr=0.0), patience=2)

@@ -55,14 +55,28 @@ def test_job_progress_with_the_running_trials_epoch(job: int) -> None:
 
 
 def test_cancel_resume_extend(job: int, workspace: Settings) -> None:
+    """A queued job (no worker has it) is cancelled at once; resume queues it again; extend adds trials."""
     at = jobs_page()
     at.button(key="jobs.cancel").click().run()
-    assert get_job(workspace, job).status in ("cancelled", "cancelling")
-    assert {m.label: m.value for m in at.metric}["Status"] in ("Cancelled", "Cancelling")
-    if get_job(workspace, job).status == "cancelled":
-        at.button(key="jobs.resume").click().run()
-        assert get_job(workspace, job).status == "queued"
+    assert get_job(workspace, job).status == "cancelled"
+    assert {m.label: m.value for m in at.metric}["Status"] == "Cancelled"
+    at.button(key="jobs.resume").click().run()
+    assert get_job(workspace, job).status == "queued"
+    assert {m.label: m.value for m in at.metric}["Status"] == "Queued"
     at.number_input(key=f"jobs.more.{job}").set_value(3).run()
     at.button(key="jobs.extend").click().run()
     assert not at.exception
     assert get_job(workspace, job).n_trials == 7
+
+
+def test_cancel_of_a_running_job_waits_for_its_worker(job: int, workspace: Settings) -> None:
+    """A job a live worker holds (this process registers as that worker) goes to Cancelling first."""
+    from core.runtime.claims import claim_job, register_worker
+
+    register_worker(workspace, "w-live", "cpu")
+    assert claim_job(workspace, "w-live", "cpu").id == job
+    at = jobs_page()
+    at.button(key="jobs.cancel").click().run()
+    assert get_job(workspace, job).status == "cancelling"
+    assert {m.label: m.value for m in at.metric}["Status"] == "Cancelling"
+    assert not at.exception

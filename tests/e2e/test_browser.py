@@ -19,13 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import CHROMIUM, missing, require_chromium, shared_path
 from tests.e2e.dashboard import running_dashboard
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared" / "datasets"
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = REPO / "test-output" / "screenshots"
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 TINY_SPEC = {
@@ -42,13 +41,15 @@ TINY_SPEC = {
     },
 }
 
-playwright_api = pytest.importorskip("playwright.sync_api")
+try:
+    import playwright.sync_api as playwright_api
+except ImportError:  # pragma: no cover - depends on the machine
+    missing("the playwright Python package is not installed (pip install -r requirements-dev.txt)")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if not CHROMIUM.is_file():
-        pytest.skip("Debian chromium is not installed (apt-get install -y chromium)")
+    require_chromium()
     home = tmp_path_factory.mktemp("segtune-e2e")
     try:
         with running_dashboard(home) as dashboard:  # python -m app.serve, as scripts/start.sh runs it
@@ -70,8 +71,7 @@ def _stop_workers(home: Path) -> None:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    if not CHROMIUM.is_file():
-        pytest.skip("Debian chromium is not installed (apt-get install -y chromium)")
+    require_chromium()
     with playwright_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
             executable_path=str(CHROMIUM),
@@ -127,9 +127,7 @@ def no_exceptions(tab: object) -> None:
 
 
 def brain_zip(folder: Path) -> Path:
-    source = SHARED / "brain_mri_lgg_mini"
-    if not source.is_dir():
-        pytest.skip(f"{source} is not on this machine")
+    source = shared_path("brain_mri_lgg_mini")
     archive = folder / "brain_mri_lgg_mini.zip"
     with zipfile.ZipFile(archive, "w") as zipped:
         for path in sorted(source.rglob("*")):

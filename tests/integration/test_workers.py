@@ -14,13 +14,11 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
 import pytest
-import sqlalchemy as sa
 from optuna.trial import TrialState
 
 from core.data.demo import create_demo_dataset
@@ -30,11 +28,11 @@ from core.runtime.job_views import RunningTrial, job_status, read_log_tail
 from core.runtime.queue import cancel_job, resume_job, submit_job
 from core.search.validation import spec_from_dict
 from core.settings import Settings, load_settings
+from tests.conftest import postgres_database
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-POSTGRES_URL = os.environ.get("SEGTUNE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -42,31 +40,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'segtune.db'}"
         return
-    yield from _postgres_database()
-
-
-def _postgres_database() -> Iterator[str]:
-    import psycopg2
-
-    try:
-        admin = psycopg2.connect(POSTGRES_URL, connect_timeout=3)
-    except psycopg2.OperationalError as exc:
-        message = f"no PostgreSQL answers at {POSTGRES_URL} ({str(exc).strip()}); start one or set SEGTUNE_TEST_POSTGRES_URL"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    admin.autocommit = True
-    name = f"segtune_test_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    try:
-        # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; the project ships psycopg2.
-        url = sa.engine.make_url(POSTGRES_URL).set(drivername="postgresql+psycopg2", database=name)
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    yield from postgres_database()
 
 
 @pytest.fixture
