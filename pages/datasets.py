@@ -157,7 +157,7 @@ def split_settings(manifest: DatasetManifest) -> None:
     with settings_col:
         split = split_editor(SPLIT_PREFIX, state.SPLIT.get())
     with preview_col, user_errors("Previewing the split"):
-        sizes = split_sizes(manifest.stems, split)
+        sizes = split_sizes(manifest.stems, split, manifest.groups)
         cols = st.columns(3)
         cols[0].metric("Train", sizes["train"])
         cols[1].metric("Validation", sizes["val"])

@@ -110,7 +110,8 @@ def split_section(spec: StudySpec | None, problems: dict[str, str]) -> None:
         split = split_editor(PREFIX + "split.", state.SPLIT.get())
         problem_for(problems, "split")
         with user_errors("Previewing the split"):
-            sizes = split_sizes(cache.manifest(st.session_state[PREFIX + "dataset"]).stems, split)
+            chosen = cache.manifest(st.session_state[PREFIX + "dataset"])
+            sizes = split_sizes(chosen.stems, split, chosen.groups)
             st.caption(f"{sizes['train']} train · {sizes['val']} validation · {sizes['test']} test images")
 
 

@@ -103,7 +103,7 @@ def study_source(spec: StudySpec, settings: Settings) -> StudySource:
     """Read the manifest and freeze (or re-read) the split; decodes no image."""
     manifest = load_manifest(settings.datasets_dir, spec.dataset)
     folder = dataset_path(settings.datasets_dir, spec.dataset)
-    split = frozen_split(folder, manifest.stems, spec.split)
+    split = frozen_split(folder, manifest.stems, spec.split, manifest.groups)
     return StudySource(manifest, folder, split, spec.channels or manifest.channels)
 
 
