@@ -20,7 +20,7 @@ import optuna
 import torch
 from optuna.artifacts import upload_artifact
 
-from core.modeling.bundle import BundleConfig, save_bundle
+from core.modeling.bundle import BundleConfig, save_bundle, volume_preprocessing
 from core.data.tensors import TensorSet, load_tensor_set
 from core.data.manifest import DatasetManifest, dataset_path, load_manifest
 from core.contract import ArtifactKind, Mode, TrialAttr
@@ -32,7 +32,8 @@ from core.modeling.losses import build_loss
 from core.search.suggest import suggest_params
 from core.settings import Settings
 from core.search.spec import StudySpec
-from core.metrics.catalogue import epoch_objectives
+from core.metrics.catalogue import epoch_objectives, volume_metrics
+from core.metrics.volumes import dice_per_volume
 from core.data.splits import Split, frozen_split
 from core.training.loop import EpochRecord, TrainConfig, TrainResult, evaluate, measure_throughput, predict, prepare_model, resolve_device, train_model
 
@@ -141,6 +142,7 @@ def make_objective(spec: StudySpec, context: RunContext) -> Callable[[optuna.Tri
 
 
 def _run_trial(trial: optuna.Trial, spec: StudySpec, data: StudyData, context: RunContext, device: torch.device) -> float | tuple[float, ...]:
+    _check_volume_objectives(spec, data)
     params = suggest_params(trial, spec)
     model_config = config_from_params(params, data.channels, data.num_classes)
     size_problem = input_size_problem(model_config, spec.image_size)
@@ -156,6 +158,7 @@ def _run_trial(trial: optuna.Trial, spec: StudySpec, data: StudyData, context: R
     model.load_state_dict(result.best_state)
 
     summary = _summarise(model, data, result, train_config)
+    _add_volume_metrics(spec, model, data, train_config, summary)
     for key, value in summary.items():
         trial.set_user_attr(key, value)
     bundle = BundleConfig(
@@ -164,6 +167,7 @@ def _run_trial(trial: optuna.Trial, spec: StudySpec, data: StudyData, context: R
         channels=data.channels,
         classes=tuple(data.manifest.classes),
         source={"study": spec.name, "trial": trial.number, "dataset": spec.dataset, "split_hash": data.split.hash, "val_metrics": result.val_metrics},
+        preprocessing=volume_preprocessing(data.manifest),
     )
     trial.set_user_attr(TrialAttr.ARTIFACTS, _store_artifacts(trial, model, bundle, data, train_config, context))
     return _objective_values(spec, summary)
@@ -242,6 +246,24 @@ def _summarise(model: torch.nn.Module, data: StudyData, result: TrainResult, con
         TrialAttr.N_PARAMS: count_parameters(model),
         TrialAttr.WEIGHTS_MB: weights_size_mb(model),
     }
+
+
+def _check_volume_objectives(spec: StudySpec, data: StudyData) -> None:
+    wanted = [o.metric for o in spec.objectives if o.metric.removeprefix("val_") in volume_metrics()]
+    if wanted and not data.manifest.is_volume:
+        raise TrialError(f"{wanted[0]} needs a volume dataset (ingested with --volumes); {data.manifest.name!r} holds 2D images")
+
+
+def _add_volume_metrics(spec: StudySpec, model: torch.nn.Module, data: StudyData, config: TrainConfig, summary: dict[str, Any]) -> None:
+    """Volume datasets: Dice per volume on val and test (slices stacked back), beside the per-slice metrics."""
+    if not data.manifest.is_volume:
+        return
+    groups = data.manifest.groups
+    for key, split in ((TrialAttr.VAL_METRICS, data.val), (TrialAttr.TEST_METRICS, data.test)):
+        if split is not None and len(split):
+            predicted = predict(model, split, config.batch_size, mode=data.mode)
+            score = dice_per_volume(predicted, split.masks.cpu().numpy(), split.stems, groups, data.num_classes)
+            summary[key] = {**summary[key], "dice_per_volume": score}
 
 
 def _objective_values(spec: StudySpec, summary: dict[str, Any]) -> float | tuple[float, ...]:
