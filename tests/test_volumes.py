@@ -197,3 +197,12 @@ def test_per_volume_dice_is_a_final_objective() -> None:
     with pytest.raises(SpecError, match="only known when a trial ends"):
         spec_from_dict({**base, "pruner": "median"})
     assert spec_from_dict({**base, "pruner": "none"}).objectives[0].metric == "val_dice_per_volume"
+
+
+def test_preview_stems_group_into_volumes_for_stepping() -> None:
+    from core.data.volumes import slice_caption, volumes_of
+
+    stems = ["b_s0002", "a_s0010", "a_s0002", "b_s0001"]
+    assert volumes_of(stems) == {"a": [2, 1], "b": [3, 0]}  # positions, in slice order
+    assert slice_caption("a_s0010") == "a · slice 10" and slice_caption("cell7") == "cell7"
+    assert volumes_of(["cell7"]) == {}

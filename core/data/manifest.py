@@ -265,5 +265,11 @@ def dataset_stats(manifest: DatasetManifest) -> DatasetStats:
 
 
 
+def volume_rows(manifest: DatasetManifest) -> list[dict[str, Any]]:
+    """One display row per source volume: slices stored / in the volume, voxels, spacing, orientation."""
+    return [{"volume": v.volume, "slices": v.slices, "of": v.total_slices, "voxels": "x".join(str(n) for n in v.shape),
+             "spacing (mm)": " x ".join(f"{s:.3g}" for s in v.spacing), "orientation": v.orientation} for v in manifest.volumes]
+
+
 def name_problem(name: str) -> str:
     return f"invalid dataset name {name!r}: use 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit"

@@ -18,7 +18,7 @@ Layouts (:func:`find_cases`): the MSD / nnU-Net one, ``imagesTr/`` (or ``images/
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -226,6 +226,22 @@ def parse_slice_stem(stem: str) -> tuple[str, int] | None:
     """``(volume id, slice index)`` of a stem made by :func:`slice_stem`, else None."""
     match = _SLICE_STEM.match(stem)
     return (match["volume"], int(match["index"])) if match else None
+
+
+def slice_caption(stem: str) -> str:
+    """``case_007 · slice 12`` for a volume slice, else the stem itself."""
+    parsed = parse_slice_stem(stem)
+    return f"{parsed[0]} · slice {parsed[1]}" if parsed else stem
+
+
+def volumes_of(stems: Sequence[str]) -> dict[str, list[int]]:
+    """volume id -> positions in ``stems`` of its slices, in slice order ({} when no stem is a volume slice)."""
+    found: dict[str, list[tuple[int, int]]] = {}
+    for position, stem in enumerate(stems):
+        parsed = parse_slice_stem(stem)
+        if parsed:
+            found.setdefault(parsed[0], []).append((parsed[1], position))
+    return {volume: [position for _, position in sorted(items)] for volume, items in sorted(found.items())}
 
 
 # --- layouts ---------------------------------------------------------------------------------------
