@@ -206,3 +206,12 @@ def test_preview_stems_group_into_volumes_for_stepping() -> None:
     assert volumes_of(stems) == {"a": [2, 1], "b": [3, 0]}  # positions, in slice order
     assert slice_caption("a_s0010") == "a · slice 10" and slice_caption("cell7") == "cell7"
     assert volumes_of(["cell7"]) == {}
+
+
+def test_a_zip_of_volumes_ingests(tmp_path: Path) -> None:
+    import shutil
+
+    msd_folder(tmp_path / "Task99" / "Task99", 2)
+    archive = shutil.make_archive(str(tmp_path / "task"), "zip", tmp_path / "Task99")
+    manifest = _ingest(Path(archive), tmp_path / "ds")
+    assert len(manifest.volumes) == 2 and len(manifest.pairs) == 2 * SHAPE[2]

@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.volumes is not None:
+    if getattr(args, "volumes", None) is not None:
         from core.deploy.predict_volumes import predict_volumes
 
         report = predict_volumes(args.model, args.volumes, args.out, progress=True)
