@@ -10,6 +10,7 @@ from app.widgets.errors import user_errors
 from app.widgets.mask_grid import VIEWS, error_legend, mask_row
 from app.widgets.reliability import row_flags
 from app.widgets.trial_table import trial_picker
+from core.data.volumes import slice_caption, volumes_of
 from core.results.previews import ORDERINGS, PreviewSet
 
 MAX_TRIALS = 4
@@ -85,7 +86,13 @@ with user_errors("Comparing masks"):
     if previews is not None:
         view, order, opacity, per_row = view_controls(previews)
         ordered = previews.order(order)
+        volumes = volumes_of(previews.stems)
+        if volumes and sum(map(len, volumes.values())) == len(previews.stems):  # a volume dataset: step through one volume's slices
+            volume = st.selectbox("Volume", list(volumes), key="compare.volume", format_func=lambda v: f"{v} ({len(volumes[v])} preview slices)")
+            members = set(volumes[volume])
+            ordered = [index for index in ordered if index in members]
         position = image_stepper(len(ordered))
+        st.caption(slice_caption(previews.stems[ordered[position - 1]]))
         mask_row(previews, ordered[position - 1], view=view, opacity=opacity, per_row=per_row)
         dice_table(previews, ordered)
         st.page_link(page_path("compress.py"), label="Compare a compressed variant's masks with its original on Compress & deploy", icon=":material/compress:")

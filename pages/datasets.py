@@ -17,15 +17,20 @@ from app.widgets.spec_form import split_editor
 from core.data.demo import DEMO_NAME, create_demo_dataset
 from core.data.images import read_image, read_mask
 from core.data.ingest import ingest_dataset
-from core.data.manifest import DatasetManifest, dataset_path, dataset_stats, delete_dataset
+from core.data.intensity import WINDOW_PRESETS, IntensityConfig, intensity_from_options
+from core.data.manifest import DatasetManifest, dataset_path, dataset_stats, delete_dataset, volume_rows
 from core.data.splits import file_split, split_sizes
 from core.data.visual import class_colors, overlay_mask, shrink
+from core.data.volume_ingest import VolumeIngestOptions, ingest_volumes
+from core.data.volumes import slice_caption
 from core.naming import is_valid_name
 
 GALLERY_COLUMNS = 4
 THUMBNAIL_PX = 256
 SPLIT_PREFIX = "ds.split."
 DATASET_PICKER = "ds.choice"
+AXES = {2: "2 · axial", 1: "1 · coronal", 0: "0 · sagittal"}
+INTENSITY_LABELS = {"percentile": "MRI: percentile 0.5–99.5 %", "custom": "CT window: level / width"}
 
 
 def hex_color(rgb: tuple[int, int, int]) -> str:
@@ -38,7 +43,7 @@ def thumbnail(image_path: str, mask_path: str, num_classes: int, alpha: float) -
     return shrink(overlay, THUMBNAIL_PX)
 
 
-def ingest(source: Path, name: str, classes_text: str) -> None:
+def ingest(source: Path, name: str, classes_text: str, volumes: VolumeIngestOptions | None = None) -> None:
     """Ingest inside a status box: unpacking first (no per-pair progress yet), then a bar over the pairs."""
     classes = [c.strip() for c in classes_text.split(",") if c.strip()] or None
     first_step = "Extracting and checking the zip…" if source.is_file() else "Reading the folder…"
@@ -47,19 +52,25 @@ def ingest(source: Path, name: str, classes_text: str) -> None:
         bar = st.progress(0.0, text=first_step)
 
         def progress(done: int, total: int) -> None:
+            what = "volumes" if volumes else "pairs"
             if done == 1:
-                status.update(label=f"Checking {total} image/mask pairs…")
-            bar.progress(done / max(total, 1), text=f"Checked {done} of {total} pairs")
+                status.update(label=f"Checking {total} {'image/label volumes' if volumes else 'image/mask pairs'}…")
+            bar.progress(done / max(total, 1), text=f"Checked {done} of {total} {what}")
 
         with user_errors("Adding the dataset"):
-            manifest = ingest_dataset(source, name, cache.settings().datasets_dir, classes=classes, progress=progress)
+            datasets_dir = cache.settings().datasets_dir
+            if volumes is not None:
+                manifest = ingest_volumes(source, name, datasets_dir, classes=classes, options=volumes, progress=progress)
+            else:
+                manifest = ingest_dataset(source, name, datasets_dir, classes=classes, progress=progress)
         bar.empty()
         status.update(label="Dataset added" if manifest else "The dataset was not added", state="complete" if manifest else "error",
                       expanded=manifest is None)
     if manifest:
         cache.clear_reads()
         state.DATASET.set(manifest.name)
-        st.success(f"Added **{manifest.name}**: {len(manifest.pairs)} image/mask pairs.", icon=":material/check_circle:")
+        extra = f" from {len(manifest.volumes)} volumes" if manifest.is_volume else ""
+        st.success(f"Added **{manifest.name}**: {len(manifest.pairs)} image/mask pairs{extra}.", icon=":material/check_circle:")
 
 
 def default_name(filename: str) -> str:
@@ -73,7 +84,9 @@ def add_dataset_section(has_datasets: bool) -> None:
             "A dataset is a folder (or zip) with `images/` and `masks/`; a mask has its image's file name "
             "(PNG, 0 = background). Every problem is listed and nothing is stored until all pairs are valid."
         )
-        upload_tab, folder_tab, demo_tab = st.tabs(["Upload a .zip", "Folder on the server", "Demo dataset"])
+        upload_tab, folder_tab, volume_tab, demo_tab = st.tabs(["Upload a .zip", "Folder on the server", "Medical volumes", "Demo dataset"])
+        with volume_tab:
+            volume_section()
         with upload_tab:
             upload = st.file_uploader("Zip file", type=["zip"], key="ds.upload")
             suggested = default_name(upload.name) if upload else ""
@@ -96,6 +109,32 @@ def add_dataset_section(has_datasets: bool) -> None:
             demo_button("tab")
 
 
+def volume_section() -> None:
+    st.caption("NIfTI in the MSD / nnU-Net layout (`imagesTr/` + `labelsTr/`; several sequences `case_0000`, `case_0001` … become "
+               "channels) or DICOM series folders in `imagesTr/<case>/` with NIfTI labels. Stored as 2D slices; each volume stays in "
+               "one split.")
+    folder = st.text_input("Folder or .zip path on the server", key="ds.vol_path", placeholder="/data/Task03_Liver")
+    suggested = default_name(folder.rstrip("/")) if folder else ""
+    name = st.text_input("Dataset name", key="ds.vol_name", placeholder=suggested or "my-volumes").strip() or suggested
+    cols = st.columns(3)
+    axis = cols[0].selectbox("Slicing axis", [2, 1, 0], key="ds.vol_axis", format_func=AXES.get)
+    intensity_name = cols[1].selectbox("Intensity", ["percentile", *WINDOW_PRESETS.names, "custom"], key="ds.vol_intensity",
+                                       format_func=lambda n: INTENSITY_LABELS.get(n, f"CT window: {n}"))
+    empty = cols[2].slider("Share of empty slices kept", 0.0, 1.0, 1.0, 0.05, key="ds.vol_empty", help="Slices without any foreground")
+    level = width = None
+    if intensity_name == "custom":
+        lw = st.columns(2)
+        level = lw[0].number_input("Window level (HU)", value=40.0, key="ds.vol_level")
+        width = lw[1].number_input("Window width (HU)", value=400.0, min_value=1.0, key="ds.vol_width")
+    classes = st.text_input("Class names (optional)", key="ds.vol_classes", placeholder="background, liver, tumour",
+                            help="Default: from the folder's dataset.json, else background, foreground.")
+    if st.button("Add volumes", disabled=not folder or not name, type="primary", key="ds.vol_go"):
+        window = intensity_name if intensity_name in WINDOW_PRESETS else None
+        with user_errors("Reading the options"):
+            options = VolumeIngestOptions(axis=axis, intensity=intensity_from_options(window, level, width, None), empty_fraction=empty)
+            ingest(Path(folder).expanduser(), name, classes, volumes=options)
+
+
 def demo_button(where: str) -> None:
     exists = DEMO_NAME in cache.datasets()
     if st.button("Create demo dataset", disabled=exists, icon=":material/auto_awesome:", key=f"ds.demo_{where}", type="primary" if where == "empty" else "secondary"):
@@ -111,14 +150,43 @@ def demo_button(where: str) -> None:
 def overview(manifest: DatasetManifest) -> None:
     stats = dataset_stats(manifest)
     columns = st.columns(5)
-    columns[0].metric("Image/mask pairs", stats.count)
+    columns[0].metric("Image/mask pairs", stats.count, help=f"slices of {stats.volumes} volumes" if stats.volumes else None)
     columns[1].metric("Most common size", next(iter(stats.sizes), "–"), help=f"{len(stats.sizes)} distinct size(s)")
     columns[2].metric("Channels", "1 (grey)" if stats.channels == 1 else "3 (RGB)")
     columns[3].metric("Classes", manifest.num_classes, help=", ".join(manifest.classes))
     columns[4].metric("Empty masks", stats.empty_masks, help="Masks without any foreground pixel")
 
 
+def volume_gallery(manifest: DatasetManifest) -> None:
+    """Volume datasets: pick a volume, step through its stored slices."""
+    slices = manifest.volume_slices()
+    controls = st.columns([2, 2, 3], vertical_alignment="bottom")
+    volume = controls[0].selectbox("Volume", list(slices), key="ds.volume", format_func=lambda v: f"{v} ({len(slices[v])} slices)")
+    alpha = controls[1].slider("Mask opacity", 0.0, 1.0, 0.45, 0.05, key="ds.alpha")
+    colors = class_colors(manifest.num_classes)
+    legend = " · ".join(f"<span style='color:{hex_color(c)}'>■</span> {name}" for c, name in zip(colors[1:], manifest.classes[1:]))
+    controls[2].markdown(legend, unsafe_allow_html=True)
+    pairs = slices[volume]
+    position = st.slider("Slice", 0, len(pairs) - 1, 0, key=f"ds.slice.{volume}", format="%d",
+                         help="Position among the stored slices (empty slices may have been left out at ingest)") if len(pairs) > 1 else 0
+    pair = pairs[position]
+    folder = dataset_path(cache.settings().datasets_dir, manifest.name)
+    picture = thumbnail(str(folder / pair.image), str(folder / pair.mask), manifest.num_classes, alpha)
+    info = next(v for v in manifest.volumes if v.volume == volume)
+    left, right = st.columns([2, 1])
+    left.image(picture, caption=f"{slice_caption(pair.stem)} of {info.total_slices} · {sum(pair.foreground):.0%} foreground", width="stretch")
+    right.markdown(f"**{volume}**")
+    right.caption(f"{'x'.join(map(str, info.shape))} voxels · {' x '.join(f'{s:.3g}' for s in info.spacing)} mm · {info.orientation}")
+    right.caption(f"Source: `{', '.join(info.images)}` + `{info.label}`")
+    slicing = manifest.slicing
+    if slicing is not None:
+        right.caption(f"Axis {slicing.axis} · {IntensityConfig.from_dict(slicing.intensity).description}")
+
+
 def gallery(manifest: DatasetManifest) -> None:
+    if manifest.is_volume:
+        volume_gallery(manifest)
+        return
     controls = st.columns([2, 2, 3], vertical_alignment="bottom")
     alpha = controls[0].slider("Mask opacity", 0.0, 1.0, 0.45, 0.05, key="ds.alpha")
     per_page = GALLERY_COLUMNS * 3
@@ -149,6 +217,10 @@ def statistics(manifest: DatasetManifest) -> None:
     sizes.markdown("**Image sizes**")
     sizes.dataframe(pd.DataFrame({"size (W×H)": list(stats.sizes), "pairs": list(stats.sizes.values())}), hide_index=True, width="stretch")
     sizes.caption(f"{stats.bit_depth}-bit images · source `{Path(manifest.source).name}`")
+    if manifest.is_volume:
+        counts = list(stats.slices_per_volume.values())
+        st.markdown(f"**{stats.volumes} volumes** · {min(counts)}–{max(counts)} slices per volume (mean {np.mean(counts):.1f}) stored")
+        st.dataframe(pd.DataFrame(volume_rows(manifest)), hide_index=True, width="stretch")
 
 
 def split_settings(manifest: DatasetManifest) -> None:
@@ -163,7 +235,7 @@ def split_settings(manifest: DatasetManifest) -> None:
             sizes = {"train": len(own.train), "val": len(own.val), "test": len(own.test)}
             st.caption("From the dataset's own split.csv")
         else:
-            sizes = split_sizes(manifest.stems, split)
+            sizes = split_sizes(manifest.stems, split, manifest.groups)
         cols = st.columns(3)
         cols[0].metric("Train", sizes["train"])
         cols[1].metric("Validation", sizes["val"])

@@ -123,18 +123,19 @@ def split_section(spec: StudySpec | None, problems: dict[str, str]) -> None:
         problem_for(problems, "split", "cv", "cv.folds")
         with user_errors("Previewing the split"):
             dataset = st.session_state[PREFIX + "dataset"]
-            stems = cache.manifest(dataset).stems
+            chosen = cache.manifest(dataset)
+            stems, groups = chosen.stems, chosen.groups
             if split.from_file:
                 folder = dataset_path(cache.settings().datasets_dir, dataset)
                 sizes = {part: len(getattr(file_split(folder, stems, split), part)) for part in ("train", "val", "test")}
                 st.caption(f"From the dataset's split.csv: {sizes['train']} train · {sizes['val']} validation · {sizes['test']} test images"
                            + (f" (train + validation cut into {spec.cv.folds} folds)" if spec is not None and spec.cv else ""))
             elif spec is not None and spec.cv is not None:
-                sizes = split_sizes(stems, dataclasses.replace(split, k_folds=spec.cv.folds, fold=0))
+                sizes = split_sizes(stems, dataclasses.replace(split, k_folds=spec.cv.folds, fold=0), groups)
                 st.caption(f"{spec.cv.folds} folds of about {sizes['val']} validation images each "
                            f"(each fold's model trains on about {sizes['train']}) · {sizes['test']} test images, held out first")
             else:
-                sizes = split_sizes(stems, split)
+                sizes = split_sizes(stems, split, groups)
                 st.caption(f"{sizes['train']} train · {sizes['val']} validation · {sizes['test']} test images")
 
 

@@ -96,6 +96,8 @@ def test_every_catalogue_metric_is_computed_and_stored_by_a_real_trial(workspace
             assert f"val_{metric.name}" in epoch, metric.name
         elif metric.scope == Scope.EPOCH:
             assert metric.name in epoch, metric.name
+        elif metric.scope == Scope.VOLUME:  # volume datasets only: tests/test_volume_roundtrip.py
+            assert metric.name not in attrs[TrialAttr.VAL_METRICS], metric.name
         else:
             assert metric.source == Source.MEASUREMENT and attrs[metric.name] > 0, metric.name
     # the objective is the validation metric the catalogue names, never the test one

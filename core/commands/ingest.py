@@ -1,4 +1,9 @@
-"""``python -m core ingest PATH --name NAME``: copy a folder or zip of images + masks into the workspace."""
+"""``python -m core ingest PATH --name NAME [--volumes ...]``: copy a dataset into the workspace.
+
+2D: a folder or zip of images + masks. ``--volumes``: NIfTI (MSD / nnU-Net ``imagesTr/`` +
+``labelsTr/``) or DICOM series folders with NIfTI labels, stored as 2D slices along ``--axis`` with
+the chosen intensity preprocessing (one of ``--window``, ``--level``/``--width``, ``--normalise``).
+"""
 
 from __future__ import annotations
 
@@ -6,22 +11,45 @@ import argparse
 from pathlib import Path
 
 from core.data.ingest import ingest_dataset
+from core.data.intensity import WINDOW_PRESETS, intensity_from_options
 from core.settings import load_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("ingest", help="ingest a dataset (folder or .zip of images + masks)")
-    parser.add_argument("path", type=Path, help="folder or .zip with images/ + masks/, or masks named <stem><suffix>")
+    parser = subparsers.add_parser("ingest", help="ingest a dataset (folder or .zip of images + masks, or of medical volumes)")
+    parser.add_argument("path", type=Path, help="folder or .zip with images/ + masks/, or masks named <stem><suffix>; with --volumes: imagesTr/ + labelsTr/")
     parser.add_argument("--name", required=True, help="dataset name (letters, digits, '-', '_', '.')")
     parser.add_argument("--classes", help="comma-separated class names for indexed multi-class masks, background first")
     parser.add_argument("--mask-suffix", help="mask file suffix in a single-folder layout, e.g. _mask (default: detected)")
+    volumes = parser.add_argument_group("medical volumes (NIfTI / DICOM series)")
+    volumes.add_argument("--volumes", action="store_true", help="PATH holds volumes: store them as 2D slices grouped by volume")
+    volumes.add_argument("--axis", type=int, default=2, help="slicing axis of the RAS+ volume: 0 sagittal, 1 coronal, 2 axial (default)")
+    volumes.add_argument("--window", choices=WINDOW_PRESETS.names, help="CT window preset")
+    volumes.add_argument("--level", type=float, help="CT window level in HU (with --width)")
+    volumes.add_argument("--width", type=float, help="CT window width in HU (with --level)")
+    volumes.add_argument("--normalise", choices=["percentile"], help="MRI: per-volume 0.5-99.5 percentile scaling (the default)")
+    volumes.add_argument("--empty-fraction", type=float, default=1.0, help="share of slices without foreground to keep (default 1 = all)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     classes = [name.strip() for name in args.classes.split(",")] if args.classes else None
+    if args.volumes:
+        return _ingest_volumes(args, classes, settings.datasets_dir)
     manifest = ingest_dataset(args.path, args.name, settings.datasets_dir, classes=classes, mask_suffix=args.mask_suffix)
     print(f"ingested {manifest.name}: {len(manifest.pairs)} pairs, {manifest.channels} channel(s), classes {list(manifest.classes)}")
     print(f"stored in {settings.datasets_dir / manifest.name}")
+    return 0
+
+
+def _ingest_volumes(args: argparse.Namespace, classes: list[str] | None, datasets_dir: Path) -> int:
+    from core.data.volume_ingest import VolumeIngestOptions, ingest_volumes
+
+    intensity = intensity_from_options(args.window, args.level, args.width, args.normalise)
+    options = VolumeIngestOptions(axis=args.axis, intensity=intensity, empty_fraction=args.empty_fraction)
+    manifest = ingest_volumes(args.path, args.name, datasets_dir, classes=classes, options=options)
+    print(f"ingested {manifest.name}: {len(manifest.volumes)} volumes, {len(manifest.pairs)} slices along axis {args.axis}, "
+          f"{intensity.description}, classes {list(manifest.classes)}")
+    print(f"stored in {datasets_dir / manifest.name}")
     return 0

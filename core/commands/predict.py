@@ -1,4 +1,9 @@
-"""``python -m core predict --model BUNDLE --images DIR --out DIR [--overlay]``: masks for a folder."""
+"""``python -m core predict --model BUNDLE (--images DIR | --volumes DIR) --out DIR``: masks for a folder.
+
+``--images``: one PNG mask per image (``--overlay`` adds overlays). ``--volumes``: one NIfTI label
+volume per NIfTI file / DICOM series, with the input's geometry and the bundle's ingest-time
+preprocessing (models trained on a volume dataset).
+"""
 
 from __future__ import annotations
 
@@ -10,15 +15,22 @@ from core.deploy.predict import predict_folder
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("predict", help="segment a folder of images with an exported model")
+    parser = subparsers.add_parser("predict", help="segment a folder of images or medical volumes with an exported model")
     parser.add_argument("--model", required=True, type=Path, help="exported bundle or variant folder")
-    parser.add_argument("--images", required=True, type=Path, help="folder of images (PNG, JPG, TIFF, BMP)")
-    parser.add_argument("--out", required=True, type=Path, help="folder for the masks (<stem>.png)")
-    parser.add_argument("--overlay", action="store_true", help="also write overlays into OUT/overlays/")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", type=Path, help="folder of images (PNG, JPG, TIFF, BMP)")
+    source.add_argument("--volumes", type=Path, help="folder of NIfTI volumes (<case>.nii.gz, <case>_0000.nii.gz ...) or DICOM series sub-folders")
+    parser.add_argument("--out", required=True, type=Path, help="folder for the masks (<stem>.png) or label volumes (<case>.nii.gz)")
+    parser.add_argument("--overlay", action="store_true", help="images: also write overlays into OUT/overlays/")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    report = predict_folder(args.model, args.images, args.out, overlay=args.overlay, progress=True)
+    if getattr(args, "volumes", None) is not None:
+        from core.deploy.predict_volumes import predict_volumes
+
+        report = predict_volumes(args.model, args.volumes, args.out, progress=True)
+    else:
+        report = predict_folder(args.model, args.images, args.out, overlay=args.overlay, progress=True)
     print(report.summary(), file=sys.stderr if report.skipped else sys.stdout)
     return 0

@@ -13,7 +13,7 @@ import shutil
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,15 +56,67 @@ class PairInfo:
     height: int
     width: int
     foreground: tuple[float, ...]  # fraction of pixels of each non-background class
+    volume: str | None = None  # volume datasets: the case (patient) this slice comes from = its split group
+    slice_index: int | None = None  # volume datasets: index along the slicing axis
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stem": self.stem, "image": self.image, "mask": self.mask, "height": self.height,
+        data = {"stem": self.stem, "image": self.image, "mask": self.mask, "height": self.height,
                 "width": self.width, "foreground": list(self.foreground)}
+        if self.volume is not None:  # written only for slices, so 2D manifests stay as they were
+            data.update(volume=self.volume, slice_index=self.slice_index)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PairInfo:
+        index = data.get("slice_index")
         return cls(stem=data["stem"], image=data["image"], mask=data["mask"], height=int(data["height"]),
-                   width=int(data["width"]), foreground=tuple(float(f) for f in data["foreground"]))
+                   width=int(data["width"]), foreground=tuple(float(f) for f in data["foreground"]),
+                   volume=data.get("volume"), slice_index=None if index is None else int(index))
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    """One source volume (case) of a volume dataset: where it came from and its geometry."""
+
+    volume: str  # case id, also the split group of its slices
+    images: tuple[str, ...]  # source files (one per sequence) or the DICOM series folder, relative to the source
+    label: str  # source label file
+    shape: tuple[int, ...]  # voxels, as stored in the file
+    spacing: tuple[float, ...]  # mm per voxel along each stored axis
+    affine: tuple[tuple[float, ...], ...]  # 4x4 voxel -> world (RAS, mm)
+    orientation: str  # axis codes, e.g. "RAS"
+    slices: int  # slices stored (after dropping empty ones)
+    total_slices: int  # slices along the axis in the volume
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"volume": self.volume, "images": list(self.images), "label": self.label, "shape": list(self.shape),
+                "spacing": list(self.spacing), "affine": [list(row) for row in self.affine], "orientation": self.orientation,
+                "slices": self.slices, "total_slices": self.total_slices}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VolumeInfo:
+        return cls(volume=data["volume"], images=tuple(data["images"]), label=data["label"], shape=tuple(int(n) for n in data["shape"]),
+                   spacing=tuple(float(v) for v in data["spacing"]), affine=tuple(tuple(float(v) for v in row) for row in data["affine"]),
+                   orientation=data["orientation"], slices=int(data["slices"]), total_slices=int(data["total_slices"]))
+
+
+@dataclass(frozen=True)
+class VolumeSlicing:
+    """How a volume dataset was cut into 2D slices; ``predict --volumes`` repeats it (via the bundle)."""
+
+    axis: int  # slicing axis of the canonical (RAS+) volume: 0 sagittal, 1 coronal, 2 axial
+    intensity: dict[str, Any]  # core.data.intensity.IntensityConfig.to_dict()
+    sequences: int = 1  # image volumes per case (MRI sequences), stored as channels
+    empty_fraction: float = 1.0  # share of slices without foreground that were kept
+    canonical: bool = True  # volumes are reoriented to RAS+ before slicing
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VolumeSlicing:
+        return cls(axis=int(data["axis"]), intensity=dict(data["intensity"]), sequences=int(data.get("sequences", 1)),
+                   empty_fraction=float(data.get("empty_fraction", 1.0)), canonical=bool(data.get("canonical", True)))
 
 
 @dataclass(frozen=True)
@@ -80,6 +132,25 @@ class DatasetManifest:
     pairs: tuple[PairInfo, ...]
     checksum: str  # sha256 over the stored image and mask files
     version: int = MANIFEST_VERSION
+    volumes: tuple[VolumeInfo, ...] = ()  # volume datasets only: the source volumes
+    slicing: VolumeSlicing | None = None  # volume datasets only: axis, intensity, sequences
+
+    @property
+    def is_volume(self) -> bool:
+        return self.slicing is not None
+
+    @property
+    def groups(self) -> dict[str, str]:
+        """stem -> split group (its volume) for the pairs that have one; splits keep each group together."""
+        return {pair.stem: pair.volume for pair in self.pairs if pair.volume is not None}
+
+    def volume_slices(self) -> dict[str, list[PairInfo]]:
+        """volume id -> its stored slices in slice order (empty for 2D datasets)."""
+        slices: dict[str, list[PairInfo]] = {}
+        for pair in self.pairs:
+            if pair.volume is not None:
+                slices.setdefault(pair.volume, []).append(pair)
+        return {volume: sorted(pairs, key=lambda p: p.slice_index or 0) for volume, pairs in slices.items()}
 
     @property
     def stems(self) -> tuple[str, ...]:
@@ -106,9 +177,13 @@ class DatasetManifest:
         raise KeyError(f"dataset {self.name!r} has no pair with stem {stem!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "name": self.name, "created": self.created, "source": self.source,
+        data = {"version": self.version, "name": self.name, "created": self.created, "source": self.source,
                 "channels": self.channels, "bit_depth": self.bit_depth, "classes": list(self.classes),
                 "checksum": self.checksum, "pairs": [pair.to_dict() for pair in self.pairs]}
+        if self.slicing is not None:  # optional keys: manifests of 2D datasets are unchanged
+            data["slicing"] = self.slicing.to_dict()
+            data["volumes"] = [volume.to_dict() for volume in self.volumes]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DatasetManifest:
@@ -117,7 +192,9 @@ class DatasetManifest:
         return cls(name=data["name"], created=data["created"], source=data["source"],
                    channels=int(data["channels"]), bit_depth=int(data["bit_depth"]),
                    classes=tuple(data["classes"]), pairs=tuple(PairInfo.from_dict(p) for p in data["pairs"]),
-                   checksum=data["checksum"], version=data["version"])
+                   checksum=data["checksum"], version=data["version"],
+                   volumes=tuple(VolumeInfo.from_dict(v) for v in data.get("volumes") or ()),
+                   slicing=VolumeSlicing.from_dict(data["slicing"]) if data.get("slicing") else None)
 
 
 @dataclass(frozen=True)
@@ -130,6 +207,9 @@ class DatasetStats:
     bit_depth: int
     foreground: dict[str, tuple[float, ...]]  # non-background class -> per-pair pixel fraction
     empty_masks: int  # masks with no foreground pixel at all
+    volumes: int = 0  # volume datasets: source volumes
+    slices_per_volume: dict[str, int] = field(default_factory=dict)  # volume id -> stored slices
+    spacing: dict[str, tuple[float, ...]] = field(default_factory=dict)  # volume id -> mm per voxel
 
 
 # --- public helpers -------------------------------------------------------------------------------
@@ -180,8 +260,16 @@ def dataset_stats(manifest: DatasetManifest) -> DatasetStats:
     foreground = {cls: tuple(p.foreground[i] for p in manifest.pairs) for i, cls in enumerate(manifest.classes[1:])}
     empty = sum(1 for p in manifest.pairs if not any(p.foreground))
     return DatasetStats(count=len(manifest.pairs), sizes=manifest.sizes, channels=manifest.channels,
-                        bit_depth=manifest.bit_depth, foreground=foreground, empty_masks=empty)
+                        bit_depth=manifest.bit_depth, foreground=foreground, empty_masks=empty,
+                        volumes=len(manifest.volumes), slices_per_volume={v.volume: v.slices for v in manifest.volumes},
+                        spacing={v.volume: v.spacing for v in manifest.volumes})
 
+
+
+def volume_rows(manifest: DatasetManifest) -> list[dict[str, Any]]:
+    """One display row per source volume: slices stored / in the volume, voxels, spacing, orientation."""
+    return [{"volume": v.volume, "slices": v.slices, "of": v.total_slices, "voxels": "x".join(str(n) for n in v.shape),
+             "spacing (mm)": " x ".join(f"{s:.3g}" for s in v.spacing), "orientation": v.orientation} for v in manifest.volumes]
 
 
 def name_problem(name: str) -> str:

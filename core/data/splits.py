@@ -13,7 +13,7 @@ import random
 import re
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -73,10 +73,14 @@ class Split:
                    config=SplitConfig.from_dict(data["config"]), hash=data["hash"])
 
 
-def make_split(stems: Sequence[str], config: SplitConfig) -> Split:
-    """Deterministic for ``config.seed`` and independent of the order of ``stems``."""
+def make_split(stems: Sequence[str], config: SplitConfig, groups: Mapping[str, str] | None = None) -> Split:
+    """Deterministic for ``config.seed`` and independent of the order of ``stems``.
+
+    ``groups`` (stem -> group id, e.g. the volume / patient of each slice, from the manifest) keeps
+    every group in one part; it wins over ``config.group_pattern`` for the stems it names.
+    """
     _check_config(config)
-    groups = _shuffled_groups(stems, config)
+    groups = _shuffled_groups(stems, config, groups or {})
     if len(groups) < 3:
         raise SplitError(f"a split needs at least 3 items (or groups of items) to give train, val and test; got {len(groups)}")
     test, rest = _hold_out_test(groups, config)
@@ -87,9 +91,9 @@ def make_split(stems: Sequence[str], config: SplitConfig) -> Split:
     return _finish(train, val, test, config)
 
 
-def split_sizes(stems: Sequence[str], config: SplitConfig) -> dict[str, int]:
+def split_sizes(stems: Sequence[str], config: SplitConfig, groups: Mapping[str, str] | None = None) -> dict[str, int]:
     """Items per part, for the dashboard's preview."""
-    split = make_split(stems, config)
+    split = make_split(stems, config, groups)
     return {"train": len(split.train), "val": len(split.val), "test": len(split.test)}
 
 
@@ -123,9 +127,9 @@ def file_split(dataset_dir: Path, stems: Sequence[str], config: SplitConfig) -> 
     return split_from_assignments(assignments, config)
 
 
-def frozen_split(dataset_dir: Path, stems: Sequence[str], config: SplitConfig) -> Split:
+def frozen_split(dataset_dir: Path, stems: Sequence[str], config: SplitConfig, groups: Mapping[str, str] | None = None) -> Split:
     """Make the split and keep it at ``<dataset_dir>/splits/<hash>.json`` (written once, never changed)."""
-    split = file_split(dataset_dir, stems, config) if config.from_file else make_split(stems, config)
+    split = file_split(dataset_dir, stems, config) if config.from_file else make_split(stems, config, groups)
     path = Path(dataset_dir) / SPLITS_DIR / f"{split.hash}.json"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,13 +183,14 @@ def _check_config(config: SplitConfig) -> None:
         raise SplitError("; ".join(problems.values()))
 
 
-def _shuffled_groups(stems: Sequence[str], config: SplitConfig) -> list[Group]:
+def _shuffled_groups(stems: Sequence[str], config: SplitConfig, known: Mapping[str, str]) -> list[Group]:
     duplicates = sorted(stem for stem, count in Counter(stems).items() if count > 1)
     if duplicates:
         raise SplitError(f"duplicate stems {duplicates[:10]}")
     members: dict[str, list[str]] = {}
     for stem in sorted(stems):
-        members.setdefault(_group_key(stem, config.group_pattern), []).append(stem)
+        key = f"group:{known[stem]}" if stem in known else _group_key(stem, config.group_pattern)
+        members.setdefault(key, []).append(stem)
     groups = [tuple(members[key]) for key in sorted(members)]
     random.Random(config.seed).shuffle(groups)  # sorted first, so input order never matters
     return groups

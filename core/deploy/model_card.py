@@ -9,7 +9,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial
 
 from core.contract import ArtifactKind, StudyAttr, TrialAttr
-from core.metrics.catalogue import METRICS, split_metrics
+from core.metrics.catalogue import METRICS, stored_metrics
 from core.modeling.architectures import ARCHITECTURES, Family
 from core.modeling.bundle import CONFIG_FILE, WEIGHTS_FILE
 from core.results.trials import best_numbers, objective_names
@@ -134,7 +134,7 @@ def _split_text(split: dict[str, Any]) -> str:
 def _metrics_table(val: dict[str, Any], test: dict[str, Any]) -> str:
     rows = [
         f"| {METRICS.get(m).label} | {_fmt(val.get(m))} | {_fmt(test.get(m))} |"
-        for m in split_metrics()
+        for m in stored_metrics()
         if m in val or m in test
     ]
     if not rows:

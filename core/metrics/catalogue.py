@@ -8,6 +8,10 @@ Scopes:
 - ``split``: computed on a split of images; stored as ``val_<name>`` / ``test_<name>`` (and
   ``train_<name>`` per epoch where training computes it).
 - ``epoch``: a per-epoch value of training itself (the learning rate).
+- ``volume``: computed once when a trial ends, on a split of a *volume* dataset with its slices
+  stacked back into volumes (Dice per volume, what nnU-Net and the papers report); stored like
+  split metrics as ``val_<name>`` / ``test_<name>``. Not known per epoch, so an objective on it
+  cannot drive pruning and the best epoch is kept on the validation loss.
 - ``trial``: one figure per finished trial (throughput, size).
 """
 
@@ -28,6 +32,7 @@ class Direction(StrEnum):
 class Scope(StrEnum):
     SPLIT = "split"
     EPOCH = "epoch"
+    VOLUME = "volume"
     TRIAL = "trial"
 
 
@@ -39,6 +44,7 @@ class Source(StrEnum):
     LOSS = "loss"  # the training loss, evaluated on a split
     TRAINER = "trainer"  # the training loop (learning rate)
     MEASUREMENT = "measurement"  # measured on the trained model (throughput, size)
+    VOLUMES = "volumes"  # core.metrics.volumes.dice_per_volume, at trial end on volume datasets
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,7 @@ METRICS: Registry[Metric] = Registry("metric", [
     Metric("recall", "Recall", _UP, _SPLIT, _COUNTS),
     Metric("f1", "F1", _UP, _SPLIT, _COUNTS, report=True),
     Metric("specificity", "Specificity", _UP, _SPLIT, _COUNTS, objective=False),
+    Metric("dice_per_volume", "Dice per volume", _UP, Scope.VOLUME, Source.VOLUMES, report=False),
     Metric("loss", "Loss", _DOWN, _SPLIT, Source.LOSS, curve=True),
     Metric("lr", "Learning rate", _DOWN, Scope.EPOCH, Source.TRAINER, objective=False, curve=True),
     Metric("images_per_s", "Throughput (images/s)", _UP, Scope.TRIAL, Source.MEASUREMENT),
@@ -78,6 +85,16 @@ DEFAULT_OBJECTIVE = "val_dice"
 def split_metrics(source: Source | None = None) -> tuple[str, ...]:
     """Names of the metrics computed on a split (optionally only those ``source`` computes)."""
     return tuple(m.name for m in METRICS if m.scope == _SPLIT and (source is None or m.source == source))
+
+
+def volume_metrics() -> tuple[str, ...]:
+    """Names of the metrics computed per volume at trial end (volume datasets only)."""
+    return tuple(m.name for m in METRICS if m.scope == Scope.VOLUME)
+
+
+def stored_metrics() -> tuple[str, ...]:
+    """Every name stored under ``val_``/``test_`` of a trial: split metrics, then volume metrics."""
+    return split_metrics() + volume_metrics()
 
 
 def objective_metrics() -> dict[str, Direction]:
@@ -107,4 +124,4 @@ def label(name: str) -> str:
 
 
 def _objective_name(metric: Metric) -> str:
-    return f"val_{metric.name}" if metric.scope == _SPLIT else metric.name
+    return f"val_{metric.name}" if metric.scope in (_SPLIT, Scope.VOLUME) else metric.name

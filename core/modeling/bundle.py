@@ -16,6 +16,8 @@ from core.errors import SegTuneError
 if TYPE_CHECKING:
     from torch import nn
 
+    from core.data.manifest import DatasetManifest, VolumeSlicing
+
 BUNDLE_FORMAT = "segtune-bundle"
 BUNDLE_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -36,8 +38,17 @@ class BundleConfig:
     classes: tuple[str, ...]  # index = mask value; classes[0] is background
     threshold: float = 0.5  # binary models: sigmoid threshold for foreground
     source: dict[str, Any] = field(default_factory=dict)  # study, trial, dataset, split hash, metrics
+    preprocessing: dict[str, Any] = field(default_factory=dict)  # volume datasets: {"volumes": VolumeSlicing dict}; {} for 2D
     format: str = BUNDLE_FORMAT
     version: int = BUNDLE_VERSION
+
+    @property
+    def volume_slicing(self) -> VolumeSlicing | None:
+        """How the training volumes were sliced and scaled (None: a 2D-image model)."""
+        from core.data.manifest import VolumeSlicing
+
+        data = self.preprocessing.get("volumes")
+        return VolumeSlicing.from_dict(data) if data else None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -51,6 +62,11 @@ class BundleConfig:
             raise BundleError(f"bundle version {data.get('version')!r} is not supported (expected {BUNDLE_VERSION})")
         data["classes"] = tuple(data["classes"])
         return cls(**data)
+
+
+def volume_preprocessing(manifest: DatasetManifest) -> dict[str, Any]:
+    """What a bundle records about its dataset's volume preprocessing ({} for 2D datasets)."""
+    return {"volumes": manifest.slicing.to_dict()} if manifest.slicing is not None else {}
 
 
 def save_bundle(model: nn.Module, config: BundleConfig, folder: Path) -> Path:

@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from core.contract import StudyAttr, TrialAttr
 from core.errors import SegTuneError
-from core.metrics.catalogue import split_metrics
+from core.metrics.catalogue import stored_metrics
 from core.results.reliability import baseline_frame, best_vs_runner_up, reliability_columns
 
 CANCELLED_STATE = "cancelled"  # a trial a cancel stopped: Optuna says FAIL, the leaderboard says cancelled
@@ -117,7 +117,7 @@ def _frame_columns(trials: Sequence[FrozenTrial], names: list[str]) -> list[str]
     params = sorted({f"param_{name}" for trial in trials for name in trial.params})
     return [
         "number", "state", "best", "rank", *[f"objective_{name}" for name in names], *params,
-        *[f"val_{metric}" for metric in split_metrics()], *[f"test_{metric}" for metric in split_metrics()],
+        *[f"val_{metric}" for metric in stored_metrics()], *[f"test_{metric}" for metric in stored_metrics()],
         *TRIAL_ATTRS, *RELIABILITY_COLUMNS, "duration_s", "error",
     ]
 
@@ -129,8 +129,8 @@ def _trial_row(trial: FrozenTrial, names: list[str], is_best: bool) -> dict[str,
         row[f"objective_{name}"] = value
     row.update({f"param_{name}": value for name, value in trial.params.items()})
     val_metrics = attrs.get(TrialAttr.VAL_METRICS) or _last_epoch_metrics(attrs.get(TrialAttr.HISTORY) or [])
-    row.update({f"val_{m}": val_metrics.get(m) for m in split_metrics()})
-    row.update({f"test_{m}": (attrs.get(TrialAttr.TEST_METRICS) or {}).get(m) for m in split_metrics()})
+    row.update({f"val_{m}": val_metrics.get(m) for m in stored_metrics()})
+    row.update({f"test_{m}": (attrs.get(TrialAttr.TEST_METRICS) or {}).get(m) for m in stored_metrics()})
     row.update({attr: attrs.get(attr) for attr in TRIAL_ATTRS})
     if row["epochs_run"] is None:
         # A running (or hand-made) trial has no summary yet: its progress is the current epoch.

@@ -58,7 +58,7 @@ def estimate_trial_cost(spec: StudySpec, settings: Settings, device: str = "cpu"
     from core.modeling.build import build_model, count_parameters, weights_size_mb
 
     manifest = load_manifest(settings.datasets_dir, spec.dataset)
-    sizes = split_sizes(manifest.stems, spec.split)
+    sizes = split_sizes(manifest.stems, spec.split, manifest.groups)
     params = typical_params(spec)
     channels = spec.channels or manifest.channels
     model = build_model(config_from_params(params, channels, manifest.num_classes)).to(device)

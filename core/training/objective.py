@@ -34,10 +34,11 @@ from optuna.trial import TrialState
 from core.contract import ArtifactKind, StudyAttr, TrialAttr
 from core.data.tensors import TensorSet
 from core.errors import SegTuneError
-from core.metrics.catalogue import epoch_objectives
+from core.metrics.catalogue import epoch_objectives, volume_metrics
+from core.metrics.volumes import dice_per_volume
 from core.modeling.architectures import config_from_params, input_size_problem
 from core.modeling.build import build_model
-from core.modeling.bundle import BundleConfig, save_bundle
+from core.modeling.bundle import BundleConfig, save_bundle, volume_preprocessing
 from core.modeling.config import ModelConfig
 from core.search.spec import StudySpec
 from core.search.suggest import suggest_params
@@ -108,6 +109,7 @@ def _run_trial(trial: optuna.Trial, spec: StudySpec, study_data: Callable[[int |
         return reused
     folds: list[int | None] = list(range(spec.cv.folds)) if spec.cv else [None]
     first_data = study_data(folds[0])
+    _check_volume_objectives(spec, first_data)
     model_config = config_from_params(params, first_data.channels, first_data.num_classes)
     size_problem = input_size_problem(model_config, spec.image_size)
     if size_problem:
@@ -132,6 +134,7 @@ def _run_trial(trial: optuna.Trial, spec: StudySpec, study_data: Callable[[int |
             first_model = model
     assert first_model is not None
     attrs = summary(spec, scores, first_model, first_data, train_config, trial.study.user_attrs.get(StudyAttr.BASELINES))
+    _add_volume_metrics(first_model, first_data, train_config, attrs)
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
     bundle = BundleConfig(
@@ -139,10 +142,32 @@ def _run_trial(trial: optuna.Trial, spec: StudySpec, study_data: Callable[[int |
         image_size=spec.image_size,
         channels=first_data.channels,
         classes=tuple(first_data.manifest.classes),
+        preprocessing=volume_preprocessing(first_data.manifest),
         source={"study": spec.name, "trial": trial.number, "dataset": spec.dataset, "split_hash": first_data.split.hash, "val_metrics": scores[0].result.val_metrics},
     )
     trial.set_user_attr(TrialAttr.ARTIFACTS, _store_artifacts(trial, first_model, bundle, first_data, train_config, context))
     return _objective_values(spec, attrs)
+
+
+def _check_volume_objectives(spec: StudySpec, data: StudyData) -> None:
+    wanted = [o.metric for o in spec.objectives if o.metric.removeprefix("val_") in volume_metrics()]
+    if wanted and not data.manifest.is_volume:
+        raise TrialError(f"{wanted[0]} needs a volume dataset (ingested with --volumes); {data.manifest.name!r} holds 2D images")
+    if wanted and spec.cv:
+        raise TrialError(f"{wanted[0]} is not computed per fold yet: drop 'cv' or optimise val_dice")
+
+
+def _add_volume_metrics(model: torch.nn.Module, data: StudyData, config: TrainConfig, attrs: dict[str, Any]) -> None:
+    """Volume datasets: Dice per volume on val and test (slices stacked back), beside the per-slice
+    metrics. With cross-validation these are fold 1's model's (the stored model)."""
+    if not data.manifest.is_volume:
+        return
+    groups = data.manifest.groups
+    for key, split in ((TrialAttr.VAL_METRICS, data.val), (TrialAttr.TEST_METRICS, data.test)):
+        if split is not None and len(split):
+            predicted = predict(model, split, config.batch_size, mode=data.mode)
+            score = dice_per_volume(predicted, split.masks.cpu().numpy(), split.stems, groups, data.num_classes)
+            attrs[key] = {**attrs[key], "dice_per_volume": score}
 
 
 _NOT_COPIED = {TrialAttr.WORKER, TrialAttr.JOB_ID, TrialAttr.CANCELLED, TrialAttr.ERROR, TrialAttr.REUSED_FROM}

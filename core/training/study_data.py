@@ -73,7 +73,7 @@ def study_source(spec: StudySpec, settings: Settings, fold: int | None = None) -
     """Read the manifest and freeze (or re-read) the split of ``fold`` (fold 0 with CV when None); decodes no image."""
     manifest = load_manifest(settings.datasets_dir, spec.dataset)
     folder = dataset_path(settings.datasets_dir, spec.dataset)
-    split = frozen_split(folder, manifest.stems, split_config(spec, fold))
+    split = frozen_split(folder, manifest.stems, split_config(spec, fold), manifest.groups)
     return StudySource(manifest, folder, split, spec.channels or manifest.channels)
 
 

@@ -1,0 +1,354 @@
+"""Medical volumes: read NIfTI files and DICOM series, find cases, and check image/label geometry.
+
+Reading goes through the field's readers (nibabel for NIfTI, pydicom for DICOM); SegTune only puts
+DICOM slices in order and builds their affine (the standard DICOM -> NIfTI mapping: LPS patient
+coordinates turned into NIfTI's RAS). Every volume comes out as a :class:`Volume`: a 3D float32
+array (several sequences stacked on a 4th axis, last) with its 4x4 voxel -> world (RAS, mm) affine.
+
+Slicing works on the *closest canonical* orientation (RAS+), so axis 0/1/2 means sagittal/coronal/
+axial whatever order the file stored its voxels in; :func:`to_canonical` / :func:`from_canonical`
+convert, and predictions are written back in the input's own voxel order and affine.
+
+Layouts (:func:`find_cases`): the MSD / nnU-Net one, ``imagesTr/`` (or ``images/``) + ``labelsTr/``
+(or ``labels/``); an image is ``<case>.nii[.gz]``, several sequences ``<case>_0000.nii.gz``,
+``<case>_0001.nii.gz`` ..., or a folder ``<case>/`` of DICOM files (one series); its label is
+``<case>.nii[.gz]`` in the labels folder.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import add_problem
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+IMAGE_DIRS = ("imagesTr", "images")
+LABEL_DIRS = ("labelsTr", "labels")
+AFFINE_ATOL_MM = 1e-3  # image and label affines may differ by float noise, not by geometry
+_SEQUENCE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+_SLICE_STEM = re.compile(r"^(?P<volume>.+)_s(?P<index>\d+)$")
+
+
+@dataclass
+class Volume:
+    """A 3D scan: ``data`` (X, Y, Z) or (X, Y, Z, sequences) float32, ``affine`` voxel -> RAS mm."""
+
+    data: np.ndarray
+    affine: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(n) for n in self.data.shape[:3])  # type: ignore[return-value]
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
+
+    @property
+    def orientation(self) -> str:
+        import nibabel as nib
+
+        return "".join(nib.aff2axcodes(self.affine))
+
+
+@dataclass(frozen=True)
+class Case:
+    """One patient / volume of a source: its image file(s) (one per sequence) and label file."""
+
+    case_id: str
+    images: tuple[Path, ...]  # NIfTI files in sequence order, or one DICOM series folder
+    label: Path | None = None
+
+
+class VolumeReadError(Exception):
+    """A file that is not a readable volume (caught by callers and turned into a problem)."""
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+
+def is_nifti(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def nifti_stem(path: Path) -> str:
+    name = path.name
+    for suffix in NIFTI_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def read_nifti(path: Path) -> Volume:
+    """A NIfTI file as a float32 volume (its scaling applied); a 4D file keeps its 4th axis."""
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+        data = np.asarray(image.dataobj, dtype=np.float32)
+    except Exception as exc:
+        raise VolumeReadError(f"unreadable or corrupt NIfTI file: {type(exc).__name__}: {exc}") from exc
+    if data.ndim not in (3, 4):
+        raise VolumeReadError(f"expected a 3D volume, got {data.ndim} dimension(s) of shape {data.shape}")
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    return Volume(data, np.asarray(image.affine, dtype=np.float64))
+
+
+def read_dicom_series(folder: Path) -> Volume:
+    """The DICOM files of ``folder`` (one series) as a volume in Hounsfield units / stored values."""
+    import pydicom
+
+    slices = []
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        try:
+            slices.append(pydicom.dcmread(path))
+        except Exception as exc:
+            raise VolumeReadError(f"{path.name}: unreadable DICOM file ({type(exc).__name__}: {exc})") from exc
+    if not slices:
+        raise VolumeReadError("no DICOM files in the series folder")
+    try:
+        return _stack_dicom(slices)
+    except (AttributeError, KeyError, ValueError, TypeError) as exc:
+        raise VolumeReadError(f"DICOM series cannot be assembled: {exc}") from exc
+
+
+def _stack_dicom(slices: list) -> Volume:
+    series = {str(getattr(ds, "SeriesInstanceUID", "")) for ds in slices}
+    if len(series) > 1:
+        raise ValueError(f"the folder mixes {len(series)} series; put one series per case folder")
+    orientation = np.array([float(v) for v in slices[0].ImageOrientationPatient])
+    row, column = orientation[:3], orientation[3:]
+    normal = np.cross(row, column)
+    slices.sort(key=lambda ds: float(np.dot(normal, [float(v) for v in ds.ImagePositionPatient])))
+    positions = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in slices])
+    row_spacing, column_spacing = (float(v) for v in slices[0].PixelSpacing)
+    if len(slices) > 1:
+        step = (positions[-1] - positions[0]) / (len(slices) - 1)
+    else:
+        step = normal * float(getattr(slices[0], "SliceThickness", 1.0) or 1.0)
+    lps = np.eye(4)
+    lps[:3, 0] = row * column_spacing  # voxel axis 0 runs along a row (column index)
+    lps[:3, 1] = column * row_spacing  # voxel axis 1 runs down a column (row index)
+    lps[:3, 2] = step
+    lps[:3, 3] = positions[0]
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM LPS -> NIfTI RAS
+    planes = []
+    for ds in slices:
+        pixels = ds.pixel_array.astype(np.float32)
+        planes.append(pixels * float(getattr(ds, "RescaleSlope", 1) or 1) + float(getattr(ds, "RescaleIntercept", 0) or 0))
+    shapes = {plane.shape for plane in planes}
+    if len(shapes) > 1:
+        raise ValueError(f"slices of different sizes {sorted(shapes)}")
+    data = np.stack([plane.T for plane in planes], axis=-1)  # (columns, rows, slices)
+    return Volume(data, affine)
+
+
+def read_case_image(case: Case) -> Volume:
+    """The case's image: a DICOM series, one NIfTI file, or several sequences stacked as the 4th axis."""
+    if len(case.images) == 1 and case.images[0].is_dir():
+        return read_dicom_series(case.images[0])
+    volumes = [read_nifti(path) for path in case.images]
+    if len(volumes) == 1:
+        return volumes[0]
+    first = volumes[0]
+    for path, other in zip(case.images[1:], volumes[1:]):
+        problem = geometry_problem(first, other, what=f"sequence {path.name}")
+        if problem or other.data.ndim != 3:
+            raise VolumeReadError(problem or f"sequence {path.name} is not a 3D volume")
+    return Volume(np.stack([v.data for v in volumes], axis=-1), first.affine)
+
+
+def read_label(path: Path) -> Volume:
+    return read_nifti(path)
+
+
+# --- geometry --------------------------------------------------------------------------------------
+
+
+def geometry_problem(image: Volume, label: Volume, *, what: str = "label") -> str:
+    """Why ``label`` does not lie on ``image``'s voxel grid (shape, spacing, orientation), or ''."""
+    if label.data.ndim != 3:
+        return f"{what} must be a 3D volume, got shape {label.data.shape}"
+    if image.shape != label.shape:
+        return f"{what} shape {label.shape} differs from the image's {image.shape}"
+    if not np.allclose(image.spacing, label.spacing, atol=AFFINE_ATOL_MM):
+        return f"{what} spacing {_mm(label.spacing)} differs from the image's {_mm(image.spacing)}"
+    if image.orientation != label.orientation:
+        return f"{what} orientation {label.orientation} differs from the image's {image.orientation}"
+    if not np.allclose(image.affine, label.affine, atol=AFFINE_ATOL_MM):
+        return f"{what} origin/direction (affine) differs from the image's by up to {np.abs(image.affine - label.affine).max():.4g} mm"
+    return ""
+
+
+def _mm(values: tuple[float, ...]) -> str:
+    return "x".join(f"{v:.3g}" for v in values) + " mm"
+
+
+def to_canonical(volume: Volume) -> Volume:
+    """The same volume with its voxel axes reordered/flipped to the closest RAS+ orientation."""
+    from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
+
+    ornt = io_orientation(volume.affine)
+    data = apply_orientation(volume.data, ornt)
+    affine = volume.affine @ inv_ornt_aff(ornt, volume.shape)
+    return Volume(np.ascontiguousarray(data), affine)
+
+
+def from_canonical(data: np.ndarray, original_affine: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`to_canonical` for an array on the canonical grid (e.g. a predicted label)."""
+    from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+
+    back = ornt_transform(axcodes2ornt(("R", "A", "S")), io_orientation(original_affine))
+    return np.ascontiguousarray(apply_orientation(data, back))
+
+
+def slice_view(plane: np.ndarray) -> np.ndarray:
+    """A canonical 2D slice as stored and shown (rotated a quarter turn, so anterior / superior is up)."""
+    return np.ascontiguousarray(np.rot90(plane))
+
+
+def slice_unview(picture: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`slice_view`: a stored / predicted picture back on the volume's slice plane."""
+    return np.ascontiguousarray(np.rot90(picture, -1))
+
+
+def slice_stem(volume_id: str, index: int) -> str:
+    return f"{volume_id}_s{index:04d}"
+
+
+def parse_slice_stem(stem: str) -> tuple[str, int] | None:
+    """``(volume id, slice index)`` of a stem made by :func:`slice_stem`, else None."""
+    match = _SLICE_STEM.match(stem)
+    return (match["volume"], int(match["index"])) if match else None
+
+
+def slice_caption(stem: str) -> str:
+    """``case_007 · slice 12`` for a volume slice, else the stem itself."""
+    parsed = parse_slice_stem(stem)
+    return f"{parsed[0]} · slice {parsed[1]}" if parsed else stem
+
+
+def volumes_of(stems: Sequence[str]) -> dict[str, list[int]]:
+    """volume id -> positions in ``stems`` of its slices, in slice order ({} when no stem is a volume slice)."""
+    found: dict[str, list[tuple[int, int]]] = {}
+    for position, stem in enumerate(stems):
+        parsed = parse_slice_stem(stem)
+        if parsed:
+            found.setdefault(parsed[0], []).append((parsed[1], position))
+    return {volume: [position for _, position in sorted(items)] for volume, items in sorted(found.items())}
+
+
+# --- layouts ---------------------------------------------------------------------------------------
+
+
+def find_volume_root(root: Path) -> Path | None:
+    """The folder holding ``imagesTr``/``images`` with volumes, stepping into lone sub-folders."""
+    for _ in range(4):
+        if _image_dir(root) is not None:
+            return root
+        entries = [p for p in root.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX"]
+        if len(entries) != 1 or not entries[0].is_dir():
+            return None
+        root = entries[0]
+    return None
+
+
+def _image_dir(root: Path) -> Path | None:
+    for name in IMAGE_DIRS:
+        folder = root / name
+        if folder.is_dir() and any(is_nifti(p) or p.is_dir() for p in folder.iterdir() if not p.name.startswith(".")):
+            return folder
+    return None
+
+
+def find_cases(root: Path, problems: dict[str, str], *, labels_required: bool = True) -> list[Case]:
+    """Cases of a volume layout (see the module docstring); unmatched files become problems."""
+    images_dir = _image_dir(root)
+    if images_dir is None:
+        problems["source"] = f"no {' or '.join(IMAGE_DIRS)}/ folder with NIfTI files or DICOM series folders in {root.name}"
+        return []
+    labels_dir = next((root / name for name in LABEL_DIRS if (root / name).is_dir()), None)
+    groups = group_image_files(images_dir, problems)
+    labels = {nifti_stem(p): p for p in labels_dir.iterdir() if is_nifti(p)} if labels_dir else {}
+    cases = []
+    for case_id, files in sorted(groups.items()):
+        label = labels.pop(case_id, None)
+        if label is None and labels_required:
+            add_problem(problems, f"{images_dir.name}/{files[0].name}", f"no label volume {case_id}.nii.gz in {'/'.join(LABEL_DIRS)}")
+            continue
+        cases.append(Case(case_id, tuple(files), label))
+    for stem, path in sorted(labels.items()):
+        add_problem(problems, f"{path.parent.name}/{path.name}", f"label without an image (case {stem!r})")
+    if labels_required and labels_dir is None and groups:
+        problems["source"] = f"no {' or '.join(LABEL_DIRS)}/ folder beside {images_dir.name}/"
+    return cases
+
+
+def group_image_files(folder: Path, problems: dict[str, str]) -> dict[str, list[Path]]:
+    """case id -> its image files (sequences ``_0000``, ``_0001`` ... in order) or its DICOM folder."""
+    groups: dict[str, list[tuple[int, Path]]] = {}
+    for path in sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX"):
+        if path.is_dir():
+            groups.setdefault(path.name, []).append((0, path))
+            continue
+        if not is_nifti(path):
+            if path.suffix.lower() not in (".json", ".txt", ".md", ".csv"):
+                add_problem(problems, f"{folder.name}/{path.name}", "not a NIfTI file (.nii / .nii.gz) or DICOM series folder")
+            continue
+        stem = nifti_stem(path)
+        match = _SEQUENCE.match(stem)
+        case_id, channel = (match["case"], int(match["channel"])) if match else (stem, 0)
+        groups.setdefault(case_id, []).append((channel, path))
+    result: dict[str, list[Path]] = {}
+    for case_id, members in groups.items():
+        channels = sorted(members, key=lambda item: item[0])
+        numbers = [number for number, _ in channels]
+        if numbers != list(range(len(numbers))):
+            add_problem(problems, f"{folder.name}/{case_id}", f"sequences {numbers} are not numbered 0000, 0001, ... without gaps")
+            continue
+        result[case_id] = [path for _, path in channels]
+    counts = {len(files) for files in result.values()}
+    if len(counts) > 1:
+        problems["sequences"] = f"cases have different numbers of sequences {sorted(counts)}; every case needs the same"
+    return result
+
+
+def label_problem(values: np.ndarray, num_classes: int) -> str:
+    """Why a label volume's values are not class indices 0..num_classes-1, or ''."""
+    present = np.unique(values)
+    if not np.all(np.equal(np.mod(present, 1), 0)):
+        return "label values are not whole numbers; a label volume holds class indices"
+    if present.min() < 0 or present.max() >= num_classes:
+        shown = ", ".join(str(int(v)) for v in present[:10])
+        return f"unexpected label values [{shown}]; expected 0..{num_classes - 1} (declare the classes, background first)"
+    return ""
+
+
+def msd_classes(root: Path) -> tuple[str, ...] | None:
+    """Class names from an MSD/nnU-Net ``dataset.json`` (``labels``), when one is there."""
+    import json
+
+    path = root / "dataset.json"
+    if not path.is_file():
+        return None
+    try:
+        labels: Mapping = json.loads(path.read_text(encoding="utf-8")).get("labels") or {}
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(labels, Mapping) or not labels:
+        return None
+    pairs: dict[int, str] = {}
+    for key, value in labels.items():  # MSD: {"0": "background"}; nnU-Net v2: {"background": 0}
+        if str(key).isdigit():
+            pairs[int(key)] = str(value)
+        elif isinstance(value, int):
+            pairs[value] = str(key)
+    if sorted(pairs) != list(range(len(pairs))) or len(pairs) < 2:
+        return None
+    return tuple(pairs[i] for i in range(len(pairs)))

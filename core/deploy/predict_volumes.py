@@ -1,0 +1,103 @@
+"""Segment medical volumes (NIfTI files, DICOM series) slice by slice and write NIfTI label volumes.
+
+The bundle records how its training volumes were prepared (``BundleConfig.preprocessing``: slicing
+axis, intensity window or percentile normalisation, sequences); each input gets exactly that:
+reoriented to RAS+, scaled to 8 bits, cut along the axis, each slice fed like a 2D image. The
+predicted slices are stacked, put back into the input's own voxel order and written as
+``<out>/<case>.nii.gz`` (class indices, uint8) with the input's affine, so the label lies on the
+scan in any viewer. A file that cannot be read is reported and skipped.
+
+Inputs in ``--volumes DIR``: ``<case>.nii[.gz]``; several sequences ``<case>_0000.nii.gz``,
+``<case>_0001.nii.gz`` ... (as at ingest); or sub-folders holding one DICOM series each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from core.data.intensity import IntensityConfig
+from core.data.manifest import VolumeSlicing
+from core.data.volume_ingest import slice_pictures
+from core.data.volumes import Case, VolumeReadError, from_canonical, group_image_files, read_case_image, slice_unview, to_canonical
+from core.deploy.export import load_model
+from core.deploy.predict import PredictError, predict_image
+from core.modeling.bundle import BundleConfig
+
+
+@dataclass
+class VolumeReport:
+    written: list[Path] = field(default_factory=list)  # label volumes, one per readable case
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file or case, why)
+
+    def summary(self) -> str:
+        lines = [f"{len(self.written)} label volume(s) written, {len(self.skipped)} skipped"]
+        lines += [f"  skipped {name}: {reason}" for name, reason in self.skipped]
+        return "\n".join(lines)
+
+
+def predict_volumes(model_folder: Path, volumes: Path, out: Path, *, progress: bool = True) -> VolumeReport:
+    """Write ``out/<case>.nii.gz`` for every readable volume in ``volumes``."""
+    model, config = load_model(Path(model_folder))
+    slicing = config.volume_slicing
+    if slicing is None:
+        raise PredictError(f"{model_folder} was trained on 2D images, not volumes; use --images for image folders")
+    folder = Path(volumes)
+    if not folder.is_dir():
+        raise PredictError(f"volume folder {folder} does not exist or is not a folder")
+    report = VolumeReport()
+    problems: dict[str, str] = {}
+    cases = group_image_files(folder, problems)
+    report.skipped += sorted(problems.items())
+    if not cases and not problems:
+        raise PredictError(f"volume folder {folder} holds no NIfTI files or DICOM series folders")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for case_id, files in tqdm(sorted(cases.items()), desc="predict volumes", unit="volume", disable=not progress):
+        reason = _sequence_problem(files, slicing)
+        if reason:
+            report.skipped.append((case_id, reason))
+            continue
+        try:
+            labels, affine = predict_case(model, config, slicing, Case(case_id, tuple(files)))
+        except VolumeReadError as exc:
+            report.skipped.append((case_id, str(exc)))
+            continue
+        report.written.append(write_label(out / f"{case_id}.nii.gz", labels, affine))
+    return report
+
+
+def _sequence_problem(files: list[Path], slicing: VolumeSlicing) -> str:
+    count = 1 if files[0].is_dir() else len(files)
+    if count != slicing.sequences:
+        return f"{count} sequence(s), but the model was trained on {slicing.sequences} per case"
+    return ""
+
+
+@torch.no_grad()
+def predict_case(model: torch.nn.Module, config: BundleConfig, slicing: VolumeSlicing, case: Case) -> tuple[np.ndarray, np.ndarray]:
+    """(class-index label volume in the input's voxel order, the input's affine)."""
+    original = read_case_image(case)
+    canonical = to_canonical(original)
+    pictures = slice_pictures(canonical, slicing.axis, IntensityConfig.from_dict(slicing.intensity), slicing.sequences)
+    planes = [slice_unview(predict_image(model, config, _hwc(picture))) for picture in pictures]
+    labels = np.stack(planes, axis=slicing.axis).astype(np.uint8)
+    return from_canonical(labels, original.affine), original.affine
+
+
+def _hwc(picture: np.ndarray) -> np.ndarray:
+    return picture[..., None] if picture.ndim == 2 else picture
+
+
+def write_label(path: Path, labels: np.ndarray, affine: np.ndarray) -> Path:
+    import nibabel as nib
+
+    image = nib.Nifti1Image(labels.astype(np.uint8), affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    nib.save(image, str(path))
+    return path
