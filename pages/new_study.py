@@ -18,7 +18,7 @@ from app.widgets.spec_form import (
 from core.errors import SegTuneError
 from core.runtime.launcher import plan_slots, visible_gpu_ids
 from core.search.presets import load_preset, preset_names
-from core.search.suggest import search_space_size
+from core.search.size import search_space_size
 from core.search.spec import StudySpec
 from core.search.validation import SpecError, spec_from_dict
 from core.data.splits import split_sizes
