@@ -26,7 +26,9 @@ from PIL import Image
 
 from core.data.archives import IGNORED_NAMES, IngestLimits, unpack
 from core.data.images import IMAGE_EXTENSIONS, IMAGE_MODES, MASK_MODES
-from core.data.manifest import BINARY_CLASSES, MANIFEST_FILE, DatasetError, DatasetManifest, PairInfo, name_problem
+from core.data.manifest import (
+    BINARY_CLASSES, INGEST_PREFIX, MANIFEST_FILE, DatasetError, DatasetManifest, PairInfo, name_problem, remove_stale_work,
+)
 from core.errors import add_problem
 from core.naming import is_valid_name
 
@@ -55,7 +57,8 @@ def ingest_dataset(
     if not source.exists() or (source.is_file() and not zipfile.is_zipfile(source)):
         raise DatasetError(problems)
     datasets_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".ingest-", dir=datasets_dir))
+    remove_stale_work(datasets_dir)  # what a killed ingest or delete left behind
+    work = Path(tempfile.mkdtemp(prefix=INGEST_PREFIX, dir=datasets_dir))
     try:
         request = _Request(source, name, tuple(classes or BINARY_CLASSES), classes is not None, mask_suffix, limits)
         manifest = _build(request, work, problems, progress)
@@ -280,6 +283,11 @@ def _decode(path: Path, what: str, label: str, limits: IngestLimits, problems: d
         with Image.open(path) as image:
             if _too_large(image, label, limits, problems):
                 return None
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1:
+                add_problem(problems, label, f"holds {frames} frames (a stack or animation); SegTune reads 2D images: "
+                                             "save each slice as its own file")
+                return None
             image.load()
             return read(image)
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for broken files
@@ -308,13 +316,33 @@ def _load_mask(path: Path, label: str, limits: IngestLimits, problems: dict[str,
     if mode not in MASK_MODES:
         add_problem(problems, label, f"unsupported mask mode {mode}; masks must be single-channel class indices")
         return None
-    if values.ndim == 3:  # LA / RGB / RGBA: only acceptable when every colour channel is equal (grey)
-        colour = values[..., :3] if mode != "LA" else values[..., :1]
-        if not (colour == colour[..., :1]).all():
-            add_problem(problems, label, "colour mask: masks must hold class indices in one channel, not colours")
+    if values.ndim == 3:  # LA / RGB / RGBA
+        values = _one_channel(values, mode, label, problems)
+        if values is None:
             return None
-        values = colour[..., 0]
     return values.astype(np.int64)
+
+
+def _one_channel(values: np.ndarray, mode: str, label: str, problems: dict[str, str]) -> np.ndarray | None:
+    """The class-index channel of a multi-channel mask: grey colour, or the alpha channel a mask was drawn in.
+
+    Colour channels must be equal (grey). With transparency, the alpha channel is the mask when the
+    colour is the same everywhere (drawn as opacity) or agrees with it; otherwise which one holds the
+    classes cannot be told, and the mask is refused rather than guessed.
+    """
+    colour = values[..., :1] if mode == "LA" else values[..., :3]
+    alpha = values[..., -1] if mode in ("LA", "RGBA") else None
+    if not (colour == colour[..., :1]).all():
+        add_problem(problems, label, "colour mask: masks must hold class indices in one channel, not colours")
+        return None
+    grey = colour[..., 0]
+    if alpha is None or (alpha == 255).all():
+        return grey
+    if (grey == grey.flat[0]).all() or (grey == alpha).all():
+        return alpha
+    add_problem(problems, label, f"{mode} mask with both transparency and varying grey values: cannot tell which channel holds "
+                                 "the classes; save the mask as a single-channel (grey or indexed) PNG")
+    return None
 
 
 def _too_large(image: Image.Image, label: str, limits: IngestLimits, problems: dict[str, str]) -> bool:
