@@ -38,10 +38,14 @@ def thumbnail(image_path: str, mask_path: str, num_classes: int, alpha: float) -
     return shrink(overlay, THUMBNAIL_PX)
 
 
-def ingest(source: Path, name: str, classes_text: str) -> None:
-    """Ingest inside a status box: unpacking first (no per-pair progress yet), then a bar over the pairs."""
+def ingest(source: Path, name: str, classes_text: str, *, confine: bool = False) -> None:
+    """Ingest inside a status box: unpacking first (no per-pair progress yet), then a bar over the pairs.
+
+    ``confine``: a path typed by the user, read only under the server's import roots.
+    """
     classes = [c.strip() for c in classes_text.split(",") if c.strip()] or None
-    first_step = "Extracting and checking the zip…" if source.is_file() else "Reading the folder…"
+    roots = cache.settings().server_import_roots if confine else None
+    first_step = "Extracting and checking the zip…" if source.suffix.lower() == ".zip" else "Reading the folder…"
     manifest: DatasetManifest | None = None
     with st.status(first_step, expanded=True) as status:
         bar = st.progress(0.0, text=first_step)
@@ -52,7 +56,7 @@ def ingest(source: Path, name: str, classes_text: str) -> None:
             bar.progress(done / max(total, 1), text=f"Checked {done} of {total} pairs")
 
         with user_errors("Adding the dataset"):
-            manifest = ingest_dataset(source, name, cache.settings().datasets_dir, classes=classes, progress=progress)
+            manifest = ingest_dataset(source, name, cache.settings().datasets_dir, classes=classes, progress=progress, confine_to=roots)
         bar.empty()
         status.update(label="Dataset added" if manifest else "The dataset was not added", state="complete" if manifest else "error",
                       expanded=manifest is None)
@@ -85,12 +89,16 @@ def add_dataset_section(has_datasets: bool) -> None:
                     archive.write_bytes(upload.getvalue())
                     ingest(archive, name, classes)
         with folder_tab:
-            folder = st.text_input("Folder path", key="ds.folder", placeholder="/data/my-images")
+            roots = cache.settings().server_import_roots
+            st.caption("Only folders (or .zip files) inside these server folders can be read: "
+                       + ", ".join(f"`{root}`" for root in roots)
+                       + ". Give a path inside one of them, or a name relative to it. The administrator sets them with `SEGTUNE_IMPORT_ROOTS`.")
+            folder = st.text_input("Folder path", key="ds.folder", placeholder=f"{roots[0]}/my-images")
             suggested = default_name(folder.rstrip("/")) if folder else ""
             name = st.text_input("Dataset name", key="ds.folder_name", placeholder=suggested or "my-dataset").strip() or suggested
             classes = st.text_input("Class names (optional)", key="ds.folder_classes", placeholder="background, foreground")
             if st.button("Add dataset", disabled=not folder or not name, type="primary", key="ds.folder_go"):
-                ingest(Path(folder).expanduser(), name, classes)
+                ingest(Path(folder.strip()), name, classes, confine=True)
         with demo_tab:
             st.write("Sixty 128 px images of cell-like shapes with their masks, generated here — enough for a first study in minutes.")
             demo_button("tab")

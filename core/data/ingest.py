@@ -29,6 +29,7 @@ from core.data.images import IMAGE_EXTENSIONS, IMAGE_MODES, MASK_MODES
 from core.data.manifest import (
     BINARY_CLASSES, INGEST_PREFIX, MANIFEST_FILE, DatasetError, DatasetManifest, PairInfo, name_problem, remove_stale_work,
 )
+from core.data.server_folders import link_problems, resolve_import_source, within
 from core.errors import add_problem
 from core.naming import is_valid_name
 
@@ -50,9 +51,17 @@ def ingest_dataset(
     mask_suffix: str | None = None,
     limits: IngestLimits = IngestLimits(),
     progress: Callable[[int, int], None] | None = None,
+    confine_to: Sequence[Path] | None = None,
 ) -> DatasetManifest:
-    """Validate ``source`` (folder or .zip) and store it as dataset ``name``; raises :class:`DatasetError`."""
+    """Validate ``source`` (folder or .zip) and store it as dataset ``name``; raises :class:`DatasetError`.
+
+    ``confine_to``: import roots (the dashboard's "Folder on the server"): ``source`` must resolve
+    under one of them and no link inside it may lead out (:mod:`core.data.server_folders`).
+    """
+    confine = tuple(Path(root).resolve() for root in confine_to) if confine_to is not None else None
     source, datasets_dir = Path(source), Path(datasets_dir)
+    if confine is not None:
+        source = _confined_source(source, name, datasets_dir, classes, confine)
     problems = _request_problems(source, name, datasets_dir, classes)
     if not source.exists() or (source.is_file() and not zipfile.is_zipfile(source)):
         raise DatasetError(problems)
@@ -60,7 +69,7 @@ def ingest_dataset(
     remove_stale_work(datasets_dir)  # what a killed ingest or delete left behind
     work = Path(tempfile.mkdtemp(prefix=INGEST_PREFIX, dir=datasets_dir))
     try:
-        request = _Request(source, name, tuple(classes or BINARY_CLASSES), classes is not None, mask_suffix, limits)
+        request = _Request(source, name, tuple(classes or BINARY_CLASSES), classes is not None, mask_suffix, limits, confine)
         manifest = _build(request, work, problems, progress)
         _publish(work, datasets_dir / name, name)
     except BaseException:
@@ -77,6 +86,22 @@ class _Request:
     declared: bool  # classes given by the user (else binary by default)
     mask_suffix: str | None
     limits: IngestLimits
+    confine: tuple[Path, ...] | None = None  # import roots every file read must resolve under
+
+
+def _confined_source(source: Path, name: str, datasets_dir: Path, classes: Sequence[str] | None, roots: tuple[Path, ...]) -> Path:
+    """``source`` resolved under ``roots``, with no link inside leading out; else DatasetError (all problems)."""
+    try:
+        source = resolve_import_source(source, roots)
+    except DatasetError as error:
+        problems = _request_problems(Path(datasets_dir), name, datasets_dir, classes)  # name/classes problems too
+        problems.pop("source", None)
+        raise DatasetError({**error.problems, **problems}) from None
+    if source.is_dir():
+        links = link_problems(source, roots)
+        if links:
+            raise DatasetError({**links, **_request_problems(source, name, datasets_dir, classes)})
+    return source
 
 
 @dataclass(frozen=True)
@@ -253,6 +278,11 @@ def _shorten(items: Sequence[Any]) -> str:
 
 
 def _check_pair(pair: _SourcePair, request: _Request, problems: dict[str, str]) -> _Checked | None:
+    if request.confine is not None:  # again at read time: a link may have been swapped since the scan
+        for path, label in ((pair.image, pair.image_label), (pair.mask, pair.mask_label)):
+            if not within(path.resolve(), request.confine):
+                add_problem(problems, label, "is a link to a place outside the import folders; links may not leave them")
+                return None
     image = _inspect_image(pair.image, pair.image_label, request.limits, problems)
     mask = _load_mask(pair.mask, pair.mask_label, request.limits, problems)
     if image is None or mask is None:
