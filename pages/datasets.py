@@ -16,10 +16,11 @@ from app.widgets.errors import user_errors
 from app.widgets.spec_form import split_editor
 from core.data.images import read_image, read_mask
 from core.data.ingest import ingest_dataset
-from core.data.manifest import DatasetManifest, dataset_path, dataset_stats, delete_dataset
+from core.data.manifest import DatasetManifest, dataset_path, dataset_stats
 from core.data.demo import DEMO_NAME, create_demo_dataset
 from core.naming import is_valid_name
 from core.data.splits import split_sizes
+from core.runtime.dataset_guard import delete_dataset_safely
 from core.data.visual import class_colors, overlay_mask, shrink
 
 GALLERY_COLUMNS = 4
@@ -179,7 +180,7 @@ def manage(manifest: DatasetManifest) -> None:
     confirm = st.text_input(f"Type **{manifest.name}** to delete this dataset", key="ds.delete_confirm")
     if st.button("Delete dataset", type="secondary", disabled=confirm != manifest.name, icon=":material/delete:", key="ds.delete"):
         with user_errors("Deleting the dataset"):
-            delete_dataset(cache.settings().datasets_dir, manifest.name)
+            delete_dataset_safely(cache.settings(), manifest.name)  # refused while a job trains on it
             cache.clear_reads()
             state.DATASET.clear()
             st.session_state.pop("ds.delete_confirm", None)
