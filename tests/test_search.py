@@ -113,3 +113,17 @@ def test_a_huge_grid_is_counted_not_listed_and_refused() -> None:
     with pytest.raises(SegTuneError, match="above the limit"):
         grid_points(spec_with(space))  # a spec that skipped validation still cannot be listed
     assert search_space_size(spec_with({"lr": {"low": 1e-4, "high": 1e-2}})) is None
+
+
+@pytest.mark.parametrize("command", ["submit", "tune"])
+def test_the_cli_refuses_a_huge_grid_with_one_message(command: str, workspace, tmp_path, capsys) -> None:
+    import json
+
+    from core.cli import main
+
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps({"name": "big", "dataset": "demo-cells", "sampler": "grid",
+                                "search_space": {"batch_size": {"low": 1, "high": 1024}, "epochs": {"low": 1, "high": 10000}}}))
+    assert main([command, "--spec", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "sampler: the grid has 10,240,000 points, above the limit of 10,000" in err and "Traceback" not in err
