@@ -118,3 +118,20 @@ def test_server_folder_inside_the_imports_folder_is_ingested(workspace: Settings
     at.button(key="ds.folder_go").click().run()
     assert not at.exception
     assert dataset_names(workspace.datasets_dir) == ["cells"]
+
+
+def test_a_dataset_a_queued_job_uses_is_not_deleted_and_the_page_names_the_job(workspace: Settings) -> None:
+    from core.data.demo import create_demo_dataset
+    from core.runtime.queue import submit_job
+    from core.search.validation import spec_from_dict
+
+    create_demo_dataset(workspace.datasets_dir, count=12, size=32)
+    spec = spec_from_dict({"name": "busy", "dataset": "demo-cells", "image_size": 32, "sampler": "random", "pruner": "none",
+                           "preview_count": 2, "budget": {"n_trials": 1, "max_epochs": 1}})
+    job_id = submit_job(workspace, spec, workers=0, launch=False)
+    at = datasets_page()
+    at.text_input(key="ds.delete_confirm").input("demo-cells").run()
+    at.button(key="ds.delete").click().run()
+    assert not at.exception
+    assert any(f"used by job {job_id}" in e.value and "busy" in e.value for e in at.error)
+    assert dataset_names(workspace.datasets_dir) == ["demo-cells"]
