@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from core.data.archives import IGNORED_NAMES, IngestLimits, unpack
-from core.data.images import IMAGE_EXTENSIONS, IMAGE_MODES, MASK_MODES
+from core.data.images import IMAGE_EXTENSIONS, IMAGE_MODES, MASK_MODES, mask_channel
 from core.data.manifest import (
     BINARY_CLASSES, INGEST_PREFIX, MANIFEST_FILE, DatasetError, DatasetManifest, PairInfo, name_problem, remove_stale_work,
 )
@@ -94,9 +94,7 @@ def _confined_source(source: Path, name: str, datasets_dir: Path, classes: Seque
     try:
         source = resolve_import_source(source, roots)
     except DatasetError as error:
-        problems = _request_problems(Path(datasets_dir), name, datasets_dir, classes)  # name/classes problems too
-        problems.pop("source", None)
-        raise DatasetError({**error.problems, **problems}) from None
+        raise DatasetError({**error.problems, **_name_and_class_problems(name, datasets_dir, classes)}) from None
     if source.is_dir():
         links = link_problems(source, roots)
         if links:
@@ -122,22 +120,23 @@ class _Checked:
 
 
 def _request_problems(source: Path, name: str, datasets_dir: Path, classes: Sequence[str] | None) -> dict[str, str]:
+    problems = _name_and_class_problems(name, datasets_dir, classes)
+    if not source.exists():
+        problems["source"] = f"not found: {source}"
+    elif source.is_file() and not zipfile.is_zipfile(source):
+        problems["source"] = f"{source} is neither a folder nor a .zip archive"
+    return problems
+
+
+def _name_and_class_problems(name: str, datasets_dir: Path, classes: Sequence[str] | None) -> dict[str, str]:
     problems: dict[str, str] = {}
     if not is_valid_name(name):
         problems["name"] = name_problem(name)
     elif (datasets_dir / name).exists():
         problems["name"] = f"a dataset named {name!r} already exists; pick another name or delete it first"
-    if not source.exists():
-        problems["source"] = f"not found: {source}"
-    elif source.is_file() and not zipfile.is_zipfile(source):
-        problems["source"] = f"{source} is neither a folder nor a .zip archive"
     if classes is not None:
         problems.update(_class_problems(classes))
     return problems
-
-
-def _name_problem(name: str) -> str:
-    return f"invalid dataset name {name!r}: use 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit"
 
 
 def _class_problems(classes: Sequence[str]) -> dict[str, str]:
@@ -347,32 +346,11 @@ def _load_mask(path: Path, label: str, limits: IngestLimits, problems: dict[str,
         add_problem(problems, label, f"unsupported mask mode {mode}; masks must be single-channel class indices")
         return None
     if values.ndim == 3:  # LA / RGB / RGBA
-        values = _one_channel(values, mode, label, problems)
-        if values is None:
+        values, problem = mask_channel(values, mode)
+        if problem:
+            add_problem(problems, label, problem)
             return None
     return values.astype(np.int64)
-
-
-def _one_channel(values: np.ndarray, mode: str, label: str, problems: dict[str, str]) -> np.ndarray | None:
-    """The class-index channel of a multi-channel mask: grey colour, or the alpha channel a mask was drawn in.
-
-    Colour channels must be equal (grey). With transparency, the alpha channel is the mask when the
-    colour is the same everywhere (drawn as opacity) or agrees with it; otherwise which one holds the
-    classes cannot be told, and the mask is refused rather than guessed.
-    """
-    colour = values[..., :1] if mode == "LA" else values[..., :3]
-    alpha = values[..., -1] if mode in ("LA", "RGBA") else None
-    if not (colour == colour[..., :1]).all():
-        add_problem(problems, label, "colour mask: masks must hold class indices in one channel, not colours")
-        return None
-    grey = colour[..., 0]
-    if alpha is None or (alpha == 255).all():
-        return grey
-    if (grey == grey.flat[0]).all() or (grey == alpha).all():
-        return alpha
-    add_problem(problems, label, f"{mode} mask with both transparency and varying grey values: cannot tell which channel holds "
-                                 "the classes; save the mask as a single-channel (grey or indexed) PNG")
-    return None
 
 
 def _too_large(image: Image.Image, label: str, limits: IngestLimits, problems: dict[str, str]) -> bool:
