@@ -16,9 +16,9 @@ import sqlalchemy as sa
 
 from core.data.demo import create_demo_dataset
 from core.data.manifest import dataset_names
+from core.runtime.claims import claim_job, detach_worker, register_worker
 from core.runtime.dataset_guard import DatasetInUse, delete_dataset_safely
 from core.runtime.job_model import JobError, JobState
-from core.runtime.claims import claim_job, detach_worker, register_worker
 from core.runtime.job_table import list_jobs, tables_engine
 from core.runtime.queue import cancel_job, queue_job, resume_job, submit_job
 from core.runtime.storage import open_storage

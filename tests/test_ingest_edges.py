@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from core.data.archives import IngestLimits
+from core.data.images import read_mask
 from core.data.ingest import ingest_dataset
 from core.data.manifest import DatasetError, delete_dataset, remove_stale_work
-from core.data.images import read_mask
 
 
 def save(path: Path, pixels: np.ndarray) -> Path:

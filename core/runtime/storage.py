@@ -97,7 +97,8 @@ class RetryStaleTrial:
     session and models; tests/test_stale_trials.py holds this to the pinned Optuna.
     """
 
-    def __init__(self, heartbeats: Heartbeats = Heartbeats(), max_retry: int = 1) -> None:
+    def __init__(self, heartbeats: Heartbeats | None = None, max_retry: int = 1) -> None:
+        heartbeats = heartbeats or Heartbeats()
         self.message = (f"the worker running this trial stopped sending heartbeats for over {heartbeats.grace_s} s "
                         "(killed, crashed or its machine went down); the trial is run again with the same parameters")
         with warnings.catch_warnings():
@@ -107,7 +108,7 @@ class RetryStaleTrial:
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         try:
             _write_user_attr(study, trial._trial_id, TrialAttr.ERROR, self.message)
-        except Exception:  # noqa: BLE001 - the retry matters more than the note
+        except Exception:  # the retry matters more than the note
             log.exception("could not record why trial %d failed", trial.number)
         self._retry(study, trial)
 

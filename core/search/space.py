@@ -138,7 +138,7 @@ class ParamSpec:
             return 0
         if self.kind == "int":
             return (int(self.high) - int(self.low)) // int(self.step or 1) + 1
-        return int(round((self.high - self.low) / self.step)) + 1
+        return round((self.high - self.low) / self.step) + 1
 
 
 def _is_number(value: Any) -> bool:

@@ -140,7 +140,7 @@ def test_trials_per_gpu_sets_the_workers_started_unless_a_count_is_given(two_gpu
 
 
 def test_a_huge_grid_is_counted_and_refused_in_the_form_without_listing_it(demo: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    import core.search.suggest as suggest
+    from core.search import suggest
 
     def never(*_: object) -> None:
         raise AssertionError("the page listed the grid")
