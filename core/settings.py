@@ -34,27 +34,41 @@ class Settings:
     db_url: str  # SEGTUNE_DB: Optuna + SegTune tables (SQLite by default, PostgreSQL to scale out)
     artifacts_dir: Path  # SEGTUNE_ARTIFACTS: optuna.artifacts file store (a shared folder when scaled out)
     heartbeats: Heartbeats = Heartbeats()
+    # SEGTUNE_IMPORT_ROOTS (os.pathsep-separated): the only server folders the dashboard may ingest
+    # from ("Folder on the server"); empty = the workspace's imports/ folder. The CLI is not confined.
+    import_roots: tuple[Path, ...] = ()
 
     @property
     def datasets_dir(self) -> Path:
         return self.home / "datasets"
 
     @property
+    def imports_dir(self) -> Path:
+        return self.home / "imports"
+
+    @property
+    def server_import_roots(self) -> tuple[Path, ...]:
+        """The configured import roots, or the workspace's ``imports/`` folder; symlinks resolved."""
+        return tuple(root.resolve() for root in (self.import_roots or (self.imports_dir,)))
+
+    @property
     def logs_dir(self) -> Path:
         return self.home / "logs"
 
     def ensure_dirs(self) -> Settings:
-        for folder in (self.home, self.datasets_dir, self.logs_dir, self.artifacts_dir):
+        for folder in (self.home, self.datasets_dir, self.logs_dir, self.artifacts_dir, self.imports_dir):
             folder.mkdir(parents=True, exist_ok=True)
         return self
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Build :class:`Settings` from ``SEGTUNE_HOME``, ``SEGTUNE_DB``, ``SEGTUNE_ARTIFACTS`` and the heartbeat timings."""
+    """Build :class:`Settings` from ``SEGTUNE_HOME``, ``SEGTUNE_DB``, ``SEGTUNE_ARTIFACTS``, the heartbeat
+    timings and ``SEGTUNE_IMPORT_ROOTS``."""
     env = os.environ if env is None else env
     home = Path(env.get("SEGTUNE_HOME") or Path.home() / ".segtune").expanduser().resolve()
     db_url = env.get("SEGTUNE_DB") or f"sqlite:///{home / 'segtune.db'}"
     artifacts = Path(env.get("SEGTUNE_ARTIFACTS") or home / "artifacts").expanduser().resolve()
     interval = int(env.get("SEGTUNE_HEARTBEAT_S") or Heartbeats.interval_s)
     grace = int(env.get("SEGTUNE_GRACE_S") or interval * 6)
-    return Settings(home=home, db_url=db_url, artifacts_dir=artifacts, heartbeats=Heartbeats(interval, grace)).ensure_dirs()
+    roots = tuple(Path(part).expanduser().resolve() for part in (env.get("SEGTUNE_IMPORT_ROOTS") or "").split(os.pathsep) if part.strip())
+    return Settings(home=home, db_url=db_url, artifacts_dir=artifacts, heartbeats=Heartbeats(interval, grace), import_roots=roots).ensure_dirs()

@@ -18,12 +18,13 @@ from core.data.demo import DEMO_NAME, create_demo_dataset
 from core.data.images import read_image, read_mask
 from core.data.ingest import ingest_dataset
 from core.data.intensity import WINDOW_PRESETS, IntensityConfig, intensity_from_options
-from core.data.manifest import DatasetManifest, dataset_path, dataset_stats, delete_dataset, volume_rows
+from core.data.manifest import DatasetManifest, dataset_path, dataset_stats, volume_rows
 from core.data.splits import file_split, split_sizes
 from core.data.visual import class_colors, overlay_mask, shrink
 from core.data.volume_ingest import VolumeIngestOptions, ingest_volumes
 from core.data.volumes import slice_caption
 from core.naming import is_valid_name
+from core.runtime.dataset_guard import delete_dataset_safely
 
 GALLERY_COLUMNS = 4
 THUMBNAIL_PX = 256
@@ -43,10 +44,14 @@ def thumbnail(image_path: str, mask_path: str, num_classes: int, alpha: float) -
     return shrink(overlay, THUMBNAIL_PX)
 
 
-def ingest(source: Path, name: str, classes_text: str, volumes: VolumeIngestOptions | None = None) -> None:
-    """Ingest inside a status box: unpacking first (no per-pair progress yet), then a bar over the pairs."""
+def ingest(source: Path, name: str, classes_text: str, volumes: VolumeIngestOptions | None = None, *, confine: bool = False) -> None:
+    """Ingest inside a status box: unpacking first (no per-pair progress yet), then a bar over the pairs.
+
+    ``confine``: a path typed by the user, read only under the server's import roots.
+    """
     classes = [c.strip() for c in classes_text.split(",") if c.strip()] or None
-    first_step = "Extracting and checking the zip…" if source.is_file() else "Reading the folder…"
+    roots = cache.settings().server_import_roots if confine else None
+    first_step = "Extracting and checking the zip…" if source.suffix.lower() == ".zip" else "Reading the folder…"
     manifest: DatasetManifest | None = None
     with st.status(first_step, expanded=True) as status:
         bar = st.progress(0.0, text=first_step)
@@ -60,9 +65,9 @@ def ingest(source: Path, name: str, classes_text: str, volumes: VolumeIngestOpti
         with user_errors("Adding the dataset"):
             datasets_dir = cache.settings().datasets_dir
             if volumes is not None:
-                manifest = ingest_volumes(source, name, datasets_dir, classes=classes, options=volumes, progress=progress)
+                manifest = ingest_volumes(source, name, datasets_dir, classes=classes, options=volumes, progress=progress, confine_to=roots)
             else:
-                manifest = ingest_dataset(source, name, datasets_dir, classes=classes, progress=progress)
+                manifest = ingest_dataset(source, name, datasets_dir, classes=classes, progress=progress, confine_to=roots)
         bar.empty()
         status.update(label="Dataset added" if manifest else "The dataset was not added", state="complete" if manifest else "error",
                       expanded=manifest is None)
@@ -98,12 +103,16 @@ def add_dataset_section(has_datasets: bool) -> None:
                     archive.write_bytes(upload.getvalue())
                     ingest(archive, name, classes)
         with folder_tab:
-            folder = st.text_input("Folder path", key="ds.folder", placeholder="/data/my-images")
+            roots = cache.settings().server_import_roots
+            st.caption("Only folders (or .zip files) inside these server folders can be read: "
+                       + ", ".join(f"`{root}`" for root in roots)
+                       + ". Give a path inside one of them, or a name relative to it. The administrator sets them with `SEGTUNE_IMPORT_ROOTS`.")
+            folder = st.text_input("Folder path", key="ds.folder", placeholder=f"{roots[0]}/my-images")
             suggested = default_name(folder.rstrip("/")) if folder else ""
             name = st.text_input("Dataset name", key="ds.folder_name", placeholder=suggested or "my-dataset").strip() or suggested
             classes = st.text_input("Class names (optional)", key="ds.folder_classes", placeholder="background, foreground")
             if st.button("Add dataset", disabled=not folder or not name, type="primary", key="ds.folder_go"):
-                ingest(Path(folder).expanduser(), name, classes)
+                ingest(Path(folder.strip()), name, classes, confine=True)
         with demo_tab:
             st.write("Sixty 128 px images of cell-like shapes with their masks, generated here — enough for a first study in minutes.")
             demo_button("tab")
@@ -113,7 +122,10 @@ def volume_section() -> None:
     st.caption("NIfTI in the MSD / nnU-Net layout (`imagesTr/` + `labelsTr/`; several sequences `case_0000`, `case_0001` … become "
                "channels) or DICOM series folders in `imagesTr/<case>/` with NIfTI labels. Stored as 2D slices; each volume stays in "
                "one split.")
-    folder = st.text_input("Folder or .zip path on the server", key="ds.vol_path", placeholder="/data/Task03_Liver")
+    roots = cache.settings().server_import_roots
+    folder = st.text_input("Folder or .zip path on the server", key="ds.vol_path", placeholder="Task03_Liver",
+                           help="A path under the import folders (SEGTUNE_IMPORT_ROOTS), absolute or relative to one of them.")
+    st.caption("Readable import folders: " + ", ".join(f"`{root}`" for root in roots))
     suggested = default_name(folder.rstrip("/")) if folder else ""
     name = st.text_input("Dataset name", key="ds.vol_name", placeholder=suggested or "my-volumes").strip() or suggested
     cols = st.columns(3)
@@ -132,7 +144,7 @@ def volume_section() -> None:
         window = intensity_name if intensity_name in WINDOW_PRESETS else None
         with user_errors("Reading the options"):
             options = VolumeIngestOptions(axis=axis, intensity=intensity_from_options(window, level, width, None), empty_fraction=empty)
-            ingest(Path(folder).expanduser(), name, classes, volumes=options)
+            ingest(Path(folder.strip()), name, classes, volumes=options, confine=True)
 
 
 def demo_button(where: str) -> None:
@@ -249,7 +261,7 @@ def manage(manifest: DatasetManifest) -> None:
     confirm = st.text_input(f"Type **{manifest.name}** to delete this dataset", key="ds.delete_confirm")
     if st.button("Delete dataset", type="secondary", disabled=confirm != manifest.name, icon=":material/delete:", key="ds.delete"):
         with user_errors("Deleting the dataset"):
-            delete_dataset(cache.settings().datasets_dir, manifest.name)
+            delete_dataset_safely(cache.settings(), manifest.name)  # refused while a job trains on it
             cache.clear_reads()
             state.DATASET.clear()
             st.session_state.pop("ds.delete_confirm", None)

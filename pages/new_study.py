@@ -31,8 +31,9 @@ from core.data.splits import file_split, split_sizes
 from core.errors import SegTuneError
 from core.runtime.launcher import plan_slots, visible_gpu_ids
 from core.search.presets import load_preset, preset_names
+from core.search.size import search_space_size
 from core.search.spec import StudySpec
-from core.search.suggest import search_space_size, trials_beyond_space
+from core.search.suggest import trials_beyond_space
 from core.search.validation import SpecError, spec_from_dict
 
 PRESET_LABELS = {

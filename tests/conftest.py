@@ -52,6 +52,7 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("SEGTUNE_HOME", str(home))
     monkeypatch.delenv("SEGTUNE_DB", raising=False)
     monkeypatch.delenv("SEGTUNE_ARTIFACTS", raising=False)
+    monkeypatch.delenv("SEGTUNE_IMPORT_ROOTS", raising=False)
     return load_settings()
 
 
@@ -124,6 +125,6 @@ def module_workspace(folder: Path) -> Iterator[Settings]:
     """Like the ``workspace`` fixture, for module- or session-scoped fixtures (no monkeypatch there)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SEGTUNE_HOME", str(folder))
-        for name in ("SEGTUNE_DB", "SEGTUNE_ARTIFACTS", "SEGTUNE_PASSWORD"):
+        for name in ("SEGTUNE_DB", "SEGTUNE_ARTIFACTS", "SEGTUNE_PASSWORD", "SEGTUNE_IMPORT_ROOTS"):
             patch.delenv(name, raising=False)
         yield load_settings()

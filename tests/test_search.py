@@ -80,3 +80,50 @@ def test_paper_p5_grid_has_45_runs_and_enqueues_once() -> None:
     params = suggest_params(trial, spec)
     assert params["encoder"] in {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152"}
     assert params["lr"] in {0.01, 0.001, 0.0001}
+
+
+@pytest.mark.parametrize(
+    "space",
+    [
+        {"architecture": {"choices": ["Unet", "ClassicUNet", "FCN32"]}, "encoder": {"choices": ["resnet18", "resnet34"]},
+         "unet_depth": {"low": 2, "high": 4}, "optimizer": {"choices": ["sgd", "adam", "rmsprop"]},
+         "momentum": {"choices": [0.8, 0.9]}, "nesterov": {"choices": [False, True]}},
+        {"architecture": {"choices": ["ClassicUNet", "ClassicUNet"]}, "unet_start_filters": {"low": 8, "high": 64, "step": 8},
+         "lr": {"low": 0.001, "high": 0.01, "step": 0.001}, "batch_size": {"choices": [4, 8, 8]}},
+        {"encoder": {"choices": ["resnet18", "resnet34"]}, "aug_hflip": {"choices": [False, True]}},
+        {},
+    ],
+)
+def test_size_by_arithmetic_equals_the_listed_grid(space: dict) -> None:
+    from core.search.size import search_space_size
+
+    spec = spec_with(space, sampler="grid")
+    assert search_space_size(spec) == len(grid_points(spec))
+
+
+def test_a_huge_grid_is_counted_not_listed_and_refused() -> None:
+    from core.search.size import MAX_GRID_POINTS, search_space_size
+    from core.search.validation import SpecError
+
+    space = {"batch_size": {"low": 1, "high": 1024}, "epochs": {"low": 1, "high": 10_000}, "lr": {"choices": [0.1, 0.01]}}
+    assert search_space_size(spec_with(space)) == 1024 * 10_000 * 2  # tpe: a size to show, never listed
+    with pytest.raises(SpecError) as info:
+        spec_with(space, sampler="grid")
+    assert f"{1024 * 10_000 * 2:,}" in info.value.problems["sampler"] and f"{MAX_GRID_POINTS:,}" in info.value.problems["sampler"]
+    with pytest.raises(SegTuneError, match="above the limit"):
+        grid_points(spec_with(space))  # a spec that skipped validation still cannot be listed
+    assert search_space_size(spec_with({"lr": {"low": 1e-4, "high": 1e-2}})) is None
+
+
+@pytest.mark.parametrize("command", ["submit", "tune"])
+def test_the_cli_refuses_a_huge_grid_with_one_message(command: str, workspace, tmp_path, capsys) -> None:
+    import json
+
+    from core.cli import main
+
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps({"name": "big", "dataset": "demo-cells", "sampler": "grid",
+                                "search_space": {"batch_size": {"low": 1, "high": 1024}, "epochs": {"low": 1, "high": 10000}}}))
+    assert main([command, "--spec", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "sampler: the grid has 10,240,000 points, above the limit of 10,000" in err and "Traceback" not in err

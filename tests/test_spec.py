@@ -94,3 +94,56 @@ def test_paper_presets_are_valid_specs() -> None:
         spec = load_preset(name, dataset="demo-cells")
         assert spec.dataset == "demo-cells"
     assert load_preset("p1-unet-keras-tuner", "d").param("unet_activation").choices == ("mish", "elu", "lrelu")
+
+
+@pytest.mark.parametrize(
+    ("space", "field", "words"),
+    [
+        ({"lr": {"low": float("nan"), "high": 1e-2}}, "search_space.lr", "finite"),
+        ({"lr": {"low": 1e-4, "high": float("inf")}}, "search_space.lr", "finite"),
+        ({"lr": {"low": 1e-4, "high": 1e-2, "step": "0.001"}}, "search_space.lr", "'step' must be a number"),
+        ({"lr": {"low": 1e-4, "high": 1e-2, "step": -0.001}}, "search_space.lr", "positive"),
+        ({"batch_size": {"low": 1, "high": 8, "step": 0}}, "search_space.batch_size", "positive"),
+        ({"batch_size": {"low": 1, "high": 8, "step": 1.5}}, "search_space.batch_size", "whole-number 'step'"),
+        ({"batch_size": {"low": 1.5, "high": 8, "type": "int"}}, "search_space.batch_size", "whole-number bounds"),
+        ({"batch_size": {"low": 1.5, "high": 8}}, "search_space.batch_size", "integer"),
+        ({"lr": {"low": 1e-4, "high": 1e-2, "log": "yes"}}, "search_space.lr", "'log'"),
+        ({"aug_rotate": float("nan")}, "search_space.aug_rotate", "finite"),
+    ],
+)
+def test_ranges_optuna_could_not_sample_are_refused(space: dict, field: str, words: str) -> None:
+    with pytest.raises(SpecError) as info:
+        spec_from_dict(json.loads(json.dumps(minimal(search_space=space))))  # NaN/Infinity survive JSON as Python reads it
+    assert list(info.value.problems) == [field]  # one message for the field, nothing else
+    assert words in info.value.problems[field]
+
+
+def test_typed_ranges_built_in_code_get_the_same_checks() -> None:
+    from core.search.spec import StudySpec
+    from core.search.validation import spec_problems
+
+    spec = StudySpec(name="s", dataset="d", search_space={
+        "batch_size": ParamSpec(kind="int", low=1, high=8, step=0),
+        "lr": ParamSpec(kind="float", low=float("nan"), high=0.1),
+    })
+    problems = spec_problems(spec)
+    assert "positive" in problems["search_space.batch_size"] and "finite" in problems["search_space.lr"]
+
+
+def test_caps_on_image_size_trials_epochs_and_timeout() -> None:
+    from core.search.validation import MAX_EPOCHS, MAX_IMAGE_SIZE, MAX_TRIALS
+
+    with pytest.raises(SpecError) as info:
+        spec_from_dict(minimal(image_size=32_000, budget={"n_trials": 10**9, "max_epochs": MAX_EPOCHS + 1, "timeout_s": float("inf")}))
+    problems = info.value.problems
+    assert str(MAX_IMAGE_SIZE) in problems["image_size"]
+    assert f"{MAX_TRIALS:,}" in problems["budget.n_trials"]
+    assert "from 1 to" in problems["budget.max_epochs"]
+    assert "positive" in problems["budget.timeout_s"]
+    assert spec_from_dict(minimal(image_size=MAX_IMAGE_SIZE, budget={"n_trials": MAX_TRIALS})).image_size == MAX_IMAGE_SIZE
+
+
+def test_nan_split_fractions_are_refused() -> None:
+    with pytest.raises(SpecError) as info:
+        spec_from_dict(minimal(split={"train": 0.7, "val": float("nan"), "test": 0.1}))
+    assert "finite" in info.value.problems["split"]

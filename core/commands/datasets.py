@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from core.data.demo import create_demo_dataset
-from core.data.manifest import delete_dataset, list_datasets
+from core.data.manifest import list_datasets
+from core.runtime.dataset_guard import delete_dataset_safely
 from core.settings import load_settings
 
 
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.name:
             print("error: name the dataset to delete")
             return 2
-        delete_dataset(settings.datasets_dir, args.name)
+        delete_dataset_safely(settings, args.name)  # refused while a queued or running job uses it
         print(f"deleted {args.name}")
     else:
         manifests = list_datasets(settings.datasets_dir)

@@ -7,6 +7,7 @@ counting real bytes, because the sizes a zip declares can lie.
 from __future__ import annotations
 
 import re
+import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -15,6 +16,7 @@ from core.errors import add_problem
 
 IGNORED_NAMES = ("__MACOSX",)  # resource forks added by macOS zip tools
 _RATIO_MIN_BYTES = 1 << 20  # entries smaller than this cannot bomb; blank masks compress > 200x
+_TOTAL_RATIO_MIN_BYTES = 64 << 20  # the whole archive's ratio is checked from this declared size on
 _CHUNK = 1 << 20
 
 
@@ -30,14 +32,25 @@ class IngestLimits:
 
 
 def unpack(source: Path, dest: Path, limits: IngestLimits, problems: dict[str, str]) -> Path | None:
-    """The folder holding the source files: ``source`` itself, or a zip safely extracted to ``dest``."""
+    """The folder holding the source files: ``source`` itself, or a zip safely extracted to ``dest``.
+
+    Every check on the declared sizes (per entry, their sum, the whole archive's ratio, free disk
+    space) runs before the first byte is written; extraction then counts the real bytes.
+    """
     if source.is_dir():
         return source
     before = len(problems)
     try:
         with zipfile.ZipFile(source) as archive:
-            problems.update(_zip_problems(archive.infolist(), limits))
+            entries = archive.infolist()
+            problems.update(_zip_problems(entries, limits))
+            if len(problems) == before and not _files(entries):
+                problems[source.name] = ("the zip holds no files" + (" (only folders)" if entries else "")
+                                         + "; zip the images/ and masks/ folders with their files")
             if len(problems) == before:
+                _check_free_space(entries, dest, source.name, problems)
+            if len(problems) == before:
+                dest.mkdir(parents=True, exist_ok=True)
                 _extract(archive, dest, limits, problems)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         problems[source.name] = f"corrupt zip archive: {exc}"
@@ -51,14 +64,39 @@ def _zip_problems(entries: list[zipfile.ZipInfo], limits: IngestLimits) -> dict[
     if len(entries) > limits.max_files:
         problems["zip"] = f"{len(entries)} entries, above the limit of {limits.max_files}"
     total = sum(entry.file_size for entry in entries)
+    packed = sum(entry.compress_size for entry in entries)
     if total > limits.max_total_bytes:
         add_problem(problems, "zip", f"would unpack to {total} bytes, above the limit of {limits.max_total_bytes} (zip bomb?)")
+    elif total >= _TOTAL_RATIO_MIN_BYTES and total > limits.max_ratio * max(packed, 1):
+        # Many small entries, each under the per-entry threshold, can still add up to a bomb.
+        add_problem(problems, "zip", f"its {len(entries)} entries expand {total / max(packed, 1):.0f}x in all "
+                                     f"({packed} -> {total} bytes), above the limit of {limits.max_ratio:.0f}x (zip bomb?)")
     return problems
+
+
+def _parts(entry: zipfile.ZipInfo) -> tuple[str, ...]:
+    return PurePosixPath(entry.filename.replace("\\", "/")).parts
+
+
+def _files(entries: list[zipfile.ZipInfo]) -> list[zipfile.ZipInfo]:
+    """The entries extraction would write (no folders, no macOS resource forks)."""
+    return [e for e in entries if not e.is_dir() and _parts(e) and _parts(e)[0] not in IGNORED_NAMES]
+
+
+def _check_free_space(entries: list[zipfile.ZipInfo], dest: Path, label: str, problems: dict[str, str]) -> None:
+    """Refuse before writing when the declared sizes would not fit on the disk (the stored copy needs as much again)."""
+    folder = next((p for p in (dest, *dest.parents) if p.exists()), None)
+    if folder is None:
+        return
+    needed = 2 * sum(entry.file_size for entry in entries)
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        problems[label] = f"needs about {needed >> 20} MiB to unpack and store, but only {free >> 20} MiB are free"
 
 
 def _entry_problem(entry: zipfile.ZipInfo, limits: IngestLimits) -> str | None:
     name = entry.filename
-    parts = PurePosixPath(name.replace("\\", "/")).parts
+    parts = _parts(entry)
     if (entry.external_attr >> 16) & 0o170000 == 0o120000:
         return "is a symbolic link; links are not allowed"
     if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
@@ -74,11 +112,8 @@ def _entry_problem(entry: zipfile.ZipInfo, limits: IngestLimits) -> str | None:
 def _extract(archive: zipfile.ZipFile, dest: Path, limits: IngestLimits, problems: dict[str, str]) -> None:
     """Stream entries out, counting real bytes: declared sizes in a zip can lie."""
     budget = limits.max_total_bytes
-    for entry in archive.infolist():
-        parts = PurePosixPath(entry.filename.replace("\\", "/")).parts
-        if entry.is_dir() or not parts or parts[0] in IGNORED_NAMES:
-            continue
-        target = dest.joinpath(*parts)
+    for entry in _files(archive.infolist()):
+        target = dest.joinpath(*_parts(entry))
         target.parent.mkdir(parents=True, exist_ok=True)
         written = _copy_entry(archive, entry, target, min(budget, entry.file_size))
         if written is None:

@@ -39,6 +39,26 @@ def read_mask(path: Path) -> np.ndarray:
         return np.array(image, dtype=np.uint8)
 
 
+def mask_channel(values: np.ndarray, mode: str) -> tuple[np.ndarray, None] | tuple[None, str]:
+    """The class-index channel of an HxWxC mask (LA / RGB / RGBA), or None and why it cannot be told.
+
+    Colour channels must be equal (grey). With transparency, the alpha channel is the mask when the
+    colour is the same everywhere (drawn as opacity) or equals the alpha; otherwise which channel
+    holds the classes cannot be told, and the mask is refused rather than guessed.
+    """
+    colour = values[..., :1] if mode == "LA" else values[..., :3]
+    alpha = values[..., -1] if mode in ("LA", "RGBA") else None
+    if not (colour == colour[..., :1]).all():
+        return None, "colour mask: masks must hold class indices in one channel, not colours"
+    grey = colour[..., 0]
+    if alpha is None or (alpha == 255).all():
+        return grey, None
+    if (grey == grey.flat[0]).all() or (grey == alpha).all():
+        return alpha, None
+    return None, (f"{mode} mask with both transparency and varying grey values: cannot tell which channel holds "
+                  "the classes; save the mask as a single-channel (grey or indexed) PNG")
+
+
 def scale_to_8bit(values: np.ndarray) -> np.ndarray:
     """Min-max per image: 16-bit scans rarely use the full range, so a fixed shift would leave them dark."""
     values = values.astype(np.float32)

@@ -25,8 +25,18 @@ import numpy as np
 from PIL import Image
 
 from core.data.archives import IGNORED_NAMES, IngestLimits, unpack
-from core.data.images import IMAGE_EXTENSIONS, IMAGE_MODES, MASK_MODES
-from core.data.manifest import BINARY_CLASSES, MANIFEST_FILE, DatasetError, DatasetManifest, PairInfo, name_problem
+from core.data.images import IMAGE_EXTENSIONS, IMAGE_MODES, MASK_MODES, mask_channel
+from core.data.manifest import (
+    BINARY_CLASSES,
+    INGEST_PREFIX,
+    MANIFEST_FILE,
+    DatasetError,
+    DatasetManifest,
+    PairInfo,
+    name_problem,
+    remove_stale_work,
+)
+from core.data.server_folders import link_problems, resolve_import_source, within
 from core.data.split_file import SPLIT_FILE, parse_split_file, write_split_file
 from core.errors import add_problem
 from core.naming import is_valid_name
@@ -49,16 +59,25 @@ def ingest_dataset(
     mask_suffix: str | None = None,
     limits: IngestLimits = IngestLimits(),
     progress: Callable[[int, int], None] | None = None,
+    confine_to: Sequence[Path] | None = None,
 ) -> DatasetManifest:
-    """Validate ``source`` (folder or .zip) and store it as dataset ``name``; raises :class:`DatasetError`."""
+    """Validate ``source`` (folder or .zip) and store it as dataset ``name``; raises :class:`DatasetError`.
+
+    ``confine_to``: import roots (the dashboard's "Folder on the server"): ``source`` must resolve
+    under one of them and no link inside it may lead out (:mod:`core.data.server_folders`).
+    """
+    confine = tuple(Path(root).resolve() for root in confine_to) if confine_to is not None else None
     source, datasets_dir = Path(source), Path(datasets_dir)
+    if confine is not None:
+        source = _confined_source(source, name, datasets_dir, classes, confine)
     problems = _request_problems(source, name, datasets_dir, classes)
     if not source.exists() or (source.is_file() and not zipfile.is_zipfile(source)):
         raise DatasetError(problems)
     datasets_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".ingest-", dir=datasets_dir))
+    remove_stale_work(datasets_dir)  # what a killed ingest or delete left behind
+    work = Path(tempfile.mkdtemp(prefix=INGEST_PREFIX, dir=datasets_dir))
     try:
-        request = _Request(source, name, tuple(classes or BINARY_CLASSES), classes is not None, mask_suffix, limits)
+        request = _Request(source, name, tuple(classes or BINARY_CLASSES), classes is not None, mask_suffix, limits, confine)
         manifest = _build(request, work, problems, progress)
         _publish(work, datasets_dir / name, name)
     except BaseException:
@@ -75,6 +94,20 @@ class _Request:
     declared: bool  # classes given by the user (else binary by default)
     mask_suffix: str | None
     limits: IngestLimits
+    confine: tuple[Path, ...] | None = None  # import roots every file read must resolve under
+
+
+def _confined_source(source: Path, name: str, datasets_dir: Path, classes: Sequence[str] | None, roots: tuple[Path, ...]) -> Path:
+    """``source`` resolved under ``roots``, with no link inside leading out; else DatasetError (all problems)."""
+    try:
+        source = resolve_import_source(source, roots)
+    except DatasetError as error:
+        raise DatasetError({**error.problems, **_name_and_class_problems(name, datasets_dir, classes)}) from None
+    if source.is_dir():
+        links = link_problems(source, roots)
+        if links:
+            raise DatasetError({**links, **_request_problems(source, name, datasets_dir, classes)})
+    return source
 
 
 @dataclass(frozen=True)
@@ -95,22 +128,23 @@ class _Checked:
 
 
 def _request_problems(source: Path, name: str, datasets_dir: Path, classes: Sequence[str] | None) -> dict[str, str]:
+    problems = _name_and_class_problems(name, datasets_dir, classes)
+    if not source.exists():
+        problems["source"] = f"not found: {source}"
+    elif source.is_file() and not zipfile.is_zipfile(source):
+        problems["source"] = f"{source} is neither a folder nor a .zip archive"
+    return problems
+
+
+def _name_and_class_problems(name: str, datasets_dir: Path, classes: Sequence[str] | None) -> dict[str, str]:
     problems: dict[str, str] = {}
     if not is_valid_name(name):
         problems["name"] = name_problem(name)
     elif (datasets_dir / name).exists():
         problems["name"] = f"a dataset named {name!r} already exists; pick another name or delete it first"
-    if not source.exists():
-        problems["source"] = f"not found: {source}"
-    elif source.is_file() and not zipfile.is_zipfile(source):
-        problems["source"] = f"{source} is neither a folder nor a .zip archive"
     if classes is not None:
         problems.update(_class_problems(classes))
     return problems
-
-
-def _name_problem(name: str) -> str:
-    return f"invalid dataset name {name!r}: use 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit"
 
 
 def _class_problems(classes: Sequence[str]) -> dict[str, str]:
@@ -268,6 +302,11 @@ def _shorten(items: Sequence[Any]) -> str:
 
 
 def _check_pair(pair: _SourcePair, request: _Request, problems: dict[str, str]) -> _Checked | None:
+    if request.confine is not None:  # again at read time: a link may have been swapped since the scan
+        for path, label in ((pair.image, pair.image_label), (pair.mask, pair.mask_label)):
+            if not within(path.resolve(), request.confine):
+                add_problem(problems, label, "is a link to a place outside the import folders; links may not leave them")
+                return None
     image = _inspect_image(pair.image, pair.image_label, request.limits, problems)
     mask = _load_mask(pair.mask, pair.mask_label, request.limits, problems)
     if image is None or mask is None:
@@ -298,6 +337,11 @@ def _decode(path: Path, what: str, label: str, limits: IngestLimits, problems: d
         with Image.open(path) as image:
             if _too_large(image, label, limits, problems):
                 return None
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1:
+                add_problem(problems, label, f"holds {frames} frames (a stack or animation); SegTune reads 2D images: "
+                                             "save each slice as its own file")
+                return None
             image.load()
             return read(image)
     except Exception as exc:
@@ -326,12 +370,11 @@ def _load_mask(path: Path, label: str, limits: IngestLimits, problems: dict[str,
     if mode not in MASK_MODES:
         add_problem(problems, label, f"unsupported mask mode {mode}; masks must be single-channel class indices")
         return None
-    if values.ndim == 3:  # LA / RGB / RGBA: only acceptable when every colour channel is equal (grey)
-        colour = values[..., :3] if mode != "LA" else values[..., :1]
-        if not (colour == colour[..., :1]).all():
-            add_problem(problems, label, "colour mask: masks must hold class indices in one channel, not colours")
+    if values.ndim == 3:  # LA / RGB / RGBA
+        values, problem = mask_channel(values, mode)
+        if problem:
+            add_problem(problems, label, problem)
             return None
-        values = colour[..., 0]
     return values.astype(np.int64)
 
 

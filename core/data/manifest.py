@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -23,6 +24,9 @@ from core.naming import is_valid_name
 MANIFEST_FILE = "dataset.json"
 MANIFEST_VERSION = 1
 BINARY_CLASSES = ("background", "foreground")
+INGEST_PREFIX = ".ingest-"  # an ingest under way (renamed to the dataset's name when all is well)
+DELETE_PREFIX = ".delete-"  # a dataset being deleted
+STALE_WORK_S = 60 * 60  # an .ingest-* folder untouched this long belongs to a killed ingest
 
 
 class DatasetError(ProblemsError):
@@ -248,11 +252,38 @@ def load_manifest(datasets_dir: Path, name: str) -> DatasetManifest:
 
 
 def delete_dataset(datasets_dir: Path, name: str) -> None:
-    """Remove a dataset; it disappears at once (renamed away) even if deleting the files takes a while."""
+    """Remove a dataset; it disappears at once (renamed away) even if deleting the files takes a while.
+
+    This is the data layer's delete and knows nothing of jobs: pages and the CLI call
+    ``core.runtime.dataset_guard.delete_dataset_safely``, which refuses while a job uses the dataset.
+    """
     load_manifest(datasets_dir, name)  # raises DatasetNotFound
-    doomed = Path(datasets_dir) / f".delete-{uuid.uuid4().hex}"
+    doomed = Path(datasets_dir) / f"{DELETE_PREFIX}{uuid.uuid4().hex}"
     os.rename(Path(datasets_dir) / name, doomed)
-    shutil.rmtree(doomed)
+    shutil.rmtree(doomed, ignore_errors=True)  # a killed delete leaves it to remove_stale_work
+
+
+def remove_stale_work(datasets_dir: Path, older_than_s: float = STALE_WORK_S) -> list[str]:
+    """Remove what killed ingests and deletes left behind (``.ingest-*`` untouched for ``older_than_s``,
+    any ``.delete-*``: already out of sight); returns the folder names removed."""
+    folder = Path(datasets_dir)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in folder.iterdir():
+        stale = path.name.startswith(DELETE_PREFIX) or (path.name.startswith(INGEST_PREFIX) and _idle_s(path) > older_than_s)
+        if stale and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    return removed
+
+
+def _idle_s(folder: Path) -> float:
+    """Seconds since anything was added inside ``folder`` (folder mtimes change as entries are created)."""
+    newest = folder.stat().st_mtime
+    for root, _dirs, _files in os.walk(folder):
+        newest = max(newest, os.stat(root).st_mtime)
+    return time.time() - newest
 
 
 

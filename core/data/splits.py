@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -161,7 +162,9 @@ def config_problems(config: SplitConfig) -> dict[str, str]:
     """Every rule ``config`` breaks, by field ("fractions" for train/val/test as a whole)."""
     problems: dict[str, str] = {}
     fractions = (config.train, config.val, config.test)
-    if config.k_folds is None and (any(f < 0 for f in fractions) or config.val <= 0 or abs(sum(fractions) - 1.0) > 1e-6):
+    if not all(isinstance(f, (int, float)) and math.isfinite(f) for f in fractions):
+        problems["fractions"] = f"split fractions must be finite numbers; got {fractions}"
+    elif config.k_folds is None and (any(f < 0 for f in fractions) or config.val <= 0 or abs(sum(fractions) - 1.0) > 1e-6):
         problems["fractions"] = f"split fractions train/val/test must be non-negative, val > 0, and sum to 1; got {fractions}"
     if config.k_folds is not None and (config.k_folds < 2 or not 0 <= config.fold < config.k_folds):
         problems["k_folds"] = f"k_folds must be at least 2 and 0 <= fold < k_folds; got k_folds={config.k_folds}, fold={config.fold}"

@@ -31,7 +31,8 @@ from PIL import Image
 
 from core.data.archives import IngestLimits, unpack
 from core.data.intensity import IntensityConfig, to_uint8
-from core.data.manifest import BINARY_CLASSES, MANIFEST_FILE, DatasetError, DatasetManifest, PairInfo, VolumeInfo, VolumeSlicing, name_problem
+from core.data.manifest import BINARY_CLASSES, INGEST_PREFIX, MANIFEST_FILE, DatasetError, DatasetManifest, PairInfo, VolumeInfo, VolumeSlicing, name_problem, remove_stale_work
+from core.data.server_folders import confined_source
 from core.data.volumes import (
     Case,
     Volume,
@@ -80,14 +81,22 @@ def ingest_volumes(
     options: VolumeIngestOptions = VolumeIngestOptions(),
     limits: IngestLimits = IngestLimits(),
     progress: Callable[[int, int], None] | None = None,
+    confine_to: Sequence[Path] | None = None,
 ) -> DatasetManifest:
-    """Validate the volumes in ``source`` (folder or .zip) and store them as dataset ``name``; raises :class:`DatasetError`."""
+    """Validate the volumes in ``source`` (folder or .zip) and store them as dataset ``name``; raises :class:`DatasetError`.
+
+    ``confine_to``: import roots (the dashboard's server paths): ``source`` must resolve under one of
+    them and no link inside it may lead out (:mod:`core.data.server_folders`).
+    """
     source, datasets_dir = Path(source), Path(datasets_dir)
+    if confine_to is not None:
+        source = confined_source(source, confine_to)
     problems = _request_problems(source, name, datasets_dir, classes) | options.problems()
     if "source" in problems or "axis" in problems or "empty_fraction" in problems:
         raise DatasetError(problems)
     datasets_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".ingest-", dir=datasets_dir))
+    remove_stale_work(datasets_dir)  # what a killed ingest or delete left behind
+    work = Path(tempfile.mkdtemp(prefix=INGEST_PREFIX, dir=datasets_dir))
     try:
         manifest = _build(source, name, work, classes, options, limits, problems, progress)
         if (datasets_dir / name).exists():

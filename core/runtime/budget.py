@@ -21,8 +21,8 @@ from optuna.trial import TrialState
 from core.contract import TrialAttr
 from core.runtime.job_model import Job, JobError
 from core.runtime.storage import engine_for, is_sqlite
+from core.search.size import search_space_size
 from core.search.spec import StudySpec
-from core.search.suggest import grid_points
 
 
 @dataclass(frozen=True)
@@ -108,8 +108,9 @@ def trial_lock(db_url: str, study_name: str) -> Iterator[None]:
 def total_budget(spec: StudySpec) -> int | None:
     """Trials the study should run in all: the spec's budget, and never more than a grid's points."""
     if spec.sampler == "grid":
-        points = len(grid_points(spec))
-        return points if spec.budget.n_trials is None else min(points, spec.budget.n_trials)
+        points = search_space_size(spec)  # arithmetic, equal to len(grid_points(spec))
+        if points is not None:
+            return points if spec.budget.n_trials is None else min(points, spec.budget.n_trials)
     return spec.budget.n_trials
 
 

@@ -7,6 +7,7 @@ on PostgreSQL serves many machines. Never imports torch: the dashboard reads job
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -15,12 +16,13 @@ import optuna
 import sqlalchemy as sa
 
 from core.runtime.budget import budget_used, trial_counts
-from core.runtime.job_model import ENDED_STATES, Job, JobError, JobState, WorkerInfo
+from core.runtime.job_model import ACTIVE_STATES, ENDED_STATES, Job, JobError, JobState, WorkerInfo
 from core.runtime.storage import engine_for, open_storage
 
 if TYPE_CHECKING:
     from core.settings import Settings
 
+log = logging.getLogger("segtune.jobs")
 metadata = sa.MetaData()
 
 jobs_table = sa.Table(
@@ -42,6 +44,13 @@ jobs_table = sa.Table(
     sa.Column("heartbeat_at", sa.Float, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("log_path", sa.String(1024), nullable=False),
+)
+
+# One active job per study, enforced by the database itself (a partial unique index: SQLite 3.8+ and
+# PostgreSQL alike), so simultaneous submits cannot both insert; a check before the insert only words the error.
+_ACTIVE = jobs_table.c.status.in_([str(state) for state in ACTIVE_STATES])
+one_active_job_per_study = sa.Index(
+    "segtune_jobs_one_active_per_study", jobs_table.c.study_name, unique=True, sqlite_where=_ACTIVE, postgresql_where=_ACTIVE,
 )
 
 workers_table = sa.Table(
@@ -69,8 +78,21 @@ def tables_engine(settings: Settings) -> sa.Engine:
             # Two workers starting at once on PostgreSQL may race to create the tables: one wins.
             time.sleep(0.5)
             metadata.create_all(engine, checkfirst=True)
+        _ensure_active_index(engine)
         _ready_engines.add(id(engine))
     return engine
+
+
+def _ensure_active_index(engine: sa.Engine) -> None:
+    """Add the one-active-job index to a database made before it existed (create_all skips existing tables)."""
+    try:
+        one_active_job_per_study.create(engine, checkfirst=True)
+    except sa.exc.IntegrityError:
+        log.warning("segtune_jobs holds several active jobs of one study (made before the database enforced one); "
+                    "the rule applies once they end")
+    except sa.exc.SQLAlchemyError:
+        time.sleep(0.5)  # another process is creating it at the same moment
+        one_active_job_per_study.create(engine, checkfirst=True)
 
 
 def get_job(settings: Settings, job_id: int) -> Job:

@@ -36,10 +36,8 @@ def submit_job(
     ``workers=0`` queues without starting anything (workers on other machines will claim it).
     """
     slots = launcher.plan_slots(devices, workers, per_gpu)
-    active = [job for job in list_jobs(settings, ACTIVE_STATES) if job.study_name == spec.name]
-    if active:
-        raise JobError(f"study {spec.name!r} already has job {active[0].id} ({active[0].status}); cancel it or extend it instead")
-    study = prepare_study(spec, settings)
+    _refuse_second_job(settings, spec.name)  # words the common case; the database enforces it (queue_job)
+    study = prepare_study(spec, settings)  # checks the dataset before it creates anything
     target = total_budget(spec)
     if target is not None and trial_counts(study).done >= target:
         raise JobError(f"study {spec.name!r} has already run its {target} trials; extend it (`python -m core jobs extend ID --trials N`) or raise budget.n_trials")
@@ -50,7 +48,25 @@ def submit_job(
 
 
 def queue_job(settings: Settings, spec: StudySpec, n_trials: int | None, devices: Sequence[str] = (), workers: int = 1, per_gpu: int = 1) -> int:
-    """Insert the job row only (the study must exist); :func:`submit_job` is the full submit."""
+    """Insert the job row only (the study must exist); :func:`submit_job` is the full submit.
+
+    The database refuses a second active job of one study (a unique partial index), also when two
+    submits race past every check: the loser gets a JobError naming the winner's job.
+    """
+    try:
+        return _insert_job(settings, spec, n_trials, devices, workers, per_gpu)
+    except sa.exc.IntegrityError:
+        _refuse_second_job(settings, spec.name)
+        raise
+
+
+def _refuse_second_job(settings: Settings, study_name: str) -> None:
+    active = [job for job in list_jobs(settings, ACTIVE_STATES) if job.study_name == study_name]
+    if active:
+        raise JobError(f"study {study_name!r} already has job {active[0].id} ({active[0].status}); cancel it or extend it instead")
+
+
+def _insert_job(settings: Settings, spec: StudySpec, n_trials: int | None, devices: Sequence[str], workers: int, per_gpu: int) -> int:
     with tables_engine(settings).begin() as connection:
         result = connection.execute(
             sa.insert(jobs_table).values(
@@ -126,9 +142,13 @@ def _store_budget(settings: Settings, job: Job, n_trials: int) -> None:
 
 
 def _requeue(settings: Settings, job: Job, *, launch: bool) -> Job:
-    with tables_engine(settings).begin() as connection:
-        if not set_status(connection, job.id, JobState.QUEUED, when=[job.status], finished_at=None, error=None, started_at=None):
-            raise JobError(f"job {job.id} changed state meanwhile; look again with `python -m core jobs`")
+    try:
+        with tables_engine(settings).begin() as connection:
+            if not set_status(connection, job.id, JobState.QUEUED, when=[job.status], finished_at=None, error=None, started_at=None):
+                raise JobError(f"job {job.id} changed state meanwhile; look again with `python -m core jobs`")
+    except sa.exc.IntegrityError:  # another job of the study is active: one at a time
+        _refuse_second_job(settings, job.study_name)
+        raise
     job = get_job(settings, job.id)
     slots = launcher.plan_slots(job.devices or None, job.workers, job.per_gpu) if job.workers else []
     if launch and slots:

@@ -7,6 +7,8 @@ and passed into everything else, so tests can hand in temporary ones.
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import warnings
 from typing import TYPE_CHECKING
@@ -15,11 +17,13 @@ import optuna
 import sqlalchemy
 from optuna.artifacts import FileSystemArtifactStore
 
+from core.contract import TrialAttr
 from core.settings import Heartbeats
 
 if TYPE_CHECKING:
     from core.settings import Settings
 
+log = logging.getLogger("segtune.storage")
 SQLITE_BUSY_TIMEOUT_S = 60  # several local workers write to one file: wait, don't fail
 
 _lock = threading.Lock()
@@ -77,11 +81,50 @@ def open_storage(db_url: str, heartbeats: Heartbeats = Heartbeats()) -> optuna.s
                 engine_kwargs=_engine_kwargs(db_url),
                 heartbeat_interval=heartbeats.interval_s,
                 grace_period=heartbeats.grace_s,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+                heartbeat_stale_trial_callback=RetryStaleTrial(heartbeats),
             )
     if is_sqlite(db_url):
         engine_for(db_url)  # switches the file to WAL
     return _storages[db_url]
+
+
+class RetryStaleTrial:
+    """Optuna's ``RetryHeartbeatStaleTrialCallback`` (one retry with the same params), and the failed
+    trial gets an ``error`` user attr saying why, as every failed trial does.
+
+    Optuna calls it after the trial is FAIL, when its attrs can no longer be set through the storage
+    API (``UpdateFinishedTrialError``), so the attr row is written through the RDB storage's own
+    session and models; tests/test_stale_trials.py holds this to the pinned Optuna.
+    """
+
+    def __init__(self, heartbeats: Heartbeats | None = None, max_retry: int = 1) -> None:
+        heartbeats = heartbeats or Heartbeats()
+        self.message = (f"the worker running this trial stopped sending heartbeats for over {heartbeats.grace_s} s "
+                        "(killed, crashed or its machine went down); the trial is run again with the same parameters")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self._retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        try:
+            _write_user_attr(study, trial._trial_id, TrialAttr.ERROR, self.message)
+        except Exception:  # the retry matters more than the note
+            log.exception("could not record why trial %d failed", trial.number)
+        self._retry(study, trial)
+
+
+def _write_user_attr(study: optuna.Study, trial_id: int, key: str, value: object) -> None:
+    """Set a user attr of a finished trial, which the public storage API refuses."""
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's _CachedStorage
+    with _create_scoped_session(storage.scoped_session) as session:
+        row = session.query(models.TrialUserAttributeModel).filter_by(trial_id=trial_id, key=key).one_or_none()
+        if row is None:
+            session.add(models.TrialUserAttributeModel(trial_id=trial_id, key=key, value_json=json.dumps(value)))
+        else:
+            row.value_json = json.dumps(value)
 
 
 def open_artifact_store(settings: Settings) -> FileSystemArtifactStore:

@@ -8,6 +8,7 @@ workers (core/runtime/worker.py) drive the same objective for background jobs.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import optuna
@@ -69,12 +70,29 @@ def load_study(name: str, storage: optuna.storages.BaseStorage) -> tuple[optuna.
 
 
 def prepare_study(spec: StudySpec, settings: Settings, *, storage: optuna.storages.BaseStorage | None = None, artifact_store: Any = None) -> optuna.Study:
-    """Create the study (idempotent), freeze its split, store preview inputs, queue grid points."""
+    """Create the study (idempotent), freeze its split, store preview inputs, queue grid points.
+
+    The dataset and split are read before a new study is created, and a study this call created is
+    deleted again if preparing it fails: a bad submit leaves no half-made study blocking the name.
+    """
     storage = storage or open_storage(settings.db_url, settings.heartbeats)
     artifact_store = artifact_store or open_artifact_store(settings)
+    existed = spec.name in optuna.get_all_study_names(storage)
+    source = None if existed else study_source(spec, settings)  # raises for a missing dataset, a bad split
     study = create_or_load_study(spec, storage)
+    try:
+        _prepare(study, spec, settings, artifact_store, source)
+    except BaseException:
+        if not existed:
+            with contextlib.suppress(Exception):
+                optuna.delete_study(study_name=spec.name, storage=storage)
+        raise
+    return study
+
+
+def _prepare(study: optuna.Study, spec: StudySpec, settings: Settings, artifact_store: Any, source: Any) -> None:
     if StudyAttr.PREVIEW_ARTIFACT not in study.user_attrs:
-        source = study_source(spec, settings)
+        source = source or study_source(spec, settings)
         split = source.split
         preview = source.tensors(preview_stems(split, spec.preview_count), spec.image_size, torch.device("cpu"))
         context = RunContext(settings=settings, artifact_store=artifact_store, device="cpu")
@@ -87,7 +105,6 @@ def prepare_study(spec: StudySpec, settings: Settings, *, storage: optuna.storag
         study.set_user_attr(StudyAttr.BASELINES, study_baselines(spec, settings))
     if spec.sampler == "grid":
         enqueue_grid(study, spec)
-    return study
 
 
 def study_baselines(spec: StudySpec, settings: Settings) -> dict[str, Any]:

@@ -9,6 +9,7 @@ architectures that take one, momentum only for optimizers that use it).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -93,23 +94,65 @@ class ParamSpec:
                 raise ValueError("a choice takes only the key 'choices'")
             return cls.choice(*choices)
         if "low" in data and "high" in data:
-            unknown = set(data) - {"low", "high", "step", "log", "type"}
-            if unknown:
-                raise ValueError(f"unknown range key(s) {sorted(unknown)}; use low, high, step, log, type")
-            low, high = data["low"], data["high"]
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
-                raise ValueError("'low' and 'high' must be numbers")
-            kind = data.get("type") or ("int" if isinstance(low, int) and isinstance(high, int) else "float")
-            if kind not in ("int", "float"):
-                raise ValueError(f"range type {kind!r} is not one of ['int', 'float']")
-            step = data.get("step")
-            if kind == "int":
-                return cls.int_range(int(low), int(high), int(step or 1), bool(data.get("log", False)))
-            return cls.float_range(float(low), float(high), step, bool(data.get("log", False)))
+            return cls._range_from_json(data)
         raise ValueError(
             "expected a value, {'choices': [...]} or {'low': ..., 'high': ...}; got " + json.dumps(data)
         )
 
+    @classmethod
+    def _range_from_json(cls, data: dict[str, Any]) -> ParamSpec:
+        """A range, refused (ValueError, every reason in one message) unless Optuna can sample it as written."""
+        unknown = set(data) - {"low", "high", "step", "log", "type"}
+        if unknown:
+            raise ValueError(f"unknown range key(s) {sorted(unknown)}; use low, high, step, log, type")
+        low, high, step, log = data["low"], data["high"], data.get("step"), data.get("log", False)
+        reasons: list[str] = []
+        if not all(_is_number(v) for v in (low, high)):
+            raise ValueError(f"'low' and 'high' must be numbers, got low={low!r}, high={high!r}")
+        if not all(math.isfinite(v) for v in (low, high)):
+            reasons.append(f"'low' and 'high' must be finite numbers, got low={low!r}, high={high!r}")
+        kind = data.get("type") or ("int" if isinstance(low, int) and isinstance(high, int) else "float")
+        if kind not in ("int", "float"):
+            raise ValueError(f"range type {kind!r} is not one of ['int', 'float']")
+        if kind == "int" and not reasons and not all(float(v).is_integer() for v in (low, high)):
+            reasons.append(f"an int range needs whole-number bounds, got low={low!r}, high={high!r}")
+        if step is not None:
+            reasons.extend(_step_problems(step, kind))
+        if not isinstance(log, bool):
+            reasons.append(f"'log' must be true or false, got {log!r}")
+        if reasons:
+            raise ValueError("; ".join(reasons))
+        if kind == "int":
+            return cls.int_range(int(low), int(high), int(step if step is not None else 1), log)
+        return cls.float_range(float(low), float(high), None if step is None else float(step), log)
+
+    def value_count(self) -> int | None:
+        """How many values :meth:`candidate_values` would list, computed without listing them (None: continuous)."""
+        if self.kind == "fixed":
+            return 1
+        if self.kind == "choice":
+            return len({json.dumps(c, sort_keys=True, default=str) for c in self.choices})
+        if self.kind == "float" and self.step is None:
+            return None
+        if self.high < self.low:
+            return 0
+        if self.kind == "int":
+            return (int(self.high) - int(self.low)) // int(self.step or 1) + 1
+        return round((self.high - self.low) / self.step) + 1
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _step_problems(step: Any, kind: str) -> list[str]:
+    if not _is_number(step):
+        return [f"'step' must be a number, got {step!r}"]
+    if not math.isfinite(step) or step <= 0:
+        return [f"'step' must be a positive number, got {step!r} (leave it out for a continuous range)"]
+    if kind == "int" and not float(step).is_integer():
+        return [f"an int range needs a whole-number 'step', got {step!r}"]
+    return []
 
 Params = dict[str, Any]
 
@@ -167,6 +210,11 @@ HYPERPARAMETERS: dict[str, HyperParam] = {
     "aug_shift_scale": HyperParam(float, 0.0, "max shift / scale change as a fraction, 0 = off", bounds=(0.0, 0.5)),
     "aug_brightness_contrast": HyperParam(float, 0.0, "max brightness/contrast change, 0 = off", bounds=(0.0, 1.0)),
 }
+
+
+# The hyperparameters other ones' ``active`` conditions read (see _architecture_takes, _optimizer_takes).
+# core.search.size counts a space per combination of these; a new condition must name its driver here.
+CONDITION_PARAMS = ("architecture", "optimizer")
 
 
 def active_hyperparameters(params: Params) -> list[str]:

@@ -13,6 +13,8 @@ from typing import Any
 import optuna
 
 from core.contract import StudyAttr
+from core.errors import SegTuneError
+from core.search.size import MAX_GRID_POINTS, search_space_size, too_large
 from core.search.space import HYPERPARAMETERS, ParamSpec
 from core.search.spec import StudySpec
 
@@ -39,7 +41,15 @@ def _suggest(trial: optuna.Trial, name: str, dim: ParamSpec) -> Any:
 
 
 def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
-    """Every combination of the tuned dimensions, honouring conditions (no inactive duplicates)."""
+    """Every combination of the tuned dimensions, honouring conditions (no inactive duplicates).
+
+    Refuses (SegTuneError) a grid above :data:`~core.search.size.MAX_GRID_POINTS`, counted first
+    by arithmetic, so a spec that skipped validation cannot fill the memory.
+    """
+    size = search_space_size(spec)
+    if size is None or size > MAX_GRID_POINTS:
+        reason = "a continuous range has no finite grid" if size is None else too_large(size)
+        raise SegTuneError(f"cannot list the grid of study {spec.name!r}: {reason}")
     partials: list[dict[str, Any]] = [{}]
     for name, hp in HYPERPARAMETERS.items():
         values = spec.param(name).candidate_values()
@@ -63,12 +73,6 @@ def enqueue_grid(study: optuna.Study, spec: StudySpec) -> int:
     return len(points)
 
 
-def search_space_size(spec: StudySpec) -> int | None:
-    """Number of distinct configurations, or None when a continuous range makes it infinite."""
-    try:
-        return len(grid_points(spec))
-    except ValueError:
-        return None
 
 
 

@@ -8,6 +8,7 @@ to messages that name the valid options.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from core.errors import ProblemsError, unknown_option
 from core.metrics.catalogue import DEFAULT_OBJECTIVE, epoch_objectives, objective_metrics
 from core.naming import is_valid_name
 from core.search.samplers import PRUNERS, SAMPLERS
+from core.search.size import grid_size_problem
 from core.search.space import HYPERPARAMETERS, HyperParam, ParamSpec
 from core.search.spec import CV_FOLDS_RANGE, SPEC_VERSION, Budget, CrossValidation, Objective, StudySpec
 
@@ -28,6 +30,9 @@ class SpecError(ProblemsError):
 
 
 _TOP_LEVEL_KEYS = {f.name for f in fields(StudySpec)}
+MAX_IMAGE_SIZE = 2048  # pixels per side: 2048^2 already needs a large GPU for a batch of 8
+MAX_TRIALS = 100_000  # budget.n_trials: far beyond any real study, far below what would flood the DB
+MAX_EPOCHS = 10_000  # budget.max_epochs, as the catalogue's bound on ``epochs``
 
 
 def load_spec(path: str | Path) -> StudySpec:
@@ -98,8 +103,8 @@ def spec_problems(spec: StudySpec) -> dict[str, str]:
     problems: dict[str, str] = {}
     if not is_valid_name(spec.name):
         problems["name"] = f"{spec.name!r} must be 1-64 letters, digits, '-', '_' or '.'"
-    if spec.image_size < 32 or spec.image_size % 32:
-        problems["image_size"] = f"must be a multiple of 32 and at least 32, got {spec.image_size}"
+    if not 32 <= spec.image_size <= MAX_IMAGE_SIZE or spec.image_size % 32:
+        problems["image_size"] = f"must be a multiple of 32 from 32 to {MAX_IMAGE_SIZE}, got {spec.image_size}"
     if spec.channels not in (None, 1, 3):
         problems["channels"] = f"must be 1 (grey), 3 (RGB) or null (the dataset's own), got {spec.channels}"
     for key, registry in (("sampler", SAMPLERS), ("pruner", PRUNERS)):
@@ -121,6 +126,10 @@ def spec_problems(spec: StudySpec) -> dict[str, str]:
         for param_name, param in spec.search_space.items():
             if param.kind == "float" and param.step is None:
                 problems[f"search_space.{param_name}"] = "grid search needs a list of choices or a stepped range (add 'step')"
+        if not any(path.startswith("search_space") for path in problems):
+            problem = grid_size_problem(spec)  # arithmetic: microseconds for any size
+            if problem:
+                problems.setdefault("sampler", problem)
     return problems
 
 
@@ -148,14 +157,14 @@ def _check_objectives(spec: StudySpec, problems: dict[str, str]) -> None:
 
 
 def _check_budget(budget: Budget, problems: dict[str, str]) -> None:
-    if budget.n_trials is not None and budget.n_trials < 1:
-        problems["budget.n_trials"] = "must be at least 1 (or null for no limit)"
-    if budget.timeout_s is not None and budget.timeout_s <= 0:
-        problems["budget.timeout_s"] = "must be positive (or null for no limit)"
+    if budget.n_trials is not None and not 1 <= budget.n_trials <= MAX_TRIALS:
+        problems["budget.n_trials"] = f"must be from 1 to {MAX_TRIALS:,} (or null for no limit), got {budget.n_trials}"
+    if budget.timeout_s is not None and not (math.isfinite(budget.timeout_s) and budget.timeout_s > 0):
+        problems["budget.timeout_s"] = f"must be a positive number of seconds (or null for no limit), got {budget.timeout_s}"
     if budget.n_trials is None and budget.timeout_s is None:
         problems["budget"] = "set n_trials, timeout_s or both, so the study ends"
-    if budget.max_epochs < 1:
-        problems["budget.max_epochs"] = "must be at least 1"
+    if not 1 <= budget.max_epochs <= MAX_EPOCHS:
+        problems["budget.max_epochs"] = f"must be from 1 to {MAX_EPOCHS:,}, got {budget.max_epochs}"
 
 
 def _check_split(split: SplitConfig, problems: dict[str, str]) -> None:
@@ -192,7 +201,10 @@ def _check_param(param_name: str, param: ParamSpec, problems: dict[str, str]) ->
         if hp.kind is int and param.kind == "float":
             problems[path] = f"{param_name} is an integer; use an int range"
             return
-        if param.low > param.high:
+        problem = _range_problem(param)
+        if problem:
+            problems[path] = problem
+        elif param.low > param.high:
             problems[path] = f"low {param.low} is above high {param.high}"
         elif param.log and param.low <= 0:
             problems[path] = "a log range needs low > 0"
@@ -208,11 +220,29 @@ def _check_param(param_name: str, param: ParamSpec, problems: dict[str, str]) ->
             return
 
 
+def _range_problem(param: ParamSpec) -> str | None:
+    """What Optuna could not sample in a typed range (specs built in code skip the JSON checks)."""
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (param.low, param.high)):
+        return f"'low' and 'high' must be finite numbers, got low={param.low!r}, high={param.high!r}"
+    if param.kind == "int" and not all(float(v).is_integer() for v in (param.low, param.high)):
+        return f"an int range needs whole-number bounds, got low={param.low!r}, high={param.high!r}"
+    step = param.step
+    if step is None:
+        return None
+    if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step) or step <= 0:
+        return f"'step' must be a positive number, got {step!r} (leave it out for a continuous range)"
+    if param.kind == "int" and not float(step).is_integer():
+        return f"an int range needs a whole-number 'step', got {step!r}"
+    return None
+
+
 def _value_problem(hp: HyperParam, value: Any) -> str | None:
     if value is None:
         return None if hp.allow_none else "a value is required"
     if not _is_type(value, hp.kind):
         return f"{value!r} is not a {hp.kind.__name__}"
+    if hp.kind in (int, float) and not math.isfinite(value):
+        return f"{value!r} is not a finite number"
     if hp.options is not None:
         valid = list(hp.options())
         if value not in valid:

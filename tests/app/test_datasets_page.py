@@ -93,3 +93,45 @@ def test_split_preview_and_delete(workspace: Settings) -> None:
     assert not at.exception
     assert dataset_names(workspace.datasets_dir) == []
     assert any("No datasets yet" in info.value for info in at.info)
+
+
+def test_server_folder_outside_the_import_roots_is_refused_without_listing_it(workspace: Settings) -> None:
+    at = datasets_page()
+    assert str(workspace.imports_dir) in " ".join(c.value for c in at.caption)  # the page says where it may read
+    for typed in ("/etc", "/proc/self", "../datasets"):
+        at.text_input(key="ds.folder").input(typed).run()
+        at.text_input(key="ds.folder_name").input("stolen").run()
+        at.button(key="ds.folder_go").click().run()
+        assert not at.exception
+        report = " ".join(e.value for e in at.error)
+        assert "outside the folders the dashboard may read" in report
+        assert "passwd" not in report and "status" not in report and "hosts" not in report
+    assert dataset_names(workspace.datasets_dir) == []
+
+
+def test_server_folder_inside_the_imports_folder_is_ingested(workspace: Settings) -> None:
+    with zipfile.ZipFile(io.BytesIO(tiny_zip())) as archive:
+        archive.extractall(workspace.imports_dir)
+    at = datasets_page()
+    at.text_input(key="ds.folder").input("set").run()
+    at.text_input(key="ds.folder_name").input("cells").run()
+    at.button(key="ds.folder_go").click().run()
+    assert not at.exception
+    assert dataset_names(workspace.datasets_dir) == ["cells"]
+
+
+def test_a_dataset_a_queued_job_uses_is_not_deleted_and_the_page_names_the_job(workspace: Settings) -> None:
+    from core.data.demo import create_demo_dataset
+    from core.runtime.queue import submit_job
+    from core.search.validation import spec_from_dict
+
+    create_demo_dataset(workspace.datasets_dir, count=12, size=32)
+    spec = spec_from_dict({"name": "busy", "dataset": "demo-cells", "image_size": 32, "sampler": "random", "pruner": "none",
+                           "preview_count": 2, "budget": {"n_trials": 1, "max_epochs": 1}})
+    job_id = submit_job(workspace, spec, workers=0, launch=False)
+    at = datasets_page()
+    at.text_input(key="ds.delete_confirm").input("demo-cells").run()
+    at.button(key="ds.delete").click().run()
+    assert not at.exception
+    assert any(f"used by job {job_id}" in e.value and "busy" in e.value for e in at.error)
+    assert dataset_names(workspace.datasets_dir) == ["demo-cells"]

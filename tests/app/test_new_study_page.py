@@ -137,3 +137,22 @@ def test_trials_per_gpu_sets_the_workers_started_unless_a_count_is_given(two_gpu
     at.number_input(key="ns._workers").set_value(None).run()
     at.button(key="ns._start").click().run()
     assert not at.exception and submitted["workers"] is None and submitted["per_gpu"] == 3
+
+
+def test_a_huge_grid_is_counted_and_refused_in_the_form_without_listing_it(demo: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.search import suggest
+
+    def never(*_: object) -> None:
+        raise AssertionError("the page listed the grid")
+
+    monkeypatch.setattr(suggest, "grid_points", never)
+    at = new_study_page()
+    at.session_state["ns.sampler"] = "grid"
+    for name, high in (("batch_size", 1024), ("epochs", 10_000)):
+        for field, value in (("mode", "range"), ("low", 1), ("high", high), ("step", 0), ("log", False)):
+            at.session_state[f"ns.sp.{name}.{field}"] = value
+    at.session_state["ns.max_epochs"] = 10_000
+    at.run()
+    assert not at.exception
+    assert any("10,240,000 points, above the limit of 10,000" in e.value for e in at.error)
+    assert at.button(key="ns._start").disabled

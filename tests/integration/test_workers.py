@@ -175,6 +175,7 @@ def test_kill_minus_nine_mid_trial_is_failed_retried_and_the_job_finishes(worksp
     wait_status(workspace, job_id, JobState.FINISHED, timeout_s=180)
     trials = study_trials(workspace, "killed")
     assert trials[trial.number].state == TrialState.FAIL  # failed by the heartbeat's grace period
+    assert "stopped sending heartbeats" in trials[trial.number].user_attrs["error"]  # and says so
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == trial.number]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert retries[0].params == trials[trial.number].params
