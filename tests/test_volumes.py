@@ -213,3 +213,19 @@ def test_a_zip_of_volumes_ingests(tmp_path: Path) -> None:
     archive = shutil.make_archive(str(tmp_path / "task"), "zip", tmp_path / "Task99")
     manifest = _ingest(Path(archive), tmp_path / "ds")
     assert len(manifest.volumes) == 2 and len(manifest.pairs) == 2 * SHAPE[2]
+
+
+def test_a_server_path_is_read_only_under_the_import_roots(tmp_path: Path) -> None:
+    roots = [tmp_path / "imports"]
+    roots[0].mkdir()
+    outside = msd_folder(tmp_path / "elsewhere", 2)
+    store = tmp_path / "datasets"
+    with pytest.raises(DatasetError) as refused:
+        ingest_volumes(outside, "outside", store, confine_to=roots)
+    assert "source" in refused.value.problems and not dataset_names(store)
+    (roots[0] / "escape").symlink_to(outside, target_is_directory=True)  # a link inside that leads out
+    with pytest.raises(DatasetError):
+        ingest_volumes(roots[0] / "escape", "escape", store, confine_to=roots)
+    inside = msd_folder(roots[0] / "Task-inside", 2)
+    manifest = ingest_volumes(inside.name, "inside", store, confine_to=roots)  # relative to a root
+    assert manifest.is_volume and dataset_names(store) == ["inside"]

@@ -14,7 +14,7 @@ MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 
 
 def test_volumes_tab_ingests_and_gallery_steps_through_slices(workspace: Settings, tmp_path: Path) -> None:
-    source = msd_folder(tmp_path / "Task-phantom", 3)
+    source = msd_folder(workspace.server_import_roots[0] / "Task-phantom", 3)  # server paths: under the import roots only
     at = AppTest.from_file(MAIN, default_timeout=60).run()
     at.text_input(key="ds.vol_path").input(str(source)).run()
     at.text_input(key="ds.vol_name").input("phantoms").run()
