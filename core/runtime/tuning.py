@@ -23,6 +23,7 @@ from core.search.suggest import enqueue_grid
 from core.search.validation import spec_from_dict
 from core.settings import Settings
 from core.training.objective import RunContext, TrialError, make_objective, preview_stems, study_source, upload_study_previews
+from core.training.progress import ProgressHook
 
 
 def create_or_load_study(spec: StudySpec, storage: optuna.storages.BaseStorage, worker_index: int = 0) -> optuna.Study:
@@ -95,6 +96,7 @@ def run_study(
     show_progress: bool = False,
     storage: optuna.storages.BaseStorage | None = None,
     artifact_store: Any = None,
+    on_progress: ProgressHook | None = None,
 ) -> optuna.Study:
     """Run the study in this process until its budget (or ``n_trials`` more trials) is used up."""
     storage = storage or open_storage(settings.db_url, settings.heartbeats)
@@ -103,7 +105,7 @@ def run_study(
     remaining = n_trials if n_trials is not None else remaining_budget(study, spec)
     if remaining is not None and remaining <= 0:
         return study
-    context = RunContext(settings=settings, artifact_store=artifact_store, device=device)
+    context = RunContext(settings=settings, artifact_store=artifact_store, device=device, on_progress=on_progress)
     study.optimize(
         make_objective(spec, context),
         n_trials=remaining,

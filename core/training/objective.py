@@ -35,6 +35,7 @@ from core.search.spec import StudySpec
 from core.search.suggest import suggest_params
 from core.settings import Settings
 from core.training.loop import EpochRecord, TrainConfig, TrainResult, evaluate, measure_throughput, predict, prepare_model, resolve_device, train_model
+from core.training.progress import ProgressHook, ProgressWriter
 
 
 class TrialCancelled(Exception):
@@ -57,6 +58,7 @@ class RunContext:
     artifact_store: Any  # optuna.artifacts store
     device: str = "auto"
     stop_requested: Callable[[], bool] = _never
+    on_progress: ProgressHook | None = None  # sees every training batch (the CLI's bar); stored progress is throttled
 
 
 # --- the study's data, loaded once per process --------------------------------------------------
@@ -193,7 +195,8 @@ def _train_with_oom_retry(
     for attempt in range(2):
         model = prepare_model(build_model(model_config), device)
         try:
-            result = train_model(model, data.train, data.val, config, mode=data.mode, num_classes=data.num_classes, on_epoch=_epoch_reporter(trial, spec, context))
+            progress = ProgressWriter(trial, config.epochs, hook=context.on_progress)
+            result = train_model(model, data.train, data.val, config, mode=data.mode, num_classes=data.num_classes, on_epoch=_epoch_reporter(trial, spec, context), on_batch=progress)
             return model, result, config
         except torch.cuda.OutOfMemoryError:
             del model
