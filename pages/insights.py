@@ -17,7 +17,9 @@ with user_errors("Drawing the insights"):
     if len(objectives) > 1:
         objective = st.selectbox("Objective", range(len(objectives)), format_func=objectives.__getitem__, key="insights.objective",
                                  help="History, importances, parallel coordinates, contour and slice show one objective at a time.")
-    figures = study_cache.insights(name, objective)
+    figures, updating = study_cache.insights(name, objective)
+    if updating:
+        st.caption(":material/autorenew: New trials finished: the figures are being redrawn in the background; reload to see them.")
     tabs = st.tabs([insight.title for insight in figures.values()])
     for tab, (key, insight) in zip(tabs, figures.items()):
         with tab:
