@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarise(runs, args.budget_s)
     print(table(rows, args.budget_s))
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "steps": {m: [l.steps for l in ls] for m, ls in runs.items()}, "args": vars(args)}, default=str, indent=1))
+        args.json.write_text(json.dumps({"rows": rows, "steps": {m: [ledger.steps for ledger in ledgers] for m, ledgers in runs.items()}, "args": vars(args)}, default=str, indent=1))
     return 0
 
 
