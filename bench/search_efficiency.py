@@ -15,7 +15,7 @@ compute spent, and prints per method:
     nice -n 10 python bench/search_efficiency.py                       # ~10 min on 2 CPU cores
     python bench/search_efficiency.py --budget-s 20 --seeds 1 --images 48   # a smoke run
 
-CPU-sized by design (64 px, a ClassicUNet space, ~150 images of ``ct_liver_msd``, volumes kept
+CPU-sized by design (64 px, a small ClassicUNet space, 64 slices of ``ct_liver_msd``, volumes kept
 apart between train and val); its verdict holds for this scale and space, see bench/RESULTS.md.
 """
 
@@ -55,8 +55,8 @@ METHODS = {  # name -> (sampler, pruner), both from the product's registries
 }
 SPACE = {  # a realistic small-model space: shape, optimiser, learning rate, loss, batch size
     "architecture": "ClassicUNet",
-    "unet_start_filters": {"choices": [4, 8, 16]},
-    "unet_depth": {"low": 2, "high": 4},
+    "unet_start_filters": {"choices": [4, 8]},
+    "unet_depth": {"low": 2, "high": 3},
     "optimizer": {"choices": ["adam", "sgd", "rmsprop"]},
     "lr": {"low": 1e-4, "high": 1e-1, "log": True},
     "loss": {"choices": ["dice_bce", "bce", "focal", "dice"]},
@@ -193,13 +193,13 @@ def table(rows: list[dict[str, object]], budget_s: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", type=Path, default=DATASET, help="images/ + masks/ folder (default: ct_liver_msd)")
-    parser.add_argument("--images", type=int, default=160, help="slices used, train + val")
+    parser.add_argument("--images", type=int, default=64, help="slices used, train + val")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--methods", default="random,tpe,tpe+hyperband,gp", help=f"comma-separated, of {list(METHODS)}")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--budget-s", type=float, default=45.0, help="epoch-seconds per run")
-    parser.add_argument("--max-epochs", type=int, default=9, help="each trial's epochs; Hyperband's max resource")
-    parser.add_argument("--expected-trials", type=int, default=30, help="the spec's n_trials (sets TPE's startup trials)")
+    parser.add_argument("--max-epochs", type=int, default=5, help="each trial's epochs; Hyperband's max resource")
+    parser.add_argument("--expected-trials", type=int, default=16, help="the spec's n_trials (sets TPE's startup trials)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the rows and every run's steps here")
     args = parser.parse_args(argv)

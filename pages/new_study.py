@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from typing import Any
@@ -28,34 +29,60 @@ from app.widgets.spec_form import (
 from core.data.splits import split_sizes
 from core.errors import SegTuneError
 from core.runtime.launcher import plan_slots, visible_gpu_ids
-from core.search.presets import load_preset, preset_names
+from core.search.auto import plan_for_manifest
+from core.search.presets import AUTO, load_preset, preset_names
 from core.search.spec import StudySpec
 from core.search.suggest import search_space_size
 from core.search.validation import SpecError, spec_from_dict
 
 PRESET_LABELS = {
+    AUTO: "Auto · planned from this dataset (recommended)",
     "p1-unet-keras-tuner": "Keras Tuner U-Net study · classic U-Net shape search",
     "p2-deeplabv3plus-liver": "Liver CT study · DeepLabV3+ / U-Net, Bayesian",
     "p3-optimizer-loss-cells": "Cell study · optimizers × losses (grid)",
     "p5-resnet-unet-mri": "Brain MRI study · ResNet-UNet encoders (grid)",
 }
 NOTICE = PREFIX + "_notice"  # a message from a callback, shown on the next run
+REASONS = PREFIX + "_plan_reasons"  # the auto preset's "why" lines for what the form shows
 IMPORTED = PREFIX + "_imported"  # file id of the last imported spec, so it is applied once
 
 
 def starting_spec(dataset: str) -> StudySpec:
-    """What the form shows first: a small, quick study on the chosen dataset."""
-    return StudySpec(name=f"{dataset}-study", dataset=dataset, image_size=128, split=state.SPLIT.get())
+    """What the form shows first: the auto preset, planned from the dataset's fingerprint."""
+    try:
+        auto = plan_for_manifest(cache.manifest(dataset), name=f"{dataset}-study", device=device_kind())
+    except (SegTuneError, OSError, ValueError):  # an unreadable manifest: a small, quick study instead
+        return StudySpec(name=f"{dataset}-study", dataset=dataset, image_size=128, split=state.SPLIT.get())
+    if REASONS not in st.session_state:
+        st.session_state[REASONS] = list(auto.reasons)
+    return dataclasses.replace(spec_from_dict(auto.spec), split=state.SPLIT.get())
+
+
+def device_kind() -> str:
+    return "cuda" if gpu_devices() else "cpu"
 
 
 def apply_preset(name: str, dataset: str) -> None:
     try:
-        spec = load_preset(name, dataset, f"{name.split('-')[0]}-{dataset}")
+        if name == AUTO:
+            auto = plan_for_manifest(cache.manifest(dataset), name=f"auto-{dataset}", device=device_kind())
+            spec, st.session_state[REASONS] = spec_from_dict(auto.spec), list(auto.reasons)
+        else:
+            spec = load_preset(name, dataset, f"{name.split('-')[0]}-{dataset}")
+            st.session_state.pop(REASONS, None)
     except SegTuneError as error:
         st.session_state[NOTICE] = ("error", str(error))
         return
     fill_form(spec_to_form(spec))
     st.session_state[NOTICE] = ("success", f"Filled the form from {PRESET_LABELS.get(name, name)}.")
+
+
+def plan_reasons() -> None:
+    """Why the auto preset chose what the form shows (until another preset or an import replaces it)."""
+    reasons = st.session_state.get(REASONS)
+    if reasons:
+        with st.expander(":material/auto_awesome: Why these settings (planned from the dataset)"):
+            st.markdown("\n".join(f"- {reason}" for reason in reasons))
 
 
 def import_spec(upload: Any) -> None:
@@ -70,6 +97,7 @@ def import_spec(upload: Any) -> None:
         return
     with user_errors("Importing the spec"):
         fill_form(spec_to_form(spec_from_dict(data)))
+        st.session_state.pop(REASONS, None)
         st.session_state[NOTICE] = ("success", f"Imported {upload.name}.")
 
 
@@ -102,8 +130,8 @@ def show_notice() -> None:
 def header_tools(dataset: str, problems: dict[str, str]) -> None:
     presets, importer, exporter = st.columns([2, 2, 1], vertical_alignment="bottom")
     with presets:
-        names = preset_names()
-        choice = st.selectbox("Start from a paper preset", names, format_func=lambda n: PRESET_LABELS.get(n, n), key=PREFIX + "_preset")
+        names = [AUTO, *preset_names()]
+        choice = st.selectbox("Start from a preset", names, format_func=lambda n: PRESET_LABELS.get(n, n), key=PREFIX + "_preset")
         st.button("Apply preset", on_click=apply_preset, args=(choice, dataset), icon=":material/auto_fix_high:", key=PREFIX + "_apply_preset")
     with importer:
         import_spec(st.file_uploader("Import a spec (JSON)", type=["json"], key=PREFIX + "_import"))
@@ -205,6 +233,7 @@ def form(datasets: list[str]) -> tuple[StudySpec | None, dict[str, str]]:
     header_tools(st.session_state[PREFIX + "dataset"], problems)
     show_notice()
     spec, problems = validate(st.session_state)  # an import may just have changed the form
+    plan_reasons()
     with st.container(border=True):
         st.subheader("Study")
         study_settings_editor(datasets, problems)
