@@ -55,6 +55,7 @@ class StudyAttr(StrEnum):
     PREVIEW_STEMS = "preview_stems"
     PREVIEW_ARTIFACT = "preview_artifact"  # npz of the preview images and their ground truth
     GRID_ENQUEUED = "grid_enqueued"
+    PARENT = "parent"  # {"study", "how": "warm_start" | "narrowed", "top_k", ...}: the earlier study this one reuses
 
 
 class ArtifactKind(StrEnum):

@@ -53,7 +53,7 @@ def starting_spec(dataset: str) -> StudySpec:
         auto = plan_for_manifest(cache.manifest(dataset), name=f"{dataset}-study", device=device_kind())
     except (SegTuneError, OSError, ValueError):  # an unreadable manifest: a small, quick study instead
         return StudySpec(name=f"{dataset}-study", dataset=dataset, image_size=128, split=state.SPLIT.get())
-    if REASONS not in st.session_state:
+    if PREFIX + "dataset" not in st.session_state:  # the form's first fill: it shows this plan
         st.session_state[REASONS] = list(auto.reasons)
     return dataclasses.replace(spec_from_dict(auto.spec), split=state.SPLIT.get())
 

@@ -76,7 +76,7 @@ def test_fingerprint_from_a_manifest() -> None:
     assert fp.aspect == pytest.approx(4 / 3)
 
 
-def test_auto_preset_on_a_real_dataset(workspace: Settings, tmp_path) -> None:  # noqa: ANN001
+def test_auto_preset_on_a_real_dataset(workspace: Settings, tmp_path) -> None:
     from core.data.ingest import ingest_dataset
     from core.data.manifest import load_manifest
 

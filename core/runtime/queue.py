@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -28,14 +29,15 @@ def submit_job(
     *,
     workers: int | None = None,
     devices: Sequence[str] | None = None,
-    per_gpu: int = 1,
+    per_gpu: int | str = 1,
     launch: bool = True,
+    trial_bytes: int | None = None,
 ) -> int:
     """Create (or reuse) the study, queue a job for it and start local workers; returns the job id.
 
     ``workers=0`` queues without starting anything (workers on other machines will claim it).
     """
-    slots = launcher.plan_slots(devices, workers, per_gpu)
+    slots = launcher.plan_slots(devices, workers, per_gpu, trial_bytes=trial_bytes)  # per_gpu "auto": as many as fit
     active = [job for job in list_jobs(settings, ACTIVE_STATES) if job.study_name == spec.name]
     if active:
         raise JobError(f"study {spec.name!r} already has job {active[0].id} ({active[0].status}); cancel it or extend it instead")
@@ -43,7 +45,8 @@ def submit_job(
     target = total_budget(spec)
     if target is not None and trial_counts(study).done >= target:
         raise JobError(f"study {spec.name!r} has already run its {target} trials; extend it (`python -m core jobs extend ID --trials N`) or raise budget.n_trials")
-    job_id = queue_job(settings, spec, target, launcher.normalise_devices(devices), len(slots), per_gpu)
+    packed = per_gpu if isinstance(per_gpu, int) else max(Counter(slots).values(), default=1)
+    job_id = queue_job(settings, spec, target, launcher.normalise_devices(devices), len(slots), packed)
     if launch and slots:
         launcher.launch_workers(settings, get_job(settings, job_id), slots)
     return job_id

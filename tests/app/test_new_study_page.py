@@ -137,3 +137,15 @@ def test_trials_per_gpu_sets_the_workers_started_unless_a_count_is_given(two_gpu
     at.number_input(key="ns._workers").set_value(None).run()
     at.button(key="ns._start").click().run()
     assert not at.exception and submitted["workers"] is None and submitted["per_gpu"] == 3
+
+
+def test_the_form_starts_from_the_auto_plan_and_says_why(demo: Settings) -> None:
+    at = new_study_page()
+    assert not at.exception and not at.button(key="ns._start").disabled
+    assert at.selectbox(key="ns._preset").value == "auto"
+    why = next(e for e in at.expander if "Why these settings" in e.label)
+    text = "\n".join(m.value for m in why.markdown)
+    assert "image size 64 px" in text and "losses" in text and "augmentation" in text
+    at.selectbox(key="ns._preset").set_value("p1-unet-keras-tuner").run()
+    at.button(key="ns._apply_preset").click().run()
+    assert not any("Why these settings" in e.label for e in at.expander)  # a paper preset: no plan to explain
