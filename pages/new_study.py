@@ -29,6 +29,7 @@ from app.widgets.spec_form import (
 from core.data.splits import split_sizes
 from core.errors import SegTuneError
 from core.runtime.launcher import plan_slots, visible_gpu_ids
+from core.runtime.reuse import link_to_source, narrowed_spec, seed_from_study, studies_on_dataset
 from core.search.auto import plan_for_manifest
 from core.search.presets import AUTO, load_preset, preset_names
 from core.search.spec import StudySpec
@@ -43,6 +44,7 @@ PRESET_LABELS = {
     "p5-resnet-unet-mri": "Brain MRI study · ResNet-UNet encoders (grid)",
 }
 NOTICE = PREFIX + "_notice"  # a message from a callback, shown on the next run
+NARROWED = PREFIX + "_narrowed"  # (new study name, earlier study, k) after "Narrow around its best"
 REASONS = PREFIX + "_plan_reasons"  # the auto preset's "why" lines for what the form shows
 IMPORTED = PREFIX + "_imported"  # file id of the last imported spec, so it is applied once
 
@@ -75,6 +77,39 @@ def apply_preset(name: str, dataset: str) -> None:
         return
     fill_form(spec_to_form(spec))
     st.session_state[NOTICE] = ("success", f"Filled the form from {PRESET_LABELS.get(name, name)}.")
+
+
+def reuse_section(dataset: str) -> tuple[str | None, int]:
+    """An earlier study on the same dataset to warm-start from, or to narrow around; returns (study to seed from, k)."""
+    earlier = studies_on(cache.settings().db_url, dataset)
+    if not earlier:
+        return None, 0
+    with st.expander(":material/history: Reuse an earlier study on this dataset"):
+        source_col, k_col = st.columns([3, 1])
+        source = source_col.selectbox("Earlier study", earlier, key=PREFIX + "_reuse_study")
+        top_k = int(k_col.number_input("Best trials", min_value=1, max_value=50, value=5, key=PREFIX + "_reuse_k"))
+        seed = st.checkbox("Seed the new study with these configurations (warm start)", key=PREFIX + "_warm_start",
+                           help="Its first trials are the earlier study's best configurations that fit this search space.")
+        st.button("Narrow around its best", key=PREFIX + "_narrow", icon=":material/filter_center_focus:", on_click=apply_narrowed, args=(source, top_k),
+                  help="Fills the form with the earlier study's space, numeric ranges shrunk around its best trial and choices cut to those its best trials used.")
+    return (source if seed else None), top_k
+
+
+@st.cache_data(ttl=cache.READ_TTL_S, show_spinner=False)
+def studies_on(db_url: str, dataset: str) -> list[str]:
+    return studies_on_dataset(cache.settings(), dataset)
+
+
+def apply_narrowed(source: str, top_k: int) -> None:
+    try:
+        spec = narrowed_spec(cache.settings(), source, top_k)
+    except SegTuneError as error:
+        st.session_state[NOTICE] = ("error", str(error))
+        return
+    fill_form(spec_to_form(spec))
+    st.session_state.pop(REASONS, None)
+    st.session_state[NARROWED] = (spec.name, source, top_k)
+    st.session_state[NOTICE] = ("success", f"Filled the form with {source}'s space narrowed around its {top_k} best trials.")
 
 
 def plan_reasons() -> None:
@@ -212,10 +247,16 @@ def cost_section(spec: StudySpec | None) -> None:
                 st.dataframe({"hyperparameter": [k for k, _ in cost.params], "value": [str(v) for _, v in cost.params]}, hide_index=True)
 
 
-def start(spec: StudySpec, devices: list[str], workers: int | None, per_gpu: int) -> None:
+def start(spec: StudySpec, devices: list[str], workers: int | None, per_gpu: int, reuse: tuple[str | None, int] = (None, 0)) -> None:
     from core.runtime.queue import submit_job
 
     with st.spinner("Creating the study and starting workers…"):
+        seed_source, top_k = reuse
+        if seed_source:
+            seed_from_study(cache.settings(), spec, seed_source, top_k)
+        narrowed = st.session_state.get(NARROWED)
+        if narrowed and narrowed[0] == spec.name:
+            link_to_source(cache.settings(), spec, narrowed[1], narrowed[2])
         job_id = submit_job(cache.settings(), spec, workers=workers, devices=devices or None, per_gpu=per_gpu)
     state.JOB.set(job_id)
     state.STUDY.set(spec.name)
@@ -255,10 +296,10 @@ def unplaced_problems(problems: dict[str, str]) -> None:
         st.warning(f"Fix the {len(problems)} problem(s) marked above to start.", icon=":material/warning:")
 
 
-def start_button(spec: StudySpec | None, devices: list[str], workers: int | None, per_gpu: int) -> None:
+def start_button(spec: StudySpec | None, devices: list[str], workers: int | None, per_gpu: int, reuse: tuple[str | None, int] = (None, 0)) -> None:
     if st.button("Start tuning", type="primary", disabled=spec is None, icon=":material/play_arrow:", key=PREFIX + "_start"):
         with user_errors("Starting the study"):
-            start(spec, devices, workers, per_gpu)
+            start(spec, devices, workers, per_gpu, reuse)
 
 
 def no_datasets() -> None:
@@ -273,7 +314,8 @@ if not datasets:
     no_datasets()
 else:
     spec, problems = form(datasets)
+    reuse = reuse_section(st.session_state[PREFIX + "dataset"])
     devices, workers, per_gpu = run_section()
     cost_section(spec)
     unplaced_problems(problems)
-    start_button(spec, devices, workers, per_gpu)
+    start_button(spec, devices, workers, per_gpu, reuse)

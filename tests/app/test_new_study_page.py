@@ -149,3 +149,28 @@ def test_the_form_starts_from_the_auto_plan_and_says_why(demo: Settings) -> None
     at.selectbox(key="ns._preset").set_value("p1-unet-keras-tuner").run()
     at.button(key="ns._apply_preset").click().run()
     assert not any("Why these settings" in e.label for e in at.expander)  # a paper preset: no plan to explain
+
+
+def test_reuse_an_earlier_study_warm_start_and_narrow(demo: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    import optuna
+
+    import core.runtime.queue
+    from core.contract import StudyAttr
+    from core.runtime.storage import open_storage
+    from tests.test_reuse import earlier_study
+
+    storage = open_storage(demo.db_url)
+    earlier_study(storage)
+    monkeypatch.setattr(core.runtime.queue, "submit_job", lambda settings, spec, **kwargs: 9)
+    at = new_study_page()
+    assert at.selectbox(key="ns._reuse_study").value == "earlier"
+    at.number_input(key="ns._reuse_k").set_value(2).run()
+    at.button(key="ns._narrow").click().run()
+    assert not at.exception and any("narrowed around its 2 best" in s.value for s in at.success)
+    assert at.text_input(key="ns.name").value == "earlier-narrow"
+    at.checkbox(key="ns._warm_start").check().run()
+    at.button(key="ns._start").click().run()
+    assert not at.exception
+    study = optuna.load_study(study_name="earlier-narrow", storage=storage)
+    assert study.user_attrs[StudyAttr.PARENT]["study"] == "earlier"
+    assert len(study.get_trials(states=(optuna.trial.TrialState.WAITING,))) >= 1  # the warm start's configurations
