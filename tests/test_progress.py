@@ -103,3 +103,20 @@ def test_a_trial_stores_its_batch_progress_and_feeds_the_cli_hook(workspace: Set
     assert batches >= 2 and len(seen) == 2 * batches and {number for number, _ in seen} == {0}
     assert seen[-1][1] == BatchProgress(2, 2, batches, batches)
     assert trial.user_attrs[TrialAttr.PROGRESS] == {"epoch": 2, "epochs": 2, "batch": batches, "batches": batches}
+
+
+def test_jobs_show_prints_the_batch_within_the_epoch(workspace: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.runtime.launcher
+    from core.commands.jobs import status_text
+    from core.runtime.job_views import job_status
+    from core.runtime.queue import submit_job
+    from core.runtime.storage import open_storage
+
+    monkeypatch.setattr(core.runtime.launcher, "launch_workers", lambda settings, job, slots: [])
+    create_demo_dataset(workspace.datasets_dir, count=12, size=64)
+    spec = spec_from_dict({"name": "shown", "dataset": "demo-cells", "image_size": 64, "budget": {"n_trials": 2, "max_epochs": 5},
+                           "search_space": {"architecture": "ClassicUNet", "epochs": 5}})
+    job_id = submit_job(workspace, spec, workers=1, devices=["cpu"])
+    trial = optuna.load_study(study_name="shown", storage=open_storage(workspace.db_url)).ask()
+    trial.set_user_attr(TrialAttr.PROGRESS, {"epoch": 2, "epochs": 5, "batch": 7, "batches": 30})
+    assert "epoch 2/5 batch 7/30" in status_text(job_status(workspace, job_id), workspace, 0)
