@@ -1,10 +1,12 @@
 """Cached reads of one study for the result pages (DESIGN rule 7), over ``core.results``.
 
-Each study is opened once per server (``st.cache_resource``): Optuna's cached storage then keeps
-finished trials in memory and re-reads only new or running ones. Derived results (the trials
-frame, curves, previews, figures) are ``st.cache_data`` entries keyed by the study's
-:class:`Stamp` — trial count, finished count and, only while trials run, a few-second time
-bucket — so a finished 1,000-trial study is tabulated once, and a running one stays live.
+Each study is opened once per server (``st.cache_resource``) with an incremental trial cache
+(:class:`core.results.trial_cache.TrialCache`: finished trials are read once; new, running and
+waiting ones are re-read) and the leaderboard frame built on it (:class:`FrameCache`: a finished
+trial's row is built once), so a 1,000-trial study is tabulated once and then costs milliseconds
+per change. Other derived results (curves, previews, figures) are ``st.cache_data`` entries keyed
+by the study's :class:`Stamp` — trial count, finished count and, only while trials run, a
+few-second time bucket.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from core.results import curves, reliability
 from core.results import insights as insight_figures
 from core.results import previews as preview_sets
 from core.results import trials as trial_reads
+from core.results.trial_cache import FrameCache, LatestResult, TrialCache
 from core.runtime import budget
 from core.runtime.job_model import ACTIVE_STATES
 from core.runtime.job_table import list_jobs
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
 LIVE_TTL_S = cache.READ_TTL_S  # how stale a running study's results may be
 IDLE_TTL_S = 600  # a finished study only changes when trials are added: its stamp says when
 REFRESH_S = 5.0  # how often a live result view redraws while its study runs
+STAMP_MAX_AGE_S = 1.0  # one page run asks for the stamp several times: read the storage once
 BUNDLE_CHECK_TTL_S = 60  # how long "this trial's weights are readable" is trusted before a re-check
 
 
@@ -92,10 +96,22 @@ def rearm_if_changed(name: str, drawn_live: bool) -> None:
 
 
 def stamp(name: str) -> Stamp:
-    trials = study(name).get_trials(deepcopy=False)
-    n_finished = sum(1 for trial in trials if trial.state.is_finished())
-    live = n_finished < len(trials)
-    return Stamp(len(trials), n_finished, int(time.time() // LIVE_TTL_S) if live else 0)
+    trials = _results(name).trials
+    trials.refresh(max_age_s=STAMP_MAX_AGE_S)
+    live = trials.n_finished < trials.n_trials
+    return Stamp(trials.n_trials, trials.n_finished, int(time.time() // LIVE_TTL_S) if live else 0)
+
+
+def _results(name: str) -> FrameCache:
+    """The study's incremental trial and frame caches, kept for the server's life."""
+    current = study(name)
+    return _frame_cache(cache.settings().db_url, name, current._study_id, id(current._storage), current)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _frame_cache(db_url: str, name: str, study_id: int, storage_id: int, _current: optuna.Study) -> FrameCache:
+    # Over the study's own storage (Optuna's cached RDB storage, or whatever the study was opened with).
+    return FrameCache(TrialCache(_current._storage, study_id), _current.directions, trial_reads.objective_names(_current))
 
 
 def require_study() -> str:
@@ -113,12 +129,8 @@ def require_study() -> str:
 
 
 def trials_frame(name: str) -> pd.DataFrame:
-    return _trials_frame(cache.settings().db_url, name, stamp(name))
-
-
-@st.cache_data(ttl=IDLE_TTL_S, max_entries=8, show_spinner="Reading trials…")
-def _trials_frame(db_url: str, name: str, version: Stamp) -> pd.DataFrame:
-    return trial_reads.trials_frame(study(name))
+    """The leaderboard frame: built once, then only the rows of new or changed trials."""
+    return _results(name).frame(max_age_s=STAMP_MAX_AGE_S)
 
 
 def baselines(name: str) -> pd.DataFrame:
@@ -156,8 +168,10 @@ def objective_names(name: str) -> list[str]:
 
 
 def trials(name: str, numbers: tuple[int, ...]) -> list[FrozenTrial]:
-    """The given trials (in order), from the study's in-memory trial cache."""
-    by_number = {trial.number: trial for trial in study(name).get_trials(deepcopy=False)}
+    """The given trials (in order), from the study's incremental trial cache."""
+    results = _results(name).trials
+    results.refresh(max_age_s=STAMP_MAX_AGE_S)
+    by_number = {trial.number: trial for trial in results.trials()}
     return [by_number[number] for number in numbers if number in by_number]
 
 
@@ -180,13 +194,20 @@ def _previews(db_url: str, name: str, n_finished: int, numbers: tuple[int, ...])
     return preview_sets.load_previews(study(name), numbers, cache.artifact_store())
 
 
-def insights(name: str, objective: int) -> dict[str, insight_figures.Insight]:
-    return _insights(cache.settings().db_url, name, stamp(name).n_finished, objective)
+def insights(name: str, objective: int) -> tuple[dict[str, insight_figures.Insight], bool]:
+    """Insights figures and whether newer ones are being drawn.
+
+    Drawn once per change of the finished trials, in a background thread: while new figures are
+    drawn the page keeps showing the last ones (``True``); only the very first drawing is waited for.
+    """
+    current = study(name)
+    worker = _insights_worker(cache.settings().db_url, name, objective, id(current._storage))
+    return worker.get(stamp(name).n_finished, lambda: insight_figures.insight_figures(current, objective))
 
 
-@st.cache_data(ttl=IDLE_TTL_S, max_entries=8, show_spinner="Drawing figures…")
-def _insights(db_url: str, name: str, n_finished: int, objective: int) -> dict[str, insight_figures.Insight]:
-    return insight_figures.insight_figures(study(name), objective)
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _insights_worker(db_url: str, name: str, objective: int, storage_id: int) -> LatestResult:
+    return LatestResult()
 
 
 def model_card(name: str, number: int) -> str:

@@ -23,6 +23,7 @@ class TrialAttr(StrEnum):
 
     HISTORY = "history"  # list[EpochRow], written every epoch (live learning curves)
     EPOCH = "epoch"  # last finished epoch (live progress)
+    PROGRESS = "progress"  # {"epoch", "epochs", "batch", "batches"} within the running epoch, written every few seconds
     EPOCHS_PLANNED = "epochs_planned"
     PARAMS_RESOLVED = "params_resolved"  # every active hyperparameter, fixed ones included
     MODEL_CONFIG = "model_config"  # ModelConfig.to_dict()
@@ -65,6 +66,7 @@ class StudyAttr(StrEnum):
     PREVIEW_ARTIFACT = "preview_artifact"  # npz of the preview images and their ground truth
     GRID_ENQUEUED = "grid_enqueued"
     BASELINES = "baselines"  # constant predictors scored on val and test: name -> BaselineRecord
+    PARENT = "parent"  # {"study", "how": "warm_start" | "narrowed", "top_k", ...}: the earlier study this one reuses
 
 
 class TrialFlag(StrEnum):

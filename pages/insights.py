@@ -23,7 +23,9 @@ with user_errors("Drawing the insights"):
         listed = "; ".join(f"#{number} ({', '.join(flag_label(flag) for flag in flags)})" for number, flags in flagged)
         st.warning(f"{FLAG_MARK} Flagged trials are in these figures too: {listed}. Their scores are those of a "
                    "constant prediction or no better than one — read importances with that in mind.", icon=":material/flag:")
-    figures = study_cache.insights(name, objective)
+    figures, updating = study_cache.insights(name, objective)
+    if updating:
+        st.caption(":material/autorenew: New trials finished: the figures are being redrawn in the background; reload to see them.")
     tabs = st.tabs([insight.title for insight in figures.values()])
     for tab, (key, insight) in zip(tabs, figures.items()):
         with tab:

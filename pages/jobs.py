@@ -12,7 +12,7 @@ from app.nav import page_path
 from app.widgets.errors import user_errors
 from core.runtime.job_model import ACTIVE_STATES, RESUMABLE_STATES, Job, JobState
 from core.runtime.job_table import list_jobs
-from core.runtime.job_views import JobStatus, job_status, read_log_tail
+from core.runtime.job_views import JobStatus, RunningTrial, job_status, read_log_tail
 from core.runtime.queue import cancel_job, extend_job, resume_job
 
 REFRESH = "2s"  # live view period; reads below are cached for less than that
@@ -101,15 +101,23 @@ def progress_view(status: JobStatus) -> None:
         st.progress(min(1.0, status.trials_done / total), text=f"{status.trials_done} of {total} trials "
                     f"({status.counts.complete} complete, {status.counts.pruned} pruned, {status.counts.failed} failed)")
     for trial in status.running:
-        planned = trial.epochs_planned or 0
-        epoch = trial.epoch or 0
-        where = trial.device or "?"
-        text = f"Trial {trial.number} · epoch {epoch}/{planned or '?'} · {where} · {duration(trial.elapsed_s)}"
-        if trial.epoch is None:
-            text = f"Trial {trial.number} · loading data · {where}"
-        st.progress(min(1.0, epoch / planned) if planned else 0.0, text=text)
+        st.progress(trial.fraction, text=running_text(trial))
     if job.error:
         st.error(job.error, icon=":material/error:")
+
+
+def running_text(trial: RunningTrial) -> str:
+    """'Trial 3 · epoch 2/10 · batch 45/120 · cuda:0 · 4 min 10 s, about 12 min left'."""
+    where = trial.device or "?"
+    progress = trial.progress
+    if progress is None and trial.epoch is None:
+        return f"Trial {trial.number} · loading data · {where}"
+    if progress is not None:
+        step = f"epoch {progress.epoch}/{progress.epochs} · batch {progress.batch}/{progress.batches}"
+    else:
+        step = f"epoch {trial.epoch}/{trial.epochs_planned or '?'}"
+    left = f", about {duration(trial.eta_s)} left" if trial.eta_s is not None else ""
+    return f"Trial {trial.number} · {step} · {where} · {duration(trial.elapsed_s)}{left}"
 
 
 def workers_view(status: JobStatus) -> None:

@@ -30,35 +30,96 @@ from core.data.manifest import dataset_path
 from core.data.splits import file_split, split_sizes
 from core.errors import SegTuneError
 from core.runtime.launcher import plan_slots, visible_gpu_ids
-from core.search.presets import load_preset, preset_names
+from core.runtime.reuse import link_to_source, narrowed_spec, seed_from_study, studies_on_dataset
+from core.search.auto import plan_for_manifest
+from core.search.presets import AUTO, load_preset, preset_names
 from core.search.size import search_space_size
 from core.search.spec import StudySpec
 from core.search.suggest import trials_beyond_space
 from core.search.validation import SpecError, spec_from_dict
 
 PRESET_LABELS = {
+    AUTO: "Auto · planned from this dataset (recommended)",
     "p1-unet-keras-tuner": "Keras Tuner U-Net study · classic U-Net shape search",
     "p2-deeplabv3plus-liver": "Liver CT study · DeepLabV3+ / U-Net, Bayesian",
     "p3-optimizer-loss-cells": "Cell study · optimizers × losses (grid)",
     "p5-resnet-unet-mri": "Brain MRI study · ResNet-UNet encoders (grid)",
 }
 NOTICE = PREFIX + "_notice"  # a message from a callback, shown on the next run
+NARROWED = PREFIX + "_narrowed"  # (new study name, earlier study, k) after "Narrow around its best"
+REASONS = PREFIX + "_plan_reasons"  # the auto preset's "why" lines for what the form shows
 IMPORTED = PREFIX + "_imported"  # file id of the last imported spec, so it is applied once
 
 
 def starting_spec(dataset: str) -> StudySpec:
-    """What the form shows first: a small, quick study on the chosen dataset."""
-    return StudySpec(name=f"{dataset}-study", dataset=dataset, image_size=128, split=state.SPLIT.get())
+    """What the form shows first: the auto preset, planned from the dataset's fingerprint."""
+    try:
+        auto = plan_for_manifest(cache.manifest(dataset), name=f"{dataset}-study", device=device_kind())
+    except (SegTuneError, OSError, ValueError):  # an unreadable manifest: a small, quick study instead
+        return StudySpec(name=f"{dataset}-study", dataset=dataset, image_size=128, split=state.SPLIT.get())
+    if PREFIX + "dataset" not in st.session_state:  # the form's first fill: it shows this plan
+        st.session_state[REASONS] = list(auto.reasons)
+    return dataclasses.replace(spec_from_dict(auto.spec), split=state.SPLIT.get())
+
+
+def device_kind() -> str:
+    return "cuda" if gpu_devices() else "cpu"
 
 
 def apply_preset(name: str, dataset: str) -> None:
     try:
-        spec = load_preset(name, dataset, f"{name.split('-')[0]}-{dataset}")
+        if name == AUTO:
+            auto = plan_for_manifest(cache.manifest(dataset), name=f"auto-{dataset}", device=device_kind())
+            spec, st.session_state[REASONS] = spec_from_dict(auto.spec), list(auto.reasons)
+        else:
+            spec = load_preset(name, dataset, f"{name.split('-')[0]}-{dataset}")
+            st.session_state.pop(REASONS, None)
     except SegTuneError as error:
         st.session_state[NOTICE] = ("error", str(error))
         return
     fill_form(spec_to_form(spec))
     st.session_state[NOTICE] = ("success", f"Filled the form from {PRESET_LABELS.get(name, name)}.")
+
+
+def reuse_section(dataset: str) -> tuple[str | None, int]:
+    """An earlier study on the same dataset to warm-start from, or to narrow around; returns (study to seed from, k)."""
+    earlier = studies_on(cache.settings().db_url, dataset)
+    if not earlier:
+        return None, 0
+    with st.expander(":material/history: Reuse an earlier study on this dataset"):
+        source_col, k_col = st.columns([3, 1])
+        source = source_col.selectbox("Earlier study", earlier, key=PREFIX + "_reuse_study")
+        top_k = int(k_col.number_input("Best trials", min_value=1, max_value=50, value=5, key=PREFIX + "_reuse_k"))
+        seed = st.checkbox("Seed the new study with these configurations (warm start)", key=PREFIX + "_warm_start",
+                           help="Its first trials are the earlier study's best configurations that fit this search space.")
+        st.button("Narrow around its best", key=PREFIX + "_narrow", icon=":material/filter_center_focus:", on_click=apply_narrowed, args=(source, top_k),
+                  help="Fills the form with the earlier study's space, numeric ranges shrunk around its best trial and choices cut to those its best trials used.")
+    return (source if seed else None), top_k
+
+
+@st.cache_data(ttl=cache.READ_TTL_S, show_spinner=False)
+def studies_on(db_url: str, dataset: str) -> list[str]:
+    return studies_on_dataset(cache.settings(), dataset)
+
+
+def apply_narrowed(source: str, top_k: int) -> None:
+    try:
+        spec = narrowed_spec(cache.settings(), source, top_k)
+    except SegTuneError as error:
+        st.session_state[NOTICE] = ("error", str(error))
+        return
+    fill_form(spec_to_form(spec))
+    st.session_state.pop(REASONS, None)
+    st.session_state[NARROWED] = (spec.name, source, top_k)
+    st.session_state[NOTICE] = ("success", f"Filled the form with {source}'s space narrowed around its {top_k} best trials.")
+
+
+def plan_reasons() -> None:
+    """Why the auto preset chose what the form shows (until another preset or an import replaces it)."""
+    reasons = st.session_state.get(REASONS)
+    if reasons:
+        with st.expander(":material/auto_awesome: Why these settings (planned from the dataset)"):
+            st.markdown("\n".join(f"- {reason}" for reason in reasons))
 
 
 def import_spec(upload: Any) -> None:
@@ -73,6 +134,7 @@ def import_spec(upload: Any) -> None:
         return
     with user_errors("Importing the spec"):
         fill_form(spec_to_form(spec_from_dict(data)))
+        st.session_state.pop(REASONS, None)
         st.session_state[NOTICE] = ("success", f"Imported {upload.name}.")
 
 
@@ -105,8 +167,8 @@ def show_notice() -> None:
 def header_tools(dataset: str, problems: dict[str, str]) -> None:
     presets, importer, exporter = st.columns([2, 2, 1], vertical_alignment="bottom")
     with presets:
-        names = preset_names()
-        choice = st.selectbox("Start from a paper preset", names, format_func=lambda n: PRESET_LABELS.get(n, n), key=PREFIX + "_preset")
+        names = [AUTO, *preset_names()]
+        choice = st.selectbox("Start from a preset", names, format_func=lambda n: PRESET_LABELS.get(n, n), key=PREFIX + "_preset")
         st.button("Apply preset", on_click=apply_preset, args=(choice, dataset), icon=":material/auto_fix_high:", key=PREFIX + "_apply_preset")
     with importer:
         import_spec(st.file_uploader("Import a spec (JSON)", type=["json"], key=PREFIX + "_import"))
@@ -203,10 +265,16 @@ def cost_section(spec: StudySpec | None) -> None:
                 st.dataframe({"hyperparameter": [k for k, _ in cost.params], "value": [str(v) for _, v in cost.params]}, hide_index=True)
 
 
-def start(spec: StudySpec, devices: list[str], workers: int | None, per_gpu: int) -> None:
+def start(spec: StudySpec, devices: list[str], workers: int | None, per_gpu: int, reuse: tuple[str | None, int] = (None, 0)) -> None:
     from core.runtime.queue import submit_job
 
     with st.spinner("Creating the study and starting workers…"):
+        seed_source, top_k = reuse
+        if seed_source:
+            seed_from_study(cache.settings(), spec, seed_source, top_k)
+        narrowed = st.session_state.get(NARROWED)
+        if narrowed and narrowed[0] == spec.name:
+            link_to_source(cache.settings(), spec, narrowed[1], narrowed[2])
         job_id = submit_job(cache.settings(), spec, workers=workers, devices=devices or None, per_gpu=per_gpu)
     state.JOB.set(job_id)
     state.STUDY.set(spec.name)
@@ -224,6 +292,7 @@ def form(datasets: list[str]) -> tuple[StudySpec | None, dict[str, str]]:
     header_tools(st.session_state[PREFIX + "dataset"], problems)
     show_notice()
     spec, problems = validate(st.session_state)  # an import may just have changed the form
+    plan_reasons()
     with st.container(border=True):
         st.subheader("Study")
         study_settings_editor(datasets, problems)
@@ -245,10 +314,10 @@ def unplaced_problems(problems: dict[str, str]) -> None:
         st.warning(f"Fix the {len(problems)} problem(s) marked above to start.", icon=":material/warning:")
 
 
-def start_button(spec: StudySpec | None, devices: list[str], workers: int | None, per_gpu: int) -> None:
+def start_button(spec: StudySpec | None, devices: list[str], workers: int | None, per_gpu: int, reuse: tuple[str | None, int] = (None, 0)) -> None:
     if st.button("Start tuning", type="primary", disabled=spec is None, icon=":material/play_arrow:", key=PREFIX + "_start"):
         with user_errors("Starting the study"):
-            start(spec, devices, workers, per_gpu)
+            start(spec, devices, workers, per_gpu, reuse)
 
 
 def no_datasets() -> None:
@@ -263,7 +332,8 @@ if not datasets:
     no_datasets()
 else:
     spec, problems = form(datasets)
+    reuse = reuse_section(st.session_state[PREFIX + "dataset"])
     devices, workers, per_gpu = run_section()
     cost_section(spec)
     unplaced_problems(problems)
-    start_button(spec, devices, workers, per_gpu)
+    start_button(spec, devices, workers, per_gpu, reuse)

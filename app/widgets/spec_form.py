@@ -105,7 +105,7 @@ def form_to_dict(values: Mapping[str, Any]) -> dict[str, Any]:
         "objectives": [{"metric": metric} for metric in values.get(key("objectives"), [])],
         "budget": {"n_trials": n_trials or None, "timeout_s": timeout_min * 60 or None, "max_epochs": int(values.get(key("max_epochs"), 20))},
         "sampler": values.get(key("sampler"), "tpe"),
-        "pruner": values.get(key("pruner"), "median"),
+        "pruner": values.get(key("pruner"), StudySpec.pruner),
         "patience": int(values.get(key("patience"), 5)),
         "seed": int(values.get(key("seed"), 0)),
         "preview_count": int(values.get(key("preview_count"), 8)),

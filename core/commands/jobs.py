@@ -83,6 +83,8 @@ def status_text(status: JobStatus, settings: Settings, log_lines: int) -> str:
     ]
     for trial in status.running:
         epoch = f"epoch {trial.epoch or 0}/{trial.epochs_planned or '?'}"
+        if trial.progress is not None:  # within a long epoch: the batch too
+            epoch = f"epoch {trial.progress.epoch}/{trial.progress.epochs} batch {trial.progress.batch}/{trial.progress.batches}"
         beat = f"heartbeat {trial.heartbeat_age_s:.0f}s ago" if trial.heartbeat_age_s is not None else "no live worker"
         lines.append(f"  trial {trial.number:>4}  {epoch:14s} on {trial.device or '?':8s} {_duration(trial.elapsed_s)} running, {beat}")
     for worker in status.workers:

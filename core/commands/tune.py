@@ -13,6 +13,7 @@ from core.runtime.tuning import run_study
 from core.search.suggest import trials_beyond_space
 from core.search.validation import load_spec
 from core.settings import load_settings
+from core.training.progress import TrialBar
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,6 +31,10 @@ def run(args: argparse.Namespace) -> int:
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar and the leaderboard say it all
-    study = run_study(spec, load_settings(), n_trials=args.trials, device=args.device, show_progress=True)
+    bar = TrialBar()  # the running trial's epoch, batch and ETA, under Optuna's trials bar
+    try:
+        study = run_study(spec, load_settings(), n_trials=args.trials, device=args.device, show_progress=True, on_progress=bar)
+    finally:
+        bar.close()
     print(leaderboard_text(study, top=args.top))
     return 0

@@ -60,11 +60,16 @@ def finished(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
 
 def best_numbers(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -> list[int]:
     """The best complete trial (one objective) or the Pareto front (several), by trial number."""
-    complete = [t for t in (study.get_trials(deepcopy=False) if trials is None else trials) if t.state == TrialState.COMPLETE and t.values]
+    return best_numbers_for(study.directions, study.get_trials(deepcopy=False) if trials is None else trials)
+
+
+def best_numbers_for(directions: Sequence[optuna.study.StudyDirection], trials: Sequence[FrozenTrial]) -> list[int]:
+    """:func:`best_numbers` given the study's directions and its trials."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
     if not complete:
         return []
     # Flip maximised objectives so "smaller is better" everywhere.
-    signs = np.array([-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in study.directions])
+    signs = np.array([-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in directions])
     values = np.array([t.values for t in complete], dtype=float) * signs
     if values.shape[1] == 1:
         return [complete[int(np.argmin(values[:, 0]))].number]
@@ -96,24 +101,34 @@ def default_trial(study: optuna.Study) -> FrozenTrial:
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: number, state, best flag, rank, objectives, params, val/test metrics, costs."""
+    """One row per trial: number, state, best flag, rank, objectives, params, val/test metrics, costs.
+
+    Read afresh; long-lived readers (the dashboard) use :class:`core.results.trial_cache.FrameCache`,
+    which returns the same frame and rebuilds only the rows of trials that changed.
+    """
     trials = study.get_trials(deepcopy=False)
     best = set(best_numbers(study, trials))
     names = objective_names(study)
-    rows = [_trial_row(trial, names, trial.number in best) for trial in trials]
-    frame = pd.DataFrame(rows, columns=_frame_columns(trials, names))
-    frame["rank"] = _ranks(study, frame, names[0])
+    rows = [trial_row(trial, names, trial.number in best) for trial in trials]
+    frame = pd.DataFrame(rows, columns=frame_columns(trials, names))
+    return finish_frame(frame, study.directions, names[0])
+
+
+def finish_frame(frame: pd.DataFrame, directions: Sequence[optuna.study.StudyDirection], first_objective: str) -> pd.DataFrame:
+    """Column types settled (numbers with gaps as floats), ranks added, a fresh 0..n-1 index."""
+    frame = frame.infer_objects()
+    frame["rank"] = _ranks(directions, frame, first_objective)
     return frame.reset_index(drop=True)
 
 
-def _ranks(study: optuna.Study, frame: pd.DataFrame, first_objective: str) -> pd.Series:
+def _ranks(directions: Sequence[optuna.study.StudyDirection], frame: pd.DataFrame, first_objective: str) -> pd.Series:
     """1 = best complete trial by the first objective; other states get no rank."""
     values = frame[f"objective_{first_objective}"].where(frame["state"] == "complete").astype(float)
-    ascending = study.directions[0] == optuna.study.StudyDirection.MINIMIZE
+    ascending = directions[0] == optuna.study.StudyDirection.MINIMIZE
     return values.rank(method="min", ascending=ascending).astype("Int64")
 
 
-def _frame_columns(trials: Sequence[FrozenTrial], names: list[str]) -> list[str]:
+def frame_columns(trials: Sequence[FrozenTrial], names: list[str]) -> list[str]:
     params = sorted({f"param_{name}" for trial in trials for name in trial.params})
     return [
         "number", "state", "best", "rank", *[f"objective_{name}" for name in names], *params,
@@ -122,7 +137,8 @@ def _frame_columns(trials: Sequence[FrozenTrial], names: list[str]) -> list[str]
     ]
 
 
-def _trial_row(trial: FrozenTrial, names: list[str], is_best: bool) -> dict[str, Any]:
+def trial_row(trial: FrozenTrial, names: list[str], is_best: bool) -> dict[str, Any]:
+    """One trial's leaderboard row (a finished trial's row never changes, but for ``best``)."""
     attrs = trial.user_attrs
     row: dict[str, Any] = {"number": trial.number, "state": trial_state(trial), "best": is_best}
     for name, value in zip(names, trial.values or [None] * len(names)):

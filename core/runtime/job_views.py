@@ -14,6 +14,7 @@ from core.runtime.budget import TrialCounts, trial_counts
 from core.runtime.job_model import Job, JobState, WorkerInfo
 from core.runtime.job_table import get_job, job_workers, load_job_study, reconcile
 from core.runtime.processes import tail_file
+from core.training.progress import BatchProgress
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -28,6 +29,24 @@ class RunningTrial:
     worker: str | None
     heartbeat_age_s: float | None
     elapsed_s: float
+    progress: BatchProgress | None = None  # batch within the running epoch (stored every few seconds)
+
+    @property
+    def fraction(self) -> float:
+        """Share of the trial's planned epochs done, batches of the running epoch included (0..1)."""
+        if self.progress is not None:
+            return self.progress.fraction
+        if self.epochs_planned:
+            return min(1.0, (self.epoch or 0) / self.epochs_planned)
+        return 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        """Time left for this trial at its pace so far (None before any batch is done)."""
+        fraction = self.fraction
+        if fraction <= 0 or fraction >= 1:
+            return None
+        return self.elapsed_s * (1 - fraction) / fraction
 
 
 @dataclass(frozen=True)
@@ -77,6 +96,7 @@ def _running_trial(trial: optuna.trial.FrozenTrial, worker: WorkerInfo | None) -
         worker=worker.id if worker else trial.user_attrs.get(TrialAttr.WORKER),
         heartbeat_age_s=worker.heartbeat_age_s if worker else None,
         elapsed_s=max(0.0, time.time() - started),
+        progress=BatchProgress.from_attr(trial.user_attrs.get(TrialAttr.PROGRESS)),
     )
 
 

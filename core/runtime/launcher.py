@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,13 +56,50 @@ def normalise_devices(devices: Sequence[str] | str | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def plan_slots(devices: Sequence[str] | str | None, workers: int | None, per_gpu: int = 1, gpu_count: int | None = None) -> list[str]:
-    """The device of every worker to start: ``per_gpu`` per GPU, or ``workers`` spread round-robin."""
+AUTO = "auto"
+CUDA_CONTEXT_BYTES = 600 * 2**20  # what each worker process's CUDA context and allocator slack take
+MEMORY_HEADROOM = 0.85  # pack trials into this share of a GPU's free memory
+MAX_PER_GPU = 8
+
+
+def trials_that_fit(trial_bytes: int, free_bytes: int) -> int:
+    """How many trials of ``trial_bytes`` peak memory fit in ``free_bytes`` of one GPU (at least 1)."""
+    if trial_bytes <= 0:
+        raise LaunchError("the per-trial memory estimate must be positive")
+    usable = free_bytes * MEMORY_HEADROOM
+    return max(1, min(MAX_PER_GPU, int(usable // (trial_bytes + CUDA_CONTEXT_BYTES))))
+
+
+def free_gpu_memory(device: str) -> int:
+    """Free bytes on ``cuda:N`` now (what other processes hold is not free)."""
+    import torch
+
+    free, _total = torch.cuda.mem_get_info(int(device.split(":")[1]))
+    return int(free)
+
+
+def plan_slots(
+    devices: Sequence[str] | str | None,
+    workers: int | None,
+    per_gpu: int | str = 1,
+    gpu_count: int | None = None,
+    *,
+    trial_bytes: int | None = None,
+    device_memory: Callable[[str], int] = free_gpu_memory,
+) -> list[str]:
+    """The device of every worker to start: ``per_gpu`` per GPU, or ``workers`` spread round-robin.
+
+    ``per_gpu="auto"`` packs as many trials on each GPU as fit: ``trial_bytes`` (the trial-cost
+    probe's peak memory) against ``device_memory(device)`` (free bytes; a parameter for tests).
+    """
     names = normalise_devices(devices)
     if workers is not None and workers < 0:
         raise LaunchError(f"workers must be 0 or more, got {workers}")
-    if per_gpu < 1:
-        raise LaunchError(f"per_gpu must be at least 1, got {per_gpu}")
+    if per_gpu == AUTO:
+        if trial_bytes is None and workers is None:
+            raise LaunchError("per_gpu 'auto' needs the per-trial memory estimate (the trial-cost probe)")
+    elif not isinstance(per_gpu, int) or per_gpu < 1:
+        raise LaunchError(f"per_gpu must be a whole number of at least 1 or 'auto', got {per_gpu!r}")
     if gpu_count is None:
         gpu_count = 0 if names == ["cpu"] else len(visible_gpu_ids())
     for name in names:
@@ -72,7 +109,13 @@ def plan_slots(devices: Sequence[str] | str | None, workers: int | None, per_gpu
     names = names or ([f"cuda:{i}" for i in range(gpu_count)] or ["cpu"])
     if workers is not None:
         return [names[i % len(names)] for i in range(workers)]
-    return [slot for name in names for slot in ([name] * (per_gpu if name != "cpu" else 1))]
+
+    def count(name: str) -> int:
+        if name == "cpu":
+            return 1
+        return trials_that_fit(trial_bytes, device_memory(name)) if per_gpu == AUTO else int(per_gpu)
+
+    return [slot for name in names for slot in [name] * count(name)]
 
 
 def free_slots(settings: Settings, slots: Sequence[str]) -> list[str]:

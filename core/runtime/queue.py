@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -28,20 +29,22 @@ def submit_job(
     *,
     workers: int | None = None,
     devices: Sequence[str] | None = None,
-    per_gpu: int = 1,
+    per_gpu: int | str = 1,
     launch: bool = True,
+    trial_bytes: int | None = None,
 ) -> int:
     """Create (or reuse) the study, queue a job for it and start local workers; returns the job id.
 
     ``workers=0`` queues without starting anything (workers on other machines will claim it).
     """
-    slots = launcher.plan_slots(devices, workers, per_gpu)
+    slots = launcher.plan_slots(devices, workers, per_gpu, trial_bytes=trial_bytes)  # per_gpu "auto": as many as fit
     _refuse_second_job(settings, spec.name)  # words the common case; the database enforces it (queue_job)
     study = prepare_study(spec, settings)  # checks the dataset before it creates anything
     target = total_budget(spec)
     if target is not None and trial_counts(study).done >= target:
         raise JobError(f"study {spec.name!r} has already run its {target} trials; extend it (`python -m core jobs extend ID --trials N`) or raise budget.n_trials")
-    job_id = queue_job(settings, spec, target, launcher.normalise_devices(devices), len(slots), per_gpu)
+    packed = per_gpu if isinstance(per_gpu, int) else max(Counter(slots).values(), default=1)
+    job_id = queue_job(settings, spec, target, launcher.normalise_devices(devices), len(slots), packed)
     if launch and slots:
         launcher.launch_workers(settings, get_job(settings, job_id), slots)
     return job_id

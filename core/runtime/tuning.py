@@ -26,6 +26,7 @@ from core.search.suggest import enqueue_grid
 from core.search.validation import spec_from_dict
 from core.settings import Settings
 from core.training.objective import RunContext, TrialError, make_objective, upload_study_previews
+from core.training.progress import ProgressHook
 from core.training.study_data import preview_stems, study_source
 
 
@@ -137,6 +138,7 @@ def run_study(
     show_progress: bool = False,
     storage: optuna.storages.BaseStorage | None = None,
     artifact_store: Any = None,
+    on_progress: ProgressHook | None = None,
 ) -> optuna.Study:
     """Run the study in this process until its budget (or ``n_trials`` more trials) is used up."""
     storage = storage or open_storage(settings.db_url, settings.heartbeats)
@@ -145,7 +147,7 @@ def run_study(
     remaining = n_trials if n_trials is not None else remaining_budget(study, spec)
     if remaining is not None and remaining <= 0:
         return study
-    context = RunContext(settings=settings, artifact_store=artifact_store, device=device)
+    context = RunContext(settings=settings, artifact_store=artifact_store, device=device, on_progress=on_progress)
     study.optimize(
         make_objective(spec, context),
         n_trials=remaining,

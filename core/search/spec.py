@@ -57,7 +57,7 @@ class StudySpec:
     objectives: tuple[Objective, ...] = (Objective(),)
     budget: Budget = Budget()
     sampler: str = "tpe"  # a name of core.search.samplers.SAMPLERS
-    pruner: str = "median"  # a name of core.search.samplers.PRUNERS
+    pruner: str = "hyperband"  # a name of core.search.samplers.PRUNERS; see bench/RESULTS.md "Search efficiency"
     patience: int = 5  # early stopping: epochs without val-loss improvement
     seed: int = 0
     split: SplitConfig = SplitConfig()

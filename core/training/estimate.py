@@ -35,6 +35,8 @@ class TrialCost:
     epochs: int = 1  # the typical trial's epochs (capped by the budget's max_epochs)
     device: str = "cpu"  # where the probe ran
     params: tuple[tuple[str, Any], ...] = ()  # the probed hyperparameters, in catalogue order
+    memory_bytes: int = 0  # peak memory of one training step: measured on CUDA, estimated elsewhere
+    memory_measured: bool = False  # True: torch.cuda.max_memory_allocated; False: params + activations
 
     @property
     def seconds_per_trial(self) -> float:
@@ -63,7 +65,12 @@ def estimate_trial_cost(spec: StudySpec, settings: Settings, device: str = "cpu"
     channels = spec.channels or manifest.channels
     model = build_model(config_from_params(params, channels, manifest.num_classes)).to(device)
     batch = max(1, min(int(params["batch_size"]), sizes["train"]))
-    step_s = _time_train_step(model, torch.rand(batch, channels, spec.image_size, spec.image_size, device=device))
+    images = torch.rand(batch, channels, spec.image_size, spec.image_size, device=device)
+    measured = torch.device(device).type == "cuda"
+    if measured:
+        torch.cuda.reset_peak_memory_stats(device)
+    step_s = _time_train_step(model, images)
+    memory = torch.cuda.max_memory_allocated(device) if measured else analytic_memory_bytes(model, images)
     batches = math.ceil(sizes["train"] / batch) + VAL_COST * math.ceil(sizes["val"] / batch)
     return TrialCost(
         n_params=count_parameters(model),
@@ -72,7 +79,43 @@ def estimate_trial_cost(spec: StudySpec, settings: Settings, device: str = "cpu"
         epochs=min(int(params["epochs"]), spec.budget.max_epochs),
         device=device,
         params=tuple(params.items()),
+        memory_bytes=int(memory),
+        memory_measured=measured,
     )
+
+
+ADAM_STATE_COPIES = 4  # weights, gradients and Adam's two moments
+ACTIVATION_FACTOR = 2.0  # saved activations for backward plus their gradients, relative to the forward outputs
+
+
+def analytic_memory_bytes(model: Any, images: Any, bytes_per_value: int = 4) -> int:
+    """Peak training memory estimated without CUDA: parameter state + the activations one step keeps.
+
+    Activations are the outputs of every leaf module in a forward pass of ``images`` (counted with
+    hooks), doubled for the backward pass; parameters count four times (weights, gradients, Adam's
+    moments). A planning figure for fp32 (bf16 autocast on a GPU needs less); how close it comes to
+    ``torch.cuda.max_memory_allocated`` is still to be measured on a GPU (bench/RESULTS.md).
+    """
+    import torch
+
+    total = [0]
+
+    def count(_module: Any, _inputs: Any, output: Any) -> None:
+        for tensor in output if isinstance(output, (tuple, list)) else (output,):
+            if isinstance(tensor, torch.Tensor):
+                total[0] += tensor.numel()
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(count) for m in leaves]
+    try:
+        with torch.no_grad():
+            model(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+    params = sum(p.numel() for p in model.parameters())
+    inputs = images.numel()
+    return int((ADAM_STATE_COPIES * params + ACTIVATION_FACTOR * total[0] + inputs) * bytes_per_value)
 
 
 def _time_train_step(model: Any, images: Any) -> float:

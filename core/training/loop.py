@@ -93,6 +93,7 @@ class TrainResult:
 
 
 EpochCallback = Callable[[EpochRecord], None]
+BatchCallback = Callable[[int, int, int], None]  # (epoch, batches done in it, batches per epoch), 1-based
 
 
 # --- devices ------------------------------------------------------------------------------------
@@ -136,10 +137,13 @@ def train_model(
     mode: str,
     num_classes: int,
     on_epoch: EpochCallback | None = None,
+    on_batch: BatchCallback | None = None,
 ) -> TrainResult:
     """Train with early stopping on val loss; keep the weights of the best epoch.
 
     ``on_epoch`` runs after every epoch and may raise (pruning, cancellation) to stop training.
+    ``on_batch`` (progress) runs after every training step without a host sync; when it is None
+    the loop pays one ``is None`` test per batch.
     """
     device = train_data.images.device
     torch.manual_seed(config.seed)
@@ -155,7 +159,7 @@ def train_model(
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         epoch_start = time.perf_counter()
-        train_loss = _train_epoch(model, train_data, config, loss_fn, optimizer, scaler, generator)
+        train_loss = _train_epoch(model, train_data, config, loss_fn, optimizer, scaler, generator, _for_epoch(on_batch, epoch))
         val = evaluate(model, val_data, config.batch_size, loss_fn=loss_fn, mode=mode, num_classes=num_classes)
         lr = optimizer.param_groups[0]["lr"]
         _step_scheduler(scheduler, val["loss"])
@@ -185,6 +189,7 @@ def _train_epoch(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     generator: torch.Generator,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> float:
     model.train()
     device = data.images.device
@@ -193,6 +198,7 @@ def _train_epoch(
     augment = config.augment if config.augment.enabled else None
     # A last batch of one image breaks batch norm; drop it when the set is larger than one batch.
     drop_last = len(data) % config.batch_size == 1 and len(data) > config.batch_size
+    per_epoch = batches_per_epoch(len(data), config.batch_size)
     for images, masks in iterate_batches(data, config.batch_size, shuffle=True, generator=generator, augment=augment, drop_last=drop_last):
         images = _to_model_layout(images)
         optimizer.zero_grad(set_to_none=True)
@@ -203,7 +209,22 @@ def _train_epoch(
         scaler.update()
         total += loss.detach().float()
         batches += 1
+        if on_batch is not None:
+            on_batch(batches, per_epoch)
     return float(total / max(batches, 1))  # the epoch's one host sync
+
+
+def batches_per_epoch(n_images: int, batch_size: int) -> int:
+    """Training steps in one epoch (a last batch of one image is dropped: see ``_train_epoch``)."""
+    if n_images % batch_size == 1 and n_images > batch_size:
+        return n_images // batch_size
+    return math.ceil(n_images / batch_size)
+
+
+def _for_epoch(on_batch: BatchCallback | None, epoch: int) -> Callable[[int, int], None] | None:
+    if on_batch is None:
+        return None
+    return lambda batch, batches: on_batch(epoch, batch, batches)
 
 
 def _step_scheduler(scheduler: Any, val_loss: float) -> None:

@@ -44,6 +44,7 @@ from core.search.spec import StudySpec
 from core.search.suggest import suggest_params
 from core.settings import Settings
 from core.training.loop import EpochRecord, TrainConfig, TrainResult, predict, prepare_model, resolve_device, train_model
+from core.training.progress import ProgressHook, ProgressWriter
 from core.training.scoring import FoldScore, score_fold, summary
 from core.training.study_data import StudyData, load_pool, load_study_data
 
@@ -68,6 +69,7 @@ class RunContext:
     artifact_store: Any  # optuna.artifacts store
     device: str = "auto"
     stop_requested: Callable[[], bool] = _never
+    on_progress: ProgressHook | None = None  # sees every training batch (the CLI's bar); stored progress is throttled
 
 
 # --- the objective ------------------------------------------------------------------------------
@@ -127,7 +129,7 @@ def _run_trial(trial: optuna.Trial, spec: StudySpec, study_data: Callable[[int |
         if fold is not None:
             trial.set_user_attr(TrialAttr.FOLD, fold)
         reporter = _epoch_reporter(trial, spec, context, fold, [score.result for score in scores])
-        model, result, train_config = _train_with_oom_retry(trial, data, model_config, train_config, device, reporter)
+        model, result, train_config = _train_with_oom_retry(trial, data, model_config, train_config, device, reporter, context.on_progress)
         model.load_state_dict(result.best_state)
         scores.append(score_fold(model, data, result, train_config))
         if first_model is None:
@@ -200,6 +202,7 @@ def _train_with_oom_retry(
     config: TrainConfig,
     device: torch.device,
     on_epoch: Callable[[EpochRecord], None],
+    on_progress: ProgressHook | None = None,
 ) -> tuple[torch.nn.Module, TrainResult, TrainConfig]:
     """Train; on CUDA out-of-memory retry once with half the batch, then fail with a clear reason.
 
@@ -208,7 +211,8 @@ def _train_with_oom_retry(
     for attempt in range(2):
         model = prepare_model(build_model(model_config), device)
         try:
-            result = train_model(model, data.train, data.val, config, mode=data.mode, num_classes=data.num_classes, on_epoch=on_epoch)
+            progress = ProgressWriter(trial, config.epochs, hook=on_progress)
+            result = train_model(model, data.train, data.val, config, mode=data.mode, num_classes=data.num_classes, on_epoch=on_epoch, on_batch=progress)
             return model, result, config
         except torch.cuda.OutOfMemoryError:
             del model

@@ -80,3 +80,15 @@ def test_cancel_of_a_running_job_waits_for_its_worker(job: int, workspace: Setti
     assert get_job(workspace, job).status == "cancelling"
     assert {m.label: m.value for m in at.metric}["Status"] == "Cancelling"
     assert not at.exception
+
+
+def test_batch_progress_within_a_long_epoch(job: int, workspace: Settings) -> None:
+    study = optuna.load_study(study_name="watched", storage=open_storage(workspace.db_url))
+    running = study.get_trials(deepcopy=False)[0]
+    study._storage.set_trial_user_attr(running._trial_id, "progress", {"epoch": 3, "epochs": 5, "batch": 45, "batches": 120})
+    at = jobs_page()
+    assert not at.exception
+    bars = {p.proto.text: p.value for p in at.get("progress")}
+    text = next(t for t in bars if t.startswith("Trial 0"))
+    assert "epoch 3/5 · batch 45/120" in text
+    assert bars[text] == int(100 * (2 + 45 / 120) / 5)  # streamlit stores the bar as a whole percentage

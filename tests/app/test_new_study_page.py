@@ -156,3 +156,40 @@ def test_a_huge_grid_is_counted_and_refused_in_the_form_without_listing_it(demo:
     assert not at.exception
     assert any("10,240,000 points, above the limit of 10,000" in e.value for e in at.error)
     assert at.button(key="ns._start").disabled
+
+
+def test_the_form_starts_from_the_auto_plan_and_says_why(demo: Settings) -> None:
+    at = new_study_page()
+    assert not at.exception and not at.button(key="ns._start").disabled
+    assert at.selectbox(key="ns._preset").value == "auto"
+    why = next(e for e in at.expander if "Why these settings" in e.label)
+    text = "\n".join(m.value for m in why.markdown)
+    assert "image size 64 px" in text and "losses" in text and "augmentation" in text
+    at.selectbox(key="ns._preset").set_value("p1-unet-keras-tuner").run()
+    at.button(key="ns._apply_preset").click().run()
+    assert not any("Why these settings" in e.label for e in at.expander)  # a paper preset: no plan to explain
+
+
+def test_reuse_an_earlier_study_warm_start_and_narrow(demo: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    import optuna
+
+    import core.runtime.queue
+    from core.contract import StudyAttr
+    from core.runtime.storage import open_storage
+    from tests.test_reuse import earlier_study
+
+    storage = open_storage(demo.db_url)
+    earlier_study(storage)
+    monkeypatch.setattr(core.runtime.queue, "submit_job", lambda settings, spec, **kwargs: 9)
+    at = new_study_page()
+    assert at.selectbox(key="ns._reuse_study").value == "earlier"
+    at.number_input(key="ns._reuse_k").set_value(2).run()
+    at.button(key="ns._narrow").click().run()
+    assert not at.exception and any("narrowed around its 2 best" in s.value for s in at.success)
+    assert at.text_input(key="ns.name").value == "earlier-narrow"
+    at.checkbox(key="ns._warm_start").check().run()
+    at.button(key="ns._start").click().run()
+    assert not at.exception
+    study = optuna.load_study(study_name="earlier-narrow", storage=storage)
+    assert study.user_attrs[StudyAttr.PARENT]["study"] == "earlier"
+    assert len(study.get_trials(states=(optuna.trial.TrialState.WAITING,))) >= 1  # the warm start's configurations

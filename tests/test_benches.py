@@ -1,0 +1,58 @@
+"""The benchmark scripts run end to end at a tiny scale (their figures go to bench/RESULTS.md, never into tests)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+
+def test_gpu_throughput_runs_on_the_cpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import gpu_throughput
+
+    result = gpu_throughput.main(["--device", "cpu", "--size", "32", "--batch", "2", "--steps", "1", "--packing", "1,2",
+                                  "--matmul", "128", "--threads", "1", "--json", str(tmp_path / "out.json")])
+    rows = result["rows"]
+    assert [row["packed"] for row in rows] == [1, 2]
+    assert all(row["images_per_s"] > 0 and row["achieved"] > 0 and row["p5_hours"] > 0 for row in rows)
+    flops = result["flops_per_image"]
+    assert flops["resnet18"] < flops["resnet34"] < flops["resnet50"] < flops["resnet152"]
+    assert (tmp_path / "out.json").is_file()
+    assert "| 2 |" in capsys.readouterr().out
+
+
+def test_results_scale_runs_small(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import results_scale
+
+    results = results_scale.main(["--trials", "12", "--epochs", "3", "--rounds", "2", "--no-postgres", "--db", str(tmp_path / "scale.db")])
+    figures = results["SQLite"]
+    assert {"fresh", "cache first", "cache after", "cache while adding"} <= set(figures)
+    assert all(value > 0 for value in figures.values())
+    assert "| SQLite |" in capsys.readouterr().out
+    again = results_scale.main(["--trials", "12", "--epochs", "3", "--rounds", "1", "--no-postgres", "--db", str(tmp_path / "scale.db")])
+    assert "built" not in capsys.readouterr().out and again["SQLite"]  # the study is reused, not rebuilt
+
+
+def test_search_efficiency_summary_counts_compute_to_reach_random_best() -> None:
+    import search_efficiency as bench
+
+    def ledger(steps: list[tuple[float, float]]) -> bench.Ledger:
+        result = bench.Ledger(budget_s=10)
+        previous = 0.0
+        for used, dice in steps:
+            result.add(used - previous, dice)
+            previous = used
+        return result
+
+    runs = {"random": [ledger([(2, 0.5), (9, 0.7)]), ledger([(5, 0.6)])], "tpe": [ledger([(1, 0.66), (3, 0.8)]), ledger([(4, 0.5)])]}
+    rows = {row["method"]: row for row in bench.summarise(runs, budget_s=10)}
+    assert rows["random"]["target"] == pytest.approx(0.65)  # median of random's final bests
+    assert rows["tpe"]["reached"] == 1 and rows["random"]["reached"] == 1
+    assert rows["random"]["reach_fraction_median"] is None  # one seed of two never reached it: the median is "not reached"
+    runs["tpe"].append(ledger([(2, 0.9)]))
+    rows = {row["method"]: row for row in bench.summarise(runs, budget_s=10)}
+    assert rows["tpe"]["reach_fraction_median"] == pytest.approx(0.2) and rows["tpe"]["best_median"] == pytest.approx(0.8)
+    assert "| tpe | 0.800" in bench.table(list(rows.values()), 10)
