@@ -8,7 +8,6 @@ so a failed ingest leaves nothing behind.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -33,6 +32,7 @@ from core.data.manifest import (
     DatasetError,
     DatasetManifest,
     PairInfo,
+    folder_checksum,
     name_problem,
     remove_stale_work,
 )
@@ -207,18 +207,10 @@ def _write_manifest(request: _Request, work: Path, checked: list[_Checked]) -> D
         bit_depth=max(c.bit_depth for c in checked),
         classes=request.classes,
         pairs=tuple(c.info for c in checked),
-        checksum=_checksum(work),
+        checksum=folder_checksum(work),
     )
     (work / MANIFEST_FILE).write_text(json.dumps(manifest.to_dict(), indent=1), encoding="utf-8")
     return manifest
-
-
-def _checksum(folder: Path) -> str:
-    digest = hashlib.sha256()
-    files = sorted((p.relative_to(folder).as_posix(), p) for sub in ("images", "masks") for p in (folder / sub).iterdir())
-    for relative, path in files:
-        digest.update(relative.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
 
 
 # --- source layout --------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ A stored dataset is ``<datasets_dir>/<name>/`` holding ``dataset.json`` (the :cl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -305,3 +306,12 @@ def volume_rows(manifest: DatasetManifest) -> list[dict[str, Any]]:
 
 def name_problem(name: str) -> str:
     return f"invalid dataset name {name!r}: use 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit"
+
+
+def folder_checksum(folder: Path) -> str:
+    """The manifest's ``checksum``: sha256 over the stored image and mask files, names included."""
+    digest = hashlib.sha256()
+    files = sorted((p.relative_to(folder).as_posix(), p) for sub in ("images", "masks") for p in (folder / sub).iterdir())
+    for relative, path in files:
+        digest.update(relative.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()

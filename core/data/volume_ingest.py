@@ -14,7 +14,6 @@ built in a hidden temporary folder and renamed into place only when all is well.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -31,7 +30,7 @@ from PIL import Image
 
 from core.data.archives import IngestLimits, unpack
 from core.data.intensity import IntensityConfig, to_uint8
-from core.data.manifest import BINARY_CLASSES, INGEST_PREFIX, MANIFEST_FILE, DatasetError, DatasetManifest, PairInfo, VolumeInfo, VolumeSlicing, name_problem, remove_stale_work
+from core.data.manifest import BINARY_CLASSES, INGEST_PREFIX, MANIFEST_FILE, DatasetError, DatasetManifest, PairInfo, VolumeInfo, VolumeSlicing, folder_checksum, name_problem, remove_stale_work
 from core.data.server_folders import confined_source
 from core.data.volumes import (
     Case,
@@ -157,7 +156,7 @@ def _build(source: Path, name: str, work: Path, classes: Sequence[str] | None, o
     manifest = DatasetManifest(
         name=name, created=datetime.now(UTC).isoformat(timespec="seconds"), source=str(source),
         channels=1 if stored.sequences == 1 else 3, bit_depth=8, classes=names, pairs=tuple(stored.pairs),
-        checksum=_checksum(work), volumes=tuple(stored.volumes), slicing=slicing,
+        checksum=folder_checksum(work), volumes=tuple(stored.volumes), slicing=slicing,
     )
     (work / MANIFEST_FILE).write_text(json.dumps(manifest.to_dict(), indent=1), encoding="utf-8")
     return manifest
@@ -235,11 +234,3 @@ def _channels(picture: np.ndarray, sequences: int) -> np.ndarray:
     if sequences == 2:
         return np.concatenate([picture, np.zeros(picture.shape[:2] + (1,), np.uint8)], axis=-1)
     return picture
-
-
-def _checksum(folder: Path) -> str:
-    digest = hashlib.sha256()
-    files = sorted((p.relative_to(folder).as_posix(), p) for sub in ("images", "masks") for p in (folder / sub).iterdir())
-    for relative, path in files:
-        digest.update(relative.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
