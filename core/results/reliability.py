@@ -16,7 +16,6 @@ import pandas as pd
 from optuna.trial import FrozenTrial
 
 from core.contract import StudyAttr, TrialAttr
-from core.metrics.baselines import flag_text
 from core.metrics.catalogue import split_metrics
 from core.metrics.uncertainty import Kind, as_units, bootstrap_ci, paired_difference_ci
 
@@ -55,11 +54,6 @@ def reliability_columns(trial: FrozenTrial) -> dict[str, Any]:
     row["flags"] = ", ".join(attrs.get(TrialAttr.FLAGS) or [])
     row["reused_from"] = attrs.get(TrialAttr.REUSED_FROM)
     return row
-
-
-def trial_warnings(trial: FrozenTrial) -> list[str]:
-    """Readable reasons not to trust ``trial`` (empty when it has no flags)."""
-    return flag_text(trial.user_attrs.get(TrialAttr.FLAGS))
 
 
 def baselines(study: optuna.Study) -> dict[str, Any]:

@@ -215,10 +215,3 @@ HYPERPARAMETERS: dict[str, HyperParam] = {
 # The hyperparameters other ones' ``active`` conditions read (see _architecture_takes, _optimizer_takes).
 # core.search.size counts a space per combination of these; a new condition must name its driver here.
 CONDITION_PARAMS = ("architecture", "optimizer")
-
-
-def active_hyperparameters(params: Params) -> list[str]:
-    """Names that apply given the (partial) params chosen so far, in catalogue order."""
-    return [name for name, hp in HYPERPARAMETERS.items() if hp.active(params)]
-
-

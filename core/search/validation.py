@@ -91,13 +91,6 @@ def spec_from_dict(data: Any) -> StudySpec:
     return spec
 
 
-def validate_spec(spec: StudySpec) -> None:
-    """Raise :class:`SpecError` if an already typed spec breaks any rule."""
-    problems = spec_problems(spec)
-    if problems:
-        raise SpecError(problems)
-
-
 def spec_problems(spec: StudySpec) -> dict[str, str]:
     """Every rule a typed spec breaks, as field path -> message (empty when valid)."""
     problems: dict[str, str] = {}
