@@ -13,14 +13,15 @@ import streamlit as st
 
 from app import cache, state
 from app.widgets.errors import user_errors
+from app.widgets.mask_grid import channel_picker
 from app.widgets.spec_form import split_editor
 from core.data.demo import DEMO_NAME, create_demo_dataset
-from core.data.images import read_image, read_mask
+from core.data.images import channels_label, read_image, read_mask
 from core.data.ingest import ingest_dataset
 from core.data.intensity import WINDOW_PRESETS, IntensityConfig, intensity_from_options
 from core.data.manifest import DatasetManifest, dataset_path, dataset_stats, volume_rows
 from core.data.splits import file_split, split_sizes
-from core.data.visual import class_colors, overlay_mask, shrink
+from core.data.visual import class_colors, overlay_mask, shrink, to_rgb
 from core.data.volume_ingest import VolumeIngestOptions, ingest_volumes
 from core.data.volumes import slice_caption
 from core.naming import is_valid_name
@@ -39,8 +40,10 @@ def hex_color(rgb: tuple[int, int, int]) -> str:
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def thumbnail(image_path: str, mask_path: str, num_classes: int, alpha: float) -> np.ndarray:
-    overlay = overlay_mask(read_image(Path(image_path)), read_mask(Path(mask_path)), class_colors(num_classes), alpha)
+def thumbnail(image_path: str, mask_path: str, num_classes: int, alpha: float, channel: int | None = None) -> np.ndarray:
+    """``channel``: for images of more than 3 channels (sequences), the one shown as grey (None: the first 3 as RGB)."""
+    picture = to_rgb(read_image(Path(image_path)), channel)
+    overlay = overlay_mask(picture, read_mask(Path(mask_path)), class_colors(num_classes), alpha)
     return shrink(overlay, THUMBNAIL_PX)
 
 
@@ -164,7 +167,7 @@ def overview(manifest: DatasetManifest) -> None:
     columns = st.columns(5)
     columns[0].metric("Image/mask pairs", stats.count, help=f"slices of {stats.volumes} volumes" if stats.volumes else None)
     columns[1].metric("Most common size", next(iter(stats.sizes), "–"), help=f"{len(stats.sizes)} distinct size(s)")
-    columns[2].metric("Channels", "1 (grey)" if stats.channels == 1 else "3 (RGB)")
+    columns[2].metric("Channels", channels_label(stats.channels))
     columns[3].metric("Classes", manifest.num_classes, help=", ".join(manifest.classes))
     columns[4].metric("Empty masks", stats.empty_masks, help="Masks without any foreground pixel")
 
@@ -175,6 +178,7 @@ def volume_gallery(manifest: DatasetManifest) -> None:
     controls = st.columns([2, 2, 3], vertical_alignment="bottom")
     volume = controls[0].selectbox("Volume", list(slices), key="ds.volume", format_func=lambda v: f"{v} ({len(slices[v])} slices)")
     alpha = controls[1].slider("Mask opacity", 0.0, 1.0, 0.45, 0.05, key="ds.alpha")
+    channel = channel_picker(manifest.channels, "ds.channel")
     colors = class_colors(manifest.num_classes)
     legend = " · ".join(f"<span style='color:{hex_color(c)}'>■</span> {name}" for c, name in zip(colors[1:], manifest.classes[1:]))
     controls[2].markdown(legend, unsafe_allow_html=True)
@@ -183,7 +187,7 @@ def volume_gallery(manifest: DatasetManifest) -> None:
                          help="Position among the stored slices (empty slices may have been left out at ingest)") if len(pairs) > 1 else 0
     pair = pairs[position]
     folder = dataset_path(cache.settings().datasets_dir, manifest.name)
-    picture = thumbnail(str(folder / pair.image), str(folder / pair.mask), manifest.num_classes, alpha)
+    picture = thumbnail(str(folder / pair.image), str(folder / pair.mask), manifest.num_classes, alpha, channel)
     info = next(v for v in manifest.volumes if v.volume == volume)
     left, right = st.columns([2, 1])
     left.image(picture, caption=f"{slice_caption(pair.stem)} of {info.total_slices} · {sum(pair.foreground):.0%} foreground", width="stretch")

@@ -97,8 +97,10 @@ def test_bad_requests(dataset: tuple[Path, DatasetManifest]) -> None:
     folder, manifest = dataset
     with pytest.raises(SegTuneError, match=r"no pair\(s\) \['nope'\]"):
         load_tensor_set(folder, manifest, ["p0", "nope"], SIZE, 1)
-    with pytest.raises(SegTuneError, match="channels must be 1"):
+    with pytest.raises(SegTuneError, match="has 1 channel.*takes 2"):  # grey converts to RGB only
         load_tensor_set(folder, manifest, ["p0"], SIZE, 2)
+    with pytest.raises(SegTuneError, match="channels must be at least 1"):
+        load_tensor_set(folder, manifest, ["p0"], SIZE, 0)
 
 
 def test_tensor_set_subset_and_to(dataset: tuple[Path, DatasetManifest]) -> None:

@@ -132,7 +132,7 @@ def test_empty_fraction_keeps_a_share_of_empty_slices(tmp_path: Path) -> None:
 
 def test_sequences_become_channels_and_dicom_series_ingest(tmp_path: Path) -> None:
     multi = _ingest(msd_folder(tmp_path / "mri", 2, sequences=2), tmp_path / "ds", "mri")
-    assert multi.channels == 3 and multi.slicing.sequences == 2
+    assert multi.channels == 2 and multi.slicing.sequences == 2  # one channel per sequence
     source = tmp_path / "dicom"
     for number in range(2):
         image, label = phantom(number)

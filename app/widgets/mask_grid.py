@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from core.data.images import PICTURE_CHANNELS
 from core.data.visual import ERROR_COLORS, class_colors, error_map, overlay_mask, resize_nearest, to_rgb
 from core.results.previews import PreviewSet
 
@@ -27,16 +28,28 @@ def error_legend() -> None:
     st.markdown(chips, unsafe_allow_html=True)
 
 
-def mask_row(previews: PreviewSet, index: int, *, view: str, opacity: float, per_row: int) -> None:
+def channel_picker(channels: int, key: str) -> int | None:
+    """Which channel of a multi-sequence image to show (None: the first three as RGB); grey/RGB need no choice."""
+    if channels in PICTURE_CHANNELS:
+        return None
+    return st.selectbox("Channel shown", [None, *range(channels)], key=key,
+                        format_func=lambda c: "first 3 as RGB" if c is None else f"sequence {c:04d}",
+                        help=f"The images have {channels} channels, one per MRI sequence; a screen shows three at most.")
+
+
+def mask_row(previews: PreviewSet, index: int, *, view: str, opacity: float, per_row: int, channel: int | None = None,
+             caption: str | None = None) -> None:
     """Image, ground truth, then every trial's prediction for preview ``index``, ``per_row`` a row.
 
-    Fewer pictures per row is the zoom: each fills its column, scaled up pixel-exact.
+    Fewer pictures per row is the zoom: each fills its column, scaled up pixel-exact. ``channel``:
+    the channel shown of a multi-sequence image (:func:`channel_picker`); ``caption``: the image's
+    (default: its stem).
     """
-    image = to_rgb(previews.images[index])
+    image = to_rgb(previews.images[index], channel)
     truth = previews.masks[index]
     colors = class_colors(previews.num_classes)
     cells: list[tuple[np.ndarray, str, float | None]] = [
-        (image, previews.stems[index], None),
+        (image, caption or previews.stems[index], None),
         (overlay_mask(image, truth, colors, opacity), "Ground truth", None),
     ]
     for number in previews.trial_numbers:

@@ -308,7 +308,12 @@ def study_settings_editor(datasets: Sequence[str], problems: Mapping[str, str]) 
         problem_for(problems, "dataset")
     left, middle, right = st.columns(3)
     middle.select_slider("Image size (px)", IMAGE_SIZES, key=key("image_size"), persist_state="session")
-    right.selectbox("Channels", [AUTO_CHANNELS, 1, 3], key=key("channels"), persist_state="session", format_func=lambda c: {AUTO_CHANNELS: "as the dataset", 1: "1 (grey)", 3: "3 (RGB)"}[c])
+    chosen = st.session_state.get(key("channels"), AUTO_CHANNELS)  # an imported spec may name a multi-sequence count
+    options = [AUTO_CHANNELS, 1, 3] + ([chosen] if chosen not in (AUTO_CHANNELS, 1, 3) else [])
+    names = {AUTO_CHANNELS: "as the dataset", 1: "1 (grey)", 3: "3 (RGB)"}
+    right.selectbox("Channels", options, key=key("channels"), persist_state="session", format_func=lambda c: names.get(c, f"{c} (sequences)"))
+    with right:
+        problem_for(problems, "channels")
     left.text_input("Description", key=key("description"), persist_state="session")
     with middle:
         problem_for(problems, "image_size")

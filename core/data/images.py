@@ -1,4 +1,9 @@
-"""Reading images and stored masks the one way every part of SegTune reads them."""
+"""Reading images and stored masks the one way every part of SegTune reads them.
+
+Images are grey or RGB picture files; an image with another number of channels (a multi-sequence
+MRI slice: one channel per sequence) is a ``.npy`` array, uint8 HxWxC, which no picture format
+holds losslessly for any C. :func:`save_image` picks the format, :func:`read_image` reads both.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,9 @@ from PIL import Image
 from core.errors import SegTuneError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+ARRAY_EXTENSION = ".npy"  # images whose channel count is neither 1 (grey) nor 3 (RGB)
+PICTURE_CHANNELS = (1, 3)  # what a picture file holds, and what grey <-> RGB conversion connects
+MAX_CHANNELS = 64  # sequences per case (channels per image): far above any MRI protocol, below a misread 4D series
 
 # Pillow mode -> (channels, bit depth) as SegTune reads it (palette and alpha images become RGB / grey).
 IMAGE_MODES: dict[str, tuple[int, int]] = {
@@ -21,7 +29,9 @@ MASK_MODES = ("1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I;16B", "I;16L", "I;1
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Decode an image to uint8 HxWxC (C = 1 grey or 3 RGB); 16-bit images are min-max scaled to 8 bits."""
+    """Decode an image to uint8 HxWxC (C = 1 grey or 3 RGB, any C for ``.npy``); 16-bit images are min-max scaled to 8 bits."""
+    if Path(path).suffix.lower() == ARRAY_EXTENSION:
+        return read_array_image(Path(path))
     with Image.open(path) as image:
         channels, depth = IMAGE_MODES.get(image.mode, (3, 8))
         if depth == 16:
@@ -29,6 +39,46 @@ def read_image(path: Path) -> np.ndarray:
         if channels == 1:
             return np.array(image.convert("L"))[..., None]
         return np.array(image.convert("RGB"))
+
+
+def read_array_image(path: Path) -> np.ndarray:
+    """A ``.npy`` image: uint8 HxW or HxWxC (never unpickled: arrays of plain numbers only)."""
+    try:
+        pixels = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise SegTuneError(f"{path.name}: unreadable .npy image ({exc})") from exc
+    if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or 0 in pixels.shape:
+        raise SegTuneError(f"{path.name}: a .npy image must be a uint8 HxW or HxWxC array, got {pixels.dtype} of shape {pixels.shape}")
+    return pixels[..., None] if pixels.ndim == 2 else pixels
+
+
+def save_image(folder: Path, stem: str, pixels: np.ndarray) -> str:
+    """Write uint8 HxW / HxWxC losslessly: a PNG for grey or RGB, else ``.npy``; returns the file name."""
+    channels = 1 if pixels.ndim == 2 else pixels.shape[-1]
+    if channels in PICTURE_CHANNELS:
+        name = f"{stem}.png"
+        Image.fromarray(pixels[..., 0] if pixels.ndim == 3 and channels == 1 else pixels).save(folder / name)
+    else:
+        name = f"{stem}{ARRAY_EXTENSION}"
+        np.save(folder / name, np.ascontiguousarray(pixels, dtype=np.uint8), allow_pickle=False)
+    return name
+
+
+def channel_problem(have: int, want: int) -> str:
+    """Why an image with ``have`` channels cannot feed a model taking ``want``, or ''.
+
+    Grey and RGB convert into each other (as Pillow does); any other count must match exactly:
+    which sequences to drop or repeat cannot be guessed.
+    """
+    if have == want or (have in PICTURE_CHANNELS and want in PICTURE_CHANNELS):
+        return ""
+    return (f"the image has {have} channel(s) but the model takes {want}; only grey (1) and RGB (3) convert into "
+            "each other, a multi-sequence image needs a model with one input channel per sequence")
+
+
+def channels_label(channels: int) -> str:
+    """``1 (grey)``, ``3 (RGB)`` or ``4 (sequences)``, for tables and metrics."""
+    return {1: "1 (grey)", 3: "3 (RGB)"}.get(channels, f"{channels} (sequences)")
 
 
 def read_mask(path: Path) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Stored datasets: the ``dataset.json`` manifest, lookups, statistics and deletion.
 
 A stored dataset is ``<datasets_dir>/<name>/`` holding ``dataset.json`` (the :class:`DatasetManifest`),
-``images/<stem><ext>`` (the user's files, byte for byte) and ``masks/<stem>.png`` (class indices,
-0 = background). :mod:`core.data.ingest` is the only writer.
+``images/<stem><ext>`` (the user's files, byte for byte; volume slices: PNG, or ``.npy`` for a
+channel count other than 1 or 3) and ``masks/<stem>.png`` (class indices, 0 = background). :mod:`core.data.ingest` is the only writer.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ class DatasetManifest:
     name: str
     created: str  # ISO 8601, UTC
     source: str  # the folder or zip it was ingested from
-    channels: int  # 1 (grey) or 3 (RGB): the widest image in the set
+    channels: int  # 1 (grey) or 3 (RGB): the widest image in the set; volumes: one per sequence (then .npy images unless 1 or 3)
     bit_depth: int  # 8 or 16: the deepest image in the set
     classes: tuple[str, ...]  # index = mask value; classes[0] is background
     pairs: tuple[PairInfo, ...]

@@ -22,7 +22,7 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from core.data.images import read_image, read_mask
+from core.data.images import PICTURE_CHANNELS, channel_problem, read_image, read_mask
 from core.errors import SegTuneError
 
 if TYPE_CHECKING:
@@ -125,8 +125,11 @@ def clear_tensor_cache() -> None:
 
 
 def _check_request(manifest: DatasetManifest, stems: Sequence[str], image_size: int, channels: int) -> None:
-    if channels not in (1, 3):
-        raise SegTuneError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
+    if channels < 1:
+        raise SegTuneError(f"channels must be at least 1, got {channels}")
+    problem = channel_problem(manifest.channels, channels)
+    if problem:
+        raise SegTuneError(f"dataset {manifest.name!r}: {problem}")
     if image_size < 1:
         raise SegTuneError(f"image_size must be positive, got {image_size}")
     missing = sorted(set(stems) - set(manifest.stems))
@@ -148,11 +151,24 @@ def _decode(dataset_dir: Path, manifest: DatasetManifest, stems: Sequence[str], 
 
 
 def prepare_image(pixels: np.ndarray, size: int, channels: int) -> np.ndarray:
-    """HxWxC uint8 -> CxSxS uint8; Pillow's bilinear resize antialiases when shrinking."""
+    """HxWxC uint8 -> channels x S x S uint8; Pillow's bilinear resize antialiases when shrinking.
+
+    Grey and RGB convert into each other; other channel counts (sequences) must match and are
+    resized one channel at a time (Pillow resizes the bands of an RGB image independently too).
+    """
+    problem = channel_problem(pixels.shape[-1], channels)
+    if problem:
+        raise SegTuneError(problem)
+    if channels not in PICTURE_CHANNELS:
+        return np.stack([_resize_band(pixels[..., band], size) for band in range(channels)])
     image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
     image = image.convert("L" if channels == 1 else "RGB")
     resized = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR))
     return resized[None] if channels == 1 else resized.transpose(2, 0, 1).copy()
+
+
+def _resize_band(band: np.ndarray, size: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(band).resize((size, size), Image.Resampling.BILINEAR))
 
 
 def _prepare_mask(indices: np.ndarray, size: int) -> np.ndarray:
@@ -223,7 +239,15 @@ def _augment_one(image: torch.Tensor, mask: torch.Tensor, config: AugmentConfig,
         mask = F.affine(mask, **geometry, fill=0)  # the Mask kernel always samples nearest
     if config.brightness_contrast:
         strength = config.brightness_contrast  # photometric: the image only, never the mask
-        image = F.adjust_brightness(image, 1.0 + (2 * brightness - 1) * strength)
-        image = F.adjust_contrast(image, 1.0 + (2 * contrast - 1) * strength)
+        image = _photometric(image, 1.0 + (2 * brightness - 1) * strength, 1.0 + (2 * contrast - 1) * strength)
     return image, mask
+
+
+def _photometric(image: torch.Tensor, brightness: float, contrast: float) -> torch.Tensor:
+    """Brightness then contrast; torchvision's kernels take grey or RGB only, so the channels of a
+    multi-sequence image are changed as grey images, each against its own mean."""
+    if image.shape[-3] in PICTURE_CHANNELS:
+        return F.adjust_contrast(F.adjust_brightness(image, brightness), contrast)
+    bands = image.unsqueeze(-3)  # (C, 1, S, S): a batch of grey images
+    return F.adjust_contrast(F.adjust_brightness(bands, brightness), contrast).squeeze(-3)
 

@@ -1,8 +1,10 @@
 """Pictures of masks: class colours, masks overlaid on images, and error maps.
 
 numpy + PIL only, so the dashboard, the CLI and reports draw masks the same way. Images come in
-as uint8 ``HxW``, ``HxWxC`` or ``CxHxW`` (C = 1 or 3, the layout of the study preview arrays);
-masks as ``HxW`` integer class indices (0 = background). Everything returns uint8 ``HxWx3`` RGB.
+as uint8 ``HxW``, ``HxWxC`` or ``CxHxW`` (the layout of the study preview arrays); C is 1 (grey),
+3 (RGB) or any other count (multi-sequence scans: shown as one chosen channel, else the first
+three as RGB); masks as ``HxW`` integer class indices (0 = background). Everything returns uint8
+``HxWx3`` RGB.
 """
 
 from __future__ import annotations
@@ -40,20 +42,37 @@ def class_colors(num_classes: int) -> list[RGB]:
     return [(0, 0, 0)] + [CLASS_PALETTE[i % len(CLASS_PALETTE)] for i in range(num_classes - 1)]
 
 
-def to_rgb(image: np.ndarray) -> np.ndarray:
-    """An image as uint8 ``HxWx3`` (grey is repeated; ``CxHxW`` is transposed)."""
+def to_rgb(image: np.ndarray, channel: int | None = None) -> np.ndarray:
+    """An image as uint8 ``HxWx3``: grey is repeated, ``CxHxW`` transposed; ``channel`` shows that one
+    channel as grey; otherwise an image of more than 3 channels shows its first three (RGB), of two
+    its two with a black third."""
     array = np.asarray(image)
-    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
+    if array.ndim == 3 and _channels_first(array.shape):
         array = np.moveaxis(array, 0, -1)
+    if array.ndim == 3 and channel is not None:
+        if not 0 <= channel < array.shape[-1]:
+            raise SegTuneError(f"channel {channel} does not exist: the image has {array.shape[-1]} (0..{array.shape[-1] - 1})")
+        array = array[..., channel]
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim == 2:
         array = np.repeat(array[..., None], 3, axis=-1)
-    if array.ndim != 3 or array.shape[-1] != 3:
-        raise SegTuneError(f"expected an image of shape HxW, HxWx1/3 or 1/3xHxW, got {array.shape}")
+    if array.ndim != 3 or array.shape[-1] < 2:
+        raise SegTuneError(f"expected an image of shape HxW, HxWxC or CxHxW, got {array.shape}")
+    if array.shape[-1] == 2:
+        array = np.concatenate([array, np.zeros_like(array[..., :1])], axis=-1)
+    array = array[..., :3]
     if array.dtype != np.uint8:
         array = np.clip(array, 0, 255).astype(np.uint8)
     return array
+
+
+def _channels_first(shape: tuple[int, ...]) -> bool:
+    """``CxHxW`` rather than ``HxWxC``: the channel axis is the short one (1/3 channels as before;
+    any other count when the first axis is shorter than both image sides)."""
+    if shape[0] in (1, 3) and shape[-1] not in (1, 3):
+        return True
+    return shape[-1] not in (1, 3) and shape[0] < min(shape[1], shape[2])
 
 
 def overlay_mask(image: np.ndarray, mask: np.ndarray, colors: Sequence[RGB] | None = None, alpha: float = 0.5) -> np.ndarray:

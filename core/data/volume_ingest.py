@@ -5,8 +5,9 @@ the image's voxel grid, label values — then reoriented to RAS+, scaled to 8 bi
 (:mod:`core.data.intensity`) and cut along ``axis`` into the usual ``images/<stem>.png`` +
 ``masks/<stem>.png`` pairs, stems ``<case>_s<index>``. Every pair records its case as ``volume``:
 the split group, so one patient's slices never land in two splits. Several sequences per case
-(``case_0000``, ``case_0001`` ...) become channels (grey for one, RGB for two or three; a missing
-third channel is black).
+(``case_0000``, ``case_0001`` ...) become channels, one per sequence, so a model takes
+``in_channels = sequences``: three are stored as an RGB PNG, any other number as a lossless
+``images/<stem>.npy`` array (:func:`core.data.images.save_image`).
 
 Like the 2D ingest, everything is validated and every problem reported at once; the dataset is
 built in a hidden temporary folder and renamed into place only when all is well.
@@ -29,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from core.data.archives import IngestLimits, unpack
+from core.data.images import MAX_CHANNELS, save_image
 from core.data.intensity import IntensityConfig, to_uint8
 from core.data.manifest import BINARY_CLASSES, INGEST_PREFIX, MANIFEST_FILE, DatasetError, DatasetManifest, PairInfo, VolumeInfo, VolumeSlicing, folder_checksum, name_problem, remove_stale_work
 from core.data.server_folders import confined_source
@@ -49,8 +51,6 @@ from core.data.volumes import (
 )
 from core.errors import add_problem
 from core.naming import is_valid_name
-
-MAX_CHANNELS = 3  # slices are stored as PNG: grey or RGB
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def _request_problems(source: Path, name: str, datasets_dir: Path, classes: Sequ
 class _Stored:
     pairs: list[PairInfo] = field(default_factory=list)
     volumes: list[VolumeInfo] = field(default_factory=list)
-    sequences: int = 1
+    sequences: int | None = None  # channels per case, set by the first readable case
 
 
 def _build(source: Path, name: str, work: Path, classes: Sequence[str] | None, options: VolumeIngestOptions,
@@ -139,9 +139,7 @@ def _build(source: Path, name: str, work: Path, classes: Sequence[str] | None, o
     if root and not cases and not problems:
         problems["source"] = f"empty dataset: no image/label volumes found in {source}"
     names = tuple(classes) if classes else (msd_classes(root) if root else None) or BINARY_CLASSES
-    stored = _Stored(sequences=len(cases[0].images) if cases and not cases[0].images[0].is_dir() else 1)
-    if stored.sequences > MAX_CHANNELS:
-        problems["sequences"] = f"{stored.sequences} sequences per case; at most {MAX_CHANNELS} can be stored as channels"
+    stored = _Stored()
     for done, case in enumerate(cases, start=1):
         _ingest_case(case, root, work, len(names), options, problems, stored)  # type: ignore[arg-type]
         if progress:
@@ -151,11 +149,12 @@ def _build(source: Path, name: str, work: Path, classes: Sequence[str] | None, o
     shutil.rmtree(work / "_source", ignore_errors=True)
     if not stored.pairs:
         raise DatasetError({"empty_fraction": "no slice was kept: no label volume has foreground; keep empty slices (a larger empty fraction)"})
-    slicing = VolumeSlicing(axis=options.axis, intensity=options.intensity.to_dict(), sequences=stored.sequences,
+    sequences = stored.sequences or 1
+    slicing = VolumeSlicing(axis=options.axis, intensity=options.intensity.to_dict(), sequences=sequences,
                             empty_fraction=options.empty_fraction)
     manifest = DatasetManifest(
         name=name, created=datetime.now(UTC).isoformat(timespec="seconds"), source=str(source),
-        channels=1 if stored.sequences == 1 else 3, bit_depth=8, classes=names, pairs=tuple(stored.pairs),
+        channels=sequences, bit_depth=8, classes=names, pairs=tuple(stored.pairs),
         checksum=folder_checksum(work), volumes=tuple(stored.volumes), slicing=slicing,
     )
     (work / MANIFEST_FILE).write_text(json.dumps(manifest.to_dict(), indent=1), encoding="utf-8")
@@ -169,6 +168,10 @@ def _ingest_case(case: Case, root: Path, work: Path, num_classes: int, options: 
     image = _read(lambda: read_case_image(case), image_label, problems)
     label = _read(lambda: read_label(case.label), label_label, problems) if case.label else None  # type: ignore[arg-type]
     if image is None or label is None:
+        return
+    sequence_problem = _sequence_problem(image.sequences, stored)
+    if sequence_problem:
+        add_problem(problems, image_label, sequence_problem)
         return
     problem = geometry_problem(image, label) or label_problem(label.data, num_classes)
     if problem:
@@ -185,6 +188,17 @@ def _ingest_case(case: Case, root: Path, work: Path, num_classes: int, options: 
     ))
 
 
+def _sequence_problem(sequences: int, stored: _Stored) -> str:
+    """Every case needs the first case's number of sequences (the model's input channels)."""
+    if sequences > MAX_CHANNELS:
+        return f"{sequences} sequences; at most {MAX_CHANNELS} become channels"
+    if stored.sequences is None:
+        stored.sequences = sequences
+    elif sequences != stored.sequences:
+        return f"{sequences} sequence(s), but the first case has {stored.sequences}; every case needs the same"
+    return ""
+
+
 def _read(read: Callable[[], Volume], label: str, problems: dict[str, str]) -> Volume | None:
     try:
         return read()
@@ -199,24 +213,25 @@ def _store_slices(case_id: str, image: Volume, label: Volume, work: Path, num_cl
                   stored: _Stored) -> int:
     (work / "images").mkdir(exist_ok=True)
     (work / "masks").mkdir(exist_ok=True)
-    pictures = slice_pictures(image, options.axis, options.intensity, stored.sequences)
+    pictures = slice_pictures(image, options.axis, options.intensity)
     labels = label.data.astype(np.uint8)
     keep = _kept_slices(case_id, labels, options)
     for index in keep:
         mask = slice_view(np.take(labels, index, axis=options.axis))
         stem = slice_stem(case_id, index)
-        Image.fromarray(pictures[index]).save(work / "images" / f"{stem}.png")
+        image_name = save_image(work / "images", stem, pictures[index])
         Image.fromarray(mask).save(work / "masks" / f"{stem}.png")
         fractions = tuple(float((mask == c).mean()) for c in range(1, num_classes))
-        stored.pairs.append(PairInfo(stem=stem, image=f"images/{stem}.png", mask=f"masks/{stem}.png", height=mask.shape[0],
+        stored.pairs.append(PairInfo(stem=stem, image=f"images/{image_name}", mask=f"masks/{stem}.png", height=mask.shape[0],
                                      width=mask.shape[1], foreground=fractions, volume=case_id, slice_index=index))
     return len(keep)
 
 
-def slice_pictures(canonical: Volume, axis: int, intensity: IntensityConfig, sequences: int) -> list[np.ndarray]:
-    """Every slice of a canonical image volume as the uint8 picture ingest stores (and predict feeds)."""
+def slice_pictures(canonical: Volume, axis: int, intensity: IntensityConfig) -> list[np.ndarray]:
+    """Every slice of a canonical image volume as the uint8 picture ingest stores (and predict feeds):
+    HxW for one sequence, HxWxC (one channel per sequence) for several."""
     pixels = to_uint8(canonical.data, intensity)
-    return [_channels(slice_view(np.take(pixels, index, axis=axis)), sequences) for index in range(pixels.shape[axis])]
+    return [slice_view(np.take(pixels, index, axis=axis)) for index in range(pixels.shape[axis])]
 
 
 def _kept_slices(case_id: str, labels: np.ndarray, options: VolumeIngestOptions) -> list[int]:
@@ -228,9 +243,3 @@ def _kept_slices(case_id: str, labels: np.ndarray, options: VolumeIngestOptions)
     chosen = random.Random(f"{options.seed}:{case_id}").sample(empty, round(len(empty) * options.empty_fraction))
     return sorted(full + chosen)
 
-
-def _channels(picture: np.ndarray, sequences: int) -> np.ndarray:
-    """Grey for one sequence; two or three sequences as RGB (a missing third channel is black)."""
-    if sequences == 2:
-        return np.concatenate([picture, np.zeros(picture.shape[:2] + (1,), np.uint8)], axis=-1)
-    return picture

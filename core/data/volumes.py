@@ -46,6 +46,11 @@ class Volume:
         return tuple(int(n) for n in self.data.shape[:3])  # type: ignore[return-value]
 
     @property
+    def sequences(self) -> int:
+        """Image channels: files stacked as sequences, or the 4th axis of a 4D file (e.g. MSD BraTS)."""
+        return int(self.data.shape[3]) if self.data.ndim == 4 else 1
+
+    @property
     def spacing(self) -> tuple[float, float, float]:
         return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
 
@@ -313,10 +318,7 @@ def group_image_files(folder: Path, problems: dict[str, str]) -> dict[str, list[
             add_problem(problems, f"{folder.name}/{case_id}", f"sequences {numbers} are not numbered 0000, 0001, ... without gaps")
             continue
         result[case_id] = [path for _, path in channels]
-    counts = {len(files) for files in result.values()}
-    if len(counts) > 1:
-        problems["sequences"] = f"cases have different numbers of sequences {sorted(counts)}; every case needs the same"
-    return result
+    return result  # equal sequence counts are checked on the read volumes (a 4D file holds several)
 
 
 def label_problem(values: np.ndarray, num_classes: int) -> str:

@@ -163,7 +163,8 @@ bundle = Path("{bundle_name}")  # the unzipped bundle folder
 # A whole folder: the same as `{predict_command(bundle_name)}`
 print(predict_folder(bundle, Path("images"), Path("masks")).summary())
 
-# One image: a class-index mask at the image's own size
+# One image: a class-index mask at the image's own size (a model with more input channels than RGB,
+# one per MRI sequence, reads .npy arrays: uint8 HxWxC)
 model, config = load_bundle(bundle)
 mask = predict_image(model, config, read_image(Path("image.png")))
 Image.fromarray(mask_png(mask, len(config.classes))).save("mask.png")  # 0/255 when binary

@@ -1,7 +1,7 @@
 """Segment a folder of images with an exported model (bundle or int8 TorchScript variant).
 
-Images are fed exactly as in training (core.data: grey/RGB, bilinear resize to the model's size,
-[0, 1] floats); each predicted mask is resized back to its image (nearest) and written as a PNG:
+Images are fed exactly as in training (core.data: grey/RGB, or ``.npy`` arrays with one channel
+per sequence for multi-sequence models; bilinear resize to the model's size, [0, 1] floats); each predicted mask is resized back to its image (nearest) and written as a PNG:
 0/255 for binary models, class indices otherwise. A file that cannot be read is reported and
 skipped — one bad scan must not cost the rest of the folder.
 """
@@ -16,7 +16,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from core.data.images import read_image
+from core.data.images import ARRAY_EXTENSION, IMAGE_EXTENSIONS, channel_problem, read_image
 from core.data.tensors import prepare_image
 from core.data.visual import overlay_mask
 from core.deploy.export import load_model
@@ -25,7 +25,7 @@ from core.metrics.segmentation import predict_mask
 from core.modeling.bundle import BundleConfig
 from core.modeling.config import task_mode
 
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+IMAGE_SUFFIXES: tuple[str, ...] = (*IMAGE_EXTENSIONS, ARRAY_EXTENSION)
 OVERLAY_DIR = "overlays"
 
 
@@ -89,8 +89,12 @@ def predict_folder(
             continue
         try:
             pixels = read_image(path)
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # PIL raises all of these
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError, SegTuneError) as exc:  # PIL raises all of these
             report.skipped.append((path, f"unreadable image ({type(exc).__name__}: {exc})"))
+            continue
+        mismatch = channel_problem(pixels.shape[-1], config.channels)
+        if mismatch:
+            report.skipped.append((path, mismatch))
             continue
         seen.add(path.stem)
         mask = predict_image(model, config, pixels)

@@ -8,7 +8,8 @@ predicted slices are stacked, put back into the input's own voxel order and writ
 scan in any viewer. A file that cannot be read is reported and skipped.
 
 Inputs in ``--volumes DIR``: ``<case>.nii[.gz]``; several sequences ``<case>_0000.nii.gz``,
-``<case>_0001.nii.gz`` ... (as at ingest); or sub-folders holding one DICOM series each.
+``<case>_0001.nii.gz`` ... (as at ingest: one model input channel per sequence, any number); or
+sub-folders holding one DICOM series each.
 """
 
 from __future__ import annotations
@@ -58,10 +59,6 @@ def predict_volumes(model_folder: Path, volumes: Path, out: Path, *, progress: b
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for case_id, files in tqdm(sorted(cases.items()), desc="predict volumes", unit="volume", disable=not progress):
-        reason = _sequence_problem(files, slicing)
-        if reason:
-            report.skipped.append((case_id, reason))
-            continue
         try:
             labels, affine = predict_case(model, config, slicing, Case(case_id, tuple(files)))
         except VolumeReadError as exc:
@@ -71,26 +68,24 @@ def predict_volumes(model_folder: Path, volumes: Path, out: Path, *, progress: b
     return report
 
 
-def _sequence_problem(files: list[Path], slicing: VolumeSlicing) -> str:
-    count = 1 if files[0].is_dir() else len(files)
-    if count != slicing.sequences:
-        return f"{count} sequence(s), but the model was trained on {slicing.sequences} per case"
-    return ""
-
-
 @torch.no_grad()
 def predict_case(model: torch.nn.Module, config: BundleConfig, slicing: VolumeSlicing, case: Case) -> tuple[np.ndarray, np.ndarray]:
     """(class-index label volume in the input's voxel order, the input's affine)."""
     original = read_case_image(case)
+    if original.sequences != slicing.sequences:
+        raise VolumeReadError(f"{original.sequences} sequence(s), but the model was trained on {slicing.sequences} per case")
     canonical = to_canonical(original)
-    pictures = slice_pictures(canonical, slicing.axis, IntensityConfig.from_dict(slicing.intensity), slicing.sequences)
-    planes = [slice_unview(predict_image(model, config, _hwc(picture))) for picture in pictures]
+    pictures = slice_pictures(canonical, slicing.axis, IntensityConfig.from_dict(slicing.intensity))
+    planes = [slice_unview(predict_image(model, config, _hwc(picture, config.channels))) for picture in pictures]
     labels = np.stack(planes, axis=slicing.axis).astype(np.uint8)
     return from_canonical(labels, original.affine), original.affine
 
 
-def _hwc(picture: np.ndarray) -> np.ndarray:
-    return picture[..., None] if picture.ndim == 2 else picture
+def _hwc(picture: np.ndarray, channels: int) -> np.ndarray:
+    picture = picture[..., None] if picture.ndim == 2 else picture
+    if picture.shape[-1] == 2 and channels == 3:  # bundles from before multi-channel slices: 2 sequences + a black channel
+        picture = np.concatenate([picture, np.zeros_like(picture[..., :1])], axis=-1)
+    return picture
 
 
 def write_label(path: Path, labels: np.ndarray, affine: np.ndarray) -> Path:

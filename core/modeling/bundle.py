@@ -34,7 +34,7 @@ class BundleConfig:
 
     model: dict[str, Any]  # core.modeling.config.ModelConfig.to_dict()
     image_size: int  # square input side the model was trained at
-    channels: int  # 1 (grey) or 3 (RGB)
+    channels: int  # 1 (grey), 3 (RGB), or one per MRI sequence (inputs are then .npy arrays / sequences)
     classes: tuple[str, ...]  # index = mask value; classes[0] is background
     threshold: float = 0.5  # binary models: sigmoid threshold for foreground
     source: dict[str, Any] = field(default_factory=dict)  # study, trial, dataset, split hash, metrics

@@ -34,7 +34,7 @@ class ModelConfig:
     """Everything needed to rebuild a model; saved as JSON next to its weights."""
 
     architecture: str  # a name of core.modeling.architectures.ARCHITECTURES
-    in_channels: int  # image channels: 1 (grey) or 3 (RGB)
+    in_channels: int  # image channels: 1 (grey), 3 (RGB), or one per MRI sequence
     num_classes: int  # dataset classes including background (2 = binary)
     # smp architectures only
     encoder: str = "resnet18"  # an smp encoder name, or "tu-<timm model>"

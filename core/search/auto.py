@@ -31,7 +31,7 @@ class Fingerprint:
     """What the planner needs to know about a dataset (all from its manifest; no image is decoded)."""
 
     count: int
-    channels: int  # 1 grey, 3 RGB
+    channels: int  # 1 grey, 3 RGB, other counts: multi-sequence scans
     bit_depth: int  # 8 or 16
     median_height: int
     median_width: int
@@ -182,9 +182,9 @@ def _losses(fp: Fingerprint, reasons: list[str]) -> dict[str, Any]:
 
 def _augmentation(fp: Fingerprint, reasons: list[str]) -> dict[str, Any]:
     small = fp.count < SMALL_SET
-    if fp.channels == 1:
-        # Grey scans (X-ray, CT, MRI): anatomy has an up and a down; left-right flips and small
-        # rotations are safe; contrast varies between scanners and windows.
+    if fp.channels != 3:
+        # Grey scans (X-ray, CT, MRI) and multi-sequence MRI: anatomy has an up and a down;
+        # left-right flips and small rotations are safe; contrast varies between scanners and windows.
         rotate = 10.0 if fp.aspect <= 1.3 and fp.aspect >= 1 / 1.3 else 5.0
         aug = {"aug_hflip": True, "aug_vflip": False, "aug_rotate": rotate, "aug_shift_scale": 0.1,
                "aug_brightness_contrast": {"choices": [0.1, 0.3]} if fp.bit_depth == 16 or small else 0.2}

@@ -53,7 +53,7 @@ class StudySpec:
     dataset: str
     search_space: dict[str, ParamSpec] = field(default_factory=dict)  # names from HYPERPARAMETERS
     image_size: int = 256  # square side in pixels; a multiple of 32
-    channels: int | None = None  # 1 or 3; None = the dataset's own
+    channels: int | None = None  # 1 grey or 3 RGB (they convert), or a multi-sequence dataset's count; None = the dataset's own
     objectives: tuple[Objective, ...] = (Objective(),)
     budget: Budget = Budget()
     sampler: str = "tpe"  # a name of core.search.samplers.SAMPLERS

@@ -13,6 +13,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+from core.data.images import MAX_CHANNELS
 from core.data.splits import SplitConfig, config_problems
 from core.errors import ProblemsError, unknown_option
 from core.metrics.catalogue import DEFAULT_OBJECTIVE, epoch_objectives, objective_metrics
@@ -98,8 +99,9 @@ def spec_problems(spec: StudySpec) -> dict[str, str]:
         problems["name"] = f"{spec.name!r} must be 1-64 letters, digits, '-', '_' or '.'"
     if not 32 <= spec.image_size <= MAX_IMAGE_SIZE or spec.image_size % 32:
         problems["image_size"] = f"must be a multiple of 32 from 32 to {MAX_IMAGE_SIZE}, got {spec.image_size}"
-    if spec.channels not in (None, 1, 3):
-        problems["channels"] = f"must be 1 (grey), 3 (RGB) or null (the dataset's own), got {spec.channels}"
+    if spec.channels is not None and not 1 <= spec.channels <= MAX_CHANNELS:
+        problems["channels"] = (f"must be 1 (grey), 3 (RGB), a multi-sequence dataset's channel count (up to {MAX_CHANNELS}) "
+                                f"or null (the dataset's own), got {spec.channels}")
     for key, registry in (("sampler", SAMPLERS), ("pruner", PRUNERS)):
         problem = registry.problem(getattr(spec, key))
         if problem:

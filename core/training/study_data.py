@@ -16,11 +16,13 @@ from pathlib import Path
 import torch
 
 from core.contract import Mode
+from core.data.images import channel_problem
 from core.data.manifest import DatasetManifest, dataset_path, load_manifest
 from core.data.splits import Split, SplitConfig, frozen_split
 from core.data.tensors import TensorSet, load_tensor_set
 from core.modeling.config import task_mode
 from core.search.spec import StudySpec
+from core.search.validation import SpecError
 from core.settings import Settings
 
 
@@ -73,8 +75,12 @@ def study_source(spec: StudySpec, settings: Settings, fold: int | None = None) -
     """Read the manifest and freeze (or re-read) the split of ``fold`` (fold 0 with CV when None); decodes no image."""
     manifest = load_manifest(settings.datasets_dir, spec.dataset)
     folder = dataset_path(settings.datasets_dir, spec.dataset)
+    channels = spec.channels or manifest.channels
+    problem = channel_problem(manifest.channels, channels)
+    if problem:  # before any split is frozen or image decoded: the study is refused at submit
+        raise SpecError({"channels": f"dataset {manifest.name!r}: {problem}; leave channels empty to use the dataset's own"})
     split = frozen_split(folder, manifest.stems, split_config(spec, fold), manifest.groups)
-    return StudySource(manifest, folder, split, spec.channels or manifest.channels)
+    return StudySource(manifest, folder, split, channels)
 
 
 def load_study_data(spec: StudySpec, settings: Settings, device: torch.device, fold: int | None = None, pool: TensorSet | None = None) -> StudyData:
