@@ -1,28 +1,33 @@
-"""Compare masks: the chosen trials' predictions side by side on the validation preview images."""
+"""Compare masks: the chosen trials' predictions side by side on the validation preview images, or
+(volume datasets) on every slice of one validation or test volume, predicted on demand."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from app import study_cache
+from app import study_cache, volume_cache
 from app.nav import page_path
 from app.widgets.errors import user_errors
-from app.widgets.mask_grid import VIEWS, error_legend, mask_row
+from app.widgets.mask_grid import VIEWS, channel_picker, error_legend, mask_row
 from app.widgets.reliability import row_flags
 from app.widgets.trial_table import trial_picker
 from core.data.volumes import slice_caption, volumes_of
+from core.errors import SegTuneError
 from core.results.previews import ORDERINGS, PreviewSet
 
 MAX_TRIALS = 4
 IMAGE_KEY = "compare.image"
+SLICE_KEY = "compare.slice"
+SOURCES = {"previews": "Preview slices", "volume": "A whole volume"}
+PART_LABELS = {"val": "Validation", "test": "Test"}
 
 
-def _step(delta: int, count: int) -> None:
-    st.session_state[IMAGE_KEY] = (st.session_state.get(IMAGE_KEY, 1) - 1 + delta) % count + 1
+def _step(key: str, delta: int, count: int) -> None:
+    st.session_state[key] = (st.session_state.get(key, 1) - 1 + delta) % count + 1
 
 
-def chosen_previews(name: str) -> PreviewSet | None:
-    """The picked complete trials' previews, or None after saying why there is nothing to show."""
+def chosen_trials(name: str) -> list[int] | None:
+    """The picked complete trials, or None after saying why there is nothing to show."""
     frame = study_cache.trials_frame(name)
     complete = frame[frame["state"] == "complete"]
     if complete.empty:
@@ -39,60 +44,117 @@ def chosen_previews(name: str) -> PreviewSet | None:
                    "Their masks show what they learned.", icon=":material/flag:")
     if complete["folds"].notna().any():
         st.caption("Cross-validated trials: the masks shown are fold 1's model's (its validation images).")
+    return list(chosen)
+
+
+def chosen_previews(name: str, chosen: list[int]) -> PreviewSet | None:
     previews = study_cache.previews(name, tuple(chosen))
     if previews.missing:
         st.warning(f"Trial(s) {', '.join(f'#{n}' for n in previews.missing)} stored no predicted masks.", icon=":material/warning:")
     return previews if previews.predictions else None
 
 
-def view_controls(previews: PreviewSet) -> tuple[str, str, float, int]:
-    """View, image order, opacity and pictures per row."""
+def view_controls(previews: PreviewSet, *, slices: bool = False) -> tuple[str, str, float, int, int | None]:
+    """View, image order, opacity, pictures per row and (multi-sequence images) the channel shown."""
     controls = st.columns([2, 3, 2, 2])
     view = controls[0].segmented_control("View", list(VIEWS), default="overlay", format_func=VIEWS.get, key="compare.view", required=True)
     orders = [key for key in ORDERINGS if key != "disagreement" or len(previews.predictions) > 1]
-    order = controls[1].selectbox("Order images by", orders, format_func=ORDERINGS.get, key="compare.order")
+    names = {**ORDERINGS, "name": "Slice order"} if slices else ORDERINGS
+    order = controls[1].selectbox("Order images by", sorted(orders, key=lambda k: k != "name") if slices else orders,
+                                  format_func=names.get, key="compare.volume_order" if slices else "compare.order")
     opacity = controls[2].slider("Opacity", 0.1, 1.0, 0.5, 0.05, key="compare.opacity")
     per_row = controls[3].slider("Zoom: pictures per row", 1, 6, min(6, 2 + len(previews.predictions)), key="compare.per_row",
                                  help="Fewer pictures per row shows each one larger")
+    channel = channel_picker(int(previews.images.shape[1]), "compare.channel")
     if view == "errors":
         error_legend()
-    return view, order, opacity, per_row
+    return view, order, opacity, per_row, channel
 
 
-def image_stepper(count: int) -> int:
-    """Previous / slider / next over ``count`` images; returns the 1-based position."""
-    if st.session_state.get(IMAGE_KEY, 1) > count:
-        st.session_state[IMAGE_KEY] = 1
+def image_stepper(count: int, key: str = IMAGE_KEY, label: str = "Image", buttons: str = "compare") -> int:
+    """Previous / slider / next over ``count`` images (buttons keyed ``<buttons>.prev/.next``); returns the 1-based position."""
+    if st.session_state.get(key, 1) > count:
+        st.session_state[key] = 1
     stepper = st.columns([1, 6, 1], vertical_alignment="bottom")
-    stepper[0].button("Previous", icon=":material/chevron_left:", on_click=_step, args=(-1, count), key="compare.prev", width="stretch")
+    stepper[0].button("Previous", icon=":material/chevron_left:", on_click=_step, args=(key, -1, count), key=f"{buttons}.prev", width="stretch")
     if count > 1:
-        stepper[1].slider("Image", 1, count, key=IMAGE_KEY, format=f"%d of {count}")
-    stepper[2].button("Next", icon=":material/chevron_right:", on_click=_step, args=(1, count), key="compare.next", width="stretch")
-    return st.session_state.get(IMAGE_KEY, 1)
+        stepper[1].slider(label, 1, count, key=key, format=f"%d of {count}")
+    stepper[2].button("Next", icon=":material/chevron_right:", on_click=_step, args=(key, 1, count), key=f"{buttons}.next", width="stretch")
+    return st.session_state.get(key, 1)
 
 
-def dice_table(previews: PreviewSet, ordered: list[int]) -> None:
-    with st.expander(f"Per-image Dice of all {len(ordered)} preview images"):
+def dice_table(previews: PreviewSet, ordered: list[int], what: str = "preview images") -> None:
+    with st.expander(f"Per-image Dice of all {len(ordered)} {what}"):
         table = previews.dice_table(ordered)
         numbers = {column: st.column_config.NumberColumn(format="%.3f") for column in table.columns if column != "image"}
         st.dataframe(table, hide_index=True, column_config=numbers)
+
+
+def preview_view(name: str, chosen: list[int]) -> None:
+    previews = chosen_previews(name, chosen)
+    if previews is None:
+        return
+    view, order, opacity, per_row, channel = view_controls(previews)
+    ordered = previews.order(order)
+    volumes = volumes_of(previews.stems)
+    if volumes and sum(map(len, volumes.values())) == len(previews.stems):  # a volume dataset: one volume's preview slices
+        volume = st.selectbox("Volume", list(volumes), key="compare.volume", format_func=lambda v: f"{v} ({len(volumes[v])} preview slices)")
+        members = set(volumes[volume])
+        ordered = [index for index in ordered if index in members]
+    position = image_stepper(len(ordered))
+    st.caption(slice_caption(previews.stems[ordered[position - 1]]))
+    mask_row(previews, ordered[position - 1], view=view, opacity=opacity, per_row=per_row, channel=channel)
+    dice_table(previews, ordered)
+
+
+def volume_view(name: str, chosen: list[int], parts: dict[str, list[str]]) -> None:
+    """Every stored slice of one validation / test volume, each chosen trial's masks predicted on demand."""
+    from core.deploy.volume_masks import volume_dice, volume_set  # torch: only this view needs it
+
+    left, right = st.columns([1, 3], vertical_alignment="bottom")
+    part = left.radio("Split", list(parts), format_func=PART_LABELS.get, key="compare.part", horizontal=True)
+    volume = right.selectbox("Volume", parts[part], key=f"compare.whole.{part}")
+    slices = volume_cache.volume_slices(name, part, volume)
+    predictions, missing = {}, []
+    for number in chosen:
+        try:
+            predictions[number] = volume_cache.predictions(name, number, part, volume)
+        except SegTuneError:
+            missing.append(number)
+    if missing:
+        st.warning(f"Trial(s) {', '.join(f'#{n}' for n in missing)} stored no readable weights.", icon=":material/warning:")
+    if not predictions:
+        return
+    masks = volume_set(slices, predictions, tuple(missing))
+    scores = st.columns(len(predictions))
+    for column, (number, prediction) in zip(scores, predictions.items()):
+        column.metric(f"Trial #{number}: volume Dice", f"{volume_dice(slices, prediction):.3f}",
+                      help="The volume's stored slices stacked, as in Dice per volume")
+    view, order, opacity, per_row, channel = view_controls(masks, slices=True)
+    ordered = masks.order(order)
+    position = image_stepper(len(ordered), SLICE_KEY, "Slice", buttons=SLICE_KEY)
+    index = ordered[position - 1]
+    stored = len(slices.stems)
+    left_out = f"; {slices.total_slices - stored} empty slices were left out at ingest" if stored < slices.total_slices else ""
+    caption = f"{volume} · slice {slices.slice_index(index)}"
+    st.caption(f"{caption} · {position} of {stored} stored slices (the volume has {slices.total_slices}{left_out})")
+    mask_row(masks, index, view=view, opacity=opacity, per_row=per_row, channel=channel, caption=caption)
+    dice_table(masks, ordered, f"slices of {volume}")
 
 
 st.title("Compare masks")
 st.caption("Validation images with the ground truth and each chosen trial's prediction, side by side. Step through the worst cases first.")
 study = study_cache.require_study()
 with user_errors("Comparing masks"):
-    previews = chosen_previews(study)
-    if previews is not None:
-        view, order, opacity, per_row = view_controls(previews)
-        ordered = previews.order(order)
-        volumes = volumes_of(previews.stems)
-        if volumes and sum(map(len, volumes.values())) == len(previews.stems):  # a volume dataset: step through one volume's slices
-            volume = st.selectbox("Volume", list(volumes), key="compare.volume", format_func=lambda v: f"{v} ({len(volumes[v])} preview slices)")
-            members = set(volumes[volume])
-            ordered = [index for index in ordered if index in members]
-        position = image_stepper(len(ordered))
-        st.caption(slice_caption(previews.stems[ordered[position - 1]]))
-        mask_row(previews, ordered[position - 1], view=view, opacity=opacity, per_row=per_row)
-        dice_table(previews, ordered)
+    chosen = chosen_trials(study)
+    if chosen:
+        parts = volume_cache.split_volumes(study)
+        source = "previews"
+        if parts:
+            source = st.segmented_control("Show", list(SOURCES), default="previews", format_func=SOURCES.get, key="compare.source",
+                                          required=True, help="A whole volume: every stored slice, masks predicted from the trials' weights")
+        if source == "volume":
+            volume_view(study, chosen, parts)
+        else:
+            preview_view(study, chosen)
         st.page_link(page_path("compress.py"), label="Compare a compressed variant's masks with its original on Compress & deploy", icon=":material/compress:")

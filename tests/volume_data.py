@@ -55,7 +55,7 @@ def dicom_series(folder: Path, image: np.ndarray, *, spacing: tuple[float, float
                  origin: tuple[float, float, float] = (-20.0, -15.0, 100.0)) -> None:
     """Axial CT slices (rows = y, columns = x) in LPS with identity orientation; written shuffled."""
     folder.mkdir(parents=True, exist_ok=True)
-    series = generate_uid()
+    series, study, frame_of_reference = generate_uid(), generate_uid(), generate_uid()
     order = np.random.default_rng(0).permutation(image.shape[2])  # file order must not matter
     for k in order:
         meta = FileMetaDataset()
@@ -65,6 +65,10 @@ def dicom_series(folder: Path, image: np.ndarray, *, spacing: tuple[float, float
         ds = FileDataset(str(folder / f"slice{k:03d}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
         ds.SOPClassUID, ds.SOPInstanceUID, ds.SeriesInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID, series
         ds.Modality = "CT"
+        ds.StudyInstanceUID, ds.FrameOfReferenceUID = study, frame_of_reference
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Phantom^Test", folder.name, "", "O"
+        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "20240101", "120000", "1", "", ""
+        ds.SeriesNumber, ds.InstanceNumber = 1, int(k) + 1
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
         ds.ImagePositionPatient = [origin[0], origin[1], origin[2] + k * spacing[2]]
         ds.PixelSpacing = [spacing[1], spacing[0]]  # row spacing (y), column spacing (x)
@@ -89,3 +93,24 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a > 0, b > 0
     total = a.sum() + b.sum()
     return 1.0 if total == 0 else float(2 * (a & b).sum() / total)
+
+
+def dicom_seg(path: Path, series: Path, label: np.ndarray, names: tuple[str, ...] = ("organ",)) -> Path:
+    """A DICOM-SEG (highdicom) of ``label`` (X, Y, Z class indices on :func:`dicom_series`'s grid) for the series in ``series``."""
+    import highdicom as hd
+    import pydicom
+    from pydicom.sr.codedict import codes
+
+    sources = sorted((pydicom.dcmread(p) for p in series.iterdir()), key=lambda ds: float(ds.ImagePositionPatient[2]))
+    planes = np.stack([label[:, :, k].T for k in range(label.shape[2])]).astype(np.uint8)  # (slices, rows, columns)
+    segments = [hd.seg.SegmentDescription(segment_number=number, segment_label=name, segmented_property_category=codes.SCT.Organ,
+                                          segmented_property_type=codes.SCT.Organ, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
+                for number, name in enumerate(names, start=1)]
+    seg = hd.seg.Segmentation(
+        source_images=sources, pixel_array=planes, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=segments, series_instance_uid=generate_uid(), series_number=2, sop_instance_uid=generate_uid(),
+        instance_number=1, manufacturer="SegTune tests", manufacturer_model_name="phantom", software_versions="1", device_serial_number="1",
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seg.save_as(path)
+    return path

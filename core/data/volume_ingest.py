@@ -1,7 +1,8 @@
 """Ingest medical volumes (NIfTI, DICOM series) as a 2D slice dataset with patient-grouped splits.
 
 Each case (see :mod:`core.data.volumes` for the layouts) is validated — readable files, label on
-the image's voxel grid, label values — then reoriented to RAS+, scaled to 8 bits
+the image's voxel grid (a DICOM-SEG label on its series' geometry, :mod:`core.data.dicom_seg`),
+label values — then reoriented to RAS+, scaled to 8 bits
 (:mod:`core.data.intensity`) and cut along ``axis`` into the usual ``images/<stem>.png`` +
 ``masks/<stem>.png`` pairs, stems ``<case>_s<index>``. Every pair records its case as ``volume``:
 the split group, so one patient's slices never land in two splits. Several sequences per case
@@ -30,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from core.data.archives import IngestLimits, unpack
+from core.data.dicom_seg import read_dicom_seg, seg_classes
 from core.data.images import MAX_CHANNELS, save_image
 from core.data.intensity import IntensityConfig, to_uint8
 from core.data.manifest import BINARY_CLASSES, INGEST_PREFIX, MANIFEST_FILE, DatasetError, DatasetManifest, PairInfo, VolumeInfo, VolumeSlicing, folder_checksum, name_problem, remove_stale_work
@@ -41,6 +43,7 @@ from core.data.volumes import (
     find_cases,
     find_volume_root,
     geometry_problem,
+    is_dicom_seg_file,
     label_problem,
     msd_classes,
     read_case_image,
@@ -138,7 +141,7 @@ def _build(source: Path, name: str, work: Path, classes: Sequence[str] | None, o
     cases = find_cases(root, problems) if root else []
     if root and not cases and not problems:
         problems["source"] = f"empty dataset: no image/label volumes found in {source}"
-    names = tuple(classes) if classes else (msd_classes(root) if root else None) or BINARY_CLASSES
+    names = tuple(classes) if classes else (msd_classes(root) if root else None) or _seg_classes(cases) or BINARY_CLASSES
     stored = _Stored()
     for done, case in enumerate(cases, start=1):
         _ingest_case(case, root, work, len(names), options, problems, stored)  # type: ignore[arg-type]
@@ -166,7 +169,7 @@ def _ingest_case(case: Case, root: Path, work: Path, num_classes: int, options: 
     image_label = "/".join(case.images[0].relative_to(root).parts)
     label_label = "/".join(case.label.relative_to(root).parts) if case.label else case.case_id
     image = _read(lambda: read_case_image(case), image_label, problems)
-    label = _read(lambda: read_label(case.label), label_label, problems) if case.label else None  # type: ignore[arg-type]
+    label = _read(lambda: read_case_label(case), label_label, problems) if case.label else None
     if image is None or label is None:
         return
     sequence_problem = _sequence_problem(image.sequences, stored)
@@ -197,6 +200,21 @@ def _sequence_problem(sequences: int, stored: _Stored) -> str:
     elif sequences != stored.sequences:
         return f"{sequences} sequence(s), but the first case has {stored.sequences}; every case needs the same"
     return ""
+
+
+def read_case_label(case: Case) -> Volume:
+    """The case's label: a NIfTI file, or a DICOM-SEG placed on the case's DICOM series."""
+    if case.label is None or not is_dicom_seg_file(case.label):
+        return read_label(case.label)  # type: ignore[arg-type]
+    if not case.images[0].is_dir():
+        raise VolumeReadError("a DICOM-SEG label needs its DICOM series as the image (a folder imagesTr/<case>/), not NIfTI")
+    return read_dicom_seg(case.label, case.images[0])
+
+
+def _seg_classes(cases: Sequence[Case]) -> tuple[str, ...] | None:
+    """The first DICOM-SEG label's segment names, when the labels are DICOM-SEGs and no names were given."""
+    first = next((case.label for case in cases if case.label and is_dicom_seg_file(case.label)), None)
+    return seg_classes(first) if first else None
 
 
 def _read(read: Callable[[], Volume], label: str, problems: dict[str, str]) -> Volume | None:

@@ -12,7 +12,8 @@ convert, and predictions are written back in the input's own voxel order and aff
 Layouts (:func:`find_cases`): the MSD / nnU-Net one, ``imagesTr/`` (or ``images/``) + ``labelsTr/``
 (or ``labels/``); an image is ``<case>.nii[.gz]``, several sequences ``<case>_0000.nii.gz``,
 ``<case>_0001.nii.gz`` ..., or a folder ``<case>/`` of DICOM files (one series); its label is
-``<case>.nii[.gz]`` in the labels folder.
+``<case>.nii[.gz]`` in the labels folder, or ``<case>.dcm``: a DICOM-SEG of a DICOM series image
+(read by :mod:`core.data.dicom_seg`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from core.errors import add_problem
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 IMAGE_DIRS = ("imagesTr", "images")
 LABEL_DIRS = ("labelsTr", "labels")
+DICOM_SEG_SUFFIX = ".dcm"  # a label file with this suffix is a DICOM-SEG
 AFFINE_ATOL_MM = 1e-3  # image and label affines may differ by float noise, not by geometry
 _SEQUENCE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 _SLICE_STEM = re.compile(r"^(?P<volume>.+)_s(?P<index>\d+)$")
@@ -81,6 +83,11 @@ def is_nifti(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(NIFTI_SUFFIXES)
 
 
+def is_dicom_seg_file(path: Path) -> bool:
+    """A label file named ``<case>.dcm``: a DICOM-SEG (checked when read)."""
+    return path.is_file() and path.suffix.lower() == DICOM_SEG_SUFFIX
+
+
 def nifti_stem(path: Path) -> str:
     name = path.name
     for suffix in NIFTI_SUFFIXES:
@@ -107,51 +114,66 @@ def read_nifti(path: Path) -> Volume:
 
 def read_dicom_series(folder: Path) -> Volume:
     """The DICOM files of ``folder`` (one series) as a volume in Hounsfield units / stored values."""
+    slices = read_dicom_slices(folder)
+    try:
+        planes = [ds.pixel_array.astype(np.float32) * float(getattr(ds, "RescaleSlope", 1) or 1)
+                  + float(getattr(ds, "RescaleIntercept", 0) or 0) for ds in slices]
+        shapes = {plane.shape for plane in planes}
+        if len(shapes) > 1:
+            raise ValueError(f"slices of different sizes {sorted(shapes)}")
+    except (AttributeError, KeyError, ValueError, TypeError) as exc:
+        raise VolumeReadError(f"DICOM series cannot be assembled: {exc}") from exc
+    data = np.stack([plane.T for plane in planes], axis=-1)  # (columns, rows, slices)
+    return Volume(data, dicom_affine(slices))
+
+
+def read_dicom_slices(folder: Path, *, pixels: bool = True) -> list:
+    """The datasets of one DICOM series folder in slice order (along the slice normal); headers only
+    when ``pixels`` is False. Raises :class:`VolumeReadError` for unreadable files or mixed series."""
     import pydicom
 
     slices = []
     for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
         try:
-            slices.append(pydicom.dcmread(path))
+            slices.append(pydicom.dcmread(path, stop_before_pixels=not pixels))
         except Exception as exc:
             raise VolumeReadError(f"{path.name}: unreadable DICOM file ({type(exc).__name__}: {exc})") from exc
     if not slices:
         raise VolumeReadError("no DICOM files in the series folder")
+    series = {str(getattr(ds, "SeriesInstanceUID", "")) for ds in slices}
+    if len(series) > 1:
+        raise VolumeReadError(f"DICOM series cannot be assembled: the folder mixes {len(series)} series; put one series per case folder")
     try:
-        return _stack_dicom(slices)
+        normal = slice_normal(slices[0])
+        return sorted(slices, key=lambda ds: float(np.dot(normal, [float(v) for v in ds.ImagePositionPatient])))
     except (AttributeError, KeyError, ValueError, TypeError) as exc:
         raise VolumeReadError(f"DICOM series cannot be assembled: {exc}") from exc
 
 
-def _stack_dicom(slices: list) -> Volume:
-    series = {str(getattr(ds, "SeriesInstanceUID", "")) for ds in slices}
-    if len(series) > 1:
-        raise ValueError(f"the folder mixes {len(series)} series; put one series per case folder")
-    orientation = np.array([float(v) for v in slices[0].ImageOrientationPatient])
-    row, column = orientation[:3], orientation[3:]
-    normal = np.cross(row, column)
-    slices.sort(key=lambda ds: float(np.dot(normal, [float(v) for v in ds.ImagePositionPatient])))
-    positions = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in slices])
-    row_spacing, column_spacing = (float(v) for v in slices[0].PixelSpacing)
-    if len(slices) > 1:
-        step = (positions[-1] - positions[0]) / (len(slices) - 1)
-    else:
-        step = normal * float(getattr(slices[0], "SliceThickness", 1.0) or 1.0)
+def slice_normal(ds: object) -> np.ndarray:
+    orientation = np.array([float(v) for v in ds.ImageOrientationPatient])  # type: ignore[attr-defined]
+    return np.cross(orientation[:3], orientation[3:])
+
+
+def dicom_affine(slices: list) -> np.ndarray:
+    """The RAS voxel -> world affine of sorted DICOM slices (voxel axes: column, row, slice)."""
+    try:
+        orientation = np.array([float(v) for v in slices[0].ImageOrientationPatient])
+        row, column = orientation[:3], orientation[3:]
+        positions = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in slices])
+        row_spacing, column_spacing = (float(v) for v in slices[0].PixelSpacing)
+        if len(slices) > 1:
+            step = (positions[-1] - positions[0]) / (len(slices) - 1)
+        else:
+            step = np.cross(row, column) * float(getattr(slices[0], "SliceThickness", 1.0) or 1.0)
+    except (AttributeError, KeyError, ValueError, TypeError) as exc:
+        raise VolumeReadError(f"DICOM series cannot be assembled: {exc}") from exc
     lps = np.eye(4)
     lps[:3, 0] = row * column_spacing  # voxel axis 0 runs along a row (column index)
     lps[:3, 1] = column * row_spacing  # voxel axis 1 runs down a column (row index)
     lps[:3, 2] = step
     lps[:3, 3] = positions[0]
-    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM LPS -> NIfTI RAS
-    planes = []
-    for ds in slices:
-        pixels = ds.pixel_array.astype(np.float32)
-        planes.append(pixels * float(getattr(ds, "RescaleSlope", 1) or 1) + float(getattr(ds, "RescaleIntercept", 0) or 0))
-    shapes = {plane.shape for plane in planes}
-    if len(shapes) > 1:
-        raise ValueError(f"slices of different sizes {sorted(shapes)}")
-    data = np.stack([plane.T for plane in planes], axis=-1)  # (columns, rows, slices)
-    return Volume(data, affine)
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM LPS -> NIfTI RAS
 
 
 def read_case_image(case: Case) -> Volume:
@@ -280,12 +302,12 @@ def find_cases(root: Path, problems: dict[str, str], *, labels_required: bool = 
         return []
     labels_dir = next((root / name for name in LABEL_DIRS if (root / name).is_dir()), None)
     groups = group_image_files(images_dir, problems)
-    labels = {nifti_stem(p): p for p in labels_dir.iterdir() if is_nifti(p)} if labels_dir else {}
+    labels = {nifti_stem(p): p for p in labels_dir.iterdir() if is_nifti(p) or is_dicom_seg_file(p)} if labels_dir else {}
     cases = []
     for case_id, files in sorted(groups.items()):
         label = labels.pop(case_id, None)
         if label is None and labels_required:
-            add_problem(problems, f"{images_dir.name}/{files[0].name}", f"no label volume {case_id}.nii.gz in {'/'.join(LABEL_DIRS)}")
+            add_problem(problems, f"{images_dir.name}/{files[0].name}", f"no label volume {case_id}.nii.gz (or DICOM-SEG {case_id}.dcm) in {'/'.join(LABEL_DIRS)}")
             continue
         cases.append(Case(case_id, tuple(files), label))
     for stem, path in sorted(labels.items()):

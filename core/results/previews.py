@@ -91,8 +91,14 @@ def load_previews(study: optuna.Study, trial_numbers: Sequence[int], artifact_st
         predictions[number] = _aligned(_read_npz(artifact_store, previews_id), stems, number)
     masks = reference["masks"].astype(np.uint8)
     num_classes = int(max([2, int(masks.max()) + 1, *[int(p.max()) + 1 for p in predictions.values()]]))
+    return preview_set(stems, reference["images"], masks, predictions, num_classes, tuple(missing))
+
+
+def preview_set(stems: Sequence[str], images: np.ndarray, masks: np.ndarray, predictions: dict[int, np.ndarray],
+                num_classes: int, missing: tuple[int, ...] = ()) -> PreviewSet:
+    """A :class:`PreviewSet` with each trial's per-image Dice worked out."""
     dice = {number: _dice_per_image(pred, masks, num_classes) for number, pred in predictions.items()}
-    return PreviewSet(stems, reference["images"], masks, predictions, dice, num_classes, tuple(missing))
+    return PreviewSet(tuple(stems), images, masks, predictions, dice, num_classes, missing)
 
 
 def _read_npz(artifact_store: ArtifactStore, artifact_id: str) -> dict[str, np.ndarray]:

@@ -209,6 +209,7 @@ def _train_with_oom_retry(
     Returns the config that worked, so evaluation after training uses the batch size that fits.
     """
     for attempt in range(2):
+        torch.manual_seed(config.seed)  # the initial weights too: a trial's seed repeats its run, whatever ran before in the process
         model = prepare_model(build_model(model_config), device)
         try:
             progress = ProgressWriter(trial, config.epochs, hook=on_progress)

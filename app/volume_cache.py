@@ -1,0 +1,70 @@
+"""Cached whole-volume masks for Compare masks (over ``core.deploy.volume_masks``).
+
+A trial's weights and a volume's slices never change once stored, so (study, trial) names a model
+for good and (study, trial, volume) its predicted masks: each model is rebuilt once (a few kept) and
+each volume predicted once per trial (many kept: a volume's masks are a few hundred KB). torch is
+imported on first use only: the other result pages never need it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import streamlit as st
+
+from app import cache, study_cache
+from core.errors import SegTuneError
+
+if TYPE_CHECKING:
+    from core.deploy.volume_masks import VolumeSlices
+
+MODELS_KEPT = 4  # rebuilt trial models held in memory (Compare shows up to 4 trials)
+MASKS_KEPT = 128  # trial x volume predictions held
+
+
+def split_volumes(name: str) -> dict[str, list[str]]:
+    """Split part -> volume ids of the study's validation and test splits; {} for 2D datasets, and when
+    the dataset cannot be read (deleted since): the stored previews still show then."""
+    return _split_volumes(cache.settings().db_url, name)
+
+
+@st.cache_data(ttl=study_cache.IDLE_TTL_S, max_entries=16, show_spinner=False)
+def _split_volumes(db_url: str, name: str) -> dict[str, list[str]]:
+    from core.deploy.volume_masks import split_volumes as volumes_of_split
+
+    try:
+        return volumes_of_split(study_cache.study(name), cache.settings())
+    except SegTuneError:
+        return {}
+
+
+def volume_slices(name: str, part: str, volume: str) -> VolumeSlices:
+    return _volume_slices(cache.settings().db_url, name, part, volume)
+
+
+@st.cache_data(max_entries=8, show_spinner="Reading the volume's slices…")
+def _volume_slices(db_url: str, name: str, part: str, volume: str) -> VolumeSlices:
+    from core.deploy.volume_masks import volume_slices as read_slices
+
+    return read_slices(study_cache.study(name), cache.settings(), part, volume)
+
+
+def predictions(name: str, number: int, part: str, volume: str) -> np.ndarray:
+    """Trial ``number``'s masks (N, S, S) for every stored slice of ``volume``, in slice order."""
+    return _predictions(cache.settings().db_url, name, number, part, volume)
+
+
+@st.cache_data(max_entries=MASKS_KEPT, show_spinner="Predicting the volume's slices…")
+def _predictions(db_url: str, name: str, number: int, part: str, volume: str) -> np.ndarray:
+    from core.deploy.volume_masks import predict_slices
+
+    model, config = _model(db_url, name, number)
+    return predict_slices(model, config, volume_slices(name, part, volume).images)
+
+
+@st.cache_resource(max_entries=MODELS_KEPT, show_spinner="Loading the trial's weights…")
+def _model(db_url: str, name: str, number: int) -> tuple[Any, Any]:
+    from core.deploy.volume_masks import trial_model
+
+    return trial_model(study_cache.study(name), number, cache.artifact_store())
