@@ -151,24 +151,3 @@ def test_bundles_from_before_multi_channel_slices_still_predict_two_sequences(tm
     report = predict_volumes(bundle, tmp_path / "src" / "imagesTr", tmp_path / "out", progress=False)
     assert [path.name for path in report.written] == ["case_000.nii.gz"] and not report.skipped
 
-
-def test_a_study_trains_and_exports_a_multi_sequence_model(tmp_path: Path, workspace) -> None:
-    from core.contract import StudyAttr, TrialAttr
-    from core.deploy.export import preview_images, trial_bundle
-    from core.modeling.bundle import load_bundle_config
-    from core.runtime.storage import open_artifact_store
-    from core.runtime.tuning import run_study
-
-    _ingest(msd_folder(tmp_path / "src", 4, sequences=4), workspace.datasets_dir)
-    spec = spec_from_dict({
-        "name": "mri-study", "dataset": "mri", "image_size": 32, "sampler": "random", "pruner": "none", "preview_count": 2,
-        "budget": {"n_trials": 1, "max_epochs": 1}, "split": {"train": 0.5, "val": 0.25, "test": 0.25, "seed": 0},
-        "search_space": {"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2, "batch_size": 4, "epochs": 1},
-    })
-    study = run_study(spec, workspace, device="cpu")
-    trial = study.best_trial
-    assert trial.user_attrs[TrialAttr.MODEL_CONFIG]["in_channels"] == 4, trial.user_attrs.get(TrialAttr.ERROR)
-    store = open_artifact_store(workspace)
-    assert preview_images(study, store).shape[1] == 4 and len(study.user_attrs[StudyAttr.PREVIEW_STEMS]) == 2
-    bundle = trial_bundle(study, None, store, tmp_path / "bundle")
-    assert load_bundle_config(bundle).channels == 4 and load_bundle_config(bundle).volume_slicing.sequences == 4

@@ -2,8 +2,9 @@
 stored weights (Compare masks) -> predict volumes -> label volumes on the input's grid.
 
 Deterministic: the phantoms are seeded, and so are the split, the batch order and (the trial's seed)
-the initial weights; a high-contrast ellipsoid that a 4-epoch U-Net segments at Dice ~0.98 run after
-run, so the bounds below have a wide margin and still catch a blank, shifted or flipped volume."""
+the initial weights: a high-contrast ellipsoid that a 4-epoch U-Net (batch 2) segments at validation
+Dice per volume 0.97 every run (0.94-0.97 over training seeds 0-2), so the bound of 0.85 below has a wide
+margin and still catches a blank, shifted or flipped label volume (Dice near 0)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def test_ingest_tune_predict_volumes(tmp_path: Path, workspace) -> None:
         "name": "vol-study", "dataset": "phantoms", "image_size": 64, "sampler": "random", "pruner": "none",
         "objectives": [{"metric": "val_dice_per_volume"}], "budget": {"n_trials": 1, "max_epochs": 4}, "preview_count": 4,
         "split": {"train": 0.5, "val": 0.25, "test": 0.25, "seed": 0},
-        "search_space": {"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2, "batch_size": 4, "epochs": 4, "lr": 1e-2},
+        "search_space": {"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2, "batch_size": 2, "epochs": 4, "lr": 1e-2},
     })
     study = run_study(spec, workspace, device="cpu")
     trial = study.best_trial
@@ -76,7 +77,7 @@ def test_ingest_tune_predict_volumes(tmp_path: Path, workspace) -> None:
     labels = np.asarray(written.dataobj)
     assert set(np.unique(labels).tolist()) <= {0, 1}
     print("volume dice", dice(labels, truth), "val dice per volume", val["dice_per_volume"])
-    assert val["dice_per_volume"] > 0.85 and dice(labels, truth) > 0.85  # ~0.98 every run; blank / shifted / flipped: near 0
+    assert val["dice_per_volume"] > 0.85 and dice(labels, truth) > 0.85
 
     args = argparse.Namespace(model=bundle, images=None, volumes=new, out=tmp_path / "cli", overlay=False)
     assert predict_command.run(args) == 0 and (tmp_path / "cli" / "scan.nii.gz").is_file()
