@@ -19,7 +19,7 @@ from core.data.demo import DEMO_NAME, create_demo_dataset
 from core.data.images import channels_label, read_image, read_mask
 from core.data.ingest import ingest_dataset
 from core.data.intensity import WINDOW_PRESETS, IntensityConfig, intensity_from_options
-from core.data.manifest import DatasetManifest, dataset_path, dataset_stats, volume_rows
+from core.data.manifest import DatasetManifest, dataset_path, dataset_stats, spacing_summary, volume_rows
 from core.data.splits import file_split, split_sizes
 from core.data.visual import class_colors, overlay_mask, shrink, to_rgb
 from core.data.volume_ingest import VolumeIngestOptions, ingest_volumes
@@ -235,7 +235,8 @@ def statistics(manifest: DatasetManifest) -> None:
     sizes.caption(f"{stats.bit_depth}-bit images · source `{Path(manifest.source).name}`")
     if manifest.is_volume:
         counts = list(stats.slices_per_volume.values())
-        st.markdown(f"**{stats.volumes} volumes** · {min(counts)}–{max(counts)} slices per volume (mean {np.mean(counts):.1f}) stored")
+        st.markdown(f"**{stats.volumes} volumes** · {min(counts)}–{max(counts)} slices per volume (mean {np.mean(counts):.1f}) stored"
+                    f" · spacing {spacing_summary(stats.spacing)}")
         st.dataframe(pd.DataFrame(volume_rows(manifest)), hide_index=True, width="stretch")
 
 

@@ -151,3 +151,21 @@ def test_bundles_from_before_multi_channel_slices_still_predict_two_sequences(tm
     report = predict_volumes(bundle, tmp_path / "src" / "imagesTr", tmp_path / "out", progress=False)
     assert [path.name for path in report.written] == ["case_000.nii.gz"] and not report.skipped
 
+
+
+def test_a_multi_sequence_model_exports_to_onnx_with_its_channels(tmp_path: Path) -> None:
+    import onnx
+
+    from core.deploy.export import export_model
+    from core.modeling.bundle import load_bundle
+
+    model_config = config_from_params({"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2}, SEQUENCES, 2)
+    config = BundleConfig(model=model_config.to_dict(), image_size=32, channels=SEQUENCES, classes=("background", "tumour"))
+    sample = torch.rand((2, SEQUENCES, 32, 32), generator=torch.Generator().manual_seed(0))
+    report = export_model(build_model(model_config).eval(), config, tmp_path / "export", ["bundle", "onnx"], sample)
+    onnx_file = next(f for f in report.files if f.format == "onnx")
+    assert onnx_file.max_abs_diff is not None and onnx_file.max_abs_diff < 1e-3
+    dims = onnx.load(str(onnx_file.path)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims[1:]] == [SEQUENCES, 32, 32]
+    _, reloaded = load_bundle(report.folder)
+    assert reloaded.channels == SEQUENCES and reloaded.model["in_channels"] == SEQUENCES

@@ -10,7 +10,7 @@ import pytest
 
 from core.commands import ingest as ingest_command
 from core.data.intensity import IntensityConfig, intensity_from_options, to_uint8
-from core.data.manifest import DatasetError, DatasetManifest, dataset_names, dataset_stats, load_manifest
+from core.data.manifest import DatasetError, DatasetManifest, dataset_names, dataset_stats, load_manifest, spacing_summary
 from core.data.splits import SplitConfig, make_split
 from core.data.volume_ingest import VolumeIngestOptions, ingest_volumes
 from core.data.volumes import from_canonical, parse_slice_stem, read_dicom_series, read_nifti, to_canonical
@@ -118,6 +118,8 @@ def test_slices_keep_their_volume_geometry_and_preprocessing(tmp_path: Path) -> 
     assert reread == manifest
     stats = dataset_stats(reread)
     assert stats.volumes == 3 and sum(stats.slices_per_volume.values()) == len(manifest.pairs)
+    assert spacing_summary(stats.spacing) == "0.8 x 0.8 x 2.5 mm"
+    assert spacing_summary({"a": (0.7, 0.8, 2.5), "b": (0.9, 0.8, 5.0)}) == "0.7–0.9 x 0.8 x 2.5–5 mm"
 
 
 def test_empty_fraction_keeps_a_share_of_empty_slices(tmp_path: Path) -> None:

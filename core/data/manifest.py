@@ -304,6 +304,15 @@ def volume_rows(manifest: DatasetManifest) -> list[dict[str, Any]]:
              "spacing (mm)": " x ".join(f"{s:.3g}" for s in v.spacing), "orientation": v.orientation} for v in manifest.volumes]
 
 
+def spacing_summary(spacing: dict[str, tuple[float, ...]]) -> str:
+    """Voxel spacing over volumes: ``0.8 x 0.8 x 2.5 mm`` when they share it, else each axis' range."""
+    if not spacing:
+        return ""
+    axes = list(zip(*spacing.values()))
+    parts = [f"{min(a):.3g}" if f"{min(a):.3g}" == f"{max(a):.3g}" else f"{min(a):.3g}–{max(a):.3g}" for a in axes]
+    return " x ".join(parts) + " mm"
+
+
 def name_problem(name: str) -> str:
     return f"invalid dataset name {name!r}: use 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit"
 

@@ -36,7 +36,9 @@ def test_volumes_tab_ingests_and_gallery_steps_through_slices(workspace: Setting
     assert any(f"case_000 · slice {first.slice_index} of {SHAPE[2]}" in caption for caption in captions)
     at.selectbox(key="ds.volume").select("case_002").run()
     assert not at.exception and at.slider(key="ds.slice.case_002") is not None
-    assert any("3 volumes" in md.value for md in at.markdown)  # statistics tab: volumes, slices per volume
+    counts = [v.slices for v in manifest.volumes]  # statistics tab: volumes, slices per volume, spacing
+    assert any(f"**3 volumes** · {min(counts)}–{max(counts)} slices per volume" in md.value and "spacing 0.8 x 0.8 x 2.5 mm" in md.value
+               for md in at.markdown)
     tables = [frame.value for frame in at.dataframe]
     assert any("spacing (mm)" in table.columns and len(table) == 3 for table in tables)
 
