@@ -1,9 +1,10 @@
 """Cached whole-volume masks for Compare masks (over ``core.deploy.volume_masks``).
 
 A trial's weights and a volume's slices never change once stored, so (study, trial) names a model
-for good and (study, trial, volume) its predicted masks: each model is rebuilt once (a few kept) and
-each volume predicted once per trial (many kept: a volume's masks are a few hundred KB). torch is
-imported on first use only: the other result pages never need it.
+for good and (study, trial, volume) its predicted masks: each model is rebuilt once and each volume
+predicted once per trial, while they stay in the caches (bounded: a volume's masks are slices x
+size² bytes, 13 MB for 200 slices at 256 px, its images that times the channels). torch is imported
+on first use only: the other result pages never need it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ if TYPE_CHECKING:
     from core.deploy.volume_masks import VolumeSlices
 
 MODELS_KEPT = 4  # rebuilt trial models held in memory (Compare shows up to 4 trials)
-MASKS_KEPT = 128  # trial x volume predictions held
+MASKS_KEPT = 32  # trial x volume predictions held (4 trials x 8 volumes)
+VOLUMES_KEPT = 4  # decoded volumes held
 
 
 def split_volumes(name: str) -> dict[str, list[str]]:
@@ -43,7 +45,7 @@ def volume_slices(name: str, part: str, volume: str) -> VolumeSlices:
     return _volume_slices(cache.settings().db_url, name, part, volume)
 
 
-@st.cache_data(max_entries=8, show_spinner="Reading the volume's slices…")
+@st.cache_data(max_entries=VOLUMES_KEPT, show_spinner="Reading the volume's slices…")
 def _volume_slices(db_url: str, name: str, part: str, volume: str) -> VolumeSlices:
     from core.deploy.volume_masks import volume_slices as read_slices
 

@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("predict", help="segment a folder of images or medical volumes with an exported model")
     parser.add_argument("--model", required=True, type=Path, help="exported bundle or variant folder")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--images", type=Path, help="folder of images (PNG, JPG, TIFF, BMP)")
+    source.add_argument("--images", type=Path, help="folder of images (PNG, JPG, TIFF, BMP; .npy HxWxC uint8 for multi-sequence models)")
     source.add_argument("--volumes", type=Path, help="folder of NIfTI volumes (<case>.nii.gz, <case>_0000.nii.gz ...) or DICOM series sub-folders")
     parser.add_argument("--out", required=True, type=Path, help="folder for the masks (<stem>.png) or label volumes (<case>.nii.gz)")
     parser.add_argument("--overlay", action="store_true", help="images: also write overlays into OUT/overlays/")
