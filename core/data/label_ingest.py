@@ -118,6 +118,10 @@ def build_labelled(request: IngestRequest, root: Path, work: Path, problems: dic
 def _from_class_folders(root: Path, problems: dict[str, str]) -> _Found:
     entries = visible(root)
     loose = [relative(p, root) for p in entries if p.is_file() and p.suffix.lower() not in SIDE_FILES]
+    if loose and not any(p.is_dir() for p in entries):  # e.g. a zip of one class folder: ingest stepped into it
+        problems["layout"] = (f"{root.name or root}/ holds images but no class sub-folders: put each class's images in a "
+                              f"sub-folder named after the class (at least 2 classes), or list them in {LABELS_FILE}")
+        return _Found([], {}, "one sub-folder per class")
     if loose:
         problems[f"{len(loose)} file(s) outside the class folders"] = shorten(loose)
     items: list[_Item] = []
