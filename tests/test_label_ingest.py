@@ -16,7 +16,7 @@ from PIL import Image
 from core.cli import main
 from core.data.ingest import ingest_dataset
 from core.data.manifest import MANIFEST_FILE, DatasetError, Task, dataset_names, load_manifest
-from core.data.splits import SplitConfig, class_counts, make_split
+from core.data.splits import SplitConfig, class_counts, file_split, make_split
 from core.data.tensors import LabelSet, clear_tensor_cache, load_tensor_set
 from core.settings import Settings
 from tests.classification_data import LIVER_GROUPS, blob_image, class_folders, liver_class_folders
@@ -98,6 +98,31 @@ def test_a_kept_split_file_comes_along(tmp_path: Path) -> None:
     (source / "split.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     ingest_dataset(source, "kept", tmp_path / "store")
     assert (tmp_path / "store" / "kept" / "split.csv").is_file()
+
+
+def test_a_split_file_with_cross_validation_folds_stratified_by_class(tmp_path: Path) -> None:
+    source = class_folders(tmp_path / "src", {"a": 18, "b": 9})
+    part = {"a_000": "test", "a_009": "test", "b_000": "test", "a_001": "val"}  # the rest: train
+    rows = [f"{part.get(stem, 'train')},{stem}" for cls, count in (("a", 18), ("b", 9)) for stem in (f"{cls}_{i:03d}" for i in range(count))]
+    (source / "split.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    manifest = ingest_dataset(source, "kept", tmp_path / "store")
+    folder = tmp_path / "store" / "kept"
+    folds = [file_split(folder, manifest.stems, SplitConfig(from_file=True, k_folds=3, fold=f), manifest.labels) for f in range(3)]
+    assert {s.test for s in folds} == {("a_000", "a_009", "b_000")}  # the file's test images, held out in every fold
+    counts = [Counter(manifest.labels[s] for s in split.val) for split in folds]
+    assert sum(counts, Counter()) == {0: 16, 1: 8}  # every train + val image validates once
+    assert all(c[0] in (5, 6) and c[1] in (2, 3) for c in counts), counts  # 16 and 8 over 3 folds: stratified
+
+
+def test_a_confined_ingest_refuses_a_class_folder_link_that_leaves_the_roots(tmp_path: Path) -> None:
+    root = (tmp_path / "imports").resolve()
+    source = class_folders(root / "scans", {"normal": 2, "tumour": 2})
+    outside = class_folders(tmp_path / "private", {"secret": 1})
+    (source / "tumour" / "leak.png").symlink_to(outside / "secret" / "secret_000.png")
+    problems = refused(Path("scans"), tmp_path / "store", confine_to=[root])
+    assert any("leak.png" in field for field in problems) and "secret" not in " ".join(problems.values())
+    (source / "tumour" / "leak.png").unlink()
+    assert ingest_dataset(Path("scans"), "scans", tmp_path / "store", confine_to=[root]).class_counts == {"normal": 2, "tumour": 2}
 
 
 # --- every problem at once -------------------------------------------------------------------------------
