@@ -169,6 +169,7 @@ def load_bundle_config(folder: Path) -> BundleConfig:
 
 def load_bundle(folder: Path, device: str = "cpu") -> tuple[nn.Module, BundleConfig]:
     """Rebuild the model from a bundle folder (either layout), in eval mode, on ``device``."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_model
 
     from core.modeling.build import build_model
@@ -178,5 +179,8 @@ def load_bundle(folder: Path, device: str = "cpu") -> tuple[nn.Module, BundleCon
     if not weights.is_file():
         raise BundleError(f"{folder} has no {WEIGHTS_FILE}")
     model = build_model(config.model_config)
-    load_model(model, str(weights), device=device)
+    try:
+        load_model(model, str(weights), device=device)
+    except (SafetensorError, RuntimeError) as exc:  # not a safetensors file, or weights of another model
+        raise BundleError(f"{weights} does not hold the weights of this {config.model['architecture']}: {str(exc)[:300]}") from exc
     return model.to(device).eval(), config
