@@ -1,4 +1,5 @@
-"""Compare masks: the chosen trials' predictions side by side on the validation preview images."""
+"""Compare masks: the chosen trials' predictions side by side on the validation preview images,
+and their compressed variants' next to them."""
 
 from __future__ import annotations
 
@@ -7,18 +8,15 @@ import streamlit as st
 from app import study_cache
 from app.nav import page_path
 from app.widgets.errors import user_errors
-from app.widgets.mask_grid import VIEWS, error_legend, mask_row
+from app.widgets.mask_grid import image_stepper, mask_row, view_controls, zoom_button
 from app.widgets.reliability import row_flags
 from app.widgets.trial_table import trial_picker
 from core.data.volumes import slice_caption, volumes_of
-from core.results.previews import ORDERINGS, PreviewSet
+from core.results.previews import PreviewSet
 
 MAX_TRIALS = 4
-IMAGE_KEY = "compare.image"
-
-
-def _step(delta: int, count: int) -> None:
-    st.session_state[IMAGE_KEY] = (st.session_state.get(IMAGE_KEY, 1) - 1 + delta) % count + 1
+MAX_VARIANTS = 4
+KEY = "compare"
 
 
 def chosen_previews(name: str) -> PreviewSet | None:
@@ -45,30 +43,19 @@ def chosen_previews(name: str) -> PreviewSet | None:
     return previews if previews.predictions else None
 
 
-def view_controls(previews: PreviewSet) -> tuple[str, str, float, int]:
-    """View, image order, opacity and pictures per row."""
-    controls = st.columns([2, 3, 2, 2])
-    view = controls[0].segmented_control("View", list(VIEWS), default="overlay", format_func=VIEWS.get, key="compare.view", required=True)
-    orders = [key for key in ORDERINGS if key != "disagreement" or len(previews.predictions) > 1]
-    order = controls[1].selectbox("Order images by", orders, format_func=ORDERINGS.get, key="compare.order")
-    opacity = controls[2].slider("Opacity", 0.1, 1.0, 0.5, 0.05, key="compare.opacity")
-    per_row = controls[3].slider("Zoom: pictures per row", 1, 6, min(6, 2 + len(previews.predictions)), key="compare.per_row",
-                                 help="Fewer pictures per row shows each one larger")
-    if view == "errors":
-        error_legend()
-    return view, order, opacity, per_row
-
-
-def image_stepper(count: int) -> int:
-    """Previous / slider / next over ``count`` images; returns the 1-based position."""
-    if st.session_state.get(IMAGE_KEY, 1) > count:
-        st.session_state[IMAGE_KEY] = 1
-    stepper = st.columns([1, 6, 1], vertical_alignment="bottom")
-    stepper[0].button("Previous", icon=":material/chevron_left:", on_click=_step, args=(-1, count), key="compare.prev", width="stretch")
-    if count > 1:
-        stepper[1].slider("Image", 1, count, key=IMAGE_KEY, format=f"%d of {count}")
-    stepper[2].button("Next", icon=":material/chevron_right:", on_click=_step, args=(1, count), key="compare.next", width="stretch")
-    return st.session_state.get(IMAGE_KEY, 1)
+def with_variants(name: str, previews: PreviewSet) -> PreviewSet:
+    """Add the compressed variants the user picks, each right after its original trial."""
+    options = {f"{number}:{index}": f"#{number} · variant {index} · {record['label']}"
+               for number in previews.trial_numbers for index, record in enumerate(study_cache.variant_records(name, number), 1)}
+    if not options:
+        return previews
+    picked = st.multiselect("Compressed variants, next to their trial", list(options), format_func=options.get, key=f"{KEY}.variants",
+                            max_selections=MAX_VARIANTS, placeholder="Choose variants (derived on Compress & deploy)",
+                            help="int8 or pruned versions of the chosen trials, run on the same preview images")
+    for option in picked:
+        number, index = (int(part) for part in option.split(":"))
+        previews = previews.with_masks(option, options[option], study_cache.variant_masks(name, number, index), after=number)
+    return previews
 
 
 def dice_table(previews: PreviewSet, ordered: list[int]) -> None:
@@ -79,20 +66,23 @@ def dice_table(previews: PreviewSet, ordered: list[int]) -> None:
 
 
 st.title("Compare masks")
-st.caption("Validation images with the ground truth and each chosen trial's prediction, side by side. Step through the worst cases first.")
+st.caption("Validation images with the ground truth and each chosen trial's prediction (and its compressed variants'), side by side. "
+           "Step through the worst cases first.")
 study = study_cache.require_study()
 with user_errors("Comparing masks"):
     previews = chosen_previews(study)
     if previews is not None:
-        view, order, opacity, per_row = view_controls(previews)
+        previews = with_variants(study, previews)
+        view, order, opacity, per_row = view_controls(previews, key=KEY)
         ordered = previews.order(order)
         volumes = volumes_of(previews.stems)
         if volumes and sum(map(len, volumes.values())) == len(previews.stems):  # a volume dataset: step through one volume's slices
             volume = st.selectbox("Volume", list(volumes), key="compare.volume", format_func=lambda v: f"{v} ({len(volumes[v])} preview slices)")
             members = set(volumes[volume])
             ordered = [index for index in ordered if index in members]
-        position = image_stepper(len(ordered))
+        position = image_stepper(len(ordered), key=KEY)
         st.caption(slice_caption(previews.stems[ordered[position - 1]]))
         mask_row(previews, ordered[position - 1], view=view, opacity=opacity, per_row=per_row)
+        zoom_button(previews, ordered[position - 1], view=view, opacity=opacity, key=KEY)
         dice_table(previews, ordered)
-        st.page_link(page_path("compress.py"), label="Compare a compressed variant's masks with its original on Compress & deploy", icon=":material/compress:")
+        st.page_link(page_path("compress.py"), label="Derive compressed variants on Compress & deploy", icon=":material/compress:")

@@ -353,7 +353,7 @@ def test_the_downloaded_bundle_runs_from_its_folder_without_segtune(config: Mode
     Image.open(folder / "images" / "x0.png").save(folder / "image.png")
 
     card = (folder / "MODEL_CARD.md").read_text()
-    python_blocks, [command] = _code_blocks(card, "python"), _code_blocks(card, "bash")
+    python_blocks, [command] = [block.rstrip("\n") for block in _code_blocks(card, "python")], _code_blocks(card, "bash")
     assert python_blocks == ([cards.onnx_snippet(), cards.smp_snippet()] if smp_folder else [cards.onnx_snippet()])
     result = run_without_segtune(folder, python_blocks, command.strip())
     assert result.returncode == 0, result.stderr[-3000:]

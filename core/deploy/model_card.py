@@ -189,7 +189,7 @@ import predict  # predict.py in this folder: SegTune's preprocessing, numpy + Pi
 
 config = predict.load_config(".")  # segtune.json: input size, channels, normalisation, classes
 session = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
-""" + _RUN_AND_SAVE.format(logits='logits = session.run(None, {"image": predict.preprocess(pixels, config)})[0]')
+""" + _RUN_AND_SAVE.format(logits='logits = session.run(None, {"image": predict.preprocess(pixels, config)})[0]').rstrip("\n")
 
 
 def smp_snippet() -> str:
@@ -204,7 +204,7 @@ model = smp.from_pretrained(".").eval()  # config.json + model.safetensors: a st
 config = predict.load_config(".")  # segtune.json: input size, channels, normalisation, classes
 """ + _RUN_AND_SAVE.format(logits="""\
 with torch.no_grad():
-    logits = model(torch.from_numpy(predict.preprocess(pixels, config))).numpy()""")
+    logits = model(torch.from_numpy(predict.preprocess(pixels, config))).numpy()""").rstrip("\n")
 
 
 def segtune_command() -> str:
@@ -218,12 +218,12 @@ def usage(bundle_name: str, smp_model: bool, files: frozenset[str] = BUNDLE_FILE
              "with an image `image.png` or a folder `images/` next to them.", ""]
     if ONNX_FILE in files and PREDICT_SCRIPT in files:
         lines += ["**onnxruntime** (`pip install numpy pillow onnxruntime`): segment a folder, one PNG mask per image:", "",
-                  "```bash", predict_command(), "```", "", "or one image from Python:", "", "```python", onnx_snippet().rstrip(), "```", ""]
+                  "```bash", predict_command(), "```", "", "or one image from Python:", "", "```python", onnx_snippet(), "```", ""]
     elif onnx_problem:
         lines += [f"No `{ONNX_FILE}` in this bundle: {onnx_problem}", ""]
     if smp_model and {WEIGHTS_FILE, CONFIG_FILE} <= files:
         lines += [f"**segmentation-models-pytorch** (`pip install segmentation-models-pytorch=={SMP_VERSION} numpy pillow`): "
-                  f"`{CONFIG_FILE}` + `{WEIGHTS_FILE}` are a standard smp folder:", "", "```python", smp_snippet().rstrip(), "```", ""]
+                  f"`{CONFIG_FILE}` + `{WEIGHTS_FILE}` are a standard smp folder:", "", "```python", smp_snippet(), "```", ""]
     lines += [f"**SegTune** (installed): `{segtune_command()}` (`--volumes` for NIfTI / DICOM volumes). "
               f"`{SEGTUNE_FILE}` records the classes, input size and channels, normalisation, threshold and "
               "(volume models) how volumes were sliced.", ""]
