@@ -285,7 +285,9 @@ def test_pyramid_pooling_exports_as_exact_matrix_products() -> None:
         assert torch.allclose(pooled, torch.nn.functional.adaptive_avg_pool2d(x, bins), atol=1e-6)
 
 
-def test_int8_models_export_to_onnx_checked_on_their_masks(images: torch.Tensor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(scope="module")
+def int8(images: torch.Tensor) -> tuple[object, object]:
+    """(an int8 static variant of the seeded ClassicUNet, the data it was calibrated on)."""
     from core.data.tensors import TensorSet
     from core.deploy.compression.config import CompressionConfig, CompressionData
     from core.deploy.compression.methods import compress
@@ -293,7 +295,11 @@ def test_int8_models_export_to_onnx_checked_on_their_masks(images: torch.Tensor,
     pairs = TensorSet((images * 255).byte().repeat(3, 1, 1, 1), torch.zeros(9, SIZE, SIZE, dtype=torch.uint8), tuple("abcdefghi"))
     data = CompressionData(pairs, pairs, None, "binary", 2)
     torch.manual_seed(0)
-    variant = compress(CompressionConfig("ptq", calibration_batches=1), build_model(UNET).eval(), data)
+    return compress(CompressionConfig("ptq", calibration_batches=1), build_model(UNET).eval(), data), data
+
+
+def test_int8_models_export_to_onnx_checked_on_their_masks(int8: tuple, images: torch.Tensor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    variant, _ = int8
     exported = export_onnx(variant.model, images, tmp_path / ONNX_FILE, int8=True)
     assert exported.mask_agreement is not None and exported.mask_agreement >= export.INT8_AGREEMENT
     monkeypatch.setattr(export, "INT8_AGREEMENT", 1.01)  # no export can pass: the check must fail it and remove the file
@@ -365,3 +371,31 @@ def test_the_downloaded_bundle_runs_from_its_folder_without_segtune(config: Mode
         ours, theirs = np.asarray(Image.open(path)), np.asarray(Image.open(folder / "masks" / path.name))
         assert ours.shape == (70, 90) and (ours == theirs).mean() >= 0.999, path.name
     assert (np.asarray(Image.open(folder / "mask.png")) == np.asarray(Image.open(reference.written[0]))).mean() >= 0.999
+
+
+def test_an_int8_variant_download_runs_without_segtune(int8: tuple, images: torch.Tensor, tmp_path: Path) -> None:
+    """Stored as TorchScript (as Compress & deploy stores int8 variants), downloaded with model.onnx + predict.py."""
+    import io
+    import zipfile
+
+    from core.deploy.compression.measure import compare_variants
+    from core.deploy.compression.variants import store_variant, variant_zip
+    from core.deploy.predict import predict_folder
+
+    variant, data = int8
+    study, store, model = _study_with_trials(tmp_path, images)
+    report = compare_variants(model, [variant], data, repeats=1)[1]
+    store_variant(study, 1, variant, report, bundle_config(UNET), store, images[:1])
+    with zipfile.ZipFile(io.BytesIO(variant_zip(study, 1, 1, store))) as archive:
+        archive.extractall(tmp_path / "unzipped")
+    [folder] = (tmp_path / "unzipped").iterdir()
+    assert {p.name for p in folder.iterdir()} == {export.TORCHSCRIPT_FILE, SEGTUNE_FILE, ONNX_FILE, PREDICT_SCRIPT, "MODEL_CARD.md"}
+    assert "int8 static" in (folder / "MODEL_CARD.md").read_text()
+    (folder / "images").mkdir()
+    for index, image in enumerate(images):
+        Image.fromarray((image[0].numpy() * 255).astype(np.uint8)).save(folder / "images" / f"x{index}.png")
+    result = run_without_segtune(folder, [], "python predict.py --images images/ --out masks/")
+    assert result.returncode == 0 and "3 mask(s) written" in result.stdout, result.stderr[-3000:]
+    reference = predict_folder(folder, folder / "images", tmp_path / "torch-masks", progress=False)  # PyTorch's int8 kernels
+    for path in reference.written:
+        assert (np.asarray(Image.open(path)) == np.asarray(Image.open(folder / "masks" / path.name))).mean() >= export.INT8_AGREEMENT

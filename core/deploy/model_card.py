@@ -8,6 +8,7 @@ runs them in a process that cannot import SegTune).
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     from optuna.artifacts._protocol import ArtifactStore
 
 MODEL_CARD_FILE = "MODEL_CARD.md"
-SMP_VERSION = "0.6.0"  # what requirements.txt pins: the smp config.json is written for it
 # What a downloaded bundle holds (MODEL_CARD.md besides): the card describes these unless told otherwise.
 BUNDLE_FILES = frozenset({WEIGHTS_FILE, SEGTUNE_FILE, CONFIG_FILE, ONNX_FILE, PREDICT_SCRIPT})
 BUNDLE_ARTIFACTS: tuple[str, ...] = (ArtifactKind.WEIGHTS, ArtifactKind.CONFIG)  # what a trial must have stored to be exported
@@ -214,15 +214,15 @@ def segtune_command() -> str:
 
 def usage(bundle_name: str, smp_model: bool, files: frozenset[str] = BUNDLE_FILES, onnx_problem: str | None = None) -> list[str]:
     """The card's "Use" section: every route the shipped ``files`` allow, onnxruntime first."""
-    lines = ["## Use", "", f"Unzip `{bundle_name}.zip` and run these from inside the folder `{bundle_name}/`, "
-             "with an image `image.png` or a folder `images/` next to them.", ""]
+    lines = ["## Use", "", f"Run these from inside the bundle folder `{bundle_name}/` (unzip `{bundle_name}.zip` first when "
+             "downloaded), with an image `image.png` or a folder `images/` next to them.", ""]
     if ONNX_FILE in files and PREDICT_SCRIPT in files:
         lines += ["**onnxruntime** (`pip install numpy pillow onnxruntime`): segment a folder, one PNG mask per image:", "",
                   "```bash", predict_command(), "```", "", "or one image from Python:", "", "```python", onnx_snippet(), "```", ""]
     elif onnx_problem:
         lines += [f"No `{ONNX_FILE}` in this bundle: {onnx_problem}", ""]
     if smp_model and {WEIGHTS_FILE, CONFIG_FILE} <= files:
-        lines += [f"**segmentation-models-pytorch** (`pip install segmentation-models-pytorch=={SMP_VERSION} numpy pillow`): "
+        lines += [f"**segmentation-models-pytorch** (`pip install segmentation-models-pytorch=={version('segmentation-models-pytorch')} numpy pillow`): "
                   f"`{CONFIG_FILE}` + `{WEIGHTS_FILE}` are a standard smp folder:", "", "```python", smp_snippet(), "```", ""]
     lines += [f"**SegTune** (installed): `{segtune_command()}` (`--volumes` for NIfTI / DICOM volumes). "
               f"`{SEGTUNE_FILE}` records the classes, input size and channels, normalisation, threshold and "
