@@ -308,6 +308,24 @@ def test_int8_models_export_to_onnx_checked_on_their_masks(int8: tuple, images: 
     assert not (tmp_path / ONNX_FILE).exists()
 
 
+def test_dynamic_int8_exports_through_onnxruntimes_own_quantization(tmp_path: Path) -> None:
+    """Dynamic int8 (transformer encoders' Linear layers) has no ONNX export of its own."""
+    import onnx
+
+    from core.deploy.compression.config import CompressionConfig
+    from core.deploy.compression.methods import compress
+
+    torch.manual_seed(0)
+    original = build_model(ModelConfig("Segformer", 3, 2, encoder="mit_b0")).eval()
+    variant = compress(CompressionConfig("dynamic"), original, data=None)  # dynamic int8 needs no data
+    sample = torch.rand(3, 3, SIZE, SIZE)
+    with pytest.raises(ExportError, match="linear_dynamic"):
+        export_onnx(variant.model, sample, tmp_path / ONNX_FILE, int8=True)
+    exported = export_onnx(variant.model, sample, tmp_path / ONNX_FILE, dynamic_from=original)
+    assert exported.mask_agreement is not None and exported.mask_agreement >= export.INT8_AGREEMENT
+    assert "MatMulInteger" in {node.op_type for node in onnx.load(str(exported.path)).graph.node}
+
+
 # --- the downloaded bundle runs without SegTune -------------------------------------------------------
 
 _ISOLATED = """\

@@ -126,24 +126,47 @@ def _reference(model: nn.Module, sample: torch.Tensor) -> np.ndarray:
 # --- formats ------------------------------------------------------------------------------------
 
 
-def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path, *, int8: bool = False) -> ExportedFile:
+def _write_onnx(model: nn.Module, sample: torch.Tensor, path: Path) -> None:
+    with warnings.catch_warnings(), adaptive_pooling(ONNX_OPSET):
+        # onnxscript (the new exporter's backend) is not a dependency: use the TorchScript-based one
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)  # it traces with torch.jit, deprecated but what it runs on
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            portable_copy(model, sample.shape[-1]), (sample[:1],), str(path), dynamo=False, opset_version=ONNX_OPSET,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        )
+
+
+def _write_dynamic_int8_onnx(float_model: nn.Module, sample: torch.Tensor, path: Path) -> None:
+    """Dynamic int8 (Linear weights int8, activations quantized on the fly): the TorchScript-based
+    exporter has no ``quantized::linear_dynamic``, so the float model is exported and onnxruntime
+    quantizes its MatMul / Gemm weights the same way."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    float_path = path.with_suffix(".float.onnx")
+    try:
+        _write_onnx(float_model, sample, float_path)
+        quantize_dynamic(str(float_path), str(path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    finally:
+        float_path.unlink(missing_ok=True)
+
+
+def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path, *, int8: bool = False, dynamic_from: nn.Module | None = None) -> ExportedFile:
     """Write ONNX (opset ONNX_OPSET, dynamic batch axis), check it with onnxruntime on ``sample`` and
-    put ``predict.py`` next to it. ``int8``: the model is quantized (checked on its masks)."""
+    put ``predict.py`` next to it. ``int8``: the model is quantized (checked on its masks);
+    ``dynamic_from``: ``model`` is this float model with dynamic int8 Linear layers (onnxruntime
+    quantizes them, see ``_write_dynamic_int8_onnx``)."""
     import onnxruntime as ort
 
     model = model.eval().cpu()
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with warnings.catch_warnings(), adaptive_pooling(ONNX_OPSET):
-            # onnxscript (the new exporter's backend) is not a dependency: use the TorchScript-based one
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("ignore", FutureWarning)  # it traces with torch.jit, deprecated but what it runs on
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            torch.onnx.export(
-                portable_copy(model, sample.shape[-1]), (sample[:1],), str(path), dynamo=False, opset_version=ONNX_OPSET,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            )
+        if dynamic_from is None:
+            _write_onnx(model, sample, path)
+        else:
+            _write_dynamic_int8_onnx(dynamic_from.eval().cpu(), sample, path)
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         # the whole sample at once, so the dynamic batch axis is exercised too
         output = session.run([OUTPUT_NAME], {INPUT_NAME: sample.numpy()})[0]
@@ -151,7 +174,7 @@ def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path, *, int8: boo
         path.unlink(missing_ok=True)
         raise ExportError(f"ONNX export failed for this model: {type(exc).__name__}: {str(exc)[:300]}") from exc
     reference = _reference(model, sample)
-    if int8:
+    if int8 or dynamic_from is not None:
         worst, agreement = _verify_int8(path, reference, output)
         exported = ExportedFile("onnx", path, worst, agreement)
     else:
@@ -310,13 +333,13 @@ def shipped(folder: Path) -> frozenset[str]:
     return frozenset(path.name for path in Path(folder).iterdir())
 
 
-def add_onnx(model: nn.Module, folder: Path, sample: torch.Tensor, *, int8: bool = False) -> str | None:
+def add_onnx(model: nn.Module, folder: Path, sample: torch.Tensor, *, int8: bool = False, dynamic_from: nn.Module | None = None) -> str | None:
     """Export ``model.onnx`` (+ predict.py) into ``folder``; None, or why it could not be exported.
 
     For downloads: a model whose ONNX export fails still ships, with the reason in its card.
     """
     try:
-        export_onnx(model, sample, folder / ONNX_FILE, int8=int8)
+        export_onnx(model, sample, folder / ONNX_FILE, int8=int8, dynamic_from=dynamic_from)
     except ExportError as exc:
         return str(exc)
     return None

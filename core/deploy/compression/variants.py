@@ -14,9 +14,19 @@ import torch
 from core.contract import variants_attr
 from core.deploy.compression.config import REPORT_METRICS, CompressedVariant, CompressionError
 from core.deploy.compression.measure import VariantReport, saved_file
-from core.deploy.export import TORCHSCRIPT_FILE, add_onnx, export_trial, is_int8_folder, load_model, parity_sample, preview_images, zip_folder
+from core.deploy.export import (
+    TORCHSCRIPT_FILE,
+    add_onnx,
+    export_trial,
+    is_int8_folder,
+    load_model,
+    parity_sample,
+    preview_images,
+    trial_bundle,
+    zip_folder,
+)
 from core.metrics.segmentation import predict_mask
-from core.modeling.bundle import SEGTUNE_FILE, WEIGHTS_FILE, BundleConfig, load_bundle_config, save_bundle, write_metadata
+from core.modeling.bundle import SEGTUNE_FILE, WEIGHTS_FILE, BundleConfig, load_bundle, load_bundle_config, save_bundle, write_metadata
 from core.modeling.config import task_mode
 from core.results.trials import get_trial
 
@@ -159,7 +169,10 @@ def variant_zip(study: optuna.Study, trial_number: int, index: int, artifact_sto
         folder = download_variant(record, artifact_store, Path(tmp) / name)
         model, config = load_model(folder)
         sample, _ = parity_sample(study, artifact_store, config)
-        problem = add_onnx(model, folder, sample, int8=is_int8_folder(folder))
+        original = None
+        if record["method"] == "dynamic":  # not traceable to ONNX: onnxruntime quantizes the original's Linear layers alike
+            original, _ = load_bundle(trial_bundle(study, trial_number, artifact_store, Path(tmp) / "original"))
+        problem = add_onnx(model, folder, sample, int8=is_int8_folder(folder), dynamic_from=original)
         card = variant_card(study, get_trial(study, trial_number), name, record, frozenset(p.name for p in folder.iterdir()), problem)
         return zip_folder(folder, card)
 
