@@ -22,7 +22,6 @@ RUN python3 -m venv /opt/venv && pip install -r requirements.txt
 COPY --chown=segtune:segtune app ./app
 COPY --chown=segtune:segtune pages ./pages
 COPY --chown=segtune:segtune core ./core
-COPY --chown=segtune:segtune .streamlit ./.streamlit
 
 USER segtune
 VOLUME /data

@@ -9,7 +9,11 @@ the dashboard would be reachable from the network without a password:
   check runs on the final configuration (flags, ``STREAMLIT_*`` variables, config.toml) before
   any socket is opened; it exits with status 2 and says what to do.
 - ``SEGTUNE_MAX_UPLOAD_MB`` sets Streamlit's ``server.maxUploadSize`` (default 2048, from
-  .streamlit/config.toml); a ``--server.maxUploadSize`` flag wins over it.
+  app/.streamlit/config.toml); a ``--server.maxUploadSize`` flag wins over it.
+
+The dashboard's defaults (localhost only, upload limit, theme) are ``app/.streamlit/config.toml``,
+Streamlit's script-level config: it applies from any working directory (also when installed with
+pip), over ``~/.streamlit`` and ``./.streamlit``; flags and ``STREAMLIT_*`` variables still win.
 
 Any ``--section.option value`` (or ``=value``) is a Streamlit config option, as with
 ``streamlit run``. ``streamlit run app/serve.py`` also works (Streamlit discovers ``app``); then
@@ -95,7 +99,10 @@ async def _startup_checks(_app: st.App) -> AsyncIterator[None]:
 
 _checked_before_bind = False  # main() ran the checks already (and said so)
 GATE = Gate.from_env()
-app = st.App("main.py", middleware=[Middleware(LoginGateMiddleware, gate=GATE)], lifespan=_startup_checks)
+# Absolute: Streamlit reads the script-level config next to the script (app/.streamlit/config.toml,
+# the dashboard's defaults) from any working directory, e.g. for the installed `segtune` command.
+MAIN_SCRIPT = Path(__file__).resolve().with_name("main.py")
+app = st.App(str(MAIN_SCRIPT), middleware=[Middleware(LoginGateMiddleware, gate=GATE)], lifespan=_startup_checks)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,8 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from streamlit.web import bootstrap
 
     configure_logging()
+    options = sys.argv[1:] if argv is None else list(argv)
     try:
-        overrides, insecure = parse_args(sys.argv[1:] if argv is None else argv)
+        overrides, insecure = parse_args(options)
         if insecure:
             os.environ[INSECURE_ENV] = "1"  # the startup hook re-checks with the same answer
         limit = upload_limit_mb(os.environ)
@@ -117,6 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LaunchError as error:
         print(f"segtune: {error}", file=sys.stderr)
         return EXIT_REFUSED
+    # App.run re-anchors the script-level config at sys.argv[0]: make that this file, whichever
+    # command started the process (python -m app.serve, the installed segtune, python -m segtune).
+    sys.argv = [str(Path(__file__).resolve()), *options]
     app.run(config=overrides)
     return 0
 

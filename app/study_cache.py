@@ -32,6 +32,7 @@ from core.runtime.job_model import ACTIVE_STATES
 from core.runtime.job_table import list_jobs
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
     from optuna.trial import FrozenTrial
 
@@ -40,6 +41,7 @@ IDLE_TTL_S = 600  # a finished study only changes when trials are added: its sta
 REFRESH_S = 5.0  # how often a live result view redraws while its study runs
 STAMP_MAX_AGE_S = 1.0  # one page run asks for the stamp several times: read the storage once
 BUNDLE_CHECK_TTL_S = 60  # how long "this trial's weights are readable" is trusted before a re-check
+VARIANTS_TTL_S = 3  # a trial's variant list is a study attribute, written by background compression tasks
 
 
 class Stamp(NamedTuple):
@@ -236,3 +238,36 @@ def bundle_zip(name: str, number: int) -> bytes:
 
     current = study(name)
     return zip_bundle(current, trial_reads.get_trial(current, number), cache.artifact_store())
+
+
+# --- compressed variants (Compress & deploy, Compare masks) ------------------------------------------
+
+
+def variant_records(name: str, number: int) -> list[dict]:
+    """Trial ``number``'s stored variants (a study attribute: re-read every few seconds)."""
+    return _variant_records(cache.settings().db_url, name, number)
+
+
+@st.cache_data(ttl=VARIANTS_TTL_S, show_spinner=False)
+def _variant_records(db_url: str, name: str, number: int) -> list[dict]:
+    from core.deploy.compression.variants import list_variants
+
+    return list_variants(study(name), number)
+
+
+def forget_variant_records() -> None:
+    """After a compression task ends: its new variant shows at once."""
+    _variant_records.clear()
+
+
+def variant_masks(name: str, number: int, index: int) -> np.ndarray:
+    """Variant ``index`` of trial ``number``: its masks of the preview images, in the previews' order."""
+    return _variant_masks(cache.settings().db_url, name, number, index)
+
+
+@st.cache_data(max_entries=16, show_spinner="Running the variant on the preview images…")
+def _variant_masks(db_url: str, name: str, number: int, index: int) -> np.ndarray:
+    # a stored variant never changes: (study, trial, index) names it for good
+    from core.deploy.compression.variants import variant_predictions  # torch: only when variant masks are drawn
+
+    return variant_predictions(study(name), number, index, cache.artifact_store())

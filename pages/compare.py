@@ -1,5 +1,6 @@
-"""Compare masks: the chosen trials' predictions side by side on the validation preview images, or
-(volume datasets) on every slice of one validation or test volume, predicted on demand."""
+"""Compare masks: the chosen trials' predictions side by side on the validation preview images (with
+their compressed variants' next to them), or (volume datasets) on every slice of one validation or
+test volume, predicted on demand."""
 
 from __future__ import annotations
 
@@ -8,22 +9,19 @@ import streamlit as st
 from app import study_cache, volume_cache
 from app.nav import page_path
 from app.widgets.errors import user_errors
-from app.widgets.mask_grid import VIEWS, channel_picker, error_legend, mask_row
+from app.widgets.mask_grid import channel_picker, image_stepper, mask_row, view_controls, zoom_button
 from app.widgets.reliability import row_flags
 from app.widgets.trial_table import trial_picker
 from core.data.volumes import slice_caption, volumes_of
 from core.errors import SegTuneError
-from core.results.previews import ORDERINGS, PreviewSet
+from core.results.previews import PreviewSet
 
 MAX_TRIALS = 4
-IMAGE_KEY = "compare.image"
+MAX_VARIANTS = 4
+KEY = "compare"
 SLICE_KEY = "compare.slice"
 SOURCES = {"previews": "Preview slices", "volume": "A whole volume"}
 PART_LABELS = {"val": "Validation", "test": "Test"}
-
-
-def _step(key: str, delta: int, count: int) -> None:
-    st.session_state[key] = (st.session_state.get(key, 1) - 1 + delta) % count + 1
 
 
 def chosen_trials(name: str) -> list[int] | None:
@@ -54,33 +52,19 @@ def chosen_previews(name: str, chosen: list[int]) -> PreviewSet | None:
     return previews if previews.predictions else None
 
 
-def view_controls(previews: PreviewSet, *, slices: bool = False) -> tuple[str, str, float, int, int | None]:
-    """View, image order, opacity, pictures per row and (multi-sequence images) the channel shown."""
-    controls = st.columns([2, 3, 2, 2])
-    view = controls[0].segmented_control("View", list(VIEWS), default="overlay", format_func=VIEWS.get, key="compare.view", required=True)
-    orders = [key for key in ORDERINGS if key != "disagreement" or len(previews.predictions) > 1]
-    names = {**ORDERINGS, "name": "Slice order"} if slices else ORDERINGS
-    order = controls[1].selectbox("Order images by", sorted(orders, key=lambda k: k != "name") if slices else orders,
-                                  format_func=names.get, key="compare.volume_order" if slices else "compare.order")
-    opacity = controls[2].slider("Opacity", 0.1, 1.0, 0.5, 0.05, key="compare.opacity")
-    per_row = controls[3].slider("Zoom: pictures per row", 1, 6, min(6, 2 + len(previews.predictions)), key="compare.per_row",
-                                 help="Fewer pictures per row shows each one larger")
-    channel = channel_picker(int(previews.images.shape[1]), "compare.channel")
-    if view == "errors":
-        error_legend()
-    return view, order, opacity, per_row, channel
-
-
-def image_stepper(count: int, key: str = IMAGE_KEY, label: str = "Image", buttons: str = "compare") -> int:
-    """Previous / slider / next over ``count`` images (buttons keyed ``<buttons>.prev/.next``); returns the 1-based position."""
-    if st.session_state.get(key, 1) > count:
-        st.session_state[key] = 1
-    stepper = st.columns([1, 6, 1], vertical_alignment="bottom")
-    stepper[0].button("Previous", icon=":material/chevron_left:", on_click=_step, args=(key, -1, count), key=f"{buttons}.prev", width="stretch")
-    if count > 1:
-        stepper[1].slider(label, 1, count, key=key, format=f"%d of {count}")
-    stepper[2].button("Next", icon=":material/chevron_right:", on_click=_step, args=(key, 1, count), key=f"{buttons}.next", width="stretch")
-    return st.session_state.get(key, 1)
+def with_variants(name: str, previews: PreviewSet) -> PreviewSet:
+    """Add the compressed variants the user picks, each right after its original trial."""
+    options = {f"{number}:{index}": f"#{number} · variant {index} · {record['label']}"
+               for number in previews.trial_numbers for index, record in enumerate(study_cache.variant_records(name, number), 1)}
+    if not options:
+        return previews
+    picked = st.multiselect("Compressed variants, next to their trial", list(options), format_func=options.get, key=f"{KEY}.variants",
+                            max_selections=MAX_VARIANTS, placeholder="Choose variants (derived on Compress & deploy)",
+                            help="int8 or pruned versions of the chosen trials, run on the same preview images")
+    for option in picked:
+        number, index = (int(part) for part in option.split(":"))
+        previews = previews.with_masks(option, options[option], study_cache.variant_masks(name, number, index), after=number)
+    return previews
 
 
 def dice_table(previews: PreviewSet, ordered: list[int], what: str = "preview images") -> None:
@@ -94,16 +78,20 @@ def preview_view(name: str, chosen: list[int]) -> None:
     previews = chosen_previews(name, chosen)
     if previews is None:
         return
-    view, order, opacity, per_row, channel = view_controls(previews)
+    previews = with_variants(name, previews)
+    view, order, opacity, per_row = view_controls(previews, key=KEY)
+    channel = channel_picker(int(previews.images.shape[1]), f"{KEY}.channel")
     ordered = previews.order(order)
     volumes = volumes_of(previews.stems)
     if volumes and sum(map(len, volumes.values())) == len(previews.stems):  # a volume dataset: one volume's preview slices
         volume = st.selectbox("Volume", list(volumes), key="compare.volume", format_func=lambda v: f"{v} ({len(volumes[v])} preview slices)")
         members = set(volumes[volume])
         ordered = [index for index in ordered if index in members]
-    position = image_stepper(len(ordered))
-    st.caption(slice_caption(previews.stems[ordered[position - 1]]))
-    mask_row(previews, ordered[position - 1], view=view, opacity=opacity, per_row=per_row, channel=channel)
+    position = image_stepper(len(ordered), key=KEY)
+    index = ordered[position - 1]
+    st.caption(slice_caption(previews.stems[index]))
+    mask_row(previews, index, view=view, opacity=opacity, per_row=per_row, channel=channel)
+    zoom_button(previews, index, view=view, opacity=opacity, key=KEY, channel=channel)
     dice_table(previews, ordered)
 
 
@@ -130,20 +118,23 @@ def volume_view(name: str, chosen: list[int], parts: dict[str, list[str]]) -> No
     for column, (number, prediction) in zip(scores, predictions.items()):
         column.metric(f"Trial #{number}: volume Dice", f"{volume_dice(slices, prediction):.3f}",
                       help="The volume's stored slices stacked, as in Dice per volume")
-    view, order, opacity, per_row, channel = view_controls(masks, slices=True)
+    view, order, opacity, per_row = view_controls(masks, key=SLICE_KEY, slices=True)
+    channel = channel_picker(int(masks.images.shape[1]), f"{KEY}.channel")
     ordered = masks.order(order)
-    position = image_stepper(len(ordered), SLICE_KEY, "Slice", buttons=SLICE_KEY)
+    position = image_stepper(len(ordered), key=SLICE_KEY, label="Slice")
     index = ordered[position - 1]
     stored = len(slices.stems)
     left_out = f"; {slices.total_slices - stored} empty slices were left out at ingest" if stored < slices.total_slices else ""
     caption = f"{volume} · slice {slices.slice_index(index)}"
     st.caption(f"{caption} · {position} of {stored} stored slices (the volume has {slices.total_slices}{left_out})")
     mask_row(masks, index, view=view, opacity=opacity, per_row=per_row, channel=channel, caption=caption)
+    zoom_button(masks, index, view=view, opacity=opacity, key=SLICE_KEY, channel=channel)
     dice_table(masks, ordered, f"slices of {volume}")
 
 
 st.title("Compare masks")
-st.caption("Validation images with the ground truth and each chosen trial's prediction, side by side. Step through the worst cases first.")
+st.caption("Validation images with the ground truth and each chosen trial's prediction (and its compressed variants'), side by side. "
+           "Step through the worst cases first.")
 study = study_cache.require_study()
 with user_errors("Comparing masks"):
     chosen = chosen_trials(study)
@@ -157,4 +148,4 @@ with user_errors("Comparing masks"):
             volume_view(study, chosen, parts)
         else:
             preview_view(study, chosen)
-        st.page_link(page_path("compress.py"), label="Compare a compressed variant's masks with its original on Compress & deploy", icon=":material/compress:")
+        st.page_link(page_path("compress.py"), label="Derive compressed variants on Compress & deploy", icon=":material/compress:")

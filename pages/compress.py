@@ -10,16 +10,16 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import cache, study_cache
+from app.nav import page_path
 from app.widgets.errors import user_errors
+from app.widgets.mask_grid import image_stepper, mask_row, view_controls, zoom_button
 from app.widgets.reliability import flag_warning, row_flags
-from core.data.visual import class_colors, overlay_mask, to_rgb
 from core.deploy.compression.config import METHODS, PRUNE_SCOPES, SPARSITY_RANGE, CompressionConfig, compress_argv
-from core.deploy.compression.variants import ExportDownload, export_downloads, list_variants, trade_off_rows, variant_name, variant_predictions, variant_zip
+from core.deploy.compression.variants import ExportDownload, export_downloads, trade_off_rows, variant_name, variant_zip
 from core.runtime.tasks import Task, TaskState, get_task, list_tasks, read_log_tail, start_task
 
 REFRESH = "2s"  # task progress while a compression runs
-VARIANTS_TTL_S = 3  # the variant list is a study attribute, read from the database
-MAX_IMAGES = 6  # preview rows drawn (each row runs nothing: masks are computed once per variant)
+MASKS = "compress.masks"  # key prefix of the masks view's controls
 LOG_LINES = 30
 EXPORTS = "compress.exports"  # session: the last built ONNX / TorchScript downloads
 METHOD_LABELS = {
@@ -33,17 +33,6 @@ _DEFAULTS = CompressionConfig(method="prune")
 
 
 # --- cached reads -------------------------------------------------------------------------------
-
-
-@st.cache_data(ttl=VARIANTS_TTL_S, show_spinner=False)
-def variants(db_url: str, name: str, number: int) -> list[dict[str, Any]]:
-    return list_variants(study_cache.study(name), number)
-
-
-@st.cache_data(max_entries=16, show_spinner="Running the variant on the preview images…")
-def predictions(db_url: str, name: str, number: int, index: int) -> Any:
-    # a stored variant never changes: (study, trial, index) names it for good
-    return variant_predictions(study_cache.study(name), number, index, cache.artifact_store())
 
 
 @st.cache_data(ttl=1.5, show_spinner=False)
@@ -126,7 +115,7 @@ def task_view(task_id: str, drawn_live: bool) -> None:
         task = get_task(cache.settings(), task_id)
         if task.is_active != drawn_live:
             compress_tasks.clear()
-            variants.clear()
+            study_cache.forget_variant_records()
             st.rerun()  # the whole page: the new variant appears and the view stops polling
         task_status(task)
 
@@ -197,22 +186,26 @@ def comparison_view(records: list[dict[str, Any]]) -> None:
     st.plotly_chart(trade_off_figure(rows), key="compress.chart")
 
 
-def masks_view(name: str, number: int, index: int) -> None:
+def masks_view(name: str, number: int, index: int, label: str) -> None:
+    """One preview image at a time, large: image, ground truth, the original's and the variant's masks."""
     preview = study_cache.previews(name, (number,))
     if number not in preview.predictions:
         st.info(f"Trial #{number} stored no preview predictions to compare with.", icon=":material/image_not_supported:")
         return
-    variant = predictions(cache.settings().db_url, name, number, index)
-    colors = class_colors(preview.num_classes)
-    header = st.columns(4)
-    for column, title in zip(header, ("Image", "Ground truth", f"Original #{number}", f"Variant {index}")):
-        column.markdown(f"**{title}**")
-    for row in range(min(MAX_IMAGES, len(preview.stems))):
-        image = preview.images[row]
-        cells = st.columns(4)
-        cells[0].image(to_rgb(image), caption=preview.stems[row])
-        for cell, mask in zip(cells[1:], (preview.masks[row], preview.predictions[number][row], variant[row])):
-            cell.image(overlay_mask(image, mask, colors))
+    variant = study_cache.variant_masks(name, number, index)
+    compared = preview.with_masks(f"variant{index}", f"Variant {index} · {label}", variant, after=number)
+    # two pictures a row: the original's and the variant's masks side by side, each half the page wide
+    view, order, opacity, per_row = view_controls(compared, key=MASKS, per_row=2)
+    ordered = compared.order(order)
+    shown = ordered[image_stepper(len(ordered), key=MASKS) - 1]
+    changed = float((preview.predictions[number][shown] != variant[shown]).mean())
+    st.caption(f"{preview.stems[shown]}: the variant's mask differs from the original's on {changed:.2%} of the pixels.")
+    mask_row(compared, shown, view=view, opacity=opacity, per_row=per_row)
+    zoom_button(compared, shown, view=view, opacity=opacity, key=MASKS)
+    with st.expander(f"Per-image Dice of all {len(ordered)} preview images"):
+        table = compared.dice_table(ordered)
+        st.dataframe(table, hide_index=True, column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table.columns if c != "image"})
+    st.page_link(page_path("compare.py"), label="Put variants next to other trials on Compare masks", icon=":material/compare:")
 
 
 # --- downloads ----------------------------------------------------------------------------------
@@ -223,8 +216,8 @@ def variant_download(name: str, number: int, index: int) -> None:
     st.download_button(
         f"Download variant {index} (.zip)", lambda: variant_zip(current, number, index, cache.artifact_store()),
         file_name=f"{variant_name(current, number, index)}.zip", mime="application/zip", icon=":material/deployed_code_history:",
-        key=f"compress.variant_zip.{index}", help="Its model file (safetensors, or TorchScript for int8) + config.json; "
-        "run it with `python -m core predict --model FOLDER`.",
+        key=f"compress.variant_zip.{index}", help="Its model file (safetensors, or TorchScript for int8) with segtune.json, "
+        "model.onnx with predict.py (numpy + Pillow + onnxruntime only) and a model card.",
     )
 
 
@@ -250,7 +243,7 @@ def exports_view(name: str, number: int) -> None:
 
 
 def variants_view(name: str, number: int) -> None:
-    records = variants(cache.settings().db_url, name, number)
+    records = study_cache.variant_records(name, number)
     if not records:
         st.info(f"Trial #{number} has no compressed variants yet — start one above.", icon=":material/compress:")
         return
@@ -261,7 +254,7 @@ def variants_view(name: str, number: int) -> None:
     index = st.selectbox("Variant", list(labels), index=len(labels) - 1, format_func=labels.__getitem__, key="compress.variant")
     variant_download(name, number, index)
     with user_errors("Drawing the variant's masks"):
-        masks_view(name, number, index)
+        masks_view(name, number, index, records[index - 1]["label"])
 
 
 def page(name: str) -> None:

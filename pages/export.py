@@ -39,18 +39,24 @@ def downloads(name: str, number: int, bundle: str, card: str) -> None:
         buttons[0].download_button(
             "Download model bundle (.zip)", lambda: study_cache.bundle_zip(name, number), file_name=f"{bundle}.zip",
             mime="application/zip", type="primary", icon=":material/deployed_code_history:", width="stretch", key="export.bundle",
-            help="model.safetensors + config.json + MODEL_CARD.md in one folder",
+            help="One folder: the weights (model.safetensors, segtune.json; config.json for smp architectures), "
+                 "model.onnx with predict.py, and MODEL_CARD.md. Exporting to ONNX and checking it takes a few seconds.",
         )
     buttons[1].download_button("Download model card (.md)", card, file_name=f"{bundle}-{cards.MODEL_CARD_FILE}",
                                mime="text/markdown", icon=":material/description:", width="stretch", key="export.card")
 
 
-def usage(bundle: str) -> None:
+def usage(bundle: str, smp_model: bool) -> None:
     st.subheader("Run it")
-    st.caption(f"Unzip `{bundle}.zip`, then segment a folder of images from a shell (masks are written as PNGs):")
-    st.code(cards.predict_command(bundle), language="bash")
-    st.caption("or from Python, with the same preprocessing as training:")
-    st.code(cards.inference_snippet(bundle), language="python")
+    st.caption(f"Unzip `{bundle}.zip` and go into the folder `{bundle}/`. Segment a folder of images there "
+               "(PNG masks; numpy, Pillow and onnxruntime are all it needs, no SegTune):")
+    st.code(cards.predict_command(), language="bash")
+    st.caption("or one image from Python, with the same preprocessing as training (predict.py's):")
+    st.code(cards.onnx_snippet(), language="python")
+    if smp_model:
+        st.caption("or with segmentation-models-pytorch: `config.json` + `model.safetensors` are a standard smp folder:")
+        st.code(cards.smp_snippet(), language="python")
+    st.caption(f"With SegTune installed: `{cards.segtune_command()}` (also NIfTI / DICOM volumes with `--volumes`).")
 
 
 def export_view(name: str) -> None:
@@ -68,14 +74,15 @@ def export_view(name: str) -> None:
     card = study_cache.model_card(name, number)
     downloads(name, number, bundle, card)
     st.page_link(page_path("compress.py"), label="Quantize, prune or export to ONNX / TorchScript on Compress & deploy", icon=":material/compress:")
-    usage(bundle)
+    usage(bundle, cards.smp_loadable(study_cache.trials(name, (number,))[0]))
     st.subheader("Model card")
     with st.container(border=True):
         st.markdown(card)
 
 
 st.title("Export")
-st.caption("Download a trained model as a bundle — weights, config and model card — and run it anywhere SegTune's core is installed.")
+st.caption("Download a trained model as a bundle — weights, ONNX, a prediction script and a model card — and run it anywhere: "
+           "onnxruntime or segmentation-models-pytorch is enough.")
 study = study_cache.require_study()
 with user_errors("Preparing the export"):
     export_view(study)

@@ -8,8 +8,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh requirements.txt
-# A first start opens on something to tune: the generated demo dataset, when the workspace has none.
-if ! .venv/bin/python -m core datasets list | grep -q ' pairs '; then
-  .venv/bin/python -m core datasets demo
-fi
-exec .venv/bin/python -m app.serve "$@"
+# What the installed `segtune dashboard` runs (segtune/cli.py): on a first start the demo dataset
+# (something to tune, when the workspace has none), then the launcher app/serve.py.
+exec .venv/bin/python -m segtune dashboard "$@"

@@ -1,7 +1,11 @@
-"""Exports: bundle, ONNX (checked with onnxruntime) and TorchScript, from a model and from a trial."""
+"""Exports: bundle, ONNX (checked with onnxruntime) and TorchScript, from a model and from a trial;
+and what a downloaded bundle promises: it runs from its unzipped folder without SegTune."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +17,10 @@ from PIL import Image
 import core.deploy.export as export
 from core.contract import StudyAttr, TrialAttr
 from core.deploy.export import ExportError, check_formats, export_model, export_onnx, export_trial, load_model, trial_bundle
+from core.errors import SegTuneError
+from core.modeling.architectures import names
 from core.modeling.build import build_model
-from core.modeling.bundle import CONFIG_FILE, WEIGHTS_FILE, BundleConfig, save_bundle
+from core.modeling.bundle import CONFIG_FILE, ONNX_FILE, PREDICT_SCRIPT, SEGTUNE_FILE, WEIGHTS_FILE, BundleConfig, save_bundle
 from core.modeling.config import ModelConfig
 from tests.conftest import shared_path
 
@@ -109,20 +115,23 @@ def test_bad_format_names_list_the_valid_ones() -> None:
         check_formats(["pickle"])
 
 
-def _study_with_trials(tmp_path: Path, images: torch.Tensor) -> tuple[optuna.Study, optuna.artifacts.FileSystemArtifactStore, torch.nn.Module]:
-    """A study whose trial 1 (the best) stored a bundle and which stored preview images."""
+def _study_with_trials(
+    tmp_path: Path, images: torch.Tensor, config: ModelConfig = UNET
+) -> tuple[optuna.Study, optuna.artifacts.FileSystemArtifactStore, torch.nn.Module]:
+    """A study whose trial 1 (the best) stored a bundle (as training does) and which stored preview images."""
     (tmp_path / "artifacts").mkdir()
     store = optuna.artifacts.FileSystemArtifactStore(str(tmp_path / "artifacts"))
     study = optuna.create_study(study_name="lungs", direction="maximize")
-    model = build_model(UNET).eval()
-    folder = save_bundle(model, bundle_config(UNET), tmp_path / "bundle")
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    folder = save_bundle(model, bundle_config(config), tmp_path / "bundle")
     upload = lambda path: optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study)
-    artifacts = {"weights": upload(folder / WEIGHTS_FILE), "config": upload(folder / CONFIG_FILE)}
+    artifacts = {"weights": upload(folder / WEIGHTS_FILE), "config": upload(folder / SEGTUNE_FILE)}
     np.savez(tmp_path / "preview.npz", stems=np.array(["a", "b", "c"]), images=(images * 255).round().byte().numpy(),
              masks=np.zeros((3, SIZE, SIZE), np.uint8))
     study.set_user_attr(StudyAttr.PREVIEW_ARTIFACT, upload(tmp_path / "preview.npz"))
     study.add_trial(optuna.trial.create_trial(value=0.5))  # no artifacts
-    study.add_trial(optuna.trial.create_trial(value=0.9, user_attrs={TrialAttr.ARTIFACTS: artifacts, TrialAttr.MODEL_CONFIG: UNET.to_dict()}))
+    study.add_trial(optuna.trial.create_trial(value=0.9, user_attrs={TrialAttr.ARTIFACTS: artifacts, TrialAttr.MODEL_CONFIG: config.to_dict()}))
     return study, store, model
 
 
@@ -131,7 +140,8 @@ def test_export_trial_writes_the_best_trial_with_a_card(images: torch.Tensor, tm
     report = export_trial(study, None, store, tmp_path / "out", ["bundle", "onnx"])
 
     assert report.folder == tmp_path / "out" / "lungs-trial1"
-    assert sorted(p.name for p in report.folder.iterdir()) == sorted(["MODEL_CARD.md", CONFIG_FILE, WEIGHTS_FILE, export.ONNX_FILE])
+    # ClassicUNet is SegTune's own: no smp config.json
+    assert sorted(p.name for p in report.folder.iterdir()) == sorted(["MODEL_CARD.md", SEGTUNE_FILE, WEIGHTS_FILE, ONNX_FILE, PREDICT_SCRIPT])
     assert "validation images" in report.checked_on
     loaded, config = load_model(report.folder)
     with torch.no_grad():
@@ -179,7 +189,7 @@ def test_cli_exports_and_compresses_a_tuned_trial(workspace, tmp_path: Path, cap
     out = tmp_path / "exported"
     assert main(["export", "--study", "cli", "--format", "all", "--out", str(out)]) == 0
     folder = out / "cli-trial0"
-    assert {p.name for p in folder.iterdir()} >= {WEIGHTS_FILE, CONFIG_FILE, export.ONNX_FILE, export.TORCHSCRIPT_FILE, "MODEL_CARD.md"}
+    assert {p.name for p in folder.iterdir()} >= {WEIGHTS_FILE, SEGTUNE_FILE, ONNX_FILE, PREDICT_SCRIPT, export.TORCHSCRIPT_FILE, "MODEL_CARD.md"}
     assert "validation images" in capsys.readouterr().out
 
     assert main(["compress", "--study", "cli", "--trial", "0", "--method", "prune", "--sparsity", "0.6", "--steps", "4", "--ramp-every", "2", "--lr", "1e-4"]) == 0
@@ -190,3 +200,220 @@ def test_cli_exports_and_compresses_a_tuned_trial(workspace, tmp_path: Path, cap
     assert variant["params"]["sparsity"] == 0.6 and set(variant["artifacts"]) == {"weights", "config"}
     loaded, _ = load_model(download_variant(variant, open_artifact_store(workspace), tmp_path / "v"))
     assert sparsity(loaded) == pytest.approx(0.6, abs=0.002)
+
+
+# --- the smp layout ---------------------------------------------------------------------------------
+
+SMP_UNET = ModelConfig("Unet", 1, 2, encoder="resnet18", encoder_depth=3)
+
+
+def test_an_smp_bundle_is_a_standard_smp_folder(images: torch.Tensor, tmp_path: Path) -> None:
+    """config.json + model.safetensors load with smp alone; SegTune's metadata lives in segtune.json."""
+    import json
+
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(0)
+    model = build_model(SMP_UNET).eval()
+    folder = save_bundle(model, bundle_config(SMP_UNET), tmp_path / "bundle")
+    hub = json.loads((folder / CONFIG_FILE).read_text())
+    assert hub["_model_class"] == "Unet" and hub["encoder_weights"] is None  # loading never downloads ImageNet weights
+    metadata = json.loads((folder / SEGTUNE_FILE).read_text())
+    assert metadata["input"]["size"] == [SIZE, SIZE] and metadata["input"]["scale"] == 1 / 255 and metadata["input"]["color"] == "L"
+    assert metadata["output"] == {"activation": "sigmoid", "threshold": 0.5, "mask_values": "0/255"}
+    with torch.no_grad():
+        assert torch.equal(smp.from_pretrained(str(folder)).eval()(images), model(images))
+        assert torch.equal(load_model(folder)[0](images), model(images))
+
+
+def test_bundles_in_the_layout_before_segtune_json_still_load(images: torch.Tensor, tmp_path: Path) -> None:
+    """Exported before the smp layout: config.json held SegTune's metadata (version 1, no ``input``)."""
+    import json
+
+    torch.manual_seed(0)
+    model = build_model(UNET).eval()
+    folder = save_bundle(model, bundle_config(UNET), tmp_path / "old")
+    old = json.loads((folder / SEGTUNE_FILE).read_text())
+    for derived in ("input", "output"):
+        del old[derived]
+    (folder / SEGTUNE_FILE).unlink()
+    (folder / CONFIG_FILE).write_text(json.dumps({**old, "version": 1}))
+    loaded, config = load_model(folder)
+    assert config.image_size == SIZE and config.version == 1
+    with torch.no_grad():
+        assert torch.equal(loaded(images), model(images))
+    from core.deploy import standalone_predict
+
+    assert standalone_predict.input_spec(standalone_predict.load_config(folder))["size"] == [SIZE, SIZE]
+    (folder / CONFIG_FILE).write_text(json.dumps({"_model_class": "Unet"}))  # an smp folder without segtune.json
+    with pytest.raises(SegTuneError, match="has no segtune.json"):
+        load_model(folder)
+
+
+# --- ONNX for every model -----------------------------------------------------------------------------
+
+
+def _smallest_config(architecture: str) -> tuple[ModelConfig, int]:
+    from core.modeling.architectures import input_size_problem
+    from tests.test_models import DPT_ENCODER
+
+    encoder = {"DPT": DPT_ENCODER, "Segformer": "mit_b0"}.get(architecture, "resnet18")
+    config = ModelConfig(architecture, 3, 3, encoder=encoder, encoder_depth=4 if architecture == "DPT" else 5, unet_start_filters=4, unet_depth=3)
+    size = next(s for s in range(64, 513, 32) if input_size_problem(config, s) is None)
+    return config, size
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("architecture", names())
+def test_every_architecture_exports_to_onnx(architecture: str, tmp_path: Path) -> None:
+    """Incl. PSPNet / UPerNet (pyramid pooling to sizes that do not divide the map) and DPT (a resizable ViT)."""
+    config, size = _smallest_config(architecture)
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    sample = torch.rand(2, 3, size, size)
+    exported = export_onnx(model, sample, tmp_path / ONNX_FILE)
+    assert exported.max_abs_diff is not None and exported.max_abs_diff <= export.ATOL + export.RTOL
+    assert (tmp_path / PREDICT_SCRIPT).is_file()
+
+
+def test_pyramid_pooling_exports_as_exact_matrix_products() -> None:
+    from core.deploy.onnx_ready import pool_matrix
+
+    x = torch.rand(2, 3, 8, 5)
+    for bins in ((6, 3), (3, 2), (1, 5)):
+        pooled = pool_matrix(8, bins[0]) @ x @ pool_matrix(5, bins[1]).T
+        assert torch.allclose(pooled, torch.nn.functional.adaptive_avg_pool2d(x, bins), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def int8(images: torch.Tensor) -> tuple[object, object]:
+    """(an int8 static variant of the seeded ClassicUNet, the data it was calibrated on)."""
+    from core.data.tensors import TensorSet
+    from core.deploy.compression.config import CompressionConfig, CompressionData
+    from core.deploy.compression.methods import compress
+
+    pairs = TensorSet((images * 255).byte().repeat(3, 1, 1, 1), torch.zeros(9, SIZE, SIZE, dtype=torch.uint8), tuple("abcdefghi"))
+    data = CompressionData(pairs, pairs, None, "binary", 2)
+    torch.manual_seed(0)
+    return compress(CompressionConfig("ptq", calibration_batches=1), build_model(UNET).eval(), data), data
+
+
+def test_int8_models_export_to_onnx_checked_on_their_masks(int8: tuple, images: torch.Tensor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    variant, _ = int8
+    exported = export_onnx(variant.model, images, tmp_path / ONNX_FILE, int8=True)
+    assert exported.mask_agreement is not None and exported.mask_agreement >= export.INT8_AGREEMENT
+    monkeypatch.setattr(export, "INT8_AGREEMENT", 1.01)  # no export can pass: the check must fail it and remove the file
+    with pytest.raises(ExportError, match="int8 ONNX export failed: its masks match PyTorch's on"):
+        export_onnx(variant.model, images, tmp_path / ONNX_FILE, int8=True)
+    assert not (tmp_path / ONNX_FILE).exists()
+
+
+def test_dynamic_int8_exports_through_onnxruntimes_own_quantization(tmp_path: Path) -> None:
+    """Dynamic int8 (transformer encoders' Linear layers) has no ONNX export of its own."""
+    import onnx
+
+    from core.deploy.compression.config import CompressionConfig
+    from core.deploy.compression.methods import compress
+
+    torch.manual_seed(0)
+    original = build_model(ModelConfig("Segformer", 3, 2, encoder="mit_b0")).eval()
+    variant = compress(CompressionConfig("dynamic"), original, data=None)  # dynamic int8 needs no data
+    sample = torch.rand(3, 3, SIZE, SIZE)
+    with pytest.raises(ExportError, match="linear_dynamic"):
+        export_onnx(variant.model, sample, tmp_path / ONNX_FILE, int8=True)
+    exported = export_onnx(variant.model, sample, tmp_path / ONNX_FILE, dynamic_from=original)
+    assert exported.mask_agreement is not None and exported.mask_agreement >= export.INT8_AGREEMENT
+    assert "MatMulInteger" in {node.op_type for node in onnx.load(str(exported.path)).graph.node}
+
+
+# --- the downloaded bundle runs without SegTune -------------------------------------------------------
+
+_ISOLATED = """\
+import importlib.util, runpy, sys
+assert importlib.util.find_spec("core") is None, "SegTune is importable: " + repr(sys.path)
+for block in {blocks!r}:
+    exec(compile(block, "<card>", "exec"), {{"__name__": "__snippet__"}})
+sys.argv = {argv!r}
+runpy.run_path("predict.py", run_name="__main__")
+"""
+
+
+def _code_blocks(markdown: str, language: str) -> list[str]:
+    import re
+
+    return re.findall(rf"```{language}\n(.*?)```", markdown, flags=re.S)
+
+
+def run_without_segtune(folder: Path, python_blocks: list[str], command: str) -> subprocess.CompletedProcess:
+    """Run ``python_blocks`` then ``command`` (``python predict.py ...``) in ``folder`` in a process
+    that cannot import SegTune: a clean environment, and neither the repository nor its venv's
+    editable install on sys.path (checked inside the process)."""
+    argv = command.split()[1:]
+    script = folder / "_run_card.py"
+    script.write_text(_ISOLATED.format(blocks=python_blocks, argv=argv))
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(folder), "LANG": "C.UTF-8"}
+    return subprocess.run([sys.executable, script.name], cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("config", [UNET, SMP_UNET], ids=["ClassicUNet", "Unet-resnet18"])
+def test_the_downloaded_bundle_runs_from_its_folder_without_segtune(config: ModelConfig, images: torch.Tensor, tmp_path: Path) -> None:
+    """bundle_zip -> unzip -> the card's bash and Python blocks, run as written, give SegTune's own masks."""
+    import io
+    import zipfile
+
+    from core.deploy import model_card as cards
+    from core.deploy.export import bundle_zip
+    from core.deploy.predict import predict_folder
+
+    study, store, _ = _study_with_trials(tmp_path, images, config)
+    with zipfile.ZipFile(io.BytesIO(bundle_zip(study, study.trials[1], store))) as archive:
+        archive.extractall(tmp_path / "unzipped")
+    folder = tmp_path / "unzipped" / "lungs-trial1"
+    smp_folder = {CONFIG_FILE} if config.architecture == "Unet" else set()
+    assert {p.name for p in folder.iterdir()} == {WEIGHTS_FILE, SEGTUNE_FILE, ONNX_FILE, PREDICT_SCRIPT, "MODEL_CARD.md", *smp_folder}
+    (folder / "images").mkdir()
+    for index, image in enumerate(images):  # larger than the model's input and not square: resized both ways
+        Image.fromarray((image[0].numpy() * 255).astype(np.uint8)).resize((90, 70)).save(folder / "images" / f"x{index}.png")
+    Image.open(folder / "images" / "x0.png").save(folder / "image.png")
+
+    card = (folder / "MODEL_CARD.md").read_text()
+    python_blocks, [command] = [block.rstrip("\n") for block in _code_blocks(card, "python")], _code_blocks(card, "bash")
+    assert python_blocks == ([cards.onnx_snippet(), cards.smp_snippet()] if smp_folder else [cards.onnx_snippet()])
+    result = run_without_segtune(folder, python_blocks, command.strip())
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "3 mask(s) written" in result.stdout
+
+    reference = predict_folder(folder, folder / "images", tmp_path / "segtune-masks", progress=False)
+    assert len(reference.written) == 3
+    for path in reference.written:
+        ours, theirs = np.asarray(Image.open(path)), np.asarray(Image.open(folder / "masks" / path.name))
+        assert ours.shape == (70, 90) and (ours == theirs).mean() >= 0.999, path.name
+    assert (np.asarray(Image.open(folder / "mask.png")) == np.asarray(Image.open(reference.written[0]))).mean() >= 0.999
+
+
+def test_an_int8_variant_download_runs_without_segtune(int8: tuple, images: torch.Tensor, tmp_path: Path) -> None:
+    """Stored as TorchScript (as Compress & deploy stores int8 variants), downloaded with model.onnx + predict.py."""
+    import io
+    import zipfile
+
+    from core.deploy.compression.measure import compare_variants
+    from core.deploy.compression.variants import store_variant, variant_zip
+    from core.deploy.predict import predict_folder
+
+    variant, data = int8
+    study, store, model = _study_with_trials(tmp_path, images)
+    report = compare_variants(model, [variant], data, repeats=1)[1]
+    store_variant(study, 1, variant, report, bundle_config(UNET), store, images[:1])
+    with zipfile.ZipFile(io.BytesIO(variant_zip(study, 1, 1, store))) as archive:
+        archive.extractall(tmp_path / "unzipped")
+    [folder] = (tmp_path / "unzipped").iterdir()
+    assert {p.name for p in folder.iterdir()} == {export.TORCHSCRIPT_FILE, SEGTUNE_FILE, ONNX_FILE, PREDICT_SCRIPT, "MODEL_CARD.md"}
+    assert "int8 static" in (folder / "MODEL_CARD.md").read_text()
+    (folder / "images").mkdir()
+    for index, image in enumerate(images):
+        Image.fromarray((image[0].numpy() * 255).astype(np.uint8)).save(folder / "images" / f"x{index}.png")
+    result = run_without_segtune(folder, [], "python predict.py --images images/ --out masks/")
+    assert result.returncode == 0 and "3 mask(s) written" in result.stdout, result.stderr[-3000:]
+    reference = predict_folder(folder, folder / "images", tmp_path / "torch-masks", progress=False)  # PyTorch's int8 kernels
+    for path in reference.written:
+        assert (np.asarray(Image.open(path)) == np.asarray(Image.open(folder / "masks" / path.name))).mean() >= export.INT8_AGREEMENT

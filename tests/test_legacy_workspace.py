@@ -84,3 +84,36 @@ def test_every_page_opens_the_old_study(legacy: Settings, page: str) -> None:
     app = open_page(page, study="legacy")
     assert not app.exception
     assert not [error.value for error in app.error], [error.value for error in app.error]
+
+
+def test_bundle_folders_exported_in_the_old_layout_still_load(legacy: Settings, tmp_path: Path) -> None:
+    """Before segtune.json, an exported folder was the two artifacts as model.safetensors + config.json."""
+    from core.deploy.export import load_model
+    from core.deploy.standalone_predict import input_spec, load_config
+    from core.modeling.bundle import LEGACY_CONFIG, WEIGHTS_FILE
+
+    study, _ = load_study("legacy", open_storage(legacy.db_url))
+    store = open_artifact_store(legacy)
+    artifacts = study.trials[0].user_attrs[TrialAttr.ARTIFACTS]
+    folder = tmp_path / "old-export"
+    folder.mkdir()
+    for kind, name in ((ArtifactKind.WEIGHTS, WEIGHTS_FILE), (ArtifactKind.CONFIG, LEGACY_CONFIG)):
+        with store.open_reader(artifacts[kind]) as reader:
+            (folder / name).write_bytes(reader.read())
+    model, config = load_model(folder)
+    assert config.version == 1 and model(torch.zeros(1, config.channels, 64, 64)).shape[-2:] == (64, 64)
+    assert input_spec(load_config(folder))["size"] == [64, 64]  # the shipped predict.py reads it too
+
+
+def test_an_old_variant_downloads_with_onnx_and_predict_py(legacy: Settings) -> None:
+    import io
+    import zipfile
+
+    from core.deploy.compression.variants import variant_zip
+
+    study, _ = load_study("legacy", open_storage(legacy.db_url))
+    with zipfile.ZipFile(io.BytesIO(variant_zip(study, 0, 1, open_artifact_store(legacy)))) as archive:
+        names = {Path(name).name for name in archive.namelist()}
+        card = next(archive.read(n).decode() for n in archive.namelist() if n.endswith("MODEL_CARD.md"))
+    assert names == {"model.safetensors", "segtune.json", "model.onnx", "predict.py", "MODEL_CARD.md"}
+    assert "python predict.py --images images/ --out masks/" in card and "pruned" in card

@@ -77,7 +77,7 @@ def test_a_torchscript_folder_predicts_too(bundle: Path, images: Path, tmp_path:
     model, _ = load_bundle(bundle)
     folder = tmp_path / "scripted"
     folder.mkdir()
-    shutil.copy(bundle / "config.json", folder / "config.json")
+    shutil.copy(bundle / "segtune.json", folder / "segtune.json")
     export_torchscript(model, torch.rand(1, 1, 64, 64), folder / "model.torchscript.pt")
     assert len(predict_folder(folder, images, tmp_path / "out", progress=False).written) == 3
 

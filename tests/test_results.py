@@ -7,7 +7,6 @@ import io
 import json
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,10 @@ from optuna.trial import TrialState, create_trial
 
 from core.contract import ArtifactKind, StudyAttr, TrialAttr
 from core.deploy.export import bundle_zip
-from core.deploy.model_card import MODEL_CARD_FILE, bundle_problem, inference_snippet, model_card, predict_command
+from core.deploy.model_card import bundle_problem, model_card, onnx_snippet, predict_command, segtune_command, smp_snippet
 from core.errors import SegTuneError
-from core.modeling.bundle import CONFIG_FILE, WEIGHTS_FILE, BundleConfig
+from core.modeling.bundle import SEGTUNE_FILE, WEIGHTS_FILE, BundleConfig
+from core.modeling.config import ModelConfig
 from core.results.curves import learning_curves
 from core.results.insights import INSIGHTS, insight_figures
 from core.results.previews import load_previews
@@ -99,7 +99,8 @@ def build_study(
         images = np.repeat(masks[:, None] * 200, 3, axis=1).astype(np.uint8)
         study.set_user_attr(StudyAttr.PREVIEW_ARTIFACT, _upload(study, store, "inputs.npz", _npz(stems=np.array(STEMS), images=images, masks=masks)))
     weights = _upload(study, store, WEIGHTS_FILE, b"fake-safetensors")
-    config = _upload(study, store, CONFIG_FILE, BundleConfig(model={"architecture": "ClassicUNet"}, image_size=SIZE, channels=3, classes=("background", "cell")).to_json().encode())
+    model = ModelConfig("ClassicUNet", in_channels=3, num_classes=2).to_dict()
+    config = _upload(study, store, SEGTUNE_FILE, BundleConfig(model=model, image_size=SIZE, channels=3, classes=("background", "cell")).to_json().encode())
     trials = [_make_trial(number, study, store, masks, weights, config, previews) for number in range(n_trials)]
     study.add_trials(trials)
     return study
@@ -275,12 +276,10 @@ def test_model_card_names_data_split_params_and_metrics(study: optuna.Study) -> 
         assert text in card, text
 
 
-def test_bundle_zip_holds_weights_config_and_card(study: optuna.Study, store: FileSystemArtifactStore) -> None:
-    data = bundle_zip(study, get_trial(study, 1), store)
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        assert set(archive.namelist()) == {f"hand-made-trial1/{n}" for n in (CONFIG_FILE, MODEL_CARD_FILE, WEIGHTS_FILE)}
-        assert archive.read(f"hand-made-trial1/{WEIGHTS_FILE}") == b"fake-safetensors"
-        assert BundleConfig.from_json(archive.read(f"hand-made-trial1/{CONFIG_FILE}").decode()).image_size == SIZE
+def test_bundle_zip_refuses_unreadable_weights_and_unfinished_trials(study: optuna.Study, store: FileSystemArtifactStore) -> None:
+    """What a good bundle zip holds is checked on real models in tests/test_export.py."""
+    with pytest.raises(SegTuneError, match="model.safetensors does not hold the weights of this ClassicUNet"):
+        bundle_zip(study, get_trial(study, 1), store)  # this study stored b"fake-safetensors"
     with pytest.raises(SegTuneError, match="trial #4 of study 'hand-made' stored no weights or config.*only completed"):
         bundle_zip(study, get_trial(study, 4), store)
 
@@ -294,24 +293,26 @@ def test_bundle_problem_says_why_a_trial_cannot_be_downloaded(study: optuna.Stud
     assert problem is not None and f"weights file ({weights}) is missing from the artifact store" in problem
 
 
-def test_inference_snippet_runs_the_bundle_through_core_predict() -> None:
-    """The snippet imports only names core.deploy.predict / core.modeling.bundle really have, and names the bundle."""
+def test_usage_snippets_need_only_public_packages_and_predict_py() -> None:
+    """Each snippet imports only onnxruntime / smp / torch and the bundle's own predict.py (which the
+    export tests run from an unzipped folder); the SegTune command parses as core's predict."""
     import ast
-    import importlib
 
-    snippet = inference_snippet("cells-trial3")
-    imports = [node for node in ast.walk(ast.parse(snippet)) if isinstance(node, ast.ImportFrom)]
-    for node in imports:
-        module = importlib.import_module(node.module)
-        assert all(hasattr(module, alias.name) for alias in node.names), node.module
-    assert {"core.deploy.predict", "core.modeling.bundle"} <= {node.module for node in imports}
-    assert 'Path("cells-trial3")' in snippet and "predict_image(" in snippet and "predict_folder(" in snippet
-    assert predict_command("cells-trial3") in snippet
+    from core.deploy import standalone_predict
+
+    for snippet in (onnx_snippet(), smp_snippet()):
+        tree = ast.parse(snippet)
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        assert not any(isinstance(node, ast.ImportFrom) for node in ast.walk(tree))
+        assert "predict" in imported and imported - {"predict"} <= {"onnxruntime", "segmentation_models_pytorch", "torch"}
+        called = {node.func.attr for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                  and isinstance(node.func.value, ast.Name) and node.func.value.id == "predict"}
+        assert called and all(hasattr(standalone_predict, name) for name in called)
+    assert predict_command() == "python predict.py --images images/ --out masks/"
     from core.cli import build_parser
 
-    args = build_parser().parse_args(predict_command("cells-trial3").split()[3:])  # after "python -m core"
-    assert args.command == "predict"
-    assert str(args.model) == "cells-trial3" and str(args.images) == "images" and str(args.out) == "masks"
+    args = build_parser().parse_args(segtune_command().split()[1:])  # after "segtune"
+    assert args.command == "predict" and str(args.model) == "." and str(args.images) == "images" and str(args.out) == "masks"
 
 
 def test_default_trial_needs_a_completed_trial(store: FileSystemArtifactStore) -> None:

@@ -77,7 +77,7 @@ def test_tuning_learns_lungs_then_resumes_and_exports(lungs, tmp_path: Path) -> 
     # the stored bundle rebuilds the model without the study and predicts the stored previews
     bundle = tmp_path / "bundle"
     bundle.mkdir()
-    for key, filename in (("weights", "model.safetensors"), ("config", "config.json")):
+    for key, filename in (("weights", "model.safetensors"), ("config", "segtune.json")):
         download_artifact(artifact_store=store, file_path=str(bundle / filename), artifact_id=attrs["artifacts"][key])
     model, config = load_bundle(bundle)
     assert config.image_size == 64 and config.source["trial"] == best.number

@@ -1,7 +1,9 @@
-"""One preview image side by side: image | ground truth | each trial's prediction, with Dice.
+"""One preview image side by side: image | ground truth | each model's prediction, with Dice.
 
-Masks are drawn by ``core.visual`` (overlay or true/false positive/negative error map) and scaled
-up with nearest-neighbour so small training images stay crisp when zoomed.
+Masks are drawn by ``core.data.visual`` (overlay or true/false positive/negative error map) and
+scaled up with nearest-neighbour so small training images stay crisp when zoomed. Compare masks and
+Compress & deploy share the controls (view, order, opacity, pictures per row), the image stepper
+and the zoom dialog, each under its own key prefix.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import streamlit as st
 
 from core.data.images import PICTURE_CHANNELS
 from core.data.visual import ERROR_COLORS, class_colors, error_map, overlay_mask, resize_nearest, to_rgb
-from core.results.previews import PreviewSet
+from core.results.previews import ORDERINGS, PreviewSet
 
 VIEWS: dict[str, str] = {"overlay": "Mask overlay", "errors": "Error map"}
 DISPLAY_PX = 512  # pictures are upscaled (nearest) to this before the browser fits them to a column
+ZOOM_PX = 1024  # the zoom dialog's picture fills a large dialog
 
 
 def error_legend() -> None:
@@ -37,13 +40,12 @@ def channel_picker(channels: int, key: str) -> int | None:
                         help=f"The images have {channels} channels, one per MRI sequence; a screen shows three at most.")
 
 
-def mask_row(previews: PreviewSet, index: int, *, view: str, opacity: float, per_row: int, channel: int | None = None,
-             caption: str | None = None) -> None:
-    """Image, ground truth, then every trial's prediction for preview ``index``, ``per_row`` a row.
+def _pictures(previews: PreviewSet, index: int, view: str, opacity: float, channel: int | None = None,
+              caption: str | None = None) -> list[tuple[np.ndarray, str, float | None]]:
+    """(picture, caption, Dice) for the image, its ground truth and every prediction column.
 
-    Fewer pictures per row is the zoom: each fills its column, scaled up pixel-exact. ``channel``:
-    the channel shown of a multi-sequence image (:func:`channel_picker`); ``caption``: the image's
-    (default: its stem).
+    ``channel``: the channel shown of a multi-sequence image (:func:`channel_picker`); ``caption``:
+    the image's (default: its stem).
     """
     image = to_rgb(previews.images[index], channel)
     truth = previews.masks[index]
@@ -55,10 +57,75 @@ def mask_row(previews: PreviewSet, index: int, *, view: str, opacity: float, per
     for number in previews.trial_numbers:
         prediction = previews.predictions[number][index]
         picture = error_map(prediction, truth, image, alpha=opacity) if view == "errors" else overlay_mask(image, prediction, colors, opacity)
-        cells.append((picture, f"Trial #{number}", float(previews.dice[number][index])))
+        cells.append((picture, previews.label(number), float(previews.dice[number][index])))
+    return cells
+
+
+def mask_row(previews: PreviewSet, index: int, *, view: str, opacity: float, per_row: int, channel: int | None = None,
+             caption: str | None = None) -> None:
+    """Image, ground truth, then every prediction column for preview ``index``, ``per_row`` a row.
+
+    Fewer pictures per row is the zoom: each fills its column, scaled up pixel-exact.
+    """
+    cells = _pictures(previews, index, view, opacity, channel, caption)
     for start in range(0, len(cells), per_row):
         for column, (picture, caption, dice) in zip(st.columns(per_row), cells[start:start + per_row]):
             with column:
                 st.image(resize_nearest(picture, DISPLAY_PX), caption=caption, width="stretch", output_format="PNG")
                 if dice is not None:
                     st.metric("Dice", f"{dice:.3f}")
+
+
+@st.dialog("Zoom", width="large")
+def zoom_dialog(previews: PreviewSet, index: int, view: str, opacity: float, key: str, channel: int | None = None) -> None:
+    """One picture at a time at the dialog's full width; flipping between them shows where masks differ."""
+    cells = _pictures(previews, index, view, opacity, channel)
+    captions = [caption for _, caption, _ in cells]
+    chosen = st.segmented_control("Show", captions, default=captions[-1], key=f"{key}.zoom_pick", required=True,
+                                  help="Flip between the pictures: they are drawn at the same place and scale.") or captions[-1]
+    picture, caption, dice = cells[captions.index(chosen)]
+    st.image(resize_nearest(picture, ZOOM_PX), caption=caption if dice is None else f"{caption} · Dice {dice:.3f}",
+             width="stretch", output_format="PNG")
+
+
+def zoom_button(previews: PreviewSet, index: int, *, view: str, opacity: float, key: str, channel: int | None = None) -> None:
+    if st.button("Zoom", icon=":material/zoom_in:", key=f"{key}.zoom", help="Open this image's pictures large, one at a time"):
+        zoom_dialog(previews, index, view, opacity, key, channel)
+
+
+def view_controls(previews: PreviewSet, *, key: str, per_row: int | None = None, slices: bool = False) -> tuple[str, str, float, int]:
+    """View, image order, opacity and pictures per row (default: everything in one row, at most 6).
+
+    ``slices``: the images are one volume's slices, so slice order is offered first.
+    """
+    controls = st.columns([2, 3, 2, 2])
+    view = controls[0].segmented_control("View", list(VIEWS), default="overlay", format_func=VIEWS.get, key=f"{key}.view", required=True)
+    orders = [order for order in ORDERINGS if order != "disagreement" or len(previews.predictions) > 1]
+    names = {**ORDERINGS, "name": "Slice order"} if slices else ORDERINGS
+    if slices:
+        orders.sort(key=lambda order: order != "name")
+    order = controls[1].selectbox("Order images by", orders, format_func=names.get, key=f"{key}.order")
+    opacity = controls[2].slider("Opacity", 0.1, 1.0, 0.5, 0.05, key=f"{key}.opacity")
+    shown = per_row if per_row is not None else min(6, 2 + len(previews.predictions))
+    per_row = controls[3].slider("Zoom: pictures per row", 1, 6, shown, key=f"{key}.per_row",
+                                 help="Fewer pictures per row shows each one larger")
+    if view == "errors":
+        error_legend()
+    return view, order, opacity, per_row
+
+
+def _step(key: str, delta: int, count: int) -> None:
+    st.session_state[key] = (st.session_state.get(key, 1) - 1 + delta) % count + 1
+
+
+def image_stepper(count: int, *, key: str, label: str = "Image") -> int:
+    """Previous / slider / next over ``count`` images (or slices: ``label``); returns the 1-based position."""
+    image_key = f"{key}.image"
+    if st.session_state.get(image_key, 1) > count:
+        st.session_state[image_key] = 1
+    stepper = st.columns([1, 6, 1], vertical_alignment="bottom")
+    stepper[0].button("Previous", icon=":material/chevron_left:", on_click=_step, args=(image_key, -1, count), key=f"{key}.prev", width="stretch")
+    if count > 1:
+        stepper[1].slider(label, 1, count, key=image_key, format=f"%d of {count}")
+    stepper[2].button("Next", icon=":material/chevron_right:", on_click=_step, args=(image_key, 1, count), key=f"{key}.next", width="stretch")
+    return st.session_state.get(image_key, 1)

@@ -1,9 +1,13 @@
-"""Export a trained model: the safetensors + config bundle, ONNX and TorchScript, each verified.
+"""Export a trained model: the bundle (core.modeling.bundle), ONNX and TorchScript, each verified.
 
-A trial's bundle is its two stored artifacts copied out (what was trained, byte for byte). ONNX and
-TorchScript files are checked right after writing: the written file is loaded back (onnxruntime /
+A trial's bundle is its stored weights copied out (what was trained, byte for byte) with its
+metadata (``segtune.json``, and smp's ``config.json`` for smp architectures). ONNX and TorchScript
+files are checked right after writing: the written file is loaded back (onnxruntime /
 ``torch.jit.load``) and run on real images, and its output must match PyTorch's within
-``ATOL + RTOL * |reference|`` or the export fails with :class:`ExportError`.
+``ATOL + RTOL * |reference|`` (int8 models: the same mask on ``INT8_AGREEMENT`` of the pixels, as
+onnxruntime's int8 kernels round differently) or the export fails with :class:`ExportError`.
+Next to every ``model.onnx`` goes ``predict.py`` (core/deploy/standalone_predict.py), which runs it
+with numpy, Pillow and onnxruntime only.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from torch import nn
 
 from core.contract import ArtifactKind, StudyAttr, TrialAttr
 from core.deploy.model_card import BUNDLE_ARTIFACTS, MODEL_CARD_FILE, bundle_name, model_card
+from core.deploy.onnx_ready import adaptive_pooling, portable_copy
 from core.errors import SegTuneError
-from core.modeling.bundle import CONFIG_FILE, WEIGHTS_FILE, BundleConfig, load_bundle, load_bundle_config, save_bundle
+from core.modeling.bundle import CONFIG_FILE, ONNX_FILE, PREDICT_SCRIPT, SEGTUNE_FILE, WEIGHTS_FILE, BundleConfig, load_bundle, load_bundle_config, save_bundle, write_metadata
 from core.results.trials import default_trial, get_trial
 
 if TYPE_CHECKING:
@@ -34,12 +39,15 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
 ONNX_OPSET = 17  # pinned: onnxruntime >= 1.14 runs it everywhere, and results do not drift with torch
-ONNX_FILE = "model.onnx"
+STANDALONE_PREDICT = Path(__file__).with_name("standalone_predict.py")
 TORCHSCRIPT_FILE = "model.torchscript.pt"
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 # Parity tolerance on logits: float32 kernels of different runtimes differ by ~1e-5 on these nets.
 ATOL = 1e-3
 RTOL = 1e-3
+# int8 exports: onnxruntime's int8 kernels round differently from PyTorch's, so the logits differ by
+# a few quantization steps; what must hold is the mask, on all but a few boundary pixels.
+INT8_AGREEMENT = 0.99
 FORMATS: tuple[str, ...] = ("bundle", "onnx", "torchscript")
 
 
@@ -52,6 +60,7 @@ class ExportedFile:
     format: str  # one of FORMATS (or "card")
     path: Path
     max_abs_diff: float | None = None  # parity check against PyTorch; None for the bundle itself
+    mask_agreement: float | None = None  # int8 ONNX: share of pixels whose class matches PyTorch's
 
 
 @dataclass
@@ -91,38 +100,87 @@ def _verify(kind: str, path: Path, reference: np.ndarray, exported: np.ndarray) 
     return worst
 
 
+def _classes(logits: np.ndarray) -> np.ndarray:
+    return logits[:, 0] >= 0 if logits.shape[1] == 1 else logits.argmax(axis=1)  # sigmoid >= 0.5, or argmax
+
+
+def _verify_int8(path: Path, reference: np.ndarray, exported: np.ndarray) -> tuple[float, float]:
+    """(max abs diff, mask agreement) of an int8 export; fails below INT8_AGREEMENT."""
+    worst, _ = _max_diff(reference, exported)
+    agreement = float((_classes(reference) == _classes(exported)).mean())
+    if agreement < INT8_AGREEMENT:
+        path.unlink(missing_ok=True)
+        raise ExportError(
+            f"int8 ONNX export failed: its masks match PyTorch's on {agreement:.1%} of the pixels "
+            f"(at least {INT8_AGREEMENT:.0%} needed; max abs diff of the logits {worst:.3g})"
+        )
+    return worst, agreement
+
+
 @torch.no_grad()
 def _reference(model: nn.Module, sample: torch.Tensor) -> np.ndarray:
-    return model.eval()(sample).float().cpu().numpy()
+    # one image at a time: int8 variants are TorchScript traced on a single image
+    return torch.cat([model.eval()(sample[i : i + 1]).float() for i in range(len(sample))]).cpu().numpy()
 
 
 # --- formats ------------------------------------------------------------------------------------
 
 
-def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path) -> ExportedFile:
-    """Write ONNX (opset ONNX_OPSET, dynamic batch axis) and check it with onnxruntime on ``sample``."""
+def _write_onnx(model: nn.Module, sample: torch.Tensor, path: Path) -> None:
+    with warnings.catch_warnings(), adaptive_pooling(ONNX_OPSET):
+        # onnxscript (the new exporter's backend) is not a dependency: use the TorchScript-based one
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)  # it traces with torch.jit, deprecated but what it runs on
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            portable_copy(model, sample.shape[-1]), (sample[:1],), str(path), dynamo=False, opset_version=ONNX_OPSET,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        )
+
+
+def _write_dynamic_int8_onnx(float_model: nn.Module, sample: torch.Tensor, path: Path) -> None:
+    """Dynamic int8 (Linear weights int8, activations quantized on the fly): the TorchScript-based
+    exporter has no ``quantized::linear_dynamic``, so the float model is exported and onnxruntime
+    quantizes its MatMul / Gemm weights the same way."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    float_path = path.with_suffix(".float.onnx")
+    try:
+        _write_onnx(float_model, sample, float_path)
+        quantize_dynamic(str(float_path), str(path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    finally:
+        float_path.unlink(missing_ok=True)
+
+
+def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path, *, int8: bool = False, dynamic_from: nn.Module | None = None) -> ExportedFile:
+    """Write ONNX (opset ONNX_OPSET, dynamic batch axis), check it with onnxruntime on ``sample`` and
+    put ``predict.py`` next to it. ``int8``: the model is quantized (checked on its masks);
+    ``dynamic_from``: ``model`` is this float model with dynamic int8 Linear layers (onnxruntime
+    quantizes them, see ``_write_dynamic_int8_onnx``)."""
     import onnxruntime as ort
 
     model = model.eval().cpu()
-    if any(p.is_quantized for p in model.state_dict().values() if isinstance(p, torch.Tensor)):
-        raise ExportError("ONNX export of int8 variants is not supported; export them as TorchScript")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with warnings.catch_warnings():
-            # onnxscript (the new exporter's backend) is not a dependency: use the TorchScript-based one
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(
-                model, (sample[:1],), str(path), dynamo=False, opset_version=ONNX_OPSET,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            )
+        if dynamic_from is None:
+            _write_onnx(model, sample, path)
+        else:
+            _write_dynamic_int8_onnx(dynamic_from.eval().cpu(), sample, path)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        # the whole sample at once, so the dynamic batch axis is exercised too
+        output = session.run([OUTPUT_NAME], {INPUT_NAME: sample.numpy()})[0]
     except Exception as exc:
         path.unlink(missing_ok=True)
-        raise ExportError(f"ONNX export failed for this model: {type(exc).__name__}: {exc}") from exc
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    # the whole sample at once, so the dynamic batch axis is exercised too
-    output = session.run([OUTPUT_NAME], {INPUT_NAME: sample.numpy()})[0]
-    return ExportedFile("onnx", path, _verify("ONNX", path, _reference(model, sample), output))
+        raise ExportError(f"ONNX export failed for this model: {type(exc).__name__}: {str(exc)[:300]}") from exc
+    reference = _reference(model, sample)
+    if int8 or dynamic_from is not None:
+        worst, agreement = _verify_int8(path, reference, output)
+        exported = ExportedFile("onnx", path, worst, agreement)
+    else:
+        exported = ExportedFile("onnx", path, _verify("ONNX", path, reference, output))
+    shutil.copyfile(STANDALONE_PREDICT, path.with_name(PREDICT_SCRIPT))
+    return exported
 
 
 def trace_torchscript(model: nn.Module, sample: torch.Tensor) -> torch.jit.ScriptModule:
@@ -169,7 +227,12 @@ def load_model(folder: Path) -> tuple[nn.Module, BundleConfig]:
     config = load_bundle_config(folder)  # raises a clear error when this is no SegTune folder
     if (folder / TORCHSCRIPT_FILE).is_file():
         return load_torchscript(folder / TORCHSCRIPT_FILE), config
-    raise ExportError(f"{folder} has {CONFIG_FILE} but neither {WEIGHTS_FILE} nor {TORCHSCRIPT_FILE}")
+    raise ExportError(f"{folder} has {SEGTUNE_FILE} but neither {WEIGHTS_FILE} nor {TORCHSCRIPT_FILE}")
+
+
+def is_int8_folder(folder: Path) -> bool:
+    """An int8 variant's folder: TorchScript and no safetensors weights."""
+    return not (Path(folder) / WEIGHTS_FILE).is_file() and (Path(folder) / TORCHSCRIPT_FILE).is_file()
 
 
 def export_model(
@@ -183,7 +246,7 @@ def export_model(
         report.files.append(ExportedFile("bundle", report.folder / WEIGHTS_FILE))
     else:
         report.folder.mkdir(parents=True, exist_ok=True)
-        (report.folder / CONFIG_FILE).write_text(config.to_json(), encoding="utf-8")
+        (report.folder / SEGTUNE_FILE).write_text(config.to_json(), encoding="utf-8")
     if "onnx" in chosen:
         report.files.append(export_onnx(model, sample, report.folder / ONNX_FILE))
     if "torchscript" in chosen:
@@ -199,7 +262,7 @@ def _trial(study: optuna.Study, trial_number: int | None) -> FrozenTrial:
 
 
 def trial_bundle(study: optuna.Study, trial_number: int | None, artifact_store: Any, folder: Path) -> Path:
-    """Download a trial's "weights" and "config" artifacts into ``folder`` (best trial when None)."""
+    """A trial's bundle in ``folder`` (best trial when None): its stored weights and metadata."""
     trial = _trial(study, trial_number)
     artifacts = trial.user_attrs.get(TrialAttr.ARTIFACTS) or {}
     missing = [kind for kind in BUNDLE_ARTIFACTS if not artifacts.get(kind)]
@@ -210,9 +273,15 @@ def trial_bundle(study: optuna.Study, trial_number: int | None, artifact_store: 
         )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for kind, name in ((ArtifactKind.WEIGHTS, WEIGHTS_FILE), (ArtifactKind.CONFIG, CONFIG_FILE)):
-        with artifact_store.open_reader(artifacts[kind]) as reader, open(folder / name, "wb") as out:
-            shutil.copyfileobj(reader, out)
+    with artifact_store.open_reader(artifacts[ArtifactKind.WEIGHTS]) as reader, open(folder / WEIGHTS_FILE, "wb") as out:
+        shutil.copyfileobj(reader, out)
+    with artifact_store.open_reader(artifacts[ArtifactKind.CONFIG]) as reader:
+        text = reader.read().decode("utf-8")
+    try:
+        config = BundleConfig.from_json(text)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ExportError(f"trial #{trial.number}'s stored config is not a SegTune bundle config: {exc}") from exc
+    write_metadata(config, folder)  # in today's layout, whichever layout the trial was stored in
     return folder
 
 
@@ -251,22 +320,45 @@ def export_trial(
         if name in chosen:
             report.files.append(writer(model, sample, folder / file_name))
     if "bundle" not in chosen:  # the downloaded weights were only the source of the other formats
-        (folder / WEIGHTS_FILE).unlink()
+        for name in (WEIGHTS_FILE, CONFIG_FILE):
+            (folder / name).unlink(missing_ok=True)
         report.files.pop(0)
     card = folder / MODEL_CARD_FILE
-    card.write_text(model_card(study, trial), encoding="utf-8")
+    card.write_text(model_card(study, trial, shipped(folder)), encoding="utf-8")
     report.files.append(ExportedFile("card", card))
     return report
 
 
-def bundle_zip(study: optuna.Study, trial: FrozenTrial, artifact_store: ArtifactStore) -> bytes:
-    """A zip holding one folder: the trial's weights and config (its bundle), plus the model card."""
-    folder = bundle_name(study, trial)
+def shipped(folder: Path) -> frozenset[str]:
+    return frozenset(path.name for path in Path(folder).iterdir())
+
+
+def add_onnx(model: nn.Module, folder: Path, sample: torch.Tensor, *, int8: bool = False, dynamic_from: nn.Module | None = None) -> str | None:
+    """Export ``model.onnx`` (+ predict.py) into ``folder``; None, or why it could not be exported.
+
+    For downloads: a model whose ONNX export fails still ships, with the reason in its card.
+    """
+    try:
+        export_onnx(model, sample, folder / ONNX_FILE, int8=int8, dynamic_from=dynamic_from)
+    except ExportError as exc:
+        return str(exc)
+    return None
+
+
+def zip_folder(folder: Path, card: str) -> bytes:
+    """A zip holding ``folder`` (one level) and its model card, under the folder's name."""
     buffer = io.BytesIO()
-    with tempfile.TemporaryDirectory(prefix="segtune-bundle-") as tmp:
-        files = trial_bundle(study, trial.number, artifact_store, Path(tmp) / folder)
-        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for path in sorted(files.iterdir()):
-                archive.write(path, f"{folder}/{path.name}")
-            archive.writestr(f"{folder}/{MODEL_CARD_FILE}", model_card(study, trial))
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.iterdir()):
+            archive.write(path, f"{folder.name}/{path.name}")
+        archive.writestr(f"{folder.name}/{MODEL_CARD_FILE}", card)
     return buffer.getvalue()
+
+
+def bundle_zip(study: optuna.Study, trial: FrozenTrial, artifact_store: ArtifactStore) -> bytes:
+    """A zip holding one folder: the trial's bundle, ``model.onnx`` with ``predict.py``, and the model card."""
+    with tempfile.TemporaryDirectory(prefix="segtune-bundle-") as tmp:
+        folder = trial_bundle(study, trial.number, artifact_store, Path(tmp) / bundle_name(study, trial))
+        model, config = load_bundle(folder)
+        problem = add_onnx(model, folder, parity_sample(study, artifact_store, config)[0])
+        return zip_folder(folder, model_card(study, trial, shipped(folder), onnx_problem=problem))

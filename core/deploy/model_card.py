@@ -1,7 +1,14 @@
-"""What ships with a model: its bundle name, model card, the command and snippet that run it, the zip."""
+"""What ships with a model: its bundle name, model card, and the commands and snippets that run it.
+
+The usage the card prints and the Export page shows come from the same functions here, and each
+runs from the unzipped folder with public packages only: ``predict.py`` / onnxruntime for every
+model, ``segmentation_models_pytorch.from_pretrained`` for smp architectures (tests/test_export.py
+runs them in a process that cannot import SegTune).
+"""
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -11,13 +18,15 @@ from optuna.trial import FrozenTrial
 from core.contract import ArtifactKind, StudyAttr, TrialAttr
 from core.metrics.catalogue import METRICS, stored_metrics
 from core.modeling.architectures import ARCHITECTURES, Family
-from core.modeling.bundle import CONFIG_FILE, WEIGHTS_FILE
+from core.modeling.bundle import CONFIG_FILE, ONNX_FILE, PREDICT_SCRIPT, SEGTUNE_FILE, WEIGHTS_FILE
 from core.results.trials import best_numbers, objective_names
 
 if TYPE_CHECKING:
     from optuna.artifacts._protocol import ArtifactStore
 
 MODEL_CARD_FILE = "MODEL_CARD.md"
+# What a downloaded bundle holds (MODEL_CARD.md besides): the card describes these unless told otherwise.
+BUNDLE_FILES = frozenset({WEIGHTS_FILE, SEGTUNE_FILE, CONFIG_FILE, ONNX_FILE, PREDICT_SCRIPT})
 BUNDLE_ARTIFACTS: tuple[str, ...] = (ArtifactKind.WEIGHTS, ArtifactKind.CONFIG)  # what a trial must have stored to be exported
 
 
@@ -25,10 +34,12 @@ def bundle_name(study: optuna.Study, trial: FrozenTrial) -> str:
     return f"{study.study_name}-trial{trial.number}"
 
 
-def model_card(study: optuna.Study, trial: FrozenTrial) -> str:
-    """A markdown card: what the model is, what data and split it saw, its params and metrics."""
-    sections = (_card_intro, _card_model, _card_data, _card_training, _card_metrics, _card_use)
-    return "\n".join(line for section in sections for line in section(study, trial))
+def model_card(study: optuna.Study, trial: FrozenTrial, files: frozenset[str] = BUNDLE_FILES, onnx_problem: str | None = None) -> str:
+    """A markdown card: what the model is, what data and split it saw, its params and metrics, and
+    how to run it with the ``files`` it ships with (``onnx_problem``: why model.onnx is missing)."""
+    sections = (_card_intro, _card_model, _card_data, _card_training, _card_metrics)
+    lines = [line for section in sections for line in section(study, trial)]
+    return "\n".join([*lines, *usage(bundle_name(study, trial), smp_loadable(trial), files, onnx_problem)])
 
 
 def _card_intro(study: optuna.Study, trial: FrozenTrial) -> list[str]:
@@ -91,15 +102,29 @@ def _card_metrics(study: optuna.Study, trial: FrozenTrial) -> list[str]:
     return ["## Metrics", _metrics_table(trial.user_attrs.get(TrialAttr.VAL_METRICS) or {}, trial.user_attrs.get(TrialAttr.TEST_METRICS) or {})]
 
 
-def _card_use(study: optuna.Study, trial: FrozenTrial) -> list[str]:
-    name = bundle_name(study, trial)
-    return [
-        "## Use",
-        f"Unzip `{name}.zip`, then segment a folder of images with `{predict_command(name)}`, "
-        f"or load it in Python with `core.modeling.bundle.load_bundle(folder)`: `{WEIGHTS_FILE}` holds the weights, "
-        f"`{CONFIG_FILE}` how to rebuild and feed the model.",
+def variant_card(study: optuna.Study, trial: FrozenTrial, name: str, record: dict[str, Any], files: frozenset[str],
+                 onnx_problem: str | None = None) -> str:
+    """The card of a compressed variant (``record`` as core.deploy.compression.variants stores it)."""
+    metrics = record.get("metrics") or {}
+    intro = [
+        f"# Model card — {name}",
         "",
+        f"A compressed variant (**{record.get('label')}**) of trial **#{trial.number}** of study **{study.study_name}**, "
+        "derived by SegTune's Compress & deploy. The original trial's card describes its training.",
+        "",
+        "## Compression",
+        _table({"Method": record.get("method"), **{k: _fmt(v) for k, v in (record.get("params") or {}).items()},
+                "File size (MB)": _fmt(metrics.get("size_mb")), "Non-zero weights": _fmt(metrics.get("nonzero_params")),
+                "CPU ms / image": _fmt(metrics.get("latency_ms"))}),
+        "## Metrics",
+        _metrics_table(metrics.get("val") or {}, metrics.get("test") or {}),
     ]
+    return "\n".join([*intro, *_card_model(study, trial), *_card_data(study, trial), *usage(name, smp_loadable(trial), files, onnx_problem)])
+
+
+def smp_loadable(trial: FrozenTrial) -> bool:
+    """Whether the trial's bundle is an smp folder (an smp architecture: ``config.json`` ships with it)."""
+    return _is_smp((trial.user_attrs.get(TrialAttr.MODEL_CONFIG) or {}).get("architecture"))
 
 
 def _is_smp(architecture: Any) -> bool:
@@ -142,33 +167,67 @@ def _metrics_table(val: dict[str, Any], test: dict[str, Any]) -> str:
     return "\n".join(["| Metric | Validation | Test |", "|---|---|---|", *rows, ""])
 
 
-def predict_command(bundle_name: str) -> str:
-    """The CLI call that segments a folder of images with an unzipped bundle (``core.deploy.predict``)."""
-    return f"python -m core predict --model {bundle_name} --images images/ --out masks/"
+def predict_command() -> str:
+    """The shell command that segments a folder of images from inside an unzipped bundle (onnxruntime only)."""
+    return f"python {PREDICT_SCRIPT} --images images/ --out masks/"
 
 
-def inference_snippet(bundle_name: str) -> str:
-    """Python that runs an unzipped bundle through ``core.deploy.predict``: the CLI's own preprocessing."""
-    return f'''\
-from pathlib import Path
+_RUN_AND_SAVE = """\
+pixels = predict.read_image("image.png")  # any PNG / JPG / TIFF / BMP
+{logits}
+mask = predict.postprocess(logits, config, pixels.shape[:2])[0]  # class index per pixel, at the image's size
+predict.mask_png(mask, config).save("mask.png")  # 0/255 when binary, class indices otherwise
+"""
 
-from PIL import Image
 
-from core.data.images import read_image
-from core.deploy.predict import mask_png, predict_folder, predict_image
-from core.modeling.bundle import load_bundle
+def onnx_snippet() -> str:
+    """Python that runs ``model.onnx`` with the training preprocessing (predict.py's), from the bundle folder."""
+    return """\
+import onnxruntime as ort
 
-bundle = Path("{bundle_name}")  # the unzipped bundle folder
+import predict  # predict.py in this folder: SegTune's preprocessing, numpy + Pillow only
 
-# A whole folder: the same as `{predict_command(bundle_name)}`
-print(predict_folder(bundle, Path("images"), Path("masks")).summary())
+config = predict.load_config(".")  # segtune.json: input size, channels, normalisation, classes
+session = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
+""" + _RUN_AND_SAVE.format(logits='logits = session.run(None, {"image": predict.preprocess(pixels, config)})[0]').rstrip("\n")
 
-# One image: a class-index mask at the image's own size (a model with more input channels than RGB,
-# one per MRI sequence, reads .npy arrays: uint8 HxWxC)
-model, config = load_bundle(bundle)
-mask = predict_image(model, config, read_image(Path("image.png")))
-Image.fromarray(mask_png(mask, len(config.classes))).save("mask.png")  # 0/255 when binary
-'''
+
+def smp_snippet() -> str:
+    """Python that loads the bundle with ``segmentation_models_pytorch.from_pretrained``, from the bundle folder."""
+    return """\
+import segmentation_models_pytorch as smp
+import torch
+
+import predict  # predict.py in this folder: SegTune's preprocessing, numpy + Pillow only
+
+model = smp.from_pretrained(".").eval()  # config.json + model.safetensors: a standard smp folder
+config = predict.load_config(".")  # segtune.json: input size, channels, normalisation, classes
+""" + _RUN_AND_SAVE.format(logits="""\
+with torch.no_grad():
+    logits = model(torch.from_numpy(predict.preprocess(pixels, config))).numpy()""").rstrip("\n")
+
+
+def segtune_command() -> str:
+    """The same from inside the folder, with SegTune installed (``core.deploy.predict``; volumes too)."""
+    return "segtune predict --model . --images images/ --out masks/"
+
+
+def usage(bundle_name: str, smp_model: bool, files: frozenset[str] = BUNDLE_FILES, onnx_problem: str | None = None) -> list[str]:
+    """The card's "Use" section: every route the shipped ``files`` allow, onnxruntime first."""
+    lines = ["## Use", "", f"Run these from inside the bundle folder `{bundle_name}/` (unzip `{bundle_name}.zip` first when "
+             "downloaded), with an image `image.png` or a folder `images/` next to them.", ""]
+    if ONNX_FILE in files and PREDICT_SCRIPT in files:
+        lines += ["**onnxruntime** (`pip install numpy pillow onnxruntime`): segment a folder, one PNG mask per image:", "",
+                  "```bash", predict_command(), "```", "", "or one image from Python:", "", "```python", onnx_snippet(), "```", ""]
+    elif onnx_problem:
+        lines += [f"No `{ONNX_FILE}` in this bundle: {onnx_problem}", ""]
+    if smp_model and {WEIGHTS_FILE, CONFIG_FILE} <= files:
+        lines += [f"**segmentation-models-pytorch** (`pip install segmentation-models-pytorch=={version('segmentation-models-pytorch')} numpy pillow`): "
+                  f"`{CONFIG_FILE}` + `{WEIGHTS_FILE}` are a standard smp folder:", "", "```python", smp_snippet(), "```", ""]
+    lines += [f"**SegTune** (installed): `{segtune_command()}` (`--volumes` for NIfTI / DICOM volumes). "
+              f"`{SEGTUNE_FILE}` records the classes, input size and channels, normalisation, threshold and "
+              "(volume models) how volumes were sliced.", ""]
+    return lines
 
 
 def bundle_problem(trial: FrozenTrial, artifact_store: ArtifactStore) -> str | None:

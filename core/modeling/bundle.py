@@ -1,7 +1,17 @@
-"""The model bundle: safetensors weights + a JSON config that rebuilds the model without the study.
+"""The model bundle: a folder that rebuilds and feeds a trained model without the study.
 
-A finished trial stores exactly these two files as its artifacts, and ``export`` writes them to a
-folder, so a bundle is always what was trained — no conversion step in between.
+Layout (SEGTUNE_FILE marks it)::
+
+    model.safetensors   the weights (a trial stores exactly this file as its "weights" artifact)
+    segtune.json        SegTune's metadata: the model config, classes, input size and channels, how
+                        images are normalised, the threshold, volume slicing, provenance
+    config.json         smp architectures only: segmentation-models-pytorch's own config, so the
+                        folder is a standard smp folder (``smp.from_pretrained(folder)``)
+    model.onnx          downloads: the model for onnxruntime (core.deploy.export), every architecture
+    predict.py          downloads: runs model.onnx with numpy + Pillow + onnxruntime (standalone_predict)
+
+Bundles written before the smp layout held the metadata in ``config.json`` (``LEGACY_CONFIG``);
+they are still read. A trial's "config" artifact is the metadata JSON in either case.
 """
 
 from __future__ import annotations
@@ -17,15 +27,36 @@ if TYPE_CHECKING:
     from torch import nn
 
     from core.data.manifest import DatasetManifest, VolumeSlicing
+    from core.modeling.config import ModelConfig
 
 BUNDLE_FORMAT = "segtune-bundle"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2  # 2: the normalisation is spelled out (``input``) and the file is segtune.json
+READABLE_VERSIONS = (1, 2)
 WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
+SEGTUNE_FILE = "segtune.json"
+CONFIG_FILE = "config.json"  # smp's config (new layout), or SegTune's metadata (LEGACY_CONFIG layout)
+LEGACY_CONFIG = CONFIG_FILE
+ONNX_FILE = "model.onnx"  # downloads: every model, for onnxruntime
+PREDICT_SCRIPT = "predict.py"  # downloads: core/deploy/standalone_predict.py, which runs model.onnx
+PIXEL_SCALE = 1 / 255  # 8-bit pixels -> [0, 1]: how every SegTune model is fed (core.data.tensors)
 
 
 class BundleError(SegTuneError):
     """A folder is not a readable SegTune bundle."""
+
+
+def input_spec(image_size: int, channels: int) -> dict[str, Any]:
+    """How an image becomes the model's input: what a script without SegTune needs to repeat it."""
+    return {
+        "color": "L" if channels == 1 else "RGB",  # Pillow mode; 16-bit greys are min-max scaled to 8 bits first
+        "size": [image_size, image_size],  # width, height after resizing
+        "resize": "bilinear",  # Pillow's, which antialiases when shrinking
+        "scale": PIXEL_SCALE,
+        "mean": [0.0] * channels,
+        "std": [1.0] * channels,
+        "layout": "NCHW",
+        "dtype": "float32",
+    }
 
 
 @dataclass(frozen=True)
@@ -50,16 +81,29 @@ class BundleConfig:
         data = self.preprocessing.get("volumes")
         return VolumeSlicing.from_dict(data) if data else None
 
+    @property
+    def model_config(self) -> ModelConfig:
+        from core.modeling.config import ModelConfig
+
+        return ModelConfig.from_dict(self.model)
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        """Today's format: the fields, plus ``input`` and ``output`` derived from them for readers without SegTune (predict.py)."""
+        binary = len(self.classes) == 2
+        output = {"activation": "sigmoid" if binary else "softmax", "threshold": self.threshold if binary else None,
+                  "mask_values": "0/255" if binary else "class index"}
+        derived = {"version": BUNDLE_VERSION, "input": input_spec(self.image_size, self.channels), "output": output}
+        return json.dumps({**asdict(self), **derived}, indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> BundleConfig:
         data = json.loads(text)
         if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
             raise BundleError(f"not a SegTune bundle config (expected format {BUNDLE_FORMAT!r})")
-        if data.get("version") != BUNDLE_VERSION:
-            raise BundleError(f"bundle version {data.get('version')!r} is not supported (expected {BUNDLE_VERSION})")
+        if data.get("version") not in READABLE_VERSIONS:
+            raise BundleError(f"bundle version {data.get('version')!r} is not supported (readable: {list(READABLE_VERSIONS)})")
+        for derived in ("input", "output"):
+            data.pop(derived, None)
         data["classes"] = tuple(data["classes"])
         return cls(**data)
 
@@ -69,37 +113,74 @@ def volume_preprocessing(manifest: DatasetManifest) -> dict[str, Any]:
     return {"volumes": manifest.slicing.to_dict()} if manifest.slicing is not None else {}
 
 
-def save_bundle(model: nn.Module, config: BundleConfig, folder: Path) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` into ``folder`` (created if needed)."""
-    from safetensors.torch import save_model
+def smp_config(config: BundleConfig) -> dict[str, Any] | None:
+    """smp's ``config.json`` for this bundle's model, or None when the architecture is not an smp one."""
+    from core.modeling.architectures import ARCHITECTURES, Family
 
+    model = config.model_config
+    if model.architecture not in ARCHITECTURES or ARCHITECTURES.get(model.architecture).family != Family.SMP:
+        return None
+    from core.modeling.smp_models import hub_config
+
+    return hub_config(model)
+
+
+def write_metadata(config: BundleConfig, folder: Path) -> Path:
+    """Write ``segtune.json`` (and smp's ``config.json`` for smp architectures) into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    save_model(model, str(folder / WEIGHTS_FILE))
-    (folder / CONFIG_FILE).write_text(config.to_json(), encoding="utf-8")
+    (folder / SEGTUNE_FILE).write_text(config.to_json(), encoding="utf-8")
+    hub = smp_config(config)
+    if hub is not None:
+        (folder / CONFIG_FILE).write_text(json.dumps(hub, indent=2), encoding="utf-8")
     return folder
 
 
+def save_bundle(model: nn.Module, config: BundleConfig, folder: Path) -> Path:
+    """Write ``model.safetensors`` and the metadata into ``folder`` (created if needed)."""
+    from safetensors.torch import save_model
+
+    write_metadata(config, folder)
+    save_model(model, str(folder / WEIGHTS_FILE))  # what smp's save_pretrained writes too
+    return folder
+
+
+def _metadata_file(folder: Path) -> Path:
+    """segtune.json, or the config.json of a bundle written before the smp layout."""
+    if (folder / SEGTUNE_FILE).is_file():
+        return folder / SEGTUNE_FILE
+    legacy = folder / LEGACY_CONFIG
+    if legacy.is_file():
+        try:
+            is_ours = json.loads(legacy.read_text(encoding="utf-8")).get("format") == BUNDLE_FORMAT
+        except (json.JSONDecodeError, AttributeError) as exc:
+            raise BundleError(f"{legacy} is not valid JSON: {exc}") from exc
+        if is_ours:
+            return legacy
+    raise BundleError(f"{folder} has no {SEGTUNE_FILE}: is it a SegTune bundle folder?")
+
+
 def load_bundle_config(folder: Path) -> BundleConfig:
-    config_path = Path(folder) / CONFIG_FILE
-    if not config_path.is_file():
-        raise BundleError(f"{folder} has no {CONFIG_FILE}: is it a SegTune bundle folder?")
+    path = _metadata_file(Path(folder))
     try:
-        return BundleConfig.from_json(config_path.read_text(encoding="utf-8"))
+        return BundleConfig.from_json(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, TypeError, KeyError) as exc:
-        raise BundleError(f"{config_path} is not a valid bundle config: {exc}") from exc
+        raise BundleError(f"{path} is not a valid bundle config: {exc}") from exc
 
 
 def load_bundle(folder: Path, device: str = "cpu") -> tuple[nn.Module, BundleConfig]:
-    """Rebuild the model from a bundle folder, in eval mode, on ``device``."""
+    """Rebuild the model from a bundle folder (either layout), in eval mode, on ``device``."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_model
 
     from core.modeling.build import build_model
-    from core.modeling.config import ModelConfig
 
     config = load_bundle_config(folder)
     weights = Path(folder) / WEIGHTS_FILE
     if not weights.is_file():
         raise BundleError(f"{folder} has no {WEIGHTS_FILE}")
-    model = build_model(ModelConfig.from_dict(config.model))
-    load_model(model, str(weights), device=device)
+    model = build_model(config.model_config)
+    try:
+        load_model(model, str(weights), device=device)
+    except (SafetensorError, RuntimeError) as exc:  # not a safetensors file, or weights of another model
+        raise BundleError(f"{weights} does not hold the weights of this {config.model['architecture']}: {str(exc)[:300]}") from exc
     return model.to(device).eval(), config

@@ -8,6 +8,7 @@ import contextlib
 import socket
 import warnings
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 from torch import nn
@@ -45,6 +46,28 @@ def _offline_unless_reachable() -> Iterator[None]:
         constants.HF_HUB_OFFLINE = saved
 
 
+def smp_arguments(config: ModelConfig, weights: str | bool | None) -> dict[str, Any]:
+    """The constructor arguments of ``config``'s smp class (the same for building and for ``config.json``)."""
+    return {
+        "encoder_name": config.encoder,
+        "encoder_weights": weights,
+        "encoder_depth": config.encoder_depth,
+        "in_channels": config.in_channels,
+        "classes": out_channels(config.num_classes),
+        **ARCHITECTURES.get(config.architecture).smp_kwargs(config),
+    }
+
+
+def hub_config(config: ModelConfig) -> dict[str, Any]:
+    """smp's ``config.json`` for a trained ``config``: what ``smp.from_pretrained(folder)`` rebuilds it from.
+
+    ``_model_class`` names the smp class (SegTune's architecture names are smp's class names), as
+    ``SMPHubMixin.save_pretrained`` writes it. No encoder weights: the trained ones are in
+    ``model.safetensors``, and loading must not try to download ImageNet weights first.
+    """
+    return {"_model_class": config.architecture, **smp_arguments(config, None)}
+
+
 def build_smp(config: ModelConfig) -> nn.Module:
     import segmentation_models_pytorch as smp
     from huggingface_hub.errors import HfHubHTTPError
@@ -61,15 +84,7 @@ def build_smp(config: ModelConfig) -> nn.Module:
     try:
         with guard, warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            return smp.create_model(
-                config.architecture,
-                encoder_name=config.encoder,
-                encoder_weights=weights,
-                encoder_depth=config.encoder_depth,
-                in_channels=config.in_channels,
-                classes=out_channels(config.num_classes),
-                **ARCHITECTURES.get(config.architecture).smp_kwargs(config),
-            )
+            return smp.create_model(config.architecture, **smp_arguments(config, weights))
     except (OSError, HfHubHTTPError) as exc:
         raise ModelBuildError(
             f"could not download ImageNet weights for {config.encoder!r} (offline?); use "

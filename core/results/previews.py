@@ -1,10 +1,14 @@
-"""Preview masks: the study's fixed validation images, their ground truth and each trial's predictions."""
+"""Preview masks: the study's fixed validation images, their ground truth and each trial's predictions.
+
+A column of predictions is a trial's (keyed by its number) or, added with ``PreviewSet.with_masks``,
+another model's on the same images, e.g. a compressed variant of a trial (keyed by a name).
+"""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -33,14 +37,33 @@ class PreviewSet:
     stems: tuple[str, ...]
     images: np.ndarray  # (N, C, S, S) uint8
     masks: np.ndarray  # (N, S, S) uint8 class indices (ground truth)
-    predictions: dict[int, np.ndarray]  # trial number -> (N, S, S) uint8 class indices
-    dice: dict[int, np.ndarray]  # trial number -> (N,) per-image Dice
+    predictions: dict[int | str, np.ndarray]  # trial number (or another model's key) -> (N, S, S) uint8 class indices
+    dice: dict[int | str, np.ndarray]  # same keys -> (N,) per-image Dice
     num_classes: int  # including background
     missing: tuple[int, ...] = ()  # selected trials that stored no previews (failed, pruned, running)
+    labels: dict[int | str, str] = field(default_factory=dict)  # captions of the columns that are not trials
 
     @property
-    def trial_numbers(self) -> list[int]:
+    def trial_numbers(self) -> list[int | str]:
+        """The keys of the prediction columns, in display order (trials first, then added models)."""
         return list(self.predictions)
+
+    def label(self, key: int | str) -> str:
+        """A column's caption: "Trial #N", or the label it was added with."""
+        return self.labels.get(key, f"Trial #{key}")
+
+    def with_masks(self, key: str, label: str, predictions: np.ndarray, after: int | str | None = None) -> PreviewSet:
+        """This set with one more column: another model's masks for the same images (in ``stems`` order),
+        placed right after column ``after`` (e.g. the trial a variant was derived from), else last."""
+        if predictions.shape != self.masks.shape:
+            raise ResultsError(f"{label}: {predictions.shape[0]} masks of {predictions.shape[1:]} px do not match the "
+                               f"{len(self.stems)} preview images of {self.masks.shape[1:]} px")
+        keys = list(self.predictions)
+        keys.insert(keys.index(after) + 1 if after in keys else len(keys), key)
+        columns = {**self.predictions, key: predictions.astype(np.uint8)}
+        num_classes = max(self.num_classes, int(predictions.max(initial=0)) + 1)
+        dice = {**self.dice, key: _dice_per_image(predictions, self.masks, num_classes)}
+        return replace(self, predictions={k: columns[k] for k in keys}, dice={k: dice[k] for k in keys}, labels={**self.labels, key: label})
 
     def disagreement(self) -> np.ndarray:
         """Per image, the mean fraction of pixels on which two trials' predictions differ."""
@@ -67,7 +90,7 @@ class PreviewSet:
         rows = list(order)
         table = pd.DataFrame({"image": [self.stems[i] for i in rows]})
         for number in self.trial_numbers:
-            table[f"#{number}"] = self.dice[number][rows].astype(float)
+            table[f"#{number}" if isinstance(number, int) else self.label(number)] = self.dice[number][rows].astype(float)
         if len(self.predictions) > 1:
             table["disagreement"] = self.disagreement()[rows].astype(float)  # computed once for all rows
         return table

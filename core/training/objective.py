@@ -38,7 +38,7 @@ from core.metrics.catalogue import epoch_objectives, volume_metrics
 from core.metrics.volumes import dice_per_volume
 from core.modeling.architectures import config_from_params, input_size_problem
 from core.modeling.build import build_model
-from core.modeling.bundle import BundleConfig, save_bundle, volume_preprocessing
+from core.modeling.bundle import SEGTUNE_FILE, WEIGHTS_FILE, BundleConfig, save_bundle, volume_preprocessing
 from core.modeling.config import ModelConfig
 from core.search.spec import StudySpec
 from core.search.suggest import suggest_params
@@ -272,8 +272,8 @@ def _store_artifacts(
         np.savez_compressed(previews, stems=np.array(data.preview.stems), predictions=predictions)
         upload = _uploader(trial, context)
         return {
-            ArtifactKind.WEIGHTS: upload(folder / "model.safetensors"),
-            ArtifactKind.CONFIG: upload(folder / "config.json"),
+            ArtifactKind.WEIGHTS: upload(folder / WEIGHTS_FILE),
+            ArtifactKind.CONFIG: upload(folder / SEGTUNE_FILE),  # smp's config.json is derived from it on export
             ArtifactKind.PREVIEWS: upload(previews),
         }
 

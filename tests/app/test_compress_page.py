@@ -65,10 +65,45 @@ def test_variants_are_compared_with_the_original_in_a_table_a_chart_and_masks(co
     assert abs(variant["delta_val_dice"] - (variant["val_dice"] - original["val_dice"])) < 1e-9
     chart = app.get("plotly_chart")
     assert len(chart) == 1 and '"star"' in chart[0].proto.spec  # the original is highlighted
-    # image | ground truth | original | variant, for every preview image
-    assert len(app.image) == 4 * PREVIEWS
     labels = [button.proto.label for button in app.get("download_button")]
     assert labels == ["Download variant 1 (.zip)"]
+
+
+def captions(app: AppTest) -> list[str]:
+    return [caption for image in app.get("image") for caption in image.captions]
+
+
+def test_one_preview_image_at_a_time_large_with_the_original_next_to_the_variant(compressed: Settings) -> None:
+    app = open_page()
+    # image | ground truth, then original | variant: two a row, so each is half the page wide
+    assert app.slider(key="compress.masks.per_row").value == 2
+    first = captions(app)
+    assert len(first) == 4 and first[1:] == ["Ground truth", "Trial #0", "Variant 1 · pruned 60% global"]
+    assert len(app.metric) == 2  # the original's and the variant's Dice on this image
+    assert any("differs from the original's on" in text for text in texts(app, "caption"))
+    app.button(key="compress.masks.next").click().run()
+    assert app.slider(key="compress.masks.image").value == 2 and captions(app)[0] != first[0]
+    assert len(app.expander[-1].dataframe[0].value) == PREVIEWS  # per-image Dice of original and variant
+    assert list(app.expander[-1].dataframe[0].value.columns) == ["image", "#0", "Variant 1 · pruned 60% global", "disagreement"]
+
+
+def test_zoom_opens_the_pictures_one_at_a_time_at_full_width(compressed: Settings) -> None:
+    app = open_page()
+    app.button(key="compress.masks.zoom").click().run()
+    assert not app.exception, app.exception
+    zoomed = [caption for caption in captions(app) if "Dice" in caption]
+    assert len(zoomed) == 1 and zoomed[0].startswith("Variant 1 · pruned 60% global · Dice")  # the variant first
+    assert app.button_group(key="compress.masks.zoom_pick").options[-1] == "Variant 1 · pruned 60% global"
+
+
+def test_compare_masks_puts_a_variant_next_to_its_trial(compressed: Settings) -> None:
+    st.cache_data.clear()
+    app = pages.open_page("compare.py", study=STUDY, selected=(0,))
+    assert len(captions(app)) == 3  # image, ground truth, trial #0
+    app.multiselect(key="compare.variants").set_value(["0:1"]).run()
+    assert not app.exception, app.exception
+    assert captions(app)[1:] == ["Ground truth", "Trial #0", "#0 · variant 1 · pruned 60% global"]
+    assert len(app.metric) == 2
 
 
 def test_starting_a_compression_launches_a_background_task(compressed: Settings, monkeypatch: pytest.MonkeyPatch) -> None:

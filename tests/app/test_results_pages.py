@@ -129,15 +129,19 @@ def test_insights_draw_figures_or_explain(results_workspace: Settings) -> None:
 
 
 def test_export_offers_bundle_snippet_and_card_of_the_best_trial(results_workspace: Settings) -> None:
+    from core.deploy import model_card as cards
+
     app = open_page("export.py")
     assert app.selectbox(key="export.trial").value == 0
-    assert app.code[0].value == "python -m core predict --model cells-trial0 --images images/ --out masks/"
-    assert 'Path("cells-trial0")' in app.code[1].value and "predict_image(" in app.code[1].value
-    assert any(text.startswith("# Model card — cells-trial0") for text in texts(app, "markdown"))
+    # a ClassicUNet: onnxruntime only (no smp folder); the card's usage shows the very same code
+    assert [code.value for code in app.code] == [cards.predict_command(), cards.onnx_snippet()]
+    card = next(text for text in texts(app, "markdown") if text.startswith("# Model card — cells-trial0"))
+    assert cards.predict_command() in card and cards.onnx_snippet() in card and "smp.from_pretrained" not in card
+    assert any("segtune predict --model ." in text for text in texts(app, "caption"))
     labels = [button.proto.label for button in app.get("download_button")]
     assert labels == ["Download model bundle (.zip)", "Download model card (.md)"]
     app.selectbox(key="export.trial").set_value(1).run()
-    assert 'Path("cells-trial1")' in app.code[1].value and not app.exception
+    assert any(text.startswith("# Model card — cells-trial1") for text in texts(app, "markdown")) and not app.exception
 
 
 @pytest.mark.slow
@@ -149,7 +153,7 @@ def test_compare_and_export_over_a_real_tuned_study(workspace: Settings) -> None
     app = open_page("compare.py", study="real", selected=(0, 1))
     assert len(app.get("image")) == 4 and len(texts(app, "metric")) == 2
     app = open_page("export.py", study="real")
-    assert 'Path("real-trial' in app.code[1].value and len(app.get("download_button")) == 2
+    assert app.code[1].value.startswith("import onnxruntime") and len(app.get("download_button")) == 2
 
 
 def test_leaderboard_shows_why_trials_failed(results_workspace: Settings) -> None:
@@ -191,3 +195,12 @@ def test_export_says_why_a_bundle_cannot_be_downloaded_before_offering_it(result
     app = open_page("export.py", study="cells-gone")
     assert any("weights file" in text and "missing from the artifact store" in text for text in texts(app, "error"))
     assert [button.proto.label for button in app.get("download_button")] == ["Download model card (.md)"]
+
+
+def test_export_shows_the_smp_route_for_smp_architectures(results_workspace: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.deploy import model_card as cards
+
+    monkeypatch.setattr(cards, "smp_loadable", lambda trial: True)  # these hand-made trials are ClassicUNets
+    app = open_page("export.py")
+    assert [code.value for code in app.code] == [cards.predict_command(), cards.onnx_snippet(), cards.smp_snippet()]
+    assert any("standard smp folder" in text for text in texts(app, "caption"))

@@ -84,7 +84,7 @@ def test_compare_steps_through_every_slice_of_a_multi_sequence_volume(workspace:
     assert [m.label for m in app.metric][0] == f"Trial #{trial.number}: volume Dice"
     app.button(key="compare.slice.next").click().run()
     assert app.get("image")[0].captions[0] == f"{volume} · slice {stored[1].slice_index}"
-    app.slider(key="compare.slice").set_value(len(stored)).run()  # the last stored slice: all of them can be reached
+    app.slider(key="compare.slice.image").set_value(len(stored)).run()  # the last stored slice: all of them can be reached
     assert app.get("image")[0].captions[0] == f"{volume} · slice {stored[-1].slice_index}"
     app.selectbox(key="compare.channel").set_value(3).run()
     app.radio(key="compare.part").set_value("val").run()

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import math
 import tempfile
-import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,16 +14,28 @@ import torch
 from core.contract import variants_attr
 from core.deploy.compression.config import REPORT_METRICS, CompressedVariant, CompressionError
 from core.deploy.compression.measure import VariantReport, saved_file
-from core.deploy.export import TORCHSCRIPT_FILE, export_trial, load_model, preview_images
+from core.deploy.export import (
+    TORCHSCRIPT_FILE,
+    add_onnx,
+    export_trial,
+    is_int8_folder,
+    load_model,
+    parity_sample,
+    preview_images,
+    trial_bundle,
+    zip_folder,
+)
 from core.metrics.segmentation import predict_mask
-from core.modeling.bundle import CONFIG_FILE, WEIGHTS_FILE, BundleConfig, save_bundle
+from core.modeling.bundle import SEGTUNE_FILE, WEIGHTS_FILE, BundleConfig, load_bundle, load_bundle_config, save_bundle, write_metadata
 from core.modeling.config import task_mode
+from core.results.trials import get_trial
 
 if TYPE_CHECKING:
     import optuna
 
 
-VARIANT_FILES: dict[str, str] = {"weights": WEIGHTS_FILE, "torchscript": TORCHSCRIPT_FILE, "config": CONFIG_FILE}
+# artifact kind -> file name; "config" is the bundle metadata (written as config.json before the smp layout)
+VARIANT_FILES: dict[str, str] = {"weights": WEIGHTS_FILE, "torchscript": TORCHSCRIPT_FILE, "config": SEGTUNE_FILE}
 
 
 def list_variants(study: optuna.Study, trial_number: int) -> list[dict[str, Any]]:
@@ -34,13 +44,13 @@ def list_variants(study: optuna.Study, trial_number: int) -> list[dict[str, Any]
 
 
 def save_variant(variant: CompressedVariant, bundle: BundleConfig, folder: Path, sample: torch.Tensor) -> Path:
-    """A loadable model folder (see core.export.load_model): bundle, or TorchScript + config.json."""
+    """A loadable model folder (see core.deploy.export.load_model): bundle, or TorchScript + segtune.json."""
     source = {**bundle.source, "variant": {"method": variant.config.method, "params": variant.config.params()}}
     config = replace(bundle, source=source)
     if not variant.quantized:
         return save_bundle(variant.model, config, folder)
     saved_file(variant.model, True, sample, folder)
-    (folder / CONFIG_FILE).write_text(config.to_json(), encoding="utf-8")
+    (folder / SEGTUNE_FILE).write_text(config.to_json(), encoding="utf-8")
     return folder
 
 
@@ -72,11 +82,14 @@ def store_variant(
 
 
 def download_variant(record: dict[str, Any], artifact_store: Any, folder: Path) -> Path:
-    """Write a stored variant's files into ``folder`` (loadable with core.export.load_model)."""
+    """Write a stored variant's files into ``folder`` in today's bundle layout (loadable with
+    core.deploy.export.load_model; a float variant of an smp architecture is an smp folder too)."""
     folder.mkdir(parents=True, exist_ok=True)
     for kind, artifact_id in record["artifacts"].items():
         with artifact_store.open_reader(artifact_id) as reader:
             (folder / VARIANT_FILES[kind]).write_bytes(reader.read())
+    if (folder / WEIGHTS_FILE).is_file():
+        write_metadata(load_bundle_config(folder), folder)  # adds smp's config.json
     return folder
 
 
@@ -147,19 +160,21 @@ def variant_name(study: optuna.Study, trial_number: int, index: int) -> str:
 
 
 def variant_zip(study: optuna.Study, trial_number: int, index: int, artifact_store: Any) -> bytes:
-    """A zip of the variant's files in one folder (loadable with core.export.load_model once unzipped)."""
+    """A zip of the variant in one folder: its model files, ``model.onnx`` with ``predict.py``, and a card."""
+    from core.deploy.model_card import variant_card
+
     name = variant_name(study, trial_number, index)
+    record = get_variant(study, trial_number, index)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = download_variant(get_variant(study, trial_number, index), artifact_store, Path(tmp) / name)
-        return _zip_folder(folder)
-
-
-def _zip_folder(folder: Path) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(folder.iterdir()):
-            archive.write(path, f"{folder.name}/{path.name}")
-    return buffer.getvalue()
+        folder = download_variant(record, artifact_store, Path(tmp) / name)
+        model, config = load_model(folder)
+        sample, _ = parity_sample(study, artifact_store, config)
+        original = None
+        if record["method"] == "dynamic":  # not traceable to ONNX: onnxruntime quantizes the original's Linear layers alike
+            original, _ = load_bundle(trial_bundle(study, trial_number, artifact_store, Path(tmp) / "original"))
+        problem = add_onnx(model, folder, sample, int8=is_int8_folder(folder), dynamic_from=original)
+        card = variant_card(study, get_trial(study, trial_number), name, record, frozenset(p.name for p in folder.iterdir()), problem)
+        return zip_folder(folder, card)
 
 
 @dataclass(frozen=True)
