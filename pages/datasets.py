@@ -243,11 +243,11 @@ def split_settings(manifest: DatasetManifest) -> None:
     with preview_col, user_errors("Previewing the split"):
         if split.from_file:
             folder = dataset_path(cache.settings().datasets_dir, manifest.name)
-            own = file_split(folder, manifest.stems, split)
+            own = file_split(folder, manifest.stems, split, manifest.labels)
             sizes = {"train": len(own.train), "val": len(own.val), "test": len(own.test)}
             st.caption("From the dataset's own split.csv")
         else:
-            sizes = split_sizes(manifest.stems, split, manifest.groups)
+            sizes = split_sizes(manifest.stems, split, manifest.groups, manifest.labels)
         cols = st.columns(3)
         cols[0].metric("Train", sizes["train"])
         cols[1].metric("Validation", sizes["val"])

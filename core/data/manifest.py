@@ -1,8 +1,10 @@
 """Stored datasets: the ``dataset.json`` manifest, lookups, statistics and deletion.
 
 A stored dataset is ``<datasets_dir>/<name>/`` holding ``dataset.json`` (the :class:`DatasetManifest`),
-``images/<stem><ext>`` (the user's files, byte for byte) and ``masks/<stem>.png`` (class indices,
-0 = background). :mod:`core.data.ingest` is the only writer.
+``images/<stem><ext>`` (the user's files, byte for byte) and, for segmentation, ``masks/<stem>.png``
+(class indices, 0 = background). A classification dataset has no masks: each item's class index is
+in the manifest (``label``), and ``classes`` names the labels in index order (no background).
+:mod:`core.data.ingest`, :mod:`core.data.volume_ingest` and :mod:`core.data.mask_presence` write them.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import shutil
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from core.errors import ProblemsError, SegTuneError
+from core.errors import ProblemsError, SegTuneError, unknown_option
 from core.naming import is_valid_name
 
 MANIFEST_FILE = "dataset.json"
@@ -28,6 +31,13 @@ BINARY_CLASSES = ("background", "foreground")
 INGEST_PREFIX = ".ingest-"  # an ingest under way (renamed to the dataset's name when all is well)
 DELETE_PREFIX = ".delete-"  # a dataset being deleted
 STALE_WORK_S = 60 * 60  # an .ingest-* folder untouched this long belongs to a killed ingest
+
+
+class Task(StrEnum):
+    """What a dataset's items are labelled with: a mask per image, or one class per image."""
+
+    SEGMENTATION = "segmentation"
+    CLASSIFICATION = "classification"
 
 
 class DatasetError(ProblemsError):
@@ -53,30 +63,34 @@ class DatasetNotFound(SegTuneError, KeyError):
 
 @dataclass(frozen=True)
 class PairInfo:
-    """One stored image/mask pair."""
+    """One stored item: an image with its mask (segmentation) or with its class index (classification)."""
 
     stem: str
     image: str  # relative to the dataset folder, e.g. "images/a.jpg"
-    mask: str  # e.g. "masks/a.png"
+    mask: str  # e.g. "masks/a.png"; "" for classification items
     height: int
     width: int
-    foreground: tuple[float, ...]  # fraction of pixels of each non-background class
-    volume: str | None = None  # volume datasets: the case (patient) this slice comes from = its split group
-    slice_index: int | None = None  # volume datasets: index along the slicing axis
+    foreground: tuple[float, ...]  # fraction of pixels of each non-background class; () for classification items
+    volume: str | None = None  # the case (patient / volume) this item comes from = its split group
+    slice_index: int | None = None  # volume slices: index along the slicing axis
+    label: int | None = None  # classification items: index into the manifest's classes
 
     def to_dict(self) -> dict[str, Any]:
-        data = {"stem": self.stem, "image": self.image, "mask": self.mask, "height": self.height,
-                "width": self.width, "foreground": list(self.foreground)}
-        if self.volume is not None:  # written only for slices, so 2D manifests stay as they were
+        data: dict[str, Any] = {"stem": self.stem, "image": self.image, "mask": self.mask, "height": self.height,
+                                "width": self.width, "foreground": list(self.foreground)}
+        if self.volume is not None:  # written only when set, so 2D manifests stay as they were
             data.update(volume=self.volume, slice_index=self.slice_index)
+        if self.label is not None:
+            data["label"] = self.label
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PairInfo:
-        index = data.get("slice_index")
+        index, label = data.get("slice_index"), data.get("label")
         return cls(stem=data["stem"], image=data["image"], mask=data["mask"], height=int(data["height"]),
                    width=int(data["width"]), foreground=tuple(float(f) for f in data["foreground"]),
-                   volume=data.get("volume"), slice_index=None if index is None else int(index))
+                   volume=data.get("volume"), slice_index=None if index is None else int(index),
+                   label=None if label is None else int(label))
 
 
 @dataclass(frozen=True)
@@ -133,16 +147,32 @@ class DatasetManifest:
     source: str  # the folder or zip it was ingested from
     channels: int  # 1 (grey) or 3 (RGB): the widest image in the set
     bit_depth: int  # 8 or 16: the deepest image in the set
-    classes: tuple[str, ...]  # index = mask value; classes[0] is background
+    classes: tuple[str, ...]  # segmentation: index = mask value, classes[0] is background; classification: label names
     pairs: tuple[PairInfo, ...]
-    checksum: str  # sha256 over the stored image and mask files
+    checksum: str  # sha256 over the stored image and mask files (and the labels of a classification dataset)
     version: int = MANIFEST_VERSION
     volumes: tuple[VolumeInfo, ...] = ()  # volume datasets only: the source volumes
     slicing: VolumeSlicing | None = None  # volume datasets only: axis, intensity, sequences
+    task: str = Task.SEGMENTATION  # a Task value
 
     @property
     def is_volume(self) -> bool:
         return self.slicing is not None
+
+    @property
+    def is_classification(self) -> bool:
+        return self.task == Task.CLASSIFICATION
+
+    @property
+    def labels(self) -> dict[str, int]:
+        """stem -> class index of a classification dataset (empty for segmentation)."""
+        return {pair.stem: pair.label for pair in self.pairs if pair.label is not None}
+
+    @property
+    def class_counts(self) -> dict[str, int]:
+        """Class name -> items of a classification dataset, in class order, empty classes included."""
+        counts = Counter(self.labels.values())
+        return {name: counts[index] for index, name in enumerate(self.classes)} if self.is_classification else {}
 
     @property
     def groups(self) -> dict[str, str]:
@@ -188,18 +218,23 @@ class DatasetManifest:
         if self.slicing is not None:  # optional keys: manifests of 2D datasets are unchanged
             data["slicing"] = self.slicing.to_dict()
             data["volumes"] = [volume.to_dict() for volume in self.volumes]
+        if self.is_classification:  # likewise: segmentation manifests stay byte for byte as they were
+            data["task"] = str(self.task)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DatasetManifest:
         if data.get("version") != MANIFEST_VERSION:
             raise DatasetError({"version": f"manifest version {data.get('version')!r} is not supported (expected {MANIFEST_VERSION})"})
+        task = data.get("task", Task.SEGMENTATION)
+        if task not in set(Task):
+            raise DatasetError({"task": unknown_option("dataset task", task, list(Task))})
         return cls(name=data["name"], created=data["created"], source=data["source"],
                    channels=int(data["channels"]), bit_depth=int(data["bit_depth"]),
                    classes=tuple(data["classes"]), pairs=tuple(PairInfo.from_dict(p) for p in data["pairs"]),
                    checksum=data["checksum"], version=data["version"],
                    volumes=tuple(VolumeInfo.from_dict(v) for v in data.get("volumes") or ()),
-                   slicing=VolumeSlicing.from_dict(data["slicing"]) if data.get("slicing") else None)
+                   slicing=VolumeSlicing.from_dict(data["slicing"]) if data.get("slicing") else None, task=Task(task))
 
 
 @dataclass(frozen=True)
@@ -215,6 +250,7 @@ class DatasetStats:
     volumes: int = 0  # volume datasets: source volumes
     slices_per_volume: dict[str, int] = field(default_factory=dict)  # volume id -> stored slices
     spacing: dict[str, tuple[float, ...]] = field(default_factory=dict)  # volume id -> mm per voxel
+    class_counts: dict[str, int] = field(default_factory=dict)  # classification: class name -> images
 
 
 # --- public helpers -------------------------------------------------------------------------------
@@ -289,12 +325,13 @@ def _idle_s(folder: Path) -> float:
 
 
 def dataset_stats(manifest: DatasetManifest) -> DatasetStats:
-    foreground = {cls: tuple(p.foreground[i] for p in manifest.pairs) for i, cls in enumerate(manifest.classes[1:])}
-    empty = sum(1 for p in manifest.pairs if not any(p.foreground))
+    segmentation = not manifest.is_classification  # classification items have no mask: no foreground figures
+    foreground = {cls: tuple(p.foreground[i] for p in manifest.pairs) for i, cls in enumerate(manifest.classes[1:])} if segmentation else {}
+    empty = sum(1 for p in manifest.pairs if not any(p.foreground)) if segmentation else 0
     return DatasetStats(count=len(manifest.pairs), sizes=manifest.sizes, channels=manifest.channels,
                         bit_depth=manifest.bit_depth, foreground=foreground, empty_masks=empty,
                         volumes=len(manifest.volumes), slices_per_volume={v.volume: v.slices for v in manifest.volumes},
-                        spacing={v.volume: v.spacing for v in manifest.volumes})
+                        spacing={v.volume: v.spacing for v in manifest.volumes}, class_counts=manifest.class_counts)
 
 
 
@@ -308,10 +345,17 @@ def name_problem(name: str) -> str:
     return f"invalid dataset name {name!r}: use 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit"
 
 
-def folder_checksum(folder: Path) -> str:
-    """The manifest's ``checksum``: sha256 over the stored image and mask files, names included."""
-    digest = hashlib.sha256()
-    files = sorted((p.relative_to(folder).as_posix(), p) for sub in ("images", "masks") for p in (folder / sub).iterdir())
+def folder_checksum(folder: Path, labels: Mapping[str, str] | None = None) -> str:
+    """The manifest's ``checksum``: sha256 over the stored image and mask files, names included.
+
+    ``labels`` (classification: stem -> class name) are hashed in too, so relabelled images make
+    another dataset content (the decoded-tensor cache is keyed by this checksum).
+    """
+    digest, labels = hashlib.sha256(), labels or {}
+    files = sorted((p.relative_to(folder).as_posix(), p) for sub in ("images", "masks") if (folder / sub).is_dir()
+                   for p in (folder / sub).iterdir())
     for relative, path in files:
         digest.update(relative.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    for stem in sorted(labels):
+        digest.update(f"label\0{stem}\0{labels[stem]}\0".encode())
     return digest.hexdigest()

@@ -1,7 +1,12 @@
 """Frozen, seeded train/val/test (or k-fold) splits of a dataset's pairs.
 
-A split is a pure function of the pair stems and a :class:`SplitConfig`; its hash is stored with
-every study so a result can always be traced back to exactly the images it was selected on.
+A split is a pure function of the pair stems and a :class:`SplitConfig` (plus the groups and, for
+classification, the labels the dataset records); its hash is stored with every study so a result
+can always be traced back to exactly the images it was selected on.
+
+Groups (patients, volumes) are never cut. With labels (stem -> class index) the split is also
+stratified: groups are dealt out so that every part, and every cross-validation fold, holds each
+class in about the dataset's proportion. Without labels the split is exactly what it always was.
 """
 
 from __future__ import annotations
@@ -74,17 +79,24 @@ class Split:
                    config=SplitConfig.from_dict(data["config"]), hash=data["hash"])
 
 
-def make_split(stems: Sequence[str], config: SplitConfig, groups: Mapping[str, str] | None = None) -> Split:
+def make_split(
+    stems: Sequence[str], config: SplitConfig, groups: Mapping[str, str] | None = None, labels: Mapping[str, int] | None = None
+) -> Split:
     """Deterministic for ``config.seed`` and independent of the order of ``stems``.
 
     ``groups`` (stem -> group id, e.g. the volume / patient of each slice, from the manifest) keeps
     every group in one part; it wins over ``config.group_pattern`` for the stems it names.
+    ``labels`` (stem -> class index, a classification dataset's ``manifest.labels``) stratifies
+    the parts and folds by class; empty or None: no stratification.
     """
     _check_config(config)
-    groups = _shuffled_groups(stems, config, groups or {})
-    if len(groups) < 3:
-        raise SplitError(f"a split needs at least 3 items (or groups of items) to give train, val and test; got {len(groups)}")
-    test, rest = _hold_out_test(groups, config)
+    shuffled = _shuffled_groups(stems, config, groups or {})
+    if len(shuffled) < 3:
+        raise SplitError(f"a split needs at least 3 items (or groups of items) to give train, val and test; got {len(shuffled)}")
+    if labels:
+        _check_labels(stems, labels)
+        return _stratified(shuffled, config, labels)
+    test, rest = _hold_out_test(shuffled, config)
     if config.k_folds is None:
         val, train = _cut_val(rest, config)
     else:
@@ -92,15 +104,23 @@ def make_split(stems: Sequence[str], config: SplitConfig, groups: Mapping[str, s
     return _finish(train, val, test, config)
 
 
-def split_sizes(stems: Sequence[str], config: SplitConfig, groups: Mapping[str, str] | None = None) -> dict[str, int]:
+def split_sizes(
+    stems: Sequence[str], config: SplitConfig, groups: Mapping[str, str] | None = None, labels: Mapping[str, int] | None = None
+) -> dict[str, int]:
     """Items per part, for the dashboard's preview."""
-    split = make_split(stems, config, groups)
+    split = make_split(stems, config, groups, labels)
     return {"train": len(split.train), "val": len(split.val), "test": len(split.test)}
 
 
-def split_from_assignments(assignments: dict[str, Assignment], config: SplitConfig) -> Split:
+def class_counts(split: Split, labels: Mapping[str, int]) -> dict[str, Counter[int]]:
+    """Part name -> items per class index, to show (and test) that a split kept the proportions."""
+    return {name: Counter(labels[stem] for stem in part) for name, part in zip(("train", "val", "test"), (split.train, split.val, split.test))}
+
+
+def split_from_assignments(assignments: dict[str, Assignment], config: SplitConfig, labels: Mapping[str, int] | None = None) -> Split:
     """The user's split (``split.csv``): its parts as they are, or with ``k_folds`` its test part
-    and folds cut from its train + val pairs (grouped by the file's group column, else the pattern)."""
+    and folds cut from its train + val pairs (grouped by the file's group column, else the pattern;
+    stratified by ``labels`` when given)."""
     _check_config(config)
     test = [tuple(sorted(s for s, a in assignments.items() if a.part == "test"))]
     if config.k_folds is None:
@@ -113,11 +133,15 @@ def split_from_assignments(assignments: dict[str, Assignment], config: SplitConf
         members.setdefault(f"group:{group}" if group else _group_key(stem, config.group_pattern), []).append(stem)
     groups = [tuple(members[key]) for key in sorted(members)]
     random.Random(config.seed).shuffle(groups)
-    val, train = _fold(groups, config)
+    if labels:
+        _check_labels(list(assignments), labels)
+        val, train = _stratified_folds(groups, config, labels)
+    else:
+        val, train = _fold(groups, config)
     return _finish(train, val, test, config)
 
 
-def file_split(dataset_dir: Path, stems: Sequence[str], config: SplitConfig) -> Split:
+def file_split(dataset_dir: Path, stems: Sequence[str], config: SplitConfig, labels: Mapping[str, int] | None = None) -> Split:
     """The split of the dataset's kept ``split.csv``; a clear error when it has none or is stale."""
     assignments = read_kept_split(Path(dataset_dir))
     if assignments is None:
@@ -125,12 +149,15 @@ def file_split(dataset_dir: Path, stems: Sequence[str], config: SplitConfig) -> 
                          "ingest it again, or turn 'use the dataset's split file' off")
     if set(assignments) != set(stems):
         raise SplitError(f"the dataset's {SPLIT_FILE} no longer lists exactly its pairs; ingest the dataset again")
-    return split_from_assignments(assignments, config)
+    return split_from_assignments(assignments, config, labels)
 
 
-def frozen_split(dataset_dir: Path, stems: Sequence[str], config: SplitConfig, groups: Mapping[str, str] | None = None) -> Split:
+def frozen_split(
+    dataset_dir: Path, stems: Sequence[str], config: SplitConfig, groups: Mapping[str, str] | None = None,
+    labels: Mapping[str, int] | None = None,
+) -> Split:
     """Make the split and keep it at ``<dataset_dir>/splits/<hash>.json`` (written once, never changed)."""
-    split = file_split(dataset_dir, stems, config) if config.from_file else make_split(stems, config, groups)
+    split = file_split(dataset_dir, stems, config, labels) if config.from_file else make_split(stems, config, groups, labels)
     path = Path(dataset_dir) / SPLITS_DIR / f"{split.hash}.json"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -246,6 +273,67 @@ def _fold(rest: list[Group], config: SplitConfig) -> tuple[list[Group], list[Gro
         min(folds, key=_items).append(group)
     val = folds[config.fold]
     return val, [group for i, fold in enumerate(folds) if i != config.fold for group in fold]
+
+
+# --- stratified by class ------------------------------------------------------------------------------
+
+
+def _check_labels(stems: Sequence[str], labels: Mapping[str, int]) -> None:
+    unlabelled = sorted(set(stems) - set(labels))
+    if unlabelled:
+        raise SplitError(f"{len(unlabelled)} item(s) have no class label, e.g. {unlabelled[:10]}; a stratified split needs every item's class")
+
+
+def _stratified(groups: list[Group], config: SplitConfig, labels: Mapping[str, int]) -> Split:
+    """Test first (shared by every fold), then val + train or the k folds, each dealt by class."""
+    test, rest = _deal(groups, (config.test, 1.0 - config.test), (1 if config.test > 0 else 0, 2), labels)
+    if config.k_folds is not None:
+        val, train = _stratified_folds(rest, config, labels)
+    else:
+        val_share = config.val / (config.train + config.val)
+        val, train = _deal(rest, (val_share, 1.0 - val_share), (1, 1), labels)
+    return _finish(train, val, test, config)
+
+
+def _stratified_folds(rest: list[Group], config: SplitConfig, labels: Mapping[str, int]) -> tuple[list[Group], list[Group]]:
+    k = config.k_folds or 0
+    if len(rest) < k:
+        raise SplitError(f"{k} folds need at least {k} items (or groups) outside the test split; got {len(rest)}")
+    folds = _deal(rest, (1.0 / k,) * k, (1,) * k, labels)
+    return folds[config.fold], [group for i, fold in enumerate(folds) if i != config.fold for group in fold]
+
+
+def _deal(groups: list[Group], shares: Sequence[float], minimum: Sequence[int], labels: Mapping[str, int]) -> list[list[Group]]:
+    """Deal whole groups into parts so each part's class counts come closest to ``share`` x the class totals.
+
+    Greedy: biggest groups first (the seeded shuffle orders equal sizes), each to the part whose
+    squared distance from its class targets grows least; a part with share 0 gets nothing. Then
+    every part is topped up to ``minimum`` groups from the part with the most.
+    """
+    counts = {group: Counter(labels[stem] for stem in group) for group in groups}
+    totals: Counter[int] = sum(counts.values(), Counter())
+    targets = [{c: share * n for c, n in totals.items()} for share in shares]
+    assigned: list[Counter[int]] = [Counter() for _ in shares]
+    parts: list[list[Group]] = [[] for _ in shares]
+    for group in sorted(groups, key=len, reverse=True):  # sorted() is stable: the shuffle still decides among equals
+        def growth(p: int, group: Group = group) -> float:
+            return sum(n * (n + 2 * (assigned[p][c] - targets[p][c])) for c, n in counts[group].items())
+
+        best = min((p for p, share in enumerate(shares) if share > 0), key=growth)
+        parts[best].append(group)
+        assigned[best].update(counts[group])
+    _top_up(parts, minimum)
+    return parts
+
+
+def _top_up(parts: list[list[Group]], minimum: Sequence[int]) -> None:
+    """Move the smallest group of the fullest part into each part below its minimum (len(groups) >= sum(minimum))."""
+    for p, needed in enumerate(minimum):
+        while len(parts[p]) < needed:
+            donor = max((q for q in range(len(parts)) if q != p and len(parts[q]) > minimum[q]), key=lambda q: len(parts[q]))
+            smallest = min(parts[donor], key=len)
+            parts[donor].remove(smallest)
+            parts[p].append(smallest)
 
 
 def _finish(train: list[Group], val: list[Group], test: list[Group], config: SplitConfig) -> Split:

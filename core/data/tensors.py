@@ -3,7 +3,9 @@
 Medical datasets are small, so a whole split fits in memory (and on a GPU): every file is decoded
 once per process into an (N, C, S, S) uint8 tensor, later trials in the same worker reuse it from
 a small cache, and batches are cut and augmented where the tensors live. No DataLoader workers,
-no per-epoch disk reads.
+no per-epoch disk reads. A segmentation dataset decodes to a :class:`TensorSet` (images + masks),
+a classification dataset to a :class:`LabelSet` (images + class indices); batching and
+augmentation take either.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ _DECODE_THREADS = 8  # Pillow releases the GIL while decoding, so threads speed 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Random augmentations, drawn per sample; geometry moves image and mask together."""
+    """Random augmentations, drawn per sample; geometry moves image and mask (when there is one) together."""
 
     hflip: bool = False
     vflip: bool = False
@@ -95,18 +97,50 @@ class TensorSet:
                          tuple(self.stems[i] for i in indices))
 
 
+@dataclass
+class LabelSet:
+    """Decoded classification items: images uint8 (N, C, S, S), class indices int64 (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    stems: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not len(self.images) == len(self.labels) == len(self.stems):
+            raise ValueError(f"{len(self.images)} images, {len(self.labels)} labels and {len(self.stems)} stems differ")
+
+    def __len__(self) -> int:
+        return len(self.stems)
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def to(self, device: torch.device | str) -> LabelSet:
+        return LabelSet(self.images.to(device), self.labels.to(device), self.stems)
+
+    def subset(self, indices: Sequence[int]) -> LabelSet:
+        index = torch.as_tensor(list(indices), dtype=torch.long, device=self.device)
+        return LabelSet(self.images.index_select(0, index), self.labels.index_select(0, index),
+                        tuple(self.stems[i] for i in indices))
+
+
+DataSet = TensorSet | LabelSet  # what a dataset decodes to: per task
+
+
 # --- loading --------------------------------------------------------------------------------------
 
-_cache: OrderedDict[tuple[Any, ...], TensorSet] = OrderedDict()
+_cache: OrderedDict[tuple[Any, ...], DataSet] = OrderedDict()
 
 
 def load_tensor_set(
     dataset_dir: Path, manifest: DatasetManifest, stems: Sequence[str], image_size: int, channels: int
-) -> TensorSet:
+) -> DataSet:
     """Decode ``stems`` once per process, resized to ``image_size`` square with ``channels`` channels.
 
-    The result comes from a per-process cache when the same dataset content, stems, size and
-    channels were loaded before; treat its tensors as read-only.
+    A :class:`LabelSet` for a classification dataset, else a :class:`TensorSet`. The result comes
+    from a per-process cache when the same dataset content (its checksum covers the labels), stems,
+    size and channels were loaded before; treat its tensors as read-only.
     """
     _check_request(manifest, stems, image_size, channels)
     key = (manifest.checksum, tuple(stems), image_size, channels)
@@ -134,7 +168,10 @@ def _check_request(manifest: DatasetManifest, stems: Sequence[str], image_size: 
         raise SegTuneError(f"dataset {manifest.name!r} has no pair(s) {missing[:10]}")
 
 
-def _decode(dataset_dir: Path, manifest: DatasetManifest, stems: Sequence[str], size: int, channels: int) -> TensorSet:
+def _decode(dataset_dir: Path, manifest: DatasetManifest, stems: Sequence[str], size: int, channels: int) -> DataSet:
+    if manifest.is_classification:
+        return _decode_labelled(dataset_dir, manifest, stems, size, channels)
+
     def one(stem: str) -> tuple[np.ndarray, np.ndarray]:
         pair = manifest.pair(stem)
         return (prepare_image(read_image(dataset_dir / pair.image), size, channels),
@@ -145,6 +182,17 @@ def _decode(dataset_dir: Path, manifest: DatasetManifest, stems: Sequence[str], 
     images = np.stack([image for image, _ in decoded]) if decoded else np.zeros((0, channels, size, size), np.uint8)
     masks = np.stack([mask for _, mask in decoded]) if decoded else np.zeros((0, size, size), np.uint8)
     return TensorSet(torch.from_numpy(images), torch.from_numpy(masks), tuple(stems))
+
+
+def _decode_labelled(dataset_dir: Path, manifest: DatasetManifest, stems: Sequence[str], size: int, channels: int) -> LabelSet:
+    def one(stem: str) -> np.ndarray:
+        return prepare_image(read_image(dataset_dir / manifest.pair(stem).image), size, channels)
+
+    with ThreadPoolExecutor(max_workers=_DECODE_THREADS) as pool:
+        decoded = list(pool.map(one, stems))
+    images = np.stack(decoded) if decoded else np.zeros((0, channels, size, size), np.uint8)
+    labels = manifest.labels
+    return LabelSet(torch.from_numpy(images), torch.tensor([labels[stem] for stem in stems], dtype=torch.long), tuple(stems))
 
 
 def prepare_image(pixels: np.ndarray, size: int, channels: int) -> np.ndarray:
@@ -164,7 +212,7 @@ def _prepare_mask(indices: np.ndarray, size: int) -> np.ndarray:
 
 
 def iterate_batches(
-    data: TensorSet,
+    data: DataSet,
     batch_size: int,
     *,
     shuffle: bool,
@@ -172,7 +220,8 @@ def iterate_batches(
     augment: AugmentConfig | None,
     drop_last: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Float images in [0, 1] (B, C, S, S) and long masks (B, S, S), on ``data``'s device.
+    """Float images in [0, 1] (B, C, S, S) and long targets, on ``data``'s device: masks (B, S, S)
+    from a :class:`TensorSet`, class indices (B,) from a :class:`LabelSet`.
 
     ``generator`` (a CPU generator) drives the order and the augmentations, so a seeded run repeats.
     """
@@ -185,6 +234,11 @@ def iterate_batches(
         if drop_last and len(index) < batch_size:
             break
         images = data.images.index_select(0, index).float().div_(255.0)
+        if isinstance(data, LabelSet):
+            if augment is not None and augment.enabled:
+                images, _ = augment_batch(images, None, augment, generator)
+            yield images, data.labels.index_select(0, index)
+            continue
         masks = data.masks.index_select(0, index)
         if augment is not None and augment.enabled:
             images, masks = augment_batch(images, masks, augment, generator)
@@ -192,25 +246,29 @@ def iterate_batches(
 
 
 def augment_batch(
-    images: torch.Tensor, masks: torch.Tensor, config: AugmentConfig, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augment float images (B, C, S, S) and masks (B, S, S) where they are, each sample its own draw.
+    images: torch.Tensor, masks: torch.Tensor | None, config: AugmentConfig, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Augment float images (B, C, S, S) and masks (B, S, S) where they are, each sample its own draw;
+    ``masks=None`` (classification) augments the images alone and returns None for the masks.
 
     Random numbers are drawn up front on the CPU (one call for the whole batch), so the per-sample
-    torchvision.transforms.v2 kernels only receive Python floats and never wait on the device.
+    torchvision.transforms.v2 kernels only receive Python floats and never wait on the device; a
+    batch draws the same numbers with or without masks, so a seed gives the images the same changes.
     """
     draws = torch.rand((len(images), 8), generator=generator).tolist()
-    pairs = [_augment_one(tv_tensors.Image(image), tv_tensors.Mask(mask), config, draw)
-             for image, mask, draw in zip(images, masks, draws)]
-    return torch.stack([image for image, _ in pairs]), torch.stack([mask for _, mask in pairs])
+    targets = masks if masks is not None else [None] * len(images)
+    pairs = [_augment_one(tv_tensors.Image(image), None if mask is None else tv_tensors.Mask(mask), config, draw)
+             for image, mask, draw in zip(images, targets, draws)]
+    augmented = torch.stack([image for image, _ in pairs])
+    return augmented, None if masks is None else torch.stack([mask for _, mask in pairs])
 
 
-def _augment_one(image: torch.Tensor, mask: torch.Tensor, config: AugmentConfig, draw: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+def _augment_one(image: torch.Tensor, mask: torch.Tensor | None, config: AugmentConfig, draw: list[float]) -> tuple[torch.Tensor, torch.Tensor | None]:
     flip_h, flip_v, angle, shift_x, shift_y, scale, brightness, contrast = draw
     if config.hflip and flip_h < 0.5:
-        image, mask = F.horizontal_flip(image), F.horizontal_flip(mask)
+        image, mask = F.horizontal_flip(image), None if mask is None else F.horizontal_flip(mask)
     if config.vflip and flip_v < 0.5:
-        image, mask = F.vertical_flip(image), F.vertical_flip(mask)
+        image, mask = F.vertical_flip(image), None if mask is None else F.vertical_flip(mask)
     if config.geometric:
         side = image.shape[-1]
         geometry = {
@@ -220,7 +278,8 @@ def _augment_one(image: torch.Tensor, mask: torch.Tensor, config: AugmentConfig,
             "shear": [0.0, 0.0],
         }
         image = F.affine(image, **geometry, interpolation=InterpolationMode.BILINEAR, fill=0.0)
-        mask = F.affine(mask, **geometry, fill=0)  # the Mask kernel always samples nearest
+        if mask is not None:
+            mask = F.affine(mask, **geometry, fill=0)  # the Mask kernel always samples nearest
     if config.brightness_contrast:
         strength = config.brightness_contrast  # photometric: the image only, never the mask
         image = F.adjust_brightness(image, 1.0 + (2 * brightness - 1) * strength)
