@@ -111,7 +111,8 @@ def _results(name: str) -> FrameCache:
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _frame_cache(db_url: str, name: str, study_id: int, storage_id: int, _current: optuna.Study) -> FrameCache:
     # Over the study's own storage (Optuna's cached RDB storage, or whatever the study was opened with).
-    return FrameCache(TrialCache(_current._storage, study_id), _current.directions, trial_reads.objective_names(_current))
+    return FrameCache(TrialCache(_current._storage, study_id), _current.directions, trial_reads.objective_names(_current),
+                      reliability.study_task(_current))
 
 
 def require_study() -> str:

@@ -29,6 +29,7 @@ from scipy.stats import rankdata
 from core.contract import Task
 from core.errors import SegTuneError
 from core.metrics.catalogue import Source, split_metrics
+from core.metrics.label_predictions import confusion_matrix
 
 METRIC_NAMES = split_metrics(Source.CLASS_PREDICTIONS, task=Task.CLASSIFICATION)
 
@@ -48,12 +49,6 @@ class LabelOutputs:
     @property
     def num_classes(self) -> int:
         return int(self.probabilities.shape[1])
-
-
-def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
-    """(K, K) int64 counts: row = true class, column = predicted class."""
-    labels, predicted = np.asarray(labels, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
-    return np.bincount(labels * num_classes + predicted, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
