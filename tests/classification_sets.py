@@ -100,3 +100,24 @@ def liver_crops(datasets_dir: Path, name: str = "liver-crops", volumes: int = 6)
     from tests.conftest import shared_dataset
 
     return write_liver_crops(shared_dataset("ct_liver_msd"), datasets_dir, name, volumes)
+
+
+def tiny_classification_study(settings, name: str, *, dataset: str = "bars", trials: int = 1, cv: int | None = None,
+                              extra: dict | None = None):
+    """A real, fast classification study (MobileNetV2 with a small head, 64 px, 2 epochs) on ``dataset``;
+    the synthetic bars are written when that dataset is asked for and missing."""
+    from core.data.manifest import dataset_names
+    from core.runtime.tuning import run_study
+    from core.search.validation import spec_from_dict
+
+    if dataset == "bars" and dataset not in dataset_names(settings.datasets_dir):
+        write_bars(settings.datasets_dir, "bars", 24)
+    data = {
+        "name": name, "dataset": dataset, "task": "classification", "image_size": 64, "sampler": "random", "pruner": "none",
+        "budget": {"n_trials": trials, "max_epochs": 2}, "preview_count": 3,
+        "search_space": {"architecture": "MobileNetV2", "head_filters": 8, "head_dense_units": 8, "batch_size": 8, "epochs": 2, "lr": 3e-3},
+        **(extra or {}),
+    }
+    if cv:
+        data.update(cv={"folds": cv}, split={"test": 0.25})
+    return run_study(spec_from_dict(data), settings, device="cpu")

@@ -8,10 +8,11 @@ import optuna
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial
 
-from core.contract import ArtifactKind, StudyAttr, TrialAttr
+from core.contract import ArtifactKind, StudyAttr, Task, TrialAttr
 from core.metrics.catalogue import METRICS, stored_metrics
 from core.modeling.architectures import ARCHITECTURES, Family
 from core.modeling.bundle import CONFIG_FILE, WEIGHTS_FILE
+from core.results.reliability import study_task
 from core.results.trials import best_numbers, objective_names
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ def _card_intro(study: optuna.Study, trial: FrozenTrial) -> list[str]:
     return [
         f"# Model card — {bundle_name(study, trial)}",
         "",
-        f"Segmentation model trained by SegTune in study **{study.study_name}**, trial **#{trial.number}** "
+        f"{study_task(study).capitalize()} model trained by SegTune in study **{study.study_name}**, trial **#{trial.number}** "
         f"(state: {trial.state.name.lower()}; best trial of the study: {best}).",
         "",
     ]
@@ -88,14 +89,16 @@ def _card_training(study: optuna.Study, trial: FrozenTrial) -> list[str]:
 
 
 def _card_metrics(study: optuna.Study, trial: FrozenTrial) -> list[str]:
-    return ["## Metrics", _metrics_table(trial.user_attrs.get(TrialAttr.VAL_METRICS) or {}, trial.user_attrs.get(TrialAttr.TEST_METRICS) or {})]
+    attrs = trial.user_attrs
+    return ["## Metrics", _metrics_table(attrs.get(TrialAttr.VAL_METRICS) or {}, attrs.get(TrialAttr.TEST_METRICS) or {}, study_task(study))]
 
 
 def _card_use(study: optuna.Study, trial: FrozenTrial) -> list[str]:
-    name = bundle_name(study, trial)
+    name, task = bundle_name(study, trial), study_task(study)
+    verb = "classify" if task == Task.CLASSIFICATION else "segment"
     return [
         "## Use",
-        f"Unzip `{name}.zip`, then segment a folder of images with `{predict_command(name)}`, "
+        f"Unzip `{name}.zip`, then {verb} a folder of images with `{predict_command(name, task)}`, "
         f"or load it in Python with `core.modeling.bundle.load_bundle(folder)`: `{WEIGHTS_FILE}` holds the weights, "
         f"`{CONFIG_FILE}` how to rebuild and feed the model.",
         "",
@@ -131,10 +134,10 @@ def _split_text(split: dict[str, Any]) -> str:
     return f"train {split.get('train')} / val {split.get('val')} / test {split.get('test')}, seed {split.get('seed')}"
 
 
-def _metrics_table(val: dict[str, Any], test: dict[str, Any]) -> str:
+def _metrics_table(val: dict[str, Any], test: dict[str, Any], task: Task = Task.SEGMENTATION) -> str:
     rows = [
         f"| {METRICS.get(m).label} | {_fmt(val.get(m))} | {_fmt(test.get(m))} |"
-        for m in stored_metrics()
+        for m in stored_metrics(task)
         if m in val or m in test
     ]
     if not rows:
@@ -142,13 +145,18 @@ def _metrics_table(val: dict[str, Any], test: dict[str, Any]) -> str:
     return "\n".join(["| Metric | Validation | Test |", "|---|---|---|", *rows, ""])
 
 
-def predict_command(bundle_name: str) -> str:
-    """The CLI call that segments a folder of images with an unzipped bundle (``core.deploy.predict``)."""
-    return f"python -m core predict --model {bundle_name} --images images/ --out masks/"
+def predict_command(bundle_name: str, task: Task = Task.SEGMENTATION) -> str:
+    """The CLI call that segments (``core.deploy.predict``) or classifies (``core.deploy.classify``)
+    a folder of images with an unzipped bundle."""
+    out = "predictions.csv" if task == Task.CLASSIFICATION else "masks/"
+    return f"python -m core predict --model {bundle_name} --images images/ --out {out}"
 
 
-def inference_snippet(bundle_name: str) -> str:
-    """Python that runs an unzipped bundle through ``core.deploy.predict``: the CLI's own preprocessing."""
+def inference_snippet(bundle_name: str, task: Task = Task.SEGMENTATION) -> str:
+    """Python that runs an unzipped bundle through ``core.deploy.predict`` (or ``core.deploy.classify``):
+    the CLI's own preprocessing."""
+    if task == Task.CLASSIFICATION:
+        return _classifier_snippet(bundle_name)
     return f'''\
 from pathlib import Path
 
@@ -167,6 +175,26 @@ print(predict_folder(bundle, Path("images"), Path("masks")).summary())
 model, config = load_bundle(bundle)
 mask = predict_image(model, config, read_image(Path("image.png")))
 Image.fromarray(mask_png(mask, len(config.classes))).save("mask.png")  # 0/255 when binary
+'''
+
+
+def _classifier_snippet(bundle_name: str) -> str:
+    return f'''\
+from pathlib import Path
+
+from core.data.images import read_image
+from core.deploy.classify import classify_folder, classify_image
+from core.modeling.bundle import load_bundle
+
+bundle = Path("{bundle_name}")  # the unzipped bundle folder
+
+# A whole folder: the same as `{predict_command(bundle_name, Task.CLASSIFICATION)}`
+print(classify_folder(bundle, Path("images"), Path("predictions.csv")).summary())
+
+# One image: class probabilities, index = class
+model, config = load_bundle(bundle)
+probabilities = classify_image(model, config, read_image(Path("image.png")))
+print(config.classes[int(probabilities.argmax())], probabilities.max())
 '''
 
 

@@ -101,6 +101,8 @@ def _prepare(study: optuna.Study, spec: StudySpec, settings: Settings, artifact_
         study.set_user_attr(StudyAttr.SPLIT_HASH, split.hash)
         study.set_user_attr(StudyAttr.SPLIT_SIZES, {"train": len(split.train), "val": len(split.val), "test": len(split.test)})
         study.set_user_attr(StudyAttr.PREVIEW_STEMS, list(preview.stems))
+        if source.manifest.is_classification:
+            study.set_user_attr(StudyAttr.CLASSES, list(source.manifest.classes))
         study.set_user_attr(StudyAttr.PREVIEW_ARTIFACT, upload_study_previews(study, preview, context))
     if StudyAttr.BASELINES not in study.user_attrs:  # also added to studies made before baselines existed
         study.set_user_attr(StudyAttr.BASELINES, study_baselines(spec, settings))

@@ -194,9 +194,14 @@ def train_model(
 
 def training_loss(config: TrainConfig, data: DataSet, mode: str) -> nn.Module:
     """The loss ``config`` names, for the task of ``data`` (labels: classification; masks: segmentation in ``mode``)."""
+    return task_loss(config.loss, data, mode, label_smoothing=config.label_smoothing)
+
+
+def task_loss(name: str, data: DataSet, mode: str, *, label_smoothing: float = 0.0) -> nn.Module:
+    """Loss ``name`` for ``data``'s task: a classification loss for labels, a segmentation loss (in ``mode``) for masks."""
     if isinstance(data, LabelSet):
-        return build_classification_loss(config.loss, {"label_smoothing": config.label_smoothing})
-    return build_loss(config.loss, mode)
+        return build_classification_loss(name, {"label_smoothing": label_smoothing})
+    return build_loss(name, mode)
 
 
 def _train_epoch(
