@@ -10,6 +10,7 @@ from app.widgets.errors import user_errors
 from app.widgets.mask_grid import VIEWS, error_legend, mask_row
 from app.widgets.reliability import row_flags
 from app.widgets.trial_table import trial_picker
+from core.contract import Task
 from core.data.volumes import slice_caption, volumes_of
 from core.results.previews import ORDERINGS, PreviewSet
 
@@ -78,11 +79,21 @@ def dice_table(previews: PreviewSet, ordered: list[int]) -> None:
         st.dataframe(table, hide_index=True, column_config=numbers)
 
 
+def classification_study(name: str) -> None:
+    st.info(f"**{name}** is a classification study: its predictions are class labels. Compare them on **Compare predictions**.",
+            icon=":material/info:")
+    st.page_link(page_path("predictions.py"), label="Compare predictions", icon=":material/fact_check:")
+
+
 st.title("Compare masks")
 st.caption("Validation images with the ground truth and each chosen trial's prediction, side by side. Step through the worst cases first.")
 study = study_cache.require_study()
 with user_errors("Comparing masks"):
-    previews = chosen_previews(study)
+    previews = None
+    if study_cache.task(study) == Task.CLASSIFICATION:
+        classification_study(study)
+    else:
+        previews = chosen_previews(study)
     if previews is not None:
         view, order, opacity, per_row = view_controls(previews)
         ordered = previews.order(order)

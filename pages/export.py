@@ -9,8 +9,15 @@ from app import study_cache
 from app.nav import page_path
 from app.widgets.errors import user_errors
 from app.widgets.reliability import flag_warning, row_flags
-from app.widgets.trial_table import shown_value
+from app.widgets.trial_table import headline_metrics, shown_value
+from core.contract import Task
 from core.deploy import model_card as cards
+from core.metrics.catalogue import label
+
+RUNS = {  # per task: what the command does with a folder of images, and what it writes
+    Task.SEGMENTATION: "segment a folder of images from a shell (masks are written as PNGs)",
+    Task.CLASSIFICATION: "classify a folder of images from a shell (one CSV row per image: its label and class probabilities)",
+}
 
 
 def pick_trial(complete: pd.DataFrame) -> pd.Series:
@@ -21,10 +28,11 @@ def pick_trial(complete: pd.DataFrame) -> pd.Series:
     return complete[complete["number"] == number].iloc[0]
 
 
-def trial_cards(row: pd.Series) -> None:
+def trial_cards(row: pd.Series, task: Task) -> None:
+    first = headline_metrics(task)[0]
     cards = st.columns(4)
-    cards[0].metric("Val Dice", shown_value(row["val_dice"]), border=True)
-    cards[1].metric("Test Dice", shown_value(row["test_dice"]), border=True)
+    cards[0].metric(label(f"val_{first}").replace("Validation", "Val"), shown_value(row[f"val_{first}"]), border=True)
+    cards[1].metric(label(f"test_{first}"), shown_value(row[f"test_{first}"]), border=True)
     cards[2].metric("Parameters", shown_value(row["n_params"], ",.0f"), border=True)
     cards[3].metric("Size (MB)", shown_value(row["weights_mb"], ".2f"), border=True)
 
@@ -45,12 +53,12 @@ def downloads(name: str, number: int, bundle: str, card: str) -> None:
                                mime="text/markdown", icon=":material/description:", width="stretch", key="export.card")
 
 
-def usage(bundle: str) -> None:
+def usage(bundle: str, task: Task) -> None:
     st.subheader("Run it")
-    st.caption(f"Unzip `{bundle}.zip`, then segment a folder of images from a shell (masks are written as PNGs):")
-    st.code(cards.predict_command(bundle), language="bash")
+    st.caption(f"Unzip `{bundle}.zip`, then {RUNS[task]}:")
+    st.code(cards.predict_command(bundle, task), language="bash")
     st.caption("or from Python, with the same preprocessing as training:")
-    st.code(cards.inference_snippet(bundle), language="python")
+    st.code(cards.inference_snippet(bundle, task), language="python")
 
 
 def export_view(name: str) -> None:
@@ -63,12 +71,13 @@ def export_view(name: str) -> None:
     row = pick_trial(complete)
     number = int(row["number"])
     bundle = f"{name}-trial{number}"
-    flag_warning(row, "exported")
-    trial_cards(row)
+    task = study_cache.task(name)
+    flag_warning(row, "exported", task)
+    trial_cards(row, task)
     card = study_cache.model_card(name, number)
     downloads(name, number, bundle, card)
     st.page_link(page_path("compress.py"), label="Quantize, prune or export to ONNX / TorchScript on Compress & deploy", icon=":material/compress:")
-    usage(bundle)
+    usage(bundle, task)
     st.subheader("Model card")
     with st.container(border=True):
         st.markdown(card)
