@@ -22,6 +22,7 @@ from core.contract import ArtifactKind, StudyAttr, TrialAttr
 from core.deploy.export import bundle_zip
 from core.deploy.model_card import MODEL_CARD_FILE, bundle_problem, inference_snippet, model_card, predict_command
 from core.errors import SegTuneError
+from core.metrics.catalogue import label
 from core.modeling.bundle import CONFIG_FILE, WEIGHTS_FILE, BundleConfig
 from core.results.curves import learning_curves
 from core.results.insights import INSIGHTS, insight_figures
@@ -262,7 +263,7 @@ def test_insight_figures_pareto_for_two_objectives(store: FileSystemArtifactStor
     study = build_study(optuna.storages.InMemoryStorage(), store, directions=("maximize", "minimize"))
     figures = insight_figures(study, objective=1)
     assert figures["pareto"].figure is not None and figures["pareto"].figure.data
-    assert "n_params" in json.dumps(figures["history"].figure.to_plotly_json(), default=str)
+    assert label("n_params") in json.dumps(figures["history"].figure.to_plotly_json(), default=str)  # the catalogue's name, "Parameters"
     with pytest.raises(SegTuneError, match="objective 2 does not exist.*val_dice, n_params"):
         insight_figures(study, objective=2)
 
