@@ -26,6 +26,7 @@ from app.widgets.spec_form import (
     split_editor,
     study_settings_editor,
 )
+from core.contract import Task
 from core.data.manifest import dataset_path
 from core.data.splits import file_split, split_sizes
 from core.errors import SegTuneError
@@ -167,7 +168,7 @@ def show_notice() -> None:
 def header_tools(dataset: str, problems: dict[str, str]) -> None:
     presets, importer, exporter = st.columns([2, 2, 1], vertical_alignment="bottom")
     with presets:
-        names = [AUTO, *preset_names()]
+        names = [AUTO, *preset_names(Task.SEGMENTATION)]  # the form edits segmentation specs (classification: a spec file / the CLI)
         choice = st.selectbox("Start from a preset", names, format_func=lambda n: PRESET_LABELS.get(n, n), key=PREFIX + "_preset")
         st.button("Apply preset", on_click=apply_preset, args=(choice, dataset), icon=":material/auto_fix_high:", key=PREFIX + "_apply_preset")
     with importer:

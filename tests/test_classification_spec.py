@@ -100,3 +100,9 @@ def test_a_study_and_a_dataset_of_different_tasks_are_refused_naming_the_fix(wor
     labels = source.manifest.labels
     # stratified: each part holds both classes
     assert all({labels[stem] for stem in part} == {0, 1} for part in (source.split.train, source.split.val, source.split.test))
+
+
+def test_the_auto_preset_points_a_classification_dataset_to_the_classification_presets(tmp_path) -> None:
+    manifest = write_bars(tmp_path, "bars", 4)
+    with pytest.raises(SegTuneError, match=r"auto preset plans segmentation studies; .* \['p4-cnn-classification'\]"):
+        load_preset("auto", "bars", manifest=manifest)

@@ -12,6 +12,7 @@ from core.contract import ArtifactKind, StudyAttr, TrialAttr
 from core.data.manifest import load_manifest
 from core.data.tensors import LabelSet, clear_tensor_cache
 from core.results import predictions as results
+from core.results.curves import learning_curves
 from core.results.trials import ResultsError, leaderboard_text, trials_frame
 from core.runtime.storage import open_artifact_store
 from core.search.validation import spec_from_dict
@@ -112,6 +113,8 @@ def test_results_pages_see_classification_columns_and_refuse_segmentation_studie
     settings, study = two_trials
     frame = trials_frame(study)
     assert {"val_balanced_accuracy", "val_roc_auc", "test_f1_macro"} <= set(frame.columns) and "val_dice" not in frame.columns
+    curves = learning_curves(study.trials, "balanced_accuracy")
+    assert set(curves["split"]) == {"val"} and len(curves) == sum(len(t.user_attrs[TrialAttr.HISTORY]) for t in study.trials)
     text = leaderboard_text(study)
     assert "val_balanced_accuracy" in text and "Constant: majority class: Validation Balanced accuracy 0.500" in text
     segmentation = optuna.create_study()

@@ -11,6 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app.widgets.spec_form import form_to_dict, spec_to_form
+from core.contract import Task
 from core.data.demo import create_demo_dataset
 from core.search.presets import load_preset, preset_names
 from core.search.validation import spec_from_dict
@@ -31,7 +32,7 @@ def new_study_page() -> AppTest:
     return at.switch_page("../pages/new_study.py").run()
 
 
-@pytest.mark.parametrize("preset", preset_names())
+@pytest.mark.parametrize("preset", preset_names(Task.SEGMENTATION))
 def test_every_preset_survives_the_form(preset: str) -> None:
     spec = load_preset(preset, "demo-cells")
     again = spec_from_dict(form_to_dict(spec_to_form(spec)))
