@@ -94,7 +94,7 @@ def test_a_study_and_a_dataset_of_different_tasks_are_refused_naming_the_fix(wor
     create_demo_dataset(workspace.datasets_dir, count=6, size=32)
     with pytest.raises(SegTuneError, match=r"segmentation study but dataset 'bars' is a classification dataset .*set \"task\": \"classification\""):
         study_source(spec_from_dict({"name": "s", "dataset": "bars"}), workspace)
-    with pytest.raises(SegTuneError, match=r"classification study but dataset 'demo-cells' is a segmentation dataset .*whether its mask is empty"):
+    with pytest.raises(SegTuneError, match=r"classification study but dataset 'demo-cells' is a segmentation dataset .*whether its mask is empty.*datasets from-masks demo-cells"):
         study_source(spec_from_dict(spec(dataset="demo-cells")), workspace)
     source = study_source(spec_from_dict(spec(split={"train": 0.5, "val": 0.25, "test": 0.25})), workspace)
     labels = source.manifest.labels
