@@ -1,4 +1,4 @@
-"""Datasets: add image/mask sets (zip, server folder, demo), look at them, choose their split."""
+"""Datasets: add image/mask or labelled-image sets (zip, server folder, demo), look at them, choose their split."""
 
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ import streamlit as st
 
 from app import cache, state
 from app.widgets.errors import user_errors
+from app.widgets.labelled import class_count_chart, class_gallery, hex_color, split_class_table
 from app.widgets.spec_form import split_editor
 from core.data.demo import DEMO_NAME, create_demo_dataset
 from core.data.images import read_image, read_mask
 from core.data.ingest import ingest_dataset
 from core.data.intensity import WINDOW_PRESETS, IntensityConfig, intensity_from_options
-from core.data.manifest import DatasetManifest, dataset_path, dataset_stats, volume_rows
-from core.data.splits import file_split, split_sizes
+from core.data.manifest import DatasetManifest, Task, dataset_path, dataset_stats, volume_rows
+from core.data.mask_presence import mask_presence_dataset, presence_classes, presence_labels
+from core.data.splits import file_split, make_split
 from core.data.visual import class_colors, overlay_mask, shrink
 from core.data.volume_ingest import VolumeIngestOptions, ingest_volumes
 from core.data.volumes import slice_caption
@@ -32,10 +34,8 @@ SPLIT_PREFIX = "ds.split."
 DATASET_PICKER = "ds.choice"
 AXES = {2: "2 · axial", 1: "1 · coronal", 0: "0 · sagittal"}
 INTENSITY_LABELS = {"percentile": "MRI: percentile 0.5–99.5 %", "custom": "CT window: level / width"}
-
-
-def hex_color(rgb: tuple[int, int, int]) -> str:
-    return "#{:02x}{:02x}{:02x}".format(*rgb)
+TASKS: dict[str | None, str] = {None: "Detect from the layout", Task.SEGMENTATION: "Segmentation (images + masks)",
+                                Task.CLASSIFICATION: "Classification (class folders or labels.csv)"}
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
@@ -44,10 +44,12 @@ def thumbnail(image_path: str, mask_path: str, num_classes: int, alpha: float) -
     return shrink(overlay, THUMBNAIL_PX)
 
 
-def ingest(source: Path, name: str, classes_text: str, volumes: VolumeIngestOptions | None = None, *, confine: bool = False) -> None:
+def ingest(source: Path, name: str, classes_text: str, volumes: VolumeIngestOptions | None = None, *, confine: bool = False,
+           task: str | None = None) -> None:
     """Ingest inside a status box: unpacking first (no per-pair progress yet), then a bar over the pairs.
 
-    ``confine``: a path typed by the user, read only under the server's import roots.
+    ``confine``: a path typed by the user, read only under the server's import roots. ``task``:
+    None detects segmentation or classification from the layout.
     """
     classes = [c.strip() for c in classes_text.split(",") if c.strip()] or None
     roots = cache.settings().server_import_roots if confine else None
@@ -67,15 +69,21 @@ def ingest(source: Path, name: str, classes_text: str, volumes: VolumeIngestOpti
             if volumes is not None:
                 manifest = ingest_volumes(source, name, datasets_dir, classes=classes, options=volumes, progress=progress, confine_to=roots)
             else:
-                manifest = ingest_dataset(source, name, datasets_dir, classes=classes, progress=progress, confine_to=roots)
+                manifest = ingest_dataset(source, name, datasets_dir, classes=classes, progress=progress, confine_to=roots, task=task)
         bar.empty()
         status.update(label="Dataset added" if manifest else "The dataset was not added", state="complete" if manifest else "error",
                       expanded=manifest is None)
     if manifest:
         cache.clear_reads()
         state.DATASET.set(manifest.name)
-        extra = f" from {len(manifest.volumes)} volumes" if manifest.is_volume else ""
-        st.success(f"Added **{manifest.name}**: {len(manifest.pairs)} image/mask pairs{extra}.", icon=":material/check_circle:")
+        st.success(f"Added **{manifest.name}**: {contents(manifest)}.", icon=":material/check_circle:")
+
+
+def contents(manifest: DatasetManifest) -> str:
+    if manifest.is_classification:
+        return f"{len(manifest.pairs)} labelled images in {manifest.num_classes} classes ({', '.join(manifest.classes)})"
+    extra = f" from {len(manifest.volumes)} volumes" if manifest.is_volume else ""
+    return f"{len(manifest.pairs)} image/mask pairs{extra}"
 
 
 def default_name(filename: str) -> str:
@@ -86,8 +94,9 @@ def default_name(filename: str) -> str:
 def add_dataset_section(has_datasets: bool) -> None:
     with st.expander("Add a dataset", expanded=not has_datasets, icon=":material/add_photo_alternate:"):
         st.caption(
-            "A dataset is a folder (or zip) with `images/` and `masks/`; a mask has its image's file name "
-            "(PNG, 0 = background). Every problem is listed and nothing is stored until all pairs are valid."
+            "Segmentation: a folder (or zip) with `images/` and `masks/`; a mask has its image's file name "
+            "(PNG, 0 = background). Classification: one sub-folder of images per class (`normal/`, `tumour/`), or the "
+            "images with a `labels.csv` (`name,label[,group]`). Every problem is listed and nothing is stored until all are valid."
         )
         upload_tab, folder_tab, volume_tab, demo_tab = st.tabs(["Upload a .zip", "Folder on the server", "Medical volumes", "Demo dataset"])
         with volume_tab:
@@ -96,12 +105,13 @@ def add_dataset_section(has_datasets: bool) -> None:
             upload = st.file_uploader("Zip file", type=["zip"], key="ds.upload")
             suggested = default_name(upload.name) if upload else ""
             name = st.text_input("Dataset name", key="ds.upload_name", placeholder=suggested or "my-dataset").strip() or suggested
-            classes = st.text_input("Class names (optional)", key="ds.upload_classes", placeholder="background, tumour", help="Comma-separated, background first. Default: background, foreground.")
+            task = task_picker("ds.upload_task")
+            classes = st.text_input("Class names (optional)", key="ds.upload_classes", placeholder="background, tumour", help=CLASSES_HELP)
             if st.button("Add dataset", disabled=upload is None or not name, type="primary", key="ds.upload_go"):
                 with tempfile.TemporaryDirectory(prefix="segtune-upload-") as tmp:
                     archive = Path(tmp) / "upload.zip"
                     archive.write_bytes(upload.getvalue())
-                    ingest(archive, name, classes)
+                    ingest(archive, name, classes, task=task)
         with folder_tab:
             roots = cache.settings().server_import_roots
             st.caption("Only folders (or .zip files) inside these server folders can be read: "
@@ -110,12 +120,23 @@ def add_dataset_section(has_datasets: bool) -> None:
             folder = st.text_input("Folder path", key="ds.folder", placeholder=f"{roots[0]}/my-images")
             suggested = default_name(folder.rstrip("/")) if folder else ""
             name = st.text_input("Dataset name", key="ds.folder_name", placeholder=suggested or "my-dataset").strip() or suggested
-            classes = st.text_input("Class names (optional)", key="ds.folder_classes", placeholder="background, foreground")
+            task = task_picker("ds.folder_task")
+            classes = st.text_input("Class names (optional)", key="ds.folder_classes", placeholder="background, foreground", help=CLASSES_HELP)
             if st.button("Add dataset", disabled=not folder or not name, type="primary", key="ds.folder_go"):
-                ingest(Path(folder.strip()), name, classes, confine=True)
+                ingest(Path(folder.strip()), name, classes, confine=True, task=task)
         with demo_tab:
             st.write("Sixty 128 px images of cell-like shapes with their masks, generated here — enough for a first study in minutes.")
             demo_button("tab")
+
+
+CLASSES_HELP = ("Comma-separated. Segmentation: background first (default: background, foreground). Classification: the labels in "
+                "class-index order (default: the class folders' or labels.csv's labels, sorted).")
+
+
+def task_picker(key: str) -> str | None:
+    return st.selectbox("Task", list(TASKS), key=key, format_func=TASKS.get,
+                        help="What the dataset is for; detected from the layout unless you choose: images/ + masks/ is segmentation, "
+                             "class sub-folders or labels.csv classification.")
 
 
 def volume_section() -> None:
@@ -162,6 +183,14 @@ def demo_button(where: str) -> None:
 def overview(manifest: DatasetManifest) -> None:
     stats = dataset_stats(manifest)
     columns = st.columns(5)
+    if manifest.is_classification:
+        smallest = min(stats.class_counts, key=lambda name: stats.class_counts[name])
+        columns[0].metric("Labelled images", stats.count, help=f"from {len(set(manifest.groups.values()))} groups" if manifest.groups else None)
+        columns[1].metric("Most common size", next(iter(stats.sizes), "–"), help=f"{len(stats.sizes)} distinct size(s)")
+        columns[2].metric("Channels", "1 (grey)" if stats.channels == 1 else "3 (RGB)")
+        columns[3].metric("Classes", manifest.num_classes, help=", ".join(manifest.classes))
+        columns[4].metric("Smallest class", stats.class_counts[smallest], help=smallest)
+        return
     columns[0].metric("Image/mask pairs", stats.count, help=f"slices of {stats.volumes} volumes" if stats.volumes else None)
     columns[1].metric("Most common size", next(iter(stats.sizes), "–"), help=f"{len(stats.sizes)} distinct size(s)")
     columns[2].metric("Channels", "1 (grey)" if stats.channels == 1 else "3 (RGB)")
@@ -196,6 +225,9 @@ def volume_gallery(manifest: DatasetManifest) -> None:
 
 
 def gallery(manifest: DatasetManifest) -> None:
+    if manifest.is_classification:
+        class_gallery(manifest, dataset_path(cache.settings().datasets_dir, manifest.name))
+        return
     if manifest.is_volume:
         volume_gallery(manifest)
         return
@@ -219,15 +251,19 @@ def gallery(manifest: DatasetManifest) -> None:
 def statistics(manifest: DatasetManifest) -> None:
     stats = dataset_stats(manifest)
     chart, sizes = st.columns([3, 1])
-    rows = [{"class": name, "foreground fraction": value} for name, values in stats.foreground.items() for value in values]
-    figure = px.histogram(
-        pd.DataFrame(rows), x="foreground fraction", color="class", nbins=30, barmode="overlay",
-        color_discrete_sequence=[hex_color(c) for c in class_colors(manifest.num_classes)[1:]],
-    )
-    figure.update_layout(title="Foreground fraction per image", yaxis_title="images", margin={"t": 40, "b": 0, "l": 0, "r": 0}, height=320)
-    chart.plotly_chart(figure, width="stretch")
+    if manifest.is_classification:
+        with chart:
+            class_count_chart(manifest)
+    else:
+        rows = [{"class": name, "foreground fraction": value} for name, values in stats.foreground.items() for value in values]
+        figure = px.histogram(
+            pd.DataFrame(rows), x="foreground fraction", color="class", nbins=30, barmode="overlay",
+            color_discrete_sequence=[hex_color(c) for c in class_colors(manifest.num_classes)[1:]],
+        )
+        figure.update_layout(title="Foreground fraction per image", yaxis_title="images", margin={"t": 40, "b": 0, "l": 0, "r": 0}, height=320)
+        chart.plotly_chart(figure, width="stretch")
     sizes.markdown("**Image sizes**")
-    sizes.dataframe(pd.DataFrame({"size (W×H)": list(stats.sizes), "pairs": list(stats.sizes.values())}), hide_index=True, width="stretch")
+    sizes.dataframe(pd.DataFrame({"size (W×H)": list(stats.sizes), "images": list(stats.sizes.values())}), hide_index=True, width="stretch")
     sizes.caption(f"{stats.bit_depth}-bit images · source `{Path(manifest.source).name}`")
     if manifest.is_volume:
         counts = list(stats.slices_per_volume.values())
@@ -243,20 +279,48 @@ def split_settings(manifest: DatasetManifest) -> None:
     with preview_col, user_errors("Previewing the split"):
         if split.from_file:
             folder = dataset_path(cache.settings().datasets_dir, manifest.name)
-            own = file_split(folder, manifest.stems, split, manifest.labels)
-            sizes = {"train": len(own.train), "val": len(own.val), "test": len(own.test)}
+            made = file_split(folder, manifest.stems, split, manifest.labels)
             st.caption("From the dataset's own split.csv")
         else:
-            sizes = split_sizes(manifest.stems, split, manifest.groups, manifest.labels)
+            made = make_split(manifest.stems, split, manifest.groups, manifest.labels)
         cols = st.columns(3)
-        cols[0].metric("Train", sizes["train"])
-        cols[1].metric("Validation", sizes["val"])
-        cols[2].metric("Test", sizes["test"])
+        cols[0].metric("Train", len(made.train))
+        cols[1].metric("Validation", len(made.val))
+        cols[2].metric("Test", len(made.test))
+        if manifest.is_classification:
+            split_class_table(made, manifest)
         state.SPLIT.set(split)
         st.caption("New studies use this split (you can still change it on **New study**).")
 
 
+def presence_section(manifest: DatasetManifest) -> None:
+    """Make a 'mask empty / not empty' classification dataset from this segmentation one."""
+    st.markdown("**Classify by mask: empty / not empty**")
+    positives = sum(presence_labels(manifest).values())
+    negative, positive = presence_classes(manifest)
+    st.caption(f"A new classification dataset of the same images: **{positive}** when the mask holds any foreground "
+               f"({positives} images), **{negative}** when it is empty ({len(manifest.pairs) - positives}). "
+               + ("Slices keep their volume, so each volume stays in one split." if manifest.groups else ""))
+    left, right = st.columns(2)
+    name = left.text_input("New dataset name", key="ds.presence_name", placeholder=f"{manifest.name}-presence").strip() or f"{manifest.name}-presence"
+    classes = right.text_input("Class names (optional)", key="ds.presence_classes", placeholder=f"{negative}, {positive}",
+                               help="Two names: empty masks first.")
+    both = 0 < positives < len(manifest.pairs)
+    if not both:
+        st.caption("Every mask is " + ("empty" if not positives else "non-empty") + ": one class would have no images.")
+    if st.button("Create classification dataset", key="ds.presence_go", icon=":material/category:", disabled=not both):
+        with user_errors("Creating the classification dataset"):
+            names = [c.strip() for c in classes.split(",") if c.strip()] or None
+            created = mask_presence_dataset(cache.settings().datasets_dir, manifest.name, name, classes=names)
+            cache.clear_reads()
+            state.DATASET.set(created.name)
+            st.success(f"Created **{created.name}**: {contents(created)}.", icon=":material/check_circle:")
+
+
 def manage(manifest: DatasetManifest) -> None:
+    if not manifest.is_classification:
+        presence_section(manifest)
+        st.divider()
     st.caption(f"Added {manifest.created[:19].replace('T', ' ')} UTC from `{manifest.source}` · checksum `{manifest.checksum[:12]}`")
     confirm = st.text_input(f"Type **{manifest.name}** to delete this dataset", key="ds.delete_confirm")
     if st.button("Delete dataset", type="secondary", disabled=confirm != manifest.name, icon=":material/delete:", key="ds.delete"):
@@ -295,7 +359,7 @@ def dataset_view(names: list[str]) -> None:
 
 
 st.title("Datasets")
-st.caption("Images with their masks: add them, check them, and choose how studies split them.")
+st.caption("Images with their masks or their classes: add them, check them, and choose how studies split them.")
 add_dataset_section(bool(cache.datasets()))
 names = cache.datasets()  # again: the section above may just have added one
 if not names:

@@ -192,8 +192,8 @@ def test_learning_curves_fall_back_to_intermediate_values_and_reject_unknown_met
     bare = create_trial(value=0.5, params={}, distributions={}, intermediate_values={1: 0.2, 2: 0.4})
     curves = learning_curves([bare], "dice")
     assert curves["split"].tolist() == ["objective", "objective"] and curves["value"].tolist() == [0.2, 0.4]
-    with pytest.raises(SegTuneError, match="unknown curve metric 'accuracy'.*dice"):
-        learning_curves(study.get_trials(), "accuracy")
+    with pytest.raises(SegTuneError, match="unknown curve metric 'sharpness'.*dice.*balanced_accuracy"):
+        learning_curves(study.get_trials(), "sharpness")
 
 
 def test_previews_align_by_stem_and_score_per_image_dice(study: optuna.Study, store: FileSystemArtifactStore) -> None:

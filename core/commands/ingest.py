@@ -1,6 +1,7 @@
-"""``python -m core ingest PATH --name NAME [--volumes ...]``: copy a dataset into the workspace.
+"""``python -m core ingest PATH --name NAME [--task ...] [--volumes ...]``: copy a dataset into the workspace.
 
-2D: a folder or zip of images + masks. ``--volumes``: NIfTI (MSD / nnU-Net ``imagesTr/`` +
+2D: a folder or zip of images + masks (segmentation), or of images in one sub-folder per class or
+with a ``labels.csv`` (classification); the layout tells which unless ``--task`` says. ``--volumes``: NIfTI (MSD / nnU-Net ``imagesTr/`` +
 ``labelsTr/``) or DICOM series folders with NIfTI labels, stored as 2D slices along ``--axis`` with
 the chosen intensity preprocessing (one of ``--window``, ``--level``/``--width``, ``--normalise``).
 """
@@ -12,14 +13,20 @@ from pathlib import Path
 
 from core.data.ingest import ingest_dataset
 from core.data.intensity import WINDOW_PRESETS, intensity_from_options
+from core.data.manifest import DatasetManifest, Task
+from core.errors import SegTuneError
 from core.settings import load_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("ingest", help="ingest a dataset (folder or .zip of images + masks, or of medical volumes)")
-    parser.add_argument("path", type=Path, help="folder or .zip with images/ + masks/, or masks named <stem><suffix>; with --volumes: imagesTr/ + labelsTr/")
+    parser = subparsers.add_parser("ingest", help="ingest a dataset (folder or .zip of images + masks, of labelled images, or of medical volumes)")
+    parser.add_argument("path", type=Path, help="folder or .zip with images/ + masks/, or masks named <stem><suffix>; or one sub-folder "
+                                                "of images per class, or images + labels.csv (name,label[,group]); with --volumes: imagesTr/ + labelsTr/")
     parser.add_argument("--name", required=True, help="dataset name (letters, digits, '-', '_', '.')")
-    parser.add_argument("--classes", help="comma-separated class names for indexed multi-class masks, background first")
+    parser.add_argument("--task", choices=[str(task) for task in Task],
+                        help="segmentation (images + masks) or classification (class folders or labels.csv); default: told by the layout")
+    parser.add_argument("--classes", help="comma-separated class names: indexed multi-class masks, background first; "
+                                          "classification: the labels in class-index order (default: sorted)")
     parser.add_argument("--mask-suffix", help="mask file suffix in a single-folder layout, e.g. _mask (default: detected)")
     volumes = parser.add_argument_group("medical volumes (NIfTI / DICOM series)")
     volumes.add_argument("--volumes", action="store_true", help="PATH holds volumes: store them as 2D slices grouped by volume")
@@ -35,12 +42,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     classes = [name.strip() for name in args.classes.split(",")] if args.classes else None
+    if args.volumes and args.task == Task.CLASSIFICATION:
+        raise SegTuneError("--volumes stores slices with their masks (segmentation); for slice classes ingest them, then run "
+                           "`python -m core datasets from-masks NAME --name NEW` (mask empty / not empty)")
     if args.volumes:
         return _ingest_volumes(args, classes, settings.datasets_dir)
-    manifest = ingest_dataset(args.path, args.name, settings.datasets_dir, classes=classes, mask_suffix=args.mask_suffix)
-    print(f"ingested {manifest.name}: {len(manifest.pairs)} pairs, {manifest.channels} channel(s), classes {list(manifest.classes)}")
+    manifest = ingest_dataset(args.path, args.name, settings.datasets_dir, classes=classes, mask_suffix=args.mask_suffix,
+                              task=args.task)
+    print(f"ingested {manifest.name}: {summary(manifest)}")
     print(f"stored in {settings.datasets_dir / manifest.name}")
     return 0
+
+
+def summary(manifest: DatasetManifest) -> str:
+    """One line: how many items of what, e.g. ``120 labelled images, 1 channel(s), classes normal 80, tumour 40``."""
+    if manifest.is_classification:
+        counts = ", ".join(f"{name} {count}" for name, count in manifest.class_counts.items())
+        return f"{len(manifest.pairs)} labelled images, {manifest.channels} channel(s), classes {counts}"
+    return f"{len(manifest.pairs)} pairs, {manifest.channels} channel(s), classes {list(manifest.classes)}"
 
 
 def _ingest_volumes(args: argparse.Namespace, classes: list[str] | None, datasets_dir: Path) -> int:

@@ -13,10 +13,12 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -279,6 +281,34 @@ def load_manifest(datasets_dir: Path, name: str) -> DatasetManifest:
         raise
     except (ValueError, KeyError, TypeError) as exc:
         raise DatasetError({str(path): f"unreadable manifest ({exc})"}) from exc
+
+
+def new_name_problem(datasets_dir: Path, name: str) -> str | None:
+    """Why ``name`` cannot be a new dataset's name (invalid, or taken), or None."""
+    if not is_valid_name(name):
+        return name_problem(name)
+    if (Path(datasets_dir) / name).exists():
+        return f"a dataset named {name!r} already exists; pick another name or delete it first"
+    return None
+
+
+@contextmanager
+def building_dataset(datasets_dir: Path, name: str) -> Iterator[Path]:
+    """A hidden work folder inside ``datasets_dir`` to build dataset ``name`` in: renamed into place
+    when the block ends well, removed when it raises, so a failed build leaves nothing behind."""
+    datasets_dir = Path(datasets_dir)
+    datasets_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_work(datasets_dir)  # what a killed ingest or delete left behind
+    work = Path(tempfile.mkdtemp(prefix=INGEST_PREFIX, dir=datasets_dir))
+    try:
+        yield work
+        taken = new_name_problem(datasets_dir, name)  # someone else may have taken the name meanwhile
+        if taken:
+            raise DatasetError({"name": taken})
+        os.rename(work, datasets_dir / name)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
 
 
 def delete_dataset(datasets_dir: Path, name: str) -> None:

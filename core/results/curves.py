@@ -22,7 +22,7 @@ def learning_curves(trials: Sequence[FrozenTrial], metric: str, *, each_fold: bo
     a cross-validated trial gives one curve per fold, its split named e.g. ``"val · fold 2"``
     (otherwise its curves are fold 1's, the stored ``history``).
     """
-    known = list(dict.fromkeys(name for task in Task for name in curve_metrics(task)))  # a study's trials carry its task's
+    known = list(dict.fromkeys(name for task in Task for name in curve_metrics(task)))
     if metric not in known:
         raise ResultsError(unknown_option("curve metric", metric, known))
     rows: list[dict[str, Any]] = []

@@ -34,6 +34,9 @@ def load_preset(name: str, dataset: str, study_name: str | None = None, *, manif
     if name == AUTO:
         if manifest is None:
             raise SegTuneError("the auto preset is planned from the dataset's manifest: load the dataset first")
+        if manifest.is_classification:
+            raise SegTuneError(f"the auto preset plans segmentation studies; for the classification dataset {dataset!r} "
+                               f"start from a classification preset: {preset_names(Task.CLASSIFICATION)}")
         return spec_from_dict(plan_for_manifest(manifest, name=study_name or f"auto-{dataset}", device=device).spec)
     path = PRESETS_DIR / f"{name}.json"
     if not path.is_file():

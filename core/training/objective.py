@@ -168,7 +168,7 @@ def _check_volume_objectives(spec: StudySpec, data: StudyData) -> None:
 def _add_volume_metrics(model: torch.nn.Module, data: StudyData, config: TrainConfig, attrs: dict[str, Any]) -> None:
     """Volume datasets: Dice per volume on val and test (slices stacked back), beside the per-slice
     metrics. With cross-validation these are fold 1's model's (the stored model)."""
-    if not data.manifest.is_volume:
+    if not data.manifest.is_volume or data.manifest.is_classification:  # per-volume Dice needs masks
         return
     groups = data.manifest.groups
     for key, split in ((TrialAttr.VAL_METRICS, data.val), (TrialAttr.TEST_METRICS, data.test)):

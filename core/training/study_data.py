@@ -82,8 +82,9 @@ def task_problem(spec: StudySpec, manifest: DatasetManifest) -> str | None:
         return None
     if spec.task == Task.CLASSIFICATION:
         return (f"study {spec.name!r} is a classification study but dataset {manifest.name!r} is a segmentation dataset "
-                "(images + masks): pick a classification dataset, make one from this dataset's masks (label each image "
-                "by whether its mask is empty) on the Datasets page, or set \"task\": \"segmentation\"")
+                f"(images + masks): pick a classification dataset, make one from this dataset's masks (each image labelled by "
+                f"whether its mask is empty: 'Classify by mask: empty / not empty' on the Datasets page, or python -m core datasets from-masks "
+                f"{manifest.name} --name {manifest.name}-presence), or set \"task\": \"segmentation\"")
     return (f"study {spec.name!r} is a segmentation study but dataset {manifest.name!r} is a classification dataset "
             "(one label per image, no masks): set \"task\": \"classification\" (e.g. start from the "
             "p4-cnn-classification preset) or pick a dataset with masks")

@@ -135,3 +135,72 @@ def test_a_dataset_a_queued_job_uses_is_not_deleted_and_the_page_names_the_job(w
     assert not at.exception
     assert any(f"used by job {job_id}" in e.value and "busy" in e.value for e in at.error)
     assert dataset_names(workspace.datasets_dir) == ["demo-cells"]
+
+
+# --- classification datasets ---------------------------------------------------------------------------
+
+
+def class_zip(per_class: dict[str, int]) -> bytes:
+    """A zip with one sub-folder of distinct images per class, under a top folder."""
+    rng = np.random.default_rng(1)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, count in per_class.items():
+            for i in range(count):
+                archive.writestr(f"scans/{name}/{name}_{i}.png", png_bytes(rng.integers(0, 255, (24, 24), dtype=np.uint8)))
+    return buffer.getvalue()
+
+
+def test_a_classification_zip_is_detected_shown_per_class_and_split_by_class(workspace: Settings) -> None:
+    at = datasets_page()
+    at.file_uploader(key="ds.upload").upload("scans.zip", class_zip({"normal": 9, "tumour": 5}), "application/zip").run()
+    at.button(key="ds.upload_go").click().run()
+    assert not at.exception
+    assert any("Added **scans**: 14 labelled images in 2 classes (normal, tumour)" in s.value for s in at.success)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Labelled images"] == "14" and metrics["Smallest class"] == "5" and metrics["Classes"] == "2"
+    assert sorted(image.captions[0] for image in at.image) == [f"normal_{i}" for i in range(9)]  # the first class's gallery
+    at.selectbox(key="ds.class").set_value("tumour").run()
+    assert sorted(image.captions[0] for image in at.image) == [f"tumour_{i}" for i in range(5)]
+    chart = at.get("plotly_chart")
+    assert chart and "Images per class" in chart[0].proto.spec
+    tables = [frame.value for frame in at.dataframe]
+    per_class = next(t for t in tables if "share" in t.columns)
+    assert per_class.set_index("class")["images"].to_dict() == {"normal": 9, "tumour": 5}
+    split_table = next(t for t in tables if {"train", "val", "test"} <= set(t.columns))
+    assert split_table[["train", "val", "test"]].to_numpy().sum() == 14
+    assert (split_table[["train", "val", "test"]] > 0).all().all()  # stratified: every part holds both classes
+    assert "presence_go" not in " ".join(b.key or "" for b in at.button)  # only segmentation datasets classify by mask
+
+
+def test_class_folder_problems_are_listed_on_the_page(workspace: Settings) -> None:
+    at = datasets_page()
+    at.file_uploader(key="ds.upload").upload("one.zip", class_zip({"normal": 3}), "application/zip").run()
+    at.selectbox(key="ds.upload_task").set_value("classification").run()
+    at.text_input(key="ds.upload_name").input("one").run()
+    at.button(key="ds.upload_go").click().run()
+    assert not at.exception
+    report = " ".join(e.value for e in at.error)
+    assert "problem(s) to fix" in report and "normal/ holds images but no class sub-folders" in report
+    assert dataset_names(workspace.datasets_dir) == []
+
+
+def test_a_segmentation_dataset_becomes_a_mask_presence_dataset(workspace: Settings) -> None:
+    rng = np.random.default_rng(2)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for i in range(8):
+            archive.writestr(f"set/images/s{i}.png", png_bytes(rng.integers(0, 255, (24, 24), dtype=np.uint8)))
+            mask = np.zeros((24, 24), np.uint8)
+            mask[: 3 * i] = 0 if i % 2 else 255  # s2, s4, s6 show the organ; the others are empty
+            archive.writestr(f"set/masks/s{i}.png", png_bytes(mask))
+    at = datasets_page()
+    at.file_uploader(key="ds.upload").upload("organ.zip", buffer.getvalue(), "application/zip").run()
+    at.text_input(key="ds.upload_classes").input("background, organ").run()
+    at.button(key="ds.upload_go").click().run()
+    assert any("**organ** when the mask holds any foreground (3 images), **no organ** when it is empty (5)" in c.value for c in at.caption)
+    at.text_input(key="ds.presence_name").input("organ-cls").run()
+    at.button(key="ds.presence_go").click().run()
+    assert not at.exception
+    assert any("Created **organ-cls**: 8 labelled images in 2 classes (no organ, organ)" in s.value for s in at.success)
+    assert dataset_names(workspace.datasets_dir) == ["organ", "organ-cls"]

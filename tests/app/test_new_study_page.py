@@ -39,7 +39,7 @@ def new_study_page() -> AppTest:
     return at.switch_page("../pages/new_study.py").run()
 
 
-@pytest.mark.parametrize("preset", preset_names())
+@pytest.mark.parametrize("preset", preset_names())  # the classification presets too: the form follows the task
 def test_every_preset_survives_the_form(preset: str) -> None:
     spec = load_preset(preset, "demo-cells")
     again = spec_from_dict(form_to_dict(spec_to_form(spec)))
