@@ -27,6 +27,7 @@ PAGES: tuple[PageInfo, ...] = (
     PageInfo("leaderboard.py", "Leaderboard", ":material/leaderboard:", "Results"),
     PageInfo("curves.py", "Learning curves", ":material/show_chart:", "Results"),
     PageInfo("compare.py", "Compare masks", ":material/compare:", "Results"),
+    PageInfo("predictions.py", "Compare predictions", ":material/fact_check:", "Results"),  # classification studies
     PageInfo("insights.py", "Insights", ":material/insights:", "Results"),
     PageInfo("export.py", "Export", ":material/download:", "Results"),
     PageInfo("compress.py", "Compress & deploy", ":material/compress:", "Results"),

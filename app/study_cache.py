@@ -20,10 +20,12 @@ import streamlit as st
 
 from app import cache, state
 from app.nav import page_path
+from core.contract import StudyAttr, Task
 from core.deploy import model_card as cards
 from core.errors import SegTuneError
 from core.results import curves, reliability
 from core.results import insights as insight_figures
+from core.results import predictions as label_predictions
 from core.results import previews as preview_sets
 from core.results import trials as trial_reads
 from core.results.trial_cache import FrameCache, LatestResult, TrialCache
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
     from optuna.trial import FrozenTrial
+
 
 LIVE_TTL_S = cache.READ_TTL_S  # how stale a running study's results may be
 IDLE_TTL_S = 600  # a finished study only changes when trials are added: its stamp says when
@@ -113,7 +116,8 @@ def _results(name: str) -> FrameCache:
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _frame_cache(db_url: str, name: str, study_id: int, storage_id: int, _current: optuna.Study) -> FrameCache:
     # Over the study's own storage (Optuna's cached RDB storage, or whatever the study was opened with).
-    return FrameCache(TrialCache(_current._storage, study_id), _current.directions, trial_reads.objective_names(_current))
+    return FrameCache(TrialCache(_current._storage, study_id), _current.directions, trial_reads.objective_names(_current),
+                      reliability.study_task(_current))
 
 
 def require_study() -> str:
@@ -165,6 +169,16 @@ def _trial_counts(db_url: str, name: str, version: Stamp) -> budget.TrialCounts:
     return budget.trial_counts(study(name))
 
 
+def task(name: str) -> Task:
+    """The study's task (segmentation or classification), from its stored spec."""
+    return reliability.study_task(study(name))
+
+
+def preview_stems(name: str) -> list[str]:
+    """The validation images whose predictions a study keeps as previews (and compressed variants are run on)."""
+    return list(study(name).user_attrs.get(StudyAttr.PREVIEW_STEMS) or [])
+
+
 def objective_names(name: str) -> list[str]:
     return trial_reads.objective_names(study(name))
 
@@ -194,6 +208,37 @@ def previews(name: str, numbers: tuple[int, ...]) -> preview_sets.PreviewSet:
 @st.cache_data(ttl=IDLE_TTL_S, max_entries=16, show_spinner="Loading preview masks…")
 def _previews(db_url: str, name: str, n_finished: int, numbers: tuple[int, ...]) -> preview_sets.PreviewSet:
     return preview_sets.load_previews(study(name), numbers, cache.artifact_store())
+
+
+def prediction_comparison(name: str, numbers: tuple[int, ...]) -> label_predictions.PredictionComparison:
+    """A classification study's validation predictions of the given trials, aligned by image."""
+    # Predictions of a trial never change once stored: only finishing trials can add some.
+    return _prediction_comparison(cache.settings().db_url, name, stamp(name).n_finished, numbers)
+
+
+@st.cache_data(ttl=IDLE_TTL_S, max_entries=16, show_spinner="Loading the predictions…")
+def _prediction_comparison(db_url: str, name: str, n_finished: int, numbers: tuple[int, ...]) -> label_predictions.PredictionComparison:
+    return label_predictions.compare_predictions(study(name), numbers, cache.artifact_store())
+
+
+def confusion_matrix(name: str, number: int) -> np.ndarray:
+    """Trial ``number``'s stored validation confusion matrix (rows = true class, columns = predicted)."""
+    return _confusion_matrix(cache.settings().db_url, name, stamp(name).n_finished, number)
+
+
+@st.cache_data(ttl=IDLE_TTL_S, max_entries=64, show_spinner=False)
+def _confusion_matrix(db_url: str, name: str, n_finished: int, number: int) -> np.ndarray:
+    return label_predictions.confusion_matrix(study(name), number)
+
+
+def prediction_images(name: str, stems: tuple[str, ...]) -> np.ndarray:
+    """The study's images of ``stems`` (uint8 N, C, S, S) at its image size, for thumbnails."""
+    return _prediction_images(cache.settings().db_url, name, stems)
+
+
+@st.cache_data(ttl=IDLE_TTL_S, max_entries=32, show_spinner="Loading the images…")
+def _prediction_images(db_url: str, name: str, stems: tuple[str, ...]) -> np.ndarray:
+    return label_predictions.prediction_images(cache.settings(), study(name), stems)
 
 
 def insights(name: str, objective: int) -> tuple[dict[str, insight_figures.Insight], bool]:

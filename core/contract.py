@@ -11,6 +11,13 @@ from enum import StrEnum
 from typing import Any, TypedDict
 
 
+class Task(StrEnum):
+    """What a study's models learn: a mask per image, or one label per image."""
+
+    SEGMENTATION = "segmentation"  # images + masks; the default (specs and manifests written before tasks existed)
+    CLASSIFICATION = "classification"  # images + one class label each
+
+
 class Mode(StrEnum):
     """How a model's output is read: 2 classes (background + foreground) or more."""
 
@@ -53,6 +60,7 @@ class TrialAttr(StrEnum):
     FOLD_HISTORIES = "fold_histories"  # cross-validation: each fold's list[EpochRow]
     FOLD = "fold"  # cross-validation: the fold being trained now (live progress)
     REUSED_FROM = "reused_from"  # number of the finished trial with the same configuration whose result was reused
+    CONFUSION_MATRIX = "confusion_matrix"  # classification: validation counts, rows = true class, columns = predicted (summed over folds)
 
 
 class StudyAttr(StrEnum):
@@ -65,6 +73,7 @@ class StudyAttr(StrEnum):
     PREVIEW_STEMS = "preview_stems"
     PREVIEW_ARTIFACT = "preview_artifact"  # npz of the preview images and their ground truth
     GRID_ENQUEUED = "grid_enqueued"
+    CLASSES = "classes"  # classification: the dataset's class names, index = label
     BASELINES = "baselines"  # constant predictors scored on val and test: name -> BaselineRecord
     PARENT = "parent"  # {"study", "how": "warm_start" | "narrowed", "top_k", ...}: the earlier study this one reuses
 
@@ -81,13 +90,15 @@ class ArtifactKind(StrEnum):
 
     WEIGHTS = "weights"
     CONFIG = "config"
-    PREVIEWS = "previews"
+    PREVIEWS = "previews"  # segmentation: the preview images' predicted masks
+    PREDICTIONS = "predictions"  # classification: every validation image's label, prediction and probabilities (LabelPredictions npz)
 
 
 class TrialArtifacts(TypedDict, total=False):
     weights: str  # artifact id of model.safetensors
     config: str  # artifact id of config.json
     previews: str  # artifact id of the preview predictions (npz)
+    predictions: str  # artifact id of the validation predictions (npz; classification)
 
 
 EpochRow = dict[str, Any]  # one epoch of "history": epoch, lr, time_s, train_<metric>, val_<metric>

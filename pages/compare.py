@@ -12,6 +12,7 @@ from app.widgets.errors import user_errors
 from app.widgets.mask_grid import channel_picker, image_stepper, mask_row, view_controls, zoom_button
 from app.widgets.reliability import row_flags
 from app.widgets.trial_table import trial_picker
+from core.contract import Task
 from core.data.volumes import slice_caption, volumes_of
 from core.errors import SegTuneError
 from core.results.previews import PreviewSet
@@ -132,20 +133,29 @@ def volume_view(name: str, chosen: list[int], parts: dict[str, list[str]]) -> No
     dice_table(masks, ordered, f"slices of {volume}")
 
 
+def classification_study(name: str) -> None:
+    st.info(f"**{name}** is a classification study: its predictions are class labels. Compare them on **Compare predictions**.",
+            icon=":material/info:")
+    st.page_link(page_path("predictions.py"), label="Compare predictions", icon=":material/fact_check:")
+
+
 st.title("Compare masks")
 st.caption("Validation images with the ground truth and each chosen trial's prediction (and its compressed variants'), side by side. "
            "Step through the worst cases first.")
 study = study_cache.require_study()
 with user_errors("Comparing masks"):
-    chosen = chosen_trials(study)
-    if chosen:
-        parts = volume_cache.split_volumes(study)
-        source = "previews"
-        if parts:
-            source = st.segmented_control("Show", list(SOURCES), default="previews", format_func=SOURCES.get, key="compare.source",
-                                          required=True, help="A whole volume: every stored slice, masks predicted from the trials' weights")
-        if source == "volume":
-            volume_view(study, chosen, parts)
-        else:
-            preview_view(study, chosen)
-        st.page_link(page_path("compress.py"), label="Derive compressed variants on Compress & deploy", icon=":material/compress:")
+    if study_cache.task(study) == Task.CLASSIFICATION:
+        classification_study(study)
+    else:
+        chosen = chosen_trials(study)
+        if chosen:
+            parts = volume_cache.split_volumes(study)
+            source = "previews"
+            if parts:
+                source = st.segmented_control("Show", list(SOURCES), default="previews", format_func=SOURCES.get, key="compare.source",
+                                              required=True, help="A whole volume: every stored slice, masks predicted from the trials' weights")
+            if source == "volume":
+                volume_view(study, chosen, parts)
+            else:
+                preview_view(study, chosen)
+            st.page_link(page_path("compress.py"), label="Derive compressed variants on Compress & deploy", icon=":material/compress:")

@@ -1,5 +1,6 @@
 """Compress & deploy: derive int8 / pruned variants of a trial in the background, compare them with
-the original (scores, size, speed, masks), and download a variant or the trial's ONNX / TorchScript."""
+the original (scores, size, speed, masks — or, for a classifier, predicted labels), and download a
+variant or the trial's ONNX / TorchScript. Scores are the study task's report metrics."""
 
 from __future__ import annotations
 
@@ -14,12 +15,16 @@ from app.nav import page_path
 from app.widgets.errors import user_errors
 from app.widgets.mask_grid import image_stepper, mask_row, view_controls, zoom_button
 from app.widgets.reliability import flag_warning, row_flags
+from core.contract import Task as StudyTask
+from core.data.visual import to_rgb
 from core.deploy.compression.config import METHODS, PRUNE_SCOPES, SPARSITY_RANGE, CompressionConfig, compress_argv
 from core.deploy.compression.variants import ExportDownload, export_downloads, trade_off_rows, variant_name, variant_zip
+from core.metrics.catalogue import METRICS, label, report_metrics
 from core.runtime.tasks import Task, TaskState, get_task, list_tasks, read_log_tail, start_task
 
 REFRESH = "2s"  # task progress while a compression runs
 MASKS = "compress.masks"  # key prefix of the masks view's controls
+MAX_IMAGES = 6  # a classifier variant's preview rows
 LOG_LINES = 30
 EXPORTS = "compress.exports"  # session: the last built ONNX / TorchScript downloads
 METHOD_LABELS = {
@@ -65,7 +70,7 @@ def pick_trial(name: str) -> int | None:
     number = st.selectbox("Trial", list(labels), format_func=labels.__getitem__, key="compress.trial",
                           help="The best trial is chosen by default (validation only; test metrics are never used to choose).")
     if number is not None:
-        flag_warning(complete[complete["number"] == number].iloc[0], "compressed and deployed")
+        flag_warning(complete[complete["number"] == number].iloc[0], "compressed and deployed", study_cache.task(name))
     return number
 
 
@@ -142,48 +147,56 @@ def task_status(task: Task) -> None:
 # --- comparing ----------------------------------------------------------------------------------
 
 
-COLUMNS = {
-    "model": st.column_config.TextColumn("Model"),
-    "val_dice": st.column_config.NumberColumn("Val Dice", format="%.3f"),
-    "val_iou": st.column_config.NumberColumn("Val IoU", format="%.3f"),
-    "val_f1": st.column_config.NumberColumn("Val F1", format="%.3f"),
-    "test_dice": st.column_config.NumberColumn("Test Dice", format="%.3f"),
-    "test_iou": st.column_config.NumberColumn("Test IoU", format="%.3f"),
-    "test_f1": st.column_config.NumberColumn("Test F1", format="%.3f"),
+MEASURED = {
     "size_mb": st.column_config.NumberColumn("Size (MB)", format="%.3f"),
     "zipped_mb": st.column_config.NumberColumn("Zipped (MB)", format="%.3f"),
     "nonzero_params": st.column_config.NumberColumn("Non-zero params", format="localized"),
     "latency_ms": st.column_config.NumberColumn("CPU ms / image", format="%.1f"),
     "images_per_s": st.column_config.NumberColumn("CPU images / s", format="%.1f"),
-    "delta_val_dice": st.column_config.NumberColumn("Δ val Dice", format="%+.3f"),
-    "delta_test_dice": st.column_config.NumberColumn("Δ test Dice", format="%+.3f"),
-    "delta_size_mb": st.column_config.NumberColumn("Δ size (MB)", format="%+.3f"),
-    "speedup": st.column_config.NumberColumn("Speed-up", format="%.2f×"),
 }
 
 
-def trade_off_figure(rows: pd.DataFrame) -> go.Figure:
-    """Size against val Dice, one point per model; the original is the star to beat."""
+def table_columns(task: StudyTask) -> dict[str, Any]:
+    """The trade-off table's columns: the task's report metrics (Dice, IoU, F1; accuracy, balanced
+    accuracy, macro F1) on val and test, the measurements, and deltas of the first metric."""
+    metrics = report_metrics(task)
+    first = METRICS.get(metrics[0]).label
+    scores = {f"{split}_{m}": st.column_config.NumberColumn(f"{title} {METRICS.get(m).label}", format="%.3f")
+              for split, title in (("val", "Val"), ("test", "Test")) for m in metrics}
+    return {
+        "model": st.column_config.TextColumn("Model"), **scores, **MEASURED,
+        f"delta_val_{metrics[0]}": st.column_config.NumberColumn(f"Δ val {first}", format="%+.3f"),
+        f"delta_test_{metrics[0]}": st.column_config.NumberColumn(f"Δ test {first}", format="%+.3f"),
+        "delta_size_mb": st.column_config.NumberColumn("Δ size (MB)", format="%+.3f"),
+        "speedup": st.column_config.NumberColumn("Speed-up", format="%.2f×"),
+    }
+
+
+def trade_off_figure(rows: pd.DataFrame, task: StudyTask) -> go.Figure:
+    """Size against the first validation report metric (Dice, accuracy), one point per model; the original is the star to beat."""
+    metric = f"val_{report_metrics(task)[0]}"
+    name = label(metric)
     figure = go.Figure()
     for is_original, group in rows.groupby(rows["variant"] == 0):
         figure.add_trace(go.Scatter(
-            x=group["size_mb"], y=group["val_dice"], mode="markers+text", text=group["model"], textposition="top center",
+            x=group["size_mb"], y=group[metric], mode="markers+text", text=group["model"], textposition="top center",
             name="original" if is_original else "variants",
             marker={"size": 16 if is_original else 11, "symbol": "star" if is_original else "circle"},
             customdata=group[["latency_ms", "nonzero_params"]],
-            hovertemplate="%{text}<br>%{x:.3f} MB · val Dice %{y:.3f}<br>%{customdata[0]:.1f} ms/image · %{customdata[1]:,} non-zero<extra></extra>",
+            hovertemplate=f"%{{text}}<br>%{{x:.3f}} MB · {name.lower()} %{{y:.3f}}<br>%{{customdata[0]:.1f}} ms/image · %{{customdata[1]:,}} non-zero<extra></extra>",
         ))
-    figure.update_layout(xaxis_title="Model file size (MB)", yaxis_title="Validation Dice", height=380, margin={"t": 30})
+    figure.update_layout(xaxis_title="Model file size (MB)", yaxis_title=name, height=380, margin={"t": 30})
     return figure
 
 
-def comparison_view(records: list[dict[str, Any]]) -> None:
+def comparison_view(records: list[dict[str, Any]], task: StudyTask) -> None:
     rows = pd.DataFrame(trade_off_rows(records))
-    st.dataframe(rows[["variant", *COLUMNS]], hide_index=True, width="stretch", key="compress.table",
-                 column_config={"variant": st.column_config.NumberColumn("#", format="%d"), **COLUMNS})
+    columns = table_columns(task)
+    st.dataframe(rows[["variant", *columns]], hide_index=True, width="stretch", key="compress.table",
+                 column_config={"variant": st.column_config.NumberColumn("#", format="%d"), **columns})
     st.caption("Deltas are against the original measured in the same run; CPU timings are from the machine that ran it. "
                "int8 variants run on the CPU only.")
-    st.plotly_chart(trade_off_figure(rows), key="compress.chart")
+    st.plotly_chart(trade_off_figure(rows, task), key="compress.chart")
 
 
 def masks_view(name: str, number: int, index: int, label: str) -> None:
@@ -206,6 +219,38 @@ def masks_view(name: str, number: int, index: int, label: str) -> None:
         table = compared.dice_table(ordered)
         st.dataframe(table, hide_index=True, column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table.columns if c != "image"})
     st.page_link(page_path("compare.py"), label="Put variants next to other trials on Compare masks", icon=":material/compare:")
+
+
+def labels_view(name: str, number: int, index: int) -> None:
+    """A classifier's variant against its original on the preview images: true class, both predictions."""
+    stems = study_cache.preview_stems(name)[:MAX_IMAGES]
+    original = study_cache.prediction_comparison(name, (number,))
+    if number not in original.trials or not stems:
+        st.info(f"Trial #{number} stored no validation predictions to compare with.", icon=":material/image_not_supported:")
+        return
+    variant = study_cache.variant_masks(name, number, index)  # a classifier's: its labels
+    images = study_cache.prediction_images(name, tuple(stems))
+    rows = {stem: row for row, stem in enumerate(original.stems)}
+    header = st.columns(4)
+    for column, title in zip(header, ("Image", "True class", f"Original #{number}", f"Variant {index}")):
+        column.markdown(f"**{title}**")
+    for position, stem in enumerate(stems):
+        cells = st.columns(4, vertical_alignment="center")
+        cells[0].image(to_rgb(images[position]), caption=stem)
+        row = rows.get(stem)
+        if row is None:  # not among the trial's validation images (e.g. another fold's)
+            cells[1].markdown("—")
+            continue
+        truth = int(original.labels[row])
+        ours = original.trials[number]
+        cells[1].markdown(original.classes[truth])
+        cells[2].markdown(_label_text(original.classes, int(ours.predicted[row]), truth, float(ours.confidence[row])))
+        cells[3].markdown(_label_text(original.classes, int(variant[position]), truth))
+
+
+def _label_text(classes: tuple[str, ...], predicted: int, truth: int, confidence: float | None = None) -> str:
+    text = classes[predicted] + (f" · {confidence:.2f}" if confidence is not None else "")
+    return f":green[:material/check: {text}]" if predicted == truth else f":red[:material/close: {text}]"
 
 
 # --- downloads ----------------------------------------------------------------------------------
@@ -247,14 +292,18 @@ def variants_view(name: str, number: int) -> None:
     if not records:
         st.info(f"Trial #{number} has no compressed variants yet — start one above.", icon=":material/compress:")
         return
+    task = study_cache.task(name)
     st.subheader("Trade-off")
-    comparison_view(records)
-    st.subheader("Masks and downloads")
+    comparison_view(records, task)
+    st.subheader("Predicted labels and downloads" if task == StudyTask.CLASSIFICATION else "Masks and downloads")
     labels = {i: f"{i} · {record['label']}" for i, record in enumerate(records, 1)}
     index = st.selectbox("Variant", list(labels), index=len(labels) - 1, format_func=labels.__getitem__, key="compress.variant")
     variant_download(name, number, index)
-    with user_errors("Drawing the variant's masks"):
-        masks_view(name, number, index, records[index - 1]["label"])
+    with user_errors("Drawing the variant's predictions"):
+        if task == StudyTask.CLASSIFICATION:
+            labels_view(name, number, index)
+        else:
+            masks_view(name, number, index, records[index - 1]["label"])
 
 
 def page(name: str) -> None:

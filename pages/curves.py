@@ -1,4 +1,4 @@
-"""Learning curves: per-epoch loss and metrics of the chosen trials, overlaid."""
+"""Learning curves: per-epoch loss and metrics of the chosen trials, overlaid (the study task's curve metrics)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from app.widgets.curves import curves_figure
 from app.widgets.errors import user_errors
 from app.widgets.reliability import FLAG_MARK, row_flags
 from app.widgets.trial_table import trial_picker
-from core.contract import TrialAttr
+from core.contract import Task, TrialAttr
 from core.metrics.catalogue import METRICS, curve_metrics, label
 
 MAX_TRIALS = 10  # beyond this the lines are unreadable
+METRIC_KEYS = {Task.SEGMENTATION: "curves.metric", Task.CLASSIFICATION: "curves.metric.classification"}
 
 
 def curves_view(name: str, drawn_live: bool) -> None:
@@ -26,8 +27,10 @@ def curves_view(name: str, drawn_live: bool) -> None:
                     icon=":material/hourglass_empty:")
             return
         chosen = trial_picker(started, key="curves.trials", limit=MAX_TRIALS)
-        metric = st.segmented_control("Metric", curve_metrics(), default="loss", format_func=label,
-                                      key="curves.metric", required=True)
+        task = study_cache.task(name)
+        # one key per task: a metric left selected in a study of the other task is no option here
+        metric = st.segmented_control("Metric", curve_metrics(task), default="loss", format_func=label,
+                                      key=METRIC_KEYS[task], required=True)
         if not chosen:
             st.info("Choose one or more trials above (or select rows on the **Leaderboard**).", icon=":material/touch_app:")
             return

@@ -9,8 +9,10 @@ from app import study_cache
 from app.nav import page_path
 from app.widgets.errors import user_errors
 from app.widgets.reliability import flag_warning, row_flags
-from app.widgets.trial_table import shown_value
+from app.widgets.trial_table import headline_metrics, shown_value
+from core.contract import Task
 from core.deploy import model_card as cards
+from core.metrics.catalogue import label
 
 
 def pick_trial(complete: pd.DataFrame) -> pd.Series:
@@ -21,10 +23,11 @@ def pick_trial(complete: pd.DataFrame) -> pd.Series:
     return complete[complete["number"] == number].iloc[0]
 
 
-def trial_cards(row: pd.Series) -> None:
+def trial_cards(row: pd.Series, task: Task) -> None:
+    first = headline_metrics(task)[0]
     cards = st.columns(4)
-    cards[0].metric("Val Dice", shown_value(row["val_dice"]), border=True)
-    cards[1].metric("Test Dice", shown_value(row["test_dice"]), border=True)
+    cards[0].metric(label(f"val_{first}").replace("Validation", "Val"), shown_value(row[f"val_{first}"]), border=True)
+    cards[1].metric(label(f"test_{first}"), shown_value(row[f"test_{first}"]), border=True)
     cards[2].metric("Parameters", shown_value(row["n_params"], ",.0f"), border=True)
     cards[3].metric("Size (MB)", shown_value(row["weights_mb"], ".2f"), border=True)
 
@@ -46,8 +49,15 @@ def downloads(name: str, number: int, bundle: str, card: str) -> None:
                                mime="text/markdown", icon=":material/description:", width="stretch", key="export.card")
 
 
-def usage(bundle: str, smp_model: bool) -> None:
+def usage(bundle: str, smp_model: bool, task: Task) -> None:
     st.subheader("Run it")
+    if task == Task.CLASSIFICATION:
+        st.caption(f"Unzip `{bundle}.zip`, go into the folder `{bundle}/` and, with SegTune installed, classify a folder of images "
+                   "(a CSV of labels and probabilities):")
+        st.code(cards.segtune_command(task), language="bash")
+        st.caption("or from Python, with the same preprocessing as training:")
+        st.code(cards.classifier_snippet(), language="python")
+        return
     st.caption(f"Unzip `{bundle}.zip` and go into the folder `{bundle}/`. Segment a folder of images there "
                "(PNG masks; numpy, Pillow and onnxruntime are all it needs, no SegTune):")
     st.code(cards.predict_command(), language="bash")
@@ -69,12 +79,13 @@ def export_view(name: str) -> None:
     row = pick_trial(complete)
     number = int(row["number"])
     bundle = f"{name}-trial{number}"
-    flag_warning(row, "exported")
-    trial_cards(row)
+    task = study_cache.task(name)
+    flag_warning(row, "exported", task)
+    trial_cards(row, task)
     card = study_cache.model_card(name, number)
     downloads(name, number, bundle, card)
     st.page_link(page_path("compress.py"), label="Quantize, prune or export to ONNX / TorchScript on Compress & deploy", icon=":material/compress:")
-    usage(bundle, cards.smp_loadable(study_cache.trials(name, (number,))[0]))
+    usage(bundle, cards.smp_loadable(study_cache.trials(name, (number,))[0]), task)
     st.subheader("Model card")
     with st.container(border=True):
         st.markdown(card)

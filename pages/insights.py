@@ -7,6 +7,7 @@ import streamlit as st
 from app import study_cache
 from app.widgets.errors import user_errors
 from app.widgets.reliability import FLAG_MARK, flag_label, row_flags
+from core.metrics.catalogue import label
 
 st.title("Insights")
 st.caption("How the search went and which hyperparameters mattered, from Optuna's visualizations.")
@@ -16,7 +17,7 @@ with user_errors("Drawing the insights"):
     objectives = study_cache.objective_names(name)
     objective = 0
     if len(objectives) > 1:
-        objective = st.selectbox("Objective", range(len(objectives)), format_func=objectives.__getitem__, key="insights.objective",
+        objective = st.selectbox("Objective", range(len(objectives)), format_func=lambda i: label(objectives[i]), key="insights.objective",
                                  help="History, importances, parallel coordinates, contour and slice show one objective at a time.")
     flagged = [(int(row.number), row_flags(row)) for row in study_cache.trials_frame(name).itertuples() if row_flags(row)]
     if flagged:

@@ -1,4 +1,8 @@
-"""Leaderboard: every trial of the study, sortable and filterable; pick trials to compare."""
+"""Leaderboard: every trial of the study, sortable and filterable; pick trials to compare.
+
+The metrics shown are the study task's (core.metrics.catalogue): Dice, IoU, ... for segmentation,
+balanced accuracy, accuracy, ... for classification.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,12 @@ import streamlit as st
 from app import state, study_cache
 from app.nav import page_path
 from app.widgets.errors import user_errors
-from app.widgets.reliability import flag_badges, flag_warning, interval, mean_sd, references_table
-from app.widgets.trial_table import GROUPS, STATE_ICONS, failure_reasons, shown_value, trial_table, visible_columns
+from app.widgets.reliability import COMPARE_PAGES, flag_badges, flag_warning, interval, mean_sd, references_table
+from app.widgets.trial_table import GROUPS, STATE_ICONS, failure_reasons, headline_metrics, shown_value, trial_table, visible_columns
+from core.contract import Task
+from core.metrics.catalogue import label
+
+COMPARE_FILES = {Task.SEGMENTATION: "compare.py", Task.CLASSIFICATION: "predictions.py"}
 
 
 def count_cards(name: str) -> None:
@@ -25,7 +33,7 @@ def count_cards(name: str) -> None:
         st.caption(f"{counts.cancelled} cancelled trial(s) are listed below as \"cancelled\" but not counted: a resumed job runs replacements.")
 
 
-def best_trial(name: str, frame: pd.DataFrame) -> None:
+def best_trial(name: str, frame: pd.DataFrame, task: Task) -> None:
     best = frame[frame["best"]].sort_values("rank")
     if best.empty:
         st.info("No finished trials yet — the best trial appears here when the first one completes.", icon=":material/hourglass_top:")
@@ -34,13 +42,14 @@ def best_trial(name: str, frame: pd.DataFrame) -> None:
     more = f" (and {len(best) - 1} more on the Pareto front)" if len(best) > 1 else ""
     st.subheader(f":material/emoji_events: Best trial #{top['number']}{more}")
     flag_badges(top)
-    flag_warning(top, "trusted, exported or compressed")
+    flag_warning(top, "trusted, exported or compressed", task)
+    first, second = headline_metrics(task)
     metrics = st.columns(5)
     val_ci, test_ci = interval(top, "val"), interval(top, "test")
-    metrics[0].metric("Val Dice", mean_sd(top) or shown_value(top["val_dice"]), border=True,
+    metrics[0].metric(label(f"val_{first}").replace("Validation", "Val"), mean_sd(top, first) or shown_value(top[f"val_{first}"]), border=True,
                       help=f"95 % CI {val_ci} (bootstrap)" if val_ci else None)
-    metrics[1].metric("Val IoU", shown_value(top["val_iou"]), border=True)
-    metrics[2].metric("Test Dice", shown_value(top["test_dice"]), border=True,
+    metrics[1].metric(label(f"val_{second}").replace("Validation", "Val"), shown_value(top[f"val_{second}"]), border=True)
+    metrics[2].metric(label(f"test_{first}"), shown_value(top[f"test_{first}"]), border=True,
                       help="Shown for information: never used to choose the best trial" + (f". 95 % CI {test_ci}" if test_ci else ""))
     metrics[3].metric("Parameters", shown_value(top["n_params"], ",.0f"), border=True)
     metrics[4].metric("Images/s", shown_value(top["images_per_s"], ".0f"), border=True)
@@ -54,7 +63,7 @@ def best_trial(name: str, frame: pd.DataFrame) -> None:
             st.info(comparison.sentence(), icon=":material/balance:")
 
 
-def filtered_table(frame: pd.DataFrame) -> None:
+def filtered_table(frame: pd.DataFrame, task: Task) -> None:
     filters = st.columns([3, 3])
     present = [s for s in STATE_ICONS if s in set(frame["state"])]
     states = filters[0].pills("States", present, selection_mode="multi", default=present, format_func=STATE_ICONS.get, key="leaderboard.states")
@@ -64,7 +73,7 @@ def filtered_table(frame: pd.DataFrame) -> None:
     if shown.empty:
         st.info("No trial has the chosen states — pick more states above.", icon=":material/filter_alt_off:")
     else:
-        trial_table(shown, visible_columns(shown, groups), key="leaderboard.table")
+        trial_table(shown, visible_columns(shown, groups, task), key="leaderboard.table")
 
 
 def failures(frame: pd.DataFrame) -> None:
@@ -78,13 +87,14 @@ def failures(frame: pd.DataFrame) -> None:
             st.code(reason, language=None, wrap_lines=True)
 
 
-def actions(name: str, frame: pd.DataFrame) -> None:
+def actions(name: str, frame: pd.DataFrame, task: Task) -> None:
     buttons = st.columns([2, 2, 2, 4])
     selected = state.SELECTED_TRIALS.get()
     buttons[0].download_button("Download CSV", frame.to_csv(index=False), file_name=f"{name}-trials.csv", mime="text/csv",
                                icon=":material/download:", width="stretch")
-    if buttons[1].button("Compare masks", icon=":material/compare:", disabled=not selected, width="stretch", help="Select 1–4 rows in the table first"):
-        st.switch_page(page_path("compare.py"))
+    if buttons[1].button(COMPARE_PAGES[task][0], icon=":material/compare:", disabled=not selected, width="stretch",
+                         help="Select 1–4 rows in the table first", key="leaderboard.compare"):
+        st.switch_page(page_path(COMPARE_FILES[task]))
     if buttons[2].button("Learning curves", icon=":material/show_chart:", disabled=not selected, width="stretch"):
         st.switch_page(page_path("curves.py"))
     buttons[3].caption(f"Selected: {', '.join(f'#{n}' for n in selected)}" if selected else "Select rows to compare trials.")
@@ -98,12 +108,13 @@ def board(name: str, drawn_live: bool) -> None:
         if frame.empty:
             st.info("No trials yet — start this study's job on **Jobs**, or a new study on **New study**.", icon=":material/hourglass_empty:")
             return
+        task = study_cache.task(name)
         count_cards(name)
-        best_trial(name, frame)
-        filtered_table(frame)
-        references_table(study_cache.baselines(name))
+        best_trial(name, frame, task)
+        filtered_table(frame, task)
+        references_table(study_cache.baselines(name), task)
         failures(frame)
-        actions(name, frame)
+        actions(name, frame, task)
 
 
 st.title("Leaderboard")

@@ -1,9 +1,16 @@
-"""New study: describe the search (or start from a paper preset), check its cost, start it."""
+"""New study: describe the search (or start from a paper preset), check its cost, start it.
+
+The form describes a study of the chosen dataset's task: a segmentation dataset gets the
+segmentation catalogue (architectures x encoders, segmentation losses, Dice-style objectives) and
+starts from the auto plan; a classification dataset gets the classifiers with their tuned head,
+classification losses and objectives, and the classification presets.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
 from collections import Counter
 from typing import Any
 
@@ -15,8 +22,11 @@ from app.widgets.errors import show_user_error, user_errors
 from app.widgets.spec_form import (
     PREFIX,
     SECTIONS,
+    TASK_DATASET,
+    TASK_LABELS,
     fill_form,
     fill_missing,
+    form_task,
     form_to_dict,
     hyperparameter_editor,
     problem_for,
@@ -26,15 +36,17 @@ from app.widgets.spec_form import (
     split_editor,
     study_settings_editor,
 )
-from core.data.manifest import dataset_path
+from core.contract import Task
+from core.data.manifest import DatasetManifest, dataset_path
 from core.data.splits import file_split, split_sizes
 from core.errors import SegTuneError
+from core.metrics.catalogue import default_objective
 from core.runtime.launcher import plan_slots, visible_gpu_ids
 from core.runtime.reuse import link_to_source, narrowed_spec, seed_from_study, studies_on_dataset
 from core.search.auto import plan_for_manifest
 from core.search.presets import AUTO, load_preset, preset_names
 from core.search.size import search_space_size
-from core.search.spec import StudySpec
+from core.search.spec import Objective, StudySpec
 from core.search.suggest import trials_beyond_space
 from core.search.validation import SpecError, spec_from_dict
 
@@ -44,7 +56,9 @@ PRESET_LABELS = {
     "p2-deeplabv3plus-liver": "Liver CT study · DeepLabV3+ / U-Net, Bayesian",
     "p3-optimizer-loss-cells": "Cell study · optimizers × losses (grid)",
     "p5-resnet-unet-mri": "Brain MRI study · ResNet-UNet encoders (grid)",
+    "p4-cnn-classification": "CNN random search · MobileNetV2 / VGG19 with a tuned head, 3-fold CV",
 }
+CLASSIFICATION_SIDE = (64, 224)  # a classification study starts at the images' median side, clamped to this
 NOTICE = PREFIX + "_notice"  # a message from a callback, shown on the next run
 NARROWED = PREFIX + "_narrowed"  # (new study name, earlier study, k) after "Narrow around its best"
 REASONS = PREFIX + "_plan_reasons"  # the auto preset's "why" lines for what the form shows
@@ -52,7 +66,10 @@ IMPORTED = PREFIX + "_imported"  # file id of the last imported spec, so it is a
 
 
 def starting_spec(dataset: str) -> StudySpec:
-    """What the form shows first: the auto preset, planned from the dataset's fingerprint."""
+    """What the form shows first: the auto preset, planned from the dataset's fingerprint (a
+    classification dataset: the classification catalogue's defaults at the images' size)."""
+    if dataset_task(dataset) == Task.CLASSIFICATION:
+        return classification_start(cache.manifest(dataset))
     try:
         auto = plan_for_manifest(cache.manifest(dataset), name=f"{dataset}-study", device=device_kind())
     except (SegTuneError, OSError, ValueError):  # an unreadable manifest: a small, quick study instead
@@ -60,6 +77,42 @@ def starting_spec(dataset: str) -> StudySpec:
     if PREFIX + "dataset" not in st.session_state:  # the form's first fill: it shows this plan
         st.session_state[REASONS] = list(auto.reasons)
     return dataclasses.replace(spec_from_dict(auto.spec), split=state.SPLIT.get())
+
+
+def dataset_task(dataset: str) -> Task:
+    """The task of a stored dataset (segmentation when its manifest cannot be read: the form then says why)."""
+    try:
+        return Task(cache.manifest(dataset).task)
+    except (SegTuneError, OSError, ValueError):
+        return Task.SEGMENTATION
+
+
+def classification_start(manifest: DatasetManifest) -> StudySpec:
+    """The classification catalogue's defaults (one backbone, P4's head sizes, cross-entropy) at the
+    images' median side, a multiple of 32 within :data:`CLASSIFICATION_SIDE`."""
+    side = statistics.median(min(pair.height, pair.width) for pair in manifest.pairs) if manifest.pairs else 128
+    low, high = CLASSIFICATION_SIDE
+    task = Task.CLASSIFICATION
+    return StudySpec(name=f"{manifest.name}-study", dataset=manifest.name, task=task, image_size=int(min(max(side // 32 * 32, low), high)),
+                     objectives=(Objective(default_objective(task)),), split=state.SPLIT.get())
+
+
+def follow_dataset_task() -> None:
+    """When the user picks a dataset of the other task, refill the form with that dataset's start.
+
+    Presets, imports and narrowing fill the form with their own dataset and task, so only a new pick
+    in the Dataset box re-derives the task (a mismatch from an import is reported at the field)."""
+    dataset = st.session_state[PREFIX + "dataset"]
+    if st.session_state.get(TASK_DATASET) == dataset:
+        return
+    st.session_state[TASK_DATASET] = dataset
+    task = dataset_task(dataset)
+    if task == form_task(st.session_state):
+        return
+    fill_form(spec_to_form(starting_spec(dataset)))
+    st.session_state.pop(PREFIX + "_preset", None)  # the other task's presets
+    st.session_state.pop(REASONS, None)
+    st.session_state[NOTICE] = ("success", f"{dataset} is a {task} dataset: the form now describes a {task} study.")
 
 
 def device_kind() -> str:
@@ -152,9 +205,19 @@ def trial_cost(spec_json: str, home: str) -> Any:
 
 def validate(values: Any) -> tuple[StudySpec | None, dict[str, str]]:
     try:
-        return spec_from_dict(form_to_dict(values)), {}
+        spec = spec_from_dict(form_to_dict(values))
     except SpecError as error:
         return None, error.problems
+    problem = task_problem(spec)
+    return (None, {"dataset": problem}) if problem else (spec, {})
+
+
+def task_problem(spec: StudySpec) -> str | None:
+    """Why the dataset cannot serve the spec's task (e.g. an imported classification spec on a segmentation dataset)."""
+    task = dataset_task(spec.dataset)
+    if task == spec.task:
+        return None
+    return f"{spec.dataset} is a {task} dataset, but this spec describes a {spec.task} study: pick a {spec.task} dataset."
 
 
 def show_notice() -> None:
@@ -167,7 +230,10 @@ def show_notice() -> None:
 def header_tools(dataset: str, problems: dict[str, str]) -> None:
     presets, importer, exporter = st.columns([2, 2, 1], vertical_alignment="bottom")
     with presets:
-        names = [AUTO, *preset_names()]
+        task = form_task(st.session_state)
+        names = [*([AUTO] if task == Task.SEGMENTATION else []), *preset_names(task)]  # the auto plan is segmentation's
+        if st.session_state.get(PREFIX + "_preset") not in names:  # e.g. an import switched the task
+            st.session_state.pop(PREFIX + "_preset", None)
         choice = st.selectbox("Start from a preset", names, format_func=lambda n: PRESET_LABELS.get(n, n), key=PREFIX + "_preset")
         st.button("Apply preset", on_click=apply_preset, args=(choice, dataset), icon=":material/auto_fix_high:", key=PREFIX + "_apply_preset")
     with importer:
@@ -187,29 +253,31 @@ def split_section(spec: StudySpec | None, problems: dict[str, str]) -> None:
         with user_errors("Previewing the split"):
             dataset = st.session_state[PREFIX + "dataset"]
             chosen = cache.manifest(dataset)
-            stems, groups = chosen.stems, chosen.groups
+            stems, groups, labels = chosen.stems, chosen.groups, chosen.labels or None  # labels: stratified (classification)
             if split.from_file:
                 folder = dataset_path(cache.settings().datasets_dir, dataset)
-                sizes = {part: len(getattr(file_split(folder, stems, split), part)) for part in ("train", "val", "test")}
+                sizes = {part: len(getattr(file_split(folder, stems, split, labels), part)) for part in ("train", "val", "test")}
                 st.caption(f"From the dataset's split.csv: {sizes['train']} train · {sizes['val']} validation · {sizes['test']} test images"
                            + (f" (train + validation cut into {spec.cv.folds} folds)" if spec is not None and spec.cv else ""))
             elif spec is not None and spec.cv is not None:
-                sizes = split_sizes(stems, dataclasses.replace(split, k_folds=spec.cv.folds, fold=0), groups)
+                sizes = split_sizes(stems, dataclasses.replace(split, k_folds=spec.cv.folds, fold=0), groups, labels)
                 st.caption(f"{spec.cv.folds} folds of about {sizes['val']} validation images each "
                            f"(each fold's model trains on about {sizes['train']}) · {sizes['test']} test images, held out first")
             else:
-                sizes = split_sizes(stems, split, groups)
+                sizes = split_sizes(stems, split, groups, labels)
                 st.caption(f"{sizes['train']} train · {sizes['val']} validation · {sizes['test']} test images")
 
 
 def search_space_sections(problems: dict[str, str]) -> None:
+    """The task's sections; only what applies to the chosen architectures, optimizers and losses."""
+    task = form_task(st.session_state)
     visible = set(shown_params(st.session_state))
-    for title, params in SECTIONS.items():
+    for title, params in SECTIONS[task].items():
         with st.container(border=True):
             st.subheader(title)
             for name in params:
                 if name in visible:
-                    hyperparameter_editor(name, problems)
+                    hyperparameter_editor(name, problems, task)
 
 
 def run_section() -> tuple[list[str], int | None, int]:
@@ -288,6 +356,7 @@ def form(datasets: list[str]) -> tuple[StudySpec | None, dict[str, str]]:
     fill_missing(spec_to_form(starting_spec(chosen)))
     if st.session_state[PREFIX + "dataset"] not in datasets:
         st.session_state[PREFIX + "dataset"] = chosen
+    follow_dataset_task()
     spec, problems = validate(st.session_state)
     header_tools(st.session_state[PREFIX + "dataset"], problems)
     show_notice()
@@ -296,12 +365,22 @@ def form(datasets: list[str]) -> tuple[StudySpec | None, dict[str, str]]:
     with st.container(border=True):
         st.subheader("Study")
         study_settings_editor(datasets, problems)
+        task_caption(st.session_state[PREFIX + "dataset"])
     split_section(spec, problems)
     search_space_sections(problems)
     with st.container(border=True):
         st.subheader("Search and budget")
-        search_editor(problems)
+        search_editor(problems, form_task(st.session_state))
     return spec, problems
+
+
+def task_caption(dataset: str) -> None:
+    task = form_task(st.session_state)
+    classes = ""
+    if task == Task.CLASSIFICATION and dataset_task(dataset) == task:
+        counts = cache.manifest(dataset).class_counts
+        classes = " · classes " + ", ".join(f"{name} ({count})" for name, count in counts.items())
+    st.caption(f":material/category: Task: **{TASK_LABELS[task]}**, from the dataset{classes}. Choose a dataset of the other task to switch.")
 
 
 def unplaced_problems(problems: dict[str, str]) -> None:

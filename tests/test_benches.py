@@ -56,3 +56,19 @@ def test_search_efficiency_summary_counts_compute_to_reach_random_best() -> None
     rows = {row["method"]: row for row in bench.summarise(runs, budget_s=10)}
     assert rows["tpe"]["reach_fraction_median"] == pytest.approx(0.2) and rows["tpe"]["best_median"] == pytest.approx(0.8)
     assert "| tpe | 0.800" in bench.table(list(rows.values()), 10)
+
+
+def test_classification_p4_compares_default_and_tuned_heads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import classification_p4
+
+    from tests.conftest import shared_dataset
+
+    shared_dataset("ct_liver_msd")  # skips (fails in CI) without the shared datasets
+    result = classification_p4.main(["--volumes", "4", "--trials", "1", "--epochs", "1", "--batch", "8", "--home", str(tmp_path / "home"),
+                                     "--json", str(tmp_path / "p4.json")])
+    configurations = [row["configuration"] for row in result["rows"]]
+    assert configurations[:2] == ["default MobileNetV2", "default VGG19"] and len(configurations) == 3
+    assert result["rows"][0]["head"] == {"head_kernel_size": 3, "head_filters": 64, "head_dense_units": 128, "head_dropout": 0.5}
+    assert all(0.0 <= row["balanced_accuracy"] <= 1.0 and row["balanced_accuracy_sd"] >= 0 for row in result["rows"])
+    assert result["baseline"] == pytest.approx(0.5) and (tmp_path / "p4.json").is_file()
+    assert "| default VGG19 | VGG19 | 3, 64, 128, 0.5 |" in capsys.readouterr().out

@@ -79,7 +79,7 @@ def test_old_bundles_and_variants_still_load(legacy: Settings, tmp_path: Path) -
     assert variant_predictions(study, 0, 1, store).shape == previews.masks.shape
 
 
-@pytest.mark.parametrize("page", ["leaderboard.py", "curves.py", "compare.py", "insights.py", "export.py", "compress.py", "jobs.py"])
+@pytest.mark.parametrize("page", ["leaderboard.py", "curves.py", "compare.py", "predictions.py", "insights.py", "export.py", "compress.py", "jobs.py"])
 def test_every_page_opens_the_old_study(legacy: Settings, page: str) -> None:
     app = open_page(page, study="legacy")
     assert not app.exception

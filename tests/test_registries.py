@@ -12,25 +12,28 @@ from dataclasses import fields
 
 import pytest
 
-from core.contract import TrialAttr
+from core.contract import Task, TrialAttr
 from core.errors import SegTuneError
 from core.metrics.catalogue import (
     METRICS,
     Scope,
     Source,
     curve_metrics,
+    default_objective,
     epoch_objectives,
     label,
     objective_metrics,
     report_metrics,
     split_metrics,
+    task_metrics,
 )
 from core.modeling.architectures import ARCHITECTURES, Family, input_size_problem
 from core.modeling.config import ModelConfig
 from core.modeling.losses import LOSSES
 from core.modeling.optimizers import OPTIMIZERS
-from core.search.space import HYPERPARAMETERS
+from core.search.space import HYPERPARAMETERS, hyperparameters
 from core.settings import Settings
+from tests.classification_sets import tiny_classification_study
 from tests.conftest import tiny_study
 
 
@@ -40,7 +43,7 @@ def test_every_architecture_entry_names_a_real_factory_and_real_hyperparameters(
     assert callable(getattr(importlib.import_module(module), function))
     config_fields = {f.name for f in fields(ModelConfig)}
     for name in entry.hyperparameters:
-        assert name in HYPERPARAMETERS and name in config_fields, name
+        assert name in hyperparameters(entry.task) and name in config_fields, name
     assert entry.quantization.static or entry.quantization.reason  # a refusal always says why
     assert entry.description
 
@@ -75,23 +78,26 @@ def test_a_registry_lookup_lists_the_valid_names() -> None:
     assert ARCHITECTURES.problem(3) and ARCHITECTURES.problem("Unet") is None
 
 
-def test_catalogue_views_are_consistent() -> None:
-    objectives = objective_metrics()
-    assert set(epoch_objectives()) <= set(objectives)
-    assert all(name.startswith("val_") for name in epoch_objectives())
-    assert set(report_metrics()) <= set(split_metrics())
-    assert set(curve_metrics()) <= set(METRICS.names)
+@pytest.mark.parametrize("task", list(Task))
+def test_catalogue_views_are_consistent(task: Task) -> None:
+    objectives = objective_metrics(task)
+    assert set(epoch_objectives(task)) <= set(objectives) and default_objective(task) in epoch_objectives(task)
+    assert all(name.startswith("val_") for name in epoch_objectives(task))
+    assert set(report_metrics(task)) <= set(split_metrics(task=task))
+    assert set(curve_metrics(task)) <= set(METRICS.names)
+    assert all(task in METRICS.get(name).tasks for name in (*split_metrics(task=task), *curve_metrics(task)))
     assert label("val_dice") == "Validation Dice" and label("test_iou") == "Test IoU" and label("lr") == "Learning rate"
 
 
-def test_every_catalogue_metric_is_computed_and_stored_by_a_real_trial(workspace: Settings) -> None:
-    study = tiny_study(workspace, "catalogue")
+@pytest.mark.parametrize("task", list(Task))
+def test_every_catalogue_metric_is_computed_and_stored_by_a_real_trial(workspace: Settings, task: Task) -> None:
+    study = tiny_study(workspace, "catalogue") if task == Task.SEGMENTATION else tiny_classification_study(workspace, "catalogue")
     trial = study.trials[0]
     attrs = trial.user_attrs
-    for name in split_metrics():
+    for name in split_metrics(task=task):
         assert name in attrs[TrialAttr.VAL_METRICS] and name in attrs[TrialAttr.TEST_METRICS], name
     epoch = attrs[TrialAttr.HISTORY][0]
-    for metric in METRICS:
+    for metric in task_metrics(task):
         if metric.scope == Scope.SPLIT:
             assert f"val_{metric.name}" in epoch, metric.name
         elif metric.scope == Scope.EPOCH:
@@ -101,4 +107,6 @@ def test_every_catalogue_metric_is_computed_and_stored_by_a_real_trial(workspace
         else:
             assert metric.source == Source.MEASUREMENT and attrs[metric.name] > 0, metric.name
     # the objective is the validation metric the catalogue names, never the test one
-    assert trial.values[0] == attrs[TrialAttr.VAL_METRICS]["dice"]
+    assert trial.values[0] == attrs[TrialAttr.VAL_METRICS][default_objective(task).removeprefix("val_")]
+    other = Task.CLASSIFICATION if task == Task.SEGMENTATION else Task.SEGMENTATION
+    assert not set(split_metrics(task=other)) - {"loss"} & set(attrs[TrialAttr.VAL_METRICS])  # no metric of the other task

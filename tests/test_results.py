@@ -21,6 +21,7 @@ from core.contract import ArtifactKind, StudyAttr, TrialAttr
 from core.deploy.export import bundle_zip
 from core.deploy.model_card import bundle_problem, model_card, onnx_snippet, predict_command, segtune_command, smp_snippet
 from core.errors import SegTuneError
+from core.metrics.catalogue import label
 from core.modeling.bundle import SEGTUNE_FILE, WEIGHTS_FILE, BundleConfig
 from core.modeling.config import ModelConfig
 from core.results.curves import learning_curves
@@ -192,8 +193,8 @@ def test_learning_curves_fall_back_to_intermediate_values_and_reject_unknown_met
     bare = create_trial(value=0.5, params={}, distributions={}, intermediate_values={1: 0.2, 2: 0.4})
     curves = learning_curves([bare], "dice")
     assert curves["split"].tolist() == ["objective", "objective"] and curves["value"].tolist() == [0.2, 0.4]
-    with pytest.raises(SegTuneError, match="unknown curve metric 'accuracy'.*dice"):
-        learning_curves(study.get_trials(), "accuracy")
+    with pytest.raises(SegTuneError, match="unknown curve metric 'sharpness'.*dice.*balanced_accuracy"):
+        learning_curves(study.get_trials(), "sharpness")
 
 
 def test_previews_align_by_stem_and_score_per_image_dice(study: optuna.Study, store: FileSystemArtifactStore) -> None:
@@ -263,7 +264,7 @@ def test_insight_figures_pareto_for_two_objectives(store: FileSystemArtifactStor
     study = build_study(optuna.storages.InMemoryStorage(), store, directions=("maximize", "minimize"))
     figures = insight_figures(study, objective=1)
     assert figures["pareto"].figure is not None and figures["pareto"].figure.data
-    assert "n_params" in json.dumps(figures["history"].figure.to_plotly_json(), default=str)
+    assert label("n_params") in json.dumps(figures["history"].figure.to_plotly_json(), default=str)  # the catalogue's name, "Parameters"
     with pytest.raises(SegTuneError, match="objective 2 does not exist.*val_dice, n_params"):
         insight_figures(study, objective=2)
 

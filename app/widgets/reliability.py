@@ -6,12 +6,15 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.contract import TrialFlag
+from core.contract import Task, TrialFlag
 from core.metrics.baselines import BASELINE_MARGIN, FLAG_TEXT
-from core.metrics.catalogue import label
+from core.metrics.catalogue import default_objective, label, report_metrics
 
 FLAG_LABELS = {TrialFlag.CONSTANT_PREDICTION: "constant prediction", TrialFlag.NOT_BETTER_THAN_BASELINE: "not better than a constant"}
 FLAG_MARK = "⚑"
+# Where a flagged trial's outputs can be looked at, per task (page title, what it shows).
+COMPARE_PAGES: dict[Task, tuple[str, str]] = {Task.SEGMENTATION: ("Compare masks", "masks"),
+                                              Task.CLASSIFICATION: ("Compare predictions", "predictions")}
 
 
 def row_flags(row: pd.Series | tuple) -> list[str]:
@@ -30,13 +33,14 @@ def flag_badges(row: pd.Series) -> None:
         st.badge(flag_label(flag), icon=":material/flag:", color="orange", help=FLAG_TEXT.get(flag))  # type: ignore[call-overload]
 
 
-def flag_warning(row: pd.Series, action: str) -> bool:
+def flag_warning(row: pd.Series, action: str, task: Task = Task.SEGMENTATION) -> bool:
     """Warn before a flagged trial is used ("exported", "compressed"); True when it is flagged."""
     flags = row_flags(row)
     if not flags:
         return False
     reasons = "; ".join(FLAG_TEXT.get(flag, flag) for flag in flags)  # type: ignore[call-overload]
-    st.warning(f"Trial #{int(row['number'])} is flagged: it {reasons}. Check its masks on **Compare masks** before it is {action}.",
+    page, outputs = COMPARE_PAGES[task]
+    st.warning(f"Trial #{int(row['number'])} is flagged: it {reasons}. Check its {outputs} on **{page}** before it is {action}.",
                icon=":material/flag:")
     return True
 
@@ -58,13 +62,21 @@ def mean_sd(row: pd.Series, metric: str = "dice") -> str | None:
     return f"{mean:.3f} ± {sd:.3f}"
 
 
-def references_table(references: pd.DataFrame) -> None:
+REFERENCE_COLUMNS: dict[Task, tuple[str, ...]] = {
+    Task.SEGMENTATION: ("val_dice", "val_dice_per_image", "val_iou", "val_recall", "val_specificity", "test_dice"),
+    # the classification report metrics (accuracy, balanced accuracy, macro F1), then the test headline
+    Task.CLASSIFICATION: (*(f"val_{m}" for m in report_metrics(Task.CLASSIFICATION)), default_objective(Task.CLASSIFICATION).replace("val_", "test_", 1)),
+}
+CONSTANT_UNITS = {Task.SEGMENTATION: "every pixel", Task.CLASSIFICATION: "every image"}
+
+
+def references_table(references: pd.DataFrame, task: Task = Task.SEGMENTATION) -> None:
     """The constant predictors, scored on the same validation and test images as the trials."""
     if references.empty:
         return
-    columns = [c for c in ("label", "val_dice", "val_dice_per_image", "val_iou", "val_recall", "val_specificity", "test_dice") if c in references]
+    columns = ["label", *(c for c in REFERENCE_COLUMNS[task] if c in references)]
     config = {"label": st.column_config.TextColumn("Reference (constant prediction)", width="medium")}
     config.update({c: st.column_config.NumberColumn(label(c), format="%.3f") for c in columns if c != "label"})
     st.dataframe(references[columns], hide_index=True, column_config=config, key="leaderboard.references")
-    st.caption(f"Reference rows: every pixel predicted as one class, scored like a trial. A trial is flagged when it does not beat "
+    st.caption(f"Reference rows: {CONSTANT_UNITS[task]} predicted as one class, scored like a trial. A trial is flagged when it does not beat "
                f"the best of them by {BASELINE_MARGIN} on its first objective, or when it predicts (nearly) one class everywhere.")

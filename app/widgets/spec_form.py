@@ -1,40 +1,57 @@
 """The study form: a search-space editor built from the hyperparameter catalogue, and split settings.
 
-Every hyperparameter of ``core.spec.HYPERPARAMETERS`` gets an editor: a multiselect for names and
-switches (one pick = fixed, several = a choice), and for numbers either a list of values or a
-range (low, high, step, log). Form values live in session state under ``ns.*`` keys, so presets
-and imported JSON fill the form by writing those keys (:func:`fill_form`) before it is drawn, and
-:func:`form_to_dict` turns the keys back into a spec dict that ``spec_from_dict`` validates.
+Every hyperparameter of the form's task catalogue (``core.search.space.hyperparameters``:
+segmentation or classification) gets an editor: a multiselect for names and switches (one pick =
+fixed, several = a choice), and for numbers either a list of values or a range (low, high, step,
+log). Form values live in session state under ``ns.*`` keys, so presets and imported JSON fill the
+form by writing those keys (:func:`fill_form`) before it is drawn, and :func:`form_to_dict` turns
+the keys back into a spec dict that ``spec_from_dict`` validates. The task is a form value too
+(``ns.task``): it decides which catalogue, sections and objectives the form shows.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 import streamlit as st
 
+from core.contract import Task
 from core.data.splits import SplitConfig
 from core.metrics.catalogue import objective_metrics
 from core.search.samplers import PRUNERS, SAMPLERS
-from core.search.space import HYPERPARAMETERS, HyperParam, ParamSpec
+from core.search.space import CONDITION_PARAMS, HyperParam, ParamSpec, hyperparameters
 from core.search.spec import StudySpec
 
 PREFIX = "ns."
-SECTIONS: dict[str, tuple[str, ...]] = {
-    "Model": ("architecture", "encoder", "encoder_depth", "encoder_weights", "unet_start_filters", "unet_depth", "unet_activation", "unet_dropout", "unet_bn_after_act"),
-    "Training": ("optimizer", "lr", "weight_decay", "momentum", "nesterov", "scheduler", "batch_size", "epochs", "loss"),
-    "Augmentation": ("aug_hflip", "aug_vflip", "aug_rotate", "aug_shift_scale", "aug_brightness_contrast"),
+_TRAINING = ("optimizer", "lr", "weight_decay", "momentum", "nesterov", "scheduler", "batch_size", "epochs", "loss")
+_AUGMENTATION = ("aug_hflip", "aug_vflip", "aug_rotate", "aug_shift_scale", "aug_brightness_contrast")
+# Per task, every name of its catalogue in one section (a test checks none is left out).
+SECTIONS: dict[Task, dict[str, tuple[str, ...]]] = {
+    Task.SEGMENTATION: {
+        "Model": ("architecture", "encoder", "encoder_depth", "encoder_weights", "unet_start_filters", "unet_depth", "unet_activation", "unet_dropout", "unet_bn_after_act"),
+        "Training": _TRAINING,
+        "Augmentation": _AUGMENTATION,
+    },
+    Task.CLASSIFICATION: {
+        "Model": ("architecture", "encoder_weights", "head_kernel_size", "head_filters", "head_dense_units", "head_dropout"),
+        "Training": (*_TRAINING, "label_smoothing"),
+        "Augmentation": _AUGMENTATION,
+    },
 }
 LABELS: dict[str, str] = {
     "architecture": "Architectures", "encoder": "Encoders", "encoder_depth": "Encoder depth",
     "encoder_weights": "Encoder weights", "unet_start_filters": "U-Net start filters", "unet_depth": "U-Net depth",
     "unet_activation": "U-Net activations", "unet_dropout": "U-Net dropout", "unet_bn_after_act": "Batch norm after activation",
+    "head_kernel_size": "Head kernel size", "head_filters": "Head filters", "head_dense_units": "Head dense units",
+    "head_dropout": "Head dropout", "label_smoothing": "Label smoothing",
     "optimizer": "Optimizers", "lr": "Learning rate", "weight_decay": "Weight decay", "momentum": "Momentum",
     "nesterov": "Nesterov", "scheduler": "LR schedules", "batch_size": "Batch sizes", "epochs": "Epochs",
     "loss": "Losses", "aug_hflip": "Horizontal flips", "aug_vflip": "Vertical flips", "aug_rotate": "Rotation (degrees)",
     "aug_shift_scale": "Shift / scale", "aug_brightness_contrast": "Brightness / contrast",
 }
+TASK_LABELS: dict[Task, str] = {Task.SEGMENTATION: "Segmentation (a mask per image)", Task.CLASSIFICATION: "Classification (a label per image)"}
 RANGE, VALUES = "range", "values"
 AUTO_CHANNELS = 0  # the form's stand-in for "the dataset's own" (None in the spec)
 IMAGE_SIZES = (32, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 1024)
@@ -45,12 +62,21 @@ def key(name: str) -> str:
     return PREFIX + name
 
 
+TASK = key("task")  # the task the form describes (a Task value); follows the chosen dataset's
+TASK_DATASET = key("_task_dataset")  # the dataset the form's task was last set for: choosing another re-derives it
+
+
+def form_task(values: Mapping[str, Any]) -> Task:
+    """The task the form describes (segmentation until set)."""
+    return Task(values.get(TASK) or Task.SEGMENTATION)
+
+
 def is_numeric(hp: HyperParam) -> bool:
     return hp.kind in (int, float)
 
 
-def categorical_options(name: str) -> list[Any]:
-    hp = HYPERPARAMETERS[name]
+def categorical_options(name: str, task: Task = Task.SEGMENTATION) -> list[Any]:
+    hp = hyperparameters(task)[name]
     if hp.kind is bool:
         return [False, True]
     values = list(hp.options()) if hp.options else []
@@ -64,6 +90,7 @@ def spec_to_form(spec: StudySpec) -> dict[str, Any]:
     """Session-state values (``ns.*``) that show ``spec`` in the form."""
     objectives = [o.metric for o in spec.objectives]
     values: dict[str, Any] = {
+        TASK: str(Task(spec.task)), TASK_DATASET: spec.dataset,
         key("name"): spec.name, key("dataset"): spec.dataset, key("description"): spec.description,
         key("image_size"): spec.image_size, key("channels"): spec.channels or AUTO_CHANNELS,
         key("objectives"): objectives, key("sampler"): spec.sampler, key("pruner"): spec.pruner,
@@ -72,19 +99,18 @@ def spec_to_form(spec: StudySpec) -> dict[str, Any]:
         key("patience"): spec.patience, key("seed"): spec.seed, key("preview_count"): spec.preview_count,
     }
     values.update(split_to_form(spec.split, PREFIX + "split.", spec.cv.folds if spec.cv else None))
-    for name in HYPERPARAMETERS:
-        values.update(_param_to_form(name, spec.param(name)))
+    for name, hp in hyperparameters(spec.task).items():
+        values.update(_param_to_form(name, hp, spec.param(name)))
     return values
 
 
-def _param_to_form(name: str, dimension: ParamSpec) -> dict[str, Any]:
+def _param_to_form(name: str, hp: HyperParam, dimension: ParamSpec) -> dict[str, Any]:
     base = key(f"sp.{name}")
-    if not is_numeric(HYPERPARAMETERS[name]):
+    if not is_numeric(hp):
         return {base: list(dimension.candidate_values())}
     if dimension.kind in ("fixed", "choice"):
         text = ", ".join(_number_text(v) for v in dimension.candidate_values())
         return {f"{base}.mode": VALUES, f"{base}.values": text}
-    hp = HYPERPARAMETERS[name]
     return {
         f"{base}.mode": RANGE, f"{base}.low": _typed(hp, dimension.low), f"{base}.high": _typed(hp, dimension.high),
         f"{base}.step": _typed(hp, dimension.step or 0), f"{base}.log": dimension.log,
@@ -96,7 +122,9 @@ def form_to_dict(values: Mapping[str, Any]) -> dict[str, Any]:
     timeout_min = float(values.get(key("timeout_min")) or 0)
     n_trials = int(values.get(key("n_trials")) or 0)
     channels = values.get(key("channels"), AUTO_CHANNELS)
+    task = form_task(values)
     return {
+        "task": str(task),
         "name": str(values.get(key("name"), "")).strip(),
         "dataset": values.get(key("dataset")) or "",
         "description": values.get(key("description"), ""),
@@ -111,13 +139,12 @@ def form_to_dict(values: Mapping[str, Any]) -> dict[str, Any]:
         "preview_count": int(values.get(key("preview_count"), 8)),
         "split": form_to_split(values, PREFIX + "split.").to_dict(),
         **({"cv": {"folds": int(values.get(PREFIX + "split.cv_folds", 5))}} if values.get(PREFIX + "split.mode") == CV else {}),
-        "search_space": {name: _form_to_param(values, name) for name in shown_params(values)},
+        "search_space": {name: _form_to_param(values, name, hyperparameters(task)[name]) for name in shown_params(values)},
     }
 
 
-def _form_to_param(values: Mapping[str, Any], name: str) -> Any:
+def _form_to_param(values: Mapping[str, Any], name: str, hp: HyperParam) -> Any:
     base = key(f"sp.{name}")
-    hp = HYPERPARAMETERS[name]
     if not is_numeric(hp):
         picked = list(values.get(base, []))
         return picked[0] if len(picked) == 1 else {"choices": picked}
@@ -152,11 +179,10 @@ def parse_numbers(text: str, kind: type) -> list[Any] | str:
 
 
 def shown_params(values: Mapping[str, Any]) -> list[str]:
-    """Hyperparameters that apply to at least one chosen architecture and optimizer."""
-    architectures = list(values.get(key("sp.architecture"), [])) or [None]
-    optimizers = list(values.get(key("sp.optimizer"), [])) or [None]
-    contexts = [{"architecture": a, "optimizer": o} for a in architectures for o in optimizers]
-    return [name for name, hp in HYPERPARAMETERS.items() if any(hp.active(context) for context in contexts)]
+    """The form task's hyperparameters that apply to at least one chosen architecture, optimizer and loss."""
+    chosen = [list(values.get(key(f"sp.{name}"), [])) or [None] for name in CONDITION_PARAMS]
+    contexts = [dict(zip(CONDITION_PARAMS, combination)) for combination in itertools.product(*chosen)]
+    return [name for name, hp in hyperparameters(form_task(values)).items() if any(hp.active(context) for context in contexts)]
 
 
 def _typed(hp: HyperParam, value: Any) -> Any:
@@ -255,12 +281,12 @@ def problem_for(problems: Mapping[str, str], *paths: str) -> None:
             st.error(f"{message}", icon=":material/error:")
 
 
-def hyperparameter_editor(name: str, problems: Mapping[str, str]) -> None:
-    hp = HYPERPARAMETERS[name]
+def hyperparameter_editor(name: str, problems: Mapping[str, str], task: Task = Task.SEGMENTATION) -> None:
+    hp = hyperparameters(task)[name]
     label = LABELS.get(name, name)
     base = key(f"sp.{name}")
     if not is_numeric(hp):
-        st.multiselect(label, categorical_options(name), key=base, format_func=_option_text, help=hp.help, persist_state="session")
+        st.multiselect(label, categorical_options(name, task), key=base, format_func=_option_text, help=hp.help, persist_state="session")
     else:
         _numeric_editor(name, hp, label, base)
     problem_for(problems, f"search_space.{name}")
@@ -319,11 +345,12 @@ def study_settings_editor(datasets: Sequence[str], problems: Mapping[str, str]) 
         problem_for(problems, "image_size")
 
 
-def search_editor(problems: Mapping[str, str]) -> None:
-    """Objectives, sampler, pruner, budget."""
+def search_editor(problems: Mapping[str, str], task: Task = Task.SEGMENTATION) -> None:
+    """Objectives (the task's), sampler, pruner, budget."""
+    objectives = objective_metrics(task)
     st.multiselect(
-        "Objectives", list(objective_metrics()), key=key("objectives"), persist_state="session",
-        format_func=lambda m: f"{m} ({objective_metrics()[m]})", help="Several objectives give a Pareto front (no pruning).",
+        "Objectives", list(objectives), key=key("objectives"), persist_state="session",
+        format_func=lambda m: f"{m} ({objectives[m]})", help="Several objectives give a Pareto front (no pruning).",
     )
     problem_for(problems, "objectives")
     columns = st.columns(3)

@@ -1,7 +1,8 @@
 """The trials table and the trial picker: how a user sees trials and chooses which to compare.
 
 Selections are stored as trial numbers in ``app.state.SELECTED_TRIALS`` so every result page
-starts from the same choice.
+starts from the same choice. The metric columns are those the metric catalogue defines for the
+study's task (Dice, IoU, ... for segmentation; accuracy, balanced accuracy, ... for classification).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import streamlit as st
 
 from app import state
 from app.widgets.reliability import FLAG_MARK, flag_label, interval, mean_sd, row_flags
-from core.metrics.catalogue import METRICS, split_metrics
+from core.contract import Task
+from core.metrics.catalogue import METRICS, Scope, Source, default_objective, report_metrics, task_metrics
 
 # Column groups the user can show or hide; the identity columns are always shown.
 GROUPS: dict[str, str] = {
@@ -23,11 +25,22 @@ GROUPS: dict[str, str] = {
     "cost": "Cost",
 }
 COST_COLUMNS = ("epochs_run", "train_time_s", "images_per_s", "n_params", "weights_mb")
-SHOWN_METRICS = ("dice", "dice_per_image", "iou", "pixel_accuracy", "precision", "recall", "f1")
 STATE_ICONS = {"complete": "complete", "pruned": "pruned", "fail": "failed", "cancelled": "cancelled", "running": "running", "waiting": "waiting"}
 # Text columns made from several frame columns when the table is drawn (display_frame).
 DERIVED = ("flags_shown", "val_dice_ci", "val_dice_mean_sd", "test_dice_ci")
 BEST_MARK = "★"
+
+
+def shown_metrics(task: Task = Task.SEGMENTATION) -> tuple[str, ...]:
+    """The task's split metrics a trial can be chosen on, in catalogue order (the loss is left to the curves)."""
+    return tuple(m.name for m in task_metrics(task) if m.scope == Scope.SPLIT and m.objective and m.source != Source.LOSS)
+
+
+def headline_metrics(task: Task = Task.SEGMENTATION) -> tuple[str, str]:
+    """The two metrics a trial is summed up by: the task's default objective (Dice, balanced
+    accuracy) and the first other report metric (IoU, accuracy)."""
+    first = default_objective(task).removeprefix("val_")
+    return first, next(m for m in report_metrics(task) if m != first)
 
 
 def shown_value(value: object, spec: str = ".3f") -> str:
@@ -35,8 +48,8 @@ def shown_value(value: object, spec: str = ".3f") -> str:
     return "—" if value is None or pd.isna(value) else format(value, spec)
 
 
-def visible_columns(frame: pd.DataFrame, groups: Sequence[str]) -> list[str]:
-    """The frame's columns to show for the chosen groups, in reading order."""
+def visible_columns(frame: pd.DataFrame, groups: Sequence[str], task: Task = Task.SEGMENTATION) -> list[str]:
+    """The frame's columns to show for the chosen groups, in reading order (the metrics of ``task``)."""
     columns = ["best", "number", "state", "rank", *[c for c in frame.columns if c.startswith("objective_")]]
     if "flags" in frame and frame["flags"].fillna("").astype(bool).any():
         columns.append("flags_shown")  # shown whenever a listed trial is flagged
@@ -44,7 +57,7 @@ def visible_columns(frame: pd.DataFrame, groups: Sequence[str]) -> list[str]:
         columns += [c for c in frame.columns if c.startswith("param_")]
     for split in ("val", "test"):
         if split in groups:
-            columns += [f"{split}_{m}" for m in SHOWN_METRICS if f"{split}_{m}" in frame]
+            columns += [f"{split}_{m}" for m in shown_metrics(task) if f"{split}_{m}" in frame]
             if f"{split}_dice_ci_low" in frame and frame[f"{split}_dice_ci_low"].notna().any():
                 columns.insert(columns.index(f"{split}_dice") + 1, f"{split}_dice_ci")
             if split == "val" and "val_dice_std" in frame and frame["val_dice_std"].notna().any():
@@ -87,10 +100,11 @@ def column_config(frame: pd.DataFrame) -> dict[str, st.column_config.Column]:
             name = column.removeprefix("param_")
             numeric = pd.api.types.is_float_dtype(frame[column])
             config[column] = st.column_config.NumberColumn(name, format="%.2e") if numeric and name in ("lr", "weight_decay") else st.column_config.Column(name)
+    headlines = {headline_metrics(task)[0] for task in Task}  # drawn as bars
     for split, title in (("val", "Val"), ("test", "Test")):
-        for metric in split_metrics():
+        for metric in (m.name for m in METRICS if m.scope in (Scope.SPLIT, Scope.VOLUME)):
             label = f"{title} {METRICS.get(metric).label}"
-            if metric == "dice":
+            if metric in headlines:
                 config[f"{split}_{metric}"] = st.column_config.ProgressColumn(label, min_value=0.0, max_value=1.0, format="%.3f")
             else:
                 config[f"{split}_{metric}"] = st.column_config.NumberColumn(label, format="%.3f")

@@ -1,6 +1,8 @@
-"""``python -m core predict --model BUNDLE (--images DIR | --volumes DIR) --out DIR``: masks for a folder.
+"""``python -m core predict --model BUNDLE (--images DIR | --volumes DIR) --out DIR|FILE.csv``: masks or labels for a folder.
 
-``--images``: one PNG mask per image (``--overlay`` adds overlays). ``--volumes``: one NIfTI label
+``--images``: a segmentation model writes one PNG mask per image into the folder ``--out``
+(``--overlay`` adds overlays); a classifier writes one CSV file ``--out`` with each image's label
+and class probabilities. ``--volumes``: one NIfTI label
 volume per NIfTI file / DICOM series, with the input's geometry and the bundle's ingest-time
 preprocessing (models trained on a volume dataset).
 """
@@ -11,16 +13,19 @@ import argparse
 import sys
 from pathlib import Path
 
+from core.contract import Task
 from core.deploy.predict import predict_folder
+from core.modeling.bundle import load_bundle_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("predict", help="segment a folder of images or medical volumes with an exported model")
+    parser = subparsers.add_parser("predict", help="segment or classify a folder of images (or segment medical volumes) with an exported model")
     parser.add_argument("--model", required=True, type=Path, help="exported bundle or variant folder")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", type=Path, help="folder of images (PNG, JPG, TIFF, BMP; .npy HxWxC uint8 for multi-sequence models)")
     source.add_argument("--volumes", type=Path, help="folder of NIfTI volumes (<case>.nii.gz, <case>_0000.nii.gz ...) or DICOM series sub-folders")
-    parser.add_argument("--out", required=True, type=Path, help="folder for the masks (<stem>.png) or label volumes (<case>.nii.gz)")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="folder for the masks (<stem>.png) or label volumes (<case>.nii.gz); a classifier's CSV file (file, label, confidence, p_<class>...)")
     parser.add_argument("--overlay", action="store_true", help="images: also write overlays into OUT/overlays/")
     parser.set_defaults(func=run)
 
@@ -30,6 +35,10 @@ def run(args: argparse.Namespace) -> int:
         from core.deploy.predict_volumes import predict_volumes
 
         report = predict_volumes(args.model, args.volumes, args.out, progress=True)
+    elif load_bundle_config(args.model).task == Task.CLASSIFICATION:
+        from core.deploy.classify import classify_folder
+
+        report = classify_folder(args.model, args.images, args.out, progress=True)
     else:
         report = predict_folder(args.model, args.images, args.out, overlay=args.overlay, progress=True)
     print(report.summary(), file=sys.stderr if report.skipped else sys.stdout)

@@ -21,10 +21,10 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from core.contract import Task  # the one task enum: studies and datasets must agree on it
 from core.errors import ProblemsError, SegTuneError, unknown_option
 from core.naming import is_valid_name
 
@@ -34,13 +34,6 @@ BINARY_CLASSES = ("background", "foreground")
 INGEST_PREFIX = ".ingest-"  # an ingest under way (renamed to the dataset's name when all is well)
 DELETE_PREFIX = ".delete-"  # a dataset being deleted
 STALE_WORK_S = 60 * 60  # an .ingest-* folder untouched this long belongs to a killed ingest
-
-
-class Task(StrEnum):
-    """What a dataset's items are labelled with: a mask per image, or one class per image."""
-
-    SEGMENTATION = "segmentation"
-    CLASSIFICATION = "classification"
 
 
 class DatasetError(ProblemsError):

@@ -155,7 +155,7 @@ def _write_dynamic_int8_onnx(float_model: nn.Module, sample: torch.Tensor, path:
 
 def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path, *, int8: bool = False, dynamic_from: nn.Module | None = None) -> ExportedFile:
     """Write ONNX (opset ONNX_OPSET, dynamic batch axis), check it with onnxruntime on ``sample`` and
-    put ``predict.py`` next to it. ``int8``: the model is quantized (checked on its masks);
+    put ``predict.py`` next to it (segmentation models). ``int8``: the model is quantized (checked on its masks);
     ``dynamic_from``: ``model`` is this float model with dynamic int8 Linear layers (onnxruntime
     quantizes them, see ``_write_dynamic_int8_onnx``)."""
     import onnxruntime as ort
@@ -179,7 +179,8 @@ def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path, *, int8: boo
         exported = ExportedFile("onnx", path, worst, agreement)
     else:
         exported = ExportedFile("onnx", path, _verify("ONNX", path, reference, output))
-    shutil.copyfile(STANDALONE_PREDICT, path.with_name(PREDICT_SCRIPT))
+    if output.ndim == 4:  # predict.py writes masks: a classifier's (N, classes) logits are run through SegTune
+        shutil.copyfile(STANDALONE_PREDICT, path.with_name(PREDICT_SCRIPT))
     return exported
 
 

@@ -3,7 +3,7 @@
 The usage the card prints and the Export page shows come from the same functions here, and each
 runs from the unzipped folder with public packages only: ``predict.py`` / onnxruntime for every
 model, ``segmentation_models_pytorch.from_pretrained`` for smp architectures (tests/test_export.py
-runs them in a process that cannot import SegTune).
+runs them in a process that cannot import SegTune). Classifiers run through SegTune (``core.deploy.classify``).
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import optuna
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial
 
-from core.contract import ArtifactKind, StudyAttr, TrialAttr
+from core.contract import ArtifactKind, StudyAttr, Task, TrialAttr
 from core.metrics.catalogue import METRICS, stored_metrics
 from core.modeling.architectures import ARCHITECTURES, Family
 from core.modeling.bundle import CONFIG_FILE, ONNX_FILE, PREDICT_SCRIPT, SEGTUNE_FILE, WEIGHTS_FILE
+from core.results.reliability import study_task
 from core.results.trials import best_numbers, objective_names
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def model_card(study: optuna.Study, trial: FrozenTrial, files: frozenset[str] = 
     how to run it with the ``files`` it ships with (``onnx_problem``: why model.onnx is missing)."""
     sections = (_card_intro, _card_model, _card_data, _card_training, _card_metrics)
     lines = [line for section in sections for line in section(study, trial)]
-    return "\n".join([*lines, *usage(bundle_name(study, trial), smp_loadable(trial), files, onnx_problem)])
+    return "\n".join([*lines, *usage(bundle_name(study, trial), smp_loadable(trial), files, onnx_problem, study_task(study))])
 
 
 def _card_intro(study: optuna.Study, trial: FrozenTrial) -> list[str]:
@@ -47,7 +48,7 @@ def _card_intro(study: optuna.Study, trial: FrozenTrial) -> list[str]:
     return [
         f"# Model card — {bundle_name(study, trial)}",
         "",
-        f"Segmentation model trained by SegTune in study **{study.study_name}**, trial **#{trial.number}** "
+        f"{study_task(study).capitalize()} model trained by SegTune in study **{study.study_name}**, trial **#{trial.number}** "
         f"(state: {trial.state.name.lower()}; best trial of the study: {best}).",
         "",
     ]
@@ -99,7 +100,8 @@ def _card_training(study: optuna.Study, trial: FrozenTrial) -> list[str]:
 
 
 def _card_metrics(study: optuna.Study, trial: FrozenTrial) -> list[str]:
-    return ["## Metrics", _metrics_table(trial.user_attrs.get(TrialAttr.VAL_METRICS) or {}, trial.user_attrs.get(TrialAttr.TEST_METRICS) or {})]
+    return ["## Metrics", _metrics_table(trial.user_attrs.get(TrialAttr.VAL_METRICS) or {}, trial.user_attrs.get(TrialAttr.TEST_METRICS) or {},
+                                        study_task(study))]
 
 
 def variant_card(study: optuna.Study, trial: FrozenTrial, name: str, record: dict[str, Any], files: frozenset[str],
@@ -117,9 +119,10 @@ def variant_card(study: optuna.Study, trial: FrozenTrial, name: str, record: dic
                 "File size (MB)": _fmt(metrics.get("size_mb")), "Non-zero weights": _fmt(metrics.get("nonzero_params")),
                 "CPU ms / image": _fmt(metrics.get("latency_ms"))}),
         "## Metrics",
-        _metrics_table(metrics.get("val") or {}, metrics.get("test") or {}),
+        _metrics_table(metrics.get("val") or {}, metrics.get("test") or {}, study_task(study)),
     ]
-    return "\n".join([*intro, *_card_model(study, trial), *_card_data(study, trial), *usage(name, smp_loadable(trial), files, onnx_problem)])
+    usage_lines = usage(name, smp_loadable(trial), files, onnx_problem, study_task(study))
+    return "\n".join([*intro, *_card_model(study, trial), *_card_data(study, trial), *usage_lines])
 
 
 def smp_loadable(trial: FrozenTrial) -> bool:
@@ -156,10 +159,10 @@ def _split_text(split: dict[str, Any]) -> str:
     return f"train {split.get('train')} / val {split.get('val')} / test {split.get('test')}, seed {split.get('seed')}"
 
 
-def _metrics_table(val: dict[str, Any], test: dict[str, Any]) -> str:
+def _metrics_table(val: dict[str, Any], test: dict[str, Any], task: Task = Task.SEGMENTATION) -> str:
     rows = [
         f"| {METRICS.get(m).label} | {_fmt(val.get(m))} | {_fmt(test.get(m))} |"
-        for m in stored_metrics()
+        for m in stored_metrics(task)
         if m in val or m in test
     ]
     if not rows:
@@ -207,15 +210,40 @@ with torch.no_grad():
     logits = model(torch.from_numpy(predict.preprocess(pixels, config))).numpy()""").rstrip("\n")
 
 
-def segtune_command() -> str:
-    """The same from inside the folder, with SegTune installed (``core.deploy.predict``; volumes too)."""
-    return "segtune predict --model . --images images/ --out masks/"
+def segtune_command(task: Task = Task.SEGMENTATION) -> str:
+    """The same from inside the folder, with SegTune installed (``core.deploy.predict``, volumes too;
+    ``core.deploy.classify`` for classifiers: a CSV of labels and probabilities)."""
+    out = "predictions.csv" if task == Task.CLASSIFICATION else "masks/"
+    return f"segtune predict --model . --images images/ --out {out}"
 
 
-def usage(bundle_name: str, smp_model: bool, files: frozenset[str] = BUNDLE_FILES, onnx_problem: str | None = None) -> list[str]:
+def classifier_snippet() -> str:
+    """Python that classifies with the bundle from inside its folder, SegTune installed (its preprocessing)."""
+    return f'''\
+from pathlib import Path
+
+from core.data.images import read_image
+from core.deploy.classify import classify_folder, classify_image
+from core.modeling.bundle import load_bundle
+
+# A whole folder: the same as `{segtune_command(Task.CLASSIFICATION)}`
+print(classify_folder(Path("."), Path("images"), Path("predictions.csv")).summary())
+
+# One image: class probabilities, index = class
+model, config = load_bundle(Path("."))
+probabilities = classify_image(model, config, read_image(Path("image.png")))
+print(config.classes[int(probabilities.argmax())], probabilities.max())'''
+
+
+def usage(bundle_name: str, smp_model: bool, files: frozenset[str] = BUNDLE_FILES, onnx_problem: str | None = None,
+          task: Task = Task.SEGMENTATION) -> list[str]:
     """The card's "Use" section: every route the shipped ``files`` allow, onnxruntime first."""
     lines = ["## Use", "", f"Run these from inside the bundle folder `{bundle_name}/` (unzip `{bundle_name}.zip` first when "
              "downloaded), with an image `image.png` or a folder `images/` next to them.", ""]
+    if task == Task.CLASSIFICATION:
+        return [*lines, f"**SegTune** (installed): `{segtune_command(task)}` writes one row per image: label and class probabilities. "
+                "From Python:", "", "```python", classifier_snippet(), "```", "",
+                f"`{SEGTUNE_FILE}` records the classes, input size and channels and normalisation.", ""]
     if ONNX_FILE in files and PREDICT_SCRIPT in files:
         lines += ["**onnxruntime** (`pip install numpy pillow onnxruntime`): segment a folder, one PNG mask per image:", "",
                   "```bash", predict_command(), "```", "", "or one image from Python:", "", "```python", onnx_snippet(), "```", ""]

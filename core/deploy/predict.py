@@ -16,6 +16,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from core.contract import Task
 from core.data.images import ARRAY_EXTENSION, IMAGE_EXTENSIONS, channel_problem, read_image
 from core.data.tensors import prepare_image
 from core.data.visual import overlay_mask
@@ -73,6 +74,8 @@ def predict_folder(
 ) -> PredictReport:
     """Write ``out/<stem>.png`` for every readable image (and ``out/overlays/<stem>.png``)."""
     model, config = load_model(Path(model_folder))
+    if config.task != Task.SEGMENTATION:
+        raise PredictError(f"{model_folder} holds a {config.task} model: it writes labels (core.deploy.classify), not masks")
     files = image_files(images)
     if not files:
         raise PredictError(f"image folder {images} is empty")

@@ -1,1 +1,1 @@
-"""What is measured: the metric catalogue and the segmentation metrics that fill it."""
+"""What is measured: the metric catalogue and the segmentation and classification metrics that fill it."""

@@ -8,14 +8,17 @@ constant predictors are scored on the same validation and test images with the s
 
 - ``all_background``: class 0 everywhere;
 - ``all_foreground`` (binary): class 1 everywhere;
-- ``majority_class`` (multiclass): the foreground class with the most training pixels everywhere.
+- ``majority_class`` (multiclass): the foreground class with the most training pixels everywhere;
+  for a classification study, the label of the most training images on every image
+  (:class:`~core.metrics.classification.ClassificationMetrics` scores it: accuracy = that class's
+  share, balanced accuracy = 1 / classes, ROC AUC = 0.5).
 
 A finished trial is flagged (:class:`~core.contract.TrialFlag`):
 
 - ``constant_prediction`` when, on validation, the classes other than the most predicted one
-  cover less than :data:`CONSTANT_SHARE` of the pixels (0.1 %) *and* less than a tenth of the
-  share they truly cover (so a dataset whose truth is itself almost all background does not flag
-  a good model);
+  cover less than :data:`CONSTANT_SHARE` of the pixels (0.1 %; of the images for a classifier)
+  *and* less than a tenth of the share they truly cover (so a dataset whose truth is itself almost
+  all background does not flag a good model);
 - ``not_better_than_baseline`` when its first objective, if it is a validation metric the
   baselines have, does not beat the best baseline by at least :data:`BASELINE_MARGIN` (0.02, in
   the metric's own units) in the objective's direction.
@@ -29,7 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.contract import Mode, TrialFlag
+from core.contract import Mode, Task, TrialFlag
+from core.metrics.classification import ClassificationMetrics
 from core.metrics.segmentation import SegmentationMetrics
 
 CONSTANT_SHARE = 0.001  # at most this share of pixels outside the dominant predicted class = constant
@@ -78,14 +82,32 @@ def score_constant(masks: torch.Tensor, class_index: int, mode: Mode, num_classe
     return metrics.compute()
 
 
-def score_baselines(splits: Mapping[str, list[torch.Tensor]], classes: Mapping[str, int], mode: Mode, num_classes: int) -> dict[str, Any]:
-    """Baseline name -> {"label", "class", "<split>": metrics}; a split given as several mask sets
-    (the folds of cross-validation) gets the mean of their metrics, as trials do."""
+def majority_label(train_labels: torch.Tensor, num_classes: int) -> dict[str, int]:
+    """A classification study's constant predictor: the most frequent training label (lowest index on ties)."""
+    return {"majority_class": int(torch.bincount(train_labels.long().cpu(), minlength=num_classes).argmax())}
+
+
+def score_constant_label(labels: torch.Tensor, class_index: int, num_classes: int) -> dict[str, float]:
+    """Every classification split metric of predicting ``class_index`` for every image of ``labels`` (N,)."""
+    metrics = ClassificationMetrics(num_classes)
+    logits = torch.zeros((len(labels), num_classes))
+    logits[:, class_index] = 1.0
+    metrics.update(logits, labels.cpu().long())
+    return metrics.compute()
+
+
+def score_baselines(
+    splits: Mapping[str, list[torch.Tensor]], classes: Mapping[str, int], mode: Mode, num_classes: int, task: Task = Task.SEGMENTATION
+) -> dict[str, Any]:
+    """Baseline name -> {"label", "class", "<split>": metrics}; a split given as several target sets
+    (masks, or a classification study's labels; the folds of cross-validation) gets the mean of
+    their metrics, as trials do."""
     records: dict[str, Any] = {}
     for name, class_index in classes.items():
         record: dict[str, Any] = {"label": BASELINE_LABELS[name], "class": class_index}
         for split, parts in splits.items():
-            scores = [score_constant(masks, class_index, mode, num_classes) for masks in parts if len(masks)]
+            scores = [score_constant_label(target, class_index, num_classes) if task == Task.CLASSIFICATION
+                      else score_constant(target, class_index, mode, num_classes) for target in parts if len(target)]
             if scores:
                 record[split] = {metric: float(np.mean([s[metric] for s in scores])) for metric in scores[0]}
         records[name] = record

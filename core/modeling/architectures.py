@@ -1,13 +1,14 @@
 """The architecture registry: one entry per architecture holds everything SegTune knows about it.
 
-An entry says how to build the model, which tunable hyperparameters it takes (the spec catalogue
+An entry says which task it serves (segmentation or classification), how to build the model, which tunable hyperparameters it takes (the spec catalogue
 activates the others only for it), which image sizes it accepts (smp's class-level
 ``requires_divisible_input_shape`` / output-stride rule, as a function of the config) and whether
 its int8 static quantization works. The spec catalogue, the New study form, validation, the
 results pages and compression all read this table, so adding an architecture is adding an entry
 (its tests are generated from the registry). Torch-free: factories are imported on first use.
 
-The smp entries follow ``segmentation_models_pytorch.MODEL_ARCHITECTURES_MAPPING`` (by class name).
+The smp entries follow ``segmentation_models_pytorch.MODEL_ARCHITECTURES_MAPPING`` (by class name);
+the classifiers are torchvision backbones under a tuned head (core.modeling.classifiers).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
+from core.contract import Task
 from core.modeling.config import ModelConfig
 from core.registry import Registry, lazy
 
@@ -25,6 +27,7 @@ from core.registry import Registry, lazy
 class Family(StrEnum):
     SMP = "smp"  # segmentation-models-pytorch: encoder + decoder
     CUSTOM = "custom"  # defined in core.modeling.custom
+    TORCHVISION = "torchvision"  # a torchvision classification backbone + head (core.modeling.classifiers)
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class Quantization:
 
 SMP_HYPERPARAMETERS = ("encoder", "encoder_depth", "encoder_weights")
 CLASSIC_UNET_HYPERPARAMETERS = ("unet_start_filters", "unet_depth", "unet_activation", "unet_dropout", "unet_bn_after_act")
+CLASSIFIER_HYPERPARAMETERS = ("encoder_weights", "head_kernel_size", "head_filters", "head_dense_units", "head_dropout")
 _SMP_SHAPE_CHECK = Quantization(
     static=False,
     reason="smp's forward checks the input shape in Python (data-dependent control flow FX cannot trace)",
@@ -98,6 +102,7 @@ class Architecture:
     # smp only: constructor arguments that keep the output at the input's size for every encoder_depth
     smp_kwargs: Callable[[ModelConfig], dict[str, Any]] = _no_kwargs
     description: str = ""
+    task: Task = Task.SEGMENTATION  # what the model outputs: a mask, or one label per image
 
 
 def _smp(name: str, description: str, *, kwargs: Callable[[ModelConfig], dict[str, Any]] = _no_kwargs,
@@ -106,9 +111,16 @@ def _smp(name: str, description: str, *, kwargs: Callable[[ModelConfig], dict[st
                         quantization, kwargs, description)
 
 
+def _classifier(name: str, description: str) -> Architecture:
+    # five stride-2 stages, then global pooling: any multiple of 32 works
+    return Architecture(name, Family.TORCHVISION, lazy("core.modeling.classifiers:build_classifier"), CLASSIFIER_HYPERPARAMETERS,
+                        lambda c: InputRule(32, 32), description=description, task=Task.CLASSIFICATION)
+
+
 CLASSIC_UNET = "ClassicUNet"
 FCN32 = "FCN32"
 DEFAULT_ARCHITECTURE = "Unet"
+DEFAULT_CLASSIFIER = "MobileNetV2"
 
 ARCHITECTURES: Registry[Architecture] = Registry("architecture", [
     _smp("Unet", "U-Net with a pretrained-style encoder (ResNet-UNet when the encoder is a ResNet)",
@@ -135,12 +147,23 @@ ARCHITECTURES: Registry[Architecture] = Registry("architecture", [
                  description="Classic U-Net with a tunable shape (the Keras Tuner U-Net study)"),
     Architecture(FCN32, Family.CUSTOM, lazy("core.modeling.custom:build_fcn32"), (), lambda c: InputRule(32, 32),
                  description="FCN-32s baseline (Long et al. 2015)"),
+    _classifier("MobileNetV2", "MobileNetV2 (torchvision) under the tuned head of the CNN random-search study"),
+    _classifier("VGG19", "VGG19 (torchvision, no batch norm) under the tuned head of the CNN random-search study"),
+    _classifier("ResNet18", "ResNet-18 (torchvision) under the tuned head"),
+    _classifier("ResNet50", "ResNet-50 (torchvision) under the tuned head"),
+    _classifier("EfficientNetB0", "EfficientNet-B0 (torchvision) under the tuned head"),
 ])
 
 
-def names(family: Family | None = None) -> tuple[str, ...]:
-    """Architecture names, optionally of one family, in registry order."""
-    return tuple(entry.name for entry in ARCHITECTURES if family is None or entry.family == family)
+def names(family: Family | None = None, task: Task | str | None = None) -> tuple[str, ...]:
+    """Architecture names, optionally of one family and/or one task, in registry order."""
+    return tuple(entry.name for entry in ARCHITECTURES
+                 if (family is None or entry.family == family) and (task is None or entry.task == task))
+
+
+def task_of(architecture: str) -> Task:
+    """The task an architecture serves (a :class:`SegTuneError` listing the valid names if unknown)."""
+    return ARCHITECTURES.get(architecture).task
 
 
 def takes(architecture: Any, hyperparameter: str) -> bool:
@@ -154,7 +177,10 @@ def input_size_problem(config: ModelConfig, image_size: int) -> str | None:
 
 
 def config_from_params(params: dict[str, Any], in_channels: int, num_classes: int) -> ModelConfig:
-    """The model part of a trial's params: only the hyperparameters its architecture takes."""
+    """The model part of a trial's params: only the hyperparameters its architecture takes.
+
+    ``num_classes`` is the dataset's: segmentation classes with the background, or classification labels.
+    """
     architecture = params.get("architecture", DEFAULT_ARCHITECTURE)
     own = {f.name for f in fields(ModelConfig)}
     taken = ARCHITECTURES.get(architecture).hyperparameters

@@ -21,7 +21,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.contract import Task
 from core.errors import SegTuneError
+from core.modeling.architectures import task_of
 
 if TYPE_CHECKING:
     from torch import nn
@@ -66,12 +68,17 @@ class BundleConfig:
     model: dict[str, Any]  # core.modeling.config.ModelConfig.to_dict()
     image_size: int  # square input side the model was trained at
     channels: int  # 1 (grey), 3 (RGB), or one per MRI sequence (inputs are then .npy arrays / sequences)
-    classes: tuple[str, ...]  # index = mask value; classes[0] is background
+    classes: tuple[str, ...]  # segmentation: index = mask value, classes[0] is background; classification: label names
     threshold: float = 0.5  # binary models: sigmoid threshold for foreground
     source: dict[str, Any] = field(default_factory=dict)  # study, trial, dataset, split hash, metrics
     preprocessing: dict[str, Any] = field(default_factory=dict)  # volume datasets: {"volumes": VolumeSlicing dict}; {} for 2D
     format: str = BUNDLE_FORMAT
     version: int = BUNDLE_VERSION
+
+    @property
+    def task(self) -> Task:
+        """What the model outputs (its architecture's task): masks, or one label per image."""
+        return task_of(self.model["architecture"])
 
     @property
     def volume_slicing(self) -> VolumeSlicing | None:

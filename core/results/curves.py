@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 from optuna.trial import FrozenTrial
 
-from core.contract import TrialAttr
+from core.contract import Task, TrialAttr
 from core.errors import unknown_option
 from core.metrics.catalogue import curve_metrics
 from core.results.trials import ResultsError
@@ -17,13 +17,14 @@ from core.results.trials import ResultsError
 def learning_curves(trials: Sequence[FrozenTrial], metric: str, *, each_fold: bool = False) -> pd.DataFrame:
     """Tidy per-epoch values: columns trial, state, split (train/val/lr/objective), epoch, value.
 
-    ``metric`` is one of :func:`~core.metrics.catalogue.curve_metrics`. Trials without a stored history (still running,
+    ``metric`` is one of :func:`~core.metrics.catalogue.curve_metrics` of either task. Trials without a stored history (still running,
     or written by another tool) fall back to their reported intermediate values. With ``each_fold``,
     a cross-validated trial gives one curve per fold, its split named e.g. ``"val · fold 2"``
     (otherwise its curves are fold 1's, the stored ``history``).
     """
-    if metric not in curve_metrics():
-        raise ResultsError(unknown_option("curve metric", metric, curve_metrics()))
+    known = list(dict.fromkeys(name for task in Task for name in curve_metrics(task)))
+    if metric not in known:
+        raise ResultsError(unknown_option("curve metric", metric, known))
     rows: list[dict[str, Any]] = []
     for trial in trials:
         folds = trial.user_attrs.get(TrialAttr.FOLD_HISTORIES) if each_fold else None

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from core.metrics.catalogue import label
 from core.results.trials import ResultsError, objective_names
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ def insight_figures(study: optuna.Study, objective: int = 0) -> dict[str, Insigh
         return {key: Insight(title, message=message) for key, title in INSIGHTS.items()}
     varying = _varying_params(complete)
     target = _objective_target(study, objective)
-    target_name = names[objective]
+    target_name = label(names[objective])  # "Validation Balanced accuracy", not "val_balanced_accuracy"
     figures = {
         "history": _history(study, target, target_name),
         "importances": _importances(study, complete, varying, objective, target_name),
@@ -59,7 +60,7 @@ def insight_figures(study: optuna.Study, objective: int = 0) -> dict[str, Insigh
             study, params=_top_params(study, varying, objective), target=target, target_name=target_name)),
         "slice": _needs_params(varying, 1, lambda: optuna.visualization.plot_slice(
             study, params=varying, target=target, target_name=target_name)),
-        "pareto": _pareto(study, names),
+        "pareto": _pareto(study, [label(name) for name in names]),
     }
     return {key: Insight(INSIGHTS[key], *result) for key, result in figures.items()}
 

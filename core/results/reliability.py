@@ -15,18 +15,25 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial
 
-from core.contract import StudyAttr, TrialAttr
+from core.contract import StudyAttr, Task, TrialAttr
 from core.metrics.catalogue import split_metrics
 from core.metrics.uncertainty import Kind, as_units, bootstrap_ci, paired_difference_ci
 
 REFERENCE_STATE = "reference"  # the state column of a baseline row on the leaderboard
 
 
+def study_task(study: optuna.Study) -> Task:
+    """The study's task from its stored spec (segmentation for specs written before tasks existed)."""
+    spec = study.user_attrs.get(StudyAttr.SPEC) or {}
+    return Task(spec.get("task", Task.SEGMENTATION))
+
+
 def dice_units(trial: FrozenTrial, split: str) -> tuple[np.ndarray, Kind] | None:
-    """What the bootstrap resamples for ``split`` ("val"/"test"): folds with CV, else images."""
+    """What the bootstrap resamples for ``split`` ("val"/"test"): folds with CV, else images
+    (None for trials without Dice: classification)."""
     attrs = trial.user_attrs
     folds = attrs.get(TrialAttr.FOLD_METRICS if split == "val" else TrialAttr.FOLD_TEST_METRICS)
-    if folds:
+    if folds and all("dice" in fold for fold in folds):
         return as_units([fold["dice"] for fold in folds], "values"), "values"
     counts = attrs.get(TrialAttr.VAL_IMAGE_COUNTS if split == "val" else TrialAttr.TEST_IMAGE_COUNTS)
     if counts:
@@ -61,12 +68,13 @@ def baselines(study: optuna.Study) -> dict[str, Any]:
 
 
 def baseline_frame(study: optuna.Study) -> pd.DataFrame:
-    """One reference row per constant predictor: label, and its val/test split metrics."""
+    """One reference row per constant predictor: label, and its val/test split metrics (the study task's)."""
     rows = []
+    metrics = split_metrics(task=study_task(study))
     for name, record in baselines(study).items():
         row: dict[str, Any] = {"baseline": name, "label": record.get("label", name), "state": REFERENCE_STATE}
         for split in ("val", "test"):
-            row.update({f"{split}_{metric}": (record.get(split) or {}).get(metric) for metric in split_metrics()})
+            row.update({f"{split}_{metric}": (record.get(split) or {}).get(metric) for metric in metrics})
         rows.append(row)
     return pd.DataFrame(rows)
 

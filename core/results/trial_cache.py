@@ -20,6 +20,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from core.contract import Task
 from core.results.trials import best_numbers_for, finish_frame, frame_columns, trial_row
 
 UNFINISHED = (TrialState.RUNNING, TrialState.WAITING)
@@ -121,10 +122,12 @@ class TrialCache:
 class FrameCache:
     """The leaderboard frame of a :class:`TrialCache`'s study, rebuilt only for what changed."""
 
-    def __init__(self, trials: TrialCache, directions: Sequence[optuna.study.StudyDirection], objective_names: list[str]) -> None:
+    def __init__(self, trials: TrialCache, directions: Sequence[optuna.study.StudyDirection], objective_names: list[str],
+                 task: Task = Task.SEGMENTATION) -> None:
         self.trials = trials
         self.directions = list(directions)
         self.names = objective_names
+        self.task = task  # the study's (core.results.reliability.study_task): which metric columns the frame has
         self.rows_built = 0  # rows built so far (finished rows once each; unfinished on every change)
         self._finished_frame = pd.DataFrame()
         self._in_frame: set[int] = set()
@@ -144,17 +147,17 @@ class FrameCache:
     def _build(self, trials: list[FrozenTrial]) -> pd.DataFrame:
         new_finished = [t for t in trials if t.state.is_finished() and t.number not in self._in_frame]
         if new_finished:
-            rows = pd.DataFrame([trial_row(t, self.names, False) for t in new_finished])
+            rows = pd.DataFrame([trial_row(t, self.names, False, self.task) for t in new_finished])
             self._finished_frame = rows if self._finished_frame.empty else pd.concat([self._finished_frame, rows], ignore_index=True)
             self._in_frame.update(t.number for t in new_finished)
             self.rows_built += len(new_finished)
-        unfinished = [trial_row(t, self.names, False) for t in trials if not t.state.is_finished()]
+        unfinished = [trial_row(t, self.names, False, self.task) for t in trials if not t.state.is_finished()]
         self.rows_built += len(unfinished)
         parts = [self._finished_frame] if not self._finished_frame.empty else []
         if unfinished:
             parts.append(pd.DataFrame(unfinished))
         frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-        frame = frame.reindex(columns=frame_columns(trials, self.names))
+        frame = frame.reindex(columns=frame_columns(trials, self.names, self.task))
         if not frame.empty:
             frame = frame.sort_values("number", kind="stable")
         best = set(best_numbers_for(self.directions, trials))

@@ -15,10 +15,10 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from core.contract import StudyAttr, TrialAttr
+from core.contract import StudyAttr, Task, TrialAttr
 from core.errors import SegTuneError
-from core.metrics.catalogue import stored_metrics
-from core.results.reliability import baseline_frame, best_vs_runner_up, reliability_columns
+from core.metrics.catalogue import label, stored_metrics
+from core.results.reliability import baseline_frame, best_vs_runner_up, reliability_columns, study_task
 
 CANCELLED_STATE = "cancelled"  # a trial a cancel stopped: Optuna says FAIL, the leaderboard says cancelled
 RELIABILITY_COLUMNS: tuple[str, ...] = (
@@ -108,9 +108,9 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """
     trials = study.get_trials(deepcopy=False)
     best = set(best_numbers(study, trials))
-    names = objective_names(study)
-    rows = [trial_row(trial, names, trial.number in best) for trial in trials]
-    frame = pd.DataFrame(rows, columns=frame_columns(trials, names))
+    names, task = objective_names(study), study_task(study)
+    rows = [trial_row(trial, names, trial.number in best, task) for trial in trials]
+    frame = pd.DataFrame(rows, columns=frame_columns(trials, names, task))
     return finish_frame(frame, study.directions, names[0])
 
 
@@ -128,16 +128,18 @@ def _ranks(directions: Sequence[optuna.study.StudyDirection], frame: pd.DataFram
     return values.rank(method="min", ascending=ascending).astype("Int64")
 
 
-def frame_columns(trials: Sequence[FrozenTrial], names: list[str]) -> list[str]:
+def frame_columns(trials: Sequence[FrozenTrial], names: list[str], task: Task = Task.SEGMENTATION) -> list[str]:
+    """The leaderboard's columns; the metric columns are those of the study's ``task``."""
     params = sorted({f"param_{name}" for trial in trials for name in trial.params})
+    metrics = stored_metrics(task)
     return [
         "number", "state", "best", "rank", *[f"objective_{name}" for name in names], *params,
-        *[f"val_{metric}" for metric in stored_metrics()], *[f"test_{metric}" for metric in stored_metrics()],
+        *[f"val_{metric}" for metric in metrics], *[f"test_{metric}" for metric in metrics],
         *TRIAL_ATTRS, *RELIABILITY_COLUMNS, "duration_s", "error",
     ]
 
 
-def trial_row(trial: FrozenTrial, names: list[str], is_best: bool) -> dict[str, Any]:
+def trial_row(trial: FrozenTrial, names: list[str], is_best: bool, task: Task = Task.SEGMENTATION) -> dict[str, Any]:
     """One trial's leaderboard row (a finished trial's row never changes, but for ``best``)."""
     attrs = trial.user_attrs
     row: dict[str, Any] = {"number": trial.number, "state": trial_state(trial), "best": is_best}
@@ -145,8 +147,8 @@ def trial_row(trial: FrozenTrial, names: list[str], is_best: bool) -> dict[str, 
         row[f"objective_{name}"] = value
     row.update({f"param_{name}": value for name, value in trial.params.items()})
     val_metrics = attrs.get(TrialAttr.VAL_METRICS) or _last_epoch_metrics(attrs.get(TrialAttr.HISTORY) or [])
-    row.update({f"val_{m}": val_metrics.get(m) for m in stored_metrics()})
-    row.update({f"test_{m}": (attrs.get(TrialAttr.TEST_METRICS) or {}).get(m) for m in stored_metrics()})
+    row.update({f"val_{m}": val_metrics.get(m) for m in stored_metrics(task)})
+    row.update({f"test_{m}": (attrs.get(TrialAttr.TEST_METRICS) or {}).get(m) for m in stored_metrics(task)})
     row.update({attr: attrs.get(attr) for attr in TRIAL_ATTRS})
     if row["epochs_run"] is None:
         # A running (or hand-made) trial has no summary yet: its progress is the current epoch.
@@ -171,14 +173,22 @@ def _last_epoch_metrics(history: list[dict[str, Any]]) -> dict[str, Any]:
     return {key.removeprefix("val_"): value for key, value in history[-1].items() if key.startswith("val_")}
 
 
+# Per task: the metric the baselines are quoted in, and the metric columns of the CLI's leaderboard.
+LEADERBOARD_METRICS: dict[Task, tuple[str, tuple[str, ...]]] = {
+    Task.SEGMENTATION: ("dice", ("val_dice", "val_dice_ci_low", "val_dice_ci_high", "val_iou", "test_dice")),
+    Task.CLASSIFICATION: ("balanced_accuracy", ("val_balanced_accuracy", "val_accuracy", "val_f1_macro", "val_roc_auc", "test_balanced_accuracy")),
+}
+
+
 def leaderboard_text(study: optuna.Study, top: int = 10) -> str:
     """The best ``top`` trials as a plain-text table (for the CLI), best first."""
     frame = trials_frame(study)
     if frame.empty:
         return f"study {study.study_name!r} has no trials yet"
+    headline, shown = LEADERBOARD_METRICS[study_task(study)]
     params = [column for column in frame.columns if column.startswith("param_")]
-    objectives = [c for c in frame.columns if c.startswith("objective_") and c.removeprefix("objective_") not in ("val_dice", "val_iou")]
-    columns = ["rank", "number", "state", *objectives, "val_dice", "val_dice_ci_low", "val_dice_ci_high", "val_iou", "test_dice", *params, "epochs_run", "images_per_s", "flags"]
+    objectives = [c for c in frame.columns if c.startswith("objective_") and c.removeprefix("objective_") not in shown]
+    columns = ["rank", "number", "state", *objectives, *shown, *params, "epochs_run", "images_per_s", "flags"]
     table = frame.sort_values(["rank", "number"], na_position="last").head(top)[columns]
     table = table.rename(columns=lambda column: column.removeprefix("param_").removeprefix("objective_").replace("_ci_low", " CI low").replace("_ci_high", " CI high"))
     counts = frame["state"].value_counts().to_dict()
@@ -186,8 +196,10 @@ def leaderboard_text(study: optuna.Study, top: int = 10) -> str:
     lines = [header, table.to_string(index=False, float_format=lambda value: f"{value:.4g}", na_rep="-")]
     references = baseline_frame(study)
     if not references.empty:
+        column = f"val_{headline}"
         lines.append("reference (constant predictors): " + "; ".join(
-            f"{row.label}: val Dice {row.val_dice:.3f}" for row in references.itertuples() if row.val_dice is not None))
+            f"{reference['label']}: {label(column)} {reference[column]:.3f}"
+            for reference in references.to_dict("records") if reference.get(column) is not None))
     comparison = best_vs_runner_up(study, frame)
     if comparison is not None:
         lines.append(comparison.sentence())

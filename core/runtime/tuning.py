@@ -14,9 +14,9 @@ from typing import Any
 import optuna
 import torch
 
-from core.contract import StudyAttr
+from core.contract import Mode, StudyAttr, Task
 from core.errors import SegTuneError
-from core.metrics.baselines import constant_classes, score_baselines
+from core.metrics.baselines import constant_classes, majority_label, score_baselines
 from core.modeling.config import task_mode
 from core.runtime.budget import remaining_budget
 from core.runtime.storage import open_artifact_store, open_storage
@@ -101,6 +101,8 @@ def _prepare(study: optuna.Study, spec: StudySpec, settings: Settings, artifact_
         study.set_user_attr(StudyAttr.SPLIT_HASH, split.hash)
         study.set_user_attr(StudyAttr.SPLIT_SIZES, {"train": len(split.train), "val": len(split.val), "test": len(split.test)})
         study.set_user_attr(StudyAttr.PREVIEW_STEMS, list(preview.stems))
+        if source.manifest.is_classification:
+            study.set_user_attr(StudyAttr.CLASSES, list(source.manifest.classes))
         study.set_user_attr(StudyAttr.PREVIEW_ARTIFACT, upload_study_previews(study, preview, context))
     if StudyAttr.BASELINES not in study.user_attrs:  # also added to studies made before baselines existed
         study.set_user_attr(StudyAttr.BASELINES, study_baselines(spec, settings))
@@ -110,22 +112,28 @@ def _prepare(study: optuna.Study, spec: StudySpec, settings: Settings, artifact_
 
 def study_baselines(spec: StudySpec, settings: Settings) -> dict[str, Any]:
     """The constant predictors scored on the study's validation images (each fold's, averaged, with
-    cross-validation) and test images, at the study's image size (core/metrics/baselines.py)."""
+    cross-validation) and test images, at the study's image size (core/metrics/baselines.py).
+    A classification study's labels come from the manifest: no image is decoded for them."""
     cpu = torch.device("cpu")
     folds: list[int | None] = list(range(spec.cv.folds)) if spec.cv else [None]
     sources = [study_source(spec, settings, fold) for fold in folds]
     first = sources[0]
-    mode = task_mode(first.manifest.num_classes)
+    manifest, num_classes = first.manifest, first.manifest.num_classes
+    mode = Mode.MULTICLASS if manifest.is_classification else task_mode(num_classes)
 
-    def masks(source: Any, stems: Any) -> torch.Tensor:
+    def targets(source: Any, stems: Any) -> torch.Tensor:
+        if manifest.is_classification:
+            return torch.tensor([manifest.labels[stem] for stem in stems], dtype=torch.long)
         return source.tensors(stems, spec.image_size, cpu).masks
 
-    train_masks = masks(first, first.split.train) if mode != "binary" else None
-    splits = {"val": [masks(source, source.split.val) for source in sources]}
+    if manifest.is_classification:
+        classes = majority_label(targets(first, first.split.train), num_classes)
+    else:
+        classes = constant_classes(mode, num_classes, targets(first, first.split.train) if mode != "binary" else None)
+    splits = {"val": [targets(source, source.split.val) for source in sources]}
     if first.split.test:
-        splits["test"] = [masks(first, first.split.test)]
-    classes = constant_classes(mode, first.manifest.num_classes, train_masks)
-    return score_baselines(splits, classes, mode, first.manifest.num_classes)
+        splits["test"] = [targets(first, first.split.test)]
+    return score_baselines(splits, classes, mode, num_classes, Task(manifest.task))
 
 
 def run_study(

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.contract import Task
 from core.errors import SegTuneError, unknown_option
 from core.search.auto import plan_for_manifest
 from core.search.spec import StudySpec
@@ -20,9 +21,12 @@ PRESETS_DIR = Path(__file__).parent / "presets"
 AUTO = "auto"  # planned from the dataset's fingerprint (core.search.auto), not a file
 
 
-def preset_names() -> list[str]:
-    """The paper presets (files); the form offers ``[AUTO, *preset_names()]``."""
-    return sorted(path.stem for path in PRESETS_DIR.glob("*.json"))
+def preset_names(task: str | None = None) -> list[str]:
+    """The paper presets (files), optionally only those of one task; the form offers ``[AUTO, *preset_names()]``."""
+    paths = sorted(PRESETS_DIR.glob("*.json"))
+    if task is not None:
+        paths = [path for path in paths if json.loads(path.read_text(encoding="utf-8")).get("task", Task.SEGMENTATION) == task]
+    return [path.stem for path in paths]
 
 
 def load_preset(name: str, dataset: str, study_name: str | None = None, *, manifest: DatasetManifest | None = None, device: str = "cuda") -> StudySpec:
@@ -30,6 +34,9 @@ def load_preset(name: str, dataset: str, study_name: str | None = None, *, manif
     if name == AUTO:
         if manifest is None:
             raise SegTuneError("the auto preset is planned from the dataset's manifest: load the dataset first")
+        if manifest.is_classification:
+            raise SegTuneError(f"the auto preset plans segmentation studies; for the classification dataset {dataset!r} "
+                               f"start from a classification preset: {preset_names(Task.CLASSIFICATION)}")
         return spec_from_dict(plan_for_manifest(manifest, name=study_name or f"auto-{dataset}", device=device).spec)
     path = PRESETS_DIR / f"{name}.json"
     if not path.is_file():

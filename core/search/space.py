@@ -1,9 +1,12 @@
 """The search space: one dimension per hyperparameter, and the catalogue of what can be tuned.
 
 Every hyperparameter is a fixed value, a choice, or an int/float range (:class:`ParamSpec`).
-:data:`HYPERPARAMETERS` says for each tunable name its type, default, valid values and when it
-applies; the model and optimizer conditions come from their registries (an ``encoder`` only for
-architectures that take one, momentum only for optimizers that use it).
+The catalogue of a task (:func:`hyperparameters`) says for each tunable name its type, default,
+valid values and when it applies; the model, optimizer and loss conditions come from their
+registries (an ``encoder`` only for architectures that take one, momentum only for optimizers
+that use it, label smoothing only for cross-entropy). Segmentation and classification share the
+optimisation, schedule, batch, epoch and augmentation entries; each has its own architectures,
+model shape and losses.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core.modeling import architectures, optimizers
+from core.contract import Task
+from core.modeling import architectures, classification_losses, optimizers
+from core.modeling.classification_losses import CLASSIFICATION_LOSSES, DEFAULT_CLASSIFICATION_LOSS
 from core.modeling.custom import ACTIVATIONS
 from core.modeling.encoders import encoder_names
 from core.modeling.losses import LOSSES
@@ -169,6 +174,10 @@ def _optimizer_takes(name: str) -> Callable[[Params], bool]:
     return lambda params: optimizers.takes(params.get("optimizer"), name)
 
 
+def _loss_takes(name: str) -> Callable[[Params], bool]:
+    return lambda params: classification_losses.takes(params.get("loss"), name)
+
+
 @dataclass(frozen=True)
 class HyperParam:
     """What one tunable name means: its type, default, valid values and when it applies."""
@@ -182,18 +191,8 @@ class HyperParam:
     allow_none: bool = False
 
 
-HYPERPARAMETERS: dict[str, HyperParam] = {
-    # model
-    "architecture": HyperParam(str, "Unet", "segmentation architecture", lambda: architectures.ARCHITECTURES.names),
-    "encoder": HyperParam(str, "resnet18", "encoder backbone (smp architectures)", encoder_names, active=_architecture_takes("encoder")),
-    "encoder_depth": HyperParam(int, 5, "encoder stages (smp architectures)", bounds=(3, 5), active=_architecture_takes("encoder_depth")),
-    "encoder_weights": HyperParam(str, None, "pretrained encoder weights", lambda: ["imagenet"], active=_architecture_takes("encoder_weights"), allow_none=True),
-    "unet_start_filters": HyperParam(int, 64, "filters of the first level (classic U-Net, the Keras Tuner study's start_neurons)", bounds=(4, 256), active=_architecture_takes("unet_start_filters")),
-    "unet_depth": HyperParam(int, 4, "down-sampling levels (classic U-Net, the Keras Tuner study's net_depth)", bounds=(2, 8), active=_architecture_takes("unet_depth")),
-    "unet_activation": HyperParam(str, "relu", "activation (classic U-Net)", lambda: tuple(ACTIVATIONS), active=_architecture_takes("unet_activation")),
-    "unet_dropout": HyperParam(float, 0.0, "dropout rate, 0 = off (classic U-Net)", bounds=(0.0, 0.9), active=_architecture_takes("unet_dropout")),
-    "unet_bn_after_act": HyperParam(bool, False, "batch norm after the activation (classic U-Net)", active=_architecture_takes("unet_bn_after_act")),
-    # optimisation
+# Shared by both tasks, in catalogue order (a condition's driver comes before what it conditions).
+_OPTIMISATION: dict[str, HyperParam] = {
     "optimizer": HyperParam(str, "adam", "optimizer", lambda: OPTIMIZERS.names),
     "lr": HyperParam(float, 1e-3, "learning rate", bounds=(1e-8, 10.0)),
     "weight_decay": HyperParam(float, 0.0, "weight decay", bounds=(0.0, 1.0)),
@@ -202,16 +201,64 @@ HYPERPARAMETERS: dict[str, HyperParam] = {
     "scheduler": HyperParam(str, "none", "learning-rate schedule", lambda: SCHEDULES.names),
     "batch_size": HyperParam(int, 8, "images per batch", bounds=(1, 1024)),
     "epochs": HyperParam(int, 10, "training epochs (capped by budget.max_epochs)", bounds=(1, 10_000)),
-    "loss": HyperParam(str, "dice_bce", "loss function", lambda: LOSSES.names),
-    # augmentation (applied to image and mask together)
+}
+_AUGMENTATION: dict[str, HyperParam] = {  # geometry moves a mask with its image; photometric changes touch the image only
     "aug_hflip": HyperParam(bool, False, "random horizontal flips"),
     "aug_vflip": HyperParam(bool, False, "random vertical flips"),
     "aug_rotate": HyperParam(float, 0.0, "max rotation in degrees, 0 = off", bounds=(0.0, 180.0)),
     "aug_shift_scale": HyperParam(float, 0.0, "max shift / scale change as a fraction, 0 = off", bounds=(0.0, 0.5)),
     "aug_brightness_contrast": HyperParam(float, 0.0, "max brightness/contrast change, 0 = off", bounds=(0.0, 1.0)),
 }
+_WEIGHTS = HyperParam(str, None, "pretrained ImageNet weights (classifiers: only from the local torch cache)", lambda: ["imagenet"],
+                      active=_architecture_takes("encoder_weights"), allow_none=True)
+
+HYPERPARAMETERS: dict[str, HyperParam] = {  # segmentation's catalogue (the default task)
+    # model
+    "architecture": HyperParam(str, architectures.DEFAULT_ARCHITECTURE, "segmentation architecture",
+                               lambda: architectures.names(task=Task.SEGMENTATION)),
+    "encoder": HyperParam(str, "resnet18", "encoder backbone (smp architectures)", encoder_names, active=_architecture_takes("encoder")),
+    "encoder_depth": HyperParam(int, 5, "encoder stages (smp architectures)", bounds=(3, 5), active=_architecture_takes("encoder_depth")),
+    "encoder_weights": _WEIGHTS,
+    "unet_start_filters": HyperParam(int, 64, "filters of the first level (classic U-Net, the Keras Tuner study's start_neurons)", bounds=(4, 256), active=_architecture_takes("unet_start_filters")),
+    "unet_depth": HyperParam(int, 4, "down-sampling levels (classic U-Net, the Keras Tuner study's net_depth)", bounds=(2, 8), active=_architecture_takes("unet_depth")),
+    "unet_activation": HyperParam(str, "relu", "activation (classic U-Net)", lambda: tuple(ACTIVATIONS), active=_architecture_takes("unet_activation")),
+    "unet_dropout": HyperParam(float, 0.0, "dropout rate, 0 = off (classic U-Net)", bounds=(0.0, 0.9), active=_architecture_takes("unet_dropout")),
+    "unet_bn_after_act": HyperParam(bool, False, "batch norm after the activation (classic U-Net)", active=_architecture_takes("unet_bn_after_act")),
+    **_OPTIMISATION,
+    "loss": HyperParam(str, "dice_bce", "loss function", lambda: LOSSES.names),
+    **_AUGMENTATION,
+}
+
+CLASSIFICATION_HYPERPARAMETERS: dict[str, HyperParam] = {
+    # model: a torchvision backbone under the CNN random-search study's head (core.modeling.classifiers)
+    "architecture": HyperParam(str, architectures.DEFAULT_CLASSIFIER, "classification backbone",
+                               lambda: architectures.names(task=Task.CLASSIFICATION)),
+    "encoder_weights": _WEIGHTS,
+    "head_kernel_size": HyperParam(int, 3, "kernel size of the head's convolution (the random-search study: 1, 3, 5, 7)", bounds=(1, 11), active=_architecture_takes("head_kernel_size")),
+    "head_filters": HyperParam(int, 64, "filters of the head's convolution (the study: 32, 64, 96, 128)", bounds=(1, 2048), active=_architecture_takes("head_filters")),
+    "head_dense_units": HyperParam(int, 128, "units of the head's dense layer (the study: 16, 32, 64, 128)", bounds=(1, 4096), active=_architecture_takes("head_dense_units")),
+    "head_dropout": HyperParam(float, 0.5, "dropout before the output layer (the study: 0.2, 0.25, 0.3, 0.5)", bounds=(0.0, 0.9), active=_architecture_takes("head_dropout")),
+    **_OPTIMISATION,
+    "loss": HyperParam(str, DEFAULT_CLASSIFICATION_LOSS, "loss function", lambda: CLASSIFICATION_LOSSES.names),
+    "label_smoothing": HyperParam(float, 0.0, "label smoothing of the cross-entropy targets, 0 = off", bounds=(0.0, 0.5), active=_loss_takes("label_smoothing")),
+    **_AUGMENTATION,
+}
+
+CATALOGUES: dict[Task, dict[str, HyperParam]] = {Task.SEGMENTATION: HYPERPARAMETERS, Task.CLASSIFICATION: CLASSIFICATION_HYPERPARAMETERS}
 
 
-# The hyperparameters other ones' ``active`` conditions read (see _architecture_takes, _optimizer_takes).
-# core.search.size counts a space per combination of these; a new condition must name its driver here.
-CONDITION_PARAMS = ("architecture", "optimizer")
+def hyperparameters(task: Task | str = Task.SEGMENTATION) -> dict[str, HyperParam]:
+    """The catalogue of what a study of ``task`` can tune, in catalogue order."""
+    return CATALOGUES[Task(task)]
+
+
+def other_task_with(name: str, task: Task | str) -> Task | None:
+    """The other task whose catalogue has ``name`` when ``task``'s has not (for messages that name the fix)."""
+    if name in hyperparameters(task):
+        return None
+    return next((other for other in Task if other != task and name in hyperparameters(other)), None)
+
+
+# The hyperparameters other ones' ``active`` conditions read (see _architecture_takes, _optimizer_takes,
+# _loss_takes). core.search.size counts a space per combination of these; a new condition must name its driver here.
+CONDITION_PARAMS = ("architecture", "optimizer", "loss")

@@ -10,9 +10,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.contract import Task
 from core.data.splits import SplitConfig
 from core.metrics.catalogue import DEFAULT_OBJECTIVE, Direction
-from core.search.space import HYPERPARAMETERS, ParamSpec
+from core.search.space import ParamSpec, hyperparameters
 
 SPEC_VERSION = 1
 
@@ -51,7 +52,7 @@ class StudySpec:
 
     name: str
     dataset: str
-    search_space: dict[str, ParamSpec] = field(default_factory=dict)  # names from HYPERPARAMETERS
+    search_space: dict[str, ParamSpec] = field(default_factory=dict)  # names from the task's catalogue (core.search.space.hyperparameters)
     image_size: int = 256  # square side in pixels; a multiple of 32
     channels: int | None = None  # 1 grey or 3 RGB (they convert), or a multi-sequence dataset's count; None = the dataset's own
     objectives: tuple[Objective, ...] = (Objective(),)
@@ -64,7 +65,12 @@ class StudySpec:
     preview_count: int = 8  # validation images whose predicted masks are stored per trial (1..64)
     cv: CrossValidation | None = None  # None: one train/val split; else k-fold cross-validation per trial
     description: str = ""
+    task: str = Task.SEGMENTATION  # "segmentation" (masks) or "classification" (one label per image); the dataset's must match
     version: int = SPEC_VERSION
+
+    @property
+    def is_classification(self) -> bool:
+        return self.task == Task.CLASSIFICATION
 
     @property
     def directions(self) -> list[str]:
@@ -80,10 +86,10 @@ class StudySpec:
         return self.cv.folds if self.cv else 1
 
     def param(self, name: str) -> ParamSpec:
-        """The search dimension for ``name``: the spec's own, else the catalogue default (fixed)."""
+        """The search dimension for ``name``: the spec's own, else the task catalogue's default (fixed)."""
         if name in self.search_space:
             return self.search_space[name]
-        return ParamSpec.fixed(HYPERPARAMETERS[name].default)
+        return ParamSpec.fixed(hyperparameters(self.task)[name].default)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -102,8 +108,9 @@ class StudySpec:
             "split": self.split.to_dict(),
             "preview_count": self.preview_count,
             "search_space": {name: spec.to_json() for name, spec in self.search_space.items()},
-            # written only when set, so specs stored before cross-validation existed compare equal
+            # written only when set, so specs stored before cross-validation and tasks existed compare equal
             **({"cv": self.cv.to_dict()} if self.cv else {}),
+            **({"task": str(self.task)} if self.task != Task.SEGMENTATION else {}),
         }
 
     def to_json(self) -> str:

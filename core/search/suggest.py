@@ -15,14 +15,14 @@ import optuna
 from core.contract import StudyAttr
 from core.errors import SegTuneError
 from core.search.size import MAX_GRID_POINTS, search_space_size, too_large
-from core.search.space import HYPERPARAMETERS, ParamSpec
+from core.search.space import ParamSpec, hyperparameters
 from core.search.spec import StudySpec
 
 
 def suggest_params(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
     """Every active hyperparameter's value for this trial (fixed ones included, not suggested)."""
     params: dict[str, Any] = {}
-    for name, hp in HYPERPARAMETERS.items():
+    for name, hp in hyperparameters(spec.task).items():
         if hp.active(params):
             params[name] = _suggest(trial, name, spec.param(name))
     params["epochs"] = min(params["epochs"], spec.budget.max_epochs)
@@ -51,7 +51,7 @@ def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
         reason = "a continuous range has no finite grid" if size is None else too_large(size)
         raise SegTuneError(f"cannot list the grid of study {spec.name!r}: {reason}")
     partials: list[dict[str, Any]] = [{}]
-    for name, hp in HYPERPARAMETERS.items():
+    for name, hp in hyperparameters(spec.task).items():
         values = spec.param(name).candidate_values()
         partials = [
             {**partial, name: value} if hp.active(partial) else partial

@@ -13,14 +13,15 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+from core.contract import Task
 from core.data.images import MAX_CHANNELS
 from core.data.splits import SplitConfig, config_problems
 from core.errors import ProblemsError, unknown_option
-from core.metrics.catalogue import DEFAULT_OBJECTIVE, epoch_objectives, objective_metrics
+from core.metrics.catalogue import default_objective, epoch_objectives, objective_metrics, objective_task
 from core.naming import is_valid_name
 from core.search.samplers import PRUNERS, SAMPLERS
 from core.search.size import grid_size_problem
-from core.search.space import HYPERPARAMETERS, HyperParam, ParamSpec
+from core.search.space import HyperParam, ParamSpec, hyperparameters, other_task_with
 from core.search.spec import CV_FOLDS_RANGE, SPEC_VERSION, Budget, CrossValidation, Objective, StudySpec
 
 
@@ -69,8 +70,9 @@ def spec_from_dict(data: Any) -> StudySpec:
 
     name = _required_text(data, "name", problems)
     dataset = _required_text(data, "dataset", problems)
+    task = _parse_task(data.get("task", Task.SEGMENTATION), problems)
     space = _parse_space(data.get("search_space", {}), problems)
-    objectives = _parse_objectives(data.get("objectives", [{"metric": DEFAULT_OBJECTIVE}]), problems)
+    objectives = _parse_objectives(data.get("objectives", [{"metric": default_objective(task)}]), task, problems)
     budget = _parse_budget(data.get("budget", {}), problems)
     split = _parse_split(data.get("split", {}), problems)
     cv = _parse_cv(data.get("cv"), problems)
@@ -84,7 +86,8 @@ def spec_from_dict(data: Any) -> StudySpec:
                 spec_kwargs[key] = data[key]
         elif key == "channels" and "channels" in data:
             spec_kwargs["channels"] = None
-    spec = StudySpec(name=name, dataset=dataset, search_space=space, objectives=objectives or (Objective(),), budget=budget, split=split, cv=cv, **spec_kwargs)
+    spec = StudySpec(name=name, dataset=dataset, search_space=space, objectives=objectives or (Objective(default_objective(task)),),
+                     budget=budget, split=split, cv=cv, task=task, **spec_kwargs)
     for path, message in spec_problems(spec).items():
         problems.setdefault(path, message)  # a parse problem is the more precise message
     if problems:
@@ -95,6 +98,9 @@ def spec_from_dict(data: Any) -> StudySpec:
 def spec_problems(spec: StudySpec) -> dict[str, str]:
     """Every rule a typed spec breaks, as field path -> message (empty when valid)."""
     problems: dict[str, str] = {}
+    if spec.task not in list(Task):
+        problems["task"] = unknown_option("task", spec.task, list(Task))
+        return problems  # every other rule depends on the task's catalogue
     if not is_valid_name(spec.name):
         problems["name"] = f"{spec.name!r} must be 1-64 letters, digits, '-', '_' or '.'"
     if not 32 <= spec.image_size <= MAX_IMAGE_SIZE or spec.image_size % 32:
@@ -116,7 +122,7 @@ def spec_problems(spec: StudySpec) -> dict[str, str]:
     _check_split(spec.split if spec.cv is None or spec.split.k_folds else replace(spec.split, k_folds=2), problems)
     _check_cv(spec, problems)
     for param_name, param in spec.search_space.items():
-        _check_param(param_name, param, problems)
+        _check_param(param_name, param, spec.task, problems)
     if spec.sampler == "grid":
         for param_name, param in spec.search_space.items():
             if param.kind == "float" and param.step is None:
@@ -134,9 +140,13 @@ def _check_objectives(spec: StudySpec, problems: dict[str, str]) -> None:
     metrics = [objective.metric for objective in spec.objectives]
     if len(set(metrics)) < len(metrics):
         problems["objectives"] = f"each metric may appear once; got {metrics}"
+    known = objective_metrics(spec.task)
     for i, objective in enumerate(spec.objectives):
-        if objective.metric not in objective_metrics():
-            problems[f"objectives[{i}].metric"] = unknown_option("metric", objective.metric, objective_metrics())
+        if objective.metric not in known:
+            other = objective_task(objective.metric)
+            problems[f"objectives[{i}].metric"] = (
+                f"{objective.metric} is a {other} metric; a {spec.task} study optimises one of {list(known)}"
+                if other is not None else unknown_option("metric", objective.metric, known))
         if objective.direction not in ("maximize", "minimize"):
             problems[f"objectives[{i}].direction"] = "must be 'maximize' or 'minimize'"
     if spec.is_multi_objective:
@@ -147,7 +157,7 @@ def _check_objectives(spec: StudySpec, problems: dict[str, str]) -> None:
             problems["sampler"] = f"sampler {spec.sampler!r} cannot handle several objectives; use one of {valid}"
     elif spec.sampler in SAMPLERS and not SAMPLERS.get(spec.sampler).single_objective:
         problems["sampler"] = f"{spec.sampler!r} is for several objectives; add a second objective or pick another sampler"
-    elif spec.objectives and spec.objectives[0].metric not in epoch_objectives() and spec.pruner != "none":
+    elif spec.objectives and spec.objectives[0].metric in known and spec.objectives[0].metric not in epoch_objectives(spec.task) and spec.pruner != "none":
         problems["pruner"] = f"{spec.objectives[0].metric} is only known when a trial ends, so it cannot be pruned on; use 'none'"
 
 
@@ -183,11 +193,14 @@ def _parse_cv(raw: Any, problems: dict[str, str]) -> CrossValidation | None:
     return _parse_dataclass(CrossValidation, raw, "cv", problems)
 
 
-def _check_param(param_name: str, param: ParamSpec, problems: dict[str, str]) -> None:
+def _check_param(param_name: str, param: ParamSpec, task: str, problems: dict[str, str]) -> None:
     path = f"search_space.{param_name}"
-    hp = HYPERPARAMETERS.get(param_name)
+    catalogue = hyperparameters(task)
+    hp = catalogue.get(param_name)
     if hp is None:
-        problems[path] = unknown_option("hyperparameter", param_name, HYPERPARAMETERS)
+        other = other_task_with(param_name, task)
+        problems[path] = (f"{param_name} is a {other} hyperparameter; a {task} study tunes {list(catalogue)}" if other
+                          else unknown_option("hyperparameter", param_name, catalogue))
         return
     if param.kind in ("int", "float"):
         if hp.kind not in (int, float):
@@ -211,8 +224,18 @@ def _check_param(param_name: str, param: ParamSpec, problems: dict[str, str]) ->
     for value in param.candidate_values():
         problem = _value_problem(hp, value)
         if problem:
-            problems[path] = problem
+            problems[path] = _other_task_value(param_name, value, task) or problem
             return
+
+
+def _other_task_value(param_name: str, value: Any, task: str) -> str | None:
+    """For a value only the other task accepts (an architecture, a loss), the message that names the fix."""
+    for other in Task:
+        hp = hyperparameters(other).get(param_name)
+        if other != task and hp is not None and hp.options is not None and value in list(hp.options()):
+            valid = list(hyperparameters(task)[param_name].options())
+            return f"{value!r} is a {other} {param_name}; a {task} study takes one of {valid} (or set \"task\": \"{other}\")"
+    return None
 
 
 def _range_problem(param: ParamSpec) -> str | None:
@@ -276,7 +299,15 @@ def _parse_space(raw: Any, problems: dict[str, str]) -> dict[str, ParamSpec]:
     return space
 
 
-def _parse_objectives(raw: Any, problems: dict[str, str]) -> tuple[Objective, ...]:
+def _parse_task(raw: Any, problems: dict[str, str]) -> str:
+    """The spec's task; an unknown one is reported and segmentation's catalogue checks the rest."""
+    if raw in list(Task):
+        return str(raw)
+    problems["task"] = unknown_option("task", raw, list(Task))
+    return Task.SEGMENTATION
+
+
+def _parse_objectives(raw: Any, task: str, problems: dict[str, str]) -> tuple[Objective, ...]:
     if isinstance(raw, (str, dict)):
         raw = [raw]
     if not isinstance(raw, list) or not raw:
@@ -288,8 +319,8 @@ def _parse_objectives(raw: Any, problems: dict[str, str]) -> tuple[Objective, ..
         if not isinstance(item, dict) or set(item) - {"metric", "direction"}:
             problems[f"objectives[{i}]"] = "must be a metric name or {'metric': ..., 'direction': ...}"
             continue
-        metric = str(item.get("metric", DEFAULT_OBJECTIVE))
-        objectives.append(Objective(metric=metric, direction=str(item.get("direction") or objective_metrics().get(metric, "maximize"))))
+        metric = str(item.get("metric", default_objective(task)))
+        objectives.append(Objective(metric=metric, direction=str(item.get("direction") or objective_metrics(task).get(metric, "maximize"))))
     return tuple(objectives)
 
 

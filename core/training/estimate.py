@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.data.manifest import load_manifest
 from core.data.splits import split_sizes
-from core.search.space import HYPERPARAMETERS, ParamSpec
+from core.search.space import ParamSpec, hyperparameters
 from core.search.spec import StudySpec
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class TrialCost:
 def typical_params(spec: StudySpec) -> dict[str, Any]:
     """Every active hyperparameter at its typical value: first choice, middle of a range."""
     params: dict[str, Any] = {}
-    for name, hyperparameter in HYPERPARAMETERS.items():  # catalogue order: conditions come first
+    for name, hyperparameter in hyperparameters(spec.task).items():  # catalogue order: conditions come first
         if hyperparameter.active(params):
             params[name] = _typical(spec.param(name))
     return params

@@ -3,6 +3,13 @@
 Pure PyTorch with no Optuna inside: the caller passes an ``on_epoch`` callback that reports,
 prunes or cancels by raising. Metrics and losses accumulate on the device; the host syncs once
 per epoch, when the epoch's numbers are read.
+
+One loop serves both tasks; the data says which: a :class:`~core.data.tensors.TensorSet` (masks)
+is trained with a segmentation loss and scored by
+:class:`~core.metrics.segmentation.SegmentationMetrics`, a :class:`~core.data.tensors.LabelSet`
+(one label per image) with a classification loss and
+:class:`~core.metrics.classification.ClassificationMetrics`. Best-epoch selection, early stopping,
+the epoch callback (pruning, cancellation), progress and timings are the same code for both.
 """
 
 from __future__ import annotations
@@ -18,9 +25,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.data.tensors import AugmentConfig, TensorSet, iterate_batches
+from core.data.tensors import AugmentConfig, DataSet, LabelSet, iterate_batches
 from core.errors import SegTuneError
+from core.metrics.classification import ClassificationMetrics, LabelOutputs
 from core.metrics.segmentation import SegmentationMetrics, predict_mask
+from core.modeling.classification_losses import build_classification_loss
 from core.modeling.losses import build_loss
 from core.modeling.optimizers import OptimizerConfig, build_optimizer, build_scheduler
 
@@ -35,7 +44,8 @@ class TrainConfig:
     batch_size: int = 8
     optimizer: OptimizerConfig = OptimizerConfig()
     scheduler: str = "none"
-    loss: str = "dice_bce"
+    loss: str = "dice_bce"  # a segmentation loss, or a classification one when the data are labels
+    label_smoothing: float = 0.0  # classification cross-entropy only
     patience: int = 5  # epochs without val-loss improvement before stopping early
     augment: AugmentConfig = AugmentConfig()
     seed: int = 0
@@ -57,6 +67,7 @@ class TrainConfig:
             optimizer=optimizer,
             scheduler=params["scheduler"],
             loss=params["loss"],
+            label_smoothing=params.get("label_smoothing", 0.0),
             patience=patience,
             augment=AugmentConfig.from_params(params),
             seed=seed,
@@ -71,7 +82,7 @@ class EpochRecord:
 
     epoch: int  # 1-based
     train_loss: float
-    val: dict[str, float]  # dice, iou, miou, pixel_accuracy, precision, recall, f1, specificity, loss
+    val: dict[str, float]  # the task's split metrics (core.metrics.catalogue.split_metrics) and loss
     lr: float
     epoch_time_s: float
 
@@ -130,8 +141,8 @@ def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
 
 def train_model(
     model: nn.Module,
-    train_data: TensorSet,
-    val_data: TensorSet,
+    train_data: DataSet,
+    val_data: DataSet,
     config: TrainConfig,
     *,
     mode: str,
@@ -148,7 +159,7 @@ def train_model(
     device = train_data.images.device
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)  # batch order and augmentation draws: on the CPU
-    loss_fn = build_loss(config.loss, mode).to(device)
+    loss_fn = training_loss(config, train_data, mode).to(device)
     optimizer = build_optimizer(model.parameters(), config.optimizer)
     scheduler = build_scheduler(config.scheduler, optimizer, config.epochs)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
@@ -181,9 +192,21 @@ def train_model(
     return TrainResult(history, best_epoch, best_state, stopped_early, time.perf_counter() - started, history[best_epoch - 1].val)
 
 
+def training_loss(config: TrainConfig, data: DataSet, mode: str) -> nn.Module:
+    """The loss ``config`` names, for the task of ``data`` (labels: classification; masks: segmentation in ``mode``)."""
+    return task_loss(config.loss, data, mode, label_smoothing=config.label_smoothing)
+
+
+def task_loss(name: str, data: DataSet, mode: str, *, label_smoothing: float = 0.0) -> nn.Module:
+    """Loss ``name`` for ``data``'s task: a classification loss for labels, a segmentation loss (in ``mode``) for masks."""
+    if isinstance(data, LabelSet):
+        return build_classification_loss(name, {"label_smoothing": label_smoothing})
+    return build_loss(name, mode)
+
+
 def _train_epoch(
     model: nn.Module,
-    data: TensorSet,
+    data: DataSet,
     config: TrainConfig,
     loss_fn: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -199,11 +222,11 @@ def _train_epoch(
     # A last batch of one image breaks batch norm; drop it when the set is larger than one batch.
     drop_last = len(data) % config.batch_size == 1 and len(data) > config.batch_size
     per_epoch = batches_per_epoch(len(data), config.batch_size)
-    for images, masks in iterate_batches(data, config.batch_size, shuffle=True, generator=generator, augment=augment, drop_last=drop_last):
+    for images, target in iterate_batches(data, config.batch_size, shuffle=True, generator=generator, augment=augment, drop_last=drop_last):
         images = _to_model_layout(images)
         optimizer.zero_grad(set_to_none=True)
         with autocast(device):
-            loss = loss_fn(model(images), masks)
+            loss = loss_fn(model(images), target)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
@@ -244,7 +267,7 @@ def _to_model_layout(images: torch.Tensor) -> torch.Tensor:
     return images.contiguous(memory_format=torch.channels_last) if images.is_cuda else images
 
 
-def _eval_batches(data: TensorSet, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _eval_batches(data: DataSet, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     return iterate_batches(data, batch_size, shuffle=False, generator=None, augment=None)
 
 
@@ -252,52 +275,67 @@ def _eval_batches(data: TensorSet, batch_size: int) -> Iterator[tuple[torch.Tens
 class Evaluation:
     """A model scored on a set of images: the metrics and what results pages need beyond them."""
 
-    metrics: dict[str, float]  # every SegmentationMetrics name plus "loss"
-    image_counts: np.ndarray  # (images, foreground classes, 3): tp, fp, fn per image
-    predicted_fractions: np.ndarray  # share of pixels predicted as each class, background first
-    target_fractions: np.ndarray  # share of pixels that truly are each class
+    metrics: dict[str, float]  # every split metric of the task plus "loss"
+    predicted_fractions: np.ndarray  # share of pixels (segmentation; background first) or images predicted as each class
+    target_fractions: np.ndarray  # share of pixels or images that truly are each class
+    image_counts: np.ndarray | None = None  # segmentation: (images, foreground classes, 3): tp, fp, fn per image
+    outputs: LabelOutputs | None = None  # classification: each image's label and class probabilities
 
 
-def evaluate(model: nn.Module, data: TensorSet, batch_size: int, *, loss_fn: nn.Module, mode: str, num_classes: int) -> dict[str, float]:
+Scorer = SegmentationMetrics | ClassificationMetrics
+
+
+def scorer_for(data: DataSet, mode: str, num_classes: int) -> Scorer:
+    """The metric accumulator for ``data``'s task: labels -> classification, masks -> segmentation in ``mode``."""
+    return ClassificationMetrics(num_classes) if isinstance(data, LabelSet) else SegmentationMetrics(mode, num_classes)
+
+
+def evaluate(model: nn.Module, data: DataSet, batch_size: int, *, loss_fn: nn.Module, mode: str, num_classes: int) -> dict[str, float]:
     """Val/test metrics plus mean loss over ``data``, accumulated on the device."""
     return evaluate_detailed(model, data, batch_size, loss_fn=loss_fn, mode=mode, num_classes=num_classes).metrics
 
 
 @torch.no_grad()
-def evaluate_detailed(model: nn.Module, data: TensorSet, batch_size: int, *, loss_fn: nn.Module, mode: str, num_classes: int) -> Evaluation:
-    """:func:`evaluate` plus each image's counts and the predicted class shares."""
+def evaluate_detailed(model: nn.Module, data: DataSet, batch_size: int, *, loss_fn: nn.Module, mode: str, num_classes: int) -> Evaluation:
+    """:func:`evaluate` plus the predicted class shares and each image's record (counts or label outputs)."""
     model.eval()
     device = data.images.device
-    metrics = SegmentationMetrics(mode, num_classes)
+    scorer = scorer_for(data, mode, num_classes)
     total_loss = torch.zeros((), device=device)
     batches = 0
-    for images, masks in _eval_batches(data, batch_size):
+    for images, target in _eval_batches(data, batch_size):
         with autocast(device):
             logits = model(_to_model_layout(images))
         logits = logits.float()
-        total_loss += loss_fn(logits, masks).detach()
-        metrics.update(logits, masks)
+        total_loss += loss_fn(logits, target).detach()
+        scorer.update(logits, target)
         batches += 1
-    result = metrics.compute()
+    result = scorer.compute()
     result["loss"] = float(total_loss / max(batches, 1))
-    return Evaluation(result, metrics.image_counts(), metrics.predicted_fractions(), metrics.target_fractions())
+    evaluation = Evaluation(result, scorer.predicted_fractions(), scorer.target_fractions())
+    if isinstance(scorer, ClassificationMetrics):
+        evaluation.outputs = scorer.outputs()
+    else:
+        evaluation.image_counts = scorer.image_counts()
+    return evaluation
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: TensorSet, batch_size: int, *, mode: str) -> np.ndarray:
-    """Predicted class-index masks (N, S, S) uint8 for every image of ``data``."""
+def predict(model: nn.Module, data: DataSet, batch_size: int, *, mode: str) -> np.ndarray:
+    """Predicted class indices for every image of ``data``: masks (N, S, S) uint8, or labels (N,) of a LabelSet."""
     model.eval()
     device = data.images.device
+    labels = isinstance(data, LabelSet)
     outputs = []
     for images, _ in _eval_batches(data, batch_size):
         with autocast(device):
-            logits = model(_to_model_layout(images))
-        outputs.append(predict_mask(logits.float(), mode).to(torch.uint8))
+            logits = model(_to_model_layout(images)).float()
+        outputs.append(logits.argmax(dim=1) if labels else predict_mask(logits, mode).to(torch.uint8))
     return torch.cat(outputs).cpu().numpy()
 
 
 @torch.no_grad()
-def measure_throughput(model: nn.Module, data: TensorSet, batch_size: int, *, repeats: int = 3) -> float:
+def measure_throughput(model: nn.Module, data: DataSet, batch_size: int, *, repeats: int = 3) -> float:
     """Inference images per second on ``data``'s device (best of ``repeats`` passes)."""
     model.eval()
     device = data.images.device

@@ -11,6 +11,10 @@ mean of the finished folds' selected values and the current epoch's value — so
 compared at the same fold and epoch on the mean over the folds seen so far. The weights and
 preview masks stored are fold 0's (Compare masks shows fold 0's model).
 
+A classification trial stores, instead of preview masks, every validation image's label,
+prediction and class probabilities (``predictions``: out of fold with cross-validation, so every
+image outside the test split) and the validation confusion matrix.
+
 A configuration that already finished in the study (same parameters) is not trained again: its
 result (values and user attrs) is copied onto the new trial, which records ``reused_from``.
 """
@@ -32,9 +36,10 @@ from optuna.artifacts import upload_artifact
 from optuna.trial import TrialState
 
 from core.contract import ArtifactKind, StudyAttr, TrialAttr
-from core.data.tensors import TensorSet
+from core.data.tensors import DataSet, LabelSet
 from core.errors import SegTuneError
 from core.metrics.catalogue import epoch_objectives, volume_metrics
+from core.metrics.label_predictions import LabelPredictions
 from core.metrics.volumes import dice_per_volume
 from core.modeling.architectures import config_from_params, input_size_problem
 from core.modeling.build import build_model
@@ -45,7 +50,7 @@ from core.search.suggest import suggest_params
 from core.settings import Settings
 from core.training.loop import EpochRecord, TrainConfig, TrainResult, predict, prepare_model, resolve_device, train_model
 from core.training.progress import ProgressHook, ProgressWriter
-from core.training.scoring import FoldScore, score_fold, summary
+from core.training.scoring import FoldScore, score_fold, summary, validation_predictions
 from core.training.study_data import StudyData, load_pool, load_study_data
 
 
@@ -80,7 +85,7 @@ def make_objective(spec: StudySpec, context: RunContext) -> Callable[[optuna.Tri
     device = resolve_device(context.device)
 
     @functools.cache
-    def pool() -> TensorSet:
+    def pool() -> DataSet:
         return load_pool(spec, context.settings, device)
 
     @functools.cache
@@ -147,7 +152,8 @@ def _run_trial(trial: optuna.Trial, spec: StudySpec, study_data: Callable[[int |
         preprocessing=volume_preprocessing(first_data.manifest),
         source={"study": spec.name, "trial": trial.number, "dataset": spec.dataset, "split_hash": first_data.split.hash, "val_metrics": scores[0].result.val_metrics},
     )
-    trial.set_user_attr(TrialAttr.ARTIFACTS, _store_artifacts(trial, first_model, bundle, first_data, train_config, context))
+    predictions = validation_predictions(scores, first_data.manifest.classes) if spec.is_classification else None
+    trial.set_user_attr(TrialAttr.ARTIFACTS, _store_artifacts(trial, first_model, bundle, first_data, train_config, context, predictions))
     return _objective_values(spec, attrs)
 
 
@@ -162,7 +168,7 @@ def _check_volume_objectives(spec: StudySpec, data: StudyData) -> None:
 def _add_volume_metrics(model: torch.nn.Module, data: StudyData, config: TrainConfig, attrs: dict[str, Any]) -> None:
     """Volume datasets: Dice per volume on val and test (slices stacked back), beside the per-slice
     metrics. With cross-validation these are fold 1's model's (the stored model)."""
-    if not data.manifest.is_volume:
+    if not data.manifest.is_volume or data.manifest.is_classification:  # per-volume Dice needs masks
         return
     groups = data.manifest.groups
     for key, split in ((TrialAttr.VAL_METRICS, data.val), (TrialAttr.TEST_METRICS, data.test)):
@@ -190,7 +196,7 @@ def _reuse_finished(trial: optuna.Trial, spec: StudySpec) -> float | tuple[float
 def _selection(spec: StudySpec) -> dict[str, Any]:
     """Keep the epoch that is best for the first objective when it is known per epoch, else val loss."""
     objective = spec.objectives[0]
-    if objective.metric in epoch_objectives():
+    if objective.metric in epoch_objectives(spec.task):
         return {"select_metric": objective.metric.removeprefix("val_"), "select_maximize": objective.direction == "maximize"}
     return {"select_metric": "loss", "select_maximize": False}
 
@@ -229,7 +235,7 @@ def _epoch_reporter(trial: optuna.Trial, spec: StudySpec, context: RunContext, f
     """Live history, cancellation and pruning after each epoch (the rule for folds: module docstring)."""
     history: list[dict[str, float]] = []
     metric = spec.objectives[0].metric
-    reports = not spec.is_multi_objective and metric in epoch_objectives()
+    reports = not spec.is_multi_objective and metric in epoch_objectives(spec.task)
     done = [result.val_metrics[metric.removeprefix("val_")] for result in finished] if reports else []
     offset = (fold or 0) * spec.budget.max_epochs
 
@@ -262,19 +268,23 @@ def _objective_values(spec: StudySpec, summary: dict[str, Any]) -> float | tuple
 
 
 def _store_artifacts(
-    trial: optuna.Trial, model: torch.nn.Module, bundle: BundleConfig, data: StudyData, config: TrainConfig, context: RunContext
+    trial: optuna.Trial, model: torch.nn.Module, bundle: BundleConfig, data: StudyData, config: TrainConfig, context: RunContext,
+    predictions: LabelPredictions | None = None,
 ) -> dict[str, str]:
-    """Best-epoch weights + config (a loadable bundle) and the preview predictions."""
-    predictions = predict(model, data.preview, config.batch_size, mode=data.mode)
+    """Best-epoch weights + config (a loadable bundle), and the preview masks (segmentation) or the
+    validation predictions (classification)."""
     with tempfile.TemporaryDirectory() as tmp:
+        if predictions is not None:
+            kind, path = ArtifactKind.PREDICTIONS, predictions.save(Path(tmp) / "predictions.npz")
+        else:
+            kind, path = ArtifactKind.PREVIEWS, Path(tmp) / "previews.npz"
+            np.savez_compressed(path, stems=np.array(data.preview.stems), predictions=predict(model, data.preview, config.batch_size, mode=data.mode))
         folder = save_bundle(model.cpu(), bundle, Path(tmp) / "bundle")
-        previews = Path(tmp) / "previews.npz"
-        np.savez_compressed(previews, stems=np.array(data.preview.stems), predictions=predictions)
         upload = _uploader(trial, context)
         return {
             ArtifactKind.WEIGHTS: upload(folder / WEIGHTS_FILE),
             ArtifactKind.CONFIG: upload(folder / SEGTUNE_FILE),  # smp's config.json is derived from it on export
-            ArtifactKind.PREVIEWS: upload(previews),
+            kind: upload(path),
         }
 
 
@@ -285,9 +295,10 @@ def _uploader(study_or_trial: Any, context: RunContext) -> Callable[[Path], str]
     return upload
 
 
-def upload_study_previews(study: optuna.Study, preview: TensorSet, context: RunContext) -> str:
-    """Store the preview images and their ground truth once per study (trials store predictions)."""
+def upload_study_previews(study: optuna.Study, preview: DataSet, context: RunContext) -> str:
+    """Store the preview images and their ground truth (masks, or labels) once per study (trials store predictions)."""
+    truth = {"labels": preview.labels.cpu().numpy()} if isinstance(preview, LabelSet) else {"masks": preview.masks.cpu().numpy()}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "preview_inputs.npz"
-        np.savez_compressed(path, stems=np.array(preview.stems), images=preview.images.cpu().numpy(), masks=preview.masks.cpu().numpy())
+        np.savez_compressed(path, stems=np.array(preview.stems), images=preview.images.cpu().numpy(), **truth)
         return _uploader(study, context)(path)

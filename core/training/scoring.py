@@ -6,8 +6,11 @@ turns the folds of a trial (one without cross-validation) into the trial's user 
 - ``val_metrics``: the fold mean of each validation metric (the one fold's metrics without CV);
   with CV also ``fold_metrics`` (each fold's) and ``val_metrics_std`` (SD over folds, ddof=1);
 - ``test_metrics``: the mean over the fold models' test metrics (``fold_test_metrics``: each);
-- ``val_image_counts`` / ``test_image_counts`` (single split): per-image counts for bootstrap CIs;
-- ``val_foreground_fraction`` and ``flags`` (:mod:`core.metrics.baselines`).
+- segmentation: ``val_image_counts`` / ``test_image_counts`` (single split): per-image counts for
+  bootstrap CIs, and ``val_foreground_fraction``;
+- classification: ``confusion_matrix``, the validation counts summed over the folds (each image is
+  validated once: out of fold); :func:`validation_predictions` gives the per-image predictions;
+- ``flags`` (:mod:`core.metrics.baselines`): the predicted class shares are pixels' or images'.
 
 Costs (train time, epochs) are summed over folds; size and throughput are fold 0's model's.
 """
@@ -23,8 +26,8 @@ import torch
 
 from core.contract import TrialAttr
 from core.metrics.baselines import trial_flags
+from core.metrics.label_predictions import LabelPredictions
 from core.modeling.build import count_parameters, weights_size_mb
-from core.modeling.losses import build_loss
 from core.search.spec import StudySpec
 from core.training.loop import (
     Evaluation,
@@ -32,6 +35,7 @@ from core.training.loop import (
     TrainResult,
     evaluate_detailed,
     measure_throughput,
+    training_loss,
 )
 from core.training.study_data import StudyData
 
@@ -41,16 +45,17 @@ class FoldScore:
     result: TrainResult
     val: Evaluation  # the best epoch's weights re-scored on validation
     test: Evaluation | None
+    val_stems: tuple[str, ...] = ()  # the validation images, in ``val``'s order
 
 
 def score_fold(model: torch.nn.Module, data: StudyData, result: TrainResult, config: TrainConfig) -> FoldScore:
     """Score the best-epoch model (already loaded into ``model``) on validation and test."""
-    loss_fn = build_loss(config.loss, data.mode).to(data.val.images.device)
+    loss_fn = training_loss(config, data.val, data.mode).to(data.val.images.device)
 
     def run(images: Any) -> Evaluation:
         return evaluate_detailed(model, images, config.batch_size, loss_fn=loss_fn, mode=data.mode, num_classes=data.num_classes)
 
-    return FoldScore(result, run(data.val), run(data.test) if data.test is not None else None)
+    return FoldScore(result, run(data.val), run(data.test) if data.test is not None else None, tuple(data.val.stems))
 
 
 def _mean(dicts: Sequence[Mapping[str, float]]) -> dict[str, float]:
@@ -62,7 +67,21 @@ def _std(dicts: Sequence[Mapping[str, float]]) -> dict[str, float]:
 
 
 def _counts(evaluation: Evaluation | None) -> list[Any] | None:
-    return None if evaluation is None else evaluation.image_counts.tolist()
+    return None if evaluation is None or evaluation.image_counts is None else evaluation.image_counts.tolist()
+
+
+def validation_predictions(folds: Sequence[FoldScore], classes: Sequence[str]) -> LabelPredictions:
+    """A classification trial's validation images over all its folds (out of fold with CV), fold 0's first."""
+    outputs = [fold.val.outputs for fold in folds]
+    if any(output is None for output in outputs):
+        raise ValueError("validation predictions exist for classification folds only")
+    return LabelPredictions(
+        stems=tuple(stem for fold in folds for stem in fold.val_stems),
+        labels=np.concatenate([output.labels for output in outputs]),
+        probabilities=np.concatenate([output.probabilities for output in outputs]),
+        folds=np.concatenate([np.full(len(output.labels), index) for index, output in enumerate(outputs)]),
+        classes=tuple(classes),
+    )
 
 
 def summary(spec: StudySpec, folds: Sequence[FoldScore], model: torch.nn.Module, data: StudyData, config: TrainConfig, baselines: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -85,15 +104,19 @@ def summary(spec: StudySpec, folds: Sequence[FoldScore], model: torch.nn.Module,
         TrialAttr.IMAGES_PER_S: measure_throughput(model, data.val, config.batch_size),
         TrialAttr.N_PARAMS: count_parameters(model),
         TrialAttr.WEIGHTS_MB: weights_size_mb(model),
-        TrialAttr.VAL_FOREGROUND_FRACTION: float(1.0 - predicted[0]),
         TrialAttr.FLAGS: trial_flags(
             predicted=predicted, target=target, val_metrics=val_metrics, baselines=baselines,
             objective=objective.metric, maximize=objective.direction == "maximize",
         ),
     }
+    if spec.is_classification:
+        attrs[TrialAttr.CONFUSION_MATRIX] = validation_predictions(folds, data.manifest.classes).confusion_matrix().tolist()
+    else:
+        attrs[TrialAttr.VAL_FOREGROUND_FRACTION] = float(1.0 - predicted[0])
     if spec.cv is None:
-        attrs[TrialAttr.VAL_IMAGE_COUNTS] = _counts(first.val)
-        attrs[TrialAttr.TEST_IMAGE_COUNTS] = _counts(first.test)
+        if first.val.image_counts is not None:  # segmentation's units for bootstrap intervals
+            attrs[TrialAttr.VAL_IMAGE_COUNTS] = _counts(first.val)
+            attrs[TrialAttr.TEST_IMAGE_COUNTS] = _counts(first.test)
     else:
         attrs[TrialAttr.FOLD_METRICS] = val_folds
         attrs[TrialAttr.VAL_METRICS_STD] = _std(val_folds)

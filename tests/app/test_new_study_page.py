@@ -10,12 +10,20 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app.widgets.spec_form import form_to_dict, spec_to_form
+from app.widgets.spec_form import LABELS, SECTIONS, form_to_dict, spec_to_form
+from core.contract import Task
 from core.data.demo import create_demo_dataset
+from core.metrics.catalogue import objective_metrics
+from core.modeling import architectures
+from core.modeling.classification_losses import CLASSIFICATION_LOSSES
+from core.runtime.storage import open_storage
+from core.runtime.tuning import load_study
 from core.search.presets import load_preset, preset_names
+from core.search.space import ParamSpec, hyperparameters
 from core.search.validation import spec_from_dict
 from core.settings import Settings
 from core.training.estimate import TrialCost
+from tests.classification_sets import write_bars
 
 MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 
@@ -31,11 +39,15 @@ def new_study_page() -> AppTest:
     return at.switch_page("../pages/new_study.py").run()
 
 
-@pytest.mark.parametrize("preset", preset_names())
+@pytest.mark.parametrize("preset", preset_names())  # the classification presets too: the form follows the task
 def test_every_preset_survives_the_form(preset: str) -> None:
     spec = load_preset(preset, "demo-cells")
     again = spec_from_dict(form_to_dict(spec_to_form(spec)))
-    assert again.to_dict() == spec_from_dict(spec.to_dict()).to_dict() | {"search_space": again.to_dict()["search_space"]}
+    shown, expected = again.to_dict(), spec_from_dict(spec.to_dict()).to_dict() | {"search_space": again.to_dict()["search_space"]}
+    if spec.cv:  # cross-validation cuts its folds from what the test split leaves: the unused train/val fractions are not kept
+        for data in (shown, expected):
+            data["split"] = {k: v for k, v in data["split"].items() if k not in ("train", "val")}
+    assert shown == expected
     for name, dimension in spec.search_space.items():
         assert again.param(name) == dimension, name
 
@@ -198,3 +210,89 @@ def test_reuse_an_earlier_study_warm_start_and_narrow(demo: Settings, monkeypatc
     study = optuna.load_study(study_name="earlier-narrow", storage=storage)
     assert study.user_attrs[StudyAttr.PARENT]["study"] == "earlier"
     assert len(study.get_trials(states=(optuna.trial.TrialState.WAITING,))) >= 1  # the warm start's configurations
+
+
+# --- classification studies ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task", list(Task))
+def test_every_hyperparameter_of_a_task_has_one_place_in_its_form(task: Task) -> None:
+    placed = [name for params in SECTIONS[task].values() for name in params]
+    assert sorted(placed) == sorted(hyperparameters(task)) and len(placed) == len(set(placed))
+    assert all(name in LABELS for name in placed)
+
+
+@pytest.fixture
+def bars(demo: Settings) -> Settings:
+    """The demo cells (segmentation) and 24 bar images in two classes (classification)."""
+    write_bars(demo.datasets_dir, "bars", 24)
+    return demo
+
+
+def editor_labels(at: AppTest) -> set[str]:
+    return {widget.label for kind in ("multiselect", "button_group") for widget in at.get(kind)}
+
+
+def test_a_classification_dataset_gets_the_classification_form_and_starts_a_real_job(bars: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.runtime.queue
+
+    real_submit = core.runtime.queue.submit_job
+    monkeypatch.setattr(core.runtime.queue, "submit_job", lambda settings, spec, **kwargs: real_submit(settings, spec, **kwargs, launch=False))
+    at = new_study_page()  # "bars" is the first dataset: the form starts as a classification study
+    assert not at.exception and at.selectbox(key="ns.dataset").value == "bars"
+    assert at.session_state["ns.task"] == "classification"
+    assert any("Task: **Classification" in c.value and "horizontal (12), vertical (12)" in c.value for c in at.caption)
+    assert at.multiselect(key="ns.sp.architecture").options == list(architectures.names(task=Task.CLASSIFICATION))
+    assert at.multiselect(key="ns.sp.loss").options == list(CLASSIFICATION_LOSSES.names)
+    labels = editor_labels(at)
+    assert {"Head kernel size", "Head filters", "Head dense units", "Head dropout", "Label smoothing"} <= labels
+    assert not labels & {"Encoders", "Encoder depth", "U-Net depth", "U-Net start filters"}  # segmentation's model fields
+    assert at.multiselect(key="ns.objectives").value == ["val_balanced_accuracy"]
+    assert [option.split(" (")[0] for option in at.multiselect(key="ns.objectives").options] == list(objective_metrics(Task.CLASSIFICATION))
+    presets = at.selectbox(key="ns._preset")
+    assert presets.value == "p4-cnn-classification" and len(presets.options) == 1  # no auto plan: it plans segmentation
+
+    at.multiselect(key="ns.sp.loss").set_value(["cross_entropy", "focal"]).run()
+    at.session_state["ns.sp.head_filters.values"] = "16, 32"
+    for field, value in (("mode", "range"), ("low", 0.0), ("high", 0.2), ("step", 0.0), ("log", False)):
+        at.session_state[f"ns.sp.label_smoothing.{field}"] = value
+    at.text_input(key="ns.name").input("bars-run").run()
+    at.button(key="ns._start").click().run()
+    assert not at.exception and [t.value for t in at.title] == ["Jobs"]
+    spec = load_study("bars-run", open_storage(bars.db_url))[1]  # what the job's workers will run
+    assert spec.task == Task.CLASSIFICATION and spec.objectives[0].metric == "val_balanced_accuracy"
+    assert spec.search_space["loss"] == ParamSpec.choice("cross_entropy", "focal")
+    assert spec.search_space["head_filters"] == ParamSpec.choice(16, 32)
+    assert spec.search_space["label_smoothing"] == ParamSpec.float_range(0.0, 0.2)
+    assert "encoder" not in spec.search_space
+
+
+def test_label_smoothing_only_for_cross_entropy_and_the_form_follows_the_dataset(bars: Settings) -> None:
+    at = new_study_page()
+    at.multiselect(key="ns.sp.loss").set_value(["focal"]).run()
+    assert "Label smoothing" not in editor_labels(at)
+    assert "label_smoothing" not in form_to_dict(at.session_state)["search_space"]
+    at.selectbox(key="ns._preset").set_value("p4-cnn-classification").run()
+    at.button(key="ns._apply_preset").click().run()
+    assert not at.exception and not at.button(key="ns._start").disabled
+    assert at.multiselect(key="ns.sp.architecture").value == ["MobileNetV2", "VGG19"]
+    assert at.session_state["ns.sp.head_kernel_size.values"] == "1, 3, 5, 7"
+    assert at.session_state["ns.split.mode"] == "Cross-validation" and at.session_state["ns.split.cv_folds"] == 3
+    at.selectbox(key="ns.dataset").set_value("demo-cells").run()  # a segmentation dataset
+    assert not at.exception and at.session_state["ns.task"] == "segmentation"
+    assert any("demo-cells is a segmentation dataset: the form now describes a segmentation study" in s.value for s in at.success)
+    assert "Encoders" in editor_labels(at) and "Head filters" not in editor_labels(at)
+    assert at.selectbox(key="ns._preset").value == "auto"
+    at.selectbox(key="ns.dataset").set_value("bars").run()  # and back
+    assert any("bars is a classification dataset" in s.value for s in at.success)
+    assert at.multiselect(key="ns.sp.loss").value == ["cross_entropy"] and "Label smoothing" in editor_labels(at)
+
+
+def test_a_classification_spec_on_a_segmentation_dataset_is_refused_at_the_dataset(bars: Settings) -> None:
+    at = new_study_page()
+    spec = load_preset("p4-cnn-classification", "demo-cells", "wrong-data").to_dict()
+    at.file_uploader(key="ns._import").upload("spec.json", json.dumps(spec).encode(), "application/json").run()
+    assert at.session_state["ns.task"] == "classification" and at.selectbox(key="ns.dataset").value == "demo-cells"
+    at.run()  # the next run keeps the import: the task follows a dataset only when the user picks one
+    assert any("demo-cells is a segmentation dataset, but this spec describes a classification study" in e.value for e in at.error)
+    assert at.button(key="ns._start").disabled

@@ -76,7 +76,7 @@ def test_leaderboard_stays_responsive_with_a_thousand_trials(big_study: optuna.S
 
 
 def test_result_pages_say_what_to_do_without_a_study(workspace: Settings) -> None:
-    for page in ("leaderboard.py", "curves.py", "compare.py", "insights.py", "export.py"):
+    for page in ("leaderboard.py", "curves.py", "compare.py", "predictions.py", "insights.py", "export.py"):
         app = open_page(page, study=None)
         assert any("start a study on **New study**" in text for text in texts(app, "info")), page
 
@@ -118,6 +118,12 @@ def test_compare_orders_by_disagreement_only_between_several_trials(results_work
     app.selectbox(key="compare.order").set_value("disagreement").run()
     # trials 0 and 2 (shifted 2 px) differ most on the largest square, img_a
     assert not app.exception and app.get("image")[0].captions == [STEMS[0]]
+
+
+def test_compare_predictions_sends_a_segmentation_study_to_compare_masks(results_workspace: Settings) -> None:
+    app = open_page("predictions.py", selected=(0, 1))
+    assert any("segmentation study" in text and "Compare masks" in text for text in texts(app, "info"))
+    assert not app.get("plotly_chart") and not app.get("image")
 
 
 def test_insights_draw_figures_or_explain(results_workspace: Settings) -> None:

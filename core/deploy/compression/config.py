@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.contract import Mode
-from core.data.tensors import TensorSet
+from core.contract import Mode, Task
+from core.data.tensors import DataSet, LabelSet
 from core.errors import SegTuneError, unknown_option
 from core.metrics.catalogue import report_metrics
 
@@ -21,7 +21,7 @@ METHODS: tuple[str, ...] = ("ptq", "dynamic", "qat", "prune")
 PRUNE_SCOPES: tuple[str, ...] = ("global", "layer")
 # The cell-segmentation optimizer x loss study's range: beyond it accuracy collapses, below it little is won.
 SPARSITY_RANGE = (0.5, 0.9)
-REPORT_METRICS: tuple[str, ...] = report_metrics()
+REPORT_METRICS: tuple[str, ...] = report_metrics()  # segmentation's; a study's own: CompressionData.report_metrics
 StepCallback = Callable[[int, int], None]  # (steps done, steps in all) of a fine-tune
 ProgressCallback = Callable[[float, str], None]  # (fraction done 0..1, what is happening)
 
@@ -111,11 +111,21 @@ class CompressionConfig:
 class CompressionData:
     """What a variant is calibrated / fine-tuned on (train) and scored on (val, test), on the CPU."""
 
-    train: TensorSet
-    val: TensorSet
-    test: TensorSet | None
+    train: DataSet
+    val: DataSet
+    test: DataSet | None
     mode: Mode
     num_classes: int
+
+    @property
+    def task(self) -> Task:
+        """Classification when the splits are labels (:class:`LabelSet`), else segmentation."""
+        return Task.CLASSIFICATION if isinstance(self.train, LabelSet) else Task.SEGMENTATION
+
+    @property
+    def report_metrics(self) -> tuple[str, ...]:
+        """The metrics a variant is scored on: the task's report metrics (core.metrics.catalogue)."""
+        return report_metrics(self.task)
 
 
 @dataclass

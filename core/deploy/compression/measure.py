@@ -13,12 +13,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.data.tensors import TensorSet
-from core.deploy.compression.config import REPORT_METRICS, CompressedVariant, CompressionData
+from core.contract import Task
+from core.data.tensors import DataSet
+from core.deploy.compression.config import CompressedVariant, CompressionData
 from core.deploy.export import TORCHSCRIPT_FILE, save_torchscript
 from core.modeling.bundle import WEIGHTS_FILE
-from core.modeling.losses import build_loss
-from core.training.loop import evaluate
+from core.training.loop import evaluate, task_loss
 
 
 @dataclass
@@ -28,7 +28,7 @@ class VariantReport:
     name: str  # "original" or the variant's label
     method: str  # "original" or one of METHODS
     params: dict[str, Any]
-    val: dict[str, float]  # dice, iou, f1
+    val: dict[str, float]  # the task's report metrics: dice, iou, f1 (classification: accuracy, balanced_accuracy, f1_macro)
     test: dict[str, float]  # empty without a test split
     size_mb: float  # the saved model file (safetensors, or TorchScript for int8)
     zipped_mb: float  # the same file deflated: what sparsity saves in transfer/storage
@@ -95,11 +95,13 @@ def cpu_speed(model: nn.Module, images: torch.Tensor, batch_size: int, repeats: 
     return latency, len(batch) / best(batch, repeats)
 
 
-def _scores(model: nn.Module, data: TensorSet | None, mode: str, num_classes: int, batch_size: int) -> dict[str, float]:
-    if data is None or len(data) == 0:
+def _scores(model: nn.Module, split: DataSet | None, data: CompressionData, batch_size: int) -> dict[str, float]:
+    if split is None or len(split) == 0:
         return {}
-    result = evaluate(model, data, batch_size, loss_fn=build_loss("bce", mode), mode=mode, num_classes=num_classes)
-    return {name: result[name] for name in REPORT_METRICS}
+    # the loss is not reported: any loss of the task will do
+    loss = task_loss("cross_entropy" if data.task == Task.CLASSIFICATION else "bce", split, data.mode)
+    result = evaluate(model, split, batch_size, loss_fn=loss, mode=data.mode, num_classes=data.num_classes)
+    return {name: result[name] for name in data.report_metrics}
 
 
 def measure(
@@ -114,8 +116,8 @@ def measure(
     latency, throughput = cpu_speed(model, images, batch_size, repeats)
     return VariantReport(
         name=name, method=method, params=params,
-        val=_scores(model, data.val, data.mode, data.num_classes, batch_size),
-        test=_scores(model, data.test, data.mode, data.num_classes, batch_size),
+        val=_scores(model, data.val, data, batch_size),
+        test=_scores(model, data.test, data, batch_size),
         size_mb=len(raw) / 2**20, zipped_mb=len(zlib.compress(raw, 6)) / 2**20,
         nonzero_params=nonzero, total_params=total, latency_ms=latency, images_per_s=throughput,
     )
@@ -149,15 +151,17 @@ def _delta(report: VariantReport, key: str) -> str:
 
 
 def trade_off_table(reports: list[VariantReport]) -> str:
-    """Plain-text table: one row per model, deltas against the original in brackets."""
-    header = f"{'model':24} {'val dice':>16} {'test dice':>16} {'val iou':>8} {'size MB':>8} {'zip MB':>8} {'non-zero':>11} {'ms/img':>8} {'img/s':>8}"
+    """Plain-text table: one row per model, deltas against the original in brackets. The score
+    columns are the first two report metrics (segmentation: Dice, IoU; classification: accuracy,
+    balanced accuracy)."""
+    first, second = list(reports[0].val)[:2]
+    header = (f"{'model':24} {'val ' + first:>16} {'test ' + first:>16} {'val ' + second:>8} {'size MB':>8} {'zip MB':>8} "
+              f"{'non-zero':>11} {'ms/img':>8} {'img/s':>8}")
     rows = [header, "-" * len(header)]
     for report in reports:
-        test_dice = f"{report.test['dice']:.3f}{_delta(report, 'test_dice')}" if report.test else "-"
+        test = f"{report.test[first]:.3f}{_delta(report, f'test_{first}')}" if report.test else "-"
         rows.append(
-            f"{report.name:24} {report.val['dice']:.3f}{_delta(report, 'val_dice'):>10} {test_dice:>16} {report.val['iou']:8.3f} "
+            f"{report.name:24} {report.val[first]:.3f}{_delta(report, f'val_{first}'):>10} {test:>16} {report.val[second]:8.3f} "
             f"{report.size_mb:8.2f} {report.zipped_mb:8.2f} {report.nonzero_params:11,} {report.latency_ms:8.1f} {report.images_per_s:8.1f}"
         )
     return "\n".join(rows)
-
-

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from core.data.tensors import TensorSet, iterate_batches
+from core.data.tensors import DataSet, iterate_batches
 from core.deploy.compression.config import (
     CompressedVariant,
     CompressionConfig,
@@ -21,7 +21,7 @@ from core.deploy.compression.config import (
     quantized_backend,
     quiet_quantization,
 )
-from core.modeling.losses import build_loss
+from core.training.loop import task_loss
 
 _PRUNABLE = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 
@@ -29,7 +29,7 @@ _PRUNABLE = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _batches(data: TensorSet, config: CompressionConfig, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(data: DataSet, config: CompressionConfig, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless shuffled training batches (fine-tunes count steps, not epochs)."""
     drop_last = len(data) > config.batch_size
     while True:
@@ -53,7 +53,7 @@ def _finetune(
         return
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    loss_fn = build_loss(config.loss, data.mode)
+    loss_fn = task_loss(config.loss, data.train, data.mode)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     model.train()
     for step, (images, masks) in zip(range(config.finetune_steps), _batches(data.train, config, generator)):

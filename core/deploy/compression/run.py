@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from core.contract import Task
 from core.deploy.compression.config import CompressionConfig, CompressionData, CompressionError, ProgressCallback, StepCallback
 from core.deploy.compression.measure import VariantReport, compare_variants
 from core.deploy.compression.methods import compress
@@ -15,6 +17,7 @@ from core.deploy.compression.variants import store_variant
 from core.deploy.export import trial_bundle
 from core.modeling.architectures import ARCHITECTURES
 from core.modeling.bundle import BundleConfig, load_bundle
+from core.modeling.classification_losses import CLASSIFICATION_LOSSES, DEFAULT_CLASSIFICATION_LOSS
 from core.training.study_data import load_study_data
 
 if TYPE_CHECKING:
@@ -42,6 +45,13 @@ def check_supported(config: CompressionConfig, bundle: BundleConfig) -> None:
         )
 
 
+def _fine_tune_loss(config: CompressionConfig, bundle: BundleConfig) -> CompressionConfig:
+    """A classifier fine-tunes on a classification loss: a segmentation loss name (the form's default) becomes cross-entropy."""
+    if bundle.task == Task.CLASSIFICATION and config.loss not in CLASSIFICATION_LOSSES:
+        return dataclasses.replace(config, loss=DEFAULT_CLASSIFICATION_LOSS)
+    return config
+
+
 def _step_reporter(config: CompressionConfig, progress: ProgressCallback, start: float, end: float) -> StepCallback:
     """Fine-tune / calibration steps as progress between ``start`` and ``end``, ~50 reports at most."""
     doing = "calibrating on training batch" if config.method == "ptq" else "fine-tuning step"
@@ -67,6 +77,7 @@ def compress_trial(
     with tempfile.TemporaryDirectory() as tmp:
         model, bundle = load_bundle(trial_bundle(study, trial_number, artifact_store, Path(tmp) / "bundle"))
     check_supported(config, bundle)
+    config = _fine_tune_loss(config, bundle)
     report(0.05, f"{config.label}: compressing")
     variant = compress(config, model, data, _step_reporter(config, report, 0.05, 0.7))
     report(0.7, "measuring the original and the variant: val/test scores, size, CPU speed")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from core.contract import variants_attr
+from core.contract import Task, variants_attr
 from core.deploy.compression.config import REPORT_METRICS, CompressedVariant, CompressionError
 from core.deploy.compression.measure import VariantReport, saved_file
 from core.deploy.export import (
@@ -120,11 +120,12 @@ def original_metrics(record: dict[str, Any]) -> dict[str, Any]:
 
 def _row(variant: int, label: str, metrics: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {"variant": variant, "model": label, "method": metrics["method"]}
+    scores = tuple(metrics["val"]) or REPORT_METRICS  # the study task's report metrics, as measured
     for split in ("val", "test"):
-        row.update({f"{split}_{k}": metrics[split].get(k, math.nan) for k in REPORT_METRICS})
+        row.update({f"{split}_{k}": metrics[split].get(k, math.nan) for k in scores})
     row.update({name: metrics[name] for name in TABLE_FIELDS})
     deltas = metrics.get("deltas") or {}
-    row.update({f"delta_{k}": deltas.get(k, math.nan) for k in ("val_dice", "test_dice", "size_mb", "latency_ms")})
+    row.update({f"delta_{k}": deltas.get(k, math.nan) for k in (f"val_{scores[0]}", f"test_{scores[0]}", "size_mb", "latency_ms")})
     row["speedup"] = deltas.get("speedup", 1.0 if variant == 0 else math.nan)
     return row
 
@@ -140,8 +141,9 @@ def trade_off_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def variant_predictions(study: optuna.Study, trial_number: int, index: int, artifact_store: Any) -> np.ndarray:
-    """Variant ``index``'s masks (N, S, S) uint8 for the study's preview images, in their stored order
-    (the order of core.results.load_previews, so they sit next to the original trial's predictions)."""
+    """Variant ``index``'s masks (N, S, S) uint8 (a classifier's: labels (N,) uint8) for the study's
+    preview images, in their stored order (the order of core.results.load_previews, so they sit next
+    to the original trial's predictions)."""
     record = get_variant(study, trial_number, index)
     images = preview_images(study, artifact_store)
     if images is None:
@@ -151,6 +153,8 @@ def variant_predictions(study: optuna.Study, trial_number: int, index: int, arti
     with torch.no_grad():
         # one image at a time: int8 variants are traced on a single image
         logits = torch.cat([model.eval()(images[i : i + 1]).float() for i in range(len(images))])
+    if config.task == Task.CLASSIFICATION:
+        return logits.argmax(dim=1).to(torch.uint8).numpy()
     return predict_mask(logits, task_mode(len(config.classes)), config.threshold).to(torch.uint8).numpy()
 
 

@@ -1,0 +1,83 @@
+"""Classify a folder of images with an exported classifier (bundle or int8 TorchScript variant).
+
+Images are fed exactly as in training (grey/RGB, bilinear resize to the model's size, [0, 1]
+floats). The result is one CSV row per readable image: the file name, the predicted label, its
+probability and the probability of every class (``p_<class>`` columns, softmax). A file that
+cannot be read is reported and skipped — one bad image must not cost the rest of the folder.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from core.contract import Task
+from core.data.images import read_image
+from core.data.tensors import prepare_image
+from core.deploy.export import load_model
+from core.deploy.predict import IMAGE_SUFFIXES, PredictError, image_files
+from core.modeling.bundle import BundleConfig
+
+LABEL_COLUMNS: tuple[str, ...] = ("file", "label", "confidence")  # then one p_<class> column per class
+
+
+@dataclass
+class ClassifyReport:
+    out: Path  # the CSV written
+    rows: int = 0  # images classified
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, why)
+
+    def summary(self) -> str:
+        lines = [f"{self.rows} image(s) classified into {self.out}, {len(self.skipped)} file(s) skipped"]
+        lines += [f"  skipped {path.name}: {reason}" for path, reason in self.skipped]
+        return "\n".join(lines)
+
+
+@torch.no_grad()
+def classify_image(model: torch.nn.Module, config: BundleConfig, pixels: np.ndarray) -> np.ndarray:
+    """Class probabilities (K,) for one image (HxWxC uint8 from read_image)."""
+    prepared = prepare_image(pixels, config.image_size, config.channels)
+    batch = torch.from_numpy(np.array(prepared))[None].float().div_(255.0)  # a writable copy
+    return torch.softmax(model(batch).float(), dim=1)[0].numpy()
+
+
+def csv_header(classes: tuple[str, ...]) -> list[str]:
+    return [*LABEL_COLUMNS, *(f"p_{name}" for name in classes)]
+
+
+def classify_folder(model_folder: Path, images: Path, out: Path, *, progress: bool = True) -> ClassifyReport:
+    """Write ``out`` (CSV): one row per readable image of ``images`` (see the module docstring)."""
+    model, config = load_model(Path(model_folder))
+    if config.task != Task.CLASSIFICATION:
+        raise PredictError(f"{model_folder} holds a {config.task} model: write masks with --out FOLDER instead of a CSV")
+    files = image_files(images)
+    if not files:
+        raise PredictError(f"image folder {images} is empty")
+    out = Path(out)
+    if out.is_dir():
+        raise PredictError(f"--out {out} is a folder; a classifier writes one CSV file, e.g. {out / 'predictions.csv'}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = ClassifyReport(out)
+    with open(out, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(csv_header(config.classes))
+        for path in tqdm(files, desc="classify", unit="image", disable=not progress):
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                report.skipped.append((path, f"not an image type SegTune reads ({', '.join(IMAGE_SUFFIXES)})"))
+                continue
+            try:
+                pixels = read_image(path)
+            except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # PIL raises all of these
+                report.skipped.append((path, f"unreadable image ({type(exc).__name__}: {exc})"))
+                continue
+            probabilities = classify_image(model, config, pixels)
+            best = int(probabilities.argmax())
+            writer.writerow([path.name, config.classes[best], f"{probabilities[best]:.6f}", *(f"{p:.6f}" for p in probabilities)])
+            report.rows += 1
+    return report
