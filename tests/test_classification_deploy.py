@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,7 @@ from core.deploy.compression.config import CompressionConfig
 from core.deploy.compression.measure import trade_off_table
 from core.deploy.compression.run import compress_trial, study_compression_data
 from core.deploy.export import export_trial, load_torchscript
-from core.deploy.model_card import inference_snippet, model_card
-from core.deploy.model_card import predict_command as card_predict_command
+from core.deploy.model_card import classifier_snippet, model_card, segtune_command
 from core.deploy.predict import PredictError, predict_folder
 from core.modeling.bundle import load_bundle
 from core.runtime.storage import open_artifact_store
@@ -97,13 +97,13 @@ def test_predict_writes_a_csv_of_labels_and_probabilities(exported: Path, tmp_pa
 
 def test_the_usage_snippet_classifies_with_the_cli_preprocessing(exported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     work = tmp_path / "work"
+    shutil.copytree(exported, work)  # the snippet runs from inside the unzipped bundle
     _images(work / "images")
-    (work / "deploy-trial0").symlink_to(exported)
     Image.fromarray(bar_image(1, np.random.default_rng(0), 64)).save(work / "image.png")
     monkeypatch.chdir(work)
-    exec(compile(inference_snippet("deploy-trial0", Task.CLASSIFICATION), "snippet", "exec"), {})
+    exec(compile(classifier_snippet(), "snippet", "exec"), {})
     assert len(list(csv.DictReader((work / "predictions.csv").open()))) == 4
-    assert card_predict_command("x", Task.CLASSIFICATION).endswith("--out predictions.csv")
+    assert segtune_command(Task.CLASSIFICATION).endswith("--out predictions.csv")
 
 
 @pytest.mark.parametrize("method", ["ptq", "prune"])

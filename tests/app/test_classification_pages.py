@@ -209,8 +209,7 @@ def test_export_offers_the_classifier_with_a_csv_predict_command(classified: Set
     assert app.selectbox(key="export.trial").value == best.number
     cards = {m.label: m.value for m in app.metric}
     assert cards["Val Balanced accuracy"] == f"{best.user_attrs[TrialAttr.VAL_METRICS]['balanced_accuracy']:.3f}"
-    bundle = f"{STUDY}-trial{best.number}"
-    assert app.code[0].value == f"python -m core predict --model {bundle} --images images/ --out predictions.csv"
+    assert app.code[0].value == "segtune predict --model . --images images/ --out predictions.csv"
     assert "classify_folder(" in app.code[1].value
     card = next(text for text in texts(app, "markdown") if text.startswith("# Model card"))
     assert "Classification model" in card and "| Balanced accuracy |" in card
