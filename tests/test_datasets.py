@@ -6,14 +6,16 @@ import io
 import json
 import shutil
 import stat
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from core.data.archives import IngestLimits
+from core.data.archives import IngestLimits, _extract, unpack
 from core.data.images import read_image, read_mask
 from core.data.ingest import ingest_dataset
 from core.data.manifest import (
@@ -428,6 +430,66 @@ def test_corrupt_zip(tmp_path: Path, store: Path) -> None:
     (tmp_path / "data.zip").write_bytes(data[:40] + b"\0" * 40 + data[80:])
     message = rejected(tmp_path / "data.zip", store)
     assert "corrupt" in message
+
+
+def lying_zip(path: Path, name: str, data: bytes, declared: int, crc: int) -> Path:
+    """A pair zip plus ``name`` holding ``data`` (deflated) whose headers declare only ``declared``
+    bytes and CRC ``crc``: what a hand-made bomb looks like (zipfile itself never writes one)."""
+    pair_zip(path, {name: data})
+    raw = bytearray(path.read_bytes())
+    encoded = name.encode()
+    # (signature, offset of CRC-32 / uncompressed size, offset of the name length, of the name)
+    for signature, crc_at, size_at, length_at, name_at in ((b"PK\x03\x04", 14, 22, 26, 30), (b"PK\x01\x02", 16, 24, 28, 46)):
+        start = 0
+        while (start := raw.find(signature, start)) >= 0:
+            (length,) = struct.unpack_from("<H", raw, start + length_at)
+            if raw[start + name_at:start + name_at + length] == encoded:
+                struct.pack_into("<I", raw, start + crc_at, crc)
+                struct.pack_into("<I", raw, start + size_at, declared)
+            start += 4
+    path.write_bytes(bytes(raw))
+    with zipfile.ZipFile(path) as archive:  # the lie is what the archive now says
+        assert archive.getinfo(name).file_size == declared and archive.getinfo(name).compress_size > declared
+    return path
+
+
+LYING_DATA = np.random.default_rng(7).integers(0, 256, 64 << 10, dtype=np.uint8).tobytes()  # 64 KiB, incompressible
+
+
+def test_an_entry_inflating_beyond_its_declared_size_writes_no_more_than_declared(tmp_path: Path) -> None:
+    """Declared 1,000 bytes, 64 KiB inside, CRC of the declared part: extraction stops at the
+    declared size (the pre-check's sums stay true), the rest is never written."""
+    archive = lying_zip(tmp_path / "lie.zip", "notes.bin", LYING_DATA, 1000, zlib.crc32(LYING_DATA[:1000]))
+    problems: dict[str, str] = {}
+    folder = unpack(archive, tmp_path / "out", IngestLimits(), problems)
+    assert problems == {} and folder == tmp_path / "out"
+    assert (folder / "notes.bin").read_bytes() == LYING_DATA[:1000]
+
+
+def test_an_entry_inflating_beyond_its_declared_size_with_the_real_crc_is_refused(tmp_path: Path, store: Path) -> None:
+    archive = lying_zip(tmp_path / "lie.zip", "images/b.png", LYING_DATA, 1000, zlib.crc32(LYING_DATA))
+    assert "corrupt zip archive: Bad CRC-32 for file 'images/b.png'" in rejected(archive, store)
+    assert not any(p.stat().st_size > 1000 for p in tmp_path.rglob("*.png"))
+
+
+def test_extraction_stops_at_the_running_size_limit_and_names_the_entry(tmp_path: Path) -> None:
+    """The extractor's own running count (behind the pre-check on declared sizes): with a limit
+    that the first entries fit and the next one passes mid-way, it writes at most the limit and
+    names that entry. Entries of 600 + 600 + 600 bytes under a limit of 1,500."""
+    archive = tmp_path / "three.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        for index in range(3):
+            zf.writestr(f"images/{index}.bin", LYING_DATA[index * 600:(index + 1) * 600])
+    problems: dict[str, str] = {}
+    with zipfile.ZipFile(archive) as zf:
+        _extract(zf, tmp_path / "out", IngestLimits(max_total_bytes=1500), problems)
+    assert problems == {"images/2.bin": "inflates beyond its declared size or the size limit (zip bomb?)"}
+    assert [(tmp_path / "out" / "images" / f"{i}.bin").read_bytes() for i in range(2)] == [LYING_DATA[:600], LYING_DATA[600:1200]]
+    assert (tmp_path / "out" / "images" / "2.bin").stat().st_size <= 300  # never past the limit
+    problems = {}
+    with zipfile.ZipFile(archive) as zf:  # exactly the limit is allowed
+        _extract(zf, tmp_path / "all", IngestLimits(max_total_bytes=1800), problems)
+    assert problems == {} and (tmp_path / "all" / "images" / "2.bin").read_bytes() == LYING_DATA[1200:1800]
 
 
 # --- the store ------------------------------------------------------------------------------------

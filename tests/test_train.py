@@ -41,6 +41,20 @@ def test_registries_cover_every_option_name() -> None:
         build_optimizer(model.parameters(), OptimizerConfig(name="lion"))
 
 
+def test_a_trials_params_become_the_training_configuration() -> None:
+    """What the objective hands the loop: every tuned value, the selection metric, and no momentum
+    or Nesterov for a space that does not tune them (not OptimizerConfig's SGD default of 0.9)."""
+    params = {"optimizer": "sgd", "lr": 0.05, "weight_decay": 1e-4, "epochs": 7, "batch_size": 16, "scheduler": "cosine", "loss": "focal", "aug_hflip": True}
+    config = TrainConfig.from_params(params, patience=3, seed=11, select_metric="iou", select_maximize=True)
+    assert config == TrainConfig(
+        epochs=7, batch_size=16, optimizer=OptimizerConfig(name="sgd", lr=0.05, weight_decay=1e-4, momentum=0.0, nesterov=False),
+        scheduler="cosine", loss="focal", patience=3, augment=AugmentConfig(hflip=True), seed=11, select_metric="iou", select_maximize=True,
+    )
+    tuned = TrainConfig.from_params({**params, "momentum": 0.8, "nesterov": True}, patience=3, seed=11)
+    assert (tuned.optimizer.momentum, tuned.optimizer.nesterov) == (0.8, True)
+    assert (tuned.select_metric, tuned.select_maximize) == ("loss", False)  # val loss unless told
+
+
 def test_training_learns_squares_and_keeps_the_best_epoch() -> None:
     train, val = squares(24, seed=1), squares(8, seed=2)
     config = TrainConfig(epochs=12, batch_size=8, optimizer=OptimizerConfig(lr=0.02), loss="dice_bce", patience=12, select_metric="dice", select_maximize=True)
