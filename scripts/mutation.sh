@@ -24,7 +24,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one torch thread per mutmut work
 # limited to the functions that do, so a 2-core machine gets through it in minutes.
 MODULES=(
   "metrics|core/metrics/segmentation.py|tests/test_metrics.py"
-  "archives|core/data/archives.py|tests/test_datasets.py"
+  "archives|core/data/archives.py|tests/test_datasets.py tests/test_ingest_edges.py"
   "splits|core/data/splits.py|tests/test_splits.py"
   "budget|core/runtime/budget.py|tests/test_jobs.py tests/test_exact_budget.py"
   "loop|core/training/loop.py|tests/test_train.py|*.x_train_model__mutmut_* *.x__copy_state__mutmut_* *.x_evaluate_detailed__mutmut_* *from_params__mutmut_*"

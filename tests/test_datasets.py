@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data.archives import IngestLimits, _extract, unpack
+from core.data.archives import IngestLimits, _extract, _zip_problems, unpack
 from core.data.images import read_image, read_mask
 from core.data.ingest import ingest_dataset
 from core.data.manifest import (
@@ -460,10 +460,11 @@ def test_an_entry_inflating_beyond_its_declared_size_writes_no_more_than_declare
     """Declared 1,000 bytes, 64 KiB inside, CRC of the declared part: extraction stops at the
     declared size (the pre-check's sums stay true), the rest is never written."""
     archive = lying_zip(tmp_path / "lie.zip", "notes.bin", LYING_DATA, 1000, zlib.crc32(LYING_DATA[:1000]))
-    problems: dict[str, str] = {}
-    folder = unpack(archive, tmp_path / "out", IngestLimits(), problems)
-    assert problems == {} and folder == tmp_path / "out"
-    assert (folder / "notes.bin").read_bytes() == LYING_DATA[:1000]
+    for _ in range(2):  # into a new nested folder, then into the same, existing one
+        problems: dict[str, str] = {}
+        folder = unpack(archive, tmp_path / "work" / "out", IngestLimits(), problems)
+        assert problems == {} and folder == tmp_path / "work" / "out"
+        assert (folder / "notes.bin").read_bytes() == LYING_DATA[:1000]
 
 
 def test_an_entry_inflating_beyond_its_declared_size_with_the_real_crc_is_refused(tmp_path: Path, store: Path) -> None:
@@ -490,6 +491,82 @@ def test_extraction_stops_at_the_running_size_limit_and_names_the_entry(tmp_path
     with zipfile.ZipFile(archive) as zf:  # exactly the limit is allowed
         _extract(zf, tmp_path / "all", IngestLimits(max_total_bytes=1800), problems)
     assert problems == {} and (tmp_path / "all" / "images" / "2.bin").read_bytes() == LYING_DATA[1200:1800]
+
+
+def test_the_running_count_adds_every_chunk_of_a_large_entry(tmp_path: Path) -> None:
+    """A 1.5 MiB entry is read in two chunks; all of it counts against the limit, so a 0.75 MiB
+    entry after it no longer fits in 2 MiB."""
+    data = np.random.default_rng(3).integers(0, 256, (9 << 20) // 4, dtype=np.uint8).tobytes()
+    archive = tmp_path / "two.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("images/big.bin", data[: 3 << 19])
+        zf.writestr("images/next.bin", data[3 << 19 :])
+    problems: dict[str, str] = {}
+    with zipfile.ZipFile(archive) as zf:
+        _extract(zf, tmp_path / "out", IngestLimits(max_total_bytes=2 << 20), problems)
+    assert list(problems) == ["images/next.bin"]
+    assert (tmp_path / "out" / "images" / "big.bin").read_bytes() == data[: 3 << 19]
+
+
+def test_folder_entries_and_macos_resource_forks_are_not_written(tmp_path: Path) -> None:
+    archive = pair_zip(tmp_path / "mac.zip", {"__MACOSX/images/._a.png": b"resource fork", "images/sub/": b""})
+    problems: dict[str, str] = {}
+    folder = unpack(archive, tmp_path / "out", IngestLimits(), problems)
+    assert problems == {} and folder is not None
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == ["images", "images/a.png", "masks", "masks/a.png"]
+
+
+def declared(name: str, size: int, packed: int) -> zipfile.ZipInfo:
+    """An entry as a zip's central directory declares it (sizes need not be true)."""
+    info = zipfile.ZipInfo(name)
+    info.file_size, info.compress_size = size, packed
+    return info
+
+
+MIB = 1 << 20
+
+
+def test_the_ratio_rules_on_declared_sizes_at_their_limits() -> None:
+    limits = IngestLimits()  # ratio limit 200x, for entries from 1 MiB and archives from 64 MiB
+    assert _zip_problems([declared("images/big.bmp", 2 * MIB, 2 * MIB - 100)], limits) == {}  # large but incompressible
+    assert _zip_problems([declared("images/at.bmp", 200 * 10_000, 10_000)], limits) == {}  # exactly 200x
+    assert _zip_problems([declared("images/a.bmp", MIB, 1024)], limits) == {"images/a.bmp": "expands 1024x, above the limit of 200x (zip bomb?)"}
+    assert _zip_problems([declared("images/z.bmp", 2 * MIB, 1)], limits) == {"images/z.bmp": "expands 2097152x, above the limit of 200x (zip bomb?)"}
+
+    def archive(total: int, packed: int, count: int = 65) -> list[zipfile.ZipInfo]:
+        """``count`` entries, each under 1 MiB (no per-entry rule), declaring ``total`` bytes packed into ``packed``."""
+        sizes = [total // count] * (count - 1) + [total - (count - 1) * (total // count)]
+        packs = [packed // count] * (count - 1) + [packed - (count - 1) * (packed // count)]
+        assert max(sizes) < MIB
+        return [declared(f"images/{i}.png", size, pack) for i, (size, pack) in enumerate(zip(sizes, packs))]
+
+    assert _zip_problems(archive(64 * MIB, 65_000), limits) == {
+        "zip": "its 65 entries expand 1032x in all (65000 -> 67108864 bytes), above the limit of 200x (zip bomb?)"
+    }
+    assert _zip_problems(archive(64 * MIB - 1, 65_000), limits) == {}  # the whole-archive rule starts at 64 MiB
+    assert _zip_problems(archive(67_200_000, 336_000), limits) == {}  # exactly 200x in all
+    assert "zip" in _zip_problems(archive(67_200_000, 335_999), limits)
+
+
+def test_a_full_disk_is_refused_before_anything_is_written(tmp_path: Path, store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = tmp_path / "data.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("images/a.png", png_bytes(grey()))
+        zf.writestr("masks/a.png", png_bytes(square_mask()))
+        zf.writestr("notes.bin", bytes(3 * MIB))  # stored, so no ratio rule applies
+    with zipfile.ZipFile(archive) as zf:
+        needed = 2 * sum(info.file_size for info in zf.infolist())  # unpacked + the stored copy
+
+    def disk_with(free: int):
+        return lambda path: shutil._ntuple_diskusage(10 * needed, 10 * needed - free, free)
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_with(needed - 1))
+    message = rejected(archive, store)
+    assert f"data.zip: needs about {needed >> 20} MiB to unpack and store, but only {(needed - 1) >> 20} MiB are free" in message
+    assert needed >> 20 == 6
+    monkeypatch.setattr(shutil, "disk_usage", disk_with(needed))  # exactly enough
+    problems: dict[str, str] = {}
+    assert unpack(archive, tmp_path / "out", IngestLimits(), problems) == tmp_path / "out" and problems == {}
 
 
 # --- the store ------------------------------------------------------------------------------------
