@@ -282,6 +282,18 @@ def test_trial_lock_is_exclusive(workspace: Settings) -> None:
     assert overlaps == [False] * 4
 
 
+def test_the_sqlite_trial_lock_is_a_file_beside_the_database_and_needs_one(tmp_path) -> None:
+    """Every worker on the machine (of any version) must lock the same file: ``<db>.trials.lock``."""
+    database = tmp_path / "studies.db"
+    with trial_lock(f"sqlite:///{database}", "s1"):
+        assert (tmp_path / "studies.db.trials.lock").is_file()
+    for url in ("sqlite:///:memory:", "sqlite://"):
+        with pytest.raises(JobError, match="^workers need a file or server database, not an in-memory SQLite DB$"):
+            with trial_lock(url, "s1"):
+                pass
+    assert sorted(p.name for p in tmp_path.iterdir() if "lock" in p.name) == ["studies.db.trials.lock"]
+
+
 def test_plan_slots() -> None:
     assert launcher.plan_slots(None, None, gpu_count=2) == ["cuda:0", "cuda:1"]
     assert launcher.plan_slots(None, None, per_gpu=2, gpu_count=2) == ["cuda:0", "cuda:0", "cuda:1", "cuda:1"]

@@ -121,3 +121,72 @@ def test_written_masks_are_the_models_own_answer_with_both_classes(tmp_path: Pat
         written = np.asarray(Image.open(path))
         assert set(np.unique(written)) == {0, 255}  # both classes
         np.testing.assert_array_equal(written, expected[path.stem])
+
+
+class ThreeLevels(torch.nn.Module):
+    """Three classes by grey level: dark (< ~0.4) background, middle class 1, bright (> ~0.7) class 2."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        grey = images[:, :1]
+        return torch.cat([0.4 - grey, 0.15 - (grey - 0.55).abs(), grey - 0.7], dim=1) * 100.0
+
+
+def scripted_folder(folder: Path, model: torch.nn.Module, classes: tuple[str, ...], **config: object) -> Path:
+    folder.mkdir()
+    model_config = ModelConfig("ClassicUNet", 1, len(classes), unet_start_filters=8, unet_depth=2)
+    bundle = BundleConfig(model=model_config.to_dict(), image_size=64, channels=1, classes=classes, **config)
+    (folder / "config.json").write_text(bundle.to_json(), encoding="utf-8")
+    export_torchscript(model, torch.rand(1, 1, 64, 64), folder / "model.torchscript.pt")
+    return folder
+
+
+def test_multiclass_masks_are_class_indices_at_the_images_own_size(tmp_path: Path) -> None:
+    """A wide 80 x 48 image in three bands: the mask comes back 80 wide and 48 high, holding 0, 1, 2."""
+    folder = scripted_folder(tmp_path / "model", ThreeLevels(), ("background", "liver", "tumour"))
+    images = tmp_path / "images"
+    images.mkdir()
+    pixels = np.zeros((48, 80), np.uint8)
+    pixels[:, :26], pixels[:, 26:54], pixels[:, 54:] = 25, 140, 230
+    Image.fromarray(pixels).save(images / "wide.png")
+    report = predict_folder(folder, images, tmp_path / "out", overlay=True, progress=False)
+    written = np.asarray(Image.open(report.written[0]))
+    assert written.shape == (48, 80) and set(np.unique(written)) == {0, 1, 2}
+    assert (written[:, 4:20] == 0).all() and (written[:, 32:48] == 1).all() and (written[:, 60:76] == 2).all()
+    overlay = np.asarray(Image.open(tmp_path / "out" / OVERLAY_DIR / "wide.png"))
+    assert overlay.shape == (48, 80, 3) and not np.array_equal(overlay[:, 60:76], overlay[:, 4:20])
+
+
+def test_a_bundles_threshold_decides_binary_foreground(tmp_path: Path) -> None:
+    """Grey 140 gives the Threshold model a foreground probability of ~0.993: foreground at the
+    default 0.5, background for a bundle whose threshold is 0.999."""
+    images = tmp_path / "images"
+    images.mkdir()
+    pixels = np.full((64, 64), 140, np.uint8)
+    pixels[:, 32:] = 230  # certain foreground
+    Image.fromarray(pixels).save(images / "a.png")
+    masks = {}
+    for threshold in (0.5, 0.999):
+        folder = scripted_folder(tmp_path / f"model{threshold}", Threshold(), ("background", "lung"), threshold=threshold)
+        report = predict_folder(folder, images, tmp_path / f"out{threshold}", progress=False)
+        masks[threshold] = np.asarray(Image.open(report.written[0]))
+    assert (masks[0.5] == 255).all()
+    assert (masks[0.999][:, :32] == 0).all() and (masks[0.999][:, 32:] == 255).all()
+
+
+def test_which_files_of_a_folder_are_segmented(tmp_path: Path) -> None:
+    """Hidden files are not listed, upper-case suffixes count, and a second image with the same
+    stem is skipped rather than overwrite the first one's mask; an empty folder is an error."""
+    folder = scripted_folder(tmp_path / "model", Threshold(), ("background", "lung"))
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a.png", "a.jpg", "B.PNG"):
+        Image.fromarray(np.full((16, 16), 200, np.uint8)).save(images / name)
+    (images / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    report = predict_folder(folder, images, tmp_path / "out", progress=False)
+    assert [path.name for path in report.written] == ["B.png", "a.png"]
+    assert report.skipped == [(images / "a.png", "another image already wrote a.png")]
+    assert report.summary() == "2 mask(s) written, 1 file(s) skipped\n  skipped a.png: another image already wrote a.png"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(PredictError, match=f"^image folder {empty} is empty$"):
+        predict_folder(folder, empty, tmp_path / "out2", progress=False)
