@@ -63,7 +63,8 @@ ORDER
     echo "[mutmut]"
     echo "source_paths = core"
     echo "only_mutate = $file"
-    echo "pytest_add_cli_args = -p no:cacheprovider -q -x"
+    # a mutant that deadlocks (a lock never released) sleeps: mutmut's CPU-time limit never fires
+    echo "pytest_add_cli_args = -p no:cacheprovider -q -x --timeout=${MUTATION_TEST_TIMEOUT:-240}"
     echo "process_isolation = forkserver"  # forking the process that ran torch tests deadlocks its thread pools
     echo "pytest_add_cli_args_test_selection ="
     for t in $tests; do echo "    $t"; done

@@ -543,6 +543,7 @@ def test_the_ratio_rules_on_declared_sizes_at_their_limits() -> None:
     assert _zip_problems(archive(64 * MIB, 65_000), limits) == {
         "zip": "its 65 entries expand 1032x in all (65000 -> 67108864 bytes), above the limit of 200x (zip bomb?)"
     }
+    assert _zip_problems(archive(64 * MIB, 1), limits)["zip"].startswith("its 65 entries expand 67108864x in all (1 -> 67108864 bytes)")
     assert _zip_problems(archive(64 * MIB - 1, 65_000), limits) == {}  # the whole-archive rule starts at 64 MiB
     assert _zip_problems(archive(67_200_000, 336_000), limits) == {}  # exactly 200x in all
     assert "zip" in _zip_problems(archive(67_200_000, 335_999), limits)

@@ -289,13 +289,18 @@ def test_a_split_file_cut_into_folds_keeps_its_test_part_and_its_groups() -> Non
         assert {"c1", "c2"} <= set(split.train) or {"c1", "c2"} <= set(split.val)  # the pattern
         assert abs(len(split.train) - len(split.val)) <= 2  # balanced up to the largest group
     assert [split_from_assignments(OWN, c) for c in configs] == splits  # seeded
-    vals = {split_from_assignments(OWN, SplitConfig(from_file=True, k_folds=2, seed=seed)).val for seed in range(8)}
-    assert len(vals) > 1  # the seed decides which groups share a fold
+    together = {"x1y1": set(), "e1e2": set()}  # over seeds: are the two in one part?
+    for seed in range(8):
+        split = split_from_assignments(OWN, SplitConfig(from_file=True, k_folds=2, seed=seed))
+        for pair in together:
+            together[pair].add(len({part for part in (split.train, split.val) if pair[:2] in part or pair[2:] in part}) == 1)
+    assert together == {"x1y1": {True}, "e1e2": {True, False}}  # a group stays whole; ungrouped pairs go their own ways
 
 
 def test_file_split_reads_the_kept_file_or_says_what_is_wrong(tmp_path: Path) -> None:
     config = SplitConfig(from_file=True)
-    with pytest.raises(SplitError, match="this dataset has no split.csv"):
+    with pytest.raises(SplitError, match=re.escape("this dataset has no split.csv: add one (columns split,name[,group]) to the folder or "
+                                                   "zip and ingest it again, or turn 'use the dataset's split file' off")):
         frozen_split(tmp_path, sorted(OWN), config)
     write_split_file(tmp_path / SPLIT_FILE, OWN)
     split = frozen_split(tmp_path, sorted(OWN), config)
