@@ -12,7 +12,7 @@ from core.modeling.build import build_model
 from core.modeling.config import ModelConfig
 from core.modeling.losses import build_loss
 from core.modeling.optimizers import OPTIMIZERS, SCHEDULES, OptimizerConfig, build_optimizer, build_scheduler
-from core.training.loop import EpochRecord, TrainConfig, TrainResult, evaluate, measure_throughput, predict, train_model
+from core.training.loop import EpochRecord, TrainConfig, TrainResult, evaluate, evaluate_detailed, measure_throughput, predict, train_model
 
 
 def squares(count: int, seed: int) -> TensorSet:
@@ -193,3 +193,22 @@ def test_the_val_loss_is_the_mean_over_the_evaluation_batches(batch_size: int) -
         batches = [(images[i : i + batch_size], val.masks[i : i + batch_size]) for i in range(0, 8, batch_size)]
         expected = sum(float(loss_fn(model(x), y)) for x, y in batches) / len(batches)
     assert evaluate(model, val, batch_size, loss_fn=loss_fn, mode="binary", num_classes=2)["loss"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_detailed_evaluation_counts_each_image_and_the_class_shares() -> None:
+    """What the results pages read besides the metrics: per-image tp/fp/fn (bootstrap intervals)
+    and the predicted / true class shares (degenerate-trial flags), over several batches."""
+    val = squares(6, seed=9)
+    model = Brightness()
+    model.shift.data.fill_(19.0)  # the squares plus background pixels above grey 6 (no logit is exactly 0): imperfect
+    with torch.no_grad():
+        predicted = (model(val.images.float() / 255)[:, 0] > 0).long()
+    truth = val.masks.long()
+    detail = evaluate_detailed(model, val, 4, loss_fn=build_loss("dice_bce", "binary"), mode="binary", num_classes=2)
+    expected_counts = torch.stack([(predicted & truth).sum((1, 2)), (predicted & (1 - truth)).sum((1, 2)), ((1 - predicted) & truth).sum((1, 2))], dim=-1)
+    assert detail.image_counts.tolist() == expected_counts[:, None, :].tolist()  # (images, foreground classes, 3)
+    assert expected_counts[:, 1].sum() > 0  # there are false positives to count
+    share = float(predicted.float().mean())
+    assert detail.predicted_fractions.tolist() == pytest.approx([1 - share, share])
+    assert detail.target_fractions.tolist() == pytest.approx([1 - float(truth.float().mean()), float(truth.float().mean())])
+    assert detail.metrics == evaluate(model, val, 4, loss_fn=build_loss("dice_bce", "binary"), mode="binary", num_classes=2)
