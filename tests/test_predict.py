@@ -190,3 +190,60 @@ def test_which_files_of_a_folder_are_segmented(tmp_path: Path) -> None:
     empty.mkdir()
     with pytest.raises(PredictError, match=f"^image folder {empty} is empty$"):
         predict_folder(folder, empty, tmp_path / "out2", progress=False)
+
+
+class Boundary(torch.nn.Module):
+    """Binary, foreground above grey 0.501: grey 128 (128/255 = 0.50196 as training scales it) is foreground."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (images[:, :1] - 0.501) * 1000.0
+
+
+class NeverMiddle(torch.nn.Module):
+    """Three classes, of which the model only ever predicts 0 (dark) and 2 (bright)."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        grey = images[:, :1]
+        return torch.cat([0.5 - grey, torch.full_like(grey, -100.0), grey - 0.5], dim=1) * 100.0
+
+
+def test_images_are_fed_as_in_training(tmp_path: Path) -> None:
+    """Grey levels scaled by 1/255, colour converted to grey (luma) for a one-channel model."""
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.full((64, 64), 128, np.uint8)).save(images / "grey128.png")
+    red = np.zeros((64, 64, 3), np.uint8)
+    red[..., 0] = 255  # luma 76: dark, though its red channel is full
+    red[:, 32:] = 255  # white half
+    Image.fromarray(red).save(images / "red.png")
+    report = predict_folder(scripted_folder(tmp_path / "model", Boundary(), ("background", "lung")), images, tmp_path / "out", progress=False)
+    masks = {path.stem: np.asarray(Image.open(path)) for path in report.written}
+    assert (masks["grey128"] == 255).all()
+    assert (masks["red"][:, :32] == 0).all() and (masks["red"][:, 32:] == 255).all()
+
+
+def test_resizing_a_mask_back_never_invents_a_class(tmp_path: Path) -> None:
+    """Class 0 beside class 2 at 64 px, written 10x wider: nothing in between (class 1) appears,
+    as a smoothing resize of the class indices would make along the edge."""
+    images = tmp_path / "images"
+    images.mkdir()
+    pixels = np.zeros((64, 640), np.uint8)
+    pixels[:, 320:] = 255
+    Image.fromarray(pixels).save(images / "halves.png")
+    folder = scripted_folder(tmp_path / "model", NeverMiddle(), ("background", "liver", "tumour"))
+    written = np.asarray(Image.open(predict_folder(folder, images, tmp_path / "out", progress=False).written[0]))
+    assert written.shape == (64, 640) and set(np.unique(written)) == {0, 2}
+
+
+def test_a_second_run_into_the_same_nested_folder_overwrites_its_masks(tmp_path: Path) -> None:
+    folder = scripted_folder(tmp_path / "model", Threshold(), ("background", "lung"))
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.full((16, 16), 200, np.uint8)).save(images / "a.png")
+    out = tmp_path / "runs" / "first"
+    assert predict_folder(folder, images, out, progress=False).written == [out / "a.png"]
+    assert not (out / OVERLAY_DIR).exists()  # overlays only on request
+    Image.fromarray(np.full((16, 16), 20, np.uint8)).save(images / "a.png")
+    for _ in range(2):  # the overlay folder exists the second time
+        assert predict_folder(folder, images, out, overlay=True, progress=False).written == [out / "a.png"]
+    assert (np.asarray(Image.open(out / "a.png")) == 0).all() and (out / OVERLAY_DIR / "a.png").is_file()
