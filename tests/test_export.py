@@ -64,12 +64,30 @@ def test_onnx_has_the_pinned_opset_and_a_dynamic_batch_axis(images: torch.Tensor
     assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
 
 
-def test_a_mismatching_export_is_reported_and_removed(images: torch.Tensor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("writer", "kind"), [(export_onnx, "ONNX"), (export.export_torchscript, "TorchScript")])
+def test_a_mismatching_export_is_reported_and_removed(writer, kind: str, images: torch.Tensor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(export, "ATOL", -1.0)  # no output can pass: the check must then fail the export
-    path = tmp_path / "m.onnx"
-    with pytest.raises(ExportError, match="export failed: max abs diff"):
-        export_onnx(build_model(UNET).eval(), images, path)
+    path = tmp_path / "model.file"
+    with pytest.raises(ExportError, match=f"^{kind} export failed: max abs diff .* against PyTorch exceeds the tolerance"):
+        writer(build_model(UNET).eval(), images, path)
     assert not path.exists()
+
+
+class _Int8(torch.nn.Module):
+    """Stands for an int8 variant: a quantized tensor in its state."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.quantize_per_tensor(torch.rand(4), 0.1, 0, torch.qint8))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images
+
+
+def test_int8_models_are_refused_for_onnx_with_the_alternative(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="^ONNX export of int8 variants is not supported; export them as TorchScript$"):
+        export_onnx(_Int8(), torch.rand(1, 1, 8, 8), tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
 
 
 class _Shifted:
