@@ -18,6 +18,9 @@ PYTHON=${PYTHON:-$REPO/.venv/bin/python}
 SCRATCH=${SEGTUNE_MUTATION_DIR:-/tmp/segtune-mutation}
 CHILDREN=${MUTMUT_CHILDREN:-2}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one torch thread per mutmut worker: the workers are the parallelism
+# A test that skips (no ../shared datasets, no PostgreSQL) would let every mutant it guards
+# survive unnoticed: as in CI, a missing requirement fails the run instead (CI=false to allow it).
+export CI=${CI:-true}
 
 # module key | file to mutate | tests that guard it | mutants to run (fnmatch patterns; empty = all).
 # Where a module holds helpers that decide no result (devices, timing, file copying), the run is
@@ -44,7 +47,8 @@ for entry in "${MODULES[@]}"; do
   if [ ${#wanted[@]} -gt 0 ] && [[ ! " ${wanted[*]} " =~ " $key " ]]; then continue; fi
   work="$SCRATCH/$key"
   rm -rf "$work" && mkdir -p "$work/repo"
-  ln -s "$(cd "$REPO/.." && pwd)/shared" "$work/shared"  # tests find ../shared/datasets as in a checkout
+  # mutmut runs the tests from repo/mutants/, so they look for ../shared/datasets in repo/
+  ln -s "$(cd "$REPO/.." && pwd)/shared" "$work/repo/shared"
   cp -r "$REPO/core" "$REPO/tests" "$REPO/pytest.ini" "$work/repo/"
   "$PYTHON" scripts/mutation_undecorate.py "$work/repo/$file"  # mutmut skips decorated functions
   # Fastest tests first (durations from mutmut's stats run), so `-x` ends a killed mutant early.

@@ -84,6 +84,7 @@ class _Int8(torch.nn.Module):
         return images
 
 
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")  # deprecated, as are the int8 variants' tensors
 def test_int8_models_are_refused_for_onnx_with_the_alternative(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="^ONNX export of int8 variants is not supported; export them as TorchScript$"):
         export_onnx(_Int8(), torch.rand(1, 1, 8, 8), tmp_path / "m.onnx")
