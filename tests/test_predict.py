@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 from pathlib import Path
 
@@ -182,10 +183,17 @@ def test_which_files_of_a_folder_are_segmented(tmp_path: Path) -> None:
     for name in ("a.png", "a.jpg", "B.PNG"):
         Image.fromarray(np.full((16, 16), 200, np.uint8)).save(images / name)
     (images / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (images / "0-notes.txt").write_text("listed first: the images after it are still segmented")
+    (images / "0-scan.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     report = predict_folder(folder, images, tmp_path / "out", progress=False)
     assert [path.name for path in report.written] == ["B.png", "a.png"]
-    assert report.skipped == [(images / "a.png", "another image already wrote a.png")]
-    assert report.summary() == "2 mask(s) written, 1 file(s) skipped\n  skipped a.png: another image already wrote a.png"
+    reasons = dict((path.name, reason) for path, reason in report.skipped)
+    assert list(reasons) == ["0-notes.txt", "0-scan.png", "a.png"]
+    assert reasons["0-notes.txt"] == "not an image type SegTune reads (.png, .jpg, .jpeg, .tif, .tiff, .bmp)"
+    assert reasons["0-scan.png"].startswith(f"unreadable image (UnidentifiedImageError: cannot identify image file '{images / '0-scan.png'}'")
+    assert reasons["a.png"] == "another image already wrote a.png"
+    assert report.summary().splitlines()[0] == "2 mask(s) written, 3 file(s) skipped"
+    assert report.summary().splitlines()[3] == "  skipped a.png: another image already wrote a.png"
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(PredictError, match=f"^image folder {empty} is empty$"):
@@ -247,3 +255,17 @@ def test_a_second_run_into_the_same_nested_folder_overwrites_its_masks(tmp_path:
     for _ in range(2):  # the overlay folder exists the second time
         assert predict_folder(folder, images, out, overlay=True, progress=False).written == [out / "a.png"]
     assert (np.asarray(Image.open(out / "a.png")) == 0).all() and (out / OVERLAY_DIR / "a.png").is_file()
+
+
+def test_the_progress_bar_is_shown_by_default_and_only_then(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = scripted_folder(tmp_path / "model", Threshold(), ("background", "lung"))
+    images = tmp_path / "images"
+    images.mkdir()
+    for index in range(2):
+        Image.fromarray(np.full((16, 16), 200, np.uint8)).save(images / f"{index}.png")
+    predict_folder(folder, images, tmp_path / "quiet", progress=False)
+    assert capsys.readouterr().err == ""
+    predict_folder(folder, images, tmp_path / "shown")  # the CLI's default: a bar on stderr, even when piped
+    bar = capsys.readouterr().err
+    assert "predict: 100%" in bar and "2/2" in bar
+    assert re.search(r"[\d.?]image/s|s/image\]", bar), bar  # images per second, or seconds per image when slow
