@@ -6,14 +6,16 @@ import io
 import json
 import shutil
 import stat
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from core.data.archives import IngestLimits
+from core.data.archives import IngestLimits, _extract, _zip_problems, unpack
 from core.data.images import read_image, read_mask
 from core.data.ingest import ingest_dataset
 from core.data.manifest import (
@@ -428,6 +430,144 @@ def test_corrupt_zip(tmp_path: Path, store: Path) -> None:
     (tmp_path / "data.zip").write_bytes(data[:40] + b"\0" * 40 + data[80:])
     message = rejected(tmp_path / "data.zip", store)
     assert "corrupt" in message
+
+
+def lying_zip(path: Path, name: str, data: bytes, declared: int, crc: int) -> Path:
+    """A pair zip plus ``name`` holding ``data`` (deflated) whose headers declare only ``declared``
+    bytes and CRC ``crc``: what a hand-made bomb looks like (zipfile itself never writes one)."""
+    pair_zip(path, {name: data})
+    raw = bytearray(path.read_bytes())
+    encoded = name.encode()
+    # (signature, offset of CRC-32 / uncompressed size, offset of the name length, of the name)
+    for signature, crc_at, size_at, length_at, name_at in ((b"PK\x03\x04", 14, 22, 26, 30), (b"PK\x01\x02", 16, 24, 28, 46)):
+        start = 0
+        while (start := raw.find(signature, start)) >= 0:
+            (length,) = struct.unpack_from("<H", raw, start + length_at)
+            if raw[start + name_at:start + name_at + length] == encoded:
+                struct.pack_into("<I", raw, start + crc_at, crc)
+                struct.pack_into("<I", raw, start + size_at, declared)
+            start += 4
+    path.write_bytes(bytes(raw))
+    with zipfile.ZipFile(path) as archive:  # the lie is what the archive now says
+        assert archive.getinfo(name).file_size == declared and archive.getinfo(name).compress_size > declared
+    return path
+
+
+LYING_DATA = np.random.default_rng(7).integers(0, 256, 64 << 10, dtype=np.uint8).tobytes()  # 64 KiB, incompressible
+
+
+def test_an_entry_inflating_beyond_its_declared_size_writes_no_more_than_declared(tmp_path: Path) -> None:
+    """Declared 1,000 bytes, 64 KiB inside, CRC of the declared part: extraction stops at the
+    declared size (the pre-check's sums stay true), the rest is never written."""
+    archive = lying_zip(tmp_path / "lie.zip", "notes.bin", LYING_DATA, 1000, zlib.crc32(LYING_DATA[:1000]))
+    for _ in range(2):  # into a new nested folder, then into the same, existing one
+        problems: dict[str, str] = {}
+        folder = unpack(archive, tmp_path / "work" / "out", IngestLimits(), problems)
+        assert problems == {} and folder == tmp_path / "work" / "out"
+        assert (folder / "notes.bin").read_bytes() == LYING_DATA[:1000]
+
+
+def test_an_entry_inflating_beyond_its_declared_size_with_the_real_crc_is_refused(tmp_path: Path, store: Path) -> None:
+    archive = lying_zip(tmp_path / "lie.zip", "images/b.png", LYING_DATA, 1000, zlib.crc32(LYING_DATA))
+    assert "corrupt zip archive: Bad CRC-32 for file 'images/b.png'" in rejected(archive, store)
+    assert not any(p.stat().st_size > 1000 for p in tmp_path.rglob("*.png"))
+
+
+def test_extraction_stops_at_the_running_size_limit_and_names_the_entry(tmp_path: Path) -> None:
+    """The extractor's own running count (behind the pre-check on declared sizes): with a limit
+    that the first entries fit and the next one passes mid-way, it writes at most the limit and
+    names that entry. Entries of 600 + 600 + 600 bytes under a limit of 1,500."""
+    archive = tmp_path / "three.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        for index in range(3):
+            zf.writestr(f"images/{index}.bin", LYING_DATA[index * 600:(index + 1) * 600])
+    problems: dict[str, str] = {}
+    with zipfile.ZipFile(archive) as zf:
+        _extract(zf, tmp_path / "out", IngestLimits(max_total_bytes=1500), problems)
+    assert problems == {"images/2.bin": "inflates beyond its declared size or the size limit (zip bomb?)"}
+    assert [(tmp_path / "out" / "images" / f"{i}.bin").read_bytes() for i in range(2)] == [LYING_DATA[:600], LYING_DATA[600:1200]]
+    assert (tmp_path / "out" / "images" / "2.bin").stat().st_size <= 300  # never past the limit
+    problems = {}
+    with zipfile.ZipFile(archive) as zf:  # exactly the limit is allowed
+        _extract(zf, tmp_path / "all", IngestLimits(max_total_bytes=1800), problems)
+    assert problems == {} and (tmp_path / "all" / "images" / "2.bin").read_bytes() == LYING_DATA[1200:1800]
+
+
+def test_the_running_count_adds_every_chunk_of_a_large_entry(tmp_path: Path) -> None:
+    """A 1.5 MiB entry is read in two chunks; all of it counts against the limit, so a 0.75 MiB
+    entry after it no longer fits in 2 MiB."""
+    data = np.random.default_rng(3).integers(0, 256, (9 << 20) // 4, dtype=np.uint8).tobytes()
+    archive = tmp_path / "two.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("images/big.bin", data[: 3 << 19])
+        zf.writestr("images/next.bin", data[3 << 19 :])
+    problems: dict[str, str] = {}
+    with zipfile.ZipFile(archive) as zf:
+        _extract(zf, tmp_path / "out", IngestLimits(max_total_bytes=2 << 20), problems)
+    assert list(problems) == ["images/next.bin"]
+    assert (tmp_path / "out" / "images" / "big.bin").read_bytes() == data[: 3 << 19]
+
+
+def test_folder_entries_and_macos_resource_forks_are_not_written(tmp_path: Path) -> None:
+    archive = pair_zip(tmp_path / "mac.zip", {"__MACOSX/images/._a.png": b"resource fork", "images/sub/": b""})
+    problems: dict[str, str] = {}
+    folder = unpack(archive, tmp_path / "out", IngestLimits(), problems)
+    assert problems == {} and folder is not None
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == ["images", "images/a.png", "masks", "masks/a.png"]
+
+
+def declared(name: str, size: int, packed: int) -> zipfile.ZipInfo:
+    """An entry as a zip's central directory declares it (sizes need not be true)."""
+    info = zipfile.ZipInfo(name)
+    info.file_size, info.compress_size = size, packed
+    return info
+
+
+MIB = 1 << 20
+
+
+def test_the_ratio_rules_on_declared_sizes_at_their_limits() -> None:
+    limits = IngestLimits()  # ratio limit 200x, for entries from 1 MiB and archives from 64 MiB
+    assert _zip_problems([declared("images/big.bmp", 2 * MIB, 2 * MIB - 100)], limits) == {}  # large but incompressible
+    assert _zip_problems([declared("images/at.bmp", 200 * 10_000, 10_000)], limits) == {}  # exactly 200x
+    assert _zip_problems([declared("images/a.bmp", MIB, 1024)], limits) == {"images/a.bmp": "expands 1024x, above the limit of 200x (zip bomb?)"}
+    assert _zip_problems([declared("images/z.bmp", 2 * MIB, 1)], limits) == {"images/z.bmp": "expands 2097152x, above the limit of 200x (zip bomb?)"}
+
+    def archive(total: int, packed: int, count: int = 65) -> list[zipfile.ZipInfo]:
+        """``count`` entries, each under 1 MiB (no per-entry rule), declaring ``total`` bytes packed into ``packed``."""
+        sizes = [total // count] * (count - 1) + [total - (count - 1) * (total // count)]
+        packs = [packed // count] * (count - 1) + [packed - (count - 1) * (packed // count)]
+        assert max(sizes) < MIB
+        return [declared(f"images/{i}.png", size, pack) for i, (size, pack) in enumerate(zip(sizes, packs))]
+
+    assert _zip_problems(archive(64 * MIB, 65_000), limits) == {
+        "zip": "its 65 entries expand 1032x in all (65000 -> 67108864 bytes), above the limit of 200x (zip bomb?)"
+    }
+    assert _zip_problems(archive(64 * MIB, 1), limits)["zip"].startswith("its 65 entries expand 67108864x in all (1 -> 67108864 bytes)")
+    assert _zip_problems(archive(64 * MIB - 1, 65_000), limits) == {}  # the whole-archive rule starts at 64 MiB
+    assert _zip_problems(archive(67_200_000, 336_000), limits) == {}  # exactly 200x in all
+    assert "zip" in _zip_problems(archive(67_200_000, 335_999), limits)
+
+
+def test_a_full_disk_is_refused_before_anything_is_written(tmp_path: Path, store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = tmp_path / "data.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("images/a.png", png_bytes(grey()))
+        zf.writestr("masks/a.png", png_bytes(square_mask()))
+        zf.writestr("notes.bin", bytes(3 * MIB))  # stored, so no ratio rule applies
+    with zipfile.ZipFile(archive) as zf:
+        needed = 2 * sum(info.file_size for info in zf.infolist())  # unpacked + the stored copy
+
+    def disk_with(free: int):
+        return lambda path: shutil._ntuple_diskusage(10 * needed, 10 * needed - free, free)
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_with(needed - 1))
+    message = rejected(archive, store)
+    assert f"data.zip: needs about {needed >> 20} MiB to unpack and store, but only {(needed - 1) >> 20} MiB are free" in message
+    assert needed >> 20 == 6
+    monkeypatch.setattr(shutil, "disk_usage", disk_with(needed))  # exactly enough
+    problems: dict[str, str] = {}
+    assert unpack(archive, tmp_path / "out", IngestLimits(), problems) == tmp_path / "out" and problems == {}
 
 
 # --- the store ------------------------------------------------------------------------------------

@@ -70,12 +70,31 @@ def test_onnx_has_the_pinned_opset_and_a_dynamic_batch_axis(images: torch.Tensor
     assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
 
 
-def test_a_mismatching_export_is_reported_and_removed(images: torch.Tensor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("writer", "kind"), [(export_onnx, "ONNX"), (export.export_torchscript, "TorchScript")])
+def test_a_mismatching_export_is_reported_and_removed(writer, kind: str, images: torch.Tensor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(export, "ATOL", -1.0)  # no output can pass: the check must then fail the export
-    path = tmp_path / "m.onnx"
-    with pytest.raises(ExportError, match="export failed: max abs diff"):
-        export_onnx(build_model(UNET).eval(), images, path)
+    path = tmp_path / "model.file"
+    with pytest.raises(ExportError, match=f"^{kind} export failed: max abs diff .* against PyTorch exceeds the tolerance"):
+        writer(build_model(UNET).eval(), images, path)
     assert not path.exists()
+
+
+class _Int8(torch.nn.Module):
+    """Stands for an int8 variant: a quantized tensor in its state."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.quantize_per_tensor(torch.rand(4), 0.1, 0, torch.qint8))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images
+
+
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")  # deprecated, as are the int8 variants' tensors
+def test_int8_models_are_refused_for_onnx_with_the_alternative(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="^ONNX export of int8 variants is not supported; export them as TorchScript$"):
+        export_onnx(_Int8(), torch.rand(1, 1, 8, 8), tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
 
 
 class _Shifted:
@@ -107,6 +126,39 @@ def test_onnx_output_that_differs_from_pytorch_fails_the_export(delta: float, tm
     # the same export with an honest onnxruntime passes: the failure above is the injected difference
     monkeypatch.setattr(onnxruntime, "InferenceSession", real)
     assert export_onnx(build_model(UNET).eval(), sample, path).max_abs_diff <= export.ATOL
+
+
+def test_formats_without_the_bundle_write_its_config_beside_them(images: torch.Tensor, tmp_path: Path) -> None:
+    """ONNX + TorchScript only, into a new nested folder and then again into the same one: the
+    config (what predict needs besides the model) is written, the weights are not."""
+    config = bundle_config(UNET)
+    folder = tmp_path / "exports" / "lungs"
+    for _ in range(2):
+        report = export_model(build_model(UNET).eval(), config, folder, ["onnx", "torchscript"], images, checked_on="3 chest X-rays")
+        assert sorted(p.name for p in folder.iterdir()) == sorted([CONFIG_FILE, export.ONNX_FILE, export.TORCHSCRIPT_FILE])
+        assert (folder / CONFIG_FILE).read_text(encoding="utf-8") == config.to_json()
+        assert [f.format for f in report.files] == ["onnx", "torchscript"] and report.checked_on == "3 chest X-rays"
+    assert export_model(build_model(UNET).eval(), config, tmp_path / "plain", ["bundle"], images).checked_on == ""
+
+
+class _Untraceable(torch.nn.Module):
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("this layer has no export")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_a_model_that_cannot_be_exported_fails_clearly_and_leaves_no_file(fmt: str, tmp_path: Path) -> None:
+    folder = tmp_path / "new" / "out"
+    with pytest.raises(ExportError, match=r"^(ONNX|TorchScript) export failed for this model: RuntimeError: this layer has no export"):
+        export_model(_Untraceable(), bundle_config(UNET), folder, [fmt], torch.rand(2, 1, SIZE, SIZE))
+    assert sorted(p.name for p in folder.iterdir()) == [CONFIG_FILE]  # the config only, no half-written model
+
+
+@pytest.mark.parametrize("writer", [export_onnx, export.export_torchscript], ids=["onnx", "torchscript"])
+def test_each_format_writer_makes_its_folder(writer, tmp_path: Path) -> None:
+    path = tmp_path / "not" / "there" / "model.file"
+    exported = writer(build_model(UNET).eval(), torch.rand(2, 1, SIZE, SIZE), path)
+    assert exported.path == path and path.is_file() and exported.max_abs_diff <= export.ATOL
 
 
 def test_bad_format_names_list_the_valid_ones() -> None:

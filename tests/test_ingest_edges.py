@@ -81,8 +81,8 @@ def test_an_empty_or_folder_only_zip_is_a_clear_error(tmp_path: Path, entries: l
         for name in entries:
             zf.writestr(name, "")
     problems = refused(archive, tmp_path / "store")
-    assert "holds no files" in problems["empty.zip"]
-    assert ("only folders" in problems["empty.zip"]) == bool(entries)
+    assert problems["empty.zip"] == ("the zip holds no files" + (" (only folders)" if entries else "")
+                                     + "; zip the images/ and masks/ folders with their files")
 
 
 def test_many_small_entries_that_add_up_to_a_bomb_are_refused_before_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,6 +6,7 @@ bare study in the temporary workspace DB, with trials written directly.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from optuna.trial import TrialState
 
 from core.contract import StudyAttr, TrialAttr
 from core.runtime import launcher
-from core.runtime.budget import TrialCounts, budget_left, budget_used, trial_counts, trial_lock
+from core.runtime.budget import TrialCounts, budget_left, budget_used, remaining_budget, total_budget, trial_counts, trial_lock
 from core.runtime.claims import claim_job, detach_worker, heartbeat, register_worker
 from core.runtime.job_model import JobError, JobState
 from core.runtime.job_table import get_job, job_workers, list_jobs, set_status, tables_engine, workers_table
@@ -177,6 +178,61 @@ def test_counts_skip_cancelled_and_retried_failures(workspace: Settings) -> None
     assert budget_used(timed_out, counts) and not budget_left(timed_out, counts)
 
 
+def test_counts_add_up_each_state_with_several_of_each(workspace: Settings) -> None:
+    """Two of most kinds, so that counting a kind as 'seen once' or subtracting it is noticed:
+    2 complete + 1 pruned + 2 counted failures = 5 done; 2 cancelled and 1 superseded failure do not count."""
+    queue(workspace, "s1", 9)
+    for state, attrs in [
+        (TrialState.COMPLETE, {}), (TrialState.FAIL, {}), (TrialState.FAIL, {"user_attrs": {TrialAttr.CANCELLED: True}}),
+        (TrialState.PRUNED, {}), (TrialState.FAIL, {}), (TrialState.COMPLETE, {}),
+        (TrialState.FAIL, {"user_attrs": {TrialAttr.CANCELLED: True}}),
+        (TrialState.FAIL, {}),  # number 7: a dead worker's trial, superseded by its retry below
+        (TrialState.WAITING, {"system_attrs": {"failed_trial": 7, "retry_history": [7]}}),
+        (TrialState.WAITING, {}), (TrialState.RUNNING, {}), (TrialState.RUNNING, {}),
+    ]:
+        add_trial(workspace, "s1", state, **attrs)
+    study = optuna.load_study(study_name="s1", storage=open_storage(workspace.db_url))
+    assert trial_counts(study) == TrialCounts(done=5, complete=2, pruned=1, failed=2, cancelled=2, running=2, waiting=2)
+    spec = make_spec("s1", 9)
+    assert total_budget(spec) == 9 and remaining_budget(study, spec) == 4
+
+
+def test_the_trial_budget_and_the_timeout_end_a_job_at_exactly_their_limits(workspace: Settings) -> None:
+    job = dataclasses.replace(get_job(workspace, queue(workspace, "s1", 5)), timeout_s=10.0, started_at=1000.0)
+
+    def counts(done: int, running: int = 0) -> TrialCounts:
+        return TrialCounts(done=done, complete=done, pruned=0, failed=0, cancelled=0, running=running, waiting=0)
+
+    assert budget_left(job, counts(3, running=1), now=1001.0) and not budget_left(job, counts(4, running=1), now=1001.0)
+    assert not budget_used(job, counts(4, running=1), now=1001.0) and budget_used(job, counts(5), now=1001.0)
+    # the timeout counts from the job's start, and its last second is the limit
+    assert budget_left(job, counts(0), now=1009.9) and not budget_used(job, counts(0), now=1009.9)
+    assert not budget_left(job, counts(0), now=1010.0) and budget_used(job, counts(0), now=1010.0)
+    for not_timed in (dataclasses.replace(job, started_at=None), dataclasses.replace(job, timeout_s=None)):  # queued; no timeout
+        assert budget_left(not_timed, counts(0), now=1e12) and not budget_used(not_timed, counts(0), now=1e12)
+    unlimited = dataclasses.replace(job, n_trials=None)  # only the timeout ends it
+    assert budget_left(unlimited, counts(10**6), now=1005.0) and not budget_used(unlimited, counts(10**6), now=1005.0)
+
+
+def test_a_grid_study_runs_its_points_at_most(workspace: Settings) -> None:
+    """A grid's budget is its point count, or the trial budget when that is smaller."""
+    space = {"architecture": {"choices": ["Unet", "ClassicUNet"]}, "encoder": {"choices": ["resnet18", "resnet34", "resnet50"]},
+             "unet_depth": {"low": 2, "high": 3}, "lr": {"choices": [0.01, 0.001]}}  # 3 x 2 + 2 x 2 = 10 points
+
+    def grid(n_trials: int | None):
+        return spec_from_dict({"name": "g", "dataset": "d", "sampler": "grid", "search_space": space, "budget": {"n_trials": n_trials, "timeout_s": 60}})
+
+    assert [total_budget(grid(n)) for n in (4, 10, 25, None)] == [4, 10, 10, 10]
+    assert total_budget(make_spec("r", 25)) == 25
+    random_unlimited = spec_from_dict({"name": "r", "dataset": "d", "sampler": "random", "budget": {"n_trials": None, "timeout_s": 60}})
+    assert total_budget(random_unlimited) is None
+    optuna.create_study(storage=open_storage(workspace.db_url), study_name="g")
+    for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING):
+        add_trial(workspace, "g", state)
+    study = optuna.load_study(study_name="g", storage=open_storage(workspace.db_url))
+    assert remaining_budget(study, grid(None)) == 8 and remaining_budget(study, random_unlimited) is None
+
+
 def test_status_shows_running_epochs_workers_and_eta(workspace: Settings) -> None:
     job_id = queue(workspace, "s1", 4)
     register_worker(workspace, "w1", "cpu")
@@ -224,6 +280,18 @@ def test_trial_lock_is_exclusive(workspace: Settings) -> None:
     for thread in threads:
         thread.join()
     assert overlaps == [False] * 4
+
+
+def test_the_sqlite_trial_lock_is_a_file_beside_the_database_and_needs_one(tmp_path) -> None:
+    """Every worker on the machine (of any version) must lock the same file: ``<db>.trials.lock``."""
+    database = tmp_path / "studies.db"
+    with trial_lock(f"sqlite:///{database}", "s1"):
+        assert (tmp_path / "studies.db.trials.lock").is_file()
+    for url in ("sqlite:///:memory:", "sqlite://"):
+        with pytest.raises(JobError, match="^workers need a file or server database, not an in-memory SQLite DB$"):
+            with trial_lock(url, "s1"):
+                pass
+    assert sorted(p.name for p in tmp_path.iterdir() if "lock" in p.name) == ["studies.db.trials.lock"]
 
 
 def test_plan_slots() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 from pathlib import Path
 
@@ -121,3 +122,150 @@ def test_written_masks_are_the_models_own_answer_with_both_classes(tmp_path: Pat
         written = np.asarray(Image.open(path))
         assert set(np.unique(written)) == {0, 255}  # both classes
         np.testing.assert_array_equal(written, expected[path.stem])
+
+
+class ThreeLevels(torch.nn.Module):
+    """Three classes by grey level: dark (< ~0.4) background, middle class 1, bright (> ~0.7) class 2."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        grey = images[:, :1]
+        return torch.cat([0.4 - grey, 0.15 - (grey - 0.55).abs(), grey - 0.7], dim=1) * 100.0
+
+
+def scripted_folder(folder: Path, model: torch.nn.Module, classes: tuple[str, ...], **config: object) -> Path:
+    folder.mkdir()
+    model_config = ModelConfig("ClassicUNet", 1, len(classes), unet_start_filters=8, unet_depth=2)
+    bundle = BundleConfig(model=model_config.to_dict(), image_size=64, channels=1, classes=classes, **config)
+    (folder / "config.json").write_text(bundle.to_json(), encoding="utf-8")
+    export_torchscript(model, torch.rand(1, 1, 64, 64), folder / "model.torchscript.pt")
+    return folder
+
+
+def test_multiclass_masks_are_class_indices_at_the_images_own_size(tmp_path: Path) -> None:
+    """A wide 80 x 48 image in three bands: the mask comes back 80 wide and 48 high, holding 0, 1, 2."""
+    folder = scripted_folder(tmp_path / "model", ThreeLevels(), ("background", "liver", "tumour"))
+    images = tmp_path / "images"
+    images.mkdir()
+    pixels = np.zeros((48, 80), np.uint8)
+    pixels[:, :26], pixels[:, 26:54], pixels[:, 54:] = 25, 140, 230
+    Image.fromarray(pixels).save(images / "wide.png")
+    report = predict_folder(folder, images, tmp_path / "out", overlay=True, progress=False)
+    written = np.asarray(Image.open(report.written[0]))
+    assert written.shape == (48, 80) and set(np.unique(written)) == {0, 1, 2}
+    assert (written[:, 4:20] == 0).all() and (written[:, 32:48] == 1).all() and (written[:, 60:76] == 2).all()
+    overlay = np.asarray(Image.open(tmp_path / "out" / OVERLAY_DIR / "wide.png"))
+    assert overlay.shape == (48, 80, 3) and not np.array_equal(overlay[:, 60:76], overlay[:, 4:20])
+
+
+def test_a_bundles_threshold_decides_binary_foreground(tmp_path: Path) -> None:
+    """Grey 140 gives the Threshold model a foreground probability of ~0.993: foreground at the
+    default 0.5, background for a bundle whose threshold is 0.999."""
+    images = tmp_path / "images"
+    images.mkdir()
+    pixels = np.full((64, 64), 140, np.uint8)
+    pixels[:, 32:] = 230  # certain foreground
+    Image.fromarray(pixels).save(images / "a.png")
+    masks = {}
+    for threshold in (0.5, 0.999):
+        folder = scripted_folder(tmp_path / f"model{threshold}", Threshold(), ("background", "lung"), threshold=threshold)
+        report = predict_folder(folder, images, tmp_path / f"out{threshold}", progress=False)
+        masks[threshold] = np.asarray(Image.open(report.written[0]))
+    assert (masks[0.5] == 255).all()
+    assert (masks[0.999][:, :32] == 0).all() and (masks[0.999][:, 32:] == 255).all()
+
+
+def test_which_files_of_a_folder_are_segmented(tmp_path: Path) -> None:
+    """Hidden files are not listed, upper-case suffixes count, and a second image with the same
+    stem is skipped rather than overwrite the first one's mask; an empty folder is an error."""
+    folder = scripted_folder(tmp_path / "model", Threshold(), ("background", "lung"))
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a.png", "a.jpg", "B.PNG"):
+        Image.fromarray(np.full((16, 16), 200, np.uint8)).save(images / name)
+    (images / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (images / "0-notes.txt").write_text("listed first: the images after it are still segmented")
+    (images / "0-scan.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    report = predict_folder(folder, images, tmp_path / "out", progress=False)
+    assert [path.name for path in report.written] == ["B.png", "a.png"]
+    reasons = dict((path.name, reason) for path, reason in report.skipped)
+    assert list(reasons) == ["0-notes.txt", "0-scan.png", "a.png"]
+    assert reasons["0-notes.txt"] == "not an image type SegTune reads (.png, .jpg, .jpeg, .tif, .tiff, .bmp)"
+    assert reasons["0-scan.png"].startswith(f"unreadable image (UnidentifiedImageError: cannot identify image file '{images / '0-scan.png'}'")
+    assert reasons["a.png"] == "another image already wrote a.png"
+    assert report.summary().splitlines()[0] == "2 mask(s) written, 3 file(s) skipped"
+    assert report.summary().splitlines()[3] == "  skipped a.png: another image already wrote a.png"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(PredictError, match=f"^image folder {empty} is empty$"):
+        predict_folder(folder, empty, tmp_path / "out2", progress=False)
+
+
+class Boundary(torch.nn.Module):
+    """Binary, foreground above grey 0.501: grey 128 (128/255 = 0.50196 as training scales it) is foreground."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (images[:, :1] - 0.501) * 1000.0
+
+
+class NeverMiddle(torch.nn.Module):
+    """Three classes, of which the model only ever predicts 0 (dark) and 2 (bright)."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        grey = images[:, :1]
+        return torch.cat([0.5 - grey, torch.full_like(grey, -100.0), grey - 0.5], dim=1) * 100.0
+
+
+def test_images_are_fed_as_in_training(tmp_path: Path) -> None:
+    """Grey levels scaled by 1/255, colour converted to grey (luma) for a one-channel model."""
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.full((64, 64), 128, np.uint8)).save(images / "grey128.png")
+    red = np.zeros((64, 64, 3), np.uint8)
+    red[..., 0] = 255  # luma 76: dark, though its red channel is full
+    red[:, 32:] = 255  # white half
+    Image.fromarray(red).save(images / "red.png")
+    report = predict_folder(scripted_folder(tmp_path / "model", Boundary(), ("background", "lung")), images, tmp_path / "out", progress=False)
+    masks = {path.stem: np.asarray(Image.open(path)) for path in report.written}
+    assert (masks["grey128"] == 255).all()
+    assert (masks["red"][:, :32] == 0).all() and (masks["red"][:, 32:] == 255).all()
+
+
+def test_resizing_a_mask_back_never_invents_a_class(tmp_path: Path) -> None:
+    """Class 0 beside class 2 at 64 px, written 10x wider: nothing in between (class 1) appears,
+    as a smoothing resize of the class indices would make along the edge."""
+    images = tmp_path / "images"
+    images.mkdir()
+    pixels = np.zeros((64, 640), np.uint8)
+    pixels[:, 320:] = 255
+    Image.fromarray(pixels).save(images / "halves.png")
+    folder = scripted_folder(tmp_path / "model", NeverMiddle(), ("background", "liver", "tumour"))
+    written = np.asarray(Image.open(predict_folder(folder, images, tmp_path / "out", progress=False).written[0]))
+    assert written.shape == (64, 640) and set(np.unique(written)) == {0, 2}
+
+
+def test_a_second_run_into_the_same_nested_folder_overwrites_its_masks(tmp_path: Path) -> None:
+    folder = scripted_folder(tmp_path / "model", Threshold(), ("background", "lung"))
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.full((16, 16), 200, np.uint8)).save(images / "a.png")
+    out = tmp_path / "runs" / "first"
+    assert predict_folder(folder, images, out, progress=False).written == [out / "a.png"]
+    assert not (out / OVERLAY_DIR).exists()  # overlays only on request
+    Image.fromarray(np.full((16, 16), 20, np.uint8)).save(images / "a.png")
+    for _ in range(2):  # the overlay folder exists the second time
+        assert predict_folder(folder, images, out, overlay=True, progress=False).written == [out / "a.png"]
+    assert (np.asarray(Image.open(out / "a.png")) == 0).all() and (out / OVERLAY_DIR / "a.png").is_file()
+
+
+def test_the_progress_bar_is_shown_by_default_and_only_then(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = scripted_folder(tmp_path / "model", Threshold(), ("background", "lung"))
+    images = tmp_path / "images"
+    images.mkdir()
+    for index in range(2):
+        Image.fromarray(np.full((16, 16), 200, np.uint8)).save(images / f"{index}.png")
+    predict_folder(folder, images, tmp_path / "quiet", progress=False)
+    assert capsys.readouterr().err == ""
+    predict_folder(folder, images, tmp_path / "shown")  # the CLI's default: a bar on stderr, even when piped
+    bar = capsys.readouterr().err
+    assert "predict: 100%" in bar and "2/2" in bar
+    assert re.search(r"[\d.?]image/s|s/image\]", bar), bar  # images per second, or seconds per image when slow

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -10,7 +12,7 @@ from core.modeling.build import build_model
 from core.modeling.config import ModelConfig
 from core.modeling.losses import build_loss
 from core.modeling.optimizers import OPTIMIZERS, SCHEDULES, OptimizerConfig, build_optimizer, build_scheduler
-from core.training.loop import EpochRecord, TrainConfig, evaluate, measure_throughput, predict, train_model
+from core.training.loop import EpochRecord, TrainConfig, TrainResult, evaluate, evaluate_detailed, measure_throughput, predict, train_model
 
 
 def squares(count: int, seed: int) -> TensorSet:
@@ -39,6 +41,20 @@ def test_registries_cover_every_option_name() -> None:
             build_scheduler(schedule, optimizer, epochs=10)
     with pytest.raises(SegTuneError, match="adamw"):
         build_optimizer(model.parameters(), OptimizerConfig(name="lion"))
+
+
+def test_a_trials_params_become_the_training_configuration() -> None:
+    """What the objective hands the loop: every tuned value, the selection metric, and no momentum
+    or Nesterov for a space that does not tune them (not OptimizerConfig's SGD default of 0.9)."""
+    params = {"optimizer": "sgd", "lr": 0.05, "weight_decay": 1e-4, "epochs": 7, "batch_size": 16, "scheduler": "cosine", "loss": "focal", "aug_hflip": True}
+    config = TrainConfig.from_params(params, patience=3, seed=11, select_metric="iou", select_maximize=True)
+    assert config == TrainConfig(
+        epochs=7, batch_size=16, optimizer=OptimizerConfig(name="sgd", lr=0.05, weight_decay=1e-4, momentum=0.0, nesterov=False),
+        scheduler="cosine", loss="focal", patience=3, augment=AugmentConfig(hflip=True), seed=11, select_metric="iou", select_maximize=True,
+    )
+    tuned = TrainConfig.from_params({**params, "momentum": 0.8, "nesterov": True}, patience=3, seed=11)
+    assert (tuned.optimizer.momentum, tuned.optimizer.nesterov) == (0.8, True)
+    assert (tuned.select_metric, tuned.select_maximize) == ("loss", False)  # val loss unless told
 
 
 def test_training_learns_squares_and_keeps_the_best_epoch() -> None:
@@ -121,3 +137,78 @@ def test_augmented_multiclass_training_runs() -> None:
     augment = AugmentConfig(hflip=True, vflip=True, rotate=10, shift_scale=0.1, brightness_contrast=0.2)
     result = train_model(model, data, data, TrainConfig(epochs=2, batch_size=3, loss="dice", augment=augment), mode="multiclass", num_classes=3)
     assert len(result.history) == 2 and 0.0 <= result.val_metrics["miou"] <= 1.0
+
+
+def brightness_run(settings: dict[int, tuple[float, float]], config: TrainConfig) -> tuple[TrainResult, Brightness, float]:
+    """Train Brightness with lr 0 while ``settings`` sets (gain, shift) after each epoch: the val
+    scores of every epoch are chosen by the test. Returns the result, the model and the wall time."""
+    train, val = squares(8, seed=6), squares(4, seed=7)
+    model = Brightness()
+    model.gain.data.fill_(settings[0][0])
+    model.shift.data.fill_(settings[0][1])
+
+    def next_epoch(record: EpochRecord) -> None:
+        gain, shift = settings.get(record.epoch, settings[0])
+        with torch.no_grad():
+            model.gain.fill_(gain)
+            model.shift.fill_(shift)
+
+    started = time.perf_counter()
+    result = train_model(model, train, val, config, mode="binary", num_classes=2, on_epoch=next_epoch)
+    return result, model, time.perf_counter() - started
+
+
+def test_of_equally_good_epochs_the_first_is_kept() -> None:
+    """Epochs 2 and 3 both segment perfectly (different weights): the earlier one is kept."""
+    config = TrainConfig(epochs=4, batch_size=4, optimizer=OptimizerConfig(name="sgd", lr=0.0), patience=10, select_metric="dice", select_maximize=True)
+    result, _, _ = brightness_run({0: (40.0, -60.0), 1: (40.0, 0.0), 2: (40.0, 5.0), 3: (40.0, -60.0)}, config)
+    assert [record.val["dice"] for record in result.history] == [0.0, pytest.approx(1.0), pytest.approx(1.0), 0.0]
+    assert result.best_epoch == 2 and result.best_state["shift"].item() == 0.0
+
+
+def test_small_real_improvements_keep_training_and_times_add_up() -> None:
+    """Val loss falls a little every epoch (a sharper model each time): patience 1 must not stop it,
+    while an epoch that improves by less than 1e-6 does count as no improvement."""
+    sharper = {0: (10.0, 0.0), **{epoch: (10.0 + 2 * epoch, 0.0) for epoch in range(1, 5)}}
+    config = TrainConfig(epochs=5, batch_size=4, optimizer=OptimizerConfig(name="sgd", lr=1e-3), scheduler="plateau", patience=1)
+    result, _, wall = brightness_run(sharper, config)
+    losses = [record.val["loss"] for record in result.history]
+    assert len(losses) == 5 and not result.stopped_early and result.best_epoch == 5
+    assert all(0 < earlier - later < 0.5 for earlier, later in zip(losses, losses[1:])), losses
+    assert [record.lr for record in result.history] == [pytest.approx(1e-3)] * 5  # plateau saw the falling val loss
+    assert 0 < sum(record.epoch_time_s for record in result.history) <= result.train_time_s <= wall
+    stalled = {0: (10.0, 0.0), 1: (10.00001, 0.0)}  # epoch 2 is better, by ~3e-7: less than 1e-6
+    result, _, _ = brightness_run(stalled, TrainConfig(epochs=5, batch_size=4, optimizer=OptimizerConfig(name="sgd", lr=0.0), patience=1))
+    losses = [record.val["loss"] for record in result.history]
+    assert len(losses) == 2 and result.stopped_early and 0 < losses[0] - losses[1] < 1e-6, losses
+
+
+@pytest.mark.parametrize("batch_size", [3, 8])
+def test_the_val_loss_is_the_mean_over_the_evaluation_batches(batch_size: int) -> None:
+    val = squares(8, seed=7)
+    model, loss_fn = Brightness(), build_loss("dice_bce", "binary")
+    model.shift.data.fill_(3.0)  # imperfect, so every batch has its own loss
+    with torch.no_grad():
+        images = val.images.float() / 255
+        batches = [(images[i : i + batch_size], val.masks[i : i + batch_size]) for i in range(0, 8, batch_size)]
+        expected = sum(float(loss_fn(model(x), y)) for x, y in batches) / len(batches)
+    assert evaluate(model, val, batch_size, loss_fn=loss_fn, mode="binary", num_classes=2)["loss"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_detailed_evaluation_counts_each_image_and_the_class_shares() -> None:
+    """What the results pages read besides the metrics: per-image tp/fp/fn (bootstrap intervals)
+    and the predicted / true class shares (degenerate-trial flags), over several batches."""
+    val = squares(6, seed=9)
+    model = Brightness()
+    model.shift.data.fill_(19.0)  # the squares plus background pixels above grey 6 (no logit is exactly 0): imperfect
+    with torch.no_grad():
+        predicted = (model(val.images.float() / 255)[:, 0] > 0).long()
+    truth = val.masks.long()
+    detail = evaluate_detailed(model, val, 4, loss_fn=build_loss("dice_bce", "binary"), mode="binary", num_classes=2)
+    expected_counts = torch.stack([(predicted & truth).sum((1, 2)), (predicted & (1 - truth)).sum((1, 2)), ((1 - predicted) & truth).sum((1, 2))], dim=-1)
+    assert detail.image_counts.tolist() == expected_counts[:, None, :].tolist()  # (images, foreground classes, 3)
+    assert expected_counts[:, 1].sum() > 0  # there are false positives to count
+    share = float(predicted.float().mean())
+    assert detail.predicted_fractions.tolist() == pytest.approx([1 - share, share])
+    assert detail.target_fractions.tolist() == pytest.approx([1 - float(truth.float().mean()), float(truth.float().mean())])
+    assert detail.metrics == evaluate(model, val, 4, loss_fn=build_loss("dice_bce", "binary"), mode="binary", num_classes=2)
