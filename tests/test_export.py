@@ -79,24 +79,6 @@ def test_a_mismatching_export_is_reported_and_removed(writer, kind: str, images:
     assert not path.exists()
 
 
-class _Int8(torch.nn.Module):
-    """Stands for an int8 variant: a quantized tensor in its state."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("weight", torch.quantize_per_tensor(torch.rand(4), 0.1, 0, torch.qint8))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return images
-
-
-@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")  # deprecated, as are the int8 variants' tensors
-def test_int8_models_are_refused_for_onnx_with_the_alternative(tmp_path: Path) -> None:
-    with pytest.raises(ExportError, match="^ONNX export of int8 variants is not supported; export them as TorchScript$"):
-        export_onnx(_Int8(), torch.rand(1, 1, 8, 8), tmp_path / "m.onnx")
-    assert not (tmp_path / "m.onnx").exists()
-
-
 class _Shifted:
     """An onnxruntime session whose first output is off by ``delta`` in one pixel of one image."""
 
