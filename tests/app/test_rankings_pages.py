@@ -102,7 +102,7 @@ def test_compare_warns_about_flagged_trials(ranked: Settings) -> None:
 def test_cli_leaderboard_lists_references_and_the_runner_up(ranked: Settings) -> None:
     study = optuna.load_study(study_name=STUDY, storage=open_storage(ranked.db_url))
     text = leaderboard_text(study)
-    assert "Constant: all foreground: val Dice 0.620" in text and "runner-up" in text
+    assert "Constant: all foreground: Validation Dice 0.620" in text and "runner-up" in text
     frame = trials_frame(study)
     assert frame.loc[frame["number"] == 7, "state"].item() == "cancelled"
 
