@@ -182,7 +182,7 @@ def test_cli_exports_and_compresses_a_tuned_trial(workspace, tmp_path: Path, cap
     assert {p.name for p in folder.iterdir()} >= {WEIGHTS_FILE, CONFIG_FILE, export.ONNX_FILE, export.TORCHSCRIPT_FILE, "MODEL_CARD.md"}
     assert "validation images" in capsys.readouterr().out
 
-    assert main(["compress", "--study", "cli", "--trial", "0", "--method", "prune", "--sparsity", "0.6", "--steps", "4", "--ramp-every", "2", "--lr", "1e-4"]) == 0
+    assert main(["compress", "--study", "cli", "--trial", "0", "--method", "prune", "--sparsity", "0.6", "--steps", "4", "--lr", "1e-4"]) == 0
     assert "pruned 60% global" in capsys.readouterr().out
 
     study = optuna.load_study(study_name="cli", storage=open_storage(workspace.db_url))
