@@ -159,7 +159,7 @@ def test_cli_exports_and_compresses_a_tuned_trial(workspace, tmp_path: Path, cap
     """A real one-trial study, then `export --format all` and `compress --method prune` on it."""
     from core.cli import main
     from core.data.ingest import ingest_dataset
-    from core.deploy.compression.methods import sparsity
+    from core.deploy.compression.pruning import sparsity
     from core.deploy.compression.variants import download_variant, list_variants
     from core.runtime.storage import open_artifact_store, open_storage
     from core.runtime.tuning import run_study
