@@ -1,6 +1,6 @@
-"""The compression trade-off for one real-size model: Unet-resnet34 on the lung X-rays.
+"""The compression trade-off for one real model: a Unet on the lung X-rays.
 
-    python bench/compress.py [--size 128] [--train 48] [--epochs 8] [--finetune-epochs E] [--threads 2]
+    python bench/compress.py [--size 96] [--encoder resnet18] [--train 32] [--epochs 10] [--finetune-epochs E] [--control]
 
 Trains the model on a subset of ../shared/datasets/chest_xray_lung_shenzhen (CPU), then derives
 int8 static (PTQ), int8 QAT, 70 % global magnitude pruning and 50 % channel pruning with the
@@ -8,7 +8,7 @@ product's default fine-tunes (CompressionConfig: epochs over the training split,
 dozen steps) unless ``--finetune-epochs`` says otherwise, and prints val/test Dice, file size,
 non-zero weights and CPU latency for each, with deltas against the original. ``--control`` also
 fine-tunes the uncompressed original as long as the pruned one, to tell recovery from extra
-training. Figures go into bench/RESULTS.md ("Compression"). ~20 min on 2 busy cores at 128 px.
+training. Figures go into bench/RESULTS.md ("Compression"): ~50 min on 2 cores shared with other jobs.
 """
 
 from __future__ import annotations
@@ -59,14 +59,14 @@ def fine_tuned_original(model: torch.nn.Module, data: CompressionData, like: Com
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--train", type=int, default=48, help="training images (val and test get a quarter each)")
-    parser.add_argument("--epochs", type=int, default=8, help="training epochs of the original")
+    parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--train", type=int, default=32, help="training images (val and test get a quarter each)")
+    parser.add_argument("--epochs", type=int, default=10, help="training epochs of the original")
     parser.add_argument("--finetune-epochs", type=float, help="fine-tune epochs of QAT and pruning (default: the product's)")
     parser.add_argument("--control", action="store_true", help="also fine-tune the uncompressed original (channel pruning's length)")
     parser.add_argument("--methods", default="ptq,qat,prune,channels", help="comma-separated subset of ptq,qat,prune,channels")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--encoder", default="resnet34")
+    parser.add_argument("--encoder", default="resnet18")
     args = parser.parse_args()
     if not LUNGS.is_dir():
         print(f"{LUNGS} is not on this machine", file=sys.stderr)
