@@ -97,7 +97,8 @@ def method_config() -> CompressionConfig:
         config = CompressionConfig("prune", sparsity=sparsity, structured=structured, scope="layer" if structured else scope)
         return replace(config, finetune_epochs=finetune_epochs(config))
     if method == "qat":
-        return replace(CompressionConfig("qat"), finetune_epochs=finetune_epochs(CompressionConfig("qat")))
+        config = CompressionConfig("qat")
+        return replace(config, finetune_epochs=finetune_epochs(config))
     return CompressionConfig(method)
 
 

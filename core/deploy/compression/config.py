@@ -112,7 +112,10 @@ class CompressionConfig:
 
     @property
     def defaults(self) -> FinetuneDefaults:
-        return FINETUNE_DEFAULTS["channels" if self.structured and self.method == "prune" else self.method]
+        """The fine-tune defaults of this method (qat, prune, or prune with ``structured``: "channels")."""
+        if self.method not in FINETUNE_METHODS:
+            raise CompressionError(f"{self.label} does not fine-tune; only {list(FINETUNE_METHODS)} do")
+        return FINETUNE_DEFAULTS["channels" if self.structured else self.method]
 
     @property
     def finetune_lr(self) -> float:
