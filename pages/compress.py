@@ -4,6 +4,7 @@ variant or the trial's ONNX / TorchScript. Scores are the study task's report me
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
@@ -81,21 +82,27 @@ def method_config() -> CompressionConfig:
         left, middle, right = st.columns(3)
         low, high = SPARSITY_RANGE
         sparsity = left.slider("Target sparsity", low, high, _DEFAULTS.sparsity, 0.05, format="%.2f", key="compress.sparsity",
-                               help="Fraction of the prunable weights set to zero (the cell-segmentation study: 50–90 % costs < 1 % Dice after a fine-tune).")
+                               help="Fraction of the prunable weights removed (the cell-segmentation study: 50–90 % costs < 1 % Dice after a fine-tune).")
         structured = middle.toggle("Whole channels", key="compress.structured",
-                                   help="Remove whole output channels (per layer) instead of single weights.")
+                                   help="Remove whole channels from every layer: the stored model is smaller and runs faster "
+                                        "(single weights only leave zeros, which shrink the file once zipped).")
         scope = right.radio("Scope", PRUNE_SCOPES, index=1 if structured else 0, key="compress.scope", horizontal=True,
                             disabled=structured, help="One global magnitude threshold, or the same sparsity in every layer.")
-        return CompressionConfig("prune", sparsity=sparsity, structured=structured, scope="layer" if structured else scope,
-                                 finetune_steps=finetune_steps())
+        config = CompressionConfig("prune", sparsity=sparsity, structured=structured, scope="layer" if structured else scope)
+        return replace(config, finetune_epochs=finetune_epochs(config))
     if method == "qat":
-        return CompressionConfig("qat", finetune_steps=finetune_steps())
+        config = CompressionConfig("qat")
+        return replace(config, finetune_epochs=finetune_epochs(config))
     return CompressionConfig(method)
 
 
-def finetune_steps() -> int:
-    return int(st.number_input("Fine-tune steps", min_value=0, max_value=100_000, value=_DEFAULTS.finetune_steps, step=10,
-                               key="compress.steps", help="Optimizer steps (batches) on the training split; 0 = one-shot."))
+def finetune_epochs(config: CompressionConfig) -> float | None:
+    """The recovery fine-tune's length; left empty, the method's default (which grows with the training split)."""
+    defaults = config.defaults
+    return st.number_input("Fine-tune epochs", min_value=0.0, max_value=1000.0, value=None, step=1.0, key="compress.epochs",
+                           placeholder=f"default: {defaults.epochs:g} (at least {defaults.min_steps} steps)",
+                           help="Passes over the training split that let the model recover (0 = one-shot). Too short a fine-tune "
+                                f"loses Dice; the default runs at learning rate {defaults.lr:g}.")
 
 
 def start_view(name: str, number: int, task: Task | None) -> None:

@@ -45,3 +45,15 @@ def test_a_missing_variant_names_the_valid_ones() -> None:
     assert get_variant(study, 0, 2) == {"label": "b"}
     with pytest.raises(CompressionError, match=r"valid: 1\.\.2"):
         get_variant(study, 0, 3)
+
+
+def test_default_fine_tunes_grow_with_the_training_split_and_have_a_floor() -> None:
+    from core.deploy.compression.config import FINETUNE_DEFAULTS, CompressionConfig
+
+    qat, channels = CompressionConfig("qat"), CompressionConfig("prune", sparsity=0.5, structured=True)
+    assert qat.steps_for(16) == FINETUNE_DEFAULTS["qat"].min_steps  # 2 epochs of 2 batches: the floor applies
+    assert qat.steps_for(800) == 2 * 100 and channels.steps_for(800) == 6 * 100  # epochs of 100 batches
+    assert channels.finetune_lr == FINETUNE_DEFAULTS["channels"].lr and CompressionConfig("qat", lr=1e-3).finetune_lr == 1e-3
+    assert CompressionConfig("prune", finetune_steps=7).steps_for(800) == 7 and CompressionConfig("qat", finetune_epochs=0).steps_for(800) == 0
+    with pytest.raises(CompressionError, match="does not fine-tune"):
+        CompressionConfig("ptq").steps_for(800)

@@ -203,7 +203,7 @@ def test_cli_exports_and_compresses_a_tuned_trial(workspace, tmp_path: Path, cap
     """A real one-trial study, then `export --format all` and `compress --method prune` on it."""
     from core.cli import main
     from core.data.ingest import ingest_dataset
-    from core.deploy.compression.methods import sparsity
+    from core.deploy.compression.pruning import sparsity
     from core.deploy.compression.variants import download_variant, list_variants
     from core.runtime.storage import open_artifact_store, open_storage
     from core.runtime.tuning import run_study
@@ -226,7 +226,7 @@ def test_cli_exports_and_compresses_a_tuned_trial(workspace, tmp_path: Path, cap
     assert {p.name for p in folder.iterdir()} >= {WEIGHTS_FILE, SEGTUNE_FILE, ONNX_FILE, PREDICT_SCRIPT, export.TORCHSCRIPT_FILE, "MODEL_CARD.md"}
     assert "validation images" in capsys.readouterr().out
 
-    assert main(["compress", "--study", "cli", "--trial", "0", "--method", "prune", "--sparsity", "0.6", "--steps", "4", "--ramp-every", "2", "--lr", "1e-4"]) == 0
+    assert main(["compress", "--study", "cli", "--trial", "0", "--method", "prune", "--sparsity", "0.6", "--steps", "4", "--lr", "1e-4"]) == 0
     assert "pruned 60% global" in capsys.readouterr().out
 
     study = optuna.load_study(study_name="cli", storage=open_storage(workspace.db_url))

@@ -129,7 +129,7 @@ def test_compress_runs_as_a_background_task_and_stores_its_variant(workspace: Se
 
     tiny_study(workspace, "bg")
     task = start_task(workspace, "compress", ["compress", "--study", "bg", "--trial", "0", "--method", "prune",
-                                              "--sparsity", "0.5", "--steps", "2", "--ramp-every", "1"])
+                                              "--sparsity", "0.5", "--steps", "2"])
     finished = wait_for(workspace, task.id, lambda t: not t.is_active, timeout=120)
     assert finished.status == TaskState.FINISHED, tasks.read_log_tail(finished)
     assert finished.result["variant"] == 1 and finished.result["label"] == "pruned 50% global"

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 
 from core.contract import TrialAttr
-from core.deploy.compression.config import METHODS, PRUNE_SCOPES, CompressionConfig
+from core.deploy.compression.config import FINETUNE_DEFAULTS, METHODS, PRUNE_SCOPES, CompressionConfig
 from core.deploy.compression.measure import trade_off_table
 from core.deploy.compression.run import compress_trial, study_compression_data
 from core.deploy.compression.variants import list_variants
@@ -31,13 +31,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--trial", required=True, type=int, help="trial number")
     parser.add_argument("--method", required=True, choices=METHODS, help="ptq (static int8), dynamic (int8 Linear), qat, prune")
     parser.add_argument("--sparsity", type=float, default=_DEFAULTS.sparsity, help="prune: target sparsity 0.5-0.9")
-    parser.add_argument("--structured", action="store_true", help="prune: whole output channels (per layer)")
+    parser.add_argument("--structured", action="store_true", help="prune: remove whole channels (a smaller, faster model)")
     parser.add_argument("--scope", choices=PRUNE_SCOPES, help="prune: one global threshold or per layer")
-    parser.add_argument("--steps", type=int, default=_DEFAULTS.finetune_steps, help="qat/prune: fine-tune steps (0 = one-shot)")
-    parser.add_argument("--ramp-every", type=int, default=_DEFAULTS.ramp_every, help="prune: raise sparsity every N steps")
-    parser.add_argument("--lr", type=float, default=_DEFAULTS.lr, help="qat/prune: fine-tune learning rate")
+    parser.add_argument("--epochs", type=float, help=f"qat/prune: fine-tune epochs over the training split (default: {_epochs_help()})")
+    parser.add_argument("--steps", type=int, help="qat/prune: a fixed number of fine-tune steps instead of --epochs (0 = one-shot)")
+    parser.add_argument("--lr", type=float, help=f"qat/prune: fine-tune learning rate (default: {_lr_help()})")
     parser.add_argument("--task-id", help="report progress to this background task (set by the dashboard)")
     parser.set_defaults(func=run)
+
+
+def _epochs_help() -> str:
+    return ", ".join(f"{name} {d.epochs:g} (at least {d.min_steps} steps)" for name, d in FINETUNE_DEFAULTS.items())
+
+
+def _lr_help() -> str:
+    return ", ".join(f"{name} {d.lr:g}" for name, d in FINETUNE_DEFAULTS.items())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,7 +75,7 @@ def _compress(args: argparse.Namespace, settings: Settings, task: TaskProgress |
     params = trial.user_attrs.get(TrialAttr.PARAMS_RESOLVED) or {}
     config = CompressionConfig(
         method=args.method, sparsity=args.sparsity, structured=args.structured, scope=args.scope,
-        finetune_steps=args.steps, ramp_every=args.ramp_every, lr=args.lr,
+        finetune_epochs=args.epochs, finetune_steps=args.steps, lr=args.lr,
         batch_size=int(params.get("batch_size", _DEFAULTS.batch_size)), loss=params.get("loss", _DEFAULTS.loss), seed=spec.seed,
     )
     print(f"compressing trial #{trial.number} of {study.study_name!r} with {config.label} (CPU) ...")

@@ -72,6 +72,7 @@ class BundleConfig:
     threshold: float = 0.5  # binary models: sigmoid threshold for foreground
     source: dict[str, Any] = field(default_factory=dict)  # study, trial, dataset, split hash, metrics
     preprocessing: dict[str, Any] = field(default_factory=dict)  # volume datasets: {"volumes": VolumeSlicing dict}; {} for 2D
+    pruned_channels: dict[str, dict[str, Any]] = field(default_factory=dict)  # channel-pruned variants: core.modeling.pruned record
     format: str = BUNDLE_FORMAT
     version: int = BUNDLE_VERSION
 
@@ -125,6 +126,8 @@ def smp_config(config: BundleConfig) -> dict[str, Any] | None:
     from core.modeling.architectures import ARCHITECTURES, Family
 
     model = config.model_config
+    if config.pruned_channels:  # channels removed: smp's constructor would build the unpruned shapes
+        return None
     if model.architecture not in ARCHITECTURES or ARCHITECTURES.get(model.architecture).family != Family.SMP:
         return None
     from core.modeling.smp_models import hub_config
@@ -186,8 +189,22 @@ def load_bundle(folder: Path, device: str = "cpu") -> tuple[nn.Module, BundleCon
     if not weights.is_file():
         raise BundleError(f"{folder} has no {WEIGHTS_FILE}")
     model = build_model(config.model_config)
+    if config.pruned_channels:
+        _reshape_to_pruned(model, config.pruned_channels, weights)
     try:
         load_model(model, str(weights), device=device)
     except (SafetensorError, RuntimeError) as exc:  # not a safetensors file, or weights of another model
         raise BundleError(f"{weights} does not hold the weights of this {config.model['architecture']}: {str(exc)[:300]}") from exc
     return model.to(device).eval(), config
+
+
+def _reshape_to_pruned(model: nn.Module, record: dict[str, dict[str, Any]], weights: Path) -> None:
+    """Give a freshly built model the channel-pruned shapes the weights file holds."""
+    import torch
+    from safetensors import safe_open
+
+    from core.modeling.pruned import apply_channel_record
+
+    with safe_open(str(weights), framework="pt") as reader:
+        shapes = {key: torch.Size(reader.get_slice(key).get_shape()) for key in reader.keys()}
+    apply_channel_record(model, record, shapes)

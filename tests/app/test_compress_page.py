@@ -40,7 +40,7 @@ def compressed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     with module_workspace(tmp_path_factory.mktemp("compress-home")) as settings:
         tiny_study(settings, STUDY, previews=PREVIEWS)
         study, spec = load_study(STUDY, open_storage(settings.db_url))
-        config = CompressionConfig("prune", sparsity=0.6, finetune_steps=2, ramp_every=1, batch_size=8)
+        config = CompressionConfig("prune", sparsity=0.6, finetune_steps=2, batch_size=8)
         compress_trial(study, 0, config, study_compression_data(spec, settings), open_artifact_store(settings))
         yield settings
 
@@ -112,11 +112,11 @@ def test_starting_a_compression_launches_a_background_task(compressed: Settings,
     app = open_page()
     app.get("button_group")[0].set_value("prune").run()
     app.slider(key="compress.sparsity").set_value(0.8).run()
-    app.number_input(key="compress.steps").set_value(20).run()
+    app.number_input(key="compress.epochs").set_value(3.0).run()
     app.button(key="compress.start").click().run()
     assert not app.exception, app.exception
     assert started == [("compress", ["compress", "--study", STUDY, "--trial", "0", "--method", "prune", "--sparsity", "0.8",
-                                     "--steps", "20", "--ramp-every", "10", "--lr", "0.0005", "--scope", "global"])]
+                                     "--epochs", "3.0", "--scope", "global"])]
 
 
 def test_a_running_task_shows_its_progress_and_blocks_a_second_start(compressed: Settings) -> None:

@@ -9,5 +9,8 @@ still runs and traces every CNN here (smp encoders/decoders, ClassicUNet, FCN-32
 models for the x86 (fbgemm/onednn) or ARM (qnnpack) CPU backends. Transformer encoders (mit_b*,
 ViTs) have data-dependent control flow FX cannot trace; for them ``dynamic`` quantizes the Linear
 layers instead. Quantized variants run on the CPU only and are stored as TorchScript; pruned ones
-are ordinary float models and are stored as bundles.
+are ordinary float models and are stored as bundles (channel-pruned ones, which torch-pruning has
+made smaller than their architecture, with their layer shapes: core.modeling.pruned). QAT and
+pruning fine-tune for a number of epochs of the training split with per-method defaults
+(config.FINETUNE_DEFAULTS; qat.py and pruning.py say why each recipe looks as it does).
 """

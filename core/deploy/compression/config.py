@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import platform
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ from core.errors import SegTuneError, unknown_option
 from core.metrics.catalogue import report_metrics
 
 METHODS: tuple[str, ...] = ("ptq", "dynamic", "qat", "prune")
+FINETUNE_METHODS: tuple[str, ...] = ("qat", "prune")
 PRUNE_SCOPES: tuple[str, ...] = ("global", "layer")
 # The cell-segmentation optimizer x loss study's range: beyond it accuracy collapses, below it little is won.
 SPARSITY_RANGE = (0.5, 0.9)
@@ -51,18 +53,38 @@ def quantized_backend() -> str:
 
 
 @dataclass(frozen=True)
+class FinetuneDefaults:
+    """A method's recovery fine-tune when the config leaves it open (measured: bench/RESULTS.md "Compression")."""
+
+    epochs: float  # passes over the training split: the fine-tune grows with the data, as training did
+    min_steps: int  # floor for small training splits, where a few epochs are only a handful of batches
+    lr: float  # Adam; well below training rates: the model is already trained
+
+
+# QAT starts from PTQ-calibrated observers with BatchNorm statistics frozen, so it only has to adapt
+# the weights to the rounding: a low rate keeps it where PTQ already is. Pruning has to re-learn
+# what the removed weights did: more epochs at a higher rate; channels lose the most and get the most.
+FINETUNE_DEFAULTS: dict[str, FinetuneDefaults] = {
+    "qat": FinetuneDefaults(epochs=2.0, min_steps=20, lr=1e-5),
+    "prune": FinetuneDefaults(epochs=4.0, min_steps=40, lr=1e-4),
+    "channels": FinetuneDefaults(epochs=6.0, min_steps=60, lr=3e-4),
+}
+
+
+@dataclass(frozen=True)
 class CompressionConfig:
-    """One variant to derive. Steps count optimizer steps (batches) of the fine-tune."""
+    """One variant to derive. Fine-tunes run ``finetune_epochs`` passes over the training split
+    (``finetune_steps`` overrides that with a fixed number of optimizer steps); None = the method's default."""
 
     method: str  # one of METHODS
-    sparsity: float = 0.7  # prune: fraction of prunable weights set to zero (0.5-0.9)
-    structured: bool = False  # prune: whole output channels (L2 norm) instead of single weights
+    sparsity: float = 0.7  # prune: fraction of the prunable weights removed (0.5-0.9)
+    structured: bool = False  # prune: remove whole channels (physically: a smaller, faster model) instead of single weights
     scope: str | None = None  # prune: "global" (one threshold) or "layer"; None = global, or layer if structured
-    finetune_steps: int = 100  # qat/prune: recovery fine-tune length; 0 = one-shot (channel pruning needs it)
-    ramp_every: int = 10  # prune: raise sparsity every N steps over the first half of the fine-tune
-    lr: float = 5e-4  # fine-tune learning rate (Adam); below training rates, the model is already trained
+    finetune_epochs: float | None = None  # qat/prune: recovery fine-tune, in epochs of the training split
+    finetune_steps: int | None = None  # qat/prune: a fixed number of steps instead (0 = one-shot)
+    lr: float | None = None  # fine-tune learning rate (Adam)
     batch_size: int = 8
-    calibration_batches: int = 8  # ptq: training batches the observers see
+    calibration_batches: int = 8  # ptq and qat: training batches the observers see before conversion / the fine-tune
     loss: str = "dice_bce"  # fine-tune loss (the trial's own loss is a good choice)
     seed: int = 0
 
@@ -75,17 +97,39 @@ class CompressionConfig:
         if self.scope is not None and self.scope not in PRUNE_SCOPES:
             raise CompressionError(unknown_option("pruning scope", self.scope, PRUNE_SCOPES))
         if self.structured and self.scope == "global":
-            raise CompressionError("channel-structured pruning is per layer (torch prunes channels layer by layer); use scope 'layer'")
-        for name in ("finetune_steps", "calibration_batches"):
-            if getattr(self, name) < 0:
+            raise CompressionError("channel pruning removes the same share of channels in every layer; use scope 'layer'")
+        for name in ("finetune_epochs", "finetune_steps", "calibration_batches"):
+            if (getattr(self, name) or 0) < 0:
                 raise CompressionError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("ramp_every", "batch_size"):
-            if getattr(self, name) < 1:
-                raise CompressionError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr is not None and self.lr <= 0:
+            raise CompressionError(f"lr must be > 0, got {self.lr}")
+        if self.batch_size < 1:
+            raise CompressionError(f"batch_size must be >= 1, got {self.batch_size}")
 
     @property
     def prune_scope(self) -> str:
         return self.scope or ("layer" if self.structured else "global")
+
+    @property
+    def defaults(self) -> FinetuneDefaults:
+        """The fine-tune defaults of this method (qat, prune, or prune with ``structured``: "channels")."""
+        if self.method not in FINETUNE_METHODS:
+            raise CompressionError(f"{self.label} does not fine-tune; only {list(FINETUNE_METHODS)} do")
+        return FINETUNE_DEFAULTS["channels" if self.structured else self.method]
+
+    @property
+    def finetune_lr(self) -> float:
+        return self.lr if self.lr is not None else self.defaults.lr
+
+    def steps_for(self, train_size: int) -> int:
+        """Fine-tune steps on a training split of ``train_size`` images (batches that drop the last partial one)."""
+        if self.finetune_steps is not None:
+            return self.finetune_steps
+        epochs = self.finetune_epochs if self.finetune_epochs is not None else self.defaults.epochs
+        if epochs == 0:
+            return 0
+        per_epoch = max(1, train_size // self.batch_size)
+        return max(self.defaults.min_steps, math.ceil(epochs * per_epoch))
 
     @property
     def label(self) -> str:
@@ -101,10 +145,13 @@ class CompressionConfig:
         keep = {
             "ptq": ("calibration_batches",),
             "dynamic": (),
-            "qat": ("finetune_steps", "lr", "batch_size", "loss", "seed"),
-            "prune": ("sparsity", "structured", "scope", "finetune_steps", "ramp_every", "lr", "batch_size", "loss", "seed"),
+            "qat": ("calibration_batches", "finetune_epochs", "finetune_steps", "lr", "batch_size", "loss", "seed"),
+            "prune": ("sparsity", "structured", "scope", "finetune_epochs", "finetune_steps", "lr", "batch_size", "loss", "seed"),
         }[self.method]
-        return {name: (self.prune_scope if name == "scope" else data[name]) for name in keep}
+        data["scope"] = self.prune_scope
+        if self.method in FINETUNE_METHODS:
+            data["lr"] = self.finetune_lr
+        return {name: data[name] for name in keep}
 
 
 @dataclass(frozen=True)
@@ -134,13 +181,22 @@ class CompressedVariant:
     model: nn.Module  # on the CPU, eval mode
     quantized: bool  # int8: CPU only, saved as TorchScript
     seconds: float  # time the method took
+    steps: int = 0  # fine-tune steps run (qat/prune)
+    channels: dict[str, dict[str, Any]] = field(default_factory=dict)  # channel pruning: core.modeling.pruned record
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The config's settings plus what they resolved to on this data (steps run)."""
+        extra = {"steps_run": self.steps} if self.config.method in FINETUNE_METHODS else {}
+        return {**self.config.params(), **extra}
 
 
 def compress_argv(study: str, trial: int, config: CompressionConfig) -> list[str]:
     """The ``python -m core`` arguments that derive ``config`` (what the dashboard starts as a task)."""
-    argv = ["compress", "--study", study, "--trial", str(trial), "--method", config.method,
-            "--sparsity", str(config.sparsity), "--steps", str(config.finetune_steps),
-            "--ramp-every", str(config.ramp_every), "--lr", str(config.lr)]
+    argv = ["compress", "--study", study, "--trial", str(trial), "--method", config.method, "--sparsity", str(config.sparsity)]
+    for flag, value in (("--epochs", config.finetune_epochs), ("--steps", config.finetune_steps), ("--lr", config.lr)):
+        if value is not None:
+            argv += [flag, str(value)]
     if config.structured:
         argv.append("--structured")
     if config.scope is not None:

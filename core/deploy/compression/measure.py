@@ -139,7 +139,7 @@ def compare_variants(
     base = measure("original", "original", {}, original.cpu().eval(), False, data, batch_size=batch_size, repeats=repeats)
     reports = [base]
     for variant in variants:
-        report = measure(variant.config.label, variant.config.method, variant.config.params(), variant.model,
+        report = measure(variant.config.label, variant.config.method, variant.params, variant.model,
                          variant.quantized, data, batch_size=batch_size, repeats=repeats)
         report.deltas = _deltas(report, base)
         reports.append(report)

@@ -44,9 +44,10 @@ def list_variants(study: optuna.Study, trial_number: int) -> list[dict[str, Any]
 
 
 def save_variant(variant: CompressedVariant, bundle: BundleConfig, folder: Path, sample: torch.Tensor) -> Path:
-    """A loadable model folder (see core.deploy.export.load_model): bundle, or TorchScript + segtune.json."""
-    source = {**bundle.source, "variant": {"method": variant.config.method, "params": variant.config.params()}}
-    config = replace(bundle, source=source)
+    """A loadable model folder (see core.deploy.export.load_model): bundle (a channel-pruned one records
+    its layer shapes in segtune.json), or TorchScript + segtune.json for int8."""
+    source = {**bundle.source, "variant": {"method": variant.config.method, "params": variant.params}}
+    config = replace(bundle, source=source, pruned_channels=variant.channels)
     if not variant.quantized:
         return save_bundle(variant.model, config, folder)
     saved_file(variant.model, True, sample, folder)
@@ -72,7 +73,7 @@ def store_variant(
             if (folder / name).is_file()
         }
     record = {
-        "method": variant.config.method, "label": variant.config.label, "params": variant.config.params(),
+        "method": variant.config.method, "label": variant.config.label, "params": variant.params,
         "artifacts": artifacts, "metrics": report.to_dict(),
     }
     if original is not None:
