@@ -24,9 +24,11 @@ from core.modeling.bundle import BundleConfig, load_bundle
 from core.modeling.config import ModelConfig
 
 CONFIG = CompressionConfig("prune", sparsity=0.5, structured=True, finetune_steps=1, batch_size=2)
-# smallest settings each architecture accepts (DPT needs a ViT and its patch grid, PAN 128 px)
+# smallest settings each architecture accepts (DPT needs a ViT and its patch grid, PAN 128 px); the
+# pyramid pooling of PSPNet/UPerNet (bins 1, 2, 3, 6 on the stride-32 map) exports to ONNX only when
+# the bins divide that map: 192 px
 ENCODERS = {"Segformer": "mit_b0", "DPT": "tu-vit_tiny_patch16_224"}  # transformer encoders
-SIZES = {"DPT": 224, "PAN": 128}
+SIZES = {"DPT": 224, "PAN": 128, "PSPNet": 192, "UPerNet": 192}
 
 
 def model_config(architecture: str, channels: int = 1, encoder: str | None = None) -> ModelConfig:
