@@ -24,9 +24,11 @@ from core.modeling.bundle import BundleConfig, load_bundle
 from core.modeling.config import ModelConfig
 
 CONFIG = CompressionConfig("prune", sparsity=0.5, structured=True, finetune_steps=1, batch_size=2)
-# smallest settings each architecture accepts (DPT needs a ViT and its patch grid, PAN 128 px)
-ENCODERS = {"Segformer": "mit_b0", "DPT": "tu-vit_tiny_patch16_224"}
-SIZES = {"DPT": 224, "PAN": 128}
+# smallest settings each architecture accepts (DPT needs a ViT and its patch grid, PAN 128 px); the
+# pyramid pooling of PSPNet/UPerNet (bins 1, 2, 3, 6 on the stride-32 map) exports to ONNX only when
+# the bins divide that map: 192 px
+ENCODERS = {"Segformer": "mit_b0", "DPT": "tu-vit_tiny_patch16_224"}  # transformer encoders
+SIZES = {"DPT": 224, "PAN": 128, "PSPNet": 192, "UPerNet": 192}
 
 
 def model_config(architecture: str, channels: int = 1, encoder: str | None = None) -> ModelConfig:
@@ -46,7 +48,7 @@ def random_data(size: int, channels: int = 1, count: int = 4) -> CompressionData
     return CompressionData(pairs, pairs, None, "binary", 2)
 
 
-def round_trip(model: torch.nn.Module, model_config: ModelConfig, data: CompressionData, folder: Path) -> None:
+def round_trip(model: torch.nn.Module, model_config: ModelConfig, data: CompressionData, folder: Path, kept: float = 0.75) -> None:
     """Prune, save as a variant folder, load it back: same outputs, and it exports to ONNX."""
     variant = compress(CONFIG, model, data)
     bundle = BundleConfig(model=model_config.to_dict(), image_size=data.train.images.shape[-1], channels=model_config.in_channels,
@@ -59,7 +61,7 @@ def round_trip(model: torch.nn.Module, model_config: ModelConfig, data: Compress
         assert torch.allclose(loaded(images), variant.model(images), atol=1e-5)
     onnx = export_onnx(loaded, images[:2], folder / "model.onnx")  # checked against PyTorch with onnxruntime
     assert onnx.max_abs_diff is not None and onnx.path.stat().st_size < (folder / "model.safetensors").stat().st_size * 1.1
-    assert count_nonzero(loaded)[1] < 0.75 * count_nonzero(model)[1]
+    assert count_nonzero(loaded)[1] < kept * count_nonzero(model)[1]
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES.names)
@@ -72,7 +74,8 @@ def test_every_architecture_prunes_channels_and_loads_back(architecture: str, tm
         with pytest.raises(CompressionError, match=f"not available for {architecture}: .*prune single weights instead"):
             compress(CONFIG, model, data)
         return
-    round_trip(model, config, data, tmp_path / "variant")
+    # transformer encoders keep their attention blocks whole (Segformer's mit_b0 keeps ~83 % of its weights)
+    round_trip(model, config, data, tmp_path / "variant", kept=0.9 if architecture in ENCODERS else 0.75)
 
 
 def test_depthwise_convolutions_keep_their_groups(tmp_path: Path) -> None:
