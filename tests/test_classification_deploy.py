@@ -45,7 +45,7 @@ def exported(trained, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_export_writes_a_bundle_and_parity_checked_onnx_and_torchscript(exported: Path, trained) -> None:
     settings, study = trained
-    assert {p.name for p in exported.iterdir()} >= {"model.safetensors", "config.json", "model.onnx", "model.torchscript.pt", "MODEL_CARD.md"}
+    assert {p.name for p in exported.iterdir()} >= {"model.safetensors", "segtune.json", "model.onnx", "model.torchscript.pt", "MODEL_CARD.md"}
     model, config = load_bundle(exported)
     assert config.task == Task.CLASSIFICATION and config.classes == BARS and config.model["architecture"] == "MobileNetV2"
     import onnxruntime as ort
@@ -60,7 +60,7 @@ def test_export_writes_a_bundle_and_parity_checked_onnx_and_torchscript(exported
     assert np.allclose(scripted, reference, atol=1e-4)
     card = (exported / "MODEL_CARD.md").read_text()
     assert "Classification model trained by SegTune" in card and "| Balanced accuracy |" in card and "| Dice |" not in card
-    assert "classify a folder of images with `python -m core predict --model deploy-trial0 --images images/ --out predictions.csv`" in card
+    assert f"`{segtune_command(Task.CLASSIFICATION)}` writes one row per image" in card and "classify_folder(" in card
     assert card == model_card(study, study.trials[0])
 
 
@@ -111,7 +111,7 @@ def test_a_classifier_compresses_and_is_measured_on_classification_metrics(train
     settings, study = trained
     spec = spec_from_dict(study.user_attrs[StudyAttr.SPEC])
     data = study_compression_data(spec, settings)
-    config = CompressionConfig(method, finetune_steps=4, ramp_every=1, calibration_batches=2)  # the form's default loss: a segmentation one
+    config = CompressionConfig(method, finetune_steps=4, calibration_batches=2)  # the form's default loss: a segmentation one
     reports, record = compress_trial(study, 0, config, data, open_artifact_store(settings))
     original, variant = reports
     assert set(original.val) == {"accuracy", "balanced_accuracy", "f1_macro"} and set(variant.test) == set(original.test)
