@@ -10,14 +10,12 @@ from app import study_cache, volume_cache
 from app.nav import page_path
 from app.widgets.errors import user_errors
 from app.widgets.mask_grid import channel_picker, image_stepper, mask_row, view_controls, zoom_button
-from app.widgets.reliability import row_flags
-from app.widgets.trial_table import trial_picker
+from app.widgets.trial_table import finished_trial_picker
 from core.contract import Task
 from core.data.volumes import slice_caption, volumes_of
 from core.errors import SegTuneError
 from core.results.previews import PreviewSet
 
-MAX_TRIALS = 4
 MAX_VARIANTS = 4
 KEY = "compare"
 SLICE_KEY = "compare.slice"
@@ -26,24 +24,11 @@ PART_LABELS = {"val": "Validation", "test": "Test"}
 
 
 def chosen_trials(name: str) -> list[int] | None:
-    """The picked complete trials, or None after saying why there is nothing to show."""
     frame = study_cache.trials_frame(name)
-    complete = frame[frame["state"] == "complete"]
-    if complete.empty:
-        st.info("No finished trials yet — predicted masks appear when a trial completes. Follow the study on **Jobs**.",
-                icon=":material/hourglass_empty:")
-        return None
-    chosen = trial_picker(complete, key="compare.trials", limit=MAX_TRIALS, label="Trials to compare (up to 4)")
-    if not chosen:
-        st.info("Choose trials to compare above (or select rows on the **Leaderboard**).", icon=":material/touch_app:")
-        return None
-    flagged = [f"#{n}" for n in chosen if row_flags(complete[complete["number"] == n].iloc[0])]
-    if flagged:
-        st.warning(f"Flagged — constant prediction, or not better than a constant predictor: {', '.join(flagged)}. "
-                   "Their masks show what they learned.", icon=":material/flag:")
-    if complete["folds"].notna().any():
+    chosen = finished_trial_picker(frame, key="compare.trials", what="predicted masks", flag_note="Their masks show what they learned.")
+    if chosen and frame["folds"].notna().any():
         st.caption("Cross-validated trials: the masks shown are fold 1's model's (its validation images).")
-    return list(chosen)
+    return chosen
 
 
 def chosen_previews(name: str, chosen: list[int]) -> PreviewSet | None:

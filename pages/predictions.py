@@ -10,12 +10,10 @@ from app import study_cache
 from app.nav import page_path
 from app.widgets.errors import user_errors
 from app.widgets.predictions import SHOWN, accuracy_text, confusion_figure, image_cards, shown_images
-from app.widgets.reliability import row_flags
-from app.widgets.trial_table import trial_picker
+from app.widgets.trial_table import finished_trial_picker
 from core.contract import Task
 from core.results.predictions import ORDERINGS, PredictionComparison
 
-MAX_TRIALS = 4
 PAGE_SIZE = 12  # image cards per page
 PAGE_KEY = "predictions.page"
 
@@ -23,23 +21,14 @@ PAGE_KEY = "predictions.page"
 def chosen_predictions(name: str) -> PredictionComparison | None:
     """The picked complete trials' validation predictions, or None after saying why there is nothing to show."""
     frame = study_cache.trials_frame(name)
-    complete = frame[frame["state"] == "complete"]
-    if complete.empty:
-        st.info("No finished trials yet — predictions appear when a trial completes. Follow the study on **Jobs**.",
-                icon=":material/hourglass_empty:")
-        return None
-    chosen = trial_picker(complete, key="predictions.trials", limit=MAX_TRIALS, label="Trials to compare (up to 4)")
+    chosen = finished_trial_picker(frame, key="predictions.trials", what="predictions",
+                                   flag_note="Their confusion matrices show what they learned.")
     if not chosen:
-        st.info("Choose trials to compare above (or select rows on the **Leaderboard**).", icon=":material/touch_app:")
         return None
-    flagged = [f"#{n}" for n in chosen if row_flags(complete[complete["number"] == n].iloc[0])]
-    if flagged:
-        st.warning(f"Flagged — constant prediction, or not better than a constant predictor: {', '.join(flagged)}. "
-                   "Their confusion matrices show what they learned.", icon=":material/flag:")
     comparison = study_cache.prediction_comparison(name, tuple(chosen))
     if comparison.missing:
         st.warning(f"Trial(s) {', '.join(f'#{n}' for n in comparison.missing)} stored no predictions.", icon=":material/warning:")
-    if complete["folds"].notna().any():
+    if frame["folds"].notna().any():
         st.caption("Cross-validated trials: every image is predicted by the fold model that did not train on it (out of fold).")
     return comparison if comparison.trials else None
 

@@ -17,6 +17,8 @@ from app.widgets.reliability import FLAG_MARK, flag_label, interval, mean_sd, ro
 from core.contract import Task
 from core.metrics.catalogue import METRICS, Scope, Source, default_objective, report_metrics, task_metrics
 
+MAX_COMPARED = 4  # trials side by side on Compare masks and Compare predictions
+
 # Column groups the user can show or hide; the identity columns are always shown.
 GROUPS: dict[str, str] = {
     "params": "Parameters",
@@ -177,3 +179,22 @@ def _label(row: tuple) -> str:
     score = f" · {value:.4f}" if isinstance(value, float) and value == value else ""
     flagged = f" {FLAG_MARK} flagged" if row_flags(row) else ""
     return f"#{row.number} {row.state}{score}{f' {BEST_MARK} best' if row.best else ''}{flagged}"
+
+
+def finished_trial_picker(frame: pd.DataFrame, *, key: str, what: str, flag_note: str) -> list[int] | None:
+    """Pick up to four complete trials of ``frame`` (a study's trials frame); None after saying why
+    there is nothing to show. ``what`` the page shows per trial; ``flag_note`` what a flagged trial's shows."""
+    complete = frame[frame["state"] == "complete"]
+    if complete.empty:
+        st.info(f"No finished trials yet — {what} appear when a trial completes. Follow the study on **Jobs**.",
+                icon=":material/hourglass_empty:")
+        return None
+    chosen = trial_picker(complete, key=key, limit=MAX_COMPARED, label=f"Trials to compare (up to {MAX_COMPARED})")
+    if not chosen:
+        st.info("Choose trials to compare above (or select rows on the **Leaderboard**).", icon=":material/touch_app:")
+        return None
+    flagged = [f"#{n}" for n in chosen if row_flags(complete[complete["number"] == n].iloc[0])]
+    if flagged:
+        st.warning(f"Flagged — constant prediction, or not better than a constant predictor: {', '.join(flagged)}. {flag_note}",
+                   icon=":material/flag:")
+    return list(chosen)

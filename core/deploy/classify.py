@@ -14,14 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from core.contract import Task
-from core.data.images import read_image
 from core.data.tensors import prepare_image
 from core.deploy.export import load_model
-from core.deploy.predict import IMAGE_SUFFIXES, PredictError, image_files
+from core.deploy.predict import PredictError, image_files, read_input
 from core.modeling.bundle import BundleConfig
 
 LABEL_COLUMNS: tuple[str, ...] = ("file", "label", "confidence")  # then one p_<class> column per class
@@ -68,13 +66,9 @@ def classify_folder(model_folder: Path, images: Path, out: Path, *, progress: bo
         writer = csv.writer(handle)
         writer.writerow(csv_header(config.classes))
         for path in tqdm(files, desc="classify", unit="image", disable=not progress):
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                report.skipped.append((path, f"not an image type SegTune reads ({', '.join(IMAGE_SUFFIXES)})"))
-                continue
-            try:
-                pixels = read_image(path)
-            except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # PIL raises all of these
-                report.skipped.append((path, f"unreadable image ({type(exc).__name__}: {exc})"))
+            pixels, reason = read_input(path, config.channels)
+            if pixels is None:
+                report.skipped.append((path, reason))
                 continue
             probabilities = classify_image(model, config, pixels)
             best = int(probabilities.argmax())

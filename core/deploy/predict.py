@@ -86,18 +86,12 @@ def predict_folder(
     report = PredictReport()
     seen: set[str] = set()
     for path in tqdm(files, desc="predict", unit="image", disable=not progress):
-        reason = _skip_reason(path, seen)
-        if reason:
+        if path.stem in seen and path.suffix.lower() in IMAGE_SUFFIXES:
+            report.skipped.append((path, f"another image already wrote {path.stem}.png"))
+            continue
+        pixels, reason = read_input(path, config.channels)
+        if pixels is None:
             report.skipped.append((path, reason))
-            continue
-        try:
-            pixels = read_image(path)
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError, SegTuneError) as exc:  # PIL raises all of these
-            report.skipped.append((path, f"unreadable image ({type(exc).__name__}: {exc})"))
-            continue
-        mismatch = channel_problem(pixels.shape[-1], config.channels)
-        if mismatch:
-            report.skipped.append((path, mismatch))
             continue
         seen.add(path.stem)
         mask = predict_image(model, config, pixels)
@@ -109,9 +103,14 @@ def predict_folder(
     return report
 
 
-def _skip_reason(path: Path, seen: set[str]) -> str:
+def read_input(path: Path, channels: int) -> tuple[np.ndarray | None, str]:
+    """An input image's pixels, or None and why it is skipped: not an image type, unreadable, or
+    not the ``channels`` the model takes (predict and classify skip the same files)."""
     if path.suffix.lower() not in IMAGE_SUFFIXES:
-        return f"not an image type SegTune reads ({', '.join(IMAGE_SUFFIXES)})"
-    if path.stem in seen:
-        return f"another image already wrote {path.stem}.png"
-    return ""
+        return None, f"not an image type SegTune reads ({', '.join(IMAGE_SUFFIXES)})"
+    try:
+        pixels = read_image(path)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError, SegTuneError) as exc:  # PIL raises all of these
+        return None, f"unreadable image ({type(exc).__name__}: {exc})"
+    mismatch = channel_problem(pixels.shape[-1], channels)
+    return (None, mismatch) if mismatch else (pixels, "")
