@@ -189,7 +189,7 @@ def test_which_files_of_a_folder_are_segmented(tmp_path: Path) -> None:
     assert [path.name for path in report.written] == ["B.png", "a.png"]
     reasons = dict((path.name, reason) for path, reason in report.skipped)
     assert list(reasons) == ["0-notes.txt", "0-scan.png", "a.png"]
-    assert reasons["0-notes.txt"] == "not an image type SegTune reads (.png, .jpg, .jpeg, .tif, .tiff, .bmp)"
+    assert reasons["0-notes.txt"] == "not an image type SegTune reads (.png, .jpg, .jpeg, .tif, .tiff, .bmp, .npy)"  # .npy: multi-sequence arrays
     assert reasons["0-scan.png"].startswith(f"unreadable image (UnidentifiedImageError: cannot identify image file '{images / '0-scan.png'}'")
     assert reasons["a.png"] == "another image already wrote a.png"
     assert report.summary().splitlines()[0] == "2 mask(s) written, 3 file(s) skipped"

@@ -18,8 +18,7 @@ from tqdm.auto import tqdm
 
 from core.contract import Task
 from core.data.tensors import prepare_image
-from core.deploy.export import load_model
-from core.deploy.predict import PredictError, image_files, read_input
+from core.deploy.predict import PredictError, open_run, read_input
 from core.modeling.bundle import BundleConfig
 
 LABEL_COLUMNS: tuple[str, ...] = ("file", "label", "confidence")  # then one p_<class> column per class
@@ -51,12 +50,7 @@ def csv_header(classes: tuple[str, ...]) -> list[str]:
 
 def classify_folder(model_folder: Path, images: Path, out: Path, *, progress: bool = True) -> ClassifyReport:
     """Write ``out`` (CSV): one row per readable image of ``images`` (see the module docstring)."""
-    model, config = load_model(Path(model_folder))
-    if config.task != Task.CLASSIFICATION:
-        raise PredictError(f"{model_folder} holds a {config.task} model: write masks with --out FOLDER instead of a CSV")
-    files = image_files(images)
-    if not files:
-        raise PredictError(f"image folder {images} is empty")
+    model, config, files = open_run(model_folder, images, Task.CLASSIFICATION, "write masks with --out FOLDER instead of a CSV")
     out = Path(out)
     if out.is_dir():
         raise PredictError(f"--out {out} is a folder; a classifier writes one CSV file, e.g. {out / 'predictions.csv'}")

@@ -73,12 +73,7 @@ def predict_folder(
     model_folder: Path, images: Path, out: Path, *, overlay: bool = False, progress: bool = True
 ) -> PredictReport:
     """Write ``out/<stem>.png`` for every readable image (and ``out/overlays/<stem>.png``)."""
-    model, config = load_model(Path(model_folder))
-    if config.task != Task.SEGMENTATION:
-        raise PredictError(f"{model_folder} holds a {config.task} model: it writes labels (core.deploy.classify), not masks")
-    files = image_files(images)
-    if not files:
-        raise PredictError(f"image folder {images} is empty")
+    model, config, files = open_run(model_folder, images, Task.SEGMENTATION, "it writes labels (core.deploy.classify), not masks")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if overlay:
@@ -101,6 +96,18 @@ def predict_folder(
             Image.fromarray(overlay_mask(pixels, mask)).save(out / OVERLAY_DIR / f"{path.stem}.png")
         report.written.append(target)
     return report
+
+
+def open_run(model_folder: Path, images: Path, task: Task, other_task: str) -> tuple[torch.nn.Module, BundleConfig, list[Path]]:
+    """The model of ``model_folder`` and the files of ``images``, refused when the model is not a
+    ``task`` one (``other_task``: what such a model does instead) or the folder is empty."""
+    model, config = load_model(Path(model_folder))
+    if config.task != task:
+        raise PredictError(f"{model_folder} holds a {config.task} model: {other_task}")
+    files = image_files(images)
+    if not files:
+        raise PredictError(f"image folder {images} is empty")
+    return model, config, files
 
 
 def read_input(path: Path, channels: int) -> tuple[np.ndarray | None, str]:
