@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 
 import core.deploy.export as export
-from core.contract import StudyAttr, TrialAttr
+from core.contract import StudyAttr, Task, TrialAttr
 from core.deploy.export import ExportError, check_formats, export_model, export_onnx, export_trial, load_model, trial_bundle
 from core.errors import SegTuneError
-from core.modeling.architectures import names
+from core.modeling.architectures import names, task_of
 from core.modeling.build import build_model
 from core.modeling.bundle import CONFIG_FILE, ONNX_FILE, PREDICT_SCRIPT, SEGTUNE_FILE, WEIGHTS_FILE, BundleConfig, save_bundle
 from core.modeling.config import ModelConfig
@@ -117,8 +117,8 @@ def test_formats_without_the_bundle_write_its_config_beside_them(images: torch.T
     folder = tmp_path / "exports" / "lungs"
     for _ in range(2):
         report = export_model(build_model(UNET).eval(), config, folder, ["onnx", "torchscript"], images, checked_on="3 chest X-rays")
-        assert sorted(p.name for p in folder.iterdir()) == sorted([CONFIG_FILE, export.ONNX_FILE, export.TORCHSCRIPT_FILE])
-        assert (folder / CONFIG_FILE).read_text(encoding="utf-8") == config.to_json()
+        assert sorted(p.name for p in folder.iterdir()) == sorted([SEGTUNE_FILE, export.ONNX_FILE, PREDICT_SCRIPT, export.TORCHSCRIPT_FILE])
+        assert (folder / SEGTUNE_FILE).read_text(encoding="utf-8") == config.to_json()
         assert [f.format for f in report.files] == ["onnx", "torchscript"] and report.checked_on == "3 chest X-rays"
     assert export_model(build_model(UNET).eval(), config, tmp_path / "plain", ["bundle"], images).checked_on == ""
 
@@ -133,7 +133,7 @@ def test_a_model_that_cannot_be_exported_fails_clearly_and_leaves_no_file(fmt: s
     folder = tmp_path / "new" / "out"
     with pytest.raises(ExportError, match=r"^(ONNX|TorchScript) export failed for this model: RuntimeError: this layer has no export"):
         export_model(_Untraceable(), bundle_config(UNET), folder, [fmt], torch.rand(2, 1, SIZE, SIZE))
-    assert sorted(p.name for p in folder.iterdir()) == [CONFIG_FILE]  # the config only, no half-written model
+    assert sorted(p.name for p in folder.iterdir()) == [SEGTUNE_FILE]  # the config only, no half-written model
 
 
 @pytest.mark.parametrize("writer", [export_onnx, export.export_torchscript], ids=["onnx", "torchscript"])
@@ -307,7 +307,7 @@ def test_every_architecture_exports_to_onnx(architecture: str, tmp_path: Path) -
     sample = torch.rand(2, 3, size, size)
     exported = export_onnx(model, sample, tmp_path / ONNX_FILE)
     assert exported.max_abs_diff is not None and exported.max_abs_diff <= export.ATOL + export.RTOL
-    assert (tmp_path / PREDICT_SCRIPT).is_file()
+    assert (tmp_path / PREDICT_SCRIPT).is_file() == (task_of(architecture) == Task.SEGMENTATION)  # predict.py writes masks
 
 
 def test_pyramid_pooling_exports_as_exact_matrix_products() -> None:
