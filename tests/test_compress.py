@@ -139,13 +139,6 @@ def test_dynamic_quantization_applies_to_linear_layers_only(trained: torch.nn.Mo
     assert any("quantized" in type(m).__module__ for m in variant.model.modules())
 
 
-def test_static_quantization_explains_untraceable_models(data: CompressionData) -> None:
-    rgb = CompressionData(*(TensorSet(s.images.repeat(1, 3, 1, 1), s.masks, s.stems) for s in (data.train, data.val, data.test)), "binary", 2)
-    segformer = build_model(ModelConfig("Segformer", 3, 2, encoder="mit_b0")).eval()
-    with pytest.raises(CompressionError, match="use method 'dynamic'"):
-        compress(CompressionConfig("ptq", calibration_batches=1), segformer, rgb)
-
-
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

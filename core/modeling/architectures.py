@@ -1,9 +1,9 @@
 """The architecture registry: one entry per architecture holds everything SegTune knows about it.
 
 An entry says which task it serves (segmentation or classification), how to build the model, which tunable hyperparameters it takes (the spec catalogue
-activates the others only for it), which image sizes it accepts (smp's class-level
-``requires_divisible_input_shape`` / output-stride rule, as a function of the config) and whether
-its int8 static quantization works. The spec catalogue, the New study form, validation, the
+activates the others only for it), and which image sizes it accepts (smp's class-level
+``requires_divisible_input_shape`` / output-stride rule, as a function of the config). Every entry
+takes every compression method (core.deploy.compression.traceable makes each one traceable). The spec catalogue, the New study form, validation, the
 results pages and compression all read this table, so adding an architecture is adding an entry
 (its tests are generated from the registry). Torch-free: factories are imported on first use.
 
@@ -45,21 +45,9 @@ class InputRule:
         return None
 
 
-@dataclass(frozen=True)
-class Quantization:
-    """Whether int8 static quantization (FX graph mode PTQ/QAT) can trace the model, and why not."""
-
-    static: bool = True
-    reason: str = ""  # the true cause when ``static`` is False
-
-
 SMP_HYPERPARAMETERS = ("encoder", "encoder_depth", "encoder_weights")
 CLASSIC_UNET_HYPERPARAMETERS = ("unet_start_filters", "unet_depth", "unet_activation", "unet_dropout", "unet_bn_after_act")
 CLASSIFIER_HYPERPARAMETERS = ("encoder_weights", "head_kernel_size", "head_filters", "head_dense_units", "head_dropout")
-_SMP_SHAPE_CHECK = Quantization(
-    static=False,
-    reason="smp's forward checks the input shape in Python (data-dependent control flow FX cannot trace)",
-)
 
 
 def _encoder_stride(config: ModelConfig) -> InputRule:
@@ -98,7 +86,6 @@ class Architecture:
     build: Callable[[ModelConfig], Any]  # ModelConfig -> torch.nn.Module
     hyperparameters: tuple[str, ...]  # the tunable names this architecture takes (besides the common ones)
     input_rule: Callable[[ModelConfig], InputRule]
-    quantization: Quantization = Quantization()
     # smp only: constructor arguments that keep the output at the input's size for every encoder_depth
     smp_kwargs: Callable[[ModelConfig], dict[str, Any]] = _no_kwargs
     description: str = ""
@@ -106,9 +93,8 @@ class Architecture:
 
 
 def _smp(name: str, description: str, *, kwargs: Callable[[ModelConfig], dict[str, Any]] = _no_kwargs,
-         rule: Callable[[ModelConfig], InputRule] = _encoder_stride, quantization: Quantization = _SMP_SHAPE_CHECK) -> Architecture:
-    return Architecture(name, Family.SMP, lazy("core.modeling.smp_models:build_smp"), SMP_HYPERPARAMETERS, rule,
-                        quantization, kwargs, description)
+         rule: Callable[[ModelConfig], InputRule] = _encoder_stride) -> Architecture:
+    return Architecture(name, Family.SMP, lazy("core.modeling.smp_models:build_smp"), SMP_HYPERPARAMETERS, rule, kwargs, description)
 
 
 def _classifier(name: str, description: str) -> Architecture:
@@ -124,7 +110,7 @@ DEFAULT_CLASSIFIER = "MobileNetV2"
 
 ARCHITECTURES: Registry[Architecture] = Registry("architecture", [
     _smp("Unet", "U-Net with a pretrained-style encoder (ResNet-UNet when the encoder is a ResNet)",
-         kwargs=_per_stage_decoder, quantization=Quantization()),
+         kwargs=_per_stage_decoder),
     _smp("UnetPlusPlus", "U-Net++: nested, densely connected skip paths", kwargs=_per_stage_decoder),
     _smp("MAnet", "Multi-scale attention U-Net", kwargs=_per_stage_decoder),
     _smp("Linknet", "LinkNet: light decoder with additive skips"),
@@ -140,8 +126,7 @@ ARCHITECTURES: Registry[Architecture] = Registry("architecture", [
     _smp("DPT", "Dense prediction transformer over a ViT encoder",
          kwargs=lambda c: {"decoder_intermediate_channels": _DPT_INTERMEDIATE_CHANNELS[:c.encoder_depth],
                            "dynamic_img_size": True},  # timm ViTs are fixed at 224 px unless told otherwise
-         rule=_vit_patch,
-         quantization=Quantization(False, "transformer encoders have data-dependent control flow FX cannot trace; use 'dynamic'")),
+         rule=_vit_patch),
     Architecture(CLASSIC_UNET, Family.CUSTOM, lazy("core.modeling.custom:build_classic_unet"), CLASSIC_UNET_HYPERPARAMETERS,
                  lambda c: InputRule(2**c.unet_depth, 2**c.unet_depth),
                  description="Classic U-Net with a tunable shape (the Keras Tuner U-Net study)"),

@@ -5,10 +5,10 @@ module derives such variants and measures the trade-off on the study's own split
 
 Quantization tooling: the installed torch (2.14) no longer ships the PT2E quantizers (they moved
 to torchao, which is not a dependency), while FX graph mode (``prepare_fx`` / ``convert_fx``)
-still runs and traces every CNN here (smp encoders/decoders, ClassicUNet, FCN-32), producing
-models for the x86 (fbgemm/onednn) or ARM (qnnpack) CPU backends. Transformer encoders (mit_b*,
-ViTs) have data-dependent control flow FX cannot trace; for them ``dynamic`` quantizes the Linear
-layers instead. Quantized variants run on the CPU only and are stored as TorchScript; pruned ones
+still runs, producing models for the x86 (fbgemm/onednn) or ARM (qnnpack) CPU backends. Every
+architecture SegTune trains, transformer encoders included, is first made traceable at its image
+size (traceable.py: the Python branches of smp, timm and torchvision models all test fixed shapes).
+``dynamic`` quantizes only the Linear layers, leaving the rest in float. Quantized variants run on the CPU only and are stored as TorchScript; pruned ones
 are ordinary float models and are stored as bundles (channel-pruned ones, which torch-pruning has
 made smaller than their architecture, with their layer shapes: core.modeling.pruned). QAT and
 pruning fine-tune for a number of epochs of the training split with per-method defaults

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import operator
 import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from core.deploy.compression.config import (
     FINETUNE_METHODS,
@@ -23,6 +25,7 @@ from core.deploy.compression.config import (
 from core.deploy.compression.finetune import batches
 from core.deploy.compression.pruning import channel_pruning, weight_pruning
 from core.deploy.compression.qat import qat_finetune
+from core.deploy.compression.traceable import traceable
 from core.modeling.pruned import channel_record
 
 
@@ -37,14 +40,26 @@ def _fx_error(exc: Exception) -> CompressionError:
     )
 
 
+_FLOAT_OPS = (torch.matmul, operator.matmul, nn.Softmax, F.softmax, torch.softmax, "softmax", torch.stack, nn.LayerNorm, F.layer_norm)
+_RESHAPES = ("view", "reshape", "permute", "transpose", "flatten", "contiguous", torch.reshape, torch.permute, torch.transpose,
+             torch.flatten, nn.PixelShuffle, F.pixel_shuffle)
+
+
 def _qconfig_mapping(backend: str, qat: bool) -> Any:
     from torch.ao.quantization import get_default_qat_qconfig_mapping, get_default_qconfig_mapping
 
     mapping = (get_default_qat_qconfig_mapping if qat else get_default_qconfig_mapping)(backend)
     if backend != "qnnpack":
-        # The x86/fbgemm int8 ConvTranspose2d kernel gives wrong outputs here (a trained U-Net fell
-        # from 0.89 to 0.15 Dice, qnnpack keeps 0.89): transposed convolutions stay in float.
+        # The x86/fbgemm int8 ConvTranspose2d kernel gives wrong outputs (a trained U-Net fell from
+        # 0.89 to 0.15 Dice, qnnpack keeps 0.89): the transposed convolutions that traceable() could
+        # not rewrite as sub-pixel convolutions stay in float.
         mapping = mapping.set_object_type(nn.ConvTranspose2d, None)
+    # Ops whose int8 form has no ONNX export stay in float: products of two activations and softmax
+    # (MAnet's attention; traceable.MatrixPool), stacking (FPN's merge), layer norms (UPerNet,
+    # transformer encoders). So do reshapes (pixel shuffles included): FX quantizes a reshape whenever its neighbours are, and
+    # would carry int8 into the float ops above through it.
+    for op in (*_FLOAT_OPS, *_RESHAPES):
+        mapping = mapping.set_object_type(op, None)
     return mapping
 
 
@@ -58,9 +73,10 @@ def _prepare_fx(model: nn.Module, data: CompressionData, *, qat: bool) -> nn.Mod
     backend = quantized_backend()
     torch.backends.quantized.engine = backend
     prepare, mode = (prepare_qat_fx, "train") if qat else (prepare_fx, "eval")
-    copied = getattr(copy.deepcopy(model), mode)()
+    example = _example(data)
     try:
-        return prepare(copied, _qconfig_mapping(backend, qat=qat), example_inputs=_example(data))
+        graph = getattr(traceable(model, example[0]), mode)()
+        return prepare(graph, _qconfig_mapping(backend, qat=qat), example_inputs=example)
     except Exception as exc:
         raise _fx_error(exc) from exc
 

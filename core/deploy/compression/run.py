@@ -10,12 +10,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from core.contract import Task
-from core.deploy.compression.config import CompressionConfig, CompressionData, CompressionError, ProgressCallback, StepCallback
+from core.deploy.compression.config import CompressionConfig, CompressionData, ProgressCallback, StepCallback
 from core.deploy.compression.measure import VariantReport, compare_variants
 from core.deploy.compression.methods import compress
 from core.deploy.compression.variants import store_variant
 from core.deploy.export import trial_bundle
-from core.modeling.architectures import ARCHITECTURES
 from core.modeling.bundle import BundleConfig, load_bundle
 from core.modeling.classification_losses import CLASSIFICATION_LOSSES, DEFAULT_CLASSIFICATION_LOSS
 from core.training.study_data import load_study_data
@@ -26,23 +25,10 @@ if TYPE_CHECKING:
     from core.search.spec import StudySpec
     from core.settings import Settings
 
-STATIC_INT8 = ("ptq", "qat")  # the methods that trace the whole model
-
-
 def study_compression_data(spec: StudySpec, settings: Settings) -> CompressionData:
     """The study's frozen splits, decoded on the CPU (int8 kernels and latency figures are CPU ones)."""
     data = load_study_data(spec, settings, torch.device("cpu"))
     return CompressionData(data.train, data.val, data.test, data.mode, data.num_classes)
-
-
-def check_supported(config: CompressionConfig, bundle: BundleConfig) -> None:
-    """Refuse a static int8 method for an architecture the registry says cannot be traced, saying why."""
-    architecture = ARCHITECTURES.get(bundle.model["architecture"])
-    if config.method in STATIC_INT8 and not architecture.quantization.static:
-        raise CompressionError(
-            f"{config.label} is not available for {architecture.name}: {architecture.quantization.reason}. "
-            "Use method 'dynamic' (Linear layers) or 'prune'."
-        )
 
 
 def _fine_tune_loss(config: CompressionConfig, bundle: BundleConfig) -> CompressionConfig:
@@ -76,7 +62,6 @@ def compress_trial(
     report(0.0, f"loading trial #{trial_number}'s model")
     with tempfile.TemporaryDirectory() as tmp:
         model, bundle = load_bundle(trial_bundle(study, trial_number, artifact_store, Path(tmp) / "bundle"))
-    check_supported(config, bundle)
     config = _fine_tune_loss(config, bundle)
     report(0.05, f"{config.label}: compressing")
     variant = compress(config, model, data, _step_reporter(config, report, 0.05, 0.7))
