@@ -1,11 +1,11 @@
 """Static int8 (PTQ) and QAT for every architecture of the registry: Dice, file size, CPU latency, int8 ONNX.
 
-    python bench/quantize_architectures.py [--architectures Unet,PSPNet] [--qat-steps 6]
+    python bench/quantize_architectures.py [--architectures Unet,PSPNet]
 
 The same small models as tests/test_quantize_architectures.py (tests/quantization_models.py: lungs
 at 64 px for segmentation, PAN at 128 px, bars for classifiers, resnet18 / mit_b0 / ViT-tiny
 encoders at full depth, trained from scratch on the CPU), each quantized by the product's
-``compress`` with its defaults (QAT with ``--qat-steps`` fine-tune steps) and measured by
+``compress`` with its defaults (QAT: 2 epochs, at least 20 steps) and measured by
 ``compare_variants``; the int8 model is then exported to ONNX and checked against PyTorch's masks.
 Prints a Markdown table for bench/RESULTS.md ("Int8 for every architecture"): ~15 min on 2 shared cores.
 """
@@ -41,7 +41,6 @@ def _onnx(model: torch.nn.Module, sample: torch.Tensor) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--architectures", default=",".join(names()))
-    parser.add_argument("--qat-steps", type=int, default=6)
     args = parser.parse_args()
     torch.set_num_threads(1)
     data_sets = datasets()
@@ -52,7 +51,7 @@ def main() -> None:
         metric = data.report_metrics[0]
         for method in ("ptq", "qat"):
             started = time.perf_counter()
-            variant = compress(CompressionConfig(method, finetune_steps=args.qat_steps, loss=loss), model, data)
+            variant = compress(CompressionConfig(method, loss=loss), model, data)
             original, report = compare_variants(model, [variant], data, repeats=3)
             onnx = _onnx(variant.model, data.val.images[:4].float().div(255.0))
             print(f"| {architecture} | {method} | {metric} {original.val[metric]:.3f} | {report.val[metric]:.3f} | "

@@ -56,8 +56,8 @@ def _qconfig_mapping(backend: str, qat: bool) -> Any:
         mapping = mapping.set_object_type(nn.ConvTranspose2d, None)
     # Ops whose int8 form has no ONNX export stay in float: products of two activations and softmax
     # (MAnet's attention; traceable.MatrixPool), stacking (FPN's merge), layer norms (UPerNet,
-    # transformer encoders). So do reshapes (pixel shuffles included): FX quantizes a reshape whenever its neighbours are, and
-    # would carry int8 into the float ops above through it.
+    # transformer encoders). So do reshapes (pixel shuffles included): FX quantizes a reshape
+    # whenever its neighbours are quantized, and would carry int8 into the float ops through it.
     for op in (*_FLOAT_OPS, *_RESHAPES):
         mapping = mapping.set_object_type(op, None)
     return mapping
