@@ -49,7 +49,7 @@ for entry in "${MODULES[@]}"; do
   rm -rf "$work" && mkdir -p "$work/repo"
   # mutmut runs the tests from repo/mutants/, so they look for ../shared/datasets in repo/
   ln -s "$(cd "$REPO/.." && pwd)/shared" "$work/repo/shared"
-  cp -r "$REPO/core" "$REPO/tests" "$REPO/pytest.ini" "$work/repo/"
+  cp -r "$REPO/core" "$REPO/app" "$REPO/pages" "$REPO/tests" "$REPO/pytest.ini" "$work/repo/"  # some tests import app/
   "$PYTHON" scripts/mutation_undecorate.py "$work/repo/$file"  # mutmut skips decorated functions
   # Fastest tests first (durations from mutmut's stats run), so `-x` ends a killed mutant early.
   cat >> "$work/repo/tests/conftest.py" <<'ORDER'
@@ -81,7 +81,8 @@ ORDER
   "$PYTHON" - "$work/repo/mutants/mutmut-cicd-stats.json" "$key" "$file" >> "$summary" <<'PY'
 import json, sys
 stats = json.load(open(sys.argv[1]))
-stats["total"] = stats.get("total", 0) - stats.get("not_checked", 0)  # mutants outside the patterns are not run
+# mutmut's "total" also counts the mutants outside the patterns, which are not run: count the checked ones
+stats["total"] = sum(stats.get(k, 0) for k in ("killed", "survived", "timeout", "no_tests", "suspicious", "segfault"))
 print("\t".join([sys.argv[2], sys.argv[3]] + [str(stats.get(k, 0)) for k in ("killed", "survived", "timeout", "no_tests", "total")]))
 PY
   tail -n 1 "$summary"
