@@ -69,6 +69,9 @@ ORDER
     echo "only_mutate = $file"
     # a mutant that deadlocks (a lock never released) sleeps: mutmut's CPU-time limit never fires
     echo "pytest_add_cli_args = -p no:cacheprovider -q -x --timeout=${MUTATION_TEST_TIMEOUT:-240}"
+    echo "also_copy ="  # mutmut copies only the source paths and tests/ into mutants/; some tests import app/
+    echo "    app"
+    echo "    pages"
     echo "process_isolation = forkserver"  # forking the process that ran torch tests deadlocks its thread pools
     echo "pytest_add_cli_args_test_selection ="
     for t in $tests; do echo "    $t"; done
