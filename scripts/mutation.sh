@@ -49,7 +49,7 @@ for entry in "${MODULES[@]}"; do
   rm -rf "$work" && mkdir -p "$work/repo"
   # mutmut runs the tests from repo/mutants/, so they look for ../shared/datasets in repo/
   ln -s "$(cd "$REPO/.." && pwd)/shared" "$work/repo/shared"
-  cp -r "$REPO/core" "$REPO/tests" "$REPO/pytest.ini" "$work/repo/"
+  cp -r "$REPO/core" "$REPO/app" "$REPO/pages" "$REPO/tests" "$REPO/pytest.ini" "$work/repo/"  # some tests import app/
   "$PYTHON" scripts/mutation_undecorate.py "$work/repo/$file"  # mutmut skips decorated functions
   # Fastest tests first (durations from mutmut's stats run), so `-x` ends a killed mutant early.
   cat >> "$work/repo/tests/conftest.py" <<'ORDER'
@@ -69,6 +69,9 @@ ORDER
     echo "only_mutate = $file"
     # a mutant that deadlocks (a lock never released) sleeps: mutmut's CPU-time limit never fires
     echo "pytest_add_cli_args = -p no:cacheprovider -q -x --timeout=${MUTATION_TEST_TIMEOUT:-240}"
+    echo "also_copy ="  # mutmut copies only the source paths and tests/ into mutants/; some tests import app/
+    echo "    app"
+    echo "    pages"
     echo "process_isolation = forkserver"  # forking the process that ran torch tests deadlocks its thread pools
     echo "pytest_add_cli_args_test_selection ="
     for t in $tests; do echo "    $t"; done
@@ -81,7 +84,8 @@ ORDER
   "$PYTHON" - "$work/repo/mutants/mutmut-cicd-stats.json" "$key" "$file" >> "$summary" <<'PY'
 import json, sys
 stats = json.load(open(sys.argv[1]))
-stats["total"] = stats.get("total", 0) - stats.get("not_checked", 0)  # mutants outside the patterns are not run
+# mutmut's "total" also counts the mutants outside the patterns, which are not run: count the checked ones
+stats["total"] = sum(stats.get(k, 0) for k in ("killed", "survived", "timeout", "no_tests", "suspicious", "segfault"))
 print("\t".join([sys.argv[2], sys.argv[3]] + [str(stats.get(k, 0)) for k in ("killed", "survived", "timeout", "no_tests", "total")]))
 PY
   tail -n 1 "$summary"

@@ -58,3 +58,18 @@ def test_objective_values_read_validation_metrics_and_trial_attributes() -> None
     assert core.training.objective._objective_values(single, summary) == 0.125
     multi = spec_from_dict({"name": "s", "dataset": "d", "sampler": "nsga2", "pruner": "none", "objectives": [{"metric": "val_dice"}, {"metric": "n_params"}]})
     assert core.training.objective._objective_values(multi, summary) == (0.25, 1234.0)
+
+
+def test_the_kept_epoch_is_the_best_for_the_first_objective_when_it_is_known_per_epoch() -> None:
+    """val_iou (maximize) and val_loss (minimize) are known after each epoch and decide the kept
+    epoch; n_params or images_per_s are not, so the best epoch falls back to the val loss."""
+    from core.search.validation import spec_from_dict
+
+    def selection(*objectives: str) -> dict[str, object]:
+        spec = spec_from_dict({"name": "s", "dataset": "d", "sampler": "nsga2", "pruner": "none", "objectives": [{"metric": m} for m in objectives]})
+        return core.training.objective._selection(spec)
+
+    assert selection("val_iou", "n_params") == {"select_metric": "iou", "select_maximize": True}
+    assert selection("val_loss", "val_dice") == {"select_metric": "loss", "select_maximize": False}
+    assert selection("n_params", "val_dice") == {"select_metric": "loss", "select_maximize": False}
+    assert selection("images_per_s", "val_dice") == {"select_metric": "loss", "select_maximize": False}

@@ -14,7 +14,7 @@ from PIL import Image
 
 from core.commands import predict as predict_command
 from core.deploy.export import export_torchscript
-from core.deploy.predict import OVERLAY_DIR, PredictError, predict_folder
+from core.deploy.predict import OVERLAY_DIR, PredictError, predict_folder, read_input
 from core.modeling.build import build_model
 from core.modeling.bundle import BundleConfig, save_bundle
 from core.modeling.config import ModelConfig
@@ -180,19 +180,19 @@ def test_which_files_of_a_folder_are_segmented(tmp_path: Path) -> None:
     folder = scripted_folder(tmp_path / "model", Threshold(), ("background", "lung"))
     images = tmp_path / "images"
     images.mkdir()
-    for name in ("a.png", "a.jpg", "B.PNG"):
+    for name in ("a.png", "a.jpg", "B.PNG", "c.png"):  # c.png comes after the skipped duplicate
         Image.fromarray(np.full((16, 16), 200, np.uint8)).save(images / name)
     (images / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
     (images / "0-notes.txt").write_text("listed first: the images after it are still segmented")
     (images / "0-scan.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     report = predict_folder(folder, images, tmp_path / "out", progress=False)
-    assert [path.name for path in report.written] == ["B.png", "a.png"]
+    assert [path.name for path in report.written] == ["B.png", "a.png", "c.png"]
     reasons = dict((path.name, reason) for path, reason in report.skipped)
     assert list(reasons) == ["0-notes.txt", "0-scan.png", "a.png"]
     assert reasons["0-notes.txt"] == "not an image type SegTune reads (.png, .jpg, .jpeg, .tif, .tiff, .bmp, .npy)"  # .npy: multi-sequence arrays
     assert reasons["0-scan.png"].startswith(f"unreadable image (UnidentifiedImageError: cannot identify image file '{images / '0-scan.png'}'")
     assert reasons["a.png"] == "another image already wrote a.png"
-    assert report.summary().splitlines()[0] == "2 mask(s) written, 3 file(s) skipped"
+    assert report.summary().splitlines()[0] == "3 mask(s) written, 3 file(s) skipped"
     assert report.summary().splitlines()[3] == "  skipped a.png: another image already wrote a.png"
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -269,3 +269,40 @@ def test_the_progress_bar_is_shown_by_default_and_only_then(tmp_path: Path, caps
     bar = capsys.readouterr().err
     assert "predict: 100%" in bar and "2/2" in bar
     assert re.search(r"[\d.?]image/s|s/image\]", bar), bar  # images per second, or seconds per image when slow
+
+
+def test_an_image_with_the_wrong_channel_count_is_skipped_with_the_reason(tmp_path: Path) -> None:
+    """A two-sequence array cannot feed a one-channel model (grey and RGB convert, others do not)."""
+    folder = scripted_folder(tmp_path / "model", Threshold(), ("background", "lung"))
+    images = tmp_path / "images"
+    images.mkdir()
+    np.save(images / "two.npy", np.full((16, 16, 2), 200, np.uint8))
+    Image.fromarray(np.full((16, 16, 3), 200, np.uint8)).save(images / "rgb.png")
+    report = predict_folder(folder, images, tmp_path / "out", progress=False)
+    assert [path.name for path in report.written] == ["rgb.png"]
+    assert report.skipped == [(images / "two.npy", "the image has 2 channel(s) but the model takes 1; only grey (1) and RGB (3) "
+                                                    "convert into each other, a multi-sequence image needs a model with one input channel per sequence")]
+    pixels, reason = read_input(images / "rgb.png", 1)
+    assert reason == "" and pixels is not None and pixels.shape == (16, 16, 3)
+
+
+class Labeller(torch.nn.Module):
+    """A two-class image classifier: one logit pair per image."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        mean = images.mean(dim=(1, 2, 3))
+        return torch.stack([-mean, mean], dim=1)
+
+
+def test_a_classification_model_is_refused_with_what_to_use_instead(tmp_path: Path) -> None:
+    model_folder = tmp_path / "model"
+    model_folder.mkdir()
+    config = BundleConfig(model=ModelConfig("ResNet18", 1, 2).to_dict(), image_size=64, channels=1, classes=("no", "yes"))
+    (model_folder / "config.json").write_text(config.to_json(), encoding="utf-8")
+    export_torchscript(Labeller(), torch.rand(1, 1, 64, 64), model_folder / "model.torchscript.pt")
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.full((16, 16), 200, np.uint8)).save(images / "a.png")
+    expected = f"{model_folder} holds a classification model: it writes labels (core.deploy.classify), not masks"
+    with pytest.raises(PredictError, match=f"^{re.escape(expected)}$"):
+        predict_folder(model_folder, images, tmp_path / "out", progress=False)

@@ -217,6 +217,36 @@ def test_a_finished_configuration_is_reused_not_trained_again(workspace) -> None
     assert TrialAttr.REUSED_FROM not in first.user_attrs
 
 
+def test_only_a_complete_trial_is_reused_not_a_pruned_one_with_a_value() -> None:
+    """Optuna keeps a pruned trial's last reported value as its value: a configuration pruned
+    before must be trained again, not given that partial value as a finished result."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState
+
+    from core.training.objective import _reuse_finished
+
+    spec = spec_from_dict({"name": "again", "dataset": "demo-cells", "sampler": "random", "pruner": "median"})
+    study = optuna.create_study(direction="maximize")
+    space = {"lr": FloatDistribution(1e-4, 1e-1, log=True)}
+
+    def same_configuration() -> optuna.Trial:
+        study.enqueue_trial({"lr": 0.01})
+        return study.ask(space)
+
+    pruned = same_configuration()
+    pruned.report(0.3, 1)
+    study.tell(pruned, state=TrialState.PRUNED)
+    assert study.trials[0].value == 0.3
+    again = same_configuration()
+    assert _reuse_finished(again, spec) is None and TrialAttr.REUSED_FROM not in study.trials[1].user_attrs
+    finished = same_configuration()
+    finished.set_user_attr(TrialAttr.VAL_METRICS, {"dice": 0.8})
+    study.tell(finished, 0.8)
+    assert _reuse_finished(again, spec) == 0.8
+    assert study.trials[1].user_attrs[TrialAttr.REUSED_FROM] == 2 and study.trials[1].user_attrs[TrialAttr.VAL_METRICS] == {"dice": 0.8}
+
+
 def test_n_trials_beyond_a_finite_space_is_warned(capsys) -> None:
     from core.search.suggest import trials_beyond_space
 

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
 import torch
 
-from core.data.tensors import AugmentConfig, TensorSet
+from core.data.tensors import AugmentConfig, LabelSet, TensorSet
 from core.errors import SegTuneError
 from core.metrics.catalogue import split_metrics
 from core.modeling.build import build_model
@@ -52,8 +53,8 @@ def test_a_trials_params_become_the_training_configuration() -> None:
         epochs=7, batch_size=16, optimizer=OptimizerConfig(name="sgd", lr=0.05, weight_decay=1e-4, momentum=0.0, nesterov=False),
         scheduler="cosine", loss="focal", patience=3, augment=AugmentConfig(hflip=True), seed=11, select_metric="iou", select_maximize=True,
     )
-    tuned = TrainConfig.from_params({**params, "momentum": 0.8, "nesterov": True}, patience=3, seed=11)
-    assert (tuned.optimizer.momentum, tuned.optimizer.nesterov) == (0.8, True)
+    tuned = TrainConfig.from_params({**params, "momentum": 0.8, "nesterov": True, "label_smoothing": 0.1}, patience=3, seed=11)
+    assert (tuned.optimizer.momentum, tuned.optimizer.nesterov, tuned.label_smoothing) == (0.8, True, 0.1)
     assert (tuned.select_metric, tuned.select_maximize) == ("loss", False)  # val loss unless told
 
 
@@ -212,3 +213,60 @@ def test_a_detailed_evaluation_counts_each_image_and_the_class_shares() -> None:
     assert detail.predicted_fractions.tolist() == pytest.approx([1 - share, share])
     assert detail.target_fractions.tolist() == pytest.approx([1 - float(truth.float().mean()), float(truth.float().mean())])
     assert detail.metrics == evaluate(model, val, 4, loss_fn=build_loss("dice_bce", "binary"), mode="binary", num_classes=2)
+
+
+def test_a_cosine_schedule_sets_each_epochs_learning_rate() -> None:
+    """The scheduler steps once per epoch over ``config.epochs``: the recorded lr follows the cosine."""
+    config = TrainConfig(epochs=4, batch_size=4, optimizer=OptimizerConfig(name="sgd", lr=0.1), scheduler="cosine", patience=10)
+    result, _, _ = brightness_run({0: (40.0, 0.0)}, config)
+    expected = [0.05 * (1 + math.cos(math.pi * epoch / 4)) for epoch in range(4)]
+    assert [record.lr for record in result.history] == pytest.approx(expected)
+
+
+def test_progress_reports_every_batch_of_every_epoch() -> None:
+    """on_batch gets (epoch, batch, batches per epoch); 9 images in batches of 4 drop the last single image."""
+    seen: list[tuple[int, int, int]] = []
+    config = TrainConfig(epochs=2, batch_size=4, optimizer=OptimizerConfig(name="sgd", lr=0.0), patience=10)
+    train_model(Brightness(), squares(9, seed=6), squares(4, seed=7), config, mode="binary", num_classes=2, on_batch=lambda *step: seen.append(step))
+    assert seen == [(1, 1, 2), (1, 2, 2), (2, 1, 2), (2, 2, 2)]
+
+
+def test_a_seeded_run_is_not_changed_by_other_code_drawing_random_numbers() -> None:
+    """Batch order comes from the run's own generator: a callback that uses torch's global RNG
+    between epochs (as other code in the worker process may) leaves the trained weights unchanged."""
+    train, val = squares(8, seed=3), squares(4, seed=4)
+    config = TrainConfig(epochs=3, batch_size=2, optimizer=OptimizerConfig(lr=0.02), patience=10, seed=5)
+    quiet = train_model(tiny_unet(), train, val, config, mode="binary", num_classes=2)
+    noisy = train_model(tiny_unet(), train, val, config, mode="binary", num_classes=2, on_epoch=lambda _record: torch.rand(100))
+    assert [r.train_loss for r in noisy.history] == [r.train_loss for r in quiet.history]
+    assert all(torch.equal(noisy.best_state[name], tensor) for name, tensor in quiet.best_state.items())
+
+
+class MeanBrightness(torch.nn.Module):
+    """Two-class image classifier: class 1's logit rises with the mean pixel (square present or not)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.tensor(30.0))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        mean = images.mean(dim=(1, 2, 3))
+        return torch.stack([torch.zeros_like(mean), self.gain * (mean - 0.15)], dim=1)
+
+
+def test_labelled_images_are_trained_and_scored_as_classification() -> None:
+    """A LabelSet gets a classification loss and scorer: per-image labels and class probabilities."""
+    squares_set = squares(6, seed=8)
+    images = squares_set.images.clone()
+    images[3:] = 20  # the last three are plain grey: class 0
+    data = LabelSet(images=images, labels=torch.tensor([1, 1, 1, 0, 0, 0]), stems=squares_set.stems)
+    model = MeanBrightness()
+    config = TrainConfig(epochs=1, batch_size=4, loss="cross_entropy", optimizer=OptimizerConfig(name="sgd", lr=0.0), patience=10)
+    result = train_model(model, data, data, config, mode="binary", num_classes=2)
+    detail = evaluate_detailed(model, data, 4, loss_fn=torch.nn.CrossEntropyLoss(), mode="binary", num_classes=2)
+    assert detail.outputs is not None and detail.image_counts is None
+    assert detail.outputs.labels.tolist() == [1, 1, 1, 0, 0, 0] and detail.outputs.predicted.tolist() == [1, 1, 1, 0, 0, 0]
+    with torch.no_grad():
+        expected = torch.softmax(model(images.float() / 255), dim=1).numpy()
+    assert detail.outputs.probabilities == pytest.approx(expected, rel=1e-5)
+    assert result.history[0].val["loss"] == pytest.approx(detail.metrics["loss"], rel=1e-6)
