@@ -76,6 +76,18 @@ def replace_sub_pixel_transposes(model: nn.Module) -> int:
     return len(targets)
 
 
+def _bypass(module: fx.GraphModule, node: fx.Node, replacement: fx.Node) -> None:
+    """Let ``replacement`` feed everything ``node`` fed, and drop ``node``."""
+    node.replace_all_uses_with(replacement)
+    module.graph.erase_node(node)
+
+
+def _recompiled(module: fx.GraphModule, changes: int) -> int:
+    module.graph.lint()
+    module.recompile()
+    return changes
+
+
 def fold_batch_norms_into_transposes(module: fx.GraphModule) -> int:
     """Fold each BatchNorm that reads only a ``ConvTranspose2d`` into it (in place, eval mode).
 
@@ -94,12 +106,9 @@ def fold_batch_norms_into_transposes(module: fx.GraphModule) -> int:
         fused = fuse_conv_bn_eval(submodules[source.target], submodules[node.target], transpose=True)
         parent, _, child = source.target.rpartition(".")
         setattr(module.get_submodule(parent), child, fused)
-        node.replace_all_uses_with(source)
-        module.graph.erase_node(node)
+        _bypass(module, node, source)
         folded += 1
-    module.graph.lint()
-    module.recompile()
-    return folded
+    return _recompiled(module, folded)
 
 
 class MatrixPool(nn.Module):
@@ -146,12 +155,9 @@ def fix_adaptive_pooling(module: fx.GraphModule, example: torch.Tensor) -> int:
         module.add_submodule(name, _fixed_pool(height, width, bins))
         with module.graph.inserting_after(node):
             replacement = module.graph.call_module(name, (source,))
-        node.replace_all_uses_with(replacement)
-        module.graph.erase_node(node)
+        _bypass(module, node, replacement)
         fixed += 1
-    module.graph.lint()
-    module.recompile()
-    return fixed
+    return _recompiled(module, fixed)
 
 
 _SHAPE_ATTRIBUTES = frozenset({"shape", "ndim", "dtype", "device"})
