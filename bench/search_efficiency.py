@@ -44,7 +44,7 @@ from core.search.samplers import make_pruner, make_sampler
 from core.search.spec import StudySpec
 from core.search.suggest import suggest_params
 from core.search.validation import spec_from_dict
-from core.training.loop import TrainConfig, train_model
+from core.training.loop import TrainConfig, prepare_model, resolve_device, train_model
 
 DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ct_liver_msd"
 METHODS = {  # name -> (sampler, pruner), both from the product's registries
@@ -130,7 +130,7 @@ def run_method(method: str, seed: int, train: TensorSet, val: TensorSet, args: a
     def objective(trial: optuna.Trial) -> float:
         params = suggest_params(trial, spec)
         torch.manual_seed(seed * 1000 + trial.number)
-        model = build_model(config_from_params(params, 1, 2))
+        model = prepare_model(build_model(config_from_params(params, 1, 2)), train.device)
         config = TrainConfig.from_params(params, patience=spec.patience, seed=seed * 1000 + trial.number, select_metric="dice", select_maximize=True)
         ledger.trials += 1
 
@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-epochs", type=int, default=5, help="each trial's epochs; Hyperband's max resource")
     parser.add_argument("--expected-trials", type=int, default=16, help="the spec's n_trials (sets TPE's startup trials)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
     parser.add_argument("--json", type=Path, help="also write the rows and every run's steps here")
     args = parser.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -213,8 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     train_stems, val_stems = volume_split(args.dataset, args.images)
-    train, val = load_pairs(args.dataset, train_stems, args.size), load_pairs(args.dataset, val_stems, args.size)
-    print(f"{args.dataset.name}: {len(train)} train / {len(val)} val slices at {args.size} px; {args.threads} thread(s)", flush=True)
+    device = resolve_device(args.device)  # the trainer runs where the data are, as in the product's objective
+    train, val = (load_pairs(args.dataset, stems, args.size).to(device) for stems in (train_stems, val_stems))
+    print(f"{args.dataset.name}: {len(train)} train / {len(val)} val slices at {args.size} px on {device}; {args.threads} thread(s)", flush=True)
     started = time.perf_counter()
     runs: dict[str, list[Ledger]] = {}
     for seed in range(args.seeds):  # seeds outermost: machine-load drift hits every method alike

@@ -93,8 +93,8 @@ def analytic_memory_bytes(model: Any, images: Any, bytes_per_value: int = 4) -> 
 
     Activations are the outputs of every leaf module in a forward pass of ``images`` (counted with
     hooks), doubled for the backward pass; parameters count four times (weights, gradients, Adam's
-    moments). A planning figure for fp32 (bf16 autocast on a GPU needs less); how close it comes to
-    ``torch.cuda.max_memory_allocated`` is still to be measured on a GPU (bench/RESULTS.md).
+    moments). A planning upper bound for fp32, used where no GPU is visible: on an H200 under bf16
+    autocast the measured peak was 3.7x lower (bench/RESULTS.md), so a GPU probe measures instead.
     """
     import torch
 
