@@ -35,6 +35,7 @@ LEARNED_MARGIN = 0.1  # above an all-foreground mask's Dice (0.36 on these lungs
 # PyTorch's (TorchScript) ONNX exporter has no int8 form for a multiply by a constant (mit_b0's
 # attention scale) or a pixel shuffle of int8 values (DPT's reassembly): their float ONNX still exports.
 NO_INT8_ONNX = {"Segformer", "DPT"}
+pytestmark = pytest.mark.compute_only  # ~10 min of training and quantizing: scripts/test.sh runs it beside the rest
 
 
 @pytest.fixture(scope="module")
