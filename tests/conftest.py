@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+import torch
 
 from core.settings import Settings, load_settings
 
@@ -23,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 POSTGRES_URL = os.environ.get("SEGTUNE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 CHROMIUM = Path("/usr/bin/chromium")
+TORCH_THREADS = torch.get_num_threads()  # the process's own, before any test changes it
 
 
 def in_ci() -> bool:
@@ -43,6 +45,14 @@ def shared_path(*parts: str) -> Path:
     if not path.is_dir():
         missing(f"{path} is not on this machine (the real datasets live in ../shared/datasets)")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads() -> None:
+    """Every test starts on the process's own torch thread count. The bench tests run the scripts'
+    main(), which sets it; a model trained on another count differs in its last digits, enough to
+    move a small model's score, so a test's outcome would depend on the tests before it."""
+    torch.set_num_threads(TORCH_THREADS)
 
 
 @pytest.fixture
