@@ -14,10 +14,10 @@ if [ $# -gt 0 ]; then
   exec .venv/bin/python -m pytest "$@"
 fi
 # The compute_only tests (pure CPU work on their own temporary files: int8 for every architecture,
-# ~10 min) run in a second process, on one thread, beside the rest of the suite, which spends much
+# ~10 min) run in a second process beside the rest of the suite, which spends much
 # of its time waiting on servers, browsers and background workers. Their report follows the main one.
 side_log=$(mktemp)
-OMP_NUM_THREADS=1 .venv/bin/python -m pytest -m compute_only -p no:cacheprovider > "$side_log" 2>&1 &
+.venv/bin/python -m pytest -m compute_only -p no:cacheprovider > "$side_log" 2>&1 &
 side=$!
 status=0
 .venv/bin/python -m pytest -m "not compute_only" || status=$?

@@ -24,7 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 POSTGRES_URL = os.environ.get("SEGTUNE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 CHROMIUM = Path("/usr/bin/chromium")
-TORCH_THREADS = torch.get_num_threads()  # the process's own, before any test changes it
+# One torch thread in every test: a trained model's last digits depend on the thread count, enough to
+# move a small model's score, so a test's outcome would otherwise depend on the machine's cores.
+TORCH_THREADS = 1
 
 
 def in_ci() -> bool:
@@ -49,9 +51,8 @@ def shared_path(*parts: str) -> Path:
 
 @pytest.fixture(autouse=True)
 def _torch_threads() -> None:
-    """Every test starts on the process's own torch thread count. The bench tests run the scripts'
-    main(), which sets it; a model trained on another count differs in its last digits, enough to
-    move a small model's score, so a test's outcome would depend on the tests before it."""
+    """Every test starts on ``TORCH_THREADS``, whatever the tests before it set (the bench tests run
+    the scripts' main(), which sets the count)."""
     torch.set_num_threads(TORCH_THREADS)
 
 
