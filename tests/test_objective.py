@@ -73,3 +73,21 @@ def test_the_kept_epoch_is_the_best_for_the_first_objective_when_it_is_known_per
     assert selection("val_loss", "val_dice") == {"select_metric": "loss", "select_maximize": False}
     assert selection("n_params", "val_dice") == {"select_metric": "loss", "select_maximize": False}
     assert selection("images_per_s", "val_dice") == {"select_metric": "loss", "select_maximize": False}
+
+
+def test_a_later_fold_reports_the_mean_of_the_finished_folds_and_its_current_epoch(workspace: Settings) -> None:
+    """Fold 3's epoch 2 is reported at step 2 * max_epochs + 2 as (fold 1 + fold 2 + this epoch) / 3,
+    so trials are pruned on the fold-averaged curve, not on the current fold alone."""
+    from core.contract import TrialAttr
+    from core.search.validation import spec_from_dict
+    from core.training.loop import EpochRecord, TrainResult
+
+    spec = spec_from_dict({"name": "s", "dataset": "d", "pruner": "none", "cv": {"folds": 3}, "budget": {"n_trials": 1, "max_epochs": 4}})
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    finished = [TrainResult([], 1, {}, False, 0.0, {"dice": dice, "loss": 0.5}) for dice in (0.9, 0.6)]
+    context = core.training.objective.RunContext(workspace, artifact_store=None)
+    on_epoch = core.training.objective._epoch_reporter(trial, spec, context, 2, finished)
+    on_epoch(EpochRecord(2, 0.3, {"dice": 0.3, "loss": 0.4}, 1e-3, 1.0))
+    assert study.trials[0].intermediate_values == {2 * 4 + 2: pytest.approx((0.9 + 0.6 + 0.3) / 3)}
+    assert trial.user_attrs[TrialAttr.EPOCH] == 2 and TrialAttr.HISTORY not in trial.user_attrs  # only fold 1 is the live curve
