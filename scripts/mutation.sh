@@ -32,7 +32,7 @@ MODULES=(
   "budget|core/runtime/budget.py|tests/test_jobs.py tests/test_exact_budget.py"
   "loop|core/training/loop.py|tests/test_train.py|*.x_train_model__mutmut_* *.x__copy_state__mutmut_* *.x_evaluate_detailed__mutmut_* *from_params__mutmut_*"
   "objective|core/training/objective.py|tests/test_objective.py tests/test_rankings.py tests/test_study_engines.py|*.x__selection__mutmut_* *.x__epoch_reporter__mutmut_* *.x__objective_values__mutmut_* *.x__reuse_finished__mutmut_*"
-  "scoring|core/training/scoring.py|tests/test_objective.py tests/test_rankings.py tests/test_classification_study.py"
+  "scoring|core/training/scoring.py|tests/test_objective.py tests/test_rankings.py tests/test_classification_study.py tests/test_scoring.py"
   "export|core/deploy/export.py|tests/test_export.py|*.x__max_diff__mutmut_* *.x__verify__mutmut_* *.x__reference__mutmut_* *.x_export_onnx__mutmut_* *.x_export_torchscript__mutmut_* *.x_export_model__mutmut_*"
   "predict|core/deploy/predict.py|tests/test_predict.py"
 )
