@@ -150,6 +150,9 @@ def test_bad_input_is_named() -> None:
     metrics = SegmentationMetrics("multiclass", 3)
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
         metrics.update(torch.zeros(1, 1, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long))
+    with pytest.raises(SegTuneError) as info:
+        metrics.update(torch.zeros(2, 3, 4, 5), torch.zeros(2, 5, 4, dtype=torch.long))
+    assert str(info.value) == "target must be (N, H, W) = (2, 4, 5), got (2, 5, 4)"
     with pytest.raises(ValueError, match="call update"):
         metrics.compute()
 
