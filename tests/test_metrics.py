@@ -198,6 +198,7 @@ def test_per_image_and_pooled_dice_from_counts_by_hand() -> None:
     assert mean_image_dice(counts) == pytest.approx((2 / 3 + 0.2 + 5 / 6) / 3)
     assert pooled_dice(counts) == pytest.approx((10 / 14 + 2 / 4) / 2)  # class 1: tp 5, fp 1, fn 3; class 2: tp 1, fp 1, fn 1
     assert pooled_dice(np.zeros((2, 3, 3))) == 1.0 and mean_image_dice(np.zeros((2, 3, 3))) == 1.0
+    assert pooled_dice(np.array([[[2, 0, 0], [0, 1, 0]]])) == 0.5  # one invented pixel makes a class present (Dice 0)
 
 
 def test_image_counts_and_class_fractions_by_hand() -> None:
@@ -205,11 +206,12 @@ def test_image_counts_and_class_fractions_by_hand() -> None:
     for name in ("image_counts", "predicted_fractions", "target_fractions"):
         with pytest.raises(SegTuneError, match=rf"^no batches seen: call update\(\) before {name}\(\)$"):
             getattr(metrics, name)()
-    pred = [[[0, 1], [1, 2]], [[1, 0], [0, 0]]]
+    pred = [[[0, 1], [1, 2]], [[1, 2], [2, 0]]]
     target = [[[0, 1], [2, 2]], [[1, 1], [0, 0]]]
     metrics.update(_multiclass_logits(pred, 3), torch.tensor(target))
-    # image 0: class 1 tp 1, fp 1 (a 2 called 1); class 2 tp 1, fn 1. Image 1: class 1 tp 1, fn 1; no class 2
+    # image 0: class 1 tp 1, fp 1 (a 2 called 1); class 2 tp 1, fn 1. Image 1: class 1 tp 1, fn 1; class 2 fp 2
     counts = metrics.image_counts()
-    assert counts.dtype == np.int64 and counts.tolist() == [[[1, 1, 0], [1, 0, 1]], [[1, 0, 1], [0, 0, 0]]]
-    assert metrics.predicted_fractions().tolist() == pytest.approx([4 / 8, 3 / 8, 1 / 8])
+    assert counts.dtype == np.int64 and counts.tolist() == [[[1, 1, 0], [1, 0, 1]], [[1, 0, 1], [0, 2, 0]]]
+    # over all 8 pixels (each class's tp + fp + fn + tn; they differ between classes, the total does not)
+    assert metrics.predicted_fractions().tolist() == pytest.approx([2 / 8, 3 / 8, 3 / 8])
     assert metrics.target_fractions().tolist() == pytest.approx([3 / 8, 3 / 8, 2 / 8])
