@@ -206,12 +206,12 @@ def test_image_counts_and_class_fractions_by_hand() -> None:
     for name in ("image_counts", "predicted_fractions", "target_fractions"):
         with pytest.raises(SegTuneError, match=rf"^no batches seen: call update\(\) before {name}\(\)$"):
             getattr(metrics, name)()
-    pred = [[[0, 1], [1, 2]], [[1, 2], [2, 0]]]
+    pred = [[[0, 1], [1, 2]], [[0, 0], [0, 2]]]
     target = [[[0, 1], [2, 2]], [[1, 1], [0, 0]]]
     metrics.update(_multiclass_logits(pred, 3), torch.tensor(target))
-    # image 0: class 1 tp 1, fp 1 (a 2 called 1); class 2 tp 1, fn 1. Image 1: class 1 tp 1, fn 1; class 2 fp 2
+    # image 0: class 1 tp 1, fp 1 (a 2 called 1); class 2 tp 1, fn 1. Image 1: class 1 fn 2; class 2 fp 1
     counts = metrics.image_counts()
-    assert counts.dtype == np.int64 and counts.tolist() == [[[1, 1, 0], [1, 0, 1]], [[1, 0, 1], [0, 2, 0]]]
-    # over all 8 pixels (each class's tp + fp + fn + tn; they differ between classes, the total does not)
-    assert metrics.predicted_fractions().tolist() == pytest.approx([2 / 8, 3 / 8, 3 / 8])
+    assert counts.dtype == np.int64 and counts.tolist() == [[[1, 1, 0], [1, 0, 1]], [[0, 0, 2], [0, 1, 0]]]
+    # over all 8 pixels: background's tp, fp, fn, tn are 2, 2, 1, 3 and class 1's 1, 1, 2, 4 (same total)
+    assert metrics.predicted_fractions().tolist() == pytest.approx([4 / 8, 2 / 8, 2 / 8])
     assert metrics.target_fractions().tolist() == pytest.approx([3 / 8, 3 / 8, 2 / 8])
