@@ -28,7 +28,7 @@ export CI=${CI:-true}
 MODULES=(
   "metrics|core/metrics/segmentation.py|tests/test_metrics.py"
   "archives|core/data/archives.py|tests/test_datasets.py tests/test_ingest_edges.py"
-  "splits|core/data/splits.py|tests/test_splits.py"
+  "splits|core/data/splits.py|tests/test_splits.py tests/test_classification_data.py tests/test_label_ingest.py"
   "budget|core/runtime/budget.py|tests/test_jobs.py tests/test_exact_budget.py"
   "loop|core/training/loop.py|tests/test_train.py|*.x_train_model__mutmut_* *.x__copy_state__mutmut_* *.x_evaluate_detailed__mutmut_* *from_params__mutmut_*"
   "objective|core/training/objective.py|tests/test_objective.py tests/test_rankings.py tests/test_study_engines.py|*.x__selection__mutmut_* *.x__epoch_reporter__mutmut_* *.x__objective_values__mutmut_* *.x__reuse_finished__mutmut_*"

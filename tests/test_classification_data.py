@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -232,11 +233,44 @@ def test_tiny_stratified_splits_still_fill_every_part() -> None:
     assert not no_test.test and no_test.val and no_test.train
     with pytest.raises(SplitError, match="4 folds need at least 4"):
         make_split(["a", "b", "c", "d"], SplitConfig(k_folds=4, test=0.2), labels={"a": 0, "b": 1, "c": 0, "d": 1})
+    folds = [make_split(["a", "b", "c"], SplitConfig(k_folds=3, fold=f, test=0.0), labels={"a": 0, "b": 1, "c": 0}) for f in range(3)]
+    assert sorted(split.val for split in folds) == [("a",), ("b",), ("c",)]  # exactly k items for k folds: one each
 
 
 def test_unlabelled_items_are_named() -> None:
     with pytest.raises(SplitError, match=r"1 item\(s\) have no class label, e.g. \['c'\]"):
         make_split(["a", "b", "c", "d"], SplitConfig(), labels={"a": 0, "b": 1, "d": 0})
+    stems = [f"u{i:02d}" for i in range(12)]
+    with pytest.raises(SplitError) as info:
+        make_split(stems, SplitConfig(), labels={"other": 0})
+    assert str(info.value) == f"12 item(s) have no class label, e.g. {stems[:10]}; a stratified split needs every item's class"
+
+
+def _volumes(sizes: Sequence[int], classes: str) -> tuple[list[str], dict[str, str], dict[str, int]]:
+    """Stems ``g<volume>_<slice>`` for volumes of ``sizes``, grouped by volume, labelled by ``classes`` (one digit a stem)."""
+    stems = [f"g{volume}_{index}" for volume, size in enumerate(sizes) for index in range(size)]
+    return stems, {stem: stem.split("_")[0] for stem in stems}, {stem: int(digit) for stem, digit in zip(stems, classes, strict=True)}
+
+
+@pytest.mark.parametrize(
+    ("sizes", "classes", "config", "val", "test"),
+    [
+        # biggest volume first (the 2-slice one), then the singles; ties between equal sizes go by the seeded order
+        ((1, 2, 1), "1120", SplitConfig(k_folds=2, fold=1, test=0.0, seed=5), ("g0_0",), ()),
+        ((1, 1, 1), "102", SplitConfig(k_folds=2, fold=0, test=0.0, seed=2), ("g0_0", "g2_0"), ()),
+        # a fold left empty by the deal gets the smallest volume of the fullest fold
+        ((1, 1, 1, 1), "1001", SplitConfig(k_folds=3, fold=2, test=0.0, seed=2), ("g1_0",), ()),
+        # each volume to the part whose squared distance from its class targets grows least
+        ((3, 4, 1, 3, 3, 1, 2), "01201102200021200", SplitConfig(k_folds=3, fold=2, test=0.2, seed=3), ("g3_0", "g3_1", "g3_2"), ("g2_0", "g6_0", "g6_1")),
+    ],
+)
+def test_the_stratified_deal_is_reproduced_exactly(sizes, classes: str, config: SplitConfig, val: tuple[str, ...], test: tuple[str, ...]) -> None:
+    """A study's stratified split is made again from its config (resume, extend): these outcomes of
+    the dealing rule, worked out with it, must not drift between versions."""
+    stems, groups, labels = _volumes(sizes, classes)
+    split = make_split(stems, config, groups, labels)
+    assert (split.val, split.test) == (val, test)
+    assert split.train == tuple(sorted(set(stems) - set(val) - set(test)))
 
 
 def test_frozen_stratified_split_is_stored(tmp_path: Path) -> None:

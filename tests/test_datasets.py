@@ -493,6 +493,26 @@ def test_extraction_stops_at_the_running_size_limit_and_names_the_entry(tmp_path
     assert problems == {} and (tmp_path / "all" / "images" / "2.bin").read_bytes() == LYING_DATA[1200:1800]
 
 
+def test_an_entry_is_streamed_out_a_chunk_at_a_time(tmp_path: Path) -> None:
+    """Extraction holds one chunk in memory, never a whole entry: 32 MiB of zeros (a bomb's shape)
+    go out with well under 8 MiB traced."""
+    import tracemalloc
+
+    archive = tmp_path / "zeros.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("images/zeros.bin", bytes(32 << 20))
+    problems: dict[str, str] = {}
+    tracemalloc.start()
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            _extract(zf, tmp_path / "out", IngestLimits(), problems)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert problems == {} and (tmp_path / "out" / "images" / "zeros.bin").stat().st_size == 32 << 20
+    assert peak < 8 << 20, peak
+
+
 def test_the_running_count_adds_every_chunk_of_a_large_entry(tmp_path: Path) -> None:
     """A 1.5 MiB entry is read in two chunks; all of it counts against the limit, so a 0.75 MiB
     entry after it no longer fits in 2 MiB."""

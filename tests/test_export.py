@@ -4,6 +4,7 @@ and what a downloaded bundle promises: it runs from its unzipped folder without 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -79,35 +80,98 @@ def test_a_mismatching_export_is_reported_and_removed(writer, kind: str, images:
     assert not path.exists()
 
 
-class _Shifted:
-    """An onnxruntime session whose first output is off by ``delta`` in one pixel of one image."""
+class _Altered:
+    """An onnxruntime session whose first output is passed through ``change``."""
 
-    def __init__(self, session: object, delta: float) -> None:
-        self.session, self.delta = session, delta
+    def __init__(self, session: object, change) -> None:
+        self.session, self.change = session, change
 
     def run(self, names, feed):
         outputs = self.session.run(names, feed)
-        outputs[0] = outputs[0].copy()
-        outputs[0][-1, 0, 5, 7] += self.delta
+        outputs[0] = self.change(outputs[0].copy())
         return outputs
+
+
+def _alter_onnxruntime(monkeypatch: pytest.MonkeyPatch, change) -> None:
+    import onnxruntime
+
+    real = onnxruntime.InferenceSession
+    monkeypatch.setattr(onnxruntime, "InferenceSession", lambda *args, **kwargs: _Altered(real(*args, **kwargs), change))
+
+
+def _shift(delta: float):
+    def change(output: np.ndarray) -> np.ndarray:
+        output[-1, 0, 5, 7] += delta  # one pixel of the last image
+        return output
+
+    return change
 
 
 @pytest.mark.parametrize("delta", [0.5, 1e-2])
 def test_onnx_output_that_differs_from_pytorch_fails_the_export(delta: float, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The parity check compares onnxruntime's output with PyTorch's, on every image of the sample."""
-    import onnxruntime
-
-    real = onnxruntime.InferenceSession
-    monkeypatch.setattr(onnxruntime, "InferenceSession", lambda *args, **kwargs: _Shifted(real(*args, **kwargs), delta))
     torch.manual_seed(0)
     sample = torch.rand(3, 1, SIZE, SIZE)
     path = tmp_path / "m.onnx"
-    with pytest.raises(ExportError, match=f"ONNX export failed: max abs diff {delta:.3g} against PyTorch"):
-        export_onnx(build_model(UNET).eval(), sample, path)
+    with monkeypatch.context() as patched:
+        _alter_onnxruntime(patched, _shift(delta))
+        with pytest.raises(ExportError, match=f"ONNX export failed: max abs diff {delta:.3g} against PyTorch"):
+            export_onnx(build_model(UNET).eval(), sample, path)
     assert not path.exists()
     # the same export with an honest onnxruntime passes: the failure above is the injected difference
-    monkeypatch.setattr(onnxruntime, "InferenceSession", real)
     assert export_onnx(build_model(UNET).eval(), sample, path).max_abs_diff <= export.ATOL
+
+
+def test_the_parity_tolerance_is_atol_plus_rtol_times_the_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A constant model (logits exactly 0 and 100): a zero logit may be off by exactly ATOL, a logit
+    of 100 by ATOL + 100 RTOL, and no more."""
+    model = torch.nn.Conv2d(1, 2, 1)
+    with torch.no_grad():
+        model.weight.zero_()
+        model.bias.copy_(torch.tensor([0.0, 100.0]))
+    sample = torch.rand(2, 1, SIZE, SIZE)
+    for offset, passes in (([export.ATOL, 0.09], True), ([2 * export.ATOL, 0.0], False), ([0.0, 0.2], False)):
+        with monkeypatch.context() as patched:
+            _alter_onnxruntime(patched, lambda output, offset=offset: output + np.array(offset, np.float32).reshape(1, 2, 1, 1))
+            if passes:
+                assert export_onnx(model, sample, tmp_path / "m.onnx").max_abs_diff == pytest.approx(0.09, abs=1e-5)
+            else:
+                with pytest.raises(ExportError, match="exceeds the tolerance"):
+                    export_onnx(model, sample, tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_an_export_whose_output_has_another_shape_fails_and_is_removed(int8: bool, images: torch.Tensor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _alter_onnxruntime(monkeypatch, lambda output: output[..., :-1])
+    path = tmp_path / "m.onnx"
+    with pytest.raises(ExportError, match=re.escape("export failed: output shape (3, 1, 64, 63) differs from PyTorch's (3, 1, 64, 64)")):
+        export_onnx(build_model(UNET).eval(), images, path, int8=int8)
+    assert not path.exists()
+
+
+def test_torchscript_output_that_differs_from_pytorch_fails_the_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As for ONNX: the file loaded back (here off by 0.01 in one pixel) is what PyTorch is compared with."""
+    real = export.load_torchscript
+
+    def shifted(path: Path):
+        scripted = real(path)
+
+        def forward(images: torch.Tensor) -> torch.Tensor:
+            output = scripted(images).clone()
+            output[-1, 0, 5, 7] += 1e-2
+            return output
+
+        return forward
+
+    monkeypatch.setattr(export, "load_torchscript", shifted)
+    torch.manual_seed(0)
+    sample = torch.rand(3, 1, SIZE, SIZE)
+    path = tmp_path / "m.pt"
+    with pytest.raises(ExportError, match="TorchScript export failed: max abs diff 0.01 against PyTorch"):
+        export.export_torchscript(build_model(UNET).eval(), sample, path)
+    assert not path.exists()
+    monkeypatch.setattr(export, "load_torchscript", real)
+    assert export.export_torchscript(build_model(UNET).eval(), sample, path).max_abs_diff <= export.ATOL
 
 
 def test_formats_without_the_bundle_write_its_config_beside_them(images: torch.Tensor, tmp_path: Path) -> None:
@@ -134,6 +198,28 @@ def test_a_model_that_cannot_be_exported_fails_clearly_and_leaves_no_file(fmt: s
     with pytest.raises(ExportError, match=r"^(ONNX|TorchScript) export failed for this model: RuntimeError: this layer has no export"):
         export_model(_Untraceable(), bundle_config(UNET), folder, [fmt], torch.rand(2, 1, SIZE, SIZE))
     assert sorted(p.name for p in folder.iterdir()) == [SEGTUNE_FILE]  # the config only, no half-written model
+
+
+class _LongError(torch.nn.Module):
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("x" * 400)
+
+
+def test_a_failed_onnx_export_quotes_the_first_300_characters_of_its_cause(tmp_path: Path) -> None:
+    with pytest.raises(ExportError) as info:
+        export_onnx(_LongError(), torch.rand(1, 1, SIZE, SIZE), tmp_path / "m.onnx")
+    assert str(info.value) == "ONNX export failed for this model: RuntimeError: " + "x" * 300
+
+
+def test_a_healthy_onnx_export_warns_about_nothing(images: torch.Tensor, tmp_path: Path) -> None:
+    """The exporter's deprecation chatter is filtered, and onnxruntime is asked for its CPU provider
+    by its exact name (a misspelt provider makes it warn and fall back)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_onnx(build_model(UNET).eval(), images, tmp_path / "m.onnx")
+    assert [str(warning.message) for warning in caught] == []
 
 
 @pytest.mark.parametrize("writer", [export_onnx, export.export_torchscript], ids=["onnx", "torchscript"])
@@ -335,7 +421,8 @@ def int8(images: torch.Tensor) -> tuple[object, object]:
 def test_int8_models_export_to_onnx_checked_on_their_masks(int8: tuple, images: torch.Tensor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     variant, _ = int8
     exported = export_onnx(variant.model, images, tmp_path / ONNX_FILE, int8=True)
-    assert exported.mask_agreement is not None and exported.mask_agreement >= export.INT8_AGREEMENT
+    assert exported.format == "onnx" and exported.mask_agreement is not None and exported.mask_agreement >= export.INT8_AGREEMENT
+    assert exported.max_abs_diff is not None and exported.max_abs_diff > 0  # reported, though int8 logits are not held to ATOL
     monkeypatch.setattr(export, "INT8_AGREEMENT", 1.01)  # no export can pass: the check must fail it and remove the file
     with pytest.raises(ExportError, match="int8 ONNX export failed: its masks match PyTorch's on"):
         export_onnx(variant.model, images, tmp_path / ONNX_FILE, int8=True)
@@ -373,8 +460,6 @@ runpy.run_path("predict.py", run_name="__main__")
 
 
 def _code_blocks(markdown: str, language: str) -> list[str]:
-    import re
-
     return re.findall(rf"```{language}\n(.*?)```", markdown, flags=re.S)
 
 

@@ -179,8 +179,9 @@ def test_counts_skip_cancelled_and_retried_failures(workspace: Settings) -> None
 
 
 def test_counts_add_up_each_state_with_several_of_each(workspace: Settings) -> None:
-    """Two of most kinds, so that counting a kind as 'seen once' or subtracting it is noticed:
-    2 complete + 1 pruned + 2 counted failures = 5 done; 2 cancelled and 1 superseded failure do not count."""
+    """Two or three of most kinds, so that counting a kind as 'seen once', subtracting it or reading
+    another kind's count is noticed: 2 complete + 1 pruned + 2 counted failures = 5 done; 2 cancelled
+    and 1 superseded failure do not count. A study without trials counts zero of each."""
     queue(workspace, "s1", 9)
     for state, attrs in [
         (TrialState.COMPLETE, {}), (TrialState.FAIL, {}), (TrialState.FAIL, {"user_attrs": {TrialAttr.CANCELLED: True}}),
@@ -188,11 +189,12 @@ def test_counts_add_up_each_state_with_several_of_each(workspace: Settings) -> N
         (TrialState.FAIL, {"user_attrs": {TrialAttr.CANCELLED: True}}),
         (TrialState.FAIL, {}),  # number 7: a dead worker's trial, superseded by its retry below
         (TrialState.WAITING, {"system_attrs": {"failed_trial": 7, "retry_history": [7]}}),
-        (TrialState.WAITING, {}), (TrialState.RUNNING, {}), (TrialState.RUNNING, {}),
+        (TrialState.WAITING, {}), (TrialState.RUNNING, {}), (TrialState.RUNNING, {}), (TrialState.RUNNING, {}),
     ]:
         add_trial(workspace, "s1", state, **attrs)
     study = optuna.load_study(study_name="s1", storage=open_storage(workspace.db_url))
-    assert trial_counts(study) == TrialCounts(done=5, complete=2, pruned=1, failed=2, cancelled=2, running=2, waiting=2)
+    assert trial_counts(study) == TrialCounts(done=5, complete=2, pruned=1, failed=2, cancelled=2, running=3, waiting=2)
+    assert trial_counts(optuna.create_study()) == TrialCounts(done=0, complete=0, pruned=0, failed=0, cancelled=0, running=0, waiting=0)
     spec = make_spec("s1", 9)
     assert total_budget(spec) == 9 and remaining_budget(study, spec) == 4
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.metrics.segmentation import METRIC_NAMES, SegmentationMetrics, per_image_dice, predict_mask
+from core.errors import SegTuneError
+from core.metrics.segmentation import METRIC_NAMES, SegmentationMetrics, image_dice_scores, mean_image_dice, per_image_dice, pooled_dice, predict_mask
 
 BIG = 20.0
 
@@ -149,6 +150,9 @@ def test_bad_input_is_named() -> None:
     metrics = SegmentationMetrics("multiclass", 3)
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
         metrics.update(torch.zeros(1, 1, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long))
+    with pytest.raises(SegTuneError) as info:
+        metrics.update(torch.zeros(2, 3, 4, 5), torch.zeros(2, 5, 4, dtype=torch.long))
+    assert str(info.value) == "target must be (N, H, W) = (2, 4, 5), got (2, 5, 4)"
     with pytest.raises(ValueError, match="call update"):
         metrics.compute()
 
@@ -177,3 +181,37 @@ def test_threshold_is_inclusive_and_bad_modes_list_the_valid_ones() -> None:
     assert predict_mask(torch.zeros(1, 1, 1, 2), "binary").tolist() == [[[1, 1]]]
     with pytest.raises(ValueError, match=r"unknown mode 'multilabel'; valid: \['binary', 'multiclass'\]"):
         predict_mask(torch.zeros(1, 1, 1, 1), "multilabel")
+
+
+def test_per_image_and_pooled_dice_from_counts_by_hand() -> None:
+    """(images, foreground classes, 3) tp/fp/fn: a class empty in an image's truth and prediction is
+    left out of that image, an image with nothing is NaN (left out of the mean), and the pooled Dice
+    sums the counts first and leaves out the classes absent everywhere (class 3 here)."""
+    counts = np.array([
+        [[1, 1, 0], [0, 0, 0], [0, 0, 0]],  # class 1: 2/3; class 2 left out -> 2/3
+        [[1, 0, 3], [0, 1, 0], [0, 0, 0]],  # class 1: 2/5; class 2: 0 -> 0.2
+        [[0, 0, 0], [0, 0, 0], [0, 0, 0]],  # nothing anywhere -> NaN
+        [[3, 0, 0], [1, 0, 1], [0, 0, 0]],  # 1.0 and 2/3 -> 5/6
+    ])
+    scores = image_dice_scores(counts)
+    assert scores[[0, 1, 3]] == pytest.approx([2 / 3, 0.2, 5 / 6]) and np.isnan(scores[2])
+    assert mean_image_dice(counts) == pytest.approx((2 / 3 + 0.2 + 5 / 6) / 3)
+    assert pooled_dice(counts) == pytest.approx((10 / 14 + 2 / 4) / 2)  # class 1: tp 5, fp 1, fn 3; class 2: tp 1, fp 1, fn 1
+    assert pooled_dice(np.zeros((2, 3, 3))) == 1.0 and mean_image_dice(np.zeros((2, 3, 3))) == 1.0
+    assert pooled_dice(np.array([[[2, 0, 0], [0, 1, 0]]])) == 0.5  # one invented pixel makes a class present (Dice 0)
+
+
+def test_image_counts_and_class_fractions_by_hand() -> None:
+    metrics = SegmentationMetrics("multiclass", 3)
+    for name in ("image_counts", "predicted_fractions", "target_fractions"):
+        with pytest.raises(SegTuneError, match=rf"^no batches seen: call update\(\) before {name}\(\)$"):
+            getattr(metrics, name)()
+    pred = [[[0, 1], [1, 2]], [[0, 0], [0, 2]]]
+    target = [[[0, 1], [2, 2]], [[1, 1], [0, 0]]]
+    metrics.update(_multiclass_logits(pred, 3), torch.tensor(target))
+    # image 0: class 1 tp 1, fp 1 (a 2 called 1); class 2 tp 1, fn 1. Image 1: class 1 fn 2; class 2 fp 1
+    counts = metrics.image_counts()
+    assert counts.dtype == np.int64 and counts.tolist() == [[[1, 1, 0], [1, 0, 1]], [[0, 0, 2], [0, 1, 0]]]
+    # over all 8 pixels: background's tp, fp, fn, tn are 2, 2, 1, 3 and class 1's 1, 1, 2, 4 (same total)
+    assert metrics.predicted_fractions().tolist() == pytest.approx([4 / 8, 2 / 8, 2 / 8])
+    assert metrics.target_fractions().tolist() == pytest.approx([3 / 8, 3 / 8, 2 / 8])

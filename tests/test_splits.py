@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -143,12 +144,13 @@ def test_k_folds_need_enough_groups() -> None:
 
 
 def test_frozen_split_is_stored_and_loaded(tmp_path: Path) -> None:
-    split = frozen_split(tmp_path, STEMS, SplitConfig(seed=1))
-    path = tmp_path / "splits" / f"{split.hash}.json"
+    dataset = tmp_path / "datasets" / "lungs"  # not there yet: frozen_split makes the folders it needs
+    split = frozen_split(dataset, STEMS, SplitConfig(seed=1))
+    path = dataset / "splits" / f"{split.hash}.json"
     assert path.is_file()
-    assert load_split(tmp_path, split.hash) == split
-    assert frozen_split(tmp_path, list(reversed(STEMS)), SplitConfig(seed=1)) == split
-    assert [p.name for p in (tmp_path / "splits").iterdir()] == [path.name]  # no temp files left
+    assert load_split(dataset, split.hash) == split
+    assert frozen_split(dataset, list(reversed(STEMS)), SplitConfig(seed=1)) == split
+    assert [p.name for p in (dataset / "splits").iterdir()] == [path.name]  # no temp files left
 
 
 def test_load_split_rejects_unknown_escaping_and_tampered(tmp_path: Path) -> None:
@@ -308,3 +310,17 @@ def test_file_split_reads_the_kept_file_or_says_what_is_wrong(tmp_path: Path) ->
     with pytest.raises(SplitError, match="no longer lists exactly its pairs"):
         file_split(tmp_path, [*OWN, "new"], config)
 
+
+def test_a_split_file_cut_into_folds_is_stratified_by_the_labels(tmp_path: Path) -> None:
+    """With labels, the folds of the file's train + val pairs keep the class proportions (eight single
+    pairs, four of each class, two folds: exactly two of each per fold, whatever the seed), through
+    frozen_split too; a pair without a label is named."""
+    own = {f"p{i}": Assignment("train" if i < 6 else "val") for i in range(8)} | {"t1": Assignment("test")}
+    labels = {f"p{i}": int(i in (0, 2, 4, 5)) for i in range(8)} | {"t1": 0}
+    write_split_file(tmp_path / SPLIT_FILE, own)
+    for seed in range(4):
+        for fold in range(2):
+            split = frozen_split(tmp_path, sorted(own), SplitConfig(from_file=True, k_folds=2, fold=fold, seed=seed), labels=labels)
+            assert split.test == ("t1",) and Counter(labels[stem] for stem in split.val) == {0: 2, 1: 2}
+    with pytest.raises(SplitError, match=re.escape("8 item(s) have no class label, e.g. ['p0', 'p1', 'p2', 'p3', 'p4', 'p5', 'p6', 'p7']")):
+        split_from_assignments(own, SplitConfig(from_file=True, k_folds=2), {"t1": 0})

@@ -52,10 +52,8 @@ def unpack(source: Path, dest: Path, limits: IngestLimits, problems: dict[str, s
             if len(problems) == before:
                 dest.mkdir(parents=True, exist_ok=True)
                 _extract(archive, dest, limits, problems)
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:  # (zipfile raises LargeZipFile only when writing)
         problems[source.name] = f"corrupt zip archive: {exc}"
-    except zipfile.LargeZipFile as exc:
-        problems[source.name] = f"zip archive too large: {exc}"
     return dest if len(problems) == before else None
 
 

@@ -90,13 +90,16 @@ def _max_diff(reference: np.ndarray, exported: np.ndarray) -> tuple[float, bool]
 
 
 def _verify(kind: str, path: Path, reference: np.ndarray, exported: np.ndarray) -> float:
-    worst, ok = _max_diff(reference, exported)
-    if not ok:
-        path.unlink(missing_ok=True)  # never leave a file behind that gives different masks
-        raise ExportError(
-            f"{kind} export failed: max abs diff {worst:.3g} against PyTorch exceeds the tolerance "
-            f"(atol {ATOL}, rtol {RTOL})"
-        )
+    try:
+        worst, ok = _max_diff(reference, exported)
+        if not ok:
+            raise ExportError(
+                f"{kind} export failed: max abs diff {worst:.3g} against PyTorch exceeds the tolerance "
+                f"(atol {ATOL}, rtol {RTOL})"
+            )
+    except ExportError:
+        path.unlink(missing_ok=True)  # never leave a file behind that gives different masks (or shapes)
+        raise
     return worst
 
 
@@ -106,14 +109,17 @@ def _classes(logits: np.ndarray) -> np.ndarray:
 
 def _verify_int8(path: Path, reference: np.ndarray, exported: np.ndarray) -> tuple[float, float]:
     """(max abs diff, mask agreement) of an int8 export; fails below INT8_AGREEMENT."""
-    worst, _ = _max_diff(reference, exported)
-    agreement = float((_classes(reference) == _classes(exported)).mean())
-    if agreement < INT8_AGREEMENT:
+    try:
+        worst, _ = _max_diff(reference, exported)
+        agreement = float((_classes(reference) == _classes(exported)).mean())
+        if agreement < INT8_AGREEMENT:
+            raise ExportError(
+                f"int8 ONNX export failed: its masks match PyTorch's on {agreement:.1%} of the pixels "
+                f"(at least {INT8_AGREEMENT:.0%} needed; max abs diff of the logits {worst:.3g})"
+            )
+    except ExportError:
         path.unlink(missing_ok=True)
-        raise ExportError(
-            f"int8 ONNX export failed: its masks match PyTorch's on {agreement:.1%} of the pixels "
-            f"(at least {INT8_AGREEMENT:.0%} needed; max abs diff of the logits {worst:.3g})"
-        )
+        raise
     return worst, agreement
 
 
