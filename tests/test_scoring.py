@@ -13,7 +13,7 @@ from core.data.tensors import TensorSet
 from core.metrics.baselines import TrialFlag
 from core.search.validation import spec_from_dict
 from core.training.loop import EpochRecord, Evaluation, TrainConfig, TrainResult
-from core.training.scoring import FoldScore, summary
+from core.training.scoring import FoldScore, score_fold, summary, validation_predictions
 
 # Constant predictors' val Dice: a trial must beat the best (0.75) by the margin (0.02).
 BASELINES = {"all_background": {"val": {"dice": 0.0}}, "all_foreground": {"val": {"dice": 0.75}}}
@@ -29,7 +29,7 @@ def _fold(dice: float, test_dice: float, predicted_background: float, *, epochs:
 
 
 def _inputs() -> tuple[torch.nn.Module, SimpleNamespace, TrainConfig]:
-    model = torch.nn.Conv2d(1, 2, 1)
+    model = torch.nn.Conv2d(1, 1, 1)  # binary: one logit per pixel
     val = TensorSet(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), torch.zeros(2, 8, 8, dtype=torch.uint8), ("a", "b"))
     return model, SimpleNamespace(val=val, manifest=SimpleNamespace(classes=("background", "foreground"))), TrainConfig(batch_size=2)
 
@@ -52,7 +52,7 @@ def test_cross_validation_means_spreads_and_keeps_each_fold() -> None:
     # 0.78 beats the best constant (0.75) by the margin: no flag; per-image counts belong to single splits
     assert attrs[TrialAttr.FLAGS] == []
     assert TrialAttr.VAL_IMAGE_COUNTS not in attrs and TrialAttr.TEST_IMAGE_COUNTS not in attrs
-    assert attrs[TrialAttr.N_PARAMS] == 4 and attrs[TrialAttr.IMAGES_PER_S] > 0
+    assert attrs[TrialAttr.N_PARAMS] == 2 and attrs[TrialAttr.IMAGES_PER_S] > 0
 
 
 def test_a_single_split_keeps_per_image_counts_and_flags_a_trial_no_better_than_a_constant() -> None:
@@ -68,3 +68,16 @@ def test_a_single_split_keeps_per_image_counts_and_flags_a_trial_no_better_than_
     assert summary(spec, [fold], *_inputs(), None)[TrialAttr.FLAGS] == []  # no baselines measured: nothing to compare
     no_test = summary(spec, [FoldScore(fold.result, fold.val, None)], *_inputs(), BASELINES)  # a split without a test share
     assert no_test[TrialAttr.TEST_IMAGE_COUNTS] is None and no_test[TrialAttr.TEST_METRICS] == {}
+
+
+def test_a_fold_without_a_test_split_is_scored_on_validation_only() -> None:
+    model, data, config = _inputs()
+    data.mode, data.num_classes, data.test = "binary", 2, None
+    result = TrainResult([], 1, {}, False, 0.0, {"dice": 0.5})
+    score = score_fold(model, data, result, config)
+    assert score.test is None and score.val_stems == ("a", "b") and set(score.val.metrics) >= {"dice", "loss"}
+
+
+def test_segmentation_folds_have_no_label_predictions() -> None:
+    with pytest.raises(ValueError, match="^validation predictions exist for classification folds only$"):
+        validation_predictions([_fold(0.5, 0.5, 0.5, epochs=1, best=1, stopped=False, seconds=1.0)], ("background", "foreground"))
