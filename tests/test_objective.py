@@ -91,3 +91,48 @@ def test_a_later_fold_reports_the_mean_of_the_finished_folds_and_its_current_epo
     on_epoch(EpochRecord(2, 0.3, {"dice": 0.3, "loss": 0.4}, 1e-3, 1.0))
     assert study.trials[0].intermediate_values == {2 * 4 + 2: pytest.approx((0.9 + 0.6 + 0.3) / 3)}
     assert trial.user_attrs[TrialAttr.EPOCH] == 2 and TrialAttr.HISTORY not in trial.user_attrs  # only fold 1 is the live curve
+
+
+def _reporter(workspace: Settings, spec_extra: dict, fold: int | None, finished: list, *, pruner: optuna.pruners.BasePruner | None = None, stop: bool = False):
+    from core.search.validation import spec_from_dict
+
+    spec = spec_from_dict({"name": "s", "dataset": "d", "pruner": "none", "budget": {"n_trials": 1, "max_epochs": 4}, **spec_extra})
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    trial = study.ask()
+    context = core.training.objective.RunContext(workspace, artifact_store=None, stop_requested=lambda: stop)
+    return trial, core.training.objective._epoch_reporter(trial, spec, context, fold, finished)
+
+
+def _record(epoch: int, dice: float):
+    from core.training.loop import EpochRecord
+
+    return EpochRecord(epoch, 0.3, {"dice": dice, "loss": 0.4}, 1e-3, 1.0)
+
+
+def test_the_first_fold_is_the_live_curve_and_a_stop_request_cancels_with_the_epoch(workspace: Settings) -> None:
+    from core.contract import TrialAttr
+
+    trial, on_epoch = _reporter(workspace, {}, None, [])
+    on_epoch(_record(1, 0.5))
+    assert trial.user_attrs[TrialAttr.HISTORY] == [_record(1, 0.5).to_dict()]
+    trial, on_epoch = _reporter(workspace, {}, None, [], stop=True)
+    with pytest.raises(core.training.objective.TrialCancelled, match=r"^trial 0 cancelled after epoch 2$"):
+        on_epoch(_record(2, 0.5))
+    assert trial.user_attrs[TrialAttr.CANCELLED] is True
+
+
+def test_a_pruned_fold_names_itself_and_a_non_epoch_objective_reports_nothing(workspace: Settings) -> None:
+    from core.training.loop import TrainResult
+
+    always = optuna.pruners.ThresholdPruner(lower=1.0)  # any value below 1.0 prunes
+    _trial, on_epoch = _reporter(workspace, {"cv": {"folds": 3}}, 2, [], pruner=always)
+    with pytest.raises(optuna.TrialPruned, match=r"^pruned after epoch 2 of fold 3$"):
+        on_epoch(_record(2, 0.5))
+    _trial, on_epoch = _reporter(workspace, {}, None, [], pruner=always)
+    with pytest.raises(optuna.TrialPruned, match=r"^pruned after epoch 2$"):
+        on_epoch(_record(2, 0.5))
+    # n_params is not known per epoch: nothing is reported (finished folds hold no such metric), so nothing prunes
+    finished = [TrainResult([], 1, {}, False, 0.0, {"dice": 0.9, "loss": 0.1})]
+    trial, on_epoch = _reporter(workspace, {"cv": {"folds": 2}, "objectives": [{"metric": "n_params", "direction": "minimize"}]}, 1, finished, pruner=always)
+    on_epoch(_record(1, 0.5))
+    assert trial.study.trials[0].intermediate_values == {}
