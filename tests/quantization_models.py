@@ -46,8 +46,8 @@ RECIPES = {
     "VGG19": Recipe(epochs=10, lr=3e-4, data="bars"),  # no batch norm: at 1e-3 its activations reach 1e7
     # Depthwise batch-norm backbones: at 16 epochs they stopped at 0.66-0.94 val accuracy, with
     # images near the boundary that int8 flipped (-0.09 to -0.25); trained to 1.0 they keep it.
-    "MobileNetV2": Recipe(epochs=24, lr=1e-2, data="bars"),
-    "EfficientNetB0": Recipe(epochs=24, data="bars"),  # at 1e-2 it reached 1.0 but lost 0.09 to PTQ on 2 threads
+    "MobileNetV2": Recipe(epochs=24, lr=1e-2),
+    "EfficientNetB0": Recipe(epochs=24),  # at 1e-2 it reached 1.0 but lost 0.09 to PTQ on 2 threads
 }
 
 
@@ -68,7 +68,8 @@ def _split(items, val: int = 8) -> tuple:
 
 
 def datasets() -> dict[str, CompressionData]:
-    """Bars for classifiers, lungs at 64 and 128 px for segmentation: 32 train / 8 val / 8 test each.
+    """Bars for classifiers, lungs at 64 and 128 px for segmentation: 32 train / 8 test each, 8 val
+    for the lungs and ``BAR_VAL`` for the bars.
 
     Classifiers are validated on 32 bars: with 8, one image decided near the boundary moved the
     accuracy by 0.125, eight times the int8 tolerance.

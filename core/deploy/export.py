@@ -12,12 +12,13 @@ with numpy, Pillow and onnxruntime only.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import shutil
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,17 +90,24 @@ def _max_diff(reference: np.ndarray, exported: np.ndarray) -> tuple[float, bool]
     return float(diff.max(initial=0.0)), bool(np.all(diff <= ATOL + RTOL * np.abs(reference)))
 
 
-def _verify(kind: str, path: Path, reference: np.ndarray, exported: np.ndarray) -> float:
+@contextlib.contextmanager  # this spelling: scripts/mutation_undecorate.py rewrites it so mutmut mutates the body
+def _removed_on_failure(path: Path) -> Iterator[None]:
+    """Never leave an exported file behind that gives other masks (or shapes) than PyTorch."""
     try:
+        yield
+    except ExportError:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _verify(kind: str, path: Path, reference: np.ndarray, exported: np.ndarray) -> float:
+    with _removed_on_failure(path):
         worst, ok = _max_diff(reference, exported)
         if not ok:
             raise ExportError(
                 f"{kind} export failed: max abs diff {worst:.3g} against PyTorch exceeds the tolerance "
                 f"(atol {ATOL}, rtol {RTOL})"
             )
-    except ExportError:
-        path.unlink(missing_ok=True)  # never leave a file behind that gives different masks (or shapes)
-        raise
     return worst
 
 
@@ -109,7 +117,7 @@ def _classes(logits: np.ndarray) -> np.ndarray:
 
 def _verify_int8(path: Path, reference: np.ndarray, exported: np.ndarray) -> tuple[float, float]:
     """(max abs diff, mask agreement) of an int8 export; fails below INT8_AGREEMENT."""
-    try:
+    with _removed_on_failure(path):
         worst, _ = _max_diff(reference, exported)
         agreement = float((_classes(reference) == _classes(exported)).mean())
         if agreement < INT8_AGREEMENT:
@@ -117,9 +125,6 @@ def _verify_int8(path: Path, reference: np.ndarray, exported: np.ndarray) -> tup
                 f"int8 ONNX export failed: its masks match PyTorch's on {agreement:.1%} of the pixels "
                 f"(at least {INT8_AGREEMENT:.0%} needed; max abs diff of the logits {worst:.3g})"
             )
-    except ExportError:
-        path.unlink(missing_ok=True)
-        raise
     return worst, agreement
 
 
