@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.data.tensors import TensorSet
+from core.data.tensors import ImageSet
 from core.deploy.compression.config import CompressionConfig, CompressionData, CompressionError
 from core.deploy.compression.measure import compare_variants
 from core.deploy.compression.methods import compress
@@ -39,14 +39,14 @@ PRUNE_TOLERANCE = 0.03
 MODEL = ModelConfig("ClassicUNet", 1, 2, unet_start_filters=8, unet_depth=3)
 
 
-def load_pairs(count: int, size: int = SIZE) -> TensorSet:
+def load_pairs(count: int, size: int = SIZE) -> ImageSet:
     """``count`` image/mask pairs spread over the lung dataset, decoded at ``size`` px."""
     source = shared_path("chest_xray_lung_shenzhen")
     files = sorted((source / "images").iterdir())[::10][:count]
     images = [np.asarray(Image.open(p).convert("L").resize((size, size), Image.Resampling.BILINEAR))[None] for p in files]
     masks = [np.asarray(Image.open(source / "masks" / f"{p.stem}.png").convert("L").resize((size, size), Image.Resampling.NEAREST)) > 127
              for p in files]
-    return TensorSet(torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(masks).astype(np.uint8)), tuple(p.stem for p in files))
+    return ImageSet(torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(masks).astype(np.uint8)), tuple(p.stem for p in files))
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_default_channel_pruning_removes_channels_and_recovers(trained: torch.nn
 def test_dynamic_quantization_applies_to_linear_layers_only(trained: torch.nn.Module, data: CompressionData) -> None:
     with pytest.raises(CompressionError, match="use method 'ptq'"):
         compress(CompressionConfig("dynamic"), trained, data)
-    rgb = CompressionData(*(TensorSet(s.images.repeat(1, 3, 1, 1), s.masks, s.stems) for s in (data.train, data.val, data.test)), "binary", 2)
+    rgb = CompressionData(*(ImageSet(s.images.repeat(1, 3, 1, 1), s.targets, s.stems) for s in (data.train, data.val, data.test)), "binary", 2)
     segformer = build_model(ModelConfig("Segformer", 3, 2, encoder="mit_b0")).eval()
     variant = compress(CompressionConfig("dynamic"), segformer, rgb)
     images = rgb.val.images[:2].float() / 255

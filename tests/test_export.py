@@ -408,11 +408,11 @@ def test_pyramid_pooling_exports_as_exact_matrix_products() -> None:
 @pytest.fixture(scope="module")
 def int8(images: torch.Tensor) -> tuple[object, object]:
     """(an int8 static variant of the seeded ClassicUNet, the data it was calibrated on)."""
-    from core.data.tensors import TensorSet
+    from core.data.tensors import ImageSet
     from core.deploy.compression.config import CompressionConfig, CompressionData
     from core.deploy.compression.methods import compress
 
-    pairs = TensorSet((images * 255).byte().repeat(3, 1, 1, 1), torch.zeros(9, SIZE, SIZE, dtype=torch.uint8), tuple("abcdefghi"))
+    pairs = ImageSet((images * 255).byte().repeat(3, 1, 1, 1), torch.zeros(9, SIZE, SIZE, dtype=torch.uint8), tuple("abcdefghi"))
     data = CompressionData(pairs, pairs, None, "binary", 2)
     torch.manual_seed(0)
     return compress(CompressionConfig("ptq", calibration_batches=1), build_model(UNET).eval(), data), data

@@ -22,9 +22,8 @@ from core.data.tensors import prepare_image
 from core.data.visual import overlay_mask
 from core.deploy.export import load_model
 from core.errors import SegTuneError
-from core.metrics.segmentation import predict_mask
 from core.modeling.bundle import BundleConfig
-from core.modeling.config import task_mode
+from core.modeling.inference import predict_indices
 
 IMAGE_SUFFIXES: tuple[str, ...] = (*IMAGE_EXTENSIONS, ARRAY_EXTENSION)
 OVERLAY_DIR = "overlays"
@@ -58,8 +57,7 @@ def predict_image(model: torch.nn.Module, config: BundleConfig, pixels: np.ndarr
     """Class-index mask (H, W) uint8 at the size of ``pixels`` (HxWxC uint8 from read_image)."""
     prepared = prepare_image(pixels, config.image_size, config.channels)
     batch = torch.from_numpy(np.array(prepared))[None].float().div_(255.0)  # a writable copy
-    mode = task_mode(len(config.classes))
-    mask = predict_mask(model(batch).float(), mode, config.threshold)[0].to(torch.uint8).numpy()
+    mask = predict_indices(model, batch, threshold=config.threshold)[0].to(torch.uint8).numpy()
     height, width = pixels.shape[:2]
     return np.asarray(Image.fromarray(mask).resize((width, height), Image.Resampling.NEAREST))
 

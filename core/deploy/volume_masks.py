@@ -21,9 +21,8 @@ import torch
 from core.contract import StudyAttr
 from core.data.volumes import parse_slice_stem
 from core.deploy.export import load_model, trial_bundle
-from core.metrics.segmentation import predict_mask
 from core.metrics.volumes import volume_dice_scores
-from core.modeling.config import task_mode
+from core.modeling.inference import predict_indices
 from core.results.previews import PreviewSet, preview_set
 from core.results.trials import ResultsError
 from core.search.validation import spec_from_dict
@@ -97,11 +96,10 @@ def trial_model(study: optuna.Study, number: int, artifact_store: object) -> tup
 @torch.no_grad()
 def predict_slices(model: nn.Module, config: BundleConfig, images: np.ndarray) -> np.ndarray:
     """Class-index masks (N, S, S) uint8 for uint8 images (N, C, S, S) at the model's own size."""
-    mode = task_mode(len(config.classes))
     masks = []
     for start in range(0, len(images), BATCH):
         batch = torch.from_numpy(np.ascontiguousarray(images[start:start + BATCH])).float().div_(255.0)
-        masks.append(predict_mask(model.eval()(batch).float(), mode, config.threshold).to(torch.uint8).numpy())
+        masks.append(predict_indices(model, batch, threshold=config.threshold).to(torch.uint8).numpy())
     return np.concatenate(masks) if masks else np.zeros((0, *images.shape[2:]), np.uint8)
 
 

@@ -124,7 +124,7 @@ def study_baselines(spec: StudySpec, settings: Settings) -> dict[str, Any]:
     def targets(source: Any, stems: Any) -> torch.Tensor:
         if manifest.is_classification:
             return torch.tensor([manifest.labels[stem] for stem in stems], dtype=torch.long)
-        return source.tensors(stems, spec.image_size, cpu).masks
+        return source.tensors(stems, spec.image_size, cpu).targets
 
     if manifest.is_classification:
         classes = majority_label(targets(first, first.split.train), num_classes)

@@ -35,8 +35,8 @@ import torch
 from optuna.artifacts import upload_artifact
 from optuna.trial import TrialState
 
-from core.contract import ArtifactKind, StudyAttr, TrialAttr
-from core.data.tensors import DataSet, LabelSet
+from core.contract import ArtifactKind, StudyAttr, Task, TrialAttr
+from core.data.tensors import ImageSet
 from core.errors import SegTuneError
 from core.metrics.catalogue import epoch_objectives, volume_metrics
 from core.metrics.label_predictions import LabelPredictions
@@ -85,7 +85,7 @@ def make_objective(spec: StudySpec, context: RunContext) -> Callable[[optuna.Tri
     device = resolve_device(context.device)
 
     @functools.cache
-    def pool() -> DataSet:
+    def pool() -> ImageSet:
         return load_pool(spec, context.settings, device)
 
     @functools.cache
@@ -173,8 +173,8 @@ def _add_volume_metrics(model: torch.nn.Module, data: StudyData, config: TrainCo
     groups = data.manifest.groups
     for key, split in ((TrialAttr.VAL_METRICS, data.val), (TrialAttr.TEST_METRICS, data.test)):
         if split is not None and len(split):
-            predicted = predict(model, split, config.batch_size, mode=data.mode)
-            score = dice_per_volume(predicted, split.masks.cpu().numpy(), split.stems, groups, data.num_classes)
+            predicted = predict(model, split, config.batch_size)
+            score = dice_per_volume(predicted, split.targets.cpu().numpy(), split.stems, groups, data.num_classes)
             attrs[key] = {**attrs[key], "dice_per_volume": score}
 
 
@@ -278,7 +278,7 @@ def _store_artifacts(
             kind, path = ArtifactKind.PREDICTIONS, predictions.save(Path(tmp) / "predictions.npz")
         else:
             kind, path = ArtifactKind.PREVIEWS, Path(tmp) / "previews.npz"
-            np.savez_compressed(path, stems=np.array(data.preview.stems), predictions=predict(model, data.preview, config.batch_size, mode=data.mode))
+            np.savez_compressed(path, stems=np.array(data.preview.stems), predictions=predict(model, data.preview, config.batch_size))
         folder = save_bundle(model.cpu(), bundle, Path(tmp) / "bundle")
         upload = _uploader(trial, context)
         return {
@@ -295,9 +295,13 @@ def _uploader(study_or_trial: Any, context: RunContext) -> Callable[[Path], str]
     return upload
 
 
-def upload_study_previews(study: optuna.Study, preview: DataSet, context: RunContext) -> str:
+# The preview artifact's name for the ground truth, per task (core.results.previews reads it back).
+PREVIEW_TRUTH_KEYS: dict[Task, str] = {Task.SEGMENTATION: "masks", Task.CLASSIFICATION: "labels"}
+
+
+def upload_study_previews(study: optuna.Study, preview: ImageSet, context: RunContext) -> str:
     """Store the preview images and their ground truth (masks, or labels) once per study (trials store predictions)."""
-    truth = {"labels": preview.labels.cpu().numpy()} if isinstance(preview, LabelSet) else {"masks": preview.masks.cpu().numpy()}
+    truth = {PREVIEW_TRUTH_KEYS[preview.task]: preview.targets.cpu().numpy()}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "preview_inputs.npz"
         np.savez_compressed(path, stems=np.array(preview.stems), images=preview.images.cpu().numpy(), **truth)

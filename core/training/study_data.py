@@ -5,7 +5,7 @@ test images are held out first and the rest is cut into k group-aware, seeded, f
 (:func:`core.data.splits.make_split` with ``k_folds``); fold ``f`` validates on its own images and
 trains on the other k - 1 folds. Every fold shares one test split.
 
-A classification study reads a classification dataset (its parts are :class:`~core.data.tensors.LabelSet`
+A classification study reads a classification dataset (its parts are :class:`~core.data.tensors.ImageSet` with labels,
 and its splits and folds are stratified by class); a study and a dataset of different tasks are
 refused before anything is decoded, saying what to change.
 """
@@ -23,7 +23,7 @@ from core.contract import Mode, Task
 from core.data.images import channel_problem
 from core.data.manifest import DatasetManifest, dataset_path, load_manifest
 from core.data.splits import Split, SplitConfig, frozen_split
-from core.data.tensors import DataSet, load_tensor_set
+from core.data.tensors import ImageSet, load_tensor_set
 from core.errors import SegTuneError
 from core.modeling.config import task_mode
 from core.search.spec import StudySpec
@@ -36,10 +36,10 @@ class StudyData:
     manifest: DatasetManifest
     split: Split
     channels: int
-    train: DataSet
-    val: DataSet
-    test: DataSet | None
-    preview: DataSet
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet | None
+    preview: ImageSet
     fold: int | None = None  # the cross-validation fold these tensors are (None: no cross-validation)
 
     @property
@@ -74,7 +74,7 @@ class StudySource:
     split: Split
     channels: int
 
-    def tensors(self, stems: Sequence[str], image_size: int, device: torch.device) -> DataSet:
+    def tensors(self, stems: Sequence[str], image_size: int, device: torch.device) -> ImageSet:
         return load_tensor_set(self.folder, self.manifest, list(stems), image_size, self.channels).to(device)
 
 
@@ -110,7 +110,7 @@ def study_source(spec: StudySpec, settings: Settings, fold: int | None = None) -
     return StudySource(manifest, folder, split, channels)
 
 
-def load_study_data(spec: StudySpec, settings: Settings, device: torch.device, fold: int | None = None, pool: DataSet | None = None) -> StudyData:
+def load_study_data(spec: StudySpec, settings: Settings, device: torch.device, fold: int | None = None, pool: ImageSet | None = None) -> StudyData:
     """Decode the study's dataset once and put its splits on ``device``.
 
     ``pool`` (every image of the dataset, already decoded) lets the folds of a cross-validated
@@ -119,7 +119,7 @@ def load_study_data(spec: StudySpec, settings: Settings, device: torch.device, f
     source = study_source(spec, settings, fold)
     split, size = source.split, spec.image_size
 
-    def part(stems: Sequence[str]) -> DataSet:
+    def part(stems: Sequence[str]) -> ImageSet:
         if pool is None:
             return source.tensors(stems, size, device)
         position = {stem: index for index, stem in enumerate(pool.stems)}
@@ -130,7 +130,7 @@ def load_study_data(spec: StudySpec, settings: Settings, device: torch.device, f
     return StudyData(source.manifest, split, source.channels, part(split.train), part(split.val), test, preview, fold)
 
 
-def load_pool(spec: StudySpec, settings: Settings, device: torch.device) -> DataSet:
+def load_pool(spec: StudySpec, settings: Settings, device: torch.device) -> ImageSet:
     """Every image of the study's dataset on ``device``, for cross-validation's folds to subset."""
     source = study_source(spec, settings, 0)
     stems = sorted((*source.split.train, *source.split.val, *source.split.test))

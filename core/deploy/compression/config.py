@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from core.contract import Mode, Task
-from core.data.tensors import DataSet, LabelSet
+from core.data.tensors import ImageSet
 from core.errors import SegTuneError, unknown_option
 from core.metrics.catalogue import report_metrics
 
@@ -158,16 +158,16 @@ class CompressionConfig:
 class CompressionData:
     """What a variant is calibrated / fine-tuned on (train) and scored on (val, test), on the CPU."""
 
-    train: DataSet
-    val: DataSet
-    test: DataSet | None
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet | None
     mode: Mode
     num_classes: int
 
     @property
     def task(self) -> Task:
-        """Classification when the splits are labels (:class:`LabelSet`), else segmentation."""
-        return Task.CLASSIFICATION if isinstance(self.train, LabelSet) else Task.SEGMENTATION
+        """The splits' task."""
+        return self.train.task
 
     @property
     def report_metrics(self) -> tuple[str, ...]:

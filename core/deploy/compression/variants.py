@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from core.contract import Task, variants_attr
+from core.contract import variants_attr
 from core.deploy.compression.config import REPORT_METRICS, CompressedVariant, CompressionError
 from core.deploy.compression.measure import VariantReport, saved_file
 from core.deploy.export import (
@@ -25,9 +25,8 @@ from core.deploy.export import (
     trial_bundle,
     zip_folder,
 )
-from core.metrics.segmentation import predict_mask
 from core.modeling.bundle import SEGTUNE_FILE, WEIGHTS_FILE, BundleConfig, load_bundle, load_bundle_config, save_bundle, write_metadata
-from core.modeling.config import task_mode
+from core.modeling.inference import predict_indices
 from core.results.trials import get_trial
 
 if TYPE_CHECKING:
@@ -151,12 +150,8 @@ def variant_predictions(study: optuna.Study, trial_number: int, index: int, arti
         raise CompressionError(f"study {study.study_name!r} stored no preview images (set preview_count > 0 in its spec)")
     with tempfile.TemporaryDirectory() as tmp:
         model, config = load_model(download_variant(record, artifact_store, Path(tmp)))
-    with torch.no_grad():
-        # one image at a time: int8 variants are traced on a single image
-        logits = torch.cat([model.eval()(images[i : i + 1]).float() for i in range(len(images))])
-    if config.task == Task.CLASSIFICATION:
-        return logits.argmax(dim=1).to(torch.uint8).numpy()
-    return predict_mask(logits, task_mode(len(config.classes)), config.threshold).to(torch.uint8).numpy()
+    # one image at a time: int8 variants are traced on a single image
+    return torch.cat([predict_indices(model, images[i : i + 1], threshold=config.threshold) for i in range(len(images))]).to(torch.uint8).numpy()
 
 
 def variant_name(study: optuna.Study, trial_number: int, index: int) -> str:
