@@ -1,4 +1,4 @@
-"""Cached whole-volume masks for Compare masks (over ``core.deploy.volume_masks``).
+"""Cached whole-volume masks for Compare masks (over ``core.results.volume_masks``).
 
 A trial's weights and a volume's slices never change once stored, so (study, trial) names a model
 for good and (study, trial, volume) its predicted masks: each model is rebuilt once and each volume
@@ -18,7 +18,7 @@ from app import cache, study_cache
 from core.errors import SegTuneError
 
 if TYPE_CHECKING:
-    from core.deploy.volume_masks import VolumeSlices
+    from core.results.volume_masks import VolumeSlices
 
 MODELS_KEPT = 4  # rebuilt trial models held in memory (Compare shows up to 4 trials)
 MASKS_KEPT = 32  # trial x volume predictions held (4 trials x 8 volumes)
@@ -33,7 +33,7 @@ def split_volumes(name: str) -> dict[str, list[str]]:
 
 @st.cache_data(ttl=study_cache.IDLE_TTL_S, max_entries=16, show_spinner=False)
 def _split_volumes(db_url: str, name: str) -> dict[str, list[str]]:
-    from core.deploy.volume_masks import split_volumes as volumes_of_split
+    from core.results.volume_masks import split_volumes as volumes_of_split
 
     try:
         return volumes_of_split(study_cache.study(name), cache.settings())
@@ -47,7 +47,7 @@ def volume_slices(name: str, part: str, volume: str) -> VolumeSlices:
 
 @st.cache_data(max_entries=VOLUMES_KEPT, show_spinner="Reading the volume's slices…")
 def _volume_slices(db_url: str, name: str, part: str, volume: str) -> VolumeSlices:
-    from core.deploy.volume_masks import volume_slices as read_slices
+    from core.results.volume_masks import volume_slices as read_slices
 
     return read_slices(study_cache.study(name), cache.settings(), part, volume)
 
@@ -59,7 +59,7 @@ def predictions(name: str, number: int, part: str, volume: str) -> np.ndarray:
 
 @st.cache_data(max_entries=MASKS_KEPT, show_spinner="Predicting the volume's slices…")
 def _predictions(db_url: str, name: str, number: int, part: str, volume: str) -> np.ndarray:
-    from core.deploy.volume_masks import predict_slices
+    from core.results.volume_masks import predict_slices
 
     model, config = _model(db_url, name, number)
     return predict_slices(model, config, volume_slices(name, part, volume).images)
@@ -67,6 +67,6 @@ def _predictions(db_url: str, name: str, number: int, part: str, volume: str) ->
 
 @st.cache_resource(max_entries=MODELS_KEPT, show_spinner="Loading the trial's weights…")
 def _model(db_url: str, name: str, number: int) -> tuple[Any, Any]:
-    from core.deploy.volume_masks import trial_model
+    from core.results.volume_masks import trial_model
 
     return trial_model(study_cache.study(name), number, cache.artifact_store())

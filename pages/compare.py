@@ -83,7 +83,7 @@ def preview_view(name: str, chosen: list[int]) -> None:
 
 def volume_view(name: str, chosen: list[int], parts: dict[str, list[str]]) -> None:
     """Every stored slice of one validation / test volume, each chosen trial's masks predicted on demand."""
-    from core.deploy.volume_masks import volume_dice, volume_set  # torch: only this view needs it
+    from core.results.volume_masks import volume_dice, volume_set  # torch: only this view needs it
 
     left, right = st.columns([1, 3], vertical_alignment="bottom")
     part = left.radio("Split", list(parts), format_func=PART_LABELS.get, key="compare.part", horizontal=True)

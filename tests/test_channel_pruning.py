@@ -18,10 +18,10 @@ from core.deploy.compression.measure import compare_variants, count_nonzero
 from core.deploy.compression.methods import compress
 from core.deploy.compression.pruning import CHANNEL_PRUNING_UNSUPPORTED, channel_ratio
 from core.deploy.compression.variants import download_variant, save_variant, store_variant
-from core.deploy.export import export_onnx, load_model
+from core.deploy.export import export_onnx
 from core.modeling.architectures import ARCHITECTURES, task_of
 from core.modeling.build import build_model
-from core.modeling.bundle import BundleConfig, load_bundle
+from core.modeling.bundle import BundleConfig, load_bundle, load_model
 from core.modeling.config import ModelConfig
 
 CONFIG = CompressionConfig("prune", sparsity=0.5, structured=True, finetune_steps=1, batch_size=2)

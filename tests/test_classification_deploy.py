@@ -19,10 +19,10 @@ from core.deploy.classify import classify_folder, classify_image, csv_header
 from core.deploy.compression.config import CompressionConfig
 from core.deploy.compression.measure import trade_off_table
 from core.deploy.compression.run import compress_trial, study_compression_data
-from core.deploy.export import export_trial, load_torchscript
+from core.deploy.export import export_trial
 from core.deploy.model_card import classifier_snippet, model_card, segtune_command
 from core.deploy.predict import PredictError, predict_folder
-from core.modeling.bundle import load_bundle
+from core.modeling.bundle import load_bundle, load_torchscript
 from core.runtime.storage import open_artifact_store
 from core.search.validation import spec_from_dict
 from tests.classification_sets import BARS, bar_image, tiny_classification_study

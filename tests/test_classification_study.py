@@ -15,10 +15,10 @@ from core.results import predictions as results
 from core.results.curves import learning_curves
 from core.results.trials import ResultsError, leaderboard_text, trials_frame
 from core.runtime.storage import open_artifact_store
+from core.search.study_source import study_source
 from core.search.validation import spec_from_dict
 from core.settings import Settings
 from core.training.loop import TrainConfig, evaluate_detailed, predict, train_model
-from core.training.study_data import study_source
 from tests.classification_sets import tiny_classification_study, write_bars
 
 

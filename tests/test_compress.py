@@ -23,9 +23,8 @@ from core.deploy.compression.measure import compare_variants
 from core.deploy.compression.methods import compress
 from core.deploy.compression.pruning import prunable_layers, sparsity
 from core.deploy.compression.variants import download_variant, list_variants, store_variant
-from core.deploy.export import load_model
 from core.modeling.build import build_model
-from core.modeling.bundle import BundleConfig
+from core.modeling.bundle import BundleConfig, load_model
 from core.modeling.config import ModelConfig
 from core.modeling.losses import build_loss
 from core.modeling.optimizers import OptimizerConfig

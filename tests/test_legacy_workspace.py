@@ -88,9 +88,8 @@ def test_every_page_opens_the_old_study(legacy: Settings, page: str) -> None:
 
 def test_bundle_folders_exported_in_the_old_layout_still_load(legacy: Settings, tmp_path: Path) -> None:
     """Before segtune.json, an exported folder was the two artifacts as model.safetensors + config.json."""
-    from core.deploy.export import load_model
     from core.deploy.standalone_predict import input_spec, load_config
-    from core.modeling.bundle import LEGACY_CONFIG, WEIGHTS_FILE
+    from core.modeling.bundle import LEGACY_CONFIG, WEIGHTS_FILE, load_model
 
     study, _ = load_study("legacy", open_storage(legacy.db_url))
     store = open_artifact_store(legacy)

@@ -23,8 +23,8 @@ from core.errors import SegTuneError
 from core.modeling.architectures import config_from_params
 from core.modeling.build import build_model
 from core.modeling.bundle import BundleConfig, save_bundle, volume_preprocessing
+from core.search.study_source import study_source
 from core.search.validation import SpecError, spec_from_dict
-from core.training.study_data import study_source
 from tests.volume_data import SHAPE, lps_affine, msd_folder, phantom, write_nifti
 
 WINDOW = IntensityConfig.window("abdomen")

@@ -15,10 +15,10 @@ import optuna
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial
 
-from core.contract import ArtifactKind, StudyAttr, Task, TrialAttr
+from core.contract import StudyAttr, Task, TrialAttr
 from core.metrics.catalogue import METRICS, stored_metrics
 from core.modeling.architectures import ARCHITECTURES, Family
-from core.modeling.bundle import CONFIG_FILE, ONNX_FILE, PREDICT_SCRIPT, SEGTUNE_FILE, WEIGHTS_FILE
+from core.modeling.bundle import BUNDLE_ARTIFACTS, CONFIG_FILE, ONNX_FILE, PREDICT_SCRIPT, SEGTUNE_FILE, WEIGHTS_FILE
 from core.results.reliability import study_task
 from core.results.trials import best_numbers, objective_names
 
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 MODEL_CARD_FILE = "MODEL_CARD.md"
 # What a downloaded bundle holds (MODEL_CARD.md besides): the card describes these unless told otherwise.
 BUNDLE_FILES = frozenset({WEIGHTS_FILE, SEGTUNE_FILE, CONFIG_FILE, ONNX_FILE, PREDICT_SCRIPT})
-BUNDLE_ARTIFACTS: tuple[str, ...] = (ArtifactKind.WEIGHTS, ArtifactKind.CONFIG)  # what a trial must have stored to be exported
 
 
 def bundle_name(study: optuna.Study, trial: FrozenTrial) -> str:

@@ -20,9 +20,8 @@ from core.contract import Task
 from core.data.images import ARRAY_EXTENSION, IMAGE_EXTENSIONS, channel_problem, read_image
 from core.data.tensors import prepare_image
 from core.data.visual import overlay_mask
-from core.deploy.export import load_model
 from core.errors import SegTuneError
-from core.modeling.bundle import BundleConfig
+from core.modeling.bundle import BundleConfig, load_model
 from core.modeling.inference import predict_indices
 
 IMAGE_SUFFIXES: tuple[str, ...] = (*IMAGE_EXTENSIONS, ARRAY_EXTENSION)

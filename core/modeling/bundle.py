@@ -17,15 +17,19 @@ they are still read. A trial's "config" artifact is the metadata JSON in either 
 from __future__ import annotations
 
 import json
+import shutil
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.contract import Task
+from core.contract import ArtifactKind, Task, TrialAttr
 from core.errors import SegTuneError
 from core.modeling.architectures import task_of
 
 if TYPE_CHECKING:
+    import torch
+    from optuna.trial import FrozenTrial
     from torch import nn
 
     from core.data.manifest import DatasetManifest, VolumeSlicing
@@ -40,6 +44,8 @@ CONFIG_FILE = "config.json"  # smp's config (new layout), or SegTune's metadata 
 LEGACY_CONFIG = CONFIG_FILE
 ONNX_FILE = "model.onnx"  # downloads: every model, for onnxruntime
 PREDICT_SCRIPT = "predict.py"  # downloads: core/deploy/standalone_predict.py, which runs model.onnx
+TORCHSCRIPT_FILE = "model.torchscript.pt"  # int8 variants: a TorchScript model instead of safetensors weights
+BUNDLE_ARTIFACTS: tuple[str, ...] = (ArtifactKind.WEIGHTS, ArtifactKind.CONFIG)  # what a trial must have stored to be exported
 PIXEL_SCALE = 1 / 255  # 8-bit pixels -> [0, 1]: how every SegTune model is fed (core.data.tensors)
 
 
@@ -208,3 +214,50 @@ def _reshape_to_pruned(model: nn.Module, record: dict[str, dict[str, Any]], weig
     with safe_open(str(weights), framework="pt") as reader:
         shapes = {key: torch.Size(reader.get_slice(key).get_shape()) for key in reader.keys()}
     apply_channel_record(model, record, shapes)
+
+
+def load_torchscript(path: Path) -> torch.jit.ScriptModule:
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(str(path), map_location="cpu").eval()
+
+
+def load_model(folder: Path) -> tuple[nn.Module, BundleConfig]:
+    """A model folder written by SegTune: a bundle (safetensors) or an int8 variant (TorchScript)."""
+    folder = Path(folder)
+    if (folder / WEIGHTS_FILE).is_file():
+        return load_bundle(folder)
+    config = load_bundle_config(folder)  # raises a clear error when this is no SegTune folder
+    if (folder / TORCHSCRIPT_FILE).is_file():
+        return load_torchscript(folder / TORCHSCRIPT_FILE), config
+    raise BundleError(f"{folder} has {SEGTUNE_FILE} but neither {WEIGHTS_FILE} nor {TORCHSCRIPT_FILE}")
+
+
+def is_int8_folder(folder: Path) -> bool:
+    """An int8 variant's folder: TorchScript and no safetensors weights."""
+    return not (Path(folder) / WEIGHTS_FILE).is_file() and (Path(folder) / TORCHSCRIPT_FILE).is_file()
+
+
+def trial_bundle(trial: FrozenTrial, artifact_store: Any, folder: Path) -> Path:
+    """``trial``'s bundle in ``folder``: its stored weights, byte for byte, and its metadata."""
+    artifacts = trial.user_attrs.get(TrialAttr.ARTIFACTS) or {}
+    missing = [kind for kind in BUNDLE_ARTIFACTS if not artifacts.get(kind)]
+    if missing:
+        raise BundleError(
+            f"trial #{trial.number} stored no {' or '.join(missing)} "
+            f"(state {trial.state.name.lower()}): only completed trials can be exported"
+        )
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with artifact_store.open_reader(artifacts[ArtifactKind.WEIGHTS]) as reader, open(folder / WEIGHTS_FILE, "wb") as out:
+        shutil.copyfileobj(reader, out)
+    with artifact_store.open_reader(artifacts[ArtifactKind.CONFIG]) as reader:
+        text = reader.read().decode("utf-8")
+    try:
+        config = BundleConfig.from_json(text)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise BundleError(f"trial #{trial.number}'s stored config is not a SegTune bundle config: {exc}") from exc
+    write_metadata(config, folder)  # in today's layout, whichever layout the trial was stored in
+    return folder

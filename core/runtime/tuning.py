@@ -22,12 +22,13 @@ from core.runtime.budget import remaining_budget
 from core.runtime.storage import open_artifact_store, open_storage
 from core.search.samplers import make_pruner, make_sampler
 from core.search.spec import StudySpec
+from core.search.study_source import study_source
 from core.search.suggest import enqueue_grid
 from core.search.validation import spec_from_dict
 from core.settings import Settings
 from core.training.objective import RunContext, TrialError, make_objective, upload_study_previews
 from core.training.progress import ProgressHook
-from core.training.study_data import preview_stems, study_source
+from core.training.study_data import preview_stems
 
 
 def create_or_load_study(spec: StudySpec, storage: optuna.storages.BaseStorage, worker_index: int = 0) -> optuna.Study:

@@ -12,22 +12,18 @@ refused before anything is decoded, saying what to change.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from core.contract import Mode, Task
-from core.data.images import channel_problem
-from core.data.manifest import DatasetManifest, dataset_path, load_manifest
-from core.data.splits import Split, SplitConfig, frozen_split
-from core.data.tensors import ImageSet, load_tensor_set
-from core.errors import SegTuneError
+from core.contract import Mode
+from core.data.manifest import DatasetManifest
+from core.data.splits import Split
+from core.data.tensors import ImageSet
 from core.modeling.config import task_mode
 from core.search.spec import StudySpec
-from core.search.validation import SpecError
+from core.search.study_source import study_source
 from core.settings import Settings
 
 
@@ -56,58 +52,6 @@ class StudyData:
 def preview_stems(split: Split, count: int) -> list[str]:
     """A fixed subset of validation images whose predictions every trial stores (fold 0's with CV)."""
     return sorted(split.val)[:count]
-
-
-def split_config(spec: StudySpec, fold: int | None = None) -> SplitConfig:
-    """The split a trial (or one fold of it) trains and validates on."""
-    if spec.cv is None:
-        return spec.split
-    return dataclasses.replace(spec.split, k_folds=spec.cv.folds, fold=fold or 0)
-
-
-@dataclass(frozen=True)
-class StudySource:
-    """Where a study's images come from: the dataset, its frozen split, the channels to feed."""
-
-    manifest: DatasetManifest
-    folder: Path
-    split: Split
-    channels: int
-
-    def tensors(self, stems: Sequence[str], image_size: int, device: torch.device) -> ImageSet:
-        return load_tensor_set(self.folder, self.manifest, list(stems), image_size, self.channels).to(device)
-
-
-def task_problem(spec: StudySpec, manifest: DatasetManifest) -> str | None:
-    """Why ``spec`` cannot run on ``manifest`` (a study and a dataset of different tasks), or None."""
-    if spec.task == manifest.task:
-        return None
-    if spec.task == Task.CLASSIFICATION:
-        return (f"study {spec.name!r} is a classification study but dataset {manifest.name!r} is a segmentation dataset "
-                f"(images + masks): pick a classification dataset, make one from this dataset's masks (each image labelled by "
-                f"whether its mask is empty: 'Classify by mask: empty / not empty' on the Datasets page, or python -m core datasets from-masks "
-                f"{manifest.name} --name {manifest.name}-presence), or set \"task\": \"segmentation\"")
-    return (f"study {spec.name!r} is a segmentation study but dataset {manifest.name!r} is a classification dataset "
-            "(one label per image, no masks): set \"task\": \"classification\" (e.g. start from the "
-            "p4-cnn-classification preset) or pick a dataset with masks")
-
-
-def study_source(spec: StudySpec, settings: Settings, fold: int | None = None) -> StudySource:
-    """Read the manifest and freeze (or re-read) the split of ``fold`` (fold 0 with CV when None); decodes no image.
-
-    Raises :class:`SegTuneError` when the study's task is not the dataset's.
-    """
-    manifest = load_manifest(settings.datasets_dir, spec.dataset)
-    problem = task_problem(spec, manifest)
-    if problem:
-        raise SegTuneError(problem)
-    folder = dataset_path(settings.datasets_dir, spec.dataset)
-    channels = spec.channels or manifest.channels
-    problem = channel_problem(manifest.channels, channels)
-    if problem:  # before any split is frozen or image decoded: the study is refused at submit
-        raise SpecError({"channels": f"dataset {manifest.name!r}: {problem}; leave channels empty to use the dataset's own"})
-    split = frozen_split(folder, manifest.stems, split_config(spec, fold), manifest.groups, manifest.labels)
-    return StudySource(manifest, folder, split, channels)
 
 
 def load_study_data(spec: StudySpec, settings: Settings, device: torch.device, fold: int | None = None, pool: ImageSet | None = None) -> StudyData:

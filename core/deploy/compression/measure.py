@@ -16,8 +16,8 @@ from torch import nn
 from core.contract import Task
 from core.data.tensors import ImageSet
 from core.deploy.compression.config import CompressedVariant, CompressionData
-from core.deploy.export import TORCHSCRIPT_FILE, save_torchscript
-from core.modeling.bundle import WEIGHTS_FILE
+from core.deploy.export import save_torchscript
+from core.modeling.bundle import TORCHSCRIPT_FILE, WEIGHTS_FILE
 from core.training.loop import evaluate, task_loss
 
 

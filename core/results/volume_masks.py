@@ -20,13 +20,13 @@ import torch
 
 from core.contract import StudyAttr
 from core.data.volumes import parse_slice_stem
-from core.deploy.export import load_model, trial_bundle
 from core.metrics.volumes import volume_dice_scores
+from core.modeling.bundle import load_model, trial_bundle
 from core.modeling.inference import predict_indices
 from core.results.previews import PreviewSet, preview_set
-from core.results.trials import ResultsError
+from core.results.trials import ResultsError, get_trial
+from core.search.study_source import StudySource, study_source
 from core.search.validation import spec_from_dict
-from core.training.study_data import StudySource, study_source
 
 if TYPE_CHECKING:
     import optuna
@@ -83,14 +83,14 @@ def volume_slices(study: optuna.Study, settings: Settings, part: str, volume: st
     stems = sorted(members, key=lambda stem: source.manifest.pair(stem).slice_index or 0)
     data = source.tensors(stems, spec.image_size, torch.device("cpu"))
     info = next((v for v in source.manifest.volumes if v.volume == volume), None)
-    return VolumeSlices(volume, tuple(stems), data.images.numpy(), data.masks.numpy(), source.manifest.num_classes,
+    return VolumeSlices(volume, tuple(stems), data.images.numpy(), data.targets.numpy(), source.manifest.num_classes,
                         info.total_slices if info else len(stems))
 
 
 def trial_model(study: optuna.Study, number: int, artifact_store: object) -> tuple[nn.Module, BundleConfig]:
     """Trial ``number``'s model rebuilt from its stored weights and config (raises when it stored none)."""
     with tempfile.TemporaryDirectory(prefix="segtune-volume-") as tmp:
-        return load_model(trial_bundle(study, number, artifact_store, Path(tmp) / "bundle"))
+        return load_model(trial_bundle(get_trial(study, number), artifact_store, Path(tmp) / "bundle"))
 
 
 @torch.no_grad()
