@@ -54,6 +54,8 @@ class TrialAttr(StrEnum):
     FLAGS = "flags"  # list[TrialFlag]: why this trial should not be trusted (empty when none)
     VAL_IMAGE_COUNTS = "val_image_counts"  # per image [[tp, fp, fn] per foreground class]: bootstrap CIs
     TEST_IMAGE_COUNTS = "test_image_counts"
+    VAL_CASES = "val_cases"  # segmentation scored natively: per image {name, height, width, dice, iou, nsd, hd95} (out of fold with CV)
+    TEST_CASES = "test_cases"  # the same on the test split, fold 0's model
     FOLD_METRICS = "fold_metrics"  # cross-validation: one dict of val metrics per fold
     FOLD_TEST_METRICS = "fold_test_metrics"  # cross-validation: each fold model's test metrics
     VAL_METRICS_STD = "val_metrics_std"  # cross-validation: SD over folds beside val_metrics (the means)
@@ -76,6 +78,7 @@ class StudyAttr(StrEnum):
     CLASSES = "classes"  # classification: the dataset's class names, index = label
     BASELINES = "baselines"  # constant predictors scored on val and test: name -> BaselineRecord
     PARENT = "parent"  # {"study", "how": "warm_start" | "narrowed", "top_k", ...}: the earlier study this one reuses
+    EVALUATION = "evaluation"  # how finished trials are scored: {"resolution": "native", "nsd_tolerance", ...}; absent: training size
 
 
 class TrialFlag(StrEnum):

@@ -104,7 +104,7 @@ def column_config(frame: pd.DataFrame) -> dict[str, st.column_config.Column]:
             config[column] = st.column_config.NumberColumn(name, format="%.2e") if numeric and name in ("lr", "weight_decay") else st.column_config.Column(name)
     headlines = {headline_metrics(task)[0] for task in Task}  # drawn as bars
     for split, title in (("val", "Val"), ("test", "Test")):
-        for metric in (m.name for m in METRICS if m.scope in (Scope.SPLIT, Scope.VOLUME)):
+        for metric in (m.name for m in METRICS if m.scope in (Scope.SPLIT, Scope.VOLUME, Scope.CASE)):
             label = f"{title} {METRICS.get(metric).label}"
             if metric in headlines:
                 config[f"{split}_{metric}"] = st.column_config.ProgressColumn(label, min_value=0.0, max_value=1.0, format="%.3f")

@@ -26,6 +26,7 @@ from core.search.study_source import study_source
 from core.search.suggest import enqueue_grid
 from core.search.validation import spec_from_dict
 from core.settings import Settings
+from core.training.native import NATIVE_EVALUATION
 from core.training.objective import RunContext, TrialError, make_objective, upload_study_previews
 from core.training.progress import ProgressHook
 from core.training.study_data import preview_stems
@@ -102,6 +103,8 @@ def _prepare(study: optuna.Study, spec: StudySpec, settings: Settings, artifact_
         study.set_user_attr(StudyAttr.SPLIT_HASH, split.hash)
         study.set_user_attr(StudyAttr.SPLIT_SIZES, {"train": len(split.train), "val": len(split.val), "test": len(split.test)})
         study.set_user_attr(StudyAttr.PREVIEW_STEMS, list(preview.stems))
+        if not source.manifest.is_classification:  # a new study's trials are scored at the original resolution
+            study.set_user_attr(StudyAttr.EVALUATION, NATIVE_EVALUATION)
         if source.manifest.is_classification:
             study.set_user_attr(StudyAttr.CLASSES, list(source.manifest.classes))
         study.set_user_attr(StudyAttr.PREVIEW_ARTIFACT, upload_study_previews(study, preview, context))

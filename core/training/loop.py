@@ -261,7 +261,7 @@ def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
 
 
-def _eval_batches(data: ImageSet, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def eval_batches(data: ImageSet, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     return iterate_batches(data, batch_size, shuffle=False, generator=None, augment=None)
 
 
@@ -304,7 +304,7 @@ def evaluate_detailed(model: nn.Module, data: ImageSet, batch_size: int, *, loss
     scorer = scorer_for(data, mode, num_classes)
     total_loss = torch.zeros((), device=device)
     batches = 0
-    for images, target in _eval_batches(data, batch_size):
+    for images, target in eval_batches(data, batch_size):
         logits = forward(model, images)
         total_loss += loss_fn(logits, target).detach()
         scorer.update(logits, target)
@@ -322,7 +322,7 @@ def evaluate_detailed(model: nn.Module, data: ImageSet, batch_size: int, *, loss
 def predict(model: nn.Module, data: ImageSet, batch_size: int) -> np.ndarray:
     """Predicted class indices for every image of ``data``, in its targets' dtype: masks (N, S, S)
     uint8, or labels (N,) int64."""
-    outputs = [predict_indices(model, images) for images, _ in _eval_batches(data, batch_size)]
+    outputs = [predict_indices(model, images) for images, _ in eval_batches(data, batch_size)]
     return torch.cat(outputs).to(data.targets.dtype).cpu().numpy()
 
 
@@ -337,7 +337,7 @@ def measure_throughput(model: nn.Module, data: ImageSet, batch_size: int, *, rep
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        for images, _masks in _eval_batches(sample, batch_size):
+        for images, _masks in eval_batches(sample, batch_size):
             with autocast(device):
                 model(to_model_layout(images))
         if device.type == "cuda":

@@ -49,6 +49,7 @@ from core.search.spec import StudySpec
 from core.search.suggest import suggest_params
 from core.settings import Settings
 from core.training.loop import EpochRecord, TrainConfig, TrainResult, predict, prepare_model, resolve_device, train_model
+from core.training.native import scored_natively
 from core.training.progress import ProgressHook, ProgressWriter
 from core.training.scoring import FoldScore, score_fold, summary, validation_predictions
 from core.training.study_data import StudyData, load_pool, load_study_data
@@ -136,7 +137,7 @@ def _run_trial(trial: optuna.Trial, spec: StudySpec, study_data: Callable[[int |
         reporter = _epoch_reporter(trial, spec, context, fold, [score.result for score in scores])
         model, result, train_config = _train_with_oom_retry(trial, data, model_config, train_config, device, reporter, context.on_progress)
         model.load_state_dict(result.best_state)
-        scores.append(score_fold(model, data, result, train_config))
+        scores.append(score_fold(model, data, result, train_config, native=scored_natively(trial.study)))
         if first_model is None:
             first_model = model
     assert first_model is not None

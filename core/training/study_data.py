@@ -14,10 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from core.contract import Mode
+from core.data.images import read_mask
 from core.data.manifest import DatasetManifest
 from core.data.splits import Split
 from core.data.tensors import ImageSet
@@ -37,6 +40,7 @@ class StudyData:
     test: ImageSet | None
     preview: ImageSet
     fold: int | None = None  # the cross-validation fold these tensors are (None: no cross-validation)
+    folder: Path | None = None  # the dataset's folder, where the original masks are (None: score at training size)
 
     @property
     def num_classes(self) -> int:
@@ -47,6 +51,13 @@ class StudyData:
     def mode(self) -> Mode:
         """How logits are read: a classifier's are always one per class (softmax)."""
         return Mode.MULTICLASS if self.manifest.is_classification else task_mode(self.num_classes)
+
+
+    def original_masks(self, part: ImageSet) -> list[np.ndarray] | None:
+        """Each image's mask as stored in the dataset, at its own size (None: unknown, or not a mask task)."""
+        if self.folder is None or self.manifest.is_classification:
+            return None
+        return [read_mask(self.folder / self.manifest.pair(stem).mask) for stem in part.stems]
 
 
 def preview_stems(split: Split, count: int) -> list[str]:
@@ -71,7 +82,7 @@ def load_study_data(spec: StudySpec, settings: Settings, device: torch.device, f
 
     test = part(split.test) if split.test else None
     preview = part(preview_stems(split, spec.preview_count))
-    return StudyData(source.manifest, split, source.channels, part(split.train), part(split.val), test, preview, fold)
+    return StudyData(source.manifest, split, source.channels, part(split.train), part(split.val), test, preview, fold, source.folder)
 
 
 def load_pool(spec: StudySpec, settings: Settings, device: torch.device) -> ImageSet:

@@ -1,0 +1,94 @@
+"""A trained segmentation model scored at the original resolution, as published numbers are.
+
+Training and the per-epoch curves work at the study's ``image_size``; the scores a finished trial
+stores do not. Each validation or test image is predicted at the training size, its logits are
+resized (bilinear, as nnU-Net resamples its logits) to the size of the image's original mask, read
+from the dataset, and scored there: every pixel metric of the catalogue, the per-image counts
+behind the bootstrap intervals, and the per-case boundary metrics (NSD, HD95; core.metrics.cases).
+The loss stays the training-size loss (it is what training minimised).
+
+A dataset whose images are already at ``image_size`` scores exactly as at training size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from core.contract import StudyAttr
+from core.data.tensors import ImageSet
+from core.metrics.cases import BOUNDARY_METRICS, NSD_TOLERANCE, case_mean, class_scores, mean_over_cases
+from core.metrics.segmentation import SegmentationMetrics
+from core.modeling.inference import class_indices, forward, probabilities
+from core.training.loop import Evaluation, eval_batches
+
+if TYPE_CHECKING:
+    import optuna
+
+# Recorded on every study scored this way (StudyAttr.EVALUATION); studies without it were scored at
+# training size, and the results pages say so.
+NATIVE_EVALUATION: dict[str, object] = {"resolution": "native", "nsd_tolerance": NSD_TOLERANCE, "distance_unit": "px"}
+TRAINING_SIZE_EVALUATION: dict[str, object] = {"resolution": "training size"}
+_PERFECT = {"nsd": 1.0, "hd95": 0.0}
+
+
+def scored_natively(study: optuna.Study) -> bool:
+    """Whether ``study``'s finished trials are scored at the original resolution (studies made before it: no)."""
+    return (study.user_attrs.get(StudyAttr.EVALUATION) or {}).get("resolution") == NATIVE_EVALUATION["resolution"]
+
+
+@dataclass(frozen=True)
+class CaseRow:
+    """One image's scores at its original size: the mean over its foreground classes."""
+
+    stem: str
+    height: int
+    width: int
+    scores: dict[str, float]  # dice, iou, nsd, hd95 (core.metrics.cases.CASE_METRICS)
+
+
+@torch.no_grad()
+def evaluate_native(
+    model: nn.Module,
+    data: ImageSet,
+    originals: Sequence[np.ndarray],
+    batch_size: int,
+    *,
+    loss_fn: nn.Module,
+    mode: str,
+    num_classes: int,
+    tolerance: float = NSD_TOLERANCE,
+) -> tuple[Evaluation, list[CaseRow]]:
+    """Score ``model`` on ``data`` against ``originals`` (each image's mask at its own size, in ``data``'s order)."""
+    if len(originals) != len(data):
+        raise ValueError(f"{len(originals)} original masks for {len(data)} images")
+    model.eval()
+    scorer = SegmentationMetrics(mode, num_classes)
+    total_loss, batches, rows = torch.zeros((), device=data.device), 0, []
+    position = 0
+    for images, target in eval_batches(data, batch_size):
+        logits = forward(model, images)
+        total_loss += loss_fn(logits, target).detach()
+        batches += 1
+        for one in logits:
+            truth = originals[position]
+            native = F.interpolate(one[None], size=truth.shape, mode="bilinear", align_corners=False)
+            scorer.update(native, torch.from_numpy(np.ascontiguousarray(truth))[None].to(native.device))
+            predicted = class_indices(probabilities(native))[0].cpu().numpy()
+            scores = case_mean(class_scores(predicted, truth, num_classes, tolerance=tolerance))
+            rows.append(CaseRow(data.stems[position], *truth.shape, scores))
+            position += 1
+    metrics = scorer.compute()
+    means = mean_over_cases(row.scores for row in rows)
+    # every case empty in truth and prediction: nothing to find, nothing predicted (as dice_per_image)
+    metrics.update({name: _PERFECT[name] if math.isnan(means[name]) else means[name] for name in BOUNDARY_METRICS})
+    metrics["loss"] = float(total_loss / max(batches, 1))
+    evaluation = Evaluation(metrics, scorer.predicted_fractions(), scorer.target_fractions(), scorer.image_counts())
+    return evaluation, rows
