@@ -194,8 +194,16 @@ def _resize_band(band: np.ndarray, size: int) -> np.ndarray:
 
 
 def _prepare_mask(indices: np.ndarray, size: int) -> np.ndarray:
-    """Nearest neighbour, so a resized mask holds only the original class indices."""
-    return np.asarray(Image.fromarray(indices).resize((size, size), Image.Resampling.NEAREST))
+    return resize_mask(indices, size, size)
+
+
+def resize_mask(indices: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Class indices (H, W) uint8 at another size: nearest neighbour, so only the original indices occur.
+
+    The one resize of masks: ground truth to the training size, and predictions back to their
+    image's size (predict, and scores at the original resolution).
+    """
+    return np.asarray(Image.fromarray(indices).resize((width, height), Image.Resampling.NEAREST))
 
 
 # --- batches --------------------------------------------------------------------------------------

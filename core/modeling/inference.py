@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
+Models = nn.Module | Sequence[nn.Module]  # one model, or a fold ensemble whose probabilities are averaged
+
 # Mirror TTA (nnU-Net's default): the image as it is and flipped along each spatial axis and both.
 MIRROR_AXES: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 
@@ -73,7 +75,7 @@ def class_probabilities(probs: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_probabilities(models: nn.Module | Sequence[nn.Module], images: torch.Tensor, *, tta: bool = False) -> torch.Tensor:
+def predict_probabilities(models: Models, images: torch.Tensor, *, tta: bool = False) -> torch.Tensor:
     """:func:`probabilities` of ``images`` (float (N, C, H, W) in [0, 1]), averaged over models and flips.
 
     ``models`` is one model or a fold ensemble (each model's probabilities weigh the same). With
@@ -97,7 +99,7 @@ def predict_probabilities(models: nn.Module | Sequence[nn.Module], images: torch
 
 
 def predict_indices(
-    models: nn.Module | Sequence[nn.Module], images: torch.Tensor, *, threshold: float = 0.5, tta: bool = False
+    models: Models, images: torch.Tensor, *, threshold: float = 0.5, tta: bool = False
 ) -> torch.Tensor:
     """Class indices of ``images``: :func:`class_indices` of :func:`predict_probabilities`."""
     return class_indices(predict_probabilities(models, images, tta=tta), threshold)

@@ -1,11 +1,13 @@
 """A trained segmentation model scored at the original resolution, as published numbers are.
 
 Training and the per-epoch curves work at the study's ``image_size``; the scores a finished trial
-stores do not. Each validation or test image is predicted at the training size, its logits are
-resized (bilinear, as nnU-Net resamples its logits) to the size of the image's original mask, read
-from the dataset, and scored there: every pixel metric of the catalogue, the per-image counts
-behind the bootstrap intervals, and the per-case boundary metrics (NSD, HD95; core.metrics.cases).
-The loss stays the training-size loss (it is what training minimised).
+stores do not. Each validation or test image is predicted at the training size and its mask is
+brought to the size of the image's original mask, read from the dataset, by the one mask resize
+(:func:`core.data.tensors.resize_mask`, nearest) that ``predict`` uses: what is scored is exactly
+what ``predict`` and ``evaluate --model`` write for that image. It is scored there: every pixel
+metric of the catalogue, the per-image counts behind the bootstrap intervals, and the per-case
+boundary metrics (NSD, HD95; core.metrics.cases). The loss stays the training-size loss (it is
+what training minimised).
 
 A dataset whose images are already at ``image_size`` scores exactly as at training size.
 """
@@ -20,10 +22,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from core.contract import StudyAttr
-from core.data.tensors import ImageSet
+from core.data.tensors import ImageSet, resize_mask
 from core.metrics.cases import BOUNDARY_METRICS, NSD_TOLERANCE, case_mean, class_scores, mean_over_cases
 from core.metrics.segmentation import SegmentationMetrics
 from core.modeling.inference import class_indices, forward, probabilities
@@ -77,11 +78,10 @@ def evaluate_native(
         logits = forward(model, images)
         total_loss += loss_fn(logits, target).detach()
         batches += 1
-        for one in logits:
+        for mask in class_indices(probabilities(logits)).to(torch.uint8).cpu().numpy():
             truth = originals[position]
-            native = F.interpolate(one[None], size=truth.shape, mode="bilinear", align_corners=False)
-            scorer.update(native, torch.from_numpy(np.ascontiguousarray(truth))[None].to(native.device))
-            predicted = class_indices(probabilities(native))[0].cpu().numpy()
+            predicted = resize_mask(mask, *truth.shape)
+            scorer.update_predictions(torch.from_numpy(predicted)[None], torch.from_numpy(np.ascontiguousarray(truth))[None])
             scores = case_mean(class_scores(predicted, truth, num_classes, tolerance=tolerance))
             rows.append(CaseRow(data.stems[position], *truth.shape, scores))
             position += 1
