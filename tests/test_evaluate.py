@@ -103,11 +103,8 @@ def test_a_model_is_scored_on_512_px_images_at_their_own_size(tmp_path: Path, mo
         mask = square(200 + 40 * index, 100, 120, size=512)
         write(images, f"case{index}", mask * 255)
         write(truth, f"case{index}", mask)
-    from core.modeling import bundle as bundle_module
-
     config = BundleConfig(model={"architecture": "ClassicUNet"}, image_size=32, channels=1, classes=("background", "cell"))
-    monkeypatch.setattr(bundle_module, "load_model", lambda folder: (Bright(), config))
-    monkeypatch.setattr("core.deploy.predict.load_model", lambda folder: (Bright(), config))
+    monkeypatch.setattr("core.deploy.predict.load_models", lambda folder: ([Bright()], config))
     report = evaluate_model(tmp_path / "bundle", images, truth)
     assert all((row["height"], row["width"]) == (512, 512) for row in report.rows)
     assert 0.95 < report.cases["case0"]["dice"] < 1.0  # the 32-px decision, blown up, misses a few edge pixels

@@ -13,13 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from core.contract import Task
-from core.data.tensors import prepare_image
-from core.deploy.predict import PredictError, open_run, read_input
+from core.deploy.predict import PredictError, model_input, open_run, read_input
 from core.modeling.bundle import BundleConfig
+from core.modeling.inference import Models, predict_probabilities
 
 LABEL_COLUMNS: tuple[str, ...] = ("file", "label", "confidence")  # then one p_<class> column per class
 
@@ -36,12 +35,9 @@ class ClassifyReport:
         return "\n".join(lines)
 
 
-@torch.no_grad()
-def classify_image(model: torch.nn.Module, config: BundleConfig, pixels: np.ndarray) -> np.ndarray:
-    """Class probabilities (K,) for one image (HxWxC uint8 from read_image)."""
-    prepared = prepare_image(pixels, config.image_size, config.channels)
-    batch = torch.from_numpy(np.array(prepared))[None].float().div_(255.0)  # a writable copy
-    return torch.softmax(model(batch).float(), dim=1)[0].numpy()
+def classify_image(model: Models, config: BundleConfig, pixels: np.ndarray) -> np.ndarray:
+    """Class probabilities (K,) for one image (HxWxC uint8 from read_image); a fold ensemble's are averaged."""
+    return predict_probabilities(model, model_input(config, pixels))[0].numpy()
 
 
 def csv_header(classes: tuple[str, ...]) -> list[str]:

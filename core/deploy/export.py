@@ -39,7 +39,10 @@ from core.modeling.bundle import (
     TORCHSCRIPT_FILE,
     WEIGHTS_FILE,
     BundleConfig,
+    ensemble_bundle,
+    ensemble_members,
     load_bundle,
+    load_bundle_config,
     load_torchscript,
     save_bundle,
     trial_bundle,
@@ -296,6 +299,32 @@ def export_trial(
         for name in (WEIGHTS_FILE, CONFIG_FILE):
             (folder / name).unlink(missing_ok=True)
         report.files.pop(0)
+    card = folder / MODEL_CARD_FILE
+    card.write_text(model_card(study, trial, shipped(folder)), encoding="utf-8")
+    report.files.append(ExportedFile("card", card))
+    return report
+
+
+def export_ensemble(
+    study: optuna.Study, trial_number: int | None, artifact_store: Any, out_dir: Path, formats: Sequence[str] = ("bundle", "onnx")
+) -> ExportReport:
+    """A cross-validated trial's k fold models as one folder ``out_dir/<study>-trial<N>-ensemble/``:
+    ``fold0/`` ... bundles (each with its ONNX, parity-checked, when asked), the shared metadata,
+    ``ensemble.json`` and ``predict.py``, which averages the members' probabilities."""
+    chosen = check_formats(formats)
+    trial = default_trial(study) if trial_number is None else get_trial(study, trial_number)
+    folder = ensemble_bundle(trial, artifact_store, Path(out_dir) / f"{bundle_name(study, trial)}-ensemble")
+    config = load_bundle_config(folder)
+    sample, checked_on = parity_sample(study, artifact_store, config)
+    report = ExportReport(folder, checked_on=checked_on)
+    for member in ensemble_members(folder) or []:
+        model, _ = load_bundle(member)
+        report.files.append(ExportedFile("bundle", member / WEIGHTS_FILE))
+        for name, writer, file_name in (("onnx", export_onnx, ONNX_FILE), ("torchscript", export_torchscript, TORCHSCRIPT_FILE)):
+            if name in chosen:
+                report.files.append(writer(model, sample, member / file_name))
+    if "onnx" in chosen:
+        shutil.copyfile(STANDALONE_PREDICT, folder / PREDICT_SCRIPT)
     card = folder / MODEL_CARD_FILE
     card.write_text(model_card(study, trial, shipped(folder)), encoding="utf-8")
     report.files.append(ExportedFile("card", card))

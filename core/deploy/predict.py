@@ -22,7 +22,7 @@ from core.data.images import ARRAY_EXTENSION, IMAGE_EXTENSIONS, channel_problem,
 from core.data.tensors import prepare_image, resize_mask
 from core.data.visual import overlay_mask
 from core.errors import SegTuneError
-from core.modeling.bundle import BundleConfig, load_model
+from core.modeling.bundle import BundleConfig, load_models
 from core.modeling.inference import Models, class_indices, class_probabilities, predict_probabilities
 
 IMAGE_SUFFIXES: tuple[str, ...] = (*IMAGE_EXTENSIONS, ARRAY_EXTENSION)
@@ -115,10 +115,10 @@ def predict_folder(
     return report
 
 
-def open_run(model_folder: Path, images: Path, task: Task, other_task: str) -> tuple[torch.nn.Module, BundleConfig, list[Path]]:
-    """The model of ``model_folder`` and the files of ``images``, refused when the model is not a
-    ``task`` one (``other_task``: what such a model does instead) or the folder is empty."""
-    model, config = load_model(Path(model_folder))
+def open_run(model_folder: Path, images: Path, task: Task, other_task: str) -> tuple[list[torch.nn.Module], BundleConfig, list[Path]]:
+    """The models of ``model_folder`` (one, or a fold ensemble's) and the files of ``images``, refused
+    when the model is not a ``task`` one (``other_task``: what such a model does instead) or the folder is empty."""
+    model, config = load_models(Path(model_folder))
     if config.task != task:
         raise PredictError(f"{model_folder} holds a {config.task} model: {other_task}")
     files = image_files(images)

@@ -17,6 +17,7 @@ they are still read. A trial's "config" artifact is the metadata JSON in either 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -46,6 +47,8 @@ ONNX_FILE = "model.onnx"  # downloads: every model, for onnxruntime
 PREDICT_SCRIPT = "predict.py"  # downloads: core/deploy/standalone_predict.py, which runs model.onnx
 TORCHSCRIPT_FILE = "model.torchscript.pt"  # int8 variants: a TorchScript model instead of safetensors weights
 BUNDLE_ARTIFACTS: tuple[str, ...] = (ArtifactKind.WEIGHTS, ArtifactKind.CONFIG)  # what a trial must have stored to be exported
+ENSEMBLE_FILE = "ensemble.json"  # an ensemble folder: {"format": ENSEMBLE_FORMAT, "members": ["fold0", ...]}
+ENSEMBLE_FORMAT = "segtune-ensemble"
 PIXEL_SCALE = 1 / 255  # 8-bit pixels -> [0, 1]: how every SegTune model is fed (core.data.tensors)
 
 
@@ -242,6 +245,52 @@ def is_int8_folder(folder: Path) -> bool:
 
 def trial_bundle(trial: FrozenTrial, artifact_store: Any, folder: Path) -> Path:
     """``trial``'s bundle in ``folder``: its stored weights, byte for byte, and its metadata."""
+    artifacts = _bundle_artifacts(trial)
+    return _write_bundle(trial, artifact_store, artifacts[ArtifactKind.WEIGHTS], Path(folder))
+
+
+def ensemble_bundle(trial: FrozenTrial, artifact_store: Any, folder: Path) -> Path:
+    """A cross-validated trial's fold models in ``folder``: one bundle per fold (``fold0/`` ...),
+    the shared metadata on top and :data:`ENSEMBLE_FILE` naming the members."""
+    fold_weights = _bundle_artifacts(trial).get(ArtifactKind.FOLD_WEIGHTS) or []
+    if len(fold_weights) < 2:
+        raise BundleError(f"trial #{trial.number} stored no fold models: only cross-validated segmentation trials "
+                          "(spec \"cv\", trained by this version) export as an ensemble")
+    folder = Path(folder)
+    members = [f"fold{index}" for index in range(len(fold_weights))]
+    for member, weights in zip(members, fold_weights):
+        config = load_bundle_config(_write_bundle(trial, artifact_store, weights, folder / member))
+    (folder / SEGTUNE_FILE).write_text(config.to_json(), encoding="utf-8")
+    (folder / ENSEMBLE_FILE).write_text(json.dumps({"format": ENSEMBLE_FORMAT, "members": members}, indent=2), encoding="utf-8")
+    return folder
+
+
+def ensemble_members(folder: Path) -> list[Path] | None:
+    """The member folders of an ensemble folder, or None when ``folder`` holds one model."""
+    path = Path(folder) / ENSEMBLE_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        members = record["members"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise BundleError(f"{path} is not a SegTune ensemble file: {exc}") from exc
+    names = [name for name in members if isinstance(name, str) and re.fullmatch(r"fold\d{1,2}", name)]
+    if record.get("format") != ENSEMBLE_FORMAT or not names or len(names) != len(members):
+        raise BundleError(f"{path} must name its members as fold0, fold1, ... (sub-folders of the ensemble)")
+    return [Path(folder) / name for name in names]
+
+
+def load_models(folder: Path) -> tuple[list[nn.Module], BundleConfig]:
+    """Every model of a model folder: an ensemble's members (their probabilities are averaged), or the one model."""
+    members = ensemble_members(folder)
+    if members is None:
+        model, config = load_model(folder)
+        return [model], config
+    return [load_model(member)[0] for member in members], load_bundle_config(folder)
+
+
+def _bundle_artifacts(trial: FrozenTrial) -> dict[str, Any]:
     artifacts = trial.user_attrs.get(TrialAttr.ARTIFACTS) or {}
     missing = [kind for kind in BUNDLE_ARTIFACTS if not artifacts.get(kind)]
     if missing:
@@ -249,11 +298,14 @@ def trial_bundle(trial: FrozenTrial, artifact_store: Any, folder: Path) -> Path:
             f"trial #{trial.number} stored no {' or '.join(missing)} "
             f"(state {trial.state.name.lower()}): only completed trials can be exported"
         )
-    folder = Path(folder)
+    return artifacts
+
+
+def _write_bundle(trial: FrozenTrial, artifact_store: Any, weights: str, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    with artifact_store.open_reader(artifacts[ArtifactKind.WEIGHTS]) as reader, open(folder / WEIGHTS_FILE, "wb") as out:
+    with artifact_store.open_reader(weights) as reader, open(folder / WEIGHTS_FILE, "wb") as out:
         shutil.copyfileobj(reader, out)
-    with artifact_store.open_reader(artifacts[ArtifactKind.CONFIG]) as reader:
+    with artifact_store.open_reader(_bundle_artifacts(trial)[ArtifactKind.CONFIG]) as reader:
         text = reader.read().decode("utf-8")
     try:
         config = BundleConfig.from_json(text)

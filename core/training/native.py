@@ -55,6 +55,30 @@ class CaseRow:
     scores: dict[str, float]  # dice, iou, nsd, hd95 (core.metrics.cases.CASE_METRICS)
 
 
+class CaseScorer:
+    """Decided masks scored against their truth one image at a time, each at the truth's own size."""
+
+    def __init__(self, mode: str, num_classes: int, tolerance: float = NSD_TOLERANCE):
+        self.pixels = SegmentationMetrics(mode, num_classes)
+        self.num_classes, self.tolerance = num_classes, tolerance
+        self.rows: list[CaseRow] = []
+
+    def add(self, stem: str, mask: np.ndarray, truth: np.ndarray) -> None:
+        """``mask``: class indices (S, S) at the model's size; ``truth``: the original mask (H, W)."""
+        predicted = resize_mask(mask, *truth.shape)
+        self.pixels.update_predictions(torch.from_numpy(predicted)[None], torch.from_numpy(np.ascontiguousarray(truth))[None])
+        scores = case_mean(class_scores(predicted, truth, self.num_classes, tolerance=self.tolerance))
+        self.rows.append(CaseRow(stem, *truth.shape, scores))
+
+    def metrics(self) -> dict[str, float]:
+        """Every pixel metric, then the boundary metrics' means over cases."""
+        metrics = self.pixels.compute()
+        means = mean_over_cases(row.scores for row in self.rows)
+        # every case empty in truth and prediction: nothing to find, nothing predicted (as dice_per_image)
+        metrics.update({name: _PERFECT[name] if math.isnan(means[name]) else means[name] for name in BOUNDARY_METRICS})
+        return metrics
+
+
 @torch.no_grad()
 def evaluate_native(
     model: nn.Module,
@@ -71,24 +95,16 @@ def evaluate_native(
     if len(originals) != len(data):
         raise ValueError(f"{len(originals)} original masks for {len(data)} images")
     model.eval()
-    scorer = SegmentationMetrics(mode, num_classes)
-    total_loss, batches, rows = torch.zeros((), device=data.device), 0, []
-    position = 0
+    cases = CaseScorer(mode, num_classes, tolerance)
+    total_loss, batches = torch.zeros((), device=data.device), 0
     for images, target in eval_batches(data, batch_size):
         logits = forward(model, images)
         total_loss += loss_fn(logits, target).detach()
         batches += 1
         for mask in class_indices(probabilities(logits)).to(torch.uint8).cpu().numpy():
-            truth = originals[position]
-            predicted = resize_mask(mask, *truth.shape)
-            scorer.update_predictions(torch.from_numpy(predicted)[None], torch.from_numpy(np.ascontiguousarray(truth))[None])
-            scores = case_mean(class_scores(predicted, truth, num_classes, tolerance=tolerance))
-            rows.append(CaseRow(data.stems[position], *truth.shape, scores))
-            position += 1
-    metrics = scorer.compute()
-    means = mean_over_cases(row.scores for row in rows)
-    # every case empty in truth and prediction: nothing to find, nothing predicted (as dice_per_image)
-    metrics.update({name: _PERFECT[name] if math.isnan(means[name]) else means[name] for name in BOUNDARY_METRICS})
+            position = len(cases.rows)
+            cases.add(data.stems[position], mask, originals[position])
+    metrics = cases.metrics()
     metrics["loss"] = float(total_loss / max(batches, 1))
-    evaluation = Evaluation(metrics, scorer.predicted_fractions(), scorer.target_fractions(), scorer.image_counts())
-    return evaluation, rows
+    scorer = cases.pixels
+    return Evaluation(metrics, scorer.predicted_fractions(), scorer.target_fractions(), scorer.image_counts()), cases.rows

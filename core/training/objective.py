@@ -48,6 +48,7 @@ from core.modeling.config import ModelConfig
 from core.search.spec import StudySpec
 from core.search.suggest import suggest_params
 from core.settings import Settings
+from core.training.ensemble import FoldEnsemble
 from core.training.loop import EpochRecord, TrainConfig, TrainResult, predict, prepare_model, resolve_device, train_model
 from core.training.native import scored_natively
 from core.training.progress import ProgressHook, ProgressWriter
@@ -130,6 +131,9 @@ def _run_trial(trial: optuna.Trial, spec: StudySpec, study_data: Callable[[int |
     train_config = TrainConfig.from_params(params, patience=spec.patience, seed=spec.seed + trial.number, **_selection(spec))
     scores: list[FoldScore] = []
     first_model: torch.nn.Module | None = None
+    native = scored_natively(trial.study)
+    ensemble = FoldEnsemble(first_data.test, train_config.batch_size) if spec.cv and not spec.is_classification else None
+    fold_weights: list[str] = []  # folds after the first: fold 0's weights are stored with the bundle
     for fold in folds:
         data = first_data if fold == folds[0] else study_data(fold)
         if fold is not None:
@@ -137,10 +141,19 @@ def _run_trial(trial: optuna.Trial, spec: StudySpec, study_data: Callable[[int |
         reporter = _epoch_reporter(trial, spec, context, fold, [score.result for score in scores])
         model, result, train_config = _train_with_oom_retry(trial, data, model_config, train_config, device, reporter, context.on_progress)
         model.load_state_dict(result.best_state)
-        scores.append(score_fold(model, data, result, train_config, native=scored_natively(trial.study)))
+        scores.append(score_fold(model, data, result, train_config, native=native))
+        if ensemble is not None:
+            ensemble.add(model)
+            if fold != folds[0]:
+                fold_weights.append(_upload_weights(trial, model, context))
         if first_model is None:
             first_model = model
     assert first_model is not None
+    if ensemble is not None:
+        originals = first_data.original_masks(first_data.test) if native and first_data.test is not None else None
+        ensemble_metrics = ensemble.metrics(first_data.mode, first_data.num_classes, originals)
+        if ensemble_metrics is not None:
+            trial.set_user_attr(TrialAttr.ENSEMBLE_TEST_METRICS, ensemble_metrics)
     attrs = summary(spec, scores, first_model, first_data, train_config, trial.study.user_attrs.get(StudyAttr.BASELINES))
     _add_volume_metrics(first_model, first_data, train_config, attrs)
     for key, value in attrs.items():
@@ -154,7 +167,10 @@ def _run_trial(trial: optuna.Trial, spec: StudySpec, study_data: Callable[[int |
         source={"study": spec.name, "trial": trial.number, "dataset": spec.dataset, "split_hash": first_data.split.hash, "val_metrics": scores[0].result.val_metrics},
     )
     predictions = validation_predictions(scores, first_data.manifest.classes) if spec.is_classification else None
-    trial.set_user_attr(TrialAttr.ARTIFACTS, _store_artifacts(trial, first_model, bundle, first_data, train_config, context, predictions))
+    artifacts = _store_artifacts(trial, first_model, bundle, first_data, train_config, context, predictions)
+    if ensemble is not None:
+        artifacts[ArtifactKind.FOLD_WEIGHTS] = [artifacts[ArtifactKind.WEIGHTS], *fold_weights]
+    trial.set_user_attr(TrialAttr.ARTIFACTS, artifacts)
     return _objective_values(spec, attrs)
 
 
@@ -271,7 +287,7 @@ def _objective_values(spec: StudySpec, summary: dict[str, Any]) -> float | tuple
 def _store_artifacts(
     trial: optuna.Trial, model: torch.nn.Module, bundle: BundleConfig, data: StudyData, config: TrainConfig, context: RunContext,
     predictions: LabelPredictions | None = None,
-) -> dict[str, str]:
+) -> dict[str, Any]:
     """Best-epoch weights + config (a loadable bundle), and the preview masks (segmentation) or the
     validation predictions (classification)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -287,6 +303,16 @@ def _store_artifacts(
             ArtifactKind.CONFIG: upload(folder / SEGTUNE_FILE),  # smp's config.json is derived from it on export
             kind: upload(path),
         }
+
+
+def _upload_weights(trial: optuna.Trial, model: torch.nn.Module, context: RunContext) -> str:
+    """One fold model's best-epoch weights as an artifact (the bundle's weights file format)."""
+    from safetensors.torch import save_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / WEIGHTS_FILE
+        save_model(model, str(path))
+        return _uploader(trial, context)(path)
 
 
 def _uploader(study_or_trial: Any, context: RunContext) -> Callable[[Path], str]:
