@@ -14,7 +14,7 @@ from PIL import Image
 from core.cli import main
 from core.deploy.evaluate import CSV_COLUMNS, EvaluateError, evaluate_folders, evaluate_model
 from core.deploy.predict import predict_folder
-from core.modeling.bundle import BundleConfig, save_bundle
+from core.modeling.bundle import BundleConfig
 
 
 def square(side: int, top: int, left: int, size: int = 48) -> np.ndarray:
