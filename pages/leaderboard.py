@@ -16,6 +16,7 @@ from app.widgets.reliability import COMPARE_PAGES, flag_badges, flag_warning, in
 from app.widgets.trial_table import GROUPS, STATE_ICONS, failure_reasons, headline_metrics, shown_value, trial_table, visible_columns
 from core.contract import Task
 from core.metrics.catalogue import label
+from core.results.reliability import evaluation_note
 
 COMPARE_FILES = {Task.SEGMENTATION: "compare.py", Task.CLASSIFICATION: "predictions.py"}
 
@@ -55,6 +56,11 @@ def best_trial(name: str, frame: pd.DataFrame, task: Task) -> None:
     metrics[4].metric("Images/s", shown_value(top["images_per_s"], ".0f"), border=True)
     if val_ci:
         st.caption(f"Val Dice 95 % confidence interval: {val_ci}" + (f" · test: {test_ci}" if test_ci else ""))
+    if pd.notna(top.get("ensemble_test_dice")):
+        st.caption(f"Fold ensemble ({top['folds']} fold models, probabilities averaged) on test: Dice "
+                   f"**{top['ensemble_test_dice']:.4f}**, against {top['test_dice']:.4f} for the mean of the fold models. "
+                   "Export it with `python -m core export --ensemble`.")
+    st.caption(evaluation_note(study_cache.study(name).user_attrs))
     comparison = study_cache.runner_up(name)
     if comparison is not None:
         if comparison.distinguishable:

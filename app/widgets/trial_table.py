@@ -34,8 +34,9 @@ BEST_MARK = "★"
 
 
 def shown_metrics(task: Task = Task.SEGMENTATION) -> tuple[str, ...]:
-    """The task's split metrics a trial can be chosen on, in catalogue order (the loss is left to the curves)."""
-    return tuple(m.name for m in task_metrics(task) if m.scope == Scope.SPLIT and m.objective and m.source != Source.LOSS)
+    """The task's split metrics a trial can be chosen on, then its per-case ones (NSD, HD95), in
+    catalogue order (the loss is left to the curves)."""
+    return tuple(m.name for m in task_metrics(task) if m.scope in (Scope.SPLIT, Scope.CASE) and m.objective and m.source != Source.LOSS)
 
 
 def headline_metrics(task: Task = Task.SEGMENTATION) -> tuple[str, str]:
@@ -59,7 +60,8 @@ def visible_columns(frame: pd.DataFrame, groups: Sequence[str], task: Task = Tas
         columns += [c for c in frame.columns if c.startswith("param_")]
     for split in ("val", "test"):
         if split in groups:
-            columns += [f"{split}_{m}" for m in shown_metrics(task) if f"{split}_{m}" in frame]
+            # per-case metrics only where trials have them (studies scored at training size do not)
+            columns += [f"{split}_{m}" for m in shown_metrics(task) if f"{split}_{m}" in frame and frame[f"{split}_{m}"].notna().any()]
             if f"{split}_dice_ci_low" in frame and frame[f"{split}_dice_ci_low"].notna().any():
                 columns.insert(columns.index(f"{split}_dice") + 1, f"{split}_dice_ci")
             if split == "val" and "val_dice_std" in frame and frame["val_dice_std"].notna().any():

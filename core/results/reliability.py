@@ -60,7 +60,17 @@ def reliability_columns(trial: FrozenTrial) -> dict[str, Any]:
     row["val_foreground_fraction"] = attrs.get(TrialAttr.VAL_FOREGROUND_FRACTION)
     row["flags"] = ", ".join(attrs.get(TrialAttr.FLAGS) or [])
     row["reused_from"] = attrs.get(TrialAttr.REUSED_FROM)
+    row["ensemble_test_dice"] = (attrs.get(TrialAttr.ENSEMBLE_TEST_METRICS) or {}).get("dice")
     return row
+
+
+def evaluation_note(study_attrs: dict[str, Any]) -> str:
+    """How the study's finished trials were scored, in one sentence for the results pages."""
+    evaluation = study_attrs.get(StudyAttr.EVALUATION) or {}
+    if evaluation.get("resolution") == "native":
+        return (f"Scores are at each image's original resolution (NSD tolerance {evaluation.get('nsd_tolerance', 2):g} px); "
+                "the learning curves are at the training size.")
+    return "Scores are at the study's training size (this study was made before SegTune scored at the original resolution)."
 
 
 def baselines(study: optuna.Study) -> dict[str, Any]:

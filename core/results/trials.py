@@ -24,6 +24,7 @@ CANCELLED_STATE = "cancelled"  # a trial a cancel stopped: Optuna says FAIL, the
 RELIABILITY_COLUMNS: tuple[str, ...] = (
     "val_dice_ci_low", "val_dice_ci_high", "test_dice_ci_low", "test_dice_ci_high", "val_dice_std",
     "val_dice_per_image_std", "val_iou_std", "folds", "val_foreground_fraction", "flags", "reused_from",
+    "ensemble_test_dice",
 )
 
 # Per-trial scalars copied from user attrs into the leaderboard, in display order.
