@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from core.contract import StudyAttr
 from core.data.volumes import parse_slice_stem
 from core.deploy.export import load_model, trial_bundle
 from core.metrics.segmentation import predict_mask
@@ -26,7 +25,7 @@ from core.metrics.volumes import volume_dice_scores
 from core.modeling.config import task_mode
 from core.results.previews import PreviewSet, preview_set
 from core.results.trials import ResultsError
-from core.search.validation import spec_from_dict
+from core.search.validation import stored_spec
 from core.training.study_data import StudySource, study_source
 
 if TYPE_CHECKING:
@@ -57,9 +56,9 @@ class VolumeSlices:
 
 
 def _source(study: optuna.Study, settings: Settings) -> tuple[StudySpec, StudySource]:
-    if StudyAttr.SPEC not in study.user_attrs:
+    spec = stored_spec(study)
+    if spec is None:
         raise ResultsError(f"study {study.study_name!r} was not made by SegTune (it has no spec)")
-    spec = spec_from_dict(study.user_attrs[StudyAttr.SPEC])
     return spec, study_source(spec, settings, 0 if spec.cv else None)
 
 
