@@ -7,8 +7,12 @@ the contract between the objective (writer), the workers, and the results pages,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
+
+if TYPE_CHECKING:
+    import optuna
 
 
 class Task(StrEnum):
@@ -107,6 +111,14 @@ class TrialArtifacts(TypedDict, total=False):
 
 
 EpochRow = dict[str, Any]  # one epoch of "history": epoch, lr, time_s, train_<metric>, val_<metric>
+
+
+def spec_attr(study: optuna.Study) -> Mapping[str, Any]:
+    """The spec a study stores, as raw JSON (empty for a study SegTune did not make). Read it through
+    ``core.search.validation.stored_spec``, which validates it into a StudySpec; this raw form is for
+    the layers below search (results/), which read a field or two of it."""
+    spec = study.user_attrs.get(StudyAttr.SPEC)
+    return spec if isinstance(spec, Mapping) else {}
 
 
 def variants_attr(trial_number: int) -> str:

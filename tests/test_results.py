@@ -89,7 +89,8 @@ def build_study(
     falls with k; the spec, preview inputs, weights and configs are stored as artifacts.
     """
     study = optuna.create_study(storage=storage, study_name=name, directions=list(directions))
-    spec = {"name": name, "dataset": "demo-cells", "image_size": SIZE,
+    # a valid spec, as the engine stores (32: the smallest size a spec allows; previews stay SIZE px)
+    spec = {"name": name, "dataset": "demo-cells", "image_size": 32,
             "objectives": [{"metric": m, "direction": d} for m, d in zip(("val_dice", "n_params"), directions)],
             "split": {"train": 0.7, "val": 0.16, "test": 0.14, "k_folds": None, "fold": 0, "seed": 3, "group_pattern": None}}
     study.set_user_attr(StudyAttr.SPEC, spec)

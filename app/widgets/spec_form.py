@@ -17,6 +17,7 @@ from typing import Any
 
 import streamlit as st
 
+from app.state import Key
 from core.contract import Task
 from core.data.splits import SplitConfig
 from core.metrics.catalogue import objective_metrics
@@ -64,6 +65,13 @@ def key(name: str) -> str:
 
 TASK = key("task")  # the task the form describes (a Task value); follows the chosen dataset's
 TASK_DATASET = key("_task_dataset")  # the dataset the form's task was last set for: choosing another re-derives it
+FORM_DATASET: Key[str | None] = Key(key("dataset"), None)  # the Dataset box (None until the form's first fill)
+FORM_TASK_DATASET: Key[str | None] = Key(TASK_DATASET, None)
+
+
+def form_values() -> FormValues:
+    """The form's values as its widgets hold them (session state, keys ``ns.*``)."""
+    return st.session_state
 
 
 def form_task(values: Mapping[str, Any]) -> Task:

@@ -21,9 +21,12 @@ from core.modeling.architectures import ARCHITECTURES, Family
 from core.modeling.bundle import BUNDLE_ARTIFACTS, CONFIG_FILE, ONNX_FILE, PREDICT_SCRIPT, SEGTUNE_FILE, WEIGHTS_FILE
 from core.results.reliability import study_task
 from core.results.trials import best_numbers, objective_names
+from core.search.validation import stored_spec
 
 if TYPE_CHECKING:
     from optuna.artifacts._protocol import ArtifactStore
+
+    from core.data.splits import SplitConfig
 
 MODEL_CARD_FILE = "MODEL_CARD.md"
 # What a downloaded bundle holds (MODEL_CARD.md besides): the card describes these unless told otherwise.
@@ -68,12 +71,12 @@ def _card_model(study: optuna.Study, trial: FrozenTrial) -> list[str]:
 
 
 def _card_data(study: optuna.Study, trial: FrozenTrial) -> list[str]:
-    spec = study.user_attrs.get(StudyAttr.SPEC) or {}
+    spec = stored_spec(study)
     return ["## Data", _table({
-        "Dataset": study.user_attrs.get(StudyAttr.DATASET) or spec.get("dataset"),
+        "Dataset": study.user_attrs.get(StudyAttr.DATASET) or (spec.dataset if spec else None),
         "Split hash": study.user_attrs.get(StudyAttr.SPLIT_HASH),
-        "Split": _split_text(spec.get("split") or {}),
-        "Image size (px)": spec.get("image_size"),
+        "Split": _split_text(spec.split if spec else None),
+        "Image size (px)": spec.image_size if spec else None,
     })]
 
 
@@ -150,12 +153,12 @@ def _table(values: dict[str, Any]) -> str:
     return "\n".join(["| | |", "|---|---|", *rows, ""])
 
 
-def _split_text(split: dict[str, Any]) -> str:
-    if not split:
+def _split_text(split: SplitConfig | None) -> str:
+    if split is None:
         return "—"
-    if split.get("k_folds"):
-        return f"test {split.get('test')}, {split['k_folds']} folds (validation fold {split.get('fold')}), seed {split.get('seed')}"
-    return f"train {split.get('train')} / val {split.get('val')} / test {split.get('test')}, seed {split.get('seed')}"
+    if split.k_folds:
+        return f"test {split.test}, {split.k_folds} folds (validation fold {split.fold}), seed {split.seed}"
+    return f"train {split.train} / val {split.val} / test {split.test}, seed {split.seed}"
 
 
 def _metrics_table(val: dict[str, Any], test: dict[str, Any], task: Task = Task.SEGMENTATION) -> str:

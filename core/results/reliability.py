@@ -15,7 +15,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial
 
-from core.contract import StudyAttr, Task, TrialAttr
+from core.contract import StudyAttr, Task, TrialAttr, spec_attr
 from core.metrics.catalogue import split_metrics
 from core.metrics.uncertainty import Kind, as_units, bootstrap_ci, paired_difference_ci
 
@@ -24,8 +24,7 @@ REFERENCE_STATE = "reference"  # the state column of a baseline row on the leade
 
 def study_task(study: optuna.Study) -> Task:
     """The study's task from its stored spec (segmentation for specs written before tasks existed)."""
-    spec = study.user_attrs.get(StudyAttr.SPEC) or {}
-    return Task(spec.get("task", Task.SEGMENTATION))
+    return Task(spec_attr(study).get("task", Task.SEGMENTATION))
 
 
 def dice_units(trial: FrozenTrial, split: str) -> tuple[np.ndarray, Kind] | None:

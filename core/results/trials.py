@@ -15,7 +15,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from core.contract import StudyAttr, Task, TrialAttr
+from core.contract import Task, TrialAttr, spec_attr
 from core.errors import SegTuneError
 from core.metrics.catalogue import label, stored_metrics
 from core.results.reliability import baseline_frame, best_vs_runner_up, reliability_columns, study_task
@@ -44,8 +44,7 @@ class ResultsError(SegTuneError):
 
 def objective_names(study: optuna.Study) -> list[str]:
     """The objectives' metric names (from the stored spec), else Optuna's metric names."""
-    spec = study.user_attrs.get(StudyAttr.SPEC) or {}
-    names = [objective.get("metric", "") for objective in spec.get("objectives", [])]
+    names = [objective.get("metric", "") for objective in spec_attr(study).get("objectives", [])]
     if len(names) == len(study.directions) and all(names):
         return names
     if study.metric_names:

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from core.contract import StudyAttr
 from core.data.volumes import parse_slice_stem
 from core.metrics.volumes import volume_dice_scores
 from core.modeling.bundle import load_model, trial_bundle
@@ -26,7 +25,7 @@ from core.modeling.inference import predict_indices
 from core.results.previews import PreviewSet, preview_set
 from core.results.trials import ResultsError, get_trial
 from core.search.study_source import StudySource, study_source
-from core.search.validation import spec_from_dict
+from core.search.validation import stored_spec
 
 if TYPE_CHECKING:
     import optuna
@@ -56,9 +55,9 @@ class VolumeSlices:
 
 
 def _source(study: optuna.Study, settings: Settings) -> tuple[StudySpec, StudySource]:
-    if StudyAttr.SPEC not in study.user_attrs:
+    spec = stored_spec(study)
+    if spec is None:
         raise ResultsError(f"study {study.study_name!r} was not made by SegTune (it has no spec)")
-    spec = spec_from_dict(study.user_attrs[StudyAttr.SPEC])
     return spec, study_source(spec, settings, 0 if spec.cv else None)
 
 

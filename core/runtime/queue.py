@@ -18,6 +18,7 @@ from core.runtime.job_model import ACTIVE_STATES, RESUMABLE_STATES, Job, JobErro
 from core.runtime.job_table import get_job, jobs_table, list_jobs, load_job_study, reconcile, set_status, tables_engine
 from core.runtime.tuning import prepare_study
 from core.search.spec import StudySpec
+from core.search.validation import stored_spec
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -139,7 +140,8 @@ def _store_budget(settings: Settings, job: Job, n_trials: int) -> None:
     spec_dict = json.loads(job.spec_json)
     spec_dict["budget"]["n_trials"] = n_trials
     study = load_job_study(settings, job)
-    study.set_user_attr(StudyAttr.SPEC, {**study.user_attrs.get(StudyAttr.SPEC, spec_dict), "budget": spec_dict["budget"]})
+    stored = stored_spec(study)
+    study.set_user_attr(StudyAttr.SPEC, {**(stored.to_dict() if stored else spec_dict), "budget": spec_dict["budget"]})
     with tables_engine(settings).begin() as connection:
         connection.execute(sa.update(jobs_table).where(jobs_table.c.id == job.id).values(spec_json=json.dumps(spec_dict)))
 

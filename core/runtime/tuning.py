@@ -24,7 +24,7 @@ from core.search.samplers import make_pruner, make_sampler
 from core.search.spec import StudySpec
 from core.search.study_source import study_source
 from core.search.suggest import enqueue_grid
-from core.search.validation import spec_from_dict
+from core.search.validation import stored_spec
 from core.settings import Settings
 from core.training.native import NATIVE_EVALUATION
 from core.training.objective import RunContext, TrialError, make_objective, upload_study_previews
@@ -42,10 +42,10 @@ def create_or_load_study(spec: StudySpec, storage: optuna.storages.BaseStorage, 
         pruner=make_pruner(spec),
         load_if_exists=True,
     )
-    stored = study.user_attrs.get(StudyAttr.SPEC)
+    stored = stored_spec(study)
     if stored is None:
         study.set_user_attr(StudyAttr.SPEC, spec.to_dict())
-    elif _comparable(stored) != _comparable(spec.to_dict()):
+    elif _comparable(stored.to_dict()) != _comparable(spec.to_dict()):
         raise SegTuneError(
             f"a study named {spec.name!r} already exists with a different spec; pick another name, "
             "or resume it with its own spec"
@@ -64,9 +64,9 @@ def load_study(name: str, storage: optuna.storages.BaseStorage) -> tuple[optuna.
     if name not in names:
         raise SegTuneError(f"no study named {name!r}; studies: {sorted(names) or 'none yet'}")
     study = optuna.load_study(study_name=name, storage=storage)
-    if StudyAttr.SPEC not in study.user_attrs:
+    spec = stored_spec(study)
+    if spec is None:
         raise SegTuneError(f"study {name!r} was not made by SegTune (it has no spec); open it with optuna-dashboard instead")
-    spec = spec_from_dict(study.user_attrs[StudyAttr.SPEC])
     # Loaded without the spec's sampler and pruner: enough to read and export, and run_study re-opens
     # the study through create_or_load_study when it adds trials.
     return study, spec

@@ -20,6 +20,7 @@ from core.data.splits import Split, SplitConfig, frozen_split
 from core.data.tensors import ImageSet, load_tensor_set
 from core.errors import SegTuneError
 from core.search.spec import StudySpec
+from core.search.task_fit import task_problem
 from core.search.validation import SpecError
 
 if TYPE_CHECKING:
@@ -48,27 +49,13 @@ class StudySource:
         return load_tensor_set(self.folder, self.manifest, list(stems), image_size, self.channels).to(device)
 
 
-def task_problem(spec: StudySpec, manifest: DatasetManifest) -> str | None:
-    """Why ``spec`` cannot run on ``manifest`` (a study and a dataset of different tasks), or None."""
-    if spec.task == manifest.task:
-        return None
-    if spec.task == Task.CLASSIFICATION:
-        return (f"study {spec.name!r} is a classification study but dataset {manifest.name!r} is a segmentation dataset "
-                f"(images + masks): pick a classification dataset, make one from this dataset's masks (each image labelled by "
-                f"whether its mask is empty: 'Classify by mask: empty / not empty' on the Datasets page, or python -m core datasets from-masks "
-                f"{manifest.name} --name {manifest.name}-presence), or set \"task\": \"segmentation\"")
-    return (f"study {spec.name!r} is a segmentation study but dataset {manifest.name!r} is a classification dataset "
-            "(one label per image, no masks): set \"task\": \"classification\" (e.g. start from the "
-            "p4-cnn-classification preset) or pick a dataset with masks")
-
-
 def study_source(spec: StudySpec, settings: Settings, fold: int | None = None) -> StudySource:
     """Read the manifest and freeze (or re-read) the split of ``fold`` (fold 0 with CV when None); decodes no image.
 
     Raises :class:`SegTuneError` when the study's task is not the dataset's.
     """
     manifest = load_manifest(settings.datasets_dir, spec.dataset)
-    problem = task_problem(spec, manifest)
+    problem = task_problem(spec, Task(manifest.task))
     if problem:
         raise SegTuneError(problem)
     folder = dataset_path(settings.datasets_dir, spec.dataset)

@@ -2,7 +2,7 @@
 
 ``spec_from_dict`` turns JSON into a :class:`~core.search.spec.StudySpec` or raises
 :class:`SpecError` whose ``problems`` map field paths (``search_space.lr``, ``budget.n_trials``)
-to messages that name the valid options.
+to messages that name the valid options; ``stored_spec`` reads the one a study stores.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import json
 import math
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from core.contract import Task
+from core.contract import Task, spec_attr
 from core.data.images import MAX_CHANNELS
 from core.data.splits import SplitConfig, config_problems
 from core.errors import ProblemsError, unknown_option
@@ -23,6 +23,9 @@ from core.search.samplers import PRUNERS, SAMPLERS
 from core.search.size import grid_size_problem
 from core.search.space import HyperParam, ParamSpec, hyperparameters, other_task_with
 from core.search.spec import CV_FOLDS_RANGE, SPEC_VERSION, Budget, CrossValidation, Objective, StudySpec
+
+if TYPE_CHECKING:
+    import optuna
 
 
 class SpecError(ProblemsError):
@@ -54,6 +57,14 @@ def load_spec(path: str | Path) -> StudySpec:
     except Exception as exc:
         raise SpecError({"file": f"{path.name} is not valid {path.suffix.lstrip('.').upper() or 'JSON'}: {exc}"}) from exc
     return spec_from_dict(data)
+
+
+def stored_spec(study: optuna.Study) -> StudySpec | None:
+    """The spec ``study`` was created with (its ``spec`` attr), validated; None for a study SegTune
+    did not make. Every reader of a study's spec goes through here (results/, below search, reads
+    the raw attr through :func:`core.contract.spec_attr`)."""
+    data = spec_attr(study)
+    return spec_from_dict(dict(data)) if data else None
 
 
 def spec_from_dict(data: Any) -> StudySpec:

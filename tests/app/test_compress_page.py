@@ -22,6 +22,7 @@ from core.deploy.compression.config import CompressionConfig
 from core.deploy.compression.run import compress_trial, study_compression_data
 from core.deploy.compression.variants import list_variants
 from core.runtime.storage import open_artifact_store, open_storage
+from core.runtime.tasks import TaskSubject
 from core.settings import Settings
 from tests.app import pages
 from tests.app.pages import texts
@@ -107,22 +108,37 @@ def test_compare_masks_puts_a_variant_next_to_its_trial(compressed: Settings) ->
 
 
 def test_starting_a_compression_launches_a_background_task(compressed: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    started: list[tuple[str, list[str]]] = []
-    monkeypatch.setattr(core.runtime.tasks, "start_task", lambda settings, kind, argv: started.append((kind, list(argv))))
+    launched: list[list[str]] = []
+
+    def launch(settings: Settings, command: list[str], log: Path) -> int:
+        launched.append(command)
+        return os.getpid()  # no process: the record is what this test reads
+
+    monkeypatch.setattr(core.runtime.tasks, "_launch", launch)
     app = open_page()
     app.get("button_group")[0].set_value("prune").run()
     app.slider(key="compress.sparsity").set_value(0.8).run()
     app.number_input(key="compress.epochs").set_value(3.0).run()
     app.button(key="compress.start").click().run()
     assert not app.exception, app.exception
-    assert started == [("compress", ["compress", "--study", STUDY, "--trial", "0", "--method", "prune", "--sparsity", "0.8",
-                                     "--epochs", "3.0", "--scope", "global"])]
+    [task] = core.runtime.tasks.list_tasks(compressed, "compress")
+    try:
+        assert launched[0][3:-2] == ["compress", "--study", STUDY, "--trial", "0", "--method", "prune", "--sparsity", "0.8",
+                                     "--epochs", "3.0", "--scope", "global"]  # the CLI is unchanged
+        assert task.subject == TaskSubject(study=STUDY, trial=0, method="prune", options={
+            "sparsity": 0.8, "structured": False, "scope": "global", "finetune_epochs": 3.0, "finetune_steps": None, "lr": None})
+        assert open_page().button(key="compress.start").disabled  # found by its subject: the trial is busy
+    finally:
+        core.runtime.tasks._status_path(compressed, task.id).unlink()
 
 
 def test_a_running_task_shows_its_progress_and_blocks_a_second_start(compressed: Settings) -> None:
     task_id = "compress-test-running"
+    legacy = core.runtime.tasks._status_path(compressed, "compress-test-legacy")  # no subject: about no trial
+    core.runtime.tasks._merge(legacy, {"id": legacy.stem, "kind": "compress", "argv": ["compress", "--study", STUDY, "--trial", "0"],
+                                       "created_at": time.time() + 60, "pid": os.getpid()})
     core.runtime.tasks._merge(core.runtime.tasks._status_path(compressed, task_id), {
-        "id": task_id, "kind": "compress", "argv": ["compress", "--study", STUDY, "--trial", "0", "--method", "ptq"],
+        "id": task_id, "kind": "compress", "subject": {"study": STUDY, "trial": 0, "method": "ptq", "options": {}},
         "created_at": time.time(), "pid": os.getpid(),  # this test process: alive
     })
     core.runtime.tasks.TaskProgress(compressed, task_id).update(0.4, "int8 static: calibrating on training batch 3/8")
@@ -134,6 +150,7 @@ def test_a_running_task_shows_its_progress_and_blocks_a_second_start(compressed:
         assert app.button(key="compress.start").disabled
     finally:
         core.runtime.tasks.TaskProgress(compressed, task_id).fail("test over")
+        legacy.unlink()
     app = open_page()
     assert any("test over" in text for text in texts(app, "error")) and not app.button(key="compress.start").disabled
 

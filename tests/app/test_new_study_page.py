@@ -294,5 +294,6 @@ def test_a_classification_spec_on_a_segmentation_dataset_is_refused_at_the_datas
     at.file_uploader(key="ns._import").upload("spec.json", json.dumps(spec).encode(), "application/json").run()
     assert at.session_state["ns.task"] == "classification" and at.selectbox(key="ns.dataset").value == "demo-cells"
     at.run()  # the next run keeps the import: the task follows a dataset only when the user picks one
-    assert any("demo-cells is a segmentation dataset, but this spec describes a classification study" in e.value for e in at.error)
+    assert any("'wrong-data' is a classification study but dataset 'demo-cells' is a segmentation dataset" in e.value
+               for e in at.error)  # core's refusal (core.search.task_fit), the one a run gives
     assert at.button(key="ns._start").disabled
