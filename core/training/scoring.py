@@ -53,7 +53,7 @@ def score_fold(model: torch.nn.Module, data: StudyData, result: TrainResult, con
     loss_fn = training_loss(config, data.val, data.mode).to(data.val.images.device)
 
     def run(images: Any) -> Evaluation:
-        return evaluate_detailed(model, images, config.batch_size, loss_fn=loss_fn, mode=data.mode, num_classes=data.num_classes)
+        return evaluate_detailed(model, images, config.batch_size, loss_fn=loss_fn, mode=data.mode, num_classes=data.num_classes, patch_size=config.patch_size)
 
     return FoldScore(result, run(data.val), run(data.test) if data.test is not None else None, tuple(data.val.stems))
 
