@@ -238,3 +238,19 @@ def test_a_patch_study_trains_on_crops_and_scores_by_sliding_window(workspace: S
     assert 32 in crops and windows and set(windows) == {32}  # training cut crops; evaluation slid 32 px windows
     assert 0.0 <= trial.value <= 1.0 and trial.value == trial.user_attrs["val_metrics"]["dice"]
     assert "dice" in trial.user_attrs["test_metrics"]
+
+
+def test_throughput_with_a_patch_times_the_sliding_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.training.loop import measure_throughput
+
+    sides: list[int] = []
+    real = core.training.loop.sliding_window_probabilities
+
+    def sliding(model: nn.Module, images: torch.Tensor, patch_size: int, **kwargs: object) -> torch.Tensor:
+        sides.append(patch_size)
+        return real(model, images, patch_size, **kwargs)
+
+    monkeypatch.setattr(core.training.loop, "sliding_window_probabilities", sliding)
+    data = ImageSet(torch.zeros(2, 1, 64, 64, dtype=torch.uint8), torch.zeros(2, 64, 64, dtype=torch.uint8), ("a", "b"))
+    assert measure_throughput(conv_net(1), data, 2, repeats=1) > 0 and not sides  # whole images: no window
+    assert measure_throughput(conv_net(1), data, 2, repeats=1, patch_size=32) > 0 and sides == [32, 32]  # warm-up + one timed pass

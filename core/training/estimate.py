@@ -3,8 +3,8 @@
 A one-batch probe: build the model of a typical trial (first value of every choice, middle of
 every range), time a forward + backward pass on a random batch of the study's size, and scale it
 to the batches of one epoch of the study's split. With a ``patch_size`` the batch is of patches
-(what a training step sees), and validation runs one forward pass per sliding window. Good to a factor of about two: enough to tell
-a ten-minute study from a ten-hour one before pressing Start.
+(what a training step sees), and validation runs one forward pass per sliding window. Good to a
+factor of about two: enough to tell a ten-minute study from a ten-hour one before pressing Start.
 """
 
 from __future__ import annotations

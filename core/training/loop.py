@@ -357,8 +357,9 @@ def predict(model: nn.Module, data: ImageSet, batch_size: int, *, patch_size: in
 
 
 @torch.no_grad()
-def measure_throughput(model: nn.Module, data: ImageSet, batch_size: int, *, repeats: int = 3) -> float:
-    """Inference images per second on ``data``'s device (best of ``repeats`` passes)."""
+def measure_throughput(model: nn.Module, data: ImageSet, batch_size: int, *, repeats: int = 3, patch_size: int | None = None) -> float:
+    """Inference images per second on ``data``'s device (best of ``repeats`` passes; whole images
+    by sliding window with a ``patch_size``)."""
     model.eval()
     device = data.images.device
     sample = data.subset(list(range(min(len(data), batch_size * 2))))
@@ -368,8 +369,7 @@ def measure_throughput(model: nn.Module, data: ImageSet, batch_size: int, *, rep
             torch.cuda.synchronize(device)
         start = time.perf_counter()
         for images, _masks in _eval_batches(sample, batch_size):
-            with autocast(device):
-                model(to_model_layout(images))
+            _logits(model, images, patch_size, batch_size)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         timings.append(time.perf_counter() - start)

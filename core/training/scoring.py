@@ -101,7 +101,7 @@ def summary(spec: StudySpec, folds: Sequence[FoldScore], model: torch.nn.Module,
         TrialAttr.TRAIN_TIME_S: sum(fold.result.train_time_s for fold in folds),
         TrialAttr.VAL_METRICS: val_metrics,
         TrialAttr.TEST_METRICS: _mean(test_folds),  # shown, never used to select
-        TrialAttr.IMAGES_PER_S: measure_throughput(model, data.val, config.batch_size),
+        TrialAttr.IMAGES_PER_S: measure_throughput(model, data.val, config.batch_size, patch_size=config.patch_size),
         TrialAttr.N_PARAMS: count_parameters(model),
         TrialAttr.WEIGHTS_MB: weights_size_mb(model),
         TrialAttr.FLAGS: trial_flags(
