@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from typing import Any
 
 import optuna
 import pytest
@@ -218,7 +220,7 @@ def test_a_patch_study_trains_on_crops_and_scores_by_sliding_window(workspace: S
     windows: list[int] = []
     real_batches, real_windows = core.training.loop.iterate_batches, core.training.loop.sliding_window_probabilities
 
-    def batches(*args: object, crop: int | None = None, **kwargs: object):  # type: ignore[no-untyped-def]
+    def batches(*args: Any, crop: int | None = None, **kwargs: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         crops.append(crop)
         return real_batches(*args, crop=crop, **kwargs)
 
