@@ -372,7 +372,7 @@ def task_caption(dataset: str) -> None:
 
 def unplaced_problems(problems: dict[str, str]) -> None:
     """Problems of fields without an editor next to them (e.g. from an imported spec), listed here."""
-    shown = {"name", "dataset", "image_size", "objectives", "sampler", "pruner", "budget", "split"}
+    shown = {"name", "dataset", "image_size", "patch_size", "objectives", "sampler", "pruner", "budget", "split"}
     elsewhere = {path: message for path, message in problems.items() if not path.startswith("search_space") and path.split(".")[0].split("[")[0] not in shown}
     if elsewhere:
         show_user_error(SpecError(elsewhere))

@@ -217,25 +217,64 @@ def iterate_batches(
     generator: torch.Generator | None,
     augment: AugmentConfig | None,
     drop_last: bool = False,
+    crop: int | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Float images in [0, 1] (B, C, S, S) and long targets (masks (B, S, S) or class indices (B,)),
     on ``data``'s device.
 
-    ``generator`` (a CPU generator) drives the order and the augmentations, so a seeded run repeats.
+    ``generator`` (a CPU generator) drives the order, the crops and the augmentations, so a seeded
+    run repeats. ``crop`` (segmentation): each image and its mask are cut to a random ``crop`` x
+    ``crop`` patch (:func:`random_crops`) before they are augmented.
     """
     if batch_size < 1:
         raise SegTuneError(f"batch_size must be at least 1, got {batch_size}")
+    if crop is not None and data.task != Task.SEGMENTATION:
+        raise SegTuneError(f"patches are for segmentation masks; a {data.task} set is batched whole")
     order = torch.randperm(len(data), generator=generator) if shuffle else torch.arange(len(data))
     order = order.to(data.device)
     for start in range(0, len(data), batch_size):
         index = order[start : start + batch_size]
         if drop_last and len(index) < batch_size:
             break
-        images = data.images.index_select(0, index).float().div_(255.0)
-        targets = data.targets.index_select(0, index)
+        images, targets = data.images.index_select(0, index), data.targets.index_select(0, index)
+        if crop is not None:
+            images, targets = random_crops(images, targets, crop, generator)
+        images = images.float().div_(255.0)
         if augment is not None and augment.enabled:
             images, targets = augment_batch(images, targets, augment, generator)
         yield images, targets.long()
+
+
+FOREGROUND_CROP_SHARE = 1 / 3  # nnU-Net's oversampling: a third of the crops are centred on foreground
+
+
+def random_crops(images: torch.Tensor, masks: torch.Tensor, size: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One ``size`` x ``size`` crop of each image (B, C, S, S) and its mask (B, S, S), where they are.
+
+    With probability :data:`FOREGROUND_CROP_SHARE` a crop is centred (as far as the border allows)
+    on a random foreground pixel of its mask, else it lies uniformly anywhere; an image without
+    foreground is cropped uniformly. The random numbers come from ``generator`` on the CPU (four per
+    image, whatever the masks hold), and the choice of pixel and the cut run on the device without
+    a host sync, so a seeded run repeats on any device.
+    """
+    side = images.shape[-1]
+    if not 1 <= size <= side:
+        raise SegTuneError(f"a crop of {size} px does not fit images of {side} px")
+    draws = torch.rand((len(images), 4), generator=generator).to(images.device)
+    wants_foreground, rank, uniform = draws[:, 0] < FOREGROUND_CROP_SHARE, draws[:, 1], draws[:, 2:]
+    starts = (uniform * (side - size + 1)).long().clamp_(max=side - size)  # (B, 2): row, column
+    foreground = (masks > 0).flatten(1)
+    counts = foreground.sum(1)
+    # the k-th foreground pixel (k uniform below the count) without nonzero(), which would sync
+    target = (rank * counts).long().clamp_(max=(counts - 1).clamp(min=0)).unsqueeze(1)
+    pixel = torch.searchsorted(foreground.cumsum(1), target + 1).squeeze(1).clamp_(max=side * side - 1)
+    centred = (torch.stack([pixel // side, pixel % side], 1) - size // 2).clamp_(0, side - size)
+    starts = torch.where((wants_foreground & (counts > 0)).unsqueeze(1), centred, starts)
+    offsets = torch.arange(size, device=images.device)
+    rows, cols = starts[:, :1] + offsets, starts[:, 1:] + offsets  # (B, size) each
+    batch = torch.arange(len(images), device=images.device)[:, None, None]
+    crops = images[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # advanced indexing puts C last
+    return crops.contiguous(), masks[batch, rows[:, :, None], cols[:, None, :]]
 
 
 def augment_batch(

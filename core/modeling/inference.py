@@ -3,8 +3,8 @@
 Every caller that turns a model's output into a prediction goes through here: the training loop's
 scores and previews, the metrics, ``predict`` (images and volumes), the volume viewer and the
 compressed variants. Test-time augmentation and fold ensembles are options of
-:func:`predict_probabilities` (they average probabilities); sliding windows cut images into
-patches and feed the same function.
+:func:`predict_probabilities` (they average probabilities); :func:`sliding_window_probabilities`
+cuts images into patches, feeds each batch of patches to the same function and blends them.
 
 How an output is read follows the model's head, not the task:
 
@@ -21,6 +21,7 @@ background first, for files a user reads.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -98,11 +99,61 @@ def predict_probabilities(models: Models, images: torch.Tensor, *, tta: bool = F
     return total / (len(members) * len(flips))
 
 
-def predict_indices(
-    models: Models, images: torch.Tensor, *, threshold: float = 0.5, tta: bool = False
+# nnU-Net's sliding window: neighbouring windows overlap by half a patch, and each window's pixels
+# are weighted by a Gaussian of sigma = patch / 8 around its centre (the borders, which see the
+# least context, count least).
+WINDOW_OVERLAP = 0.5
+WINDOW_SIGMA_SCALE = 1 / 8
+
+
+@torch.no_grad()
+def sliding_window_probabilities(
+    models: Models, images: torch.Tensor, patch_size: int, *,
+    overlap: float = WINDOW_OVERLAP, tta: bool = False, windows_per_batch: int = 8,
 ) -> torch.Tensor:
-    """Class indices of ``images``: :func:`class_indices` of :func:`predict_probabilities`."""
-    return class_indices(predict_probabilities(models, images, tta=tta), threshold)
+    """:func:`predict_probabilities` over ``patch_size`` windows of ``images`` (N, C, H, W), blended.
+
+    Windows overlap by ``overlap`` of a patch and are fed ``windows_per_batch`` at a time; every
+    pixel's probabilities are the Gaussian-weighted mean of the windows that cover it (MONAI's
+    ``sliding_window_inference``, imported here because only patch-trained models need it). A patch
+    that covers the image is one window: the whole-image forward.
+    """
+    from monai.inferers import sliding_window_inference
+
+    def predictor(windows: torch.Tensor) -> torch.Tensor:
+        return predict_probabilities(models, windows, tta=tta)
+
+    probs = sliding_window_inference(images, patch_size, windows_per_batch, predictor, overlap=overlap,
+                                     mode="gaussian", sigma_scale=WINDOW_SIGMA_SCALE)
+    assert isinstance(probs, torch.Tensor)  # one output per window: a tensor, never a tuple or dict
+    return probs
+
+
+def window_count(side: int, patch_size: int, overlap: float = WINDOW_OVERLAP) -> int:
+    """Windows :func:`sliding_window_probabilities` runs over a ``side`` x ``side`` image (MONAI's grid)."""
+    if patch_size >= side:
+        return 1
+    step = max(1, int(patch_size * (1 - overlap)))
+    return (math.ceil((side - patch_size) / step) + 1) ** 2
+
+
+def probability_logits(probs: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Logits that :func:`probabilities` maps back to ``probs`` (within ``eps``), for losses and
+    scorers that read logits: the logit of one channel, the log of several (softmax ignores the
+    missing constant)."""
+    if probs.shape[1] == 1:
+        return torch.logit(probs, eps=eps)
+    return probs.clamp_min(eps).log()
+
+
+def predict_indices(
+    models: Models, images: torch.Tensor, *, threshold: float = 0.5, tta: bool = False, patch_size: int | None = None,
+) -> torch.Tensor:
+    """Class indices of ``images``: :func:`class_indices` of :func:`predict_probabilities`, or of
+    :func:`sliding_window_probabilities` when a ``patch_size`` is given (a patch-trained model)."""
+    if patch_size is None:
+        return class_indices(predict_probabilities(models, images, tta=tta), threshold)
+    return class_indices(sliding_window_probabilities(models, images, patch_size, tta=tta), threshold)
 
 
 def _flip(tensor: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:

@@ -89,7 +89,7 @@ def spec_from_dict(data: Any) -> StudySpec:
     cv = _parse_cv(data.get("cv"), problems)
 
     spec_kwargs: dict[str, Any] = {}
-    for key, kind in (("image_size", int), ("channels", int), ("patience", int), ("seed", int), ("preview_count", int), ("sampler", str), ("pruner", str), ("description", str)):
+    for key, kind in (("image_size", int), ("patch_size", int), ("channels", int), ("patience", int), ("seed", int), ("preview_count", int), ("sampler", str), ("pruner", str), ("description", str)):
         if key in data and data[key] is not None:
             if not _is_type(data[key], kind):
                 problems[key] = f"must be {kind.__name__}, got {data[key]!r}"
@@ -116,6 +116,9 @@ def spec_problems(spec: StudySpec) -> dict[str, str]:
         problems["name"] = f"{spec.name!r} must be 1-64 letters, digits, '-', '_' or '.'"
     if not 32 <= spec.image_size <= MAX_IMAGE_SIZE or spec.image_size % 32:
         problems["image_size"] = f"must be a multiple of 32 from 32 to {MAX_IMAGE_SIZE}, got {spec.image_size}"
+    patch = _patch_problem(spec)
+    if patch:
+        problems["patch_size"] = patch
     if spec.channels is not None and not 1 <= spec.channels <= MAX_CHANNELS:
         problems["channels"] = (f"must be 1 (grey), 3 (RGB), a multi-sequence dataset's channel count (up to {MAX_CHANNELS}) "
                                 f"or null (the dataset's own), got {spec.channels}")
@@ -143,6 +146,17 @@ def spec_problems(spec: StudySpec) -> dict[str, str]:
             if problem:
                 problems.setdefault("sampler", problem)
     return problems
+
+
+def _patch_problem(spec: StudySpec) -> str | None:
+    """Why ``spec.patch_size`` cannot be used with the spec's task and image size, or None."""
+    if spec.patch_size is None:
+        return None
+    if spec.is_classification:
+        return f"patches are for segmentation (a {spec.task} study sees each image whole); remove patch_size"
+    if not 32 <= spec.patch_size <= spec.image_size or spec.patch_size % 32:
+        return f"must be a multiple of 32 from 32 to image_size ({spec.image_size}), or null for whole images; got {spec.patch_size}"
+    return None
 
 
 def _check_objectives(spec: StudySpec, problems: dict[str, str]) -> None:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from core.data.tensors import ImageSet
-from core.modeling.inference import class_indices, predict_probabilities
+from core.modeling.inference import class_indices, predict_probabilities, sliding_window_probabilities
 from core.training.loop import eval_batches
 from core.training.native import CaseScorer
 
@@ -24,8 +24,8 @@ from core.training.native import CaseScorer
 class FoldEnsemble:
     """The running sum of the fold models' test probabilities."""
 
-    def __init__(self, test: ImageSet | None, batch_size: int):
-        self.test, self.batch_size = test, batch_size
+    def __init__(self, test: ImageSet | None, batch_size: int, patch_size: int | None = None):
+        self.test, self.batch_size, self.patch_size = test, batch_size, patch_size
         self.total: torch.Tensor | None = None
         self.members = 0
 
@@ -33,9 +33,14 @@ class FoldEnsemble:
         """One more fold model's probabilities on the test split."""
         if self.test is None or not len(self.test):
             return
-        probs = torch.cat([predict_probabilities(model, images).cpu() for images, _ in eval_batches(self.test, self.batch_size)])
+        probs = torch.cat([self._probabilities(model, images).cpu() for images, _ in eval_batches(self.test, self.batch_size)])
         self.total = probs if self.total is None else self.total + probs
         self.members += 1
+
+    def _probabilities(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        if self.patch_size is None:
+            return predict_probabilities(model, images)
+        return sliding_window_probabilities(model, images, self.patch_size, windows_per_batch=self.batch_size)
 
     def metrics(self, mode: str, num_classes: int, originals: Sequence[np.ndarray] | None) -> dict[str, float] | None:
         """The averaged model's test metrics (against ``originals`` when given, else the training-size

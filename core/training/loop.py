@@ -10,6 +10,10 @@ segmentation loss and scored by :class:`~core.metrics.segmentation.SegmentationM
 with a classification loss and :class:`~core.metrics.classification.ClassificationMetrics`.
 Best-epoch selection, early stopping, the epoch callback (pruning, cancellation), progress and
 timings are the same code for both. Model outputs are read by :mod:`core.modeling.inference`.
+
+With a ``patch_size`` (segmentation), training sees random crops of that side (foreground-aware,
+:func:`~core.data.tensors.random_crops`) and evaluation and prediction slide a window of that side
+over every whole image (:func:`~core.modeling.inference.sliding_window_probabilities`).
 """
 
 from __future__ import annotations
@@ -30,7 +34,14 @@ from core.errors import SegTuneError
 from core.metrics.classification import ClassificationMetrics, LabelOutputs
 from core.metrics.segmentation import SegmentationMetrics
 from core.modeling.classification_losses import build_classification_loss
-from core.modeling.inference import autocast, forward, predict_indices, to_model_layout
+from core.modeling.inference import (
+    autocast,
+    forward,
+    predict_indices,
+    probability_logits,
+    sliding_window_probabilities,
+    to_model_layout,
+)
 from core.modeling.losses import build_loss
 from core.modeling.optimizers import OptimizerConfig, build_optimizer, build_scheduler
 
@@ -52,9 +63,11 @@ class TrainConfig:
     seed: int = 0
     select_metric: str = "loss"  # val metric whose best epoch is kept ("loss" or e.g. "dice")
     select_maximize: bool = False
+    patch_size: int | None = None  # segmentation: train on random crops of this side, predict by sliding window
 
     @classmethod
-    def from_params(cls, params: dict[str, Any], *, patience: int, seed: int, select_metric: str = "loss", select_maximize: bool = False) -> TrainConfig:
+    def from_params(cls, params: dict[str, Any], *, patience: int, seed: int, select_metric: str = "loss", select_maximize: bool = False,
+                    patch_size: int | None = None) -> TrainConfig:
         optimizer = OptimizerConfig(
             name=params["optimizer"],
             lr=params["lr"],
@@ -74,6 +87,7 @@ class TrainConfig:
             seed=seed,
             select_metric=select_metric,
             select_maximize=select_maximize,
+            patch_size=patch_size,
         )
 
 
@@ -164,7 +178,7 @@ def train_model(
     for epoch in range(1, config.epochs + 1):
         epoch_start = time.perf_counter()
         train_loss = _train_epoch(model, train_data, config, loss_fn, optimizer, scaler, generator, _for_epoch(on_batch, epoch))
-        val = evaluate(model, val_data, config.batch_size, loss_fn=loss_fn, mode=mode, num_classes=num_classes)
+        val = evaluate(model, val_data, config.batch_size, loss_fn=loss_fn, mode=mode, num_classes=num_classes, patch_size=config.patch_size)
         lr = optimizer.param_groups[0]["lr"]
         _step_scheduler(scheduler, val["loss"])
         record = EpochRecord(epoch, train_loss, val, lr, time.perf_counter() - epoch_start)
@@ -220,7 +234,8 @@ def _train_epoch(
     # A last batch of one image breaks batch norm; drop it when the set is larger than one batch.
     drop_last = len(data) % config.batch_size == 1 and len(data) > config.batch_size
     per_epoch = batches_per_epoch(len(data), config.batch_size)
-    for images, target in iterate_batches(data, config.batch_size, shuffle=True, generator=generator, augment=augment, drop_last=drop_last):
+    stream = iterate_batches(data, config.batch_size, shuffle=True, generator=generator, augment=augment, drop_last=drop_last, crop=config.patch_size)
+    for images, target in stream:
         images = to_model_layout(images)
         optimizer.zero_grad(set_to_none=True)
         with autocast(device):
@@ -291,21 +306,30 @@ def scorer_for(data: ImageSet, mode: str, num_classes: int) -> Scorer:
     return TASK_SCORERS[data.task](mode, num_classes)
 
 
-def evaluate(model: nn.Module, data: ImageSet, batch_size: int, *, loss_fn: nn.Module, mode: str, num_classes: int) -> dict[str, float]:
-    """Val/test metrics plus mean loss over ``data``, accumulated on the device."""
-    return evaluate_detailed(model, data, batch_size, loss_fn=loss_fn, mode=mode, num_classes=num_classes).metrics
+def evaluate(
+    model: nn.Module, data: ImageSet, batch_size: int, *, loss_fn: nn.Module, mode: str, num_classes: int, patch_size: int | None = None
+) -> dict[str, float]:
+    """Val/test metrics plus mean loss over ``data``, accumulated on the device (by sliding window with a ``patch_size``)."""
+    return evaluate_detailed(model, data, batch_size, loss_fn=loss_fn, mode=mode, num_classes=num_classes, patch_size=patch_size).metrics
 
 
 @torch.no_grad()
-def evaluate_detailed(model: nn.Module, data: ImageSet, batch_size: int, *, loss_fn: nn.Module, mode: str, num_classes: int) -> Evaluation:
-    """:func:`evaluate` plus the predicted class shares and each image's record (counts or label outputs)."""
+def evaluate_detailed(
+    model: nn.Module, data: ImageSet, batch_size: int, *, loss_fn: nn.Module, mode: str, num_classes: int, patch_size: int | None = None
+) -> Evaluation:
+    """:func:`evaluate` plus the predicted class shares and each image's record (counts or label outputs).
+
+    With a ``patch_size`` the blended sliding-window probabilities stand in for the logits (as
+    :func:`~core.modeling.inference.probability_logits`), so loss and metrics score what
+    :func:`predict` predicts.
+    """
     model.eval()
     device = data.images.device
     scorer = scorer_for(data, mode, num_classes)
     total_loss = torch.zeros((), device=device)
     batches = 0
     for images, target in eval_batches(data, batch_size):
-        logits = forward(model, images)
+        logits = model_logits(model, images, patch_size, batch_size)
         total_loss += loss_fn(logits, target).detach()
         scorer.update(logits, target)
         batches += 1
@@ -319,16 +343,23 @@ def evaluate_detailed(model: nn.Module, data: ImageSet, batch_size: int, *, loss
     return evaluation
 
 
-def predict(model: nn.Module, data: ImageSet, batch_size: int) -> np.ndarray:
+def model_logits(model: nn.Module, images: torch.Tensor, patch_size: int | None, batch_size: int) -> torch.Tensor:
+    if patch_size is None:
+        return forward(model, images)
+    return probability_logits(sliding_window_probabilities(model, images, patch_size, windows_per_batch=batch_size))
+
+
+def predict(model: nn.Module, data: ImageSet, batch_size: int, *, patch_size: int | None = None) -> np.ndarray:
     """Predicted class indices for every image of ``data``, in its targets' dtype: masks (N, S, S)
-    uint8, or labels (N,) int64."""
-    outputs = [predict_indices(model, images) for images, _ in eval_batches(data, batch_size)]
+    uint8, or labels (N,) int64; by sliding window with a ``patch_size``."""
+    outputs = [predict_indices(model, images, patch_size=patch_size) for images, _ in eval_batches(data, batch_size)]
     return torch.cat(outputs).to(data.targets.dtype).cpu().numpy()
 
 
 @torch.no_grad()
-def measure_throughput(model: nn.Module, data: ImageSet, batch_size: int, *, repeats: int = 3) -> float:
-    """Inference images per second on ``data``'s device (best of ``repeats`` passes)."""
+def measure_throughput(model: nn.Module, data: ImageSet, batch_size: int, *, repeats: int = 3, patch_size: int | None = None) -> float:
+    """Inference images per second on ``data``'s device (best of ``repeats`` passes; whole images
+    by sliding window with a ``patch_size``)."""
     model.eval()
     device = data.images.device
     sample = data.subset(list(range(min(len(data), batch_size * 2))))
@@ -338,8 +369,7 @@ def measure_throughput(model: nn.Module, data: ImageSet, batch_size: int, *, rep
             torch.cuda.synchronize(device)
         start = time.perf_counter()
         for images, _masks in eval_batches(sample, batch_size):
-            with autocast(device):
-                model(to_model_layout(images))
+            model_logits(model, images, patch_size, batch_size)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         timings.append(time.perf_counter() - start)

@@ -27,8 +27,8 @@ from core.contract import StudyAttr
 from core.data.tensors import ImageSet, resize_mask
 from core.metrics.cases import BOUNDARY_METRICS, NSD_TOLERANCE, case_mean, class_scores, mean_over_cases
 from core.metrics.segmentation import SegmentationMetrics
-from core.modeling.inference import class_indices, forward, probabilities
-from core.training.loop import Evaluation, eval_batches
+from core.modeling.inference import class_indices, probabilities
+from core.training.loop import Evaluation, eval_batches, model_logits
 
 if TYPE_CHECKING:
     import optuna
@@ -90,15 +90,17 @@ def evaluate_native(
     mode: str,
     num_classes: int,
     tolerance: float = NSD_TOLERANCE,
+    patch_size: int | None = None,
 ) -> tuple[Evaluation, list[CaseRow]]:
-    """Score ``model`` on ``data`` against ``originals`` (each image's mask at its own size, in ``data``'s order)."""
+    """Score ``model`` on ``data`` against ``originals`` (each image's mask at its own size, in
+    ``data``'s order); a patch-trained model predicts by sliding window."""
     if len(originals) != len(data):
         raise ValueError(f"{len(originals)} original masks for {len(data)} images")
     model.eval()
     cases = CaseScorer(mode, num_classes, tolerance)
     total_loss, batches = torch.zeros((), device=data.device), 0
     for images, target in eval_batches(data, batch_size):
-        logits = forward(model, images)
+        logits = model_logits(model, images, patch_size, batch_size)
         total_loss += loss_fn(logits, target).detach()
         batches += 1
         for mask in class_indices(probabilities(logits)).to(torch.uint8).cpu().numpy():

@@ -120,7 +120,7 @@ def _run_trial(trial: optuna.Trial, spec: StudySpec, study_data: Callable[[int |
     first_data = study_data(folds[0])
     _check_volume_objectives(spec, first_data)
     model_config = config_from_params(params, first_data.channels, first_data.num_classes)
-    size_problem = input_size_problem(model_config, spec.image_size)
+    size_problem = input_size_problem(model_config, spec.patch_size or spec.image_size)  # the side the model sees
     if size_problem:
         raise TrialError(size_problem)
     trial.set_user_attr(TrialAttr.PARAMS_RESOLVED, params)
@@ -128,11 +128,11 @@ def _run_trial(trial: optuna.Trial, spec: StudySpec, study_data: Callable[[int |
     trial.set_user_attr(TrialAttr.DEVICE, str(device))
     trial.set_user_attr(TrialAttr.EPOCHS_PLANNED, params["epochs"] * len(folds))
 
-    train_config = TrainConfig.from_params(params, patience=spec.patience, seed=spec.seed + trial.number, **_selection(spec))
+    train_config = TrainConfig.from_params(params, patience=spec.patience, seed=spec.seed + trial.number, patch_size=spec.patch_size, **_selection(spec))
     scores: list[FoldScore] = []
     first_model: torch.nn.Module | None = None
     native = scored_natively(trial.study)
-    ensemble = FoldEnsemble(first_data.test, train_config.batch_size) if spec.cv and not spec.is_classification else None
+    ensemble = FoldEnsemble(first_data.test, train_config.batch_size, train_config.patch_size) if spec.cv and not spec.is_classification else None
     fold_weights: list[str] = []  # folds after the first: fold 0's weights are stored with the bundle
     for fold in folds:
         data = first_data if fold == folds[0] else study_data(fold)
@@ -190,7 +190,7 @@ def _add_volume_metrics(model: torch.nn.Module, data: StudyData, config: TrainCo
     groups = data.manifest.groups
     for key, split in ((TrialAttr.VAL_METRICS, data.val), (TrialAttr.TEST_METRICS, data.test)):
         if split is not None and len(split):
-            predicted = predict(model, split, config.batch_size)
+            predicted = predict(model, split, config.batch_size, patch_size=config.patch_size)
             score = dice_per_volume(predicted, split.targets.cpu().numpy(), split.stems, groups, data.num_classes)
             attrs[key] = {**attrs[key], "dice_per_volume": score}
 
@@ -295,7 +295,7 @@ def _store_artifacts(
             kind, path = ArtifactKind.PREDICTIONS, predictions.save(Path(tmp) / "predictions.npz")
         else:
             kind, path = ArtifactKind.PREVIEWS, Path(tmp) / "previews.npz"
-            np.savez_compressed(path, stems=np.array(data.preview.stems), predictions=predict(model, data.preview, config.batch_size))
+            np.savez_compressed(path, stems=np.array(data.preview.stems), predictions=predict(model, data.preview, config.batch_size, patch_size=config.patch_size))
         folder = save_bundle(model.cpu(), bundle, Path(tmp) / "bundle")
         upload = _uploader(trial, context)
         return {

@@ -61,8 +61,9 @@ def score_fold(model: torch.nn.Module, data: StudyData, result: TrainResult, con
     def run(part: str, images: ImageSet) -> Evaluation:
         originals = data.original_masks(images) if native else None
         if originals is None:
-            return evaluate_detailed(model, images, config.batch_size, loss_fn=loss_fn, mode=data.mode, num_classes=data.num_classes)
-        evaluation, cases[part] = evaluate_native(model, images, originals, config.batch_size, loss_fn=loss_fn, mode=data.mode, num_classes=data.num_classes)
+            return evaluate_detailed(model, images, config.batch_size, loss_fn=loss_fn, mode=data.mode, num_classes=data.num_classes, patch_size=config.patch_size)
+        evaluation, cases[part] = evaluate_native(model, images, originals, config.batch_size, loss_fn=loss_fn, mode=data.mode, num_classes=data.num_classes,
+                                                  patch_size=config.patch_size)
         return evaluation
 
     val = run("val", data.val)
@@ -120,7 +121,7 @@ def summary(spec: StudySpec, folds: Sequence[FoldScore], model: torch.nn.Module,
         TrialAttr.TRAIN_TIME_S: sum(fold.result.train_time_s for fold in folds),
         TrialAttr.VAL_METRICS: val_metrics,
         TrialAttr.TEST_METRICS: _mean(test_folds),  # shown, never used to select
-        TrialAttr.IMAGES_PER_S: measure_throughput(model, data.val, config.batch_size),
+        TrialAttr.IMAGES_PER_S: measure_throughput(model, data.val, config.batch_size, patch_size=config.patch_size),
         TrialAttr.N_PARAMS: count_parameters(model),
         TrialAttr.WEIGHTS_MB: weights_size_mb(model),
         TrialAttr.FLAGS: trial_flags(
