@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from core.data.archives import IngestLimits, unpack
+from core.data.file_kinds import entry_problem, special_file_problems
 from core.data.images import MASK_MODES, mask_channel
 from core.data.label_ingest import build_labelled, detect_task
 from core.data.manifest import (
@@ -83,7 +84,7 @@ def ingest_dataset(
     problems = _request_problems(source, name, datasets_dir, classes)
     if task is not None and task not in set(Task):
         problems["task"] = unknown_option("task", task, list(Task))
-    if not source.exists() or (source.is_file() and not zipfile.is_zipfile(source)) or "task" in problems:
+    if "source" in problems or "task" in problems:
         raise DatasetError(problems)
     request = IngestRequest(source, name, tuple(classes or BINARY_CLASSES), classes is not None, mask_suffix, limits, confine,
                             None if task is None else Task(task))
@@ -125,6 +126,8 @@ def _request_problems(source: Path, name: str, datasets_dir: Path, classes: Sequ
     problems = _name_and_class_problems(name, datasets_dir, classes)
     if not source.exists():
         problems["source"] = f"not found: {source}"
+    elif kind := entry_problem(source):  # before anything opens it: a FIFO would block forever
+        problems["source"] = f"{source} {kind}"
     elif source.is_file() and not zipfile.is_zipfile(source):
         problems["source"] = f"{source} is neither a folder nor a .zip archive"
     return problems
@@ -153,6 +156,9 @@ def _build(request: IngestRequest, work: Path, problems: dict[str, str], progres
     unpacked = unpack(request.source, work / "_source", request.limits, problems)
     if unpacked is None:
         raise DatasetError(problems)
+    special = special_file_problems(unpacked)  # refused before any file is opened
+    if special:
+        raise DatasetError({**problems, **special})
     root = find_root(unpacked)
     task = request.task or detect_task(root)
     if task == Task.CLASSIFICATION:

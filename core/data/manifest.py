@@ -10,6 +10,7 @@ in the manifest (``label``), and ``classes`` names the labels in index order (no
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -293,6 +294,9 @@ def new_name_problem(datasets_dir: Path, name: str) -> str | None:
     return None
 
 
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk or used-up quota: the user's to fix, not a bug
+
+
 @contextmanager
 def building_dataset(datasets_dir: Path, name: str) -> Iterator[Path]:
     """A hidden work folder inside ``datasets_dir`` to build dataset ``name`` in: renamed into place
@@ -307,8 +311,11 @@ def building_dataset(datasets_dir: Path, name: str) -> Iterator[Path]:
         if taken:
             raise DatasetError({"name": taken})
         os.rename(work, datasets_dir / name)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(work, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            raise DatasetError({"disk": "the disk that holds SegTune's datasets is full (no space left, or the quota is used up); "
+                                        "nothing was stored: free some space and add the dataset again"}) from exc
         raise
 
 

@@ -1,0 +1,148 @@
+"""Hostile or careless dataset sources, through ``python -m core ingest`` and the dashboard's confined
+folder path: special files (FIFOs), odd typed paths, and a disk that fills up mid-ingest.
+
+Tests that could hang on a regression carry a timeout, so that CI fails fast instead.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.cli import main
+from core.data.ingest import ingest_dataset
+from core.data.manifest import DatasetError
+from core.data.server_folders import resolve_import_source
+from core.settings import Settings
+
+
+def save(path: Path, pixels: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def pairs(root: Path, count: int = 2) -> Path:
+    for i in range(count):
+        save(root / "images" / f"p{i}.png", np.full((16, 16), 40 * i, np.uint8))
+        save(root / "masks" / f"p{i}.png", np.eye(16, dtype=np.uint8) * 255)
+    return root
+
+
+def classes(root: Path) -> Path:
+    for i, label in enumerate(("cat", "dog", "cat", "dog")):
+        save(root / label / f"i{i}.png", np.full((16, 16), 30 * i, np.uint8))
+    return root
+
+
+def leftovers(store: Path) -> list[str]:
+    return sorted(p.name for p in store.iterdir()) if store.exists() else []
+
+
+def cli_refusal(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    assert main(["ingest", *args]) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return captured.err
+
+
+# --- item 2: FIFOs and other special files -------------------------------------------------------
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("layout", ["pairs", "classes", "volumes"])
+def test_a_fifo_in_the_source_is_refused_by_name_before_anything_opens_it(workspace: Settings, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str], layout: str) -> None:
+    if layout == "pairs":
+        source, fifo = pairs(tmp_path / "src"), "images/p9.png"
+        save(source / "masks" / "p9.png", np.eye(16, dtype=np.uint8))
+    elif layout == "classes":
+        source, fifo = classes(tmp_path / "src"), "cat/stuck.png"
+    else:
+        source, fifo = tmp_path / "src", "imagesTr/case_000.nii.gz"
+        (source / "imagesTr").mkdir(parents=True)
+        (source / "labelsTr").mkdir()
+    os.mkfifo(source / fifo)  # opening it would block forever: no writer ever comes
+    err = cli_refusal(capsys, str(source), "--name", "ds", *(["--volumes"] if layout == "volumes" else []))
+    assert f"{fifo}: is a named pipe (FIFO), not a regular file" in err
+    assert leftovers(workspace.datasets_dir) == []  # no .ingest-* folder either
+
+
+@pytest.mark.timeout(20)
+def test_a_fifo_given_as_the_source_itself_is_refused(workspace: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    os.mkfifo(tmp_path / "data.zip")
+    err = cli_refusal(capsys, str(tmp_path / "data.zip"), "--name", "ds")
+    assert "is a named pipe (FIFO)" in err
+    assert leftovers(workspace.datasets_dir) == []
+
+
+@pytest.mark.timeout(20)
+def test_special_files_and_link_loops_on_the_dashboards_confined_path(tmp_path: Path) -> None:
+    root = (tmp_path / "imports").resolve()
+    source = pairs(root / "cells")
+    os.mkfifo(source / "masks" / "p1_mask.png")
+    os.symlink("loop_b", source / "images" / "loop_a.png")
+    os.symlink("loop_a.png", source / "images" / "loop_b")
+    os.symlink("gone.png", source / "images" / "broken.png")
+    with pytest.raises(DatasetError) as info:
+        ingest_dataset(Path("cells"), "ds", tmp_path / "store", confine_to=[root])
+    problems = info.value.problems
+    assert problems["masks/p1_mask.png"].startswith("is a named pipe (FIFO)")
+    assert "loops back on itself" in problems["images/loop_a.png"]
+    assert "does not exist" in problems["images/broken.png"]
+    assert str(tmp_path) not in str(info.value)
+    assert leftovers(tmp_path / "store") == []
+
+
+# --- item 7: what a user may type as "Folder on the server" --------------------------------------
+
+
+@pytest.mark.parametrize(("typed", "expected"), [
+    ("cells\x00/../../etc", "control character"),
+    ("cells\nimages", "control character"),
+    ("x" * 300, "too long"),
+    ("/".join(["deep"] * 1200), "too long"),
+    ("loop", "loops back on itself"),
+    ("loop/images", "loops back on itself"),
+])
+def test_odd_typed_paths_get_a_clean_message_without_server_paths(tmp_path: Path, typed: str, expected: str) -> None:
+    root = (tmp_path / "imports").resolve()
+    root.mkdir()
+    os.symlink("loop", root / "loop")
+    with pytest.raises(DatasetError) as info:
+        resolve_import_source(typed, [root])
+    message = info.value.problems["source"]
+    assert expected in message
+    assert str(tmp_path) not in message and "Error" not in message
+
+
+def test_a_link_loop_outside_the_roots_says_only_outside(tmp_path: Path) -> None:
+    root = (tmp_path / "imports").resolve()
+    root.mkdir()
+    os.symlink("elsewhere", tmp_path / "elsewhere")
+    with pytest.raises(DatasetError) as info:
+        resolve_import_source(str(tmp_path / "elsewhere"), [root])
+    assert "outside the folders the dashboard may read" in info.value.problems["source"]
+    assert "loops back" not in info.value.problems["source"]
+
+
+# --- disk full --------------------------------------------------------------------------------------
+
+
+def test_a_full_disk_during_ingest_fails_clearly_and_leaves_nothing(workspace: Settings, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    source = pairs(tmp_path / "src")
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfile", full)
+    err = cli_refusal(capsys, str(source), "--name", "ds")
+    assert "datasets is full" in err and "nothing was stored" in err
+    assert leftovers(workspace.datasets_dir) == []
