@@ -146,3 +146,49 @@ def test_a_full_disk_during_ingest_fails_clearly_and_leaves_nothing(workspace: S
     err = cli_refusal(capsys, str(source), "--name", "ds")
     assert "datasets is full" in err and "nothing was stored" in err
     assert leftovers(workspace.datasets_dir) == []
+
+
+# --- item 10: odd class labels and spreadsheet formulas ---------------------------------------------
+
+
+def test_control_characters_in_declared_classes_are_refused(workspace: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = cli_refusal(capsys, str(pairs(tmp_path / "src")), "--name", "ds", "--classes", "background,tu\x00mour")
+    assert "class name 'tu\\x00mour' holds control character(s) U+0000" in err
+    assert leftovers(workspace.datasets_dir) == []
+
+
+def test_control_characters_in_labels_csv_and_class_folders_are_refused(workspace: Settings, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    listed = tmp_path / "listed"
+    for i in range(4):
+        save(listed / f"i{i}.png", np.full((16, 16), 30 * i, np.uint8))
+    (listed / "labels.csv").write_text("name,label\ni0.png,cat\ni1.png,cat\ni2.png,do\x00g\ni3.png,=HYPERLINK(\"x\")\n")
+    err = cli_refusal(capsys, str(listed), "--name", "ds")
+    assert "labels.csv: class name 'do\\x00g' holds control character(s) U+0000" in err
+    assert "HYPERLINK" not in err  # a formula-looking label is allowed: it is escaped where CSVs are written
+    folders = classes(tmp_path / "folders")
+    os.rename(folders / "dog", folders / "do\x07g")
+    err = cli_refusal(capsys, str(folders), "--name", "ds")
+    assert "class name 'do\\x07g' holds control character(s) U+0007" in err
+    assert leftovers(workspace.datasets_dir) == []
+
+
+def test_control_characters_in_an_msd_dataset_json_are_refused(workspace: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.volume_data import msd_folder
+
+    source = msd_folder(tmp_path / "msd", 1)
+    (source / "dataset.json").write_text('{"labels": {"0": "background", "1": "liv\\u0000er"}}')
+    err = cli_refusal(capsys, str(source), "--name", "ds", "--volumes")
+    assert "class name 'liv\\x00er' holds control character(s) U+0000" in err
+    assert leftovers(workspace.datasets_dir) == []
+
+
+@pytest.mark.parametrize(("cell", "written"), [
+    ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"), ("@SUM(A1)", "'@SUM(A1)"), ("+1+1", "'+1+1"), ("-cmd", "'-cmd"),
+    ("\tx", "'\tx"), ("\rx", "'\rx"), ("-0.5", "-0.5"), ("+3", "+3"), ("a=b", "a=b"), (0.25, 0.25), ("", ""),
+])
+def test_csv_cells_a_spreadsheet_would_run_get_an_apostrophe(cell: object, written: object) -> None:
+    from core.data.csv_safe import safe_cell, safe_row
+
+    assert safe_cell(cell) == written
+    assert safe_row([cell, "ok"]) == [written, "ok"]

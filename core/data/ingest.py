@@ -52,6 +52,7 @@ from core.data.source_files import (
     shorten,
 )
 from core.errors import add_problem, unknown_option
+from core.naming import class_name_problem
 
 MASK_SUFFIXES = ("_mask", "_seg", "_label", "-mask")  # tried in this order when none is given
 
@@ -148,6 +149,9 @@ def _class_problems(classes: Sequence[str]) -> dict[str, str]:
         return {"classes": f"must list 2 to 256 names (segmentation: background first), got {classes!r}"}
     if any(not isinstance(c, str) or not c.strip() for c in classes):
         return {"classes": f"every class name must be a non-empty string, got {list(classes)!r}"}
+    unprintable = "; ".join(problem for c in classes if (problem := class_name_problem(c)))
+    if unprintable:
+        return {"classes": unprintable}
     duplicates = sorted(c for c, n in Counter(classes).items() if n > 1)
     return {"classes": f"duplicate class name(s) {duplicates}"} if duplicates else {}
 

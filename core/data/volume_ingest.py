@@ -52,7 +52,7 @@ from core.data.volumes import (
     to_canonical,
 )
 from core.errors import add_problem
-from core.naming import is_valid_name
+from core.naming import class_name_problem, is_valid_name
 
 
 @dataclass(frozen=True)
@@ -136,6 +136,8 @@ def _build(source: Path, name: str, work: Path, classes: Sequence[str] | None, o
     if root and not cases and not problems:
         problems["source"] = f"empty dataset: no image/label volumes found in {source}"
     names = tuple(classes) if classes else (msd_classes(root) if root else None) or _seg_classes(cases) or BINARY_CLASSES
+    for problem in filter(None, map(class_name_problem, names)):  # declared, from dataset.json or from DICOM-SEG segments
+        add_problem(problems, "classes", problem)
     stored = _Stored()
     for done, case in enumerate(cases, start=1):
         _ingest_case(case, root, work, len(names), options, problems, stored)  # type: ignore[arg-type]
