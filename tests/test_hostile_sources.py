@@ -192,3 +192,33 @@ def test_csv_cells_a_spreadsheet_would_run_get_an_apostrophe(cell: object, writt
 
     assert safe_cell(cell) == written
     assert safe_row([cell, "ok"]) == [written, "ok"]
+
+
+# --- item 11: an MSD folder without --volumes, a corrupt JPEG -----------------------------------------
+
+
+def test_an_msd_folder_without_volumes_is_pointed_at_the_volume_ingest(workspace: Settings, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.volume_data import msd_folder
+
+    source = msd_folder(tmp_path / "Task09_Spleen", 2)
+    (source / "dataset.json").write_text('{"labels": {"0": "background", "1": "spleen"}}')
+    err = cli_refusal(capsys, str(source), "--name", "spleen")
+    assert "medical volume dataset" in err and "--volumes" in err
+    assert "unsupported file type" not in err and err.count("\n  - ") == 1  # one line, not one per file
+    assert leftovers(workspace.datasets_dir) == []
+
+
+def test_a_corrupt_jpeg_is_reported_as_corrupt_even_without_its_mask(workspace: Settings, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    source = pairs(tmp_path / "src")
+    save(source / "images" / "scan.jpg", np.full((16, 16, 3), 90, np.uint8))
+    whole = (source / "images" / "scan.jpg").read_bytes()
+    (source / "images" / "scan.jpg").write_bytes(whole[: len(whole) // 2])  # cut short, as an interrupted upload
+    (source / "images" / "junk.jpg").write_bytes(b"not a jpeg at all")
+    save(source / "images" / "alone.png", np.zeros((16, 16), np.uint8))
+    err = cli_refusal(capsys, str(source), "--name", "ds")
+    assert "images/scan.jpg: unreadable or corrupt image" in err
+    assert "images/junk.jpg: unreadable or corrupt image: cannot identify image file 'images/junk.jpg'" in err  # no server path
+    assert "1 image(s) without a mask: images/alone.png" in err
+    assert str(tmp_path) not in err

@@ -51,6 +51,7 @@ from core.data.source_files import (
     relative,
     shorten,
 )
+from core.data.volumes import looks_like_volumes
 from core.errors import add_problem, unknown_option
 from core.naming import class_name_problem
 
@@ -164,6 +165,10 @@ def _build(request: IngestRequest, work: Path, problems: dict[str, str], progres
     if special:
         raise DatasetError({**problems, **special})
     root = find_root(unpacked)
+    if looks_like_volumes(root):
+        raise DatasetError({**problems, "layout": "this is a medical volume dataset (imagesTr/, or NIfTI files): "
+                                                  "ingest it as volumes: `python -m core ingest PATH --volumes`, or the dashboard's "
+                                                  "Medical volumes tab"})
     task = request.task or detect_task(root)
     if task == Task.CLASSIFICATION:
         manifest = build_labelled(request, root, work, problems, progress)
@@ -175,7 +180,7 @@ def _build(request: IngestRequest, work: Path, problems: dict[str, str], progres
 
 def _build_pairs(request: IngestRequest, root: Path, work: Path, problems: dict[str, str],
                  progress: Callable[[int, int], None] | None) -> DatasetManifest:
-    pairs = _match_pairs(root, request.mask_suffix, problems)
+    pairs = _match_pairs(root, request.mask_suffix, request.limits, problems)
     if not pairs and not problems:
         problems["source"] = f"empty dataset: no image/mask pairs found in {request.source}"
     checked = []
@@ -211,7 +216,7 @@ def _write_manifest(request: IngestRequest, work: Path, checked: list[_Checked])
 # --- source layout --------------------------------------------------------------------------------
 
 
-def _match_pairs(root: Path, mask_suffix: str | None, problems: dict[str, str]) -> list[_SourcePair]:
+def _match_pairs(root: Path, mask_suffix: str | None, limits: IngestLimits, problems: dict[str, str]) -> list[_SourcePair]:
     if (root / "images").is_dir() and (root / "masks").is_dir():
         images = index_images(root / "images", root, problems)
         masks = index_images(root / "masks", root, problems)
@@ -225,8 +230,8 @@ def _match_pairs(root: Path, mask_suffix: str | None, problems: dict[str, str]) 
             return []
         masks = {stem[: -len(suffix)]: path for stem, path in files.items() if stem.endswith(suffix)}
         images = {stem: path for stem, path in files.items() if not stem.endswith(suffix)}
-    _report_unmatched("image(s) without a mask", images.keys() - masks.keys(), images, root, problems)
-    _report_unmatched("mask(s) without an image", masks.keys() - images.keys(), masks, root, problems)
+    _report_unmatched("image", "image(s) without a mask", images.keys() - masks.keys(), images, root, limits, problems)
+    _report_unmatched("mask", "mask(s) without an image", masks.keys() - images.keys(), masks, root, limits, problems)
     return [_SourcePair(stem, images[stem], masks[stem], relative(images[stem], root), relative(masks[stem], root))
             for stem in sorted(images.keys() & masks.keys())]
 
@@ -237,8 +242,14 @@ def _detect_suffix(files: dict[str, Path]) -> str | None:
     return best if counts[best] else None
 
 
-def _report_unmatched(what: str, stems: Iterable[str], paths: dict[str, Path], root: Path, problems: dict[str, str]) -> None:
-    labels = [relative(paths[stem], root) for stem in sorted(stems)]
+def _report_unmatched(kind: str, what: str, stems: Iterable[str], paths: dict[str, Path], root: Path, limits: IngestLimits,
+                      problems: dict[str, str]) -> None:
+    """Files without a partner; one that does not decode is reported as corrupt instead (that is what to fix first)."""
+    labels = []
+    for stem in sorted(stems):
+        label = relative(paths[stem], root)
+        if decode(paths[stem], kind, label, limits, problems, lambda image: image.mode) is not None:
+            labels.append(label)
     if labels:
         problems[f"{len(labels)} {what}"] = shorten(labels)
 

@@ -376,3 +376,12 @@ def msd_classes(root: Path) -> tuple[str, ...] | None:
     if sorted(pairs) != list(range(len(pairs))) or len(pairs) < 2:
         return None
     return tuple(pairs[i] for i in range(len(pairs)))
+
+
+def looks_like_volumes(root: Path) -> bool:
+    """Whether ``root`` holds a volume layout: an ``imagesTr/`` folder, or NIfTI files in an image or
+    label folder (for a 2D ingest to point the user at the volume ingest instead of listing every file)."""
+    if (root / IMAGE_DIRS[0]).is_dir():
+        return True
+    folders = [root / name for name in (*IMAGE_DIRS, *LABEL_DIRS) if (root / name).is_dir()]
+    return any(is_nifti(path) for folder in folders for path in folder.iterdir())
