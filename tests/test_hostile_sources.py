@@ -15,11 +15,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.cli import main
+from core.cli import build_parser, main
 from core.data.ingest import ingest_dataset
 from core.data.manifest import DatasetError
 from core.data.server_folders import resolve_import_source
 from core.settings import Settings
+
+build_parser()  # imports every command (torch among them) now, not inside a test's time cap
+
 
 
 def save(path: Path, pixels: np.ndarray) -> Path:

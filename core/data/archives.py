@@ -12,6 +12,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from core.data.volumes import MAX_VOLUME_BYTES
 from core.errors import add_problem
 
 IGNORED_NAMES = ("__MACOSX",)  # resource forks added by macOS zip tools
@@ -22,13 +23,19 @@ _CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class IngestLimits:
-    """Guards against zip bombs and absurd images."""
+    """Guards against zip bombs, absurd images and volumes whose headers declare more than memory holds."""
 
     max_total_bytes: int = 4 << 30  # uncompressed size of all zip entries together (4 GiB)
     max_files: int = 100_000  # zip entries
     max_ratio: float = 200.0  # uncompressed / compressed size of one zip entry (entries >= 1 MiB)
     max_image_pixels: int = 1 << 26  # width x height of one image (8192 x 8192)
+    max_volume_bytes: int = MAX_VOLUME_BYTES  # one medical volume in memory (float32 voxels x sequences), checked on its header
 
+
+
+def volume_limits(max_volume_mb: int | None) -> IngestLimits:
+    """The default limits with one volume's memory set to ``max_volume_mb`` MiB (None: the default)."""
+    return IngestLimits() if max_volume_mb is None else IngestLimits(max_volume_bytes=max_volume_mb << 20)
 
 
 def unpack(source: Path, dest: Path, limits: IngestLimits, problems: dict[str, str]) -> Path | None:

@@ -140,7 +140,7 @@ def _build(source: Path, name: str, work: Path, classes: Sequence[str] | None, o
         add_problem(problems, "classes", problem)
     stored = _Stored()
     for done, case in enumerate(cases, start=1):
-        _ingest_case(case, root, work, len(names), options, problems, stored)  # type: ignore[arg-type]
+        _ingest_case(case, root, work, len(names), options, limits.max_volume_bytes, problems, stored)  # type: ignore[arg-type]
         if progress:
             progress(done, len(cases))
     if problems:
@@ -160,12 +160,12 @@ def _build(source: Path, name: str, work: Path, classes: Sequence[str] | None, o
     return manifest
 
 
-def _ingest_case(case: Case, root: Path, work: Path, num_classes: int, options: VolumeIngestOptions,
+def _ingest_case(case: Case, root: Path, work: Path, num_classes: int, options: VolumeIngestOptions, max_bytes: int,
                  problems: dict[str, str], stored: _Stored) -> None:
     image_label = "/".join(case.images[0].relative_to(root).parts)
     label_label = "/".join(case.label.relative_to(root).parts) if case.label else case.case_id
-    image = _read(lambda: read_case_image(case), image_label, problems)
-    label = _read(lambda: read_case_label(case), label_label, problems) if case.label else None
+    image = _read(lambda: read_case_image(case, max_bytes), image_label, problems)
+    label = _read(lambda: read_case_label(case, max_bytes), label_label, problems) if case.label else None
     if image is None or label is None:
         return
     sequence_problem = _sequence_problem(image.sequences, stored)
@@ -198,13 +198,13 @@ def _sequence_problem(sequences: int, stored: _Stored) -> str:
     return ""
 
 
-def read_case_label(case: Case) -> Volume:
+def read_case_label(case: Case, max_bytes: int) -> Volume:
     """The case's label: a NIfTI file, or a DICOM-SEG placed on the case's DICOM series."""
     if case.label is None or not is_dicom_seg_file(case.label):
-        return read_label(case.label)  # type: ignore[arg-type]
+        return read_label(case.label, max_bytes)  # type: ignore[arg-type]
     if not case.images[0].is_dir():
         raise VolumeReadError("a DICOM-SEG label needs its DICOM series as the image (a folder imagesTr/<case>/), not NIfTI")
-    return read_dicom_seg(case.label, case.images[0])
+    return read_dicom_seg(case.label, case.images[0], max_bytes)
 
 
 def _seg_classes(cases: Sequence[Case]) -> tuple[str, ...] | None:
