@@ -108,3 +108,64 @@ def test_a_dicom_series_declaring_huge_slices_is_refused_before_decoding(workspa
     assert code == 2 and "imagesTr/case_000: the series of 10 file(s) " in output and "above the limit of 2048 MiB" in output
     assert peak < 64 << 20
     assert leftovers(workspace.datasets_dir) == []
+
+
+# --- item 3: DICOM series with missing, duplicated or unevenly spaced slices ---------------------------
+
+
+def dicom_case(root: Path) -> Path:
+    """An MSD-style case whose image is a 10-slice DICOM series (2.5 mm apart) with its NIfTI label."""
+    image, label = phantom(0)
+    dicom_series(root / "imagesTr" / "case_000", image)
+    write_nifti(root / "labelsTr" / "case_000.nii.gz", label, np.eye(4))
+    return root / "imagesTr" / "case_000"
+
+
+def test_a_series_with_a_missing_slice_is_refused_with_its_positions(workspace: Settings, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    series = dicom_case(tmp_path / "src")
+    (series / "slice003.dcm").unlink()
+    (series / "slice004.dcm").unlink()  # positions 100, 102.5, 105, 112.5 ...: once stored as an even 3.2 mm
+    code, output = ingest(capsys, str(tmp_path / "src"), "--name", "gappy")
+    assert code == 2
+    assert ("imagesTr/case_000: DICOM series slices are not evenly spaced: positions along the slice normal "
+            "100, 102.5, 105, 112.5, 115, 117.5, 120, 122.5 mm, steps of 2.5, 7.5 mm") in output
+    assert "does not resample" in output
+    assert leftovers(workspace.datasets_dir) == []
+
+
+def test_a_series_with_a_duplicated_slice_is_refused_naming_the_files(workspace: Settings, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    series = dicom_case(tmp_path / "src")
+    ds = pydicom.dcmread(series / "slice005.dcm")
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(series / "slice005-copy.dcm")
+    code, output = ingest(capsys, str(tmp_path / "src"), "--name", "twice")
+    assert code == 2
+    assert "imagesTr/case_000: DICOM series has 1 duplicated slice position(s): slice005" in output and "at 112.5 mm" in output
+    assert leftovers(workspace.datasets_dir) == []
+
+
+def test_small_jitter_in_slice_positions_is_accepted(workspace: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    series = dicom_case(tmp_path / "src")
+    ds = pydicom.dcmread(series / "slice004.dcm")
+    ds.ImagePositionPatient = [ds.ImagePositionPatient[0], ds.ImagePositionPatient[1], float(ds.ImagePositionPatient[2]) + 0.01]
+    ds.save_as(series / "slice004.dcm")  # 0.4 % of the 2.5 mm step: decimal rounding, not a missing slice
+    from core.data.volumes import read_dicom_series
+
+    assert read_dicom_series(series).spacing[2] == pytest.approx(2.5)
+
+
+def test_the_dashboards_volume_path_refuses_an_uneven_series(workspace: Settings) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    series = dicom_case(workspace.server_import_roots[0] / "uneven")
+    (series / "slice006.dcm").unlink()
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "main.py"), default_timeout=60).run()
+    at.text_input(key="ds.vol_path").input("uneven").run()
+    at.text_input(key="ds.vol_name").input("uneven").run()
+    at.button(key="ds.vol_go").click().run()
+    assert not at.exception
+    report = " ".join(e.value for e in at.error)
+    assert "imagesTr/case_000" in report and "not evenly spaced" in report and "steps of 2.5, 5 mm" in report
+    assert leftovers(workspace.datasets_dir) == []

@@ -34,7 +34,9 @@ IMAGE_DIRS = ("imagesTr", "images")
 LABEL_DIRS = ("labelsTr", "labels")
 DICOM_SEG_SUFFIX = ".dcm"  # a label file with this suffix is a DICOM-SEG
 MAX_VOLUME_BYTES = 2 << 30  # one volume in memory (float32, all sequences): IngestLimits / SEGTUNE_MAX_VOLUME_MB override it
-AFFINE_ATOL_MM = 1e-3  # image and label affines may differ by float noise, not by geometry
+AFFINE_ATOL_MM = 1e-3
+SLICE_ATOL_MM = 1e-3  # DICOM slice positions closer than this are one position
+SPACING_RTOL = 0.01  # slice steps may differ by 1 % (decimal-string rounding, scanner jitter), not by a missing slice  # image and label affines may differ by float noise, not by geometry
 _SEQUENCE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 _SLICE_STEM = re.compile(r"^(?P<volume>.+)_s(?P<index>\d+)$")
 
@@ -205,6 +207,9 @@ def dicom_affine(slices: list) -> np.ndarray:
         positions = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in slices])
         row_spacing, column_spacing = (float(v) for v in slices[0].PixelSpacing)
         if len(slices) > 1:
+            uneven = spacing_problem(slices, positions @ np.cross(row, column))
+            if uneven:
+                raise VolumeReadError(uneven)
             step = (positions[-1] - positions[0]) / (len(slices) - 1)
         else:
             step = np.cross(row, column) * float(getattr(slices[0], "SliceThickness", 1.0) or 1.0)
@@ -216,6 +221,29 @@ def dicom_affine(slices: list) -> np.ndarray:
     lps[:3, 2] = step
     lps[:3, 3] = positions[0]
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM LPS -> NIfTI RAS
+
+
+def spacing_problem(slices: Sequence[Any], along: np.ndarray) -> str:
+    """Why sorted slices at positions ``along`` the slice normal (mm) are not one evenly spaced stack, or ''.
+
+    The affine takes one step between slices: two files at one position, or a gap (a missing slice,
+    or spacings mixed in one series), would put every later slice in the wrong place. SegTune does
+    not resample, so such a series is refused with its positions.
+    """
+    gaps = np.diff(along)
+    names = [Path(str(getattr(ds, "filename", "") or "?")).name for ds in slices]
+    same = [f"{names[i]} and {names[i + 1]} at {along[i]:.6g} mm" for i in np.flatnonzero(np.abs(gaps) <= SLICE_ATOL_MM)]
+    if same:
+        return (f"DICOM series has {len(same)} duplicated slice position(s): {', '.join(same[:5])}"
+                f"{' ...' if len(same) > 5 else ''}; keep one file per position")
+    step = float(np.median(gaps))
+    if np.all(np.abs(gaps - step) <= max(SLICE_ATOL_MM, SPACING_RTOL * abs(step))):
+        return ""
+    shown = ", ".join(f"{v:.6g}" for v in along[:12]) + (f", ... ({len(along)} in all)" if len(along) > 12 else "")
+    steps = ", ".join(sorted({f"{g:.4g}" for g in gaps}, key=float))
+    return (f"DICOM series slices are not evenly spaced: positions along the slice normal {shown} mm, steps of {steps} mm "
+            "(a missing slice, or mixed spacings); SegTune does not resample a series: resample it onto an even grid first "
+            "(e.g. 3D Slicer or SimpleITK, saved as NIfTI), or supply the missing slices")
 
 
 def read_case_image(case: Case, max_bytes: int = MAX_VOLUME_BYTES) -> Volume:
