@@ -319,15 +319,22 @@ def building_dataset(datasets_dir: Path, name: str) -> Iterator[Path]:
         raise
 
 
+def hide_dataset(datasets_dir: Path, name: str) -> Path:
+    """Rename dataset ``name`` away (one atomic step: no reader finds it from here on); returns where it went,
+    for :func:`shutil.rmtree` or for renaming it back."""
+    load_manifest(datasets_dir, name)  # raises DatasetNotFound
+    doomed = Path(datasets_dir) / f"{DELETE_PREFIX}{uuid.uuid4().hex}"
+    os.rename(Path(datasets_dir) / name, doomed)
+    return doomed
+
+
 def delete_dataset(datasets_dir: Path, name: str) -> None:
     """Remove a dataset; it disappears at once (renamed away) even if deleting the files takes a while.
 
     This is the data layer's delete and knows nothing of jobs: pages and the CLI call
     ``core.runtime.dataset_guard.delete_dataset_safely``, which refuses while a job uses the dataset.
     """
-    load_manifest(datasets_dir, name)  # raises DatasetNotFound
-    doomed = Path(datasets_dir) / f"{DELETE_PREFIX}{uuid.uuid4().hex}"
-    os.rename(Path(datasets_dir) / name, doomed)
+    doomed = hide_dataset(datasets_dir, name)
     shutil.rmtree(doomed, ignore_errors=True)  # a killed delete leaves it to remove_stale_work
 
 
