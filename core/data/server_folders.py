@@ -47,7 +47,7 @@ def resolve_import_source(typed: str | Path, roots: Sequence[Path]) -> Path:
         if real is None or not within(real, roots):
             continue  # no word on whether it exists: it is not ours to tell
         inside = True
-        if real.exists():
+        if os.path.lexists(real):  # never raises (a folder it may not enter counts as absent); a special file is named later
             return real
     if inside:
         raise DatasetError({"source": f"not found under the import folders: {text}"})
