@@ -225,3 +225,14 @@ def test_a_corrupt_jpeg_is_reported_as_corrupt_even_without_its_mask(workspace: 
     assert "images/junk.jpg: unreadable or corrupt image: cannot identify image file 'images/junk.jpg'" in err  # no server path
     assert "1 image(s) without a mask: images/alone.png" in err
     assert str(tmp_path) not in err
+
+
+def test_a_dicom_series_folder_without_volumes_is_pointed_at_the_volume_ingest_but_2d_pngs_are_not(
+        workspace: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.volume_data import dicom_series, phantom
+
+    dicom_series(tmp_path / "ct" / "imagesTr" / "case_000", phantom(0)[0])
+    assert "medical volume dataset" in cli_refusal(capsys, str(tmp_path / "ct"), "--name", "ct")
+    save(tmp_path / "nnunet2d" / "imagesTr" / "a_0000.png", np.zeros((16, 16), np.uint8))  # nnU-Net's 2D layout: not volumes
+    save(tmp_path / "nnunet2d" / "labelsTr" / "a.png", np.zeros((16, 16), np.uint8))
+    assert "medical volume dataset" not in cli_refusal(capsys, str(tmp_path / "nnunet2d"), "--name", "flat")

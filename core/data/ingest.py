@@ -165,8 +165,9 @@ def _build(request: IngestRequest, work: Path, problems: dict[str, str], progres
     if special:
         raise DatasetError({**problems, **special})
     root = find_root(unpacked)
-    if looks_like_volumes(root):
-        raise DatasetError({**problems, "layout": "this is a medical volume dataset (imagesTr/, or NIfTI files): "
+    stepped = [root, *(folder for folder in root.parents if folder.is_relative_to(unpacked))]  # find_root may step into imagesTr/<case>/
+    if any(looks_like_volumes(folder) for folder in stepped):
+        raise DatasetError({**problems, "layout": "this is a medical volume dataset (NIfTI files, or DICOM series folders in imagesTr/): "
                                                   "ingest it as volumes: `python -m core ingest PATH --volumes`, or the dashboard's "
                                                   "Medical volumes tab"})
     task = request.task or detect_task(root)

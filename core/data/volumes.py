@@ -455,9 +455,11 @@ def msd_classes(root: Path) -> tuple[str, ...] | None:
 
 
 def looks_like_volumes(root: Path) -> bool:
-    """Whether ``root`` holds a volume layout: an ``imagesTr/`` folder, or NIfTI files in an image or
-    label folder (for a 2D ingest to point the user at the volume ingest instead of listing every file)."""
-    if (root / IMAGE_DIRS[0]).is_dir():
-        return True
+    """Whether ``root`` holds a volume layout: NIfTI files in an image or label folder, or DICOM series
+    folders in ``imagesTr/`` (for a 2D ingest to point the user at the volume ingest instead of listing
+    every file). nnU-Net's 2D layout, PNGs in ``imagesTr/``, is not one."""
     folders = [root / name for name in (*IMAGE_DIRS, *LABEL_DIRS) if (root / name).is_dir()]
-    return any(is_nifti(path) for folder in folders for path in folder.iterdir())
+    if any(is_nifti(path) for folder in folders for path in folder.iterdir()):
+        return True
+    series = root / IMAGE_DIRS[0]
+    return series.is_dir() and any(path.is_dir() for path in series.iterdir() if not path.name.startswith("."))
