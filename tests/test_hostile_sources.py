@@ -236,3 +236,18 @@ def test_a_dicom_series_folder_without_volumes_is_pointed_at_the_volume_ingest_b
     save(tmp_path / "nnunet2d" / "imagesTr" / "a_0000.png", np.zeros((16, 16), np.uint8))  # nnU-Net's 2D layout: not volumes
     save(tmp_path / "nnunet2d" / "labelsTr" / "a.png", np.zeros((16, 16), np.uint8))
     assert "medical volume dataset" not in cli_refusal(capsys, str(tmp_path / "nnunet2d"), "--name", "flat")
+
+
+def test_a_full_disk_while_unpacking_a_zip_is_not_called_a_corrupt_zip(workspace: Settings, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.data import archives
+
+    archive = shutil.make_archive(str(tmp_path / "cells"), "zip", pairs(tmp_path / "src"))
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EDQUOT, "Disk quota exceeded")
+
+    monkeypatch.setattr(archives, "_copy_entry", full)
+    err = cli_refusal(capsys, archive, "--name", "ds")
+    assert "datasets is full" in err and "corrupt" not in err
+    assert leftovers(workspace.datasets_dir) == []

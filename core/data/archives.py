@@ -6,6 +6,7 @@ counting real bytes, because the sizes a zip declares can lie.
 
 from __future__ import annotations
 
+import errno
 import re
 import shutil
 import zipfile
@@ -19,6 +20,7 @@ IGNORED_NAMES = ("__MACOSX",)  # resource forks added by macOS zip tools
 _RATIO_MIN_BYTES = 1 << 20  # entries smaller than this cannot bomb; blank masks compress > 200x
 _TOTAL_RATIO_MIN_BYTES = 64 << 20  # the whole archive's ratio is checked from this declared size on
 _CHUNK = 1 << 20
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk or used-up quota: the user's to fix, not a bug
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ def unpack(source: Path, dest: Path, limits: IngestLimits, problems: dict[str, s
                 dest.mkdir(parents=True, exist_ok=True)
                 _extract(archive, dest, limits, problems)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:  # (zipfile raises LargeZipFile only when writing)
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            raise  # not the zip's fault: core.data.manifest.building_dataset says the disk is full
         problems[source.name] = f"corrupt zip archive: {exc}"
     return dest if len(problems) == before else None
 

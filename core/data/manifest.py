@@ -10,7 +10,6 @@ in the manifest (``label``), and ``classes`` names the labels in index order (no
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from core.contract import Task  # the one task enum: studies and datasets must agree on it
+from core.data.archives import DISK_FULL
 from core.errors import ProblemsError, SegTuneError, unknown_option
 from core.naming import is_valid_name
 
@@ -294,9 +294,6 @@ def new_name_problem(datasets_dir: Path, name: str) -> str | None:
     return None
 
 
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk or used-up quota: the user's to fix, not a bug
-
-
 @contextmanager
 def building_dataset(datasets_dir: Path, name: str) -> Iterator[Path]:
     """A hidden work folder inside ``datasets_dir`` to build dataset ``name`` in: renamed into place
@@ -313,7 +310,7 @@ def building_dataset(datasets_dir: Path, name: str) -> Iterator[Path]:
         os.rename(work, datasets_dir / name)
     except BaseException as exc:
         shutil.rmtree(work, ignore_errors=True)
-        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
             raise DatasetError({"disk": "the disk that holds SegTune's datasets is full (no space left, or the quota is used up); "
                                         "nothing was stored: free some space and add the dataset again"}) from exc
         raise
