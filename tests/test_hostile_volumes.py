@@ -169,3 +169,21 @@ def test_the_dashboards_volume_path_refuses_an_uneven_series(workspace: Settings
     report = " ".join(e.value for e in at.error)
     assert "imagesTr/case_000" in report and "not evenly spaced" in report and "steps of 2.5, 5 mm" in report
     assert leftovers(workspace.datasets_dir) == []
+
+
+def test_the_dashboards_volume_path_refuses_a_lying_header_at_the_configured_limit(workspace: Settings,
+                                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("SEGTUNE_MAX_VOLUME_MB", "1")
+    source = workspace.server_import_roots[0] / "bomb"
+    lying_nifti(source / "imagesTr" / "case_000.nii.gz", (128, 128, 32))  # 2 MiB as float32: above 1 MiB
+    lying_nifti(source / "labelsTr" / "case_000.nii.gz", (128, 128, 32))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "main.py"), default_timeout=60).run()
+    at.text_input(key="ds.vol_path").input("bomb").run()
+    at.text_input(key="ds.vol_name").input("bomb").run()
+    at.button(key="ds.vol_go").click().run()
+    assert not at.exception
+    report = " ".join(e.value for e in at.error)
+    assert "imagesTr/case_000.nii.gz" in report and "above the limit of 1 MiB" in report
+    assert leftovers(workspace.datasets_dir) == []
