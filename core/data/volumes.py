@@ -110,7 +110,7 @@ def volume_size_problem(shape: Sequence[int], itemsize: int, max_bytes: int) -> 
         return ""
     dims = "x".join(str(int(n)) for n in shape)
     return (f"declares {dims} = {voxels} voxels, about {needed >> 20} MiB in memory, above the limit of {max_bytes >> 20} MiB; "
-            f"crop or downsample it, or raise the limit (--max-volume-mb, SEGTUNE_MAX_VOLUME_MB)")
+            f"crop or downsample it, or raise the ingest limit (ingest --max-volume-mb, SEGTUNE_MAX_VOLUME_MB)")
 
 
 def nifti_header(path: Path) -> Any:
@@ -255,7 +255,7 @@ def read_case_image(case: Case, max_bytes: int = MAX_VOLUME_BYTES) -> Volume:
     total = sum(math.prod(header.get_data_shape()) * max(header.get_data_dtype().itemsize, 4) for header in headers)
     if len(headers) > 1 and total > max_bytes:  # each sequence may fit while the stack does not
         raise VolumeReadError(f"its {len(headers)} sequences need about {total >> 20} MiB in memory together, above the limit of "
-                              f"{max_bytes >> 20} MiB; raise the limit (--max-volume-mb, SEGTUNE_MAX_VOLUME_MB)")
+                              f"{max_bytes >> 20} MiB; raise the ingest limit (ingest --max-volume-mb, SEGTUNE_MAX_VOLUME_MB)")
     volumes = [read_nifti(path, max_bytes) for path in case.images]
     if len(volumes) == 1:
         return volumes[0]
