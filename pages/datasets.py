@@ -16,6 +16,7 @@ from app.widgets.errors import user_errors
 from app.widgets.labelled import class_count_chart, class_gallery, hex_color, split_class_table
 from app.widgets.mask_grid import channel_picker
 from app.widgets.spec_form import split_editor
+from core.data.archives import volume_limits
 from core.data.demo import DEMO_NAME, create_demo_dataset
 from core.data.images import channels_label, read_image, read_mask
 from core.data.ingest import ingest_dataset
@@ -70,7 +71,8 @@ def ingest(source: Path, name: str, classes_text: str, volumes: VolumeIngestOpti
         with user_errors("Adding the dataset"):
             datasets_dir = cache.settings().datasets_dir
             if volumes is not None:
-                manifest = ingest_volumes(source, name, datasets_dir, classes=classes, options=volumes, progress=progress, confine_to=roots)
+                manifest = ingest_volumes(source, name, datasets_dir, classes=classes, options=volumes, progress=progress, confine_to=roots,
+                                          limits=volume_limits(cache.settings().max_volume_mb))
             else:
                 manifest = ingest_dataset(source, name, datasets_dir, classes=classes, progress=progress, confine_to=roots, task=task)
         bar.empty()

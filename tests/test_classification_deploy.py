@@ -87,7 +87,9 @@ def test_predict_writes_a_csv_of_labels_and_probabilities(exported: Path, tmp_pa
         probabilities = classify_image(model, config, read_image(images / row["file"]))
         assert [float(row["p_horizontal"]), float(row["p_vertical"])] == pytest.approx(probabilities.tolist(), abs=1e-5)
         assert row["label"] == BARS[int(probabilities.argmax())] and float(row["confidence"]) == pytest.approx(probabilities.max(), abs=1e-5)
+    (images / "scan0.png").rename(images / "=HYPERLINK(x).png")  # a file name a spreadsheet would run
     report = classify_folder(exported, images, tmp_path / "again.csv", progress=False)
+    assert "'=HYPERLINK(x).png" in [row["file"] for row in csv.DictReader((tmp_path / "again.csv").open())]
     assert report.rows == 4 and {p.name for p, _ in report.skipped} == {"broken.png", "notes.txt"}
     with pytest.raises(PredictError, match="classification model: it writes labels"):
         predict_folder(exported, images, tmp_path / "masks", progress=False)

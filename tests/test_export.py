@@ -500,6 +500,7 @@ def test_the_downloaded_bundle_runs_from_its_folder_without_segtune(config: Mode
     study, store, _ = _study_with_trials(tmp_path, images, config)
     with zipfile.ZipFile(io.BytesIO(bundle_zip(study, study.trials[1], store))) as archive:
         archive.extractall(tmp_path / "unzipped")
+        assert {oct(entry.external_attr >> 16) for entry in archive.infolist()} == {"0o100644"}  # not 0600: others may read the card
     folder = tmp_path / "unzipped" / "lungs-trial1"
     smp_folder = {CONFIG_FILE} if config.architecture == "Unet" else set()
     assert {p.name for p in folder.iterdir()} == {WEIGHTS_FILE, SEGTUNE_FILE, ONNX_FILE, PREDICT_SCRIPT, "MODEL_CARD.md", *smp_folder}

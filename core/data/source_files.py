@@ -116,8 +116,8 @@ def decode(path: Path, what: str, label: str, limits: IngestLimits, problems: di
                 return None
             image.load()
             return read(image)
-    except Exception as exc:
-        add_problem(problems, label, f"unreadable or corrupt {what}: {exc}")
+    except Exception as exc:  # the message names the file as the user knows it, not where the server keeps it
+        add_problem(problems, label, f"unreadable or corrupt {what}: {str(exc).replace(str(path), label)}")
         return None
 
 

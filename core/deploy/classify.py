@@ -3,7 +3,8 @@
 Images are fed exactly as in training (grey/RGB, bilinear resize to the model's size, [0, 1]
 floats). The result is one CSV row per readable image: the file name, the predicted label, its
 probability and the probability of every class (``p_<class>`` columns, softmax). A file that
-cannot be read is reported and skipped — one bad image must not cost the rest of the folder.
+cannot be read is reported and skipped — one bad image must not cost the rest of the folder. Text
+cells that a spreadsheet would run as a formula are escaped (:mod:`core.data.csv_safe`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from core.contract import Task
+from core.data.csv_safe import safe_row
 from core.deploy.predict import PredictError, model_input, open_run, read_input
 from core.modeling.bundle import BundleConfig
 from core.modeling.inference import Models, predict_probabilities
@@ -54,7 +56,7 @@ def classify_folder(model_folder: Path, images: Path, out: Path, *, progress: bo
     report = ClassifyReport(out)
     with open(out, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(csv_header(config.classes))
+        writer.writerow(safe_row(csv_header(config.classes)))
         for path in tqdm(files, desc="classify", unit="image", disable=not progress):
             pixels, reason = read_input(path, config.channels)
             if pixels is None:
@@ -62,6 +64,6 @@ def classify_folder(model_folder: Path, images: Path, out: Path, *, progress: bo
                 continue
             probabilities = classify_image(model, config, pixels)
             best = int(probabilities.argmax())
-            writer.writerow([path.name, config.classes[best], f"{probabilities[best]:.6f}", *(f"{p:.6f}" for p in probabilities)])
+            writer.writerow(safe_row([path.name, config.classes[best], f"{probabilities[best]:.6f}", *(f"{p:.6f}" for p in probabilities)]))
             report.rows += 1
     return report

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from core.data.csv_safe import safe_cell
 from core.data.images import read_mask
 from core.errors import SegTuneError
 from core.metrics.cases import CASE_METRICS, LOWER_IS_BETTER, NSD_TOLERANCE, case_mean, class_scores, summarise
@@ -79,13 +80,6 @@ class CaseReport:
             writer.writeheader()
             writer.writerows({key: safe_cell(value) for key, value in row.items()} for row in self.rows)
         return path
-
-
-def safe_cell(value: object) -> object:
-    """A CSV cell a spreadsheet shows as text: names starting with =, +, -, @ (formulas) get a quote."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
 
 
 def evaluate_folders(pred: Path, masks: Path, classes: tuple[str, ...] | None = None, *, tolerance: float = NSD_TOLERANCE) -> CaseReport:

@@ -16,6 +16,7 @@ import contextlib
 import io
 import shutil
 import tempfile
+import time
 import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -352,9 +353,18 @@ def zip_folder(folder: Path, card: str) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(folder.iterdir()):
-            archive.write(path, f"{folder.name}/{path.name}")
-        archive.writestr(f"{folder.name}/{MODEL_CARD_FILE}", card)
+            with path.open("rb") as source, archive.open(_readable(zipfile.ZipInfo.from_file(path, f"{folder.name}/{path.name}")), "w") as target:
+                shutil.copyfileobj(source, target)
+        archive.writestr(_readable(zipfile.ZipInfo(f"{folder.name}/{MODEL_CARD_FILE}", time.localtime()[:6])), card)
     return buffer.getvalue()
+
+
+def _readable(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
+    """A zip entry unpacked as an ordinary file (rw-r--r--): ``writestr`` would give 0600 and the
+    temporary files the bundle is assembled from are private too."""
+    info.external_attr = 0o100644 << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    return info
 
 
 def bundle_zip(study: optuna.Study, trial: FrozenTrial, artifact_store: ArtifactStore) -> bytes:

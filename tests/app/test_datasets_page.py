@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -118,6 +120,27 @@ def test_server_folder_inside_the_imports_folder_is_ingested(workspace: Settings
     at.button(key="ds.folder_go").click().run()
     assert not at.exception
     assert dataset_names(workspace.datasets_dir) == ["cells"]
+
+
+@pytest.mark.timeout(60)
+def test_server_folder_with_a_fifo_or_an_odd_typed_path_gets_a_clean_message(workspace: Settings) -> None:
+    """A FIFO would hang the page; a NUL byte, a link loop or a very long path once showed an exception class."""
+    with zipfile.ZipFile(io.BytesIO(tiny_zip())) as archive:
+        archive.extractall(workspace.imports_dir)
+    os.mkfifo(workspace.imports_dir / "set" / "images" / "img_9.png")
+    os.symlink("loop", workspace.imports_dir / "loop")
+    at = datasets_page()
+    at.text_input(key="ds.folder_name").input("cells").run()
+    for typed, expected in (("set", "images/img_9.png**: is a named pipe (FIFO)"), ("set\x00/../..", "control character"),
+                            ("loop", "loops back on itself"), ("x" * 5000, "too long")):
+        at.text_input(key="ds.folder").input(typed).run()
+        at.button(key="ds.folder_go").click().run()
+        assert not at.exception
+        report = " ".join(e.value for e in at.error)
+        assert expected in report, report
+        assert "unexpected error" not in report and str(workspace.home) not in report.replace(str(workspace.imports_dir), "")
+    assert dataset_names(workspace.datasets_dir) == []
+    assert list(workspace.datasets_dir.iterdir()) == []  # no .ingest-* folder left behind
 
 
 def test_a_dataset_a_queued_job_uses_is_not_deleted_and_the_page_names_the_job(workspace: Settings) -> None:
