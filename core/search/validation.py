@@ -74,7 +74,7 @@ def _parse_yaml(text: str) -> Any:
                 raise yaml.composer.ComposerError(None, None, f"YAML aliases (*{event.anchor}) are not allowed in a spec", event.start_mark)
             return super().compose_node(parent, index)
 
-    return yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=NoAliasLoader)  # a SafeLoader subclass: safe_load, less aliases
 
 
 def spec_from_dict(data: Any) -> StudySpec:
