@@ -105,10 +105,14 @@ def test_spec_files_with_a_byte_order_mark_load(tmp_path: Path) -> None:
         assert load_spec(path).name == minimal()["name"]
 
 
-def test_yaml_aliases_and_oversized_files_are_refused_unparsed(tmp_path: Path) -> None:
+def test_yaml_aliases_number_keys_and_oversized_files_are_refused_cleanly(tmp_path: Path) -> None:
     (tmp_path / "alias.yaml").write_text("name: &n s\ndataset: *n\n")
     with pytest.raises(SpecError, match=r"aliases \(\*n\) are not allowed"):
         load_spec(tmp_path / "alias.yaml")
+    (tmp_path / "keys.yaml").write_text("name: s\ndataset: d\n1: x\nfoo: y\nsplit: {2: 3, bar: 4}\n")  # numbers and names as keys
+    with pytest.raises(SpecError) as info:
+        load_spec(tmp_path / "keys.yaml")
+    assert "unknown key(s) [1, 'foo']" in info.value.problems["spec"] and "[2, 'bar']" in info.value.problems["split"]
     (tmp_path / "big.json").write_text(" " * (1 << 20) + json.dumps(minimal()))
     with pytest.raises(SpecError, match="big.json is over 1024 KB"):
         load_spec(tmp_path / "big.json")

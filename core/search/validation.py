@@ -82,7 +82,7 @@ def spec_from_dict(data: Any) -> StudySpec:
     if not isinstance(data, dict):
         raise SpecError({"spec": "must be a JSON object"})
     problems: dict[str, str] = {}
-    unknown = sorted(set(data) - _TOP_LEVEL_KEYS)
+    unknown = sorted(set(data) - _TOP_LEVEL_KEYS, key=str)  # YAML keys may be numbers too
     if unknown:
         problems["spec"] = f"unknown key(s) {unknown}; valid keys: {sorted(_TOP_LEVEL_KEYS)}"
     version = data.get("version", SPEC_VERSION)
@@ -360,7 +360,7 @@ def _parse_dataclass(cls: type, raw: Any, path: str, problems: dict[str, str]) -
         problems[path] = "must be an object"
         return None
     valid = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(raw) - set(valid))
+    unknown = sorted(set(raw) - set(valid), key=str)
     if unknown:
         problems[path] = f"unknown key(s) {unknown}; valid: {sorted(valid)}"
         return None
