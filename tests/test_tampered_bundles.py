@@ -78,6 +78,20 @@ def test_weights_that_are_not_safetensors_are_refused_unread(bundle: Path, image
     assert not marker.exists() and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("write", [lambda path, marker: path.write_bytes(pickle.dumps(RunsCode(marker))),
+                                   lambda path, marker: torch.save(RunsCode(marker), path)])
+def test_an_int8_variant_that_is_not_torchscript_is_refused(bundle: Path, images: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str], write: Callable) -> None:
+    """An int8 variant's folder holds model.torchscript.pt instead of safetensors."""
+    folder = tampered(bundle, tmp_path / "bundle")
+    (folder / "model.safetensors").unlink()
+    marker = tmp_path / "unpickled"
+    write(folder / "model.torchscript.pt", marker)
+    status, err = predict(folder, images, tmp_path / "out", capsys)
+    assert status == 2 and "model.torchscript.pt is not a TorchScript model: PytorchStreamReader failed" in err
+    assert "Traceback" not in err and not marker.exists()
+
+
 def _set(**fields: Any) -> Callable[[dict[str, Any]], None]:
     return lambda data: data.update(fields)
 

@@ -228,7 +228,10 @@ def export_torchscript(model: nn.Module, sample: torch.Tensor, path: Path) -> Ex
 def load_torchscript(path: Path) -> torch.jit.ScriptModule:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return torch.jit.load(str(path), map_location="cpu").eval()
+        try:
+            return torch.jit.load(str(path), map_location="cpu").eval()
+        except RuntimeError as exc:  # not a TorchScript archive (a pickle, a plain torch.save file, a damaged zip)
+            raise ExportError(f"{path} is not a TorchScript model: {str(exc).split('. ')[0][:200]}") from exc
 
 
 def load_model(folder: Path) -> tuple[nn.Module, BundleConfig]:
