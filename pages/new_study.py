@@ -181,7 +181,7 @@ def import_spec(upload: Any) -> None:
         return
     st.session_state[IMPORTED] = upload.file_id
     try:
-        data = json.loads(upload.getvalue().decode("utf-8"))
+        data = json.loads(upload.getvalue().decode("utf-8-sig"))  # a byte-order mark, as some Windows editors write, is fine
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         st.session_state[NOTICE] = ("error", f"{upload.name} is not valid JSON: {error}")
         return
