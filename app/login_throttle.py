@@ -11,8 +11,8 @@ flood of addresses cannot grow memory without bound.
 One address is cheap to change (an IPv6 /64 holds 2**64 of them), so every failure is also
 charged to two shared budgets (``BudgetPolicy``): its network's (the /24 of an IPv4 address, the
 /64 of an IPv6 one) and the server's. A budget absorbs some failures, forgives one per
-``refill_s`` outside its lockouts, and once spent locks out everyone who shares it, with its own doubling lockout: a
-flood from many addresses slows every guesser. A success does not refill a budget (the guesser's
+``refill_s`` outside its lockouts, and once spent locks out everyone who shares it, with its own
+doubling lockout: a flood from many addresses slows every guesser. A success does not refill a budget (the guesser's
 failures still count). Only sign-ins are throttled: a browser that already holds a valid session
 cookie never meets the throttle. Network budgets are bounded like client records.
 
@@ -71,7 +71,7 @@ class BudgetPolicy:
 
 # 4 addresses of one network guessing their fill; a refill of one failure a minute.
 NETWORK_BUDGET = BudgetPolicy(free_failures=20, refill_s=60.0, base_lockout_s=30.0, max_lockout_s=900.0)
-# Far beyond a lab's typos (they refill at 6 a minute); a flood then gets about one guess per 5 minutes.
+# Far beyond a lab's typos (6 a minute are forgiven); a flood then gets about one guess per 5 minutes.
 SERVER_BUDGET = BudgetPolicy(free_failures=100, refill_s=10.0, base_lockout_s=10.0, max_lockout_s=300.0)
 
 
@@ -152,8 +152,9 @@ class LoginThrottle:
         lockout = self.policy.lockout_s(record.failures)
         record.locked_until = now + lockout
         self._records[client] = record  # re-inserted last: dict order is least recently seen first
-        network = self._networks.pop(network_of(client), None) or _Budget()
-        self._networks[network_of(client)] = network  # likewise least recently charged first
+        name = network_of(client)
+        network = self._networks.pop(name, None) or _Budget()
+        self._networks[name] = network  # likewise least recently charged first
         return max(lockout, network.charge(now, self.network_budget), self._server.charge(now, self.server_budget))
 
     def _waits(self, client: str) -> dict[LockScope, float]:
