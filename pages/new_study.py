@@ -175,7 +175,7 @@ def import_spec(upload: Any) -> None:
         return
     IMPORTED.set(upload.file_id)
     try:
-        data = json.loads(upload.getvalue().decode("utf-8"))
+        data = json.loads(upload.getvalue().decode("utf-8-sig"))  # a byte-order mark, as some Windows editors write, is fine
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         NOTICE.set(("error", f"{upload.name} is not valid JSON: {error}"))
         return

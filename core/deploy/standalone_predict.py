@@ -15,6 +15,11 @@ own ``predict --volumes`` does that for whole volumes. A fold ensemble (``ensemb
 ``fold0/`` ... each with its ``model.onnx``) averages its members' probabilities before deciding.
 Also importable: ``load_config``, ``read_image``, ``preprocess``, ``probabilities``, ``decide``,
 ``postprocess``, ``mask_png``.
+
+A ``model.onnx`` that keeps tensors in other files (ONNX "external data") is refused: SegTune never
+writes one, and older onnxruntime versions follow such a reference anywhere on the disk
+(``../../etc/passwd``). The check reads the protobuf itself (``uses_external_data``), so it needs
+no ``onnx`` package, and the checked bytes are what onnxruntime loads.
 """
 
 from __future__ import annotations
@@ -109,7 +114,76 @@ def mask_png(mask: np.ndarray, config: dict[str, Any]) -> Image.Image:
 def session(folder: str | Path = HERE) -> Any:
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(Path(folder) / "model.onnx"), providers=["CPUExecutionProvider"])
+    path = Path(folder) / "model.onnx"
+    model = path.read_bytes()
+    try:
+        external = uses_external_data(model)
+    except (IndexError, ValueError) as exc:
+        raise SystemExit(f"{path} is not a valid ONNX file ({exc})") from None
+    if external:
+        raise SystemExit(f"{path} refers to tensor data in other files (ONNX external data), which SegTune never writes: "
+                         "the bundle was changed, so it is not loaded (such a reference can read any file on this machine)")
+    return ort.InferenceSession(model, providers=["CPUExecutionProvider"])  # the bytes checked, not the file again
+
+
+# Where an ONNX model can hold tensors: message -> {field number: message} (onnx.proto's numbering).
+_ONNX_FIELDS = {
+    "model": {7: "graph", 20: "training", 25: "function"},
+    "training": {1: "graph", 2: "graph"},
+    "graph": {1: "node", 5: "tensor", 15: "sparse"},
+    "function": {7: "node", 11: "attribute"},
+    "node": {5: "attribute"},
+    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
+    "sparse": {1: "tensor", 2: "tensor"},
+}
+_EXTERNAL_DATA, _DATA_LOCATION, _EXTERNAL = 13, 14, 1  # TensorProto.external_data, .data_location, DataLocation.EXTERNAL
+
+
+def uses_external_data(model: bytes) -> bool:
+    """Whether any tensor of the serialized ONNX ``model`` (initializers, constants, subgraphs,
+    functions) keeps its data in another file. Raises ValueError/IndexError on a malformed file."""
+    stack = [("model", memoryview(model))]
+    while stack:
+        kind, data = stack.pop()
+        for number, value in _protobuf_fields(data):
+            if kind == "tensor":
+                if number == _EXTERNAL_DATA or (number == _DATA_LOCATION and value == _EXTERNAL):
+                    return True
+            elif number in _ONNX_FIELDS[kind] and isinstance(value, memoryview):
+                stack.append((_ONNX_FIELDS[kind][number], value))
+    return False
+
+
+def _protobuf_fields(data: memoryview) -> Any:
+    """(field number, value) of one protobuf message: an int for a varint, a memoryview for a
+    length-delimited field (a sub-message, string or packed data), None for fixed-size numbers."""
+    pos = 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(data, pos)
+        elif wire == 2:
+            size, pos = _varint(data, pos)
+            if pos + size > len(data):
+                raise ValueError("a field runs past the end of the file")
+            value, pos = data[pos:pos + size], pos + size
+        elif wire in (1, 5):
+            value, pos = None, pos + (8 if wire == 1 else 4)
+        else:
+            raise ValueError(f"protobuf wire type {wire} is not used by ONNX")
+        yield number, value
+
+
+def _varint(data: memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = data[pos]
+        result |= (byte & 0x7F) << shift
+        pos += 1
+        if byte < 0x80:
+            return result, pos
+        shift += 7
 
 
 def sessions(folder: str | Path = HERE) -> list[Any]:

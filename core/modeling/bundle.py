@@ -12,21 +12,29 @@ Layout (SEGTUNE_FILE marks it)::
 
 Bundles written before the smp layout held the metadata in ``config.json`` (``LEGACY_CONFIG``);
 they are still read. A trial's "config" artifact is the metadata JSON in either case.
+
+A bundle may come from anywhere (a download, a colleague's zip), so reading one trusts nothing:
+every metadata field is checked for its type and range before use (``config_problems``: an image
+size of 100000 would allocate 40 GB per image), and the weights file must be safetensors, which
+holds only tensors: a pickle (``torch.save``'s format, which runs code when loaded) named
+``model.safetensors`` is refused by its first bytes, never unpickled.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.contract import ArtifactKind, Task, TrialAttr
-from core.errors import SegTuneError
-from core.modeling.architectures import task_of
+from core.data.images import MAX_CHANNELS
+from core.errors import ProblemsError, SegTuneError
+from core.modeling.architectures import ARCHITECTURES, task_of
 
 if TYPE_CHECKING:
     import torch
@@ -50,10 +58,20 @@ BUNDLE_ARTIFACTS: tuple[str, ...] = (ArtifactKind.WEIGHTS, ArtifactKind.CONFIG) 
 ENSEMBLE_FILE = "ensemble.json"  # an ensemble folder: {"format": ENSEMBLE_FORMAT, "members": ["fold0", ...]}
 ENSEMBLE_FORMAT = "segtune-ensemble"
 PIXEL_SCALE = 1 / 255  # 8-bit pixels -> [0, 1]: how every SegTune model is fed (core.data.tensors)
+MAX_IMAGE_SIDE = 4096  # a bundle's image_size at most: twice what a study may train at (core.search.validation)
+MAX_CLASSES = 256  # masks are stored as 8-bit class indices
+MAX_CLASS_NAME = 200  # characters of one class name
+_SAFETENSORS_HEADER_MAX = 100_000_000  # bytes; the safetensors library's own limit on the JSON header
 
 
 class BundleError(SegTuneError):
     """A folder is not a readable SegTune bundle."""
+
+
+class BundleConfigError(ProblemsError, BundleError):
+    """A bundle's metadata breaks the format; ``problems`` maps each bad field to what is wrong."""
+
+    title = "Invalid bundle metadata"
 
 
 def input_spec(image_size: int, channels: int) -> dict[str, Any]:
@@ -121,8 +139,98 @@ class BundleConfig:
             raise BundleError(f"bundle version {data.get('version')!r} is not supported (readable: {list(READABLE_VERSIONS)})")
         for derived in ("input", "output"):
             data.pop(derived, None)
+        problems = config_problems(data)
+        if problems:
+            raise BundleConfigError(problems)
         data["classes"] = tuple(data["classes"])
         return cls(**data)
+
+
+def config_problems(data: dict[str, Any]) -> dict[str, str]:
+    """Every way the metadata ``data`` (a parsed segtune.json, less its derived keys) breaks the
+    format, by field (empty when it is fine)."""
+    valid = {f.name for f in fields(BundleConfig)}
+    problems: dict[str, str] = {}
+    unknown = sorted(set(data) - valid)
+    missing = sorted(name for name in ("model", "image_size", "channels", "classes") if name not in data)
+    if unknown or missing:
+        return {"keys": f"unknown {unknown}, missing {missing}; the fields are {sorted(valid)}"}
+    for name, low, high in (("image_size", 1, MAX_IMAGE_SIDE), ("channels", 1, MAX_CHANNELS)):
+        if not _is_int(data[name]) or not low <= data[name] <= high:
+            problems[name] = f"must be a whole number from {low} to {high}, got {_shown(data[name])}"
+    classes = data["classes"]
+    if not isinstance(classes, list) or not 2 <= len(classes) <= MAX_CLASSES:
+        problems["classes"] = f"must be a list of 2 to {MAX_CLASSES} class names, got {_shown(classes)}"
+    elif not all(isinstance(c, str) and 0 < len(c) <= MAX_CLASS_NAME and c.isprintable() for c in classes):
+        problems["classes"] = f"each class name must be text of 1 to {MAX_CLASS_NAME} printable characters, got {_shown(classes)}"
+    threshold = data.get("threshold", 0.5)
+    if not _is_number(threshold) or not 0 <= threshold <= 1:
+        problems["threshold"] = f"must be a number from 0 to 1, got {_shown(threshold)}"
+    for name in ("model", "source", "preprocessing", "pruned_channels"):
+        if not isinstance(data.get(name, {}), dict):
+            problems[name] = f"must be a JSON object, got {_shown(data[name])}"
+    if "model" not in problems:
+        _model_problems(data, problems)
+    if "preprocessing" not in problems and data.get("preprocessing", {}).get("volumes") is not None:
+        _slicing_problem(data["preprocessing"]["volumes"], problems)
+    return problems
+
+
+def _model_problems(data: dict[str, Any], problems: dict[str, str]) -> None:
+    from core.modeling.config import ModelConfig
+
+    try:
+        model = ModelConfig.from_dict(data["model"])
+    except (SegTuneError, TypeError) as exc:
+        problems["model"] = str(exc)
+        return
+    for spec in fields(model):  # annotations are strings under `from __future__ import annotations`
+        value = getattr(model, spec.name)
+        if not _TYPE_CHECKS[spec.type](value):
+            problems[f"model.{spec.name}"] = f"must be {spec.type.replace(' | None', ' or null')}, got {_shown(value)}"
+    if "model.architecture" in problems:
+        return
+    problem = ARCHITECTURES.problem(model.architecture)
+    if problem:
+        problems["model.architecture"] = problem
+    if model.in_channels != data["channels"] and "channels" not in problems:
+        problems["model.in_channels"] = f"is {_shown(model.in_channels)} but channels is {data['channels']}"
+    if isinstance(data["classes"], list) and model.num_classes != len(data["classes"]) and "classes" not in problems:
+        problems["model.num_classes"] = f"is {_shown(model.num_classes)} but {len(data['classes'])} classes are named"
+
+
+def _slicing_problem(raw: Any, problems: dict[str, str]) -> None:
+    from core.data.intensity import IntensityConfig
+    from core.data.manifest import VolumeSlicing
+
+    try:
+        slicing = VolumeSlicing.from_dict(raw)
+        IntensityConfig.from_dict(slicing.intensity)
+    except (SegTuneError, TypeError, KeyError, ValueError, AttributeError) as exc:
+        problems["preprocessing.volumes"] = f"is not a volume slicing record: {exc}"
+        return
+    if slicing.axis not in (0, 1, 2) or not 1 <= slicing.sequences <= MAX_CHANNELS:
+        problems["preprocessing.volumes"] = f"axis must be 0, 1 or 2 and sequences 1 to {MAX_CHANNELS}, got {slicing.axis} and {slicing.sequences}"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_TYPE_CHECKS = {  # ModelConfig's field annotations -> the JSON values they take
+    "int": _is_int, "float": _is_number, "bool": lambda v: isinstance(v, bool), "str": lambda v: isinstance(v, str),
+    "str | None": lambda v: v is None or isinstance(v, str),
+}
+
+
+def _shown(value: Any) -> str:
+    """A bad value as the message shows it: never more than a line, whatever the file holds."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def volume_preprocessing(manifest: DatasetManifest) -> dict[str, Any]:
@@ -182,8 +290,25 @@ def load_bundle_config(folder: Path) -> BundleConfig:
     path = _metadata_file(Path(folder))
     try:
         return BundleConfig.from_json(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, TypeError, KeyError) as exc:
+    except BundleConfigError as exc:
         raise BundleError(f"{path} is not a valid bundle config: {exc}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise BundleError(f"{path} is not valid JSON: {str(exc)[:200]}") from exc
+
+
+def check_weights_file(path: Path) -> None:
+    """Refuse ``path`` unless it starts like safetensors (an 8-byte header length, then the JSON
+    header, within the file): a pickle or zip (``torch.save``) is named as such and never opened by
+    a loader that would run its code."""
+    with open(path, "rb") as file:
+        head = file.read(9)
+    size = path.stat().st_size
+    header = int.from_bytes(head[:8], "little") if len(head) == 9 else 0
+    if len(head) == 9 and head[8:9] == b"{" and 2 <= header <= min(size - 8, _SAFETENSORS_HEADER_MAX):
+        return
+    kind = ("a Python pickle" if head[:1] == b"\x80" else "a zip archive (torch.save's format)" if head[:2] == b"PK"
+            else "not in the safetensors format")
+    raise BundleError(f"{path} is {kind}: SegTune reads weights only from safetensors files, which hold tensors and no code")
 
 
 def load_bundle(folder: Path, device: str = "cpu") -> tuple[nn.Module, BundleConfig]:
@@ -197,9 +322,13 @@ def load_bundle(folder: Path, device: str = "cpu") -> tuple[nn.Module, BundleCon
     weights = Path(folder) / WEIGHTS_FILE
     if not weights.is_file():
         raise BundleError(f"{folder} has no {WEIGHTS_FILE}")
+    check_weights_file(weights)
     model = build_model(config.model_config)
     if config.pruned_channels:
-        _reshape_to_pruned(model, config.pruned_channels, weights)
+        try:
+            _reshape_to_pruned(model, config.pruned_channels, weights)
+        except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
+            raise BundleError(f"{folder}'s pruned_channels record does not fit its {config.model['architecture']}: {str(exc)[:200]}") from exc
     try:
         load_model(model, str(weights), device=device)
     except (SafetensorError, RuntimeError) as exc:  # not a safetensors file, or weights of another model
@@ -224,7 +353,10 @@ def load_torchscript(path: Path) -> torch.jit.ScriptModule:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return torch.jit.load(str(path), map_location="cpu").eval()
+        try:
+            return torch.jit.load(str(path), map_location="cpu").eval()
+        except RuntimeError as exc:  # not a TorchScript archive (a pickle, a plain torch.save file, a damaged zip)
+            raise BundleError(f"{path} is not a TorchScript model: {str(exc).split('. ')[0][:200]}") from exc
 
 
 def load_model(folder: Path) -> tuple[nn.Module, BundleConfig]:

@@ -67,7 +67,8 @@ PRUNERS: Registry[Pruner] = Registry("pruner", [
 
 def make_sampler(spec: StudySpec, worker_index: int = 0) -> optuna.samplers.BaseSampler:
     """The spec's sampler; each parallel worker gets its own seed so they don't draw the same points."""
-    return SAMPLERS.get(spec.sampler).build(spec, spec.seed + worker_index)
+    # wrapped: a seed near the top of its range (2**32 - 1) plus a worker index must stay one numpy accepts
+    return SAMPLERS.get(spec.sampler).build(spec, (spec.seed + worker_index) % 2**32)
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:

@@ -86,6 +86,9 @@ def test_imported_spec_fills_the_form_and_invalid_one_is_reported(demo: Settings
     assert at.session_state["ns.sp.lr.mode"] == "range" and at.session_state["ns.sp.lr.log"] is True
     at.file_uploader(key="ns._import").set_value(("bad.json", b'{"name": "x", "sampler": "nope"}', "application/json")).run()
     assert any("sampler" in e.value for e in at.error)
+    bom = {**spec, "name": "with-bom"}
+    at.file_uploader(key="ns._import").set_value(("bom.json", b"\xef\xbb\xbf" + json.dumps(bom).encode(), "application/json")).run()
+    assert at.text_input(key="ns.name").value == "with-bom"
 
 
 def test_estimate_shows_the_probe(demo: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
