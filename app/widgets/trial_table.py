@@ -50,6 +50,17 @@ def shown_value(value: object, spec: str = ".3f") -> str:
     return "—" if value is None or pd.isna(value) else format(value, spec)
 
 
+def shown_count(value: object) -> str:
+    """A count for a metric card, compact so a narrow card never cuts it: 13.0 M, 850 k, 512."""
+    if value is None or pd.isna(value):
+        return "—"
+    number = float(value)  # type: ignore[arg-type]
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(number) >= size:
+            return f"{number / size:.1f} {suffix}"
+    return f"{number:.0f}"
+
+
 def visible_columns(frame: pd.DataFrame, groups: Sequence[str], task: Task = Task.SEGMENTATION) -> list[str]:
     """The frame's columns to show for the chosen groups, in reading order (the metrics of ``task``)."""
     columns = ["best", "number", "state", "rank", *[c for c in frame.columns if c.startswith("objective_")]]
@@ -83,7 +94,8 @@ def column_config(frame: pd.DataFrame) -> dict[str, st.column_config.Column]:
         "best": st.column_config.TextColumn("", width="small", help="★ best trial (Pareto front when several objectives)"),
         "number": st.column_config.NumberColumn("Trial", format="#%d", width="small"),
         "state": st.column_config.TextColumn("State"),
-        "rank": st.column_config.NumberColumn("Rank", format="%d", width="small", help="By the first objective; complete trials only"),
+        "rank": st.column_config.NumberColumn("Rank", format="%d", width="small", help="By the first objective; complete trials only: "
+                                              "pruned, failed and running trials are not ranked"),
         "epochs_run": st.column_config.NumberColumn("Epochs", format="%d"),
         "train_time_s": st.column_config.NumberColumn("Train time (s)", format="%.1f"),
         "images_per_s": st.column_config.NumberColumn("Images/s", format="%.0f"),
@@ -139,6 +151,10 @@ def trial_table(frame: pd.DataFrame, columns: list[str], *, key: str) -> None:
         rows = st.session_state[key].selection.rows
         state.SELECTED_TRIALS.set(tuple(int(frame["number"].iloc[row]) for row in rows))
 
+    # The shared choice (made here or on a compare page) is shown ticked, so the boxes and the
+    # "Selected" line below the table never disagree.
+    chosen = set(state.SELECTED_TRIALS.get())
+    ticked = [row for row, number in enumerate(frame["number"]) if int(number) in chosen]
     st.dataframe(
         display_frame(frame, columns),
         column_config=column_config(frame),
@@ -146,6 +162,8 @@ def trial_table(frame: pd.DataFrame, columns: list[str], *, key: str) -> None:
         hide_index=True,
         on_select=remember_selection,
         selection_mode="multi-row",
+        selection_default={"selection": {"rows": ticked}},
+        placeholder="–",  # no rank or objective (pruned, failed, running trials): a dash, not "None"
         key=key,
         height=min(35 * (len(frame) + 1) + 3, 560),
     )
