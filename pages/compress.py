@@ -13,6 +13,7 @@ import streamlit as st
 
 from app import cache, study_cache
 from app.nav import page_path
+from app.widgets.axes import metric_axis_range
 from app.widgets.errors import user_errors
 from app.widgets.mask_grid import image_stepper, mask_row, view_controls, zoom_button
 from app.widgets.reliability import flag_warning, row_flags
@@ -193,6 +194,7 @@ def trade_off_figure(rows: pd.DataFrame, task: StudyTask) -> go.Figure:
             hovertemplate=f"%{{text}}<br>%{{x:.3f}} MB · {name.lower()} %{{y:.3f}}<br>%{{customdata[0]:.1f}} ms/image · %{{customdata[1]:,}} non-zero<extra></extra>",
         ))
     figure.update_layout(xaxis_title="Model file size (MB)", yaxis_title=name, height=380, margin={"t": 30})
+    figure.update_yaxes(range=metric_axis_range(rows[metric]))  # a 0.0001 drop must not look like a cliff
     return figure
 
 
