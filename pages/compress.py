@@ -217,13 +217,13 @@ def masks_view(name: str, number: int, index: int, label: str) -> None:
     variant = study_cache.variant_masks(name, number, index)
     compared = preview.with_masks(f"variant{index}", f"Variant {index} · {label}", variant, after=number)
     # two pictures a row: the original's and the variant's masks side by side, each half the page wide
-    view, order, opacity, per_row = view_controls(compared, key=MASKS, per_row=2)
+    view, order, opacity, per_row, colours = view_controls(compared, key=MASKS, per_row=2)
     ordered = compared.order(order)
     shown = ordered[image_stepper(len(ordered), key=MASKS) - 1]
     changed = float((preview.predictions[number][shown] != variant[shown]).mean())
     st.caption(f"{preview.stems[shown]}: the variant's mask differs from the original's on {changed:.2%} of the pixels.")
-    mask_row(compared, shown, view=view, opacity=opacity, per_row=per_row)
-    zoom_button(compared, shown, view=view, opacity=opacity, key=MASKS)
+    mask_row(compared, shown, view=view, opacity=opacity, per_row=per_row, colours=colours)
+    zoom_button(compared, shown, view=view, opacity=opacity, key=MASKS, colours=colours)
     with st.expander(f"Per-image Dice of all {len(ordered)} preview images"):
         table = compared.dice_table(ordered)
         st.dataframe(table, hide_index=True, column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table.columns if c != "image"})
