@@ -198,10 +198,20 @@ def trade_off_figure(rows: pd.DataFrame, task: StudyTask) -> go.Figure:
     return figure
 
 
+def key_columns(task: StudyTask) -> list[str]:
+    """The trade-off table's columns shown by default: the first report metric on val and test, size,
+    weights left, speed and the deltas; few enough to fit a 1280 px window without scrolling."""
+    first = report_metrics(task)[0]
+    return ["variant", "model", f"val_{first}", f"test_{first}", "size_mb", "nonzero_params", "latency_ms", f"delta_val_{first}", "speedup"]
+
+
 def comparison_view(records: list[dict[str, Any]], task: StudyTask) -> None:
     rows = pd.DataFrame(trade_off_rows(records))
     columns = table_columns(task)
+    every = st.toggle("All columns", key="compress.all_columns", help="Every report metric on val and test, zipped size, "
+                      "images per second and the test and size deltas")
     st.dataframe(rows[["variant", *columns]], hide_index=True, width="stretch", key="compress.table",
+                 column_order=None if every else key_columns(task),
                  column_config={"variant": st.column_config.NumberColumn("#", format="%d"), **columns})
     st.caption("Deltas are against the original measured in the same run; CPU timings are from the machine that ran it. "
                "int8 variants run on the CPU only.")

@@ -69,7 +69,8 @@ def filtered_table(name: str, frame: pd.DataFrame, task: Task) -> None:
     filters = st.columns([3, 3])
     present = [s for s in STATE_ICONS if s in set(frame["state"])]
     states = filters[0].pills("States", present, selection_mode="multi", default=present, format_func=STATE_ICONS.get, key="leaderboard.states")
-    groups = filters[1].pills("Columns", list(GROUPS), selection_mode="multi", default=["params", "val", "cost"],
+    # Scores only by default: they fit a 1280 px window; parameters, test and cost are a click away.
+    groups = filters[1].pills("Columns", list(GROUPS), selection_mode="multi", default=["val"],
                               format_func=GROUPS.get, key="leaderboard.groups")
     shown = frame[frame["state"].isin(states)].sort_values(["rank", "number"], na_position="last").reset_index(drop=True)
     if shown.empty:

@@ -62,12 +62,9 @@ def shown_count(value: object) -> str:
 
 
 def visible_columns(frame: pd.DataFrame, groups: Sequence[str], task: Task = Task.SEGMENTATION) -> list[str]:
-    """The frame's columns to show for the chosen groups, in reading order (the metrics of ``task``)."""
+    """The frame's columns to show for the chosen groups, in reading order (the metrics of ``task``):
+    the scores first, so the columns a reader ranks by are never the ones scrolled out of sight."""
     columns = ["best", "number", "state", "rank", *[c for c in frame.columns if c.startswith("objective_")]]
-    if "flags" in frame and frame["flags"].fillna("").astype(bool).any():
-        columns.append("flags_shown")  # shown whenever a listed trial is flagged
-    if "params" in groups:
-        columns += [c for c in frame.columns if c.startswith("param_")]
     for split in ("val", "test"):
         if split in groups:
             columns += [f"{split}_{m}" for m in shown_metrics(task) if f"{split}_{m}" in frame]
@@ -75,6 +72,10 @@ def visible_columns(frame: pd.DataFrame, groups: Sequence[str], task: Task = Tas
                 columns.insert(columns.index(f"{split}_dice") + 1, f"{split}_dice_ci")
             if split == "val" and "val_dice_std" in frame and frame["val_dice_std"].notna().any():
                 columns.insert(columns.index("val_dice") + 1, "val_dice_mean_sd")
+    if "flags" in frame and frame["flags"].fillna("").astype(bool).any():
+        columns.append("flags_shown")  # shown whenever a listed trial is flagged
+    if "params" in groups:
+        columns += [c for c in frame.columns if c.startswith("param_")]
     if "cost" in groups:
         columns += list(COST_COLUMNS)
     if failure_reasons(frame):
@@ -92,7 +93,7 @@ def column_config(frame: pd.DataFrame) -> dict[str, st.column_config.Column]:
     """Labels and number formats: 3 decimals for metrics, compact counts, scientific learning rates."""
     config: dict[str, st.column_config.Column] = {
         "best": st.column_config.TextColumn("", width="small", help="★ best trial (Pareto front when several objectives)"),
-        "number": st.column_config.NumberColumn("Trial", format="#%d", width="small"),
+        "number": st.column_config.NumberColumn("Trial", format="#%d", width="small", pinned=True),  # kept in sight when scrolled
         "state": st.column_config.TextColumn("State"),
         "rank": st.column_config.NumberColumn("Rank", format="%d", width="small", help="By the first objective; complete trials only: "
                                               "pruned, failed and running trials are not ranked"),
