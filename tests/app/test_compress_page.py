@@ -177,3 +177,13 @@ def test_metric_axes_have_a_minimum_span_inside_the_metrics_bounds() -> None:
     low, high = metric_axis_range([0.2, 0.8])
     assert low == pytest.approx(0.14) and high == pytest.approx(0.86)  # a real spread: the data, padded
     assert metric_axis_range([float("nan"), None]) is None
+
+
+def test_the_trade_off_table_shows_its_key_columns_unless_all_are_asked_for(compressed: Settings) -> None:
+    """Issue 24: the table was cut off at the right edge; its default columns fit a 1280 px window
+    (tests/e2e/test_table_widths.py measures that in a browser)."""
+    app = open_page()
+    shown = list(app.dataframe[0].proto.column_order)
+    assert shown == ["variant", "model", "val_dice", "test_dice", "size_mb", "nonzero_params", "latency_ms", "delta_val_dice", "speedup"]
+    app.toggle(key="compress.all_columns").set_value(True).run()
+    assert not list(app.dataframe[0].proto.column_order) and "val_iou" in app.dataframe[0].value  # every column
