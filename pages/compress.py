@@ -13,6 +13,7 @@ import streamlit as st
 
 from app import cache, study_cache
 from app.nav import page_path
+from app.widgets.axes import metric_axis_range
 from app.widgets.errors import user_errors
 from app.widgets.mask_grid import image_stepper, mask_row, view_controls, zoom_button
 from app.widgets.reliability import flag_warning, row_flags
@@ -196,13 +197,24 @@ def trade_off_figure(rows: pd.DataFrame, task: Task) -> go.Figure:
             hovertemplate=f"%{{text}}<br>%{{x:.3f}} MB · {name.lower()} %{{y:.3f}}<br>%{{customdata[0]:.1f}} ms/image · %{{customdata[1]:,}} non-zero<extra></extra>",
         ))
     figure.update_layout(xaxis_title="Model file size (MB)", yaxis_title=name, height=380, margin={"t": 30})
+    figure.update_yaxes(range=metric_axis_range(rows[metric]))  # a 0.0001 drop must not look like a cliff
     return figure
+
+
+def key_columns(task: Task) -> list[str]:
+    """The trade-off table's columns shown by default: the first report metric on val and test, size,
+    weights left, speed and the deltas; few enough to fit a 1280 px window without scrolling."""
+    first = report_metrics(task)[0]
+    return ["variant", "model", f"val_{first}", f"test_{first}", "size_mb", "nonzero_params", "latency_ms", f"delta_val_{first}", "speedup"]
 
 
 def comparison_view(records: list[dict[str, Any]], task: Task) -> None:
     rows = pd.DataFrame(trade_off_rows(records))
     columns = table_columns(task)
+    every = st.toggle("All columns", key="compress.all_columns", help="Every report metric on val and test, zipped size, "
+                      "images per second and the test and size deltas")
     st.dataframe(rows[["variant", *columns]], hide_index=True, width="stretch", key="compress.table",
+                 column_order=None if every else key_columns(task),
                  column_config={"variant": st.column_config.NumberColumn("#", format="%d"), **columns})
     st.caption("Deltas are against the original measured in the same run; CPU timings are from the machine that ran it. "
                "int8 variants run on the CPU only.")
@@ -218,13 +230,13 @@ def masks_view(name: str, number: int, index: int, label: str) -> None:
     variant = study_cache.variant_masks(name, number, index)
     compared = preview.with_masks(f"variant{index}", f"Variant {index} · {label}", variant, after=number)
     # two pictures a row: the original's and the variant's masks side by side, each half the page wide
-    view, order, opacity, per_row = view_controls(compared, key=MASKS, per_row=2)
+    view, order, opacity, per_row, colours = view_controls(compared, key=MASKS, per_row=2)
     ordered = compared.order(order)
     shown = ordered[image_stepper(len(ordered), key=MASKS) - 1]
     changed = float((preview.predictions[number][shown] != variant[shown]).mean())
     st.caption(f"{preview.stems[shown]}: the variant's mask differs from the original's on {changed:.2%} of the pixels.")
-    mask_row(compared, shown, view=view, opacity=opacity, per_row=per_row)
-    zoom_button(compared, shown, view=view, opacity=opacity, key=MASKS)
+    mask_row(compared, shown, view=view, opacity=opacity, per_row=per_row, colours=colours)
+    zoom_button(compared, shown, view=view, opacity=opacity, key=MASKS, colours=colours)
     with st.expander(f"Per-image Dice of all {len(ordered)} preview images"):
         table = compared.dice_table(ordered)
         st.dataframe(table, hide_index=True, column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table.columns if c != "image"})

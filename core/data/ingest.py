@@ -69,6 +69,7 @@ def ingest_dataset(
     limits: IngestLimits = IngestLimits(),
     progress: Callable[[int, int], None] | None = None,
     confine_to: Sequence[Path] | None = None,
+    source_name: str | None = None,
 ) -> DatasetManifest:
     """Validate ``source`` (folder or .zip) and store it as dataset ``name``; raises :class:`DatasetError`.
 
@@ -78,6 +79,8 @@ def ingest_dataset(
     folders' or labels.csv's labels, sorted).
     ``confine_to``: import roots (the dashboard's "Folder on the server"): ``source`` must resolve
     under one of them and no link inside it may lead out (:mod:`core.data.server_folders`).
+    ``source_name``: what the manifest records as the source where ``source`` is a temporary copy
+    (a browser upload: the uploaded file's own name); default: ``source``'s path.
     """
     confine = tuple(Path(root).resolve() for root in confine_to) if confine_to is not None else None
     source, datasets_dir = Path(source), Path(datasets_dir)
@@ -89,7 +92,7 @@ def ingest_dataset(
     if "source" in problems or "task" in problems:
         raise DatasetError(problems)
     request = IngestRequest(source, name, tuple(classes or BINARY_CLASSES), classes is not None, mask_suffix, limits, confine,
-                            None if task is None else Task(task))
+                            None if task is None else Task(task), source_name)
     with building_dataset(datasets_dir, name) as work:
         return _build(request, work, problems, progress)
 
@@ -183,7 +186,7 @@ def _build_pairs(request: IngestRequest, root: Path, work: Path, problems: dict[
                  progress: Callable[[int, int], None] | None) -> DatasetManifest:
     pairs = _match_pairs(root, request.mask_suffix, request.limits, problems)
     if not pairs and not problems:
-        problems["source"] = f"empty dataset: no image/mask pairs found in {request.source}"
+        problems["source"] = f"empty dataset: no image/mask pairs found in {request.shown_source}"
     checked = []
     for done, pair in enumerate(pairs, start=1):
         result = _check_pair(pair, request, problems)
@@ -203,7 +206,7 @@ def _write_manifest(request: IngestRequest, work: Path, checked: list[_Checked])
     manifest = DatasetManifest(
         name=request.name,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
-        source=str(request.source),
+        source=request.shown_source,
         channels=max(c.channels for c in checked),
         bit_depth=max(c.bit_depth for c in checked),
         classes=request.classes,

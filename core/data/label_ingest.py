@@ -103,7 +103,7 @@ def build_labelled(request: IngestRequest, root: Path, work: Path, problems: dic
             progress(done, len(found.items))
     _report_copies(checked, problems)
     if not found.items and not problems:
-        problems["source"] = f"empty dataset: no labelled images found in {request.source}"
+        problems["source"] = f"empty dataset: no labelled images found in {request.shown_source}"
     if not problems:
         keep_split_file(root, [item.stem for item, _ in checked], work, problems)
     if problems:
@@ -246,7 +246,7 @@ def _store(request: IngestRequest, work: Path, classes: tuple[str, ...], checked
     manifest = DatasetManifest(
         name=request.name,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
-        source=str(request.source),
+        source=request.shown_source,
         channels=max(facts.channels for _, facts in checked),
         bit_depth=max(facts.bit_depth for _, facts in checked),
         classes=classes,

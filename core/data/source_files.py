@@ -42,6 +42,12 @@ class IngestRequest:
     limits: IngestLimits
     confine: tuple[Path, ...] | None = None  # import roots every file read must resolve under
     task: str | None = None  # a manifest Task; None: detected from the layout
+    source_name: str | None = None  # what the manifest and messages call the source (an upload's own file name)
+
+    @property
+    def shown_source(self) -> str:
+        """The source as recorded and reported: an uploaded file's own name, not the temporary copy's path."""
+        return self.source_name or str(self.source)
 
 
 # --- where the files are --------------------------------------------------------------------------

@@ -128,6 +128,22 @@ def _ranks(directions: Sequence[optuna.study.StudyDirection], frame: pd.DataFram
     return values.rank(method="min", ascending=ascending).astype("Int64")
 
 
+def pruned_ahead(frame: pd.DataFrame, objective: str, maximize: bool) -> list[int]:
+    """Pruned trials whose last value of ``objective`` (a ``val_<metric>`` column, from their last
+    epoch) beats at least one complete trial's. They are not ranked: the pruner stopped them early
+    against other trials at the same epoch, so their value is that of an unfinished run; the
+    leaderboard says so where the numbers would otherwise look like a ranking mistake."""
+    if objective not in frame or f"objective_{objective}" not in frame:
+        return []
+    complete = frame.loc[frame["state"] == "complete", f"objective_{objective}"].dropna()
+    if complete.empty:
+        return []
+    worst = complete.min() if maximize else complete.max()
+    last = frame.loc[frame["state"] == "pruned", ["number", objective]].dropna()
+    ahead = last[last[objective] > worst] if maximize else last[last[objective] < worst]
+    return [int(number) for number in ahead["number"]]
+
+
 def frame_columns(trials: Sequence[FrozenTrial], names: list[str], task: Task = Task.SEGMENTATION) -> list[str]:
     """The leaderboard's columns; the metric columns are those of the study's ``task``."""
     params = sorted({f"param_{name}" for trial in trials for name in trial.params})

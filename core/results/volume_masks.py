@@ -54,7 +54,7 @@ class VolumeSlices:
         return parse_slice_stem(self.stems[position])[1]  # type: ignore[index]
 
 
-def _source(study: optuna.Study, settings: Settings) -> tuple[StudySpec, StudySource]:
+def spec_and_source(study: optuna.Study, settings: Settings) -> tuple[StudySpec, StudySource]:
     spec = stored_spec(study)
     if spec is None:
         raise ResultsError(f"study {study.study_name!r} was not made by SegTune (it has no spec)")
@@ -63,7 +63,7 @@ def _source(study: optuna.Study, settings: Settings) -> tuple[StudySpec, StudySo
 
 def split_volumes(study: optuna.Study, settings: Settings) -> dict[str, list[str]]:
     """Split part (:data:`PARTS`) -> its volume ids, sorted; {} when the study's dataset holds 2D images."""
-    _, source = _source(study, settings)
+    _, source = spec_and_source(study, settings)
     groups = source.manifest.groups
     if not groups:
         return {}
@@ -73,7 +73,7 @@ def split_volumes(study: optuna.Study, settings: Settings) -> dict[str, list[str
 
 def volume_slices(study: optuna.Study, settings: Settings, part: str, volume: str) -> VolumeSlices:
     """Every stored slice of ``volume`` (which must lie in split ``part``), decoded at the study's size."""
-    spec, source = _source(study, settings)
+    spec, source = spec_and_source(study, settings)
     if part not in PARTS:
         raise ResultsError(f"unknown split part {part!r}; valid: {list(PARTS)}")
     members = [stem for stem in getattr(source.split, part) if source.manifest.groups.get(stem) == volume]

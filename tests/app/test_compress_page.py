@@ -172,3 +172,35 @@ def test_the_stored_variant_is_what_the_page_lists(compressed: Settings) -> None
     study, _ = load_study(STUDY, open_storage(compressed.db_url))
     records = list_variants(study, 0)
     assert [r["label"] for r in records] == ["pruned 60% global"] and "original" in records[0]
+
+
+def test_the_trade_off_charts_metric_axis_spans_at_least_a_twentieth(compressed: Settings) -> None:
+    """Issue 24: Dice 0.52658-0.52668 filled the axis, so a 0.0001 drop looked like a cliff."""
+    import json
+
+    app = open_page()
+    table = app.dataframe[0].value
+    low, high = json.loads(app.get("plotly_chart")[0].proto.spec)["layout"]["yaxis"]["range"]
+    assert high - low >= 0.05 - 1e-9 and 0 <= low <= table["val_dice"].min() <= table["val_dice"].max() <= high <= 1
+
+
+def test_metric_axes_have_a_minimum_span_inside_the_metrics_bounds() -> None:
+    from app.widgets.axes import metric_axis_range
+
+    low, high = metric_axis_range([0.52658, 0.52668])
+    assert high - low == pytest.approx(0.05) and low < 0.52658 and high > 0.52668
+    assert metric_axis_range([0.999, 0.998]) == pytest.approx((0.95, 1.0))  # kept inside [0, 1]
+    assert metric_axis_range([0.0, 0.001]) == pytest.approx((0.0, 0.05))
+    low, high = metric_axis_range([0.2, 0.8])
+    assert low == pytest.approx(0.14) and high == pytest.approx(0.86)  # a real spread: the data, padded
+    assert metric_axis_range([float("nan"), None]) is None
+
+
+def test_the_trade_off_table_shows_its_key_columns_unless_all_are_asked_for(compressed: Settings) -> None:
+    """Issue 24: the table was cut off at the right edge; its default columns fit a 1280 px window
+    (tests/e2e/test_table_widths.py measures that in a browser)."""
+    app = open_page()
+    shown = list(app.dataframe[0].proto.column_order)
+    assert shown == ["variant", "model", "val_dice", "test_dice", "size_mb", "nonzero_params", "latency_ms", "delta_val_dice", "speedup"]
+    app.toggle(key="compress.all_columns").set_value(True).run()
+    assert not list(app.dataframe[0].proto.column_order) and "val_iou" in app.dataframe[0].value  # every column

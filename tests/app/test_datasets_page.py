@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core.data.manifest import dataset_names
+from core.data.manifest import dataset_names, load_manifest
 from core.settings import Settings
 
 MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
@@ -61,6 +61,7 @@ def test_zip_upload_is_ingested(workspace: Settings) -> None:
     assert not at.exception
     assert any("Added **cells**: 4 image/mask pairs" in s.value for s in at.success)
     assert dataset_names(workspace.datasets_dir) == ["cells"]
+    assert load_manifest(workspace.datasets_dir, "cells").source == "cells.zip"  # the user's file, not a /tmp copy
 
 
 def test_invalid_zip_lists_the_problem_and_stores_nothing(workspace: Settings) -> None:
@@ -180,6 +181,7 @@ def test_a_classification_zip_is_detected_shown_per_class_and_split_by_class(wor
     at.button(key="ds.upload_go").click().run()
     assert not at.exception
     assert any("Added **scans**: 14 labelled images in 2 classes (normal, tumour)" in s.value for s in at.success)
+    assert load_manifest(workspace.datasets_dir, "scans").source == "scans.zip"
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Labelled images"] == "14" and metrics["Smallest class"] == "5" and metrics["Classes"] == "2"
     assert sorted(image.captions[0] for image in at.image) == [f"normal_{i}" for i in range(9)]  # the first class's gallery
