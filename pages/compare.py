@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import streamlit as st
 
-from app import study_cache, volume_cache
+from app import cache, study_cache, volume_cache
 from app.nav import page_path
 from app.widgets.errors import user_errors
 from app.widgets.mask_grid import channel_picker, image_stepper, mask_row, view_controls, zoom_button
@@ -103,7 +103,7 @@ def predict_each(chosen: list[int], predict: Callable[[int], np.ndarray]) -> tup
 def split_view(name: str, chosen: list[int], parts: dict[str, list[str]]) -> None:
     """Every validation or test image, one at a time in name order; each chosen trial's masks are
     predicted a page of images at a time, when the user reaches it, and kept."""
-    from core.results.split_masks import PAGE_SIZE, page_set  # torch: only this view needs it
+    from core.results.split_masks import PAGE_SIZE, native_case, page_set  # torch: only this view needs it
 
     part = st.radio("Split", list(parts), key="compare.split_part", horizontal=True,
                     format_func=lambda p: f"{PART_LABELS[p]} ({len(parts[p])} images)")
@@ -119,10 +119,33 @@ def split_view(name: str, chosen: list[int], parts: dict[str, list[str]]) -> Non
     channel = channel_picker(int(masks.images.shape[1]), f"{KEY}.channel")
     st.caption(f"{images.stems[offset]} · image {position} of {len(stems)} {PART_LABELS[part].lower()} images, in name order "
                f"(masks predicted from the trials' weights, {PAGE_SIZE} images at a time)")
+    if st.toggle("Original resolution", key=f"{SPLIT_KEY}.native", help="The image and its mask as stored in the dataset, and each "
+                 "trial's mask resized to them exactly as the scores at the original resolution were computed"):
+        masks, offset = native_case(study_cache.study(name), cache.settings(), images.stems[offset],
+                                    {number: mask[offset] for number, mask in predictions.items()}, tuple(missing)), 0
+        height, width = masks.masks.shape[1:]
+        st.caption(f"At the original {width} x {height} px; the zoom shows the real pixels.")
     mask_row(masks, offset, view=view, opacity=opacity, per_row=per_row, channel=channel, colours=colours)
     zoom_button(masks, offset, view=view, opacity=opacity, key=SPLIT_KEY, channel=channel, colours=colours)
     first = page * PAGE_SIZE + 1
-    dice_table(masks, list(range(len(masks.stems))), f"{PART_LABELS[part].lower()} images {first}–{first + len(masks.stems) - 1}")
+    page_masks = page_set(images, predictions, tuple(missing))
+    dice_table(page_masks, list(range(len(page_masks.stems))), f"{PART_LABELS[part].lower()} images {first}–{first + len(page_masks.stems) - 1}")
+    case_table(name, chosen, part)
+
+
+def case_table(name: str, chosen: list[int], part: str) -> None:
+    """Every image of the split part scored at its original size, as the trials stored it."""
+    from core.results.split_masks import case_frame
+
+    frame = case_frame(study_cache.trials(name, tuple(chosen)), part)
+    if frame.empty:
+        st.caption("Per-case scores at the original resolution are stored by trials of studies made since SegTune scores that way.")
+        return
+    with st.expander(f"Per-case scores at the original resolution: all {len(frame)} {PART_LABELS[part].lower()} images", expanded=False):
+        numbers = {column: st.column_config.NumberColumn(column, format="%.3f") for column in frame.columns if column not in ("image", "size")}
+        st.dataframe(frame, hide_index=True, column_config=numbers, width="stretch")
+        st.caption("Dice and NSD (surface Dice at the study's tolerance): higher is better; HD95 in pixels: lower is better. "
+                   "Empty cells: nothing to find and nothing predicted in that image.")
 
 
 def volume_view(name: str, chosen: list[int], parts: dict[str, list[str]]) -> None:

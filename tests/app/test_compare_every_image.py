@@ -82,3 +82,30 @@ def test_mask_colours_can_be_chosen_and_the_legend_follows(every_image: Settings
     app.selectbox(key="compare.split.colours").set_value("cool").run()
     legend = next(text for text in texts(app, "markdown") if "false positive" in text)
     assert "rgb(255, 234, 0)" in legend and not app.exception  # the cool scheme's yellow false positives
+
+
+def test_the_original_resolution_and_the_per_case_table(tmp_path_factory: pytest.TempPathFactory, predictions: list[int]) -> None:
+    """A 64-px demo dataset studied at 32 px: the toggle shows the stored 64-px image, its mask and
+    each trial's mask resized to it; the per-case table lists the stored native scores."""
+    from core.contract import TrialAttr
+    from core.results.split_masks import split_images
+
+    with module_workspace(tmp_path_factory.mktemp("native-compare")) as settings:
+        create_demo_dataset(settings.datasets_dir, count=40, size=64)
+        draft = build_study(optuna.storages.InMemoryStorage(), open_artifact_store(settings), name="native-cells", n_trials=2)
+        study = optuna.create_study(storage=open_storage(settings.db_url), study_name="native-cells", direction="maximize")
+        for key, value in {**draft.user_attrs, StudyAttr.SPEC: {**draft.user_attrs[StudyAttr.SPEC], "image_size": 32}}.items():
+            study.set_user_attr(key, value)
+        val = split_images(study, settings)["val"]
+        for trial in draft.get_trials():
+            cases = [{"name": stem, "height": 64, "width": 64, "dice": 0.5 + trial.number / 10, "iou": 0.4, "nsd": 0.7, "hd95": 3.0} for stem in val]
+            trial.user_attrs = {**trial.user_attrs, TrialAttr.VAL_CASES: cases}
+            study.add_trial(trial)
+        app = pages.open_page("compare.py", study="native-cells", trials=(0, 1))
+        app.button_group(key="compare.source").set_value("split").run()
+        app.toggle(key="compare.split.native").set_value(True).run()
+        assert not app.exception
+        assert any("At the original 64 x 64 px" in text for text in texts(app, "caption"))
+        assert [image.captions[0] for image in app.get("image")] == [val[0], "Ground truth", "Trial #0", "Trial #1"]
+        table = next(frame.value for frame in app.dataframe if "#1 nsd" in frame.value.columns)
+        assert list(table["image"]) == sorted(val) and set(table["size"]) == {"64x64"} and table["#1 dice"].iloc[0] == pytest.approx(0.6)
