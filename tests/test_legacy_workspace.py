@@ -43,13 +43,32 @@ def legacy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 def test_the_stored_names_are_the_contracts(legacy: Settings) -> None:
     study, spec = load_study("legacy", open_storage(legacy.db_url))
     assert spec.name == "legacy" and spec.image_size == 64
-    assert {StudyAttr.SPEC, StudyAttr.DATASET, StudyAttr.SPLIT_HASH, StudyAttr.PREVIEW_ARTIFACT, variants_attr(0)} <= set(study.user_attrs)
+    assert {
+        StudyAttr.SPEC,
+        StudyAttr.DATASET,
+        StudyAttr.SPLIT_HASH,
+        StudyAttr.PREVIEW_ARTIFACT,
+        variants_attr(0),
+    } <= set(study.user_attrs)
     trial = study.trials[0]
-    for attr in (TrialAttr.HISTORY, TrialAttr.VAL_METRICS, TrialAttr.TEST_METRICS, TrialAttr.BEST_EPOCH, TrialAttr.MODEL_CONFIG,
-                 TrialAttr.PARAMS_RESOLVED, TrialAttr.IMAGES_PER_S, TrialAttr.N_PARAMS, TrialAttr.WEIGHTS_MB, TrialAttr.ARTIFACTS):
+    for attr in (
+        TrialAttr.HISTORY,
+        TrialAttr.VAL_METRICS,
+        TrialAttr.TEST_METRICS,
+        TrialAttr.BEST_EPOCH,
+        TrialAttr.MODEL_CONFIG,
+        TrialAttr.PARAMS_RESOLVED,
+        TrialAttr.IMAGES_PER_S,
+        TrialAttr.N_PARAMS,
+        TrialAttr.WEIGHTS_MB,
+        TrialAttr.ARTIFACTS,
+    ):
         assert attr in trial.user_attrs, attr
     # every kind but a classifier's predictions and the fold models of cross-validation (newer than this workspace)
-    assert set(trial.user_attrs[TrialAttr.ARTIFACTS]) == {kind.value for kind in ArtifactKind} - {ArtifactKind.PREDICTIONS, ArtifactKind.FOLD_WEIGHTS}
+    assert set(trial.user_attrs[TrialAttr.ARTIFACTS]) == {kind.value for kind in ArtifactKind} - {
+        ArtifactKind.PREDICTIONS,
+        ArtifactKind.FOLD_WEIGHTS,
+    }
 
 
 def test_results_read_the_old_study(legacy: Settings) -> None:
@@ -80,7 +99,19 @@ def test_old_bundles_and_variants_still_load(legacy: Settings, tmp_path: Path) -
     assert variant_predictions(study, 0, 1, store).shape == previews.masks.shape
 
 
-@pytest.mark.parametrize("page", ["leaderboard.py", "curves.py", "compare.py", "predictions.py", "insights.py", "export.py", "compress.py", "jobs.py"])
+@pytest.mark.parametrize(
+    "page",
+    [
+        "leaderboard.py",
+        "curves.py",
+        "compare.py",
+        "predictions.py",
+        "insights.py",
+        "export.py",
+        "compress.py",
+        "jobs.py",
+    ],
+)
 def test_every_page_opens_the_old_study(legacy: Settings, page: str) -> None:
     app = open_page(page, study="legacy")
     assert not app.exception

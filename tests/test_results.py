@@ -19,7 +19,14 @@ from optuna.trial import TrialState, create_trial
 
 from core.contract import ArtifactKind, StudyAttr, TrialAttr
 from core.deploy.export import bundle_zip
-from core.deploy.model_card import bundle_problem, model_card, onnx_snippet, predict_command, segtune_command, smp_snippet
+from core.deploy.model_card import (
+    bundle_problem,
+    model_card,
+    onnx_snippet,
+    predict_command,
+    segtune_command,
+    smp_snippet,
+)
 from core.errors import SegTuneError
 from core.metrics.catalogue import label
 from core.modeling.bundle import SEGTUNE_FILE, WEIGHTS_FILE, BundleConfig
@@ -60,16 +67,36 @@ def ground_truth() -> np.ndarray:
 
 
 def metrics(dice: float) -> dict[str, float]:
-    return {"dice": dice, "iou": dice / (2 - dice), "miou": dice * 0.9, "pixel_accuracy": 0.9, "precision": dice,
-            "recall": dice, "f1": dice, "specificity": 0.95, "loss": 1 - dice}
+    return {
+        "dice": dice,
+        "iou": dice / (2 - dice),
+        "miou": dice * 0.9,
+        "pixel_accuracy": 0.9,
+        "precision": dice,
+        "recall": dice,
+        "f1": dice,
+        "specificity": 0.95,
+        "loss": 1 - dice,
+    }
 
 
 def history(epochs: int, final_dice: float) -> list[dict[str, Any]]:
     return [
-        {"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.1 / e, "val_dice": final_dice * e / epochs,
-         "val_iou": final_dice * e / epochs / 2, "val_miou": 0.4, "val_pixel_accuracy": 0.8 + e / 100,
-         "val_precision": 0.5, "val_recall": 0.5, "val_f1": 0.5, "val_specificity": 0.9, "lr": 0.01 / e,
-         "epoch_time_s": 0.1}
+        {
+            "epoch": e,
+            "train_loss": 1.0 / e,
+            "val_loss": 1.1 / e,
+            "val_dice": final_dice * e / epochs,
+            "val_iou": final_dice * e / epochs / 2,
+            "val_miou": 0.4,
+            "val_pixel_accuracy": 0.8 + e / 100,
+            "val_precision": 0.5,
+            "val_recall": 0.5,
+            "val_f1": 0.5,
+            "val_specificity": 0.9,
+            "lr": 0.01 / e,
+            "epoch_time_s": 0.1,
+        }
         for e in range(1, epochs + 1)
     ]
 
@@ -90,28 +117,61 @@ def build_study(
     """
     study = optuna.create_study(storage=storage, study_name=name, directions=list(directions))
     # a valid spec, as the engine stores (32: the smallest size a spec allows; previews stay SIZE px)
-    spec = {"name": name, "dataset": "demo-cells", "image_size": 32,
-            "objectives": [{"metric": m, "direction": d} for m, d in zip(("val_dice", "n_params"), directions)],
-            "split": {"train": 0.7, "val": 0.16, "test": 0.14, "k_folds": None, "fold": 0, "seed": 3, "group_pattern": None}}
+    spec = {
+        "name": name,
+        "dataset": "demo-cells",
+        "image_size": 32,
+        "objectives": [{"metric": m, "direction": d} for m, d in zip(("val_dice", "n_params"), directions)],
+        "split": {
+            "train": 0.7,
+            "val": 0.16,
+            "test": 0.14,
+            "k_folds": None,
+            "fold": 0,
+            "seed": 3,
+            "group_pattern": None,
+        },
+    }
     study.set_user_attr(StudyAttr.SPEC, spec)
     study.set_user_attr(StudyAttr.DATASET, "demo-cells")
     study.set_user_attr(StudyAttr.SPLIT_HASH, "abc123")
     masks = ground_truth()
     if previews:
         images = np.repeat(masks[:, None] * 200, 3, axis=1).astype(np.uint8)
-        study.set_user_attr(StudyAttr.PREVIEW_ARTIFACT, _upload(study, store, "inputs.npz", _npz(stems=np.array(STEMS), images=images, masks=masks)))
+        study.set_user_attr(
+            StudyAttr.PREVIEW_ARTIFACT,
+            _upload(study, store, "inputs.npz", _npz(stems=np.array(STEMS), images=images, masks=masks)),
+        )
     weights = _upload(study, store, WEIGHTS_FILE, b"fake-safetensors")
     model = ModelConfig("ClassicUNet", in_channels=3, num_classes=2).to_dict()
-    config = _upload(study, store, SEGTUNE_FILE, BundleConfig(model=model, image_size=SIZE, channels=3, classes=("background", "cell")).to_json().encode())
+    config = _upload(
+        study,
+        store,
+        SEGTUNE_FILE,
+        BundleConfig(model=model, image_size=SIZE, channels=3, classes=("background", "cell")).to_json().encode(),
+    )
     trials = [_make_trial(number, study, store, masks, weights, config, previews) for number in range(n_trials)]
     study.add_trials(trials)
     return study
 
 
-def _make_trial(number: int, study: optuna.Study, store: FileSystemArtifactStore, masks: np.ndarray,
-                weights: str, config: str, previews: bool) -> optuna.trial.FrozenTrial:
-    params = {"lr": 10 ** -(1 + number % 3), "optimizer": ["adam", "sgd", "rmsprop"][number % 3], "unet_start_filters": 4 + 4 * (number % 4)}
-    state = [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL][number % 5]
+def _make_trial(
+    number: int,
+    study: optuna.Study,
+    store: FileSystemArtifactStore,
+    masks: np.ndarray,
+    weights: str,
+    config: str,
+    previews: bool,
+) -> optuna.trial.FrozenTrial:
+    params = {
+        "lr": 10 ** -(1 + number % 3),
+        "optimizer": ["adam", "sgd", "rmsprop"][number % 3],
+        "unet_start_filters": 4 + 4 * (number % 4),
+    }
+    state = [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL][
+        number % 5
+    ]
     shift = number % 3
     dice = 0.9 - 0.2 * shift
     attrs: dict[str, Any] = {TrialAttr.HISTORY: history(4 if state == TrialState.COMPLETE else 2, dice)}
@@ -121,19 +181,37 @@ def _make_trial(number: int, study: optuna.Study, store: FileSystemArtifactStore
         if previews:
             # Stored in reverse order: the read layer must align predictions by stem.
             predictions = np.roll(masks, shift, axis=2)[::-1]
-            artifacts[ArtifactKind.PREVIEWS] = _upload(study, store, "previews.npz", _npz(stems=np.array(STEMS[::-1]), predictions=predictions))
-        attrs.update({
-            TrialAttr.VAL_METRICS: metrics(dice), TrialAttr.TEST_METRICS: metrics(dice - 0.05), TrialAttr.EPOCHS_RUN: 4,
-            TrialAttr.BEST_EPOCH: 4, TrialAttr.STOPPED_EARLY: False, TrialAttr.IMAGES_PER_S: 100.0 + number,
-            TrialAttr.N_PARAMS: 1000 * (1 + shift), TrialAttr.WEIGHTS_MB: 0.5, TrialAttr.TRAIN_TIME_S: 3.0, TrialAttr.DEVICE: "cpu",
-            TrialAttr.PARAMS_RESOLVED: {**params, "epochs": 4}, TrialAttr.ARTIFACTS: artifacts,
-            TrialAttr.MODEL_CONFIG: {"architecture": "ClassicUNet", "in_channels": 3, "num_classes": 1},
-        })
+            artifacts[ArtifactKind.PREVIEWS] = _upload(
+                study, store, "previews.npz", _npz(stems=np.array(STEMS[::-1]), predictions=predictions)
+            )
+        attrs.update(
+            {
+                TrialAttr.VAL_METRICS: metrics(dice),
+                TrialAttr.TEST_METRICS: metrics(dice - 0.05),
+                TrialAttr.EPOCHS_RUN: 4,
+                TrialAttr.BEST_EPOCH: 4,
+                TrialAttr.STOPPED_EARLY: False,
+                TrialAttr.IMAGES_PER_S: 100.0 + number,
+                TrialAttr.N_PARAMS: 1000 * (1 + shift),
+                TrialAttr.WEIGHTS_MB: 0.5,
+                TrialAttr.TRAIN_TIME_S: 3.0,
+                TrialAttr.DEVICE: "cpu",
+                TrialAttr.PARAMS_RESOLVED: {**params, "epochs": 4},
+                TrialAttr.ARTIFACTS: artifacts,
+                TrialAttr.MODEL_CONFIG: {"architecture": "ClassicUNet", "in_channels": 3, "num_classes": 1},
+            }
+        )
         values = [dice, float(attrs[TrialAttr.N_PARAMS])][: len(study.directions)]
     elif state == TrialState.FAIL:
         attrs[TrialAttr.ERROR] = "CUDA out of memory twice"
-    return create_trial(state=state, values=values, params=params, distributions=DISTRIBUTIONS, user_attrs=attrs,
-                        intermediate_values={e: dice * e / 4 for e in range(1, 3)})
+    return create_trial(
+        state=state,
+        values=values,
+        params=params,
+        distributions=DISTRIBUTIONS,
+        user_attrs=attrs,
+        intermediate_values={e: dice * e / 4 for e in range(1, 3)},
+    )
 
 
 @pytest.fixture
@@ -187,7 +265,9 @@ def test_learning_curves_are_tidy_with_train_and_val_loss(study: optuna.Study) -
     assert set(dice["split"]) == {"val"}
     assert dice[dice["trial"] == 3]["epoch"].max() == 2 and set(dice[dice["trial"] == 3]["state"]) == {"pruned"}
     lr = learning_curves(study.get_trials(), "lr")  # the schedule: its own curve, not "train"
-    assert set(lr["split"]) == {"lr"} and lr[lr["trial"] == 0]["value"].tolist() == pytest.approx([0.01 / e for e in range(1, 5)])
+    assert set(lr["split"]) == {"lr"} and lr[lr["trial"] == 0]["value"].tolist() == pytest.approx(
+        [0.01 / e for e in range(1, 5)]
+    )
 
 
 def test_learning_curves_fall_back_to_intermediate_values_and_reject_unknown_metrics(study: optuna.Study) -> None:
@@ -232,7 +312,9 @@ def test_preview_dice_follows_the_metrics_rule_per_image(store: FileSystemArtifa
     np.testing.assert_allclose(previews.dice[2], expected)
 
 
-def test_dice_table_lists_images_in_order_with_each_trial_and_disagreement(study: optuna.Study, store: FileSystemArtifactStore) -> None:
+def test_dice_table_lists_images_in_order_with_each_trial_and_disagreement(
+    study: optuna.Study, store: FileSystemArtifactStore
+) -> None:
     previews = load_previews(study, [0, 1], store)
     table = previews.dice_table(previews.order("worst_dice"))
     assert list(table.columns) == ["image", "#0", "#1", "disagreement"]
@@ -253,7 +335,10 @@ def test_insight_figures_draw_or_explain(study: optuna.Study) -> None:
 
 def test_insight_figures_messages_when_too_few_trials(store: FileSystemArtifactStore) -> None:
     empty = build_study(optuna.storages.InMemoryStorage(), store, n_trials=0)
-    assert all(insight.figure is None and "No completed trials" in insight.message for insight in insight_figures(empty).values())
+    assert all(
+        insight.figure is None and "No completed trials" in insight.message
+        for insight in insight_figures(empty).values()
+    )
     one = build_study(optuna.storages.InMemoryStorage(), store, name="one", n_trials=1)
     figures = insight_figures(one)
     assert figures["history"].figure is not None
@@ -265,7 +350,9 @@ def test_insight_figures_pareto_for_two_objectives(store: FileSystemArtifactStor
     study = build_study(optuna.storages.InMemoryStorage(), store, directions=("maximize", "minimize"))
     figures = insight_figures(study, objective=1)
     assert figures["pareto"].figure is not None and figures["pareto"].figure.data
-    assert label("n_params") in json.dumps(figures["history"].figure.to_plotly_json(), default=str)  # the catalogue's name, "Parameters"
+    assert label("n_params") in json.dumps(
+        figures["history"].figure.to_plotly_json(), default=str
+    )  # the catalogue's name, "Parameters"
     with pytest.raises(SegTuneError, match="objective 2 does not exist.*val_dice, n_params"):
         insight_figures(study, objective=2)
 
@@ -273,12 +360,21 @@ def test_insight_figures_pareto_for_two_objectives(store: FileSystemArtifactStor
 def test_model_card_names_data_split_params_and_metrics(study: optuna.Study) -> None:
     card = model_card(study, default_trial(study))
     assert card.startswith("# Model card — hand-made-trial0")
-    for text in ("demo-cells", "abc123", "train 0.7 / val 0.16 / test 0.14, seed 3", "| optimizer | adam |",
-                 "| Dice | 0.9 | 0.85 |", "ClassicUNet", "never used to choose"):
+    for text in (
+        "demo-cells",
+        "abc123",
+        "train 0.7 / val 0.16 / test 0.14, seed 3",
+        "| optimizer | adam |",
+        "| Dice | 0.9 | 0.85 |",
+        "ClassicUNet",
+        "never used to choose",
+    ):
         assert text in card, text
 
 
-def test_bundle_zip_refuses_unreadable_weights_and_unfinished_trials(study: optuna.Study, store: FileSystemArtifactStore) -> None:
+def test_bundle_zip_refuses_unreadable_weights_and_unfinished_trials(
+    study: optuna.Study, store: FileSystemArtifactStore
+) -> None:
     """What a good bundle zip holds is checked on real models in tests/test_export.py."""
     with pytest.raises(SegTuneError, match="model.safetensors does not hold the weights of this ClassicUNet"):
         bundle_zip(study, get_trial(study, 1), store)  # this study stored b"fake-safetensors"
@@ -286,7 +382,9 @@ def test_bundle_zip_refuses_unreadable_weights_and_unfinished_trials(study: optu
         bundle_zip(study, get_trial(study, 4), store)
 
 
-def test_bundle_problem_says_why_a_trial_cannot_be_downloaded(study: optuna.Study, store: FileSystemArtifactStore) -> None:
+def test_bundle_problem_says_why_a_trial_cannot_be_downloaded(
+    study: optuna.Study, store: FileSystemArtifactStore
+) -> None:
     assert bundle_problem(get_trial(study, 1), store) is None
     assert "stored no weights or config (state fail)" in bundle_problem(get_trial(study, 4), store)
     weights = get_trial(study, 1).user_attrs[TrialAttr.ARTIFACTS][ArtifactKind.WEIGHTS]
@@ -306,15 +404,30 @@ def test_usage_snippets_need_only_public_packages_and_predict_py() -> None:
         tree = ast.parse(snippet)
         imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         assert not any(isinstance(node, ast.ImportFrom) for node in ast.walk(tree))
-        assert "predict" in imported and imported - {"predict"} <= {"onnxruntime", "segmentation_models_pytorch", "torch"}
-        called = {node.func.attr for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                  and isinstance(node.func.value, ast.Name) and node.func.value.id == "predict"}
+        assert "predict" in imported and imported - {"predict"} <= {
+            "onnxruntime",
+            "segmentation_models_pytorch",
+            "torch",
+        }
+        called = {
+            node.func.attr
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "predict"
+        }
         assert called and all(hasattr(standalone_predict, name) for name in called)
     assert predict_command() == "python predict.py --images images/ --out masks/"
     from core.cli import build_parser
 
     args = build_parser().parse_args(segtune_command().split()[1:])  # after "segtune"
-    assert args.command == "predict" and str(args.model) == "." and str(args.images) == "images" and str(args.out) == "masks"
+    assert (
+        args.command == "predict"
+        and str(args.model) == "."
+        and str(args.images) == "images"
+        and str(args.out) == "masks"
+    )
 
 
 def test_default_trial_needs_a_completed_trial(store: FileSystemArtifactStore) -> None:
@@ -328,8 +441,14 @@ def test_pruned_trials_ahead_of_a_complete_one_are_named_for_the_leaderboards_no
 
     from core.results.trials import pruned_ahead
 
-    frame = pd.DataFrame({"number": [0, 1, 2, 3], "state": ["complete", "complete", "pruned", "pruned"],
-                          "objective_val_dice": [0.8, 0.6, None, None], "val_dice": [0.8, 0.6, 0.7, 0.5]})
+    frame = pd.DataFrame(
+        {
+            "number": [0, 1, 2, 3],
+            "state": ["complete", "complete", "pruned", "pruned"],
+            "objective_val_dice": [0.8, 0.6, None, None],
+            "val_dice": [0.8, 0.6, 0.7, 0.5],
+        }
+    )
     assert pruned_ahead(frame, "val_dice", maximize=True) == [2]  # above #1's 0.6, not #3's 0.5
     assert pruned_ahead(frame, "val_dice", maximize=False) == [2, 3]  # lower is better: both under #0's 0.8
     assert pruned_ahead(frame[frame["state"] == "pruned"], "val_dice", maximize=True) == []  # nothing complete to beat

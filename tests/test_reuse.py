@@ -20,25 +20,59 @@ from core.search.warm_start import fit_to_space, narrow_spec, top_configurations
 from core.settings import Settings
 
 SPACE = {
-    "architecture": "ClassicUNet", "unet_start_filters": {"low": 4, "high": 64, "step": 4},
-    "optimizer": {"choices": ["adam", "sgd", "rmsprop"]}, "lr": {"low": 1e-5, "high": 1e-1, "log": True}, "epochs": 2,
+    "architecture": "ClassicUNet",
+    "unet_start_filters": {"low": 4, "high": 64, "step": 4},
+    "optimizer": {"choices": ["adam", "sgd", "rmsprop"]},
+    "lr": {"low": 1e-5, "high": 1e-1, "log": True},
+    "epochs": 2,
 }
-DISTRIBUTIONS = {"unet_start_filters": IntDistribution(4, 64, step=4), "optimizer": CategoricalDistribution(["adam", "sgd", "rmsprop"]),
-                 "lr": FloatDistribution(1e-5, 1e-1, log=True)}
+DISTRIBUTIONS = {
+    "unet_start_filters": IntDistribution(4, 64, step=4),
+    "optimizer": CategoricalDistribution(["adam", "sgd", "rmsprop"]),
+    "lr": FloatDistribution(1e-5, 1e-1, log=True),
+}
 
 
 def spec(name: str, dataset: str = "demo-cells", space: dict | None = None):
-    return spec_from_dict({"name": name, "dataset": dataset, "image_size": 64, "sampler": "random", "pruner": "none",
-                           "budget": {"n_trials": 10, "max_epochs": 2}, "search_space": space or SPACE})
+    return spec_from_dict(
+        {
+            "name": name,
+            "dataset": dataset,
+            "image_size": 64,
+            "sampler": "random",
+            "pruner": "none",
+            "budget": {"n_trials": 10, "max_epochs": 2},
+            "search_space": space or SPACE,
+        }
+    )
 
 
-def earlier_study(storage: optuna.storages.BaseStorage, name: str = "earlier", dataset: str = "demo-cells") -> optuna.Study:
+def earlier_study(
+    storage: optuna.storages.BaseStorage, name: str = "earlier", dataset: str = "demo-cells"
+) -> optuna.Study:
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize")
     study.set_user_attr(StudyAttr.SPEC, spec(name, dataset).to_dict())
     study.set_user_attr(StudyAttr.DATASET, dataset)
-    for value, filters, optimizer, lr in [(0.6, 8, "sgd", 1e-2), (0.9, 32, "adam", 1e-3), (0.8, 16, "adam", 3e-3), (0.7, 64, "rmsprop", 1e-4)]:
-        study.add_trial(optuna.trial.create_trial(value=value, params={"unet_start_filters": filters, "optimizer": optimizer, "lr": lr}, distributions=DISTRIBUTIONS))
-    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, params={"unet_start_filters": 4, "optimizer": "sgd", "lr": 0.1}, distributions=DISTRIBUTIONS))
+    for value, filters, optimizer, lr in [
+        (0.6, 8, "sgd", 1e-2),
+        (0.9, 32, "adam", 1e-3),
+        (0.8, 16, "adam", 3e-3),
+        (0.7, 64, "rmsprop", 1e-4),
+    ]:
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=value,
+                params={"unet_start_filters": filters, "optimizer": optimizer, "lr": lr},
+                distributions=DISTRIBUTIONS,
+            )
+        )
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.FAIL,
+            params={"unet_start_filters": 4, "optimizer": "sgd", "lr": 0.1},
+            distributions=DISTRIBUTIONS,
+        )
+    )
     return study
 
 
@@ -51,18 +85,33 @@ def test_top_configurations_are_the_best_complete_trials_best_first() -> None:
 
 
 def test_values_outside_the_new_space_are_left_to_the_sampler() -> None:
-    narrower = spec("new", space={**SPACE, "optimizer": {"choices": ["adam", "adamw"]}, "lr": {"low": 1e-4, "high": 1e-2, "log": True}, "unet_start_filters": 16})
+    narrower = spec(
+        "new",
+        space={
+            **SPACE,
+            "optimizer": {"choices": ["adam", "adamw"]},
+            "lr": {"low": 1e-4, "high": 1e-2, "log": True},
+            "unet_start_filters": 16,
+        },
+    )
     assert fit_to_space({"unet_start_filters": 32, "optimizer": "sgd", "lr": 1e-3, "gone": 1}, narrower) == {"lr": 1e-3}
     assert fit_to_space({"optimizer": "adam", "lr": 0.5}, narrower) == {"optimizer": "adam"}
 
 
 def test_narrowing_shrinks_ranges_around_the_best_and_keeps_the_top_choices() -> None:
-    top = [{"unet_start_filters": 32, "optimizer": "adam", "lr": 1e-3}, {"unet_start_filters": 16, "optimizer": "adam", "lr": 3e-3}]
+    top = [
+        {"unet_start_filters": 32, "optimizer": "adam", "lr": 1e-3},
+        {"unet_start_filters": 16, "optimizer": "adam", "lr": 3e-3},
+    ]
     narrowed = narrow_spec(spec("earlier"), top, name="earlier-narrow")
     filters, lr = narrowed.search_space["unet_start_filters"], narrowed.search_space["lr"]
     assert narrowed.name == "earlier-narrow" and "earlier" in narrowed.description
     assert narrowed.search_space["optimizer"] == ParamSpec.fixed("adam")  # the only optimizer of the top trials
-    assert 4 <= filters.low <= 32 <= filters.high <= 64 and (filters.high - filters.low) <= 0.25 * 60 + 8 and filters.low % 4 == 0
+    assert (
+        4 <= filters.low <= 32 <= filters.high <= 64
+        and (filters.high - filters.low) <= 0.25 * 60 + 8
+        and filters.low % 4 == 0
+    )
     assert lr.log and lr.low < 1e-3 < lr.high and lr.high / lr.low == pytest.approx(10 ** (0.25 * 4), rel=1e-6)
     spec_from_dict(narrowed.to_dict())  # still a valid spec
     three = narrow_spec(spec("earlier"), [*top, {"optimizer": "sgd"}], name="n")
@@ -112,7 +161,9 @@ def test_submit_cli_narrows_and_warm_starts(demo: Settings, monkeypatch: pytest.
     assert study.user_attrs[StudyAttr.SPEC]["search_space"]["optimizer"] == "adam"
     path = tmp_path / "s.json"
     path.write_text(spec("warm").to_json())
-    args = parser.parse_args(["submit", "--spec", str(path), "--warm-start", "earlier", "--top-k", "3", "--devices", "cpu"])
+    args = parser.parse_args(
+        ["submit", "--spec", str(path), "--warm-start", "earlier", "--top-k", "3", "--devices", "cpu"]
+    )
     assert args.func(args) == 0
     assert "queued 3 configuration(s) from earlier" in capsys.readouterr().out
     assert narrowed_spec(demo, "earlier", 1).search_space["unet_start_filters"].kind in ("int", "fixed")

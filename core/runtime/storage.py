@@ -99,8 +99,10 @@ class RetryStaleTrial:
 
     def __init__(self, heartbeats: Heartbeats | None = None, max_retry: int = 1) -> None:
         heartbeats = heartbeats or Heartbeats()
-        self.message = (f"the worker running this trial stopped sending heartbeats for over {heartbeats.grace_s} s "
-                        "(killed, crashed or its machine went down); the trial is run again with the same parameters")
+        self.message = (
+            f"the worker running this trial stopped sending heartbeats for over {heartbeats.grace_s} s "
+            "(killed, crashed or its machine went down); the trial is run again with the same parameters"
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self._retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
