@@ -7,9 +7,14 @@ scripts/setup.sh requirements-dev.txt
 if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium could not be installed: browser tests will skip"
 fi
-# The architecture first: lint (ruff) and the layer contracts (import-linter, see pyproject.toml).
+# The architecture first: formatting and lint (ruff, line length 120), the layer contracts
+# (import-linter, see pyproject.toml) and no import cycles among core's modules.
+.venv/bin/ruff format --check .
 .venv/bin/ruff check .
 .venv/bin/lint-imports
+if [ -f ../shared/tools/import_cycles.py ]; then
+  .venv/bin/python ../shared/tools/import_cycles.py . core
+fi
 if [ $# -gt 0 ]; then
   exec .venv/bin/python -m pytest "$@"
 fi
