@@ -88,7 +88,9 @@ def best_trial(name: str, frame: pd.DataFrame, task: Task) -> None:
             f"**{top['ensemble_test_dice']:.4f}**, against {top['test_dice']:.4f} for the mean of the fold models. "
             "Export it with `python -m core export --ensemble`."
         )
-    st.caption(evaluation_note(study_cache.study(name).user_attrs))
+    note = evaluation_note(study_cache.study(name).user_attrs, task)
+    if note:
+        st.caption(note)
     comparison = study_cache.runner_up(name)
     if comparison is not None:
         if comparison.distinguishable:

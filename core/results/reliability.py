@@ -63,8 +63,11 @@ def reliability_columns(trial: FrozenTrial) -> dict[str, Any]:
     return row
 
 
-def evaluation_note(study_attrs: dict[str, Any]) -> str:
-    """How the study's finished trials were scored, in one sentence for the results pages."""
+def evaluation_note(study_attrs: dict[str, Any], task: Task) -> str | None:
+    """How a segmentation study's finished trials were scored, in one sentence for the results
+    pages (None for classification: a label has no resolution)."""
+    if task != Task.SEGMENTATION:
+        return None
     evaluation = study_attrs.get(StudyAttr.EVALUATION) or {}
     if evaluation.get("resolution") == "native":
         return (

@@ -58,3 +58,11 @@ def test_a_study_scored_at_training_size_says_so_and_hides_the_empty_columns(
         app = pages.open_page("leaderboard.py", study="old")
         assert "val_nsd" not in app.dataframe[0].value.columns
         assert any("training size" in text for text in texts(app, "caption"))
+
+
+def test_the_resolution_note_is_for_segmentation_only() -> None:
+    from core.contract import Task
+    from core.results.reliability import evaluation_note
+
+    assert evaluation_note({}, Task.CLASSIFICATION) is None
+    assert "original resolution" in evaluation_note({StudyAttr.EVALUATION: NATIVE_EVALUATION}, Task.SEGMENTATION)
