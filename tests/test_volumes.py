@@ -263,3 +263,17 @@ def test_a_server_path_is_read_only_under_the_import_roots(tmp_path: Path) -> No
     inside = msd_folder(roots[0] / "Task-inside", 2)
     manifest = ingest_volumes(inside.name, "inside", store, confine_to=roots)  # relative to a root
     assert manifest.is_volume and dataset_names(store) == ["inside"]
+
+
+def test_volumes_of_different_sizes_are_scored_on_their_own_pixels() -> None:
+    """Slices at their original sizes (one volume 4x4, another 6x6) are stacked per volume."""
+    small_truth = np.zeros((4, 4), np.uint8)
+    small_truth[:2] = 1
+    large_truth = np.zeros((6, 6), np.uint8)
+    large_truth[:3, :3] = 1
+    predictions = [small_truth, small_truth, np.zeros((6, 6), np.uint8)]
+    truths = [small_truth, small_truth, large_truth]
+    groups = {"a0": "a", "a1": "a", "b0": "b"}
+    scores = volume_dice_scores(predictions, truths, ["a0", "a1", "b0"], groups, 2)
+    assert scores == {"a": 1.0, "b": 0.0}
+    assert dice_per_volume(predictions, truths, ["a0", "a1", "b0"], groups, 2) == 0.5

@@ -5,7 +5,8 @@ the many slices where it is small, and a volume counts once whatever its slice c
 foreground class, a volume where neither the truth nor the prediction has that class is left out
 of that class's mean (nnU-Net's convention); a volume with no foreground at all in truth and
 prediction scores 1. Computed on the slices stored for the dataset (all of them, or the foreground
-slices plus the kept share of empty ones) at the resolution the model sees. Numpy only.
+slices plus the kept share of empty ones), at their own resolution in studies scored at the
+original resolution, else at the resolution the model sees. Numpy only.
 """
 
 from __future__ import annotations
@@ -16,17 +17,29 @@ import numpy as np
 
 
 def volume_dice_scores(
-    predictions: np.ndarray, truths: np.ndarray, stems: Sequence[str], groups: Mapping[str, str], num_classes: int
+    predictions: Sequence[np.ndarray],
+    truths: Sequence[np.ndarray],
+    stems: Sequence[str],
+    groups: Mapping[str, str],
+    num_classes: int,
 ) -> dict[str, float]:
-    """volume id -> its Dice (mean over foreground classes present), from (N, H, W) class-index masks."""
+    """volume id -> its Dice (mean over foreground classes present), from class-index masks: an
+    (N, H, W) array, or one (H, W) mask per slice (sizes may differ between volumes)."""
     members: dict[str, list[int]] = {}
     for index, stem in enumerate(stems):
         members.setdefault(groups.get(stem, stem), []).append(index)
-    return {volume: _dice(predictions[rows], truths[rows], num_classes) for volume, rows in sorted(members.items())}
+    return {
+        volume: _dice(np.stack([predictions[i] for i in rows]), np.stack([truths[i] for i in rows]), num_classes)
+        for volume, rows in sorted(members.items())
+    }
 
 
 def dice_per_volume(
-    predictions: np.ndarray, truths: np.ndarray, stems: Sequence[str], groups: Mapping[str, str], num_classes: int
+    predictions: Sequence[np.ndarray],
+    truths: Sequence[np.ndarray],
+    stems: Sequence[str],
+    groups: Mapping[str, str],
+    num_classes: int,
 ) -> float:
     """Mean over volumes of :func:`volume_dice_scores` (nan when there is no slice)."""
     scores = volume_dice_scores(predictions, truths, stems, groups, num_classes)

@@ -36,7 +36,7 @@ from optuna.artifacts import upload_artifact
 from optuna.trial import TrialState
 
 from core.contract import ArtifactKind, StudyAttr, Task, TrialAttr
-from core.data.tensors import ImageSet
+from core.data.tensors import ImageSet, resize_mask
 from core.errors import SegTuneError
 from core.metrics.catalogue import epoch_objectives, volume_metrics
 from core.metrics.label_predictions import LabelPredictions
@@ -179,7 +179,7 @@ def _run_trial(
     attrs = summary(
         spec, scores, first_model, first_data, train_config, trial.study.user_attrs.get(StudyAttr.BASELINES)
     )
-    _add_volume_metrics(first_model, first_data, train_config, attrs)
+    _add_volume_metrics(first_model, first_data, train_config, attrs, native=native)
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
     bundle = BundleConfig(
@@ -214,16 +214,28 @@ def _check_volume_objectives(spec: StudySpec, data: StudyData) -> None:
         raise TrialError(f"{wanted[0]} is not computed per fold yet: drop 'cv' or optimise val_dice")
 
 
-def _add_volume_metrics(model: torch.nn.Module, data: StudyData, config: TrainConfig, attrs: dict[str, Any]) -> None:
+def _add_volume_metrics(
+    model: torch.nn.Module, data: StudyData, config: TrainConfig, attrs: dict[str, Any], *, native: bool = False
+) -> None:
     """Volume datasets: Dice per volume on val and test (slices stacked back), beside the per-slice
-    metrics. With cross-validation these are fold 1's model's (the stored model)."""
+    metrics; with ``native``, on the stored slices' own pixels (each mask resized as ``predict``
+    does). With cross-validation these are fold 0's model's (the stored model)."""
     if not data.manifest.is_volume or data.manifest.is_classification:  # per-volume Dice needs masks
         return
     groups = data.manifest.groups
     for key, split in ((TrialAttr.VAL_METRICS, data.val), (TrialAttr.TEST_METRICS, data.test)):
         if split is not None and len(split):
-            predicted = predict(model, split, config.batch_size, patch_size=config.patch_size)
-            score = dice_per_volume(predicted, split.targets.cpu().numpy(), split.stems, groups, data.num_classes)
+            predicted, truths = (
+                predict(model, split, config.batch_size, patch_size=config.patch_size),
+                split.targets.cpu().numpy(),
+            )
+            originals = data.original_masks(split) if native else None
+            if originals is not None:
+                predicted, truths = (
+                    [resize_mask(mask, *truth.shape) for mask, truth in zip(predicted, originals)],
+                    originals,
+                )
+            score = dice_per_volume(predicted, truths, split.stems, groups, data.num_classes)
             attrs[key] = {**attrs[key], "dice_per_volume": score}
 
 
