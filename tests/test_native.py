@@ -12,10 +12,11 @@ from torch import nn
 
 from core.contract import StudyAttr, TrialAttr
 from core.data.tensors import ImageSet
+from core.metrics.cases import NATIVE_EVALUATION, scored_natively
 from core.modeling.losses import build_loss
 from core.settings import Settings
 from core.training.loop import evaluate_detailed
-from core.training.native import NATIVE_EVALUATION, evaluate_native, scored_natively
+from core.training.native import evaluate_native
 
 
 class Brightness(nn.Module):
@@ -97,7 +98,7 @@ def test_a_new_study_is_scored_at_the_original_resolution(workspace: Settings) -
         }
     )
     study = run_study(spec, workspace, device="cpu")
-    assert study.user_attrs[StudyAttr.EVALUATION] == NATIVE_EVALUATION and scored_natively(study)
+    assert study.user_attrs[StudyAttr.EVALUATION] == NATIVE_EVALUATION and scored_natively(study.user_attrs)
     attrs = study.trials[0].user_attrs
     cases = attrs[TrialAttr.VAL_CASES]
     assert cases and all((row["height"], row["width"]) == (128, 128) for row in cases)
@@ -108,7 +109,4 @@ def test_a_new_study_is_scored_at_the_original_resolution(workspace: Settings) -
 
 
 def test_a_study_without_the_attribute_was_scored_at_training_size() -> None:
-    class Old:
-        user_attrs: dict = {}
-
-    assert not scored_natively(Old())  # type: ignore[arg-type]
+    assert not scored_natively({}) and not scored_natively({StudyAttr.EVALUATION: "native"})

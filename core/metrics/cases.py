@@ -27,10 +27,22 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from core.contract import StudyAttr
+
 CASE_METRICS: tuple[str, ...] = ("dice", "iou", "nsd", "hd95")
 BOUNDARY_METRICS: tuple[str, ...] = ("nsd", "hd95")
 NSD_TOLERANCE = 2.0  # pixels: nnU-Net-style default; record it with the scores
 LOWER_IS_BETTER = frozenset({"hd95"})
+# Recorded on every study whose finished trials are scored at the original resolution
+# (StudyAttr.EVALUATION); studies without it were scored at the training size.
+NATIVE_EVALUATION: dict[str, object] = {"resolution": "native", "nsd_tolerance": NSD_TOLERANCE, "distance_unit": "px"}
+
+
+def scored_natively(study_attrs: Mapping[str, object]) -> bool:
+    """Whether a study (its user attrs) scores finished trials at the original resolution; studies
+    made before SegTune did: no."""
+    evaluation = study_attrs.get(StudyAttr.EVALUATION) or {}
+    return isinstance(evaluation, dict) and evaluation.get("resolution") == NATIVE_EVALUATION["resolution"]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from core.data.images import read_mask
+from core.data.tensors import resize_mask
 from core.data.volumes import parse_slice_stem
+from core.metrics.cases import scored_natively
 from core.metrics.volumes import volume_dice_scores
 from core.modeling.bundle import load_model, trial_bundle
 from core.modeling.inference import predict_indices
@@ -49,6 +52,7 @@ class VolumeSlices:
     masks: np.ndarray  # (N, S, S) uint8 ground truth
     num_classes: int
     total_slices: int  # slices along the axis in the source volume (stored ones may be fewer)
+    originals: np.ndarray | None = None  # (N, H, W) the stored masks, where the study scores at that resolution
 
     def slice_index(self, position: int) -> int:
         return parse_slice_stem(self.stems[position])[1]  # type: ignore[index]
@@ -82,6 +86,9 @@ def volume_slices(study: optuna.Study, settings: Settings, part: str, volume: st
     stems = sorted(members, key=lambda stem: source.manifest.pair(stem).slice_index or 0)
     data = source.tensors(stems, spec.image_size, torch.device("cpu"))
     info = next((v for v in source.manifest.volumes if v.volume == volume), None)
+    originals = None
+    if scored_natively(study.user_attrs):  # a volume's stored slices share one size
+        originals = np.stack([read_mask(source.folder / source.manifest.pair(stem).mask) for stem in stems])
     return VolumeSlices(
         volume,
         tuple(stems),
@@ -89,6 +96,7 @@ def volume_slices(study: optuna.Study, settings: Settings, part: str, volume: st
         data.targets.numpy(),
         source.manifest.num_classes,
         info.total_slices if info else len(stems),
+        originals,
     )
 
 
@@ -114,6 +122,10 @@ def volume_set(slices: VolumeSlices, predictions: dict[int, np.ndarray], missing
 
 
 def volume_dice(slices: VolumeSlices, prediction: np.ndarray) -> float:
-    """Dice of the whole volume (its stored slices stacked), the figure of ``dice_per_volume``."""
+    """Dice of the whole volume (its stored slices stacked), the figure of ``dice_per_volume``: at
+    the slices' own resolution where the study scores that way (each mask resized as ``predict`` does)."""
     groups = dict.fromkeys(slices.stems, slices.volume)
-    return volume_dice_scores(prediction, slices.masks, slices.stems, groups, slices.num_classes)[slices.volume]
+    truths = slices.masks if slices.originals is None else slices.originals
+    if slices.originals is not None:
+        prediction = np.stack([resize_mask(mask, *truth.shape) for mask, truth in zip(prediction, truths)])
+    return volume_dice_scores(prediction, truths, slices.stems, groups, slices.num_classes)[slices.volume]

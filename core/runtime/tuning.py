@@ -17,6 +17,7 @@ import torch
 from core.contract import Mode, StudyAttr, Task
 from core.errors import SegTuneError
 from core.metrics.baselines import constant_classes, majority_label, score_baselines
+from core.metrics.cases import NATIVE_EVALUATION
 from core.modeling.config import task_mode
 from core.runtime.budget import remaining_budget
 from core.runtime.storage import open_artifact_store, open_storage
@@ -26,7 +27,6 @@ from core.search.study_source import study_source
 from core.search.suggest import enqueue_grid
 from core.search.validation import stored_spec
 from core.settings import Settings
-from core.training.native import NATIVE_EVALUATION
 from core.training.objective import RunContext, TrialError, make_objective, upload_study_previews
 from core.training.progress import ProgressHook
 from core.training.study_data import preview_stems

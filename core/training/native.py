@@ -17,32 +17,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
-from core.contract import StudyAttr
 from core.data.tensors import ImageSet, resize_mask
 from core.metrics.cases import BOUNDARY_METRICS, NSD_TOLERANCE, case_mean, class_scores, mean_over_cases
 from core.metrics.segmentation import SegmentationMetrics
 from core.modeling.inference import class_indices, probabilities
 from core.training.loop import Evaluation, eval_batches, model_logits
 
-if TYPE_CHECKING:
-    import optuna
-
-# Recorded on every study scored this way (StudyAttr.EVALUATION); studies without it were scored at
-# training size, and the results pages say so.
-NATIVE_EVALUATION: dict[str, object] = {"resolution": "native", "nsd_tolerance": NSD_TOLERANCE, "distance_unit": "px"}
-TRAINING_SIZE_EVALUATION: dict[str, object] = {"resolution": "training size"}
-_PERFECT = {"nsd": 1.0, "hd95": 0.0}
-
-
-def scored_natively(study: optuna.Study) -> bool:
-    """Whether ``study``'s finished trials are scored at the original resolution (studies made before it: no)."""
-    return (study.user_attrs.get(StudyAttr.EVALUATION) or {}).get("resolution") == NATIVE_EVALUATION["resolution"]
+_PERFECT = {"nsd": 1.0, "hd95": 0.0}  # every case empty in truth and prediction: nothing missed
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from optuna.trial import TrialState
 from core.contract import ArtifactKind, StudyAttr, Task, TrialAttr
 from core.data.tensors import ImageSet, resize_mask
 from core.errors import SegTuneError
+from core.metrics.cases import scored_natively
 from core.metrics.catalogue import epoch_objectives, volume_metrics
 from core.metrics.label_predictions import LabelPredictions
 from core.metrics.volumes import dice_per_volume
@@ -58,7 +59,6 @@ from core.training.loop import (
     resolve_device,
     train_model,
 )
-from core.training.native import scored_natively
 from core.training.progress import ProgressHook, ProgressWriter
 from core.training.scoring import FoldScore, score_fold, summary, validation_predictions
 from core.training.study_data import StudyData, load_pool, load_study_data
@@ -147,7 +147,7 @@ def _run_trial(
     )
     scores: list[FoldScore] = []
     first_model: torch.nn.Module | None = None
-    native = scored_natively(trial.study)
+    native = scored_natively(trial.study.user_attrs)
     ensemble = (
         FoldEnsemble(first_data.test, train_config.batch_size, train_config.patch_size)
         if spec.cv and not spec.is_classification

@@ -9,9 +9,9 @@ import optuna
 import pytest
 
 from core.contract import StudyAttr, TrialAttr
+from core.metrics.cases import NATIVE_EVALUATION
 from core.runtime.storage import open_artifact_store, open_storage
 from core.settings import Settings
-from core.training.native import NATIVE_EVALUATION
 from tests.app import pages
 from tests.app.pages import texts
 from tests.conftest import module_workspace
