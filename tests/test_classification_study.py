@@ -19,7 +19,8 @@ from core.search.validation import spec_from_dict
 from core.settings import Settings
 from core.training.loop import TrainConfig, evaluate_detailed, predict, train_model
 from core.training.study_data import study_source
-from tests.classification_sets import tiny_classification_study, write_bars
+from tests.helpers.classification_sets import tiny_classification_study, write_bars
+from tests.helpers.studies import module_workspace
 
 
 def tiny_cnn(classes: int = 2) -> nn.Module:
@@ -55,8 +56,6 @@ def test_the_training_loop_learns_labels_and_keeps_the_best_epoch(workspace: Set
 
 @pytest.fixture(scope="module")
 def two_trials(tmp_path_factory: pytest.TempPathFactory):
-    from tests.conftest import module_workspace
-
     with module_workspace(tmp_path_factory.mktemp("classification")) as settings:
         study = tiny_classification_study(settings, "cls", trials=2, extra={"search_space": {
             "architecture": "MobileNetV2", "head_filters": 8, "head_dense_units": 8, "batch_size": 8, "epochs": 2,

@@ -30,7 +30,7 @@ from core.data.manifest import (
     load_manifest,
 )
 from core.errors import SegTuneError
-from tests.conftest import shared_path
+from tests.helpers.machine import shared_path
 
 # --- builders -------------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from core.results.trials import best_numbers, default_trial, trials_frame
 from core.runtime.storage import open_artifact_store, open_storage
 from core.runtime.tuning import load_study
 from core.settings import Settings, load_settings
-from tests.app.pages import open_page
+from tests.helpers.pages import open_page
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy-workspace"
 

@@ -8,7 +8,7 @@ import torch
 
 import core.training.objective
 from core.settings import Settings
-from tests.conftest import tiny_study
+from tests.helpers.studies import tiny_study
 
 
 def test_out_of_memory_is_retried_once_with_half_the_batch(workspace: Settings, monkeypatch: pytest.MonkeyPatch) -> None:

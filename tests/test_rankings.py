@@ -34,7 +34,8 @@ from core.runtime.tuning import prepare_study, run_study
 from core.search.validation import SpecError, spec_from_dict
 from core.training.loop import evaluate_detailed
 from core.training.study_data import load_study_data
-from tests.conftest import copy_pairs, shared_dataset
+from tests.helpers.machine import shared_dataset
+from tests.helpers.studies import copy_pairs, tiny_study
 
 
 def _logits(pred: np.ndarray) -> torch.Tensor:
@@ -208,8 +209,6 @@ def test_three_fold_study_on_brain_mri(workspace, tmp_path: Path) -> None:
 
 
 def test_a_finished_configuration_is_reused_not_trained_again(workspace) -> None:
-    from tests.conftest import tiny_study
-
     study = tiny_study(workspace, "repeat", trials=2)  # every hyperparameter fixed: one configuration
     first, second = study.trials
     assert second.user_attrs[TrialAttr.REUSED_FROM] == 0 and second.value == first.value

@@ -18,6 +18,7 @@ import pytest
 import core.runtime.tasks as tasks
 from core.runtime.tasks import Task, TaskError, TaskProgress, TaskState, get_task, list_tasks, start_task
 from core.settings import Settings
+from tests.helpers.studies import tiny_study
 
 REPORTER = """
 import sys, time
@@ -125,7 +126,6 @@ def test_compress_runs_as_a_background_task_and_stores_its_variant(workspace: Se
     from core.deploy.compression.variants import list_variants
     from core.runtime.storage import open_storage
     from core.runtime.tuning import load_study
-    from tests.conftest import tiny_study
 
     tiny_study(workspace, "bg")
     task = start_task(workspace, "compress", ["compress", "--study", "bg", "--trial", "0", "--method", "prune",

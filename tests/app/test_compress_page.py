@@ -23,9 +23,9 @@ from core.deploy.compression.run import compress_trial, study_compression_data
 from core.deploy.compression.variants import list_variants
 from core.runtime.storage import open_artifact_store, open_storage
 from core.settings import Settings
-from tests.app import pages
-from tests.app.pages import texts
-from tests.conftest import module_workspace, tiny_study
+from tests.helpers import pages
+from tests.helpers.pages import texts
+from tests.helpers.studies import module_workspace, tiny_study
 
 MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 STUDY = "tiny"

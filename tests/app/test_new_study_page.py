@@ -23,7 +23,8 @@ from core.search.space import ParamSpec, hyperparameters
 from core.search.validation import spec_from_dict
 from core.settings import Settings
 from core.training.estimate import TrialCost
-from tests.classification_sets import write_bars
+from tests.helpers.classification_sets import write_bars
+from tests.helpers.reuse_study import earlier_study
 
 MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 
@@ -193,7 +194,6 @@ def test_reuse_an_earlier_study_warm_start_and_narrow(demo: Settings, monkeypatc
     import core.runtime.queue
     from core.contract import StudyAttr
     from core.runtime.storage import open_storage
-    from tests.test_reuse import earlier_study
 
     storage = open_storage(demo.db_url)
     earlier_study(storage)

@@ -20,10 +20,10 @@ from streamlit.testing.v1 import AppTest
 from app import cache, study_cache
 from core.runtime.storage import open_artifact_store, open_storage
 from core.settings import Settings
-from tests.app import pages
-from tests.app.pages import texts
-from tests.conftest import module_workspace
-from tests.test_results import STEMS, build_study
+from tests.helpers import pages
+from tests.helpers.pages import texts
+from tests.helpers.results_study import STEMS, build_study
+from tests.helpers.studies import module_workspace, tiny_study
 
 MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 STUDY = "cells"
@@ -153,8 +153,6 @@ def test_export_offers_bundle_snippet_and_card_of_the_best_trial(results_workspa
 @pytest.mark.slow
 def test_compare_and_export_over_a_real_tuned_study(workspace: Settings) -> None:
     """The engine's own artifacts (run_study on the demo dataset) render on Compare and Export."""
-    from tests.conftest import tiny_study
-
     tiny_study(workspace, "real", trials=2, lr={"low": 1e-3, "high": 1e-2, "log": True})
     app = open_page("compare.py", study="real", selected=(0, 1))
     assert len(app.get("image")) == 4 and len(texts(app, "metric")) == 2

@@ -9,8 +9,8 @@ from streamlit.testing.v1 import AppTest
 
 from core.data.manifest import load_manifest
 from core.settings import Settings
-from tests.app import pages
-from tests.volume_data import SHAPE, msd_folder
+from tests.helpers import pages
+from tests.helpers.volume_data import SHAPE, msd_folder
 
 MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 

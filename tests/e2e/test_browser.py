@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CHROMIUM, missing, require_chromium, shared_path
-from tests.e2e.dashboard import running_dashboard
+from tests.helpers.dashboard import running_dashboard
+from tests.helpers.machine import CHROMIUM, missing, require_chromium, shared_path
 
 pytestmark = pytest.mark.e2e
 
