@@ -1,4 +1,5 @@
-"""Ingest, validation and manifests (core.datasets): every bad input is named and leaves nothing behind."""
+"""Ingest, validation and manifests (core.data.ingest, core.data.manifest): every bad input is named and
+leaves nothing behind."""
 
 from __future__ import annotations
 

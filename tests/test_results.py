@@ -112,7 +112,7 @@ def test_previews_missing_study_artifact_or_trial_are_clear_errors(store: FileSy
 
 
 def test_preview_dice_follows_the_metrics_rule_per_image(store: FileSystemArtifactStore) -> None:
-    """Per-image Dice is core.metrics.per_image_dice applied to each image: one rule, two classes here."""
+    """Per-image Dice is core.metrics.segmentation.per_image_dice applied to each image: one rule, two classes here."""
     from core.metrics.segmentation import per_image_dice
 
     study = build_study(optuna.storages.InMemoryStorage(), store)

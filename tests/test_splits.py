@@ -1,4 +1,4 @@
-"""Frozen seeded splits (core.splits): deterministic, disjoint, complete, group-aware."""
+"""Frozen seeded splits (core.data.splits): deterministic, disjoint, complete, group-aware."""
 
 from __future__ import annotations
 

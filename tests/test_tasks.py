@@ -1,6 +1,6 @@
 """Background tasks: real detached processes reporting through TaskProgress, and a real compression task.
 
-Most tests swap the command for a short ``python -c`` script through ``core.tasks.task_command``
+Most tests swap the command for a short ``python -c`` script through ``core.runtime.tasks.task_command``
 (the process is still started, detached and logged by start_task); the last one runs
 ``python -m core compress --task-id`` on a tiny tuned study.
 """

@@ -17,7 +17,7 @@ DASHES = {"val": "solid", "train": "dash", "lr": "solid", "objective": "dot"}
 
 
 def curves_figure(curves: pd.DataFrame, metric: str, reference: tuple[str, float] | None = None) -> go.Figure:
-    """``curves`` is ``core.results.learning_curves`` output; pruned trials end in a labelled ×.
+    """``curves`` is ``core.results.curves.learning_curves`` output; pruned trials end in a labelled ×.
 
     ``reference`` (label, value): the best constant predictor's validation score, drawn dashed.
     """

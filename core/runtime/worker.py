@@ -1,6 +1,6 @@
 """The worker process: claim a job, run its trials until the budget is used, then the next job.
 
-Started detached by core/launcher.py for local devices, or by hand (``python -m core worker``) on
+Started detached by core/runtime/launcher.py for local devices, or by hand (``python -m core worker``) on
 other machines sharing one PostgreSQL ``SEGTUNE_DB`` and artifact store.
 
 Exact budget across workers: a trial is started only under the study's trial lock
