@@ -9,7 +9,7 @@ from app.widgets.curves import curves_figure
 from app.widgets.errors import user_errors
 from app.widgets.reliability import FLAG_MARK, row_flags
 from app.widgets.trial_table import trial_picker
-from core.contract import Task, TrialAttr
+from core.contract import STORED_FOLD, Task, TrialAttr, fold_name
 from core.metrics.catalogue import METRICS, curve_metrics, label
 
 MAX_TRIALS = 10  # beyond this the lines are unreadable
@@ -40,7 +40,7 @@ def curves_view(name: str, drawn_live: bool) -> None:
 def draw(name: str, chosen: tuple[int, ...], metric: str) -> None:
     cross_validated = any(trial.user_attrs.get(TrialAttr.FOLD_HISTORIES) for trial in study_cache.trials(name, chosen))
     each_fold = cross_validated and st.toggle("Each fold", key="curves.each_fold",
-                                              help="Cross-validated trials: one curve per fold instead of fold 1's.")
+                                              help=f"Cross-validated trials: one curve per fold instead of {fold_name(STORED_FOLD)}'s.")
     curves = study_cache.learning_curves(name, chosen, metric, each_fold)
     if curves.empty:
         st.info(f"The chosen trials have no {label(metric)} values yet.", icon=":material/hourglass_top:")
@@ -56,7 +56,7 @@ def draw(name: str, chosen: tuple[int, ...], metric: str) -> None:
     if flagged:
         st.caption(f"{FLAG_MARK} Flagged (constant prediction, or not better than a constant predictor): {', '.join(flagged)}.")
     if cross_validated and not each_fold:
-        st.caption("Cross-validated trials: the curves are fold 1's; switch on **Each fold** to see every fold.")
+        st.caption(f"Cross-validated trials: the curves are {fold_name(STORED_FOLD)}'s; switch on **Each fold** to see every fold.")
 
 
 def best_reference(name: str, metric: str) -> tuple[str, float] | None:

@@ -76,7 +76,7 @@ def test_the_kept_epoch_is_the_best_for_the_first_objective_when_it_is_known_per
 
 
 def test_a_later_fold_reports_the_mean_of_the_finished_folds_and_its_current_epoch(workspace: Settings) -> None:
-    """Fold 3's epoch 2 is reported at step 2 * max_epochs + 2 as (fold 1 + fold 2 + this epoch) / 3,
+    """Fold 2's epoch 2 is reported at step 2 * max_epochs + 2 as (fold 0 + fold 1 + this epoch) / 3,
     so trials are pruned on the fold-averaged curve, not on the current fold alone."""
     from core.contract import TrialAttr
     from core.search.validation import spec_from_dict
@@ -90,7 +90,7 @@ def test_a_later_fold_reports_the_mean_of_the_finished_folds_and_its_current_epo
     on_epoch = core.training.objective._epoch_reporter(trial, spec, context, 2, finished)
     on_epoch(EpochRecord(2, 0.3, {"dice": 0.3, "loss": 0.4}, 1e-3, 1.0))
     assert study.trials[0].intermediate_values == {2 * 4 + 2: pytest.approx((0.9 + 0.6 + 0.3) / 3)}
-    assert trial.user_attrs[TrialAttr.EPOCH] == 2 and TrialAttr.HISTORY not in trial.user_attrs  # only fold 1 is the live curve
+    assert trial.user_attrs[TrialAttr.EPOCH] == 2 and TrialAttr.HISTORY not in trial.user_attrs  # only fold 0 is the live curve
 
 
 def _reporter(workspace: Settings, spec_extra: dict, fold: int | None, finished: list, *, pruner: optuna.pruners.BasePruner | None = None, stop: bool = False):
@@ -126,7 +126,7 @@ def test_a_pruned_fold_names_itself_and_a_non_epoch_objective_reports_nothing(wo
 
     always = optuna.pruners.ThresholdPruner(lower=1.0)  # any value below 1.0 prunes
     _trial, on_epoch = _reporter(workspace, {"cv": {"folds": 3}}, 2, [], pruner=always)
-    with pytest.raises(optuna.TrialPruned, match=r"^pruned after epoch 2 of fold 3$"):
+    with pytest.raises(optuna.TrialPruned, match=r"^pruned after epoch 2 of fold 2$"):
         on_epoch(_record(2, 0.5))
     _trial, on_epoch = _reporter(workspace, {}, None, [], pruner=always)
     with pytest.raises(optuna.TrialPruned, match=r"^pruned after epoch 2$"):

@@ -199,9 +199,9 @@ def test_three_fold_study_on_brain_mri(workspace, tmp_path: Path) -> None:
     assert max(trial.intermediate_values) > spec.budget.max_epochs  # later folds report at later steps
     # baselines: each fold's validation images, averaged
     assert "val" in study.user_attrs[StudyAttr.BASELINES]["all_foreground"]
-    # curves: fold 1's by default, every fold's on request
+    # curves: fold 0's (the stored history) by default, every fold's on request, counted from 0 like split.fold
     per_fold = learning_curves([trial], "loss", each_fold=True)
-    assert set(per_fold["split"]) == {f"{split} · fold {fold}" for split in ("train", "val") for fold in (1, 2, 3)}
+    assert set(per_fold["split"]) == {f"{split} · fold {fold}" for split in ("train", "val") for fold in (0, 1, 2)}
     assert set(learning_curves([trial], "loss")["split"]) == {"train", "val"}
 
 

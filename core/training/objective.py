@@ -9,7 +9,7 @@ returns the fold means (:mod:`core.training.scoring`). Pruning rule: after epoch
 ``f`` the trial reports, at step ``f * max_epochs + e``, the running fold-averaged curve — the
 mean of the finished folds' selected values and the current epoch's value — so trials are
 compared at the same fold and epoch on the mean over the folds seen so far. The weights and
-preview masks stored are fold 0's (Compare masks shows fold 0's model).
+preview masks stored are fold 0's (``core.contract.STORED_FOLD``; Compare masks shows fold 0's model).
 
 A classification trial stores, instead of preview masks, every validation image's label,
 prediction and class probabilities (``predictions``: out of fold with cross-validation, so every
@@ -35,7 +35,7 @@ import torch
 from optuna.artifacts import upload_artifact
 from optuna.trial import TrialState
 
-from core.contract import ArtifactKind, StudyAttr, TrialAttr
+from core.contract import STORED_FOLD, ArtifactKind, StudyAttr, TrialAttr, fold_name
 from core.data.tensors import DataSet, LabelSet
 from core.errors import SegTuneError
 from core.metrics.catalogue import epoch_objectives, volume_metrics
@@ -115,7 +115,7 @@ def _run_trial(trial: optuna.Trial, spec: StudySpec, study_data: Callable[[int |
     if reused is not None:
         return reused
     folds: list[int | None] = list(range(spec.cv.folds)) if spec.cv else [None]
-    first_data = study_data(folds[0])
+    first_data = study_data(folds[STORED_FOLD])
     _check_volume_objectives(spec, first_data)
     model_config = config_from_params(params, first_data.channels, first_data.num_classes)
     size_problem = input_size_problem(model_config, spec.image_size)
@@ -130,14 +130,14 @@ def _run_trial(trial: optuna.Trial, spec: StudySpec, study_data: Callable[[int |
     scores: list[FoldScore] = []
     first_model: torch.nn.Module | None = None
     for fold in folds:
-        data = first_data if fold == folds[0] else study_data(fold)
+        data = first_data if fold == folds[STORED_FOLD] else study_data(fold)
         if fold is not None:
             trial.set_user_attr(TrialAttr.FOLD, fold)
         reporter = _epoch_reporter(trial, spec, context, fold, [score.result for score in scores])
         model, result, train_config = _train_with_oom_retry(trial, data, model_config, train_config, device, reporter, context.on_progress)
         model.load_state_dict(result.best_state)
         scores.append(score_fold(model, data, result, train_config))
-        if first_model is None:
+        if fold == folds[STORED_FOLD]:
             first_model = model
     assert first_model is not None
     attrs = summary(spec, scores, first_model, first_data, train_config, trial.study.user_attrs.get(StudyAttr.BASELINES))
@@ -150,7 +150,7 @@ def _run_trial(trial: optuna.Trial, spec: StudySpec, study_data: Callable[[int |
         channels=first_data.channels,
         classes=tuple(first_data.manifest.classes),
         preprocessing=volume_preprocessing(first_data.manifest),
-        source={"study": spec.name, "trial": trial.number, "dataset": spec.dataset, "split_hash": first_data.split.hash, "val_metrics": scores[0].result.val_metrics},
+        source={"study": spec.name, "trial": trial.number, "dataset": spec.dataset, "split_hash": first_data.split.hash, "val_metrics": scores[STORED_FOLD].result.val_metrics},
     )
     predictions = validation_predictions(scores, first_data.manifest.classes) if spec.is_classification else None
     trial.set_user_attr(TrialAttr.ARTIFACTS, _store_artifacts(trial, first_model, bundle, first_data, train_config, context, predictions))
@@ -167,7 +167,7 @@ def _check_volume_objectives(spec: StudySpec, data: StudyData) -> None:
 
 def _add_volume_metrics(model: torch.nn.Module, data: StudyData, config: TrainConfig, attrs: dict[str, Any]) -> None:
     """Volume datasets: Dice per volume on val and test (slices stacked back), beside the per-slice
-    metrics. With cross-validation these are fold 1's model's (the stored model)."""
+    metrics. With cross-validation these are fold 0's model's (the stored model)."""
     if not data.manifest.is_volume or data.manifest.is_classification:  # per-volume Dice needs masks
         return
     groups = data.manifest.groups
@@ -241,7 +241,7 @@ def _epoch_reporter(trial: optuna.Trial, spec: StudySpec, context: RunContext, f
 
     def on_epoch(record: EpochRecord) -> None:
         history.append(record.to_dict())
-        if not fold:  # fold 0 (or the only split) is the trial's live learning curve
+        if fold in (None, STORED_FOLD):  # the stored fold (or the only split) is the trial's live learning curve
             trial.set_user_attr(TrialAttr.HISTORY, history)
         trial.set_user_attr(TrialAttr.EPOCH, record.epoch)
         if context.stop_requested():
@@ -251,7 +251,7 @@ def _epoch_reporter(trial: optuna.Trial, spec: StudySpec, context: RunContext, f
             value = (sum(done) + record.to_dict()[metric]) / (len(done) + 1)
             trial.report(value, offset + record.epoch)
             if trial.should_prune():
-                where = f" of fold {fold + 1}" if fold is not None else ""
+                where = f" of {fold_name(fold)}" if fold is not None else ""
                 raise optuna.TrialPruned(f"pruned after epoch {record.epoch}{where}")
 
     return on_epoch

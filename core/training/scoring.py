@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.contract import TrialAttr
+from core.contract import STORED_FOLD, TrialAttr
 from core.metrics.baselines import trial_flags
 from core.metrics.label_predictions import LabelPredictions
 from core.modeling.build import count_parameters, weights_size_mb
@@ -85,8 +85,8 @@ def validation_predictions(folds: Sequence[FoldScore], classes: Sequence[str]) -
 
 
 def summary(spec: StudySpec, folds: Sequence[FoldScore], model: torch.nn.Module, data: StudyData, config: TrainConfig, baselines: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The trial's user attrs from its folds; ``model``/``data`` are fold 0's (size, throughput)."""
-    first = folds[0]
+    """The trial's user attrs from its folds; ``model``/``data`` are the stored fold's (size, throughput)."""
+    stored = folds[STORED_FOLD]
     val_folds = [fold.result.val_metrics for fold in folds]
     test_folds = [fold.test.metrics for fold in folds if fold.test is not None]
     val_metrics = _mean(val_folds)
@@ -94,8 +94,8 @@ def summary(spec: StudySpec, folds: Sequence[FoldScore], model: torch.nn.Module,
     target = np.mean([fold.val.target_fractions for fold in folds], axis=0)
     objective = spec.objectives[0]
     attrs: dict[str, Any] = {
-        TrialAttr.HISTORY: [record.to_dict() for record in first.result.history],
-        TrialAttr.BEST_EPOCH: first.result.best_epoch,
+        TrialAttr.HISTORY: [record.to_dict() for record in stored.result.history],
+        TrialAttr.BEST_EPOCH: stored.result.best_epoch,
         TrialAttr.EPOCHS_RUN: sum(len(fold.result.history) for fold in folds),
         TrialAttr.STOPPED_EARLY: any(fold.result.stopped_early for fold in folds),
         TrialAttr.TRAIN_TIME_S: sum(fold.result.train_time_s for fold in folds),
@@ -114,9 +114,9 @@ def summary(spec: StudySpec, folds: Sequence[FoldScore], model: torch.nn.Module,
     else:
         attrs[TrialAttr.VAL_FOREGROUND_FRACTION] = float(1.0 - predicted[0])
     if spec.cv is None:
-        if first.val.image_counts is not None:  # segmentation's units for bootstrap intervals
-            attrs[TrialAttr.VAL_IMAGE_COUNTS] = _counts(first.val)
-            attrs[TrialAttr.TEST_IMAGE_COUNTS] = _counts(first.test)
+        if stored.val.image_counts is not None:  # segmentation's units for bootstrap intervals
+            attrs[TrialAttr.VAL_IMAGE_COUNTS] = _counts(stored.val)
+            attrs[TrialAttr.TEST_IMAGE_COUNTS] = _counts(stored.test)
     else:
         attrs[TrialAttr.FOLD_METRICS] = val_folds
         attrs[TrialAttr.VAL_METRICS_STD] = _std(val_folds)

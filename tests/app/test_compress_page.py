@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import streamlit as st
@@ -27,7 +26,6 @@ from tests.helpers import pages
 from tests.helpers.pages import texts
 from tests.helpers.studies import module_workspace, tiny_study
 
-MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 STUDY = "tiny"
 PREVIEWS = 3
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -24,9 +23,8 @@ from core.search.validation import spec_from_dict
 from core.settings import Settings
 from core.training.estimate import TrialCost
 from tests.helpers.classification_sets import write_bars
+from tests.helpers.pages import MAIN
 from tests.helpers.reuse_study import earlier_study
-
-MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """AppTest of the result pages (Leaderboard, Learning curves, Compare masks, Insights, Export).
 
 The pages run inside app/main.py's navigation against a temporary workspace holding a hand-made
-study shaped exactly like the engine's (tests/test_results.py builds it), so every page is
+study shaped exactly like the engine's (tests/helpers/results_study.py builds it), so every page is
 exercised with complete, pruned and failed trials. The 1,000-trial study lives in memory and is
 patched into the page's study reader: writing 1,000 trials to SQLite takes Optuna minutes.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import optuna
 import pytest
@@ -25,9 +24,9 @@ from tests.helpers.pages import texts
 from tests.helpers.results_study import STEMS, build_study
 from tests.helpers.studies import module_workspace, tiny_study
 
-MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 STUDY = "cells"
 BIG = "cells-1000"
+CROSS_VALIDATED = "cells-cv"
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +34,7 @@ def results_workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sett
     with module_workspace(tmp_path_factory.mktemp("results-home")) as settings:
         storage, store = open_storage(settings.db_url), open_artifact_store(settings)
         build_study(storage, store, name=STUDY, n_trials=12)
+        build_study(storage, store, name=CROSS_VALIDATED, n_trials=1, folds=3)
         yield settings
 
 
@@ -94,6 +94,16 @@ def test_curves_overlay_chosen_trials_and_mark_pruned(results_workspace: Setting
     app.button_group(key="curves.metric").set_value("lr").run()
     figure = json.loads(app.get("plotly_chart")[0].proto.spec)
     assert {trace.get("name") for trace in figure["data"]} >= {"#0 lr", "#3 lr"} and not any("train" in str(t.get("name")) for t in figure["data"])
+
+
+def test_cross_validated_trials_show_fold_0_the_stored_model_and_count_folds_from_0(results_workspace: Settings) -> None:
+    app = open_page("curves.py", study=CROSS_VALIDATED, selected=(0,))
+    assert "the curves are fold 0's" in " ".join(texts(app, "caption"))
+    app.toggle(key="curves.each_fold").set_value(True).run()
+    names = {trace.get("name") for trace in json.loads(app.get("plotly_chart")[0].proto.spec)["data"]}
+    assert {"#0 val · fold 0", "#0 val · fold 2"} <= names and "#0 val · fold 3" not in names, names
+    app = open_page("compare.py", study=CROSS_VALIDATED, selected=(0,))
+    assert "the masks shown are fold 0's model's" in " ".join(texts(app, "caption"))
 
 
 def test_compare_shows_images_truth_and_predictions_with_dice(results_workspace: Settings) -> None:

@@ -10,9 +10,8 @@ from streamlit.testing.v1 import AppTest
 from core.data.manifest import load_manifest
 from core.settings import Settings
 from tests.helpers import pages
+from tests.helpers.pages import MAIN
 from tests.helpers.volume_data import SHAPE, msd_folder
-
-MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 
 
 def test_volumes_tab_ingests_and_gallery_steps_through_slices(workspace: Settings, tmp_path: Path) -> None:

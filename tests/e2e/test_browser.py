@@ -20,11 +20,10 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.dashboard import running_dashboard
-from tests.helpers.machine import CHROMIUM, missing, require_chromium, shared_path
+from tests.helpers.machine import CHROMIUM, REPO, missing, require_chromium, shared_path
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "test-output" / "screenshots"
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 TINY_SPEC = {

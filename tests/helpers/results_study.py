@@ -71,11 +71,13 @@ def build_study(
     *,
     directions: tuple[str, ...] = ("maximize",),
     previews: bool = True,
+    folds: int = 0,
 ) -> optuna.Study:
     """A study shaped like the engine's: complete / pruned / failed trials with all contract attrs.
 
     Complete trial k predicts the ground truth shifted by k pixels (k = number % 3), so its Dice
-    falls with k; the spec, preview inputs, weights and configs are stored as artifacts.
+    falls with k; the spec, preview inputs, weights and configs are stored as artifacts. With
+    ``folds``, complete trials are cross-validated: fold f's curve ends 0.01 * f below the stored one.
     """
     study = optuna.create_study(storage=storage, study_name=name, directions=list(directions))
     spec = {"name": name, "dataset": "demo-cells", "image_size": SIZE,
@@ -91,13 +93,13 @@ def build_study(
     weights = _upload(study, store, WEIGHTS_FILE, b"fake-safetensors")
     model = ModelConfig("ClassicUNet", in_channels=3, num_classes=2).to_dict()
     config = _upload(study, store, SEGTUNE_FILE, BundleConfig(model=model, image_size=SIZE, channels=3, classes=("background", "cell")).to_json().encode())
-    trials = [_make_trial(number, study, store, masks, weights, config, previews) for number in range(n_trials)]
+    trials = [_make_trial(number, study, store, masks, weights, config, previews, folds) for number in range(n_trials)]
     study.add_trials(trials)
     return study
 
 
 def _make_trial(number: int, study: optuna.Study, store: FileSystemArtifactStore, masks: np.ndarray,
-                weights: str, config: str, previews: bool) -> optuna.trial.FrozenTrial:
+                weights: str, config: str, previews: bool, folds: int = 0) -> optuna.trial.FrozenTrial:
     params = {"lr": 10 ** -(1 + number % 3), "optimizer": ["adam", "sgd", "rmsprop"][number % 3], "unet_start_filters": 4 + 4 * (number % 4)}
     state = [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL][number % 5]
     shift = number % 3
@@ -117,6 +119,10 @@ def _make_trial(number: int, study: optuna.Study, store: FileSystemArtifactStore
             TrialAttr.PARAMS_RESOLVED: {**params, "epochs": 4}, TrialAttr.ARTIFACTS: artifacts,
             TrialAttr.MODEL_CONFIG: {"architecture": "ClassicUNet", "in_channels": 3, "num_classes": 1},
         })
+        if folds:
+            attrs.update({TrialAttr.FOLD_HISTORIES: [history(4, dice - 0.01 * fold) for fold in range(folds)],
+                          TrialAttr.FOLD_METRICS: [metrics(dice - 0.01 * fold) for fold in range(folds)],
+                          TrialAttr.FOLD_TEST_METRICS: [metrics(dice - 0.05 - 0.01 * fold) for fold in range(folds)]})
         values = [dice, float(attrs[TrialAttr.N_PARAMS])][: len(study.directions)]
     elif state == TrialState.FAIL:
         attrs[TrialAttr.ERROR] = "CUDA out of memory twice"
