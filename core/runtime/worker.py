@@ -30,7 +30,7 @@ from core.runtime.budget import budget_left, budget_used, trial_counts, trial_lo
 from core.runtime.claims import claim_job, detach_worker, fail_job, heartbeat, register_worker, unregister_worker
 from core.runtime.job_model import Job, JobState
 from core.runtime.job_table import get_job
-from core.runtime.storage import open_artifact_store, open_storage
+from core.runtime.storage import fail_stale_trials, open_artifact_store, open_storage
 from core.runtime.tuning import create_or_load_study
 from core.settings import Settings
 from core.training.objective import RunContext, TrialCancelled, TrialError, make_objective
@@ -154,8 +154,8 @@ def _next_trial(settings: Settings, study: optuna.Study, job_id: int, worker_id:
     """(trial to run, False), (None, False) to wait for running ones, or (None, True) when done."""
     with trial_lock(settings.db_url, study.study_name):
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # fail_stale_trials is experimental; ask() warns about heartbeats
-            optuna.storages.fail_stale_trials(study)
+            warnings.simplefilter("ignore")  # ask() warns that heartbeats are meant for study.optimize
+            fail_stale_trials(study, open_storage(settings.db_url, settings.heartbeats), settings.heartbeats)
             job = get_job(settings, job_id)
             counts = trial_counts(study)
             if budget_used(job, counts):
