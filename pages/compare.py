@@ -27,7 +27,8 @@ def chosen_trials(name: str) -> list[int] | None:
     frame = study_cache.trials_frame(name)
     chosen = finished_trial_picker(frame, key="compare.trials", what="predicted masks", flag_note="Their masks show what they learned.")
     if chosen and frame["folds"].notna().any():
-        st.caption(f"Cross-validated trials: the masks shown are {fold_name(STORED_FOLD)}'s model's (its validation images).")
+        stored = fold_name(STORED_FOLD)
+        st.caption(f"Cross-validated trials: the masks shown are {stored}'s model's (its validation images).")
     return chosen
 
 

@@ -14,6 +14,7 @@ from core.metrics.catalogue import METRICS, curve_metrics, label
 
 MAX_TRIALS = 10  # beyond this the lines are unreadable
 METRIC_KEYS = {Task.SEGMENTATION: "curves.metric", Task.CLASSIFICATION: "curves.metric.classification"}
+STORED = fold_name(STORED_FOLD)  # the fold whose curves show unless every fold is asked for
 
 
 def curves_view(name: str, drawn_live: bool) -> None:
@@ -40,7 +41,7 @@ def curves_view(name: str, drawn_live: bool) -> None:
 def draw(name: str, chosen: tuple[int, ...], metric: str) -> None:
     cross_validated = any(trial.user_attrs.get(TrialAttr.FOLD_HISTORIES) for trial in study_cache.trials(name, chosen))
     each_fold = cross_validated and st.toggle("Each fold", key="curves.each_fold",
-                                              help=f"Cross-validated trials: one curve per fold instead of {fold_name(STORED_FOLD)}'s.")
+                                              help=f"Cross-validated trials: one curve per fold instead of {STORED}'s.")
     curves = study_cache.learning_curves(name, chosen, metric, each_fold)
     if curves.empty:
         st.info(f"The chosen trials have no {label(metric)} values yet.", icon=":material/hourglass_top:")
@@ -56,7 +57,7 @@ def draw(name: str, chosen: tuple[int, ...], metric: str) -> None:
     if flagged:
         st.caption(f"{FLAG_MARK} Flagged (constant prediction, or not better than a constant predictor): {', '.join(flagged)}.")
     if cross_validated and not each_fold:
-        st.caption(f"Cross-validated trials: the curves are {fold_name(STORED_FOLD)}'s; switch on **Each fold** to see every fold.")
+        st.caption(f"Cross-validated trials: the curves are {STORED}'s; switch on **Each fold** to see every fold.")
 
 
 def best_reference(name: str, metric: str) -> tuple[str, float] | None:

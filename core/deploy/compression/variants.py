@@ -195,7 +195,7 @@ class ExportDownload:
 def export_downloads(
     study: optuna.Study, trial_number: int, artifact_store: Any, formats: tuple[str, ...] = ("onnx", "torchscript")
 ) -> tuple[list[ExportDownload], str]:
-    """The trial's exports in ``formats``, each parity-checked by core.deploy.export.export_trial: (files, checked on)."""
+    """The trial's exports in ``formats``, parity-checked by core.deploy.export.export_trial: (files, checked on)."""
     with tempfile.TemporaryDirectory() as tmp:
         report = export_trial(study, trial_number, artifact_store, Path(tmp), formats)
         files = [
