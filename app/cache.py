@@ -25,11 +25,11 @@ if TYPE_CHECKING:
     from optuna.artifacts import FileSystemArtifactStore
 
 READ_TTL_S = 3  # how stale a trial table or study list may be: shorter than the Jobs refresh
-ENV_KEYS = ("SEGTUNE_HOME", "SEGTUNE_DB", "SEGTUNE_ARTIFACTS", "SEGTUNE_IMPORT_ROOTS")
+ENV_KEYS = ("SEGTUNE_HOME", "SEGTUNE_DB", "SEGTUNE_ARTIFACTS", "SEGTUNE_IMPORT_ROOTS", "SEGTUNE_MAX_VOLUME_MB")
 
 
 def settings() -> Settings:
-    """The workspace of this server process (from SEGTUNE_HOME / SEGTUNE_DB / SEGTUNE_ARTIFACTS / SEGTUNE_IMPORT_ROOTS)."""
+    """The workspace of this server process (from SEGTUNE_HOME / SEGTUNE_DB / SEGTUNE_ARTIFACTS / SEGTUNE_IMPORT_ROOTS / SEGTUNE_MAX_VOLUME_MB)."""
     return _settings_for(tuple(os.environ.get(key, "") for key in ENV_KEYS))
 
 

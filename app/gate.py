@@ -12,8 +12,10 @@ With a password (``SEGTUNE_PASSWORD``), a request passes only with a valid signe
 (liveness probes), Streamlit's static bundle (``/static/...``, the same files for everyone) and
 the favicon. Without the cookie a page request is redirected to ``/login``, an API request gets
 401 before its body is read (so an upload stores nothing), and a websocket handshake is refused
-(HTTP 403), so no script runs and no page content is sent. Failed logins are throttled per client
-(``login_throttle``) and logged with the client address on the ``segtune.auth`` logger.
+(HTTP 403), so no script runs and no page content is sent. Failed logins are throttled per client,
+per network and server-wide (``login_throttle``) and logged with the client address on the
+``segtune.auth`` logger. Only signing in is throttled: a valid cookie passes whatever the throttle holds.
+``/logout`` revokes the cookie it is sent with (``SessionSigner.revoke``), not only the browser's copy.
 
 Without a password the middleware passes everything through (the launcher only allows that on
 localhost, or with the explicit insecure flag: see ``app.serve``).
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, quote
 
-from app.login_throttle import LoginThrottle
+from app.login_throttle import LockScope, LoginThrottle, network_of
 from app.session_cookie import COOKIE_NAME, SessionSigner
 
 if TYPE_CHECKING:
@@ -99,6 +101,8 @@ class LoginGateMiddleware:
         if scope["type"] == "http" and path == LOGIN_PATH:
             await self._login(scope, receive, send, base)
         elif scope["type"] == "http" and path == LOGOUT_PATH:
+            if self.gate.signer.revoke(_cookie(scope)):
+                log.info("signed out from %s", _client(scope))
             await _logout_response(base)(scope, receive, send)
         elif self.gate.session_valid(_cookie(scope)) or _is_public(path):
             await self.app(scope, receive, send)
@@ -141,8 +145,9 @@ class LoginGateMiddleware:
         # guesses are checked and counted one after another, so a burst cannot slip past the limit.
         wait = throttle.retry_after(client)
         if wait > 0:
-            log.warning("login refused from %s: locked out for %.0f s more", client, wait)
-            await _locked_out(base, form, wait)(scope, receive, send)
+            locked_by = throttle.lock_scope(client) or LockScope.ADDRESS
+            log.warning("login refused from %s: locked out for %.0f s more (%s)", client, wait, _scope_text(locked_by, client))
+            await _locked_out(base, form, wait, locked_by)(scope, receive, send)
             return
         if signer.check_password(form.get("password", [""])[0]):
             throttle.succeeded(client)
@@ -157,19 +162,34 @@ class LoginGateMiddleware:
         lockout = throttle.failed(client)
         failures = throttle.failures(client)
         if lockout > 0:
-            log.warning("login failed from %s (%d in a row): locked out for %.0f s", client, failures, lockout)
-            await _locked_out(base, form, lockout)(scope, receive, send)
+            locked_by = throttle.lock_scope(client) or LockScope.ADDRESS
+            log.warning("login failed from %s (%d in a row): locked out for %.0f s (%s)", client, failures, lockout,
+                        _scope_text(locked_by, client))
+            await _locked_out(base, form, lockout, locked_by)(scope, receive, send)
             return
         log.warning("login failed from %s (%d in a row)", client, failures)
         page = _login_page(base, next_url, error="Wrong password.")
         await HTMLResponse(page, status_code=401)(scope, receive, send)
 
 
-def _locked_out(base: str, params: dict[str, list[str]], wait_s: float) -> Response:
+_LOCKED_OUT = {
+    LockScope.ADDRESS: "Too many wrong passwords from your address.",
+    LockScope.NETWORK: "Too many wrong passwords from your network.",
+    LockScope.SERVER: "Too many wrong passwords have reached this server; signing in is paused for everyone.",
+}
+
+
+def _scope_text(scope: LockScope, client: str) -> str:
+    """For the log: which failures locked the client out."""
+    return {LockScope.ADDRESS: "this address", LockScope.NETWORK: f"network {network_of(client)}",
+            LockScope.SERVER: "every address: the server's failure budget is spent"}[scope]
+
+
+def _locked_out(base: str, params: dict[str, list[str]], wait_s: float, scope: LockScope) -> Response:
     from starlette.responses import HTMLResponse
 
     seconds = max(1, round(wait_s))
-    message = f"Too many wrong passwords from your address. Try again in {seconds} s."
+    message = f"{_LOCKED_OUT[scope]} Try again in {seconds} s."
     page = _login_page(base, _safe_next(params, base), error=message)
     return HTMLResponse(page, status_code=429, headers={"Retry-After": str(seconds)})
 

@@ -4,10 +4,11 @@
 entry) with the login gate (``app.gate``) in front of every route, and it refuses to start when
 the dashboard would be reachable from the network without a password:
 
-- Listening on anything but localhost/127.0.0.1/::1 needs ``SEGTUNE_PASSWORD``, unless started
-  with ``--insecure-no-password`` (or ``SEGTUNE_ALLOW_INSECURE=1``) for a network you trust. The
-  check runs on the final configuration (flags, ``STREAMLIT_*`` variables, config.toml) before
-  any socket is opened; it exits with status 2 and says what to do.
+- Listening on anything but localhost/127.0.0.1/::1 needs ``SEGTUNE_PASSWORD`` (at least 12
+  characters, not all blank), unless started with ``--insecure-no-password`` (or
+  ``SEGTUNE_ALLOW_INSECURE=1``) for a network you trust. The check runs on the final configuration
+  (flags, ``STREAMLIT_*`` variables, config.toml) before any socket is opened; it exits with
+  status 2 and says what to do.
 - ``SEGTUNE_MAX_UPLOAD_MB`` sets Streamlit's ``server.maxUploadSize`` (default 2048, from
   app/.streamlit/config.toml); a ``--server.maxUploadSize`` flag wins over it.
 
@@ -60,7 +61,7 @@ def check_settings(environ: Mapping[str, str], *, allow_insecure: bool, announce
     from streamlit import config
 
     address = config.get_option("server.address")
-    problem = exposure_problem(address, password_set=bool(environ.get(PASSWORD_ENV)), allow_insecure=allow_insecure)
+    problem = exposure_problem(address, password=environ.get(PASSWORD_ENV), allow_insecure=allow_insecure)
     if problem:
         raise LaunchError(problem)
     if not announce:

@@ -25,7 +25,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.data.tensors import TensorSet
+from core.data.tensors import ImageSet
 from core.deploy.compression.config import CompressedVariant, CompressionConfig, CompressionData
 from core.deploy.compression.finetune import finetune
 from core.deploy.compression.measure import compare_variants, trade_off_table
@@ -38,13 +38,13 @@ from core.training.loop import TrainConfig, train_model
 LUNGS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "chest_xray_lung_shenzhen"
 
 
-def load_pairs(size: int, count: int) -> TensorSet:
+def load_pairs(size: int, count: int) -> ImageSet:
     files = sorted((LUNGS / "images").iterdir())
     files = files[:: max(1, len(files) // count)][:count]  # spread over the whole set
     images = [np.asarray(Image.open(p).convert("L").resize((size, size), Image.Resampling.BILINEAR))[None] for p in files]
     masks = [np.asarray(Image.open(LUNGS / "masks" / f"{p.stem}.png").convert("L").resize((size, size), Image.Resampling.NEAREST)) > 127
              for p in files]
-    return TensorSet(torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(masks).astype(np.uint8)), tuple(p.stem for p in files))
+    return ImageSet(torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(masks).astype(np.uint8)), tuple(p.stem for p in files))
 
 
 def fine_tuned_original(model: torch.nn.Module, data: CompressionData, like: CompressionConfig) -> CompressedVariant:

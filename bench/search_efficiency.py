@@ -37,7 +37,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.data.tensors import TensorSet
+from core.data.tensors import ImageSet
 from core.modeling.architectures import config_from_params
 from core.modeling.build import build_model
 from core.search.samplers import make_pruner, make_sampler
@@ -91,14 +91,14 @@ class Ledger:
 # --- data ---------------------------------------------------------------------------------------
 
 
-def load_pairs(folder: Path, stems: list[str], size: int) -> TensorSet:
+def load_pairs(folder: Path, stems: list[str], size: int) -> ImageSet:
     images, masks = [], []
     for stem in stems:
         image = Image.open(folder / "images" / f"{stem}.png").convert("L").resize((size, size), Image.BILINEAR)
         mask = Image.open(folder / "masks" / f"{stem}.png").convert("L").resize((size, size), Image.NEAREST)
         images.append(np.asarray(image, dtype=np.uint8)[None])
         masks.append((np.asarray(mask) > 127).astype(np.uint8))
-    return TensorSet(torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(masks)), tuple(stems))
+    return ImageSet(torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(masks)), tuple(stems))
 
 
 def volume_split(folder: Path, count: int, val_fraction: float = 0.25) -> tuple[list[str], list[str]]:
@@ -122,7 +122,7 @@ def make_spec(method: str, seed: int, max_epochs: int, expected_trials: int) -> 
     })
 
 
-def run_method(method: str, seed: int, train: TensorSet, val: TensorSet, args: argparse.Namespace) -> Ledger:
+def run_method(method: str, seed: int, train: ImageSet, val: ImageSet, args: argparse.Namespace) -> Ledger:
     spec = make_spec(method, seed, args.max_epochs, args.expected_trials)
     ledger = Ledger(args.budget_s)
     study = optuna.create_study(direction="maximize", sampler=make_sampler(spec), pruner=make_pruner(spec))

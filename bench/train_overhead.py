@@ -21,17 +21,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.data.demo import create_demo_dataset
 from core.data.ingest import ingest_dataset
 from core.data.manifest import dataset_path, load_manifest
-from core.data.tensors import TensorSet, iterate_batches, load_tensor_set
+from core.data.tensors import ImageSet, iterate_batches, load_tensor_set
 from core.modeling.build import build_model
 from core.modeling.config import ModelConfig
+from core.modeling.inference import autocast
 from core.modeling.losses import build_loss
 from core.modeling.optimizers import OptimizerConfig
-from core.training.loop import TrainConfig, autocast, prepare_model, resolve_device, train_model
+from core.training.loop import TrainConfig, prepare_model, resolve_device, train_model
 
 LUNGS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "chest_xray_lung_shenzhen"
 
 
-def load_data(workdir: Path, size: int, count: int, device: torch.device) -> tuple[TensorSet, TensorSet, str]:
+def load_data(workdir: Path, size: int, count: int, device: torch.device) -> tuple[ImageSet, ImageSet, str]:
     datasets = workdir / "datasets"
     if LUNGS.is_dir():
         ingest_dataset(LUNGS, "lungs", datasets)
@@ -45,7 +46,7 @@ def load_data(workdir: Path, size: int, count: int, device: torch.device) -> tup
     return data.subset(list(range(cut))), data.subset(list(range(cut, len(data)))), name
 
 
-def plain_loop(model: torch.nn.Module, train: TensorSet, val: TensorSet, epochs: int, batch_size: int, lr: float) -> None:
+def plain_loop(model: torch.nn.Module, train: ImageSet, val: ImageSet, epochs: int, batch_size: int, lr: float) -> None:
     device = train.images.device
     loss_fn = build_loss("dice_bce", "binary").to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -54,7 +55,7 @@ def plain_loop(model: torch.nn.Module, train: TensorSet, val: TensorSet, epochs:
         order = torch.randperm(len(train), device=device)
         for start in range(0, len(train), batch_size):
             index = order[start : start + batch_size]
-            images, masks = train.images[index].float() / 255, train.masks[index].long()
+            images, masks = train.images[index].float() / 255, train.targets[index].long()
             optimizer.zero_grad(set_to_none=True)
             with autocast(device):
                 loss = loss_fn(model(images), masks)

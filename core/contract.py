@@ -7,8 +7,12 @@ the contract between the objective (writer), the workers, and the results pages,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
+
+if TYPE_CHECKING:
+    import optuna
 
 
 class Task(StrEnum):
@@ -54,8 +58,11 @@ class TrialAttr(StrEnum):
     FLAGS = "flags"  # list[TrialFlag]: why this trial should not be trusted (empty when none)
     VAL_IMAGE_COUNTS = "val_image_counts"  # per image [[tp, fp, fn] per foreground class]: bootstrap CIs
     TEST_IMAGE_COUNTS = "test_image_counts"
+    VAL_CASES = "val_cases"  # segmentation scored natively: per image {name, height, width, dice, iou, nsd, hd95} (out of fold with CV)
+    TEST_CASES = "test_cases"  # the same on the test split, fold 0's model
     FOLD_METRICS = "fold_metrics"  # cross-validation: one dict of val metrics per fold
     FOLD_TEST_METRICS = "fold_test_metrics"  # cross-validation: each fold model's test metrics
+    ENSEMBLE_TEST_METRICS = "ensemble_test_metrics"  # cross-validated segmentation: the fold models' averaged probabilities on test
     VAL_METRICS_STD = "val_metrics_std"  # cross-validation: SD over folds beside val_metrics (the means)
     FOLD_HISTORIES = "fold_histories"  # cross-validation: each fold's list[EpochRow]
     FOLD = "fold"  # cross-validation: the fold being trained now (live progress)
@@ -76,6 +83,7 @@ class StudyAttr(StrEnum):
     CLASSES = "classes"  # classification: the dataset's class names, index = label
     BASELINES = "baselines"  # constant predictors scored on val and test: name -> BaselineRecord
     PARENT = "parent"  # {"study", "how": "warm_start" | "narrowed", "top_k", ...}: the earlier study this one reuses
+    EVALUATION = "evaluation"  # how finished trials are scored: {"resolution": "native", "nsd_tolerance", ...}; absent: training size
 
 
 class TrialFlag(StrEnum):
@@ -92,6 +100,7 @@ class ArtifactKind(StrEnum):
     CONFIG = "config"
     PREVIEWS = "previews"  # segmentation: the preview images' predicted masks
     PREDICTIONS = "predictions"  # classification: every validation image's label, prediction and probabilities (LabelPredictions npz)
+    FOLD_WEIGHTS = "fold_weights"  # cross-validated segmentation: every fold model's weights, fold 0 first (a list of ids)
 
 
 class TrialArtifacts(TypedDict, total=False):
@@ -102,6 +111,14 @@ class TrialArtifacts(TypedDict, total=False):
 
 
 EpochRow = dict[str, Any]  # one epoch of "history": epoch, lr, time_s, train_<metric>, val_<metric>
+
+
+def spec_attr(study: optuna.Study) -> Mapping[str, Any]:
+    """The spec a study stores, as raw JSON (empty for a study SegTune did not make). Read it through
+    ``core.search.validation.stored_spec``, which validates it into a StudySpec; this raw form is for
+    the layers below search (results/), which read a field or two of it."""
+    spec = study.user_attrs.get(StudyAttr.SPEC)
+    return spec if isinstance(spec, Mapping) else {}
 
 
 def variants_attr(trial_number: int) -> str:

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.errors import SegTuneError
+
 
 @dataclass(frozen=True)
 class Heartbeats:
@@ -37,6 +39,9 @@ class Settings:
     # SEGTUNE_IMPORT_ROOTS (os.pathsep-separated): the only server folders the dashboard may ingest
     # from ("Folder on the server"); empty = the workspace's imports/ folder. The CLI is not confined.
     import_roots: tuple[Path, ...] = ()
+    # SEGTUNE_MAX_VOLUME_MB: the most memory one medical volume may take when ingested (checked on its
+    # header before reading); None = IngestLimits' default (2 GiB). `ingest --max-volume-mb` overrides it.
+    max_volume_mb: int | None = None
 
     @property
     def datasets_dir(self) -> Path:
@@ -63,7 +68,7 @@ class Settings:
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build :class:`Settings` from ``SEGTUNE_HOME``, ``SEGTUNE_DB``, ``SEGTUNE_ARTIFACTS``, the heartbeat
-    timings and ``SEGTUNE_IMPORT_ROOTS``."""
+    timings, ``SEGTUNE_IMPORT_ROOTS`` and ``SEGTUNE_MAX_VOLUME_MB``."""
     env = os.environ if env is None else env
     home = Path(env.get("SEGTUNE_HOME") or Path.home() / ".segtune").expanduser().resolve()
     db_url = env.get("SEGTUNE_DB") or f"sqlite:///{home / 'segtune.db'}"
@@ -71,4 +76,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     interval = int(env.get("SEGTUNE_HEARTBEAT_S") or Heartbeats.interval_s)
     grace = int(env.get("SEGTUNE_GRACE_S") or interval * 6)
     roots = tuple(Path(part).expanduser().resolve() for part in (env.get("SEGTUNE_IMPORT_ROOTS") or "").split(os.pathsep) if part.strip())
-    return Settings(home=home, db_url=db_url, artifacts_dir=artifacts, heartbeats=Heartbeats(interval, grace), import_roots=roots).ensure_dirs()
+    volume_mb = _positive_int(env, "SEGTUNE_MAX_VOLUME_MB")
+    return Settings(home=home, db_url=db_url, artifacts_dir=artifacts, heartbeats=Heartbeats(interval, grace), import_roots=roots,
+                    max_volume_mb=volume_mb).ensure_dirs()
+
+
+def _positive_int(env: Mapping[str, str], name: str) -> int | None:
+    text = (env.get(name) or "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) == 0:
+        raise SegTuneError(f"{name} must be a whole number above 0, got {text!r}")
+    return int(text)

@@ -13,15 +13,23 @@ import streamlit as st
 
 from app import cache, study_cache
 from app.nav import page_path
+from app.widgets.axes import metric_axis_range
 from app.widgets.errors import user_errors
 from app.widgets.mask_grid import image_stepper, mask_row, view_controls, zoom_button
 from app.widgets.reliability import flag_warning, row_flags
-from core.contract import Task as StudyTask
+from core.contract import Task
 from core.data.visual import to_rgb
-from core.deploy.compression.config import METHODS, PRUNE_SCOPES, SPARSITY_RANGE, CompressionConfig, compress_argv
+from core.deploy.compression.config import (
+    METHODS,
+    PRUNE_SCOPES,
+    SPARSITY_RANGE,
+    TASK_KIND,
+    CompressionConfig,
+    start_compression,
+)
 from core.deploy.compression.variants import ExportDownload, export_downloads, trade_off_rows, variant_name, variant_zip
 from core.metrics.catalogue import METRICS, label, report_metrics
-from core.runtime.tasks import Task, TaskState, get_task, list_tasks, read_log_tail, start_task
+from core.runtime.tasks import BackgroundTask, TaskState, get_task, list_tasks, read_log_tail
 
 REFRESH = "2s"  # task progress while a compression runs
 MASKS = "compress.masks"  # key prefix of the masks view's controls
@@ -42,18 +50,14 @@ _DEFAULTS = CompressionConfig(method="prune")
 
 
 @st.cache_data(ttl=1.5, show_spinner=False)
-def compress_tasks(home: str) -> list[Task]:
-    return list_tasks(cache.settings(), "compress")
+def compress_tasks(home: str) -> list[BackgroundTask]:
+    return list_tasks(cache.settings(), TASK_KIND)
 
 
-def _option(argv: tuple[str, ...], flag: str) -> str | None:
-    return argv[argv.index(flag) + 1] if flag in argv[:-1] else None
-
-
-def latest_task(name: str, number: int) -> Task | None:
-    """The newest compression task of this study's trial."""
+def latest_task(name: str, number: int) -> BackgroundTask | None:
+    """The newest compression task of this study's trial (by its recorded subject)."""
     tasks = compress_tasks(str(cache.settings().home))
-    return next((t for t in tasks if _option(t.argv, "--study") == name and _option(t.argv, "--trial") == str(number)), None)
+    return next((task for task in tasks if task.subject.is_about(name, number)), None)
 
 
 # --- choosing and starting ----------------------------------------------------------------------
@@ -105,7 +109,7 @@ def finetune_epochs(config: CompressionConfig) -> float | None:
                                 f"loses Dice; the default runs at learning rate {defaults.lr:g}.")
 
 
-def start_view(name: str, number: int, task: Task | None) -> None:
+def start_view(name: str, number: int, task: BackgroundTask | None) -> None:
     with st.container(border=True):
         st.subheader("Derive a variant")
         with user_errors("Checking the settings"):
@@ -113,7 +117,7 @@ def start_view(name: str, number: int, task: Task | None) -> None:
             busy = task is not None and task.is_active
             if st.button("Start compression", type="primary", icon=":material/compress:", disabled=busy, key="compress.start",
                          help="Runs in the background on the CPU: closing this page does not stop it."):
-                start_task(cache.settings(), "compress", compress_argv(name, number, config))
+                start_compression(cache.settings(), name, number, config)
                 compress_tasks.clear()
                 st.rerun()
 
@@ -132,7 +136,7 @@ def task_view(task_id: str, drawn_live: bool) -> None:
         task_status(task)
 
 
-def task_status(task: Task) -> None:
+def task_status(task: BackgroundTask) -> None:
     with st.container(border=True):
         if task.is_active:
             st.progress(task.fraction, text=f"{task.message} · {task.elapsed_s:.0f} s")
@@ -163,7 +167,7 @@ MEASURED = {
 }
 
 
-def table_columns(task: StudyTask) -> dict[str, Any]:
+def table_columns(task: Task) -> dict[str, Any]:
     """The trade-off table's columns: the task's report metrics (Dice, IoU, F1; accuracy, balanced
     accuracy, macro F1) on val and test, the measurements, and deltas of the first metric."""
     metrics = report_metrics(task)
@@ -179,7 +183,7 @@ def table_columns(task: StudyTask) -> dict[str, Any]:
     }
 
 
-def trade_off_figure(rows: pd.DataFrame, task: StudyTask) -> go.Figure:
+def trade_off_figure(rows: pd.DataFrame, task: Task) -> go.Figure:
     """Size against the first validation report metric (Dice, accuracy), one point per model; the original is the star to beat."""
     metric = f"val_{report_metrics(task)[0]}"
     name = label(metric)
@@ -193,13 +197,24 @@ def trade_off_figure(rows: pd.DataFrame, task: StudyTask) -> go.Figure:
             hovertemplate=f"%{{text}}<br>%{{x:.3f}} MB · {name.lower()} %{{y:.3f}}<br>%{{customdata[0]:.1f}} ms/image · %{{customdata[1]:,}} non-zero<extra></extra>",
         ))
     figure.update_layout(xaxis_title="Model file size (MB)", yaxis_title=name, height=380, margin={"t": 30})
+    figure.update_yaxes(range=metric_axis_range(rows[metric]))  # a 0.0001 drop must not look like a cliff
     return figure
 
 
-def comparison_view(records: list[dict[str, Any]], task: StudyTask) -> None:
+def key_columns(task: Task) -> list[str]:
+    """The trade-off table's columns shown by default: the first report metric on val and test, size,
+    weights left, speed and the deltas; few enough to fit a 1280 px window without scrolling."""
+    first = report_metrics(task)[0]
+    return ["variant", "model", f"val_{first}", f"test_{first}", "size_mb", "nonzero_params", "latency_ms", f"delta_val_{first}", "speedup"]
+
+
+def comparison_view(records: list[dict[str, Any]], task: Task) -> None:
     rows = pd.DataFrame(trade_off_rows(records))
     columns = table_columns(task)
+    every = st.toggle("All columns", key="compress.all_columns", help="Every report metric on val and test, zipped size, "
+                      "images per second and the test and size deltas")
     st.dataframe(rows[["variant", *columns]], hide_index=True, width="stretch", key="compress.table",
+                 column_order=None if every else key_columns(task),
                  column_config={"variant": st.column_config.NumberColumn("#", format="%d"), **columns})
     st.caption("Deltas are against the original measured in the same run; CPU timings are from the machine that ran it. "
                "int8 variants run on the CPU only.")
@@ -215,13 +230,13 @@ def masks_view(name: str, number: int, index: int, label: str) -> None:
     variant = study_cache.variant_masks(name, number, index)
     compared = preview.with_masks(f"variant{index}", f"Variant {index} · {label}", variant, after=number)
     # two pictures a row: the original's and the variant's masks side by side, each half the page wide
-    view, order, opacity, per_row = view_controls(compared, key=MASKS, per_row=2)
+    view, order, opacity, per_row, colours = view_controls(compared, key=MASKS, per_row=2)
     ordered = compared.order(order)
     shown = ordered[image_stepper(len(ordered), key=MASKS) - 1]
     changed = float((preview.predictions[number][shown] != variant[shown]).mean())
     st.caption(f"{preview.stems[shown]}: the variant's mask differs from the original's on {changed:.2%} of the pixels.")
-    mask_row(compared, shown, view=view, opacity=opacity, per_row=per_row)
-    zoom_button(compared, shown, view=view, opacity=opacity, key=MASKS)
+    mask_row(compared, shown, view=view, opacity=opacity, per_row=per_row, colours=colours)
+    zoom_button(compared, shown, view=view, opacity=opacity, key=MASKS, colours=colours)
     with st.expander(f"Per-image Dice of all {len(ordered)} preview images"):
         table = compared.dice_table(ordered)
         st.dataframe(table, hide_index=True, column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table.columns if c != "image"})
@@ -302,12 +317,12 @@ def variants_view(name: str, number: int) -> None:
     task = study_cache.task(name)
     st.subheader("Trade-off")
     comparison_view(records, task)
-    st.subheader("Predicted labels and downloads" if task == StudyTask.CLASSIFICATION else "Masks and downloads")
+    st.subheader("Predicted labels and downloads" if task == Task.CLASSIFICATION else "Masks and downloads")
     labels = {i: f"{i} · {record['label']}" for i, record in enumerate(records, 1)}
     index = st.selectbox("Variant", list(labels), index=len(labels) - 1, format_func=labels.__getitem__, key="compress.variant")
     variant_download(name, number, index)
     with user_errors("Drawing the variant's predictions"):
-        if task == StudyTask.CLASSIFICATION:
+        if task == Task.CLASSIFICATION:
             labels_view(name, number, index)
         else:
             masks_view(name, number, index, records[index - 1]["label"])

@@ -16,6 +16,7 @@ from app.widgets.errors import user_errors
 from app.widgets.labelled import class_count_chart, class_gallery, hex_color, split_class_table
 from app.widgets.mask_grid import channel_picker
 from app.widgets.spec_form import split_editor
+from core.data.archives import volume_limits
 from core.data.demo import DEMO_NAME, create_demo_dataset
 from core.data.images import channels_label, read_image, read_mask
 from core.data.ingest import ingest_dataset
@@ -48,11 +49,12 @@ def thumbnail(image_path: str, mask_path: str, num_classes: int, alpha: float, c
 
 
 def ingest(source: Path, name: str, classes_text: str, volumes: VolumeIngestOptions | None = None, *, confine: bool = False,
-           task: str | None = None) -> None:
+           task: str | None = None, source_name: str | None = None) -> None:
     """Ingest inside a status box: unpacking first (no per-pair progress yet), then a bar over the pairs.
 
     ``confine``: a path typed by the user, read only under the server's import roots. ``task``:
-    None detects segmentation or classification from the layout.
+    None detects segmentation or classification from the layout. ``source_name``: the uploaded
+    file's own name, recorded as the source instead of the temporary copy's path.
     """
     classes = [c.strip() for c in classes_text.split(",") if c.strip()] or None
     roots = cache.settings().server_import_roots if confine else None
@@ -70,9 +72,11 @@ def ingest(source: Path, name: str, classes_text: str, volumes: VolumeIngestOpti
         with user_errors("Adding the dataset"):
             datasets_dir = cache.settings().datasets_dir
             if volumes is not None:
-                manifest = ingest_volumes(source, name, datasets_dir, classes=classes, options=volumes, progress=progress, confine_to=roots)
+                manifest = ingest_volumes(source, name, datasets_dir, classes=classes, options=volumes, progress=progress, confine_to=roots,
+                                          limits=volume_limits(cache.settings().max_volume_mb))
             else:
-                manifest = ingest_dataset(source, name, datasets_dir, classes=classes, progress=progress, confine_to=roots, task=task)
+                manifest = ingest_dataset(source, name, datasets_dir, classes=classes, progress=progress, confine_to=roots, task=task,
+                                          source_name=source_name)
         bar.empty()
         status.update(label="Dataset added" if manifest else "The dataset was not added", state="complete" if manifest else "error",
                       expanded=manifest is None)
@@ -114,7 +118,7 @@ def add_dataset_section(has_datasets: bool) -> None:
                 with tempfile.TemporaryDirectory(prefix="segtune-upload-") as tmp:
                     archive = Path(tmp) / "upload.zip"
                     archive.write_bytes(upload.getvalue())
-                    ingest(archive, name, classes, task=task)
+                    ingest(archive, name, classes, task=task, source_name=upload.name)  # provenance: the user's file, not the copy
         with folder_tab:
             roots = cache.settings().server_import_roots
             st.caption("Only folders (or .zip files) inside these server folders can be read: "

@@ -9,7 +9,7 @@ from app import study_cache
 from app.nav import page_path
 from app.widgets.errors import user_errors
 from app.widgets.reliability import flag_warning, row_flags
-from app.widgets.trial_table import headline_metrics, shown_value
+from app.widgets.trial_table import headline_metrics, shown_count, shown_value
 from core.contract import Task
 from core.deploy import model_card as cards
 from core.metrics.catalogue import label
@@ -28,7 +28,7 @@ def trial_cards(row: pd.Series, task: Task) -> None:
     cards = st.columns(4)
     cards[0].metric(label(f"val_{first}").replace("Validation", "Val"), shown_value(row[f"val_{first}"]), border=True)
     cards[1].metric(label(f"test_{first}"), shown_value(row[f"test_{first}"]), border=True)
-    cards[2].metric("Parameters", shown_value(row["n_params"], ",.0f"), border=True)
+    cards[2].metric("Parameters", shown_count(row["n_params"]), border=True)
     cards[3].metric("Size (MB)", shown_value(row["weights_mb"], ".2f"), border=True)
 
 

@@ -92,11 +92,12 @@ def pick_job(jobs: list[Job]) -> int:
 def progress_view(status: JobStatus) -> None:
     job = status.job
     columns = st.columns(4)
-    columns[0].metric("Status", STATUS_LABELS.get(job.status, job.status))
+    shown = status.state  # from the trial rows too, so it never contradicts the running trials below
+    columns[0].metric("Status", STATUS_LABELS.get(shown, shown))
     total = status.trials_total
     columns[1].metric("Trials done", f"{status.trials_done} / {total}" if total else status.trials_done)
     columns[2].metric("Best value", "–" if status.best_value is None else f"{status.best_value:.4f}")
-    columns[3].metric("ETA", duration(status.eta_s) if job.is_active else "–")
+    columns[3].metric("ETA", duration(status.eta_s), help="Time left for the running trials, then the trials not started yet at the mean trial duration, over the workers.")
     if total:
         st.progress(min(1.0, status.trials_done / total), text=f"{status.trials_done} of {total} trials "
                     f"({status.counts.complete} complete, {status.counts.pruned} pruned, {status.counts.failed} failed)")
@@ -110,6 +111,8 @@ def running_text(trial: RunningTrial) -> str:
     """'Trial 3 · epoch 2/10 · batch 45/120 · cuda:0 · 4 min 10 s, about 12 min left'."""
     where = trial.device or "?"
     progress = trial.progress
+    if not trial.live:
+        return f"Trial {trial.number} · not running: its worker is gone · a worker fails and retries it when the job runs"
     if progress is None and trial.epoch is None:
         return f"Trial {trial.number} · loading data · {where}"
     if progress is not None:

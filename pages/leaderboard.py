@@ -6,6 +6,7 @@ balanced accuracy, accuracy, ... for classification.
 
 from __future__ import annotations
 
+import optuna
 import pandas as pd
 import streamlit as st
 
@@ -13,9 +14,11 @@ from app import state, study_cache
 from app.nav import page_path
 from app.widgets.errors import user_errors
 from app.widgets.reliability import COMPARE_PAGES, flag_badges, flag_warning, interval, mean_sd, references_table
-from app.widgets.trial_table import GROUPS, STATE_ICONS, failure_reasons, headline_metrics, shown_value, trial_table, visible_columns
+from app.widgets.trial_table import GROUPS, STATE_ICONS, failure_reasons, headline_metrics, shown_count, shown_value, trial_table, visible_columns
 from core.contract import Task
 from core.metrics.catalogue import label
+from core.results.reliability import evaluation_note
+from core.results.trials import pruned_ahead
 
 COMPARE_FILES = {Task.SEGMENTATION: "compare.py", Task.CLASSIFICATION: "predictions.py"}
 
@@ -51,10 +54,15 @@ def best_trial(name: str, frame: pd.DataFrame, task: Task) -> None:
     metrics[1].metric(label(f"val_{second}").replace("Validation", "Val"), shown_value(top[f"val_{second}"]), border=True)
     metrics[2].metric(label(f"test_{first}"), shown_value(top[f"test_{first}"]), border=True,
                       help="Shown for information: never used to choose the best trial" + (f". 95 % CI {test_ci}" if test_ci else ""))
-    metrics[3].metric("Parameters", shown_value(top["n_params"], ",.0f"), border=True)
+    metrics[3].metric("Parameters", shown_count(top["n_params"]), border=True)
     metrics[4].metric("Images/s", shown_value(top["images_per_s"], ".0f"), border=True)
     if val_ci:
         st.caption(f"Val Dice 95 % confidence interval: {val_ci}" + (f" · test: {test_ci}" if test_ci else ""))
+    if pd.notna(top.get("ensemble_test_dice")):
+        st.caption(f"Fold ensemble ({top['folds']} fold models, probabilities averaged) on test: Dice "
+                   f"**{top['ensemble_test_dice']:.4f}**, against {top['test_dice']:.4f} for the mean of the fold models. "
+                   "Export it with `python -m core export --ensemble`.")
+    st.caption(evaluation_note(study_cache.study(name).user_attrs))
     comparison = study_cache.runner_up(name)
     if comparison is not None:
         if comparison.distinguishable:
@@ -63,17 +71,31 @@ def best_trial(name: str, frame: pd.DataFrame, task: Task) -> None:
             st.info(comparison.sentence(), icon=":material/balance:")
 
 
-def filtered_table(frame: pd.DataFrame, task: Task) -> None:
+def filtered_table(name: str, frame: pd.DataFrame, task: Task) -> None:
     filters = st.columns([3, 3])
     present = [s for s in STATE_ICONS if s in set(frame["state"])]
     states = filters[0].pills("States", present, selection_mode="multi", default=present, format_func=STATE_ICONS.get, key="leaderboard.states")
-    groups = filters[1].pills("Columns", list(GROUPS), selection_mode="multi", default=["params", "val", "cost"],
+    # Scores only by default: they fit a 1280 px window; parameters, test and cost are a click away.
+    groups = filters[1].pills("Columns", list(GROUPS), selection_mode="multi", default=["val"],
                               format_func=GROUPS.get, key="leaderboard.groups")
     shown = frame[frame["state"].isin(states)].sort_values(["rank", "number"], na_position="last").reset_index(drop=True)
     if shown.empty:
         st.info("No trial has the chosen states — pick more states above.", icon=":material/filter_alt_off:")
     else:
         trial_table(shown, visible_columns(shown, groups, task), key="leaderboard.table")
+        unranked_note(name, shown)
+
+
+def unranked_note(name: str, frame: pd.DataFrame) -> None:
+    """Why a pruned trial whose last value beats a complete trial's has no rank."""
+    objective = study_cache.objective_names(name)[0]
+    maximize = study_cache.study(name).directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    ahead = pruned_ahead(frame, objective, maximize)
+    if ahead:
+        trials = ", ".join(f"#{number}" for number in ahead)
+        st.caption(f"Pruned trials are not ranked: {trials} ended with a last {label(objective)} above a complete trial's, but "
+                   "the pruner stopped them early against other trials at the same epoch, so that value is of an unfinished run. "
+                   "Only complete trials get a rank.")
 
 
 def failures(frame: pd.DataFrame) -> None:
@@ -111,7 +133,7 @@ def board(name: str, drawn_live: bool) -> None:
         task = study_cache.task(name)
         count_cards(name)
         best_trial(name, frame, task)
-        filtered_table(frame, task)
+        filtered_table(name, frame, task)
         references_table(study_cache.baselines(name), task)
         failures(frame)
         actions(name, frame, task)

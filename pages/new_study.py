@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import statistics
 from collections import Counter
 from typing import Any
 
@@ -20,14 +19,16 @@ from app import cache, state
 from app.nav import page_path
 from app.widgets.errors import show_user_error, user_errors
 from app.widgets.spec_form import (
+    FORM_DATASET,
+    FORM_TASK_DATASET,
     PREFIX,
     SECTIONS,
-    TASK_DATASET,
     TASK_LABELS,
     fill_form,
     fill_missing,
     form_task,
     form_to_dict,
+    form_values,
     hyperparameter_editor,
     problem_for,
     search_editor,
@@ -37,17 +38,17 @@ from app.widgets.spec_form import (
     study_settings_editor,
 )
 from core.contract import Task
-from core.data.manifest import DatasetManifest, dataset_path
+from core.data.manifest import dataset_path
 from core.data.splits import file_split, split_sizes
 from core.errors import SegTuneError
-from core.metrics.catalogue import default_objective
 from core.runtime.launcher import plan_slots, visible_gpu_ids
 from core.runtime.reuse import link_to_source, narrowed_spec, seed_from_study, studies_on_dataset
 from core.search.auto import plan_for_manifest
 from core.search.presets import AUTO, load_preset, preset_names
 from core.search.size import search_space_size
-from core.search.spec import Objective, StudySpec
+from core.search.spec import StudySpec
 from core.search.suggest import trials_beyond_space
+from core.search.task_fit import classification_start, task_problem
 from core.search.validation import SpecError, spec_from_dict
 
 PRESET_LABELS = {
@@ -58,24 +59,26 @@ PRESET_LABELS = {
     "p5-resnet-unet-mri": "Brain MRI study · ResNet-UNet encoders (grid)",
     "p4-cnn-classification": "CNN random search · MobileNetV2 / VGG19 with a tuned head, 3-fold CV",
 }
-CLASSIFICATION_SIDE = (64, 224)  # a classification study starts at the images' median side, clamped to this
-NOTICE = PREFIX + "_notice"  # a message from a callback, shown on the next run
-NARROWED = PREFIX + "_narrowed"  # (new study name, earlier study, k) after "Narrow around its best"
-REASONS = PREFIX + "_plan_reasons"  # the auto preset's "why" lines for what the form shows
-IMPORTED = PREFIX + "_imported"  # file id of the last imported spec, so it is applied once
+# (kind, message) from a callback, shown on the next run
+NOTICE: state.Key[tuple[str, str] | None] = state.Key(PREFIX + "_notice", None)
+# (new study, earlier study, k) after "Narrow around its best"
+NARROWED: state.Key[tuple[str, str, int] | None] = state.Key(PREFIX + "_narrowed", None)
+REASONS: state.Key[list[str] | None] = state.Key(PREFIX + "_plan_reasons", None)  # the auto plan's "why" lines
+IMPORTED: state.Key[str | None] = state.Key(PREFIX + "_imported", None)  # the last imported spec's file id: applied once
+PRESET: state.Key[str | None] = state.Key(PREFIX + "_preset", None)  # the preset box (its options follow the task)
 
 
 def starting_spec(dataset: str) -> StudySpec:
     """What the form shows first: the auto preset, planned from the dataset's fingerprint (a
     classification dataset: the classification catalogue's defaults at the images' size)."""
     if dataset_task(dataset) == Task.CLASSIFICATION:
-        return classification_start(cache.manifest(dataset))
+        return classification_start(cache.manifest(dataset), state.SPLIT.get())
     try:
         auto = plan_for_manifest(cache.manifest(dataset), name=f"{dataset}-study", device=device_kind())
     except (SegTuneError, OSError, ValueError):  # an unreadable manifest: a small, quick study instead
         return StudySpec(name=f"{dataset}-study", dataset=dataset, image_size=128, split=state.SPLIT.get())
-    if PREFIX + "dataset" not in st.session_state:  # the form's first fill: it shows this plan
-        st.session_state[REASONS] = list(auto.reasons)
+    if FORM_DATASET.get() is None:  # the form's first fill: it shows this plan
+        REASONS.set(list(auto.reasons))
     return dataclasses.replace(spec_from_dict(auto.spec), split=state.SPLIT.get())
 
 
@@ -87,32 +90,22 @@ def dataset_task(dataset: str) -> Task:
         return Task.SEGMENTATION
 
 
-def classification_start(manifest: DatasetManifest) -> StudySpec:
-    """The classification catalogue's defaults (one backbone, P4's head sizes, cross-entropy) at the
-    images' median side, a multiple of 32 within :data:`CLASSIFICATION_SIDE`."""
-    side = statistics.median(min(pair.height, pair.width) for pair in manifest.pairs) if manifest.pairs else 128
-    low, high = CLASSIFICATION_SIDE
-    task = Task.CLASSIFICATION
-    return StudySpec(name=f"{manifest.name}-study", dataset=manifest.name, task=task, image_size=int(min(max(side // 32 * 32, low), high)),
-                     objectives=(Objective(default_objective(task)),), split=state.SPLIT.get())
-
-
 def follow_dataset_task() -> None:
     """When the user picks a dataset of the other task, refill the form with that dataset's start.
 
     Presets, imports and narrowing fill the form with their own dataset and task, so only a new pick
     in the Dataset box re-derives the task (a mismatch from an import is reported at the field)."""
-    dataset = st.session_state[PREFIX + "dataset"]
-    if st.session_state.get(TASK_DATASET) == dataset:
+    dataset = FORM_DATASET.get()
+    if FORM_TASK_DATASET.get() == dataset:
         return
-    st.session_state[TASK_DATASET] = dataset
+    FORM_TASK_DATASET.set(dataset)
     task = dataset_task(dataset)
-    if task == form_task(st.session_state):
+    if task == form_task(form_values()):
         return
     fill_form(spec_to_form(starting_spec(dataset)))
-    st.session_state.pop(PREFIX + "_preset", None)  # the other task's presets
-    st.session_state.pop(REASONS, None)
-    st.session_state[NOTICE] = ("success", f"{dataset} is a {task} dataset: the form now describes a {task} study.")
+    PRESET.clear()  # the other task's presets
+    REASONS.clear()
+    NOTICE.set(("success", f"{dataset} is a {task} dataset: the form now describes a {task} study."))
 
 
 def device_kind() -> str:
@@ -123,15 +116,16 @@ def apply_preset(name: str, dataset: str) -> None:
     try:
         if name == AUTO:
             auto = plan_for_manifest(cache.manifest(dataset), name=f"auto-{dataset}", device=device_kind())
-            spec, st.session_state[REASONS] = spec_from_dict(auto.spec), list(auto.reasons)
+            spec = spec_from_dict(auto.spec)
+            REASONS.set(list(auto.reasons))
         else:
             spec = load_preset(name, dataset, f"{name.split('-')[0]}-{dataset}")
-            st.session_state.pop(REASONS, None)
+            REASONS.clear()
     except SegTuneError as error:
-        st.session_state[NOTICE] = ("error", str(error))
+        NOTICE.set(("error", str(error)))
         return
     fill_form(spec_to_form(spec))
-    st.session_state[NOTICE] = ("success", f"Filled the form from {PRESET_LABELS.get(name, name)}.")
+    NOTICE.set(("success", f"Filled the form from {PRESET_LABELS.get(name, name)}."))
 
 
 def reuse_section(dataset: str) -> tuple[str | None, int]:
@@ -159,17 +153,17 @@ def apply_narrowed(source: str, top_k: int) -> None:
     try:
         spec = narrowed_spec(cache.settings(), source, top_k)
     except SegTuneError as error:
-        st.session_state[NOTICE] = ("error", str(error))
+        NOTICE.set(("error", str(error)))
         return
     fill_form(spec_to_form(spec))
-    st.session_state.pop(REASONS, None)
-    st.session_state[NARROWED] = (spec.name, source, top_k)
-    st.session_state[NOTICE] = ("success", f"Filled the form with {source}'s space narrowed around its {top_k} best trials.")
+    REASONS.clear()
+    NARROWED.set((spec.name, source, top_k))
+    NOTICE.set(("success", f"Filled the form with {source}'s space narrowed around its {top_k} best trials."))
 
 
 def plan_reasons() -> None:
     """Why the auto preset chose what the form shows (until another preset or an import replaces it)."""
-    reasons = st.session_state.get(REASONS)
+    reasons = REASONS.get()
     if reasons:
         with st.expander(":material/auto_awesome: Why these settings (planned from the dataset)"):
             st.markdown("\n".join(f"- {reason}" for reason in reasons))
@@ -177,18 +171,18 @@ def plan_reasons() -> None:
 
 def import_spec(upload: Any) -> None:
     """Fill the form from an uploaded spec JSON, once per file."""
-    if upload is None or st.session_state.get(IMPORTED) == upload.file_id:
+    if upload is None or IMPORTED.get() == upload.file_id:
         return
-    st.session_state[IMPORTED] = upload.file_id
+    IMPORTED.set(upload.file_id)
     try:
-        data = json.loads(upload.getvalue().decode("utf-8"))
+        data = json.loads(upload.getvalue().decode("utf-8-sig"))  # a byte-order mark, as some Windows editors write, is fine
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        st.session_state[NOTICE] = ("error", f"{upload.name} is not valid JSON: {error}")
+        NOTICE.set(("error", f"{upload.name} is not valid JSON: {error}"))
         return
     with user_errors("Importing the spec"):
         fill_form(spec_to_form(spec_from_dict(data)))
-        st.session_state.pop(REASONS, None)
-        st.session_state[NOTICE] = ("success", f"Imported {upload.name}.")
+        REASONS.clear()
+        NOTICE.set(("success", f"Imported {upload.name}."))
 
 
 @st.cache_resource(show_spinner=False)
@@ -208,20 +202,13 @@ def validate(values: Any) -> tuple[StudySpec | None, dict[str, str]]:
         spec = spec_from_dict(form_to_dict(values))
     except SpecError as error:
         return None, error.problems
-    problem = task_problem(spec)
+    problem = task_problem(spec, dataset_task(spec.dataset))  # e.g. an imported classification spec on a segmentation dataset
     return (None, {"dataset": problem}) if problem else (spec, {})
 
 
-def task_problem(spec: StudySpec) -> str | None:
-    """Why the dataset cannot serve the spec's task (e.g. an imported classification spec on a segmentation dataset)."""
-    task = dataset_task(spec.dataset)
-    if task == spec.task:
-        return None
-    return f"{spec.dataset} is a {task} dataset, but this spec describes a {spec.task} study: pick a {spec.task} dataset."
-
-
 def show_notice() -> None:
-    notice = st.session_state.pop(NOTICE, None)
+    notice = NOTICE.get()
+    NOTICE.clear()
     if notice:
         kind, message = notice
         (st.success if kind == "success" else st.error)(message)
@@ -230,16 +217,16 @@ def show_notice() -> None:
 def header_tools(dataset: str, problems: dict[str, str]) -> None:
     presets, importer, exporter = st.columns([2, 2, 1], vertical_alignment="bottom")
     with presets:
-        task = form_task(st.session_state)
+        task = form_task(form_values())
         names = [*([AUTO] if task == Task.SEGMENTATION else []), *preset_names(task)]  # the auto plan is segmentation's
-        if st.session_state.get(PREFIX + "_preset") not in names:  # e.g. an import switched the task
-            st.session_state.pop(PREFIX + "_preset", None)
-        choice = st.selectbox("Start from a preset", names, format_func=lambda n: PRESET_LABELS.get(n, n), key=PREFIX + "_preset")
+        if PRESET.get() not in names:  # e.g. an import switched the task
+            PRESET.clear()
+        choice = st.selectbox("Start from a preset", names, format_func=lambda n: PRESET_LABELS.get(n, n), key=PRESET.name)
         st.button("Apply preset", on_click=apply_preset, args=(choice, dataset), icon=":material/auto_fix_high:", key=PREFIX + "_apply_preset")
     with importer:
         import_spec(st.file_uploader("Import a spec (JSON)", type=["json"], key=PREFIX + "_import"))
     with exporter:
-        data = form_to_dict(st.session_state)
+        data = form_to_dict(form_values())
         st.download_button(
             "Export JSON", json.dumps(data, indent=2), file_name=f"{data['name'] or 'study'}.json",
             mime="application/json", icon=":material/download:", disabled=bool(problems), width="stretch",
@@ -251,7 +238,7 @@ def split_section(spec: StudySpec | None, problems: dict[str, str]) -> None:
         split = split_editor(PREFIX + "split.", state.SPLIT.get())
         problem_for(problems, "split", "cv", "cv.folds")
         with user_errors("Previewing the split"):
-            dataset = st.session_state[PREFIX + "dataset"]
+            dataset = FORM_DATASET.get()
             chosen = cache.manifest(dataset)
             stems, groups, labels = chosen.stems, chosen.groups, chosen.labels or None  # labels: stratified (classification)
             if split.from_file:
@@ -270,8 +257,8 @@ def split_section(spec: StudySpec | None, problems: dict[str, str]) -> None:
 
 def search_space_sections(problems: dict[str, str]) -> None:
     """The task's sections; only what applies to the chosen architectures, optimizers and losses."""
-    task = form_task(st.session_state)
-    visible = set(shown_params(st.session_state))
+    task = form_task(form_values())
+    visible = set(shown_params(form_values()))
     for title, params in SECTIONS[task].items():
         with st.container(border=True):
             st.subheader(title)
@@ -340,7 +327,7 @@ def start(spec: StudySpec, devices: list[str], workers: int | None, per_gpu: int
         seed_source, top_k = reuse
         if seed_source:
             seed_from_study(cache.settings(), spec, seed_source, top_k)
-        narrowed = st.session_state.get(NARROWED)
+        narrowed = NARROWED.get()
         if narrowed and narrowed[0] == spec.name:
             link_to_source(cache.settings(), spec, narrowed[1], narrowed[2])
         job_id = submit_job(cache.settings(), spec, workers=workers, devices=devices or None, per_gpu=per_gpu)
@@ -354,28 +341,28 @@ def form(datasets: list[str]) -> tuple[StudySpec | None, dict[str, str]]:
     """Every section of the study form; returns the validated spec (None while problems remain)."""
     chosen = state.DATASET.get() if state.DATASET.get() in datasets else datasets[0]
     fill_missing(spec_to_form(starting_spec(chosen)))
-    if st.session_state[PREFIX + "dataset"] not in datasets:
-        st.session_state[PREFIX + "dataset"] = chosen
+    if FORM_DATASET.get() not in datasets:
+        FORM_DATASET.set(chosen)
     follow_dataset_task()
-    spec, problems = validate(st.session_state)
-    header_tools(st.session_state[PREFIX + "dataset"], problems)
+    spec, problems = validate(form_values())
+    header_tools(FORM_DATASET.get(), problems)
     show_notice()
-    spec, problems = validate(st.session_state)  # an import may just have changed the form
+    spec, problems = validate(form_values())  # an import may just have changed the form
     plan_reasons()
     with st.container(border=True):
         st.subheader("Study")
         study_settings_editor(datasets, problems)
-        task_caption(st.session_state[PREFIX + "dataset"])
+        task_caption(FORM_DATASET.get())
     split_section(spec, problems)
     search_space_sections(problems)
     with st.container(border=True):
         st.subheader("Search and budget")
-        search_editor(problems, form_task(st.session_state))
+        search_editor(problems, form_task(form_values()))
     return spec, problems
 
 
 def task_caption(dataset: str) -> None:
-    task = form_task(st.session_state)
+    task = form_task(form_values())
     classes = ""
     if task == Task.CLASSIFICATION and dataset_task(dataset) == task:
         counts = cache.manifest(dataset).class_counts
@@ -385,7 +372,7 @@ def task_caption(dataset: str) -> None:
 
 def unplaced_problems(problems: dict[str, str]) -> None:
     """Problems of fields without an editor next to them (e.g. from an imported spec), listed here."""
-    shown = {"name", "dataset", "image_size", "objectives", "sampler", "pruner", "budget", "split"}
+    shown = {"name", "dataset", "image_size", "patch_size", "objectives", "sampler", "pruner", "budget", "split"}
     elsewhere = {path: message for path, message in problems.items() if not path.startswith("search_space") and path.split(".")[0].split("[")[0] not in shown}
     if elsewhere:
         show_user_error(SpecError(elsewhere))
@@ -411,7 +398,7 @@ if not datasets:
     no_datasets()
 else:
     spec, problems = form(datasets)
-    reuse = reuse_section(st.session_state[PREFIX + "dataset"])
+    reuse = reuse_section(FORM_DATASET.get())
     devices, workers, per_gpu = run_section()
     cost_section(spec)
     unplaced_problems(problems)

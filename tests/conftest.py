@@ -33,4 +33,5 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.delenv("SEGTUNE_DB", raising=False)
     monkeypatch.delenv("SEGTUNE_ARTIFACTS", raising=False)
     monkeypatch.delenv("SEGTUNE_IMPORT_ROOTS", raising=False)
+    monkeypatch.delenv("SEGTUNE_MAX_VOLUME_MB", raising=False)
     return load_settings()

@@ -50,9 +50,25 @@ def test_imbalanced_classes_get_class_balanced_losses() -> None:
 ])
 def test_image_and_batch_size_fit_the_device(device: str, side: int, size: int, batches: list[int]) -> None:
     auto = plan(fingerprint(median_height=side, median_width=side, count=5000), dataset="d", device=device)
-    assert auto.spec["image_size"] == size and size % 32 == 0
+    assert auto.spec.get("patch_size", auto.spec["image_size"]) == size and size % 32 == 0  # the side a training step sees
     assert auto.spec["search_space"]["batch_size"] == {"choices": batches}
     assert any(f"image size {size} px" in r for r in auto.reasons)
+
+
+@pytest.mark.parametrize(("device", "side", "native", "patch"), [
+    ("cuda", 1024, 1024, 512), ("cuda", 2000, 1024, 512), ("cpu", 512, 512, 256), ("cpu", 520, 512, 256),
+])
+def test_images_twice_the_side_that_fits_train_on_patches_at_native_size(device: str, side: int, native: int, patch: int) -> None:
+    auto = plan(fingerprint(median_height=side, median_width=side + 100), dataset="em", device=device)
+    assert (auto.spec["image_size"], auto.spec["patch_size"]) == (native, patch)
+    assert any(f"patches of {patch} px from images at {native} px" in r and "slides a window" in r for r in auto.reasons)
+    assert spec_from_dict(auto.spec).patch_size == patch  # a valid study
+
+
+def test_images_under_twice_the_side_that_fits_are_resized_whole() -> None:
+    auto = plan(fingerprint(median_height=1000, median_width=1000), dataset="d", device="cuda")
+    assert auto.spec["image_size"] == 512 and "patch_size" not in auto.spec
+    assert not any("patches" in r for r in auto.reasons)
 
 
 def test_few_images_keep_several_steps_per_epoch_and_wide_images_rotate_less() -> None:

@@ -12,16 +12,16 @@ import pytest
 import torch
 
 from core.contract import Task
-from core.data.tensors import TensorSet
+from core.data.tensors import ImageSet
 from core.deploy.compression.config import CompressionConfig, CompressionData, CompressionError
 from core.deploy.compression.measure import compare_variants, count_nonzero
 from core.deploy.compression.methods import compress
 from core.deploy.compression.pruning import CHANNEL_PRUNING_UNSUPPORTED, channel_ratio
 from core.deploy.compression.variants import download_variant, save_variant, store_variant
-from core.deploy.export import export_onnx, load_model
+from core.deploy.export import export_onnx
 from core.modeling.architectures import ARCHITECTURES, task_of
 from core.modeling.build import build_model
-from core.modeling.bundle import BundleConfig, load_bundle
+from core.modeling.bundle import BundleConfig, load_bundle, load_model
 from core.modeling.config import ModelConfig
 
 CONFIG = CompressionConfig("prune", sparsity=0.5, structured=True, finetune_steps=1, batch_size=2)
@@ -45,7 +45,7 @@ def random_data(size: int, channels: int = 1, count: int = 4) -> CompressionData
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (count, channels, size, size), generator=generator, dtype=torch.uint8)
     masks = torch.randint(0, 2, (count, size, size), generator=generator, dtype=torch.uint8)
-    pairs = TensorSet(images, masks, tuple(f"img{i}" for i in range(count)))
+    pairs = ImageSet(images, masks, tuple(f"img{i}" for i in range(count)))
     return CompressionData(pairs, pairs, None, "binary", 2)
 
 

@@ -1,4 +1,4 @@
-"""The classification data layer: manifest fields, decoded LabelSets, batches, stratified group splits."""
+"""The classification data layer: manifest fields, decoded ImageSets of labels, batches, stratified group splits."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from core.data.manifest import (
     load_manifest,
 )
 from core.data.splits import SplitConfig, SplitError, class_counts, frozen_split, make_split, split_sizes
-from core.data.tensors import AugmentConfig, LabelSet, augment_batch, clear_tensor_cache, iterate_batches, load_tensor_set
+from core.data.tensors import AugmentConfig, ImageSet, augment_batch, clear_tensor_cache, iterate_batches, load_tensor_set
 
 SIZE = 24
 CLASSES = ("normal", "tumour")
@@ -101,30 +101,32 @@ def test_the_checksum_covers_the_labels(tmp_path: Path) -> None:
 def test_a_classification_dataset_decodes_to_a_label_set(tmp_path: Path) -> None:
     folder, manifest = write_dataset(tmp_path, [0, 1, 1, 0])
     data = load_tensor_set(folder, manifest, ["img02", "img00"], 16, 3)
-    assert isinstance(data, LabelSet) and data.stems == ("img02", "img00")
+    assert data.task == Task.CLASSIFICATION and data.stems == ("img02", "img00")
     assert data.images.shape == (2, 3, 16, 16) and data.images.dtype == torch.uint8
-    assert data.labels.tolist() == [1, 0] and data.labels.dtype == torch.int64
+    assert data.targets.tolist() == [1, 0] and data.targets.dtype == torch.int64
     assert load_tensor_set(folder, manifest, ["img02", "img00"], 16, 3) is data  # cached
     part = data.subset([1])
-    assert part.stems == ("img00",) and part.labels.tolist() == [0] and torch.equal(part.images[0], data.images[1])
+    assert part.stems == ("img00",) and part.targets.tolist() == [0] and torch.equal(part.images[0], data.images[1])
     assert len(part.to("cpu")) == 1 and part.device.type == "cpu"
     with pytest.raises(ValueError, match="differ"):
-        LabelSet(data.images, data.labels[:1], data.stems)
+        ImageSet(data.images, data.targets[:1], data.stems, Task.CLASSIFICATION)
+    with pytest.raises(ValueError, match=r"classification targets have 1 dimension\(s\), got shape \(2, 16, 16\)"):
+        ImageSet(data.images, torch.zeros(2, 16, 16), data.stems, Task.CLASSIFICATION)  # masks are not labels
 
 
 def test_relabelled_images_are_not_served_from_the_cache(tmp_path: Path) -> None:
     folder, manifest = write_dataset(tmp_path, [0, 1])
-    assert load_tensor_set(folder, manifest, manifest.stems, 16, 1).labels.tolist() == [0, 1]
+    assert load_tensor_set(folder, manifest, manifest.stems, 16, 1).targets.tolist() == [0, 1]
     pairs = tuple(PairInfo(p.stem, p.image, "", p.height, p.width, (), label=1 - (p.label or 0)) for p in manifest.pairs)
     relabelled = DatasetManifest(**{**manifest.__dict__, "pairs": pairs,
                                     "checksum": folder_checksum(folder, {p.stem: CLASSES[p.label or 0] for p in pairs})})
-    assert load_tensor_set(folder, relabelled, relabelled.stems, 16, 1).labels.tolist() == [1, 0]
+    assert load_tensor_set(folder, relabelled, relabelled.stems, 16, 1).targets.tolist() == [1, 0]
 
 
 def test_label_batches_and_image_only_augmentation() -> None:
     labels = [i % 2 for i in range(10)]
-    data = LabelSet(torch.from_numpy(np.stack([arrow(label, i) for i, label in enumerate(labels)]))[:, None],
-                    torch.tensor(labels), tuple(f"s{i}" for i in range(10)))
+    data = ImageSet(torch.from_numpy(np.stack([arrow(label, i) for i, label in enumerate(labels)]))[:, None],
+                    torch.tensor(labels), tuple(f"s{i}" for i in range(10)), Task.CLASSIFICATION)
     batches = list(iterate_batches(data, 4, shuffle=False, generator=None, augment=None))
     assert [targets.tolist() for _, targets in batches] == [labels[:4], labels[4:8], labels[8:]]
     assert batches[0][0].dtype == torch.float32 and batches[0][1].dtype == torch.long

@@ -19,10 +19,10 @@ from core.deploy.classify import classify_folder, classify_image, csv_header
 from core.deploy.compression.config import CompressionConfig
 from core.deploy.compression.measure import trade_off_table
 from core.deploy.compression.run import compress_trial, study_compression_data
-from core.deploy.export import export_trial, load_torchscript
+from core.deploy.export import export_trial
 from core.deploy.model_card import classifier_snippet, model_card, segtune_command
 from core.deploy.predict import PredictError, predict_folder
-from core.modeling.bundle import load_bundle
+from core.modeling.bundle import load_bundle, load_torchscript
 from core.runtime.storage import open_artifact_store
 from core.search.validation import spec_from_dict
 from tests.helpers.classification_sets import BARS, bar_image, tiny_classification_study
@@ -86,7 +86,9 @@ def test_predict_writes_a_csv_of_labels_and_probabilities(exported: Path, tmp_pa
         probabilities = classify_image(model, config, read_image(images / row["file"]))
         assert [float(row["p_horizontal"]), float(row["p_vertical"])] == pytest.approx(probabilities.tolist(), abs=1e-5)
         assert row["label"] == BARS[int(probabilities.argmax())] and float(row["confidence"]) == pytest.approx(probabilities.max(), abs=1e-5)
+    (images / "scan0.png").rename(images / "=HYPERLINK(x).png")  # a file name a spreadsheet would run
     report = classify_folder(exported, images, tmp_path / "again.csv", progress=False)
+    assert "'=HYPERLINK(x).png" in [row["file"] for row in csv.DictReader((tmp_path / "again.csv").open())]
     assert report.rows == 4 and {p.name for p, _ in report.skipped} == {"broken.png", "notes.txt"}
     with pytest.raises(PredictError, match="classification model: it writes labels"):
         predict_folder(exported, images, tmp_path / "masks", progress=False)

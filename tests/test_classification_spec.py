@@ -10,10 +10,10 @@ from core.errors import SegTuneError
 from core.search.presets import load_preset, preset_names
 from core.search.size import search_space_size
 from core.search.space import CLASSIFICATION_HYPERPARAMETERS, HYPERPARAMETERS, ParamSpec, hyperparameters
+from core.search.study_source import study_source
 from core.search.suggest import grid_points, suggest_params
 from core.search.validation import SpecError, spec_from_dict
 from core.settings import Settings
-from core.training.study_data import study_source
 from tests.helpers.classification_sets import write_bars
 
 

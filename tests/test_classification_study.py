@@ -10,15 +10,15 @@ from torch import nn
 
 from core.contract import ArtifactKind, StudyAttr, TrialAttr
 from core.data.manifest import load_manifest
-from core.data.tensors import LabelSet, clear_tensor_cache
+from core.data.tensors import ImageSet, clear_tensor_cache
 from core.results import predictions as results
 from core.results.curves import learning_curves
 from core.results.trials import ResultsError, leaderboard_text, trials_frame
 from core.runtime.storage import open_artifact_store
+from core.search.study_source import study_source
 from core.search.validation import spec_from_dict
 from core.settings import Settings
 from core.training.loop import TrainConfig, evaluate_detailed, predict, train_model
-from core.training.study_data import study_source
 from tests.helpers.classification_sets import tiny_classification_study, write_bars
 from tests.helpers.studies import module_workspace
 
@@ -29,7 +29,7 @@ def tiny_cnn(classes: int = 2) -> nn.Module:
                          nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(8, classes))
 
 
-def bars(workspace: Settings, count: int, seed: int) -> LabelSet:
+def bars(workspace: Settings, count: int, seed: int) -> ImageSet:
     from core.data.tensors import load_tensor_set
 
     manifest = write_bars(workspace.datasets_dir, f"bars{seed}", count, seed=seed, size=32)
@@ -50,8 +50,8 @@ def test_the_training_loop_learns_labels_and_keeps_the_best_epoch(workspace: Set
     model.load_state_dict(result.best_state)
     evaluation = evaluate_detailed(model, val, 8, loss_fn=nn.CrossEntropyLoss(), mode="multiclass", num_classes=2)
     assert evaluation.metrics["balanced_accuracy"] == pytest.approx(max(history))
-    assert evaluation.image_counts is None and evaluation.outputs.labels.tolist() == val.labels.tolist()
-    assert predict(model, val, 8, mode="multiclass").tolist() == evaluation.outputs.predicted.tolist()
+    assert evaluation.image_counts is None and evaluation.outputs.labels.tolist() == val.targets.tolist()
+    assert predict(model, val, 8).tolist() == evaluation.outputs.predicted.tolist()
 
 
 @pytest.fixture(scope="module")

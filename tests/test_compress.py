@@ -15,15 +15,14 @@ import optuna
 import pytest
 import torch
 
-from core.data.tensors import TensorSet
+from core.data.tensors import ImageSet
 from core.deploy.compression.config import CompressionConfig, CompressionData, CompressionError
 from core.deploy.compression.measure import compare_variants
 from core.deploy.compression.methods import compress
 from core.deploy.compression.pruning import prunable_layers, sparsity
 from core.deploy.compression.variants import download_variant, list_variants, store_variant
-from core.deploy.export import load_model
 from core.modeling.build import build_model
-from core.modeling.bundle import BundleConfig
+from core.modeling.bundle import BundleConfig, load_model
 from core.modeling.config import ModelConfig
 from core.modeling.losses import build_loss
 from core.modeling.optimizers import OptimizerConfig
@@ -118,7 +117,7 @@ def test_default_channel_pruning_removes_channels_and_recovers(trained: torch.nn
 def test_dynamic_quantization_applies_to_linear_layers_only(trained: torch.nn.Module, data: CompressionData) -> None:
     with pytest.raises(CompressionError, match="use method 'ptq'"):
         compress(CompressionConfig("dynamic"), trained, data)
-    rgb = CompressionData(*(TensorSet(s.images.repeat(1, 3, 1, 1), s.masks, s.stems) for s in (data.train, data.val, data.test)), "binary", 2)
+    rgb = CompressionData(*(ImageSet(s.images.repeat(1, 3, 1, 1), s.targets, s.stems) for s in (data.train, data.val, data.test)), "binary", 2)
     segformer = build_model(ModelConfig("Segformer", 3, 2, encoder="mit_b0")).eval()
     variant = compress(CompressionConfig("dynamic"), segformer, rgb)
     images = rgb.val.images[:2].float() / 255

@@ -12,7 +12,7 @@ from PIL import Image
 
 from core.data.ingest import ingest_dataset
 from core.data.manifest import DatasetManifest
-from core.data.tensors import AugmentConfig, TensorSet, augment_batch, clear_tensor_cache, iterate_batches, load_tensor_set
+from core.data.tensors import AugmentConfig, ImageSet, augment_batch, clear_tensor_cache, iterate_batches, load_tensor_set
 from core.errors import SegTuneError
 
 SIZE = 32
@@ -42,11 +42,11 @@ def test_shapes_dtypes_and_resize(dataset: tuple[Path, DatasetManifest]) -> None
     folder, manifest = dataset
     data = load_tensor_set(folder, manifest, manifest.stems[:4], 16, 1)
     assert data.images.shape == (4, 1, 16, 16) and data.images.dtype == torch.uint8
-    assert data.masks.shape == (4, 16, 16) and data.masks.dtype == torch.uint8
-    assert set(data.masks.unique().tolist()) == {0, 1}  # nearest keeps class indices
+    assert data.targets.shape == (4, 16, 16) and data.targets.dtype == torch.uint8
+    assert set(data.targets.unique().tolist()) == {0, 1}  # nearest keeps class indices
     assert data.stems == manifest.stems[:4] and len(data) == 4
     expected = np.asarray(Image.fromarray(pattern(0)[1]).resize((16, 16), Image.Resampling.NEAREST))
-    assert np.array_equal(data.masks[0].numpy(), expected)
+    assert np.array_equal(data.targets[0].numpy(), expected)
 
 
 def test_grey_to_rgb_and_back(dataset: tuple[Path, DatasetManifest]) -> None:
@@ -107,21 +107,21 @@ def test_tensor_set_subset_and_to(dataset: tuple[Path, DatasetManifest]) -> None
     folder, manifest = dataset
     data = load_tensor_set(folder, manifest, manifest.stems, SIZE, 1)
     part = data.subset([2, 0])
-    assert part.stems == ("p2", "p0") and torch.equal(part.masks[1], data.masks[0])
+    assert part.stems == ("p2", "p0") and torch.equal(part.targets[1], data.targets[0])
     moved = part.to("cpu")
     assert moved.device.type == "cpu" and len(moved) == 2
     with pytest.raises(ValueError, match="differ"):
-        TensorSet(data.images, data.masks[:2], data.stems)
+        ImageSet(data.images, data.targets[:2], data.stems)
 
 
 # --- batches --------------------------------------------------------------------------------------
 
 
-def synthetic(count: int = 10) -> TensorSet:
+def synthetic(count: int = 10) -> ImageSet:
     pairs = [pattern(i) for i in range(count)]
     images = torch.from_numpy(np.stack([image for image, _ in pairs]))[:, None]
     masks = torch.from_numpy(np.stack([mask for _, mask in pairs]))
-    return TensorSet(images, masks, tuple(f"s{i}" for i in range(count)))
+    return ImageSet(images, masks, tuple(f"s{i}" for i in range(count)))
 
 
 def test_batches_in_order_types_and_drop_last() -> None:
@@ -132,14 +132,14 @@ def test_batches_in_order_types_and_drop_last() -> None:
     assert images.dtype == torch.float32 and masks.dtype == torch.long
     assert images.shape == (4, 1, SIZE, SIZE) and masks.shape == (4, SIZE, SIZE)
     assert torch.allclose(images, data.images[:4].float() / 255)
-    assert torch.equal(masks, data.masks[:4].long())
+    assert torch.equal(masks, data.targets[:4].long())
     dropped = list(iterate_batches(data, 4, shuffle=False, generator=None, augment=None, drop_last=True))
     assert len(dropped) == 2
 
 
 def test_shuffle_is_seeded_and_complete() -> None:
     count = 10
-    labelled = TensorSet(torch.arange(count, dtype=torch.uint8).view(count, 1, 1, 1).expand(count, 1, 4, 4).clone(),
+    labelled = ImageSet(torch.arange(count, dtype=torch.uint8).view(count, 1, 1, 1).expand(count, 1, 4, 4).clone(),
                          torch.zeros((count, 4, 4), dtype=torch.uint8), tuple(str(i) for i in range(count)))
 
     def order(seed: int) -> list[int]:
@@ -153,13 +153,13 @@ def test_shuffle_is_seeded_and_complete() -> None:
 def test_flips_move_image_and_mask_together() -> None:
     data = synthetic(16)
     images = data.images.float() / 255
-    out_images, out_masks = augment_batch(images, data.masks, AugmentConfig(hflip=True), torch.Generator().manual_seed(0))
+    out_images, out_masks = augment_batch(images, data.targets, AugmentConfig(hflip=True), torch.Generator().manual_seed(0))
     flipped = 0
     for i in range(16):
-        if torch.equal(out_masks[i], data.masks[i]):
+        if torch.equal(out_masks[i], data.targets[i]):
             assert torch.equal(out_images[i], images[i])
         else:
-            assert torch.equal(out_masks[i], data.masks[i].flip(-1)) and torch.equal(out_images[i], images[i].flip(-1))
+            assert torch.equal(out_masks[i], data.targets[i].flip(-1)) and torch.equal(out_images[i], images[i].flip(-1))
             flipped += 1
     assert 0 < flipped < 16  # drawn per sample, not once per batch
 
@@ -171,14 +171,14 @@ def test_geometry_keeps_alignment_and_photometry_spares_the_mask() -> None:
     images, masks = next(batches)
     assert images.shape == (8, 1, SIZE, SIZE) and masks.dtype == torch.long
     assert set(masks.unique().tolist()) <= {0, 1}
-    assert not torch.equal(masks, data.masks.long())  # something moved
+    assert not torch.equal(masks, data.targets.long())  # something moved
     for image, mask in zip(images, masks):
         inside, outside = image[0][mask == 1], image[0][mask == 0]
         # The mask still marks the bright blob: interpolation blurs only its border.
         assert inside.median() > 0.5 > outside.median()
     photometric = AugmentConfig(brightness_contrast=0.5)
-    images, masks = augment_batch(data.images.float() / 255, data.masks, photometric, torch.Generator().manual_seed(2))
-    assert torch.equal(masks, data.masks)
+    images, masks = augment_batch(data.images.float() / 255, data.targets, photometric, torch.Generator().manual_seed(2))
+    assert torch.equal(masks, data.targets)
     assert not torch.allclose(images, data.images.float() / 255)
     assert images.min() >= 0 and images.max() <= 1
 
@@ -216,8 +216,8 @@ def test_demo_dataset_is_deterministic_minority_foreground_and_ingested(tmp_path
     # Cells are a minority but never absent, so a constant prediction scores poorly.
     assert all(0.03 < f < 0.5 for f in fractions) and 0.08 < sum(fractions) / len(fractions) < 0.4
     data = load_tensor_set(store / "demo-a", first, first.stems, 64, 1)
-    bright_cells = data.images[:, 0].float()[data.masks == 1].mean()
-    assert bright_cells > data.images[:, 0].float()[data.masks == 0].mean() + 20  # the masks mark the cells
+    bright_cells = data.images[:, 0].float()[data.targets == 1].mean()
+    assert bright_cells > data.images[:, 0].float()[data.targets == 0].mean() + 20  # the masks mark the cells
     with pytest.raises(DatasetError, match="already exists"):
         create_demo_dataset(store, name="demo-a", count=8, size=64)
     assert sorted(p.name for p in store.iterdir()) == ["demo-a", "demo-b", "demo-c"]

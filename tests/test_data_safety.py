@@ -110,3 +110,56 @@ def test_a_submit_whose_dataset_is_missing_leaves_no_study_behind(settings: Sett
     assert "s2" not in optuna.get_all_study_names(open_storage(settings.db_url))
     assert list_jobs(settings) == []
     assert submit_job(settings, spec("s2"), workers=0, launch=False)  # the name is free for a good submit
+
+
+def test_a_dataset_deleted_while_submit_reads_it_gives_a_clear_error_and_no_study(settings: Settings, monkeypatch: pytest.MonkeyPatch,
+                                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from core.cli import main
+    from core.data.tensors import clear_tensor_cache
+    from core.runtime import tuning
+
+    prepare = tuning._prepare
+
+    def deleted_meanwhile(study, spec, settings, *args, **kwargs):  # the manifest was read; its images go before they are decoded
+        delete_dataset_safely(settings, spec.dataset)
+        return prepare(study, spec, settings, *args, **kwargs)
+
+    monkeypatch.setattr(tuning, "_prepare", deleted_meanwhile)
+    clear_tensor_cache()  # else an earlier test's decode of the same demo images answers without reading the folder
+    spec_file = settings.home / "spec.json"
+    spec_file.write_text(spec("raced").to_json())
+    assert main(["submit", "--spec", str(spec_file), "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "dataset 'demo-cells' was deleted while the study was being prepared; nothing was queued" in err and "Traceback" not in err
+    assert "raced" not in optuna.get_all_study_names(open_storage(settings.db_url))
+    assert list_jobs(settings) == []
+
+
+def test_a_delete_racing_past_the_job_check_leaves_no_job_queued_on_a_missing_dataset(settings: Settings,
+                                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.runtime.queue as queue
+
+    insert = queue.queue_job
+
+    def delete_first(settings, spec, *args, **kwargs):  # the delete checked for jobs before this insert, and removes the folder after
+        delete_dataset_safely(settings, spec.dataset)
+        return insert(settings, spec, *args, **kwargs)
+
+    monkeypatch.setattr(queue, "queue_job", delete_first)
+    with pytest.raises(JobError, match="dataset 'demo-cells' was deleted while the job was being queued"):
+        submit_job(settings, spec("raced"), workers=0, launch=False)
+    [job] = list_jobs(settings)
+    assert job.status == JobState.FAILED and "was deleted" in (job.error or "")
+
+
+def test_a_delete_that_finds_a_job_queued_after_its_check_puts_the_dataset_back(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.runtime.dataset_guard as guard
+
+    job_id = submit_job(settings, spec("late"), workers=0, launch=False)
+    active = guard.jobs_using
+    calls = iter([[], active(settings, "demo-cells")])  # the first look misses the job: it was queued just after
+    monkeypatch.setattr(guard, "jobs_using", lambda settings, name: next(calls))
+    with pytest.raises(DatasetInUse, match=f"job {job_id}"):
+        delete_dataset_safely(settings, "demo-cells")
+    assert dataset_names(settings.datasets_dir) == ["demo-cells"]
+    assert sorted(p.name for p in settings.datasets_dir.iterdir()) == ["demo-cells"]

@@ -17,11 +17,24 @@ from PIL import Image
 
 import core.deploy.export as export
 from core.contract import StudyAttr, Task, TrialAttr
-from core.deploy.export import ExportError, check_formats, export_model, export_onnx, export_trial, load_model, trial_bundle
+from core.deploy.export import ExportError, check_formats, export_model, export_onnx, export_trial
 from core.errors import SegTuneError
 from core.modeling.architectures import names, task_of
 from core.modeling.build import build_model
-from core.modeling.bundle import CONFIG_FILE, ONNX_FILE, PREDICT_SCRIPT, SEGTUNE_FILE, WEIGHTS_FILE, BundleConfig, save_bundle
+from core.modeling.bundle import (
+    CONFIG_FILE,
+    ONNX_FILE,
+    PREDICT_SCRIPT,
+    SEGTUNE_FILE,
+    TORCHSCRIPT_FILE,
+    WEIGHTS_FILE,
+    BundleConfig,
+    BundleError,
+    load_model,
+    load_torchscript,
+    save_bundle,
+    trial_bundle,
+)
 from core.modeling.config import ModelConfig
 from tests.helpers.machine import shared_dataset, shared_path
 from tests.helpers.segmentation import DPT_ENCODER
@@ -60,7 +73,7 @@ def test_every_format_matches_pytorch(config: ModelConfig, images: torch.Tensor,
         reference = model(images[:2])
         bundle_model, _ = load_model(report.folder)
         assert torch.allclose(bundle_model(images[:2]), reference, atol=1e-5)
-        scripted = export.load_torchscript(report.folder / export.TORCHSCRIPT_FILE)
+        scripted = load_torchscript(report.folder / TORCHSCRIPT_FILE)
         assert torch.allclose(scripted(images[:2]), reference, atol=1e-4)
 
 
@@ -153,7 +166,7 @@ def test_an_export_whose_output_has_another_shape_fails_and_is_removed(int8: boo
 
 def test_torchscript_output_that_differs_from_pytorch_fails_the_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """As for ONNX: the file loaded back (here off by 0.01 in one pixel) is what PyTorch is compared with."""
-    real = export.load_torchscript
+    real = load_torchscript
 
     def shifted(path: Path):
         scripted = real(path)
@@ -183,7 +196,7 @@ def test_formats_without_the_bundle_write_its_config_beside_them(images: torch.T
     folder = tmp_path / "exports" / "lungs"
     for _ in range(2):
         report = export_model(build_model(UNET).eval(), config, folder, ["onnx", "torchscript"], images, checked_on="3 chest X-rays")
-        assert sorted(p.name for p in folder.iterdir()) == sorted([SEGTUNE_FILE, export.ONNX_FILE, PREDICT_SCRIPT, export.TORCHSCRIPT_FILE])
+        assert sorted(p.name for p in folder.iterdir()) == sorted([SEGTUNE_FILE, export.ONNX_FILE, PREDICT_SCRIPT, TORCHSCRIPT_FILE])
         assert (folder / SEGTUNE_FILE).read_text(encoding="utf-8") == config.to_json()
         assert [f.format for f in report.files] == ["onnx", "torchscript"] and report.checked_on == "3 chest X-rays"
     assert export_model(build_model(UNET).eval(), config, tmp_path / "plain", ["bundle"], images).checked_on == ""
@@ -282,8 +295,8 @@ def test_torchscript_only_export_is_loadable_without_weights(images: torch.Tenso
 
 def test_trials_without_weights_cannot_be_exported(images: torch.Tensor, tmp_path: Path) -> None:
     study, store, _ = _study_with_trials(tmp_path, images)
-    with pytest.raises(ExportError, match="trial #0 .* stored no weights or config"):
-        trial_bundle(study, 0, store, tmp_path / "out")
+    with pytest.raises(BundleError, match="trial #0 stored no weights or config"):
+        trial_bundle(study.trials[0], store, tmp_path / "out")
 
 
 @pytest.mark.slow
@@ -310,7 +323,7 @@ def test_cli_exports_and_compresses_a_tuned_trial(workspace, tmp_path: Path, cap
     out = tmp_path / "exported"
     assert main(["export", "--study", "cli", "--format", "all", "--out", str(out)]) == 0
     folder = out / "cli-trial0"
-    assert {p.name for p in folder.iterdir()} >= {WEIGHTS_FILE, SEGTUNE_FILE, ONNX_FILE, PREDICT_SCRIPT, export.TORCHSCRIPT_FILE, "MODEL_CARD.md"}
+    assert {p.name for p in folder.iterdir()} >= {WEIGHTS_FILE, SEGTUNE_FILE, ONNX_FILE, PREDICT_SCRIPT, TORCHSCRIPT_FILE, "MODEL_CARD.md"}
     assert "validation images" in capsys.readouterr().out
 
     assert main(["compress", "--study", "cli", "--trial", "0", "--method", "prune", "--sparsity", "0.6", "--steps", "4", "--lr", "1e-4"]) == 0
@@ -408,11 +421,11 @@ def test_pyramid_pooling_exports_as_exact_matrix_products() -> None:
 @pytest.fixture(scope="module")
 def int8(images: torch.Tensor) -> tuple[object, object]:
     """(an int8 static variant of the seeded ClassicUNet, the data it was calibrated on)."""
-    from core.data.tensors import TensorSet
+    from core.data.tensors import ImageSet
     from core.deploy.compression.config import CompressionConfig, CompressionData
     from core.deploy.compression.methods import compress
 
-    pairs = TensorSet((images * 255).byte().repeat(3, 1, 1, 1), torch.zeros(9, SIZE, SIZE, dtype=torch.uint8), tuple("abcdefghi"))
+    pairs = ImageSet((images * 255).byte().repeat(3, 1, 1, 1), torch.zeros(9, SIZE, SIZE, dtype=torch.uint8), tuple("abcdefghi"))
     data = CompressionData(pairs, pairs, None, "binary", 2)
     torch.manual_seed(0)
     return compress(CompressionConfig("ptq", calibration_batches=1), build_model(UNET).eval(), data), data
@@ -487,6 +500,7 @@ def test_the_downloaded_bundle_runs_from_its_folder_without_segtune(config: Mode
     study, store, _ = _study_with_trials(tmp_path, images, config)
     with zipfile.ZipFile(io.BytesIO(bundle_zip(study, study.trials[1], store))) as archive:
         archive.extractall(tmp_path / "unzipped")
+        assert {oct(entry.external_attr >> 16) for entry in archive.infolist()} == {"0o100644"}  # not 0600: others may read the card
     folder = tmp_path / "unzipped" / "lungs-trial1"
     smp_folder = {CONFIG_FILE} if config.architecture == "Unet" else set()
     assert {p.name for p in folder.iterdir()} == {WEIGHTS_FILE, SEGTUNE_FILE, ONNX_FILE, PREDICT_SCRIPT, "MODEL_CARD.md", *smp_folder}
@@ -526,7 +540,7 @@ def test_an_int8_variant_download_runs_without_segtune(int8: tuple, images: torc
     with zipfile.ZipFile(io.BytesIO(variant_zip(study, 1, 1, store))) as archive:
         archive.extractall(tmp_path / "unzipped")
     [folder] = (tmp_path / "unzipped").iterdir()
-    assert {p.name for p in folder.iterdir()} == {export.TORCHSCRIPT_FILE, SEGTUNE_FILE, ONNX_FILE, PREDICT_SCRIPT, "MODEL_CARD.md"}
+    assert {p.name for p in folder.iterdir()} == {TORCHSCRIPT_FILE, SEGTUNE_FILE, ONNX_FILE, PREDICT_SCRIPT, "MODEL_CARD.md"}
     assert "int8 static" in (folder / "MODEL_CARD.md").read_text()
     (folder / "images").mkdir()
     for index, image in enumerate(images):

@@ -254,7 +254,61 @@ def test_status_shows_running_epochs_workers_and_eta(workspace: Settings) -> Non
     assert [(r.number, r.epoch, r.epochs_planned, r.device) for r in status.running] == [(2, 2, 5, "cpu")]
     assert status.running[0].heartbeat_age_s < 5 and [w.id for w in status.workers] == ["w1"]
     mean = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in study.trials[:2]) / 2
-    assert status.eta_s == pytest.approx(mean * 2)
+    assert status.eta_s == pytest.approx(status.running[0].eta_s + mean)  # the running trial's time left, then one more trial
+
+
+def finished_trials(study: optuna.Study, seconds: float, count: int) -> None:
+    import datetime as dt
+
+    from optuna.trial import FrozenTrial
+
+    start = dt.datetime.now() - dt.timedelta(minutes=10)
+    for _ in range(count):
+        study.add_trial(FrozenTrial(number=0, state=TrialState.COMPLETE, value=0.5, values=None, datetime_start=start,
+                                    datetime_complete=start + dt.timedelta(seconds=seconds), params={}, distributions={},
+                                    user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=0))
+
+
+def test_eta_is_never_shorter_than_what_a_running_trial_has_left(workspace: Settings) -> None:
+    """After Extend the ETA read 3 s (the mean of short pruned trials) while the running trial said 47 s left."""
+    job_id = queue(workspace, "s-left", 4)
+    register_worker(workspace, "w1", "cpu")
+    claim_job(workspace, "w1", "cpu")
+    study = optuna.load_study(study_name="s-left", storage=open_storage(workspace.db_url))
+    finished_trials(study, 3.0, 3)
+    running = study.ask()
+    running.set_user_attr(TrialAttr.WORKER, "w1")
+    running.set_user_attr(TrialAttr.PROGRESS, {"epoch": 1, "epochs": 3, "batch": 1, "batches": 1000})
+    time.sleep(0.05)
+    status = job_status(workspace, job_id)
+    left = status.running[0].eta_s
+    assert left is not None and left > 3
+    assert status.eta_s == pytest.approx(left)  # the last trial of the budget is running: its time left is the job's
+    extend_job(workspace, job_id, 2, launch=False)
+    extended = job_status(workspace, job_id)
+    assert extended.eta_s == pytest.approx(extended.running[0].eta_s + 2 * 3.0)  # then two 3 s trials on the one worker
+
+
+def test_an_ended_job_row_with_a_trial_on_a_live_worker_reads_as_running(workspace: Settings) -> None:
+    """Right after Resume the status read "Finished" while a trial was on epoch 1/3: the state shown
+    follows the trial rows, and a trial whose worker is gone is not counted as running."""
+    job_id = queue(workspace, "s-ended", 2)
+    register_worker(workspace, "w1", "cpu")
+    claim_job(workspace, "w1", "cpu")
+    study = optuna.load_study(study_name="s-ended", storage=open_storage(workspace.db_url))
+    finished_trials(study, 5.0, 1)
+    trial = study.ask()
+    trial.set_user_attr(TrialAttr.WORKER, "w1")
+    trial.set_user_attr(TrialAttr.PROGRESS, {"epoch": 1, "epochs": 3, "batch": 5, "batches": 10})
+    with tables_engine(workspace).begin() as connection:
+        set_status(connection, job_id, JobState.FINISHED, when=[JobState.RUNNING])
+    status = job_status(workspace, job_id)
+    assert status.job.status == JobState.FINISHED and status.state == JobState.RUNNING
+    assert status.running[0].live and status.eta_s == pytest.approx(status.running[0].eta_s)
+    with tables_engine(workspace).begin() as connection:
+        connection.execute(workers_table.delete().where(workers_table.c.id == "w1"))  # the worker is gone
+    gone = job_status(workspace, job_id)
+    assert not gone.running[0].live and gone.state == JobState.FINISHED and gone.eta_s is None
 
 
 def test_log_tail(workspace: Settings) -> None:

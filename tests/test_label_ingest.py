@@ -17,7 +17,7 @@ from core.cli import main
 from core.data.ingest import ingest_dataset
 from core.data.manifest import MANIFEST_FILE, DatasetError, Task, dataset_names, load_manifest
 from core.data.splits import SplitConfig, class_counts, file_split, make_split
-from core.data.tensors import LabelSet, clear_tensor_cache, load_tensor_set
+from core.data.tensors import clear_tensor_cache, load_tensor_set
 from core.settings import Settings
 from tests.helpers.classification_data import LIVER_GROUPS, blob_image, class_folders, liver_class_folders
 
@@ -58,7 +58,7 @@ def test_class_folders_are_detected_stored_and_decoded(tmp_path: Path) -> None:
     assert not (folder / "masks").exists() and load_manifest(tmp_path / "store", "scans") == manifest
     clear_tensor_cache()
     data = load_tensor_set(folder, manifest, manifest.stems, 16, 1)
-    assert isinstance(data, LabelSet) and Counter(data.labels.tolist()) == {0: 6, 1: 4}
+    assert data.task == Task.CLASSIFICATION and Counter(data.targets.tolist()) == {0: 6, 1: 4}
 
 
 def test_a_zip_of_class_folders_under_a_top_folder(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from core.errors import SegTuneError
-from core.metrics.segmentation import METRIC_NAMES, SegmentationMetrics, image_dice_scores, mean_image_dice, per_image_dice, pooled_dice, predict_mask
+from core.metrics.segmentation import METRIC_NAMES, SegmentationMetrics, image_dice_scores, mean_image_dice, per_image_dice, pooled_dice
 
 BIG = 20.0
 
@@ -157,15 +157,6 @@ def test_bad_input_is_named() -> None:
         metrics.compute()
 
 
-def test_predict_mask() -> None:
-    logits = torch.tensor([[[[2.0, -2.0]]]])
-    assert predict_mask(logits, "binary").tolist() == [[[1, 0]]]
-    assert predict_mask(logits, "binary", threshold=0.95).tolist() == [[[0, 0]]]
-    multi = torch.tensor([[[[0.1, 3.0]], [[2.0, 0.0]], [[0.0, 1.0]]]])  # (1, 3, 1, 2)
-    assert predict_mask(multi, "multiclass").tolist() == [[[1, 0]]]
-    assert predict_mask(multi, "multiclass").dtype == torch.long
-
-
 def test_per_image_dice() -> None:
     target = np.array([[0, 1], [1, 0]])
     assert per_image_dice(np.array([[0, 1], [0, 0]]), target, 2) == pytest.approx(2 / 3)
@@ -176,11 +167,9 @@ def test_per_image_dice() -> None:
         per_image_dice(np.zeros((2, 2)), np.zeros((3, 3)), 2)
 
 
-def test_threshold_is_inclusive_and_bad_modes_list_the_valid_ones() -> None:
-    # a probability exactly at the threshold counts as foreground (sigmoid(0) == 0.5 >= 0.5)
-    assert predict_mask(torch.zeros(1, 1, 1, 2), "binary").tolist() == [[[1, 1]]]
+def test_bad_modes_list_the_valid_ones() -> None:
     with pytest.raises(ValueError, match=r"unknown mode 'multilabel'; valid: \['binary', 'multiclass'\]"):
-        predict_mask(torch.zeros(1, 1, 1, 1), "multilabel")
+        SegmentationMetrics("multilabel", 2)
 
 
 def test_per_image_and_pooled_dice_from_counts_by_hand() -> None:

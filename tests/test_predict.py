@@ -84,7 +84,7 @@ def test_a_torchscript_folder_predicts_too(bundle: Path, images: Path, tmp_path:
 
 
 def test_cli_runs_and_missing_folders_are_clear_errors(bundle: Path, images: Path, tmp_path: Path) -> None:
-    args = argparse.Namespace(model=bundle, images=images, out=tmp_path / "cli", overlay=False)
+    args = argparse.Namespace(model=bundle, images=images, out=tmp_path / "cli", overlay=False, tta=False, save_probabilities=False)
     assert predict_command.run(args) == 0
     assert len(list((tmp_path / "cli").glob("*.png"))) == 3
     with pytest.raises(PredictError, match="does not exist"):

@@ -79,12 +79,12 @@ def test_running_trial_reads_batch_progress_and_estimates_time_left() -> None:
     study._storage.set_trial_user_attr(trial._trial_id, TrialAttr.EPOCH, 1)
     study._storage.set_trial_user_attr(trial._trial_id, TrialAttr.EPOCHS_PLANNED, 4)
     frozen = study.get_trials(deepcopy=False)[0]
-    running = _running_trial(frozen, None)
+    running = _running_trial(frozen, None, set(), True)
     assert running.progress is None and running.fraction == pytest.approx(0.25)
     study._storage.set_trial_user_attr(trial._trial_id, TrialAttr.PROGRESS, {"epoch": 2, "epochs": 4, "batch": 5, "batches": 10})
     frozen = study.get_trials(deepcopy=False)[0]
     frozen.datetime_start = datetime.now() - timedelta(seconds=150)
-    running = _running_trial(frozen, None)
+    running = _running_trial(frozen, None, set(), True)
     assert running.progress == BatchProgress(2, 4, 5, 10)
     assert running.fraction == pytest.approx(0.375)
     assert running.eta_s == pytest.approx(150 * 0.625 / 0.375, rel=0.05)

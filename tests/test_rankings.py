@@ -286,7 +286,7 @@ def _lungs_with_split_file(tmp_path: Path, count: int = 24) -> tuple[Path, dict[
 def test_split_csv_is_kept_at_ingest_and_honoured(workspace, tmp_path: Path) -> None:
     from core.data.manifest import dataset_path, load_manifest
     from core.data.splits import SplitError, frozen_split
-    from core.training.study_data import study_source
+    from core.search.study_source import study_source
 
     source, parts = _lungs_with_split_file(tmp_path)
     assert set(parts.values()) == {"train", "val", "test"}

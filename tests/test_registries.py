@@ -103,6 +103,9 @@ def test_every_catalogue_metric_is_computed_and_stored_by_a_real_trial(workspace
             assert metric.name in epoch, metric.name
         elif metric.scope == Scope.VOLUME:  # volume datasets only: tests/test_volume_roundtrip.py
             assert metric.name not in attrs[TrialAttr.VAL_METRICS], metric.name
+        elif metric.scope == Scope.CASE:  # per image at the original size, when the trial ends
+            assert metric.name in attrs[TrialAttr.VAL_METRICS] and metric.name in attrs[TrialAttr.TEST_METRICS], metric.name
+            assert all(metric.name in row for row in attrs[TrialAttr.VAL_CASES]), metric.name
         else:
             assert metric.source == Source.MEASUREMENT and attrs[metric.name] > 0, metric.name
     # the objective is the validation metric the catalogue names, never the test one

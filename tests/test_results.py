@@ -210,3 +210,16 @@ def test_default_trial_needs_a_completed_trial(store: FileSystemArtifactStore) -
     empty = build_study(optuna.storages.InMemoryStorage(), store, n_trials=0)
     with pytest.raises(SegTuneError, match="no completed trial yet"):
         default_trial(empty)
+
+
+def test_pruned_trials_ahead_of_a_complete_one_are_named_for_the_leaderboards_note() -> None:
+    import pandas as pd
+
+    from core.results.trials import pruned_ahead
+
+    frame = pd.DataFrame({"number": [0, 1, 2, 3], "state": ["complete", "complete", "pruned", "pruned"],
+                          "objective_val_dice": [0.8, 0.6, None, None], "val_dice": [0.8, 0.6, 0.7, 0.5]})
+    assert pruned_ahead(frame, "val_dice", maximize=True) == [2]  # above #1's 0.6, not #3's 0.5
+    assert pruned_ahead(frame, "val_dice", maximize=False) == [2, 3]  # lower is better: both under #0's 0.8
+    assert pruned_ahead(frame[frame["state"] == "pruned"], "val_dice", maximize=True) == []  # nothing complete to beat
+    assert pruned_ahead(frame, "val_loss", maximize=False) == []  # no such column

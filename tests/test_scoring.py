@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from core.contract import TrialAttr
-from core.data.tensors import TensorSet
+from core.data.tensors import ImageSet
 from core.metrics.baselines import TrialFlag
 from core.search.validation import spec_from_dict
 from core.training.loop import EpochRecord, Evaluation, TrainConfig, TrainResult
@@ -30,7 +30,7 @@ def _fold(dice: float, test_dice: float, predicted_background: float, *, epochs:
 
 def _inputs() -> tuple[torch.nn.Module, SimpleNamespace, TrainConfig]:
     model = torch.nn.Conv2d(1, 1, 1)  # binary: one logit per pixel
-    val = TensorSet(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), torch.zeros(2, 8, 8, dtype=torch.uint8), ("a", "b"))
+    val = ImageSet(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), torch.zeros(2, 8, 8, dtype=torch.uint8), ("a", "b"))
     return model, SimpleNamespace(val=val, manifest=SimpleNamespace(classes=("background", "foreground"))), TrainConfig(batch_size=2)
 
 

@@ -60,6 +60,9 @@ def test_every_problem_is_reported_with_its_field_and_the_valid_options() -> Non
         ({"objectives": ["images_per_s"]}, "pruner", "cannot be pruned"),
         ({"objectives": ["val_dice", "val_dice"], "sampler": "nsga2", "pruner": "none"}, "objectives", "once"),
         ({"preview_count": 0}, "preview_count", "between 1 and 64"),
+        ({"seed": -1}, "seed", "from 0 to 4,294,967,295"),
+        ({"seed": 2**70}, "seed", "from 0 to 4,294,967,295"),
+        ({"seed": 2**32}, "seed", "from 0 to 4,294,967,295"),
     ],
 )
 def test_rule_violations_name_the_field(overrides: dict, field: str, words: str) -> None:
@@ -86,6 +89,33 @@ def test_yaml_and_json_files_load_and_broken_files_say_why(tmp_path: Path) -> No
         load_spec(tmp_path / "bad.json")
     with pytest.raises(SpecError, match="cannot read"):
         load_spec(tmp_path / "missing.json")
+
+
+def test_the_largest_seed_gives_every_worker_a_sampler() -> None:
+    from core.search.samplers import make_sampler
+
+    spec = spec_from_dict(minimal(seed=2**32 - 1, sampler="random"))
+    assert make_sampler(spec, worker_index=3) is not None  # seed + index wraps instead of overflowing numpy
+
+
+def test_spec_files_with_a_byte_order_mark_load(tmp_path: Path) -> None:
+    for suffix in (".json", ".yaml"):
+        path = tmp_path / f"bom{suffix}"
+        path.write_bytes(b"\xef\xbb\xbf" + json.dumps(minimal()).encode())
+        assert load_spec(path).name == minimal()["name"]
+
+
+def test_yaml_aliases_number_keys_and_oversized_files_are_refused_cleanly(tmp_path: Path) -> None:
+    (tmp_path / "alias.yaml").write_text("name: &n s\ndataset: *n\n")
+    with pytest.raises(SpecError, match=r"aliases \(\*n\) are not allowed"):
+        load_spec(tmp_path / "alias.yaml")
+    (tmp_path / "keys.yaml").write_text("name: s\ndataset: d\n1: x\nfoo: y\nsplit: {2: 3, bar: 4}\n")  # numbers and names as keys
+    with pytest.raises(SpecError) as info:
+        load_spec(tmp_path / "keys.yaml")
+    assert "unknown key(s) [1, 'foo']" in info.value.problems["spec"] and "[2, 'bar']" in info.value.problems["split"]
+    (tmp_path / "big.json").write_text(" " * (1 << 20) + json.dumps(minimal()))
+    with pytest.raises(SpecError, match="big.json is over 1024 KB"):
+        load_spec(tmp_path / "big.json")
 
 
 def test_paper_presets_are_valid_specs() -> None:

@@ -34,7 +34,7 @@ def demo(workspace: Settings) -> Settings:
 
 
 def test_sampler_and_pruner_names_map_to_the_promised_optuna_classes() -> None:
-    base = spec("classes")
+    base = spec("classes", epochs=4)  # two epochs are too few to prune: "hyperband" would build no pruner (samplers.hyperband_resources)
     expected_samplers = {"random": optuna.samplers.RandomSampler, "grid": optuna.samplers.RandomSampler, "tpe": optuna.samplers.TPESampler,
                          "gp": optuna.samplers.GPSampler, "nsga2": optuna.samplers.NSGAIISampler}
     assert set(SAMPLERS.names) == set(expected_samplers)

@@ -16,7 +16,16 @@ from collections.abc import Callable, Sequence
 import pytest
 
 import core.runtime.tasks as tasks
-from core.runtime.tasks import Task, TaskError, TaskProgress, TaskState, get_task, list_tasks, start_task
+from core.runtime.tasks import (
+    BackgroundTask,
+    TaskError,
+    TaskProgress,
+    TaskState,
+    TaskSubject,
+    get_task,
+    list_tasks,
+    start_task,
+)
 from core.settings import Settings
 from tests.helpers.studies import tiny_study
 
@@ -42,7 +51,7 @@ def script(monkeypatch: pytest.MonkeyPatch, body: str) -> None:
     monkeypatch.setattr(tasks, "task_command", command)
 
 
-def wait_for(settings: Settings, task_id: str, done: Callable[[Task], bool], timeout: float = 60.0) -> Task:
+def wait_for(settings: Settings, task_id: str, done: Callable[[BackgroundTask], bool], timeout: float = 60.0) -> BackgroundTask:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         task = get_task(settings, task_id)
@@ -108,6 +117,28 @@ def test_progress_is_clamped_and_merged_into_the_status_file(workspace: Settings
     progress.update(-1, "back")
     assert get_task(workspace, task.id).fraction == 0.0
     assert not list(tasks.tasks_dir(workspace).glob(".*.tmp"))  # atomic writes leave no partial files
+
+
+def test_a_task_record_round_trips_its_subject(workspace: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tasks, "_launch", lambda settings, command, log: os.getpid())
+    subject = TaskSubject(study="cells", trial=3, method="prune", options={"sparsity": 0.7, "structured": False, "lr": None})
+    task = start_task(workspace, "compress", ["compress", "--whatever"], subject)
+    TaskProgress(workspace, task.id).update(0.5, "half way")  # the command's reports keep what the launcher recorded
+    read = get_task(workspace, task.id)
+    assert read.subject == subject and read.subject.is_about("cells", 3) and not read.subject.is_about("cells", 30)
+    assert get_task(workspace, start_task(workspace, "demo", ["demo"]).id).subject == TaskSubject()  # a task about nothing
+
+
+def test_a_record_written_before_subjects_existed_still_reads(workspace: Settings) -> None:
+    legacy = {"id": "compress-legacy", "kind": "compress", "argv": ["compress", "--study", "cells", "--trial", "3"],
+              "status": "finished", "fraction": 1.0, "message": "done", "created_at": 1.0, "pid": None, "result": {"variant": 1}}
+    tasks._merge(tasks._status_path(workspace, "compress-legacy"), legacy)
+    [task] = list_tasks(workspace, "compress")
+    assert (task.id, task.status, task.argv[0], task.result["variant"]) == ("compress-legacy", TaskState.FINISHED, "compress", 1)
+    assert task.subject == TaskSubject() and not task.subject.is_about("cells", 3)  # its arguments are not parsed back
+    broken = {**legacy, "id": "compress-broken", "subject": {"study": "cells", "trial": "3", "options": ["x"]}}
+    tasks._merge(tasks._status_path(workspace, "compress-broken"), broken)
+    assert get_task(workspace, "compress-broken").subject == TaskSubject(study="cells")
 
 
 def test_bad_ids_kinds_and_commands_are_refused(workspace: Settings) -> None:

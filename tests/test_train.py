@@ -6,7 +6,8 @@ import time
 import pytest
 import torch
 
-from core.data.tensors import AugmentConfig, LabelSet, TensorSet
+from core.contract import Task
+from core.data.tensors import AugmentConfig, ImageSet
 from core.errors import SegTuneError
 from core.metrics.catalogue import split_metrics
 from core.modeling.build import build_model
@@ -58,7 +59,7 @@ def test_training_learns_squares_and_keeps_the_best_epoch() -> None:
     model.load_state_dict(result.best_state)
     again = evaluate(model, val, 8, loss_fn=build_loss("dice_bce", "binary"), mode="binary", num_classes=2)
     assert again["dice"] == pytest.approx(result.val_metrics["dice"], abs=1e-5)
-    masks = predict(model, val, 4, mode="binary")
+    masks = predict(model, val, 4)
     assert masks.shape == (8, 32, 32) and set(masks.ravel().tolist()) <= {0, 1}
     assert measure_throughput(model, val, 4) > 0
 
@@ -117,7 +118,7 @@ def test_early_stopping_and_callbacks_can_stop_training() -> None:
 
 def test_augmented_multiclass_training_runs() -> None:
     data = squares(6, seed=5)
-    data = TensorSet(images=data.images.repeat(1, 3, 1, 1), masks=data.masks * 2, stems=data.stems)
+    data = ImageSet(images=data.images.repeat(1, 3, 1, 1), targets=data.targets * 2, stems=data.stems)
     model = build_model(ModelConfig(architecture="ClassicUNet", in_channels=3, num_classes=3, unet_start_filters=4, unet_depth=2))
     augment = AugmentConfig(hflip=True, vflip=True, rotate=10, shift_scale=0.1, brightness_contrast=0.2)
     result = train_model(model, data, data, TrainConfig(epochs=2, batch_size=3, loss="dice", augment=augment), mode="multiclass", num_classes=3)
@@ -175,7 +176,7 @@ def test_the_val_loss_is_the_mean_over_the_evaluation_batches(batch_size: int) -
     model.shift.data.fill_(3.0)  # imperfect, so every batch has its own loss
     with torch.no_grad():
         images = val.images.float() / 255
-        batches = [(images[i : i + batch_size], val.masks[i : i + batch_size]) for i in range(0, 8, batch_size)]
+        batches = [(images[i : i + batch_size], val.targets[i : i + batch_size]) for i in range(0, 8, batch_size)]
         expected = sum(float(loss_fn(model(x), y)) for x, y in batches) / len(batches)
     assert evaluate(model, val, batch_size, loss_fn=loss_fn, mode="binary", num_classes=2)["loss"] == pytest.approx(expected, rel=1e-6)
 
@@ -188,7 +189,7 @@ def test_a_detailed_evaluation_counts_each_image_and_the_class_shares() -> None:
     model.shift.data.fill_(19.0)  # the squares plus background pixels above grey 6 (no logit is exactly 0): imperfect
     with torch.no_grad():
         predicted = (model(val.images.float() / 255)[:, 0] > 0).long()
-    truth = val.masks.long()
+    truth = val.targets.long()
     detail = evaluate_detailed(model, val, 4, loss_fn=build_loss("dice_bce", "binary"), mode="binary", num_classes=2)
     expected_counts = torch.stack([(predicted & truth).sum((1, 2)), (predicted & (1 - truth)).sum((1, 2)), ((1 - predicted) & truth).sum((1, 2))], dim=-1)
     assert detail.image_counts.tolist() == expected_counts[:, None, :].tolist()  # (images, foreground classes, 3)
@@ -239,11 +240,11 @@ class MeanBrightness(torch.nn.Module):
 
 
 def test_labelled_images_are_trained_and_scored_as_classification() -> None:
-    """A LabelSet gets a classification loss and scorer: per-image labels and class probabilities."""
+    """A classification ImageSet gets a classification loss and scorer: per-image labels and class probabilities."""
     squares_set = squares(6, seed=8)
     images = squares_set.images.clone()
     images[3:] = 20  # the last three are plain grey: class 0
-    data = LabelSet(images=images, labels=torch.tensor([1, 1, 1, 0, 0, 0]), stems=squares_set.stems)
+    data = ImageSet(images=images, targets=torch.tensor([1, 1, 1, 0, 0, 0]), stems=squares_set.stems, task=Task.CLASSIFICATION)
     model = MeanBrightness()
     config = TrainConfig(epochs=1, batch_size=4, loss="cross_entropy", optimizer=OptimizerConfig(name="sgd", lr=0.0), patience=10)
     result = train_model(model, data, data, config, mode="binary", num_classes=2)

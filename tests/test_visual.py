@@ -49,3 +49,24 @@ def test_error_map_colours_hits_false_positives_and_misses() -> None:
 
 def test_shrink_keeps_aspect() -> None:
     assert shrink(np.zeros((100, 50, 3), np.uint8), 40).shape == (40, 20, 3)
+
+
+def test_colour_schemes_are_picked_by_contrast_with_the_image() -> None:
+    """Issue 24: orange masks and red false positives were hard to see on reddish (endoscopy) images."""
+    from core.data.visual import COLOUR_SCHEMES, colour_scheme, contrast_scheme
+
+    def flat(rgb: tuple[int, int, int]) -> np.ndarray:
+        return np.zeros((16, 16, 3), np.uint8) + np.array(rgb, np.uint8)
+
+    assert contrast_scheme(flat((128, 128, 128))) == "standard"  # grey scans keep the familiar colours
+    assert contrast_scheme(np.full((16, 16), 30, np.uint8)) == "standard"
+    assert contrast_scheme(flat((180, 90, 80))) == "cool"  # a polyp's red: cyan / yellow / blue
+    assert contrast_scheme(flat((40, 80, 200))) == "warm"  # blue stains: yellow / magenta / white
+    target, prediction = np.array([[1, 0]], np.uint8), np.array([[1, 1]], np.uint8)
+    cool = colour_scheme("cool")
+    out = error_map(prediction, target, alpha=1.0, colours=cool.errors)
+    assert tuple(out[0, 0]) == cool.errors["true positive"] and tuple(out[0, 1]) == cool.errors["false positive"]
+    assert class_colors(3, cool.classes)[1:] == list(cool.classes[:2])
+    assert all(set(scheme.errors) == {"true positive", "false positive", "false negative"} for scheme in COLOUR_SCHEMES.values())
+    with pytest.raises(SegTuneError, match=r"unknown colour scheme 'neon'; valid: \['auto', 'standard', 'cool', 'warm'\]"):
+        colour_scheme("neon")

@@ -23,8 +23,8 @@ from core.errors import SegTuneError
 from core.modeling.architectures import config_from_params
 from core.modeling.build import build_model
 from core.modeling.bundle import BundleConfig, save_bundle, volume_preprocessing
+from core.search.study_source import study_source
 from core.search.validation import SpecError, spec_from_dict
-from core.training.study_data import study_source
 from tests.helpers.volume_data import SHAPE, lps_affine, msd_folder, phantom, write_nifti
 
 WINDOW = IntensityConfig.window("abdomen")
@@ -84,7 +84,7 @@ def test_loader_augmentation_and_model_take_every_channel(tmp_path: Path) -> Non
         assert np.array_equal(data.images[0, band].numpy(), prepare_image(raw[..., band:band + 1], 32, 1)[0])
     with pytest.raises(SegTuneError, match="has 5 channel.*takes 3"):
         load_tensor_set(folder, manifest, manifest.stems[:1], 32, 3)
-    images, masks = augment_batch(data.images.float() / 255, data.masks, AugmentConfig(hflip=True, rotate=10, brightness_contrast=0.3),
+    images, masks = augment_batch(data.images.float() / 255, data.targets, AugmentConfig(hflip=True, rotate=10, brightness_contrast=0.3),
                                   torch.Generator().manual_seed(0))
     assert images.shape == data.images.shape and not torch.equal(images, data.images.float() / 255)
     model = build_model(config_from_params({"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2}, SEQUENCES, 2))

@@ -21,9 +21,10 @@ from core.data.intensity import IntensityConfig
 from core.data.manifest import load_manifest
 from core.data.splits import load_split
 from core.data.volume_ingest import VolumeIngestOptions, ingest_volumes
-from core.deploy.export import trial_bundle
 from core.deploy.predict_volumes import predict_volumes
-from core.deploy.volume_masks import predict_slices, split_volumes, trial_model, volume_dice, volume_slices
+from core.modeling.bundle import trial_bundle
+from core.results.trials import default_trial
+from core.results.volume_masks import predict_slices, split_volumes, trial_model, volume_dice, volume_slices
 from core.runtime.storage import open_artifact_store
 from core.runtime.tuning import run_study
 from core.search.validation import spec_from_dict
@@ -62,7 +63,7 @@ def test_ingest_tune_predict_volumes(tmp_path: Path, workspace) -> None:
         scores.append(volume_dice(slices, predict_slices(model, config, slices.images)))
     assert np.isclose(np.mean(scores), val["dice_per_volume"])  # the same figure the trial recorded, from the stored weights
 
-    bundle = trial_bundle(study, None, store, tmp_path / "bundle")
+    bundle = trial_bundle(default_trial(study), store, tmp_path / "bundle")
     new = tmp_path / "new"
     image, truth = phantom(42)
     write_nifti(new / "scan.nii.gz", image, lps_affine())

@@ -156,7 +156,7 @@ def test_old_2d_manifests_still_load_unchanged() -> None:
 def test_cli_ingest_with_volume_options(tmp_path: Path, workspace) -> None:
     source = msd_folder(tmp_path / "src", 3)
     args = argparse.Namespace(path=source, name="liver", classes=None, mask_suffix=None, task=None, volumes=True, axis=1, window="liver",
-                              level=None, width=None, normalise=None, empty_fraction=0.0)
+                              level=None, width=None, normalise=None, empty_fraction=0.0, max_volume_mb=None)
     assert ingest_command.run(args) == 0
     manifest = load_manifest(workspace.datasets_dir, "liver")
     assert manifest.slicing.axis == 1 and manifest.slicing.intensity["level"] == 60.0

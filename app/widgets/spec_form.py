@@ -17,6 +17,7 @@ from typing import Any
 
 import streamlit as st
 
+from app.state import Key
 from core.contract import Task
 from core.data.splits import SplitConfig
 from core.metrics.catalogue import objective_metrics
@@ -54,6 +55,7 @@ LABELS: dict[str, str] = {
 TASK_LABELS: dict[Task, str] = {Task.SEGMENTATION: "Segmentation (a mask per image)", Task.CLASSIFICATION: "Classification (a label per image)"}
 RANGE, VALUES = "range", "values"
 AUTO_CHANNELS = 0  # the form's stand-in for "the dataset's own" (None in the spec)
+WHOLE_IMAGES = 0  # the form's stand-in for "no patch" (None in the spec)
 IMAGE_SIZES = (32, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 1024)
 FormValues = MutableMapping[str, Any]
 
@@ -64,6 +66,13 @@ def key(name: str) -> str:
 
 TASK = key("task")  # the task the form describes (a Task value); follows the chosen dataset's
 TASK_DATASET = key("_task_dataset")  # the dataset the form's task was last set for: choosing another re-derives it
+FORM_DATASET: Key[str | None] = Key(key("dataset"), None)  # the Dataset box (None until the form's first fill)
+FORM_TASK_DATASET: Key[str | None] = Key(TASK_DATASET, None)
+
+
+def form_values() -> FormValues:
+    """The form's values as its widgets hold them (session state, keys ``ns.*``)."""
+    return st.session_state
 
 
 def form_task(values: Mapping[str, Any]) -> Task:
@@ -92,7 +101,7 @@ def spec_to_form(spec: StudySpec) -> dict[str, Any]:
     values: dict[str, Any] = {
         TASK: str(Task(spec.task)), TASK_DATASET: spec.dataset,
         key("name"): spec.name, key("dataset"): spec.dataset, key("description"): spec.description,
-        key("image_size"): spec.image_size, key("channels"): spec.channels or AUTO_CHANNELS,
+        key("image_size"): spec.image_size, key("patch_size"): spec.patch_size or WHOLE_IMAGES, key("channels"): spec.channels or AUTO_CHANNELS,
         key("objectives"): objectives, key("sampler"): spec.sampler, key("pruner"): spec.pruner,
         key("n_trials"): spec.budget.n_trials or 0,
         key("timeout_min"): (spec.budget.timeout_s or 0) / 60, key("max_epochs"): spec.budget.max_epochs,
@@ -129,6 +138,7 @@ def form_to_dict(values: Mapping[str, Any]) -> dict[str, Any]:
         "dataset": values.get(key("dataset")) or "",
         "description": values.get(key("description"), ""),
         "image_size": int(values.get(key("image_size"), 256)),
+        "patch_size": (int(values.get(key("patch_size"), WHOLE_IMAGES)) or None) if task == Task.SEGMENTATION else None,  # hidden for classifiers
         "channels": None if channels == AUTO_CHANNELS else int(channels),
         "objectives": [{"metric": metric} for metric in values.get(key("objectives"), [])],
         "budget": {"n_trials": n_trials or None, "timeout_s": timeout_min * 60 or None, "max_epochs": int(values.get(key("max_epochs"), 20))},
@@ -343,6 +353,12 @@ def study_settings_editor(datasets: Sequence[str], problems: Mapping[str, str]) 
     left.text_input("Description", key=key("description"), persist_state="session")
     with middle:
         problem_for(problems, "image_size")
+    if form_task(st.session_state) == Task.SEGMENTATION:  # classifiers see each image whole
+        middle.selectbox("Training patch (px)", (WHOLE_IMAGES, *IMAGE_SIZES), key=key("patch_size"), persist_state="session",
+                         format_func=lambda p: "whole image" if p == WHOLE_IMAGES else f"{p} px crops",
+                         help="Train on random crops of this side of the images (at the image size above) and predict by a sliding window.")
+        with middle:
+            problem_for(problems, "patch_size")
 
 
 def search_editor(problems: Mapping[str, str], task: Task = Task.SEGMENTATION) -> None:

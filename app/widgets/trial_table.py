@@ -34,8 +34,9 @@ BEST_MARK = "★"
 
 
 def shown_metrics(task: Task = Task.SEGMENTATION) -> tuple[str, ...]:
-    """The task's split metrics a trial can be chosen on, in catalogue order (the loss is left to the curves)."""
-    return tuple(m.name for m in task_metrics(task) if m.scope == Scope.SPLIT and m.objective and m.source != Source.LOSS)
+    """The task's split metrics a trial can be chosen on, then its per-case ones (NSD, HD95), in
+    catalogue order (the loss is left to the curves)."""
+    return tuple(m.name for m in task_metrics(task) if m.scope in (Scope.SPLIT, Scope.CASE) and m.objective and m.source != Source.LOSS)
 
 
 def headline_metrics(task: Task = Task.SEGMENTATION) -> tuple[str, str]:
@@ -50,20 +51,33 @@ def shown_value(value: object, spec: str = ".3f") -> str:
     return "—" if value is None or pd.isna(value) else format(value, spec)
 
 
+def shown_count(value: object) -> str:
+    """A count for a metric card, compact so a narrow card never cuts it: 13.0 M, 850 k, 512."""
+    if value is None or pd.isna(value):
+        return "—"
+    number = float(value)  # type: ignore[arg-type]
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(number) >= size:
+            return f"{number / size:.1f} {suffix}"
+    return f"{number:.0f}"
+
+
 def visible_columns(frame: pd.DataFrame, groups: Sequence[str], task: Task = Task.SEGMENTATION) -> list[str]:
-    """The frame's columns to show for the chosen groups, in reading order (the metrics of ``task``)."""
+    """The frame's columns to show for the chosen groups, in reading order (the metrics of ``task``):
+    the scores first, so the columns a reader ranks by are never the ones scrolled out of sight."""
     columns = ["best", "number", "state", "rank", *[c for c in frame.columns if c.startswith("objective_")]]
-    if "flags" in frame and frame["flags"].fillna("").astype(bool).any():
-        columns.append("flags_shown")  # shown whenever a listed trial is flagged
-    if "params" in groups:
-        columns += [c for c in frame.columns if c.startswith("param_")]
     for split in ("val", "test"):
         if split in groups:
-            columns += [f"{split}_{m}" for m in shown_metrics(task) if f"{split}_{m}" in frame]
+            # per-case metrics only where trials have them (studies scored at training size do not)
+            columns += [f"{split}_{m}" for m in shown_metrics(task) if f"{split}_{m}" in frame and frame[f"{split}_{m}"].notna().any()]
             if f"{split}_dice_ci_low" in frame and frame[f"{split}_dice_ci_low"].notna().any():
                 columns.insert(columns.index(f"{split}_dice") + 1, f"{split}_dice_ci")
             if split == "val" and "val_dice_std" in frame and frame["val_dice_std"].notna().any():
                 columns.insert(columns.index("val_dice") + 1, "val_dice_mean_sd")
+    if "flags" in frame and frame["flags"].fillna("").astype(bool).any():
+        columns.append("flags_shown")  # shown whenever a listed trial is flagged
+    if "params" in groups:
+        columns += [c for c in frame.columns if c.startswith("param_")]
     if "cost" in groups:
         columns += list(COST_COLUMNS)
     if failure_reasons(frame):
@@ -81,9 +95,10 @@ def column_config(frame: pd.DataFrame) -> dict[str, st.column_config.Column]:
     """Labels and number formats: 3 decimals for metrics, compact counts, scientific learning rates."""
     config: dict[str, st.column_config.Column] = {
         "best": st.column_config.TextColumn("", width="small", help="★ best trial (Pareto front when several objectives)"),
-        "number": st.column_config.NumberColumn("Trial", format="#%d", width="small"),
+        "number": st.column_config.NumberColumn("Trial", format="#%d", width="small", pinned=True),  # kept in sight when scrolled
         "state": st.column_config.TextColumn("State"),
-        "rank": st.column_config.NumberColumn("Rank", format="%d", width="small", help="By the first objective; complete trials only"),
+        "rank": st.column_config.NumberColumn("Rank", format="%d", width="small", help="By the first objective; complete trials only: "
+                                              "pruned, failed and running trials are not ranked"),
         "epochs_run": st.column_config.NumberColumn("Epochs", format="%d"),
         "train_time_s": st.column_config.NumberColumn("Train time (s)", format="%.1f"),
         "images_per_s": st.column_config.NumberColumn("Images/s", format="%.0f"),
@@ -104,7 +119,7 @@ def column_config(frame: pd.DataFrame) -> dict[str, st.column_config.Column]:
             config[column] = st.column_config.NumberColumn(name, format="%.2e") if numeric and name in ("lr", "weight_decay") else st.column_config.Column(name)
     headlines = {headline_metrics(task)[0] for task in Task}  # drawn as bars
     for split, title in (("val", "Val"), ("test", "Test")):
-        for metric in (m.name for m in METRICS if m.scope in (Scope.SPLIT, Scope.VOLUME)):
+        for metric in (m.name for m in METRICS if m.scope in (Scope.SPLIT, Scope.VOLUME, Scope.CASE)):
             label = f"{title} {METRICS.get(metric).label}"
             if metric in headlines:
                 config[f"{split}_{metric}"] = st.column_config.ProgressColumn(label, min_value=0.0, max_value=1.0, format="%.3f")
@@ -139,6 +154,10 @@ def trial_table(frame: pd.DataFrame, columns: list[str], *, key: str) -> None:
         rows = st.session_state[key].selection.rows
         state.SELECTED_TRIALS.set(tuple(int(frame["number"].iloc[row]) for row in rows))
 
+    # The shared choice (made here or on a compare page) is shown ticked, so the boxes and the
+    # "Selected" line below the table never disagree.
+    chosen = set(state.SELECTED_TRIALS.get())
+    ticked = [row for row, number in enumerate(frame["number"]) if int(number) in chosen]
     st.dataframe(
         display_frame(frame, columns),
         column_config=column_config(frame),
@@ -146,6 +165,8 @@ def trial_table(frame: pd.DataFrame, columns: list[str], *, key: str) -> None:
         hide_index=True,
         on_select=remember_selection,
         selection_mode="multi-row",
+        selection_default={"selection": {"rows": ticked}},
+        placeholder="–",  # no rank or objective (pruned, failed, running trials): a dash, not "None"
         key=key,
         height=min(35 * (len(frame) + 1) + 3, 560),
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from core.data.archives import volume_limits
 from core.data.ingest import ingest_dataset
 from core.data.intensity import WINDOW_PRESETS, intensity_from_options
 from core.data.manifest import DatasetManifest, Task
@@ -35,6 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     volumes.add_argument("--level", type=float, help="CT window level in HU (with --width)")
     volumes.add_argument("--width", type=float, help="CT window width in HU (with --level)")
     volumes.add_argument("--normalise", choices=["percentile"], help="MRI: per-volume 0.5-99.5 percentile scaling (the default)")
+    volumes.add_argument("--max-volume-mb", type=_positive_mb, help="the most memory one volume may take, checked on its header before "
+                                                                   "it is read (default: SEGTUNE_MAX_VOLUME_MB, else 2048)")
     volumes.add_argument("--empty-fraction", type=float, default=1.0, help="share of slices without foreground to keep (default 1 = all)")
     parser.set_defaults(func=run)
 
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise SegTuneError("--volumes stores slices with their masks (segmentation); for slice classes ingest them, then run "
                            "`python -m core datasets from-masks NAME --name NEW` (mask empty / not empty)")
     if args.volumes:
-        return _ingest_volumes(args, classes, settings.datasets_dir)
+        return _ingest_volumes(args, classes, settings.datasets_dir, args.max_volume_mb or settings.max_volume_mb)
     manifest = ingest_dataset(args.path, args.name, settings.datasets_dir, classes=classes, mask_suffix=args.mask_suffix,
                               task=args.task)
     print(f"ingested {manifest.name}: {summary(manifest)}")
@@ -62,12 +65,18 @@ def summary(manifest: DatasetManifest) -> str:
     return f"{len(manifest.pairs)} pairs, {manifest.channels} channel(s), classes {list(manifest.classes)}"
 
 
-def _ingest_volumes(args: argparse.Namespace, classes: list[str] | None, datasets_dir: Path) -> int:
+def _positive_mb(text: str) -> int:
+    if not text.strip().isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"a whole number of MiB above 0, got {text!r}")
+    return int(text)
+
+
+def _ingest_volumes(args: argparse.Namespace, classes: list[str] | None, datasets_dir: Path, max_volume_mb: int | None) -> int:
     from core.data.volume_ingest import VolumeIngestOptions, ingest_volumes
 
     intensity = intensity_from_options(args.window, args.level, args.width, args.normalise)
     options = VolumeIngestOptions(axis=args.axis, intensity=intensity, empty_fraction=args.empty_fraction)
-    manifest = ingest_volumes(args.path, args.name, datasets_dir, classes=classes, options=options)
+    manifest = ingest_volumes(args.path, args.name, datasets_dir, classes=classes, options=options, limits=volume_limits(max_volume_mb))
     print(f"ingested {manifest.name}: {len(manifest.volumes)} volumes, {len(manifest.pairs)} slices along axis {args.axis}, "
           f"{intensity.description}, classes {list(manifest.classes)}")
     print(f"stored in {datasets_dir / manifest.name}")

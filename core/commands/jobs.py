@@ -69,14 +69,14 @@ def jobs_table_text(settings: Settings) -> str:
     for job in jobs:
         status = job_status(settings, job.id)
         total = status.trials_total if status.trials_total is not None else "-"
-        lines.append(f"{job.id:>4}  {job.study_name[:24]:24s} {job.status:12s} {f'{status.trials_done}/{total}':>9s}  {len(status.workers):>7d}  {_duration(status.eta_s)}")
+        lines.append(f"{job.id:>4}  {job.study_name[:24]:24s} {status.state:12s} {f'{status.trials_done}/{total}':>9s}  {len(status.workers):>7d}  {_duration(status.eta_s)}")
     return "\n".join(lines)
 
 
 def status_text(status: JobStatus, settings: Settings, log_lines: int) -> str:
     job, counts = status.job, status.counts
     lines = [
-        f"job {job.id}  study {job.study_name}  {job.status}" + (f"  error: {job.error}" if job.error else ""),
+        f"job {job.id}  study {job.study_name}  {status.state}" + (f"  error: {job.error}" if job.error else ""),
         f"trials {status.trials_done}/{status.trials_total if status.trials_total is not None else '-'}"
         f"  (complete {counts.complete}, pruned {counts.pruned}, failed {counts.failed}, cancelled {counts.cancelled})"
         f"  best {status.best_value if status.best_value is not None else '-'}  eta {_duration(status.eta_s)}",
@@ -85,7 +85,7 @@ def status_text(status: JobStatus, settings: Settings, log_lines: int) -> str:
         epoch = f"epoch {trial.epoch or 0}/{trial.epochs_planned or '?'}"
         if trial.progress is not None:  # within a long epoch: the batch too
             epoch = f"epoch {trial.progress.epoch}/{trial.progress.epochs} batch {trial.progress.batch}/{trial.progress.batches}"
-        beat = f"heartbeat {trial.heartbeat_age_s:.0f}s ago" if trial.heartbeat_age_s is not None else "no live worker"
+        beat = f"heartbeat {trial.heartbeat_age_s:.0f}s ago" if trial.heartbeat_age_s is not None else "no live worker" if not trial.live else "heartbeat pending"
         lines.append(f"  trial {trial.number:>4}  {epoch:14s} on {trial.device or '?':8s} {_duration(trial.elapsed_s)} running, {beat}")
     for worker in status.workers:
         lines.append(f"  worker {worker.id} pid {worker.pid} on {worker.host}:{worker.device}")

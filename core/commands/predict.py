@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, type=Path,
                         help="folder for the masks (<stem>.png) or label volumes (<case>.nii.gz); a classifier's CSV file (file, label, confidence, p_<class>...)")
     parser.add_argument("--overlay", action="store_true", help="images: also write overlays into OUT/overlays/")
+    parser.add_argument("--tta", action="store_true", help="images: average the probabilities over mirrored copies (test-time augmentation)")
+    parser.add_argument("--save-probabilities", action="store_true",
+                        help="images: also write OUT/<stem>.npz with the class probabilities (K x H x W, background first)")
     parser.set_defaults(func=run)
 
 
@@ -40,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
         report = classify_folder(args.model, args.images, args.out, progress=True)
     else:
-        report = predict_folder(args.model, args.images, args.out, overlay=args.overlay, progress=True)
+        report = predict_folder(args.model, args.images, args.out, overlay=args.overlay, progress=True, tta=args.tta,
+                                save_probabilities=args.save_probabilities)
     print(report.summary(), file=sys.stderr if report.skipped else sys.stdout)
     return 0

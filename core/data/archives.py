@@ -6,29 +6,38 @@ counting real bytes, because the sizes a zip declares can lie.
 
 from __future__ import annotations
 
+import errno
 import re
 import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from core.data.volumes import MAX_VOLUME_BYTES
 from core.errors import add_problem
 
 IGNORED_NAMES = ("__MACOSX",)  # resource forks added by macOS zip tools
 _RATIO_MIN_BYTES = 1 << 20  # entries smaller than this cannot bomb; blank masks compress > 200x
 _TOTAL_RATIO_MIN_BYTES = 64 << 20  # the whole archive's ratio is checked from this declared size on
 _CHUNK = 1 << 20
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk or used-up quota: the user's to fix, not a bug
 
 
 @dataclass(frozen=True)
 class IngestLimits:
-    """Guards against zip bombs and absurd images."""
+    """Guards against zip bombs, absurd images and volumes whose headers declare more than memory holds."""
 
     max_total_bytes: int = 4 << 30  # uncompressed size of all zip entries together (4 GiB)
     max_files: int = 100_000  # zip entries
     max_ratio: float = 200.0  # uncompressed / compressed size of one zip entry (entries >= 1 MiB)
     max_image_pixels: int = 1 << 26  # width x height of one image (8192 x 8192)
+    max_volume_bytes: int = MAX_VOLUME_BYTES  # one medical volume in memory (float32 voxels x sequences), checked on its header
 
+
+
+def volume_limits(max_volume_mb: int | None) -> IngestLimits:
+    """The default limits with one volume's memory set to ``max_volume_mb`` MiB (None: the default)."""
+    return IngestLimits() if max_volume_mb is None else IngestLimits(max_volume_bytes=max_volume_mb << 20)
 
 
 def unpack(source: Path, dest: Path, limits: IngestLimits, problems: dict[str, str]) -> Path | None:
@@ -53,6 +62,8 @@ def unpack(source: Path, dest: Path, limits: IngestLimits, problems: dict[str, s
                 dest.mkdir(parents=True, exist_ok=True)
                 _extract(archive, dest, limits, problems)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:  # (zipfile raises LargeZipFile only when writing)
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            raise  # not the zip's fault: core.data.manifest.building_dataset says the disk is full
         problems[source.name] = f"corrupt zip archive: {exc}"
     return dest if len(problems) == before else None
 

@@ -16,16 +16,18 @@ from typing import Any
 
 import numpy as np
 
-from core.data.volumes import Volume, VolumeReadError, dicom_affine, is_dicom_seg_file, read_dicom_slices
+from core.data.volumes import MAX_VOLUME_BYTES, Volume, VolumeReadError, check_dicom_size, dicom_affine, is_dicom_seg_file, read_dicom_slices
 
 POSITION_ATOL_MM = 1e-2  # DICOM writes positions as decimal strings: allow their rounding, not a slice shift
 
 
-def read_dicom_seg(path: Path, series_folder: Path) -> Volume:
-    """The SEG at ``path`` as a class-index volume on the grid of the DICOM series in ``series_folder``."""
+def read_dicom_seg(path: Path, series_folder: Path, max_bytes: int = MAX_VOLUME_BYTES) -> Volume:
+    """The SEG at ``path`` as a class-index volume on the grid of the DICOM series in ``series_folder``
+    (its size, the series' voxels, checked against ``max_bytes`` before any frame is decoded)."""
     import highdicom as hd
 
     slices = read_dicom_slices(series_folder, pixels=False)
+    check_dicom_size(slices, max_bytes)
     try:
         seg = hd.seg.segread(path)
     except Exception as exc:  # pydicom / highdicom raise many types for a file that is no SEG

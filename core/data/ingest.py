@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from core.data.archives import IngestLimits, unpack
+from core.data.file_kinds import entry_problem, special_file_problems
 from core.data.images import MASK_MODES, mask_channel
 from core.data.label_ingest import build_labelled, detect_task
 from core.data.manifest import (
@@ -50,7 +51,9 @@ from core.data.source_files import (
     relative,
     shorten,
 )
+from core.data.volumes import looks_like_volumes
 from core.errors import add_problem, unknown_option
+from core.naming import class_name_problem
 
 MASK_SUFFIXES = ("_mask", "_seg", "_label", "-mask")  # tried in this order when none is given
 
@@ -66,6 +69,7 @@ def ingest_dataset(
     limits: IngestLimits = IngestLimits(),
     progress: Callable[[int, int], None] | None = None,
     confine_to: Sequence[Path] | None = None,
+    source_name: str | None = None,
 ) -> DatasetManifest:
     """Validate ``source`` (folder or .zip) and store it as dataset ``name``; raises :class:`DatasetError`.
 
@@ -75,6 +79,8 @@ def ingest_dataset(
     folders' or labels.csv's labels, sorted).
     ``confine_to``: import roots (the dashboard's "Folder on the server"): ``source`` must resolve
     under one of them and no link inside it may lead out (:mod:`core.data.server_folders`).
+    ``source_name``: what the manifest records as the source where ``source`` is a temporary copy
+    (a browser upload: the uploaded file's own name); default: ``source``'s path.
     """
     confine = tuple(Path(root).resolve() for root in confine_to) if confine_to is not None else None
     source, datasets_dir = Path(source), Path(datasets_dir)
@@ -83,10 +89,10 @@ def ingest_dataset(
     problems = _request_problems(source, name, datasets_dir, classes)
     if task is not None and task not in set(Task):
         problems["task"] = unknown_option("task", task, list(Task))
-    if not source.exists() or (source.is_file() and not zipfile.is_zipfile(source)) or "task" in problems:
+    if "source" in problems or "task" in problems:
         raise DatasetError(problems)
     request = IngestRequest(source, name, tuple(classes or BINARY_CLASSES), classes is not None, mask_suffix, limits, confine,
-                            None if task is None else Task(task))
+                            None if task is None else Task(task), source_name)
     with building_dataset(datasets_dir, name) as work:
         return _build(request, work, problems, progress)
 
@@ -125,6 +131,8 @@ def _request_problems(source: Path, name: str, datasets_dir: Path, classes: Sequ
     problems = _name_and_class_problems(name, datasets_dir, classes)
     if not source.exists():
         problems["source"] = f"not found: {source}"
+    elif kind := entry_problem(source):  # before anything opens it: a FIFO would block forever
+        problems["source"] = f"{source} {kind}"
     elif source.is_file() and not zipfile.is_zipfile(source):
         problems["source"] = f"{source} is neither a folder nor a .zip archive"
     return problems
@@ -145,6 +153,9 @@ def _class_problems(classes: Sequence[str]) -> dict[str, str]:
         return {"classes": f"must list 2 to 256 names (segmentation: background first), got {classes!r}"}
     if any(not isinstance(c, str) or not c.strip() for c in classes):
         return {"classes": f"every class name must be a non-empty string, got {list(classes)!r}"}
+    unprintable = "; ".join(problem for c in classes if (problem := class_name_problem(c)))
+    if unprintable:
+        return {"classes": unprintable}
     duplicates = sorted(c for c, n in Counter(classes).items() if n > 1)
     return {"classes": f"duplicate class name(s) {duplicates}"} if duplicates else {}
 
@@ -153,7 +164,15 @@ def _build(request: IngestRequest, work: Path, problems: dict[str, str], progres
     unpacked = unpack(request.source, work / "_source", request.limits, problems)
     if unpacked is None:
         raise DatasetError(problems)
+    special = special_file_problems(unpacked)  # refused before any file is opened
+    if special:
+        raise DatasetError({**problems, **special})
     root = find_root(unpacked)
+    stepped = [root, *(folder for folder in root.parents if folder.is_relative_to(unpacked))]  # find_root may step into imagesTr/<case>/
+    if any(looks_like_volumes(folder) for folder in stepped):
+        raise DatasetError({**problems, "layout": "this is a medical volume dataset (NIfTI files, or DICOM series folders in imagesTr/): "
+                                                  "ingest it as volumes: `python -m core ingest PATH --volumes`, or the dashboard's "
+                                                  "Medical volumes tab"})
     task = request.task or detect_task(root)
     if task == Task.CLASSIFICATION:
         manifest = build_labelled(request, root, work, problems, progress)
@@ -165,9 +184,9 @@ def _build(request: IngestRequest, work: Path, problems: dict[str, str], progres
 
 def _build_pairs(request: IngestRequest, root: Path, work: Path, problems: dict[str, str],
                  progress: Callable[[int, int], None] | None) -> DatasetManifest:
-    pairs = _match_pairs(root, request.mask_suffix, problems)
+    pairs = _match_pairs(root, request.mask_suffix, request.limits, problems)
     if not pairs and not problems:
-        problems["source"] = f"empty dataset: no image/mask pairs found in {request.source}"
+        problems["source"] = f"empty dataset: no image/mask pairs found in {request.shown_source}"
     checked = []
     for done, pair in enumerate(pairs, start=1):
         result = _check_pair(pair, request, problems)
@@ -187,7 +206,7 @@ def _write_manifest(request: IngestRequest, work: Path, checked: list[_Checked])
     manifest = DatasetManifest(
         name=request.name,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
-        source=str(request.source),
+        source=request.shown_source,
         channels=max(c.channels for c in checked),
         bit_depth=max(c.bit_depth for c in checked),
         classes=request.classes,
@@ -201,7 +220,7 @@ def _write_manifest(request: IngestRequest, work: Path, checked: list[_Checked])
 # --- source layout --------------------------------------------------------------------------------
 
 
-def _match_pairs(root: Path, mask_suffix: str | None, problems: dict[str, str]) -> list[_SourcePair]:
+def _match_pairs(root: Path, mask_suffix: str | None, limits: IngestLimits, problems: dict[str, str]) -> list[_SourcePair]:
     if (root / "images").is_dir() and (root / "masks").is_dir():
         images = index_images(root / "images", root, problems)
         masks = index_images(root / "masks", root, problems)
@@ -215,8 +234,8 @@ def _match_pairs(root: Path, mask_suffix: str | None, problems: dict[str, str]) 
             return []
         masks = {stem[: -len(suffix)]: path for stem, path in files.items() if stem.endswith(suffix)}
         images = {stem: path for stem, path in files.items() if not stem.endswith(suffix)}
-    _report_unmatched("image(s) without a mask", images.keys() - masks.keys(), images, root, problems)
-    _report_unmatched("mask(s) without an image", masks.keys() - images.keys(), masks, root, problems)
+    _report_unmatched("image", "image(s) without a mask", images.keys() - masks.keys(), images, root, limits, problems)
+    _report_unmatched("mask", "mask(s) without an image", masks.keys() - images.keys(), masks, root, limits, problems)
     return [_SourcePair(stem, images[stem], masks[stem], relative(images[stem], root), relative(masks[stem], root))
             for stem in sorted(images.keys() & masks.keys())]
 
@@ -227,8 +246,14 @@ def _detect_suffix(files: dict[str, Path]) -> str | None:
     return best if counts[best] else None
 
 
-def _report_unmatched(what: str, stems: Iterable[str], paths: dict[str, Path], root: Path, problems: dict[str, str]) -> None:
-    labels = [relative(paths[stem], root) for stem in sorted(stems)]
+def _report_unmatched(kind: str, what: str, stems: Iterable[str], paths: dict[str, Path], root: Path, limits: IngestLimits,
+                      problems: dict[str, str]) -> None:
+    """Files without a partner; one that does not decode is reported as corrupt instead (that is what to fix first)."""
+    labels = []
+    for stem in sorted(stems):
+        label = relative(paths[stem], root)
+        if decode(paths[stem], kind, label, limits, problems, lambda image: image.mode) is not None:
+            labels.append(label)
     if labels:
         problems[f"{len(labels)} {what}"] = shorten(labels)
 

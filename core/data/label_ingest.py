@@ -46,6 +46,7 @@ from core.data.source_files import (
     visible,
 )
 from core.errors import add_problem
+from core.naming import class_name_problem
 
 _HEADER = ("name", "label", "group")
 _SEGMENTATION_FOLDERS = ("images", "masks")
@@ -102,7 +103,7 @@ def build_labelled(request: IngestRequest, root: Path, work: Path, problems: dic
             progress(done, len(found.items))
     _report_copies(checked, problems)
     if not found.items and not problems:
-        problems["source"] = f"empty dataset: no labelled images found in {request.source}"
+        problems["source"] = f"empty dataset: no labelled images found in {request.shown_source}"
     if not problems:
         keep_split_file(root, [item.stem for item, _ in checked], work, problems)
     if problems:
@@ -207,6 +208,9 @@ def _classes(found: _Found, request: IngestRequest, problems: dict[str, str]) ->
         unknown = sorted(set(found.shown) - set(classes), key=_class_key)
         for name in unknown:
             add_problem(problems, found.shown[name], f"unknown class {name!r} ({counts[name]} image(s)); declared classes: {list(classes)}")
+    for name in found.shown:  # folder names and labels.csv labels (declared names were checked with the request)
+        if problem := class_name_problem(name):
+            add_problem(problems, found.shown[name], problem)
     empty = [name for name in classes if not counts[name]]
     if empty:
         problems[f"{len(empty)} empty class(es)"] = f"{shorten(empty)}: no images (every class needs at least one)"
@@ -242,7 +246,7 @@ def _store(request: IngestRequest, work: Path, classes: tuple[str, ...], checked
     manifest = DatasetManifest(
         name=request.name,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
-        source=str(request.source),
+        source=request.shown_source,
         channels=max(facts.channels for _, facts in checked),
         bit_depth=max(facts.bit_depth for _, facts in checked),
         classes=classes,

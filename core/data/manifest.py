@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from core.contract import Task  # the one task enum: studies and datasets must agree on it
+from core.data.archives import DISK_FULL
 from core.errors import ProblemsError, SegTuneError, unknown_option
 from core.naming import is_valid_name
 
@@ -307,9 +308,21 @@ def building_dataset(datasets_dir: Path, name: str) -> Iterator[Path]:
         if taken:
             raise DatasetError({"name": taken})
         os.rename(work, datasets_dir / name)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(work, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            raise DatasetError({"disk": "the disk that holds SegTune's datasets is full (no space left, or the quota is used up); "
+                                        "nothing was stored: free some space and add the dataset again"}) from exc
         raise
+
+
+def hide_dataset(datasets_dir: Path, name: str) -> Path:
+    """Rename dataset ``name`` away (one atomic step: no reader finds it from here on); returns where it went,
+    for :func:`shutil.rmtree` or for renaming it back."""
+    load_manifest(datasets_dir, name)  # raises DatasetNotFound
+    doomed = Path(datasets_dir) / f"{DELETE_PREFIX}{uuid.uuid4().hex}"
+    os.rename(Path(datasets_dir) / name, doomed)
+    return doomed
 
 
 def delete_dataset(datasets_dir: Path, name: str) -> None:
@@ -318,9 +331,7 @@ def delete_dataset(datasets_dir: Path, name: str) -> None:
     This is the data layer's delete and knows nothing of jobs: pages and the CLI call
     ``core.runtime.dataset_guard.delete_dataset_safely``, which refuses while a job uses the dataset.
     """
-    load_manifest(datasets_dir, name)  # raises DatasetNotFound
-    doomed = Path(datasets_dir) / f"{DELETE_PREFIX}{uuid.uuid4().hex}"
-    os.rename(Path(datasets_dir) / name, doomed)
+    doomed = hide_dataset(datasets_dir, name)
     shutil.rmtree(doomed, ignore_errors=True)  # a killed delete leaves it to remove_stale_work
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 from core.data.manifest import DatasetError
 
 _SHOWN = 10
+_MAX_PATH_BYTES = 4096  # Linux PATH_MAX
+_MAX_NAME_BYTES = 255  # Linux NAME_MAX
 
 
 def within(path: Path, roots: Sequence[Path]) -> bool:
@@ -35,17 +37,43 @@ def resolve_import_source(typed: str | Path, roots: Sequence[Path]) -> Path:
     text = str(typed).strip()
     if not text:
         raise DatasetError({"source": f"type a folder or .zip under the import folders ({shown})"})
+    typing_problem = _typing_problem(text)
+    if typing_problem:
+        raise DatasetError({"source": typing_problem})
     candidates = [Path(text).expanduser()] if Path(text).expanduser().is_absolute() else [root / text for root in roots]
+    inside = False
     for candidate in candidates:
-        real = candidate.resolve()  # follows every symlink, removes '..'
-        if not within(real, roots):
+        real = _resolved(candidate, roots)
+        if real is None or not within(real, roots):
             continue  # no word on whether it exists: it is not ours to tell
-        if real.exists():
+        inside = True
+        if os.path.lexists(real):  # never raises (a folder it may not enter counts as absent); a special file is named later
             return real
-    if any(within(candidate.resolve(), roots) for candidate in candidates):
+    if inside:
         raise DatasetError({"source": f"not found under the import folders: {text}"})
     raise DatasetError({"source": f"{text} is outside the folders the dashboard may read ({shown}); copy the dataset "
                                   "into one of them, or ask the administrator to add its folder to SEGTUNE_IMPORT_ROOTS"})
+
+
+def _typing_problem(text: str) -> str:
+    """Why a typed path cannot name a file at all (control characters, over the system's length limits), or ''."""
+    if any(ord(char) < 32 or ord(char) == 127 for char in text):
+        return "the path holds a control character (such as a NUL byte or a line break); type the folder's path as plain text"
+    if len(text.encode()) > _MAX_PATH_BYTES or any(len(part.encode()) > _MAX_NAME_BYTES for part in Path(text).parts):
+        return (f"the path is too long ({len(text)} characters); a path may have at most {_MAX_PATH_BYTES} bytes and "
+                f"each folder or file name at most {_MAX_NAME_BYTES}")
+    return ""
+
+
+def _resolved(candidate: Path, roots: Sequence[Path]) -> Path | None:
+    """``candidate`` with every link followed, or None where that fails outside the roots; a link loop
+    inside the roots is a problem of its own (named by the typed path only)."""
+    try:
+        return candidate.resolve()  # follows every symlink, removes '..'
+    except (RuntimeError, OSError):  # RuntimeError: a symlink loop (Python < 3.13), OSError: ELOOP and the like
+        if within(Path(os.path.normpath(candidate)), roots):
+            raise DatasetError({"source": "a link in this path loops back on itself (or cannot be followed); fix or remove the link"}) from None
+        return None
 
 
 def escaping_links(folder: Path, roots: Sequence[Path]) -> list[str]:
@@ -65,11 +93,20 @@ def escaping_links(folder: Path, roots: Sequence[Path]) -> list[str]:
         seen.add(real)
         for entry in sorted(os.scandir(current), key=lambda e: e.name):
             path = Path(entry.path)
-            if entry.is_symlink() and not within(path.resolve(), roots):
+            if entry.is_symlink() and not _stays_inside(path, roots):
                 escaping.append(path.relative_to(folder).as_posix())
-            elif entry.is_dir():  # follows a link only when it stays inside the roots
+            elif os.path.isdir(path):  # follows a link only when it stays inside the roots; False for a loop
                 pending.append(path)
     return sorted(escaping)
+
+
+def _stays_inside(link: Path, roots: Sequence[Path]) -> bool:
+    """Whether ``link`` leads to a place inside ``roots``; a loop leads nowhere and is left to the
+    file checks (core.data.file_kinds), which name it as a loop."""
+    try:
+        return within(link.resolve(), roots)
+    except (RuntimeError, OSError):
+        return True
 
 
 def link_problems(folder: Path, roots: Sequence[Path]) -> dict[str, str]:

@@ -42,6 +42,12 @@ class IngestRequest:
     limits: IngestLimits
     confine: tuple[Path, ...] | None = None  # import roots every file read must resolve under
     task: str | None = None  # a manifest Task; None: detected from the layout
+    source_name: str | None = None  # what the manifest and messages call the source (an upload's own file name)
+
+    @property
+    def shown_source(self) -> str:
+        """The source as recorded and reported: an uploaded file's own name, not the temporary copy's path."""
+        return self.source_name or str(self.source)
 
 
 # --- where the files are --------------------------------------------------------------------------
@@ -116,8 +122,8 @@ def decode(path: Path, what: str, label: str, limits: IngestLimits, problems: di
                 return None
             image.load()
             return read(image)
-    except Exception as exc:
-        add_problem(problems, label, f"unreadable or corrupt {what}: {exc}")
+    except Exception as exc:  # the message names the file as the user knows it, not where the server keeps it
+        add_problem(problems, label, f"unreadable or corrupt {what}: {str(exc).replace(str(path), label)}")
         return None
 
 

@@ -3,9 +3,9 @@
 Medical datasets are small, so a whole split fits in memory (and on a GPU): every file is decoded
 once per process into an (N, C, S, S) uint8 tensor, later trials in the same worker reuse it from
 a small cache, and batches are cut and augmented where the tensors live. No DataLoader workers,
-no per-epoch disk reads. A segmentation dataset decodes to a :class:`TensorSet` (images + masks),
-a classification dataset to a :class:`LabelSet` (images + class indices); batching and
-augmentation take either.
+no per-epoch disk reads. Either task decodes to an :class:`ImageSet`: images and a task-typed
+target (masks for segmentation, class indices for classification); batching and augmentation are
+the same code for both.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
+from core.contract import Task
 from core.data.images import PICTURE_CHANNELS, channel_problem, read_image, read_mask
 from core.errors import SegTuneError
 
@@ -70,16 +71,24 @@ class AugmentConfig:
 
 
 @dataclass
-class TensorSet:
-    """Decoded pairs: images uint8 (N, C, S, S), masks uint8 class indices (N, S, S)."""
+class ImageSet:
+    """Decoded items of one task: images uint8 (N, C, S, S) and one target per image.
+
+    The target is task-typed: a class-index mask, uint8 (N, S, S), for segmentation (geometric
+    augmentation moves it with its image); a class index, int64 (N,), for classification.
+    """
 
     images: torch.Tensor
-    masks: torch.Tensor
+    targets: torch.Tensor
     stems: tuple[str, ...]
+    task: Task = Task.SEGMENTATION
 
     def __post_init__(self) -> None:
-        if not len(self.images) == len(self.masks) == len(self.stems):
-            raise ValueError(f"{len(self.images)} images, {len(self.masks)} masks and {len(self.stems)} stems differ")
+        if not len(self.images) == len(self.targets) == len(self.stems):
+            raise ValueError(f"{len(self.images)} images, {len(self.targets)} targets and {len(self.stems)} stems differ")
+        dims = _TARGET_DIMS[self.task]
+        if self.targets.ndim != dims:
+            raise ValueError(f"{self.task} targets have {dims} dimension(s), got shape {tuple(self.targets.shape)}")
 
     def __len__(self) -> int:
         return len(self.stems)
@@ -88,57 +97,29 @@ class TensorSet:
     def device(self) -> torch.device:
         return self.images.device
 
-    def to(self, device: torch.device | str) -> TensorSet:
-        return TensorSet(self.images.to(device), self.masks.to(device), self.stems)
+    def to(self, device: torch.device | str) -> ImageSet:
+        return ImageSet(self.images.to(device), self.targets.to(device), self.stems, self.task)
 
-    def subset(self, indices: Sequence[int]) -> TensorSet:
+    def subset(self, indices: Sequence[int]) -> ImageSet:
         index = torch.as_tensor(list(indices), dtype=torch.long, device=self.device)
-        return TensorSet(self.images.index_select(0, index), self.masks.index_select(0, index),
-                         tuple(self.stems[i] for i in indices))
+        return ImageSet(self.images.index_select(0, index), self.targets.index_select(0, index),
+                        tuple(self.stems[i] for i in indices), self.task)
 
 
-@dataclass
-class LabelSet:
-    """Decoded classification items: images uint8 (N, C, S, S), class indices int64 (N,)."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    stems: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        if not len(self.images) == len(self.labels) == len(self.stems):
-            raise ValueError(f"{len(self.images)} images, {len(self.labels)} labels and {len(self.stems)} stems differ")
-
-    def __len__(self) -> int:
-        return len(self.stems)
-
-    @property
-    def device(self) -> torch.device:
-        return self.images.device
-
-    def to(self, device: torch.device | str) -> LabelSet:
-        return LabelSet(self.images.to(device), self.labels.to(device), self.stems)
-
-    def subset(self, indices: Sequence[int]) -> LabelSet:
-        index = torch.as_tensor(list(indices), dtype=torch.long, device=self.device)
-        return LabelSet(self.images.index_select(0, index), self.labels.index_select(0, index),
-                        tuple(self.stems[i] for i in indices))
-
-
-DataSet = TensorSet | LabelSet  # what a dataset decodes to: per task
+_TARGET_DIMS: dict[Task, int] = {Task.SEGMENTATION: 3, Task.CLASSIFICATION: 1}  # (N, S, S) masks, (N,) labels
 
 
 # --- loading --------------------------------------------------------------------------------------
 
-_cache: OrderedDict[tuple[Any, ...], DataSet] = OrderedDict()
+_cache: OrderedDict[tuple[Any, ...], ImageSet] = OrderedDict()
 
 
 def load_tensor_set(
     dataset_dir: Path, manifest: DatasetManifest, stems: Sequence[str], image_size: int, channels: int
-) -> DataSet:
+) -> ImageSet:
     """Decode ``stems`` once per process, resized to ``image_size`` square with ``channels`` channels.
 
-    A :class:`LabelSet` for a classification dataset, else a :class:`TensorSet`. The result comes
+    Targets follow the dataset's task (masks or class indices). The result comes
     from a per-process cache when the same dataset content (its checksum covers the labels), stems,
     size and channels were loaded before; treat its tensors as read-only.
     """
@@ -171,31 +152,24 @@ def _check_request(manifest: DatasetManifest, stems: Sequence[str], image_size: 
         raise SegTuneError(f"dataset {manifest.name!r} has no pair(s) {missing[:10]}")
 
 
-def _decode(dataset_dir: Path, manifest: DatasetManifest, stems: Sequence[str], size: int, channels: int) -> DataSet:
-    if manifest.is_classification:
-        return _decode_labelled(dataset_dir, manifest, stems, size, channels)
-
-    def one(stem: str) -> tuple[np.ndarray, np.ndarray]:
-        pair = manifest.pair(stem)
-        return (prepare_image(read_image(dataset_dir / pair.image), size, channels),
-                _prepare_mask(read_mask(dataset_dir / pair.mask), size))
-
-    with ThreadPoolExecutor(max_workers=_DECODE_THREADS) as pool:
-        decoded = list(pool.map(one, stems))
-    images = np.stack([image for image, _ in decoded]) if decoded else np.zeros((0, channels, size, size), np.uint8)
-    masks = np.stack([mask for _, mask in decoded]) if decoded else np.zeros((0, size, size), np.uint8)
-    return TensorSet(torch.from_numpy(images), torch.from_numpy(masks), tuple(stems))
-
-
-def _decode_labelled(dataset_dir: Path, manifest: DatasetManifest, stems: Sequence[str], size: int, channels: int) -> LabelSet:
+def _decode(dataset_dir: Path, manifest: DatasetManifest, stems: Sequence[str], size: int, channels: int) -> ImageSet:
     def one(stem: str) -> np.ndarray:
         return prepare_image(read_image(dataset_dir / manifest.pair(stem).image), size, channels)
 
     with ThreadPoolExecutor(max_workers=_DECODE_THREADS) as pool:
         decoded = list(pool.map(one, stems))
+        targets = _decode_targets(pool, dataset_dir, manifest, stems, size)
     images = np.stack(decoded) if decoded else np.zeros((0, channels, size, size), np.uint8)
-    labels = manifest.labels
-    return LabelSet(torch.from_numpy(images), torch.tensor([labels[stem] for stem in stems], dtype=torch.long), tuple(stems))
+    return ImageSet(torch.from_numpy(images), targets, tuple(stems), manifest.task)
+
+
+def _decode_targets(pool: ThreadPoolExecutor, dataset_dir: Path, manifest: DatasetManifest, stems: Sequence[str], size: int) -> torch.Tensor:
+    """Class indices (N,) from the manifest's labels, or masks (N, S, S) decoded from the mask files."""
+    if manifest.is_classification:
+        labels = manifest.labels
+        return torch.tensor([labels[stem] for stem in stems], dtype=torch.long)
+    masks = list(pool.map(lambda stem: _prepare_mask(read_mask(dataset_dir / manifest.pair(stem).mask), size), stems))
+    return torch.from_numpy(np.stack(masks) if masks else np.zeros((0, size, size), np.uint8))
 
 
 def prepare_image(pixels: np.ndarray, size: int, channels: int) -> np.ndarray:
@@ -220,63 +194,105 @@ def _resize_band(band: np.ndarray, size: int) -> np.ndarray:
 
 
 def _prepare_mask(indices: np.ndarray, size: int) -> np.ndarray:
-    """Nearest neighbour, so a resized mask holds only the original class indices."""
-    return np.asarray(Image.fromarray(indices).resize((size, size), Image.Resampling.NEAREST))
+    return resize_mask(indices, size, size)
+
+
+def resize_mask(indices: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Class indices (H, W) uint8 at another size: nearest neighbour, so only the original indices occur.
+
+    The one resize of masks: ground truth to the training size, and predictions back to their
+    image's size (predict, and scores at the original resolution).
+    """
+    return np.asarray(Image.fromarray(indices).resize((width, height), Image.Resampling.NEAREST))
 
 
 # --- batches --------------------------------------------------------------------------------------
 
 
 def iterate_batches(
-    data: DataSet,
+    data: ImageSet,
     batch_size: int,
     *,
     shuffle: bool,
     generator: torch.Generator | None,
     augment: AugmentConfig | None,
     drop_last: bool = False,
+    crop: int | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Float images in [0, 1] (B, C, S, S) and long targets, on ``data``'s device: masks (B, S, S)
-    from a :class:`TensorSet`, class indices (B,) from a :class:`LabelSet`.
+    """Float images in [0, 1] (B, C, S, S) and long targets (masks (B, S, S) or class indices (B,)),
+    on ``data``'s device.
 
-    ``generator`` (a CPU generator) drives the order and the augmentations, so a seeded run repeats.
+    ``generator`` (a CPU generator) drives the order, the crops and the augmentations, so a seeded
+    run repeats. ``crop`` (segmentation): each image and its mask are cut to a random ``crop`` x
+    ``crop`` patch (:func:`random_crops`) before they are augmented.
     """
     if batch_size < 1:
         raise SegTuneError(f"batch_size must be at least 1, got {batch_size}")
+    if crop is not None and data.task != Task.SEGMENTATION:
+        raise SegTuneError(f"patches are for segmentation masks; a {data.task} set is batched whole")
     order = torch.randperm(len(data), generator=generator) if shuffle else torch.arange(len(data))
     order = order.to(data.device)
     for start in range(0, len(data), batch_size):
         index = order[start : start + batch_size]
         if drop_last and len(index) < batch_size:
             break
-        images = data.images.index_select(0, index).float().div_(255.0)
-        if isinstance(data, LabelSet):
-            if augment is not None and augment.enabled:
-                images, _ = augment_batch(images, None, augment, generator)
-            yield images, data.labels.index_select(0, index)
-            continue
-        masks = data.masks.index_select(0, index)
+        images, targets = data.images.index_select(0, index), data.targets.index_select(0, index)
+        if crop is not None:
+            images, targets = random_crops(images, targets, crop, generator)
+        images = images.float().div_(255.0)
         if augment is not None and augment.enabled:
-            images, masks = augment_batch(images, masks, augment, generator)
-        yield images, masks.long()
+            images, targets = augment_batch(images, targets, augment, generator)
+        yield images, targets.long()
+
+
+FOREGROUND_CROP_SHARE = 1 / 3  # nnU-Net's oversampling: a third of the crops are centred on foreground
+
+
+def random_crops(images: torch.Tensor, masks: torch.Tensor, size: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One ``size`` x ``size`` crop of each image (B, C, S, S) and its mask (B, S, S), where they are.
+
+    With probability :data:`FOREGROUND_CROP_SHARE` a crop is centred (as far as the border allows)
+    on a random foreground pixel of its mask, else it lies uniformly anywhere; an image without
+    foreground is cropped uniformly. The random numbers come from ``generator`` on the CPU (four per
+    image, whatever the masks hold), and the choice of pixel and the cut run on the device without
+    a host sync, so a seeded run repeats on any device.
+    """
+    side = images.shape[-1]
+    if not 1 <= size <= side:
+        raise SegTuneError(f"a crop of {size} px does not fit images of {side} px")
+    draws = torch.rand((len(images), 4), generator=generator).to(images.device)
+    wants_foreground, rank, uniform = draws[:, 0] < FOREGROUND_CROP_SHARE, draws[:, 1], draws[:, 2:]
+    starts = (uniform * (side - size + 1)).long().clamp_(max=side - size)  # (B, 2): row, column
+    foreground = (masks > 0).flatten(1)
+    counts = foreground.sum(1)
+    # the k-th foreground pixel (k uniform below the count) without nonzero(), which would sync
+    target = (rank * counts).long().clamp_(max=(counts - 1).clamp(min=0)).unsqueeze(1)
+    pixel = torch.searchsorted(foreground.cumsum(1), target + 1).squeeze(1).clamp_(max=side * side - 1)
+    centred = (torch.stack([pixel // side, pixel % side], 1) - size // 2).clamp_(0, side - size)
+    starts = torch.where((wants_foreground & (counts > 0)).unsqueeze(1), centred, starts)
+    offsets = torch.arange(size, device=images.device)
+    rows, cols = starts[:, :1] + offsets, starts[:, 1:] + offsets  # (B, size) each
+    batch = torch.arange(len(images), device=images.device)[:, None, None]
+    crops = images[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # advanced indexing puts C last
+    return crops.contiguous(), masks[batch, rows[:, :, None], cols[:, None, :]]
 
 
 def augment_batch(
-    images: torch.Tensor, masks: torch.Tensor | None, config: AugmentConfig, generator: torch.Generator | None = None
+    images: torch.Tensor, targets: torch.Tensor | None, config: AugmentConfig, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Augment float images (B, C, S, S) and masks (B, S, S) where they are, each sample its own draw;
-    ``masks=None`` (classification) augments the images alone and returns None for the masks.
+    """Augment float images (B, C, S, S) where they are, each sample its own draw.
 
+    Masks (B, S, S) move with their images; class indices (B,), or None, are returned as given.
     Random numbers are drawn up front on the CPU (one call for the whole batch), so the per-sample
     torchvision.transforms.v2 kernels only receive Python floats and never wait on the device; a
     batch draws the same numbers with or without masks, so a seed gives the images the same changes.
     """
     draws = torch.rand((len(images), 8), generator=generator).tolist()
-    targets = masks if masks is not None else [None] * len(images)
-    pairs = [_augment_one(tv_tensors.Image(image), None if mask is None else tv_tensors.Mask(mask), config, draw)
-             for image, mask, draw in zip(images, targets, draws)]
+    masks = targets if targets is not None and targets.ndim == images.ndim - 1 else None
+    pairs = [_augment_one(tv_tensors.Image(image), None if masks is None else tv_tensors.Mask(masks[i]), config, draw)
+             for i, (image, draw) in enumerate(zip(images, draws))]
     augmented = torch.stack([image for image, _ in pairs])
-    return augmented, None if masks is None else torch.stack([mask for _, mask in pairs])
+    return augmented, targets if masks is None else torch.stack([mask for _, mask in pairs])
 
 
 def _augment_one(image: torch.Tensor, mask: torch.Tensor | None, config: AugmentConfig, draw: list[float]) -> tuple[torch.Tensor, torch.Tensor | None]:

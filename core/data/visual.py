@@ -9,7 +9,8 @@ three as RGB); masks as ``HxW`` integer class indices (0 = background). Everythi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -35,11 +36,60 @@ ERROR_COLORS: dict[str, RGB] = {
 }
 
 
-def class_colors(num_classes: int) -> list[RGB]:
+
+@dataclass(frozen=True)
+class MaskColours:
+    """A colour scheme for mask pictures: foreground classes in turn, and the error-map colours."""
+
+    label: str
+    classes: tuple[RGB, ...]
+    errors: Mapping[str, RGB]  # the keys of ERROR_COLORS
+
+
+# The standard scheme reads on grey scans; on reddish images (endoscopy, H&E stains) its orange
+# masks and red false positives drown, so a cool scheme paints in cyan, yellow and blue there.
+COLOUR_SCHEMES: dict[str, MaskColours] = {
+    "standard": MaskColours("Standard (orange masks; green / red / blue errors)", CLASS_PALETTE, ERROR_COLORS),
+    "cool": MaskColours("Cool, for red or pink images (cyan masks; cyan / yellow / blue errors)",
+                        ((0, 229, 255), (255, 234, 0), (41, 98, 255), (255, 255, 255), (0, 158, 115), (204, 121, 167)),
+                        {"true positive": (0, 229, 255), "false positive": (255, 234, 0), "false negative": (41, 98, 255)}),
+    "warm": MaskColours("Warm, for blue or green images (yellow masks; yellow / magenta / white errors)",
+                        ((255, 214, 0), (255, 109, 0), (255, 64, 129), (255, 255, 255), (213, 0, 249), (230, 159, 0)),
+                        {"true positive": (255, 214, 0), "false positive": (213, 0, 249), "false negative": (255, 255, 255)}),
+}
+AUTO_COLOURS = "auto"  # pick the scheme by contrast with the image (contrast_scheme)
+CONTRAST_SAMPLE = 4096  # pixels sampled to judge an image's colours
+LEGIBLE = 130.0  # mean RGB distance from the pixels from which a colour reads well (the weakest standard one on grey: ~154)
+
+
+def colour_scheme(name: str) -> MaskColours:
+    if name not in COLOUR_SCHEMES:
+        raise SegTuneError(f"unknown colour scheme {name!r}; valid: {[AUTO_COLOURS, *COLOUR_SCHEMES]}")
+    return COLOUR_SCHEMES[name]
+
+
+def contrast_scheme(image: np.ndarray) -> str:
+    """The standard scheme while all its colours (the first mask colour and the error colours)
+    stand clear of the image's pixels (mean distance LEGIBLE or more), so the familiar colours stay
+    where they read; else the scheme whose least visible colour stands farthest from them."""
+    pixels = to_rgb(image).reshape(-1, 3).astype(np.float32)
+    pixels = pixels[:: max(1, len(pixels) // CONTRAST_SAMPLE)]
+
+    def visibility(scheme: MaskColours) -> float:
+        colours = np.asarray([scheme.classes[0], *scheme.errors.values()], dtype=np.float32)
+        distances = np.linalg.norm(pixels[:, None, :] - colours[None, :, :], axis=-1)  # (pixels, colours)
+        return float(distances.mean(axis=0).min())
+
+    if visibility(COLOUR_SCHEMES["standard"]) >= LEGIBLE:
+        return "standard"
+    return max(COLOUR_SCHEMES, key=lambda name: visibility(COLOUR_SCHEMES[name]))
+
+
+def class_colors(num_classes: int, palette: Sequence[RGB] = CLASS_PALETTE) -> list[RGB]:
     """One colour per class index; index 0 (background) is black and never painted."""
     if num_classes < 1:
         raise SegTuneError(f"num_classes must be at least 1, got {num_classes}")
-    return [(0, 0, 0)] + [CLASS_PALETTE[i % len(CLASS_PALETTE)] for i in range(num_classes - 1)]
+    return [(0, 0, 0)] + [palette[i % len(palette)] for i in range(num_classes - 1)]
 
 
 def to_rgb(image: np.ndarray, channel: int | None = None) -> np.ndarray:
@@ -89,9 +139,10 @@ def overlay_mask(image: np.ndarray, mask: np.ndarray, colors: Sequence[RGB] | No
 
 
 def error_map(
-    prediction: np.ndarray, target: np.ndarray, image: np.ndarray | None = None, alpha: float = 0.6
+    prediction: np.ndarray, target: np.ndarray, image: np.ndarray | None = None, alpha: float = 0.6,
+    colours: Mapping[str, RGB] = ERROR_COLORS,
 ) -> np.ndarray:
-    """True positives, false positives and false negatives in :data:`ERROR_COLORS`.
+    """True positives, false positives and false negatives in ``colours`` (:data:`ERROR_COLORS`'s keys).
 
     Drawn over ``image`` when given (else over black). A pixel whose true class is predicted as
     another foreground class counts as a false negative: the truth was missed.
@@ -105,9 +156,9 @@ def error_map(
     hit = (predicted == target_labels) & (target_labels > 0)
     false_positive = (predicted > 0) & (target_labels == 0)
     false_negative = (target_labels > 0) & ~hit
-    painted[hit] = TRUE_POSITIVE
-    painted[false_positive] = FALSE_POSITIVE
-    painted[false_negative] = FALSE_NEGATIVE
+    painted[hit] = colours["true positive"]
+    painted[false_positive] = colours["false positive"]
+    painted[false_negative] = colours["false negative"]
     return _blend(base, painted, hit | false_positive | false_negative, alpha)
 
 

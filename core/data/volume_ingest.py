@@ -17,10 +17,8 @@ built in a hidden temporary folder and renamed into place only when all is well.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,9 +30,10 @@ from PIL import Image
 
 from core.data.archives import IngestLimits, unpack
 from core.data.dicom_seg import read_dicom_seg, seg_classes
+from core.data.file_kinds import entry_problem, special_file_problems
 from core.data.images import MAX_CHANNELS, save_image
 from core.data.intensity import IntensityConfig, to_uint8
-from core.data.manifest import BINARY_CLASSES, INGEST_PREFIX, MANIFEST_FILE, DatasetError, DatasetManifest, PairInfo, VolumeInfo, VolumeSlicing, folder_checksum, name_problem, remove_stale_work
+from core.data.manifest import BINARY_CLASSES, MANIFEST_FILE, DatasetError, DatasetManifest, PairInfo, VolumeInfo, VolumeSlicing, building_dataset, folder_checksum, name_problem
 from core.data.server_folders import confined_source
 from core.data.volumes import (
     Case,
@@ -53,7 +52,7 @@ from core.data.volumes import (
     to_canonical,
 )
 from core.errors import add_problem
-from core.naming import is_valid_name
+from core.naming import class_name_problem, is_valid_name
 
 
 @dataclass(frozen=True)
@@ -96,18 +95,8 @@ def ingest_volumes(
     problems = _request_problems(source, name, datasets_dir, classes) | options.problems()
     if "source" in problems or "axis" in problems or "empty_fraction" in problems:
         raise DatasetError(problems)
-    datasets_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_work(datasets_dir)  # what a killed ingest or delete left behind
-    work = Path(tempfile.mkdtemp(prefix=INGEST_PREFIX, dir=datasets_dir))
-    try:
-        manifest = _build(source, name, work, classes, options, limits, problems, progress)
-        if (datasets_dir / name).exists():
-            raise DatasetError({"name": f"a dataset named {name!r} already exists; pick another name or delete it first"})
-        os.rename(work, datasets_dir / name)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    return manifest
+    with building_dataset(datasets_dir, name) as work:
+        return _build(source, name, work, classes, options, limits, problems, progress)
 
 
 def _request_problems(source: Path, name: str, datasets_dir: Path, classes: Sequence[str] | None) -> dict[str, str]:
@@ -118,6 +107,8 @@ def _request_problems(source: Path, name: str, datasets_dir: Path, classes: Sequ
         problems["name"] = f"a dataset named {name!r} already exists; pick another name or delete it first"
     if not source.exists():
         problems["source"] = f"not found: {source}"
+    elif kind := entry_problem(source):  # before anything opens it: a FIFO would block forever
+        problems["source"] = f"{source} {kind}"
     elif source.is_file() and not zipfile.is_zipfile(source):
         problems["source"] = f"{source} is neither a folder nor a .zip archive"
     if classes is not None and (isinstance(classes, str) or len(classes) < 2 or len(set(classes)) != len(classes) or not all(classes)):
@@ -135,6 +126,9 @@ class _Stored:
 def _build(source: Path, name: str, work: Path, classes: Sequence[str] | None, options: VolumeIngestOptions,
            limits: IngestLimits, problems: dict[str, str], progress: Callable[[int, int], None] | None) -> DatasetManifest:
     unpacked = unpack(source, work / "_source", limits, problems)
+    special = special_file_problems(unpacked) if unpacked else {}  # refused before any file is opened
+    if special:
+        raise DatasetError({**problems, **special})
     root = find_volume_root(unpacked) if unpacked else None
     if unpacked and root is None:
         problems["source"] = "no volumes found: expected imagesTr/ (or images/) with NIfTI files or DICOM series folders, and labelsTr/ (or labels/)"
@@ -142,9 +136,11 @@ def _build(source: Path, name: str, work: Path, classes: Sequence[str] | None, o
     if root and not cases and not problems:
         problems["source"] = f"empty dataset: no image/label volumes found in {source}"
     names = tuple(classes) if classes else (msd_classes(root) if root else None) or _seg_classes(cases) or BINARY_CLASSES
+    for problem in filter(None, map(class_name_problem, names)):  # declared, from dataset.json or from DICOM-SEG segments
+        add_problem(problems, "classes", problem)
     stored = _Stored()
     for done, case in enumerate(cases, start=1):
-        _ingest_case(case, root, work, len(names), options, problems, stored)  # type: ignore[arg-type]
+        _ingest_case(case, root, work, len(names), options, limits.max_volume_bytes, problems, stored)  # type: ignore[arg-type]
         if progress:
             progress(done, len(cases))
     if problems:
@@ -164,12 +160,12 @@ def _build(source: Path, name: str, work: Path, classes: Sequence[str] | None, o
     return manifest
 
 
-def _ingest_case(case: Case, root: Path, work: Path, num_classes: int, options: VolumeIngestOptions,
+def _ingest_case(case: Case, root: Path, work: Path, num_classes: int, options: VolumeIngestOptions, max_bytes: int,
                  problems: dict[str, str], stored: _Stored) -> None:
     image_label = "/".join(case.images[0].relative_to(root).parts)
     label_label = "/".join(case.label.relative_to(root).parts) if case.label else case.case_id
-    image = _read(lambda: read_case_image(case), image_label, problems)
-    label = _read(lambda: read_case_label(case), label_label, problems) if case.label else None
+    image = _read(lambda: read_case_image(case, max_bytes), image_label, problems)
+    label = _read(lambda: read_case_label(case, max_bytes), label_label, problems) if case.label else None
     if image is None or label is None:
         return
     sequence_problem = _sequence_problem(image.sequences, stored)
@@ -202,13 +198,13 @@ def _sequence_problem(sequences: int, stored: _Stored) -> str:
     return ""
 
 
-def read_case_label(case: Case) -> Volume:
+def read_case_label(case: Case, max_bytes: int) -> Volume:
     """The case's label: a NIfTI file, or a DICOM-SEG placed on the case's DICOM series."""
     if case.label is None or not is_dicom_seg_file(case.label):
-        return read_label(case.label)  # type: ignore[arg-type]
+        return read_label(case.label, max_bytes)  # type: ignore[arg-type]
     if not case.images[0].is_dir():
         raise VolumeReadError("a DICOM-SEG label needs its DICOM series as the image (a folder imagesTr/<case>/), not NIfTI")
-    return read_dicom_seg(case.label, case.images[0])
+    return read_dicom_seg(case.label, case.images[0], max_bytes)
 
 
 def _seg_classes(cases: Sequence[Case]) -> tuple[str, ...] | None:

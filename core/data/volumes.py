@@ -18,10 +18,12 @@ Layouts (:func:`find_cases`): the MSD / nnU-Net one, ``imagesTr/`` (or ``images/
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +33,10 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 IMAGE_DIRS = ("imagesTr", "images")
 LABEL_DIRS = ("labelsTr", "labels")
 DICOM_SEG_SUFFIX = ".dcm"  # a label file with this suffix is a DICOM-SEG
-AFFINE_ATOL_MM = 1e-3  # image and label affines may differ by float noise, not by geometry
+MAX_VOLUME_BYTES = 2 << 30  # one volume in memory (float32, all sequences): IngestLimits / SEGTUNE_MAX_VOLUME_MB override it
+AFFINE_ATOL_MM = 1e-3
+SLICE_ATOL_MM = 1e-3  # DICOM slice positions closer than this are one position
+SPACING_RTOL = 0.01  # slice steps may differ by 1 % (decimal-string rounding, scanner jitter), not by a missing slice  # image and label affines may differ by float noise, not by geometry
 _SEQUENCE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 _SLICE_STEM = re.compile(r"^(?P<volume>.+)_s(?P<index>\d+)$")
 
@@ -96,12 +101,36 @@ def nifti_stem(path: Path) -> str:
     return path.stem
 
 
-def read_nifti(path: Path) -> Volume:
-    """A NIfTI file as a float32 volume (its scaling applied); a 4D file keeps its 4th axis."""
+def volume_size_problem(shape: Sequence[int], itemsize: int, max_bytes: int) -> str:
+    """Why a volume of ``shape`` (voxels x channels) is too large to read, or ''. Reading makes a
+    float32 copy, so a voxel costs at least 4 bytes whatever the file stores."""
+    voxels = math.prod(int(n) for n in shape)
+    needed = voxels * max(int(itemsize), 4)
+    if needed <= max_bytes:
+        return ""
+    dims = "x".join(str(int(n)) for n in shape)
+    return (f"declares {dims} = {voxels} voxels, about {needed >> 20} MiB in memory, above the limit of {max_bytes >> 20} MiB; "
+            f"crop or downsample it, or raise the ingest limit (ingest --max-volume-mb, SEGTUNE_MAX_VOLUME_MB)")
+
+
+def nifti_header(path: Path) -> Any:
+    """The NIfTI image at ``path`` with only its header read (nibabel reads data lazily)."""
     import nibabel as nib
 
     try:
-        image = nib.load(str(path))
+        return nib.load(str(path))
+    except Exception as exc:
+        raise VolumeReadError(f"unreadable or corrupt NIfTI file: {type(exc).__name__}: {exc}") from exc
+
+
+def read_nifti(path: Path, max_bytes: int = MAX_VOLUME_BYTES) -> Volume:
+    """A NIfTI file as a float32 volume (its scaling applied); a 4D file keeps its 4th axis. The
+    header's voxel count is checked against ``max_bytes`` before any voxel is decompressed."""
+    image = nifti_header(path)
+    problem = volume_size_problem(image.header.get_data_shape(), image.header.get_data_dtype().itemsize, max_bytes)
+    if problem:
+        raise VolumeReadError(problem)
+    try:
         data = np.asarray(image.dataobj, dtype=np.float32)
     except Exception as exc:
         raise VolumeReadError(f"unreadable or corrupt NIfTI file: {type(exc).__name__}: {exc}") from exc
@@ -112,9 +141,11 @@ def read_nifti(path: Path) -> Volume:
     return Volume(data, np.asarray(image.affine, dtype=np.float64))
 
 
-def read_dicom_series(folder: Path) -> Volume:
-    """The DICOM files of ``folder`` (one series) as a volume in Hounsfield units / stored values."""
+def read_dicom_series(folder: Path, max_bytes: int = MAX_VOLUME_BYTES) -> Volume:
+    """The DICOM files of ``folder`` (one series) as a volume in Hounsfield units / stored values;
+    rows x columns x frames of every file are checked against ``max_bytes`` before any pixel is decoded."""
     slices = read_dicom_slices(folder)
+    check_dicom_size(slices, max_bytes)
     try:
         planes = [ds.pixel_array.astype(np.float32) * float(getattr(ds, "RescaleSlope", 1) or 1)
                   + float(getattr(ds, "RescaleIntercept", 0) or 0) for ds in slices]
@@ -150,6 +181,19 @@ def read_dicom_slices(folder: Path, *, pixels: bool = True) -> list:
         raise VolumeReadError(f"DICOM series cannot be assembled: {exc}") from exc
 
 
+def check_dicom_size(slices: Sequence[Any], max_bytes: int) -> None:
+    """VolumeReadError when the series' headers (rows x columns x frames x samples, summed over its
+    files) declare more than ``max_bytes`` of float32 voxels."""
+    try:
+        voxels = sum(int(ds.Rows) * int(ds.Columns) * int(getattr(ds, "NumberOfFrames", 1) or 1) * int(getattr(ds, "SamplesPerPixel", 1) or 1)
+                     for ds in slices)
+    except (AttributeError, KeyError, ValueError, TypeError) as exc:
+        raise VolumeReadError(f"DICOM series cannot be assembled: {exc}") from exc
+    problem = volume_size_problem((voxels,), 4, max_bytes)
+    if problem:
+        raise VolumeReadError(f"the series of {len(slices)} file(s) {problem.removeprefix('declares ')}")
+
+
 def slice_normal(ds: object) -> np.ndarray:
     orientation = np.array([float(v) for v in ds.ImageOrientationPatient])  # type: ignore[attr-defined]
     return np.cross(orientation[:3], orientation[3:])
@@ -163,6 +207,9 @@ def dicom_affine(slices: list) -> np.ndarray:
         positions = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in slices])
         row_spacing, column_spacing = (float(v) for v in slices[0].PixelSpacing)
         if len(slices) > 1:
+            uneven = spacing_problem(slices, positions @ np.cross(row, column))
+            if uneven:
+                raise VolumeReadError(uneven)
             step = (positions[-1] - positions[0]) / (len(slices) - 1)
         else:
             step = np.cross(row, column) * float(getattr(slices[0], "SliceThickness", 1.0) or 1.0)
@@ -176,11 +223,40 @@ def dicom_affine(slices: list) -> np.ndarray:
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM LPS -> NIfTI RAS
 
 
-def read_case_image(case: Case) -> Volume:
-    """The case's image: a DICOM series, one NIfTI file, or several sequences stacked as the 4th axis."""
+def spacing_problem(slices: Sequence[Any], along: np.ndarray) -> str:
+    """Why sorted slices at positions ``along`` the slice normal (mm) are not one evenly spaced stack, or ''.
+
+    The affine takes one step between slices: two files at one position, or a gap (a missing slice,
+    or spacings mixed in one series), would put every later slice in the wrong place. SegTune does
+    not resample, so such a series is refused with its positions.
+    """
+    gaps = np.diff(along)
+    names = [Path(str(getattr(ds, "filename", "") or "?")).name for ds in slices]
+    same = [f"{names[i]} and {names[i + 1]} at {along[i]:.6g} mm" for i in np.flatnonzero(np.abs(gaps) <= SLICE_ATOL_MM)]
+    if same:
+        return (f"DICOM series has {len(same)} duplicated slice position(s): {', '.join(same[:5])}"
+                f"{' ...' if len(same) > 5 else ''}; keep one file per position")
+    step = float(np.median(gaps))
+    if np.all(np.abs(gaps - step) <= max(SLICE_ATOL_MM, SPACING_RTOL * abs(step))):
+        return ""
+    shown = ", ".join(f"{v:.6g}" for v in along[:12]) + (f", ... ({len(along)} in all)" if len(along) > 12 else "")
+    steps = ", ".join(sorted({f"{g:.4g}" for g in gaps}, key=float))
+    return (f"DICOM series slices are not evenly spaced: positions along the slice normal {shown} mm, steps of {steps} mm "
+            "(a missing slice, or mixed spacings); SegTune does not resample a series: resample it onto an even grid first "
+            "(e.g. 3D Slicer or SimpleITK, saved as NIfTI), or supply the missing slices")
+
+
+def read_case_image(case: Case, max_bytes: int = MAX_VOLUME_BYTES) -> Volume:
+    """The case's image: a DICOM series, one NIfTI file, or several sequences stacked as the 4th axis;
+    at most ``max_bytes`` in all (every header is checked before any voxel is read)."""
     if len(case.images) == 1 and case.images[0].is_dir():
-        return read_dicom_series(case.images[0])
-    volumes = [read_nifti(path) for path in case.images]
+        return read_dicom_series(case.images[0], max_bytes)
+    headers = [nifti_header(path).header for path in case.images]
+    total = sum(math.prod(header.get_data_shape()) * max(header.get_data_dtype().itemsize, 4) for header in headers)
+    if len(headers) > 1 and total > max_bytes:  # each sequence may fit while the stack does not
+        raise VolumeReadError(f"its {len(headers)} sequences need about {total >> 20} MiB in memory together, above the limit of "
+                              f"{max_bytes >> 20} MiB; raise the ingest limit (ingest --max-volume-mb, SEGTUNE_MAX_VOLUME_MB)")
+    volumes = [read_nifti(path, max_bytes) for path in case.images]
     if len(volumes) == 1:
         return volumes[0]
     first = volumes[0]
@@ -191,8 +267,8 @@ def read_case_image(case: Case) -> Volume:
     return Volume(np.stack([v.data for v in volumes], axis=-1), first.affine)
 
 
-def read_label(path: Path) -> Volume:
-    return read_nifti(path)
+def read_label(path: Path, max_bytes: int = MAX_VOLUME_BYTES) -> Volume:
+    return read_nifti(path, max_bytes)
 
 
 # --- geometry --------------------------------------------------------------------------------------
@@ -376,3 +452,14 @@ def msd_classes(root: Path) -> tuple[str, ...] | None:
     if sorted(pairs) != list(range(len(pairs))) or len(pairs) < 2:
         return None
     return tuple(pairs[i] for i in range(len(pairs)))
+
+
+def looks_like_volumes(root: Path) -> bool:
+    """Whether ``root`` holds a volume layout: NIfTI files in an image or label folder, or DICOM series
+    folders in ``imagesTr/`` (for a 2D ingest to point the user at the volume ingest instead of listing
+    every file). nnU-Net's 2D layout, PNGs in ``imagesTr/``, is not one."""
+    folders = [root / name for name in (*IMAGE_DIRS, *LABEL_DIRS) if (root / name).is_dir()]
+    if any(is_nifti(path) for folder in folders for path in folder.iterdir()):
+        return True
+    series = root / IMAGE_DIRS[0]
+    return series.is_dir() and any(path.is_dir() for path in series.iterdir() if not path.name.startswith("."))

@@ -3,7 +3,8 @@
 Images are fed exactly as in training (grey/RGB, bilinear resize to the model's size, [0, 1]
 floats). The result is one CSV row per readable image: the file name, the predicted label, its
 probability and the probability of every class (``p_<class>`` columns, softmax). A file that
-cannot be read is reported and skipped — one bad image must not cost the rest of the folder.
+cannot be read is reported and skipped — one bad image must not cost the rest of the folder. Text
+cells that a spreadsheet would run as a formula are escaped (:mod:`core.data.csv_safe`).
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from core.contract import Task
-from core.data.tensors import prepare_image
-from core.deploy.predict import PredictError, open_run, read_input
+from core.data.csv_safe import safe_row
+from core.deploy.predict import PredictError, model_input, open_run, read_input
 from core.modeling.bundle import BundleConfig
+from core.modeling.inference import Models, predict_probabilities
 
 LABEL_COLUMNS: tuple[str, ...] = ("file", "label", "confidence")  # then one p_<class> column per class
 
@@ -36,12 +37,9 @@ class ClassifyReport:
         return "\n".join(lines)
 
 
-@torch.no_grad()
-def classify_image(model: torch.nn.Module, config: BundleConfig, pixels: np.ndarray) -> np.ndarray:
-    """Class probabilities (K,) for one image (HxWxC uint8 from read_image)."""
-    prepared = prepare_image(pixels, config.image_size, config.channels)
-    batch = torch.from_numpy(np.array(prepared))[None].float().div_(255.0)  # a writable copy
-    return torch.softmax(model(batch).float(), dim=1)[0].numpy()
+def classify_image(model: Models, config: BundleConfig, pixels: np.ndarray) -> np.ndarray:
+    """Class probabilities (K,) for one image (HxWxC uint8 from read_image); a fold ensemble's are averaged."""
+    return predict_probabilities(model, model_input(config, pixels))[0].numpy()
 
 
 def csv_header(classes: tuple[str, ...]) -> list[str]:
@@ -58,7 +56,7 @@ def classify_folder(model_folder: Path, images: Path, out: Path, *, progress: bo
     report = ClassifyReport(out)
     with open(out, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(csv_header(config.classes))
+        writer.writerow(safe_row(csv_header(config.classes)))
         for path in tqdm(files, desc="classify", unit="image", disable=not progress):
             pixels, reason = read_input(path, config.channels)
             if pixels is None:
@@ -66,6 +64,6 @@ def classify_folder(model_folder: Path, images: Path, out: Path, *, progress: bo
                 continue
             probabilities = classify_image(model, config, pixels)
             best = int(probabilities.argmax())
-            writer.writerow([path.name, config.classes[best], f"{probabilities[best]:.6f}", *(f"{p:.6f}" for p in probabilities)])
+            writer.writerow(safe_row([path.name, config.classes[best], f"{probabilities[best]:.6f}", *(f"{p:.6f}" for p in probabilities)]))
             report.rows += 1
     return report

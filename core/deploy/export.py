@@ -16,6 +16,7 @@ import contextlib
 import io
 import shutil
 import tempfile
+import time
 import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -27,11 +28,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.contract import ArtifactKind, StudyAttr, TrialAttr
-from core.deploy.model_card import BUNDLE_ARTIFACTS, MODEL_CARD_FILE, bundle_name, model_card
+from core.contract import StudyAttr
+from core.deploy.model_card import MODEL_CARD_FILE, bundle_name, model_card
 from core.deploy.onnx_ready import adaptive_pooling, portable_copy
 from core.errors import SegTuneError
-from core.modeling.bundle import CONFIG_FILE, ONNX_FILE, PREDICT_SCRIPT, SEGTUNE_FILE, WEIGHTS_FILE, BundleConfig, load_bundle, load_bundle_config, save_bundle, write_metadata
+from core.modeling.bundle import (
+    CONFIG_FILE,
+    ONNX_FILE,
+    PREDICT_SCRIPT,
+    SEGTUNE_FILE,
+    TORCHSCRIPT_FILE,
+    WEIGHTS_FILE,
+    BundleConfig,
+    ensemble_bundle,
+    ensemble_members,
+    load_bundle,
+    load_bundle_config,
+    load_torchscript,
+    save_bundle,
+    trial_bundle,
+)
 from core.results.trials import default_trial, get_trial
 
 if TYPE_CHECKING:
@@ -41,7 +57,6 @@ if TYPE_CHECKING:
 
 ONNX_OPSET = 17  # pinned: onnxruntime >= 1.14 runs it everywhere, and results do not drift with torch
 STANDALONE_PREDICT = Path(__file__).with_name("standalone_predict.py")
-TORCHSCRIPT_FILE = "model.torchscript.pt"
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 # Parity tolerance on logits: float32 kernels of different runtimes differ by ~1e-5 on these nets.
 ATOL = 1e-3
@@ -225,28 +240,6 @@ def export_torchscript(model: nn.Module, sample: torch.Tensor, path: Path) -> Ex
     return ExportedFile("torchscript", path, _verify("TorchScript", path, _reference(model, sample), output))
 
 
-def load_torchscript(path: Path) -> torch.jit.ScriptModule:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return torch.jit.load(str(path), map_location="cpu").eval()
-
-
-def load_model(folder: Path) -> tuple[nn.Module, BundleConfig]:
-    """A model folder written by SegTune: a bundle (safetensors) or an int8 variant (TorchScript)."""
-    folder = Path(folder)
-    if (folder / WEIGHTS_FILE).is_file():
-        return load_bundle(folder)
-    config = load_bundle_config(folder)  # raises a clear error when this is no SegTune folder
-    if (folder / TORCHSCRIPT_FILE).is_file():
-        return load_torchscript(folder / TORCHSCRIPT_FILE), config
-    raise ExportError(f"{folder} has {SEGTUNE_FILE} but neither {WEIGHTS_FILE} nor {TORCHSCRIPT_FILE}")
-
-
-def is_int8_folder(folder: Path) -> bool:
-    """An int8 variant's folder: TorchScript and no safetensors weights."""
-    return not (Path(folder) / WEIGHTS_FILE).is_file() and (Path(folder) / TORCHSCRIPT_FILE).is_file()
-
-
 def export_model(
     model: nn.Module, config: BundleConfig, folder: Path, formats: Sequence[str], sample: torch.Tensor, *, checked_on: str = ""
 ) -> ExportReport:
@@ -267,34 +260,6 @@ def export_model(
 
 
 # --- trials -------------------------------------------------------------------------------------
-
-
-def _trial(study: optuna.Study, trial_number: int | None) -> FrozenTrial:
-    return default_trial(study) if trial_number is None else get_trial(study, trial_number)
-
-
-def trial_bundle(study: optuna.Study, trial_number: int | None, artifact_store: Any, folder: Path) -> Path:
-    """A trial's bundle in ``folder`` (best trial when None): its stored weights and metadata."""
-    trial = _trial(study, trial_number)
-    artifacts = trial.user_attrs.get(TrialAttr.ARTIFACTS) or {}
-    missing = [kind for kind in BUNDLE_ARTIFACTS if not artifacts.get(kind)]
-    if missing:
-        raise ExportError(
-            f"trial #{trial.number} of study {study.study_name!r} stored no {' or '.join(missing)} "
-            f"(state {trial.state.name.lower()}): only completed trials can be exported"
-        )
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with artifact_store.open_reader(artifacts[ArtifactKind.WEIGHTS]) as reader, open(folder / WEIGHTS_FILE, "wb") as out:
-        shutil.copyfileobj(reader, out)
-    with artifact_store.open_reader(artifacts[ArtifactKind.CONFIG]) as reader:
-        text = reader.read().decode("utf-8")
-    try:
-        config = BundleConfig.from_json(text)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ExportError(f"trial #{trial.number}'s stored config is not a SegTune bundle config: {exc}") from exc
-    write_metadata(config, folder)  # in today's layout, whichever layout the trial was stored in
-    return folder
 
 
 def preview_images(study: optuna.Study, artifact_store: Any) -> torch.Tensor | None:
@@ -322,9 +287,9 @@ def export_trial(
 ) -> ExportReport:
     """Export one trial (best when None) into ``out_dir/<study>-trial<N>/`` with its model card."""
     chosen = check_formats(formats)
-    trial = _trial(study, trial_number)
+    trial = default_trial(study) if trial_number is None else get_trial(study, trial_number)
     folder = Path(out_dir) / bundle_name(study, trial)
-    trial_bundle(study, trial.number, artifact_store, folder)
+    trial_bundle(trial, artifact_store, folder)
     model, config = load_bundle(folder)
     sample, checked_on = parity_sample(study, artifact_store, config)
     report = ExportReport(folder, [ExportedFile("bundle", folder / WEIGHTS_FILE)], checked_on)
@@ -335,6 +300,32 @@ def export_trial(
         for name in (WEIGHTS_FILE, CONFIG_FILE):
             (folder / name).unlink(missing_ok=True)
         report.files.pop(0)
+    card = folder / MODEL_CARD_FILE
+    card.write_text(model_card(study, trial, shipped(folder)), encoding="utf-8")
+    report.files.append(ExportedFile("card", card))
+    return report
+
+
+def export_ensemble(
+    study: optuna.Study, trial_number: int | None, artifact_store: Any, out_dir: Path, formats: Sequence[str] = ("bundle", "onnx")
+) -> ExportReport:
+    """A cross-validated trial's k fold models as one folder ``out_dir/<study>-trial<N>-ensemble/``:
+    ``fold0/`` ... bundles (each with its ONNX, parity-checked, when asked), the shared metadata,
+    ``ensemble.json`` and ``predict.py``, which averages the members' probabilities."""
+    chosen = check_formats(formats)
+    trial = default_trial(study) if trial_number is None else get_trial(study, trial_number)
+    folder = ensemble_bundle(trial, artifact_store, Path(out_dir) / f"{bundle_name(study, trial)}-ensemble")
+    config = load_bundle_config(folder)
+    sample, checked_on = parity_sample(study, artifact_store, config)
+    report = ExportReport(folder, checked_on=checked_on)
+    for member in ensemble_members(folder) or []:
+        model, _ = load_bundle(member)
+        report.files.append(ExportedFile("bundle", member / WEIGHTS_FILE))
+        for name, writer, file_name in (("onnx", export_onnx, ONNX_FILE), ("torchscript", export_torchscript, TORCHSCRIPT_FILE)):
+            if name in chosen:
+                report.files.append(writer(model, sample, member / file_name))
+    if "onnx" in chosen:
+        shutil.copyfile(STANDALONE_PREDICT, folder / PREDICT_SCRIPT)
     card = folder / MODEL_CARD_FILE
     card.write_text(model_card(study, trial, shipped(folder)), encoding="utf-8")
     report.files.append(ExportedFile("card", card))
@@ -362,15 +353,24 @@ def zip_folder(folder: Path, card: str) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(folder.iterdir()):
-            archive.write(path, f"{folder.name}/{path.name}")
-        archive.writestr(f"{folder.name}/{MODEL_CARD_FILE}", card)
+            with path.open("rb") as source, archive.open(_readable(zipfile.ZipInfo.from_file(path, f"{folder.name}/{path.name}")), "w") as target:
+                shutil.copyfileobj(source, target)
+        archive.writestr(_readable(zipfile.ZipInfo(f"{folder.name}/{MODEL_CARD_FILE}", time.localtime()[:6])), card)
     return buffer.getvalue()
+
+
+def _readable(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
+    """A zip entry unpacked as an ordinary file (rw-r--r--): ``writestr`` would give 0600 and the
+    temporary files the bundle is assembled from are private too."""
+    info.external_attr = 0o100644 << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    return info
 
 
 def bundle_zip(study: optuna.Study, trial: FrozenTrial, artifact_store: ArtifactStore) -> bytes:
     """A zip holding one folder: the trial's bundle, ``model.onnx`` with ``predict.py``, and the model card."""
     with tempfile.TemporaryDirectory(prefix="segtune-bundle-") as tmp:
-        folder = trial_bundle(study, trial.number, artifact_store, Path(tmp) / bundle_name(study, trial))
+        folder = trial_bundle(trial, artifact_store, Path(tmp) / bundle_name(study, trial))
         model, config = load_bundle(folder)
         problem = add_onnx(model, folder, parity_sample(study, artifact_store, config)[0])
         return zip_folder(folder, model_card(study, trial, shipped(folder), onnx_problem=problem))

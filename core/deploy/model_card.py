@@ -15,20 +15,22 @@ import optuna
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial
 
-from core.contract import ArtifactKind, StudyAttr, Task, TrialAttr
+from core.contract import StudyAttr, Task, TrialAttr
 from core.metrics.catalogue import METRICS, stored_metrics
 from core.modeling.architectures import ARCHITECTURES, Family
-from core.modeling.bundle import CONFIG_FILE, ONNX_FILE, PREDICT_SCRIPT, SEGTUNE_FILE, WEIGHTS_FILE
+from core.modeling.bundle import BUNDLE_ARTIFACTS, CONFIG_FILE, ONNX_FILE, PREDICT_SCRIPT, SEGTUNE_FILE, WEIGHTS_FILE
 from core.results.reliability import study_task
 from core.results.trials import best_numbers, objective_names
+from core.search.validation import stored_spec
 
 if TYPE_CHECKING:
     from optuna.artifacts._protocol import ArtifactStore
 
+    from core.data.splits import SplitConfig
+
 MODEL_CARD_FILE = "MODEL_CARD.md"
 # What a downloaded bundle holds (MODEL_CARD.md besides): the card describes these unless told otherwise.
 BUNDLE_FILES = frozenset({WEIGHTS_FILE, SEGTUNE_FILE, CONFIG_FILE, ONNX_FILE, PREDICT_SCRIPT})
-BUNDLE_ARTIFACTS: tuple[str, ...] = (ArtifactKind.WEIGHTS, ArtifactKind.CONFIG)  # what a trial must have stored to be exported
 
 
 def bundle_name(study: optuna.Study, trial: FrozenTrial) -> str:
@@ -69,12 +71,12 @@ def _card_model(study: optuna.Study, trial: FrozenTrial) -> list[str]:
 
 
 def _card_data(study: optuna.Study, trial: FrozenTrial) -> list[str]:
-    spec = study.user_attrs.get(StudyAttr.SPEC) or {}
+    spec = stored_spec(study)
     return ["## Data", _table({
-        "Dataset": study.user_attrs.get(StudyAttr.DATASET) or spec.get("dataset"),
+        "Dataset": study.user_attrs.get(StudyAttr.DATASET) or (spec.dataset if spec else None),
         "Split hash": study.user_attrs.get(StudyAttr.SPLIT_HASH),
-        "Split": _split_text(spec.get("split") or {}),
-        "Image size (px)": spec.get("image_size"),
+        "Split": _split_text(spec.split if spec else None),
+        "Image size (px)": spec.image_size if spec else None,
     })]
 
 
@@ -151,12 +153,12 @@ def _table(values: dict[str, Any]) -> str:
     return "\n".join(["| | |", "|---|---|", *rows, ""])
 
 
-def _split_text(split: dict[str, Any]) -> str:
-    if not split:
+def _split_text(split: SplitConfig | None) -> str:
+    if split is None:
         return "—"
-    if split.get("k_folds"):
-        return f"test {split.get('test')}, {split['k_folds']} folds (validation fold {split.get('fold')}), seed {split.get('seed')}"
-    return f"train {split.get('train')} / val {split.get('val')} / test {split.get('test')}, seed {split.get('seed')}"
+    if split.k_folds:
+        return f"test {split.test}, {split.k_folds} folds (validation fold {split.fold}), seed {split.seed}"
+    return f"train {split.train} / val {split.val} / test {split.test}, seed {split.seed}"
 
 
 def _metrics_table(val: dict[str, Any], test: dict[str, Any], task: Task = Task.SEGMENTATION) -> str:

@@ -14,17 +14,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from core.contract import Task
 from core.data.images import ARRAY_EXTENSION, IMAGE_EXTENSIONS, channel_problem, read_image
-from core.data.tensors import prepare_image
+from core.data.tensors import prepare_image, resize_mask
 from core.data.visual import overlay_mask
-from core.deploy.export import load_model
 from core.errors import SegTuneError
-from core.metrics.segmentation import predict_mask
-from core.modeling.bundle import BundleConfig
-from core.modeling.config import task_mode
+from core.modeling.bundle import BundleConfig, load_models
+from core.modeling.inference import Models, class_indices, class_probabilities, predict_probabilities
 
 IMAGE_SUFFIXES: tuple[str, ...] = (*IMAGE_EXTENSIONS, ARRAY_EXTENSION)
 OVERLAY_DIR = "overlays"
@@ -53,15 +52,27 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(path for path in folder.iterdir() if path.is_file() and not path.name.startswith("."))
 
 
-@torch.no_grad()
-def predict_image(model: torch.nn.Module, config: BundleConfig, pixels: np.ndarray) -> np.ndarray:
-    """Class-index mask (H, W) uint8 at the size of ``pixels`` (HxWxC uint8 from read_image)."""
+def model_input(config: BundleConfig, pixels: np.ndarray) -> torch.Tensor:
+    """The model's input for one image (HxWxC uint8 from read_image): (1, C, S, S) floats in [0, 1]."""
     prepared = prepare_image(pixels, config.image_size, config.channels)
-    batch = torch.from_numpy(np.array(prepared))[None].float().div_(255.0)  # a writable copy
-    mode = task_mode(len(config.classes))
-    mask = predict_mask(model(batch).float(), mode, config.threshold)[0].to(torch.uint8).numpy()
-    height, width = pixels.shape[:2]
-    return np.asarray(Image.fromarray(mask).resize((width, height), Image.Resampling.NEAREST))
+    return torch.from_numpy(np.array(prepared))[None].float().div_(255.0)  # a writable copy
+
+
+def predict_image(model: Models, config: BundleConfig, pixels: np.ndarray, *, tta: bool = False) -> np.ndarray:
+    """Class-index mask (H, W) uint8 at the size of ``pixels``. ``model`` may be a fold ensemble;
+    ``tta`` adds mirror TTA (core.modeling.inference)."""
+    return image_mask(predict_probabilities(model, model_input(config, pixels), tta=tta), config, pixels.shape[:2])
+
+
+def image_mask(probs: torch.Tensor, config: BundleConfig, size: tuple[int, int]) -> np.ndarray:
+    """The mask of one image's probabilities (1, C, S, S): decided at the model's size, then resized
+    (nearest) to ``size`` (height, width): the rule scores at the original resolution follow too."""
+    return resize_mask(class_indices(probs, config.threshold)[0].to(torch.uint8).numpy(), *size)
+
+
+def image_probabilities(probs: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """Every class's probability (K, H, W) float32, background first, resized (bilinear) to ``size``."""
+    return F.interpolate(class_probabilities(probs), size=size, mode="bilinear", align_corners=False)[0].numpy()
 
 
 def mask_png(mask: np.ndarray, num_classes: int) -> np.ndarray:
@@ -70,9 +81,11 @@ def mask_png(mask: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def predict_folder(
-    model_folder: Path, images: Path, out: Path, *, overlay: bool = False, progress: bool = True
+    model_folder: Path, images: Path, out: Path, *, overlay: bool = False, progress: bool = True, tta: bool = False,
+    save_probabilities: bool = False,
 ) -> PredictReport:
-    """Write ``out/<stem>.png`` for every readable image (and ``out/overlays/<stem>.png``)."""
+    """Write ``out/<stem>.png`` for every readable image (and ``out/overlays/<stem>.png``; with
+    ``save_probabilities`` ``out/<stem>.npz``: ``probabilities`` (K, H, W) float16, background first)."""
     model, config, files = open_run(model_folder, images, Task.SEGMENTATION, "it writes labels (core.deploy.classify), not masks")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,8 +102,12 @@ def predict_folder(
             report.skipped.append((path, reason))
             continue
         seen.add(path.stem)
-        mask = predict_image(model, config, pixels)
+        probs = predict_probabilities(model, model_input(config, pixels), tta=tta)
+        mask = image_mask(probs, config, pixels.shape[:2])
         target = out / f"{path.stem}.png"
+        if save_probabilities:
+            averaged = image_probabilities(probs, pixels.shape[:2]).astype(np.float16)
+            np.savez_compressed(out / f"{path.stem}.npz", probabilities=averaged, classes=np.array(config.classes))
         Image.fromarray(mask_png(mask, len(config.classes))).save(target)
         if overlay:
             Image.fromarray(overlay_mask(pixels, mask)).save(out / OVERLAY_DIR / f"{path.stem}.png")
@@ -98,10 +115,10 @@ def predict_folder(
     return report
 
 
-def open_run(model_folder: Path, images: Path, task: Task, other_task: str) -> tuple[torch.nn.Module, BundleConfig, list[Path]]:
-    """The model of ``model_folder`` and the files of ``images``, refused when the model is not a
-    ``task`` one (``other_task``: what such a model does instead) or the folder is empty."""
-    model, config = load_model(Path(model_folder))
+def open_run(model_folder: Path, images: Path, task: Task, other_task: str) -> tuple[list[torch.nn.Module], BundleConfig, list[Path]]:
+    """The models of ``model_folder`` (one, or a fold ensemble's) and the files of ``images``, refused
+    when the model is not a ``task`` one (``other_task``: what such a model does instead) or the folder is empty."""
+    model, config = load_models(Path(model_folder))
     if config.task != task:
         raise PredictError(f"{model_folder} holds a {config.task} model: {other_task}")
     files = image_files(images)

@@ -25,9 +25,8 @@ from core.data.intensity import IntensityConfig
 from core.data.manifest import VolumeSlicing
 from core.data.volume_ingest import slice_pictures
 from core.data.volumes import Case, VolumeReadError, from_canonical, group_image_files, read_case_image, slice_unview, to_canonical
-from core.deploy.export import load_model
 from core.deploy.predict import PredictError, predict_image
-from core.modeling.bundle import BundleConfig
+from core.modeling.bundle import BundleConfig, load_model
 
 
 @dataclass

@@ -11,8 +11,15 @@ min-max scaled to 8 bits, bilinear resize to the model's size, pixels / 255); ea
 back to its image (nearest) and written as ``<out>/<stem>.png``: 0/255 for binary models, class
 indices otherwise. Unreadable files are reported and skipped. Volume models (NIfTI/DICOM) take
 their slices as 2D images here, windowed as ``segtune.json``'s ``preprocessing`` says; SegTune's
-own ``predict --volumes`` does that for whole volumes. Also importable: ``load_config``,
-``read_image``, ``preprocess``, ``postprocess``, ``mask_png``.
+own ``predict --volumes`` does that for whole volumes. A fold ensemble (``ensemble.json`` naming
+``fold0/`` ... each with its ``model.onnx``) averages its members' probabilities before deciding.
+Also importable: ``load_config``, ``read_image``, ``preprocess``, ``probabilities``, ``decide``,
+``postprocess``, ``mask_png``.
+
+A ``model.onnx`` that keeps tensors in other files (ONNX "external data") is refused: SegTune never
+writes one, and older onnxruntime versions follow such a reference anywhere on the disk
+(``../../etc/passwd``). The check reads the protobuf itself (``uses_external_data``), so it needs
+no ``onnx`` package, and the checked bytes are what onnxruntime loads.
 """
 
 from __future__ import annotations
@@ -75,12 +82,26 @@ def preprocess(pixels: np.ndarray, config: dict[str, Any]) -> np.ndarray:
     return ((chw * np.float32(spec["scale"]) - mean) / std)[None].astype(np.float32)
 
 
+def probabilities(logits: np.ndarray) -> np.ndarray:
+    """(N, K, S, S) logits -> probabilities: the sigmoid of one channel (binary), else the softmax."""
+    logits = logits.astype(np.float64)
+    if logits.shape[1] == 1:
+        return 1.0 / (1.0 + np.exp(-logits))
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
 def postprocess(logits: np.ndarray, config: dict[str, Any], size: tuple[int, int]) -> np.ndarray:
     """(N, K, S, S) logits -> (N, H, W) uint8 class indices at ``size`` = (height, width)."""
-    if len(config["classes"]) == 2:  # one logit channel: sigmoid >= threshold
-        masks = (1.0 / (1.0 + np.exp(-logits[:, 0].astype(np.float64))) >= config.get("threshold", 0.5)).astype(np.uint8)
+    return decide(probabilities(logits), config, size)
+
+
+def decide(probs: np.ndarray, config: dict[str, Any], size: tuple[int, int]) -> np.ndarray:
+    """(N, K, S, S) probabilities (e.g. an ensemble's average) -> (N, H, W) uint8 class indices at ``size``."""
+    if probs.shape[1] == 1:  # one logit channel: foreground where its probability >= threshold
+        masks = (probs[:, 0] >= config.get("threshold", 0.5)).astype(np.uint8)
     else:
-        masks = logits.argmax(axis=1).astype(np.uint8)
+        masks = probs.argmax(axis=1).astype(np.uint8)
     height, width = size
     return np.stack([np.asarray(Image.fromarray(m).resize((width, height), Image.Resampling.NEAREST)) for m in masks])
 
@@ -93,13 +114,98 @@ def mask_png(mask: np.ndarray, config: dict[str, Any]) -> Image.Image:
 def session(folder: str | Path = HERE) -> Any:
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(Path(folder) / "model.onnx"), providers=["CPUExecutionProvider"])
+    path = Path(folder) / "model.onnx"
+    model = path.read_bytes()
+    try:
+        external = uses_external_data(model)
+    except (IndexError, ValueError) as exc:
+        raise SystemExit(f"{path} is not a valid ONNX file ({exc})") from None
+    if external:
+        raise SystemExit(f"{path} refers to tensor data in other files (ONNX external data), which SegTune never writes: "
+                         "the bundle was changed, so it is not loaded (such a reference can read any file on this machine)")
+    return ort.InferenceSession(model, providers=["CPUExecutionProvider"])  # the bytes checked, not the file again
+
+
+# Where an ONNX model can hold tensors: message -> {field number: message} (onnx.proto's numbering).
+_ONNX_FIELDS = {
+    "model": {7: "graph", 20: "training", 25: "function"},
+    "training": {1: "graph", 2: "graph"},
+    "graph": {1: "node", 5: "tensor", 15: "sparse"},
+    "function": {7: "node", 11: "attribute"},
+    "node": {5: "attribute"},
+    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
+    "sparse": {1: "tensor", 2: "tensor"},
+}
+_EXTERNAL_DATA, _DATA_LOCATION, _EXTERNAL = 13, 14, 1  # TensorProto.external_data, .data_location, DataLocation.EXTERNAL
+
+
+def uses_external_data(model: bytes) -> bool:
+    """Whether any tensor of the serialized ONNX ``model`` (initializers, constants, subgraphs,
+    functions) keeps its data in another file. Raises ValueError/IndexError on a malformed file."""
+    stack = [("model", memoryview(model))]
+    while stack:
+        kind, data = stack.pop()
+        for number, value in _protobuf_fields(data):
+            if kind == "tensor":
+                if number == _EXTERNAL_DATA or (number == _DATA_LOCATION and value == _EXTERNAL):
+                    return True
+            elif number in _ONNX_FIELDS[kind] and isinstance(value, memoryview):
+                stack.append((_ONNX_FIELDS[kind][number], value))
+    return False
+
+
+def _protobuf_fields(data: memoryview) -> Any:
+    """(field number, value) of one protobuf message: an int for a varint, a memoryview for a
+    length-delimited field (a sub-message, string or packed data), None for fixed-size numbers."""
+    pos = 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(data, pos)
+        elif wire == 2:
+            size, pos = _varint(data, pos)
+            if pos + size > len(data):
+                raise ValueError("a field runs past the end of the file")
+            value, pos = data[pos:pos + size], pos + size
+        elif wire in (1, 5):
+            value, pos = None, pos + (8 if wire == 1 else 4)
+        else:
+            raise ValueError(f"protobuf wire type {wire} is not used by ONNX")
+        yield number, value
+
+
+def _varint(data: memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = data[pos]
+        result |= (byte & 0x7F) << shift
+        pos += 1
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
+def sessions(folder: str | Path = HERE) -> list[Any]:
+    """One session, or one per member of a fold ensemble (``ensemble.json``: fold0, fold1, ... sub-folders)."""
+    folder = Path(folder)
+    path = folder / "ensemble.json"
+    if not path.is_file():
+        return [session(folder)]
+    members = json.loads(path.read_text(encoding="utf-8")).get("members") or []
+    if not members or not all(isinstance(m, str) and m.startswith("fold") and m[4:].isdigit() for m in members):
+        raise SystemExit(f"{path} must name its members as fold0, fold1, ... (sub-folders of the ensemble)")
+    return [session(folder / member) for member in members]
+
+
+def predict_probabilities(models: list[Any], batch: np.ndarray) -> np.ndarray:
+    """The members' probabilities for one input batch, averaged."""
+    return np.mean([probabilities(m.run(None, {m.get_inputs()[0].name: batch})[0]) for m in models], axis=0)
 
 
 def predict_folder(images: Path, out: Path, folder: Path = HERE) -> tuple[int, list[str]]:
     """Write one mask per readable image; returns (masks written, skipped files with why)."""
-    config, model = load_config(folder), session(folder)
-    input_name = model.get_inputs()[0].name
+    config, models = load_config(folder), sessions(folder)
     out.mkdir(parents=True, exist_ok=True)
     written, skipped, seen = 0, [], set()
     for path in sorted(p for p in images.iterdir() if p.is_file() and not p.name.startswith(".")):
@@ -115,8 +221,8 @@ def predict_folder(images: Path, out: Path, folder: Path = HERE) -> tuple[int, l
             skipped.append(f"{path.name}: unreadable ({type(exc).__name__}: {exc})")
             continue
         seen.add(path.stem)
-        logits = model.run(None, {input_name: preprocess(pixels, config)})[0]
-        mask_png(postprocess(logits, config, pixels.shape[:2])[0], config).save(out / f"{path.stem}.png")
+        probs = predict_probabilities(models, preprocess(pixels, config))
+        mask_png(decide(probs, config, pixels.shape[:2])[0], config).save(out / f"{path.stem}.png")
         written += 1
     return written, skipped
 

@@ -17,6 +17,9 @@ Scopes:
   stacked back into volumes (Dice per volume, what nnU-Net and the papers report); stored like
   split metrics as ``val_<name>`` / ``test_<name>``. Not known per epoch, so an objective on it
   cannot drive pruning and the best epoch is kept on the validation loss.
+- ``case``: computed once when a trial ends, per case (image) at the original resolution against the
+  original masks, then averaged over cases (boundary metrics: NSD, HD95; core.metrics.cases);
+  stored like split metrics. Not known per epoch, like volume metrics.
 - ``trial``: one figure per finished trial (throughput, size).
 """
 
@@ -38,6 +41,7 @@ class Scope(StrEnum):
     SPLIT = "split"
     EPOCH = "epoch"
     VOLUME = "volume"
+    CASE = "case"
     TRIAL = "trial"
 
 
@@ -51,6 +55,7 @@ class Source(StrEnum):
     MEASUREMENT = "measurement"  # measured on the trained model (throughput, size)
     VOLUMES = "volumes"  # core.metrics.volumes.dice_per_volume, at trial end on volume datasets
     CLASS_PREDICTIONS = "class_predictions"  # core.metrics.classification.ClassificationMetrics, from image labels
+    CASES = "cases"  # core.metrics.cases, per case at the original resolution, at trial end
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class Metric:
 
 
 _UP, _DOWN = Direction.MAXIMIZE, Direction.MINIMIZE
+_AT_TRIAL_END = (Scope.VOLUME, Scope.CASE)  # stored as val_/test_ but computed once, when the trial ends
 _SPLIT, _COUNTS = Scope.SPLIT, Source.PIXEL_COUNTS
 _BOTH, _LABELS = frozenset(Task), frozenset({Task.CLASSIFICATION})
 
@@ -82,6 +88,8 @@ METRICS: Registry[Metric] = Registry("metric", [
     Metric("f1", "F1", _UP, _SPLIT, _COUNTS, report=True),
     Metric("specificity", "Specificity", _UP, _SPLIT, _COUNTS, objective=False),
     Metric("dice_per_volume", "Dice per volume", _UP, Scope.VOLUME, Source.VOLUMES, report=False),
+    Metric("nsd", "NSD (surface Dice)", _UP, Scope.CASE, Source.CASES),
+    Metric("hd95", "HD95 (px)", _DOWN, Scope.CASE, Source.CASES),
     # classification (image labels; the macro means and the AUC rules: core.metrics.classification)
     Metric("accuracy", "Accuracy", _UP, _SPLIT, Source.CLASS_PREDICTIONS, curve=True, report=True, tasks=_LABELS),
     Metric("balanced_accuracy", "Balanced accuracy", _UP, _SPLIT, Source.CLASS_PREDICTIONS, curve=True, report=True, tasks=_LABELS),
@@ -123,8 +131,8 @@ def volume_metrics() -> tuple[str, ...]:
 
 
 def stored_metrics(task: Task | str = Task.SEGMENTATION) -> tuple[str, ...]:
-    """Every name stored under ``val_``/``test_`` of a trial: split metrics, then volume metrics."""
-    return split_metrics(task=task) + tuple(m.name for m in task_metrics(task) if m.scope == Scope.VOLUME)
+    """Every name stored under ``val_``/``test_`` of a trial: split metrics, then trial-end ones (volume, case)."""
+    return split_metrics(task=task) + tuple(m.name for m in task_metrics(task) if m.scope in _AT_TRIAL_END)
 
 
 def objective_metrics(task: Task | str = Task.SEGMENTATION) -> dict[str, Direction]:
@@ -159,5 +167,10 @@ def label(name: str) -> str:
     return METRICS.get(name).label if name in METRICS else name
 
 
+def case_metrics() -> tuple[str, ...]:
+    """Names of the per-case metrics computed at the original resolution when a trial ends."""
+    return tuple(m.name for m in METRICS if m.scope == Scope.CASE)
+
+
 def _objective_name(metric: Metric) -> str:
-    return f"val_{metric.name}" if metric.scope in (_SPLIT, Scope.VOLUME) else metric.name
+    return f"val_{metric.name}" if metric.scope in (_SPLIT, *_AT_TRIAL_END) else metric.name

@@ -30,6 +30,7 @@ from core.contract import Task
 from core.errors import SegTuneError
 from core.metrics.catalogue import Source, split_metrics
 from core.metrics.label_predictions import confusion_matrix
+from core.modeling.inference import probabilities
 
 METRIC_NAMES = split_metrics(Source.CLASS_PREDICTIONS, task=Task.CLASSIFICATION)
 
@@ -120,7 +121,7 @@ class ClassificationMetrics:
             raise SegTuneError(f"classifier logits must be (N, {self.num_classes}), got {tuple(logits.shape)}")
         if target.shape != (logits.shape[0],):
             raise SegTuneError(f"labels must be (N,) = ({logits.shape[0]},), got {tuple(target.shape)}")
-        self._probabilities.append(torch.softmax(logits.float(), dim=1))
+        self._probabilities.append(probabilities(logits))
         self._labels.append(target.long())
 
     def outputs(self) -> LabelOutputs:

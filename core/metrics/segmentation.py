@@ -39,20 +39,12 @@ import torch
 from core.contract import Mode
 from core.errors import SegTuneError, unknown_option
 from core.metrics.catalogue import Source, split_metrics
+from core.modeling.inference import class_indices, probabilities
 
 # What compute() returns, in catalogue order: pixel-pooled metrics, then per-image ones.
 PIXEL_METRIC_NAMES = split_metrics(Source.PIXEL_COUNTS)
 PER_IMAGE_METRIC_NAMES = split_metrics(Source.PER_IMAGE)
 METRIC_NAMES = PIXEL_METRIC_NAMES + PER_IMAGE_METRIC_NAMES
-
-
-def predict_mask(logits: torch.Tensor, mode: str, threshold: float = 0.5) -> torch.Tensor:
-    """Class indices (N, H, W) from logits (N, C, H, W): sigmoid >= threshold, or argmax."""
-    if mode == Mode.BINARY:
-        return (torch.sigmoid(logits[:, 0]) >= threshold).long()
-    if mode == Mode.MULTICLASS:
-        return logits.argmax(dim=1)
-    raise SegTuneError(unknown_option("mode", mode, list(Mode)))
 
 
 def _ratio(num: torch.Tensor, den: torch.Tensor, perfect: torch.Tensor) -> torch.Tensor:
@@ -94,10 +86,17 @@ class SegmentationMetrics:
             raise SegTuneError(f"{self.mode} logits must be (N, {channels}, H, W), got {tuple(logits.shape)}")
         if target.shape != (logits.shape[0], *logits.shape[2:]):
             raise SegTuneError(f"target must be (N, H, W) = {(logits.shape[0], *logits.shape[2:])}, got {tuple(target.shape)}")
-        pred = predict_mask(logits, self.mode, self.threshold)
+        self.update_predictions(class_indices(probabilities(logits), self.threshold), target)
+
+    @torch.no_grad()
+    def update_predictions(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """Add one batch of decided masks: predicted and target class indices, both (N, H, W)."""
+        if pred.shape != target.shape:
+            raise SegTuneError(f"predicted masks {tuple(pred.shape)} and targets {tuple(target.shape)} differ in shape")
+        pred, target = pred.long(), target.long()
         # one-hot + smp's "multilabel" counting stays vectorised on the device (its "multiclass"
         # path loops over images into CPU tensors)
-        tp, fp, fn, tn = smp.metrics.get_stats(self._one_hot(pred), self._one_hot(target.long()), mode="multilabel")
+        tp, fp, fn, tn = smp.metrics.get_stats(self._one_hot(pred), self._one_hot(target), mode="multilabel")
         batch = torch.stack([tp.sum(0), fp.sum(0), fn.sum(0), tn.sum(0)])
         self._counts = batch if self._counts is None else self._counts + batch
         self._images.append(torch.stack([tp[:, 1:], fp[:, 1:], fn[:, 1:]], dim=-1))

@@ -26,7 +26,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial
 
-from core.contract import ArtifactKind, StudyAttr, Task, TrialAttr
+from core.contract import ArtifactKind, StudyAttr, Task, TrialAttr, spec_attr
 from core.errors import unknown_option
 from core.metrics.label_predictions import LabelPredictions
 from core.results.reliability import study_task
@@ -182,7 +182,7 @@ def prediction_images(settings: Settings, study: optuna.Study, stems: Sequence[s
     from core.data.manifest import dataset_path, load_manifest
     from core.data.tensors import load_tensor_set
 
-    spec = study.user_attrs.get(StudyAttr.SPEC) or {}
+    spec = spec_attr(study)  # raw: one field is read, so a spec that no longer validates still opens
     dataset = study.user_attrs.get(StudyAttr.DATASET) or spec.get("dataset")
     manifest = load_manifest(settings.datasets_dir, dataset)
     channels = spec.get("channels") or manifest.channels

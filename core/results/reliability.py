@@ -15,7 +15,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial
 
-from core.contract import StudyAttr, Task, TrialAttr
+from core.contract import StudyAttr, Task, TrialAttr, spec_attr
 from core.metrics.catalogue import split_metrics
 from core.metrics.uncertainty import Kind, as_units, bootstrap_ci, paired_difference_ci
 
@@ -24,8 +24,7 @@ REFERENCE_STATE = "reference"  # the state column of a baseline row on the leade
 
 def study_task(study: optuna.Study) -> Task:
     """The study's task from its stored spec (segmentation for specs written before tasks existed)."""
-    spec = study.user_attrs.get(StudyAttr.SPEC) or {}
-    return Task(spec.get("task", Task.SEGMENTATION))
+    return Task(spec_attr(study).get("task", Task.SEGMENTATION))
 
 
 def dice_units(trial: FrozenTrial, split: str) -> tuple[np.ndarray, Kind] | None:
@@ -60,7 +59,17 @@ def reliability_columns(trial: FrozenTrial) -> dict[str, Any]:
     row["val_foreground_fraction"] = attrs.get(TrialAttr.VAL_FOREGROUND_FRACTION)
     row["flags"] = ", ".join(attrs.get(TrialAttr.FLAGS) or [])
     row["reused_from"] = attrs.get(TrialAttr.REUSED_FROM)
+    row["ensemble_test_dice"] = (attrs.get(TrialAttr.ENSEMBLE_TEST_METRICS) or {}).get("dice")
     return row
+
+
+def evaluation_note(study_attrs: dict[str, Any]) -> str:
+    """How the study's finished trials were scored, in one sentence for the results pages."""
+    evaluation = study_attrs.get(StudyAttr.EVALUATION) or {}
+    if evaluation.get("resolution") == "native":
+        return (f"Scores are at each image's original resolution (NSD tolerance {evaluation.get('nsd_tolerance', 2):g} px); "
+                "the learning curves are at the training size.")
+    return "Scores are at the study's training size (this study was made before SegTune scored at the original resolution)."
 
 
 def baselines(study: optuna.Study) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from core.contract import StudyAttr, Task, TrialAttr
+from core.contract import Task, TrialAttr, spec_attr
 from core.errors import SegTuneError
 from core.metrics.catalogue import label, stored_metrics
 from core.results.reliability import baseline_frame, best_vs_runner_up, reliability_columns, study_task
@@ -24,6 +24,7 @@ CANCELLED_STATE = "cancelled"  # a trial a cancel stopped: Optuna says FAIL, the
 RELIABILITY_COLUMNS: tuple[str, ...] = (
     "val_dice_ci_low", "val_dice_ci_high", "test_dice_ci_low", "test_dice_ci_high", "val_dice_std",
     "val_dice_per_image_std", "val_iou_std", "folds", "val_foreground_fraction", "flags", "reused_from",
+    "ensemble_test_dice",
 )
 
 # Per-trial scalars copied from user attrs into the leaderboard, in display order.
@@ -43,8 +44,7 @@ class ResultsError(SegTuneError):
 
 def objective_names(study: optuna.Study) -> list[str]:
     """The objectives' metric names (from the stored spec), else Optuna's metric names."""
-    spec = study.user_attrs.get(StudyAttr.SPEC) or {}
-    names = [objective.get("metric", "") for objective in spec.get("objectives", [])]
+    names = [objective.get("metric", "") for objective in spec_attr(study).get("objectives", [])]
     if len(names) == len(study.directions) and all(names):
         return names
     if study.metric_names:
@@ -126,6 +126,22 @@ def _ranks(directions: Sequence[optuna.study.StudyDirection], frame: pd.DataFram
     values = frame[f"objective_{first_objective}"].where(frame["state"] == "complete").astype(float)
     ascending = directions[0] == optuna.study.StudyDirection.MINIMIZE
     return values.rank(method="min", ascending=ascending).astype("Int64")
+
+
+def pruned_ahead(frame: pd.DataFrame, objective: str, maximize: bool) -> list[int]:
+    """Pruned trials whose last value of ``objective`` (a ``val_<metric>`` column, from their last
+    epoch) beats at least one complete trial's. They are not ranked: the pruner stopped them early
+    against other trials at the same epoch, so their value is that of an unfinished run; the
+    leaderboard says so where the numbers would otherwise look like a ranking mistake."""
+    if objective not in frame or f"objective_{objective}" not in frame:
+        return []
+    complete = frame.loc[frame["state"] == "complete", f"objective_{objective}"].dropna()
+    if complete.empty:
+        return []
+    worst = complete.min() if maximize else complete.max()
+    last = frame.loc[frame["state"] == "pruned", ["number", objective]].dropna()
+    ahead = last[last[objective] > worst] if maximize else last[last[objective] < worst]
+    return [int(number) for number in ahead["number"]]
 
 
 def frame_columns(trials: Sequence[FrozenTrial], names: list[str], task: Task = Task.SEGMENTATION) -> list[str]:

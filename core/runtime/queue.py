@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from core.contract import StudyAttr
+from core.data.manifest import MANIFEST_FILE, dataset_path
 from core.runtime import launcher
 from core.runtime.budget import total_budget, trial_counts
 from core.runtime.job_model import ACTIVE_STATES, RESUMABLE_STATES, Job, JobError, JobState
 from core.runtime.job_table import get_job, jobs_table, list_jobs, load_job_study, reconcile, set_status, tables_engine
 from core.runtime.tuning import prepare_study
 from core.search.spec import StudySpec
+from core.search.validation import stored_spec
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -39,15 +41,29 @@ def submit_job(
     """
     slots = launcher.plan_slots(devices, workers, per_gpu, trial_bytes=trial_bytes)  # per_gpu "auto": as many as fit
     _refuse_second_job(settings, spec.name)  # words the common case; the database enforces it (queue_job)
-    study = prepare_study(spec, settings)  # checks the dataset before it creates anything
+    try:
+        study = prepare_study(spec, settings)  # checks the dataset before it creates anything
+    except FileNotFoundError:
+        if _dataset_gone(settings, spec.dataset):  # deleted while its images were read (prepare_study removed the new study)
+            raise JobError(f"dataset {spec.dataset!r} was deleted while the study was being prepared; nothing was queued") from None
+        raise
     target = total_budget(spec)
     if target is not None and trial_counts(study).done >= target:
         raise JobError(f"study {spec.name!r} has already run its {target} trials; extend it (`python -m core jobs extend ID --trials N`) or raise budget.n_trials")
     packed = per_gpu if isinstance(per_gpu, int) else max(Counter(slots).values(), default=1)
     job_id = queue_job(settings, spec, target, launcher.normalise_devices(devices), len(slots), packed)
+    if _dataset_gone(settings, spec.dataset):  # a delete raced past its job check (core.runtime.dataset_guard)
+        message = f"dataset {spec.dataset!r} was deleted while the job was being queued; add the dataset again, then resume job {job_id}"
+        with tables_engine(settings).begin() as connection:
+            set_status(connection, job_id, JobState.FAILED, when=[JobState.QUEUED], error=message)
+        raise JobError(message)
     if launch and slots:
         launcher.launch_workers(settings, get_job(settings, job_id), slots)
     return job_id
+
+
+def _dataset_gone(settings: Settings, name: str) -> bool:
+    return not (dataset_path(settings.datasets_dir, name) / MANIFEST_FILE).is_file()
 
 
 def queue_job(settings: Settings, spec: StudySpec, n_trials: int | None, devices: Sequence[str] = (), workers: int = 1, per_gpu: int = 1) -> int:
@@ -139,7 +155,8 @@ def _store_budget(settings: Settings, job: Job, n_trials: int) -> None:
     spec_dict = json.loads(job.spec_json)
     spec_dict["budget"]["n_trials"] = n_trials
     study = load_job_study(settings, job)
-    study.set_user_attr(StudyAttr.SPEC, {**study.user_attrs.get(StudyAttr.SPEC, spec_dict), "budget": spec_dict["budget"]})
+    stored = stored_spec(study)
+    study.set_user_attr(StudyAttr.SPEC, {**(stored.to_dict() if stored else spec_dict), "budget": spec_dict["budget"]})
     with tables_engine(settings).begin() as connection:
         connection.execute(sa.update(jobs_table).where(jobs_table.c.id == job.id).values(spec_json=json.dumps(spec_dict)))
 

@@ -4,7 +4,9 @@ Like tuning workers, a task is a ``python -m core <command> ... --task-id ID`` p
 session, so closing the dashboard does not stop it; its stdout and stderr go to
 ``<logs>/task-<id>.log``. The running command reports through :class:`TaskProgress`, which keeps
 ``<home>/tasks/<id>.json`` up to date (written atomically, under a file lock, so readers never see
-half a file and the launcher and the command never overwrite each other). No database table: a
+half a file and the launcher and the command never overwrite each other). The launcher records
+the task's :class:`TaskSubject` (study, trial, method, options) beside its command line, so the
+dashboard finds a trial's tasks by those fields and never parses arguments. No database table: a
 task belongs to the machine that runs it, and one JSON file per task is all the dashboard reads.
 
 States: ``starting`` (launched, nothing reported yet), ``running``, ``finished``, ``failed``, and
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
     from core.settings import Settings
 
 TASKS_DIR = "tasks"
+
+
 class TaskState(StrEnum):
     STARTING = "starting"
     RUNNING = "running"
@@ -55,12 +59,41 @@ class TaskError(SegTuneError):
 
 
 @dataclass(frozen=True)
-class Task:
-    """One background task as its status file and its process describe it."""
+class TaskSubject:
+    """What a task works on, recorded by whoever starts it: readers take the study and trial from
+    here, never from the command line. Saved as the status file's ``subject`` object; a record
+    written before subjects existed reads as the empty subject (it still lists, about no trial)."""
+
+    study: str | None = None
+    trial: int | None = None  # a trial number of ``study``
+    method: str | None = None  # how the task treats it (a compression method: "ptq", "prune", ...)
+    options: Mapping[str, Any] = field(default_factory=dict)  # the method's settings, JSON values
+
+    def is_about(self, study: str, trial: int) -> bool:
+        return self.study == study and self.trial == trial
+
+    def to_json(self) -> dict[str, Any]:
+        return {"study": self.study, "trial": self.trial, "method": self.method, "options": dict(self.options)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> TaskSubject:
+        """The subject a status file holds (the empty one for a record without, or with a broken one)."""
+        if not isinstance(data, Mapping):
+            return cls()
+        trial, options = data.get("trial"), data.get("options")
+        return cls(study=data.get("study"), trial=int(trial) if isinstance(trial, int) else None, method=data.get("method"),
+                   options=dict(options) if isinstance(options, Mapping) else {})
+
+
+@dataclass(frozen=True)
+class BackgroundTask:
+    """One background task as its status file and its process describe it (not a study's
+    :class:`core.contract.Task`, which says segmentation or classification)."""
 
     id: str
     kind: str  # what it does ("compress"); filters the task lists
-    argv: tuple[str, ...]  # the ``python -m core`` arguments it was started with
+    argv: tuple[str, ...]  # the ``python -m core`` arguments it was started with: for the log's reader, parsed by no one
+    subject: TaskSubject  # the study, trial, method and options it works on
     status: str  # a TaskState value
     fraction: float  # 0..1 of the work done, as the command last reported
     message: str  # what it is doing now (or did last)
@@ -131,14 +164,15 @@ def _merge(path: Path, changes: Mapping[str, Any]) -> dict[str, Any]:
     return record
 
 
-def _task(settings: Settings, record: Mapping[str, Any]) -> Task:
+def _task(settings: Settings, record: Mapping[str, Any]) -> BackgroundTask:
     status = record.get("status", TaskState.STARTING)
     pid = record.get("pid")
     error = record.get("error")
     if status in ACTIVE_STATES and pid is not None and not pid_alive(int(pid)):
         status, error = TaskState.INTERRUPTED, "the process ended without reporting an outcome (killed, crashed or the machine restarted); see the log"
-    return Task(
-        id=record["id"], kind=record.get("kind", ""), argv=tuple(record.get("argv", ())), status=status,
+    return BackgroundTask(
+        id=record["id"], kind=record.get("kind", ""), argv=tuple(record.get("argv", ())),
+        subject=TaskSubject.from_json(record.get("subject")), status=status,
         fraction=float(record.get("fraction", 0.0)), message=str(record.get("message", "")),
         created_at=float(record.get("created_at", 0.0)), updated_at=float(record.get("updated_at", 0.0)),
         pid=int(pid) if pid is not None else None, log_path=log_path(settings, record["id"]),
@@ -163,29 +197,30 @@ def task_command(argv: Sequence[str], task_id: str) -> list[str]:
     return [sys.executable, "-m", "core", *argv, "--task-id", task_id]
 
 
-def start_task(settings: Settings, kind: str, argv: Sequence[str]) -> Task:
-    """Launch ``python -m core <argv...> --task-id ID`` in the background; returns it as ``starting``."""
+def start_task(settings: Settings, kind: str, argv: Sequence[str], subject: TaskSubject | None = None) -> BackgroundTask:
+    """Launch ``python -m core <argv...> --task-id ID`` in the background, recording what it works
+    on (``subject``: none for a task about no study); returns it as ``starting``."""
     if not _KIND.match(kind):
         raise TaskError(f"invalid task kind {kind!r}: a lower-case word such as 'compress'")
     if not argv or any(not isinstance(arg, str) for arg in argv):
         raise TaskError(f"a task needs a command and string arguments, got {list(argv)!r}")
     task_id = new_task_id(kind)
     path = _status_path(settings, task_id)
-    _merge(path, {"id": task_id, "kind": kind, "argv": list(argv), "status": TaskState.STARTING, "fraction": 0.0,
-                  "message": "starting", "created_at": time.time(), "pid": None})
+    _merge(path, {"id": task_id, "kind": kind, "argv": list(argv), "subject": (subject or TaskSubject()).to_json(),
+                  "status": TaskState.STARTING, "fraction": 0.0, "message": "starting", "created_at": time.time(), "pid": None})
     pid = _launch(settings, task_command(argv, task_id), log_path(settings, task_id))
     _merge(path, {"pid": pid})  # a merge: whatever the command reported meanwhile is kept
     return get_task(settings, task_id)
 
 
-def get_task(settings: Settings, task_id: str) -> Task:
+def get_task(settings: Settings, task_id: str) -> BackgroundTask:
     record = _read(_status_path(settings, task_id))
     if not record:
         raise TaskError(f"no task {task_id!r} in {tasks_dir(settings)}")
     return _task(settings, record)
 
 
-def list_tasks(settings: Settings, kind: str | None = None) -> list[Task]:
+def list_tasks(settings: Settings, kind: str | None = None) -> list[BackgroundTask]:
     """Every task (of ``kind``), newest first."""
     folder = tasks_dir(settings)
     records = [_read(path) for path in folder.glob("*.json")] if folder.is_dir() else []
@@ -193,7 +228,7 @@ def list_tasks(settings: Settings, kind: str | None = None) -> list[Task]:
     return sorted(tasks, key=lambda task: (task.created_at, task.id), reverse=True)
 
 
-def read_log_tail(task: Task, lines: int = 50) -> str:
+def read_log_tail(task: BackgroundTask, lines: int = 50) -> str:
     return tail_file(task.log_path, lines)
 
 

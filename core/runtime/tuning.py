@@ -22,12 +22,14 @@ from core.runtime.budget import remaining_budget
 from core.runtime.storage import fail_stale_trials, open_artifact_store, open_storage
 from core.search.samplers import make_pruner, make_sampler
 from core.search.spec import StudySpec
+from core.search.study_source import study_source
 from core.search.suggest import enqueue_grid
-from core.search.validation import spec_from_dict
+from core.search.validation import stored_spec
 from core.settings import Settings
+from core.training.native import NATIVE_EVALUATION
 from core.training.objective import RunContext, TrialError, make_objective, upload_study_previews
 from core.training.progress import ProgressHook
-from core.training.study_data import preview_stems, study_source
+from core.training.study_data import preview_stems
 
 
 def create_or_load_study(spec: StudySpec, storage: optuna.storages.BaseStorage, worker_index: int = 0) -> optuna.Study:
@@ -40,10 +42,10 @@ def create_or_load_study(spec: StudySpec, storage: optuna.storages.BaseStorage, 
         pruner=make_pruner(spec),
         load_if_exists=True,
     )
-    stored = study.user_attrs.get(StudyAttr.SPEC)
+    stored = stored_spec(study)
     if stored is None:
         study.set_user_attr(StudyAttr.SPEC, spec.to_dict())
-    elif _comparable(stored) != _comparable(spec.to_dict()):
+    elif _comparable(stored.to_dict()) != _comparable(spec.to_dict()):
         raise SegTuneError(
             f"a study named {spec.name!r} already exists with a different spec; pick another name, "
             "or resume it with its own spec"
@@ -62,9 +64,9 @@ def load_study(name: str, storage: optuna.storages.BaseStorage) -> tuple[optuna.
     if name not in names:
         raise SegTuneError(f"no study named {name!r}; studies: {sorted(names) or 'none yet'}")
     study = optuna.load_study(study_name=name, storage=storage)
-    if StudyAttr.SPEC not in study.user_attrs:
+    spec = stored_spec(study)
+    if spec is None:
         raise SegTuneError(f"study {name!r} was not made by SegTune (it has no spec); open it with optuna-dashboard instead")
-    spec = spec_from_dict(study.user_attrs[StudyAttr.SPEC])
     # Loaded without the spec's sampler and pruner: enough to read and export, and run_study re-opens
     # the study through create_or_load_study when it adds trials.
     return study, spec
@@ -101,6 +103,8 @@ def _prepare(study: optuna.Study, spec: StudySpec, settings: Settings, artifact_
         study.set_user_attr(StudyAttr.SPLIT_HASH, split.hash)
         study.set_user_attr(StudyAttr.SPLIT_SIZES, {"train": len(split.train), "val": len(split.val), "test": len(split.test)})
         study.set_user_attr(StudyAttr.PREVIEW_STEMS, list(preview.stems))
+        if not source.manifest.is_classification:  # a new study's trials are scored at the original resolution
+            study.set_user_attr(StudyAttr.EVALUATION, NATIVE_EVALUATION)
         if source.manifest.is_classification:
             study.set_user_attr(StudyAttr.CLASSES, list(source.manifest.classes))
         study.set_user_attr(StudyAttr.PREVIEW_ARTIFACT, upload_study_previews(study, preview, context))
@@ -124,7 +128,7 @@ def study_baselines(spec: StudySpec, settings: Settings) -> dict[str, Any]:
     def targets(source: Any, stems: Any) -> torch.Tensor:
         if manifest.is_classification:
             return torch.tensor([manifest.labels[stem] for stem in stems], dtype=torch.long)
-        return source.tensors(stems, spec.image_size, cpu).masks
+        return source.tensors(stems, spec.image_size, cpu).targets
 
     if manifest.is_classification:
         classes = majority_label(targets(first, first.split.train), num_classes)

@@ -24,6 +24,8 @@ IMBALANCED = 0.1  # rarest / commonest foreground class below this: a class-imba
 SMALL_SET, LARGE_SET = 200, 2000  # pairs
 MAX_SIDE = {"cuda": 512, "cpu": 256}  # largest square side worth training at, per device kind
 BATCH_AT_256 = {"cuda": 16, "cpu": 8}  # images per batch at 256 px that fit comfortably; scaled by area
+PATCH_RATIO = 2  # images at least this many times the side that fits train on patches at native size
+MAX_NATIVE_SIDE = 1024  # native images are still resampled down to this side
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ def plan(fingerprint: Fingerprint, *, dataset: str, name: str | None = None, dev
     reasons: list[str] = []
     space: dict[str, Any] = {}
     size = _image_size(fingerprint, kind, reasons)
+    patches = _native_patches(fingerprint, size, reasons)
     space["batch_size"] = _batch_size(fingerprint, size, kind, reasons)
     space.update(_architectures(fingerprint, kind, reasons))
     space["loss"] = _losses(fingerprint, reasons)
@@ -100,6 +103,7 @@ def plan(fingerprint: Fingerprint, *, dataset: str, name: str | None = None, dev
         "dataset": dataset,
         "description": "Planned from the dataset's fingerprint (the auto preset).",
         "image_size": size,
+        **patches,
         "objectives": [{"metric": "val_dice"}],
         "budget": {"n_trials": n_trials, "max_epochs": max_epochs},
         "sampler": "tpe",
@@ -128,6 +132,18 @@ def _image_size(fp: Fingerprint, kind: str, reasons: list[str]) -> int:
         why += f"; images are not square (aspect {fp.aspect:.2f}) and are resized to a square, so rotations stay small"
     reasons.append(why + " (a multiple of 32 for the encoders)")
     return size
+
+
+def _native_patches(fp: Fingerprint, size: int, reasons: list[str]) -> dict[str, int]:
+    """Images much larger than ``size``: native-size images (capped) cut into ``size`` patches, else nothing."""
+    short = min(fp.median_height, fp.median_width)
+    if short < PATCH_RATIO * size:
+        return {}
+    native = min(MAX_NATIVE_SIDE, short // 32 * 32)
+    reasons.append(f"patches of {size} px from images at {native} px: the images are {short / size:.1f}x the side that fits, and "
+                   "resizing them would lose thin structures; training takes random crops (a third centred on foreground) "
+                   "and validation slides a window over the whole image")
+    return {"image_size": native, "patch_size": size}
 
 
 def _batch_size(fp: Fingerprint, size: int, kind: str, reasons: list[str]) -> int | dict[str, Any]:

@@ -14,6 +14,8 @@ from core.search.spec import StudySpec
 TPE_MAX_STARTUP = 10  # random trials before TPE models the space: a quarter of the budget, 2..10
 HYPERBAND_MIN_EPOCHS = 1  # Hyperband's min resource; its max is the budget's max_epochs
 HYPERBAND_REDUCTION = 3  # keep the best third at each rung
+SHORT_STUDY_EPOCHS = 5  # at most this many epochs per trial: Hyperband prunes gently (hyperband_resources)
+SHORT_STUDY_REDUCTION = 2  # ... keeping the better half, not the best third
 
 
 def tpe_startup_trials(spec: StudySpec) -> int:
@@ -49,6 +51,32 @@ SAMPLERS: Registry[Sampler] = Registry("sampler", [
 ])
 
 
+def hyperband_resources(spec: StudySpec) -> tuple[int, int, int] | None:
+    """(min_resource, max_resource, reduction_factor) for Hyperband, in epochs (times folds with CV);
+    None where a study is too short to prune.
+
+    With 1 epoch and a factor of 3, a 3-epoch study judged trials after their first epoch, when
+    curves are too young to tell, and again at their last, discarding finished work (5 of 8 trials
+    were pruned). A short study (at most SHORT_STUDY_EPOCHS epochs) judges a trial once, just past
+    half its epochs (min * factor > max: never at its last), and keeps the better half. A study of
+    two steps or fewer has no such epoch and is not pruned.
+    """
+    max_resource = spec.budget.max_epochs * spec.folds
+    if spec.budget.max_epochs > SHORT_STUDY_EPOCHS:
+        return HYPERBAND_MIN_EPOCHS, max_resource, HYPERBAND_REDUCTION
+    if max_resource <= 2:
+        return None
+    return max_resource // 2 + 1, max_resource, SHORT_STUDY_REDUCTION
+
+
+def _hyperband(spec: StudySpec) -> optuna.pruners.BasePruner:
+    resources = hyperband_resources(spec)
+    if resources is None:
+        return optuna.pruners.NopPruner()
+    min_resource, max_resource, reduction = resources
+    return optuna.pruners.HyperbandPruner(min_resource=min_resource, max_resource=max_resource, reduction_factor=reduction)
+
+
 @dataclass(frozen=True)
 class Pruner:
     name: str
@@ -60,14 +88,14 @@ PRUNERS: Registry[Pruner] = Registry("pruner", [
     Pruner("median", lambda spec: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)),
     Pruner("successive_halving", lambda spec: optuna.pruners.SuccessiveHalvingPruner(min_resource=1)),
     # The default (StudySpec.pruner): with TPE it reached random search's best in a fifth of its compute.
-    Pruner("hyperband", lambda spec: optuna.pruners.HyperbandPruner(
-        min_resource=HYPERBAND_MIN_EPOCHS, max_resource=spec.budget.max_epochs * spec.folds, reduction_factor=HYPERBAND_REDUCTION)),
+    Pruner("hyperband", _hyperband),
 ])
 
 
 def make_sampler(spec: StudySpec, worker_index: int = 0) -> optuna.samplers.BaseSampler:
     """The spec's sampler; each parallel worker gets its own seed so they don't draw the same points."""
-    return SAMPLERS.get(spec.sampler).build(spec, spec.seed + worker_index)
+    # wrapped: a seed near the top of its range (2**32 - 1) plus a worker index must stay one numpy accepts
+    return SAMPLERS.get(spec.sampler).build(spec, (spec.seed + worker_index) % 2**32)
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:

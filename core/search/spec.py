@@ -54,6 +54,7 @@ class StudySpec:
     dataset: str
     search_space: dict[str, ParamSpec] = field(default_factory=dict)  # names from the task's catalogue (core.search.space.hyperparameters)
     image_size: int = 256  # square side in pixels; a multiple of 32
+    patch_size: int | None = None  # None: train on whole images; else random P x P crops of them, sliding-window prediction
     channels: int | None = None  # 1 grey or 3 RGB (they convert), or a multi-sequence dataset's count; None = the dataset's own
     objectives: tuple[Objective, ...] = (Objective(),)
     budget: Budget = Budget()
@@ -108,9 +109,10 @@ class StudySpec:
             "split": self.split.to_dict(),
             "preview_count": self.preview_count,
             "search_space": {name: spec.to_json() for name, spec in self.search_space.items()},
-            # written only when set, so specs stored before cross-validation and tasks existed compare equal
+            # written only when set, so specs stored before cross-validation, tasks and patches existed compare equal
             **({"cv": self.cv.to_dict()} if self.cv else {}),
             **({"task": str(self.task)} if self.task != Task.SEGMENTATION else {}),
+            **({"patch_size": self.patch_size} if self.patch_size is not None else {}),
         }
 
     def to_json(self) -> str:

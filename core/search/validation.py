@@ -2,7 +2,7 @@
 
 ``spec_from_dict`` turns JSON into a :class:`~core.search.spec.StudySpec` or raises
 :class:`SpecError` whose ``problems`` map field paths (``search_space.lr``, ``budget.n_trials``)
-to messages that name the valid options.
+to messages that name the valid options; ``stored_spec`` reads the one a study stores.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import json
 import math
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from core.contract import Task
+from core.contract import Task, spec_attr
 from core.data.images import MAX_CHANNELS
 from core.data.splits import SplitConfig, config_problems
 from core.errors import ProblemsError, unknown_option
@@ -23,6 +23,9 @@ from core.search.samplers import PRUNERS, SAMPLERS
 from core.search.size import grid_size_problem
 from core.search.space import HyperParam, ParamSpec, hyperparameters, other_task_with
 from core.search.spec import CV_FOLDS_RANGE, SPEC_VERSION, Budget, CrossValidation, Objective, StudySpec
+
+if TYPE_CHECKING:
+    import optuna
 
 
 class SpecError(ProblemsError):
@@ -35,25 +38,54 @@ _TOP_LEVEL_KEYS = {f.name for f in fields(StudySpec)}
 MAX_IMAGE_SIZE = 2048  # pixels per side: 2048^2 already needs a large GPU for a batch of 8
 MAX_TRIALS = 100_000  # budget.n_trials: far beyond any real study, far below what would flood the DB
 MAX_EPOCHS = 10_000  # budget.max_epochs, as the catalogue's bound on ``epochs``
+SEED_LIMIT = 2**32  # seeds are 0 <= seed < 2**32: what numpy (under Optuna's samplers) accepts
+MAX_SPEC_BYTES = 1 << 20  # a spec is a few hundred bytes; anything this large is not one, so it is never parsed
 
 
 def load_spec(path: str | Path) -> StudySpec:
-    """Read a spec from a ``.json`` or ``.yaml``/``.yml`` file and validate it."""
+    """Read a spec from a ``.json`` or ``.yaml``/``.yml`` file and validate it.
+
+    Files over ``MAX_SPEC_BYTES`` are refused unread, YAML aliases are refused (an alias bomb
+    expands a kilobyte into gigabytes), and a UTF-8 byte-order mark (as some Windows editors
+    write) is skipped."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            raw = file.read(MAX_SPEC_BYTES + 1)
     except OSError as exc:
         raise SpecError({"file": f"cannot read {path}: {exc.strerror or exc}"}) from exc
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError({"file": f"{path.name} is over {MAX_SPEC_BYTES >> 10} KB: too large to be a study spec"})
+    kind = path.suffix.lstrip(".").upper() or "JSON"
     try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
+        text = raw.decode("utf-8-sig")
+        data = _parse_yaml(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)
     except Exception as exc:
-        raise SpecError({"file": f"{path.name} is not valid {path.suffix.lstrip('.').upper() or 'JSON'}: {exc}"}) from exc
+        raise SpecError({"file": f"{path.name} is not valid {kind}: {exc}"}) from exc
     return spec_from_dict(data)
+
+
+def stored_spec(study: optuna.Study) -> StudySpec | None:
+    """The spec ``study`` was created with (its ``spec`` attr), validated; None for a study SegTune
+    did not make. Every reader of a study's whole spec goes through here (a reader of one field may
+    read the raw attr through :func:`core.contract.spec_attr`)."""
+    data = spec_attr(study)
+    return spec_from_dict(dict(data)) if data else None
+
+
+def _parse_yaml(text: str) -> Any:
+    """``yaml.safe_load`` without aliases: a spec never needs them, and each alias can repeat a
+    node that is itself full of aliases (billion laughs)."""
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise yaml.composer.ComposerError(None, None, f"YAML aliases (*{event.anchor}) are not allowed in a spec", event.start_mark)
+            return super().compose_node(parent, index)
+
+    return yaml.load(text, Loader=NoAliasLoader)  # a SafeLoader subclass: safe_load, less aliases
 
 
 def spec_from_dict(data: Any) -> StudySpec:
@@ -61,7 +93,7 @@ def spec_from_dict(data: Any) -> StudySpec:
     if not isinstance(data, dict):
         raise SpecError({"spec": "must be a JSON object"})
     problems: dict[str, str] = {}
-    unknown = sorted(set(data) - _TOP_LEVEL_KEYS)
+    unknown = sorted(set(data) - _TOP_LEVEL_KEYS, key=str)  # YAML keys may be numbers too
     if unknown:
         problems["spec"] = f"unknown key(s) {unknown}; valid keys: {sorted(_TOP_LEVEL_KEYS)}"
     version = data.get("version", SPEC_VERSION)
@@ -78,7 +110,7 @@ def spec_from_dict(data: Any) -> StudySpec:
     cv = _parse_cv(data.get("cv"), problems)
 
     spec_kwargs: dict[str, Any] = {}
-    for key, kind in (("image_size", int), ("channels", int), ("patience", int), ("seed", int), ("preview_count", int), ("sampler", str), ("pruner", str), ("description", str)):
+    for key, kind in (("image_size", int), ("patch_size", int), ("channels", int), ("patience", int), ("seed", int), ("preview_count", int), ("sampler", str), ("pruner", str), ("description", str)):
         if key in data and data[key] is not None:
             if not _is_type(data[key], kind):
                 problems[key] = f"must be {kind.__name__}, got {data[key]!r}"
@@ -105,6 +137,9 @@ def spec_problems(spec: StudySpec) -> dict[str, str]:
         problems["name"] = f"{spec.name!r} must be 1-64 letters, digits, '-', '_' or '.'"
     if not 32 <= spec.image_size <= MAX_IMAGE_SIZE or spec.image_size % 32:
         problems["image_size"] = f"must be a multiple of 32 from 32 to {MAX_IMAGE_SIZE}, got {spec.image_size}"
+    patch = _patch_problem(spec)
+    if patch:
+        problems["patch_size"] = patch
     if spec.channels is not None and not 1 <= spec.channels <= MAX_CHANNELS:
         problems["channels"] = (f"must be 1 (grey), 3 (RGB), a multi-sequence dataset's channel count (up to {MAX_CHANNELS}) "
                                 f"or null (the dataset's own), got {spec.channels}")
@@ -114,6 +149,8 @@ def spec_problems(spec: StudySpec) -> dict[str, str]:
             problems[key] = problem
     if spec.patience < 1:
         problems["patience"] = "must be at least 1"
+    if not 0 <= spec.seed < SEED_LIMIT:
+        problems["seed"] = f"must be a whole number from 0 to {SEED_LIMIT - 1:,}, got {spec.seed}"
     if not 1 <= spec.preview_count <= 64:
         problems["preview_count"] = "must be between 1 and 64"
     _check_objectives(spec, problems)
@@ -132,6 +169,17 @@ def spec_problems(spec: StudySpec) -> dict[str, str]:
             if problem:
                 problems.setdefault("sampler", problem)
     return problems
+
+
+def _patch_problem(spec: StudySpec) -> str | None:
+    """Why ``spec.patch_size`` cannot be used with the spec's task and image size, or None."""
+    if spec.patch_size is None:
+        return None
+    if spec.is_classification:
+        return f"patches are for segmentation (a {spec.task} study sees each image whole); remove patch_size"
+    if not 32 <= spec.patch_size <= spec.image_size or spec.patch_size % 32:
+        return f"must be a multiple of 32 from 32 to image_size ({spec.image_size}), or null for whole images; got {spec.patch_size}"
+    return None
 
 
 def _check_objectives(spec: StudySpec, problems: dict[str, str]) -> None:
@@ -337,7 +385,7 @@ def _parse_dataclass(cls: type, raw: Any, path: str, problems: dict[str, str]) -
         problems[path] = "must be an object"
         return None
     valid = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(raw) - set(valid))
+    unknown = sorted(set(raw) - set(valid), key=str)
     if unknown:
         problems[path] = f"unknown key(s) {unknown}; valid: {sorted(valid)}"
         return None

@@ -21,6 +21,7 @@ from core.contract import StudyAttr
 from core.errors import SegTuneError
 from core.search.space import ParamSpec
 from core.search.spec import Budget, StudySpec
+from core.search.validation import stored_spec
 
 NARROW_WIDTH = 0.25  # a narrowed range keeps this share of the old range's width (log width for log ranges)
 
@@ -55,7 +56,8 @@ def _admits(dimension: ParamSpec, value: Any) -> bool:
 
 
 def check_same_dataset(source: optuna.Study, spec: StudySpec) -> None:
-    dataset = source.user_attrs.get(StudyAttr.DATASET) or (source.user_attrs.get(StudyAttr.SPEC) or {}).get("dataset")
+    stored = stored_spec(source)
+    dataset = source.user_attrs.get(StudyAttr.DATASET) or (stored.dataset if stored else None)
     if dataset != spec.dataset:
         raise SegTuneError(
             f"study {source.study_name!r} was run on dataset {dataset!r}, not {spec.dataset!r}: "

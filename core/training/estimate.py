@@ -2,8 +2,9 @@
 
 A one-batch probe: build the model of a typical trial (first value of every choice, middle of
 every range), time a forward + backward pass on a random batch of the study's size, and scale it
-to the batches of one epoch of the study's split. Good to a factor of about two: enough to tell
-a ten-minute study from a ten-hour one before pressing Start.
+to the batches of one epoch of the study's split. With a ``patch_size`` the batch is of patches
+(what a training step sees), and validation runs one forward pass per sliding window. Good to a
+factor of about two: enough to tell a ten-minute study from a ten-hour one before pressing Start.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def estimate_trial_cost(spec: StudySpec, settings: Settings, device: str = "cpu"
 
     from core.modeling.architectures import config_from_params
     from core.modeling.build import build_model, count_parameters, weights_size_mb
+    from core.modeling.inference import window_count
 
     manifest = load_manifest(settings.datasets_dir, spec.dataset)
     sizes = split_sizes(manifest.stems, spec.split, manifest.groups)
@@ -65,13 +67,15 @@ def estimate_trial_cost(spec: StudySpec, settings: Settings, device: str = "cpu"
     channels = spec.channels or manifest.channels
     model = build_model(config_from_params(params, channels, manifest.num_classes)).to(device)
     batch = max(1, min(int(params["batch_size"]), sizes["train"]))
-    images = torch.rand(batch, channels, spec.image_size, spec.image_size, device=device)
+    side = spec.patch_size or spec.image_size
+    images = torch.rand(batch, channels, side, side, device=device)
     measured = torch.device(device).type == "cuda"
     if measured:
         torch.cuda.reset_peak_memory_stats(device)
     step_s = _time_train_step(model, images)
     memory = torch.cuda.max_memory_allocated(device) if measured else analytic_memory_bytes(model, images)
-    batches = math.ceil(sizes["train"] / batch) + VAL_COST * math.ceil(sizes["val"] / batch)
+    val_windows = sizes["val"] * window_count(spec.image_size, side)
+    batches = math.ceil(sizes["train"] / batch) + VAL_COST * math.ceil(val_windows / batch)
     return TrialCost(
         n_params=count_parameters(model),
         weights_mb=weights_size_mb(model),

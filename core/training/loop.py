@@ -4,12 +4,16 @@ Pure PyTorch with no Optuna inside: the caller passes an ``on_epoch`` callback t
 prunes or cancels by raising. Metrics and losses accumulate on the device; the host syncs once
 per epoch, when the epoch's numbers are read.
 
-One loop serves both tasks; the data says which: a :class:`~core.data.tensors.TensorSet` (masks)
-is trained with a segmentation loss and scored by
-:class:`~core.metrics.segmentation.SegmentationMetrics`, a :class:`~core.data.tensors.LabelSet`
-(one label per image) with a classification loss and
-:class:`~core.metrics.classification.ClassificationMetrics`. Best-epoch selection, early stopping,
-the epoch callback (pruning, cancellation), progress and timings are the same code for both.
+One loop serves both tasks; the data's task (:class:`~core.data.tensors.ImageSet`) picks the loss
+and the scorer from :data:`TASK_LOSSES` and :data:`TASK_SCORERS`: masks are trained with a
+segmentation loss and scored by :class:`~core.metrics.segmentation.SegmentationMetrics`, labels
+with a classification loss and :class:`~core.metrics.classification.ClassificationMetrics`.
+Best-epoch selection, early stopping, the epoch callback (pruning, cancellation), progress and
+timings are the same code for both. Model outputs are read by :mod:`core.modeling.inference`.
+
+With a ``patch_size`` (segmentation), training sees random crops of that side (foreground-aware,
+:func:`~core.data.tensors.random_crops`) and evaluation and prediction slide a window of that side
+over every whole image (:func:`~core.modeling.inference.sliding_window_probabilities`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,11 +28,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.data.tensors import AugmentConfig, DataSet, LabelSet, iterate_batches
+from core.contract import Task
+from core.data.tensors import AugmentConfig, ImageSet, iterate_batches
 from core.errors import SegTuneError
 from core.metrics.classification import ClassificationMetrics, LabelOutputs
-from core.metrics.segmentation import SegmentationMetrics, predict_mask
+from core.metrics.segmentation import SegmentationMetrics
 from core.modeling.classification_losses import build_classification_loss
+from core.modeling.inference import (
+    autocast,
+    forward,
+    predict_indices,
+    probability_logits,
+    sliding_window_probabilities,
+    to_model_layout,
+)
 from core.modeling.losses import build_loss
 from core.modeling.optimizers import OptimizerConfig, build_optimizer, build_scheduler
 
@@ -51,9 +63,11 @@ class TrainConfig:
     seed: int = 0
     select_metric: str = "loss"  # val metric whose best epoch is kept ("loss" or e.g. "dice")
     select_maximize: bool = False
+    patch_size: int | None = None  # segmentation: train on random crops of this side, predict by sliding window
 
     @classmethod
-    def from_params(cls, params: dict[str, Any], *, patience: int, seed: int, select_metric: str = "loss", select_maximize: bool = False) -> TrainConfig:
+    def from_params(cls, params: dict[str, Any], *, patience: int, seed: int, select_metric: str = "loss", select_maximize: bool = False,
+                    patch_size: int | None = None) -> TrainConfig:
         optimizer = OptimizerConfig(
             name=params["optimizer"],
             lr=params["lr"],
@@ -73,6 +87,7 @@ class TrainConfig:
             seed=seed,
             select_metric=select_metric,
             select_maximize=select_maximize,
+            patch_size=patch_size,
         )
 
 
@@ -120,14 +135,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     return resolved
 
 
-def autocast(device: torch.device) -> AbstractContextManager[Any]:
-    """Mixed precision on CUDA (bf16 where supported); full precision on the CPU."""
-    if device.type != "cuda":
-        return nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype)
-
-
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
     model = model.to(device)
     if device.type == "cuda":
@@ -141,8 +148,8 @@ def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
 
 def train_model(
     model: nn.Module,
-    train_data: DataSet,
-    val_data: DataSet,
+    train_data: ImageSet,
+    val_data: ImageSet,
     config: TrainConfig,
     *,
     mode: str,
@@ -171,7 +178,7 @@ def train_model(
     for epoch in range(1, config.epochs + 1):
         epoch_start = time.perf_counter()
         train_loss = _train_epoch(model, train_data, config, loss_fn, optimizer, scaler, generator, _for_epoch(on_batch, epoch))
-        val = evaluate(model, val_data, config.batch_size, loss_fn=loss_fn, mode=mode, num_classes=num_classes)
+        val = evaluate(model, val_data, config.batch_size, loss_fn=loss_fn, mode=mode, num_classes=num_classes, patch_size=config.patch_size)
         lr = optimizer.param_groups[0]["lr"]
         _step_scheduler(scheduler, val["loss"])
         record = EpochRecord(epoch, train_loss, val, lr, time.perf_counter() - epoch_start)
@@ -192,21 +199,26 @@ def train_model(
     return TrainResult(history, best_epoch, best_state, stopped_early, time.perf_counter() - started, history[best_epoch - 1].val)
 
 
-def training_loss(config: TrainConfig, data: DataSet, mode: str) -> nn.Module:
+def training_loss(config: TrainConfig, data: ImageSet, mode: str) -> nn.Module:
     """The loss ``config`` names, for the task of ``data`` (labels: classification; masks: segmentation in ``mode``)."""
     return task_loss(config.loss, data, mode, label_smoothing=config.label_smoothing)
 
 
-def task_loss(name: str, data: DataSet, mode: str, *, label_smoothing: float = 0.0) -> nn.Module:
-    """Loss ``name`` for ``data``'s task: a classification loss for labels, a segmentation loss (in ``mode``) for masks."""
-    if isinstance(data, LabelSet):
-        return build_classification_loss(name, {"label_smoothing": label_smoothing})
-    return build_loss(name, mode)
+# Each task's loss factory: (loss name, mode, label smoothing) -> module.
+TASK_LOSSES: dict[Task, Callable[[str, str, float], nn.Module]] = {
+    Task.SEGMENTATION: lambda name, mode, _smoothing: build_loss(name, mode),
+    Task.CLASSIFICATION: lambda name, _mode, smoothing: build_classification_loss(name, {"label_smoothing": smoothing}),
+}
+
+
+def task_loss(name: str, data: ImageSet, mode: str, *, label_smoothing: float = 0.0) -> nn.Module:
+    """Loss ``name`` for ``data``'s task (segmentation losses in ``mode``; ``label_smoothing``: classification)."""
+    return TASK_LOSSES[data.task](name, mode, label_smoothing)
 
 
 def _train_epoch(
     model: nn.Module,
-    data: DataSet,
+    data: ImageSet,
     config: TrainConfig,
     loss_fn: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -222,8 +234,9 @@ def _train_epoch(
     # A last batch of one image breaks batch norm; drop it when the set is larger than one batch.
     drop_last = len(data) % config.batch_size == 1 and len(data) > config.batch_size
     per_epoch = batches_per_epoch(len(data), config.batch_size)
-    for images, target in iterate_batches(data, config.batch_size, shuffle=True, generator=generator, augment=augment, drop_last=drop_last):
-        images = _to_model_layout(images)
+    stream = iterate_batches(data, config.batch_size, shuffle=True, generator=generator, augment=augment, drop_last=drop_last, crop=config.patch_size)
+    for images, target in stream:
+        images = to_model_layout(images)
         optimizer.zero_grad(set_to_none=True)
         with autocast(device):
             loss = loss_fn(model(images), target)
@@ -263,11 +276,7 @@ def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
 
 
-def _to_model_layout(images: torch.Tensor) -> torch.Tensor:
-    return images.contiguous(memory_format=torch.channels_last) if images.is_cuda else images
-
-
-def _eval_batches(data: DataSet, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def eval_batches(data: ImageSet, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     return iterate_batches(data, batch_size, shuffle=False, generator=None, augment=None)
 
 
@@ -285,28 +294,42 @@ class Evaluation:
 Scorer = SegmentationMetrics | ClassificationMetrics
 
 
-def scorer_for(data: DataSet, mode: str, num_classes: int) -> Scorer:
-    """The metric accumulator for ``data``'s task: labels -> classification, masks -> segmentation in ``mode``."""
-    return ClassificationMetrics(num_classes) if isinstance(data, LabelSet) else SegmentationMetrics(mode, num_classes)
+# Each task's metric accumulator: (mode, classes) -> scorer.
+TASK_SCORERS: dict[Task, Callable[[str, int], Scorer]] = {
+    Task.SEGMENTATION: SegmentationMetrics,
+    Task.CLASSIFICATION: lambda _mode, num_classes: ClassificationMetrics(num_classes),
+}
 
 
-def evaluate(model: nn.Module, data: DataSet, batch_size: int, *, loss_fn: nn.Module, mode: str, num_classes: int) -> dict[str, float]:
-    """Val/test metrics plus mean loss over ``data``, accumulated on the device."""
-    return evaluate_detailed(model, data, batch_size, loss_fn=loss_fn, mode=mode, num_classes=num_classes).metrics
+def scorer_for(data: ImageSet, mode: str, num_classes: int) -> Scorer:
+    """The metric accumulator for ``data``'s task (segmentation in ``mode``)."""
+    return TASK_SCORERS[data.task](mode, num_classes)
+
+
+def evaluate(
+    model: nn.Module, data: ImageSet, batch_size: int, *, loss_fn: nn.Module, mode: str, num_classes: int, patch_size: int | None = None
+) -> dict[str, float]:
+    """Val/test metrics plus mean loss over ``data``, accumulated on the device (by sliding window with a ``patch_size``)."""
+    return evaluate_detailed(model, data, batch_size, loss_fn=loss_fn, mode=mode, num_classes=num_classes, patch_size=patch_size).metrics
 
 
 @torch.no_grad()
-def evaluate_detailed(model: nn.Module, data: DataSet, batch_size: int, *, loss_fn: nn.Module, mode: str, num_classes: int) -> Evaluation:
-    """:func:`evaluate` plus the predicted class shares and each image's record (counts or label outputs)."""
+def evaluate_detailed(
+    model: nn.Module, data: ImageSet, batch_size: int, *, loss_fn: nn.Module, mode: str, num_classes: int, patch_size: int | None = None
+) -> Evaluation:
+    """:func:`evaluate` plus the predicted class shares and each image's record (counts or label outputs).
+
+    With a ``patch_size`` the blended sliding-window probabilities stand in for the logits (as
+    :func:`~core.modeling.inference.probability_logits`), so loss and metrics score what
+    :func:`predict` predicts.
+    """
     model.eval()
     device = data.images.device
     scorer = scorer_for(data, mode, num_classes)
     total_loss = torch.zeros((), device=device)
     batches = 0
-    for images, target in _eval_batches(data, batch_size):
-        with autocast(device):
-            logits = model(_to_model_layout(images))
-        logits = logits.float()
+    for images, target in eval_batches(data, batch_size):
+        logits = model_logits(model, images, patch_size, batch_size)
         total_loss += loss_fn(logits, target).detach()
         scorer.update(logits, target)
         batches += 1
@@ -320,23 +343,23 @@ def evaluate_detailed(model: nn.Module, data: DataSet, batch_size: int, *, loss_
     return evaluation
 
 
-@torch.no_grad()
-def predict(model: nn.Module, data: DataSet, batch_size: int, *, mode: str) -> np.ndarray:
-    """Predicted class indices for every image of ``data``: masks (N, S, S) uint8, or labels (N,) of a LabelSet."""
-    model.eval()
-    device = data.images.device
-    labels = isinstance(data, LabelSet)
-    outputs = []
-    for images, _ in _eval_batches(data, batch_size):
-        with autocast(device):
-            logits = model(_to_model_layout(images)).float()
-        outputs.append(logits.argmax(dim=1) if labels else predict_mask(logits, mode).to(torch.uint8))
-    return torch.cat(outputs).cpu().numpy()
+def model_logits(model: nn.Module, images: torch.Tensor, patch_size: int | None, batch_size: int) -> torch.Tensor:
+    if patch_size is None:
+        return forward(model, images)
+    return probability_logits(sliding_window_probabilities(model, images, patch_size, windows_per_batch=batch_size))
+
+
+def predict(model: nn.Module, data: ImageSet, batch_size: int, *, patch_size: int | None = None) -> np.ndarray:
+    """Predicted class indices for every image of ``data``, in its targets' dtype: masks (N, S, S)
+    uint8, or labels (N,) int64; by sliding window with a ``patch_size``."""
+    outputs = [predict_indices(model, images, patch_size=patch_size) for images, _ in eval_batches(data, batch_size)]
+    return torch.cat(outputs).to(data.targets.dtype).cpu().numpy()
 
 
 @torch.no_grad()
-def measure_throughput(model: nn.Module, data: DataSet, batch_size: int, *, repeats: int = 3) -> float:
-    """Inference images per second on ``data``'s device (best of ``repeats`` passes)."""
+def measure_throughput(model: nn.Module, data: ImageSet, batch_size: int, *, repeats: int = 3, patch_size: int | None = None) -> float:
+    """Inference images per second on ``data``'s device (best of ``repeats`` passes; whole images
+    by sliding window with a ``patch_size``)."""
     model.eval()
     device = data.images.device
     sample = data.subset(list(range(min(len(data), batch_size * 2))))
@@ -345,9 +368,8 @@ def measure_throughput(model: nn.Module, data: DataSet, batch_size: int, *, repe
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        for images, _masks in _eval_batches(sample, batch_size):
-            with autocast(device):
-                model(_to_model_layout(images))
+        for images, _masks in eval_batches(sample, batch_size):
+            model_logits(model, images, patch_size, batch_size)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         timings.append(time.perf_counter() - start)

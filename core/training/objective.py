@@ -35,8 +35,8 @@ import torch
 from optuna.artifacts import upload_artifact
 from optuna.trial import TrialState
 
-from core.contract import STORED_FOLD, ArtifactKind, StudyAttr, TrialAttr, fold_name
-from core.data.tensors import DataSet, LabelSet
+from core.contract import STORED_FOLD, ArtifactKind, StudyAttr, Task, TrialAttr, fold_name
+from core.data.tensors import ImageSet
 from core.errors import SegTuneError
 from core.metrics.catalogue import epoch_objectives, volume_metrics
 from core.metrics.label_predictions import LabelPredictions
@@ -48,7 +48,9 @@ from core.modeling.config import ModelConfig
 from core.search.spec import StudySpec
 from core.search.suggest import suggest_params
 from core.settings import Settings
+from core.training.ensemble import FoldEnsemble
 from core.training.loop import EpochRecord, TrainConfig, TrainResult, predict, prepare_model, resolve_device, train_model
+from core.training.native import scored_natively
 from core.training.progress import ProgressHook, ProgressWriter
 from core.training.scoring import FoldScore, score_fold, summary, validation_predictions
 from core.training.study_data import StudyData, load_pool, load_study_data
@@ -85,7 +87,7 @@ def make_objective(spec: StudySpec, context: RunContext) -> Callable[[optuna.Tri
     device = resolve_device(context.device)
 
     @functools.cache
-    def pool() -> DataSet:
+    def pool() -> ImageSet:
         return load_pool(spec, context.settings, device)
 
     @functools.cache
@@ -118,7 +120,7 @@ def _run_trial(trial: optuna.Trial, spec: StudySpec, study_data: Callable[[int |
     first_data = study_data(folds[STORED_FOLD])
     _check_volume_objectives(spec, first_data)
     model_config = config_from_params(params, first_data.channels, first_data.num_classes)
-    size_problem = input_size_problem(model_config, spec.image_size)
+    size_problem = input_size_problem(model_config, spec.patch_size or spec.image_size)  # the side the model sees
     if size_problem:
         raise TrialError(size_problem)
     trial.set_user_attr(TrialAttr.PARAMS_RESOLVED, params)
@@ -126,9 +128,12 @@ def _run_trial(trial: optuna.Trial, spec: StudySpec, study_data: Callable[[int |
     trial.set_user_attr(TrialAttr.DEVICE, str(device))
     trial.set_user_attr(TrialAttr.EPOCHS_PLANNED, params["epochs"] * len(folds))
 
-    train_config = TrainConfig.from_params(params, patience=spec.patience, seed=spec.seed + trial.number, **_selection(spec))
+    train_config = TrainConfig.from_params(params, patience=spec.patience, seed=spec.seed + trial.number, patch_size=spec.patch_size, **_selection(spec))
     scores: list[FoldScore] = []
     first_model: torch.nn.Module | None = None
+    native = scored_natively(trial.study)
+    ensemble = FoldEnsemble(first_data.test, train_config.batch_size, train_config.patch_size) if spec.cv and not spec.is_classification else None
+    fold_weights: list[str] = []  # the other folds: the stored fold's weights go with the bundle
     for fold in folds:
         data = first_data if fold == folds[STORED_FOLD] else study_data(fold)
         if fold is not None:
@@ -136,10 +141,19 @@ def _run_trial(trial: optuna.Trial, spec: StudySpec, study_data: Callable[[int |
         reporter = _epoch_reporter(trial, spec, context, fold, [score.result for score in scores])
         model, result, train_config = _train_with_oom_retry(trial, data, model_config, train_config, device, reporter, context.on_progress)
         model.load_state_dict(result.best_state)
-        scores.append(score_fold(model, data, result, train_config))
+        scores.append(score_fold(model, data, result, train_config, native=native))
+        if ensemble is not None:
+            ensemble.add(model)
+            if fold != folds[STORED_FOLD]:
+                fold_weights.append(_upload_weights(trial, model, context))
         if fold == folds[STORED_FOLD]:
             first_model = model
     assert first_model is not None
+    if ensemble is not None:
+        originals = first_data.original_masks(first_data.test) if native and first_data.test is not None else None
+        ensemble_metrics = ensemble.metrics(first_data.mode, first_data.num_classes, originals)
+        if ensemble_metrics is not None:
+            trial.set_user_attr(TrialAttr.ENSEMBLE_TEST_METRICS, ensemble_metrics)
     attrs = summary(spec, scores, first_model, first_data, train_config, trial.study.user_attrs.get(StudyAttr.BASELINES))
     _add_volume_metrics(first_model, first_data, train_config, attrs)
     for key, value in attrs.items():
@@ -153,7 +167,10 @@ def _run_trial(trial: optuna.Trial, spec: StudySpec, study_data: Callable[[int |
         source={"study": spec.name, "trial": trial.number, "dataset": spec.dataset, "split_hash": first_data.split.hash, "val_metrics": scores[STORED_FOLD].result.val_metrics},
     )
     predictions = validation_predictions(scores, first_data.manifest.classes) if spec.is_classification else None
-    trial.set_user_attr(TrialAttr.ARTIFACTS, _store_artifacts(trial, first_model, bundle, first_data, train_config, context, predictions))
+    artifacts = _store_artifacts(trial, first_model, bundle, first_data, train_config, context, predictions)
+    if ensemble is not None:
+        artifacts[ArtifactKind.FOLD_WEIGHTS] = [artifacts[ArtifactKind.WEIGHTS], *fold_weights]
+    trial.set_user_attr(TrialAttr.ARTIFACTS, artifacts)
     return _objective_values(spec, attrs)
 
 
@@ -173,8 +190,8 @@ def _add_volume_metrics(model: torch.nn.Module, data: StudyData, config: TrainCo
     groups = data.manifest.groups
     for key, split in ((TrialAttr.VAL_METRICS, data.val), (TrialAttr.TEST_METRICS, data.test)):
         if split is not None and len(split):
-            predicted = predict(model, split, config.batch_size, mode=data.mode)
-            score = dice_per_volume(predicted, split.masks.cpu().numpy(), split.stems, groups, data.num_classes)
+            predicted = predict(model, split, config.batch_size, patch_size=config.patch_size)
+            score = dice_per_volume(predicted, split.targets.cpu().numpy(), split.stems, groups, data.num_classes)
             attrs[key] = {**attrs[key], "dice_per_volume": score}
 
 
@@ -270,7 +287,7 @@ def _objective_values(spec: StudySpec, summary: dict[str, Any]) -> float | tuple
 def _store_artifacts(
     trial: optuna.Trial, model: torch.nn.Module, bundle: BundleConfig, data: StudyData, config: TrainConfig, context: RunContext,
     predictions: LabelPredictions | None = None,
-) -> dict[str, str]:
+) -> dict[str, Any]:
     """Best-epoch weights + config (a loadable bundle), and the preview masks (segmentation) or the
     validation predictions (classification)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -278,7 +295,7 @@ def _store_artifacts(
             kind, path = ArtifactKind.PREDICTIONS, predictions.save(Path(tmp) / "predictions.npz")
         else:
             kind, path = ArtifactKind.PREVIEWS, Path(tmp) / "previews.npz"
-            np.savez_compressed(path, stems=np.array(data.preview.stems), predictions=predict(model, data.preview, config.batch_size, mode=data.mode))
+            np.savez_compressed(path, stems=np.array(data.preview.stems), predictions=predict(model, data.preview, config.batch_size, patch_size=config.patch_size))
         folder = save_bundle(model.cpu(), bundle, Path(tmp) / "bundle")
         upload = _uploader(trial, context)
         return {
@@ -288,6 +305,16 @@ def _store_artifacts(
         }
 
 
+def _upload_weights(trial: optuna.Trial, model: torch.nn.Module, context: RunContext) -> str:
+    """One fold model's best-epoch weights as an artifact (the bundle's weights file format)."""
+    from safetensors.torch import save_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / WEIGHTS_FILE
+        save_model(model, str(path))
+        return _uploader(trial, context)(path)
+
+
 def _uploader(study_or_trial: Any, context: RunContext) -> Callable[[Path], str]:
     def upload(path: Path) -> str:
         return upload_artifact(artifact_store=context.artifact_store, file_path=str(path), study_or_trial=study_or_trial)
@@ -295,9 +322,13 @@ def _uploader(study_or_trial: Any, context: RunContext) -> Callable[[Path], str]
     return upload
 
 
-def upload_study_previews(study: optuna.Study, preview: DataSet, context: RunContext) -> str:
+# The preview artifact's name for the ground truth, per task (core.results.previews reads it back).
+PREVIEW_TRUTH_KEYS: dict[Task, str] = {Task.SEGMENTATION: "masks", Task.CLASSIFICATION: "labels"}
+
+
+def upload_study_previews(study: optuna.Study, preview: ImageSet, context: RunContext) -> str:
     """Store the preview images and their ground truth (masks, or labels) once per study (trials store predictions)."""
-    truth = {"labels": preview.labels.cpu().numpy()} if isinstance(preview, LabelSet) else {"masks": preview.masks.cpu().numpy()}
+    truth = {PREVIEW_TRUTH_KEYS[preview.task]: preview.targets.cpu().numpy()}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "preview_inputs.npz"
         np.savez_compressed(path, stems=np.array(preview.stems), images=preview.images.cpu().numpy(), **truth)

@@ -18,13 +18,14 @@ Costs (train time, epochs) are summed over folds; size and throughput are fold 0
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
 from core.contract import STORED_FOLD, TrialAttr
+from core.data.tensors import ImageSet
 from core.metrics.baselines import trial_flags
 from core.metrics.label_predictions import LabelPredictions
 from core.modeling.build import count_parameters, weights_size_mb
@@ -37,6 +38,7 @@ from core.training.loop import (
     measure_throughput,
     training_loss,
 )
+from core.training.native import CaseRow, evaluate_native
 from core.training.study_data import StudyData
 
 
@@ -46,16 +48,36 @@ class FoldScore:
     val: Evaluation  # the best epoch's weights re-scored on validation
     test: Evaluation | None
     val_stems: tuple[str, ...] = ()  # the validation images, in ``val``'s order
+    cases: dict[str, list[CaseRow]] = field(default_factory=dict)  # "val"/"test" -> per-image scores at the original size
 
 
-def score_fold(model: torch.nn.Module, data: StudyData, result: TrainResult, config: TrainConfig) -> FoldScore:
-    """Score the best-epoch model (already loaded into ``model``) on validation and test."""
+def score_fold(model: torch.nn.Module, data: StudyData, result: TrainResult, config: TrainConfig, *, native: bool = False) -> FoldScore:
+    """Score the best-epoch model (already loaded into ``model``) on validation and test: with
+    ``native``, masks at their original resolution where the dataset's originals are at hand
+    (core.training.native); else at the training size."""
     loss_fn = training_loss(config, data.val, data.mode).to(data.val.images.device)
+    cases: dict[str, list[CaseRow]] = {}
 
-    def run(images: Any) -> Evaluation:
-        return evaluate_detailed(model, images, config.batch_size, loss_fn=loss_fn, mode=data.mode, num_classes=data.num_classes)
+    def run(part: str, images: ImageSet) -> Evaluation:
+        originals = data.original_masks(images) if native else None
+        if originals is None:
+            return evaluate_detailed(model, images, config.batch_size, loss_fn=loss_fn, mode=data.mode, num_classes=data.num_classes, patch_size=config.patch_size)
+        evaluation, cases[part] = evaluate_native(model, images, originals, config.batch_size, loss_fn=loss_fn, mode=data.mode, num_classes=data.num_classes,
+                                                  patch_size=config.patch_size)
+        return evaluation
 
-    return FoldScore(result, run(data.val), run(data.test) if data.test is not None else None, tuple(data.val.stems))
+    val = run("val", data.val)
+    test = run("test", data.test) if data.test is not None else None
+    return FoldScore(result, val, test, tuple(data.val.stems), cases)
+
+
+def _case_attrs(folds: Sequence[FoldScore]) -> dict[str, Any]:
+    """Per-image scores at the original size: validation over every fold (out of fold), test of the stored fold."""
+    rows = {
+        TrialAttr.VAL_CASES: [row for fold in folds for row in fold.cases.get("val", [])],
+        TrialAttr.TEST_CASES: folds[STORED_FOLD].cases.get("test", []),
+    }
+    return {key: [{"name": r.stem, "height": r.height, "width": r.width, **r.scores} for r in found] for key, found in rows.items() if found}
 
 
 def _mean(dicts: Sequence[Mapping[str, float]]) -> dict[str, float]:
@@ -87,7 +109,7 @@ def validation_predictions(folds: Sequence[FoldScore], classes: Sequence[str]) -
 def summary(spec: StudySpec, folds: Sequence[FoldScore], model: torch.nn.Module, data: StudyData, config: TrainConfig, baselines: Mapping[str, Any] | None) -> dict[str, Any]:
     """The trial's user attrs from its folds; ``model``/``data`` are the stored fold's (size, throughput)."""
     stored = folds[STORED_FOLD]
-    val_folds = [fold.result.val_metrics for fold in folds]
+    val_folds = [fold.val.metrics for fold in folds]  # the best epoch re-scored (at the original size where known)
     test_folds = [fold.test.metrics for fold in folds if fold.test is not None]
     val_metrics = _mean(val_folds)
     predicted = np.mean([fold.val.predicted_fractions for fold in folds], axis=0)
@@ -101,7 +123,7 @@ def summary(spec: StudySpec, folds: Sequence[FoldScore], model: torch.nn.Module,
         TrialAttr.TRAIN_TIME_S: sum(fold.result.train_time_s for fold in folds),
         TrialAttr.VAL_METRICS: val_metrics,
         TrialAttr.TEST_METRICS: _mean(test_folds),  # shown, never used to select
-        TrialAttr.IMAGES_PER_S: measure_throughput(model, data.val, config.batch_size),
+        TrialAttr.IMAGES_PER_S: measure_throughput(model, data.val, config.batch_size, patch_size=config.patch_size),
         TrialAttr.N_PARAMS: count_parameters(model),
         TrialAttr.WEIGHTS_MB: weights_size_mb(model),
         TrialAttr.FLAGS: trial_flags(
@@ -113,6 +135,7 @@ def summary(spec: StudySpec, folds: Sequence[FoldScore], model: torch.nn.Module,
         attrs[TrialAttr.CONFUSION_MATRIX] = validation_predictions(folds, data.manifest.classes).confusion_matrix().tolist()
     else:
         attrs[TrialAttr.VAL_FOREGROUND_FRACTION] = float(1.0 - predicted[0])
+        attrs.update(_case_attrs(folds))
     if spec.cv is None:
         if stored.val.image_counts is not None:  # segmentation's units for bootstrap intervals
             attrs[TrialAttr.VAL_IMAGE_COUNTS] = _counts(stored.val)

@@ -5,29 +5,28 @@ test images are held out first and the rest is cut into k group-aware, seeded, f
 (:func:`core.data.splits.make_split` with ``k_folds``); fold ``f`` validates on its own images and
 trains on the other k - 1 folds. Every fold shares one test split.
 
-A classification study reads a classification dataset (its parts are :class:`~core.data.tensors.LabelSet`
+A classification study reads a classification dataset (its parts are :class:`~core.data.tensors.ImageSet` with labels,
 and its splits and folds are stratified by class); a study and a dataset of different tasks are
 refused before anything is decoded, saying what to change.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from core.contract import Mode, Task
-from core.data.images import channel_problem
-from core.data.manifest import DatasetManifest, dataset_path, load_manifest
-from core.data.splits import Split, SplitConfig, frozen_split
-from core.data.tensors import DataSet, load_tensor_set
-from core.errors import SegTuneError
+from core.contract import Mode
+from core.data.images import read_mask
+from core.data.manifest import DatasetManifest
+from core.data.splits import Split
+from core.data.tensors import ImageSet
 from core.modeling.config import task_mode
 from core.search.spec import StudySpec
-from core.search.validation import SpecError
+from core.search.study_source import study_source
 from core.settings import Settings
 
 
@@ -36,11 +35,12 @@ class StudyData:
     manifest: DatasetManifest
     split: Split
     channels: int
-    train: DataSet
-    val: DataSet
-    test: DataSet | None
-    preview: DataSet
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet | None
+    preview: ImageSet
     fold: int | None = None  # the cross-validation fold these tensors are (None: no cross-validation)
+    folder: Path | None = None  # the dataset's folder, where the original masks are (None: score at training size)
 
     @property
     def num_classes(self) -> int:
@@ -53,64 +53,19 @@ class StudyData:
         return Mode.MULTICLASS if self.manifest.is_classification else task_mode(self.num_classes)
 
 
+    def original_masks(self, part: ImageSet) -> list[np.ndarray] | None:
+        """Each image's mask as stored in the dataset, at its own size (None: unknown, or not a mask task)."""
+        if self.folder is None or self.manifest.is_classification:
+            return None
+        return [read_mask(self.folder / self.manifest.pair(stem).mask) for stem in part.stems]
+
+
 def preview_stems(split: Split, count: int) -> list[str]:
     """A fixed subset of validation images whose predictions every trial stores (fold 0's with CV)."""
     return sorted(split.val)[:count]
 
 
-def split_config(spec: StudySpec, fold: int | None = None) -> SplitConfig:
-    """The split a trial (or one fold of it) trains and validates on."""
-    if spec.cv is None:
-        return spec.split
-    return dataclasses.replace(spec.split, k_folds=spec.cv.folds, fold=fold or 0)
-
-
-@dataclass(frozen=True)
-class StudySource:
-    """Where a study's images come from: the dataset, its frozen split, the channels to feed."""
-
-    manifest: DatasetManifest
-    folder: Path
-    split: Split
-    channels: int
-
-    def tensors(self, stems: Sequence[str], image_size: int, device: torch.device) -> DataSet:
-        return load_tensor_set(self.folder, self.manifest, list(stems), image_size, self.channels).to(device)
-
-
-def task_problem(spec: StudySpec, manifest: DatasetManifest) -> str | None:
-    """Why ``spec`` cannot run on ``manifest`` (a study and a dataset of different tasks), or None."""
-    if spec.task == manifest.task:
-        return None
-    if spec.task == Task.CLASSIFICATION:
-        return (f"study {spec.name!r} is a classification study but dataset {manifest.name!r} is a segmentation dataset "
-                f"(images + masks): pick a classification dataset, make one from this dataset's masks (each image labelled by "
-                f"whether its mask is empty: 'Classify by mask: empty / not empty' on the Datasets page, or python -m core datasets from-masks "
-                f"{manifest.name} --name {manifest.name}-presence), or set \"task\": \"segmentation\"")
-    return (f"study {spec.name!r} is a segmentation study but dataset {manifest.name!r} is a classification dataset "
-            "(one label per image, no masks): set \"task\": \"classification\" (e.g. start from the "
-            "p4-cnn-classification preset) or pick a dataset with masks")
-
-
-def study_source(spec: StudySpec, settings: Settings, fold: int | None = None) -> StudySource:
-    """Read the manifest and freeze (or re-read) the split of ``fold`` (fold 0 with CV when None); decodes no image.
-
-    Raises :class:`SegTuneError` when the study's task is not the dataset's.
-    """
-    manifest = load_manifest(settings.datasets_dir, spec.dataset)
-    problem = task_problem(spec, manifest)
-    if problem:
-        raise SegTuneError(problem)
-    folder = dataset_path(settings.datasets_dir, spec.dataset)
-    channels = spec.channels or manifest.channels
-    problem = channel_problem(manifest.channels, channels)
-    if problem:  # before any split is frozen or image decoded: the study is refused at submit
-        raise SpecError({"channels": f"dataset {manifest.name!r}: {problem}; leave channels empty to use the dataset's own"})
-    split = frozen_split(folder, manifest.stems, split_config(spec, fold), manifest.groups, manifest.labels)
-    return StudySource(manifest, folder, split, channels)
-
-
-def load_study_data(spec: StudySpec, settings: Settings, device: torch.device, fold: int | None = None, pool: DataSet | None = None) -> StudyData:
+def load_study_data(spec: StudySpec, settings: Settings, device: torch.device, fold: int | None = None, pool: ImageSet | None = None) -> StudyData:
     """Decode the study's dataset once and put its splits on ``device``.
 
     ``pool`` (every image of the dataset, already decoded) lets the folds of a cross-validated
@@ -119,7 +74,7 @@ def load_study_data(spec: StudySpec, settings: Settings, device: torch.device, f
     source = study_source(spec, settings, fold)
     split, size = source.split, spec.image_size
 
-    def part(stems: Sequence[str]) -> DataSet:
+    def part(stems: Sequence[str]) -> ImageSet:
         if pool is None:
             return source.tensors(stems, size, device)
         position = {stem: index for index, stem in enumerate(pool.stems)}
@@ -127,10 +82,10 @@ def load_study_data(spec: StudySpec, settings: Settings, device: torch.device, f
 
     test = part(split.test) if split.test else None
     preview = part(preview_stems(split, spec.preview_count))
-    return StudyData(source.manifest, split, source.channels, part(split.train), part(split.val), test, preview, fold)
+    return StudyData(source.manifest, split, source.channels, part(split.train), part(split.val), test, preview, fold, source.folder)
 
 
-def load_pool(spec: StudySpec, settings: Settings, device: torch.device) -> DataSet:
+def load_pool(spec: StudySpec, settings: Settings, device: torch.device) -> ImageSet:
     """Every image of the study's dataset on ``device``, for cross-validation's folds to subset."""
     source = study_source(spec, settings, 0)
     stems = sorted((*source.split.train, *source.split.val, *source.split.test))

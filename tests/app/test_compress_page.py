@@ -21,6 +21,7 @@ from core.deploy.compression.config import CompressionConfig
 from core.deploy.compression.run import compress_trial, study_compression_data
 from core.deploy.compression.variants import list_variants
 from core.runtime.storage import open_artifact_store, open_storage
+from core.runtime.tasks import TaskSubject
 from core.settings import Settings
 from tests.helpers import pages
 from tests.helpers.pages import texts
@@ -105,22 +106,37 @@ def test_compare_masks_puts_a_variant_next_to_its_trial(compressed: Settings) ->
 
 
 def test_starting_a_compression_launches_a_background_task(compressed: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    started: list[tuple[str, list[str]]] = []
-    monkeypatch.setattr(core.runtime.tasks, "start_task", lambda settings, kind, argv: started.append((kind, list(argv))))
+    launched: list[list[str]] = []
+
+    def launch(settings: Settings, command: list[str], log: Path) -> int:
+        launched.append(command)
+        return os.getpid()  # no process: the record is what this test reads
+
+    monkeypatch.setattr(core.runtime.tasks, "_launch", launch)
     app = open_page()
     app.get("button_group")[0].set_value("prune").run()
     app.slider(key="compress.sparsity").set_value(0.8).run()
     app.number_input(key="compress.epochs").set_value(3.0).run()
     app.button(key="compress.start").click().run()
     assert not app.exception, app.exception
-    assert started == [("compress", ["compress", "--study", STUDY, "--trial", "0", "--method", "prune", "--sparsity", "0.8",
-                                     "--epochs", "3.0", "--scope", "global"])]
+    [task] = core.runtime.tasks.list_tasks(compressed, "compress")
+    try:
+        assert launched[0][3:-2] == ["compress", "--study", STUDY, "--trial", "0", "--method", "prune", "--sparsity", "0.8",
+                                     "--epochs", "3.0", "--scope", "global"]  # the CLI is unchanged
+        assert task.subject == TaskSubject(study=STUDY, trial=0, method="prune", options={
+            "sparsity": 0.8, "structured": False, "scope": "global", "finetune_epochs": 3.0, "finetune_steps": None, "lr": None})
+        assert open_page().button(key="compress.start").disabled  # found by its subject: the trial is busy
+    finally:
+        core.runtime.tasks._status_path(compressed, task.id).unlink()
 
 
 def test_a_running_task_shows_its_progress_and_blocks_a_second_start(compressed: Settings) -> None:
     task_id = "compress-test-running"
+    legacy = core.runtime.tasks._status_path(compressed, "compress-test-legacy")  # no subject: about no trial
+    core.runtime.tasks._merge(legacy, {"id": legacy.stem, "kind": "compress", "argv": ["compress", "--study", STUDY, "--trial", "0"],
+                                       "created_at": time.time() + 60, "pid": os.getpid()})
     core.runtime.tasks._merge(core.runtime.tasks._status_path(compressed, task_id), {
-        "id": task_id, "kind": "compress", "argv": ["compress", "--study", STUDY, "--trial", "0", "--method", "ptq"],
+        "id": task_id, "kind": "compress", "subject": {"study": STUDY, "trial": 0, "method": "ptq", "options": {}},
         "created_at": time.time(), "pid": os.getpid(),  # this test process: alive
     })
     core.runtime.tasks.TaskProgress(compressed, task_id).update(0.4, "int8 static: calibrating on training batch 3/8")
@@ -132,6 +148,7 @@ def test_a_running_task_shows_its_progress_and_blocks_a_second_start(compressed:
         assert app.button(key="compress.start").disabled
     finally:
         core.runtime.tasks.TaskProgress(compressed, task_id).fail("test over")
+        legacy.unlink()
     app = open_page()
     assert any("test over" in text for text in texts(app, "error")) and not app.button(key="compress.start").disabled
 
@@ -153,3 +170,35 @@ def test_the_stored_variant_is_what_the_page_lists(compressed: Settings) -> None
     study, _ = load_study(STUDY, open_storage(compressed.db_url))
     records = list_variants(study, 0)
     assert [r["label"] for r in records] == ["pruned 60% global"] and "original" in records[0]
+
+
+def test_the_trade_off_charts_metric_axis_spans_at_least_a_twentieth(compressed: Settings) -> None:
+    """Issue 24: Dice 0.52658-0.52668 filled the axis, so a 0.0001 drop looked like a cliff."""
+    import json
+
+    app = open_page()
+    table = app.dataframe[0].value
+    low, high = json.loads(app.get("plotly_chart")[0].proto.spec)["layout"]["yaxis"]["range"]
+    assert high - low >= 0.05 - 1e-9 and 0 <= low <= table["val_dice"].min() <= table["val_dice"].max() <= high <= 1
+
+
+def test_metric_axes_have_a_minimum_span_inside_the_metrics_bounds() -> None:
+    from app.widgets.axes import metric_axis_range
+
+    low, high = metric_axis_range([0.52658, 0.52668])
+    assert high - low == pytest.approx(0.05) and low < 0.52658 and high > 0.52668
+    assert metric_axis_range([0.999, 0.998]) == pytest.approx((0.95, 1.0))  # kept inside [0, 1]
+    assert metric_axis_range([0.0, 0.001]) == pytest.approx((0.0, 0.05))
+    low, high = metric_axis_range([0.2, 0.8])
+    assert low == pytest.approx(0.14) and high == pytest.approx(0.86)  # a real spread: the data, padded
+    assert metric_axis_range([float("nan"), None]) is None
+
+
+def test_the_trade_off_table_shows_its_key_columns_unless_all_are_asked_for(compressed: Settings) -> None:
+    """Issue 24: the table was cut off at the right edge; its default columns fit a 1280 px window
+    (tests/e2e/test_table_widths.py measures that in a browser)."""
+    app = open_page()
+    shown = list(app.dataframe[0].proto.column_order)
+    assert shown == ["variant", "model", "val_dice", "test_dice", "size_mb", "nonzero_params", "latency_ms", "delta_val_dice", "speedup"]
+    app.toggle(key="compress.all_columns").set_value(True).run()
+    assert not list(app.dataframe[0].proto.column_order) and "val_iou" in app.dataframe[0].value  # every column

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core.data.manifest import dataset_names
+from core.data.manifest import dataset_names, load_manifest
 from core.settings import Settings
 from tests.helpers.pages import MAIN
 
@@ -58,6 +60,7 @@ def test_zip_upload_is_ingested(workspace: Settings) -> None:
     assert not at.exception
     assert any("Added **cells**: 4 image/mask pairs" in s.value for s in at.success)
     assert dataset_names(workspace.datasets_dir) == ["cells"]
+    assert load_manifest(workspace.datasets_dir, "cells").source == "cells.zip"  # the user's file, not a /tmp copy
 
 
 def test_invalid_zip_lists_the_problem_and_stores_nothing(workspace: Settings) -> None:
@@ -119,6 +122,27 @@ def test_server_folder_inside_the_imports_folder_is_ingested(workspace: Settings
     assert dataset_names(workspace.datasets_dir) == ["cells"]
 
 
+@pytest.mark.timeout(60)
+def test_server_folder_with_a_fifo_or_an_odd_typed_path_gets_a_clean_message(workspace: Settings) -> None:
+    """A FIFO would hang the page; a NUL byte, a link loop or a very long path once showed an exception class."""
+    with zipfile.ZipFile(io.BytesIO(tiny_zip())) as archive:
+        archive.extractall(workspace.imports_dir)
+    os.mkfifo(workspace.imports_dir / "set" / "images" / "img_9.png")
+    os.symlink("loop", workspace.imports_dir / "loop")
+    at = datasets_page()
+    at.text_input(key="ds.folder_name").input("cells").run()
+    for typed, expected in (("set", "images/img_9.png**: is a named pipe (FIFO)"), ("set\x00/../..", "control character"),
+                            ("loop", "loops back on itself"), ("x" * 5000, "too long")):
+        at.text_input(key="ds.folder").input(typed).run()
+        at.button(key="ds.folder_go").click().run()
+        assert not at.exception
+        report = " ".join(e.value for e in at.error)
+        assert expected in report, report
+        assert "unexpected error" not in report and str(workspace.home) not in report.replace(str(workspace.imports_dir), "")
+    assert dataset_names(workspace.datasets_dir) == []
+    assert list(workspace.datasets_dir.iterdir()) == []  # no .ingest-* folder left behind
+
+
 def test_a_dataset_a_queued_job_uses_is_not_deleted_and_the_page_names_the_job(workspace: Settings) -> None:
     from core.data.demo import create_demo_dataset
     from core.runtime.queue import submit_job
@@ -156,6 +180,7 @@ def test_a_classification_zip_is_detected_shown_per_class_and_split_by_class(wor
     at.button(key="ds.upload_go").click().run()
     assert not at.exception
     assert any("Added **scans**: 14 labelled images in 2 classes (normal, tumour)" in s.value for s in at.success)
+    assert load_manifest(workspace.datasets_dir, "scans").source == "scans.zip"
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Labelled images"] == "14" and metrics["Smallest class"] == "5" and metrics["Classes"] == "2"
     assert sorted(image.captions[0] for image in at.image) == [f"normal_{i}" for i in range(9)]  # the first class's gallery

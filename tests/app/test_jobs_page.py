@@ -89,3 +89,26 @@ def test_batch_progress_within_a_long_epoch(job: int, workspace: Settings) -> No
     text = next(t for t in bars if t.startswith("Trial 0"))
     assert "epoch 3/5 · batch 45/120" in text
     assert bars[text] == int(100 * (2 + 45 / 120) / 5)  # streamlit stores the bar as a whole percentage
+
+
+def test_status_and_eta_follow_the_running_trial(job: int, workspace: Settings) -> None:
+    """An ended job row with a trial still on a live worker reads Running, and the ETA covers that
+    trial's own time left (the issue: "Finished" beside a trial on epoch 1/3, ETA 3 s beside 47 s left)."""
+    from core.runtime.claims import claim_job, register_worker
+    from core.runtime.job_model import JobState
+    from core.runtime.job_table import set_status, tables_engine
+
+    register_worker(workspace, "w-live", "cpu")
+    claim_job(workspace, "w-live", "cpu")
+    study = optuna.load_study(study_name="watched", storage=open_storage(workspace.db_url))
+    trial = study.get_trials(deepcopy=False)[0]
+    study._storage.set_trial_user_attr(trial._trial_id, "worker", "w-live")
+    study._storage.set_trial_user_attr(trial._trial_id, "progress", {"epoch": 1, "epochs": 3, "batch": 1, "batches": 100})
+    with tables_engine(workspace).begin() as connection:
+        set_status(connection, job, JobState.FINISHED, when=[JobState.RUNNING])
+    at = jobs_page()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Status"] == "Running"
+    trial_bar = next(p.proto.text for p in at.get("progress") if p.proto.text.startswith("Trial 0"))
+    assert "left" in trial_bar and metrics["ETA"] != "–"

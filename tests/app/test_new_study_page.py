@@ -85,6 +85,9 @@ def test_imported_spec_fills_the_form_and_invalid_one_is_reported(demo: Settings
     assert at.session_state["ns.sp.lr.mode"] == "range" and at.session_state["ns.sp.lr.log"] is True
     at.file_uploader(key="ns._import").set_value(("bad.json", b'{"name": "x", "sampler": "nope"}', "application/json")).run()
     assert any("sampler" in e.value for e in at.error)
+    bom = {**spec, "name": "with-bom"}
+    at.file_uploader(key="ns._import").set_value(("bom.json", b"\xef\xbb\xbf" + json.dumps(bom).encode(), "application/json")).run()
+    assert at.text_input(key="ns.name").value == "with-bom"
 
 
 def test_estimate_shows_the_probe(demo: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -292,5 +295,20 @@ def test_a_classification_spec_on_a_segmentation_dataset_is_refused_at_the_datas
     at.file_uploader(key="ns._import").upload("spec.json", json.dumps(spec).encode(), "application/json").run()
     assert at.session_state["ns.task"] == "classification" and at.selectbox(key="ns.dataset").value == "demo-cells"
     at.run()  # the next run keeps the import: the task follows a dataset only when the user picks one
-    assert any("demo-cells is a segmentation dataset, but this spec describes a classification study" in e.value for e in at.error)
+    assert any("'wrong-data' is a classification study but dataset 'demo-cells' is a segmentation dataset" in e.value
+               for e in at.error)  # core's refusal (core.search.task_fit), the one a run gives
+    assert at.button(key="ns._start").disabled
+
+
+def test_a_training_patch_survives_the_form_and_is_shown_for_segmentation_only(demo: Settings) -> None:
+    spec = spec_from_dict({"name": "em", "dataset": "demo-cells", "image_size": 512, "patch_size": 128})
+    values = spec_to_form(spec)
+    assert spec_from_dict(form_to_dict(values)).patch_size == 128
+    assert spec_from_dict(form_to_dict({**values, "ns.patch_size": 0})).patch_size is None  # "whole image"
+    assert form_to_dict({**values, "ns.task": str(Task.CLASSIFICATION)})["patch_size"] is None  # hidden for classifiers: never sent
+    at = new_study_page()
+    at.file_uploader(key="ns._import").upload("spec.json", json.dumps(spec.to_dict()).encode(), "application/json").run()
+    assert not at.exception and at.selectbox(key="ns.patch_size").value == 128
+    at.selectbox(key="ns.patch_size").set_value(1024).run()
+    assert any("multiple of 32 from 32 to image_size (512)" in e.value for e in at.error)
     assert at.button(key="ns._start").disabled

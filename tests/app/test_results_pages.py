@@ -218,3 +218,21 @@ def test_export_shows_the_smp_route_for_smp_architectures(results_workspace: Set
     app = open_page("export.py")
     assert [code.value for code in app.code] == [cards.predict_command(), cards.onnx_snippet(), cards.smp_snippet()]
     assert any("standard smp folder" in text for text in texts(app, "caption"))
+
+
+def test_leaderboard_dashes_unranked_rows_explains_pruned_values_and_ticks_the_shared_choice(results_workspace: Settings) -> None:
+    """Issue 24: pruned rows showed "None" for rank and objective; a pruned trial whose last value
+    beats a complete one needs a word; "Selected: #2, #0, #1" showed with no box ticked; the
+    Parameters card was cut to "13,047,…"."""
+    import json as json_lib
+
+    app = open_page("leaderboard.py", selected=(1, 2))
+    table = app.dataframe[0]
+    assert table.proto.placeholder == "–"  # missing rank / objective cells read as a dash
+    numbers = list(table.value["number"])
+    ticked = json_lib.loads(table.proto.selection_default)["selection"]["rows"]
+    assert sorted(numbers[row] for row in ticked) == [1, 2]
+    assert "Selected: #1, #2" in texts(app, "caption")
+    note = next(c for c in texts(app, "caption") if c.startswith("Pruned trials are not ranked"))
+    assert "#3" in note and "#8" not in note  # #3 ended at 0.9 (above complete ones), #8 at 0.5 (above none)
+    assert {m.label: m.value for m in app.metric}["Parameters"] == "1.0 k"

@@ -113,3 +113,9 @@ def test_unexpected_error_is_friendly_with_details_folded_away() -> None:
     assert "Traceback" not in at.error[0].value
     assert at.expander[0].label == "Details"
     assert "RuntimeError: boom" in at.expander[0].text[0].value
+
+
+def test_counts_on_cards_are_compact() -> None:
+    from app.widgets.trial_table import shown_count
+
+    assert [shown_count(v) for v in (13_047_112, 850_400, 512, 2.4e9, None, float("nan"))] == ["13.0 M", "850.4 k", "512", "2.4 G", "—", "—"]

@@ -49,9 +49,9 @@ def test_compare_steps_through_every_slice_of_a_multi_sequence_volume(workspace:
     from core.contract import TrialAttr
     from core.data.intensity import IntensityConfig
     from core.data.volume_ingest import VolumeIngestOptions, ingest_volumes
-    from core.deploy import volume_masks
-    from core.deploy.export import trial_bundle
-    from core.modeling.bundle import load_bundle_config
+    from core.modeling.bundle import load_bundle_config, trial_bundle
+    from core.results import volume_masks
+    from core.results.trials import default_trial
     from core.runtime.storage import open_artifact_store
     from core.runtime.tuning import run_study
     from core.search.validation import spec_from_dict
@@ -66,7 +66,7 @@ def test_compare_steps_through_every_slice_of_a_multi_sequence_volume(workspace:
     study = run_study(spec, workspace, device="cpu")
     trial = study.best_trial
     assert trial.user_attrs[TrialAttr.MODEL_CONFIG]["in_channels"] == 4, trial.user_attrs.get(TrialAttr.ERROR)
-    bundle = load_bundle_config(trial_bundle(study, None, open_artifact_store(workspace), tmp_path / "bundle"))
+    bundle = load_bundle_config(trial_bundle(default_trial(study), open_artifact_store(workspace), tmp_path / "bundle"))
     assert bundle.channels == 4 and bundle.volume_slicing.sequences == 4
 
     calls = []

@@ -11,6 +11,7 @@ import secrets
 import socket
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from core.settings import load_settings
 from tests.helpers.dashboard import (
     REPO,
     Dashboard,
+    Reply,
     ScriptRun,
     app_session,
     dashboard_env,
@@ -162,6 +164,20 @@ def test_sign_out_clears_the_cookie(protected: Dashboard) -> None:
     assert 'segtune_session=""' in reply.headers["set-cookie"] or "Max-Age=0" in reply.headers["set-cookie"]
 
 
+def test_sign_out_revokes_the_cookie_on_the_server(protected: Dashboard, signed_in: tuple[str, ScriptRun]) -> None:
+    """A copy of the cookie (another tab, a stolen one) stops working too; other sessions go on."""
+    ended = session_cookie(login(protected.url, PASSWORD))
+    assert request(f"{protected.url}/_stcore/metrics", headers={"Cookie": ended}).status == 200
+    assert request(f"{protected.url}/logout", headers={"Cookie": ended}).status == 303
+    assert request(f"{protected.url}/_stcore/metrics", headers={"Cookie": ended}).status == 401
+    assert request(f"{protected.url}/", headers={"Cookie": ended}).status == 303  # back to the login page
+    with pytest.raises(InvalidStatus) as refused:
+        run_script(protected.url, ended)
+    assert refused.value.response.status_code == 403
+    assert request(f"{protected.url}/_stcore/metrics", headers={"Cookie": signed_in[0]}).status == 200
+    assert "signed out from 127.0.0.1" in protected.log_text()
+
+
 # --- 1b. Failed logins are throttled per client and logged ----------------------------------------
 
 def test_failed_logins_are_throttled_and_logged(tmp_path: Path) -> None:
@@ -205,6 +221,38 @@ def test_parallel_guesses_get_no_more_tries(tmp_path: Path) -> None:
     assert sorted(statuses) == [401] * 5 + [429] * 15, statuses
 
 
+def test_a_flood_from_many_addresses_slows_every_guesser_but_no_signed_in_user(tmp_path: Path) -> None:
+    """Guesses from many addresses (X-Forwarded-For, which uvicorn trusts from 127.0.0.1): a /24's
+    shared budget is 20 failures, the server's 100; a browser with a valid cookie never waits."""
+    def guess(dashboard: Dashboard, address: str, password: str = "wrong guess") -> Reply:
+        form = urllib.parse.urlencode({"password": password}).encode()
+        return request(f"{dashboard.url}/login", "POST", body=form,
+                       headers={"Content-Type": "application/x-www-form-urlencoded", "X-Forwarded-For": address})
+
+    with running_dashboard(tmp_path / "home", SEGTUNE_PASSWORD=PASSWORD) as dashboard:
+        cookie = session_cookie(login(dashboard.url, PASSWORD))
+        started = time.monotonic()
+        # one network: 5 addresses x 4 guesses, each within its own 5 free ones, spend the /24's 20
+        assert [guess(dashboard, f"10.9.9.{host}").status for host in range(1, 6) for _ in range(4)] == [401] * 20
+        locked = guess(dashboard, "10.9.9.6")
+        assert locked.status == 429 and b"Too many wrong passwords from your network" in locked.body
+        assert guess(dashboard, "10.9.9.7", PASSWORD).status == 429  # the whole /24 waits, right password or not
+        assert guess(dashboard, "10.9.8.1").status == 401  # the next /24 does not
+        # the server: 22 failures so far; 78 more from as many networks fill its 100, the 101st locks everyone
+        assert [guess(dashboard, f"172.16.{n}.1").status for n in range(78)] == [401] * 78
+        flooded = guess(dashboard, "192.0.2.1")
+        assert flooded.status == 429 and b"signing in is paused for everyone" in flooded.body
+        assert guess(dashboard, "198.51.100.1", PASSWORD).status == 429
+        assert time.monotonic() - started < 60  # refusals are immediate
+        # a signed-in browser is never locked out
+        assert request(f"{dashboard.url}/_stcore/metrics", headers={"Cookie": cookie}).status == 200
+        assert request(f"{dashboard.url}/login", headers={"Cookie": cookie}).status == 303
+        assert "Datasets" in run_script(dashboard.url, cookie).texts
+        log = dashboard.log_text()
+    assert "login failed from 10.9.9.6 (1 in a row): locked out for 30 s (network 10.9.9.0/24)" in log
+    assert "login failed from 192.0.2.1 (1 in a row): locked out for 10 s (every address: the server's failure budget is spent)" in log
+
+
 # --- 2. No password on a network address: refused unless explicitly insecure ---------------------
 
 def _port_open(port: int) -> bool:
@@ -220,6 +268,26 @@ def test_network_address_without_password_is_refused(tmp_path: Path) -> None:
     assert "Refusing to serve SegTune on 0.0.0.0 without a password" in result.stderr
     assert "SEGTUNE_PASSWORD" in result.stderr and "--insecure-no-password" in result.stderr
     assert "You can now view" not in result.stdout + result.stderr
+    assert not _port_open(port)
+
+
+def test_a_blank_or_short_password_on_a_network_address_is_refused(tmp_path: Path) -> None:
+    port = free_port()
+    result = subprocess.run(launch_command(port, "--server.address", "0.0.0.0"), cwd=REPO,
+                            env=dashboard_env(tmp_path, SEGTUNE_PASSWORD=" "), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "Refusing to serve SegTune on 0.0.0.0: SEGTUNE_PASSWORD is blank" in result.stderr
+    assert "at least 12 characters" in result.stderr  # a short one: tests/app/test_serving_rules.py
+    assert not _port_open(port)
+
+
+def test_the_address_variable_is_honoured_like_streamlit_run(tmp_path: Path) -> None:
+    """STREAMLIT_SERVER_ADDRESS (as `streamlit run` reads it) puts the launcher on the network: refused."""
+    port = free_port()
+    result = subprocess.run(launch_command(port), cwd=REPO, env=dashboard_env(tmp_path, STREAMLIT_SERVER_ADDRESS="0.0.0.0"),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "Refusing to serve SegTune on 0.0.0.0 without a password" in result.stderr
     assert not _port_open(port)
 
 

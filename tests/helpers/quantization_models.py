@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from core.contract import Task
-from core.data.tensors import LabelSet
+from core.data.tensors import ImageSet
 from core.deploy.compression.config import CompressionData
 from core.modeling.architectures import ARCHITECTURES, CLASSIC_UNET, FCN32
 from core.modeling.build import build_model
@@ -77,7 +77,7 @@ def datasets() -> dict[str, CompressionData]:
     rng = np.random.default_rng(0)
     labels = [index % 2 for index in range(32 + BAR_VAL + 8)]
     images = torch.from_numpy(np.stack([bar_image(label, rng) for label in labels]))[:, None]
-    bars = LabelSet(images, torch.tensor(labels), tuple(str(index) for index in range(len(labels))))
+    bars = ImageSet(images, torch.tensor(labels), tuple(str(index) for index in range(len(labels))), Task.CLASSIFICATION)
     return {"bars": CompressionData(*_split(bars, BAR_VAL), "multiclass", 2),
             "lungs": CompressionData(*_split(load_pairs(48, 64)), "binary", 2),
             "lungs-128": CompressionData(*_split(load_pairs(48, 128)), "binary", 2)}
@@ -100,7 +100,7 @@ def train_small(architecture: str, data_sets: dict[str, CompressionData]) -> tup
 
 def trivial_score(data: CompressionData) -> float:
     """What a model that learned nothing scores on val: Dice of an all-foreground mask, or the majority share."""
-    if isinstance(data.val, LabelSet):
-        return float(torch.bincount(data.val.labels).max() / len(data.val))
-    foreground = float((data.val.masks > 0).float().mean())
+    if data.val.task == Task.CLASSIFICATION:
+        return float(torch.bincount(data.val.targets).max() / len(data.val))
+    foreground = float((data.val.targets > 0).float().mean())
     return 2 * foreground / (1 + foreground)

@@ -79,6 +79,45 @@ def test_ingest_a_folder_and_refuse_a_bad_one_without_a_traceback(env: dict[str,
     assert not (Path(env["SEGTUNE_HOME"]) / "datasets" / "cells2").exists()
 
 
+def capped_cli(env: dict[str, str], *args: str, max_rss_mb: int = 1024, timeout_s: float = 60) -> tuple[subprocess.CompletedProcess[str], int]:
+    """``cli``, killed once it holds more than ``max_rss_mb`` of memory or runs past ``timeout_s`` (so
+    a regression fails fast instead of swapping); also returns the highest memory seen, in MB."""
+    process = subprocess.Popen([sys.executable, "-m", "core", *args], cwd=REPO, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline, peak_kb = time.monotonic() + timeout_s, 0
+    while process.poll() is None:
+        try:
+            status = Path(f"/proc/{process.pid}/status").read_text()
+            peak_kb = max(peak_kb, next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")))
+        except (OSError, StopIteration):
+            pass  # the process ended between poll() and the read
+        if peak_kb > max_rss_mb * 1024 or time.monotonic() > deadline:
+            process.kill()
+        time.sleep(0.02)
+    stdout, stderr = process.communicate()
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), peak_kb // 1024
+
+
+def test_submit_refuses_out_of_range_seeds_and_yaml_alias_bombs(env: dict[str, str], tmp_path: Path) -> None:
+    refused = cli(env, "submit", "--spec", str(spec_file(tmp_path, "seeded", 2, seed=2**70)), "--workers", "0")
+    assert refused.returncode == 2, refused.stderr
+    assert f"seed: must be a whole number from 0 to 4,294,967,295, got {2**70}" in refused.stderr  # -1: test_spec.py
+    assert "Traceback" not in refused.stderr
+    # billion laughs: 9 levels of 9 aliases each; the description's message would spell out 9**9 strings
+    levels = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join([*levels, "name: bomb", "dataset: demo-cells", "description: *a8"]) + "\n")
+    # the CLI alone (torch imported) holds about 1.3 GB; the expansion would pass 3 GB within seconds
+    refused, peak_mb = capped_cli(env, "submit", "--spec", str(bomb), "--workers", "0", max_rss_mb=3072, timeout_s=90)
+    assert refused.returncode == 2, (refused.returncode, peak_mb, refused.stderr[-500:])
+    assert "YAML aliases (*a0) are not allowed in a spec" in refused.stderr and "Traceback" not in refused.stderr
+    huge = tmp_path / "huge.json"
+    huge.write_text(json.dumps({"name": "huge", "dataset": "demo-cells", "description": "x" * (2 << 20)}))
+    refused = cli(env, "submit", "--spec", str(huge), "--workers", "0")
+    assert refused.returncode == 2 and "huge.json is over 1024 KB: too large to be a study spec" in refused.stderr
+
+
 def test_tune_prints_a_leaderboard_stores_artifacts_apart_and_uses_wal(env: dict[str, str], tmp_path: Path) -> None:
     demo(env)
     tuned = cli(env, "tune", "--spec", str(spec_file(tmp_path, "cli-tune", 2)), "--device", "cpu")

@@ -8,15 +8,19 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from core.contract import Mode, Task
-from core.data.tensors import DataSet, LabelSet
+from core.data.tensors import ImageSet
 from core.errors import SegTuneError, unknown_option
 from core.metrics.catalogue import report_metrics
+from core.runtime.tasks import BackgroundTask, TaskSubject, start_task
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 METHODS: tuple[str, ...] = ("ptq", "dynamic", "qat", "prune")
 FINETUNE_METHODS: tuple[str, ...] = ("qat", "prune")
@@ -26,6 +30,10 @@ SPARSITY_RANGE = (0.5, 0.9)
 REPORT_METRICS: tuple[str, ...] = report_metrics()  # segmentation's; a study's own: CompressionData.report_metrics
 StepCallback = Callable[[int, int], None]  # (steps done, steps in all) of a fine-tune
 ProgressCallback = Callable[[float, str], None]  # (fraction done 0..1, what is happening)
+TASK_KIND = "compress"  # the background tasks that derive variants
+# What the dashboard chooses for a background compression (its task's options); batch size, loss
+# and seed come from the trial itself.
+LAUNCH_OPTIONS: tuple[str, ...] = ("sparsity", "structured", "scope", "finetune_epochs", "finetune_steps", "lr")
 
 
 class CompressionError(SegTuneError):
@@ -158,16 +166,16 @@ class CompressionConfig:
 class CompressionData:
     """What a variant is calibrated / fine-tuned on (train) and scored on (val, test), on the CPU."""
 
-    train: DataSet
-    val: DataSet
-    test: DataSet | None
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet | None
     mode: Mode
     num_classes: int
 
     @property
     def task(self) -> Task:
-        """Classification when the splits are labels (:class:`LabelSet`), else segmentation."""
-        return Task.CLASSIFICATION if isinstance(self.train, LabelSet) else Task.SEGMENTATION
+        """The splits' task."""
+        return self.train.task
 
     @property
     def report_metrics(self) -> tuple[str, ...]:
@@ -191,8 +199,16 @@ class CompressedVariant:
         return {**self.config.params(), **extra}
 
 
+def start_compression(settings: Settings, study: str, trial: int, config: CompressionConfig) -> BackgroundTask:
+    """Derive ``config`` from ``trial`` of ``study`` in the background (``python -m core compress``),
+    recording the study, trial, method and options as the task's subject for the dashboard to read."""
+    subject = TaskSubject(study=study, trial=trial, method=config.method,
+                          options={name: getattr(config, name) for name in LAUNCH_OPTIONS})
+    return start_task(settings, TASK_KIND, compress_argv(study, trial, config), subject)
+
+
 def compress_argv(study: str, trial: int, config: CompressionConfig) -> list[str]:
-    """The ``python -m core`` arguments that derive ``config`` (what the dashboard starts as a task)."""
+    """The ``python -m core`` arguments that derive ``config`` (what :func:`start_compression` runs)."""
     argv = ["compress", "--study", study, "--trial", str(trial), "--method", config.method, "--sparsity", str(config.sparsity)]
     for flag, value in (("--epochs", config.finetune_epochs), ("--steps", config.finetune_steps), ("--lr", config.lr)):
         if value is not None:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from core.data.tensors import DataSet, iterate_batches
+from core.data.tensors import ImageSet, iterate_batches
 from core.deploy.compression.config import CompressionConfig, CompressionData, CompressionError, StepCallback
 from core.training.loop import task_loss
 
@@ -16,7 +16,7 @@ from core.training.loop import task_loss
 StepHook = Callable[[int], bool]
 
 
-def batches(data: DataSet, config: CompressionConfig, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def batches(data: ImageSet, config: CompressionConfig, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless shuffled training batches (fine-tunes count steps; an epoch is ``len(data) // batch_size`` of them)."""
     drop_last = len(data) > config.batch_size
     while True:

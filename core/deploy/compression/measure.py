@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from core.contract import Task
-from core.data.tensors import DataSet
+from core.data.tensors import ImageSet
 from core.deploy.compression.config import CompressedVariant, CompressionData
-from core.deploy.export import TORCHSCRIPT_FILE, save_torchscript
-from core.modeling.bundle import WEIGHTS_FILE
+from core.deploy.export import save_torchscript
+from core.modeling.bundle import TORCHSCRIPT_FILE, WEIGHTS_FILE
 from core.training.loop import evaluate, task_loss
 
 
@@ -95,7 +95,7 @@ def cpu_speed(model: nn.Module, images: torch.Tensor, batch_size: int, repeats: 
     return latency, len(batch) / best(batch, repeats)
 
 
-def _scores(model: nn.Module, split: DataSet | None, data: CompressionData, batch_size: int) -> dict[str, float]:
+def _scores(model: nn.Module, split: ImageSet | None, data: CompressionData, batch_size: int) -> dict[str, float]:
     if split is None or len(split) == 0:
         return {}
     # the loss is not reported: any loss of the task will do

@@ -14,9 +14,9 @@ from core.deploy.compression.config import CompressionConfig, CompressionData, P
 from core.deploy.compression.measure import VariantReport, compare_variants
 from core.deploy.compression.methods import compress
 from core.deploy.compression.variants import store_variant
-from core.deploy.export import trial_bundle
-from core.modeling.bundle import BundleConfig, load_bundle
+from core.modeling.bundle import BundleConfig, load_bundle, trial_bundle
 from core.modeling.classification_losses import CLASSIFICATION_LOSSES, DEFAULT_CLASSIFICATION_LOSS
+from core.results.trials import get_trial
 from core.training.study_data import load_study_data
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def compress_trial(
     report = progress or (lambda fraction, message: None)
     report(0.0, f"loading trial #{trial_number}'s model")
     with tempfile.TemporaryDirectory() as tmp:
-        model, bundle = load_bundle(trial_bundle(study, trial_number, artifact_store, Path(tmp) / "bundle"))
+        model, bundle = load_bundle(trial_bundle(get_trial(study, trial_number), artifact_store, Path(tmp) / "bundle"))
     config = _fine_tune_loss(config, bundle)
     report(0.05, f"{config.label}: compressing")
     variant = compress(config, model, data, _step_reporter(config, report, 0.05, 0.7))

@@ -11,23 +11,24 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from core.contract import Task, variants_attr
+from core.contract import variants_attr
 from core.deploy.compression.config import REPORT_METRICS, CompressedVariant, CompressionError
 from core.deploy.compression.measure import VariantReport, saved_file
-from core.deploy.export import (
+from core.deploy.export import add_onnx, export_trial, parity_sample, preview_images, zip_folder
+from core.modeling.bundle import (
+    SEGTUNE_FILE,
     TORCHSCRIPT_FILE,
-    add_onnx,
-    export_trial,
+    WEIGHTS_FILE,
+    BundleConfig,
     is_int8_folder,
+    load_bundle,
+    load_bundle_config,
     load_model,
-    parity_sample,
-    preview_images,
+    save_bundle,
     trial_bundle,
-    zip_folder,
+    write_metadata,
 )
-from core.metrics.segmentation import predict_mask
-from core.modeling.bundle import SEGTUNE_FILE, WEIGHTS_FILE, BundleConfig, load_bundle, load_bundle_config, save_bundle, write_metadata
-from core.modeling.config import task_mode
+from core.modeling.inference import predict_indices
 from core.results.trials import get_trial
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ def list_variants(study: optuna.Study, trial_number: int) -> list[dict[str, Any]
 
 
 def save_variant(variant: CompressedVariant, bundle: BundleConfig, folder: Path, sample: torch.Tensor) -> Path:
-    """A loadable model folder (see core.deploy.export.load_model): bundle (a channel-pruned one records
+    """A loadable model folder (see core.modeling.bundle.load_model): bundle (a channel-pruned one records
     its layer shapes in segtune.json), or TorchScript + segtune.json for int8."""
     source = {**bundle.source, "variant": {"method": variant.config.method, "params": variant.params}}
     config = replace(bundle, source=source, pruned_channels=variant.channels)
@@ -84,7 +85,7 @@ def store_variant(
 
 def download_variant(record: dict[str, Any], artifact_store: Any, folder: Path) -> Path:
     """Write a stored variant's files into ``folder`` in today's bundle layout (loadable with
-    core.deploy.export.load_model; a float variant of an smp architecture is an smp folder too)."""
+    core.modeling.bundle.load_model; a float variant of an smp architecture is an smp folder too)."""
     folder.mkdir(parents=True, exist_ok=True)
     for kind, artifact_id in record["artifacts"].items():
         with artifact_store.open_reader(artifact_id) as reader:
@@ -151,12 +152,8 @@ def variant_predictions(study: optuna.Study, trial_number: int, index: int, arti
         raise CompressionError(f"study {study.study_name!r} stored no preview images (set preview_count > 0 in its spec)")
     with tempfile.TemporaryDirectory() as tmp:
         model, config = load_model(download_variant(record, artifact_store, Path(tmp)))
-    with torch.no_grad():
-        # one image at a time: int8 variants are traced on a single image
-        logits = torch.cat([model.eval()(images[i : i + 1]).float() for i in range(len(images))])
-    if config.task == Task.CLASSIFICATION:
-        return logits.argmax(dim=1).to(torch.uint8).numpy()
-    return predict_mask(logits, task_mode(len(config.classes)), config.threshold).to(torch.uint8).numpy()
+    # one image at a time: int8 variants are traced on a single image
+    return torch.cat([predict_indices(model, images[i : i + 1], threshold=config.threshold) for i in range(len(images))]).to(torch.uint8).numpy()
 
 
 def variant_name(study: optuna.Study, trial_number: int, index: int) -> str:
@@ -176,7 +173,7 @@ def variant_zip(study: optuna.Study, trial_number: int, index: int, artifact_sto
         sample, _ = parity_sample(study, artifact_store, config)
         original = None
         if record["method"] == "dynamic":  # not traceable to ONNX: onnxruntime quantizes the original's Linear layers alike
-            original, _ = load_bundle(trial_bundle(study, trial_number, artifact_store, Path(tmp) / "original"))
+            original, _ = load_bundle(trial_bundle(get_trial(study, trial_number), artifact_store, Path(tmp) / "original"))
         problem = add_onnx(model, folder, sample, int8=is_int8_folder(folder), dynamic_from=original)
         card = variant_card(study, get_trial(study, trial_number), name, record, frozenset(p.name for p in folder.iterdir()), problem)
         return zip_folder(folder, card)

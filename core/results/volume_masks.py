@@ -18,16 +18,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from core.contract import StudyAttr
 from core.data.volumes import parse_slice_stem
-from core.deploy.export import load_model, trial_bundle
-from core.metrics.segmentation import predict_mask
 from core.metrics.volumes import volume_dice_scores
-from core.modeling.config import task_mode
+from core.modeling.bundle import load_model, trial_bundle
+from core.modeling.inference import predict_indices
 from core.results.previews import PreviewSet, preview_set
-from core.results.trials import ResultsError
-from core.search.validation import spec_from_dict
-from core.training.study_data import StudySource, study_source
+from core.results.trials import ResultsError, get_trial
+from core.search.study_source import StudySource, study_source
+from core.search.validation import stored_spec
 
 if TYPE_CHECKING:
     import optuna
@@ -56,16 +54,16 @@ class VolumeSlices:
         return parse_slice_stem(self.stems[position])[1]  # type: ignore[index]
 
 
-def _source(study: optuna.Study, settings: Settings) -> tuple[StudySpec, StudySource]:
-    if StudyAttr.SPEC not in study.user_attrs:
+def spec_and_source(study: optuna.Study, settings: Settings) -> tuple[StudySpec, StudySource]:
+    spec = stored_spec(study)
+    if spec is None:
         raise ResultsError(f"study {study.study_name!r} was not made by SegTune (it has no spec)")
-    spec = spec_from_dict(study.user_attrs[StudyAttr.SPEC])
     return spec, study_source(spec, settings, 0 if spec.cv else None)
 
 
 def split_volumes(study: optuna.Study, settings: Settings) -> dict[str, list[str]]:
     """Split part (:data:`PARTS`) -> its volume ids, sorted; {} when the study's dataset holds 2D images."""
-    _, source = _source(study, settings)
+    _, source = spec_and_source(study, settings)
     groups = source.manifest.groups
     if not groups:
         return {}
@@ -75,7 +73,7 @@ def split_volumes(study: optuna.Study, settings: Settings) -> dict[str, list[str
 
 def volume_slices(study: optuna.Study, settings: Settings, part: str, volume: str) -> VolumeSlices:
     """Every stored slice of ``volume`` (which must lie in split ``part``), decoded at the study's size."""
-    spec, source = _source(study, settings)
+    spec, source = spec_and_source(study, settings)
     if part not in PARTS:
         raise ResultsError(f"unknown split part {part!r}; valid: {list(PARTS)}")
     members = [stem for stem in getattr(source.split, part) if source.manifest.groups.get(stem) == volume]
@@ -84,24 +82,23 @@ def volume_slices(study: optuna.Study, settings: Settings, part: str, volume: st
     stems = sorted(members, key=lambda stem: source.manifest.pair(stem).slice_index or 0)
     data = source.tensors(stems, spec.image_size, torch.device("cpu"))
     info = next((v for v in source.manifest.volumes if v.volume == volume), None)
-    return VolumeSlices(volume, tuple(stems), data.images.numpy(), data.masks.numpy(), source.manifest.num_classes,
+    return VolumeSlices(volume, tuple(stems), data.images.numpy(), data.targets.numpy(), source.manifest.num_classes,
                         info.total_slices if info else len(stems))
 
 
 def trial_model(study: optuna.Study, number: int, artifact_store: object) -> tuple[nn.Module, BundleConfig]:
     """Trial ``number``'s model rebuilt from its stored weights and config (raises when it stored none)."""
     with tempfile.TemporaryDirectory(prefix="segtune-volume-") as tmp:
-        return load_model(trial_bundle(study, number, artifact_store, Path(tmp) / "bundle"))
+        return load_model(trial_bundle(get_trial(study, number), artifact_store, Path(tmp) / "bundle"))
 
 
 @torch.no_grad()
 def predict_slices(model: nn.Module, config: BundleConfig, images: np.ndarray) -> np.ndarray:
     """Class-index masks (N, S, S) uint8 for uint8 images (N, C, S, S) at the model's own size."""
-    mode = task_mode(len(config.classes))
     masks = []
     for start in range(0, len(images), BATCH):
         batch = torch.from_numpy(np.ascontiguousarray(images[start:start + BATCH])).float().div_(255.0)
-        masks.append(predict_mask(model.eval()(batch).float(), mode, config.threshold).to(torch.uint8).numpy())
+        masks.append(predict_indices(model, batch, threshold=config.threshold).to(torch.uint8).numpy())
     return np.concatenate(masks) if masks else np.zeros((0, *images.shape[2:]), np.uint8)
 
 

@@ -1,0 +1,50 @@
+"""A study's task against its dataset's: the one refusal when they differ, and the spec a
+classification dataset starts from.
+
+The study's spec says segmentation or classification; so does the dataset's manifest. The New
+study form (at its Dataset field) and every study run (before anything is decoded) refuse a
+mismatch with the same message, naming the fix. A segmentation dataset starts from the auto plan
+(:mod:`core.search.auto`); a classification dataset from :func:`classification_start`.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import TYPE_CHECKING
+
+from core.contract import Task
+from core.metrics.catalogue import default_objective
+from core.search.spec import Objective, StudySpec
+
+if TYPE_CHECKING:
+    from core.data.manifest import DatasetManifest
+    from core.data.splits import SplitConfig
+
+CLASSIFICATION_SIDE = (64, 224)  # a classification study starts at the images' median side, clamped to this
+
+
+def task_problem(spec: StudySpec, dataset_task: Task) -> str | None:
+    """Why ``spec`` cannot run on its dataset, whose task is ``dataset_task`` (a study and a dataset
+    of different tasks), or None."""
+    if spec.task == dataset_task:
+        return None
+    dataset = spec.dataset
+    if spec.task == Task.CLASSIFICATION:
+        return (f"study {spec.name!r} is a classification study but dataset {dataset!r} is a segmentation dataset "
+                f"(images + masks): pick a classification dataset, make one from this dataset's masks (each image labelled by "
+                f"whether its mask is empty: 'Classify by mask: empty / not empty' on the Datasets page, or python -m core datasets from-masks "
+                f"{dataset} --name {dataset}-presence), or set \"task\": \"segmentation\"")
+    return (f"study {spec.name!r} is a segmentation study but dataset {dataset!r} is a classification dataset "
+            "(one label per image, no masks): set \"task\": \"classification\" (e.g. start from the "
+            "p4-cnn-classification preset) or pick a dataset with masks")
+
+
+def classification_start(manifest: DatasetManifest, split: SplitConfig) -> StudySpec:
+    """A classification dataset's first study: the classification catalogue's defaults (one backbone,
+    P4's head sizes, cross-entropy) at the images' median side, a multiple of 32 within
+    :data:`CLASSIFICATION_SIDE`, on ``split``."""
+    side = statistics.median(min(pair.height, pair.width) for pair in manifest.pairs) if manifest.pairs else 128
+    low, high = CLASSIFICATION_SIDE
+    task = Task.CLASSIFICATION
+    return StudySpec(name=f"{manifest.name}-study", dataset=manifest.name, task=task, image_size=int(min(max(side // 32 * 32, low), high)),
+                     objectives=(Objective(default_objective(task)),), split=split)
