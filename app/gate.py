@@ -146,7 +146,9 @@ class LoginGateMiddleware:
         wait = throttle.retry_after(client)
         if wait > 0:
             locked_by = throttle.lock_scope(client) or LockScope.ADDRESS
-            log.warning("login refused from %s: locked out for %.0f s more (%s)", client, wait, _scope_text(locked_by, client))
+            log.warning(
+                "login refused from %s: locked out for %.0f s more (%s)", client, wait, _scope_text(locked_by, client)
+            )
             await _locked_out(base, form, wait, locked_by)(scope, receive, send)
             return
         if signer.check_password(form.get("password", [""])[0]):
@@ -154,8 +156,13 @@ class LoginGateMiddleware:
             log.info("login from %s", client)
             response = RedirectResponse(next_url, status_code=303)
             response.set_cookie(
-                COOKIE_NAME, signer.issue(), max_age=signer.max_age_s, path=base or "/",
-                secure=_is_https(scope), httponly=True, samesite="lax",
+                COOKIE_NAME,
+                signer.issue(),
+                max_age=signer.max_age_s,
+                path=base or "/",
+                secure=_is_https(scope),
+                httponly=True,
+                samesite="lax",
             )
             await response(scope, receive, send)
             return
@@ -163,8 +170,13 @@ class LoginGateMiddleware:
         failures = throttle.failures(client)
         if lockout > 0:
             locked_by = throttle.lock_scope(client) or LockScope.ADDRESS
-            log.warning("login failed from %s (%d in a row): locked out for %.0f s (%s)", client, failures, lockout,
-                        _scope_text(locked_by, client))
+            log.warning(
+                "login failed from %s (%d in a row): locked out for %.0f s (%s)",
+                client,
+                failures,
+                lockout,
+                _scope_text(locked_by, client),
+            )
             await _locked_out(base, form, lockout, locked_by)(scope, receive, send)
             return
         log.warning("login failed from %s (%d in a row)", client, failures)
@@ -181,8 +193,11 @@ _LOCKED_OUT = {
 
 def _scope_text(scope: LockScope, client: str) -> str:
     """For the log: which failures locked the client out."""
-    return {LockScope.ADDRESS: "this address", LockScope.NETWORK: f"network {network_of(client)}",
-            LockScope.SERVER: "every address: the server's failure budget is spent"}[scope]
+    return {
+        LockScope.ADDRESS: "this address",
+        LockScope.NETWORK: f"network {network_of(client)}",
+        LockScope.SERVER: "every address: the server's failure budget is spent",
+    }[scope]
 
 
 def _locked_out(base: str, params: dict[str, list[str]], wait_s: float, scope: LockScope) -> Response:
@@ -213,7 +228,7 @@ def _base_path() -> str:
 
 def _relative(path: str, base: str) -> str:
     if base and (path == base or path.startswith(base + "/")):
-        return path[len(base):] or "/"
+        return path[len(base) :] or "/"
     return path
 
 

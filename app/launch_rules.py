@@ -19,8 +19,17 @@ from typing import Any
 from app.gate import PASSWORD_ENV
 
 __all__ = [
-    "EXIT_REFUSED", "INSECURE_ENV", "INSECURE_FLAG", "MIN_PASSWORD_LENGTH", "UPLOAD_ENV", "LaunchError", "exposure_problem",
-    "insecure_allowed", "is_loopback", "parse_args", "upload_limit_mb",
+    "EXIT_REFUSED",
+    "INSECURE_ENV",
+    "INSECURE_FLAG",
+    "MIN_PASSWORD_LENGTH",
+    "UPLOAD_ENV",
+    "LaunchError",
+    "exposure_problem",
+    "insecure_allowed",
+    "is_loopback",
+    "parse_args",
+    "upload_limit_mb",
 ]
 
 INSECURE_FLAG = "--insecure-no-password"
@@ -28,6 +37,7 @@ INSECURE_ENV = "SEGTUNE_ALLOW_INSECURE"
 UPLOAD_ENV = "SEGTUNE_MAX_UPLOAD_MB"
 EXIT_REFUSED = 2
 MIN_PASSWORD_LENGTH = 12  # the gate throttles guessing; a short password would still fall to a patient guesser
+
 
 class LaunchError(Exception):
     """A setting that makes the launcher refuse to start; the message says what to do."""
@@ -126,8 +136,11 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str] | None = None) ->
         # sensitive options: Streamlit's config reads their variables itself (and refuses them as flags)
         if name not in overrides and not option.sensitive and option.env_var in environ:
             value = environ[option.env_var]
-            overrides[name] = [_coerce(option.env_var, v, option.type) for v in value.split()] if option.multiple \
+            overrides[name] = (
+                [_coerce(option.env_var, v, option.type) for v in value.split()]
+                if option.multiple
                 else _coerce(option.env_var, value, option.type)
+            )
     return overrides, insecure
 
 

@@ -175,12 +175,18 @@ class LoginThrottle:
         self._records.pop(client, None)
 
     def _forget_stale(self, now: float) -> None:
-        stale = [c for c, r in self._records.items() if now - r.last_seen > self.policy.forget_after_s and r.locked_until <= now]
+        stale = [
+            c
+            for c, r in self._records.items()
+            if now - r.last_seen > self.policy.forget_after_s and r.locked_until <= now
+        ]
         for client in stale:
             del self._records[client]
         while len(self._records) >= self.policy.max_clients:
             del self._records[next(iter(self._records))]
-        spent = [n for n, b in self._networks.items() if b.current(now, self.network_budget) == 0 and b.locked_until <= now]
+        spent = [
+            n for n, b in self._networks.items() if b.current(now, self.network_budget) == 0 and b.locked_until <= now
+        ]
         for network in spent:
             del self._networks[network]
         while len(self._networks) >= self.policy.max_clients:

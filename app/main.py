@@ -29,7 +29,9 @@ STUDY_PICKER = "sidebar.study_picker"
 def navigation() -> st.navigation:
     sections: dict[str, list[st.Page]] = {}
     for info in available_pages():
-        page = st.Page(REPO_ROOT / "pages" / info.file, title=info.title, icon=info.icon, default=info.file == "datasets.py")
+        page = st.Page(
+            REPO_ROOT / "pages" / info.file, title=info.title, icon=info.icon, default=info.file == "datasets.py"
+        )
         sections.setdefault(info.section, []).append(page)
     return st.navigation(sections)
 
@@ -49,7 +51,9 @@ def sidebar() -> None:
             elif STUDY_PICKER not in st.session_state or st.session_state[STUDY_PICKER] not in names:
                 state.STUDY.set(names[0])
                 st.session_state[STUDY_PICKER] = names[0]
-            st.selectbox("Study", names, key=STUDY_PICKER, on_change=_pick_study, help="The study the result pages show.")
+            st.selectbox(
+                "Study", names, key=STUDY_PICKER, on_change=_pick_study, help="The study the result pages show."
+            )
         else:
             st.caption("No studies yet: start one on **New study**.")
         st.divider()

@@ -67,10 +67,15 @@ def check_settings(environ: Mapping[str, str], *, allow_insecure: bool, announce
     if not announce:
         return
     if not environ.get(PASSWORD_ENV) and not is_loopback(address):
-        log.warning("serving on %s WITHOUT a password (%s): anyone who can reach it has full access",
-                    address or "every interface", INSECURE_FLAG)
+        log.warning(
+            "serving on %s WITHOUT a password (%s): anyone who can reach it has full access",
+            address or "every interface",
+            INSECURE_FLAG,
+        )
     elif environ.get(PASSWORD_ENV):
-        log.info("login required (%s is set); upload limit %s MB", PASSWORD_ENV, config.get_option("server.maxUploadSize"))
+        log.info(
+            "login required (%s is set); upload limit %s MB", PASSWORD_ENV, config.get_option("server.maxUploadSize")
+        )
 
 
 def configure_logging() -> None:

@@ -116,8 +116,12 @@ def _results(name: str) -> FrameCache:
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _frame_cache(db_url: str, name: str, study_id: int, storage_id: int, _current: optuna.Study) -> FrameCache:
     # Over the study's own storage (Optuna's cached RDB storage, or whatever the study was opened with).
-    return FrameCache(TrialCache(_current._storage, study_id), _current.directions, trial_reads.objective_names(_current),
-                      reliability.study_task(_current))
+    return FrameCache(
+        TrialCache(_current._storage, study_id),
+        _current.directions,
+        trial_reads.objective_names(_current),
+        reliability.study_task(_current),
+    )
 
 
 def require_study() -> str:
@@ -125,7 +129,10 @@ def require_study() -> str:
     name = state.STUDY.get()
     if name and name in cache.study_names():
         return name
-    st.info("No study yet — create a dataset on **Datasets**, then start a study on **New study**.", icon=":material/science:")
+    st.info(
+        "No study yet — create a dataset on **Datasets**, then start a study on **New study**.",
+        icon=":material/science:",
+    )
     st.page_link(page_path("new_study.py"), label="Start a study", icon=":material/tune:")
     st.stop()
     raise AssertionError("unreachable: st.stop() ends the script")
@@ -196,7 +203,9 @@ def learning_curves(name: str, numbers: tuple[int, ...], metric: str, each_fold:
 
 
 @st.cache_data(ttl=IDLE_TTL_S, max_entries=32, show_spinner=False)
-def _learning_curves(db_url: str, name: str, version: Stamp, numbers: tuple[int, ...], metric: str, each_fold: bool) -> pd.DataFrame:
+def _learning_curves(
+    db_url: str, name: str, version: Stamp, numbers: tuple[int, ...], metric: str, each_fold: bool
+) -> pd.DataFrame:
     return curves.learning_curves(trials(name, numbers), metric, each_fold=each_fold)
 
 
@@ -217,7 +226,9 @@ def prediction_comparison(name: str, numbers: tuple[int, ...]) -> label_predicti
 
 
 @st.cache_data(ttl=IDLE_TTL_S, max_entries=16, show_spinner="Loading the predictions…")
-def _prediction_comparison(db_url: str, name: str, n_finished: int, numbers: tuple[int, ...]) -> label_predictions.PredictionComparison:
+def _prediction_comparison(
+    db_url: str, name: str, n_finished: int, numbers: tuple[int, ...]
+) -> label_predictions.PredictionComparison:
     return label_predictions.compare_predictions(study(name), numbers, cache.artifact_store())
 
 

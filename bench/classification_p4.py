@@ -67,7 +67,9 @@ def shortened(preset: Any, args: argparse.Namespace, name: str, **space: Any) ->
             search[key] = value
     budget = Budget(n_trials=args.trials, max_epochs=args.epochs)
     # the preset's patience is its epochs (no early stopping, as the paper): kept so at the shorter length
-    return dataclasses.replace(preset, name=name, image_size=args.size, search_space=search, budget=budget, patience=args.epochs)
+    return dataclasses.replace(
+        preset, name=name, image_size=args.size, search_space=search, budget=budget, patience=args.epochs
+    )
 
 
 def fold_figures(trial: optuna.trial.FrozenTrial, metric: str = "balanced_accuracy") -> tuple[float, float]:
@@ -85,30 +87,45 @@ def row(label: str, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     mean, sd = fold_figures(trial)
     acc_mean, acc_sd = fold_figures(trial, "accuracy")
     return {
-        "configuration": label, "trial": trial.number, "architecture": attrs[TrialAttr.PARAMS_RESOLVED]["architecture"],
+        "configuration": label,
+        "trial": trial.number,
+        "architecture": attrs[TrialAttr.PARAMS_RESOLVED]["architecture"],
         "head": {name: attrs[TrialAttr.PARAMS_RESOLVED][name] for name in HEAD},
-        "balanced_accuracy": mean, "balanced_accuracy_sd": sd, "accuracy": acc_mean, "accuracy_sd": acc_sd,
-        "roc_auc": attrs[TrialAttr.VAL_METRICS]["roc_auc"], "test_balanced_accuracy": attrs[TrialAttr.TEST_METRICS]["balanced_accuracy"],
-        "epochs_run": attrs[TrialAttr.EPOCHS_RUN], "minutes": attrs[TrialAttr.TRAIN_TIME_S] / 60, "flags": attrs.get(TrialAttr.FLAGS) or [],
+        "balanced_accuracy": mean,
+        "balanced_accuracy_sd": sd,
+        "accuracy": acc_mean,
+        "accuracy_sd": acc_sd,
+        "roc_auc": attrs[TrialAttr.VAL_METRICS]["roc_auc"],
+        "test_balanced_accuracy": attrs[TrialAttr.TEST_METRICS]["balanced_accuracy"],
+        "epochs_run": attrs[TrialAttr.EPOCHS_RUN],
+        "minutes": attrs[TrialAttr.TRAIN_TIME_S] / 60,
+        "flags": attrs.get(TrialAttr.FLAGS) or [],
     }
 
 
 def best(study: optuna.Study, architecture: str | None = None) -> optuna.trial.FrozenTrial | None:
     from core.contract import TrialAttr
 
-    complete = [t for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-                if architecture is None or t.user_attrs[TrialAttr.PARAMS_RESOLVED]["architecture"] == architecture]
+    complete = [
+        t
+        for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+        if architecture is None or t.user_attrs[TrialAttr.PARAMS_RESOLVED]["architecture"] == architecture
+    ]
     return max(complete, key=lambda t: t.value) if complete else None
 
 
 def table(rows: list[dict[str, Any]], baseline: float) -> str:
-    lines = ["| configuration | backbone | head (kernel, filters, dense, dropout) | balanced accuracy (3-fold) | accuracy (3-fold) | ROC AUC | test bal. acc. | epochs | min |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| configuration | backbone | head (kernel, filters, dense, dropout) | balanced accuracy (3-fold) | accuracy (3-fold) | ROC AUC | test bal. acc. | epochs | min |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         head = ", ".join(str(r["head"][name]) for name in HEAD)
-        lines.append(f"| {r['configuration']} | {r['architecture']} | {head} | {r['balanced_accuracy']:.3f} ± {r['balanced_accuracy_sd']:.3f} | "
-                     f"{r['accuracy']:.3f} ± {r['accuracy_sd']:.3f} | {r['roc_auc']:.3f} | {r['test_balanced_accuracy']:.3f} | "
-                     f"{r['epochs_run']} | {r['minutes']:.1f} |")
+        lines.append(
+            f"| {r['configuration']} | {r['architecture']} | {head} | {r['balanced_accuracy']:.3f} ± {r['balanced_accuracy_sd']:.3f} | "
+            f"{r['accuracy']:.3f} ± {r['accuracy_sd']:.3f} | {r['roc_auc']:.3f} | {r['test_balanced_accuracy']:.3f} | "
+            f"{r['epochs_run']} | {r['minutes']:.1f} |"
+        )
     lines.append(f"| constant (majority class) | — | — | {baseline:.3f} | | 0.500 | | | |")
     return "\n".join(lines)
 
@@ -137,10 +154,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     rows = []
     for architecture in ARCHITECTURES:
-        spec = shortened(preset, args, f"p4-default-{architecture}", architecture=ParamSpec.fixed(architecture), **dict.fromkeys(HEAD))
+        spec = shortened(
+            preset,
+            args,
+            f"p4-default-{architecture}",
+            architecture=ParamSpec.fixed(architecture),
+            **dict.fromkeys(HEAD),
+        )
         study = run_study(spec, settings, n_trials=1, device="cpu")
         rows.append(row(f"default {architecture}", study.trials[0]))
-        print(f"default {architecture}: {rows[-1]['balanced_accuracy']:.3f} ({(time.perf_counter() - started) / 60:.0f} min)", flush=True)
+        print(
+            f"default {architecture}: {rows[-1]['balanced_accuracy']:.3f} ({(time.perf_counter() - started) / 60:.0f} min)",
+            flush=True,
+        )
     tuned = run_study(shortened(preset, args, "p4-tuned"), settings, device="cpu")
     for architecture in ARCHITECTURES:
         trial = best(tuned, architecture)
@@ -148,9 +174,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rows.append(row(f"tuned {architecture} (best of its trials)", trial))
     overall = best(tuned)
     baseline = tuned.user_attrs[StudyAttr.BASELINES]["majority_class"]["val"]["balanced_accuracy"]
-    result = {"rows": rows, "best_trial": overall.number if overall else None, "baseline": baseline, "args": {k: str(v) for k, v in vars(args).items()},
-              "trials": len(tuned.trials), "minutes": (time.perf_counter() - started) / 60,
-              "all_trials": [row("tuned", t) for t in tuned.get_trials(states=(optuna.trial.TrialState.COMPLETE,))]}
+    result = {
+        "rows": rows,
+        "best_trial": overall.number if overall else None,
+        "baseline": baseline,
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "trials": len(tuned.trials),
+        "minutes": (time.perf_counter() - started) / 60,
+        "all_trials": [row("tuned", t) for t in tuned.get_trials(states=(optuna.trial.TrialState.COMPLETE,))],
+    }
     print(table(rows, baseline))
     print(f"{result['trials']} tuned trials, {result['minutes']:.0f} min in all")
     if args.json:

@@ -41,10 +41,21 @@ LUNGS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "chest_xra
 def load_pairs(size: int, count: int) -> ImageSet:
     files = sorted((LUNGS / "images").iterdir())
     files = files[:: max(1, len(files) // count)][:count]  # spread over the whole set
-    images = [np.asarray(Image.open(p).convert("L").resize((size, size), Image.Resampling.BILINEAR))[None] for p in files]
-    masks = [np.asarray(Image.open(LUNGS / "masks" / f"{p.stem}.png").convert("L").resize((size, size), Image.Resampling.NEAREST)) > 127
-             for p in files]
-    return ImageSet(torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(masks).astype(np.uint8)), tuple(p.stem for p in files))
+    images = [
+        np.asarray(Image.open(p).convert("L").resize((size, size), Image.Resampling.BILINEAR))[None] for p in files
+    ]
+    masks = [
+        np.asarray(
+            Image.open(LUNGS / "masks" / f"{p.stem}.png").convert("L").resize((size, size), Image.Resampling.NEAREST)
+        )
+        > 127
+        for p in files
+    ]
+    return ImageSet(
+        torch.from_numpy(np.stack(images)),
+        torch.from_numpy(np.stack(masks).astype(np.uint8)),
+        tuple(p.stem for p in files),
+    )
 
 
 def fine_tuned_original(model: torch.nn.Module, data: CompressionData, like: CompressionConfig) -> CompressedVariant:
@@ -62,9 +73,15 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--train", type=int, default=32, help="training images (val and test get a quarter each)")
     parser.add_argument("--epochs", type=int, default=10, help="training epochs of the original")
-    parser.add_argument("--finetune-epochs", type=float, help="fine-tune epochs of QAT and pruning (default: the product's)")
-    parser.add_argument("--control", action="store_true", help="also fine-tune the uncompressed original (channel pruning's length)")
-    parser.add_argument("--methods", default="ptq,qat,prune,channels", help="comma-separated subset of ptq,qat,prune,channels")
+    parser.add_argument(
+        "--finetune-epochs", type=float, help="fine-tune epochs of QAT and pruning (default: the product's)"
+    )
+    parser.add_argument(
+        "--control", action="store_true", help="also fine-tune the uncompressed original (channel pruning's length)"
+    )
+    parser.add_argument(
+        "--methods", default="ptq,qat,prune,channels", help="comma-separated subset of ptq,qat,prune,channels"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--encoder", default="resnet18")
     args = parser.parse_args()
@@ -75,18 +92,28 @@ def main() -> int:
     held_out = max(4, args.train // 4)
     pairs = load_pairs(args.size, args.train + 2 * held_out)
     n = args.train
-    data = CompressionData(pairs.subset(range(n)), pairs.subset(range(n, n + held_out)),
-                           pairs.subset(range(n + held_out, n + 2 * held_out)), "binary", 2)
+    data = CompressionData(
+        pairs.subset(range(n)),
+        pairs.subset(range(n, n + held_out)),
+        pairs.subset(range(n + held_out, n + 2 * held_out)),
+        "binary",
+        2,
+    )
 
     torch.manual_seed(0)
     model = build_model(ModelConfig("Unet", 1, 2, encoder=args.encoder, encoder_depth=5))
     started = time.perf_counter()
-    config = TrainConfig(epochs=args.epochs, batch_size=8, optimizer=OptimizerConfig(lr=1e-3), patience=100, loss="dice_bce")
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=8, optimizer=OptimizerConfig(lr=1e-3), patience=100, loss="dice_bce"
+    )
     result = train_model(model, data.train, data.val, config, mode="binary", num_classes=2)
     model.load_state_dict(result.best_state)
     model.eval()
-    print(f"trained Unet-{args.encoder} at {args.size} px on {n} images, {args.epochs} epochs: "
-          f"{time.perf_counter() - started:.0f} s, val Dice {result.val_metrics['dice']:.3f}", flush=True)
+    print(
+        f"trained Unet-{args.encoder} at {args.size} px on {n} images, {args.epochs} epochs: "
+        f"{time.perf_counter() - started:.0f} s, val Dice {result.val_metrics['dice']:.3f}",
+        flush=True,
+    )
 
     available = {
         "ptq": CompressionConfig("ptq"),
@@ -98,7 +125,9 @@ def main() -> int:
     for name in args.methods.split(","):
         compression = available[name]
         variants.append(compress(compression, model, data))
-        tuned = f", {variants[-1].steps} fine-tune steps at lr {compression.finetune_lr:g}" if variants[-1].steps else ""
+        tuned = (
+            f", {variants[-1].steps} fine-tune steps at lr {compression.finetune_lr:g}" if variants[-1].steps else ""
+        )
         print(f"  {compression.label}: {variants[-1].seconds:.0f} s{tuned}", flush=True)
     if args.control:
         variants.append(fine_tuned_original(model, data, available["channels"]))

@@ -46,11 +46,20 @@ def copy_pairs(source: Path, target: Path, count: int) -> Path:
 
 def spec(name: str, dataset: str, epochs: int, folds: int | None) -> dict:
     data = {
-        "name": name, "dataset": dataset, "image_size": 64, "sampler": "grid", "pruner": "none", "seed": 0,
-        "budget": {"n_trials": 8, "max_epochs": epochs}, "preview_count": 2,
+        "name": name,
+        "dataset": dataset,
+        "image_size": 64,
+        "sampler": "grid",
+        "pruner": "none",
+        "seed": 0,
+        "budget": {"n_trials": 8, "max_epochs": epochs},
+        "preview_count": 2,
         "split": {"train": 0.56, "val": 0.14, "test": 0.30},
         "search_space": {
-            "architecture": "ClassicUNet", "unet_depth": 3, "batch_size": 8, "epochs": epochs,
+            "architecture": "ClassicUNet",
+            "unet_depth": 3,
+            "batch_size": 8,
+            "epochs": epochs,
             "unet_start_filters": {"choices": [4, 8]},
             "lr": {"choices": [3e-4, 1e-3, 3e-3, 1e-2]},
         },
@@ -67,8 +76,14 @@ def summarise(study: optuna.Study) -> dict:
     test = [t.user_attrs["test_metrics"]["dice"] for t in done]
     picked = max(range(len(done)), key=val.__getitem__)
     best_test = max(test)
-    return {"trials": len(done), "spearman": spearmanr(val, test).statistic, "picked_test": test[picked],
-            "best_test": best_test, "picked_is_best": test[picked] == best_test, "regret": best_test - test[picked]}
+    return {
+        "trials": len(done),
+        "spearman": spearmanr(val, test).statistic,
+        "picked_test": test[picked],
+        "best_test": best_test,
+        "picked_is_best": test[picked] == best_test,
+        "regret": best_test - test[picked],
+    }
 
 
 def main() -> int:
@@ -93,14 +108,22 @@ def main() -> int:
     rows = []
     for label, folds in (("single split", None), (f"{args.folds}-fold CV", args.folds)):
         start = time.perf_counter()
-        study = run_study(spec_from_dict(spec(label.replace(" ", "-"), "bench", args.epochs, folds)), settings, device="cpu")
+        study = run_study(
+            spec_from_dict(spec(label.replace(" ", "-"), "bench", args.epochs, folds)), settings, device="cpu"
+        )
         rows.append((label, summarise(study), time.perf_counter() - start))
-    print(f"\n{args.dataset}: {args.pairs} pairs, 64 px, {args.epochs} epochs, grid of 8 configurations (ClassicUNet 4/8 filters x 4 learning rates)\n")
-    print("| selection | trials | Spearman(val Dice, test Dice) | test Dice of the val-picked trial | best test Dice | picked = test-best | regret | wall time |")
+    print(
+        f"\n{args.dataset}: {args.pairs} pairs, 64 px, {args.epochs} epochs, grid of 8 configurations (ClassicUNet 4/8 filters x 4 learning rates)\n"
+    )
+    print(
+        "| selection | trials | Spearman(val Dice, test Dice) | test Dice of the val-picked trial | best test Dice | picked = test-best | regret | wall time |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for label, s, seconds in rows:
-        print(f"| {label} | {s['trials']} | {s['spearman']:.2f} | {s['picked_test']:.3f} | {s['best_test']:.3f} | "
-              f"{'yes' if s['picked_is_best'] else 'no'} | {s['regret']:.3f} | {seconds:.0f} s |")
+        print(
+            f"| {label} | {s['trials']} | {s['spearman']:.2f} | {s['picked_test']:.3f} | {s['best_test']:.3f} | "
+            f"{'yes' if s['picked_is_best'] else 'no'} | {s['regret']:.3f} | {seconds:.0f} s |"
+        )
     shutil.rmtree(home, ignore_errors=True)
     return 0
 

@@ -113,7 +113,9 @@ def _trial(rank: int, args: argparse.Namespace, start: mp.Event, results: mp.Que
 def packed_throughput(args: argparse.Namespace, packed: int) -> dict[str, float]:
     context = mp.get_context("spawn")
     start, results = context.Event(), context.Queue()
-    trial_args = argparse.Namespace(**{**vars(args), "threads": max(1, args.threads // packed) if args.device == "cpu" else args.threads})
+    trial_args = argparse.Namespace(
+        **{**vars(args), "threads": max(1, args.threads // packed) if args.device == "cpu" else args.threads}
+    )
     processes = [context.Process(target=_trial, args=(rank, trial_args, start, results)) for rank in range(packed)]
     for process in processes:
         process.start()
@@ -145,8 +147,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--steps", type=int, default=30, help="timed training steps per trial")
     parser.add_argument("--packing", default="1,2,4", help="trials per device to measure")
-    parser.add_argument("--matmul", type=int, help="matmul side for the peak rate (default 8192 on CUDA, 1024 on the CPU)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads, split between packed trials")
+    parser.add_argument(
+        "--matmul", type=int, help="matmul side for the peak rate (default 8192 on CUDA, 1024 on the CPU)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 1, help="CPU threads, split between packed trials"
+    )
     parser.add_argument("--timeout-s", type=float, default=600)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -154,23 +160,37 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     torch.set_num_threads(args.threads)
     peak = matmul_rate(device, args.matmul or (8192 if device.type == "cuda" else 1024))
     flops = {encoder: training_flops(encoder, args.size, args.channels) for encoder in P5_ENCODERS}
-    memory = analytic_memory_bytes(unet("resnet34", args.channels), torch.rand(args.batch, args.channels, args.size, args.size))
+    memory = analytic_memory_bytes(
+        unet("resnet34", args.channels), torch.rand(args.batch, args.channels, args.size, args.size)
+    )
     kind = "bf16" if device.type == "cuda" else "fp32"
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{args.threads} CPU threads'}); "
-          f"measured {kind} matmul rate {peak / 1e12:.2f} TFLOP/s; Unet-resnet34 at {args.size} px, batch {args.batch}: "
-          f"{flops['resnet34'] / 1e9:.2f} GFLOP per training image; probe's memory estimate {memory / 2**30:.2f} GiB per trial")
+    print(
+        f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{args.threads} CPU threads'}); "
+        f"measured {kind} matmul rate {peak / 1e12:.2f} TFLOP/s; Unet-resnet34 at {args.size} px, batch {args.batch}: "
+        f"{flops['resnet34'] / 1e9:.2f} GFLOP per training image; probe's memory estimate {memory / 2**30:.2f} GiB per trial"
+    )
     rows = []
     for packed in [int(p) for p in args.packing.split(",")]:
         row = packed_throughput(args, packed)
         row["achieved"] = row["images_per_s"] * flops["resnet34"] / peak
         row["p5_hours"] = project_p5(row["images_per_s"], flops) / 3600
         rows.append(row)
-    print("| trials per device | images/s (all trials) | achieved share of matmul rate | peak memory per trial (GiB) | p5 grid, projected hours |")
+    print(
+        "| trials per device | images/s (all trials) | achieved share of matmul rate | peak memory per trial (GiB) | p5 grid, projected hours |"
+    )
     print("|---|---|---|---|---|")
     for row in rows:
         memory_text = f"{row['peak_gib']:.2f}" if row["peak_gib"] else "- (CPU)"
-        print(f"| {row['packed']} | {row['images_per_s']:.1f} | {100 * row['achieved']:.1f} % | {memory_text} | {row['p5_hours']:.1f} |")
-    result = {"device": str(device), "peak_flops": peak, "flops_per_image": flops, "memory_estimate_bytes": memory, "rows": rows}
+        print(
+            f"| {row['packed']} | {row['images_per_s']:.1f} | {100 * row['achieved']:.1f} % | {memory_text} | {row['p5_hours']:.1f} |"
+        )
+    result = {
+        "device": str(device),
+        "peak_flops": peak,
+        "flops_per_image": flops,
+        "memory_estimate_bytes": memory,
+        "rows": rows,
+    }
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     return result

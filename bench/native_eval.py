@@ -50,8 +50,15 @@ DATASETS = {  # key -> (folder, invert masks: make the thin membranes the foregr
     "shenzhen": ("chest_xray_lung_shenzhen", False),
     "liver": ("ct_liver_msd", False),
 }
-SPACE = {"architecture": "Unet", "encoder": "resnet18", "encoder_weights": None, "optimizer": "adam", "lr": 1e-3,
-         "loss": "dice_bce", "batch_size": 8}
+SPACE = {
+    "architecture": "Unet",
+    "encoder": "resnet18",
+    "encoder_weights": None,
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "loss": "dice_bce",
+    "batch_size": 8,
+}
 
 
 def subset(name: str, count: int, out: Path) -> Path:
@@ -69,9 +76,17 @@ def subset(name: str, count: int, out: Path) -> Path:
 
 
 def study(name: str, dataset: str, image_size: int, epochs: int, *, folds: int | None = None, patch: int | None = None):
-    spec: dict = {"name": name, "dataset": dataset, "image_size": image_size, "sampler": "random", "pruner": "none",
-                  "budget": {"n_trials": 1, "max_epochs": epochs}, "preview_count": 2, "patience": epochs,
-                  "search_space": {**SPACE, "epochs": epochs}}
+    spec: dict = {
+        "name": name,
+        "dataset": dataset,
+        "image_size": image_size,
+        "sampler": "random",
+        "pruner": "none",
+        "budget": {"n_trials": 1, "max_epochs": epochs},
+        "preview_count": 2,
+        "patience": epochs,
+        "search_space": {**SPACE, "epochs": epochs},
+    }
     if folds:
         spec["cv"] = {"folds": folds}
     if patch:
@@ -99,13 +114,22 @@ def test_folders(settings, dataset: str, split_test: list[str], out: Path) -> tu
 
 def paired(a: CaseReport, b: CaseReport, metric: str = "dice", rounds: int = 2000) -> dict[str, float]:
     """Mean of b - a over the cases both scored, with a 95 % bootstrap interval."""
-    names = sorted(n for n in set(a.cases) & set(b.cases) if not math.isnan(a.cases[n][metric]) and not math.isnan(b.cases[n][metric]))
+    names = sorted(
+        n
+        for n in set(a.cases) & set(b.cases)
+        if not math.isnan(a.cases[n][metric]) and not math.isnan(b.cases[n][metric])
+    )
     diff = np.array([b.cases[n][metric] - a.cases[n][metric] for n in names])
     if not len(diff):
         return {"mean": math.nan, "low": math.nan, "high": math.nan, "n": 0}
     rng = np.random.default_rng(0)
     means = diff[rng.integers(0, len(diff), (rounds, len(diff)))].mean(axis=1)
-    return {"mean": float(diff.mean()), "low": float(np.percentile(means, 2.5)), "high": float(np.percentile(means, 97.5)), "n": len(diff)}
+    return {
+        "mean": float(diff.mean()),
+        "low": float(np.percentile(means, 2.5)),
+        "high": float(np.percentile(means, 97.5)),
+        "n": len(diff),
+    }
 
 
 def mean_case(report: CaseReport, metric: str) -> float:
@@ -123,25 +147,35 @@ def measure(key: str, args: argparse.Namespace, work: Path) -> dict:
     single, seconds = study(f"{key}-single", dataset, args.size, args.epochs)
     attrs = single.trials[0].user_attrs
     best = attrs[TrialAttr.HISTORY][attrs[TrialAttr.BEST_EPOCH] - 1]
-    result["training_vs_native"] = {"val_dice_training_size": best["val_dice"], "val_dice_native": attrs[TrialAttr.VAL_METRICS]["dice"],
-                                    "val_nsd": attrs[TrialAttr.VAL_METRICS]["nsd"], "val_hd95": attrs[TrialAttr.VAL_METRICS]["hd95"],
-                                    "seconds": seconds}
+    result["training_vs_native"] = {
+        "val_dice_training_size": best["val_dice"],
+        "val_dice_native": attrs[TrialAttr.VAL_METRICS]["dice"],
+        "val_nsd": attrs[TrialAttr.VAL_METRICS]["nsd"],
+        "val_hd95": attrs[TrialAttr.VAL_METRICS]["hd95"],
+        "seconds": seconds,
+    }
 
     cv, seconds = study(f"{key}-cv", dataset, args.size, args.epochs, folds=args.folds)
     from core.search.study_source import study_source
     from core.search.validation import stored_spec
 
-    images, masks = test_folders(settings, dataset, study_source(stored_spec(cv), settings).split.test, work / f"{key}-test")
+    images, masks = test_folders(
+        settings, dataset, study_source(stored_spec(cv), settings).split.test, work / f"{key}-test"
+    )
     ensemble = export_ensemble(cv, None, store, work / f"{key}-export", ("bundle",)).folder
     folds = [evaluate_model(ensemble / f"fold{k}", images, masks) for k in range(args.folds)]
     averaged = evaluate_model(ensemble, images, masks)
     with_tta = evaluate_model(ensemble, images, masks, tta=True)
     result["ensemble"] = {
-        "fold_dice": [mean_case(r, "dice") for r in folds], "ensemble_dice": mean_case(averaged, "dice"),
-        "ensemble_tta_dice": mean_case(with_tta, "dice"), "ensemble_nsd": mean_case(averaged, "nsd"),
+        "fold_dice": [mean_case(r, "dice") for r in folds],
+        "ensemble_dice": mean_case(averaged, "dice"),
+        "ensemble_tta_dice": mean_case(with_tta, "dice"),
+        "ensemble_nsd": mean_case(averaged, "nsd"),
         "ensemble_tta_nsd": mean_case(with_tta, "nsd"),
-        "ensemble_minus_fold0": paired(folds[0], averaged), "tta_minus_ensemble": paired(averaged, with_tta),
-        "test_cases": len(averaged.cases), "seconds": seconds,
+        "ensemble_minus_fold0": paired(folds[0], averaged),
+        "tta_minus_ensemble": paired(averaged, with_tta),
+        "test_cases": len(averaged.cases),
+        "seconds": seconds,
     }
 
     if key == "em":  # resize vs patch at equal training steps (the same pixels per step)
@@ -152,9 +186,12 @@ def measure(key: str, args: argparse.Namespace, work: Path) -> dict:
             folder = export_trial(trained, None, store, work / f"{key}-{label}").folder
             scores[label] = evaluate_model(folder, images, masks)
         result["resize_vs_patch"] = {
-            "resize_dice": mean_case(scores["resize"], "dice"), "patch_dice": mean_case(scores["patch"], "dice"),
-            "resize_nsd": mean_case(scores["resize"], "nsd"), "patch_nsd": mean_case(scores["patch"], "nsd"),
-            "patch_minus_resize": paired(scores["resize"], scores["patch"]), "seconds": {"resize": resize_s, "patch": patch_s},
+            "resize_dice": mean_case(scores["resize"], "dice"),
+            "patch_dice": mean_case(scores["patch"], "dice"),
+            "resize_nsd": mean_case(scores["resize"], "nsd"),
+            "patch_nsd": mean_case(scores["patch"], "nsd"),
+            "patch_minus_resize": paired(scores["resize"], scores["patch"]),
+            "seconds": {"resize": resize_s, "patch": patch_s},
         }
     return result
 

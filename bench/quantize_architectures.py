@@ -44,7 +44,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     data_sets = datasets()
-    print("| architecture | method | val metric fp32 | int8 | change | file int8/fp32 | CPU latency fp32 → int8 (ms) | int8 ONNX | seconds |")
+    print(
+        "| architecture | method | val metric fp32 | int8 | change | file int8/fp32 | CPU latency fp32 → int8 (ms) | int8 ONNX | seconds |"
+    )
     print("|---|---|---:|---:|---:|---:|---|---|---:|")
     for architecture in args.architectures.split(","):
         model, data, loss = train_small(architecture, data_sets)
@@ -54,9 +56,12 @@ def main() -> None:
             variant = compress(CompressionConfig(method, loss=loss), model, data)
             original, report = compare_variants(model, [variant], data, repeats=3)
             onnx = _onnx(variant.model, data.val.images[:4].float().div(255.0))
-            print(f"| {architecture} | {method} | {metric} {original.val[metric]:.3f} | {report.val[metric]:.3f} | "
-                  f"{report.val[metric] - original.val[metric]:+.3f} | {report.size_mb / original.size_mb:.3f} | "
-                  f"{original.latency_ms:.1f} → {report.latency_ms:.1f} | {onnx} | {time.perf_counter() - started:.0f} |", flush=True)
+            print(
+                f"| {architecture} | {method} | {metric} {original.val[metric]:.3f} | {report.val[metric]:.3f} | "
+                f"{report.val[metric] - original.val[metric]:+.3f} | {report.size_mb / original.size_mb:.3f} | "
+                f"{original.latency_ms:.1f} → {report.latency_ms:.1f} | {onnx} | {time.perf_counter() - started:.0f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

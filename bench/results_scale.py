@@ -49,19 +49,47 @@ DISTRIBUTIONS = {
 
 def _trial(number: int, epochs: int, state: TrialState = TrialState.COMPLETE) -> optuna.trial.FrozenTrial:
     dice = 0.5 + 0.4 * ((number * 37) % 100) / 100
-    history = [{"epoch": e, "train_loss": 1 / e, **{f"val_{m}": dice * e / epochs for m in split_metrics()}, "val_loss": 1 / e,
-                "lr": 1e-3, "epoch_time_s": 12.5} for e in range(1, epochs + 1)]
+    history = [
+        {
+            "epoch": e,
+            "train_loss": 1 / e,
+            **{f"val_{m}": dice * e / epochs for m in split_metrics()},
+            "val_loss": 1 / e,
+            "lr": 1e-3,
+            "epoch_time_s": 12.5,
+        }
+        for e in range(1, epochs + 1)
+    ]
     attrs = {
-        TrialAttr.HISTORY: history, TrialAttr.EPOCH: epochs, TrialAttr.EPOCHS_PLANNED: epochs,
-        TrialAttr.VAL_METRICS: {m: dice for m in split_metrics()}, TrialAttr.TEST_METRICS: {m: dice - 0.02 for m in split_metrics()},
-        TrialAttr.BEST_EPOCH: epochs, TrialAttr.EPOCHS_RUN: epochs, TrialAttr.STOPPED_EARLY: False, TrialAttr.TRAIN_TIME_S: 375.0,
-        TrialAttr.IMAGES_PER_S: 210.0, TrialAttr.N_PARAMS: 24_000_000, TrialAttr.WEIGHTS_MB: 93.0, TrialAttr.DEVICE: "cuda:0",
+        TrialAttr.HISTORY: history,
+        TrialAttr.EPOCH: epochs,
+        TrialAttr.EPOCHS_PLANNED: epochs,
+        TrialAttr.VAL_METRICS: {m: dice for m in split_metrics()},
+        TrialAttr.TEST_METRICS: {m: dice - 0.02 for m in split_metrics()},
+        TrialAttr.BEST_EPOCH: epochs,
+        TrialAttr.EPOCHS_RUN: epochs,
+        TrialAttr.STOPPED_EARLY: False,
+        TrialAttr.TRAIN_TIME_S: 375.0,
+        TrialAttr.IMAGES_PER_S: 210.0,
+        TrialAttr.N_PARAMS: 24_000_000,
+        TrialAttr.WEIGHTS_MB: 93.0,
+        TrialAttr.DEVICE: "cuda:0",
         TrialAttr.PARAMS_RESOLVED: {"epochs": epochs, "optimizer": "adam"},
     }
-    params = {"architecture": ["Unet", "FPN", "ClassicUNet"][number % 3], "lr": 10 ** -(1 + number % 4), "batch_size": 4 * (1 + number % 8),
-              "loss": ["dice_bce", "focal", "tversky"][number % 3]}
-    return optuna.trial.create_trial(state=state, value=dice if state == TrialState.COMPLETE else None, params=params,
-                                     distributions=DISTRIBUTIONS, user_attrs=attrs, intermediate_values={e: dice * e / epochs for e in range(1, epochs + 1)})
+    params = {
+        "architecture": ["Unet", "FPN", "ClassicUNet"][number % 3],
+        "lr": 10 ** -(1 + number % 4),
+        "batch_size": 4 * (1 + number % 8),
+        "loss": ["dice_bce", "focal", "tversky"][number % 3],
+    }
+    return optuna.trial.create_trial(
+        state=state,
+        value=dice if state == TrialState.COMPLETE else None,
+        params=params,
+        distributions=DISTRIBUTIONS,
+        user_attrs=attrs,
+        intermediate_values={e: dice * e / epochs for e in range(1, epochs + 1)},
+    )
 
 
 def build(url: str, n_trials: int, epochs: int) -> optuna.Study:
@@ -74,7 +102,9 @@ def build(url: str, n_trials: int, epochs: int) -> optuna.Study:
     study = optuna.create_study(storage=storage, study_name=NAME, direction="maximize")
     study.set_user_attr(StudyAttr.SPEC, {"objectives": [{"metric": "val_dice", "direction": "maximize"}]})
     started = time.perf_counter()
-    study.add_trials([_trial(n, epochs, TrialState.PRUNED if n % 5 == 4 else TrialState.COMPLETE) for n in range(n_trials)])
+    study.add_trials(
+        [_trial(n, epochs, TrialState.PRUNED if n % 5 == 4 else TrialState.COMPLETE) for n in range(n_trials)]
+    )
     print(f"  built {n_trials} trials in {time.perf_counter() - started:.0f} s", flush=True)
     return study
 
@@ -117,7 +147,9 @@ def measure(url: str, args: argparse.Namespace) -> dict[str, float]:
         return figures
     app = optuna_dashboard.wsgi(optuna.storages.RDBStorage(url))
     figures["optuna-dashboard first"] = timed(lambda: dashboard_get(app, study._study_id))
-    figures["optuna-dashboard after"] = statistics.median(timed(lambda: dashboard_get(app, study._study_id)) for _ in range(args.rounds))
+    figures["optuna-dashboard after"] = statistics.median(
+        timed(lambda: dashboard_get(app, study._study_id)) for _ in range(args.rounds)
+    )
     return figures
 
 
@@ -137,7 +169,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--db", type=Path, default=Path("/tmp/segtune-results-scale.db"), help="SQLite file (kept and reused)")
+    parser.add_argument(
+        "--db", type=Path, default=Path("/tmp/segtune-results-scale.db"), help="SQLite file (kept and reused)"
+    )
     parser.add_argument("--postgres", default="postgresql+psycopg2://postgres@127.0.0.1:5432/test")
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args(argv)

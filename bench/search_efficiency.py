@@ -107,7 +107,9 @@ def volume_split(folder: Path, count: int, val_fraction: float = 0.25) -> tuple[
     stems = stems[:: max(1, len(stems) // count)][:count]
     volumes = sorted({stem.split("_")[1] for stem in stems})
     val_volumes = set(volumes[:: max(2, round(1 / val_fraction))])
-    return [s for s in stems if s.split("_")[1] not in val_volumes], [s for s in stems if s.split("_")[1] in val_volumes]
+    return [s for s in stems if s.split("_")[1] not in val_volumes], [
+        s for s in stems if s.split("_")[1] in val_volumes
+    ]
 
 
 # --- one run --------------------------------------------------------------------------------------
@@ -115,11 +117,19 @@ def volume_split(folder: Path, count: int, val_fraction: float = 0.25) -> tuple[
 
 def make_spec(method: str, seed: int, max_epochs: int, expected_trials: int) -> StudySpec:
     sampler, pruner = METHODS[method]
-    return spec_from_dict({
-        "name": f"bench-{method.replace('+', '-')}-{seed}", "dataset": "bench", "image_size": 64, "sampler": sampler, "pruner": pruner, "seed": seed,
-        "budget": {"n_trials": expected_trials, "max_epochs": max_epochs}, "patience": max_epochs,
-        "search_space": {**SPACE, "epochs": max_epochs},
-    })
+    return spec_from_dict(
+        {
+            "name": f"bench-{method.replace('+', '-')}-{seed}",
+            "dataset": "bench",
+            "image_size": 64,
+            "sampler": sampler,
+            "pruner": pruner,
+            "seed": seed,
+            "budget": {"n_trials": expected_trials, "max_epochs": max_epochs},
+            "patience": max_epochs,
+            "search_space": {**SPACE, "epochs": max_epochs},
+        }
+    )
 
 
 def run_method(method: str, seed: int, train: ImageSet, val: ImageSet, args: argparse.Namespace) -> Ledger:
@@ -131,7 +141,9 @@ def run_method(method: str, seed: int, train: ImageSet, val: ImageSet, args: arg
         params = suggest_params(trial, spec)
         torch.manual_seed(seed * 1000 + trial.number)
         model = prepare_model(build_model(config_from_params(params, 1, 2)), train.device)
-        config = TrainConfig.from_params(params, patience=spec.patience, seed=seed * 1000 + trial.number, select_metric="dice", select_maximize=True)
+        config = TrainConfig.from_params(
+            params, patience=spec.patience, seed=seed * 1000 + trial.number, select_metric="dice", select_maximize=True
+        )
         ledger.trials += 1
 
         def on_epoch(record) -> None:
@@ -164,20 +176,28 @@ def summarise(runs: dict[str, list[Ledger]], budget_s: float) -> list[dict[str, 
         reach = [ledger.compute_to_reach(target) if target is not None else None for ledger in ledgers]
         fractions = [r / budget_s if r is not None else math.inf for r in reach]
         median_fraction = statistics.median(fractions)
-        rows.append({
-            "method": method,
-            "best_median": statistics.median(bests), "best_min": min(bests), "best_max": max(bests),
-            "trials_median": statistics.median(ledger.trials for ledger in ledgers),
-            "reach_fraction_median": median_fraction if math.isfinite(median_fraction) else None,
-            "reached": sum(r is not None for r in reach), "seeds": len(ledgers), "target": target,
-        })
+        rows.append(
+            {
+                "method": method,
+                "best_median": statistics.median(bests),
+                "best_min": min(bests),
+                "best_max": max(bests),
+                "trials_median": statistics.median(ledger.trials for ledger in ledgers),
+                "reach_fraction_median": median_fraction if math.isfinite(median_fraction) else None,
+                "reached": sum(r is not None for r in reach),
+                "seeds": len(ledgers),
+                "target": target,
+            }
+        )
     return rows
 
 
 def table(rows: list[dict[str, object]], budget_s: float) -> str:
     target = rows[0]["target"] if rows else None
     lines = [
-        f"budget {budget_s:.0f} epoch-seconds per run; random search's final best (median) = {target:.3f}" if target else f"budget {budget_s:.0f} epoch-seconds per run",
+        f"budget {budget_s:.0f} epoch-seconds per run; random search's final best (median) = {target:.3f}"
+        if target
+        else f"budget {budget_s:.0f} epoch-seconds per run",
         "| method | best val Dice, median (min..max) | trials (median) | compute to reach random's best (fraction of budget, median) | seeds that reached it |",
         "|---|---|---|---|---|",
     ]
@@ -199,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--budget-s", type=float, default=45.0, help="epoch-seconds per run")
     parser.add_argument("--max-epochs", type=int, default=5, help="each trial's epochs; Hyperband's max resource")
-    parser.add_argument("--expected-trials", type=int, default=16, help="the spec's n_trials (sets TPE's startup trials)")
+    parser.add_argument(
+        "--expected-trials", type=int, default=16, help="the spec's n_trials (sets TPE's startup trials)"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
     parser.add_argument("--json", type=Path, help="also write the rows and every run's steps here")
@@ -216,18 +238,34 @@ def main(argv: list[str] | None = None) -> int:
     train_stems, val_stems = volume_split(args.dataset, args.images)
     device = resolve_device(args.device)  # the trainer runs where the data are, as in the product's objective
     train, val = (load_pairs(args.dataset, stems, args.size).to(device) for stems in (train_stems, val_stems))
-    print(f"{args.dataset.name}: {len(train)} train / {len(val)} val slices at {args.size} px on {device}; {args.threads} thread(s)", flush=True)
+    print(
+        f"{args.dataset.name}: {len(train)} train / {len(val)} val slices at {args.size} px on {device}; {args.threads} thread(s)",
+        flush=True,
+    )
     started = time.perf_counter()
     runs: dict[str, list[Ledger]] = {}
     for seed in range(args.seeds):  # seeds outermost: machine-load drift hits every method alike
         for method in methods:
             ledger = run_method(method, seed, train, val, args)
             runs.setdefault(method, []).append(ledger)
-            print(f"  {method:14s} seed {seed}: best {ledger.best:.3f} after {ledger.trials} trials ({time.perf_counter() - started:.0f} s so far)", flush=True)
+            print(
+                f"  {method:14s} seed {seed}: best {ledger.best:.3f} after {ledger.trials} trials ({time.perf_counter() - started:.0f} s so far)",
+                flush=True,
+            )
     rows = summarise(runs, args.budget_s)
     print(table(rows, args.budget_s))
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "steps": {m: [ledger.steps for ledger in ledgers] for m, ledgers in runs.items()}, "args": vars(args)}, default=str, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "rows": rows,
+                    "steps": {m: [ledger.steps for ledger in ledgers] for m, ledgers in runs.items()},
+                    "args": vars(args),
+                },
+                default=str,
+                indent=1,
+            )
+        )
     return 0
 
 

@@ -40,7 +40,15 @@ def main() -> None:
     start = time.perf_counter()
     for _ in range(args.repeats):
         try:
-            spec_from_dict({"name": "big", "dataset": "d", "sampler": "grid", "search_space": SPACE, "budget": {"max_epochs": 10_000}})
+            spec_from_dict(
+                {
+                    "name": "big",
+                    "dataset": "d",
+                    "sampler": "grid",
+                    "search_space": SPACE,
+                    "budget": {"max_epochs": 10_000},
+                }
+            )
         except SpecError as error:
             message = error.problems["sampler"]
     refuse_s = (time.perf_counter() - start) / args.repeats

@@ -93,11 +93,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         train, val, name = load_data(Path(tmp), args.size, args.count, device)
         config = ModelConfig(architecture="Unet", in_channels=1, num_classes=2, encoder="resnet18")
-        train_config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=OptimizerConfig(lr=1e-3), loss="dice_bce", patience=args.epochs + 1)
+        train_config = TrainConfig(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            optimizer=OptimizerConfig(lr=1e-3),
+            loss="dice_bce",
+            patience=args.epochs + 1,
+        )
 
         def segtune() -> None:
             torch.manual_seed(0)
-            train_model(prepare_model(build_model(config), device), train, val, train_config, mode="binary", num_classes=2)
+            train_model(
+                prepare_model(build_model(config), device), train, val, train_config, mode="binary", num_classes=2
+            )
 
         def plain() -> None:
             torch.manual_seed(0)
@@ -110,8 +118,12 @@ def main() -> None:
             segtune_times.append(timed(segtune))
             plain_times.append(timed(plain))
         segtune_s, plain_s = min(segtune_times), min(plain_times)
-    print(f"dataset={name} images={len(train)}+{len(val)} size={args.size} epochs={args.epochs} device={device} threads={torch.get_num_threads()}")
-    print(f"segtune trainer: {segtune_s:.2f} s   plain loop: {plain_s:.2f} s   ratio: {segtune_s / plain_s:.3f} (target <= 1.05)")
+    print(
+        f"dataset={name} images={len(train)}+{len(val)} size={args.size} epochs={args.epochs} device={device} threads={torch.get_num_threads()}"
+    )
+    print(
+        f"segtune trainer: {segtune_s:.2f} s   plain loop: {plain_s:.2f} s   ratio: {segtune_s / plain_s:.3f} (target <= 1.05)"
+    )
 
 
 if __name__ == "__main__":

@@ -41,4 +41,3 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m core", extra:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-

@@ -62,7 +62,9 @@ class TrialAttr(StrEnum):
     TEST_CASES = "test_cases"  # the same on the test split, fold 0's model
     FOLD_METRICS = "fold_metrics"  # cross-validation: one dict of val metrics per fold
     FOLD_TEST_METRICS = "fold_test_metrics"  # cross-validation: each fold model's test metrics
-    ENSEMBLE_TEST_METRICS = "ensemble_test_metrics"  # cross-validated segmentation: the fold models' averaged probabilities on test
+    ENSEMBLE_TEST_METRICS = (
+        "ensemble_test_metrics"  # cross-validated segmentation: the fold models' averaged probabilities on test
+    )
     VAL_METRICS_STD = "val_metrics_std"  # cross-validation: SD over folds beside val_metrics (the means)
     FOLD_HISTORIES = "fold_histories"  # cross-validation: each fold's list[EpochRow]
     FOLD = "fold"  # cross-validation: the fold being trained now (live progress)
@@ -100,7 +102,9 @@ class ArtifactKind(StrEnum):
     CONFIG = "config"
     PREVIEWS = "previews"  # segmentation: the preview images' predicted masks
     PREDICTIONS = "predictions"  # classification: every validation image's label, prediction and probabilities (LabelPredictions npz)
-    FOLD_WEIGHTS = "fold_weights"  # cross-validated segmentation: every fold model's weights, fold 0 first (a list of ids)
+    FOLD_WEIGHTS = (
+        "fold_weights"  # cross-validated segmentation: every fold model's weights, fold 0 first (a list of ids)
+    )
 
 
 class TrialArtifacts(TypedDict, total=False):

@@ -75,10 +75,20 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     artifacts = Path(env.get("SEGTUNE_ARTIFACTS") or home / "artifacts").expanduser().resolve()
     interval = int(env.get("SEGTUNE_HEARTBEAT_S") or Heartbeats.interval_s)
     grace = int(env.get("SEGTUNE_GRACE_S") or interval * 6)
-    roots = tuple(Path(part).expanduser().resolve() for part in (env.get("SEGTUNE_IMPORT_ROOTS") or "").split(os.pathsep) if part.strip())
+    roots = tuple(
+        Path(part).expanduser().resolve()
+        for part in (env.get("SEGTUNE_IMPORT_ROOTS") or "").split(os.pathsep)
+        if part.strip()
+    )
     volume_mb = _positive_int(env, "SEGTUNE_MAX_VOLUME_MB")
-    return Settings(home=home, db_url=db_url, artifacts_dir=artifacts, heartbeats=Heartbeats(interval, grace), import_roots=roots,
-                    max_volume_mb=volume_mb).ensure_dirs()
+    return Settings(
+        home=home,
+        db_url=db_url,
+        artifacts_dir=artifacts,
+        heartbeats=Heartbeats(interval, grace),
+        import_roots=roots,
+        max_volume_mb=volume_mb,
+    ).ensure_dirs()
 
 
 def _positive_int(env: Mapping[str, str], name: str) -> int | None:

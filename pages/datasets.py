@@ -36,20 +36,33 @@ SPLIT_PREFIX = "ds.split."
 DATASET_PICKER = "ds.choice"
 AXES = {2: "2 · axial", 1: "1 · coronal", 0: "0 · sagittal"}
 INTENSITY_LABELS = {"percentile": "MRI: percentile 0.5–99.5 %", "custom": "CT window: level / width"}
-TASKS: dict[str | None, str] = {None: "Detect from the layout", Task.SEGMENTATION: "Segmentation (images + masks)",
-                                Task.CLASSIFICATION: "Classification (class folders or labels.csv)"}
+TASKS: dict[str | None, str] = {
+    None: "Detect from the layout",
+    Task.SEGMENTATION: "Segmentation (images + masks)",
+    Task.CLASSIFICATION: "Classification (class folders or labels.csv)",
+}
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def thumbnail(image_path: str, mask_path: str, num_classes: int, alpha: float, channel: int | None = None) -> np.ndarray:
+def thumbnail(
+    image_path: str, mask_path: str, num_classes: int, alpha: float, channel: int | None = None
+) -> np.ndarray:
     """``channel``: for images of more than 3 channels (sequences), the one shown as grey (None: the first 3 as RGB)."""
     picture = to_rgb(read_image(Path(image_path)), channel)
     overlay = overlay_mask(picture, read_mask(Path(mask_path)), class_colors(num_classes), alpha)
     return shrink(overlay, THUMBNAIL_PX)
 
 
-def ingest(source: Path, name: str, classes_text: str, volumes: VolumeIngestOptions | None = None, *, confine: bool = False,
-           task: str | None = None, source_name: str | None = None) -> None:
+def ingest(
+    source: Path,
+    name: str,
+    classes_text: str,
+    volumes: VolumeIngestOptions | None = None,
+    *,
+    confine: bool = False,
+    task: str | None = None,
+    source_name: str | None = None,
+) -> None:
     """Ingest inside a status box: unpacking first (no per-pair progress yet), then a bar over the pairs.
 
     ``confine``: a path typed by the user, read only under the server's import roots. ``task``:
@@ -72,14 +85,33 @@ def ingest(source: Path, name: str, classes_text: str, volumes: VolumeIngestOpti
         with user_errors("Adding the dataset"):
             datasets_dir = cache.settings().datasets_dir
             if volumes is not None:
-                manifest = ingest_volumes(source, name, datasets_dir, classes=classes, options=volumes, progress=progress, confine_to=roots,
-                                          limits=volume_limits(cache.settings().max_volume_mb))
+                manifest = ingest_volumes(
+                    source,
+                    name,
+                    datasets_dir,
+                    classes=classes,
+                    options=volumes,
+                    progress=progress,
+                    confine_to=roots,
+                    limits=volume_limits(cache.settings().max_volume_mb),
+                )
             else:
-                manifest = ingest_dataset(source, name, datasets_dir, classes=classes, progress=progress, confine_to=roots, task=task,
-                                          source_name=source_name)
+                manifest = ingest_dataset(
+                    source,
+                    name,
+                    datasets_dir,
+                    classes=classes,
+                    progress=progress,
+                    confine_to=roots,
+                    task=task,
+                    source_name=source_name,
+                )
         bar.empty()
-        status.update(label="Dataset added" if manifest else "The dataset was not added", state="complete" if manifest else "error",
-                      expanded=manifest is None)
+        status.update(
+            label="Dataset added" if manifest else "The dataset was not added",
+            state="complete" if manifest else "error",
+            expanded=manifest is None,
+        )
     if manifest:
         cache.clear_reads()
         state.DATASET.set(manifest.name)
@@ -88,7 +120,9 @@ def ingest(source: Path, name: str, classes_text: str, volumes: VolumeIngestOpti
 
 def contents(manifest: DatasetManifest) -> str:
     if manifest.is_classification:
-        return f"{len(manifest.pairs)} labelled images in {manifest.num_classes} classes ({', '.join(manifest.classes)})"
+        return (
+            f"{len(manifest.pairs)} labelled images in {manifest.num_classes} classes ({', '.join(manifest.classes)})"
+        )
     extra = f" from {len(manifest.volumes)} volumes" if manifest.is_volume else ""
     return f"{len(manifest.pairs)} image/mask pairs{extra}"
 
@@ -105,79 +139,131 @@ def add_dataset_section(has_datasets: bool) -> None:
             "(PNG, 0 = background). Classification: one sub-folder of images per class (`normal/`, `tumour/`), or the "
             "images with a `labels.csv` (`name,label[,group]`). Every problem is listed and nothing is stored until all are valid."
         )
-        upload_tab, folder_tab, volume_tab, demo_tab = st.tabs(["Upload a .zip", "Folder on the server", "Medical volumes", "Demo dataset"])
+        upload_tab, folder_tab, volume_tab, demo_tab = st.tabs(
+            ["Upload a .zip", "Folder on the server", "Medical volumes", "Demo dataset"]
+        )
         with volume_tab:
             volume_section()
         with upload_tab:
             upload = st.file_uploader("Zip file", type=["zip"], key="ds.upload")
             suggested = default_name(upload.name) if upload else ""
-            name = st.text_input("Dataset name", key="ds.upload_name", placeholder=suggested or "my-dataset").strip() or suggested
+            name = (
+                st.text_input("Dataset name", key="ds.upload_name", placeholder=suggested or "my-dataset").strip()
+                or suggested
+            )
             task = task_picker("ds.upload_task")
-            classes = st.text_input("Class names (optional)", key="ds.upload_classes", placeholder="background, tumour", help=CLASSES_HELP)
+            classes = st.text_input(
+                "Class names (optional)", key="ds.upload_classes", placeholder="background, tumour", help=CLASSES_HELP
+            )
             if st.button("Add dataset", disabled=upload is None or not name, type="primary", key="ds.upload_go"):
                 with tempfile.TemporaryDirectory(prefix="segtune-upload-") as tmp:
                     archive = Path(tmp) / "upload.zip"
                     archive.write_bytes(upload.getvalue())
-                    ingest(archive, name, classes, task=task, source_name=upload.name)  # provenance: the user's file, not the copy
+                    ingest(
+                        archive, name, classes, task=task, source_name=upload.name
+                    )  # provenance: the user's file, not the copy
         with folder_tab:
             roots = cache.settings().server_import_roots
-            st.caption("Only folders (or .zip files) inside these server folders can be read: "
-                       + ", ".join(f"`{root}`" for root in roots)
-                       + ". Give a path inside one of them, or a name relative to it. The administrator sets them with `SEGTUNE_IMPORT_ROOTS`.")
+            st.caption(
+                "Only folders (or .zip files) inside these server folders can be read: "
+                + ", ".join(f"`{root}`" for root in roots)
+                + ". Give a path inside one of them, or a name relative to it. The administrator sets them with `SEGTUNE_IMPORT_ROOTS`."
+            )
             folder = st.text_input("Folder path", key="ds.folder", placeholder=f"{roots[0]}/my-images")
             suggested = default_name(folder.rstrip("/")) if folder else ""
-            name = st.text_input("Dataset name", key="ds.folder_name", placeholder=suggested or "my-dataset").strip() or suggested
+            name = (
+                st.text_input("Dataset name", key="ds.folder_name", placeholder=suggested or "my-dataset").strip()
+                or suggested
+            )
             task = task_picker("ds.folder_task")
-            classes = st.text_input("Class names (optional)", key="ds.folder_classes", placeholder="background, foreground", help=CLASSES_HELP)
+            classes = st.text_input(
+                "Class names (optional)",
+                key="ds.folder_classes",
+                placeholder="background, foreground",
+                help=CLASSES_HELP,
+            )
             if st.button("Add dataset", disabled=not folder or not name, type="primary", key="ds.folder_go"):
                 ingest(Path(folder.strip()), name, classes, confine=True, task=task)
         with demo_tab:
-            st.write("Sixty 128 px images of cell-like shapes with their masks, generated here — enough for a first study in minutes.")
+            st.write(
+                "Sixty 128 px images of cell-like shapes with their masks, generated here — enough for a first study in minutes."
+            )
             demo_button("tab")
 
 
-CLASSES_HELP = ("Comma-separated. Segmentation: background first (default: background, foreground). Classification: the labels in "
-                "class-index order (default: the class folders' or labels.csv's labels, sorted).")
+CLASSES_HELP = (
+    "Comma-separated. Segmentation: background first (default: background, foreground). Classification: the labels in "
+    "class-index order (default: the class folders' or labels.csv's labels, sorted)."
+)
 
 
 def task_picker(key: str) -> str | None:
-    return st.selectbox("Task", list(TASKS), key=key, format_func=TASKS.get,
-                        help="What the dataset is for; detected from the layout unless you choose: images/ + masks/ is segmentation, "
-                             "class sub-folders or labels.csv classification.")
+    return st.selectbox(
+        "Task",
+        list(TASKS),
+        key=key,
+        format_func=TASKS.get,
+        help="What the dataset is for; detected from the layout unless you choose: images/ + masks/ is segmentation, "
+        "class sub-folders or labels.csv classification.",
+    )
 
 
 def volume_section() -> None:
-    st.caption("NIfTI in the MSD / nnU-Net layout (`imagesTr/` + `labelsTr/`; several sequences `case_0000`, `case_0001` … become "
-               "channels) or DICOM series folders in `imagesTr/<case>/` with NIfTI labels. Stored as 2D slices; each volume stays in "
-               "one split.")
+    st.caption(
+        "NIfTI in the MSD / nnU-Net layout (`imagesTr/` + `labelsTr/`; several sequences `case_0000`, `case_0001` … become "
+        "channels) or DICOM series folders in `imagesTr/<case>/` with NIfTI labels. Stored as 2D slices; each volume stays in "
+        "one split."
+    )
     roots = cache.settings().server_import_roots
-    folder = st.text_input("Folder or .zip path on the server", key="ds.vol_path", placeholder="Task03_Liver",
-                           help="A path under the import folders (SEGTUNE_IMPORT_ROOTS), absolute or relative to one of them.")
+    folder = st.text_input(
+        "Folder or .zip path on the server",
+        key="ds.vol_path",
+        placeholder="Task03_Liver",
+        help="A path under the import folders (SEGTUNE_IMPORT_ROOTS), absolute or relative to one of them.",
+    )
     st.caption("Readable import folders: " + ", ".join(f"`{root}`" for root in roots))
     suggested = default_name(folder.rstrip("/")) if folder else ""
     name = st.text_input("Dataset name", key="ds.vol_name", placeholder=suggested or "my-volumes").strip() or suggested
     cols = st.columns(3)
     axis = cols[0].selectbox("Slicing axis", [2, 1, 0], key="ds.vol_axis", format_func=AXES.get)
-    intensity_name = cols[1].selectbox("Intensity", ["percentile", *WINDOW_PRESETS.names, "custom"], key="ds.vol_intensity",
-                                       format_func=lambda n: INTENSITY_LABELS.get(n, f"CT window: {n}"))
-    empty = cols[2].slider("Share of empty slices kept", 0.0, 1.0, 1.0, 0.05, key="ds.vol_empty", help="Slices without any foreground")
+    intensity_name = cols[1].selectbox(
+        "Intensity",
+        ["percentile", *WINDOW_PRESETS.names, "custom"],
+        key="ds.vol_intensity",
+        format_func=lambda n: INTENSITY_LABELS.get(n, f"CT window: {n}"),
+    )
+    empty = cols[2].slider(
+        "Share of empty slices kept", 0.0, 1.0, 1.0, 0.05, key="ds.vol_empty", help="Slices without any foreground"
+    )
     level = width = None
     if intensity_name == "custom":
         lw = st.columns(2)
         level = lw[0].number_input("Window level (HU)", value=40.0, key="ds.vol_level")
         width = lw[1].number_input("Window width (HU)", value=400.0, min_value=1.0, key="ds.vol_width")
-    classes = st.text_input("Class names (optional)", key="ds.vol_classes", placeholder="background, liver, tumour",
-                            help="Default: from the folder's dataset.json, else background, foreground.")
+    classes = st.text_input(
+        "Class names (optional)",
+        key="ds.vol_classes",
+        placeholder="background, liver, tumour",
+        help="Default: from the folder's dataset.json, else background, foreground.",
+    )
     if st.button("Add volumes", disabled=not folder or not name, type="primary", key="ds.vol_go"):
         window = intensity_name if intensity_name in WINDOW_PRESETS else None
         with user_errors("Reading the options"):
-            options = VolumeIngestOptions(axis=axis, intensity=intensity_from_options(window, level, width, None), empty_fraction=empty)
+            options = VolumeIngestOptions(
+                axis=axis, intensity=intensity_from_options(window, level, width, None), empty_fraction=empty
+            )
             ingest(Path(folder.strip()), name, classes, volumes=options, confine=True)
 
 
 def demo_button(where: str) -> None:
     exists = DEMO_NAME in cache.datasets()
-    if st.button("Create demo dataset", disabled=exists, icon=":material/auto_awesome:", key=f"ds.demo_{where}", type="primary" if where == "empty" else "secondary"):
+    if st.button(
+        "Create demo dataset",
+        disabled=exists,
+        icon=":material/auto_awesome:",
+        key=f"ds.demo_{where}",
+        type="primary" if where == "empty" else "secondary",
+    ):
         with st.spinner("Generating images…"), user_errors("Creating the demo dataset"):
             create_demo_dataset(cache.settings().datasets_dir)
             cache.clear_reads()
@@ -192,13 +278,19 @@ def overview(manifest: DatasetManifest) -> None:
     columns = st.columns(5)
     if manifest.is_classification:
         smallest = min(stats.class_counts, key=lambda name: stats.class_counts[name])
-        columns[0].metric("Labelled images", stats.count, help=f"from {len(set(manifest.groups.values()))} groups" if manifest.groups else None)
+        columns[0].metric(
+            "Labelled images",
+            stats.count,
+            help=f"from {len(set(manifest.groups.values()))} groups" if manifest.groups else None,
+        )
         columns[1].metric("Most common size", next(iter(stats.sizes), "–"), help=f"{len(stats.sizes)} distinct size(s)")
         columns[2].metric("Channels", channels_label(stats.channels))
         columns[3].metric("Classes", manifest.num_classes, help=", ".join(manifest.classes))
         columns[4].metric("Smallest class", stats.class_counts[smallest], help=smallest)
         return
-    columns[0].metric("Image/mask pairs", stats.count, help=f"slices of {stats.volumes} volumes" if stats.volumes else None)
+    columns[0].metric(
+        "Image/mask pairs", stats.count, help=f"slices of {stats.volumes} volumes" if stats.volumes else None
+    )
     columns[1].metric("Most common size", next(iter(stats.sizes), "–"), help=f"{len(stats.sizes)} distinct size(s)")
     columns[2].metric("Channels", channels_label(stats.channels))
     columns[3].metric("Classes", manifest.num_classes, help=", ".join(manifest.classes))
@@ -209,23 +301,44 @@ def volume_gallery(manifest: DatasetManifest) -> None:
     """Volume datasets: pick a volume, step through its stored slices."""
     slices = manifest.volume_slices()
     controls = st.columns([2, 2, 3], vertical_alignment="bottom")
-    volume = controls[0].selectbox("Volume", list(slices), key="ds.volume", format_func=lambda v: f"{v} ({len(slices[v])} slices)")
+    volume = controls[0].selectbox(
+        "Volume", list(slices), key="ds.volume", format_func=lambda v: f"{v} ({len(slices[v])} slices)"
+    )
     alpha = controls[1].slider("Mask opacity", 0.0, 1.0, 0.45, 0.05, key="ds.alpha")
     channel = channel_picker(manifest.channels, "ds.channel")
     colors = class_colors(manifest.num_classes)
-    legend = " · ".join(f"<span style='color:{hex_color(c)}'>■</span> {name}" for c, name in zip(colors[1:], manifest.classes[1:]))
+    legend = " · ".join(
+        f"<span style='color:{hex_color(c)}'>■</span> {name}" for c, name in zip(colors[1:], manifest.classes[1:])
+    )
     controls[2].markdown(legend, unsafe_allow_html=True)
     pairs = slices[volume]
-    position = st.slider("Slice", 0, len(pairs) - 1, 0, key=f"ds.slice.{volume}", format="%d",
-                         help="Position among the stored slices (empty slices may have been left out at ingest)") if len(pairs) > 1 else 0
+    position = (
+        st.slider(
+            "Slice",
+            0,
+            len(pairs) - 1,
+            0,
+            key=f"ds.slice.{volume}",
+            format="%d",
+            help="Position among the stored slices (empty slices may have been left out at ingest)",
+        )
+        if len(pairs) > 1
+        else 0
+    )
     pair = pairs[position]
     folder = dataset_path(cache.settings().datasets_dir, manifest.name)
     picture = thumbnail(str(folder / pair.image), str(folder / pair.mask), manifest.num_classes, alpha, channel)
     info = next(v for v in manifest.volumes if v.volume == volume)
     left, right = st.columns([2, 1])
-    left.image(picture, caption=f"{slice_caption(pair.stem)} of {info.total_slices} · {sum(pair.foreground):.0%} foreground", width="stretch")
+    left.image(
+        picture,
+        caption=f"{slice_caption(pair.stem)} of {info.total_slices} · {sum(pair.foreground):.0%} foreground",
+        width="stretch",
+    )
     right.markdown(f"**{volume}**")
-    right.caption(f"{'x'.join(map(str, info.shape))} voxels · {' x '.join(f'{s:.3g}' for s in info.spacing)} mm · {info.orientation}")
+    right.caption(
+        f"{'x'.join(map(str, info.shape))} voxels · {' x '.join(f'{s:.3g}' for s in info.spacing)} mm · {info.orientation}"
+    )
     right.caption(f"Source: `{', '.join(info.images)}` + `{info.label}`")
     slicing = manifest.slicing
     if slicing is not None:
@@ -245,15 +358,19 @@ def gallery(manifest: DatasetManifest) -> None:
     pages = max(1, -(-len(manifest.pairs) // per_page))
     page = controls[1].number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, key="ds.page")
     colors = class_colors(manifest.num_classes)
-    legend = " · ".join(f"<span style='color:{hex_color(c)}'>■</span> {name}" for c, name in zip(colors[1:], manifest.classes[1:]))
+    legend = " · ".join(
+        f"<span style='color:{hex_color(c)}'>■</span> {name}" for c, name in zip(colors[1:], manifest.classes[1:])
+    )
     controls[2].markdown(legend, unsafe_allow_html=True)
     folder = dataset_path(cache.settings().datasets_dir, manifest.name)
-    shown = manifest.pairs[(page - 1) * per_page: page * per_page]
+    shown = manifest.pairs[(page - 1) * per_page : page * per_page]
     columns = st.columns(GALLERY_COLUMNS)
     for index, pair in enumerate(shown):
         picture = thumbnail(str(folder / pair.image), str(folder / pair.mask), manifest.num_classes, alpha)
         fraction = sum(pair.foreground)
-        columns[index % GALLERY_COLUMNS].image(picture, caption=f"{pair.stem} · {fraction:.0%} foreground", width="stretch")
+        columns[index % GALLERY_COLUMNS].image(
+            picture, caption=f"{pair.stem} · {fraction:.0%} foreground", width="stretch"
+        )
 
 
 def statistics(manifest: DatasetManifest) -> None:
@@ -263,25 +380,46 @@ def statistics(manifest: DatasetManifest) -> None:
         with chart:
             class_count_chart(manifest)
     else:
-        rows = [{"class": name, "foreground fraction": value} for name, values in stats.foreground.items() for value in values]
+        rows = [
+            {"class": name, "foreground fraction": value}
+            for name, values in stats.foreground.items()
+            for value in values
+        ]
         figure = px.histogram(
-            pd.DataFrame(rows), x="foreground fraction", color="class", nbins=30, barmode="overlay",
+            pd.DataFrame(rows),
+            x="foreground fraction",
+            color="class",
+            nbins=30,
+            barmode="overlay",
             color_discrete_sequence=[hex_color(c) for c in class_colors(manifest.num_classes)[1:]],
         )
-        figure.update_layout(title="Foreground fraction per image", yaxis_title="images", margin={"t": 40, "b": 0, "l": 0, "r": 0}, height=320)
+        figure.update_layout(
+            title="Foreground fraction per image",
+            yaxis_title="images",
+            margin={"t": 40, "b": 0, "l": 0, "r": 0},
+            height=320,
+        )
         chart.plotly_chart(figure, width="stretch")
     sizes.markdown("**Image sizes**")
-    sizes.dataframe(pd.DataFrame({"size (W×H)": list(stats.sizes), "images": list(stats.sizes.values())}), hide_index=True, width="stretch")
+    sizes.dataframe(
+        pd.DataFrame({"size (W×H)": list(stats.sizes), "images": list(stats.sizes.values())}),
+        hide_index=True,
+        width="stretch",
+    )
     sizes.caption(f"{stats.bit_depth}-bit images · source `{Path(manifest.source).name}`")
     if manifest.is_volume:
         counts = list(stats.slices_per_volume.values())
-        st.markdown(f"**{stats.volumes} volumes** · {min(counts)}–{max(counts)} slices per volume (mean {np.mean(counts):.1f}) stored"
-                    f" · spacing {spacing_summary(stats.spacing)}")
+        st.markdown(
+            f"**{stats.volumes} volumes** · {min(counts)}–{max(counts)} slices per volume (mean {np.mean(counts):.1f}) stored"
+            f" · spacing {spacing_summary(stats.spacing)}"
+        )
         st.dataframe(pd.DataFrame(volume_rows(manifest)), hide_index=True, width="stretch")
 
 
 def split_settings(manifest: DatasetManifest) -> None:
-    st.caption("How new studies divide this dataset. The split is frozen per dataset and seed, and stored with every study.")
+    st.caption(
+        "How new studies divide this dataset. The split is frozen per dataset and seed, and stored with every study."
+    )
     settings_col, preview_col = st.columns([3, 2])
     with settings_col:
         split = split_editor(SPLIT_PREFIX, state.SPLIT.get())
@@ -307,13 +445,22 @@ def presence_section(manifest: DatasetManifest) -> None:
     st.markdown("**Classify by mask: empty / not empty**")
     positives = sum(presence_labels(manifest).values())
     negative, positive = presence_classes(manifest)
-    st.caption(f"A new classification dataset of the same images: **{positive}** when the mask holds any foreground "
-               f"({positives} images), **{negative}** when it is empty ({len(manifest.pairs) - positives}). "
-               + ("Slices keep their volume, so each volume stays in one split." if manifest.groups else ""))
+    st.caption(
+        f"A new classification dataset of the same images: **{positive}** when the mask holds any foreground "
+        f"({positives} images), **{negative}** when it is empty ({len(manifest.pairs) - positives}). "
+        + ("Slices keep their volume, so each volume stays in one split." if manifest.groups else "")
+    )
     left, right = st.columns(2)
-    name = left.text_input("New dataset name", key="ds.presence_name", placeholder=f"{manifest.name}-presence").strip() or f"{manifest.name}-presence"
-    classes = right.text_input("Class names (optional)", key="ds.presence_classes", placeholder=f"{negative}, {positive}",
-                               help="Two names: empty masks first.")
+    name = (
+        left.text_input("New dataset name", key="ds.presence_name", placeholder=f"{manifest.name}-presence").strip()
+        or f"{manifest.name}-presence"
+    )
+    classes = right.text_input(
+        "Class names (optional)",
+        key="ds.presence_classes",
+        placeholder=f"{negative}, {positive}",
+        help="Two names: empty masks first.",
+    )
     both = 0 < positives < len(manifest.pairs)
     if not both:
         st.caption("Every mask is " + ("empty" if not positives else "non-empty") + ": one class would have no images.")
@@ -330,9 +477,13 @@ def manage(manifest: DatasetManifest) -> None:
     if not manifest.is_classification:
         presence_section(manifest)
         st.divider()
-    st.caption(f"Added {manifest.created[:19].replace('T', ' ')} UTC from `{manifest.source}` · checksum `{manifest.checksum[:12]}`")
+    st.caption(
+        f"Added {manifest.created[:19].replace('T', ' ')} UTC from `{manifest.source}` · checksum `{manifest.checksum[:12]}`"
+    )
     confirm = st.text_input(f"Type **{manifest.name}** to delete this dataset", key="ds.delete_confirm")
-    if st.button("Delete dataset", type="secondary", disabled=confirm != manifest.name, icon=":material/delete:", key="ds.delete"):
+    if st.button(
+        "Delete dataset", type="secondary", disabled=confirm != manifest.name, icon=":material/delete:", key="ds.delete"
+    ):
         with user_errors("Deleting the dataset"):
             delete_dataset_safely(cache.settings(), manifest.name)  # refused while a job trains on it
             cache.clear_reads()

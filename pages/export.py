@@ -16,10 +16,19 @@ from core.metrics.catalogue import label
 
 
 def pick_trial(complete: pd.DataFrame) -> pd.Series:
-    labels = {int(row.number): f"#{row.number} · rank {row.rank}{' · ★ best' if row.best else ''}{' · ⚑ flagged' if row_flags(row) else ''}"
-              for row in complete.itertuples()}
-    number = st.selectbox("Trial", list(labels), format_func=labels.__getitem__, key="export.trial",
-                          help="The best trial is chosen by default (validation only; test metrics are never used to choose).")
+    labels = {
+        int(
+            row.number
+        ): f"#{row.number} · rank {row.rank}{' · ★ best' if row.best else ''}{' · ⚑ flagged' if row_flags(row) else ''}"
+        for row in complete.itertuples()
+    }
+    number = st.selectbox(
+        "Trial",
+        list(labels),
+        format_func=labels.__getitem__,
+        key="export.trial",
+        help="The best trial is chosen by default (validation only; test metrics are never used to choose).",
+    )
     return complete[complete["number"] == number].iloc[0]
 
 
@@ -40,31 +49,50 @@ def downloads(name: str, number: int, bundle: str, card: str) -> None:
         buttons[0].error(problem, icon=":material/error:")
     else:
         buttons[0].download_button(
-            "Download model bundle (.zip)", lambda: study_cache.bundle_zip(name, number), file_name=f"{bundle}.zip",
-            mime="application/zip", type="primary", icon=":material/deployed_code_history:", width="stretch", key="export.bundle",
+            "Download model bundle (.zip)",
+            lambda: study_cache.bundle_zip(name, number),
+            file_name=f"{bundle}.zip",
+            mime="application/zip",
+            type="primary",
+            icon=":material/deployed_code_history:",
+            width="stretch",
+            key="export.bundle",
             help="One folder: the weights (model.safetensors, segtune.json; config.json for smp architectures), "
-                 "model.onnx with predict.py, and MODEL_CARD.md. Exporting to ONNX and checking it takes a few seconds.",
+            "model.onnx with predict.py, and MODEL_CARD.md. Exporting to ONNX and checking it takes a few seconds.",
         )
-    buttons[1].download_button("Download model card (.md)", card, file_name=f"{bundle}-{cards.MODEL_CARD_FILE}",
-                               mime="text/markdown", icon=":material/description:", width="stretch", key="export.card")
+    buttons[1].download_button(
+        "Download model card (.md)",
+        card,
+        file_name=f"{bundle}-{cards.MODEL_CARD_FILE}",
+        mime="text/markdown",
+        icon=":material/description:",
+        width="stretch",
+        key="export.card",
+    )
 
 
 def usage(bundle: str, smp_model: bool, task: Task) -> None:
     st.subheader("Run it")
     if task == Task.CLASSIFICATION:
-        st.caption(f"Unzip `{bundle}.zip`, go into the folder `{bundle}/` and, with SegTune installed, classify a folder of images "
-                   "(a CSV of labels and probabilities):")
+        st.caption(
+            f"Unzip `{bundle}.zip`, go into the folder `{bundle}/` and, with SegTune installed, classify a folder of images "
+            "(a CSV of labels and probabilities):"
+        )
         st.code(cards.segtune_command(task), language="bash")
         st.caption("or from Python, with the same preprocessing as training:")
         st.code(cards.classifier_snippet(), language="python")
         return
-    st.caption(f"Unzip `{bundle}.zip` and go into the folder `{bundle}/`. Segment a folder of images there "
-               "(PNG masks; numpy, Pillow and onnxruntime are all it needs, no SegTune):")
+    st.caption(
+        f"Unzip `{bundle}.zip` and go into the folder `{bundle}/`. Segment a folder of images there "
+        "(PNG masks; numpy, Pillow and onnxruntime are all it needs, no SegTune):"
+    )
     st.code(cards.predict_command(), language="bash")
     st.caption("or one image from Python, with the same preprocessing as training (predict.py's):")
     st.code(cards.onnx_snippet(), language="python")
     if smp_model:
-        st.caption("or with segmentation-models-pytorch: `config.json` + `model.safetensors` are a standard smp folder:")
+        st.caption(
+            "or with segmentation-models-pytorch: `config.json` + `model.safetensors` are a standard smp folder:"
+        )
         st.code(cards.smp_snippet(), language="python")
     st.caption(f"With SegTune installed: `{cards.segtune_command()}` (also NIfTI / DICOM volumes with `--volumes`).")
 
@@ -73,8 +101,10 @@ def export_view(name: str) -> None:
     frame = study_cache.trials_frame(name)
     complete = frame[frame["state"] == "complete"].sort_values(["rank", "number"])
     if complete.empty:
-        st.info("No finished trials yet — a model can be exported once a trial completes. Follow the study on **Jobs**.",
-                icon=":material/hourglass_empty:")
+        st.info(
+            "No finished trials yet — a model can be exported once a trial completes. Follow the study on **Jobs**.",
+            icon=":material/hourglass_empty:",
+        )
         return
     row = pick_trial(complete)
     number = int(row["number"])
@@ -84,7 +114,11 @@ def export_view(name: str) -> None:
     trial_cards(row, task)
     card = study_cache.model_card(name, number)
     downloads(name, number, bundle, card)
-    st.page_link(page_path("compress.py"), label="Quantize, prune or export to ONNX / TorchScript on Compress & deploy", icon=":material/compress:")
+    st.page_link(
+        page_path("compress.py"),
+        label="Quantize, prune or export to ONNX / TorchScript on Compress & deploy",
+        icon=":material/compress:",
+    )
     usage(bundle, cards.smp_loadable(study_cache.trials(name, (number,))[0]), task)
     st.subheader("Model card")
     with st.container(border=True):
@@ -92,8 +126,10 @@ def export_view(name: str) -> None:
 
 
 st.title("Export")
-st.caption("Download a trained model as a bundle — weights, ONNX, a prediction script and a model card — and run it anywhere: "
-           "onnxruntime or segmentation-models-pytorch is enough.")
+st.caption(
+    "Download a trained model as a bundle — weights, ONNX, a prediction script and a model card — and run it anywhere: "
+    "onnxruntime or segmentation-models-pytorch is enough."
+)
 study = study_cache.require_study()
 with user_errors("Preparing the export"):
     export_view(study)

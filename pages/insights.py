@@ -17,16 +17,28 @@ with user_errors("Drawing the insights"):
     objectives = study_cache.objective_names(name)
     objective = 0
     if len(objectives) > 1:
-        objective = st.selectbox("Objective", range(len(objectives)), format_func=lambda i: label(objectives[i]), key="insights.objective",
-                                 help="History, importances, parallel coordinates, contour and slice show one objective at a time.")
-    flagged = [(int(row.number), row_flags(row)) for row in study_cache.trials_frame(name).itertuples() if row_flags(row)]
+        objective = st.selectbox(
+            "Objective",
+            range(len(objectives)),
+            format_func=lambda i: label(objectives[i]),
+            key="insights.objective",
+            help="History, importances, parallel coordinates, contour and slice show one objective at a time.",
+        )
+    flagged = [
+        (int(row.number), row_flags(row)) for row in study_cache.trials_frame(name).itertuples() if row_flags(row)
+    ]
     if flagged:
         listed = "; ".join(f"#{number} ({', '.join(flag_label(flag) for flag in flags)})" for number, flags in flagged)
-        st.warning(f"{FLAG_MARK} Flagged trials are in these figures too: {listed}. Their scores are those of a "
-                   "constant prediction or no better than one — read importances with that in mind.", icon=":material/flag:")
+        st.warning(
+            f"{FLAG_MARK} Flagged trials are in these figures too: {listed}. Their scores are those of a "
+            "constant prediction or no better than one — read importances with that in mind.",
+            icon=":material/flag:",
+        )
     figures, updating = study_cache.insights(name, objective)
     if updating:
-        st.caption(":material/autorenew: New trials finished: the figures are being redrawn in the background; reload to see them.")
+        st.caption(
+            ":material/autorenew: New trials finished: the figures are being redrawn in the background; reload to see them."
+        )
     tabs = st.tabs([insight.title for insight in figures.values()])
     for tab, (key, insight) in zip(tabs, figures.items()):
         with tab:

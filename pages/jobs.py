@@ -17,8 +17,13 @@ from core.runtime.queue import cancel_job, extend_job, resume_job
 
 REFRESH = "2s"  # live view period; reads below are cached for less than that
 STATUS_LABELS = {
-    "queued": "Queued", "running": "Running", "cancelling": "Cancelling", "cancelled": "Cancelled",
-    "finished": "Finished", "failed": "Failed", "interrupted": "Interrupted",
+    "queued": "Queued",
+    "running": "Running",
+    "cancelling": "Cancelling",
+    "cancelled": "Cancelled",
+    "finished": "Finished",
+    "failed": "Failed",
+    "interrupted": "Interrupted",
 }
 JOB_PICKER = "jobs.picker"
 NOTICE = "jobs.notice"
@@ -61,20 +66,24 @@ def duration(seconds: float | None) -> str:
 
 def jobs_table(jobs: list[Job]) -> None:
     now = time.time()
-    frame = pd.DataFrame([
-        {
-            "job": job.id,
-            "study": job.study_name,
-            "status": STATUS_LABELS.get(job.status, job.status),
-            "trials": job.n_trials,
-            "devices": ", ".join(job.devices) or "auto",
-            "workers": job.workers,
-            "submitted": duration(now - job.created_at) + " ago",
-            "heartbeat": duration(now - job.heartbeat_at) + " ago" if job.heartbeat_at else "–",
-        }
-        for job in jobs
-    ])
-    st.dataframe(frame, hide_index=True, width="stretch", column_config={"job": st.column_config.NumberColumn(format="#%d")})
+    frame = pd.DataFrame(
+        [
+            {
+                "job": job.id,
+                "study": job.study_name,
+                "status": STATUS_LABELS.get(job.status, job.status),
+                "trials": job.n_trials,
+                "devices": ", ".join(job.devices) or "auto",
+                "workers": job.workers,
+                "submitted": duration(now - job.created_at) + " ago",
+                "heartbeat": duration(now - job.heartbeat_at) + " ago" if job.heartbeat_at else "–",
+            }
+            for job in jobs
+        ]
+    )
+    st.dataframe(
+        frame, hide_index=True, width="stretch", column_config={"job": st.column_config.NumberColumn(format="#%d")}
+    )
 
 
 def pick_job(jobs: list[Job]) -> int:
@@ -82,7 +91,10 @@ def pick_job(jobs: list[Job]) -> int:
     by_id = {job.id: job for job in jobs}
     st.session_state[JOB_PICKER] = state.JOB.get() if state.JOB.get() in ids else ids[0]
     chosen = st.selectbox(
-        "Job", ids, key=JOB_PICKER, on_change=lambda: state.JOB.set(st.session_state[JOB_PICKER]),
+        "Job",
+        ids,
+        key=JOB_PICKER,
+        on_change=lambda: state.JOB.set(st.session_state[JOB_PICKER]),
         format_func=lambda i: f"#{i} · {by_id[i].study_name} · {by_id[i].status}",
     )
     state.JOB.set(chosen)
@@ -97,10 +109,17 @@ def progress_view(status: JobStatus) -> None:
     total = status.trials_total
     columns[1].metric("Trials done", f"{status.trials_done} / {total}" if total else status.trials_done)
     columns[2].metric("Best value", "–" if status.best_value is None else f"{status.best_value:.4f}")
-    columns[3].metric("ETA", duration(status.eta_s), help="Time left for the running trials, then the trials not started yet at the mean trial duration, over the workers.")
+    columns[3].metric(
+        "ETA",
+        duration(status.eta_s),
+        help="Time left for the running trials, then the trials not started yet at the mean trial duration, over the workers.",
+    )
     if total:
-        st.progress(min(1.0, status.trials_done / total), text=f"{status.trials_done} of {total} trials "
-                    f"({status.counts.complete} complete, {status.counts.pruned} pruned, {status.counts.failed} failed)")
+        st.progress(
+            min(1.0, status.trials_done / total),
+            text=f"{status.trials_done} of {total} trials "
+            f"({status.counts.complete} complete, {status.counts.pruned} pruned, {status.counts.failed} failed)",
+        )
     for trial in status.running:
         st.progress(trial.fraction, text=running_text(trial))
     if job.error:
@@ -112,7 +131,9 @@ def running_text(trial: RunningTrial) -> str:
     where = trial.device or "?"
     progress = trial.progress
     if not trial.live:
-        return f"Trial {trial.number} · not running: its worker is gone · a worker fails and retries it when the job runs"
+        return (
+            f"Trial {trial.number} · not running: its worker is gone · a worker fails and retries it when the job runs"
+        )
     if progress is None and trial.epoch is None:
         return f"Trial {trial.number} · loading data · {where}"
     if progress is not None:
@@ -126,14 +147,25 @@ def running_text(trial: RunningTrial) -> str:
 def workers_view(status: JobStatus) -> None:
     job = status.job
     devices = ", ".join(job.devices) or "chosen automatically"
-    st.caption(f"Devices: {devices} · {job.workers} worker(s) planned, {job.per_gpu} per GPU · submitted on `{job.host}`")
+    st.caption(
+        f"Devices: {devices} · {job.workers} worker(s) planned, {job.per_gpu} per GPU · submitted on `{job.host}`"
+    )
     if status.workers:
         st.dataframe(
-            pd.DataFrame([
-                {"worker": w.id, "device": w.device, "trial": w.trial_number, "heartbeat": f"{w.heartbeat_age_s:.0f} s ago", "host": w.host}
-                for w in status.workers
-            ]),
-            hide_index=True, width="stretch",
+            pd.DataFrame(
+                [
+                    {
+                        "worker": w.id,
+                        "device": w.device,
+                        "trial": w.trial_number,
+                        "heartbeat": f"{w.heartbeat_age_s:.0f} s ago",
+                        "host": w.host,
+                    }
+                    for w in status.workers
+                ]
+            ),
+            hide_index=True,
+            width="stretch",
         )
     elif job.is_active:
         st.caption("No live worker yet: it starts within seconds, or waits for a busy device to free up.")
@@ -142,16 +174,37 @@ def workers_view(status: JobStatus) -> None:
 def actions(job: Job) -> None:
     cancel_col, resume_col, more_col, extend_col = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
     can_cancel = job.status in ACTIVE_STATES and job.status != JobState.CANCELLING
-    if cancel_col.button("Cancel", key="jobs.cancel", icon=":material/stop_circle:", disabled=not can_cancel, width="stretch", help="Running trials stop at their next epoch."):
+    if cancel_col.button(
+        "Cancel",
+        key="jobs.cancel",
+        icon=":material/stop_circle:",
+        disabled=not can_cancel,
+        width="stretch",
+        help="Running trials stop at their next epoch.",
+    ):
         with user_errors("Cancelling the job"):
             cancel_job(cache.settings(), job.id)
             done(f"Job #{job.id} is being cancelled.")
-    if resume_col.button("Resume", key="jobs.resume", icon=":material/play_circle:", disabled=job.status not in RESUMABLE_STATES, width="stretch"):
+    if resume_col.button(
+        "Resume",
+        key="jobs.resume",
+        icon=":material/play_circle:",
+        disabled=job.status not in RESUMABLE_STATES,
+        width="stretch",
+    ):
         with user_errors("Resuming the job"):
             resume_job(cache.settings(), job.id)
             done(f"Job #{job.id} is queued again.")
-    more = more_col.number_input("More trials", min_value=1, max_value=10_000, value=10, step=1, key=f"jobs.more.{job.id}")
-    if extend_col.button("Extend", key="jobs.extend", icon=":material/add_circle:", disabled=job.n_trials is None or job.status == JobState.CANCELLING, width="stretch"):
+    more = more_col.number_input(
+        "More trials", min_value=1, max_value=10_000, value=10, step=1, key=f"jobs.more.{job.id}"
+    )
+    if extend_col.button(
+        "Extend",
+        key="jobs.extend",
+        icon=":material/add_circle:",
+        disabled=job.n_trials is None or job.status == JobState.CANCELLING,
+        width="stretch",
+    ):
         with user_errors("Extending the job"):
             extend_job(cache.settings(), job.id, int(more))
             done(f"Job #{job.id} now runs {job.n_trials + int(more)} trials.")

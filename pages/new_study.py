@@ -64,7 +64,9 @@ NOTICE: state.Key[tuple[str, str] | None] = state.Key(PREFIX + "_notice", None)
 # (new study, earlier study, k) after "Narrow around its best"
 NARROWED: state.Key[tuple[str, str, int] | None] = state.Key(PREFIX + "_narrowed", None)
 REASONS: state.Key[list[str] | None] = state.Key(PREFIX + "_plan_reasons", None)  # the auto plan's "why" lines
-IMPORTED: state.Key[str | None] = state.Key(PREFIX + "_imported", None)  # the last imported spec's file id: applied once
+IMPORTED: state.Key[str | None] = state.Key(
+    PREFIX + "_imported", None
+)  # the last imported spec's file id: applied once
 PRESET: state.Key[str | None] = state.Key(PREFIX + "_preset", None)  # the preset box (its options follow the task)
 
 
@@ -137,10 +139,19 @@ def reuse_section(dataset: str) -> tuple[str | None, int]:
         source_col, k_col = st.columns([3, 1])
         source = source_col.selectbox("Earlier study", earlier, key=PREFIX + "_reuse_study")
         top_k = int(k_col.number_input("Best trials", min_value=1, max_value=50, value=5, key=PREFIX + "_reuse_k"))
-        seed = st.checkbox("Seed the new study with these configurations (warm start)", key=PREFIX + "_warm_start",
-                           help="Its first trials are the earlier study's best configurations that fit this search space.")
-        st.button("Narrow around its best", key=PREFIX + "_narrow", icon=":material/filter_center_focus:", on_click=apply_narrowed, args=(source, top_k),
-                  help="Fills the form with the earlier study's space, numeric ranges shrunk around its best trial and choices cut to those its best trials used.")
+        seed = st.checkbox(
+            "Seed the new study with these configurations (warm start)",
+            key=PREFIX + "_warm_start",
+            help="Its first trials are the earlier study's best configurations that fit this search space.",
+        )
+        st.button(
+            "Narrow around its best",
+            key=PREFIX + "_narrow",
+            icon=":material/filter_center_focus:",
+            on_click=apply_narrowed,
+            args=(source, top_k),
+            help="Fills the form with the earlier study's space, numeric ranges shrunk around its best trial and choices cut to those its best trials used.",
+        )
     return (source if seed else None), top_k
 
 
@@ -175,7 +186,9 @@ def import_spec(upload: Any) -> None:
         return
     IMPORTED.set(upload.file_id)
     try:
-        data = json.loads(upload.getvalue().decode("utf-8-sig"))  # a byte-order mark, as some Windows editors write, is fine
+        data = json.loads(
+            upload.getvalue().decode("utf-8-sig")
+        )  # a byte-order mark, as some Windows editors write, is fine
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         NOTICE.set(("error", f"{upload.name} is not valid JSON: {error}"))
         return
@@ -202,7 +215,9 @@ def validate(values: Any) -> tuple[StudySpec | None, dict[str, str]]:
         spec = spec_from_dict(form_to_dict(values))
     except SpecError as error:
         return None, error.problems
-    problem = task_problem(spec, dataset_task(spec.dataset))  # e.g. an imported classification spec on a segmentation dataset
+    problem = task_problem(
+        spec, dataset_task(spec.dataset)
+    )  # e.g. an imported classification spec on a segmentation dataset
     return (None, {"dataset": problem}) if problem else (spec, {})
 
 
@@ -221,15 +236,28 @@ def header_tools(dataset: str, problems: dict[str, str]) -> None:
         names = [*([AUTO] if task == Task.SEGMENTATION else []), *preset_names(task)]  # the auto plan is segmentation's
         if PRESET.get() not in names:  # e.g. an import switched the task
             PRESET.clear()
-        choice = st.selectbox("Start from a preset", names, format_func=lambda n: PRESET_LABELS.get(n, n), key=PRESET.name)
-        st.button("Apply preset", on_click=apply_preset, args=(choice, dataset), icon=":material/auto_fix_high:", key=PREFIX + "_apply_preset")
+        choice = st.selectbox(
+            "Start from a preset", names, format_func=lambda n: PRESET_LABELS.get(n, n), key=PRESET.name
+        )
+        st.button(
+            "Apply preset",
+            on_click=apply_preset,
+            args=(choice, dataset),
+            icon=":material/auto_fix_high:",
+            key=PREFIX + "_apply_preset",
+        )
     with importer:
         import_spec(st.file_uploader("Import a spec (JSON)", type=["json"], key=PREFIX + "_import"))
     with exporter:
         data = form_to_dict(form_values())
         st.download_button(
-            "Export JSON", json.dumps(data, indent=2), file_name=f"{data['name'] or 'study'}.json",
-            mime="application/json", icon=":material/download:", disabled=bool(problems), width="stretch",
+            "Export JSON",
+            json.dumps(data, indent=2),
+            file_name=f"{data['name'] or 'study'}.json",
+            mime="application/json",
+            icon=":material/download:",
+            disabled=bool(problems),
+            width="stretch",
         )
 
 
@@ -240,16 +268,27 @@ def split_section(spec: StudySpec | None, problems: dict[str, str]) -> None:
         with user_errors("Previewing the split"):
             dataset = FORM_DATASET.get()
             chosen = cache.manifest(dataset)
-            stems, groups, labels = chosen.stems, chosen.groups, chosen.labels or None  # labels: stratified (classification)
+            stems, groups, labels = (
+                chosen.stems,
+                chosen.groups,
+                chosen.labels or None,
+            )  # labels: stratified (classification)
             if split.from_file:
                 folder = dataset_path(cache.settings().datasets_dir, dataset)
-                sizes = {part: len(getattr(file_split(folder, stems, split, labels), part)) for part in ("train", "val", "test")}
-                st.caption(f"From the dataset's split.csv: {sizes['train']} train · {sizes['val']} validation · {sizes['test']} test images"
-                           + (f" (train + validation cut into {spec.cv.folds} folds)" if spec is not None and spec.cv else ""))
+                sizes = {
+                    part: len(getattr(file_split(folder, stems, split, labels), part))
+                    for part in ("train", "val", "test")
+                }
+                st.caption(
+                    f"From the dataset's split.csv: {sizes['train']} train · {sizes['val']} validation · {sizes['test']} test images"
+                    + (f" (train + validation cut into {spec.cv.folds} folds)" if spec is not None and spec.cv else "")
+                )
             elif spec is not None and spec.cv is not None:
                 sizes = split_sizes(stems, dataclasses.replace(split, k_folds=spec.cv.folds, fold=0), groups, labels)
-                st.caption(f"{spec.cv.folds} folds of about {sizes['val']} validation images each "
-                           f"(each fold's model trains on about {sizes['train']}) · {sizes['test']} test images, held out first")
+                st.caption(
+                    f"{spec.cv.folds} folds of about {sizes['val']} validation images each "
+                    f"(each fold's model trains on about {sizes['train']}) · {sizes['test']} test images, held out first"
+                )
             else:
                 sizes = split_sizes(stems, split, groups, labels)
                 st.caption(f"{sizes['train']} train · {sizes['val']} validation · {sizes['test']} test images")
@@ -273,13 +312,27 @@ def run_section() -> tuple[list[str], int | None, int]:
         st.subheader("Run on")
         devices_col, workers_col, per_gpu_col = st.columns(3)
         gpus = gpu_devices()
-        devices = devices_col.multiselect("Devices", ["cpu", *gpus], key=PREFIX + "_devices", help="Empty = every GPU, or the CPU when there is none.")
+        devices = devices_col.multiselect(
+            "Devices", ["cpu", *gpus], key=PREFIX + "_devices", help="Empty = every GPU, or the CPU when there is none."
+        )
         workers = workers_col.number_input(
-            "Workers", min_value=1, max_value=64, value=None, step=1, key=PREFIX + "_workers", placeholder="Automatic",
+            "Workers",
+            min_value=1,
+            max_value=64,
+            value=None,
+            step=1,
+            key=PREFIX + "_workers",
+            placeholder="Automatic",
             help="Parallel trials on this machine, spread over the devices. Leave empty to run 'Trials per GPU' on every GPU.",
         )
         per_gpu = per_gpu_col.number_input(
-            "Trials per GPU", min_value=1, max_value=8, value=1, step=1, key=PREFIX + "_per_gpu", disabled=not gpus or workers is not None,
+            "Trials per GPU",
+            min_value=1,
+            max_value=8,
+            value=1,
+            step=1,
+            key=PREFIX + "_per_gpu",
+            disabled=not gpus or workers is not None,
             help="Small models can share one GPU. Applies when Workers is empty.",
         )
         workers = None if workers is None else int(workers)
@@ -307,7 +360,13 @@ def cost_section(spec: StudySpec | None) -> None:
         beyond = trials_beyond_space(spec) if spec else None
         if beyond:
             st.warning(beyond[0].upper() + beyond[1:] + ".", icon=":material/repeat:")
-        if not st.button("Estimate", key=PREFIX + "_estimate", disabled=spec is None, icon=":material/speed:", help="Times one training batch of a typical trial on this machine's CPU."):
+        if not st.button(
+            "Estimate",
+            key=PREFIX + "_estimate",
+            disabled=spec is None,
+            icon=":material/speed:",
+            help="Times one training batch of a typical trial on this machine's CPU.",
+        ):
             return
         with st.spinner("Probing one batch…"), user_errors("Estimating the cost"):
             cost = trial_cost(spec.to_json(), str(cache.settings().home))
@@ -317,10 +376,15 @@ def cost_section(spec: StudySpec | None) -> None:
             cols[2].metric("Seconds / epoch (CPU)", f"{cost.seconds_per_epoch:.1f}")
             cols[3].metric("Minutes / trial", f"{cost.seconds_per_trial / 60:.1f}")
             with st.expander("Probed configuration"):
-                st.dataframe({"hyperparameter": [k for k, _ in cost.params], "value": [str(v) for _, v in cost.params]}, hide_index=True)
+                st.dataframe(
+                    {"hyperparameter": [k for k, _ in cost.params], "value": [str(v) for _, v in cost.params]},
+                    hide_index=True,
+                )
 
 
-def start(spec: StudySpec, devices: list[str], workers: int | None, per_gpu: int, reuse: tuple[str | None, int] = (None, 0)) -> None:
+def start(
+    spec: StudySpec, devices: list[str], workers: int | None, per_gpu: int, reuse: tuple[str | None, int] = (None, 0)
+) -> None:
     from core.runtime.queue import submit_job
 
     with st.spinner("Creating the study and starting workers…"):
@@ -367,21 +431,35 @@ def task_caption(dataset: str) -> None:
     if task == Task.CLASSIFICATION and dataset_task(dataset) == task:
         counts = cache.manifest(dataset).class_counts
         classes = " · classes " + ", ".join(f"{name} ({count})" for name, count in counts.items())
-    st.caption(f":material/category: Task: **{TASK_LABELS[task]}**, from the dataset{classes}. Choose a dataset of the other task to switch.")
+    st.caption(
+        f":material/category: Task: **{TASK_LABELS[task]}**, from the dataset{classes}. Choose a dataset of the other task to switch."
+    )
 
 
 def unplaced_problems(problems: dict[str, str]) -> None:
     """Problems of fields without an editor next to them (e.g. from an imported spec), listed here."""
     shown = {"name", "dataset", "image_size", "patch_size", "objectives", "sampler", "pruner", "budget", "split"}
-    elsewhere = {path: message for path, message in problems.items() if not path.startswith("search_space") and path.split(".")[0].split("[")[0] not in shown}
+    elsewhere = {
+        path: message
+        for path, message in problems.items()
+        if not path.startswith("search_space") and path.split(".")[0].split("[")[0] not in shown
+    }
     if elsewhere:
         show_user_error(SpecError(elsewhere))
     if problems:
         st.warning(f"Fix the {len(problems)} problem(s) marked above to start.", icon=":material/warning:")
 
 
-def start_button(spec: StudySpec | None, devices: list[str], workers: int | None, per_gpu: int, reuse: tuple[str | None, int] = (None, 0)) -> None:
-    if st.button("Start tuning", type="primary", disabled=spec is None, icon=":material/play_arrow:", key=PREFIX + "_start"):
+def start_button(
+    spec: StudySpec | None,
+    devices: list[str],
+    workers: int | None,
+    per_gpu: int,
+    reuse: tuple[str | None, int] = (None, 0),
+) -> None:
+    if st.button(
+        "Start tuning", type="primary", disabled=spec is None, icon=":material/play_arrow:", key=PREFIX + "_start"
+    ):
         with user_errors("Starting the study"):
             start(spec, devices, workers, per_gpu, reuse)
 

@@ -21,15 +21,24 @@ PAGE_KEY = "predictions.page"
 def chosen_predictions(name: str) -> PredictionComparison | None:
     """The picked complete trials' validation predictions, or None after saying why there is nothing to show."""
     frame = study_cache.trials_frame(name)
-    chosen = finished_trial_picker(frame, key="predictions.trials", what="predictions",
-                                   flag_note="Their confusion matrices show what they learned.")
+    chosen = finished_trial_picker(
+        frame,
+        key="predictions.trials",
+        what="predictions",
+        flag_note="Their confusion matrices show what they learned.",
+    )
     if not chosen:
         return None
     comparison = study_cache.prediction_comparison(name, tuple(chosen))
     if comparison.missing:
-        st.warning(f"Trial(s) {', '.join(f'#{n}' for n in comparison.missing)} stored no predictions.", icon=":material/warning:")
+        st.warning(
+            f"Trial(s) {', '.join(f'#{n}' for n in comparison.missing)} stored no predictions.",
+            icon=":material/warning:",
+        )
     if frame["folds"].notna().any():
-        st.caption("Cross-validated trials: every image is predicted by the fold model that did not train on it (out of fold).")
+        st.caption(
+            "Cross-validated trials: every image is predicted by the fold model that did not train on it (out of fold)."
+        )
     return comparison if comparison.trials else None
 
 
@@ -38,7 +47,9 @@ def confusion_section(name: str, comparison: PredictionComparison) -> None:
     for column, number in zip(st.columns(len(comparison.trials)), comparison.trials):
         matrix = study_cache.confusion_matrix(name, number)
         with column:
-            st.plotly_chart(confusion_figure(matrix, comparison.classes, f"Trial #{number}"), key=f"predictions.confusion.{number}")
+            st.plotly_chart(
+                confusion_figure(matrix, comparison.classes, f"Trial #{number}"), key=f"predictions.confusion.{number}"
+            )
             st.caption(f"#{number}: {accuracy_text(matrix)} · rows: true class, columns: predicted")
 
 
@@ -47,7 +58,9 @@ def image_controls(comparison: PredictionComparison) -> tuple[str, str]:
     several = len(comparison.trials) > 1
     left, right = st.columns([3, 2])
     options = [key for key in SHOWN if key != "disagree" or several]
-    shown = left.segmented_control("Show", options, default="wrong", format_func=SHOWN.get, key="predictions.shown", required=True)
+    shown = left.segmented_control(
+        "Show", options, default="wrong", format_func=SHOWN.get, key="predictions.shown", required=True
+    )
     orders = [key for key in ORDERINGS if key != "disagreement" or several]
     order = right.selectbox("Order images by", orders, format_func=ORDERINGS.get, key="predictions.order")
     return shown, order
@@ -57,7 +70,9 @@ def nothing_to_show(shown: str) -> None:
     if shown == "wrong":
         st.success("The chosen trials classify every validation image correctly.", icon=":material/check_circle:")
     else:
-        st.success("The chosen trials predict the same class for every validation image.", icon=":material/check_circle:")
+        st.success(
+            "The chosen trials predict the same class for every validation image.", icon=":material/check_circle:"
+        )
 
 
 def page_of(indices: list[int]) -> list[int]:
@@ -68,7 +83,7 @@ def page_of(indices: list[int]) -> list[int]:
     if st.session_state.get(PAGE_KEY, 1) > pages:
         st.session_state[PAGE_KEY] = 1
     page = int(st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, step=1, key=PAGE_KEY))
-    return indices[(page - 1) * PAGE_SIZE:page * PAGE_SIZE]
+    return indices[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
 
 
 def images_section(name: str, comparison: PredictionComparison) -> None:
@@ -78,8 +93,10 @@ def images_section(name: str, comparison: PredictionComparison) -> None:
     if not indices:
         nothing_to_show(shown)
         return
-    st.caption(f"{len(indices)} of {len(comparison.stems)} validation images · green: right, red: wrong; "
-               "the number is the trial's confidence (its probability for the class it predicted).")
+    st.caption(
+        f"{len(indices)} of {len(comparison.stems)} validation images · green: right, red: wrong; "
+        "the number is the trial's confidence (its probability for the class it predicted)."
+    )
     page = page_of(indices)
     images = study_cache.prediction_images(name, tuple(comparison.stems[i] for i in page))
     image_cards(comparison, page, images, per_row=4)
@@ -91,21 +108,28 @@ def table(comparison: PredictionComparison, order: str, indices: list[int]) -> N
     listed = {comparison.stems[i] for i in indices}
     rows = comparison.table(order)
     rows = rows[rows["image"].isin(listed)].reset_index(drop=True)
-    config = {column: st.column_config.ProgressColumn(column, min_value=0.0, max_value=1.0, format="%.2f")
-              for column in rows.columns if column.endswith("confidence") or column == "disagreement"}
+    config = {
+        column: st.column_config.ProgressColumn(column, min_value=0.0, max_value=1.0, format="%.2f")
+        for column in rows.columns
+        if column.endswith("confidence") or column == "disagreement"
+    }
     with st.expander(f"Table of the {len(rows)} listed images"):
         st.dataframe(rows, hide_index=True, column_config=config, key="predictions.table")
 
 
 def segmentation_study(name: str) -> None:
-    st.info(f"**{name}** is a segmentation study: its predictions are masks. Compare them on **Compare masks**.",
-            icon=":material/info:")
+    st.info(
+        f"**{name}** is a segmentation study: its predictions are masks. Compare them on **Compare masks**.",
+        icon=":material/info:",
+    )
     st.page_link(page_path("compare.py"), label="Compare masks", icon=":material/compare:")
 
 
 st.title("Compare predictions")
-st.caption("Classification studies: each chosen trial's confusion matrix on the validation images, and the images "
-           "they got wrong side by side with the true class and each trial's prediction and confidence.")
+st.caption(
+    "Classification studies: each chosen trial's confusion matrix on the validation images, and the images "
+    "they got wrong side by side with the true class and each trial's prediction and confidence."
+)
 study = study_cache.require_study()
 with user_errors("Comparing predictions"):
     if study_cache.task(study) != Task.CLASSIFICATION:

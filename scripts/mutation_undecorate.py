@@ -27,7 +27,9 @@ class Undecorate(cst.CSTTransformer):
     def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
         return False  # only module- and class-level functions: mutmut mutates no nested ones
 
-    def leave_FunctionDef(self, original: cst.FunctionDef, updated: cst.FunctionDef) -> cst.FunctionDef | cst.FlattenSentinel[cst.BaseStatement]:
+    def leave_FunctionDef(
+        self, original: cst.FunctionDef, updated: cst.FunctionDef
+    ) -> cst.FunctionDef | cst.FlattenSentinel[cst.BaseStatement]:
         if not updated.decorators:
             return updated
         names = [cst.Module([]).code_for_node(decorator.decorator) for decorator in updated.decorators]

@@ -22,7 +22,9 @@ PROG = "segtune"
 def _register_dashboard(subparsers: argparse._SubParsersAction) -> None:
     # Listed for --help only: main() hands `dashboard ...` to the launcher before argparse sees its
     # Streamlit options, which argparse could not parse.
-    subparsers.add_parser(DASHBOARD, help="start the web dashboard (Streamlit options such as --server.port 8600 pass through)")
+    subparsers.add_parser(
+        DASHBOARD, help="start the web dashboard (Streamlit options such as --server.port 8600 pass through)"
+    )
 
 
 def dashboard(options: Sequence[str]) -> int:

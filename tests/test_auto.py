@@ -14,8 +14,17 @@ from tests.helpers.studies import copy_pairs
 
 
 def fingerprint(**changes: object) -> Fingerprint:
-    base = dict(count=600, channels=1, bit_depth=8, median_height=512, median_width=512, num_classes=2,
-                foreground_median=0.2, empty_fraction=0.0, class_fractions=(0.2,))
+    base = dict(
+        count=600,
+        channels=1,
+        bit_depth=8,
+        median_height=512,
+        median_width=512,
+        num_classes=2,
+        foreground_median=0.2,
+        empty_fraction=0.0,
+        class_fractions=(0.2,),
+    )
     return Fingerprint(**(base | changes))
 
 
@@ -45,23 +54,42 @@ def test_imbalanced_classes_get_class_balanced_losses() -> None:
     assert any("imbalanced (rarest/commonest = 0.03)" in r for r in auto.reasons)
 
 
-@pytest.mark.parametrize(("device", "side", "size", "batches"), [
-    ("cuda", 512, 512, [2, 4]), ("cpu", 512, 256, [4, 8]), ("cuda", 256, 256, [8, 16]), ("cuda", 100, 96, [16, 32]), ("cpu", 40, 64, [16, 32]),
-])
+@pytest.mark.parametrize(
+    ("device", "side", "size", "batches"),
+    [
+        ("cuda", 512, 512, [2, 4]),
+        ("cpu", 512, 256, [4, 8]),
+        ("cuda", 256, 256, [8, 16]),
+        ("cuda", 100, 96, [16, 32]),
+        ("cpu", 40, 64, [16, 32]),
+    ],
+)
 def test_image_and_batch_size_fit_the_device(device: str, side: int, size: int, batches: list[int]) -> None:
     auto = plan(fingerprint(median_height=side, median_width=side, count=5000), dataset="d", device=device)
-    assert auto.spec.get("patch_size", auto.spec["image_size"]) == size and size % 32 == 0  # the side a training step sees
+    assert (
+        auto.spec.get("patch_size", auto.spec["image_size"]) == size and size % 32 == 0
+    )  # the side a training step sees
     assert auto.spec["search_space"]["batch_size"] == {"choices": batches}
     assert any(f"image size {size} px" in r for r in auto.reasons)
 
 
-@pytest.mark.parametrize(("device", "side", "native", "patch"), [
-    ("cuda", 1024, 1024, 512), ("cuda", 2000, 1024, 512), ("cpu", 512, 512, 256), ("cpu", 520, 512, 256),
-])
-def test_images_twice_the_side_that_fits_train_on_patches_at_native_size(device: str, side: int, native: int, patch: int) -> None:
+@pytest.mark.parametrize(
+    ("device", "side", "native", "patch"),
+    [
+        ("cuda", 1024, 1024, 512),
+        ("cuda", 2000, 1024, 512),
+        ("cpu", 512, 512, 256),
+        ("cpu", 520, 512, 256),
+    ],
+)
+def test_images_twice_the_side_that_fits_train_on_patches_at_native_size(
+    device: str, side: int, native: int, patch: int
+) -> None:
     auto = plan(fingerprint(median_height=side, median_width=side + 100), dataset="em", device=device)
     assert (auto.spec["image_size"], auto.spec["patch_size"]) == (native, patch)
-    assert any(f"patches of {patch} px from images at {native} px" in r and "slides a window" in r for r in auto.reasons)
+    assert any(
+        f"patches of {patch} px from images at {native} px" in r and "slides a window" in r for r in auto.reasons
+    )
     assert spec_from_dict(auto.spec).patch_size == patch  # a valid study
 
 
@@ -77,16 +105,31 @@ def test_few_images_keep_several_steps_per_epoch_and_wide_images_rotate_less() -
     assert auto.spec["search_space"]["aug_rotate"] == 5.0 and any("not square (aspect 2.00)" in r for r in auto.reasons)
 
 
-def manifest(pairs: list[tuple[int, int, tuple[float, ...]]], classes: tuple[str, ...] = ("background", "foreground"), channels: int = 1) -> DatasetManifest:
+def manifest(
+    pairs: list[tuple[int, int, tuple[float, ...]]],
+    classes: tuple[str, ...] = ("background", "foreground"),
+    channels: int = 1,
+) -> DatasetManifest:
     return DatasetManifest(
-        name="synthetic", created="2026-01-01T00:00:00Z", source="x", channels=channels, bit_depth=16, classes=classes, checksum="0",
-        pairs=tuple(PairInfo(f"p{i}", f"images/p{i}.png", f"masks/p{i}.png", h, w, fg) for i, (h, w, fg) in enumerate(pairs)),
+        name="synthetic",
+        created="2026-01-01T00:00:00Z",
+        source="x",
+        channels=channels,
+        bit_depth=16,
+        classes=classes,
+        checksum="0",
+        pairs=tuple(
+            PairInfo(f"p{i}", f"images/p{i}.png", f"masks/p{i}.png", h, w, fg) for i, (h, w, fg) in enumerate(pairs)
+        ),
     )
 
 
 def test_fingerprint_from_a_manifest() -> None:
-    fp = Fingerprint.from_manifest(manifest([(300, 400, (0.1, 0.0)), (200, 300, (0.0, 0.0)), (300, 500, (0.3, 0.05))],
-                                            classes=("background", "a", "b")))
+    fp = Fingerprint.from_manifest(
+        manifest(
+            [(300, 400, (0.1, 0.0)), (200, 300, (0.0, 0.0)), (300, 500, (0.3, 0.05))], classes=("background", "a", "b")
+        )
+    )
     assert (fp.count, fp.median_height, fp.median_width, fp.num_classes, fp.bit_depth) == (3, 300, 400, 3, 16)
     assert fp.foreground_median == pytest.approx(0.1) and fp.empty_fraction == pytest.approx(1 / 3)
     assert fp.class_fractions == pytest.approx((0.4 / 3, 0.05 / 3)) and fp.class_balance == pytest.approx(0.125)

@@ -15,8 +15,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 def test_gpu_throughput_runs_on_the_cpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import gpu_throughput
 
-    result = gpu_throughput.main(["--device", "cpu", "--size", "32", "--batch", "2", "--steps", "1", "--packing", "1,2",
-                                  "--matmul", "128", "--threads", "1", "--json", str(tmp_path / "out.json")])
+    result = gpu_throughput.main(
+        [
+            "--device",
+            "cpu",
+            "--size",
+            "32",
+            "--batch",
+            "2",
+            "--steps",
+            "1",
+            "--packing",
+            "1,2",
+            "--matmul",
+            "128",
+            "--threads",
+            "1",
+            "--json",
+            str(tmp_path / "out.json"),
+        ]
+    )
     rows = result["rows"]
     assert [row["packed"] for row in rows] == [1, 2]
     assert all(row["images_per_s"] > 0 and row["achieved"] > 0 and row["p5_hours"] > 0 for row in rows)
@@ -29,12 +47,16 @@ def test_gpu_throughput_runs_on_the_cpu(tmp_path: Path, capsys: pytest.CaptureFi
 def test_results_scale_runs_small(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import results_scale
 
-    results = results_scale.main(["--trials", "12", "--epochs", "3", "--rounds", "2", "--no-postgres", "--db", str(tmp_path / "scale.db")])
+    results = results_scale.main(
+        ["--trials", "12", "--epochs", "3", "--rounds", "2", "--no-postgres", "--db", str(tmp_path / "scale.db")]
+    )
     figures = results["SQLite"]
     assert {"fresh", "cache first", "cache after", "cache while adding"} <= set(figures)
     assert all(value > 0 for value in figures.values())
     assert "| SQLite |" in capsys.readouterr().out
-    again = results_scale.main(["--trials", "12", "--epochs", "3", "--rounds", "1", "--no-postgres", "--db", str(tmp_path / "scale.db")])
+    again = results_scale.main(
+        ["--trials", "12", "--epochs", "3", "--rounds", "1", "--no-postgres", "--db", str(tmp_path / "scale.db")]
+    )
     assert "built" not in capsys.readouterr().out and again["SQLite"]  # the study is reused, not rebuilt
 
 
@@ -49,14 +71,21 @@ def test_search_efficiency_summary_counts_compute_to_reach_random_best() -> None
             previous = used
         return result
 
-    runs = {"random": [ledger([(2, 0.5), (9, 0.7)]), ledger([(5, 0.6)])], "tpe": [ledger([(1, 0.66), (3, 0.8)]), ledger([(4, 0.5)])]}
+    runs = {
+        "random": [ledger([(2, 0.5), (9, 0.7)]), ledger([(5, 0.6)])],
+        "tpe": [ledger([(1, 0.66), (3, 0.8)]), ledger([(4, 0.5)])],
+    }
     rows = {row["method"]: row for row in bench.summarise(runs, budget_s=10)}
     assert rows["random"]["target"] == pytest.approx(0.65)  # median of random's final bests
     assert rows["tpe"]["reached"] == 1 and rows["random"]["reached"] == 1
-    assert rows["random"]["reach_fraction_median"] is None  # one seed of two never reached it: the median is "not reached"
+    assert (
+        rows["random"]["reach_fraction_median"] is None
+    )  # one seed of two never reached it: the median is "not reached"
     runs["tpe"].append(ledger([(2, 0.9)]))
     rows = {row["method"]: row for row in bench.summarise(runs, budget_s=10)}
-    assert rows["tpe"]["reach_fraction_median"] == pytest.approx(0.2) and rows["tpe"]["best_median"] == pytest.approx(0.8)
+    assert rows["tpe"]["reach_fraction_median"] == pytest.approx(0.2) and rows["tpe"]["best_median"] == pytest.approx(
+        0.8
+    )
     assert "| tpe | 0.800" in bench.table(list(rows.values()), 10)
 
 
@@ -64,11 +93,30 @@ def test_classification_p4_compares_default_and_tuned_heads(tmp_path: Path, caps
     import classification_p4
 
     shared_dataset("ct_liver_msd")  # skips (fails in CI) without the shared datasets
-    result = classification_p4.main(["--volumes", "4", "--trials", "1", "--epochs", "1", "--batch", "8", "--home", str(tmp_path / "home"),
-                                     "--json", str(tmp_path / "p4.json")])
+    result = classification_p4.main(
+        [
+            "--volumes",
+            "4",
+            "--trials",
+            "1",
+            "--epochs",
+            "1",
+            "--batch",
+            "8",
+            "--home",
+            str(tmp_path / "home"),
+            "--json",
+            str(tmp_path / "p4.json"),
+        ]
+    )
     configurations = [row["configuration"] for row in result["rows"]]
     assert configurations[:2] == ["default MobileNetV2", "default VGG19"] and len(configurations) == 3
-    assert result["rows"][0]["head"] == {"head_kernel_size": 3, "head_filters": 64, "head_dense_units": 128, "head_dropout": 0.5}
+    assert result["rows"][0]["head"] == {
+        "head_kernel_size": 3,
+        "head_filters": 64,
+        "head_dense_units": 128,
+        "head_dropout": 0.5,
+    }
     assert all(0.0 <= row["balanced_accuracy"] <= 1.0 and row["balanced_accuracy_sd"] >= 0 for row in result["rows"])
     assert result["baseline"] == pytest.approx(0.5) and (tmp_path / "p4.json").is_file()
     assert "| default VGG19 | VGG19 | 3, 64, 128, 0.5 |" in capsys.readouterr().out

@@ -57,7 +57,15 @@ def test_multi_class_cases_score_each_foreground_class_and_average_present_ones(
     assert (one.cls, one.dice, one.hd95) == (1, 1.0, 0.0)
     assert two.dice == 0.0 and math.isnan(three.dice)  # class 3: in neither
     assert case_mean([one, two, three])["dice"] == pytest.approx(0.5)
-    assert mean_over_cases([{"dice": 1.0, "iou": 1.0, "nsd": 1.0, "hd95": 0.0}, {"dice": math.nan, "iou": math.nan, "nsd": math.nan, "hd95": math.nan}])["dice"] == 1.0
+    assert (
+        mean_over_cases(
+            [
+                {"dice": 1.0, "iou": 1.0, "nsd": 1.0, "hd95": 0.0},
+                {"dice": math.nan, "iou": math.nan, "nsd": math.nan, "hd95": math.nan},
+            ]
+        )["dice"]
+        == 1.0
+    )
 
 
 def test_bad_shapes_and_tolerances_are_refused() -> None:
@@ -76,6 +84,7 @@ def test_summaries_leave_nan_cases_out() -> None:
 
 def _reference(pred: np.ndarray, truth: np.ndarray, tolerance: float) -> tuple[float, float]:
     """Surface Dice and HD95 by brute force: boundary pixels (the mask minus its erosion), all pairwise distances."""
+
     def edges(mask: np.ndarray) -> np.ndarray:
         return np.argwhere(mask & ~ndimage.binary_erosion(mask))
 

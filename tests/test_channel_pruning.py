@@ -37,8 +37,13 @@ def model_config(architecture: str, channels: int = 1, encoder: str | None = Non
         return ModelConfig(architecture, channels, 2, unet_start_filters=8, unet_depth=3)
     if architecture == "FCN32":
         return ModelConfig(architecture, channels, 2)
-    return ModelConfig(architecture, channels, 2, encoder=encoder or ENCODERS.get(architecture, "resnet18"),
-                       encoder_depth=4 if architecture == "DPT" else 5)
+    return ModelConfig(
+        architecture,
+        channels,
+        2,
+        encoder=encoder or ENCODERS.get(architecture, "resnet18"),
+        encoder_depth=4 if architecture == "DPT" else 5,
+    )
 
 
 def random_data(size: int, channels: int = 1, count: int = 4) -> CompressionData:
@@ -49,11 +54,17 @@ def random_data(size: int, channels: int = 1, count: int = 4) -> CompressionData
     return CompressionData(pairs, pairs, None, "binary", 2)
 
 
-def round_trip(model: torch.nn.Module, model_config: ModelConfig, data: CompressionData, folder: Path, kept: float = 0.75) -> None:
+def round_trip(
+    model: torch.nn.Module, model_config: ModelConfig, data: CompressionData, folder: Path, kept: float = 0.75
+) -> None:
     """Prune, save as a variant folder, load it back: same outputs, and it exports to ONNX."""
     variant = compress(CONFIG, model, data)
-    bundle = BundleConfig(model=model_config.to_dict(), image_size=data.train.images.shape[-1], channels=model_config.in_channels,
-                          classes=("background", "foreground"))
+    bundle = BundleConfig(
+        model=model_config.to_dict(),
+        image_size=data.train.images.shape[-1],
+        channels=model_config.in_channels,
+        classes=("background", "foreground"),
+    )
     images = data.val.images.float() / 255
     save_variant(variant, bundle, folder, images[:1])
     loaded, config = load_model(folder)
@@ -61,7 +72,9 @@ def round_trip(model: torch.nn.Module, model_config: ModelConfig, data: Compress
     with torch.no_grad():
         assert torch.allclose(loaded(images), variant.model(images), atol=1e-5)
     onnx = export_onnx(loaded, images[:2], folder / "model.onnx")  # checked against PyTorch with onnxruntime
-    assert onnx.max_abs_diff is not None and onnx.path.stat().st_size < (folder / "model.safetensors").stat().st_size * 1.1
+    assert (
+        onnx.max_abs_diff is not None and onnx.path.stat().st_size < (folder / "model.safetensors").stat().st_size * 1.1
+    )
     assert count_nonzero(loaded)[1] < kept * count_nonzero(model)[1]
 
 

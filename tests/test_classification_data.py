@@ -24,7 +24,14 @@ from core.data.manifest import (
     load_manifest,
 )
 from core.data.splits import SplitConfig, SplitError, class_counts, frozen_split, make_split, split_sizes
-from core.data.tensors import AugmentConfig, ImageSet, augment_batch, clear_tensor_cache, iterate_batches, load_tensor_set
+from core.data.tensors import (
+    AugmentConfig,
+    ImageSet,
+    augment_batch,
+    clear_tensor_cache,
+    iterate_batches,
+    load_tensor_set,
+)
 
 SIZE = 24
 CLASSES = ("normal", "tumour")
@@ -50,9 +57,17 @@ def write_dataset(root: Path, labels: list[int], name: str = "cls") -> tuple[Pat
         Image.fromarray(arrow(label, index)).save(folder / "images" / f"{stem}.png")
         pairs.append(PairInfo(stem, f"images/{stem}.png", "", SIZE, SIZE, (), label=label))
     names = {pair.stem: CLASSES[pair.label] for pair in pairs}
-    manifest = DatasetManifest(name=name, created="2025-01-01T00:00:00+00:00", source="test", channels=1, bit_depth=8,
-                               classes=CLASSES, pairs=tuple(pairs), checksum=folder_checksum(folder, names),
-                               task=Task.CLASSIFICATION)
+    manifest = DatasetManifest(
+        name=name,
+        created="2025-01-01T00:00:00+00:00",
+        source="test",
+        channels=1,
+        bit_depth=8,
+        classes=CLASSES,
+        pairs=tuple(pairs),
+        checksum=folder_checksum(folder, names),
+        task=Task.CLASSIFICATION,
+    )
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest.to_dict()), encoding="utf-8")
     clear_tensor_cache()
     return folder, manifest
@@ -74,24 +89,48 @@ def test_classification_manifest_round_trips_with_labels_counts_and_stats(tmp_pa
 
 
 def test_segmentation_manifests_keep_their_bytes_and_have_no_labels() -> None:
-    old = {"version": 1, "name": "cells", "created": "2024-01-01T00:00:00+00:00", "source": "x.zip", "channels": 1,
-           "bit_depth": 8, "classes": ["background", "foreground"], "checksum": "abc",
-           "pairs": [{"stem": "a", "image": "images/a.png", "mask": "masks/a.png", "height": 4, "width": 4, "foreground": [0.5]}]}
+    old = {
+        "version": 1,
+        "name": "cells",
+        "created": "2024-01-01T00:00:00+00:00",
+        "source": "x.zip",
+        "channels": 1,
+        "bit_depth": 8,
+        "classes": ["background", "foreground"],
+        "checksum": "abc",
+        "pairs": [
+            {"stem": "a", "image": "images/a.png", "mask": "masks/a.png", "height": 4, "width": 4, "foreground": [0.5]}
+        ],
+    }
     manifest = DatasetManifest.from_dict(old)
     assert manifest.task == Task.SEGMENTATION and not manifest.is_classification
     assert manifest.labels == {} and manifest.class_counts == {} and manifest.to_dict() == old
 
 
 def test_an_unknown_task_is_refused_with_the_valid_ones() -> None:
-    data = {"version": 1, "name": "x", "created": "", "source": "", "channels": 1, "bit_depth": 8, "classes": ["a", "b"],
-            "checksum": "", "pairs": [], "task": "detection"}
-    with pytest.raises(DatasetError, match=r"unknown dataset task 'detection'; valid: \['segmentation', 'classification'\]"):
+    data = {
+        "version": 1,
+        "name": "x",
+        "created": "",
+        "source": "",
+        "channels": 1,
+        "bit_depth": 8,
+        "classes": ["a", "b"],
+        "checksum": "",
+        "pairs": [],
+        "task": "detection",
+    }
+    with pytest.raises(
+        DatasetError, match=r"unknown dataset task 'detection'; valid: \['segmentation', 'classification'\]"
+    ):
         DatasetManifest.from_dict(data)
 
 
 def test_the_checksum_covers_the_labels(tmp_path: Path) -> None:
     folder, _ = write_dataset(tmp_path, [0, 1])
-    assert folder_checksum(folder, {"img00": "normal", "img01": "tumour"}) != folder_checksum(folder, {"img00": "tumour", "img01": "tumour"})
+    assert folder_checksum(folder, {"img00": "normal", "img01": "tumour"}) != folder_checksum(
+        folder, {"img00": "tumour", "img01": "tumour"}
+    )
     assert folder_checksum(folder, {}) == folder_checksum(folder)
 
 
@@ -117,45 +156,71 @@ def test_a_classification_dataset_decodes_to_a_label_set(tmp_path: Path) -> None
 def test_relabelled_images_are_not_served_from_the_cache(tmp_path: Path) -> None:
     folder, manifest = write_dataset(tmp_path, [0, 1])
     assert load_tensor_set(folder, manifest, manifest.stems, 16, 1).targets.tolist() == [0, 1]
-    pairs = tuple(PairInfo(p.stem, p.image, "", p.height, p.width, (), label=1 - (p.label or 0)) for p in manifest.pairs)
-    relabelled = DatasetManifest(**{**manifest.__dict__, "pairs": pairs,
-                                    "checksum": folder_checksum(folder, {p.stem: CLASSES[p.label or 0] for p in pairs})})
+    pairs = tuple(
+        PairInfo(p.stem, p.image, "", p.height, p.width, (), label=1 - (p.label or 0)) for p in manifest.pairs
+    )
+    relabelled = DatasetManifest(
+        **{
+            **manifest.__dict__,
+            "pairs": pairs,
+            "checksum": folder_checksum(folder, {p.stem: CLASSES[p.label or 0] for p in pairs}),
+        }
+    )
     assert load_tensor_set(folder, relabelled, relabelled.stems, 16, 1).targets.tolist() == [1, 0]
 
 
 def test_label_batches_and_image_only_augmentation() -> None:
     labels = [i % 2 for i in range(10)]
-    data = ImageSet(torch.from_numpy(np.stack([arrow(label, i) for i, label in enumerate(labels)]))[:, None],
-                    torch.tensor(labels), tuple(f"s{i}" for i in range(10)), Task.CLASSIFICATION)
+    data = ImageSet(
+        torch.from_numpy(np.stack([arrow(label, i) for i, label in enumerate(labels)]))[:, None],
+        torch.tensor(labels),
+        tuple(f"s{i}" for i in range(10)),
+        Task.CLASSIFICATION,
+    )
     batches = list(iterate_batches(data, 4, shuffle=False, generator=None, augment=None))
     assert [targets.tolist() for _, targets in batches] == [labels[:4], labels[4:8], labels[8:]]
     assert batches[0][0].dtype == torch.float32 and batches[0][1].dtype == torch.long
     assert torch.allclose(batches[0][0], data.images[:4].float() / 255)
-    shuffled = [t for _, targets in iterate_batches(data, 3, shuffle=True, generator=torch.Generator().manual_seed(0), augment=None)
-                for t in targets.tolist()]
+    shuffled = [
+        t
+        for _, targets in iterate_batches(
+            data, 3, shuffle=True, generator=torch.Generator().manual_seed(0), augment=None
+        )
+        for t in targets.tolist()
+    ]
     assert Counter(shuffled) == Counter(labels)
     config = AugmentConfig(hflip=True, rotate=20.0, shift_scale=0.1, brightness_contrast=0.2)
-    images, targets = next(iterate_batches(data, 10, shuffle=False, generator=torch.Generator().manual_seed(1), augment=config))
+    images, targets = next(
+        iterate_batches(data, 10, shuffle=False, generator=torch.Generator().manual_seed(1), augment=config)
+    )
     assert targets.tolist() == labels and images.shape == (10, 1, SIZE, SIZE)
     assert not torch.allclose(images, data.images.float() / 255)  # geometry and photometry applied to images alone
-    flipped, none = augment_batch(data.images.float() / 255, None, AugmentConfig(hflip=True), torch.Generator().manual_seed(0))
+    flipped, none = augment_batch(
+        data.images.float() / 255, None, AugmentConfig(hflip=True), torch.Generator().manual_seed(0)
+    )
     assert none is None
     changed = [i for i in range(10) if not torch.equal(flipped[i], data.images[i].float() / 255)]
-    assert 0 < len(changed) < 10 and all(torch.equal(flipped[i], data.images[i].float().flip(-1) / 255) for i in changed)
+    assert 0 < len(changed) < 10 and all(
+        torch.equal(flipped[i], data.images[i].float().flip(-1) / 255) for i in changed
+    )
 
 
 def test_the_same_seed_augments_images_alike_with_or_without_masks() -> None:
     images = torch.rand(6, 1, SIZE, SIZE)
     config = AugmentConfig(hflip=True, vflip=True, rotate=30.0)
     alone, _ = augment_batch(images, None, config, torch.Generator().manual_seed(4))
-    with_masks, _ = augment_batch(images, torch.zeros(6, SIZE, SIZE, dtype=torch.uint8), config, torch.Generator().manual_seed(4))
+    with_masks, _ = augment_batch(
+        images, torch.zeros(6, SIZE, SIZE, dtype=torch.uint8), config, torch.Generator().manual_seed(4)
+    )
     assert torch.equal(alone, with_masks)
 
 
 # --- stratified, group-aware splits ---------------------------------------------------------------------
 
 
-def labelled_stems(count: int, positive: float, seed: int = 0, group_size: int = 1) -> tuple[list[str], dict[str, int], dict[str, str]]:
+def labelled_stems(
+    count: int, positive: float, seed: int = 0, group_size: int = 1
+) -> tuple[list[str], dict[str, int], dict[str, str]]:
     rng = random.Random(seed)
     stems = [f"p{i // group_size:03d}_s{i % group_size}" for i in range(count)]
     groups = {stem: stem.split("_")[0] for stem in stems}
@@ -193,7 +258,10 @@ def test_stratification_beats_a_plain_split_on_a_rare_class() -> None:
     assert worst[True] < 0.03 < worst[False]
 
 
-@pytest.mark.parametrize("config", [SplitConfig(seed=s) for s in range(3)] + [SplitConfig(k_folds=3, fold=f, test=0.2, seed=1) for f in range(3)])
+@pytest.mark.parametrize(
+    "config",
+    [SplitConfig(seed=s) for s in range(3)] + [SplitConfig(k_folds=3, fold=f, test=0.2, seed=1) for f in range(3)],
+)
 def test_stratified_splits_never_cut_a_group(config: SplitConfig) -> None:
     stems, labels, groups = labelled_stems(240, 0.3, seed=2, group_size=4)
     split = make_split(stems, config, groups, labels)
@@ -224,18 +292,29 @@ def test_stratified_splits_are_seeded_and_order_free_and_segmentation_splits_unc
     first = make_split(stems, SplitConfig(seed=1), groups, labels)
     assert make_split(shuffled, SplitConfig(seed=1), groups, labels) == first
     assert make_split(stems, SplitConfig(seed=2), groups, labels).hash != first.hash
-    assert make_split(stems, SplitConfig(seed=1), groups, {}) == make_split(stems, SplitConfig(seed=1), groups)  # no labels: as before
-    assert split_sizes(stems, SplitConfig(seed=1), groups, labels) == {"train": len(first.train), "val": len(first.val), "test": len(first.test)}
+    assert make_split(stems, SplitConfig(seed=1), groups, {}) == make_split(
+        stems, SplitConfig(seed=1), groups
+    )  # no labels: as before
+    assert split_sizes(stems, SplitConfig(seed=1), groups, labels) == {
+        "train": len(first.train),
+        "val": len(first.val),
+        "test": len(first.test),
+    }
 
 
 def test_tiny_stratified_splits_still_fill_every_part() -> None:
     split = make_split(["a", "b", "c"], SplitConfig(), labels={"a": 0, "b": 0, "c": 1})
     assert [len(p) for p in (split.train, split.val, split.test)] == [1, 1, 1]
-    no_test = make_split(["a", "b", "c", "d"], SplitConfig(train=0.8, val=0.2, test=0.0), labels={"a": 0, "b": 1, "c": 0, "d": 1})
+    no_test = make_split(
+        ["a", "b", "c", "d"], SplitConfig(train=0.8, val=0.2, test=0.0), labels={"a": 0, "b": 1, "c": 0, "d": 1}
+    )
     assert not no_test.test and no_test.val and no_test.train
     with pytest.raises(SplitError, match="4 folds need at least 4"):
         make_split(["a", "b", "c", "d"], SplitConfig(k_folds=4, test=0.2), labels={"a": 0, "b": 1, "c": 0, "d": 1})
-    folds = [make_split(["a", "b", "c"], SplitConfig(k_folds=3, fold=f, test=0.0), labels={"a": 0, "b": 1, "c": 0}) for f in range(3)]
+    folds = [
+        make_split(["a", "b", "c"], SplitConfig(k_folds=3, fold=f, test=0.0), labels={"a": 0, "b": 1, "c": 0})
+        for f in range(3)
+    ]
     assert sorted(split.val for split in folds) == [("a",), ("b",), ("c",)]  # exactly k items for k folds: one each
 
 
@@ -245,13 +324,20 @@ def test_unlabelled_items_are_named() -> None:
     stems = [f"u{i:02d}" for i in range(12)]
     with pytest.raises(SplitError) as info:
         make_split(stems, SplitConfig(), labels={"other": 0})
-    assert str(info.value) == f"12 item(s) have no class label, e.g. {stems[:10]}; a stratified split needs every item's class"
+    assert (
+        str(info.value)
+        == f"12 item(s) have no class label, e.g. {stems[:10]}; a stratified split needs every item's class"
+    )
 
 
 def _volumes(sizes: Sequence[int], classes: str) -> tuple[list[str], dict[str, str], dict[str, int]]:
     """Stems ``g<volume>_<slice>`` for volumes of ``sizes``, grouped by volume, labelled by ``classes`` (one digit a stem)."""
     stems = [f"g{volume}_{index}" for volume, size in enumerate(sizes) for index in range(size)]
-    return stems, {stem: stem.split("_")[0] for stem in stems}, {stem: int(digit) for stem, digit in zip(stems, classes, strict=True)}
+    return (
+        stems,
+        {stem: stem.split("_")[0] for stem in stems},
+        {stem: int(digit) for stem, digit in zip(stems, classes, strict=True)},
+    )
 
 
 @pytest.mark.parametrize(
@@ -263,10 +349,18 @@ def _volumes(sizes: Sequence[int], classes: str) -> tuple[list[str], dict[str, s
         # a fold left empty by the deal gets the smallest volume of the fullest fold
         ((1, 1, 1, 1), "1001", SplitConfig(k_folds=3, fold=2, test=0.0, seed=2), ("g1_0",), ()),
         # each volume to the part whose squared distance from its class targets grows least
-        ((3, 4, 1, 3, 3, 1, 2), "01201102200021200", SplitConfig(k_folds=3, fold=2, test=0.2, seed=3), ("g3_0", "g3_1", "g3_2"), ("g2_0", "g6_0", "g6_1")),
+        (
+            (3, 4, 1, 3, 3, 1, 2),
+            "01201102200021200",
+            SplitConfig(k_folds=3, fold=2, test=0.2, seed=3),
+            ("g3_0", "g3_1", "g3_2"),
+            ("g2_0", "g6_0", "g6_1"),
+        ),
     ],
 )
-def test_the_stratified_deal_is_reproduced_exactly(sizes, classes: str, config: SplitConfig, val: tuple[str, ...], test: tuple[str, ...]) -> None:
+def test_the_stratified_deal_is_reproduced_exactly(
+    sizes, classes: str, config: SplitConfig, val: tuple[str, ...], test: tuple[str, ...]
+) -> None:
     """A study's stratified split is made again from its config (resume, extend): these outcomes of
     the dealing rule, worked out with it, must not drift between versions."""
     stems, groups, labels = _volumes(sizes, classes)

@@ -44,9 +44,17 @@ def exported(trained, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_export_writes_a_bundle_and_parity_checked_onnx_and_torchscript(exported: Path, trained) -> None:
     settings, study = trained
-    assert {p.name for p in exported.iterdir()} >= {"model.safetensors", "segtune.json", "model.onnx", "model.torchscript.pt", "MODEL_CARD.md"}
+    assert {p.name for p in exported.iterdir()} >= {
+        "model.safetensors",
+        "segtune.json",
+        "model.onnx",
+        "model.torchscript.pt",
+        "MODEL_CARD.md",
+    }
     model, config = load_bundle(exported)
-    assert config.task == Task.CLASSIFICATION and config.classes == BARS and config.model["architecture"] == "MobileNetV2"
+    assert (
+        config.task == Task.CLASSIFICATION and config.classes == BARS and config.model["architecture"] == "MobileNetV2"
+    )
     import onnxruntime as ort
 
     images = torch.rand(3, 1, 64, 64)
@@ -58,7 +66,9 @@ def test_export_writes_a_bundle_and_parity_checked_onnx_and_torchscript(exported
     assert np.allclose(session.run(None, {"image": images.numpy()})[0], reference, atol=1e-3)
     assert np.allclose(scripted, reference, atol=1e-4)
     card = (exported / "MODEL_CARD.md").read_text()
-    assert "Classification model trained by SegTune" in card and "| Balanced accuracy |" in card and "| Dice |" not in card
+    assert (
+        "Classification model trained by SegTune" in card and "| Balanced accuracy |" in card and "| Dice |" not in card
+    )
     assert f"`{segtune_command(Task.CLASSIFICATION)}` writes one row per image" in card and "classify_folder(" in card
     assert card == model_card(study, study.trials[0])
 
@@ -85,7 +95,9 @@ def test_predict_writes_a_csv_of_labels_and_probabilities(exported: Path, tmp_pa
     for row in rows:
         probabilities = classify_image(model, config, read_image(images / row["file"]))
         assert [float(row["p_horizontal"]), float(row["p_vertical"])] == pytest.approx(probabilities.tolist(), abs=1e-5)
-        assert row["label"] == BARS[int(probabilities.argmax())] and float(row["confidence"]) == pytest.approx(probabilities.max(), abs=1e-5)
+        assert row["label"] == BARS[int(probabilities.argmax())] and float(row["confidence"]) == pytest.approx(
+            probabilities.max(), abs=1e-5
+        )
     (images / "scan0.png").rename(images / "=HYPERLINK(x).png")  # a file name a spreadsheet would run
     report = classify_folder(exported, images, tmp_path / "again.csv", progress=False)
     assert "'=HYPERLINK(x).png" in [row["file"] for row in csv.DictReader((tmp_path / "again.csv").open())]
@@ -96,7 +108,9 @@ def test_predict_writes_a_csv_of_labels_and_probabilities(exported: Path, tmp_pa
         classify_folder(exported, images, tmp_path, progress=False)
 
 
-def test_the_usage_snippet_classifies_with_the_cli_preprocessing(exported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_usage_snippet_classifies_with_the_cli_preprocessing(
+    exported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     work = tmp_path / "work"
     shutil.copytree(exported, work)  # the snippet runs from inside the unzipped bundle
     _images(work / "images")
@@ -112,10 +126,14 @@ def test_a_classifier_compresses_and_is_measured_on_classification_metrics(train
     settings, study = trained
     spec = spec_from_dict(study.user_attrs[StudyAttr.SPEC])
     data = study_compression_data(spec, settings)
-    config = CompressionConfig(method, finetune_steps=4, calibration_batches=2)  # the form's default loss: a segmentation one
+    config = CompressionConfig(
+        method, finetune_steps=4, calibration_batches=2
+    )  # the form's default loss: a segmentation one
     reports, record = compress_trial(study, 0, config, data, open_artifact_store(settings))
     original, variant = reports
-    assert set(original.val) == {"accuracy", "balanced_accuracy", "f1_macro"} and set(variant.test) == set(original.test)
+    assert set(original.val) == {"accuracy", "balanced_accuracy", "f1_macro"} and set(variant.test) == set(
+        original.test
+    )
     if method == "ptq":
         assert variant.size_mb < 0.4 * original.size_mb
         assert abs(variant.val["accuracy"] - original.val["accuracy"]) <= 0.25  # a handful of validation images

@@ -32,14 +32,28 @@ def test_every_classifier_gives_one_logit_per_class(arch: str) -> None:
     with torch.no_grad():
         assert model(torch.rand(2, in_channels, 64, 64)).shape == (2, classes)
         assert model(torch.rand(1, in_channels, 32, 32)).shape == (1, classes)  # the input rule's minimum
-    assert input_size_problem(ModelConfig(arch, 1, 2), 32) is None and "multiple of 32" in input_size_problem(ModelConfig(arch, 1, 2), 48)
+    assert input_size_problem(ModelConfig(arch, 1, 2), 32) is None and "multiple of 32" in input_size_problem(
+        ModelConfig(arch, 1, 2), 48
+    )
 
 
 def test_the_head_is_the_papers_with_its_four_searched_sizes() -> None:
-    params = {"architecture": "ResNet18", "head_kernel_size": 5, "head_filters": 96, "head_dense_units": 16, "head_dropout": 0.3,
-              "encoder": "ignored", "unet_depth": 3}
+    params = {
+        "architecture": "ResNet18",
+        "head_kernel_size": 5,
+        "head_filters": 96,
+        "head_dense_units": 16,
+        "head_dropout": 0.3,
+        "encoder": "ignored",
+        "unet_depth": 3,
+    }
     config = config_from_params(params, 1, 3)
-    assert (config.head_kernel_size, config.head_filters, config.head_dense_units, config.head_dropout) == (5, 96, 16, 0.3)
+    assert (config.head_kernel_size, config.head_filters, config.head_dense_units, config.head_dropout) == (
+        5,
+        96,
+        16,
+        0.3,
+    )
     assert config.encoder == ModelConfig("x", 1, 1).encoder  # a segmentation-only parameter is not taken
     model = build_model(config)
     assert isinstance(model, ImageClassifier) and isinstance(model.head, ClassifierHead)
@@ -60,16 +74,24 @@ def _cache_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return classifiers.weights_file(BACKBONES["ResNet18"])
 
 
-def test_imagenet_weights_are_never_downloaded_and_the_error_says_how_to_get_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_imagenet_weights_are_never_downloaded_and_the_error_says_how_to_get_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     expected = _cache_in(tmp_path, monkeypatch)
     with pytest.raises(ModelBuildError) as error:
         build_model(ModelConfig("ResNet18", 3, 2, encoder_weights="imagenet"))
     message = str(error.value)
-    assert str(expected) in message and "resnet18(weights='IMAGENET1K_V1')" in message and "encoder_weights null" in message
+    assert (
+        str(expected) in message
+        and "resnet18(weights='IMAGENET1K_V1')" in message
+        and "encoder_weights null" in message
+    )
     assert not expected.exists()
 
 
-def test_cached_imagenet_weights_load_and_a_grey_input_sums_the_rgb_kernels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cached_imagenet_weights_load_and_a_grey_input_sums_the_rgb_kernels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from torchvision.models import resnet18
 
     path = _cache_in(tmp_path, monkeypatch)

@@ -39,7 +39,9 @@ MODEL = ModelConfig("ClassicUNet", 1, 2, unet_start_filters=8, unet_depth=3)
 @pytest.fixture(scope="module")
 def data() -> CompressionData:
     pairs = load_pairs(48)
-    return CompressionData(pairs.subset(range(32)), pairs.subset(range(32, 40)), pairs.subset(range(40, 48)), "binary", 2)
+    return CompressionData(
+        pairs.subset(range(32)), pairs.subset(range(32, 40)), pairs.subset(range(40, 48)), "binary", 2
+    )
 
 
 @pytest.fixture(scope="module")
@@ -108,16 +110,25 @@ def test_default_channel_pruning_removes_channels_and_recovers(trained: torch.nn
     variant = compress(CompressionConfig("prune", sparsity=0.5, structured=True), trained, data)
     assert val_dice(variant.model, data) >= before - PRUNE_TOLERANCE
     first, pruned_first = prunable_layers(trained)[0][0], prunable_layers(variant.model)[0][0]
-    assert pruned_first.out_channels < first.out_channels == 8 and pruned_first.weight.shape[0] == pruned_first.out_channels
+    assert (
+        pruned_first.out_channels < first.out_channels == 8
+        and pruned_first.weight.shape[0] == pruned_first.out_channels
+    )
     original, report = compare_variants(trained, [variant], data, repeats=1)
-    assert report.total_params == pytest.approx(0.5 * original.total_params, rel=0.1)  # half the weights are gone, not zeroed
+    assert report.total_params == pytest.approx(
+        0.5 * original.total_params, rel=0.1
+    )  # half the weights are gone, not zeroed
     assert report.size_mb < 0.6 * original.size_mb
 
 
 def test_dynamic_quantization_applies_to_linear_layers_only(trained: torch.nn.Module, data: CompressionData) -> None:
     with pytest.raises(CompressionError, match="use method 'ptq'"):
         compress(CompressionConfig("dynamic"), trained, data)
-    rgb = CompressionData(*(ImageSet(s.images.repeat(1, 3, 1, 1), s.targets, s.stems) for s in (data.train, data.val, data.test)), "binary", 2)
+    rgb = CompressionData(
+        *(ImageSet(s.images.repeat(1, 3, 1, 1), s.targets, s.stems) for s in (data.train, data.val, data.test)),
+        "binary",
+        2,
+    )
     segformer = build_model(ModelConfig("Segformer", 3, 2, encoder="mit_b0")).eval()
     variant = compress(CompressionConfig("dynamic"), segformer, rgb)
     images = rgb.val.images[:2].float() / 255
@@ -141,7 +152,9 @@ def test_bad_configs_say_what_would_work(kwargs: dict, message: str) -> None:
         CompressionConfig(**kwargs)
 
 
-def test_variants_are_stored_with_the_trial_and_load_back(trained: torch.nn.Module, data: CompressionData, tmp_path: Path) -> None:
+def test_variants_are_stored_with_the_trial_and_load_back(
+    trained: torch.nn.Module, data: CompressionData, tmp_path: Path
+) -> None:
     store = optuna.artifacts.FileSystemArtifactStore(str(tmp_path / "artifacts"))
     (tmp_path / "artifacts").mkdir()
     study = optuna.create_study(study_name="lungs")

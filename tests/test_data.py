@@ -12,7 +12,14 @@ from PIL import Image
 
 from core.data.ingest import ingest_dataset
 from core.data.manifest import DatasetManifest
-from core.data.tensors import AugmentConfig, ImageSet, augment_batch, clear_tensor_cache, iterate_batches, load_tensor_set
+from core.data.tensors import (
+    AugmentConfig,
+    ImageSet,
+    augment_batch,
+    clear_tensor_cache,
+    iterate_batches,
+    load_tensor_set,
+)
 from core.errors import SegTuneError
 
 SIZE = 32
@@ -139,11 +146,16 @@ def test_batches_in_order_types_and_drop_last() -> None:
 
 def test_shuffle_is_seeded_and_complete() -> None:
     count = 10
-    labelled = ImageSet(torch.arange(count, dtype=torch.uint8).view(count, 1, 1, 1).expand(count, 1, 4, 4).clone(),
-                         torch.zeros((count, 4, 4), dtype=torch.uint8), tuple(str(i) for i in range(count)))
+    labelled = ImageSet(
+        torch.arange(count, dtype=torch.uint8).view(count, 1, 1, 1).expand(count, 1, 4, 4).clone(),
+        torch.zeros((count, 4, 4), dtype=torch.uint8),
+        tuple(str(i) for i in range(count)),
+    )
 
     def order(seed: int) -> list[int]:
-        batches = iterate_batches(labelled, 3, shuffle=True, generator=torch.Generator().manual_seed(seed), augment=None)
+        batches = iterate_batches(
+            labelled, 3, shuffle=True, generator=torch.Generator().manual_seed(seed), augment=None
+        )
         return [round(float(image[0, 0, 0]) * 255) for images, _ in batches for image in images]
 
     assert sorted(order(0)) == list(range(count))
@@ -153,13 +165,17 @@ def test_shuffle_is_seeded_and_complete() -> None:
 def test_flips_move_image_and_mask_together() -> None:
     data = synthetic(16)
     images = data.images.float() / 255
-    out_images, out_masks = augment_batch(images, data.targets, AugmentConfig(hflip=True), torch.Generator().manual_seed(0))
+    out_images, out_masks = augment_batch(
+        images, data.targets, AugmentConfig(hflip=True), torch.Generator().manual_seed(0)
+    )
     flipped = 0
     for i in range(16):
         if torch.equal(out_masks[i], data.targets[i]):
             assert torch.equal(out_images[i], images[i])
         else:
-            assert torch.equal(out_masks[i], data.targets[i].flip(-1)) and torch.equal(out_images[i], images[i].flip(-1))
+            assert torch.equal(out_masks[i], data.targets[i].flip(-1)) and torch.equal(
+                out_images[i], images[i].flip(-1)
+            )
             flipped += 1
     assert 0 < flipped < 16  # drawn per sample, not once per batch
 
@@ -177,7 +193,9 @@ def test_geometry_keeps_alignment_and_photometry_spares_the_mask() -> None:
         # The mask still marks the bright blob: interpolation blurs only its border.
         assert inside.median() > 0.5 > outside.median()
     photometric = AugmentConfig(brightness_contrast=0.5)
-    images, masks = augment_batch(data.images.float() / 255, data.targets, photometric, torch.Generator().manual_seed(2))
+    images, masks = augment_batch(
+        data.images.float() / 255, data.targets, photometric, torch.Generator().manual_seed(2)
+    )
     assert torch.equal(masks, data.targets)
     assert not torch.allclose(images, data.images.float() / 255)
     assert images.min() >= 0 and images.max() <= 1
@@ -185,7 +203,9 @@ def test_geometry_keeps_alignment_and_photometry_spares_the_mask() -> None:
 
 def test_augment_config_from_params() -> None:
     assert not AugmentConfig.from_params({}).enabled
-    config = AugmentConfig.from_params({"aug_hflip": True, "aug_rotate": 15, "aug_brightness_contrast": 0.2, "lr": 1e-3})
+    config = AugmentConfig.from_params(
+        {"aug_hflip": True, "aug_rotate": 15, "aug_brightness_contrast": 0.2, "lr": 1e-3}
+    )
     assert config == AugmentConfig(hflip=True, rotate=15.0, brightness_contrast=0.2) and config.enabled
     assert AugmentConfig(shift_scale=0.1).geometric and not AugmentConfig(hflip=True).geometric
     with pytest.raises(SegTuneError, match="rotate must be >= 0"):
@@ -196,7 +216,9 @@ def test_augment_config_from_params() -> None:
 def test_augmentation_runs_on_the_gpu() -> None:
     data = synthetic(8).to("cuda")
     config = AugmentConfig(hflip=True, rotate=30.0, shift_scale=0.1, brightness_contrast=0.2)
-    images, masks = next(iterate_batches(data, 8, shuffle=True, generator=torch.Generator().manual_seed(0), augment=config))
+    images, masks = next(
+        iterate_batches(data, 8, shuffle=True, generator=torch.Generator().manual_seed(0), augment=config)
+    )
     assert images.is_cuda and masks.is_cuda
     for image, mask in zip(images, masks):
         assert image[0][mask == 1].median() > 0.5 > image[0][mask == 0].median()

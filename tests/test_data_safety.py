@@ -26,9 +26,18 @@ from tests.helpers.machine import postgres_database
 
 
 def spec(name: str = "s1", dataset: str = "demo-cells"):
-    return spec_from_dict({"name": name, "dataset": dataset, "image_size": 32, "budget": {"n_trials": 2, "max_epochs": 1},
-                           "sampler": "random", "pruner": "none", "preview_count": 2,
-                           "search_space": {"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2}})
+    return spec_from_dict(
+        {
+            "name": name,
+            "dataset": dataset,
+            "image_size": 32,
+            "budget": {"n_trials": 2, "max_epochs": 1},
+            "sampler": "random",
+            "pruner": "none",
+            "preview_count": 2,
+            "search_space": {"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2},
+        }
+    )
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -112,15 +121,18 @@ def test_a_submit_whose_dataset_is_missing_leaves_no_study_behind(settings: Sett
     assert submit_job(settings, spec("s2"), workers=0, launch=False)  # the name is free for a good submit
 
 
-def test_a_dataset_deleted_while_submit_reads_it_gives_a_clear_error_and_no_study(settings: Settings, monkeypatch: pytest.MonkeyPatch,
-                                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_dataset_deleted_while_submit_reads_it_gives_a_clear_error_and_no_study(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from core.cli import main
     from core.data.tensors import clear_tensor_cache
     from core.runtime import tuning
 
     prepare = tuning._prepare
 
-    def deleted_meanwhile(study, spec, settings, *args, **kwargs):  # the manifest was read; its images go before they are decoded
+    def deleted_meanwhile(
+        study, spec, settings, *args, **kwargs
+    ):  # the manifest was read; its images go before they are decoded
         delete_dataset_safely(settings, spec.dataset)
         return prepare(study, spec, settings, *args, **kwargs)
 
@@ -130,18 +142,24 @@ def test_a_dataset_deleted_while_submit_reads_it_gives_a_clear_error_and_no_stud
     spec_file.write_text(spec("raced").to_json())
     assert main(["submit", "--spec", str(spec_file), "--workers", "0"]) == 2
     err = capsys.readouterr().err
-    assert "dataset 'demo-cells' was deleted while the study was being prepared; nothing was queued" in err and "Traceback" not in err
+    assert (
+        "dataset 'demo-cells' was deleted while the study was being prepared; nothing was queued" in err
+        and "Traceback" not in err
+    )
     assert "raced" not in optuna.get_all_study_names(open_storage(settings.db_url))
     assert list_jobs(settings) == []
 
 
-def test_a_delete_racing_past_the_job_check_leaves_no_job_queued_on_a_missing_dataset(settings: Settings,
-                                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_delete_racing_past_the_job_check_leaves_no_job_queued_on_a_missing_dataset(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import core.runtime.queue as queue
 
     insert = queue.queue_job
 
-    def delete_first(settings, spec, *args, **kwargs):  # the delete checked for jobs before this insert, and removes the folder after
+    def delete_first(
+        settings, spec, *args, **kwargs
+    ):  # the delete checked for jobs before this insert, and removes the folder after
         delete_dataset_safely(settings, spec.dataset)
         return insert(settings, spec, *args, **kwargs)
 
@@ -152,7 +170,9 @@ def test_a_delete_racing_past_the_job_check_leaves_no_job_queued_on_a_missing_da
     assert job.status == JobState.FAILED and "was deleted" in (job.error or "")
 
 
-def test_a_delete_that_finds_a_job_queued_after_its_check_puts_the_dataset_back(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_delete_that_finds_a_job_queued_after_its_check_puts_the_dataset_back(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import core.runtime.dataset_guard as guard
 
     job_id = submit_job(settings, spec("late"), workers=0, launch=False)

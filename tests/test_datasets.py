@@ -86,7 +86,9 @@ def rejected(source: Path, store: Path, name: str = "ds", existing: tuple[str, .
     leftovers = sorted(p.name for p in store.iterdir()) if store.exists() else []
     assert leftovers == sorted(existing), f"left behind: {leftovers}"
     assert isinstance(info.value, SegTuneError) and isinstance(info.value, ValueError)
-    assert info.value.problems and all(f"{field}: {problem}" in str(info.value) for field, problem in info.value.problems.items())
+    assert info.value.problems and all(
+        f"{field}: {problem}" in str(info.value) for field, problem in info.value.problems.items()
+    )
     return str(info.value)
 
 
@@ -355,12 +357,15 @@ def test_zip_slip_entry(tmp_path: Path, store: Path) -> None:
     assert not (tmp_path / "evil.png").exists() and not (store.parent / "evil.png").exists()
 
 
-@pytest.mark.parametrize("entry", [
-    "images/../../x.png",  # '..' below the first component
-    "images/sub/../../../x.png",
-    "images\\..\\..\\x.png",  # Windows separators
-    "..\\x.png",
-])
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "images/../../x.png",  # '..' below the first component
+        "images/sub/../../../x.png",
+        "images\\..\\..\\x.png",  # Windows separators
+        "..\\x.png",
+    ],
+)
 def test_nested_and_backslash_dot_dot_entries_are_refused(entry: str, tmp_path: Path, store: Path) -> None:
     archive = tmp_path / "slip.zip"
     pair_zip(archive)
@@ -440,11 +445,14 @@ def lying_zip(path: Path, name: str, data: bytes, declared: int, crc: int) -> Pa
     raw = bytearray(path.read_bytes())
     encoded = name.encode()
     # (signature, offset of CRC-32 / uncompressed size, offset of the name length, of the name)
-    for signature, crc_at, size_at, length_at, name_at in ((b"PK\x03\x04", 14, 22, 26, 30), (b"PK\x01\x02", 16, 24, 28, 46)):
+    for signature, crc_at, size_at, length_at, name_at in (
+        (b"PK\x03\x04", 14, 22, 26, 30),
+        (b"PK\x01\x02", 16, 24, 28, 46),
+    ):
         start = 0
         while (start := raw.find(signature, start)) >= 0:
             (length,) = struct.unpack_from("<H", raw, start + length_at)
-            if raw[start + name_at:start + name_at + length] == encoded:
+            if raw[start + name_at : start + name_at + length] == encoded:
                 struct.pack_into("<I", raw, start + crc_at, crc)
                 struct.pack_into("<I", raw, start + size_at, declared)
             start += 4
@@ -481,12 +489,15 @@ def test_extraction_stops_at_the_running_size_limit_and_names_the_entry(tmp_path
     archive = tmp_path / "three.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
         for index in range(3):
-            zf.writestr(f"images/{index}.bin", LYING_DATA[index * 600:(index + 1) * 600])
+            zf.writestr(f"images/{index}.bin", LYING_DATA[index * 600 : (index + 1) * 600])
     problems: dict[str, str] = {}
     with zipfile.ZipFile(archive) as zf:
         _extract(zf, tmp_path / "out", IngestLimits(max_total_bytes=1500), problems)
     assert problems == {"images/2.bin": "inflates beyond its declared size or the size limit (zip bomb?)"}
-    assert [(tmp_path / "out" / "images" / f"{i}.bin").read_bytes() for i in range(2)] == [LYING_DATA[:600], LYING_DATA[600:1200]]
+    assert [(tmp_path / "out" / "images" / f"{i}.bin").read_bytes() for i in range(2)] == [
+        LYING_DATA[:600],
+        LYING_DATA[600:1200],
+    ]
     assert (tmp_path / "out" / "images" / "2.bin").stat().st_size <= 300  # never past the limit
     problems = {}
     with zipfile.ZipFile(archive) as zf:  # exactly the limit is allowed
@@ -534,7 +545,12 @@ def test_folder_entries_and_macos_resource_forks_are_not_written(tmp_path: Path)
     problems: dict[str, str] = {}
     folder = unpack(archive, tmp_path / "out", IngestLimits(), problems)
     assert problems == {} and folder is not None
-    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == ["images", "images/a.png", "masks", "masks/a.png"]
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == [
+        "images",
+        "images/a.png",
+        "masks",
+        "masks/a.png",
+    ]
 
 
 def declared(name: str, size: int, packed: int) -> zipfile.ZipInfo:
@@ -551,8 +567,12 @@ def test_the_ratio_rules_on_declared_sizes_at_their_limits() -> None:
     limits = IngestLimits()  # ratio limit 200x, for entries from 1 MiB and archives from 64 MiB
     assert _zip_problems([declared("images/big.bmp", 2 * MIB, 2 * MIB - 100)], limits) == {}  # large but incompressible
     assert _zip_problems([declared("images/at.bmp", 200 * 10_000, 10_000)], limits) == {}  # exactly 200x
-    assert _zip_problems([declared("images/a.bmp", MIB, 1024)], limits) == {"images/a.bmp": "expands 1024x, above the limit of 200x (zip bomb?)"}
-    assert _zip_problems([declared("images/z.bmp", 2 * MIB, 1)], limits) == {"images/z.bmp": "expands 2097152x, above the limit of 200x (zip bomb?)"}
+    assert _zip_problems([declared("images/a.bmp", MIB, 1024)], limits) == {
+        "images/a.bmp": "expands 1024x, above the limit of 200x (zip bomb?)"
+    }
+    assert _zip_problems([declared("images/z.bmp", 2 * MIB, 1)], limits) == {
+        "images/z.bmp": "expands 2097152x, above the limit of 200x (zip bomb?)"
+    }
 
     def archive(total: int, packed: int, count: int = 65) -> list[zipfile.ZipInfo]:
         """``count`` entries, each under 1 MiB (no per-entry rule), declaring ``total`` bytes packed into ``packed``."""
@@ -564,13 +584,17 @@ def test_the_ratio_rules_on_declared_sizes_at_their_limits() -> None:
     assert _zip_problems(archive(64 * MIB, 65_000), limits) == {
         "zip": "its 65 entries expand 1032x in all (65000 -> 67108864 bytes), above the limit of 200x (zip bomb?)"
     }
-    assert _zip_problems(archive(64 * MIB, 1), limits)["zip"].startswith("its 65 entries expand 67108864x in all (1 -> 67108864 bytes)")
+    assert _zip_problems(archive(64 * MIB, 1), limits)["zip"].startswith(
+        "its 65 entries expand 67108864x in all (1 -> 67108864 bytes)"
+    )
     assert _zip_problems(archive(64 * MIB - 1, 65_000), limits) == {}  # the whole-archive rule starts at 64 MiB
     assert _zip_problems(archive(67_200_000, 336_000), limits) == {}  # exactly 200x in all
     assert "zip" in _zip_problems(archive(67_200_000, 335_999), limits)
 
 
-def test_a_full_disk_is_refused_before_anything_is_written(tmp_path: Path, store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_disk_is_refused_before_anything_is_written(
+    tmp_path: Path, store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     archive = tmp_path / "data.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
         zf.writestr("images/a.png", png_bytes(grey()))
@@ -584,7 +608,10 @@ def test_a_full_disk_is_refused_before_anything_is_written(tmp_path: Path, store
 
     monkeypatch.setattr(shutil, "disk_usage", disk_with(needed - 1))
     message = rejected(archive, store)
-    assert f"data.zip: needs about {needed >> 20} MiB to unpack and store, but only {(needed - 1) >> 20} MiB are free" in message
+    assert (
+        f"data.zip: needs about {needed >> 20} MiB to unpack and store, but only {(needed - 1) >> 20} MiB are free"
+        in message
+    )
     assert needed >> 20 == 6
     monkeypatch.setattr(shutil, "disk_usage", disk_with(needed))  # exactly enough
     problems: dict[str, str] = {}

@@ -49,10 +49,14 @@ def test_seg_labels_ingest_like_nifti_labels_with_their_segment_names(tmp_path: 
     from_seg = ingest_volumes(tmp_path / "seg", "seg", tmp_path / "ds", options=OPTIONS)
     from_nifti = ingest_volumes(tmp_path / "nifti", "nifti", tmp_path / "ds", options=OPTIONS)
     assert from_seg.classes == ("background", "organ")  # from the SEG's segment labels
-    assert [v.volume for v in from_seg.volumes] == ["patient0", "patient1"] and from_seg.volumes[0].label == "labelsTr/patient0.dcm"
+    assert [v.volume for v in from_seg.volumes] == ["patient0", "patient1"] and from_seg.volumes[
+        0
+    ].label == "labelsTr/patient0.dcm"
     assert [p.stem for p in from_seg.pairs] == [p.stem for p in from_nifti.pairs]
     for seg_pair, nifti_pair in zip(from_seg.pairs, from_nifti.pairs):
-        assert np.array_equal(read_mask(tmp_path / "ds" / "seg" / seg_pair.mask), read_mask(tmp_path / "ds" / "nifti" / nifti_pair.mask))
+        assert np.array_equal(
+            read_mask(tmp_path / "ds" / "seg" / seg_pair.mask), read_mask(tmp_path / "ds" / "nifti" / nifti_pair.mask)
+        )
     assert sum(sum(p.foreground) > 0 for p in from_seg.pairs) > 0
 
 
@@ -81,7 +85,10 @@ def test_segs_off_the_series_geometry_are_refused_with_the_reason(tmp_path: Path
     problems = refused.value.problems
     assert "labelsTr/good.dcm" not in problems
     assert "frame of reference differs" in problems["labelsTr/other_series.dcm"]
-    assert "frame 1: lies at" in problems["labelsTr/shifted.dcm"] and "slice it references" in problems["labelsTr/shifted.dcm"]
+    assert (
+        "frame 1: lies at" in problems["labelsTr/shifted.dcm"]
+        and "slice it references" in problems["labelsTr/shifted.dcm"]
+    )
     assert "pixel spacing (1.6, 1.6) mm differs" in problems["labelsTr/resampled.dcm"]
     assert "unreadable DICOM-SEG" in problems["labelsTr/corrupt.dcm"]
     assert "needs its DICOM series" in problems["labelsTr/nifti_image.dcm"]

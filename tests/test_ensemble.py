@@ -51,11 +51,26 @@ def cv_study(tmp_path_factory: pytest.TempPathFactory):
 
     with module_workspace(tmp_path_factory.mktemp("ensemble")) as settings:
         create_demo_dataset(settings.datasets_dir, count=16, size=64)
-        spec = spec_from_dict({
-            "name": "folds", "dataset": "demo-cells", "image_size": 32, "sampler": "random", "pruner": "none",
-            "budget": {"n_trials": 1, "max_epochs": 2}, "preview_count": 2, "cv": {"folds": 2},
-            "search_space": {"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2, "batch_size": 4, "epochs": 2, "lr": 3e-3},
-        })
+        spec = spec_from_dict(
+            {
+                "name": "folds",
+                "dataset": "demo-cells",
+                "image_size": 32,
+                "sampler": "random",
+                "pruner": "none",
+                "budget": {"n_trials": 1, "max_epochs": 2},
+                "preview_count": 2,
+                "cv": {"folds": 2},
+                "search_space": {
+                    "architecture": "ClassicUNet",
+                    "unet_start_filters": 4,
+                    "unet_depth": 2,
+                    "batch_size": 4,
+                    "epochs": 2,
+                    "lr": 3e-3,
+                },
+            }
+        )
         yield run_study(spec, settings, device="cpu"), settings
 
 

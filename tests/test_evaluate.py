@@ -54,7 +54,9 @@ def test_a_folder_of_masks_is_scored_per_case_and_bad_files_are_named(folders: t
     assert report.classes == ("background", "class 1")
     assert sorted(report.cases) == ["=HYPERLINK(1)", "exact", "missed", "shifted"]
     assert report.cases["exact"]["dice"] == 1.0 and report.cases["exact"]["hd95"] == 0.0
-    assert report.cases["shifted"]["dice"] == pytest.approx(2 * 80 / 200) and report.cases["shifted"]["hd95"] == pytest.approx(2)
+    assert report.cases["shifted"]["dice"] == pytest.approx(2 * 80 / 200) and report.cases["shifted"][
+        "hd95"
+    ] == pytest.approx(2)
     assert report.cases["missed"]["dice"] == 0.0 and report.cases["missed"]["hd95"] == pytest.approx(math.hypot(48, 48))
     skipped = dict(report.skipped)
     assert skipped["no-prediction"] == "ground truth without a prediction"
@@ -66,7 +68,9 @@ def test_a_folder_of_masks_is_scored_per_case_and_bad_files_are_named(folders: t
     assert "worst by Dice: missed 0.000, shifted 0.800" in text
 
 
-def test_the_csv_has_one_row_per_case_and_class_and_escapes_formulas(folders: tuple[Path, Path], tmp_path: Path) -> None:
+def test_the_csv_has_one_row_per_case_and_class_and_escapes_formulas(
+    folders: tuple[Path, Path], tmp_path: Path
+) -> None:
     pred, truth = folders
     path = evaluate_folders(pred, truth, ("background", "cell")).write_csv(tmp_path / "out" / "report.csv")
     with open(path, newline="", encoding="utf-8") as handle:
@@ -77,7 +81,9 @@ def test_the_csv_has_one_row_per_case_and_class_and_escapes_formulas(folders: tu
     assert shifted["class"] == "cell" and float(shifted["hd95"]) == pytest.approx(2) and shifted["height"] == "48"
 
 
-def test_classes_outside_the_named_ones_and_missing_folders_are_reported(folders: tuple[Path, Path], tmp_path: Path) -> None:
+def test_classes_outside_the_named_ones_and_missing_folders_are_reported(
+    folders: tuple[Path, Path], tmp_path: Path
+) -> None:
     pred, truth = folders
     write(truth, "three", square(4, 1, 1) * 3)
     write(pred, "three", square(4, 1, 1) * 3)
@@ -103,7 +109,9 @@ def test_a_model_is_scored_on_512_px_images_at_their_own_size(tmp_path: Path, mo
         mask = square(200 + 40 * index, 100, 120, size=512)
         write(images, f"case{index}", mask * 255)
         write(truth, f"case{index}", mask)
-    config = BundleConfig(model={"architecture": "ClassicUNet"}, image_size=32, channels=1, classes=("background", "cell"))
+    config = BundleConfig(
+        model={"architecture": "ClassicUNet"}, image_size=32, channels=1, classes=("background", "cell")
+    )
     monkeypatch.setattr("core.deploy.predict.load_models", lambda folder: ([Bright()], config))
     report = evaluate_model(tmp_path / "bundle", images, truth)
     assert all((row["height"], row["width"]) == (512, 512) for row in report.rows)
@@ -120,7 +128,9 @@ def test_a_model_is_scored_on_512_px_images_at_their_own_size(tmp_path: Path, mo
     assert probs.shape == (2, 512, 512) and np.allclose(probs.sum(0), 1, atol=1e-2)
 
 
-def test_the_command_prints_the_summary_and_writes_the_csv(folders: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_the_command_prints_the_summary_and_writes_the_csv(
+    folders: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     pred, truth = folders
     assert main(["evaluate", "--pred", str(pred), "--masks", str(truth), "--out", str(tmp_path / "r.csv")]) == 0
     out = capsys.readouterr().out

@@ -45,7 +45,16 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest
 
 
 def _running_job(settings: Settings, n_trials: int) -> int:
-    spec = spec_from_dict({"name": "race", "dataset": "demo-cells", "image_size": 32, "budget": {"n_trials": n_trials}, "sampler": "random", "pruner": "none"})
+    spec = spec_from_dict(
+        {
+            "name": "race",
+            "dataset": "demo-cells",
+            "image_size": 32,
+            "budget": {"n_trials": n_trials},
+            "sampler": "random",
+            "pruner": "none",
+        }
+    )
     optuna.create_study(storage=open_storage(settings.db_url), study_name="race")
     job_id = queue_job(settings, spec, n_trials)
     register_worker(settings, "w0", "cpu")
@@ -74,7 +83,9 @@ def _race(settings: Settings, job_id: int) -> list[object]:
     return outcomes
 
 
-def test_racing_workers_never_start_more_trials_than_the_budget(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_racing_workers_never_start_more_trials_than_the_budget(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real_counts = worker.trial_counts
 
     def slow_counts(study: optuna.Study):

@@ -54,10 +54,16 @@ def images() -> torch.Tensor:
 
 
 def bundle_config(model: ModelConfig) -> BundleConfig:
-    return BundleConfig(model=model.to_dict(), image_size=SIZE, channels=model.in_channels, classes=("background", "lung"))
+    return BundleConfig(
+        model=model.to_dict(), image_size=SIZE, channels=model.in_channels, classes=("background", "lung")
+    )
 
 
-@pytest.mark.parametrize("config", [UNET, ModelConfig("Unet", 1, 2, encoder="resnet18", encoder_depth=3)], ids=["ClassicUNet", "Unet-resnet18"])
+@pytest.mark.parametrize(
+    "config",
+    [UNET, ModelConfig("Unet", 1, 2, encoder="resnet18", encoder_depth=3)],
+    ids=["ClassicUNet", "Unet-resnet18"],
+)
 def test_every_format_matches_pytorch(config: ModelConfig, images: torch.Tensor, tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = build_model(config).eval()
@@ -87,10 +93,14 @@ def test_onnx_has_the_pinned_opset_and_a_dynamic_batch_axis(images: torch.Tensor
 
 
 @pytest.mark.parametrize(("writer", "kind"), [(export_onnx, "ONNX"), (export.export_torchscript, "TorchScript")])
-def test_a_mismatching_export_is_reported_and_removed(writer, kind: str, images: torch.Tensor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_mismatching_export_is_reported_and_removed(
+    writer, kind: str, images: torch.Tensor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(export, "ATOL", -1.0)  # no output can pass: the check must then fail the export
     path = tmp_path / "model.file"
-    with pytest.raises(ExportError, match=f"^{kind} export failed: max abs diff .* against PyTorch exceeds the tolerance"):
+    with pytest.raises(
+        ExportError, match=f"^{kind} export failed: max abs diff .* against PyTorch exceeds the tolerance"
+    ):
         writer(build_model(UNET).eval(), images, path)
     assert not path.exists()
 
@@ -111,7 +121,9 @@ def _alter_onnxruntime(monkeypatch: pytest.MonkeyPatch, change) -> None:
     import onnxruntime
 
     real = onnxruntime.InferenceSession
-    monkeypatch.setattr(onnxruntime, "InferenceSession", lambda *args, **kwargs: _Altered(real(*args, **kwargs), change))
+    monkeypatch.setattr(
+        onnxruntime, "InferenceSession", lambda *args, **kwargs: _Altered(real(*args, **kwargs), change)
+    )
 
 
 def _shift(delta: float):
@@ -123,7 +135,9 @@ def _shift(delta: float):
 
 
 @pytest.mark.parametrize("delta", [0.5, 1e-2])
-def test_onnx_output_that_differs_from_pytorch_fails_the_export(delta: float, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_onnx_output_that_differs_from_pytorch_fails_the_export(
+    delta: float, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The parity check compares onnxruntime's output with PyTorch's, on every image of the sample."""
     torch.manual_seed(0)
     sample = torch.rand(3, 1, SIZE, SIZE)
@@ -137,7 +151,9 @@ def test_onnx_output_that_differs_from_pytorch_fails_the_export(delta: float, tm
     assert export_onnx(build_model(UNET).eval(), sample, path).max_abs_diff <= export.ATOL
 
 
-def test_the_parity_tolerance_is_atol_plus_rtol_times_the_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_parity_tolerance_is_atol_plus_rtol_times_the_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A constant model (logits exactly 0 and 100): a zero logit may be off by exactly ATOL, a logit
     of 100 by ATOL + 100 RTOL, and no more."""
     model = torch.nn.Conv2d(1, 2, 1)
@@ -147,7 +163,9 @@ def test_the_parity_tolerance_is_atol_plus_rtol_times_the_reference(tmp_path: Pa
     sample = torch.rand(2, 1, SIZE, SIZE)
     for offset, passes in (([export.ATOL, 0.09], True), ([2 * export.ATOL, 0.0], False), ([0.0, 0.2], False)):
         with monkeypatch.context() as patched:
-            _alter_onnxruntime(patched, lambda output, offset=offset: output + np.array(offset, np.float32).reshape(1, 2, 1, 1))
+            _alter_onnxruntime(
+                patched, lambda output, offset=offset: output + np.array(offset, np.float32).reshape(1, 2, 1, 1)
+            )
             if passes:
                 assert export_onnx(model, sample, tmp_path / "m.onnx").max_abs_diff == pytest.approx(0.09, abs=1e-5)
             else:
@@ -156,15 +174,21 @@ def test_the_parity_tolerance_is_atol_plus_rtol_times_the_reference(tmp_path: Pa
 
 
 @pytest.mark.parametrize("int8", [False, True])
-def test_an_export_whose_output_has_another_shape_fails_and_is_removed(int8: bool, images: torch.Tensor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_export_whose_output_has_another_shape_fails_and_is_removed(
+    int8: bool, images: torch.Tensor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _alter_onnxruntime(monkeypatch, lambda output: output[..., :-1])
     path = tmp_path / "m.onnx"
-    with pytest.raises(ExportError, match=re.escape("export failed: output shape (3, 1, 64, 63) differs from PyTorch's (3, 1, 64, 64)")):
+    with pytest.raises(
+        ExportError, match=re.escape("export failed: output shape (3, 1, 64, 63) differs from PyTorch's (3, 1, 64, 64)")
+    ):
         export_onnx(build_model(UNET).eval(), images, path, int8=int8)
     assert not path.exists()
 
 
-def test_torchscript_output_that_differs_from_pytorch_fails_the_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_torchscript_output_that_differs_from_pytorch_fails_the_export(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """As for ONNX: the file loaded back (here off by 0.01 in one pixel) is what PyTorch is compared with."""
     real = load_torchscript
 
@@ -195,8 +219,12 @@ def test_formats_without_the_bundle_write_its_config_beside_them(images: torch.T
     config = bundle_config(UNET)
     folder = tmp_path / "exports" / "lungs"
     for _ in range(2):
-        report = export_model(build_model(UNET).eval(), config, folder, ["onnx", "torchscript"], images, checked_on="3 chest X-rays")
-        assert sorted(p.name for p in folder.iterdir()) == sorted([SEGTUNE_FILE, export.ONNX_FILE, PREDICT_SCRIPT, TORCHSCRIPT_FILE])
+        report = export_model(
+            build_model(UNET).eval(), config, folder, ["onnx", "torchscript"], images, checked_on="3 chest X-rays"
+        )
+        assert sorted(p.name for p in folder.iterdir()) == sorted(
+            [SEGTUNE_FILE, export.ONNX_FILE, PREDICT_SCRIPT, TORCHSCRIPT_FILE]
+        )
         assert (folder / SEGTUNE_FILE).read_text(encoding="utf-8") == config.to_json()
         assert [f.format for f in report.files] == ["onnx", "torchscript"] and report.checked_on == "3 chest X-rays"
     assert export_model(build_model(UNET).eval(), config, tmp_path / "plain", ["bundle"], images).checked_on == ""
@@ -210,7 +238,9 @@ class _Untraceable(torch.nn.Module):
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_a_model_that_cannot_be_exported_fails_clearly_and_leaves_no_file(fmt: str, tmp_path: Path) -> None:
     folder = tmp_path / "new" / "out"
-    with pytest.raises(ExportError, match=r"^(ONNX|TorchScript) export failed for this model: RuntimeError: this layer has no export"):
+    with pytest.raises(
+        ExportError, match=r"^(ONNX|TorchScript) export failed for this model: RuntimeError: this layer has no export"
+    ):
         export_model(_Untraceable(), bundle_config(UNET), folder, [fmt], torch.rand(2, 1, SIZE, SIZE))
     assert sorted(p.name for p in folder.iterdir()) == [SEGTUNE_FILE]  # the config only, no half-written model
 
@@ -260,13 +290,23 @@ def _study_with_trials(
     torch.manual_seed(0)
     model = build_model(config).eval()
     folder = save_bundle(model, bundle_config(config), tmp_path / "bundle")
-    upload = lambda path: optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study)
+    upload = lambda path: optuna.artifacts.upload_artifact(
+        artifact_store=store, file_path=str(path), study_or_trial=study
+    )
     artifacts = {"weights": upload(folder / WEIGHTS_FILE), "config": upload(folder / SEGTUNE_FILE)}
-    np.savez(tmp_path / "preview.npz", stems=np.array(["a", "b", "c"]), images=(images * 255).round().byte().numpy(),
-             masks=np.zeros((3, SIZE, SIZE), np.uint8))
+    np.savez(
+        tmp_path / "preview.npz",
+        stems=np.array(["a", "b", "c"]),
+        images=(images * 255).round().byte().numpy(),
+        masks=np.zeros((3, SIZE, SIZE), np.uint8),
+    )
     study.set_user_attr(StudyAttr.PREVIEW_ARTIFACT, upload(tmp_path / "preview.npz"))
     study.add_trial(optuna.trial.create_trial(value=0.5))  # no artifacts
-    study.add_trial(optuna.trial.create_trial(value=0.9, user_attrs={TrialAttr.ARTIFACTS: artifacts, TrialAttr.MODEL_CONFIG: config.to_dict()}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            value=0.9, user_attrs={TrialAttr.ARTIFACTS: artifacts, TrialAttr.MODEL_CONFIG: config.to_dict()}
+        )
+    )
     return study, store, model
 
 
@@ -276,7 +316,9 @@ def test_export_trial_writes_the_best_trial_with_a_card(images: torch.Tensor, tm
 
     assert report.folder == tmp_path / "out" / "lungs-trial1"
     # ClassicUNet is SegTune's own: no smp config.json
-    assert sorted(p.name for p in report.folder.iterdir()) == sorted(["MODEL_CARD.md", SEGTUNE_FILE, WEIGHTS_FILE, ONNX_FILE, PREDICT_SCRIPT])
+    assert sorted(p.name for p in report.folder.iterdir()) == sorted(
+        ["MODEL_CARD.md", SEGTUNE_FILE, WEIGHTS_FILE, ONNX_FILE, PREDICT_SCRIPT]
+    )
     assert "validation images" in report.checked_on
     loaded, config = load_model(report.folder)
     with torch.no_grad():
@@ -312,21 +354,61 @@ def test_cli_exports_and_compresses_a_tuned_trial(workspace, tmp_path: Path, cap
 
     source = copy_pairs(shared_dataset("chest_xray_lung_shenzhen"), tmp_path / "src", 24, every=20)
     ingest_dataset(source, "lungs", workspace.datasets_dir)
-    spec = spec_from_dict({
-        "name": "cli", "dataset": "lungs", "image_size": 64, "preview_count": 2,
-        "budget": {"n_trials": 1, "max_epochs": 2}, "sampler": "random", "pruner": "none",
-        "search_space": {"architecture": "ClassicUNet", "unet_start_filters": 8, "unet_depth": 2,
-                         "lr": 3e-3, "batch_size": 8, "epochs": 2, "loss": "dice_bce"},
-    })
+    spec = spec_from_dict(
+        {
+            "name": "cli",
+            "dataset": "lungs",
+            "image_size": 64,
+            "preview_count": 2,
+            "budget": {"n_trials": 1, "max_epochs": 2},
+            "sampler": "random",
+            "pruner": "none",
+            "search_space": {
+                "architecture": "ClassicUNet",
+                "unet_start_filters": 8,
+                "unet_depth": 2,
+                "lr": 3e-3,
+                "batch_size": 8,
+                "epochs": 2,
+                "loss": "dice_bce",
+            },
+        }
+    )
     run_study(spec, workspace, device="cpu")
 
     out = tmp_path / "exported"
     assert main(["export", "--study", "cli", "--format", "all", "--out", str(out)]) == 0
     folder = out / "cli-trial0"
-    assert {p.name for p in folder.iterdir()} >= {WEIGHTS_FILE, SEGTUNE_FILE, ONNX_FILE, PREDICT_SCRIPT, TORCHSCRIPT_FILE, "MODEL_CARD.md"}
+    assert {p.name for p in folder.iterdir()} >= {
+        WEIGHTS_FILE,
+        SEGTUNE_FILE,
+        ONNX_FILE,
+        PREDICT_SCRIPT,
+        TORCHSCRIPT_FILE,
+        "MODEL_CARD.md",
+    }
     assert "validation images" in capsys.readouterr().out
 
-    assert main(["compress", "--study", "cli", "--trial", "0", "--method", "prune", "--sparsity", "0.6", "--steps", "4", "--lr", "1e-4"]) == 0
+    assert (
+        main(
+            [
+                "compress",
+                "--study",
+                "cli",
+                "--trial",
+                "0",
+                "--method",
+                "prune",
+                "--sparsity",
+                "0.6",
+                "--steps",
+                "4",
+                "--lr",
+                "1e-4",
+            ]
+        )
+        == 0
+    )
     assert "pruned 60% global" in capsys.readouterr().out
 
     study = optuna.load_study(study_name="cli", storage=open_storage(workspace.db_url))
@@ -353,7 +435,11 @@ def test_an_smp_bundle_is_a_standard_smp_folder(images: torch.Tensor, tmp_path: 
     hub = json.loads((folder / CONFIG_FILE).read_text())
     assert hub["_model_class"] == "Unet" and hub["encoder_weights"] is None  # loading never downloads ImageNet weights
     metadata = json.loads((folder / SEGTUNE_FILE).read_text())
-    assert metadata["input"]["size"] == [SIZE, SIZE] and metadata["input"]["scale"] == 1 / 255 and metadata["input"]["color"] == "L"
+    assert (
+        metadata["input"]["size"] == [SIZE, SIZE]
+        and metadata["input"]["scale"] == 1 / 255
+        and metadata["input"]["color"] == "L"
+    )
     assert metadata["output"] == {"activation": "sigmoid", "threshold": 0.5, "mask_values": "0/255"}
     with torch.no_grad():
         assert torch.equal(smp.from_pretrained(str(folder)).eval()(images), model(images))
@@ -391,7 +477,15 @@ def _smallest_config(architecture: str) -> tuple[ModelConfig, int]:
     from core.modeling.architectures import input_size_problem
 
     encoder = {"DPT": DPT_ENCODER, "Segformer": "mit_b0"}.get(architecture, "resnet18")
-    config = ModelConfig(architecture, 3, 3, encoder=encoder, encoder_depth=4 if architecture == "DPT" else 5, unet_start_filters=4, unet_depth=3)
+    config = ModelConfig(
+        architecture,
+        3,
+        3,
+        encoder=encoder,
+        encoder_depth=4 if architecture == "DPT" else 5,
+        unet_start_filters=4,
+        unet_depth=3,
+    )
     size = next(s for s in range(64, 513, 32) if input_size_problem(config, s) is None)
     return config, size
 
@@ -406,7 +500,9 @@ def test_every_architecture_exports_to_onnx(architecture: str, tmp_path: Path) -
     sample = torch.rand(2, 3, size, size)
     exported = export_onnx(model, sample, tmp_path / ONNX_FILE)
     assert exported.max_abs_diff is not None and exported.max_abs_diff <= export.ATOL + export.RTOL
-    assert (tmp_path / PREDICT_SCRIPT).is_file() == (task_of(architecture) == Task.SEGMENTATION)  # predict.py writes masks
+    assert (tmp_path / PREDICT_SCRIPT).is_file() == (
+        task_of(architecture) == Task.SEGMENTATION
+    )  # predict.py writes masks
 
 
 def test_pyramid_pooling_exports_as_exact_matrix_products() -> None:
@@ -425,18 +521,30 @@ def int8(images: torch.Tensor) -> tuple[object, object]:
     from core.deploy.compression.config import CompressionConfig, CompressionData
     from core.deploy.compression.methods import compress
 
-    pairs = ImageSet((images * 255).byte().repeat(3, 1, 1, 1), torch.zeros(9, SIZE, SIZE, dtype=torch.uint8), tuple("abcdefghi"))
+    pairs = ImageSet(
+        (images * 255).byte().repeat(3, 1, 1, 1), torch.zeros(9, SIZE, SIZE, dtype=torch.uint8), tuple("abcdefghi")
+    )
     data = CompressionData(pairs, pairs, None, "binary", 2)
     torch.manual_seed(0)
     return compress(CompressionConfig("ptq", calibration_batches=1), build_model(UNET).eval(), data), data
 
 
-def test_int8_models_export_to_onnx_checked_on_their_masks(int8: tuple, images: torch.Tensor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_int8_models_export_to_onnx_checked_on_their_masks(
+    int8: tuple, images: torch.Tensor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     variant, _ = int8
     exported = export_onnx(variant.model, images, tmp_path / ONNX_FILE, int8=True)
-    assert exported.format == "onnx" and exported.mask_agreement is not None and exported.mask_agreement >= export.INT8_AGREEMENT
-    assert exported.max_abs_diff is not None and exported.max_abs_diff > 0  # reported, though int8 logits are not held to ATOL
-    monkeypatch.setattr(export, "INT8_AGREEMENT", 1.01)  # no export can pass: the check must fail it and remove the file
+    assert (
+        exported.format == "onnx"
+        and exported.mask_agreement is not None
+        and exported.mask_agreement >= export.INT8_AGREEMENT
+    )
+    assert (
+        exported.max_abs_diff is not None and exported.max_abs_diff > 0
+    )  # reported, though int8 logits are not held to ATOL
+    monkeypatch.setattr(
+        export, "INT8_AGREEMENT", 1.01
+    )  # no export can pass: the check must fail it and remove the file
     with pytest.raises(ExportError, match="int8 ONNX export failed: its masks match PyTorch's on"):
         export_onnx(variant.model, images, tmp_path / ONNX_FILE, int8=True)
     assert not (tmp_path / ONNX_FILE).exists()
@@ -484,11 +592,15 @@ def run_without_segtune(folder: Path, python_blocks: list[str], command: str) ->
     script = folder / "_run_card.py"
     script.write_text(_ISOLATED.format(blocks=python_blocks, argv=argv))
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(folder), "LANG": "C.UTF-8"}
-    return subprocess.run([sys.executable, script.name], cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, script.name], cwd=folder, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.parametrize("config", [UNET, SMP_UNET], ids=["ClassicUNet", "Unet-resnet18"])
-def test_the_downloaded_bundle_runs_from_its_folder_without_segtune(config: ModelConfig, images: torch.Tensor, tmp_path: Path) -> None:
+def test_the_downloaded_bundle_runs_from_its_folder_without_segtune(
+    config: ModelConfig, images: torch.Tensor, tmp_path: Path
+) -> None:
     """bundle_zip -> unzip -> the card's bash and Python blocks, run as written, give SegTune's own masks."""
     import io
     import zipfile
@@ -500,17 +612,31 @@ def test_the_downloaded_bundle_runs_from_its_folder_without_segtune(config: Mode
     study, store, _ = _study_with_trials(tmp_path, images, config)
     with zipfile.ZipFile(io.BytesIO(bundle_zip(study, study.trials[1], store))) as archive:
         archive.extractall(tmp_path / "unzipped")
-        assert {oct(entry.external_attr >> 16) for entry in archive.infolist()} == {"0o100644"}  # not 0600: others may read the card
+        assert {oct(entry.external_attr >> 16) for entry in archive.infolist()} == {
+            "0o100644"
+        }  # not 0600: others may read the card
     folder = tmp_path / "unzipped" / "lungs-trial1"
     smp_folder = {CONFIG_FILE} if config.architecture == "Unet" else set()
-    assert {p.name for p in folder.iterdir()} == {WEIGHTS_FILE, SEGTUNE_FILE, ONNX_FILE, PREDICT_SCRIPT, "MODEL_CARD.md", *smp_folder}
+    assert {p.name for p in folder.iterdir()} == {
+        WEIGHTS_FILE,
+        SEGTUNE_FILE,
+        ONNX_FILE,
+        PREDICT_SCRIPT,
+        "MODEL_CARD.md",
+        *smp_folder,
+    }
     (folder / "images").mkdir()
     for index, image in enumerate(images):  # larger than the model's input and not square: resized both ways
-        Image.fromarray((image[0].numpy() * 255).astype(np.uint8)).resize((90, 70)).save(folder / "images" / f"x{index}.png")
+        Image.fromarray((image[0].numpy() * 255).astype(np.uint8)).resize((90, 70)).save(
+            folder / "images" / f"x{index}.png"
+        )
     Image.open(folder / "images" / "x0.png").save(folder / "image.png")
 
     card = (folder / "MODEL_CARD.md").read_text()
-    python_blocks, [command] = [block.rstrip("\n") for block in _code_blocks(card, "python")], _code_blocks(card, "bash")
+    python_blocks, [command] = (
+        [block.rstrip("\n") for block in _code_blocks(card, "python")],
+        _code_blocks(card, "bash"),
+    )
     assert python_blocks == ([cards.onnx_snippet(), cards.smp_snippet()] if smp_folder else [cards.onnx_snippet()])
     result = run_without_segtune(folder, python_blocks, command.strip())
     assert result.returncode == 0, result.stderr[-3000:]
@@ -540,13 +666,23 @@ def test_an_int8_variant_download_runs_without_segtune(int8: tuple, images: torc
     with zipfile.ZipFile(io.BytesIO(variant_zip(study, 1, 1, store))) as archive:
         archive.extractall(tmp_path / "unzipped")
     [folder] = (tmp_path / "unzipped").iterdir()
-    assert {p.name for p in folder.iterdir()} == {TORCHSCRIPT_FILE, SEGTUNE_FILE, ONNX_FILE, PREDICT_SCRIPT, "MODEL_CARD.md"}
+    assert {p.name for p in folder.iterdir()} == {
+        TORCHSCRIPT_FILE,
+        SEGTUNE_FILE,
+        ONNX_FILE,
+        PREDICT_SCRIPT,
+        "MODEL_CARD.md",
+    }
     assert "int8 static" in (folder / "MODEL_CARD.md").read_text()
     (folder / "images").mkdir()
     for index, image in enumerate(images):
         Image.fromarray((image[0].numpy() * 255).astype(np.uint8)).save(folder / "images" / f"x{index}.png")
     result = run_without_segtune(folder, [], "python predict.py --images images/ --out masks/")
     assert result.returncode == 0 and "3 mask(s) written" in result.stdout, result.stderr[-3000:]
-    reference = predict_folder(folder, folder / "images", tmp_path / "torch-masks", progress=False)  # PyTorch's int8 kernels
+    reference = predict_folder(
+        folder, folder / "images", tmp_path / "torch-masks", progress=False
+    )  # PyTorch's int8 kernels
     for path in reference.written:
-        assert (np.asarray(Image.open(path)) == np.asarray(Image.open(folder / "masks" / path.name))).mean() >= export.INT8_AGREEMENT
+        assert (
+            np.asarray(Image.open(path)) == np.asarray(Image.open(folder / "masks" / path.name))
+        ).mean() >= export.INT8_AGREEMENT

@@ -24,7 +24,6 @@ from core.settings import Settings
 build_parser()  # imports every command (torch among them) now, not inside a test's time cap
 
 
-
 def save(path: Path, pixels: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path)
@@ -60,8 +59,9 @@ def cli_refusal(capsys: pytest.CaptureFixture[str], *args: str) -> str:
 
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize("layout", ["pairs", "classes", "volumes"])
-def test_a_fifo_in_the_source_is_refused_by_name_before_anything_opens_it(workspace: Settings, tmp_path: Path,
-                                                                          capsys: pytest.CaptureFixture[str], layout: str) -> None:
+def test_a_fifo_in_the_source_is_refused_by_name_before_anything_opens_it(
+    workspace: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str], layout: str
+) -> None:
     if layout == "pairs":
         source, fifo = pairs(tmp_path / "src"), "images/p9.png"
         save(source / "masks" / "p9.png", np.eye(16, dtype=np.uint8))
@@ -78,7 +78,9 @@ def test_a_fifo_in_the_source_is_refused_by_name_before_anything_opens_it(worksp
 
 
 @pytest.mark.timeout(20)
-def test_a_fifo_given_as_the_source_itself_is_refused(workspace: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_fifo_given_as_the_source_itself_is_refused(
+    workspace: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     os.mkfifo(tmp_path / "data.zip")
     err = cli_refusal(capsys, str(tmp_path / "data.zip"), "--name", "ds")
     assert "is a named pipe (FIFO)" in err
@@ -106,14 +108,17 @@ def test_special_files_and_link_loops_on_the_dashboards_confined_path(tmp_path: 
 # --- item 7: what a user may type as "Folder on the server" --------------------------------------
 
 
-@pytest.mark.parametrize(("typed", "expected"), [
-    ("cells\x00/../../etc", "control character"),
-    ("cells\nimages", "control character"),
-    ("x" * 300, "too long"),
-    ("/".join(["deep"] * 1200), "too long"),
-    ("loop", "loops back on itself"),
-    ("loop/images", "loops back on itself"),
-])
+@pytest.mark.parametrize(
+    ("typed", "expected"),
+    [
+        ("cells\x00/../../etc", "control character"),
+        ("cells\nimages", "control character"),
+        ("x" * 300, "too long"),
+        ("/".join(["deep"] * 1200), "too long"),
+        ("loop", "loops back on itself"),
+        ("loop/images", "loops back on itself"),
+    ],
+)
 def test_odd_typed_paths_get_a_clean_message_without_server_paths(tmp_path: Path, typed: str, expected: str) -> None:
     root = (tmp_path / "imports").resolve()
     root.mkdir()
@@ -138,8 +143,9 @@ def test_a_link_loop_outside_the_roots_says_only_outside(tmp_path: Path) -> None
 # --- disk full --------------------------------------------------------------------------------------
 
 
-def test_a_full_disk_during_ingest_fails_clearly_and_leaves_nothing(workspace: Settings, tmp_path: Path,
-                                                                 capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_disk_during_ingest_fails_clearly_and_leaves_nothing(
+    workspace: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     source = pairs(tmp_path / "src")
 
     def full(*args: object, **kwargs: object) -> None:
@@ -154,18 +160,21 @@ def test_a_full_disk_during_ingest_fails_clearly_and_leaves_nothing(workspace: S
 # --- item 10: odd class labels and spreadsheet formulas ---------------------------------------------
 
 
-def test_control_characters_in_declared_classes_are_refused(workspace: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_control_characters_in_declared_classes_are_refused(
+    workspace: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     err = cli_refusal(capsys, str(pairs(tmp_path / "src")), "--name", "ds", "--classes", "background,tu\x00mour")
     assert "class name 'tu\\x00mour' holds control character(s) U+0000" in err
     assert leftovers(workspace.datasets_dir) == []
 
 
-def test_control_characters_in_labels_csv_and_class_folders_are_refused(workspace: Settings, tmp_path: Path,
-                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_control_characters_in_labels_csv_and_class_folders_are_refused(
+    workspace: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     listed = tmp_path / "listed"
     for i in range(4):
         save(listed / f"i{i}.png", np.full((16, 16), 30 * i, np.uint8))
-    (listed / "labels.csv").write_text("name,label\ni0.png,cat\ni1.png,cat\ni2.png,do\x00g\ni3.png,=HYPERLINK(\"x\")\n")
+    (listed / "labels.csv").write_text('name,label\ni0.png,cat\ni1.png,cat\ni2.png,do\x00g\ni3.png,=HYPERLINK("x")\n')
     err = cli_refusal(capsys, str(listed), "--name", "ds")
     assert "labels.csv: class name 'do\\x00g' holds control character(s) U+0000" in err
     assert "HYPERLINK" not in err  # a formula-looking label is allowed: it is escaped where CSVs are written
@@ -176,7 +185,9 @@ def test_control_characters_in_labels_csv_and_class_folders_are_refused(workspac
     assert leftovers(workspace.datasets_dir) == []
 
 
-def test_control_characters_in_an_msd_dataset_json_are_refused(workspace: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_control_characters_in_an_msd_dataset_json_are_refused(
+    workspace: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from tests.helpers.volume_data import msd_folder
 
     source = msd_folder(tmp_path / "msd", 1)
@@ -186,10 +197,22 @@ def test_control_characters_in_an_msd_dataset_json_are_refused(workspace: Settin
     assert leftovers(workspace.datasets_dir) == []
 
 
-@pytest.mark.parametrize(("cell", "written"), [
-    ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"), ("@SUM(A1)", "'@SUM(A1)"), ("+1+1", "'+1+1"), ("-cmd", "'-cmd"),
-    ("\tx", "'\tx"), ("\rx", "'\rx"), ("-0.5", "-0.5"), ("+3", "+3"), ("a=b", "a=b"), (0.25, 0.25), ("", ""),
-])
+@pytest.mark.parametrize(
+    ("cell", "written"),
+    [
+        ('=HYPERLINK("http://x")', '\'=HYPERLINK("http://x")'),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("+1+1", "'+1+1"),
+        ("-cmd", "'-cmd"),
+        ("\tx", "'\tx"),
+        ("\rx", "'\rx"),
+        ("-0.5", "-0.5"),
+        ("+3", "+3"),
+        ("a=b", "a=b"),
+        (0.25, 0.25),
+        ("", ""),
+    ],
+)
 def test_csv_cells_a_spreadsheet_would_run_get_an_apostrophe(cell: object, written: object) -> None:
     from core.data.csv_safe import safe_cell, safe_row
 
@@ -200,8 +223,9 @@ def test_csv_cells_a_spreadsheet_would_run_get_an_apostrophe(cell: object, writt
 # --- item 11: an MSD folder without --volumes, a corrupt JPEG -----------------------------------------
 
 
-def test_an_msd_folder_without_volumes_is_pointed_at_the_volume_ingest(workspace: Settings, tmp_path: Path,
-                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_msd_folder_without_volumes_is_pointed_at_the_volume_ingest(
+    workspace: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from tests.helpers.volume_data import msd_folder
 
     source = msd_folder(tmp_path / "Task09_Spleen", 2)
@@ -212,8 +236,9 @@ def test_an_msd_folder_without_volumes_is_pointed_at_the_volume_ingest(workspace
     assert leftovers(workspace.datasets_dir) == []
 
 
-def test_a_corrupt_jpeg_is_reported_as_corrupt_even_without_its_mask(workspace: Settings, tmp_path: Path,
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_corrupt_jpeg_is_reported_as_corrupt_even_without_its_mask(
+    workspace: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     source = pairs(tmp_path / "src")
     save(source / "images" / "scan.jpg", np.full((16, 16, 3), 90, np.uint8))
     whole = (source / "images" / "scan.jpg").read_bytes()
@@ -222,24 +247,30 @@ def test_a_corrupt_jpeg_is_reported_as_corrupt_even_without_its_mask(workspace: 
     save(source / "images" / "alone.png", np.zeros((16, 16), np.uint8))
     err = cli_refusal(capsys, str(source), "--name", "ds")
     assert "images/scan.jpg: unreadable or corrupt image" in err
-    assert "images/junk.jpg: unreadable or corrupt image: cannot identify image file 'images/junk.jpg'" in err  # no server path
+    assert (
+        "images/junk.jpg: unreadable or corrupt image: cannot identify image file 'images/junk.jpg'" in err
+    )  # no server path
     assert "1 image(s) without a mask: images/alone.png" in err
     assert str(tmp_path) not in err
 
 
 def test_a_dicom_series_folder_without_volumes_is_pointed_at_the_volume_ingest_but_2d_pngs_are_not(
-        workspace: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    workspace: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from tests.helpers.volume_data import dicom_series, phantom
 
     dicom_series(tmp_path / "ct" / "imagesTr" / "case_000", phantom(0)[0])
     assert "medical volume dataset" in cli_refusal(capsys, str(tmp_path / "ct"), "--name", "ct")
-    save(tmp_path / "nnunet2d" / "imagesTr" / "a_0000.png", np.zeros((16, 16), np.uint8))  # nnU-Net's 2D layout: not volumes
+    save(
+        tmp_path / "nnunet2d" / "imagesTr" / "a_0000.png", np.zeros((16, 16), np.uint8)
+    )  # nnU-Net's 2D layout: not volumes
     save(tmp_path / "nnunet2d" / "labelsTr" / "a.png", np.zeros((16, 16), np.uint8))
     assert "medical volume dataset" not in cli_refusal(capsys, str(tmp_path / "nnunet2d"), "--name", "flat")
 
 
-def test_a_full_disk_while_unpacking_a_zip_is_not_called_a_corrupt_zip(workspace: Settings, tmp_path: Path,
-                                                                     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_disk_while_unpacking_a_zip_is_not_called_a_corrupt_zip(
+    workspace: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from core.data import archives
 
     archive = shutil.make_archive(str(tmp_path / "cells"), "zip", pairs(tmp_path / "src"))

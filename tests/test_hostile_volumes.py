@@ -50,8 +50,9 @@ def leftovers(store: Path) -> list[str]:
 
 
 @pytest.mark.timeout(30)
-def test_a_nifti_header_declaring_a_huge_volume_is_refused_before_reading(workspace: Settings, tmp_path: Path,
-                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_nifti_header_declaring_a_huge_volume_is_refused_before_reading(
+    workspace: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     source = tmp_path / "src"
     lying_nifti(source / "imagesTr" / "case_000.nii.gz")
     lying_nifti(source / "labelsTr" / "case_000.nii.gz")
@@ -63,21 +64,27 @@ def test_a_nifti_header_declaring_a_huge_volume_is_refused_before_reading(worksp
     finally:
         tracemalloc.stop()
     assert code == 2
-    assert "imagesTr/case_000.nii.gz: declares 1536x1024x1024 = 1610612736 voxels, about 6144 MiB in memory, above the limit of 2048 MiB" in output
+    assert (
+        "imagesTr/case_000.nii.gz: declares 1536x1024x1024 = 1610612736 voxels, about 6144 MiB in memory, above the limit of 2048 MiB"
+        in output
+    )
     assert "labelsTr/case_000.nii.gz: declares 1536x1024x1024" in output
     assert peak < 64 << 20, f"{peak >> 20} MiB allocated for a refused volume"
     assert leftovers(workspace.datasets_dir) == []
 
 
-def test_the_volume_limit_comes_from_the_cli_or_the_environment(workspace: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_volume_limit_comes_from_the_cli_or_the_environment(
+    workspace: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     source = msd_folder(tmp_path / "src", 1)  # 40x36x10 float32 voxels: 56 KiB
     source_big = tmp_path / "big"
     image, label = phantom(0, (256, 256, 24))  # 6 MiB as float32
     write_nifti(source_big / "imagesTr" / "case_000.nii.gz", image, np.eye(4))
     write_nifti(source_big / "labelsTr" / "case_000.nii.gz", label, np.eye(4))
     code, output = ingest(capsys, str(source_big), "--name", "big", "--max-volume-mb", "4")
-    assert code == 2 and "declares 256x256x24 = 1572864 voxels, about 6 MiB in memory, above the limit of 4 MiB" in output
+    assert (
+        code == 2 and "declares 256x256x24 = 1572864 voxels, about 6 MiB in memory, above the limit of 4 MiB" in output
+    )
     monkeypatch.setenv("SEGTUNE_MAX_VOLUME_MB", "5")
     code, output = ingest(capsys, str(source_big), "--name", "big")
     assert code == 2 and "above the limit of 5 MiB" in output
@@ -90,8 +97,9 @@ def test_the_volume_limit_comes_from_the_cli_or_the_environment(workspace: Setti
         load_settings({"SEGTUNE_HOME": str(tmp_path / "home"), "SEGTUNE_MAX_VOLUME_MB": "lots"})
 
 
-def test_a_dicom_series_declaring_huge_slices_is_refused_before_decoding(workspace: Settings, tmp_path: Path,
-                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_dicom_series_declaring_huge_slices_is_refused_before_decoding(
+    workspace: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     image, label = phantom(0)
     dicom_series(tmp_path / "src" / "imagesTr" / "case_000", image)
     write_nifti(tmp_path / "src" / "labelsTr" / "case_000.nii.gz", label, np.eye(4))
@@ -105,7 +113,11 @@ def test_a_dicom_series_declaring_huge_slices_is_refused_before_decoding(workspa
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert code == 2 and "imagesTr/case_000: the series of 10 file(s) " in output and "above the limit of 2048 MiB" in output
+    assert (
+        code == 2
+        and "imagesTr/case_000: the series of 10 file(s) " in output
+        and "above the limit of 2048 MiB" in output
+    )
     assert peak < 64 << 20
     assert leftovers(workspace.datasets_dir) == []
 
@@ -121,35 +133,48 @@ def dicom_case(root: Path) -> Path:
     return root / "imagesTr" / "case_000"
 
 
-def test_a_series_with_a_missing_slice_is_refused_with_its_positions(workspace: Settings, tmp_path: Path,
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_series_with_a_missing_slice_is_refused_with_its_positions(
+    workspace: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     series = dicom_case(tmp_path / "src")
     (series / "slice003.dcm").unlink()
     (series / "slice004.dcm").unlink()  # positions 100, 102.5, 105, 112.5 ...: once stored as an even 3.2 mm
     code, output = ingest(capsys, str(tmp_path / "src"), "--name", "gappy")
     assert code == 2
-    assert ("imagesTr/case_000: DICOM series slices are not evenly spaced: positions along the slice normal "
-            "100, 102.5, 105, 112.5, 115, 117.5, 120, 122.5 mm, steps of 2.5, 7.5 mm") in output
+    assert (
+        "imagesTr/case_000: DICOM series slices are not evenly spaced: positions along the slice normal "
+        "100, 102.5, 105, 112.5, 115, 117.5, 120, 122.5 mm, steps of 2.5, 7.5 mm"
+    ) in output
     assert "does not resample" in output
     assert leftovers(workspace.datasets_dir) == []
 
 
-def test_a_series_with_a_duplicated_slice_is_refused_naming_the_files(workspace: Settings, tmp_path: Path,
-                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_series_with_a_duplicated_slice_is_refused_naming_the_files(
+    workspace: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     series = dicom_case(tmp_path / "src")
     ds = pydicom.dcmread(series / "slice005.dcm")
     ds.SOPInstanceUID = pydicom.uid.generate_uid()
     ds.save_as(series / "slice005-copy.dcm")
     code, output = ingest(capsys, str(tmp_path / "src"), "--name", "twice")
     assert code == 2
-    assert "imagesTr/case_000: DICOM series has 1 duplicated slice position(s): slice005" in output and "at 112.5 mm" in output
+    assert (
+        "imagesTr/case_000: DICOM series has 1 duplicated slice position(s): slice005" in output
+        and "at 112.5 mm" in output
+    )
     assert leftovers(workspace.datasets_dir) == []
 
 
-def test_small_jitter_in_slice_positions_is_accepted(workspace: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_small_jitter_in_slice_positions_is_accepted(
+    workspace: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     series = dicom_case(tmp_path / "src")
     ds = pydicom.dcmread(series / "slice004.dcm")
-    ds.ImagePositionPatient = [ds.ImagePositionPatient[0], ds.ImagePositionPatient[1], float(ds.ImagePositionPatient[2]) + 0.01]
+    ds.ImagePositionPatient = [
+        ds.ImagePositionPatient[0],
+        ds.ImagePositionPatient[1],
+        float(ds.ImagePositionPatient[2]) + 0.01,
+    ]
     ds.save_as(series / "slice004.dcm")  # 0.4 % of the 2.5 mm step: decimal rounding, not a missing slice
     from core.data.volumes import read_dicom_series
 
@@ -171,8 +196,9 @@ def test_the_dashboards_volume_path_refuses_an_uneven_series(workspace: Settings
     assert leftovers(workspace.datasets_dir) == []
 
 
-def test_the_dashboards_volume_path_refuses_a_lying_header_at_the_configured_limit(workspace: Settings,
-                                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_dashboards_volume_path_refuses_a_lying_header_at_the_configured_limit(
+    workspace: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("SEGTUNE_MAX_VOLUME_MB", "1")

@@ -43,7 +43,9 @@ def test_one_channel_is_a_sigmoid_with_an_inclusive_threshold() -> None:
     assert probs.shape == (1, 1, 1, 3)
     assert class_indices(probs).tolist() == [[[1, 0, 1]]]  # sigmoid(0) == 0.5 counts as foreground
     assert class_indices(probs, threshold=0.95).tolist() == [[[0, 0, 0]]]
-    assert class_probabilities(probs)[0, :, 0, 0].tolist() == pytest.approx([1 - torch.sigmoid(torch.tensor(2.0)).item(), torch.sigmoid(torch.tensor(2.0)).item()])
+    assert class_probabilities(probs)[0, :, 0, 0].tolist() == pytest.approx(
+        [1 - torch.sigmoid(torch.tensor(2.0)).item(), torch.sigmoid(torch.tensor(2.0)).item()]
+    )
 
 
 def test_several_channels_are_a_softmax_and_an_argmax() -> None:

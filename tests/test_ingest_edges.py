@@ -48,7 +48,10 @@ def test_a_mask_drawn_in_the_alpha_channel_is_read_from_it(tmp_path: Path) -> No
     black = np.zeros((16, 16, 3), np.uint8)
     save(root / "masks" / "rgba.png", np.dstack([black, square()]))  # RGBA: colour constant, alpha = the mask
     save(root / "masks" / "la.png", np.dstack([np.full((16, 16), 255, np.uint8), square()]))  # LA, white ink
-    save(root / "masks" / "opaque.png", np.dstack([np.repeat(square()[..., None], 3, 2), np.full((16, 16), 255, np.uint8)]))
+    save(
+        root / "masks" / "opaque.png",
+        np.dstack([np.repeat(square()[..., None], 3, 2), np.full((16, 16), 255, np.uint8)]),
+    )
     manifest = ingest_dataset(root, "alpha", tmp_path / "store")
     for stem in ("rgba", "la", "opaque"):
         assert manifest.pair(stem).foreground == pytest.approx((0.25,)), stem
@@ -81,11 +84,16 @@ def test_an_empty_or_folder_only_zip_is_a_clear_error(tmp_path: Path, entries: l
         for name in entries:
             zf.writestr(name, "")
     problems = refused(archive, tmp_path / "store")
-    assert problems["empty.zip"] == ("the zip holds no files" + (" (only folders)" if entries else "")
-                                     + "; zip the images/ and masks/ folders with their files")
+    assert problems["empty.zip"] == (
+        "the zip holds no files"
+        + (" (only folders)" if entries else "")
+        + "; zip the images/ and masks/ folders with their files"
+    )
 
 
-def test_many_small_entries_that_add_up_to_a_bomb_are_refused_before_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_many_small_entries_that_add_up_to_a_bomb_are_refused_before_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     archive = tmp_path / "bomb.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
         for i in range(80):  # each 900 KiB: under the per-entry ratio threshold of 1 MiB

@@ -19,7 +19,15 @@ from optuna.trial import TrialState
 
 from core.contract import StudyAttr, TrialAttr
 from core.runtime import launcher
-from core.runtime.budget import TrialCounts, budget_left, budget_used, remaining_budget, total_budget, trial_counts, trial_lock
+from core.runtime.budget import (
+    TrialCounts,
+    budget_left,
+    budget_used,
+    remaining_budget,
+    total_budget,
+    trial_counts,
+    trial_lock,
+)
 from core.runtime.claims import claim_job, detach_worker, heartbeat, register_worker
 from core.runtime.job_model import JobError, JobState
 from core.runtime.job_table import get_job, job_workers, list_jobs, set_status, tables_engine, workers_table
@@ -31,7 +39,16 @@ from core.settings import Settings
 
 
 def make_spec(name: str = "s1", n_trials: int = 4):
-    return spec_from_dict({"name": name, "dataset": "demo-cells", "image_size": 32, "budget": {"n_trials": n_trials}, "sampler": "random", "pruner": "none"})
+    return spec_from_dict(
+        {
+            "name": name,
+            "dataset": "demo-cells",
+            "image_size": 32,
+            "budget": {"n_trials": n_trials},
+            "sampler": "random",
+            "pruner": "none",
+        }
+    )
 
 
 def queue(settings: Settings, name: str = "s1", n_trials: int = 4, devices: tuple[str, ...] = ()) -> int:
@@ -136,7 +153,9 @@ def test_a_silent_remote_worker_counts_as_dead_after_the_grace_period(workspace:
         connection.execute(workers_table.update().values(host="other-machine", pid=1))
     assert [w.id for w in job_workers(workspace)] == ["far"]
     with tables_engine(workspace).begin() as connection:
-        connection.execute(workers_table.update().values(heartbeat_at=time.time() - workspace.heartbeats.worker_stale_s - 1))
+        connection.execute(
+            workers_table.update().values(heartbeat_at=time.time() - workspace.heartbeats.worker_stale_s - 1)
+        )
     assert job_workers(workspace) == []
 
 
@@ -164,11 +183,21 @@ def test_counts_skip_cancelled_and_retried_failures(workspace: Settings) -> None
     add_trial(workspace, "s1", TrialState.PRUNED)
     add_trial(workspace, "s1", TrialState.FAIL, user_attrs={TrialAttr.CANCELLED: True})
     add_trial(workspace, "s1", TrialState.FAIL)  # number 3: a dead worker's trial ...
-    add_trial(workspace, "s1", TrialState.WAITING, system_attrs={"failed_trial": 3, "retry_history": [3]})  # ... and its retry
+    add_trial(
+        workspace, "s1", TrialState.WAITING, system_attrs={"failed_trial": 3, "retry_history": [3]}
+    )  # ... and its retry
     add_trial(workspace, "s1", TrialState.RUNNING)
     study = optuna.load_study(study_name="s1", storage=open_storage(workspace.db_url))
     counts = trial_counts(study)
-    assert (counts.done, counts.complete, counts.pruned, counts.failed, counts.cancelled, counts.running, counts.waiting) == (2, 1, 1, 0, 1, 1, 1)
+    assert (
+        counts.done,
+        counts.complete,
+        counts.pruned,
+        counts.failed,
+        counts.cancelled,
+        counts.running,
+        counts.waiting,
+    ) == (2, 1, 1, 0, 1, 1, 1)
 
     job = get_job(workspace, 1)
     assert budget_left(job, counts) and not budget_used(job, counts)
@@ -184,17 +213,26 @@ def test_counts_add_up_each_state_with_several_of_each(workspace: Settings) -> N
     and 1 superseded failure do not count. A study without trials counts zero of each."""
     queue(workspace, "s1", 9)
     for state, attrs in [
-        (TrialState.COMPLETE, {}), (TrialState.FAIL, {}), (TrialState.FAIL, {"user_attrs": {TrialAttr.CANCELLED: True}}),
-        (TrialState.PRUNED, {}), (TrialState.FAIL, {}), (TrialState.COMPLETE, {}),
+        (TrialState.COMPLETE, {}),
+        (TrialState.FAIL, {}),
+        (TrialState.FAIL, {"user_attrs": {TrialAttr.CANCELLED: True}}),
+        (TrialState.PRUNED, {}),
+        (TrialState.FAIL, {}),
+        (TrialState.COMPLETE, {}),
         (TrialState.FAIL, {"user_attrs": {TrialAttr.CANCELLED: True}}),
         (TrialState.FAIL, {}),  # number 7: a dead worker's trial, superseded by its retry below
         (TrialState.WAITING, {"system_attrs": {"failed_trial": 7, "retry_history": [7]}}),
-        (TrialState.WAITING, {}), (TrialState.RUNNING, {}), (TrialState.RUNNING, {}), (TrialState.RUNNING, {}),
+        (TrialState.WAITING, {}),
+        (TrialState.RUNNING, {}),
+        (TrialState.RUNNING, {}),
+        (TrialState.RUNNING, {}),
     ]:
         add_trial(workspace, "s1", state, **attrs)
     study = optuna.load_study(study_name="s1", storage=open_storage(workspace.db_url))
     assert trial_counts(study) == TrialCounts(done=5, complete=2, pruned=1, failed=2, cancelled=2, running=3, waiting=2)
-    assert trial_counts(optuna.create_study()) == TrialCounts(done=0, complete=0, pruned=0, failed=0, cancelled=0, running=0, waiting=0)
+    assert trial_counts(optuna.create_study()) == TrialCounts(
+        done=0, complete=0, pruned=0, failed=0, cancelled=0, running=0, waiting=0
+    )
     spec = make_spec("s1", 9)
     assert total_budget(spec) == 9 and remaining_budget(study, spec) == 4
 
@@ -210,7 +248,10 @@ def test_the_trial_budget_and_the_timeout_end_a_job_at_exactly_their_limits(work
     # the timeout counts from the job's start, and its last second is the limit
     assert budget_left(job, counts(0), now=1009.9) and not budget_used(job, counts(0), now=1009.9)
     assert not budget_left(job, counts(0), now=1010.0) and budget_used(job, counts(0), now=1010.0)
-    for not_timed in (dataclasses.replace(job, started_at=None), dataclasses.replace(job, timeout_s=None)):  # queued; no timeout
+    for not_timed in (
+        dataclasses.replace(job, started_at=None),
+        dataclasses.replace(job, timeout_s=None),
+    ):  # queued; no timeout
         assert budget_left(not_timed, counts(0), now=1e12) and not budget_used(not_timed, counts(0), now=1e12)
     unlimited = dataclasses.replace(job, n_trials=None)  # only the timeout ends it
     assert budget_left(unlimited, counts(10**6), now=1005.0) and not budget_used(unlimited, counts(10**6), now=1005.0)
@@ -218,15 +259,29 @@ def test_the_trial_budget_and_the_timeout_end_a_job_at_exactly_their_limits(work
 
 def test_a_grid_study_runs_its_points_at_most(workspace: Settings) -> None:
     """A grid's budget is its point count, or the trial budget when that is smaller."""
-    space = {"architecture": {"choices": ["Unet", "ClassicUNet"]}, "encoder": {"choices": ["resnet18", "resnet34", "resnet50"]},
-             "unet_depth": {"low": 2, "high": 3}, "lr": {"choices": [0.01, 0.001]}}  # 3 x 2 + 2 x 2 = 10 points
+    space = {
+        "architecture": {"choices": ["Unet", "ClassicUNet"]},
+        "encoder": {"choices": ["resnet18", "resnet34", "resnet50"]},
+        "unet_depth": {"low": 2, "high": 3},
+        "lr": {"choices": [0.01, 0.001]},
+    }  # 3 x 2 + 2 x 2 = 10 points
 
     def grid(n_trials: int | None):
-        return spec_from_dict({"name": "g", "dataset": "d", "sampler": "grid", "search_space": space, "budget": {"n_trials": n_trials, "timeout_s": 60}})
+        return spec_from_dict(
+            {
+                "name": "g",
+                "dataset": "d",
+                "sampler": "grid",
+                "search_space": space,
+                "budget": {"n_trials": n_trials, "timeout_s": 60},
+            }
+        )
 
     assert [total_budget(grid(n)) for n in (4, 10, 25, None)] == [4, 10, 10, 10]
     assert total_budget(make_spec("r", 25)) == 25
-    random_unlimited = spec_from_dict({"name": "r", "dataset": "d", "sampler": "random", "budget": {"n_trials": None, "timeout_s": 60}})
+    random_unlimited = spec_from_dict(
+        {"name": "r", "dataset": "d", "sampler": "random", "budget": {"n_trials": None, "timeout_s": 60}}
+    )
     assert total_budget(random_unlimited) is None
     optuna.create_study(storage=open_storage(workspace.db_url), study_name="g")
     for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING):
@@ -254,7 +309,9 @@ def test_status_shows_running_epochs_workers_and_eta(workspace: Settings) -> Non
     assert [(r.number, r.epoch, r.epochs_planned, r.device) for r in status.running] == [(2, 2, 5, "cpu")]
     assert status.running[0].heartbeat_age_s < 5 and [w.id for w in status.workers] == ["w1"]
     mean = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in study.trials[:2]) / 2
-    assert status.eta_s == pytest.approx(status.running[0].eta_s + mean)  # the running trial's time left, then one more trial
+    assert status.eta_s == pytest.approx(
+        status.running[0].eta_s + mean
+    )  # the running trial's time left, then one more trial
 
 
 def finished_trials(study: optuna.Study, seconds: float, count: int) -> None:
@@ -264,9 +321,22 @@ def finished_trials(study: optuna.Study, seconds: float, count: int) -> None:
 
     start = dt.datetime.now() - dt.timedelta(minutes=10)
     for _ in range(count):
-        study.add_trial(FrozenTrial(number=0, state=TrialState.COMPLETE, value=0.5, values=None, datetime_start=start,
-                                    datetime_complete=start + dt.timedelta(seconds=seconds), params={}, distributions={},
-                                    user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=0))
+        study.add_trial(
+            FrozenTrial(
+                number=0,
+                state=TrialState.COMPLETE,
+                value=0.5,
+                values=None,
+                datetime_start=start,
+                datetime_complete=start + dt.timedelta(seconds=seconds),
+                params={},
+                distributions={},
+                user_attrs={},
+                system_attrs={},
+                intermediate_values={},
+                trial_id=0,
+            )
+        )
 
 
 def test_eta_is_never_shorter_than_what_a_running_trial_has_left(workspace: Settings) -> None:
@@ -389,9 +459,22 @@ def test_eta_is_recomputed_from_the_trials_of_the_run_after_a_resume(workspace: 
     job_id = queue(workspace, "s-eta", 4)
     study = optuna.load_study(study_name="s-eta", storage=open_storage(workspace.db_url))
     long_ago = dt.datetime.now() - dt.timedelta(hours=2)
-    study.add_trial(FrozenTrial(number=0, state=TrialState.COMPLETE, value=0.5, values=None, datetime_start=long_ago,
-                                datetime_complete=long_ago + dt.timedelta(seconds=600), params={}, distributions={},
-                                user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=0))
+    study.add_trial(
+        FrozenTrial(
+            number=0,
+            state=TrialState.COMPLETE,
+            value=0.5,
+            values=None,
+            datetime_start=long_ago,
+            datetime_complete=long_ago + dt.timedelta(seconds=600),
+            params={},
+            distributions={},
+            user_attrs={},
+            system_attrs={},
+            intermediate_values={},
+            trial_id=0,
+        )
+    )
     register_worker(workspace, "w1", "cpu")
     claim_job(workspace, "w1", "cpu")  # the job (re)starts now: started_at is set
     assert job_status(workspace, job_id).eta_s == pytest.approx(600 * 3)  # only the old run's trial is known yet

@@ -71,7 +71,9 @@ def test_labels_csv_with_header_groups_extensions_and_numeric_classes(tmp_path: 
     source = tmp_path / "src"
     for i in range(12):
         save(source / "images" / f"scan{i}.png", blob_image(i, vertical=i % 3 == 0))
-    rows = ["Name,Label,Group"] + [f"{'scan' + str(i) + ('.png' if i % 2 else '')},{10 if i % 3 == 0 else 2},patient{i // 4}" for i in range(12)]
+    rows = ["Name,Label,Group"] + [
+        f"{'scan' + str(i) + ('.png' if i % 2 else '')},{10 if i % 3 == 0 else 2},patient{i // 4}" for i in range(12)
+    ]
     (source / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     manifest = ingest_dataset(source, "csv", tmp_path / "store")
     assert manifest.classes == ("2", "10")  # whole numbers sort as numbers
@@ -86,7 +88,9 @@ def test_labels_csv_beside_the_images_and_declared_class_order(tmp_path: Path) -
     source = tmp_path / "src"
     for i in range(6):
         save(source / f"x{i}.jpg", np.dstack([blob_image(i)] * 3))
-    (source / "labels.csv").write_text("".join(f"x{i}.jpg,{'yes' if i < 2 else 'no'}\n" for i in range(6)), encoding="utf-8")
+    (source / "labels.csv").write_text(
+        "".join(f"x{i}.jpg,{'yes' if i < 2 else 'no'}\n" for i in range(6)), encoding="utf-8"
+    )
     manifest = ingest_dataset(source, "rgb", tmp_path / "store", classes=["yes", "no"])
     assert manifest.classes == ("yes", "no") and manifest.class_counts == {"yes": 2, "no": 4} and manifest.channels == 3
     assert manifest.pair("x0").image == "images/x0.jpg"
@@ -103,11 +107,18 @@ def test_a_kept_split_file_comes_along(tmp_path: Path) -> None:
 def test_a_split_file_with_cross_validation_folds_stratified_by_class(tmp_path: Path) -> None:
     source = class_folders(tmp_path / "src", {"a": 18, "b": 9})
     part = {"a_000": "test", "a_009": "test", "b_000": "test", "a_001": "val"}  # the rest: train
-    rows = [f"{part.get(stem, 'train')},{stem}" for cls, count in (("a", 18), ("b", 9)) for stem in (f"{cls}_{i:03d}" for i in range(count))]
+    rows = [
+        f"{part.get(stem, 'train')},{stem}"
+        for cls, count in (("a", 18), ("b", 9))
+        for stem in (f"{cls}_{i:03d}" for i in range(count))
+    ]
     (source / "split.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     manifest = ingest_dataset(source, "kept", tmp_path / "store")
     folder = tmp_path / "store" / "kept"
-    folds = [file_split(folder, manifest.stems, SplitConfig(from_file=True, k_folds=3, fold=f), manifest.labels) for f in range(3)]
+    folds = [
+        file_split(folder, manifest.stems, SplitConfig(from_file=True, k_folds=3, fold=f), manifest.labels)
+        for f in range(3)
+    ]
     assert {s.test for s in folds} == {("a_000", "a_009", "b_000")}  # the file's test images, held out in every fold
     counts = [Counter(manifest.labels[s] for s in split.val) for split in folds]
     assert sum(counts, Counter()) == {0: 16, 1: 8}  # every train + val image validates once
@@ -122,7 +133,10 @@ def test_a_confined_ingest_refuses_a_class_folder_link_that_leaves_the_roots(tmp
     problems = refused(Path("scans"), tmp_path / "store", confine_to=[root])
     assert any("leak.png" in field for field in problems) and "secret" not in " ".join(problems.values())
     (source / "tumour" / "leak.png").unlink()
-    assert ingest_dataset(Path("scans"), "scans", tmp_path / "store", confine_to=[root]).class_counts == {"normal": 2, "tumour": 2}
+    assert ingest_dataset(Path("scans"), "scans", tmp_path / "store", confine_to=[root]).class_counts == {
+        "normal": 2,
+        "tumour": 2,
+    }
 
 
 # --- every problem at once -------------------------------------------------------------------------------
@@ -132,7 +146,9 @@ def test_every_class_folder_problem_is_listed_at_once(tmp_path: Path) -> None:
     source = class_folders(tmp_path / "src", {"normal": 3, "tumour": 3})
     (source / "normal" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     (source / "normal" / "notes.docx").write_bytes(b"x")
-    shutil.copy(source / "normal" / "normal_000.png", source / "tumour" / "copy_of_normal.png")  # the same picture in two classes
+    shutil.copy(
+        source / "normal" / "normal_000.png", source / "tumour" / "copy_of_normal.png"
+    )  # the same picture in two classes
     shutil.copy(source / "tumour" / "tumour_001.png", source / "tumour" / "again.png")  # twice in one class
     save(source / "tumour" / "normal_001.png", blob_image(99))  # a name used in two folders
     (source / "cyst").mkdir()  # an empty class
@@ -141,8 +157,14 @@ def test_every_class_folder_problem_is_listed_at_once(tmp_path: Path) -> None:
     problems = refused(source, tmp_path / "store", task="classification")
     assert "unreadable or corrupt image" in problems["normal/broken.png"]
     assert "unsupported file type" in problems["normal/notes.docx"]
-    assert "labelled normal and tumour" in problems["normal/normal_000.png"] and "tumour/copy_of_normal.png" in problems["normal/normal_000.png"]
-    assert "copies would leak between splits" in problems["tumour/again.png"] and "tumour/tumour_001.png" in problems["tumour/again.png"]
+    assert (
+        "labelled normal and tumour" in problems["normal/normal_000.png"]
+        and "tumour/copy_of_normal.png" in problems["normal/normal_000.png"]
+    )
+    assert (
+        "copies would leak between splits" in problems["tumour/again.png"]
+        and "tumour/tumour_001.png" in problems["tumour/again.png"]
+    )
     assert "duplicate name 'normal_001'" in problems["tumour/normal_001.png"]
     assert problems["1 empty class(es)"].startswith("cyst")
     assert "holds sub-folders (tumour/nested)" in problems["tumour/"]
@@ -155,7 +177,8 @@ def test_every_labels_csv_problem_is_listed_at_once(tmp_path: Path) -> None:
     for i in range(6):
         save(source / "images" / f"s{i}.png", blob_image(i))
     (source / "labels.csv").write_text(
-        "name,label\ns0,normal\ns1,tumor\ns1,normal\nghost.png,normal\ns2,\nlonely\ns3,tumour\n", encoding="utf-8")
+        "name,label\ns0,normal\ns1,tumor\ns1,normal\nghost.png,normal\ns2,\nlonely\ns3,tumour\n", encoding="utf-8"
+    )
     problems = refused(source, tmp_path / "store", classes=["normal", "tumour"])
     report = problems["labels.csv"]
     assert "unknown class 'tumor' (1 image(s)); declared classes: ['normal', 'tumour']" in report
@@ -199,9 +222,14 @@ def test_the_task_can_be_forced_and_a_bad_one_is_named(tmp_path: Path) -> None:
     pairs = tmp_path / "seg"
     save(pairs / "images" / "p.png", blob_image(1))
     save(pairs / "masks" / "p.png", np.zeros((32, 32), np.uint8))
-    assert "images/ + masks/ is a segmentation dataset" in refused(pairs, tmp_path / "store", task="classification")["layout"]
-    assert re.search(r"unknown task 'detection'; valid: \['segmentation', 'classification'\]",
-                     refused(pairs, tmp_path / "store", task="detection")["task"])
+    assert (
+        "images/ + masks/ is a segmentation dataset"
+        in refused(pairs, tmp_path / "store", task="classification")["layout"]
+    )
+    assert re.search(
+        r"unknown task 'detection'; valid: \['segmentation', 'classification'\]",
+        refused(pairs, tmp_path / "store", task="detection")["task"],
+    )
 
 
 def test_segmentation_sources_are_still_read_as_segmentation(tmp_path: Path) -> None:
@@ -217,7 +245,9 @@ def test_segmentation_sources_are_still_read_as_segmentation(tmp_path: Path) -> 
 # --- the CLI ----------------------------------------------------------------------------------------------
 
 
-def test_cli_ingests_a_classification_dataset_and_lists_it(tmp_path: Path, workspace: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_ingests_a_classification_dataset_and_lists_it(
+    tmp_path: Path, workspace: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
     source = class_folders(tmp_path / "src", {"normal": 3, "tumour": 2})
     assert main(["ingest", str(source), "--name", "scans", "--task", "classification"]) == 0
     assert "ingested scans: 5 labelled images, 1 channel(s), classes normal 3, tumour 2" in capsys.readouterr().out
@@ -236,8 +266,9 @@ def test_liver_tiles_ingest_and_split_by_volume_and_class(tmp_path: Path) -> Non
     assert manifest.classes == ("liver", "no liver") and min(manifest.class_counts.values()) >= 40
     labels, volume = manifest.labels, (lambda stem: re.match(LIVER_GROUPS, stem).group(1))
     overall = sum(labels.values()) / len(labels)
-    for config in [SplitConfig(seed=s, group_pattern=LIVER_GROUPS) for s in range(3)] + \
-                  [SplitConfig(k_folds=3, fold=f, test=0.2, group_pattern=LIVER_GROUPS) for f in range(3)]:
+    for config in [SplitConfig(seed=s, group_pattern=LIVER_GROUPS) for s in range(3)] + [
+        SplitConfig(k_folds=3, fold=f, test=0.2, group_pattern=LIVER_GROUPS) for f in range(3)
+    ]:
         split = make_split(manifest.stems, config, labels=labels)
         volumes = [{volume(s) for s in part} for part in (split.train, split.val, split.test)]
         assert not (volumes[0] & volumes[1] or volumes[0] & volumes[2] or volumes[1] & volumes[2])

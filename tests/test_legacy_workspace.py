@@ -43,13 +43,32 @@ def legacy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 def test_the_stored_names_are_the_contracts(legacy: Settings) -> None:
     study, spec = load_study("legacy", open_storage(legacy.db_url))
     assert spec.name == "legacy" and spec.image_size == 64
-    assert {StudyAttr.SPEC, StudyAttr.DATASET, StudyAttr.SPLIT_HASH, StudyAttr.PREVIEW_ARTIFACT, variants_attr(0)} <= set(study.user_attrs)
+    assert {
+        StudyAttr.SPEC,
+        StudyAttr.DATASET,
+        StudyAttr.SPLIT_HASH,
+        StudyAttr.PREVIEW_ARTIFACT,
+        variants_attr(0),
+    } <= set(study.user_attrs)
     trial = study.trials[0]
-    for attr in (TrialAttr.HISTORY, TrialAttr.VAL_METRICS, TrialAttr.TEST_METRICS, TrialAttr.BEST_EPOCH, TrialAttr.MODEL_CONFIG,
-                 TrialAttr.PARAMS_RESOLVED, TrialAttr.IMAGES_PER_S, TrialAttr.N_PARAMS, TrialAttr.WEIGHTS_MB, TrialAttr.ARTIFACTS):
+    for attr in (
+        TrialAttr.HISTORY,
+        TrialAttr.VAL_METRICS,
+        TrialAttr.TEST_METRICS,
+        TrialAttr.BEST_EPOCH,
+        TrialAttr.MODEL_CONFIG,
+        TrialAttr.PARAMS_RESOLVED,
+        TrialAttr.IMAGES_PER_S,
+        TrialAttr.N_PARAMS,
+        TrialAttr.WEIGHTS_MB,
+        TrialAttr.ARTIFACTS,
+    ):
         assert attr in trial.user_attrs, attr
     # every kind but a classifier's predictions and the fold models of cross-validation (newer than this workspace)
-    assert set(trial.user_attrs[TrialAttr.ARTIFACTS]) == {kind.value for kind in ArtifactKind} - {ArtifactKind.PREDICTIONS, ArtifactKind.FOLD_WEIGHTS}
+    assert set(trial.user_attrs[TrialAttr.ARTIFACTS]) == {kind.value for kind in ArtifactKind} - {
+        ArtifactKind.PREDICTIONS,
+        ArtifactKind.FOLD_WEIGHTS,
+    }
 
 
 def test_results_read_the_old_study(legacy: Settings) -> None:
@@ -80,7 +99,19 @@ def test_old_bundles_and_variants_still_load(legacy: Settings, tmp_path: Path) -
     assert variant_predictions(study, 0, 1, store).shape == previews.masks.shape
 
 
-@pytest.mark.parametrize("page", ["leaderboard.py", "curves.py", "compare.py", "predictions.py", "insights.py", "export.py", "compress.py", "jobs.py"])
+@pytest.mark.parametrize(
+    "page",
+    [
+        "leaderboard.py",
+        "curves.py",
+        "compare.py",
+        "predictions.py",
+        "insights.py",
+        "export.py",
+        "compress.py",
+        "jobs.py",
+    ],
+)
 def test_every_page_opens_the_old_study(legacy: Settings, page: str) -> None:
     app = open_page(page, study="legacy")
     assert not app.exception
@@ -108,7 +139,7 @@ def test_bundle_folders_exported_in_the_old_layout_still_load(legacy: Settings, 
 # The Python snippet of the model card exported with every bundle before core/ was split into
 # subpackages (commit 0e187c4, core/results.py inference_snippet), verbatim but for the folder name.
 # It imports core.bundle, core.datasets and core.predict: those modules are kept for it.
-OLD_CARD_SNIPPET = '''\
+OLD_CARD_SNIPPET = """\
 from pathlib import Path
 
 from PIL import Image
@@ -126,11 +157,12 @@ print(predict_folder(bundle, Path("images"), Path("masks")).summary())
 model, config = load_bundle(bundle)
 mask = predict_image(model, config, read_image(Path("image.png")))
 Image.fromarray(mask_png(mask, len(config.classes))).save("mask.png")  # 0/255 when binary
-'''
+"""
 
 
-def test_the_python_snippet_of_an_old_model_card_still_runs(legacy: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_python_snippet_of_an_old_model_card_still_runs(
+    legacy: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Old bundles' cards print ``from core.bundle/core.datasets/core.predict import ...``: run that text as it was."""
     import numpy as np
     from PIL import Image
@@ -145,7 +177,9 @@ def test_the_python_snippet_of_an_old_model_card_still_runs(legacy: Settings, tm
     monkeypatch.chdir(tmp_path)
     exec(compile(OLD_CARD_SNIPPET.format(bundle=folder), "<old model card>", "exec"), {"__name__": "__card__"})
     assert "2 mask(s) written" in capsys.readouterr().out
-    assert sorted(path.name for path in (tmp_path / "masks").glob("*.png")) == sorted(f"{cell.stem}.png" for cell in cells)
+    assert sorted(path.name for path in (tmp_path / "masks").glob("*.png")) == sorted(
+        f"{cell.stem}.png" for cell in cells
+    )
     mask = np.asarray(Image.open(tmp_path / "mask.png"))
     assert mask.shape == np.asarray(Image.open(cells[0])).shape[:2] and set(np.unique(mask)) <= {0, 255}
 

@@ -83,7 +83,9 @@ def test_hybrid_is_the_weighted_sum_of_its_parts(name: str, mode: str) -> None:
 
 def test_uint8_targets_are_accepted() -> None:
     logits = _perfect_multiclass_logits(MULTI_TARGET, 3)
-    assert float(build_loss("dice_bce", "multiclass")(logits, MULTI_TARGET.to(torch.uint8))) == pytest.approx(0.0, abs=1e-4)
+    assert float(build_loss("dice_bce", "multiclass")(logits, MULTI_TARGET.to(torch.uint8))) == pytest.approx(
+        0.0, abs=1e-4
+    )
 
 
 def test_unknown_names_list_options() -> None:

@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from core.errors import SegTuneError
-from core.metrics.segmentation import METRIC_NAMES, SegmentationMetrics, image_dice_scores, mean_image_dice, per_image_dice, pooled_dice
+from core.metrics.segmentation import (
+    METRIC_NAMES,
+    SegmentationMetrics,
+    image_dice_scores,
+    mean_image_dice,
+    per_image_dice,
+    pooled_dice,
+)
 
 BIG = 20.0
 
@@ -67,7 +74,7 @@ def test_multi_batch_accumulation_equals_one_big_batch() -> None:
     whole, parts = SegmentationMetrics("multiclass", 4), SegmentationMetrics("multiclass", 4)
     whole.update(logits, target)
     for chunk in range(3):
-        parts.update(logits[2 * chunk: 2 * chunk + 2], target[2 * chunk: 2 * chunk + 2])
+        parts.update(logits[2 * chunk : 2 * chunk + 2], target[2 * chunk : 2 * chunk + 2])
     assert parts.compute() == pytest.approx(whole.compute())
     parts.reset()
     parts.update(logits[:2], target[:2])
@@ -176,16 +183,20 @@ def test_per_image_and_pooled_dice_from_counts_by_hand() -> None:
     """(images, foreground classes, 3) tp/fp/fn: a class empty in an image's truth and prediction is
     left out of that image, an image with nothing is NaN (left out of the mean), and the pooled Dice
     sums the counts first and leaves out the classes absent everywhere (class 3 here)."""
-    counts = np.array([
-        [[1, 1, 0], [0, 0, 0], [0, 0, 0]],  # class 1: 2/3; class 2 left out -> 2/3
-        [[1, 0, 3], [0, 1, 0], [0, 0, 0]],  # class 1: 2/5; class 2: 0 -> 0.2
-        [[0, 0, 0], [0, 0, 0], [0, 0, 0]],  # nothing anywhere -> NaN
-        [[3, 0, 0], [1, 0, 1], [0, 0, 0]],  # 1.0 and 2/3 -> 5/6
-    ])
+    counts = np.array(
+        [
+            [[1, 1, 0], [0, 0, 0], [0, 0, 0]],  # class 1: 2/3; class 2 left out -> 2/3
+            [[1, 0, 3], [0, 1, 0], [0, 0, 0]],  # class 1: 2/5; class 2: 0 -> 0.2
+            [[0, 0, 0], [0, 0, 0], [0, 0, 0]],  # nothing anywhere -> NaN
+            [[3, 0, 0], [1, 0, 1], [0, 0, 0]],  # 1.0 and 2/3 -> 5/6
+        ]
+    )
     scores = image_dice_scores(counts)
     assert scores[[0, 1, 3]] == pytest.approx([2 / 3, 0.2, 5 / 6]) and np.isnan(scores[2])
     assert mean_image_dice(counts) == pytest.approx((2 / 3 + 0.2 + 5 / 6) / 3)
-    assert pooled_dice(counts) == pytest.approx((10 / 14 + 2 / 4) / 2)  # class 1: tp 5, fp 1, fn 3; class 2: tp 1, fp 1, fn 1
+    assert pooled_dice(counts) == pytest.approx(
+        (10 / 14 + 2 / 4) / 2
+    )  # class 1: tp 5, fp 1, fn 3; class 2: tp 1, fp 1, fn 1
     assert pooled_dice(np.zeros((2, 3, 3))) == 1.0 and mean_image_dice(np.zeros((2, 3, 3))) == 1.0
     assert pooled_dice(np.array([[[2, 0, 0], [0, 1, 0]]])) == 0.5  # one invented pixel makes a class present (Dice 0)
 

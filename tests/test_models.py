@@ -13,7 +13,15 @@ import pytest
 import torch
 
 from core.modeling import smp_models
-from core.modeling.architectures import ARCHITECTURES, CLASSIC_UNET, FCN32, Family, config_from_params, input_size_problem, names
+from core.modeling.architectures import (
+    ARCHITECTURES,
+    CLASSIC_UNET,
+    FCN32,
+    Family,
+    config_from_params,
+    input_size_problem,
+    names,
+)
 from core.modeling.build import build_model, count_parameters, weights_size_mb
 from core.modeling.config import ModelBuildError, ModelConfig, out_channels, task_mode
 from core.modeling.custom import ACTIVATIONS, ClassicUNet, make_activation
@@ -64,13 +72,25 @@ def test_paper_models_keep_input_size(arch: str, in_channels: int, num_classes: 
     assert _forward(config).shape == (2, out_channels(num_classes), 64, 64)
 
 
-@pytest.mark.parametrize("depth,activation,bn_after_act,dropout", [
-    (2, "relu", False, 0.0), (3, "mish", True, 0.2), (4, "elu", False, 0.5), (5, "lrelu", True, 0.0),
-])
+@pytest.mark.parametrize(
+    "depth,activation,bn_after_act,dropout",
+    [
+        (2, "relu", False, 0.0),
+        (3, "mish", True, 0.2),
+        (4, "elu", False, 0.5),
+        (5, "lrelu", True, 0.0),
+    ],
+)
 def test_classic_unet_depths_and_activations(depth: int, activation: str, bn_after_act: bool, dropout: float) -> None:
     config = ModelConfig(
-        CLASSIC_UNET, 1, 3, unet_start_filters=4, unet_depth=depth,
-        unet_activation=activation, unet_bn_after_act=bn_after_act, unet_dropout=dropout,
+        CLASSIC_UNET,
+        1,
+        3,
+        unet_start_filters=4,
+        unet_depth=depth,
+        unet_activation=activation,
+        unet_bn_after_act=bn_after_act,
+        unet_dropout=dropout,
     )
     assert _forward(config).shape == (2, 3, 64, 64)
 
@@ -161,7 +181,9 @@ def test_imagenet_weights_offline_fail_fast(monkeypatch: pytest.MonkeyPatch, tmp
     monkeypatch.setattr(smp_models, "_hub_reachable", lambda timeout_s=3.0: False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     start = time.monotonic()
-    with pytest.raises(ModelBuildError, match=r"could not download ImageNet weights for 'resnet18' \(offline\?\).*encoder_weights=None"):
+    with pytest.raises(
+        ModelBuildError, match=r"could not download ImageNet weights for 'resnet18' \(offline\?\).*encoder_weights=None"
+    ):
         build_model(ModelConfig("Unet", 3, 2, encoder_weights="imagenet"))
     assert time.monotonic() - start < 15  # huggingface_hub alone would retry for 25-50 s
     assert constants.HF_HUB_OFFLINE is False  # offline mode was only for the build
@@ -187,11 +209,20 @@ def test_config_round_trips_and_rejects_unknown_keys() -> None:
 
 
 def test_from_params_takes_only_parameters_that_apply() -> None:
-    params = {"architecture": "Unet", "encoder": "resnet34", "encoder_depth": 4, "unet_depth": 7, "lr": 0.1, "optimizer": "adam"}
+    params = {
+        "architecture": "Unet",
+        "encoder": "resnet34",
+        "encoder_depth": 4,
+        "unet_depth": 7,
+        "lr": 0.1,
+        "optimizer": "adam",
+    }
     config = config_from_params(params, in_channels=1, num_classes=2)
     assert (config.architecture, config.encoder, config.encoder_depth) == ("Unet", "resnet34", 4)
     assert config.unet_depth == 4  # a ClassicUNet-only parameter keeps its default for Unet
-    unet = config_from_params({"architecture": "ClassicUNet", "encoder": "resnet34", "unet_depth": 6, "unet_bn_after_act": True}, 3, 4)
+    unet = config_from_params(
+        {"architecture": "ClassicUNet", "encoder": "resnet34", "unet_depth": 6, "unet_bn_after_act": True}, 3, 4
+    )
     assert (unet.unet_depth, unet.unet_bn_after_act, unet.encoder) == (6, True, "resnet18")
     assert (unet.in_channels, unet.num_classes) == (3, 4)
 

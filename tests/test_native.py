@@ -28,7 +28,9 @@ class Brightness(nn.Module):
 def discs(count: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Bright discs on dark ground: images (N, 1, S, S) uint8 and their masks (N, S, S) uint8."""
     yy, xx = np.mgrid[:size, :size] / size
-    masks = np.stack([((yy - 0.3 - 0.1 * i) ** 2 + (xx - 0.5) ** 2 < 0.04 + 0.01 * i) for i in range(count)]).astype(np.uint8)
+    masks = np.stack([((yy - 0.3 - 0.1 * i) ** 2 + (xx - 0.5) ** 2 < 0.04 + 0.01 * i) for i in range(count)]).astype(
+        np.uint8
+    )
     return torch.from_numpy(masks[:, None] * 255), torch.from_numpy(masks)
 
 
@@ -37,7 +39,9 @@ def test_at_the_training_size_native_scores_equal_the_training_scores() -> None:
     data = ImageSet(images, masks, ("a", "b", "c"))
     loss = build_loss("dice_bce", "binary")
     plain = evaluate_detailed(Brightness(), data, 2, loss_fn=loss, mode="binary", num_classes=2)
-    native, rows = evaluate_native(Brightness(), data, list(masks.numpy()), 2, loss_fn=loss, mode="binary", num_classes=2)
+    native, rows = evaluate_native(
+        Brightness(), data, list(masks.numpy()), 2, loss_fn=loss, mode="binary", num_classes=2
+    )
     assert {k: native.metrics[k] for k in plain.metrics} == pytest.approx(plain.metrics)
     assert np.array_equal(native.image_counts, plain.image_counts)
     assert native.metrics["nsd"] == 1.0 and native.metrics["hd95"] == 0.0  # a perfect model
@@ -48,14 +52,24 @@ def test_a_large_original_is_scored_on_its_own_pixels() -> None:
     small, _ = discs(2, 32)
     _, large = discs(2, 128)  # the originals, 4x larger
     data = ImageSet(small, torch.zeros(2, 32, 32, dtype=torch.uint8), ("a", "b"))
-    evaluation, rows = evaluate_native(Brightness(), data, list(large.numpy()), 2, loss_fn=build_loss("bce", "binary"), mode="binary", num_classes=2)
+    evaluation, rows = evaluate_native(
+        Brightness(), data, list(large.numpy()), 2, loss_fn=build_loss("bce", "binary"), mode="binary", num_classes=2
+    )
     tp, fp, fn = evaluation.image_counts[:, 0].T
     assert list(tp + fn) == [int(m.sum()) for m in large.numpy()]  # every original foreground pixel counted
     assert all((row.height, row.width) == (128, 128) for row in rows)
     # upsampled from 32 px, the disc's edge is a few pixels off, never more
     assert 0.9 < evaluation.metrics["dice"] < 1.0 and 0 < evaluation.metrics["hd95"] <= 4
     with pytest.raises(ValueError, match="1 original masks for 2 images"):
-        evaluate_native(Brightness(), data, list(large.numpy()[:1]), 2, loss_fn=build_loss("bce", "binary"), mode="binary", num_classes=2)
+        evaluate_native(
+            Brightness(),
+            data,
+            list(large.numpy()[:1]),
+            2,
+            loss_fn=build_loss("bce", "binary"),
+            mode="binary",
+            num_classes=2,
+        )
 
 
 def test_a_new_study_is_scored_at_the_original_resolution(workspace: Settings) -> None:
@@ -64,11 +78,24 @@ def test_a_new_study_is_scored_at_the_original_resolution(workspace: Settings) -
     from core.search.validation import spec_from_dict
 
     create_demo_dataset(workspace.datasets_dir, count=16, size=128)
-    spec = spec_from_dict({
-        "name": "native", "dataset": "demo-cells", "image_size": 32, "sampler": "random", "pruner": "none",
-        "budget": {"n_trials": 1, "max_epochs": 1}, "preview_count": 2,
-        "search_space": {"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2, "batch_size": 8, "epochs": 1},
-    })
+    spec = spec_from_dict(
+        {
+            "name": "native",
+            "dataset": "demo-cells",
+            "image_size": 32,
+            "sampler": "random",
+            "pruner": "none",
+            "budget": {"n_trials": 1, "max_epochs": 1},
+            "preview_count": 2,
+            "search_space": {
+                "architecture": "ClassicUNet",
+                "unet_start_filters": 4,
+                "unet_depth": 2,
+                "batch_size": 8,
+                "epochs": 1,
+            },
+        }
+    )
     study = run_study(spec, workspace, device="cpu")
     assert study.user_attrs[StudyAttr.EVALUATION] == NATIVE_EVALUATION and scored_natively(study)
     attrs = study.trials[0].user_attrs

@@ -11,7 +11,9 @@ from core.settings import Settings
 from tests.helpers.studies import tiny_study
 
 
-def test_out_of_memory_is_retried_once_with_half_the_batch(workspace: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_out_of_memory_is_retried_once_with_half_the_batch(
+    workspace: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real_train = core.training.objective.train_model
     batch_sizes: list[int] = []
 
@@ -29,7 +31,9 @@ def test_out_of_memory_is_retried_once_with_half_the_batch(workspace: Settings, 
     assert trial.user_attrs["oom_retry_batch_size"] == 4
 
 
-def test_out_of_memory_twice_fails_the_trial_with_a_reason_not_the_worker(workspace: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_out_of_memory_twice_fails_the_trial_with_a_reason_not_the_worker(
+    workspace: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def always_out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
 
@@ -53,10 +57,23 @@ def test_the_trial_value_is_the_best_epochs_validation_score_never_test(workspac
 def test_objective_values_read_validation_metrics_and_trial_attributes() -> None:
     from core.search.validation import spec_from_dict
 
-    summary = {"val_metrics": {"dice": 0.25, "iou": 0.125}, "test_metrics": {"dice": 0.75, "iou": 0.5}, "n_params": 1234, "images_per_s": 99.0}
+    summary = {
+        "val_metrics": {"dice": 0.25, "iou": 0.125},
+        "test_metrics": {"dice": 0.75, "iou": 0.5},
+        "n_params": 1234,
+        "images_per_s": 99.0,
+    }
     single = spec_from_dict({"name": "s", "dataset": "d", "objectives": [{"metric": "val_iou"}]})
     assert core.training.objective._objective_values(single, summary) == 0.125
-    multi = spec_from_dict({"name": "s", "dataset": "d", "sampler": "nsga2", "pruner": "none", "objectives": [{"metric": "val_dice"}, {"metric": "n_params"}]})
+    multi = spec_from_dict(
+        {
+            "name": "s",
+            "dataset": "d",
+            "sampler": "nsga2",
+            "pruner": "none",
+            "objectives": [{"metric": "val_dice"}, {"metric": "n_params"}],
+        }
+    )
     assert core.training.objective._objective_values(multi, summary) == (0.25, 1234.0)
 
 
@@ -66,7 +83,15 @@ def test_the_kept_epoch_is_the_best_for_the_first_objective_when_it_is_known_per
     from core.search.validation import spec_from_dict
 
     def selection(*objectives: str) -> dict[str, object]:
-        spec = spec_from_dict({"name": "s", "dataset": "d", "sampler": "nsga2", "pruner": "none", "objectives": [{"metric": m} for m in objectives]})
+        spec = spec_from_dict(
+            {
+                "name": "s",
+                "dataset": "d",
+                "sampler": "nsga2",
+                "pruner": "none",
+                "objectives": [{"metric": m} for m in objectives],
+            }
+        )
         return core.training.objective._selection(spec)
 
     assert selection("val_iou", "n_params") == {"select_metric": "iou", "select_maximize": True}
@@ -82,7 +107,9 @@ def test_a_later_fold_reports_the_mean_of_the_finished_folds_and_its_current_epo
     from core.search.validation import spec_from_dict
     from core.training.loop import EpochRecord, TrainResult
 
-    spec = spec_from_dict({"name": "s", "dataset": "d", "pruner": "none", "cv": {"folds": 3}, "budget": {"n_trials": 1, "max_epochs": 4}})
+    spec = spec_from_dict(
+        {"name": "s", "dataset": "d", "pruner": "none", "cv": {"folds": 3}, "budget": {"n_trials": 1, "max_epochs": 4}}
+    )
     study = optuna.create_study(direction="maximize")
     trial = study.ask()
     finished = [TrainResult([], 1, {}, False, 0.0, {"dice": dice, "loss": 0.5}) for dice in (0.9, 0.6)]
@@ -90,13 +117,25 @@ def test_a_later_fold_reports_the_mean_of_the_finished_folds_and_its_current_epo
     on_epoch = core.training.objective._epoch_reporter(trial, spec, context, 2, finished)
     on_epoch(EpochRecord(2, 0.3, {"dice": 0.3, "loss": 0.4}, 1e-3, 1.0))
     assert study.trials[0].intermediate_values == {2 * 4 + 2: pytest.approx((0.9 + 0.6 + 0.3) / 3)}
-    assert trial.user_attrs[TrialAttr.EPOCH] == 2 and TrialAttr.HISTORY not in trial.user_attrs  # only fold 0 is the live curve
+    assert (
+        trial.user_attrs[TrialAttr.EPOCH] == 2 and TrialAttr.HISTORY not in trial.user_attrs
+    )  # only fold 0 is the live curve
 
 
-def _reporter(workspace: Settings, spec_extra: dict, fold: int | None, finished: list, *, pruner: optuna.pruners.BasePruner | None = None, stop: bool = False):
+def _reporter(
+    workspace: Settings,
+    spec_extra: dict,
+    fold: int | None,
+    finished: list,
+    *,
+    pruner: optuna.pruners.BasePruner | None = None,
+    stop: bool = False,
+):
     from core.search.validation import spec_from_dict
 
-    spec = spec_from_dict({"name": "s", "dataset": "d", "pruner": "none", "budget": {"n_trials": 1, "max_epochs": 4}, **spec_extra})
+    spec = spec_from_dict(
+        {"name": "s", "dataset": "d", "pruner": "none", "budget": {"n_trials": 1, "max_epochs": 4}, **spec_extra}
+    )
     study = optuna.create_study(direction="maximize", pruner=pruner)
     trial = study.ask()
     context = core.training.objective.RunContext(workspace, artifact_store=None, stop_requested=lambda: stop)
@@ -133,6 +172,12 @@ def test_a_pruned_fold_names_itself_and_a_non_epoch_objective_reports_nothing(wo
         on_epoch(_record(2, 0.5))
     # n_params is not known per epoch: nothing is reported (finished folds hold no such metric), so nothing prunes
     finished = [TrainResult([], 1, {}, False, 0.0, {"dice": 0.9, "loss": 0.1})]
-    trial, on_epoch = _reporter(workspace, {"cv": {"folds": 2}, "objectives": [{"metric": "n_params", "direction": "minimize"}]}, 1, finished, pruner=always)
+    trial, on_epoch = _reporter(
+        workspace,
+        {"cv": {"folds": 2}, "objectives": [{"metric": "n_params", "direction": "minimize"}]},
+        1,
+        finished,
+        pruner=always,
+    )
     on_epoch(_record(1, 0.5))
     assert trial.study.trials[0].intermediate_values == {}

@@ -35,8 +35,24 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
             source.mkdir(exist_ok=True)
             shutil.copy(path, source / name)
     target = root / "site"
-    result = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-compile",
-                             "--quiet", "--target", str(target), str(source)], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-compile",
+            "--quiet",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return target
 
@@ -47,24 +63,39 @@ def _dist_info(installed: Path) -> Path:
 
 
 def test_the_install_holds_every_module_and_data_file(installed: Path) -> None:
-    tracked = subprocess.run(["git", "ls-files", "core", "app", "pages", "segtune"], cwd=REPO, capture_output=True, text=True, check=True)
+    tracked = subprocess.run(
+        ["git", "ls-files", "core", "app", "pages", "segtune"], cwd=REPO, capture_output=True, text=True, check=True
+    )
     wanted = {name for name in tracked.stdout.split() if not name.endswith((".gitkeep",))}
     present = {str(path.relative_to(installed)) for path in installed.rglob("*") if path.is_file()}
     assert wanted - present == set(), "files of the checkout missing from the install"
-    assert {"app/.streamlit/config.toml", "core/search/presets/p1-unet-keras-tuner.json", "core/deploy/standalone_predict.py"} <= present
+    assert {
+        "app/.streamlit/config.toml",
+        "core/search/presets/p1-unet-keras-tuner.json",
+        "core/deploy/standalone_predict.py",
+    } <= present
 
 
 def test_the_command_and_the_pinned_dependencies_are_declared(installed: Path) -> None:
     info = _dist_info(installed)
     assert "segtune = segtune.cli:main" in (info / "entry_points.txt").read_text()
-    requires = [line.removeprefix("Requires-Dist: ") for line in (info / "METADATA").read_text().splitlines() if line.startswith("Requires-Dist: ")]
-    pinned = [line.strip() for line in (REPO / "requirements.txt").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    requires = [
+        line.removeprefix("Requires-Dist: ")
+        for line in (info / "METADATA").read_text().splitlines()
+        if line.startswith("Requires-Dist: ")
+    ]
+    pinned = [
+        line.strip()
+        for line in (REPO / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert requires == pinned  # requirements.txt is the one list of versions
     assert (installed / "bin" / "segtune").is_file()
 
 
-def test_segtune_hands_dashboard_to_the_launcher_and_the_rest_to_core(workspace: Settings, monkeypatch: pytest.MonkeyPatch,
-                                                                      capsys: pytest.CaptureFixture) -> None:
+def test_segtune_hands_dashboard_to_the_launcher_and_the_rest_to_core(
+    workspace: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     from app import serve
     from core.data.manifest import list_datasets
     from segtune.cli import main
@@ -95,11 +126,23 @@ def test_the_installed_command_runs_from_any_folder(installed: Path, tmp_path: P
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = _installed_env(installed, tmp_path / "home")
-    where = subprocess.run([sys.executable, "-c", "import core, pages; print(core.__file__); print(list(pages.__path__)[0])"],
-                           cwd=elsewhere, env=env, capture_output=True, text=True, check=True)
+    where = subprocess.run(
+        [sys.executable, "-c", "import core, pages; print(core.__file__); print(list(pages.__path__)[0])"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert all(line.startswith(str(installed)) for line in where.stdout.split())  # not the checkout's
-    result = subprocess.run([str(installed / "bin" / "segtune"), "datasets", "demo"], cwd=elsewhere, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(installed / "bin" / "segtune"), "datasets", "demo"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "created demo dataset" in result.stdout and (tmp_path / "home" / "datasets").is_dir()
 
@@ -111,8 +154,13 @@ def test_the_installed_dashboard_serves_its_pages_from_any_folder(installed: Pat
     elsewhere.mkdir()
     port = free_port()
     with (tmp_path / "dashboard.log").open("w") as log:
-        process = subprocess.Popen([str(installed / "bin" / "segtune"), "dashboard", "--server.port", str(port), "--server.headless", "true"],
-                                   cwd=elsewhere, env=_installed_env(installed, tmp_path / "home"), stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [str(installed / "bin" / "segtune"), "dashboard", "--server.port", str(port), "--server.headless", "true"],
+            cwd=elsewhere,
+            env=_installed_env(installed, tmp_path / "home"),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             url = f"http://127.0.0.1:{port}"
             wait_for_server(url, process, timeout_s=120)

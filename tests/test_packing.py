@@ -18,7 +18,9 @@ GiB = 2**30
 
 def test_trials_that_fit_leave_headroom_and_a_cuda_context_each() -> None:
     per_trial = 2 * GiB
-    assert launcher.trials_that_fit(per_trial, 80 * GiB) == min(launcher.MAX_PER_GPU, int(80 * GiB * 0.85 // (per_trial + launcher.CUDA_CONTEXT_BYTES)))
+    assert launcher.trials_that_fit(per_trial, 80 * GiB) == min(
+        launcher.MAX_PER_GPU, int(80 * GiB * 0.85 // (per_trial + launcher.CUDA_CONTEXT_BYTES))
+    )
     assert launcher.trials_that_fit(10 * GiB, 24 * GiB) == 1
     assert launcher.trials_that_fit(30 * GiB, 24 * GiB) == 1  # never zero: the OOM retry halves the batch
     assert launcher.trials_that_fit(100 * 2**20, 80 * GiB) == launcher.MAX_PER_GPU
@@ -39,11 +41,15 @@ def test_plan_slots_auto_packs_each_gpu_by_its_free_memory() -> None:
 
 
 def test_analytic_memory_grows_with_batch_and_image_size() -> None:
-    model = build_model(ModelConfig(architecture="ClassicUNet", in_channels=1, num_classes=2, unet_start_filters=4, unet_depth=2))
+    model = build_model(
+        ModelConfig(architecture="ClassicUNet", in_channels=1, num_classes=2, unet_start_filters=4, unet_depth=2)
+    )
     params = sum(p.numel() for p in model.parameters())
     small = analytic_memory_bytes(model, torch.rand(2, 1, 32, 32))
     assert small > 4 * params * 4  # parameter state plus activations
-    assert analytic_memory_bytes(model, torch.rand(4, 1, 32, 32)) - 4 * params * 4 == pytest.approx(2 * (small - 4 * params * 4), rel=0.01)
+    assert analytic_memory_bytes(model, torch.rand(4, 1, 32, 32)) - 4 * params * 4 == pytest.approx(
+        2 * (small - 4 * params * 4), rel=0.01
+    )
     assert analytic_memory_bytes(model, torch.rand(2, 1, 64, 64)) > 3 * (small - 4 * params * 4)
 
 
@@ -52,13 +58,23 @@ def test_the_probe_reports_memory_and_submit_auto_uses_it(workspace: Settings, m
     from core.runtime.queue import submit_job
 
     create_demo_dataset(workspace.datasets_dir, count=12, size=64)
-    spec = spec_from_dict({"name": "packed", "dataset": "demo-cells", "image_size": 64,
-                           "search_space": {"architecture": "ClassicUNet", "unet_start_filters": 8, "unet_depth": 2, "batch_size": 4}})
+    spec = spec_from_dict(
+        {
+            "name": "packed",
+            "dataset": "demo-cells",
+            "image_size": 64,
+            "search_space": {"architecture": "ClassicUNet", "unet_start_filters": 8, "unet_depth": 2, "batch_size": 4},
+        }
+    )
     cost = estimate_trial_cost(spec, workspace)
     assert cost.memory_bytes > 0 and not cost.memory_measured
     monkeypatch.setattr(launcher, "launch_workers", lambda settings, job, slots: [])
     monkeypatch.setattr(launcher, "visible_gpu_ids", lambda: ["0"])
     monkeypatch.setattr(launcher, "free_gpu_memory", lambda device: 3 * GiB)
-    monkeypatch.setattr(launcher.plan_slots, "__kwdefaults__", {**launcher.plan_slots.__kwdefaults__, "device_memory": launcher.free_gpu_memory})
+    monkeypatch.setattr(
+        launcher.plan_slots,
+        "__kwdefaults__",
+        {**launcher.plan_slots.__kwdefaults__, "device_memory": launcher.free_gpu_memory},
+    )
     job = get_job(workspace, submit_job(workspace, spec, per_gpu="auto", trial_bytes=cost.memory_bytes, launch=False))
     assert job.per_gpu == job.workers == launcher.trials_that_fit(cost.memory_bytes, 3 * GiB) >= 2

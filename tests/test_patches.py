@@ -125,7 +125,9 @@ def test_foreground_crops_contain_the_foreground(monkeypatch: pytest.MonkeyPatch
     for _ in range(10):
         _, crop_masks = random_crops(images, masks, 16, generator)
         assert all(int(crop_masks[i].sum()) > 0 for i in range(3)) and int(crop_masks[3].sum()) == 0
-    monkeypatch.setattr(core.data.tensors, "FOREGROUND_CROP_SHARE", 0.0)  # uniform crops: a single pixel is mostly missed
+    monkeypatch.setattr(
+        core.data.tensors, "FOREGROUND_CROP_SHARE", 0.0
+    )  # uniform crops: a single pixel is mostly missed
     hits = sum(int(random_crops(images, masks, 16, generator)[1][0].sum()) for _ in range(50))
     assert hits < 25
 
@@ -147,7 +149,11 @@ def test_a_seeded_crop_sequence_repeats_and_crops_come_before_augmentation() -> 
 
     def run(seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         generator = torch.Generator().manual_seed(seed)
-        return list(iterate_batches(data, 4, shuffle=True, generator=generator, augment=AugmentConfig(hflip=True, rotate=10), crop=16))
+        return list(
+            iterate_batches(
+                data, 4, shuffle=True, generator=generator, augment=AugmentConfig(hflip=True, rotate=10), crop=16
+            )
+        )
 
     first, again, other = run(3), run(3), run(4)
     assert [b[0].shape for b in first] == [(4, 2, 16, 16), (2, 2, 16, 16)] and first[0][1].shape == (4, 16, 16)
@@ -156,7 +162,9 @@ def test_a_seeded_crop_sequence_repeats_and_crops_come_before_augmentation() -> 
 
 
 def test_crops_refuse_what_they_cannot_cut() -> None:
-    labels = ImageSet(torch.zeros(2, 1, 32, 32, dtype=torch.uint8), torch.zeros(2, dtype=torch.long), ("a", "b"), Task.CLASSIFICATION)
+    labels = ImageSet(
+        torch.zeros(2, 1, 32, 32, dtype=torch.uint8), torch.zeros(2, dtype=torch.long), ("a", "b"), Task.CLASSIFICATION
+    )
     with pytest.raises(SegTuneError, match="patches are for segmentation"):
         next(iterate_batches(labels, 2, shuffle=False, generator=None, augment=None, crop=16))
     with pytest.raises(SegTuneError, match="does not fit images of 32 px"):
@@ -168,11 +176,18 @@ def test_crops_refuse_what_they_cannot_cut() -> None:
 
 def test_patch_size_is_optional_validated_and_written_only_when_set() -> None:
     old = spec_from_dict({"name": "s", "dataset": "d", "image_size": 64})
-    assert old.patch_size is None and "patch_size" not in old.to_dict()  # specs stored before patches read and compare the same
+    assert (
+        old.patch_size is None and "patch_size" not in old.to_dict()
+    )  # specs stored before patches read and compare the same
     patched = spec_from_dict({"name": "s", "dataset": "d", "image_size": 512, "patch_size": 128})
     assert patched.patch_size == 128 and spec_from_dict(patched.to_dict()) == patched
     assert spec_from_dict({"name": "s", "dataset": "d", "patch_size": None}).patch_size is None
-    for bad, expected in ((48, "multiple of 32 from 32 to image_size (64)"), (128, "got 128"), (0, "got 0"), ("32", "must be int")):
+    for bad, expected in (
+        (48, "multiple of 32 from 32 to image_size (64)"),
+        (128, "got 128"),
+        (0, "got 0"),
+        ("32", "must be int"),
+    ):
         with pytest.raises(SpecError) as error:
             spec_from_dict({"name": "s", "dataset": "d", "image_size": 64, "patch_size": bad})
         assert expected in error.value.problems["patch_size"]
@@ -181,7 +196,9 @@ def test_patch_size_is_optional_validated_and_written_only_when_set() -> None:
     assert "a classification study sees each image whole" in error.value.problems["patch_size"]
 
 
-def test_the_estimate_probes_a_batch_of_patches_and_counts_the_windows(workspace: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_estimate_probes_a_batch_of_patches_and_counts_the_windows(
+    workspace: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import core.training.estimate
     from core.data.demo import create_demo_dataset
     from core.data.manifest import load_manifest
@@ -196,8 +213,12 @@ def test_the_estimate_probes_a_batch_of_patches_and_counts_the_windows(workspace
         return 1.0
 
     monkeypatch.setattr(core.training.estimate, "_time_train_step", one_second)
-    base = {"name": "s", "dataset": "demo-cells", "image_size": 64,
-            "search_space": {"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2, "batch_size": 2}}
+    base = {
+        "name": "s",
+        "dataset": "demo-cells",
+        "image_size": 64,
+        "search_space": {"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2, "batch_size": 2},
+    }
     whole = estimate_trial_cost(spec_from_dict(base), workspace)
     patched = estimate_trial_cost(spec_from_dict({**base, "patch_size": 32}), workspace)
     assert sides == [64, 32]
@@ -211,7 +232,9 @@ def test_the_estimate_probes_a_batch_of_patches_and_counts_the_windows(workspace
 # --- a real study -------------------------------------------------------------------------------
 
 
-def test_a_patch_study_trains_on_crops_and_scores_by_sliding_window(workspace: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_patch_study_trains_on_crops_and_scores_by_sliding_window(
+    workspace: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from core.data.demo import create_demo_dataset
     from core.runtime.tuning import run_study
 
@@ -230,11 +253,26 @@ def test_a_patch_study_trains_on_crops_and_scores_by_sliding_window(workspace: S
 
     monkeypatch.setattr(core.training.loop, "iterate_batches", batches)
     monkeypatch.setattr(core.training.loop, "sliding_window_probabilities", sliding)
-    spec = spec_from_dict({
-        "name": "patches", "dataset": "demo-cells", "image_size": 64, "patch_size": 32, "sampler": "random", "pruner": "none",
-        "budget": {"n_trials": 1, "max_epochs": 1}, "preview_count": 2,
-        "search_space": {"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2, "batch_size": 4, "epochs": 1, "lr": 3e-3},
-    })
+    spec = spec_from_dict(
+        {
+            "name": "patches",
+            "dataset": "demo-cells",
+            "image_size": 64,
+            "patch_size": 32,
+            "sampler": "random",
+            "pruner": "none",
+            "budget": {"n_trials": 1, "max_epochs": 1},
+            "preview_count": 2,
+            "search_space": {
+                "architecture": "ClassicUNet",
+                "unet_start_filters": 4,
+                "unet_depth": 2,
+                "batch_size": 4,
+                "epochs": 1,
+                "lr": 3e-3,
+            },
+        }
+    )
     trial = run_study(spec, workspace, device="cpu").trials[0]
     assert trial.state == optuna.trial.TrialState.COMPLETE, trial.user_attrs.get("error")
     assert 32 in crops and windows and set(windows) == {32}  # training cut crops; evaluation slid 32 px windows
@@ -255,4 +293,7 @@ def test_throughput_with_a_patch_times_the_sliding_window(monkeypatch: pytest.Mo
     monkeypatch.setattr(core.training.loop, "sliding_window_probabilities", sliding)
     data = ImageSet(torch.zeros(2, 1, 64, 64, dtype=torch.uint8), torch.zeros(2, 64, 64, dtype=torch.uint8), ("a", "b"))
     assert measure_throughput(conv_net(1), data, 2, repeats=1) > 0 and not sides  # whole images: no window
-    assert measure_throughput(conv_net(1), data, 2, repeats=1, patch_size=32) > 0 and sides == [32, 32]  # warm-up + one timed pass
+    assert measure_throughput(conv_net(1), data, 2, repeats=1, patch_size=32) > 0 and sides == [
+        32,
+        32,
+    ]  # warm-up + one timed pass

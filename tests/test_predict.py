@@ -65,7 +65,9 @@ def test_masks_match_the_model(bundle: Path, images: Path, tmp_path: Path) -> No
     report = predict_folder(bundle, images, tmp_path / "out", progress=False)
     model, _ = load_bundle(bundle)
     first = sorted(images.glob("*.jpg"))[0]
-    pixels = np.asarray(Image.open(first).convert("L").resize((64, 64), Image.Resampling.BILINEAR), dtype=np.float32) / 255
+    pixels = (
+        np.asarray(Image.open(first).convert("L").resize((64, 64), Image.Resampling.BILINEAR), dtype=np.float32) / 255
+    )
     with torch.no_grad():
         expected = (torch.sigmoid(model(torch.from_numpy(pixels)[None, None]))[0, 0] >= 0.5).numpy()
     written = np.asarray(Image.open(report.written[0]).resize((64, 64), Image.Resampling.NEAREST)) > 0
@@ -84,7 +86,9 @@ def test_a_torchscript_folder_predicts_too(bundle: Path, images: Path, tmp_path:
 
 
 def test_cli_runs_and_missing_folders_are_clear_errors(bundle: Path, images: Path, tmp_path: Path) -> None:
-    args = argparse.Namespace(model=bundle, images=images, out=tmp_path / "cli", overlay=False, tta=False, save_probabilities=False)
+    args = argparse.Namespace(
+        model=bundle, images=images, out=tmp_path / "cli", overlay=False, tta=False, save_probabilities=False
+    )
     assert predict_command.run(args) == 0
     assert len(list((tmp_path / "cli").glob("*.png"))) == 3
     with pytest.raises(PredictError, match="does not exist"):
@@ -167,7 +171,9 @@ def test_a_bundles_threshold_decides_binary_foreground(tmp_path: Path) -> None:
     Image.fromarray(pixels).save(images / "a.png")
     masks = {}
     for threshold in (0.5, 0.999):
-        folder = scripted_folder(tmp_path / f"model{threshold}", Threshold(), ("background", "lung"), threshold=threshold)
+        folder = scripted_folder(
+            tmp_path / f"model{threshold}", Threshold(), ("background", "lung"), threshold=threshold
+        )
         report = predict_folder(folder, images, tmp_path / f"out{threshold}", progress=False)
         masks[threshold] = np.asarray(Image.open(report.written[0]))
     assert (masks[0.5] == 255).all()
@@ -189,8 +195,12 @@ def test_which_files_of_a_folder_are_segmented(tmp_path: Path) -> None:
     assert [path.name for path in report.written] == ["B.png", "a.png", "c.png"]
     reasons = dict((path.name, reason) for path, reason in report.skipped)
     assert list(reasons) == ["0-notes.txt", "0-scan.png", "a.png"]
-    assert reasons["0-notes.txt"] == "not an image type SegTune reads (.png, .jpg, .jpeg, .tif, .tiff, .bmp, .npy)"  # .npy: multi-sequence arrays
-    assert reasons["0-scan.png"].startswith(f"unreadable image (UnidentifiedImageError: cannot identify image file '{images / '0-scan.png'}'")
+    assert (
+        reasons["0-notes.txt"] == "not an image type SegTune reads (.png, .jpg, .jpeg, .tif, .tiff, .bmp, .npy)"
+    )  # .npy: multi-sequence arrays
+    assert reasons["0-scan.png"].startswith(
+        f"unreadable image (UnidentifiedImageError: cannot identify image file '{images / '0-scan.png'}'"
+    )
     assert reasons["a.png"] == "another image already wrote a.png"
     assert report.summary().splitlines()[0] == "3 mask(s) written, 3 file(s) skipped"
     assert report.summary().splitlines()[3] == "  skipped a.png: another image already wrote a.png"
@@ -224,7 +234,12 @@ def test_images_are_fed_as_in_training(tmp_path: Path) -> None:
     red[..., 0] = 255  # luma 76: dark, though its red channel is full
     red[:, 32:] = 255  # white half
     Image.fromarray(red).save(images / "red.png")
-    report = predict_folder(scripted_folder(tmp_path / "model", Boundary(), ("background", "lung")), images, tmp_path / "out", progress=False)
+    report = predict_folder(
+        scripted_folder(tmp_path / "model", Boundary(), ("background", "lung")),
+        images,
+        tmp_path / "out",
+        progress=False,
+    )
     masks = {path.stem: np.asarray(Image.open(path)) for path in report.written}
     assert (masks["grey128"] == 255).all()
     assert (masks["red"][:, :32] == 0).all() and (masks["red"][:, 32:] == 255).all()
@@ -280,8 +295,13 @@ def test_an_image_with_the_wrong_channel_count_is_skipped_with_the_reason(tmp_pa
     Image.fromarray(np.full((16, 16, 3), 200, np.uint8)).save(images / "rgb.png")
     report = predict_folder(folder, images, tmp_path / "out", progress=False)
     assert [path.name for path in report.written] == ["rgb.png"]
-    assert report.skipped == [(images / "two.npy", "the image has 2 channel(s) but the model takes 1; only grey (1) and RGB (3) "
-                                                    "convert into each other, a multi-sequence image needs a model with one input channel per sequence")]
+    assert report.skipped == [
+        (
+            images / "two.npy",
+            "the image has 2 channel(s) but the model takes 1; only grey (1) and RGB (3) "
+            "convert into each other, a multi-sequence image needs a model with one input channel per sequence",
+        )
+    ]
     pixels, reason = read_input(images / "rgb.png", 1)
     assert reason == "" and pixels is not None and pixels.shape == (16, 16, 3)
 
@@ -297,7 +317,9 @@ class Labeller(torch.nn.Module):
 def test_a_classification_model_is_refused_with_what_to_use_instead(tmp_path: Path) -> None:
     model_folder = tmp_path / "model"
     model_folder.mkdir()
-    config = BundleConfig(model=ModelConfig("ResNet18", 1, 2).to_dict(), image_size=64, channels=1, classes=("no", "yes"))
+    config = BundleConfig(
+        model=ModelConfig("ResNet18", 1, 2).to_dict(), image_size=64, channels=1, classes=("no", "yes")
+    )
     (model_folder / "config.json").write_text(config.to_json(), encoding="utf-8")
     export_torchscript(Labeller(), torch.rand(1, 1, 64, 64), model_folder / "model.torchscript.pt")
     images = tmp_path / "images"

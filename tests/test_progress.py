@@ -32,7 +32,15 @@ class FakeTrial:
 def test_the_loop_reports_every_batch_of_every_epoch() -> None:
     seen: list[tuple[int, int, int]] = []
     config = TrainConfig(epochs=2, batch_size=4, patience=5)
-    train_model(tiny_unet(), squares(9, 1), squares(4, 2), config, mode="binary", num_classes=2, on_batch=lambda *a: seen.append(a))
+    train_model(
+        tiny_unet(),
+        squares(9, 1),
+        squares(4, 2),
+        config,
+        mode="binary",
+        num_classes=2,
+        on_batch=lambda *a: seen.append(a),
+    )
     # 9 images at batch 4: the last batch of one image is dropped (batch norm), so 2 batches per epoch
     assert seen == [(1, 1, 2), (1, 2, 2), (2, 1, 2), (2, 2, 2)]
     assert batches_per_epoch(9, 4) == 2 and batches_per_epoch(10, 4) == 3 and batches_per_epoch(3, 8) == 1
@@ -41,7 +49,9 @@ def test_the_loop_reports_every_batch_of_every_epoch() -> None:
 def test_writer_throttles_but_always_stores_an_epochs_last_batch() -> None:
     now = [0.0]
     trial, hooked = FakeTrial(7), []
-    writer = ProgressWriter(trial, epochs=2, interval_s=3.0, hook=lambda n, p: hooked.append((n, p.batch)), clock=lambda: now[0])
+    writer = ProgressWriter(
+        trial, epochs=2, interval_s=3.0, hook=lambda n, p: hooked.append((n, p.batch)), clock=lambda: now[0]
+    )
     for batch in range(1, 11):  # one batch per second
         writer(1, batch, 10)
         now[0] += 1.0
@@ -81,7 +91,9 @@ def test_running_trial_reads_batch_progress_and_estimates_time_left() -> None:
     frozen = study.get_trials(deepcopy=False)[0]
     running = _running_trial(frozen, None, set(), True)
     assert running.progress is None and running.fraction == pytest.approx(0.25)
-    study._storage.set_trial_user_attr(trial._trial_id, TrialAttr.PROGRESS, {"epoch": 2, "epochs": 4, "batch": 5, "batches": 10})
+    study._storage.set_trial_user_attr(
+        trial._trial_id, TrialAttr.PROGRESS, {"epoch": 2, "epochs": 4, "batch": 5, "batches": 10}
+    )
     frozen = study.get_trials(deepcopy=False)[0]
     frozen.datetime_start = datetime.now() - timedelta(seconds=150)
     running = _running_trial(frozen, None, set(), True)
@@ -93,12 +105,27 @@ def test_running_trial_reads_batch_progress_and_estimates_time_left() -> None:
 def test_a_trial_stores_its_batch_progress_and_feeds_the_cli_hook(workspace: Settings) -> None:
     seen: list[tuple[int, BatchProgress]] = []
     create_demo_dataset(workspace.datasets_dir, count=24, size=64)
-    spec = spec_from_dict({
-        "name": "progress", "dataset": "demo-cells", "image_size": 64, "sampler": "random", "pruner": "none",
-        "budget": {"n_trials": 1, "max_epochs": 2}, "preview_count": 2,
-        "search_space": {"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2, "batch_size": 8, "epochs": 2},
-    })
-    trial = run_study(spec, workspace, device="cpu", on_progress=lambda number, progress: seen.append((number, progress))).trials[0]
+    spec = spec_from_dict(
+        {
+            "name": "progress",
+            "dataset": "demo-cells",
+            "image_size": 64,
+            "sampler": "random",
+            "pruner": "none",
+            "budget": {"n_trials": 1, "max_epochs": 2},
+            "preview_count": 2,
+            "search_space": {
+                "architecture": "ClassicUNet",
+                "unet_start_filters": 4,
+                "unet_depth": 2,
+                "batch_size": 8,
+                "epochs": 2,
+            },
+        }
+    )
+    trial = run_study(
+        spec, workspace, device="cpu", on_progress=lambda number, progress: seen.append((number, progress))
+    ).trials[0]
     batches = seen[0][1].batches
     assert batches >= 2 and len(seen) == 2 * batches and {number for number, _ in seen} == {0}
     assert seen[-1][1] == BatchProgress(2, 2, batches, batches)
@@ -114,8 +141,15 @@ def test_jobs_show_prints_the_batch_within_the_epoch(workspace: Settings, monkey
 
     monkeypatch.setattr(core.runtime.launcher, "launch_workers", lambda settings, job, slots: [])
     create_demo_dataset(workspace.datasets_dir, count=12, size=64)
-    spec = spec_from_dict({"name": "shown", "dataset": "demo-cells", "image_size": 64, "budget": {"n_trials": 2, "max_epochs": 5},
-                           "search_space": {"architecture": "ClassicUNet", "epochs": 5}})
+    spec = spec_from_dict(
+        {
+            "name": "shown",
+            "dataset": "demo-cells",
+            "image_size": 64,
+            "budget": {"n_trials": 2, "max_epochs": 5},
+            "search_space": {"architecture": "ClassicUNet", "epochs": 5},
+        }
+    )
     job_id = submit_job(workspace, spec, workers=1, devices=["cpu"])
     trial = optuna.load_study(study_name="shown", storage=open_storage(workspace.db_url)).ask()
     trial.set_user_attr(TrialAttr.PROGRESS, {"epoch": 2, "epochs": 5, "batch": 7, "batches": 30})

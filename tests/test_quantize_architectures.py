@@ -53,7 +53,9 @@ def test_every_architecture_quantizes_to_int8_within_tolerance(architecture: str
     # the model learned: otherwise "within tolerance" proves nothing
     assert original.val[metric] >= trivial_score(data) + LEARNED_MARGIN
     for variant, report in zip(variants, reports, strict=True):
-        assert report.size_mb <= SIZE_RATIO_EXCEPTIONS.get(architecture, SIZE_RATIO) * original.size_mb, variant.config.method
+        assert report.size_mb <= SIZE_RATIO_EXCEPTIONS.get(architecture, SIZE_RATIO) * original.size_mb, (
+            variant.config.method
+        )
         change = report.val[metric] - original.val[metric]
         # PTQ only calibrates, so it must stay close either way; QAT fine-tunes and may gain (an underfit
         # DeepLabV3 gained 0.07 Dice), but must not lose more than the tolerance
@@ -95,7 +97,9 @@ class _PoolsAndTransposes(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.up(x)
         pooled = [nn.functional.interpolate(pool(y), size=y.shape[-2:]) for pool in self.pools]
-        return torch.cat([y, *pooled, nn.functional.adaptive_avg_pool2d(y, 5).mean((2, 3), keepdim=True).expand_as(y)], dim=1)
+        return torch.cat(
+            [y, *pooled, nn.functional.adaptive_avg_pool2d(y, 5).mean((2, 3), keepdim=True).expand_as(y)], dim=1
+        )
 
 
 def test_fixed_size_rewrites_are_exact() -> None:
@@ -125,7 +129,9 @@ def test_shape_branches_are_settled_and_the_graph_runs_on_other_batches() -> Non
     model = _ShapeBranches().eval()
     graph = traceable(model, torch.rand(1, 1, 8, 8))
     kinds = {type(module) for module in graph.modules()}
-    assert nn.PixelShuffle in kinds and nn.ConvTranspose2d not in kinds  # kernel 2 = stride 2: rewritten so x86 int8 runs it
+    assert (
+        nn.PixelShuffle in kinds and nn.ConvTranspose2d not in kinds
+    )  # kernel 2 = stride 2: rewritten so x86 int8 runs it
     batch = torch.rand(3, 1, 8, 8)
     assert torch.allclose(graph(batch), model(batch), atol=1e-6)  # the rewrite is exact, the batch axis free
 

@@ -89,9 +89,20 @@ def membranes(workspace, tmp_path: Path):
 
 def _isbi_spec(name: str, **extra) -> dict:
     return {
-        "name": name, "dataset": "isbi", "image_size": 64, "sampler": "random", "pruner": "none",
-        "budget": {"n_trials": 1, "max_epochs": 1}, "preview_count": 2,
-        "search_space": {"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2, "batch_size": 8, "epochs": 1},
+        "name": name,
+        "dataset": "isbi",
+        "image_size": 64,
+        "sampler": "random",
+        "pruner": "none",
+        "budget": {"n_trials": 1, "max_epochs": 1},
+        "preview_count": 2,
+        "search_space": {
+            "architecture": "ClassicUNet",
+            "unet_start_filters": 4,
+            "unet_depth": 2,
+            "batch_size": 8,
+            "epochs": 1,
+        },
         **extra,
     }
 
@@ -104,21 +115,37 @@ def test_all_foreground_model_on_isbi_is_flagged(membranes) -> None:
     assert set(baselines) == {"all_background", "all_foreground"}
     assert baselines["all_foreground"]["val"]["dice"] > 0.8  # the 77 % foreground trap
     assert baselines["all_background"]["val"]["dice"] == 0.0
-    assert baselines["all_foreground"]["val"]["recall"] == 1.0 and baselines["all_foreground"]["val"]["specificity"] == 0.0
+    assert (
+        baselines["all_foreground"]["val"]["recall"] == 1.0 and baselines["all_foreground"]["val"]["specificity"] == 0.0
+    )
     assert "test" in baselines["all_foreground"]
 
     data = load_study_data(spec, settings, torch.device("cpu"))
-    evaluation = evaluate_detailed(AllForeground(), data.val, 8, loss_fn=build_loss("dice_bce", Mode.BINARY), mode="binary", num_classes=2)
+    evaluation = evaluate_detailed(
+        AllForeground(), data.val, 8, loss_fn=build_loss("dice_bce", Mode.BINARY), mode="binary", num_classes=2
+    )
     assert evaluation.metrics["dice"] == pytest.approx(baselines["all_foreground"]["val"]["dice"])
-    flags = trial_flags(predicted=evaluation.predicted_fractions, target=evaluation.target_fractions,
-                        val_metrics=evaluation.metrics, baselines=baselines, objective="val_dice", maximize=True)
+    flags = trial_flags(
+        predicted=evaluation.predicted_fractions,
+        target=evaluation.target_fractions,
+        val_metrics=evaluation.metrics,
+        baselines=baselines,
+        objective="val_dice",
+        maximize=True,
+    )
     assert flags == [TrialFlag.CONSTANT_PREDICTION, TrialFlag.NOT_BETTER_THAN_BASELINE]
 
 
 def test_flags_rules() -> None:
     baselines = {"all_foreground": {"val": {"dice": 0.87, "loss": 1.0}}, "all_background": {"val": {"dice": 0.0}}}
     assert best_baseline(baselines, "dice", maximize=True) == ("all_foreground", 0.87)
-    fair = dict(predicted=np.array([0.3, 0.7]), target=np.array([0.25, 0.75]), baselines=baselines, objective="val_dice", maximize=True)
+    fair = dict(
+        predicted=np.array([0.3, 0.7]),
+        target=np.array([0.25, 0.75]),
+        baselines=baselines,
+        objective="val_dice",
+        maximize=True,
+    )
     assert trial_flags(val_metrics={"dice": 0.87 + BASELINE_MARGIN + 0.01}, **fair) == []
     assert trial_flags(val_metrics={"dice": 0.87 + BASELINE_MARGIN / 2}, **fair) == [TrialFlag.NOT_BETTER_THAN_BASELINE]
     assert trial_flags(val_metrics={"dice": 0.5}, **{**fair, "baselines": None}) == []  # old studies: no baselines
@@ -179,22 +206,40 @@ def test_cv_spec_is_validated() -> None:
 
 def test_three_fold_study_on_brain_mri(workspace, tmp_path: Path) -> None:
     ingest_dataset(shared_dataset("brain_mri_lgg_mini"), "lgg", workspace.datasets_dir)
-    spec = spec_from_dict({
-        "name": "lgg-cv", "dataset": "lgg", "image_size": 64, "sampler": "random", "pruner": "median",
-        "budget": {"n_trials": 1, "max_epochs": 2}, "preview_count": 2, "cv": {"folds": 3},
-        "split": {"group_pattern": r"^(TCGA_[A-Z0-9]+_[A-Z0-9]+)_"},
-        "search_space": {"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2, "batch_size": 4, "epochs": 2},
-    })
+    spec = spec_from_dict(
+        {
+            "name": "lgg-cv",
+            "dataset": "lgg",
+            "image_size": 64,
+            "sampler": "random",
+            "pruner": "median",
+            "budget": {"n_trials": 1, "max_epochs": 2},
+            "preview_count": 2,
+            "cv": {"folds": 3},
+            "split": {"group_pattern": r"^(TCGA_[A-Z0-9]+_[A-Z0-9]+)_"},
+            "search_space": {
+                "architecture": "ClassicUNet",
+                "unet_start_filters": 4,
+                "unet_depth": 2,
+                "batch_size": 4,
+                "epochs": 2,
+            },
+        }
+    )
     study = run_study(spec, workspace, device="cpu")
     trial = study.trials[0]
     attrs = trial.user_attrs
     assert trial.state.name == "COMPLETE", attrs.get(TrialAttr.ERROR)
     folds = attrs[TrialAttr.FOLD_METRICS]
-    assert len(folds) == 3 and len(attrs[TrialAttr.FOLD_HISTORIES]) == 3 and len(attrs[TrialAttr.FOLD_TEST_METRICS]) == 3
+    assert (
+        len(folds) == 3 and len(attrs[TrialAttr.FOLD_HISTORIES]) == 3 and len(attrs[TrialAttr.FOLD_TEST_METRICS]) == 3
+    )
     assert trial.value == pytest.approx(np.mean([fold["dice"] for fold in folds]))
     assert attrs[TrialAttr.VAL_METRICS]["dice"] == pytest.approx(trial.value)
     assert attrs[TrialAttr.VAL_METRICS_STD]["dice"] == pytest.approx(np.std([fold["dice"] for fold in folds], ddof=1))
-    assert attrs[TrialAttr.TEST_METRICS]["dice"] == pytest.approx(np.mean([fold["dice"] for fold in attrs[TrialAttr.FOLD_TEST_METRICS]]))
+    assert attrs[TrialAttr.TEST_METRICS]["dice"] == pytest.approx(
+        np.mean([fold["dice"] for fold in attrs[TrialAttr.FOLD_TEST_METRICS]])
+    )
     assert attrs[TrialAttr.EPOCHS_RUN] == sum(len(h) for h in attrs[TrialAttr.FOLD_HISTORIES])
     assert max(trial.intermediate_values) > spec.budget.max_epochs  # later folds report at later steps
     # baselines: each fold's validation images, averaged
@@ -243,26 +288,64 @@ def test_only_a_complete_trial_is_reused_not_a_pruned_one_with_a_value() -> None
     finished.set_user_attr(TrialAttr.VAL_METRICS, {"dice": 0.8})
     study.tell(finished, 0.8)
     assert _reuse_finished(again, spec) == 0.8
-    assert study.trials[1].user_attrs[TrialAttr.REUSED_FROM] == 2 and study.trials[1].user_attrs[TrialAttr.VAL_METRICS] == {"dice": 0.8}
+    assert study.trials[1].user_attrs[TrialAttr.REUSED_FROM] == 2 and study.trials[1].user_attrs[
+        TrialAttr.VAL_METRICS
+    ] == {"dice": 0.8}
 
 
 def test_n_trials_beyond_a_finite_space_is_warned(capsys) -> None:
     from core.search.suggest import trials_beyond_space
 
-    spec = spec_from_dict({"name": "x", "dataset": "d", "sampler": "random", "budget": {"n_trials": 5},
-                           "search_space": {"optimizer": {"choices": ["adam", "sgd"]}}})
+    spec = spec_from_dict(
+        {
+            "name": "x",
+            "dataset": "d",
+            "sampler": "random",
+            "budget": {"n_trials": 5},
+            "search_space": {"optimizer": {"choices": ["adam", "sgd"]}},
+        }
+    )
     assert "only 2 distinct configuration(s)" in trials_beyond_space(spec)
-    assert trials_beyond_space(spec_from_dict({"name": "x", "dataset": "d", "budget": {"n_trials": 2}, "search_space": {"optimizer": {"choices": ["adam", "sgd"]}}})) is None
-    assert trials_beyond_space(spec_from_dict({"name": "x", "dataset": "d", "search_space": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}})) is None
+    assert (
+        trials_beyond_space(
+            spec_from_dict(
+                {
+                    "name": "x",
+                    "dataset": "d",
+                    "budget": {"n_trials": 2},
+                    "search_space": {"optimizer": {"choices": ["adam", "sgd"]}},
+                }
+            )
+        )
+        is None
+    )
+    assert (
+        trials_beyond_space(
+            spec_from_dict(
+                {"name": "x", "dataset": "d", "search_space": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}}
+            )
+        )
+        is None
+    )
 
 
 def test_the_form_puts_cross_validation_under_split() -> None:
     from app.widgets.spec_form import CV, PREFIX, form_to_dict, spec_to_form
 
-    values = {**spec_to_form(spec_from_dict({"name": "cv", "dataset": "d"})), PREFIX + "split.mode": CV, PREFIX + "split.cv_folds": 4, PREFIX + "split.test": 20}
+    values = {
+        **spec_to_form(spec_from_dict({"name": "cv", "dataset": "d"})),
+        PREFIX + "split.mode": CV,
+        PREFIX + "split.cv_folds": 4,
+        PREFIX + "split.test": 20,
+    }
     data = form_to_dict(values)
     spec = spec_from_dict(data)
-    assert spec.cv is not None and spec.cv.folds == 4 and spec.split.test == pytest.approx(0.2) and spec.split.k_folds is None
+    assert (
+        spec.cv is not None
+        and spec.cv.folds == 4
+        and spec.split.test == pytest.approx(0.2)
+        and spec.split.k_folds is None
+    )
     shown = spec_to_form(spec)
     assert shown[PREFIX + "split.mode"] == CV and shown[PREFIX + "split.cv_folds"] == 4
 
@@ -312,7 +395,13 @@ def test_a_bad_split_csv_lists_every_problem(workspace, tmp_path: Path) -> None:
 
     source, parts = _lungs_with_split_file(tmp_path, count=8)
     names = sorted(parts)
-    rows = [f"train,{names[0]}", f"val,{names[1]}.png", "test,NO_SUCH_IMAGE", f"holdout,{names[2]}", f"train,{names[0]}"]
+    rows = [
+        f"train,{names[0]}",
+        f"val,{names[1]}.png",
+        "test,NO_SUCH_IMAGE",
+        f"holdout,{names[2]}",
+        f"train,{names[0]}",
+    ]
     (source / "split.csv").write_text("split,name\n" + "\n".join(rows) + "\n")
     with pytest.raises(DatasetError) as caught:
         ingest_dataset(source, "bad-split", workspace.datasets_dir)

@@ -49,7 +49,9 @@ def test_every_architecture_entry_names_a_real_factory_and_real_hyperparameters(
 
 @pytest.mark.parametrize("entry", list(ARCHITECTURES), ids=lambda entry: entry.name)
 def test_every_input_rule_accepts_its_minimum_and_refuses_what_breaks_it(entry) -> None:
-    config = ModelConfig(entry.name, 1, 2, encoder="tu-vit_tiny_patch16_224" if entry.name == "DPT" else "resnet18", encoder_depth=3)
+    config = ModelConfig(
+        entry.name, 1, 2, encoder="tu-vit_tiny_patch16_224" if entry.name == "DPT" else "resnet18", encoder_depth=3
+    )
     rule = entry.input_rule(config)
     assert rule.minimum % rule.multiple == 0
     assert input_size_problem(config, rule.minimum) is None
@@ -90,7 +92,11 @@ def test_catalogue_views_are_consistent(task: Task) -> None:
 
 @pytest.mark.parametrize("task", list(Task))
 def test_every_catalogue_metric_is_computed_and_stored_by_a_real_trial(workspace: Settings, task: Task) -> None:
-    study = tiny_study(workspace, "catalogue") if task == Task.SEGMENTATION else tiny_classification_study(workspace, "catalogue")
+    study = (
+        tiny_study(workspace, "catalogue")
+        if task == Task.SEGMENTATION
+        else tiny_classification_study(workspace, "catalogue")
+    )
     trial = study.trials[0]
     attrs = trial.user_attrs
     for name in split_metrics(task=task):
@@ -104,11 +110,15 @@ def test_every_catalogue_metric_is_computed_and_stored_by_a_real_trial(workspace
         elif metric.scope == Scope.VOLUME:  # volume datasets only: tests/test_volume_roundtrip.py
             assert metric.name not in attrs[TrialAttr.VAL_METRICS], metric.name
         elif metric.scope == Scope.CASE:  # per image at the original size, when the trial ends
-            assert metric.name in attrs[TrialAttr.VAL_METRICS] and metric.name in attrs[TrialAttr.TEST_METRICS], metric.name
+            assert metric.name in attrs[TrialAttr.VAL_METRICS] and metric.name in attrs[TrialAttr.TEST_METRICS], (
+                metric.name
+            )
             assert all(metric.name in row for row in attrs[TrialAttr.VAL_CASES]), metric.name
         else:
             assert metric.source == Source.MEASUREMENT and attrs[metric.name] > 0, metric.name
     # the objective is the validation metric the catalogue names, never the test one
     assert trial.values[0] == attrs[TrialAttr.VAL_METRICS][default_objective(task).removeprefix("val_")]
     other = Task.CLASSIFICATION if task == Task.SEGMENTATION else Task.SEGMENTATION
-    assert not set(split_metrics(task=other)) - {"loss"} & set(attrs[TrialAttr.VAL_METRICS])  # no metric of the other task
+    assert not set(split_metrics(task=other)) - {"loss"} & set(
+        attrs[TrialAttr.VAL_METRICS]
+    )  # no metric of the other task

@@ -14,4 +14,6 @@ def test_the_same_seed_trains_the_same_model_whatever_the_global_random_state(wo
     torch.rand(1000)  # what other code in a worker may have drawn before the next trial
     again = tiny_study(workspace, "again", previews=1).trials[0]
     assert first.user_attrs[TrialAttr.VAL_METRICS] == again.user_attrs[TrialAttr.VAL_METRICS]
-    assert first.user_attrs[TrialAttr.HISTORY][-1]["train_loss"] == again.user_attrs[TrialAttr.HISTORY][-1]["train_loss"]
+    assert (
+        first.user_attrs[TrialAttr.HISTORY][-1]["train_loss"] == again.user_attrs[TrialAttr.HISTORY][-1]["train_loss"]
+    )

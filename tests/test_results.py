@@ -15,7 +15,14 @@ from optuna.trial import create_trial
 
 from core.contract import ArtifactKind, TrialAttr
 from core.deploy.export import bundle_zip
-from core.deploy.model_card import bundle_problem, model_card, onnx_snippet, predict_command, segtune_command, smp_snippet
+from core.deploy.model_card import (
+    bundle_problem,
+    model_card,
+    onnx_snippet,
+    predict_command,
+    segtune_command,
+    smp_snippet,
+)
 from core.errors import SegTuneError
 from core.metrics.catalogue import label
 from core.results.curves import learning_curves
@@ -76,7 +83,9 @@ def test_learning_curves_are_tidy_with_train_and_val_loss(study: optuna.Study) -
     assert set(dice["split"]) == {"val"}
     assert dice[dice["trial"] == 3]["epoch"].max() == 2 and set(dice[dice["trial"] == 3]["state"]) == {"pruned"}
     lr = learning_curves(study.get_trials(), "lr")  # the schedule: its own curve, not "train"
-    assert set(lr["split"]) == {"lr"} and lr[lr["trial"] == 0]["value"].tolist() == pytest.approx([0.01 / e for e in range(1, 5)])
+    assert set(lr["split"]) == {"lr"} and lr[lr["trial"] == 0]["value"].tolist() == pytest.approx(
+        [0.01 / e for e in range(1, 5)]
+    )
 
 
 def test_learning_curves_fall_back_to_intermediate_values_and_reject_unknown_metrics(study: optuna.Study) -> None:
@@ -121,7 +130,9 @@ def test_preview_dice_follows_the_metrics_rule_per_image(store: FileSystemArtifa
     np.testing.assert_allclose(previews.dice[2], expected)
 
 
-def test_dice_table_lists_images_in_order_with_each_trial_and_disagreement(study: optuna.Study, store: FileSystemArtifactStore) -> None:
+def test_dice_table_lists_images_in_order_with_each_trial_and_disagreement(
+    study: optuna.Study, store: FileSystemArtifactStore
+) -> None:
     previews = load_previews(study, [0, 1], store)
     table = previews.dice_table(previews.order("worst_dice"))
     assert list(table.columns) == ["image", "#0", "#1", "disagreement"]
@@ -142,7 +153,10 @@ def test_insight_figures_draw_or_explain(study: optuna.Study) -> None:
 
 def test_insight_figures_messages_when_too_few_trials(store: FileSystemArtifactStore) -> None:
     empty = build_study(optuna.storages.InMemoryStorage(), store, n_trials=0)
-    assert all(insight.figure is None and "No completed trials" in insight.message for insight in insight_figures(empty).values())
+    assert all(
+        insight.figure is None and "No completed trials" in insight.message
+        for insight in insight_figures(empty).values()
+    )
     one = build_study(optuna.storages.InMemoryStorage(), store, name="one", n_trials=1)
     figures = insight_figures(one)
     assert figures["history"].figure is not None
@@ -154,7 +168,9 @@ def test_insight_figures_pareto_for_two_objectives(store: FileSystemArtifactStor
     study = build_study(optuna.storages.InMemoryStorage(), store, directions=("maximize", "minimize"))
     figures = insight_figures(study, objective=1)
     assert figures["pareto"].figure is not None and figures["pareto"].figure.data
-    assert label("n_params") in json.dumps(figures["history"].figure.to_plotly_json(), default=str)  # the catalogue's name, "Parameters"
+    assert label("n_params") in json.dumps(
+        figures["history"].figure.to_plotly_json(), default=str
+    )  # the catalogue's name, "Parameters"
     with pytest.raises(SegTuneError, match="objective 2 does not exist.*val_dice, n_params"):
         insight_figures(study, objective=2)
 
@@ -162,12 +178,21 @@ def test_insight_figures_pareto_for_two_objectives(store: FileSystemArtifactStor
 def test_model_card_names_data_split_params_and_metrics(study: optuna.Study) -> None:
     card = model_card(study, default_trial(study))
     assert card.startswith("# Model card — hand-made-trial0")
-    for text in ("demo-cells", "abc123", "train 0.7 / val 0.16 / test 0.14, seed 3", "| optimizer | adam |",
-                 "| Dice | 0.9 | 0.85 |", "ClassicUNet", "never used to choose"):
+    for text in (
+        "demo-cells",
+        "abc123",
+        "train 0.7 / val 0.16 / test 0.14, seed 3",
+        "| optimizer | adam |",
+        "| Dice | 0.9 | 0.85 |",
+        "ClassicUNet",
+        "never used to choose",
+    ):
         assert text in card, text
 
 
-def test_bundle_zip_refuses_unreadable_weights_and_unfinished_trials(study: optuna.Study, store: FileSystemArtifactStore) -> None:
+def test_bundle_zip_refuses_unreadable_weights_and_unfinished_trials(
+    study: optuna.Study, store: FileSystemArtifactStore
+) -> None:
     """What a good bundle zip holds is checked on real models in tests/test_export.py."""
     with pytest.raises(SegTuneError, match="model.safetensors does not hold the weights of this ClassicUNet"):
         bundle_zip(study, get_trial(study, 1), store)  # this study stored b"fake-safetensors"
@@ -175,7 +200,9 @@ def test_bundle_zip_refuses_unreadable_weights_and_unfinished_trials(study: optu
         bundle_zip(study, get_trial(study, 4), store)
 
 
-def test_bundle_problem_says_why_a_trial_cannot_be_downloaded(study: optuna.Study, store: FileSystemArtifactStore) -> None:
+def test_bundle_problem_says_why_a_trial_cannot_be_downloaded(
+    study: optuna.Study, store: FileSystemArtifactStore
+) -> None:
     assert bundle_problem(get_trial(study, 1), store) is None
     assert "stored no weights or config (state fail)" in bundle_problem(get_trial(study, 4), store)
     weights = get_trial(study, 1).user_attrs[TrialAttr.ARTIFACTS][ArtifactKind.WEIGHTS]
@@ -195,15 +222,30 @@ def test_usage_snippets_need_only_public_packages_and_predict_py() -> None:
         tree = ast.parse(snippet)
         imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         assert not any(isinstance(node, ast.ImportFrom) for node in ast.walk(tree))
-        assert "predict" in imported and imported - {"predict"} <= {"onnxruntime", "segmentation_models_pytorch", "torch"}
-        called = {node.func.attr for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                  and isinstance(node.func.value, ast.Name) and node.func.value.id == "predict"}
+        assert "predict" in imported and imported - {"predict"} <= {
+            "onnxruntime",
+            "segmentation_models_pytorch",
+            "torch",
+        }
+        called = {
+            node.func.attr
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "predict"
+        }
         assert called and all(hasattr(standalone_predict, name) for name in called)
     assert predict_command() == "python predict.py --images images/ --out masks/"
     from core.cli import build_parser
 
     args = build_parser().parse_args(segtune_command().split()[1:])  # after "segtune"
-    assert args.command == "predict" and str(args.model) == "." and str(args.images) == "images" and str(args.out) == "masks"
+    assert (
+        args.command == "predict"
+        and str(args.model) == "."
+        and str(args.images) == "images"
+        and str(args.out) == "masks"
+    )
 
 
 def test_default_trial_needs_a_completed_trial(store: FileSystemArtifactStore) -> None:
@@ -217,8 +259,14 @@ def test_pruned_trials_ahead_of_a_complete_one_are_named_for_the_leaderboards_no
 
     from core.results.trials import pruned_ahead
 
-    frame = pd.DataFrame({"number": [0, 1, 2, 3], "state": ["complete", "complete", "pruned", "pruned"],
-                          "objective_val_dice": [0.8, 0.6, None, None], "val_dice": [0.8, 0.6, 0.7, 0.5]})
+    frame = pd.DataFrame(
+        {
+            "number": [0, 1, 2, 3],
+            "state": ["complete", "complete", "pruned", "pruned"],
+            "objective_val_dice": [0.8, 0.6, None, None],
+            "val_dice": [0.8, 0.6, 0.7, 0.5],
+        }
+    )
     assert pruned_ahead(frame, "val_dice", maximize=True) == [2]  # above #1's 0.6, not #3's 0.5
     assert pruned_ahead(frame, "val_dice", maximize=False) == [2, 3]  # lower is better: both under #0's 0.8
     assert pruned_ahead(frame[frame["state"] == "pruned"], "val_dice", maximize=True) == []  # nothing complete to beat

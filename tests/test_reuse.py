@@ -29,18 +29,33 @@ def test_top_configurations_are_the_best_complete_trials_best_first() -> None:
 
 
 def test_values_outside_the_new_space_are_left_to_the_sampler() -> None:
-    narrower = spec("new", space={**SPACE, "optimizer": {"choices": ["adam", "adamw"]}, "lr": {"low": 1e-4, "high": 1e-2, "log": True}, "unet_start_filters": 16})
+    narrower = spec(
+        "new",
+        space={
+            **SPACE,
+            "optimizer": {"choices": ["adam", "adamw"]},
+            "lr": {"low": 1e-4, "high": 1e-2, "log": True},
+            "unet_start_filters": 16,
+        },
+    )
     assert fit_to_space({"unet_start_filters": 32, "optimizer": "sgd", "lr": 1e-3, "gone": 1}, narrower) == {"lr": 1e-3}
     assert fit_to_space({"optimizer": "adam", "lr": 0.5}, narrower) == {"optimizer": "adam"}
 
 
 def test_narrowing_shrinks_ranges_around_the_best_and_keeps_the_top_choices() -> None:
-    top = [{"unet_start_filters": 32, "optimizer": "adam", "lr": 1e-3}, {"unet_start_filters": 16, "optimizer": "adam", "lr": 3e-3}]
+    top = [
+        {"unet_start_filters": 32, "optimizer": "adam", "lr": 1e-3},
+        {"unet_start_filters": 16, "optimizer": "adam", "lr": 3e-3},
+    ]
     narrowed = narrow_spec(spec("earlier"), top, name="earlier-narrow")
     filters, lr = narrowed.search_space["unet_start_filters"], narrowed.search_space["lr"]
     assert narrowed.name == "earlier-narrow" and "earlier" in narrowed.description
     assert narrowed.search_space["optimizer"] == ParamSpec.fixed("adam")  # the only optimizer of the top trials
-    assert 4 <= filters.low <= 32 <= filters.high <= 64 and (filters.high - filters.low) <= 0.25 * 60 + 8 and filters.low % 4 == 0
+    assert (
+        4 <= filters.low <= 32 <= filters.high <= 64
+        and (filters.high - filters.low) <= 0.25 * 60 + 8
+        and filters.low % 4 == 0
+    )
     assert lr.log and lr.low < 1e-3 < lr.high and lr.high / lr.low == pytest.approx(10 ** (0.25 * 4), rel=1e-6)
     spec_from_dict(narrowed.to_dict())  # still a valid spec
     three = narrow_spec(spec("earlier"), [*top, {"optimizer": "sgd"}], name="n")
@@ -90,7 +105,9 @@ def test_submit_cli_narrows_and_warm_starts(demo: Settings, monkeypatch: pytest.
     assert study.user_attrs[StudyAttr.SPEC]["search_space"]["optimizer"] == "adam"
     path = tmp_path / "s.json"
     path.write_text(spec("warm").to_json())
-    args = parser.parse_args(["submit", "--spec", str(path), "--warm-start", "earlier", "--top-k", "3", "--devices", "cpu"])
+    args = parser.parse_args(
+        ["submit", "--spec", str(path), "--warm-start", "earlier", "--top-k", "3", "--devices", "cpu"]
+    )
     assert args.func(args) == 0
     assert "queued 3 configuration(s) from earlier" in capsys.readouterr().out
     assert narrowed_spec(demo, "earlier", 1).search_space["unet_start_filters"].kind in ("int", "fixed")

@@ -33,14 +33,17 @@ def test_unknown_factory_names_list_the_options() -> None:
 
 
 def test_conditional_parameters_are_suggested_only_when_active() -> None:
-    spec = spec_with({
-        "architecture": {"choices": ["Unet", "ClassicUNet"]},
-        "encoder": {"choices": ["resnet18", "resnet34"]},
-        "unet_depth": {"low": 2, "high": 4},
-        "optimizer": {"choices": ["adam", "sgd"]},
-        "momentum": {"low": 0.5, "high": 0.99},
-        "epochs": 50,
-    }, budget={"n_trials": 5, "max_epochs": 7})
+    spec = spec_with(
+        {
+            "architecture": {"choices": ["Unet", "ClassicUNet"]},
+            "encoder": {"choices": ["resnet18", "resnet34"]},
+            "unet_depth": {"low": 2, "high": 4},
+            "optimizer": {"choices": ["adam", "sgd"]},
+            "momentum": {"low": 0.5, "high": 0.99},
+            "epochs": 50,
+        },
+        budget={"n_trials": 5, "max_epochs": 7},
+    )
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     seen = set()
     for _ in range(30):
@@ -57,12 +60,15 @@ def test_conditional_parameters_are_suggested_only_when_active() -> None:
 
 
 def test_grid_enumerates_only_valid_combinations() -> None:
-    spec = spec_with({
-        "architecture": {"choices": ["Unet", "ClassicUNet"]},
-        "encoder": {"choices": ["resnet18", "resnet34", "resnet50"]},
-        "unet_depth": {"low": 2, "high": 3},
-        "lr": {"choices": [0.01, 0.001]},
-    }, sampler="grid")
+    spec = spec_with(
+        {
+            "architecture": {"choices": ["Unet", "ClassicUNet"]},
+            "encoder": {"choices": ["resnet18", "resnet34", "resnet50"]},
+            "unet_depth": {"low": 2, "high": 3},
+            "lr": {"choices": [0.01, 0.001]},
+        },
+        sampler="grid",
+    )
     points = grid_points(spec)
     # Unet: 3 encoders x 2 lr; ClassicUNet: 2 depths x 2 lr — no encoder/depth cross product.
     assert len(points) == 3 * 2 + 2 * 2
@@ -85,11 +91,20 @@ def test_paper_p5_grid_has_45_runs_and_enqueues_once() -> None:
 @pytest.mark.parametrize(
     "space",
     [
-        {"architecture": {"choices": ["Unet", "ClassicUNet", "FCN32"]}, "encoder": {"choices": ["resnet18", "resnet34"]},
-         "unet_depth": {"low": 2, "high": 4}, "optimizer": {"choices": ["sgd", "adam", "rmsprop"]},
-         "momentum": {"choices": [0.8, 0.9]}, "nesterov": {"choices": [False, True]}},
-        {"architecture": {"choices": ["ClassicUNet", "ClassicUNet"]}, "unet_start_filters": {"low": 8, "high": 64, "step": 8},
-         "lr": {"low": 0.001, "high": 0.01, "step": 0.001}, "batch_size": {"choices": [4, 8, 8]}},
+        {
+            "architecture": {"choices": ["Unet", "ClassicUNet", "FCN32"]},
+            "encoder": {"choices": ["resnet18", "resnet34"]},
+            "unet_depth": {"low": 2, "high": 4},
+            "optimizer": {"choices": ["sgd", "adam", "rmsprop"]},
+            "momentum": {"choices": [0.8, 0.9]},
+            "nesterov": {"choices": [False, True]},
+        },
+        {
+            "architecture": {"choices": ["ClassicUNet", "ClassicUNet"]},
+            "unet_start_filters": {"low": 8, "high": 64, "step": 8},
+            "lr": {"low": 0.001, "high": 0.01, "step": 0.001},
+            "batch_size": {"choices": [4, 8, 8]},
+        },
         {"encoder": {"choices": ["resnet18", "resnet34"]}, "aug_hflip": {"choices": [False, True]}},
         {},
     ],
@@ -105,11 +120,18 @@ def test_a_huge_grid_is_counted_not_listed_and_refused() -> None:
     from core.search.size import MAX_GRID_POINTS, search_space_size
     from core.search.validation import SpecError
 
-    space = {"batch_size": {"low": 1, "high": 1024}, "epochs": {"low": 1, "high": 10_000}, "lr": {"choices": [0.1, 0.01]}}
+    space = {
+        "batch_size": {"low": 1, "high": 1024},
+        "epochs": {"low": 1, "high": 10_000},
+        "lr": {"choices": [0.1, 0.01]},
+    }
     assert search_space_size(spec_with(space)) == 1024 * 10_000 * 2  # tpe: a size to show, never listed
     with pytest.raises(SpecError) as info:
         spec_with(space, sampler="grid")
-    assert f"{1024 * 10_000 * 2:,}" in info.value.problems["sampler"] and f"{MAX_GRID_POINTS:,}" in info.value.problems["sampler"]
+    assert (
+        f"{1024 * 10_000 * 2:,}" in info.value.problems["sampler"]
+        and f"{MAX_GRID_POINTS:,}" in info.value.problems["sampler"]
+    )
     with pytest.raises(SegTuneError, match="above the limit"):
         grid_points(spec_with(space))  # a spec that skipped validation still cannot be listed
     assert search_space_size(spec_with({"lr": {"low": 1e-4, "high": 1e-2}})) is None
@@ -122,8 +144,16 @@ def test_the_cli_refuses_a_huge_grid_with_one_message(command: str, workspace, t
     from core.cli import main
 
     path = tmp_path / "big.json"
-    path.write_text(json.dumps({"name": "big", "dataset": "demo-cells", "sampler": "grid",
-                                "search_space": {"batch_size": {"low": 1, "high": 1024}, "epochs": {"low": 1, "high": 10000}}}))
+    path.write_text(
+        json.dumps(
+            {
+                "name": "big",
+                "dataset": "demo-cells",
+                "sampler": "grid",
+                "search_space": {"batch_size": {"low": 1, "high": 1024}, "epochs": {"low": 1, "high": 10000}},
+            }
+        )
+    )
     assert main([command, "--spec", str(path)]) == 2
     err = capsys.readouterr().err
     assert "sampler: the grid has 10,240,000 points, above the limit of 10,000" in err and "Traceback" not in err

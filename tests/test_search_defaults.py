@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import optuna
 
-from core.search.samplers import HYPERBAND_MIN_EPOCHS, HYPERBAND_REDUCTION, make_pruner, make_sampler, tpe_startup_trials
+from core.search.samplers import (
+    HYPERBAND_MIN_EPOCHS,
+    HYPERBAND_REDUCTION,
+    make_pruner,
+    make_sampler,
+    tpe_startup_trials,
+)
 from core.search.validation import spec_from_dict
 
 
@@ -17,7 +23,11 @@ def test_a_spec_without_sampler_or_pruner_gets_tpe_and_hyperband() -> None:
     assert isinstance(make_sampler(default), optuna.samplers.TPESampler)
     pruner = make_pruner(default)
     assert isinstance(pruner, optuna.pruners.HyperbandPruner)
-    assert (pruner._min_resource, pruner._max_resource, pruner._reduction_factor) == (HYPERBAND_MIN_EPOCHS, 12, HYPERBAND_REDUCTION)
+    assert (pruner._min_resource, pruner._max_resource, pruner._reduction_factor) == (
+        HYPERBAND_MIN_EPOCHS,
+        12,
+        HYPERBAND_REDUCTION,
+    )
 
 
 def test_tpe_startup_is_a_quarter_of_the_budget_within_2_to_10() -> None:
@@ -57,11 +67,21 @@ def test_a_short_study_is_pruned_once_past_half_its_epochs_and_never_at_its_last
     assert hyperband_resources(short) == (2, 3, SHORT_STUDY_REDUCTION)
     assert hyperband_resources(spec(budget={"max_epochs": 4})) == (3, 4, 2)
     assert hyperband_resources(spec(budget={"max_epochs": SHORT_STUDY_EPOCHS})) == (3, SHORT_STUDY_EPOCHS, 2)
-    assert hyperband_resources(spec(budget={"max_epochs": SHORT_STUDY_EPOCHS + 1})) == (1, SHORT_STUDY_EPOCHS + 1, 3)  # longer: as benchmarked
-    assert isinstance(make_pruner(spec(budget={"max_epochs": 2})), optuna.pruners.NopPruner)  # no epoch before the last past half
+    assert hyperband_resources(spec(budget={"max_epochs": SHORT_STUDY_EPOCHS + 1})) == (
+        1,
+        SHORT_STUDY_EPOCHS + 1,
+        3,
+    )  # longer: as benchmarked
+    assert isinstance(
+        make_pruner(spec(budget={"max_epochs": 2})), optuna.pruners.NopPruner
+    )  # no epoch before the last past half
     old = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=3, reduction_factor=3)
     old_stops = {epoch for seed in range(3) for epoch in _pruned_epochs(old, 3, seed)}
     assert old_stops == {1, 3}  # what the issue saw: judged after one epoch, and at the last
     for epochs in (3, 4, 5):
-        stops = {epoch for seed in range(3) for epoch in _pruned_epochs(make_pruner(spec(budget={"max_epochs": epochs})), epochs, seed)}
+        stops = {
+            epoch
+            for seed in range(3)
+            for epoch in _pruned_epochs(make_pruner(spec(budget={"max_epochs": epochs})), epochs, seed)
+        }
         assert stops == {epochs // 2 + 1}, epochs  # once, past half the epochs, never the last

@@ -18,7 +18,10 @@ from core.settings import load_settings
 
 def pairs(root: Path, count: int = 2) -> Path:
     for i in range(count):
-        for sub, pixels in (("images", np.full((16, 16), 40 * i, np.uint8)), ("masks", np.eye(16, dtype=np.uint8) * 255)):
+        for sub, pixels in (
+            ("images", np.full((16, 16), 40 * i, np.uint8)),
+            ("masks", np.eye(16, dtype=np.uint8) * 255),
+        ):
             (root / sub).mkdir(parents=True, exist_ok=True)
             Image.fromarray(pixels).save(root / sub / f"p{i}.png")
     return root
@@ -34,11 +37,18 @@ def test_import_roots_come_from_settings_and_default_to_the_workspace_imports_fo
     default = load_settings({"SEGTUNE_HOME": str(tmp_path / "home")})
     assert default.server_import_roots == ((tmp_path / "home" / "imports").resolve(),)
     assert (tmp_path / "home" / "imports").is_dir()  # created on start
-    both = load_settings({"SEGTUNE_HOME": str(tmp_path / "home"), "SEGTUNE_IMPORT_ROOTS": f"{tmp_path / 'a'}{os.pathsep}{tmp_path / 'b'}"})
+    both = load_settings(
+        {
+            "SEGTUNE_HOME": str(tmp_path / "home"),
+            "SEGTUNE_IMPORT_ROOTS": f"{tmp_path / 'a'}{os.pathsep}{tmp_path / 'b'}",
+        }
+    )
     assert both.server_import_roots == ((tmp_path / "a").resolve(), (tmp_path / "b").resolve())
 
 
-def test_a_folder_inside_a_root_is_ingested_by_absolute_or_relative_path(roots: tuple[Path, Path], tmp_path: Path) -> None:
+def test_a_folder_inside_a_root_is_ingested_by_absolute_or_relative_path(
+    roots: tuple[Path, Path], tmp_path: Path
+) -> None:
     root, _ = roots
     pairs(root / "cells")
     store = tmp_path / "store"
@@ -46,8 +56,12 @@ def test_a_folder_inside_a_root_is_ingested_by_absolute_or_relative_path(roots: 
     assert ingest_dataset(Path("cells"), "rel", store, confine_to=[root]).stems == ("p0", "p1")
 
 
-@pytest.mark.parametrize("typed", ["/etc", "/proc/self", "../private/other-lab", "/definitely/not/there", "cells/../../private/other-lab"])
-def test_paths_outside_the_roots_are_refused_without_telling_what_is_there(roots: tuple[Path, Path], tmp_path: Path, typed: str) -> None:
+@pytest.mark.parametrize(
+    "typed", ["/etc", "/proc/self", "../private/other-lab", "/definitely/not/there", "cells/../../private/other-lab"]
+)
+def test_paths_outside_the_roots_are_refused_without_telling_what_is_there(
+    roots: tuple[Path, Path], tmp_path: Path, typed: str
+) -> None:
     root, _ = roots
     (root / "cells").mkdir(parents=True)
     with pytest.raises(DatasetError) as info:
@@ -68,7 +82,9 @@ def test_a_link_to_an_outside_folder_is_followed_to_nowhere(roots: tuple[Path, P
     assert "outside" in info.value.problems["source"] and "p0" not in str(info.value)
 
 
-def test_links_inside_the_source_that_leave_the_roots_are_refused_and_nothing_is_copied(roots: tuple[Path, Path], tmp_path: Path) -> None:
+def test_links_inside_the_source_that_leave_the_roots_are_refused_and_nothing_is_copied(
+    roots: tuple[Path, Path], tmp_path: Path
+) -> None:
     root, outside = roots
     source = pairs(root / "cells")
     (source / "images" / "p9.png").symlink_to(outside / "images" / "p0.png")

@@ -15,7 +15,14 @@ def minimal(**overrides: object) -> dict:
 
 
 def test_defaults_round_trip_through_json() -> None:
-    spec = spec_from_dict(minimal(search_space={"lr": {"low": 1e-4, "high": 1e-2, "log": True}, "architecture": {"choices": ["Unet", "ClassicUNet"]}}))
+    spec = spec_from_dict(
+        minimal(
+            search_space={
+                "lr": {"low": 1e-4, "high": 1e-2, "log": True},
+                "architecture": {"choices": ["Unet", "ClassicUNet"]},
+            }
+        )
+    )
     again = spec_from_dict(json.loads(spec.to_json()))
     assert again == spec
     assert spec.directions == ["maximize"]
@@ -29,7 +36,11 @@ def test_every_problem_is_reported_with_its_field_and_the_valid_options() -> Non
             minimal(
                 sampler="annealing",
                 image_size=100,
-                search_space={"architecture": {"choices": ["Unet", "UNetX"]}, "lr": {"low": 1, "high": 0.1}, "colour": 3},
+                search_space={
+                    "architecture": {"choices": ["Unet", "UNetX"]},
+                    "lr": {"low": 1, "high": 0.1},
+                    "colour": 3,
+                },
                 objectives=[{"metric": "val_accuracy"}],
                 budget={"n_trials": "ten"},
             )
@@ -109,7 +120,9 @@ def test_yaml_aliases_number_keys_and_oversized_files_are_refused_cleanly(tmp_pa
     (tmp_path / "alias.yaml").write_text("name: &n s\ndataset: *n\n")
     with pytest.raises(SpecError, match=r"aliases \(\*n\) are not allowed"):
         load_spec(tmp_path / "alias.yaml")
-    (tmp_path / "keys.yaml").write_text("name: s\ndataset: d\n1: x\nfoo: y\nsplit: {2: 3, bar: 4}\n")  # numbers and names as keys
+    (tmp_path / "keys.yaml").write_text(
+        "name: s\ndataset: d\n1: x\nfoo: y\nsplit: {2: 3, bar: 4}\n"
+    )  # numbers and names as keys
     with pytest.raises(SpecError) as info:
         load_spec(tmp_path / "keys.yaml")
     assert "unknown key(s) [1, 'foo']" in info.value.problems["spec"] and "[2, 'bar']" in info.value.problems["split"]
@@ -119,7 +132,9 @@ def test_yaml_aliases_number_keys_and_oversized_files_are_refused_cleanly(tmp_pa
 
 
 def test_paper_presets_are_valid_specs() -> None:
-    assert {"p1-unet-keras-tuner", "p2-deeplabv3plus-liver", "p3-optimizer-loss-cells", "p5-resnet-unet-mri"} <= set(preset_names())
+    assert {"p1-unet-keras-tuner", "p2-deeplabv3plus-liver", "p3-optimizer-loss-cells", "p5-resnet-unet-mri"} <= set(
+        preset_names()
+    )
     for name in preset_names():
         spec = load_preset(name, dataset="demo-cells")
         assert spec.dataset == "demo-cells"
@@ -143,7 +158,9 @@ def test_paper_presets_are_valid_specs() -> None:
 )
 def test_ranges_optuna_could_not_sample_are_refused(space: dict, field: str, words: str) -> None:
     with pytest.raises(SpecError) as info:
-        spec_from_dict(json.loads(json.dumps(minimal(search_space=space))))  # NaN/Infinity survive JSON as Python reads it
+        spec_from_dict(
+            json.loads(json.dumps(minimal(search_space=space)))
+        )  # NaN/Infinity survive JSON as Python reads it
     assert list(info.value.problems) == [field]  # one message for the field, nothing else
     assert words in info.value.problems[field]
 
@@ -152,10 +169,14 @@ def test_typed_ranges_built_in_code_get_the_same_checks() -> None:
     from core.search.spec import StudySpec
     from core.search.validation import spec_problems
 
-    spec = StudySpec(name="s", dataset="d", search_space={
-        "batch_size": ParamSpec(kind="int", low=1, high=8, step=0),
-        "lr": ParamSpec(kind="float", low=float("nan"), high=0.1),
-    })
+    spec = StudySpec(
+        name="s",
+        dataset="d",
+        search_space={
+            "batch_size": ParamSpec(kind="int", low=1, high=8, step=0),
+            "lr": ParamSpec(kind="float", low=float("nan"), high=0.1),
+        },
+    )
     problems = spec_problems(spec)
     assert "positive" in problems["search_space.batch_size"] and "finite" in problems["search_space.lr"]
 
@@ -164,13 +185,19 @@ def test_caps_on_image_size_trials_epochs_and_timeout() -> None:
     from core.search.validation import MAX_EPOCHS, MAX_IMAGE_SIZE, MAX_TRIALS
 
     with pytest.raises(SpecError) as info:
-        spec_from_dict(minimal(image_size=32_000, budget={"n_trials": 10**9, "max_epochs": MAX_EPOCHS + 1, "timeout_s": float("inf")}))
+        spec_from_dict(
+            minimal(
+                image_size=32_000, budget={"n_trials": 10**9, "max_epochs": MAX_EPOCHS + 1, "timeout_s": float("inf")}
+            )
+        )
     problems = info.value.problems
     assert str(MAX_IMAGE_SIZE) in problems["image_size"]
     assert f"{MAX_TRIALS:,}" in problems["budget.n_trials"]
     assert "from 1 to" in problems["budget.max_epochs"]
     assert "positive" in problems["budget.timeout_s"]
-    assert spec_from_dict(minimal(image_size=MAX_IMAGE_SIZE, budget={"n_trials": MAX_TRIALS})).image_size == MAX_IMAGE_SIZE
+    assert (
+        spec_from_dict(minimal(image_size=MAX_IMAGE_SIZE, budget={"n_trials": MAX_TRIALS})).image_size == MAX_IMAGE_SIZE
+    )
 
 
 def test_nan_split_fractions_are_refused() -> None:

@@ -190,7 +190,10 @@ def test_hashes_of_splits_stored_by_earlier_versions_are_unchanged() -> None:
         (SplitConfig(k_folds=3, test=0.0), {}),  # k folds and no test set
         (SplitConfig(k_folds=3, test=1.0), {"test": "[0, 1)"}),
         (SplitConfig(from_file="yes"), {"from_file": "true or false"}),  # type: ignore[arg-type]
-        (SplitConfig(group_pattern="(unclosed", k_folds=2, fold=2), {"group_pattern": "regular expression", "k_folds": "0 <= fold"}),
+        (
+            SplitConfig(group_pattern="(unclosed", k_folds=2, fold=2),
+            {"group_pattern": "regular expression", "k_folds": "0 <= fold"},
+        ),
     ],
 )
 def test_config_problems_are_named_by_field(config: SplitConfig, problems: dict[str, str]) -> None:
@@ -212,7 +215,11 @@ def test_manifest_groups_keep_each_volume_in_one_part_everywhere(tmp_path: Path)
     owner = {stem: name for name, part in zip(("train", "val", "test"), parts(split)) for stem in part}
     for volume in range(8):
         assert len({owner[s] for s in stems if groups[s] == f"volume{volume}"}) == 1
-    assert split_sizes(stems, SplitConfig(seed=1), groups) == {"train": len(split.train), "val": len(split.val), "test": len(split.test)}
+    assert split_sizes(stems, SplitConfig(seed=1), groups) == {
+        "train": len(split.train),
+        "val": len(split.val),
+        "test": len(split.test),
+    }
     assert frozen_split(tmp_path, stems, SplitConfig(seed=1), groups) == split
 
 
@@ -236,7 +243,9 @@ def test_a_group_joins_a_part_when_its_middle_falls_within_the_share() -> None:
         (5, SplitConfig(train=0.05, val=0.05, test=0.9), (1, 1, 3)),  # test never takes train's or val's last
     ],
 )
-def test_tiny_and_huge_shares_leave_every_part_something(count: int, config: SplitConfig, sizes: tuple[int, int, int]) -> None:
+def test_tiny_and_huge_shares_leave_every_part_something(
+    count: int, config: SplitConfig, sizes: tuple[int, int, int]
+) -> None:
     split = make_split([f"i{i}" for i in range(count)], config)
     assert (len(split.train), len(split.val), len(split.test)) == sizes
 
@@ -266,10 +275,15 @@ def test_several_splits_of_one_dataset_are_kept_side_by_side(tmp_path: Path) -> 
 # --- the dataset's own split file -------------------------------------------------------------------
 
 OWN = {
-    "x1": Assignment("train", "patientP"), "y1": Assignment("train", "patientP"),  # one patient, two names
-    "c1": Assignment("train"), "c2": Assignment("val"),  # no group column: the pattern groups them
-    "b1": Assignment("train", "patientB"), "e1": Assignment("val"), "e2": Assignment("train"),
-    "t1": Assignment("test"), "t2": Assignment("test", "patientT"),
+    "x1": Assignment("train", "patientP"),
+    "y1": Assignment("train", "patientP"),  # one patient, two names
+    "c1": Assignment("train"),
+    "c2": Assignment("val"),  # no group column: the pattern groups them
+    "b1": Assignment("train", "patientB"),
+    "e1": Assignment("val"),
+    "e2": Assignment("train"),
+    "t1": Assignment("test"),
+    "t2": Assignment("test", "patientT"),
 }
 
 
@@ -295,14 +309,21 @@ def test_a_split_file_cut_into_folds_keeps_its_test_part_and_its_groups() -> Non
     for seed in range(8):
         split = split_from_assignments(OWN, SplitConfig(from_file=True, k_folds=2, seed=seed))
         for pair in together:
-            together[pair].add(len({part for part in (split.train, split.val) if pair[:2] in part or pair[2:] in part}) == 1)
+            together[pair].add(
+                len({part for part in (split.train, split.val) if pair[:2] in part or pair[2:] in part}) == 1
+            )
     assert together == {"x1y1": {True}, "e1e2": {True, False}}  # a group stays whole; ungrouped pairs go their own ways
 
 
 def test_file_split_reads_the_kept_file_or_says_what_is_wrong(tmp_path: Path) -> None:
     config = SplitConfig(from_file=True)
-    with pytest.raises(SplitError, match=re.escape("this dataset has no split.csv: add one (columns split,name[,group]) to the folder or "
-                                                   "zip and ingest it again, or turn 'use the dataset's split file' off")):
+    with pytest.raises(
+        SplitError,
+        match=re.escape(
+            "this dataset has no split.csv: add one (columns split,name[,group]) to the folder or "
+            "zip and ingest it again, or turn 'use the dataset's split file' off"
+        ),
+    ):
         frozen_split(tmp_path, sorted(OWN), config)
     write_split_file(tmp_path / SPLIT_FILE, OWN)
     split = frozen_split(tmp_path, sorted(OWN), config)
@@ -320,7 +341,12 @@ def test_a_split_file_cut_into_folds_is_stratified_by_the_labels(tmp_path: Path)
     write_split_file(tmp_path / SPLIT_FILE, own)
     for seed in range(4):
         for fold in range(2):
-            split = frozen_split(tmp_path, sorted(own), SplitConfig(from_file=True, k_folds=2, fold=fold, seed=seed), labels=labels)
+            split = frozen_split(
+                tmp_path, sorted(own), SplitConfig(from_file=True, k_folds=2, fold=fold, seed=seed), labels=labels
+            )
             assert split.test == ("t1",) and Counter(labels[stem] for stem in split.val) == {0: 2, 1: 2}
-    with pytest.raises(SplitError, match=re.escape("8 item(s) have no class label, e.g. ['p0', 'p1', 'p2', 'p3', 'p4', 'p5', 'p6', 'p7']")):
+    with pytest.raises(
+        SplitError,
+        match=re.escape("8 item(s) have no class label, e.g. ['p0', 'p1', 'p2', 'p3', 'p4', 'p5', 'p6', 'p7']"),
+    ):
         split_from_assignments(own, SplitConfig(from_file=True, k_folds=2), {"t1": 0})

@@ -47,7 +47,9 @@ def test_a_stale_trial_gets_an_error_and_one_retry(tmp_path: Path) -> None:
     assert failed.user_attrs[TrialAttr.WORKER] == "w1"  # what was there stays
     assert TrialAttr.ERROR not in running.user_attrs
     assert retry.state == TrialState.WAITING and retry.params == failed.params
-    assert TrialAttr.ERROR not in retry.user_attrs and retry.user_attrs[TrialAttr.WORKER] == "w1"  # the retry starts clean
+    assert (
+        TrialAttr.ERROR not in retry.user_attrs and retry.user_attrs[TrialAttr.WORKER] == "w1"
+    )  # the retry starts clean
     assert retry.system_attrs["failed_trial"] == failed.number
 
 
@@ -59,7 +61,9 @@ def test_storages_without_heartbeats_have_no_stale_trials() -> None:
     assert study.trials[0].state == TrialState.RUNNING
 
 
-def test_a_run_fails_a_killed_runs_trial_with_its_error_then_reruns_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_fails_a_killed_runs_trial_with_its_error_then_reruns_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """run_study calls fail_stale_trials before Optuna's own check, which would fail the trial without an error."""
     from core.data.demo import create_demo_dataset
     from core.runtime.tuning import prepare_study, run_study
@@ -72,10 +76,25 @@ def test_a_run_fails_a_killed_runs_trial_with_its_error_then_reruns_it(tmp_path:
         monkeypatch.delenv(name, raising=False)
     settings: Settings = load_settings()
     create_demo_dataset(settings.datasets_dir, count=12, size=32)
-    spec = spec_from_dict({"name": "killed", "dataset": "demo-cells", "image_size": 32, "sampler": "random", "pruner": "none",
-                           "budget": {"n_trials": 2, "max_epochs": 1}, "preview_count": 1,
-                           "search_space": {"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2, "epochs": 1,
-                                            "batch_size": 4, "lr": {"low": 1e-3, "high": 1e-2, "log": True}}})
+    spec = spec_from_dict(
+        {
+            "name": "killed",
+            "dataset": "demo-cells",
+            "image_size": 32,
+            "sampler": "random",
+            "pruner": "none",
+            "budget": {"n_trials": 2, "max_epochs": 1},
+            "preview_count": 1,
+            "search_space": {
+                "architecture": "ClassicUNet",
+                "unet_start_filters": 4,
+                "unet_depth": 2,
+                "epochs": 1,
+                "batch_size": 4,
+                "lr": {"low": 1e-3, "high": 1e-2, "log": True},
+            },
+        }
+    )
     storage = open_storage(settings.db_url, settings.heartbeats)
     study = prepare_study(spec, settings, storage=storage)
     killed = study.ask()

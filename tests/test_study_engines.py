@@ -17,14 +17,30 @@ from core.settings import Settings
 GOOD_LR, BAD_LR = 0.03, 1e-7  # a bad trial does not learn at all
 
 
-def spec(name: str, *, sampler: str = "random", pruner: str = "none", trials: int = 4, epochs: int = 2, **extra: object):
-    return spec_from_dict({
-        "name": name, "dataset": "demo-cells", "image_size": 64, "sampler": sampler, "pruner": pruner,
-        "budget": {"n_trials": trials, "max_epochs": epochs}, "preview_count": 1, "patience": epochs,
-        "search_space": {"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2, "epochs": epochs, "batch_size": 4,
-                         "lr": {"low": 1e-7, "high": 0.1, "log": True}},
-        **extra,
-    })
+def spec(
+    name: str, *, sampler: str = "random", pruner: str = "none", trials: int = 4, epochs: int = 2, **extra: object
+):
+    return spec_from_dict(
+        {
+            "name": name,
+            "dataset": "demo-cells",
+            "image_size": 64,
+            "sampler": sampler,
+            "pruner": pruner,
+            "budget": {"n_trials": trials, "max_epochs": epochs},
+            "preview_count": 1,
+            "patience": epochs,
+            "search_space": {
+                "architecture": "ClassicUNet",
+                "unet_start_filters": 4,
+                "unet_depth": 2,
+                "epochs": epochs,
+                "batch_size": 4,
+                "lr": {"low": 1e-7, "high": 0.1, "log": True},
+            },
+            **extra,
+        }
+    )
 
 
 @pytest.fixture
@@ -34,14 +50,25 @@ def demo(workspace: Settings) -> Settings:
 
 
 def test_sampler_and_pruner_names_map_to_the_promised_optuna_classes() -> None:
-    base = spec("classes", epochs=4)  # two epochs are too few to prune: "hyperband" would build no pruner (samplers.hyperband_resources)
-    expected_samplers = {"random": optuna.samplers.RandomSampler, "grid": optuna.samplers.RandomSampler, "tpe": optuna.samplers.TPESampler,
-                         "gp": optuna.samplers.GPSampler, "nsga2": optuna.samplers.NSGAIISampler}
+    base = spec(
+        "classes", epochs=4
+    )  # two epochs are too few to prune: "hyperband" would build no pruner (samplers.hyperband_resources)
+    expected_samplers = {
+        "random": optuna.samplers.RandomSampler,
+        "grid": optuna.samplers.RandomSampler,
+        "tpe": optuna.samplers.TPESampler,
+        "gp": optuna.samplers.GPSampler,
+        "nsga2": optuna.samplers.NSGAIISampler,
+    }
     assert set(SAMPLERS.names) == set(expected_samplers)
     for name, cls in expected_samplers.items():
         assert type(make_sampler(base.__class__(**{**base.__dict__, "sampler": name}))) is cls, name
-    expected_pruners = {"none": optuna.pruners.NopPruner, "median": optuna.pruners.MedianPruner,
-                        "successive_halving": optuna.pruners.SuccessiveHalvingPruner, "hyperband": optuna.pruners.HyperbandPruner}
+    expected_pruners = {
+        "none": optuna.pruners.NopPruner,
+        "median": optuna.pruners.MedianPruner,
+        "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+        "hyperband": optuna.pruners.HyperbandPruner,
+    }
     assert set(PRUNERS.names) == set(expected_pruners)
     for name, cls in expected_pruners.items():
         assert type(make_pruner(base.__class__(**{**base.__dict__, "pruner": name}))) is cls, name
@@ -71,15 +98,28 @@ def test_the_engine_prunes_trials_that_do_not_learn(pruner: str, demo: Settings)
 def test_single_objective_samplers_run_a_study(sampler: str, demo: Settings) -> None:
     study = run_study(spec(f"sampler-{sampler}", sampler=sampler, trials=3), demo, device="cpu")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
-    assert isinstance(study.sampler, {"random": optuna.samplers.RandomSampler, "gp": optuna.samplers.GPSampler}[sampler])
+    assert isinstance(
+        study.sampler, {"random": optuna.samplers.RandomSampler, "gp": optuna.samplers.GPSampler}[sampler]
+    )
     assert len({t.params["lr"] for t in study.trials}) == 3  # each trial got its own point
     assert study.best_value == max(t.user_attrs["val_metrics"]["dice"] for t in study.trials)
 
 
 def test_nsga2_finds_a_pareto_front_over_dice_and_size(demo: Settings) -> None:
-    study_spec = spec("pareto", sampler="nsga2", trials=4, objectives=[{"metric": "val_dice"}, {"metric": "n_params"}],
-                      search_space={"architecture": "ClassicUNet", "unet_start_filters": {"choices": [4, 8]}, "unet_depth": 2,
-                                    "epochs": 2, "batch_size": 4, "lr": 0.03})
+    study_spec = spec(
+        "pareto",
+        sampler="nsga2",
+        trials=4,
+        objectives=[{"metric": "val_dice"}, {"metric": "n_params"}],
+        search_space={
+            "architecture": "ClassicUNet",
+            "unet_start_filters": {"choices": [4, 8]},
+            "unet_depth": 2,
+            "epochs": 2,
+            "batch_size": 4,
+            "lr": 0.03,
+        },
+    )
     study = prepare_study(study_spec, demo)
     for filters in (4, 8, 4, 8):
         study.enqueue_trial({"unet_start_filters": filters})

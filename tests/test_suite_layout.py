@@ -22,18 +22,30 @@ def _imported_modules(path: Path) -> set[str]:
 
 
 def _is_test_or_conftest(module: str) -> bool:
-    return any(part.startswith("test_") or part == "conftest" for part in module.split(".")[1:]) if module.startswith("tests.") \
+    return (
+        any(part.startswith("test_") or part == "conftest" for part in module.split(".")[1:])
+        if module.startswith("tests.")
         else module == "conftest" or module.startswith("test_")
+    )
 
 
 def test_no_test_module_imports_another_test_module_or_conftest() -> None:
-    offenders = {f"{path.relative_to(TESTS)}: {module}" for path in TESTS.rglob("*.py") if "fixtures" not in path.parts
-                 for module in _imported_modules(path) if _is_test_or_conftest(module)}
+    offenders = {
+        f"{path.relative_to(TESTS)}: {module}"
+        for path in TESTS.rglob("*.py")
+        if "fixtures" not in path.parts
+        for module in _imported_modules(path)
+        if _is_test_or_conftest(module)
+    }
     assert not offenders, sorted(offenders)
 
 
 def test_nothing_loads_conftest_as_a_plugin() -> None:
-    assert not [path for path in TESTS.rglob("*.py") if "pytest_plugins" in path.read_text(encoding="utf-8") and path != Path(__file__)]
+    assert not [
+        path
+        for path in TESTS.rglob("*.py")
+        if "pytest_plugins" in path.read_text(encoding="utf-8") and path != Path(__file__)
+    ]
 
 
 def test_the_rule_catches_both_spellings() -> None:

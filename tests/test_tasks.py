@@ -51,7 +51,9 @@ def script(monkeypatch: pytest.MonkeyPatch, body: str) -> None:
     monkeypatch.setattr(tasks, "task_command", command)
 
 
-def wait_for(settings: Settings, task_id: str, done: Callable[[BackgroundTask], bool], timeout: float = 60.0) -> BackgroundTask:
+def wait_for(
+    settings: Settings, task_id: str, done: Callable[[BackgroundTask], bool], timeout: float = 60.0
+) -> BackgroundTask:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         task = get_task(settings, task_id)
@@ -66,7 +68,12 @@ def test_a_finished_task_reports_its_result_and_log(workspace: Settings, monkeyp
     task = start_task(workspace, "demo", ["demo", "--x", "1"])
     assert task.kind == "demo" and task.argv == ("demo", "--x", "1") and task.pid is not None
     finished = wait_for(workspace, task.id, lambda t: not t.is_active)
-    assert (finished.status, finished.fraction, dict(finished.result), finished.error) == (TaskState.FINISHED, 1.0, {"answer": 42}, None)
+    assert (finished.status, finished.fraction, dict(finished.result), finished.error) == (
+        TaskState.FINISHED,
+        1.0,
+        {"answer": 42},
+        None,
+    )
     assert finished.argv == ("demo", "--x", "1")  # the command's reports kept what the launcher wrote
     assert "hello from the task" in tasks.read_log_tail(finished)
     assert finished.log_path == workspace.logs_dir / f"task-{task.id}.log"
@@ -91,7 +98,9 @@ def test_a_killed_task_shows_as_interrupted(workspace: Settings, monkeypatch: py
     assert not interrupted.is_active
 
 
-def test_a_task_that_never_reported_and_died_is_interrupted(workspace: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_task_that_never_reported_and_died_is_interrupted(
+    workspace: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(tasks, "task_command", lambda argv, task_id: [sys.executable, "-c", "raise SystemExit(3)"])
     task = start_task(workspace, "demo", ["demo"])
     assert wait_for(workspace, task.id, lambda t: not t.is_active).status == TaskState.INTERRUPTED
@@ -108,7 +117,9 @@ def test_tasks_are_listed_newest_first_and_by_kind(workspace: Settings, monkeypa
     assert list_tasks(workspace, "nothing") == []
 
 
-def test_progress_is_clamped_and_merged_into_the_status_file(workspace: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_progress_is_clamped_and_merged_into_the_status_file(
+    workspace: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(tasks, "_launch", lambda settings, command, log: os.getpid())
     task = start_task(workspace, "demo", ["demo"])
     progress = TaskProgress(workspace, task.id)
@@ -121,20 +132,38 @@ def test_progress_is_clamped_and_merged_into_the_status_file(workspace: Settings
 
 def test_a_task_record_round_trips_its_subject(workspace: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tasks, "_launch", lambda settings, command, log: os.getpid())
-    subject = TaskSubject(study="cells", trial=3, method="prune", options={"sparsity": 0.7, "structured": False, "lr": None})
+    subject = TaskSubject(
+        study="cells", trial=3, method="prune", options={"sparsity": 0.7, "structured": False, "lr": None}
+    )
     task = start_task(workspace, "compress", ["compress", "--whatever"], subject)
     TaskProgress(workspace, task.id).update(0.5, "half way")  # the command's reports keep what the launcher recorded
     read = get_task(workspace, task.id)
     assert read.subject == subject and read.subject.is_about("cells", 3) and not read.subject.is_about("cells", 30)
-    assert get_task(workspace, start_task(workspace, "demo", ["demo"]).id).subject == TaskSubject()  # a task about nothing
+    assert (
+        get_task(workspace, start_task(workspace, "demo", ["demo"]).id).subject == TaskSubject()
+    )  # a task about nothing
 
 
 def test_a_record_written_before_subjects_existed_still_reads(workspace: Settings) -> None:
-    legacy = {"id": "compress-legacy", "kind": "compress", "argv": ["compress", "--study", "cells", "--trial", "3"],
-              "status": "finished", "fraction": 1.0, "message": "done", "created_at": 1.0, "pid": None, "result": {"variant": 1}}
+    legacy = {
+        "id": "compress-legacy",
+        "kind": "compress",
+        "argv": ["compress", "--study", "cells", "--trial", "3"],
+        "status": "finished",
+        "fraction": 1.0,
+        "message": "done",
+        "created_at": 1.0,
+        "pid": None,
+        "result": {"variant": 1},
+    }
     tasks._merge(tasks._status_path(workspace, "compress-legacy"), legacy)
     [task] = list_tasks(workspace, "compress")
-    assert (task.id, task.status, task.argv[0], task.result["variant"]) == ("compress-legacy", TaskState.FINISHED, "compress", 1)
+    assert (task.id, task.status, task.argv[0], task.result["variant"]) == (
+        "compress-legacy",
+        TaskState.FINISHED,
+        "compress",
+        1,
+    )
     assert task.subject == TaskSubject() and not task.subject.is_about("cells", 3)  # its arguments are not parsed back
     broken = {**legacy, "id": "compress-broken", "subject": {"study": "cells", "trial": "3", "options": ["x"]}}
     tasks._merge(tasks._status_path(workspace, "compress-broken"), broken)
@@ -159,8 +188,11 @@ def test_compress_runs_as_a_background_task_and_stores_its_variant(workspace: Se
     from core.runtime.tuning import load_study
 
     tiny_study(workspace, "bg")
-    task = start_task(workspace, "compress", ["compress", "--study", "bg", "--trial", "0", "--method", "prune",
-                                              "--sparsity", "0.5", "--steps", "2"])
+    task = start_task(
+        workspace,
+        "compress",
+        ["compress", "--study", "bg", "--trial", "0", "--method", "prune", "--sparsity", "0.5", "--steps", "2"],
+    )
     finished = wait_for(workspace, task.id, lambda t: not t.is_active, timeout=120)
     assert finished.status == TaskState.FINISHED, tasks.read_log_tail(finished)
     assert finished.result["variant"] == 1 and finished.result["label"] == "pruned 50% global"

@@ -23,7 +23,13 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> optuna.storages.B
 
 def make_study(storage: optuna.storages.BaseStorage, directions: list[str] | None = None) -> optuna.Study:
     study = optuna.create_study(storage=storage, study_name="cached", directions=directions or ["maximize"])
-    study.set_user_attr(StudyAttr.SPEC, {"objectives": [{"metric": "val_dice"}] + ([{"metric": "n_params"}] if directions and len(directions) > 1 else [])})
+    study.set_user_attr(
+        StudyAttr.SPEC,
+        {
+            "objectives": [{"metric": "val_dice"}]
+            + ([{"metric": "n_params"}] if directions and len(directions) > 1 else [])
+        },
+    )
     return study
 
 
@@ -32,10 +38,20 @@ def finished_trial(study: optuna.Study, value: float, lr: float, state: TrialSta
     values = None
     if state == TrialState.COMPLETE:
         values = [value] if len(study.directions) == 1 else [value, lr * 1e4]
-    study.add_trial(optuna.trial.create_trial(
-        state=state, values=values, params={"lr": lr}, distributions={"lr": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True)},
-        user_attrs={TrialAttr.HISTORY: epochs, TrialAttr.VAL_METRICS: {"dice": value}, TrialAttr.EPOCHS_RUN: 3, TrialAttr.TRAIN_TIME_S: 1.5},
-    ))
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=state,
+            values=values,
+            params={"lr": lr},
+            distributions={"lr": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True)},
+            user_attrs={
+                TrialAttr.HISTORY: epochs,
+                TrialAttr.VAL_METRICS: {"dice": value},
+                TrialAttr.EPOCHS_RUN: 3,
+                TrialAttr.TRAIN_TIME_S: 1.5,
+            },
+        )
+    )
 
 
 def fresh(study: optuna.Study) -> pd.DataFrame:
@@ -88,7 +104,9 @@ def test_the_frame_is_a_copy_and_refreshes_can_be_throttled(storage: optuna.stor
     study = make_study(storage)
     finished_trial(study, 0.5, 1e-3)
     now = [0.0]
-    cache = FrameCache(TrialCache(study._storage, study._study_id, clock=lambda: now[0]), study.directions, objective_names(study))
+    cache = FrameCache(
+        TrialCache(study._storage, study._study_id, clock=lambda: now[0]), study.directions, objective_names(study)
+    )
     first = cache.frame(max_age_s=5)
     first.loc[0, "state"] = "changed by a caller"
     finished_trial(study, 0.6, 1e-3)
@@ -117,6 +135,7 @@ def test_latest_result_computes_once_per_version_in_the_background() -> None:
             if block:
                 gate.wait(5)
             return value * 10
+
         return run
 
     latest = LatestResult()

@@ -103,7 +103,9 @@ def test_tuning_learns_lungs_then_resumes_and_exports(lungs, tmp_path: Path) -> 
 
 
 def test_a_different_spec_under_an_existing_name_is_refused(lungs) -> None:
-    run_study(spec_from_dict({**lung_spec("taken", 1), "budget": {"n_trials": 1, "max_epochs": 1}}), lungs, device="cpu")
+    run_study(
+        spec_from_dict({**lung_spec("taken", 1), "budget": {"n_trials": 1, "max_epochs": 1}}), lungs, device="cpu"
+    )
     other = lung_spec("taken", 1)
     other["image_size"] = 32
     with pytest.raises(SegTuneError, match="already exists"):
@@ -111,13 +113,21 @@ def test_a_different_spec_under_an_existing_name_is_refused(lungs) -> None:
 
 
 def test_a_bad_trial_fails_with_its_reason_and_the_study_goes_on(lungs) -> None:
-    spec = spec_from_dict({
-        **lung_spec("mixed", 2),
-        "sampler": "grid",
-        "pruner": "none",
-        "budget": {"n_trials": 3, "max_epochs": 1},
-        "search_space": {"architecture": {"choices": ["ClassicUNet", "DPT", "PAN"]}, "encoder": "resnet18", "unet_start_filters": 4, "unet_depth": 2, "epochs": 1},
-    })
+    spec = spec_from_dict(
+        {
+            **lung_spec("mixed", 2),
+            "sampler": "grid",
+            "pruner": "none",
+            "budget": {"n_trials": 3, "max_epochs": 1},
+            "search_space": {
+                "architecture": {"choices": ["ClassicUNet", "DPT", "PAN"]},
+                "encoder": "resnet18",
+                "unet_start_filters": 4,
+                "unet_depth": 2,
+                "epochs": 1,
+            },
+        }
+    )
     study = run_study(spec, lungs, device="cpu")
     states = {t.params["architecture"]: t for t in study.trials}
     assert states["ClassicUNet"].state == optuna.trial.TrialState.COMPLETE

@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.data.visual import FALSE_NEGATIVE, FALSE_POSITIVE, TRUE_POSITIVE, class_colors, error_map, overlay_mask, shrink, to_rgb
+from core.data.visual import (
+    FALSE_NEGATIVE,
+    FALSE_POSITIVE,
+    TRUE_POSITIVE,
+    class_colors,
+    error_map,
+    overlay_mask,
+    shrink,
+    to_rgb,
+)
 from core.errors import SegTuneError
 
 
@@ -67,6 +76,11 @@ def test_colour_schemes_are_picked_by_contrast_with_the_image() -> None:
     out = error_map(prediction, target, alpha=1.0, colours=cool.errors)
     assert tuple(out[0, 0]) == cool.errors["true positive"] and tuple(out[0, 1]) == cool.errors["false positive"]
     assert class_colors(3, cool.classes)[1:] == list(cool.classes[:2])
-    assert all(set(scheme.errors) == {"true positive", "false positive", "false negative"} for scheme in COLOUR_SCHEMES.values())
-    with pytest.raises(SegTuneError, match=r"unknown colour scheme 'neon'; valid: \['auto', 'standard', 'cool', 'warm'\]"):
+    assert all(
+        set(scheme.errors) == {"true positive", "false positive", "false negative"}
+        for scheme in COLOUR_SCHEMES.values()
+    )
+    with pytest.raises(
+        SegTuneError, match=r"unknown colour scheme 'neon'; valid: \['auto', 'standard', 'cool', 'warm'\]"
+    ):
         colour_scheme("neon")

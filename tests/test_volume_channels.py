@@ -62,7 +62,11 @@ def test_a_4d_nifti_is_one_case_with_its_4th_axis_as_sequences(tmp_path: Path) -
     source = tmp_path / "brats"
     for number in range(2):
         image, label = phantom(number)
-        write_nifti(source / "imagesTr" / f"case{number}.nii.gz", np.stack([image * (k + 1) for k in range(4)], axis=-1), lps_affine())
+        write_nifti(
+            source / "imagesTr" / f"case{number}.nii.gz",
+            np.stack([image * (k + 1) for k in range(4)], axis=-1),
+            lps_affine(),
+        )
         write_nifti(source / "labelsTr" / f"case{number}.nii.gz", label, lps_affine())
     manifest = _ingest(source, tmp_path / "ds")
     assert manifest.channels == 4 and manifest.slicing.sequences == 4
@@ -81,13 +85,19 @@ def test_loader_augmentation_and_model_take_every_channel(tmp_path: Path) -> Non
     assert tuple(data.images.shape) == (4, SEQUENCES, 32, 32)
     raw = read_image(folder / manifest.pairs[0].image)
     for band in range(SEQUENCES):  # each channel resized like a grey image of its own
-        assert np.array_equal(data.images[0, band].numpy(), prepare_image(raw[..., band:band + 1], 32, 1)[0])
+        assert np.array_equal(data.images[0, band].numpy(), prepare_image(raw[..., band : band + 1], 32, 1)[0])
     with pytest.raises(SegTuneError, match="has 5 channel.*takes 3"):
         load_tensor_set(folder, manifest, manifest.stems[:1], 32, 3)
-    images, masks = augment_batch(data.images.float() / 255, data.targets, AugmentConfig(hflip=True, rotate=10, brightness_contrast=0.3),
-                                  torch.Generator().manual_seed(0))
+    images, masks = augment_batch(
+        data.images.float() / 255,
+        data.targets,
+        AugmentConfig(hflip=True, rotate=10, brightness_contrast=0.3),
+        torch.Generator().manual_seed(0),
+    )
     assert images.shape == data.images.shape and not torch.equal(images, data.images.float() / 255)
-    model = build_model(config_from_params({"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2}, SEQUENCES, 2))
+    model = build_model(
+        config_from_params({"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2}, SEQUENCES, 2)
+    )
     assert model(images).shape == (4, 1, 32, 32)
 
 
@@ -107,10 +117,17 @@ def test_spec_channels_follow_the_dataset(tmp_path: Path, workspace) -> None:
 
 def test_predict_volumes_and_images_with_a_multi_sequence_model(tmp_path: Path) -> None:
     manifest = _ingest(msd_folder(tmp_path / "src", 1, sequences=SEQUENCES), tmp_path / "ds")
-    model_config = config_from_params({"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2}, SEQUENCES, 2)
+    model_config = config_from_params(
+        {"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2}, SEQUENCES, 2
+    )
     torch.manual_seed(0)
-    config = BundleConfig(model=model_config.to_dict(), image_size=32, channels=SEQUENCES, classes=manifest.classes,
-                          preprocessing=volume_preprocessing(manifest))
+    config = BundleConfig(
+        model=model_config.to_dict(),
+        image_size=32,
+        channels=SEQUENCES,
+        classes=manifest.classes,
+        preprocessing=volume_preprocessing(manifest),
+    )
     bundle = save_bundle(build_model(model_config).eval(), config, tmp_path / "bundle")
     scans = msd_folder(tmp_path / "scans", 1, sequences=SEQUENCES) / "imagesTr"
     image, _ = phantom(9)
@@ -145,12 +162,15 @@ def test_pictures_show_a_chosen_channel_or_the_first_three() -> None:
 def test_bundles_from_before_multi_channel_slices_still_predict_two_sequences(tmp_path: Path) -> None:
     manifest = _ingest(msd_folder(tmp_path / "src", 1, sequences=2), tmp_path / "ds")
     model_config = config_from_params({"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2}, 3, 2)
-    preprocessing = volume_preprocessing(manifest)  # sequences 2, but the model was trained on RGB slices (a black 3rd channel)
-    config = BundleConfig(model=model_config.to_dict(), image_size=32, channels=3, classes=manifest.classes, preprocessing=preprocessing)
+    preprocessing = volume_preprocessing(
+        manifest
+    )  # sequences 2, but the model was trained on RGB slices (a black 3rd channel)
+    config = BundleConfig(
+        model=model_config.to_dict(), image_size=32, channels=3, classes=manifest.classes, preprocessing=preprocessing
+    )
     bundle = save_bundle(build_model(model_config).eval(), config, tmp_path / "bundle")
     report = predict_volumes(bundle, tmp_path / "src" / "imagesTr", tmp_path / "out", progress=False)
     assert [path.name for path in report.written] == ["case_000.nii.gz"] and not report.skipped
-
 
 
 def test_a_multi_sequence_model_exports_to_onnx_with_its_channels(tmp_path: Path) -> None:
@@ -159,8 +179,12 @@ def test_a_multi_sequence_model_exports_to_onnx_with_its_channels(tmp_path: Path
     from core.deploy.export import export_model
     from core.modeling.bundle import load_bundle
 
-    model_config = config_from_params({"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2}, SEQUENCES, 2)
-    config = BundleConfig(model=model_config.to_dict(), image_size=32, channels=SEQUENCES, classes=("background", "tumour"))
+    model_config = config_from_params(
+        {"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2}, SEQUENCES, 2
+    )
+    config = BundleConfig(
+        model=model_config.to_dict(), image_size=32, channels=SEQUENCES, classes=("background", "tumour")
+    )
     sample = torch.rand((2, SEQUENCES, 32, 32), generator=torch.Generator().manual_seed(0))
     report = export_model(build_model(model_config).eval(), config, tmp_path / "export", ["bundle", "onnx"], sample)
     onnx_file = next(f for f in report.files if f.format == "onnx")

@@ -32,14 +32,33 @@ from tests.helpers.volume_data import dice, dicom_affine, dicom_series, lps_affi
 
 
 def test_ingest_tune_predict_volumes(tmp_path: Path, workspace) -> None:
-    ingest_volumes(msd_folder(tmp_path / "train", 6), "phantoms", workspace.datasets_dir,
-                   options=VolumeIngestOptions(intensity=IntensityConfig.window("abdomen"), empty_fraction=0.3))
-    spec = spec_from_dict({
-        "name": "vol-study", "dataset": "phantoms", "image_size": 64, "sampler": "random", "pruner": "none",
-        "objectives": [{"metric": "val_dice_per_volume"}], "budget": {"n_trials": 1, "max_epochs": 4}, "preview_count": 4,
-        "split": {"train": 0.5, "val": 0.25, "test": 0.25, "seed": 0},
-        "search_space": {"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2, "batch_size": 2, "epochs": 4, "lr": 1e-2},
-    })
+    ingest_volumes(
+        msd_folder(tmp_path / "train", 6),
+        "phantoms",
+        workspace.datasets_dir,
+        options=VolumeIngestOptions(intensity=IntensityConfig.window("abdomen"), empty_fraction=0.3),
+    )
+    spec = spec_from_dict(
+        {
+            "name": "vol-study",
+            "dataset": "phantoms",
+            "image_size": 64,
+            "sampler": "random",
+            "pruner": "none",
+            "objectives": [{"metric": "val_dice_per_volume"}],
+            "budget": {"n_trials": 1, "max_epochs": 4},
+            "preview_count": 4,
+            "split": {"train": 0.5, "val": 0.25, "test": 0.25, "seed": 0},
+            "search_space": {
+                "architecture": "ClassicUNet",
+                "unet_start_filters": 4,
+                "unet_depth": 2,
+                "batch_size": 2,
+                "epochs": 4,
+                "lr": 1e-2,
+            },
+        }
+    )
     study = run_study(spec, workspace, device="cpu")
     trial = study.best_trial
     assert trial.state == optuna.trial.TrialState.COMPLETE
@@ -59,9 +78,13 @@ def test_ingest_tune_predict_volumes(tmp_path: Path, workspace) -> None:
     for volume in parts["val"]:
         slices = volume_slices(study, workspace, "val", volume)
         stored = manifest.volume_slices()[volume]
-        assert [slices.slice_index(i) for i in range(len(slices.stems))] == [pair.slice_index for pair in stored]  # all, in order
+        assert [slices.slice_index(i) for i in range(len(slices.stems))] == [
+            pair.slice_index for pair in stored
+        ]  # all, in order
         scores.append(volume_dice(slices, predict_slices(model, config, slices.images)))
-    assert np.isclose(np.mean(scores), val["dice_per_volume"])  # the same figure the trial recorded, from the stored weights
+    assert np.isclose(
+        np.mean(scores), val["dice_per_volume"]
+    )  # the same figure the trial recorded, from the stored weights
 
     bundle = trial_bundle(default_trial(study), store, tmp_path / "bundle")
     new = tmp_path / "new"

@@ -10,7 +10,14 @@ import pytest
 
 from core.commands import ingest as ingest_command
 from core.data.intensity import IntensityConfig, intensity_from_options, to_uint8
-from core.data.manifest import DatasetError, DatasetManifest, dataset_names, dataset_stats, load_manifest, spacing_summary
+from core.data.manifest import (
+    DatasetError,
+    DatasetManifest,
+    dataset_names,
+    dataset_stats,
+    load_manifest,
+    spacing_summary,
+)
 from core.data.splits import SplitConfig, make_split
 from core.data.volume_ingest import VolumeIngestOptions, ingest_volumes
 from core.data.volumes import from_canonical, parse_slice_stem, read_dicom_series, read_nifti, to_canonical
@@ -18,7 +25,16 @@ from core.errors import SegTuneError
 from core.metrics.catalogue import epoch_objectives, label, objective_metrics
 from core.metrics.volumes import dice_per_volume, volume_dice_scores
 from core.search.validation import SpecError, spec_from_dict
-from tests.helpers.volume_data import SHAPE, SPACING, dicom_affine, dicom_series, lps_affine, msd_folder, phantom, write_nifti
+from tests.helpers.volume_data import (
+    SHAPE,
+    SPACING,
+    dicom_affine,
+    dicom_series,
+    lps_affine,
+    msd_folder,
+    phantom,
+    write_nifti,
+)
 
 WINDOW = IntensityConfig.window("abdomen")
 
@@ -146,17 +162,40 @@ def test_sequences_become_channels_and_dicom_series_ingest(tmp_path: Path) -> No
 
 
 def test_old_2d_manifests_still_load_unchanged() -> None:
-    old = {"version": 1, "name": "cells", "created": "2024-01-01T00:00:00+00:00", "source": "x.zip", "channels": 1,
-           "bit_depth": 8, "classes": ["background", "foreground"], "checksum": "abc",
-           "pairs": [{"stem": "a", "image": "images/a.png", "mask": "masks/a.png", "height": 4, "width": 4, "foreground": [0.5]}]}
+    old = {
+        "version": 1,
+        "name": "cells",
+        "created": "2024-01-01T00:00:00+00:00",
+        "source": "x.zip",
+        "channels": 1,
+        "bit_depth": 8,
+        "classes": ["background", "foreground"],
+        "checksum": "abc",
+        "pairs": [
+            {"stem": "a", "image": "images/a.png", "mask": "masks/a.png", "height": 4, "width": 4, "foreground": [0.5]}
+        ],
+    }
     manifest = DatasetManifest.from_dict(old)
     assert not manifest.is_volume and manifest.groups == {} and manifest.to_dict() == old
 
 
 def test_cli_ingest_with_volume_options(tmp_path: Path, workspace) -> None:
     source = msd_folder(tmp_path / "src", 3)
-    args = argparse.Namespace(path=source, name="liver", classes=None, mask_suffix=None, task=None, volumes=True, axis=1, window="liver",
-                              level=None, width=None, normalise=None, empty_fraction=0.0, max_volume_mb=None)
+    args = argparse.Namespace(
+        path=source,
+        name="liver",
+        classes=None,
+        mask_suffix=None,
+        task=None,
+        volumes=True,
+        axis=1,
+        window="liver",
+        level=None,
+        width=None,
+        normalise=None,
+        empty_fraction=0.0,
+        max_volume_mb=None,
+    )
     assert ingest_command.run(args) == 0
     manifest = load_manifest(workspace.datasets_dir, "liver")
     assert manifest.slicing.axis == 1 and manifest.slicing.intensity["level"] == 60.0
@@ -165,7 +204,9 @@ def test_cli_ingest_with_volume_options(tmp_path: Path, workspace) -> None:
 # --- splits ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("config", [SplitConfig(seed=s) for s in range(4)] + [SplitConfig(k_folds=3, fold=f, test=0.2) for f in range(3)])
+@pytest.mark.parametrize(
+    "config", [SplitConfig(seed=s) for s in range(4)] + [SplitConfig(k_folds=3, fold=f, test=0.2) for f in range(3)]
+)
 def test_no_volume_in_two_splits(tmp_path: Path, config: SplitConfig) -> None:
     manifest = _ingest(msd_folder(tmp_path / "src", 8), tmp_path / "ds")
     split = make_split(manifest.stems, config, manifest.groups)

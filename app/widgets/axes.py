@@ -15,7 +15,9 @@ MIN_SPAN = 0.05  # of a [0, 1] metric: differences far below this are noise on o
 PADDING = 0.1  # share of the data's span added on each side, so markers and labels are not cut
 
 
-def metric_axis_range(values: Iterable[float], *, low: float = 0.0, high: float = 1.0, min_span: float = MIN_SPAN) -> tuple[float, float] | None:
+def metric_axis_range(
+    values: Iterable[float], *, low: float = 0.0, high: float = 1.0, min_span: float = MIN_SPAN
+) -> tuple[float, float] | None:
     """The y-range for ``values`` of a metric bounded by [low, high]: the data padded, at least
     ``min_span`` wide and inside the bounds; None without a finite value (let Plotly decide)."""
     finite = np.asarray([v for v in values if v is not None], dtype=float)

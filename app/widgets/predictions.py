@@ -33,20 +33,35 @@ def confusion_figure(matrix: np.ndarray, classes: Sequence[str], title: str) -> 
     totals = matrix.sum(axis=1, keepdims=True)
     shares = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
     names = list(classes) or [str(i) for i in range(len(matrix))]
-    figure = go.Figure(go.Heatmap(
-        z=matrix.tolist(), x=names, y=names, text=matrix.tolist(), texttemplate="%{text}", customdata=shares.tolist(),
-        colorscale="Blues", showscale=False, xgap=2, ygap=2,
-        hovertemplate="true %{y} · predicted %{x}<br>%{z} image(s), %{customdata:.0%} of the true class<extra></extra>",
-    ))
-    figure.update_layout(title=title, xaxis_title="Predicted", yaxis_title="True", height=300 + 20 * len(names),
-                         margin={"t": 50, "b": 40, "l": 60, "r": 10})
+    figure = go.Figure(
+        go.Heatmap(
+            z=matrix.tolist(),
+            x=names,
+            y=names,
+            text=matrix.tolist(),
+            texttemplate="%{text}",
+            customdata=shares.tolist(),
+            colorscale="Blues",
+            showscale=False,
+            xgap=2,
+            ygap=2,
+            hovertemplate="true %{y} · predicted %{x}<br>%{z} image(s), %{customdata:.0%} of the true class<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        title=title,
+        xaxis_title="Predicted",
+        yaxis_title="True",
+        height=300 + 20 * len(names),
+        margin={"t": 50, "b": 40, "l": 60, "r": 10},
+    )
     figure.update_xaxes(type="category", side="bottom")
     figure.update_yaxes(type="category", autorange="reversed")  # first class on top, as the matrix reads
     return figure
 
 
 def accuracy_text(matrix: np.ndarray) -> str:
-    """"10 of 12 right (83 %)" from a confusion matrix."""
+    """ "10 of 12 right (83 %)" from a confusion matrix."""
     matrix = np.asarray(matrix)
     right, total = int(np.trace(matrix)), int(matrix.sum())
     return f"{right} of {total} right ({right / total:.0%})" if total else "no images"
@@ -57,7 +72,9 @@ def shown_images(comparison: PredictionComparison, order: str, shown: str) -> li
     kept by ``shown`` (a key of :data:`SHOWN`)."""
     ordered = comparison.order(order)
     if shown == "wrong":
-        wrong = np.any([~p.correct for p in comparison.trials.values()], axis=0) if comparison.trials else np.zeros(0, bool)
+        wrong = (
+            np.any([~p.correct for p in comparison.trials.values()], axis=0) if comparison.trials else np.zeros(0, bool)
+        )
         return [i for i in ordered if wrong[i]]
     if shown == "disagree":
         disagreement = comparison.disagreement()
@@ -81,7 +98,14 @@ def prediction_lines(comparison: PredictionComparison, index: int) -> list[str]:
 def image_cards(comparison: PredictionComparison, indices: Sequence[int], images: np.ndarray, per_row: int) -> None:
     """One card per image, ``per_row`` a row: thumbnail captioned with its name, then :func:`prediction_lines`."""
     for start in range(0, len(indices), per_row):
-        for column, (index, image) in zip(st.columns(per_row), zip(indices[start:start + per_row], images[start:start + per_row])):
+        for column, (index, image) in zip(
+            st.columns(per_row), zip(indices[start : start + per_row], images[start : start + per_row])
+        ):
             with column.container(border=True):
-                st.image(resize_nearest(to_rgb(image), THUMBNAIL_PX), caption=comparison.stems[index], width="stretch", output_format="PNG")
+                st.image(
+                    resize_nearest(to_rgb(image), THUMBNAIL_PX),
+                    caption=comparison.stems[index],
+                    width="stretch",
+                    output_format="PNG",
+                )
                 st.markdown("  \n".join(prediction_lines(comparison, index)))

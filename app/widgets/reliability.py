@@ -10,11 +10,16 @@ from core.contract import Task, TrialFlag
 from core.metrics.baselines import BASELINE_MARGIN, FLAG_TEXT
 from core.metrics.catalogue import default_objective, label, report_metrics
 
-FLAG_LABELS = {TrialFlag.CONSTANT_PREDICTION: "constant prediction", TrialFlag.NOT_BETTER_THAN_BASELINE: "not better than a constant"}
+FLAG_LABELS = {
+    TrialFlag.CONSTANT_PREDICTION: "constant prediction",
+    TrialFlag.NOT_BETTER_THAN_BASELINE: "not better than a constant",
+}
 FLAG_MARK = "⚑"
 # Where a flagged trial's outputs can be looked at, per task (page title, what it shows).
-COMPARE_PAGES: dict[Task, tuple[str, str]] = {Task.SEGMENTATION: ("Compare masks", "masks"),
-                                              Task.CLASSIFICATION: ("Compare predictions", "predictions")}
+COMPARE_PAGES: dict[Task, tuple[str, str]] = {
+    Task.SEGMENTATION: ("Compare masks", "masks"),
+    Task.CLASSIFICATION: ("Compare predictions", "predictions"),
+}
 
 
 def row_flags(row: pd.Series | tuple) -> list[str]:
@@ -40,13 +45,15 @@ def flag_warning(row: pd.Series, action: str, task: Task = Task.SEGMENTATION) ->
         return False
     reasons = "; ".join(FLAG_TEXT.get(flag, flag) for flag in flags)  # type: ignore[call-overload]
     page, outputs = COMPARE_PAGES[task]
-    st.warning(f"Trial #{int(row['number'])} is flagged: it {reasons}. Check its {outputs} on **{page}** before it is {action}.",
-               icon=":material/flag:")
+    st.warning(
+        f"Trial #{int(row['number'])} is flagged: it {reasons}. Check its {outputs} on **{page}** before it is {action}.",
+        icon=":material/flag:",
+    )
     return True
 
 
 def interval(row: pd.Series, split: str) -> str | None:
-    """"0.812 – 0.861" for the 95 % bootstrap interval of ``split`` Dice, or None."""
+    """ "0.812 – 0.861" for the 95 % bootstrap interval of ``split`` Dice, or None."""
     low, high = row.get(f"{split}_dice_ci_low"), row.get(f"{split}_dice_ci_high")
     if low is None or high is None or pd.isna(low) or pd.isna(high):
         return None
@@ -54,7 +61,7 @@ def interval(row: pd.Series, split: str) -> str | None:
 
 
 def mean_sd(row: pd.Series, metric: str = "dice") -> str | None:
-    """"0.84 ± 0.03" for a cross-validated trial (mean ± SD over folds), else None."""
+    """ "0.84 ± 0.03" for a cross-validated trial (mean ± SD over folds), else None."""
     sd = row.get(f"val_{metric}_std")
     mean = row.get(f"val_{metric}")
     if sd is None or mean is None or pd.isna(sd) or pd.isna(mean):
@@ -65,7 +72,10 @@ def mean_sd(row: pd.Series, metric: str = "dice") -> str | None:
 REFERENCE_COLUMNS: dict[Task, tuple[str, ...]] = {
     Task.SEGMENTATION: ("val_dice", "val_dice_per_image", "val_iou", "val_recall", "val_specificity", "test_dice"),
     # the classification report metrics (accuracy, balanced accuracy, macro F1), then the test headline
-    Task.CLASSIFICATION: (*(f"val_{m}" for m in report_metrics(Task.CLASSIFICATION)), default_objective(Task.CLASSIFICATION).replace("val_", "test_", 1)),
+    Task.CLASSIFICATION: (
+        *(f"val_{m}" for m in report_metrics(Task.CLASSIFICATION)),
+        default_objective(Task.CLASSIFICATION).replace("val_", "test_", 1),
+    ),
 }
 CONSTANT_UNITS = {Task.SEGMENTATION: "every pixel", Task.CLASSIFICATION: "every image"}
 
@@ -78,5 +88,7 @@ def references_table(references: pd.DataFrame, task: Task = Task.SEGMENTATION) -
     config = {"label": st.column_config.TextColumn("Reference (constant prediction)", width="medium")}
     config.update({c: st.column_config.NumberColumn(label(c), format="%.3f") for c in columns if c != "label"})
     st.dataframe(references[columns], hide_index=True, column_config=config, key="leaderboard.references")
-    st.caption(f"Reference rows: {CONSTANT_UNITS[task]} predicted as one class, scored like a trial. A trial is flagged when it does not beat "
-               f"the best of them by {BASELINE_MARGIN} on its first objective, or when it predicts (nearly) one class everywhere.")
+    st.caption(
+        f"Reference rows: {CONSTANT_UNITS[task]} predicted as one class, scored like a trial. A trial is flagged when it does not beat "
+        f"the best of them by {BASELINE_MARGIN} on its first objective, or when it predicts (nearly) one class everywhere."
+    )

@@ -27,7 +27,14 @@ GROUPS: dict[str, str] = {
     "cost": "Cost",
 }
 COST_COLUMNS = ("epochs_run", "train_time_s", "images_per_s", "n_params", "weights_mb")
-STATE_ICONS = {"complete": "complete", "pruned": "pruned", "fail": "failed", "cancelled": "cancelled", "running": "running", "waiting": "waiting"}
+STATE_ICONS = {
+    "complete": "complete",
+    "pruned": "pruned",
+    "fail": "failed",
+    "cancelled": "cancelled",
+    "running": "running",
+    "waiting": "waiting",
+}
 # Text columns made from several frame columns when the table is drawn (display_frame).
 DERIVED = ("flags_shown", "val_dice_ci", "val_dice_mean_sd", "test_dice_ci")
 BEST_MARK = "★"
@@ -36,7 +43,11 @@ BEST_MARK = "★"
 def shown_metrics(task: Task = Task.SEGMENTATION) -> tuple[str, ...]:
     """The task's split metrics a trial can be chosen on, then its per-case ones (NSD, HD95), in
     catalogue order (the loss is left to the curves)."""
-    return tuple(m.name for m in task_metrics(task) if m.scope in (Scope.SPLIT, Scope.CASE) and m.objective and m.source != Source.LOSS)
+    return tuple(
+        m.name
+        for m in task_metrics(task)
+        if m.scope in (Scope.SPLIT, Scope.CASE) and m.objective and m.source != Source.LOSS
+    )
 
 
 def headline_metrics(task: Task = Task.SEGMENTATION) -> tuple[str, str]:
@@ -69,7 +80,11 @@ def visible_columns(frame: pd.DataFrame, groups: Sequence[str], task: Task = Tas
     for split in ("val", "test"):
         if split in groups:
             # per-case metrics only where trials have them (studies scored at training size do not)
-            columns += [f"{split}_{m}" for m in shown_metrics(task) if f"{split}_{m}" in frame and frame[f"{split}_{m}"].notna().any()]
+            columns += [
+                f"{split}_{m}"
+                for m in shown_metrics(task)
+                if f"{split}_{m}" in frame and frame[f"{split}_{m}"].notna().any()
+            ]
             if f"{split}_dice_ci_low" in frame and frame[f"{split}_dice_ci_low"].notna().any():
                 columns.insert(columns.index(f"{split}_dice") + 1, f"{split}_dice_ci")
             if split == "val" and "val_dice_std" in frame and frame["val_dice_std"].notna().any():
@@ -94,35 +109,57 @@ def failure_reasons(frame: pd.DataFrame) -> dict[int, str]:
 def column_config(frame: pd.DataFrame) -> dict[str, st.column_config.Column]:
     """Labels and number formats: 3 decimals for metrics, compact counts, scientific learning rates."""
     config: dict[str, st.column_config.Column] = {
-        "best": st.column_config.TextColumn("", width="small", help="★ best trial (Pareto front when several objectives)"),
-        "number": st.column_config.NumberColumn("Trial", format="#%d", width="small", pinned=True),  # kept in sight when scrolled
+        "best": st.column_config.TextColumn(
+            "", width="small", help="★ best trial (Pareto front when several objectives)"
+        ),
+        "number": st.column_config.NumberColumn(
+            "Trial", format="#%d", width="small", pinned=True
+        ),  # kept in sight when scrolled
         "state": st.column_config.TextColumn("State"),
-        "rank": st.column_config.NumberColumn("Rank", format="%d", width="small", help="By the first objective; complete trials only: "
-                                              "pruned, failed and running trials are not ranked"),
+        "rank": st.column_config.NumberColumn(
+            "Rank",
+            format="%d",
+            width="small",
+            help="By the first objective; complete trials only: pruned, failed and running trials are not ranked",
+        ),
         "epochs_run": st.column_config.NumberColumn("Epochs", format="%d"),
         "train_time_s": st.column_config.NumberColumn("Train time (s)", format="%.1f"),
         "images_per_s": st.column_config.NumberColumn("Images/s", format="%.0f"),
         "n_params": st.column_config.NumberColumn("Params", format="compact"),
         "weights_mb": st.column_config.NumberColumn("Size (MB)", format="%.2f"),
         "error": st.column_config.TextColumn("Why it failed", width="large"),
-        "flags_shown": st.column_config.TextColumn("Flags", help="⚑ constant prediction, or not better than a constant predictor (see the reference rows)"),
-        "val_dice_ci": st.column_config.TextColumn("Val Dice 95 % CI", help="Bootstrap over validation images (over folds with cross-validation)"),
-        "test_dice_ci": st.column_config.TextColumn("Test Dice 95 % CI", help="Bootstrap over test images (over fold models with cross-validation)"),
+        "flags_shown": st.column_config.TextColumn(
+            "Flags", help="⚑ constant prediction, or not better than a constant predictor (see the reference rows)"
+        ),
+        "val_dice_ci": st.column_config.TextColumn(
+            "Val Dice 95 % CI", help="Bootstrap over validation images (over folds with cross-validation)"
+        ),
+        "test_dice_ci": st.column_config.TextColumn(
+            "Test Dice 95 % CI", help="Bootstrap over test images (over fold models with cross-validation)"
+        ),
         "val_dice_mean_sd": st.column_config.TextColumn("Val Dice mean ± SD", help="Over the cross-validation folds"),
     }
     for column in frame.columns:
         if column.startswith("objective_"):
-            config[column] = st.column_config.NumberColumn(f"Objective: {column.removeprefix('objective_')}", format="%.4f")
+            config[column] = st.column_config.NumberColumn(
+                f"Objective: {column.removeprefix('objective_')}", format="%.4f"
+            )
         elif column.startswith("param_"):
             name = column.removeprefix("param_")
             numeric = pd.api.types.is_float_dtype(frame[column])
-            config[column] = st.column_config.NumberColumn(name, format="%.2e") if numeric and name in ("lr", "weight_decay") else st.column_config.Column(name)
+            config[column] = (
+                st.column_config.NumberColumn(name, format="%.2e")
+                if numeric and name in ("lr", "weight_decay")
+                else st.column_config.Column(name)
+            )
     headlines = {headline_metrics(task)[0] for task in Task}  # drawn as bars
     for split, title in (("val", "Val"), ("test", "Test")):
         for metric in (m.name for m in METRICS if m.scope in (Scope.SPLIT, Scope.VOLUME, Scope.CASE)):
             label = f"{title} {METRICS.get(metric).label}"
             if metric in headlines:
-                config[f"{split}_{metric}"] = st.column_config.ProgressColumn(label, min_value=0.0, max_value=1.0, format="%.3f")
+                config[f"{split}_{metric}"] = st.column_config.ProgressColumn(
+                    label, min_value=0.0, max_value=1.0, format="%.3f"
+                )
             else:
                 config[f"{split}_{metric}"] = st.column_config.NumberColumn(label, format="%.3f")
     return config
@@ -188,7 +225,11 @@ def trial_picker(frame: pd.DataFrame, *, key: str, limit: int, label: str = "Tri
     if key not in st.session_state:
         st.session_state[key] = default_selection(frame, limit, initial)
     chosen = st.multiselect(
-        label, list(labels), key=key, format_func=labels.__getitem__, max_selections=limit,
+        label,
+        list(labels),
+        key=key,
+        format_func=labels.__getitem__,
+        max_selections=limit,
         placeholder="Choose trials (or select rows on the Leaderboard)",
     )
     state.SELECTED_TRIALS.set(tuple(chosen))
@@ -207,8 +248,10 @@ def finished_trial_picker(frame: pd.DataFrame, *, key: str, what: str, flag_note
     there is nothing to show. ``what`` the page shows per trial; ``flag_note`` what a flagged trial's shows."""
     complete = frame[frame["state"] == "complete"]
     if complete.empty:
-        st.info(f"No finished trials yet — {what} appear when a trial completes. Follow the study on **Jobs**.",
-                icon=":material/hourglass_empty:")
+        st.info(
+            f"No finished trials yet — {what} appear when a trial completes. Follow the study on **Jobs**.",
+            icon=":material/hourglass_empty:",
+        )
         return None
     chosen = trial_picker(complete, key=key, limit=MAX_COMPARED, label=f"Trials to compare (up to {MAX_COMPARED})")
     if not chosen:
@@ -216,6 +259,8 @@ def finished_trial_picker(frame: pd.DataFrame, *, key: str, what: str, flag_note
         return None
     flagged = [f"#{n}" for n in chosen if row_flags(complete[complete["number"] == n].iloc[0])]
     if flagged:
-        st.warning(f"Flagged — constant prediction, or not better than a constant predictor: {', '.join(flagged)}. {flag_note}",
-                   icon=":material/flag:")
+        st.warning(
+            f"Flagged — constant prediction, or not better than a constant predictor: {', '.join(flagged)}. {flag_note}",
+            icon=":material/flag:",
+        )
     return list(chosen)

@@ -26,15 +26,25 @@ _DEFAULTS = CompressionConfig(method="prune")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("compress", help="quantize or prune a trial's model and compare it with the original")
+    parser = subparsers.add_parser(
+        "compress", help="quantize or prune a trial's model and compare it with the original"
+    )
     parser.add_argument("--study", required=True, help="study name")
     parser.add_argument("--trial", required=True, type=int, help="trial number")
-    parser.add_argument("--method", required=True, choices=METHODS, help="ptq (static int8), dynamic (int8 Linear), qat, prune")
+    parser.add_argument(
+        "--method", required=True, choices=METHODS, help="ptq (static int8), dynamic (int8 Linear), qat, prune"
+    )
     parser.add_argument("--sparsity", type=float, default=_DEFAULTS.sparsity, help="prune: target sparsity 0.5-0.9")
-    parser.add_argument("--structured", action="store_true", help="prune: remove whole channels (a smaller, faster model)")
+    parser.add_argument(
+        "--structured", action="store_true", help="prune: remove whole channels (a smaller, faster model)"
+    )
     parser.add_argument("--scope", choices=PRUNE_SCOPES, help="prune: one global threshold or per layer")
-    parser.add_argument("--epochs", type=float, help=f"qat/prune: fine-tune epochs over the training split (default: {_epochs_help()})")
-    parser.add_argument("--steps", type=int, help="qat/prune: a fixed number of fine-tune steps instead of --epochs (0 = one-shot)")
+    parser.add_argument(
+        "--epochs", type=float, help=f"qat/prune: fine-tune epochs over the training split (default: {_epochs_help()})"
+    )
+    parser.add_argument(
+        "--steps", type=int, help="qat/prune: a fixed number of fine-tune steps instead of --epochs (0 = one-shot)"
+    )
     parser.add_argument("--lr", type=float, help=f"qat/prune: fine-tune learning rate (default: {_lr_help()})")
     parser.add_argument("--task-id", help="report progress to this background task (set by the dashboard)")
     parser.set_defaults(func=run)
@@ -74,20 +84,36 @@ def _compress(args: argparse.Namespace, settings: Settings, task: TaskProgress |
     trial = get_trial(study, args.trial)
     params = trial.user_attrs.get(TrialAttr.PARAMS_RESOLVED) or {}
     config = CompressionConfig(
-        method=args.method, sparsity=args.sparsity, structured=args.structured, scope=args.scope,
-        finetune_epochs=args.epochs, finetune_steps=args.steps, lr=args.lr,
-        batch_size=int(params.get("batch_size", _DEFAULTS.batch_size)), loss=params.get("loss", _DEFAULTS.loss), seed=spec.seed,
+        method=args.method,
+        sparsity=args.sparsity,
+        structured=args.structured,
+        scope=args.scope,
+        finetune_epochs=args.epochs,
+        finetune_steps=args.steps,
+        lr=args.lr,
+        batch_size=int(params.get("batch_size", _DEFAULTS.batch_size)),
+        loss=params.get("loss", _DEFAULTS.loss),
+        seed=spec.seed,
     )
     print(f"compressing trial #{trial.number} of {study.study_name!r} with {config.label} (CPU) ...")
     report(0.02, "loading data: the study's frozen splits")
     data = study_compression_data(spec, settings)
     # compress_trial's own stages fill the rest of the bar after the data
-    reports, record = compress_trial(study, trial.number, config, data, open_artifact_store(settings), progress=_reporter(task, 0.1, 0.9))
+    reports, record = compress_trial(
+        study, trial.number, config, data, open_artifact_store(settings), progress=_reporter(task, 0.1, 0.9)
+    )
     table = trade_off_table(reports)
     index = len(list_variants(study, trial.number))
     print(table)
     print(f"stored as variant {index} of trial #{trial.number}: artifacts {record['artifacts']}")
     if task is not None:
-        task.finish({"study": study.study_name, "trial": trial.number, "variant": index, "label": record["label"], "table": table})
+        task.finish(
+            {
+                "study": study.study_name,
+                "trial": trial.number,
+                "variant": index,
+                "label": record["label"],
+                "table": table,
+            }
+        )
     return 0
-

@@ -17,12 +17,19 @@ from core.settings import load_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("datasets", help="list datasets, create the demo dataset, delete one, or make a "
-                                                    "'mask empty / not empty' classification dataset from a segmentation one")
+    parser = subparsers.add_parser(
+        "datasets",
+        help="list datasets, create the demo dataset, delete one, or make a "
+        "'mask empty / not empty' classification dataset from a segmentation one",
+    )
     parser.add_argument("action", nargs="?", choices=["list", "demo", "delete", "from-masks"], default="list")
     parser.add_argument("name", nargs="?", help="dataset to delete or to read the masks of, or the demo dataset's name")
-    parser.add_argument("--name", dest="new_name", metavar="NEW", help="from-masks: the new classification dataset's name")
-    parser.add_argument("--classes", help="from-masks: two class names, empty masks first (default: 'no <foreground>,<foreground>')")
+    parser.add_argument(
+        "--name", dest="new_name", metavar="NEW", help="from-masks: the new classification dataset's name"
+    )
+    parser.add_argument(
+        "--classes", help="from-masks: two class names, empty masks first (default: 'no <foreground>,<foreground>')"
+    )
     parser.set_defaults(func=run)
 
 

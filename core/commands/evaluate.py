@@ -16,16 +16,30 @@ from core.metrics.cases import NSD_TOLERANCE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("evaluate", help="score predicted masks (a folder, or a model on images) against ground truth, per case")
+    parser = subparsers.add_parser(
+        "evaluate", help="score predicted masks (a folder, or a model on images) against ground truth, per case"
+    )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--pred", type=Path, help="folder of predicted masks (<stem>.png: class indices, or 0/255 for binary)")
+    source.add_argument(
+        "--pred", type=Path, help="folder of predicted masks (<stem>.png: class indices, or 0/255 for binary)"
+    )
     source.add_argument("--model", type=Path, help="exported model folder: predict --images first, as `predict` would")
     parser.add_argument("--images", type=Path, help="with --model: the folder of images to predict")
     parser.add_argument("--masks", required=True, type=Path, help="folder of ground-truth masks (<stem>.png)")
-    parser.add_argument("--classes", help="with --pred: class names, background first (default: from the ground truth's values)")
-    parser.add_argument("--tta", action="store_true", help="with --model: average over mirrored copies (test-time augmentation)")
-    parser.add_argument("--tolerance", type=float, default=NSD_TOLERANCE, help=f"NSD tolerance in pixels (default {NSD_TOLERANCE:g})")
-    parser.add_argument("--out", type=Path, help="write the per-case report here (CSV: name, class, dice, iou, nsd, hd95, height, width)")
+    parser.add_argument(
+        "--classes", help="with --pred: class names, background first (default: from the ground truth's values)"
+    )
+    parser.add_argument(
+        "--tta", action="store_true", help="with --model: average over mirrored copies (test-time augmentation)"
+    )
+    parser.add_argument(
+        "--tolerance", type=float, default=NSD_TOLERANCE, help=f"NSD tolerance in pixels (default {NSD_TOLERANCE:g})"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="write the per-case report here (CSV: name, class, dice, iou, nsd, hd95, height, width)",
+    )
     parser.set_defaults(func=run)
 
 

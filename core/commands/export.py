@@ -15,11 +15,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("export", help="export a trial's model as a bundle, ONNX and/or TorchScript")
     parser.add_argument("--study", required=True, help="study name")
     parser.add_argument("--trial", type=int, help="trial number (default: the best trial)")
-    parser.add_argument("--format", dest="formats", action="append", choices=[*FORMATS, "all"],
-                        help="bundle (safetensors + config), onnx, torchscript or all; repeatable (default: bundle)")
-    parser.add_argument("--ensemble", action="store_true",
-                        help="a cross-validated trial: export all k fold models as one ensemble (<study>-trial<N>-ensemble/, "
-                             "predict.py averages them); default formats bundle + onnx")
+    parser.add_argument(
+        "--format",
+        dest="formats",
+        action="append",
+        choices=[*FORMATS, "all"],
+        help="bundle (safetensors + config), onnx, torchscript or all; repeatable (default: bundle)",
+    )
+    parser.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="a cross-validated trial: export all k fold models as one ensemble (<study>-trial<N>-ensemble/, "
+        "predict.py averages them); default formats bundle + onnx",
+    )
     parser.add_argument("--out", required=True, type=Path, help="folder to write <study>-trial<N>/ into")
     parser.set_defaults(func=run)
 

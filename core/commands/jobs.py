@@ -24,7 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for sub in (listing, show):  # SUPPRESS: `jobs --follow show 3` keeps the flag given before the action
         sub.add_argument("--follow", action="store_true", default=argparse.SUPPRESS, help="refresh until Ctrl-C")
     show.add_argument("--log", type=int, default=15, help="log lines to print (0: none)")
-    for name, text in (("cancel", "stop the job; running trials stop at their next epoch"), ("resume", "continue a cancelled, interrupted or failed job")):
+    for name, text in (
+        ("cancel", "stop the job; running trials stop at their next epoch"),
+        ("resume", "continue a cancelled, interrupted or failed job"),
+    ):
         action = actions.add_parser(name, help=text)
         action.add_argument("job", type=int)
     extend = actions.add_parser("extend", help="give a job more trials (queues it again when it had ended)")
@@ -43,7 +46,11 @@ def run(args: argparse.Namespace) -> int:
     elif action == "extend":
         print(describe(extend_job(settings, args.job, args.trials)))
     else:
-        render = (lambda: status_text(job_status(settings, args.job), settings, args.log)) if action == "show" else (lambda: jobs_table_text(settings))
+        render = (
+            (lambda: status_text(job_status(settings, args.job), settings, args.log))
+            if action == "show"
+            else (lambda: jobs_table_text(settings))
+        )
         _print(render, args.follow, args.interval)
     return 0
 
@@ -69,7 +76,9 @@ def jobs_table_text(settings: Settings) -> str:
     for job in jobs:
         status = job_status(settings, job.id)
         total = status.trials_total if status.trials_total is not None else "-"
-        lines.append(f"{job.id:>4}  {job.study_name[:24]:24s} {status.state:12s} {f'{status.trials_done}/{total}':>9s}  {len(status.workers):>7d}  {_duration(status.eta_s)}")
+        lines.append(
+            f"{job.id:>4}  {job.study_name[:24]:24s} {status.state:12s} {f'{status.trials_done}/{total}':>9s}  {len(status.workers):>7d}  {_duration(status.eta_s)}"
+        )
     return "\n".join(lines)
 
 
@@ -85,8 +94,16 @@ def status_text(status: JobStatus, settings: Settings, log_lines: int) -> str:
         epoch = f"epoch {trial.epoch or 0}/{trial.epochs_planned or '?'}"
         if trial.progress is not None:  # within a long epoch: the batch too
             epoch = f"epoch {trial.progress.epoch}/{trial.progress.epochs} batch {trial.progress.batch}/{trial.progress.batches}"
-        beat = f"heartbeat {trial.heartbeat_age_s:.0f}s ago" if trial.heartbeat_age_s is not None else "no live worker" if not trial.live else "heartbeat pending"
-        lines.append(f"  trial {trial.number:>4}  {epoch:14s} on {trial.device or '?':8s} {_duration(trial.elapsed_s)} running, {beat}")
+        beat = (
+            f"heartbeat {trial.heartbeat_age_s:.0f}s ago"
+            if trial.heartbeat_age_s is not None
+            else "no live worker"
+            if not trial.live
+            else "heartbeat pending"
+        )
+        lines.append(
+            f"  trial {trial.number:>4}  {epoch:14s} on {trial.device or '?':8s} {_duration(trial.elapsed_s)} running, {beat}"
+        )
     for worker in status.workers:
         lines.append(f"  worker {worker.id} pid {worker.pid} on {worker.host}:{worker.device}")
     if log_lines:

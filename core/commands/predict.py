@@ -19,17 +19,36 @@ from core.modeling.bundle import load_bundle_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("predict", help="segment or classify a folder of images (or segment medical volumes) with an exported model")
+    parser = subparsers.add_parser(
+        "predict", help="segment or classify a folder of images (or segment medical volumes) with an exported model"
+    )
     parser.add_argument("--model", required=True, type=Path, help="exported bundle or variant folder")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--images", type=Path, help="folder of images (PNG, JPG, TIFF, BMP; .npy HxWxC uint8 for multi-sequence models)")
-    source.add_argument("--volumes", type=Path, help="folder of NIfTI volumes (<case>.nii.gz, <case>_0000.nii.gz ...) or DICOM series sub-folders")
-    parser.add_argument("--out", required=True, type=Path,
-                        help="folder for the masks (<stem>.png) or label volumes (<case>.nii.gz); a classifier's CSV file (file, label, confidence, p_<class>...)")
+    source.add_argument(
+        "--images", type=Path, help="folder of images (PNG, JPG, TIFF, BMP; .npy HxWxC uint8 for multi-sequence models)"
+    )
+    source.add_argument(
+        "--volumes",
+        type=Path,
+        help="folder of NIfTI volumes (<case>.nii.gz, <case>_0000.nii.gz ...) or DICOM series sub-folders",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="folder for the masks (<stem>.png) or label volumes (<case>.nii.gz); a classifier's CSV file (file, label, confidence, p_<class>...)",
+    )
     parser.add_argument("--overlay", action="store_true", help="images: also write overlays into OUT/overlays/")
-    parser.add_argument("--tta", action="store_true", help="images: average the probabilities over mirrored copies (test-time augmentation)")
-    parser.add_argument("--save-probabilities", action="store_true",
-                        help="images: also write OUT/<stem>.npz with the class probabilities (K x H x W, background first)")
+    parser.add_argument(
+        "--tta",
+        action="store_true",
+        help="images: average the probabilities over mirrored copies (test-time augmentation)",
+    )
+    parser.add_argument(
+        "--save-probabilities",
+        action="store_true",
+        help="images: also write OUT/<stem>.npz with the class probabilities (K x H x W, background first)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -43,7 +62,14 @@ def run(args: argparse.Namespace) -> int:
 
         report = classify_folder(args.model, args.images, args.out, progress=True)
     else:
-        report = predict_folder(args.model, args.images, args.out, overlay=args.overlay, progress=True, tta=args.tta,
-                                save_probabilities=args.save_probabilities)
+        report = predict_folder(
+            args.model,
+            args.images,
+            args.out,
+            overlay=args.overlay,
+            progress=True,
+            tta=args.tta,
+            save_probabilities=args.save_probabilities,
+        )
     print(report.summary(), file=sys.stderr if report.skipped else sys.stdout)
     return 0

@@ -29,12 +29,33 @@ if TYPE_CHECKING:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("submit", help="queue a tuning job and start background workers")
     parser.add_argument("--spec", type=Path, help="study spec (.json or .yaml); not needed with --narrow")
-    parser.add_argument("--workers", type=int, help="workers to start (default: one per GPU x --per-gpu, or 1 on CPU); 0 = queue only")
-    parser.add_argument("--devices", help="comma-separated: cuda:0,cuda:1 or cpu (default: every visible GPU, else cpu)")
-    parser.add_argument("--per-gpu", default="1", help="workers per GPU, for small models (default 1), or 'auto': as many trials as fit in the GPU's memory")
-    parser.add_argument("--warm-start", metavar="STUDY", help="seed the study with the best configurations of this earlier study (same dataset)")
-    parser.add_argument("--narrow", metavar="STUDY", help="run a new study with the search space narrowed around this study's best trials")
-    parser.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help=f"how many of the earlier study's best trials to reuse (default {DEFAULT_TOP_K})")
+    parser.add_argument(
+        "--workers", type=int, help="workers to start (default: one per GPU x --per-gpu, or 1 on CPU); 0 = queue only"
+    )
+    parser.add_argument(
+        "--devices", help="comma-separated: cuda:0,cuda:1 or cpu (default: every visible GPU, else cpu)"
+    )
+    parser.add_argument(
+        "--per-gpu",
+        default="1",
+        help="workers per GPU, for small models (default 1), or 'auto': as many trials as fit in the GPU's memory",
+    )
+    parser.add_argument(
+        "--warm-start",
+        metavar="STUDY",
+        help="seed the study with the best configurations of this earlier study (same dataset)",
+    )
+    parser.add_argument(
+        "--narrow",
+        metavar="STUDY",
+        help="run a new study with the search space narrowed around this study's best trials",
+    )
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=DEFAULT_TOP_K,
+        help=f"how many of the earlier study's best trials to reuse (default {DEFAULT_TOP_K})",
+    )
     parser.add_argument("--name", help="name of the narrowed study (default: <study>-narrow)")
     parser.set_defaults(func=run)
 
@@ -42,7 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.narrow and args.warm_start:
-        raise SystemExit("submit: use --warm-start or --narrow, not both (a narrowed study already starts from the best trials' region)")
+        raise SystemExit(
+            "submit: use --warm-start or --narrow, not both (a narrowed study already starts from the best trials' region)"
+        )
     if args.narrow:
         spec = narrowed_spec(settings, args.narrow, args.top_k, name=args.name)
         link_to_source(settings, spec, args.narrow, args.top_k)
@@ -58,9 +81,13 @@ def run(args: argparse.Namespace) -> int:
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     per_gpu, trial_bytes = per_gpu_arg(args.per_gpu, spec, settings)
-    job_id = submit_job(settings, spec, workers=args.workers, devices=args.devices, per_gpu=per_gpu, trial_bytes=trial_bytes)
+    job_id = submit_job(
+        settings, spec, workers=args.workers, devices=args.devices, per_gpu=per_gpu, trial_bytes=trial_bytes
+    )
     job = get_job(settings, job_id)
-    print(f"job {job_id} queued for study {job.study_name} ({job.n_trials or 'timed'} trials, {job.workers} worker slot(s))")
+    print(
+        f"job {job_id} queued for study {job.study_name} ({job.n_trials or 'timed'} trials, {job.workers} worker slot(s))"
+    )
     print(f"log: {job.log_path}")
     print(f"watch: python -m core jobs show {job_id} --follow")
     return 0

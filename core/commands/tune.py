@@ -33,7 +33,9 @@ def run(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar and the leaderboard say it all
     bar = TrialBar()  # the running trial's epoch, batch and ETA, under Optuna's trials bar
     try:
-        study = run_study(spec, load_settings(), n_trials=args.trials, device=args.device, show_progress=True, on_progress=bar)
+        study = run_study(
+            spec, load_settings(), n_trials=args.trials, device=args.device, show_progress=True, on_progress=bar
+        )
     finally:
         bar.close()
     print(leaderboard_text(study, top=args.top))

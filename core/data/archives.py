@@ -31,8 +31,9 @@ class IngestLimits:
     max_files: int = 100_000  # zip entries
     max_ratio: float = 200.0  # uncompressed / compressed size of one zip entry (entries >= 1 MiB)
     max_image_pixels: int = 1 << 26  # width x height of one image (8192 x 8192)
-    max_volume_bytes: int = MAX_VOLUME_BYTES  # one medical volume in memory (float32 voxels x sequences), checked on its header
-
+    max_volume_bytes: int = (
+        MAX_VOLUME_BYTES  # one medical volume in memory (float32 voxels x sequences), checked on its header
+    )
 
 
 def volume_limits(max_volume_mb: int | None) -> IngestLimits:
@@ -54,8 +55,11 @@ def unpack(source: Path, dest: Path, limits: IngestLimits, problems: dict[str, s
             entries = archive.infolist()
             problems.update(_zip_problems(entries, limits))
             if len(problems) == before and not _files(entries):
-                problems[source.name] = ("the zip holds no files" + (" (only folders)" if entries else "")
-                                         + "; zip the images/ and masks/ folders with their files")
+                problems[source.name] = (
+                    "the zip holds no files"
+                    + (" (only folders)" if entries else "")
+                    + "; zip the images/ and masks/ folders with their files"
+                )
             if len(problems) == before:
                 _check_free_space(entries, dest, source.name, problems)
             if len(problems) == before:
@@ -75,11 +79,17 @@ def _zip_problems(entries: list[zipfile.ZipInfo], limits: IngestLimits) -> dict[
     total = sum(entry.file_size for entry in entries)
     packed = sum(entry.compress_size for entry in entries)
     if total > limits.max_total_bytes:
-        add_problem(problems, "zip", f"would unpack to {total} bytes, above the limit of {limits.max_total_bytes} (zip bomb?)")
+        add_problem(
+            problems, "zip", f"would unpack to {total} bytes, above the limit of {limits.max_total_bytes} (zip bomb?)"
+        )
     elif total >= _TOTAL_RATIO_MIN_BYTES and total > limits.max_ratio * max(packed, 1):
         # Many small entries, each under the per-entry threshold, can still add up to a bomb.
-        add_problem(problems, "zip", f"its {len(entries)} entries expand {total / max(packed, 1):.0f}x in all "
-                                     f"({packed} -> {total} bytes), above the limit of {limits.max_ratio:.0f}x (zip bomb?)")
+        add_problem(
+            problems,
+            "zip",
+            f"its {len(entries)} entries expand {total / max(packed, 1):.0f}x in all "
+            f"({packed} -> {total} bytes), above the limit of {limits.max_ratio:.0f}x (zip bomb?)",
+        )
     return problems
 
 
@@ -140,4 +150,3 @@ def _copy_entry(archive: zipfile.ZipFile, entry: zipfile.ZipInfo, target: Path, 
                 return None
             dst.write(chunk)
     return written
-

@@ -16,7 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from core.data.volumes import MAX_VOLUME_BYTES, Volume, VolumeReadError, check_dicom_size, dicom_affine, is_dicom_seg_file, read_dicom_slices
+from core.data.volumes import (
+    MAX_VOLUME_BYTES,
+    Volume,
+    VolumeReadError,
+    check_dicom_size,
+    dicom_affine,
+    is_dicom_seg_file,
+    read_dicom_slices,
+)
 
 POSITION_ATOL_MM = 1e-2  # DICOM writes positions as decimal strings: allow their rounding, not a slice shift
 
@@ -37,7 +45,10 @@ def read_dicom_seg(path: Path, series_folder: Path, max_bytes: int = MAX_VOLUME_
         raise VolumeReadError(problem)
     try:
         planes = seg.get_pixels_by_source_instance(
-            [str(ds.SOPInstanceUID) for ds in slices], combine_segments=True, assert_missing_frames_are_empty=True, dtype=np.uint8,
+            [str(ds.SOPInstanceUID) for ds in slices],
+            combine_segments=True,
+            assert_missing_frames_are_empty=True,
+            dtype=np.uint8,
         )
     except (ValueError, RuntimeError, KeyError, AttributeError) as exc:
         raise VolumeReadError(f"DICOM-SEG frames cannot be placed on the series: {exc}") from exc
@@ -61,8 +72,11 @@ def geometry_problem(seg: Any, slices: list) -> str:
 
 
 def _frame_problem(seg: Any, frame: Any, by_uid: dict[str, Any]) -> str:
-    references = [str(source.ReferencedSOPInstanceUID) for derivation in getattr(frame, "DerivationImageSequence", [])
-                  for source in getattr(derivation, "SourceImageSequence", [])]
+    references = [
+        str(source.ReferencedSOPInstanceUID)
+        for derivation in getattr(frame, "DerivationImageSequence", [])
+        for source in getattr(derivation, "SourceImageSequence", [])
+    ]
     if not references:
         return "references no source image, so it cannot be placed on the series"
     missing = [uid for uid in references if uid not in by_uid]
@@ -70,7 +84,9 @@ def _frame_problem(seg: Any, frame: Any, by_uid: dict[str, Any]) -> str:
         return f"references image {missing[0]}, which is not in this series (a SEG of another series?)"
     source = by_uid[references[0]]
     position = _group(seg, frame, "PlanePositionSequence").ImagePositionPatient
-    if not np.allclose([float(v) for v in position], [float(v) for v in source.ImagePositionPatient], atol=POSITION_ATOL_MM):
+    if not np.allclose(
+        [float(v) for v in position], [float(v) for v in source.ImagePositionPatient], atol=POSITION_ATOL_MM
+    ):
         return f"lies at {_mm(position)}, but the slice it references lies at {_mm(source.ImagePositionPatient)}"
     orientation = _group(seg, frame, "PlaneOrientationSequence").ImageOrientationPatient
     if not np.allclose([float(v) for v in orientation], [float(v) for v in source.ImageOrientationPatient], atol=1e-4):

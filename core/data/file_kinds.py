@@ -17,8 +17,12 @@ from collections import deque
 from pathlib import Path
 
 _SHOWN = 10  # entries named before "... and N more"
-_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-          (stat.S_ISSOCK, "a socket"))
+_KINDS = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def entry_problem(path: Path) -> str:
@@ -51,7 +55,9 @@ def special_file_problems(root: Path) -> dict[str, str]:
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as exc:
-            found.append((folder.relative_to(root).as_posix() or ".", f"cannot be listed ({exc.strerror or 'unknown error'})"))
+            found.append(
+                (folder.relative_to(root).as_posix() or ".", f"cannot be listed ({exc.strerror or 'unknown error'})")
+            )
             continue
         for entry in entries:
             path = Path(entry.path)

@@ -21,9 +21,19 @@ MAX_CHANNELS = 64  # sequences per case (channels per image): far above any MRI 
 
 # Pillow mode -> (channels, bit depth) as SegTune reads it (palette and alpha images become RGB / grey).
 IMAGE_MODES: dict[str, tuple[int, int]] = {
-    "1": (1, 8), "L": (1, 8), "LA": (1, 8),
-    "P": (3, 8), "PA": (3, 8), "RGB": (3, 8), "RGBA": (3, 8), "CMYK": (3, 8), "YCbCr": (3, 8),
-    "I;16": (1, 16), "I;16B": (1, 16), "I;16L": (1, 16), "I;16N": (1, 16),
+    "1": (1, 8),
+    "L": (1, 8),
+    "LA": (1, 8),
+    "P": (3, 8),
+    "PA": (3, 8),
+    "RGB": (3, 8),
+    "RGBA": (3, 8),
+    "CMYK": (3, 8),
+    "YCbCr": (3, 8),
+    "I;16": (1, 16),
+    "I;16B": (1, 16),
+    "I;16L": (1, 16),
+    "I;16N": (1, 16),
 }
 MASK_MODES = ("1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I;16B", "I;16L", "I;16N")
 
@@ -48,7 +58,9 @@ def read_array_image(path: Path) -> np.ndarray:
     except (OSError, ValueError) as exc:
         raise SegTuneError(f"{path.name}: unreadable .npy image ({exc})") from exc
     if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or 0 in pixels.shape:
-        raise SegTuneError(f"{path.name}: a .npy image must be a uint8 HxW or HxWxC array, got {pixels.dtype} of shape {pixels.shape}")
+        raise SegTuneError(
+            f"{path.name}: a .npy image must be a uint8 HxW or HxWxC array, got {pixels.dtype} of shape {pixels.shape}"
+        )
     return pixels[..., None] if pixels.ndim == 2 else pixels
 
 
@@ -72,8 +84,10 @@ def channel_problem(have: int, want: int) -> str:
     """
     if have == want or (have in PICTURE_CHANNELS and want in PICTURE_CHANNELS):
         return ""
-    return (f"the image has {have} channel(s) but the model takes {want}; only grey (1) and RGB (3) convert into "
-            "each other, a multi-sequence image needs a model with one input channel per sequence")
+    return (
+        f"the image has {have} channel(s) but the model takes {want}; only grey (1) and RGB (3) convert into "
+        "each other, a multi-sequence image needs a model with one input channel per sequence"
+    )
 
 
 def channels_label(channels: int) -> str:
@@ -105,8 +119,10 @@ def mask_channel(values: np.ndarray, mode: str) -> tuple[np.ndarray, None] | tup
         return grey, None
     if (grey == grey.flat[0]).all() or (grey == alpha).all():
         return alpha, None
-    return None, (f"{mode} mask with both transparency and varying grey values: cannot tell which channel holds "
-                  "the classes; save the mask as a single-channel (grey or indexed) PNG")
+    return None, (
+        f"{mode} mask with both transparency and varying grey values: cannot tell which channel holds "
+        "the classes; save the mask as a single-channel (grey or indexed) PNG"
+    )
 
 
 def scale_to_8bit(values: np.ndarray) -> np.ndarray:

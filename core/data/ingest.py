@@ -8,7 +8,6 @@ it builds in a hidden temporary folder inside ``datasets_dir`` and renames it in
 all is well, so a failed ingest leaves nothing behind.
 """
 
-
 from __future__ import annotations
 
 import json
@@ -91,13 +90,24 @@ def ingest_dataset(
         problems["task"] = unknown_option("task", task, list(Task))
     if "source" in problems or "task" in problems:
         raise DatasetError(problems)
-    request = IngestRequest(source, name, tuple(classes or BINARY_CLASSES), classes is not None, mask_suffix, limits, confine,
-                            None if task is None else Task(task), source_name)
+    request = IngestRequest(
+        source,
+        name,
+        tuple(classes or BINARY_CLASSES),
+        classes is not None,
+        mask_suffix,
+        limits,
+        confine,
+        None if task is None else Task(task),
+        source_name,
+    )
     with building_dataset(datasets_dir, name) as work:
         return _build(request, work, problems, progress)
 
 
-def _confined_source(source: Path, name: str, datasets_dir: Path, classes: Sequence[str] | None, roots: tuple[Path, ...]) -> Path:
+def _confined_source(
+    source: Path, name: str, datasets_dir: Path, classes: Sequence[str] | None, roots: tuple[Path, ...]
+) -> Path:
     """``source`` resolved under ``roots``, with no link inside leading out; else DatasetError (all problems)."""
     try:
         source = resolve_import_source(source, roots)
@@ -160,7 +170,9 @@ def _class_problems(classes: Sequence[str]) -> dict[str, str]:
     return {"classes": f"duplicate class name(s) {duplicates}"} if duplicates else {}
 
 
-def _build(request: IngestRequest, work: Path, problems: dict[str, str], progress: Callable[[int, int], None] | None) -> DatasetManifest:
+def _build(
+    request: IngestRequest, work: Path, problems: dict[str, str], progress: Callable[[int, int], None] | None
+) -> DatasetManifest:
     unpacked = unpack(request.source, work / "_source", request.limits, problems)
     if unpacked is None:
         raise DatasetError(problems)
@@ -168,11 +180,19 @@ def _build(request: IngestRequest, work: Path, problems: dict[str, str], progres
     if special:
         raise DatasetError({**problems, **special})
     root = find_root(unpacked)
-    stepped = [root, *(folder for folder in root.parents if folder.is_relative_to(unpacked))]  # find_root may step into imagesTr/<case>/
+    stepped = [
+        root,
+        *(folder for folder in root.parents if folder.is_relative_to(unpacked)),
+    ]  # find_root may step into imagesTr/<case>/
     if any(looks_like_volumes(folder) for folder in stepped):
-        raise DatasetError({**problems, "layout": "this is a medical volume dataset (NIfTI files, or DICOM series folders in imagesTr/): "
-                                                  "ingest it as volumes: `python -m core ingest PATH --volumes`, or the dashboard's "
-                                                  "Medical volumes tab"})
+        raise DatasetError(
+            {
+                **problems,
+                "layout": "this is a medical volume dataset (NIfTI files, or DICOM series folders in imagesTr/): "
+                "ingest it as volumes: `python -m core ingest PATH --volumes`, or the dashboard's "
+                "Medical volumes tab",
+            }
+        )
     task = request.task or detect_task(root)
     if task == Task.CLASSIFICATION:
         manifest = build_labelled(request, root, work, problems, progress)
@@ -182,8 +202,13 @@ def _build(request: IngestRequest, work: Path, problems: dict[str, str], progres
     return manifest
 
 
-def _build_pairs(request: IngestRequest, root: Path, work: Path, problems: dict[str, str],
-                 progress: Callable[[int, int], None] | None) -> DatasetManifest:
+def _build_pairs(
+    request: IngestRequest,
+    root: Path,
+    work: Path,
+    problems: dict[str, str],
+    progress: Callable[[int, int], None] | None,
+) -> DatasetManifest:
     pairs = _match_pairs(root, request.mask_suffix, request.limits, problems)
     if not pairs and not problems:
         problems["source"] = f"empty dataset: no image/mask pairs found in {request.shown_source}"
@@ -220,7 +245,9 @@ def _write_manifest(request: IngestRequest, work: Path, checked: list[_Checked])
 # --- source layout --------------------------------------------------------------------------------
 
 
-def _match_pairs(root: Path, mask_suffix: str | None, limits: IngestLimits, problems: dict[str, str]) -> list[_SourcePair]:
+def _match_pairs(
+    root: Path, mask_suffix: str | None, limits: IngestLimits, problems: dict[str, str]
+) -> list[_SourcePair]:
     if (root / "images").is_dir() and (root / "masks").is_dir():
         images = index_images(root / "images", root, problems)
         masks = index_images(root / "masks", root, problems)
@@ -228,16 +255,20 @@ def _match_pairs(root: Path, mask_suffix: str | None, limits: IngestLimits, prob
         files = index_images(root, root, problems)
         suffix = mask_suffix or _detect_suffix(files)
         if suffix is None:
-            problems["layout"] = (f"found neither images/ + masks/ folders nor mask files named <stem><suffix> with a suffix "
-                                  f"in {list(MASK_SUFFIXES)} in {root.name or root}; pass mask_suffix for another naming. "
-                                  f"A classification dataset has one sub-folder of images per class, or images + {LABELS_FILE}")
+            problems["layout"] = (
+                f"found neither images/ + masks/ folders nor mask files named <stem><suffix> with a suffix "
+                f"in {list(MASK_SUFFIXES)} in {root.name or root}; pass mask_suffix for another naming. "
+                f"A classification dataset has one sub-folder of images per class, or images + {LABELS_FILE}"
+            )
             return []
         masks = {stem[: -len(suffix)]: path for stem, path in files.items() if stem.endswith(suffix)}
         images = {stem: path for stem, path in files.items() if not stem.endswith(suffix)}
     _report_unmatched("image", "image(s) without a mask", images.keys() - masks.keys(), images, root, limits, problems)
     _report_unmatched("mask", "mask(s) without an image", masks.keys() - images.keys(), masks, root, limits, problems)
-    return [_SourcePair(stem, images[stem], masks[stem], relative(images[stem], root), relative(masks[stem], root))
-            for stem in sorted(images.keys() & masks.keys())]
+    return [
+        _SourcePair(stem, images[stem], masks[stem], relative(images[stem], root), relative(masks[stem], root))
+        for stem in sorted(images.keys() & masks.keys())
+    ]
 
 
 def _detect_suffix(files: dict[str, Path]) -> str | None:
@@ -246,8 +277,15 @@ def _detect_suffix(files: dict[str, Path]) -> str | None:
     return best if counts[best] else None
 
 
-def _report_unmatched(kind: str, what: str, stems: Iterable[str], paths: dict[str, Path], root: Path, limits: IngestLimits,
-                      problems: dict[str, str]) -> None:
+def _report_unmatched(
+    kind: str,
+    what: str,
+    stems: Iterable[str],
+    paths: dict[str, Path],
+    root: Path,
+    limits: IngestLimits,
+    problems: dict[str, str],
+) -> None:
     """Files without a partner; one that does not decode is reported as corrupt instead (that is what to fix first)."""
     labels = []
     for stem in sorted(stems):
@@ -262,7 +300,9 @@ def _report_unmatched(kind: str, what: str, stems: Iterable[str], paths: dict[st
 
 
 def _check_pair(pair: _SourcePair, request: IngestRequest, problems: dict[str, str]) -> _Checked | None:
-    if escapes(pair.image, pair.image_label, request, problems) or escapes(pair.mask, pair.mask_label, request, problems):
+    if escapes(pair.image, pair.image_label, request, problems) or escapes(
+        pair.mask, pair.mask_label, request, problems
+    ):
         return None
     image = inspect_image(pair.image, pair.image_label, request.limits, problems)
     mask = _load_mask(pair.mask, pair.mask_label, request.limits, problems)
@@ -270,14 +310,19 @@ def _check_pair(pair: _SourcePair, request: IngestRequest, problems: dict[str, s
         return None
     width, height, channels, depth = image.width, image.height, image.channels, image.bit_depth
     if mask.shape != (height, width):
-        add_problem(problems, pair.mask_label, f"size mismatch: {pair.image_label} is {width}x{height} but the mask is "
-                                                f"{mask.shape[1]}x{mask.shape[0]}")
+        add_problem(
+            problems,
+            pair.mask_label,
+            f"size mismatch: {pair.image_label} is {width}x{height} but the mask is {mask.shape[1]}x{mask.shape[0]}",
+        )
         return None
     indices = _normalise_mask(mask, request, pair.mask_label, problems)
     if indices is None:
         return None
     foreground = tuple(float(np.count_nonzero(indices == k)) / indices.size for k in range(1, len(request.classes)))
-    info = PairInfo(pair.stem, f"images/{pair.stem}{pair.image.suffix}", f"masks/{pair.stem}.png", height, width, foreground)
+    info = PairInfo(
+        pair.stem, f"images/{pair.stem}{pair.image.suffix}", f"masks/{pair.stem}.png", height, width, foreground
+    )
     return _Checked(info, channels, depth, indices)
 
 
@@ -305,7 +350,9 @@ def _load_mask(path: Path, label: str, limits: IngestLimits, problems: dict[str,
     return values.astype(np.int64)
 
 
-def _normalise_mask(values: np.ndarray, request: IngestRequest, label: str, problems: dict[str, str]) -> np.ndarray | None:
+def _normalise_mask(
+    values: np.ndarray, request: IngestRequest, label: str, problems: dict[str, str]
+) -> np.ndarray | None:
     """Class indices as uint8; binary masks saved as 0/255 become 0/1."""
     present = np.unique(values)
     count = len(request.classes)
@@ -315,10 +362,16 @@ def _normalise_mask(values: np.ndarray, request: IngestRequest, label: str, prob
         return values.astype(np.uint8)
     shown = shorten(present.tolist())
     if request.declared:
-        add_problem(problems, label, f"unexpected mask values [{shown}]; expected 0..{count - 1} for classes {list(request.classes)}")
+        add_problem(
+            problems,
+            label,
+            f"unexpected mask values [{shown}]; expected 0..{count - 1} for classes {list(request.classes)}",
+        )
     else:
-        add_problem(problems, label, f"unexpected mask values [{shown}]; binary masks hold 0/1 or 0/255. For a "
-                                            f"multi-class dataset declare the class names (classes=[...], index = mask value, first = background)")
+        add_problem(
+            problems,
+            label,
+            f"unexpected mask values [{shown}]; binary masks hold 0/1 or 0/255. For a "
+            f"multi-class dataset declare the class names (classes=[...], index = mask value, first = background)",
+        )
     return None
-
-

@@ -27,13 +27,16 @@ class Window:
     width: float  # HU
 
 
-WINDOW_PRESETS: Registry[Window] = Registry("CT window", [
-    Window("abdomen", 40.0, 400.0),
-    Window("liver", 60.0, 160.0),
-    Window("brain", 40.0, 80.0),
-    Window("lung", -600.0, 1500.0),
-    Window("bone", 400.0, 1800.0),
-])
+WINDOW_PRESETS: Registry[Window] = Registry(
+    "CT window",
+    [
+        Window("abdomen", 40.0, 400.0),
+        Window("liver", 60.0, 160.0),
+        Window("brain", 40.0, 80.0),
+        Window("lung", -600.0, 1500.0),
+        Window("bone", 400.0, 1800.0),
+    ],
+)
 METHODS = ("window", "percentile")
 
 
@@ -63,7 +66,9 @@ class IntensityConfig:
         return ""
 
     @classmethod
-    def window(cls, preset: str | None = None, *, level: float | None = None, width: float | None = None) -> IntensityConfig:
+    def window(
+        cls, preset: str | None = None, *, level: float | None = None, width: float | None = None
+    ) -> IntensityConfig:
         if preset is not None:
             entry = WINDOW_PRESETS.get(preset)
             level, width = entry.level, entry.width
@@ -84,9 +89,19 @@ class IntensityConfig:
         return cls(**{key: data[key] for key in ("method", "level", "width", "preset", "low", "high") if key in data})
 
 
-def intensity_from_options(window: str | None, level: float | None, width: float | None, normalise: str | None) -> IntensityConfig:
+def intensity_from_options(
+    window: str | None, level: float | None, width: float | None, normalise: str | None
+) -> IntensityConfig:
     """The config the CLI / dashboard options ask for (one way only: a preset, level+width, or percentile)."""
-    chosen = [name for name, value in (("--window", window), ("--level/--width", level if level is not None else width), ("--normalise", normalise)) if value is not None]
+    chosen = [
+        name
+        for name, value in (
+            ("--window", window),
+            ("--level/--width", level if level is not None else width),
+            ("--normalise", normalise),
+        )
+        if value is not None
+    ]
     if len(chosen) > 1:
         raise SegTuneError(f"choose one intensity option, got {' and '.join(chosen)}")
     if window is not None:

@@ -85,18 +85,29 @@ def detect_task(root: Path) -> Task:
     return Task.SEGMENTATION
 
 
-def build_labelled(request: IngestRequest, root: Path, work: Path, problems: dict[str, str],
-                   progress: Callable[[int, int], None] | None) -> DatasetManifest:
+def build_labelled(
+    request: IngestRequest,
+    root: Path,
+    work: Path,
+    problems: dict[str, str],
+    progress: Callable[[int, int], None] | None,
+) -> DatasetManifest:
     """Validate the classification dataset under ``root`` and store it in ``work``; DatasetError lists every problem."""
     if not (root / LABELS_FILE).is_file() and all((root / name).is_dir() for name in _SEGMENTATION_FOLDERS):
-        problems["layout"] = (f"images/ + masks/ is a segmentation dataset; a classification dataset has one sub-folder of images "
-                              f"per class, or images + {LABELS_FILE} (name,label[,group])")
+        problems["layout"] = (
+            f"images/ + masks/ is a segmentation dataset; a classification dataset has one sub-folder of images "
+            f"per class, or images + {LABELS_FILE} (name,label[,group])"
+        )
         raise DatasetError(problems)
     found = _from_labels_file(root, problems) if (root / LABELS_FILE).is_file() else _from_class_folders(root, problems)
     classes = _classes(found, request, problems)
     checked: list[tuple[_Item, ImageFacts]] = []
     for done, item in enumerate(found.items, start=1):
-        facts = None if escapes(item.path, item.source, request, problems) else inspect_image(item.path, item.source, request.limits, problems)
+        facts = (
+            None
+            if escapes(item.path, item.source, request, problems)
+            else inspect_image(item.path, item.source, request.limits, problems)
+        )
         if facts is not None:
             checked.append((item, facts))
         if progress:
@@ -108,7 +119,10 @@ def build_labelled(request: IngestRequest, root: Path, work: Path, problems: dic
         keep_split_file(root, [item.stem for item, _ in checked], work, problems)
     if problems:
         if request.task is None:  # say how the source was read: the user may have meant a segmentation dataset
-            problems.setdefault("task", f"detected a classification dataset ({found.layout}); a segmentation dataset has images/ + masks/")
+            problems.setdefault(
+                "task",
+                f"detected a classification dataset ({found.layout}); a segmentation dataset has images/ + masks/",
+            )
         raise DatasetError(problems)
     return _store(request, work, classes, checked)
 
@@ -120,8 +134,10 @@ def _from_class_folders(root: Path, problems: dict[str, str]) -> _Found:
     entries = visible(root)
     loose = [relative(p, root) for p in entries if p.is_file() and p.suffix.lower() not in SIDE_FILES]
     if loose and not any(p.is_dir() for p in entries):  # e.g. a zip of one class folder: ingest stepped into it
-        problems["layout"] = (f"{root.name or root}/ holds images but no class sub-folders: put each class's images in a "
-                              f"sub-folder named after the class (at least 2 classes), or list them in {LABELS_FILE}")
+        problems["layout"] = (
+            f"{root.name or root}/ holds images but no class sub-folders: put each class's images in a "
+            f"sub-folder named after the class (at least 2 classes), or list them in {LABELS_FILE}"
+        )
         return _Found([], {}, "one sub-folder per class")
     if loose:
         problems[f"{len(loose)} file(s) outside the class folders"] = shorten(loose)
@@ -132,11 +148,19 @@ def _from_class_folders(root: Path, problems: dict[str, str]) -> _Found:
         shown[folder.name] = f"{folder.name}/"
         nested = [relative(p, root) for p in visible(folder) if p.is_dir()]
         if nested:
-            add_problem(problems, f"{folder.name}/", f"holds sub-folders ({shorten(nested)}); a class folder holds only its images")
+            add_problem(
+                problems,
+                f"{folder.name}/",
+                f"holds sub-folders ({shorten(nested)}); a class folder holds only its images",
+            )
         for stem, path in sorted(index_images(folder, root, problems).items()):
             item = _Item(stem, path, folder.name, relative(path, root))
             if stem in seen:
-                add_problem(problems, item.source, f"duplicate name {stem!r}: {seen[stem].source} has it too; stored images need distinct names")
+                add_problem(
+                    problems,
+                    item.source,
+                    f"duplicate name {stem!r}: {seen[stem].source} has it too; stored images need distinct names",
+                )
             else:
                 seen[stem] = item
                 items.append(item)
@@ -159,8 +183,11 @@ def _from_labels_file(root: Path, problems: dict[str, str]) -> _Found:
             without_image.append(name)
         else:
             items[stem] = _Item(stem, images[stem], label, relative(images[stem], root), group)
-    for message, names in (("row(s) without a label: {}", no_label), ("name(s) listed twice: {}", duplicates),
-                           (f"name(s) with no image in {relative(folder, root) if folder != root else 'the folder'}: {{}}", without_image)):
+    for message, names in (
+        ("row(s) without a label: {}", no_label),
+        ("name(s) listed twice: {}", duplicates),
+        (f"name(s) with no image in {relative(folder, root) if folder != root else 'the folder'}: {{}}", without_image),
+    ):
         if names:
             add_problem(problems, LABELS_FILE, message.format(shorten(names)))
     mentioned = {_stem(name) for _, name, _, _ in rows}  # a row without a label is reported once, as such
@@ -178,13 +205,19 @@ def _read_rows(path: Path, problems: dict[str, str]) -> list[tuple[int, str, str
     except (OSError, UnicodeDecodeError) as exc:
         add_problem(problems, LABELS_FILE, f"cannot be read as UTF-8 text: {exc}")
         return []
-    rows = [(n, [cell.strip() for cell in row]) for n, row in enumerate(csv.reader(io.StringIO(text)), start=1) if any(c.strip() for c in row)]
+    rows = [
+        (n, [cell.strip() for cell in row])
+        for n, row in enumerate(csv.reader(io.StringIO(text)), start=1)
+        if any(c.strip() for c in row)
+    ]
     if rows and [cell.lower() for cell in rows[0][1][:2]] == list(_HEADER[:2]):
         rows = rows[1:]
     short = [str(n) for n, row in rows if len(row) < 2 or not row[0]]
     if short:
         add_problem(problems, LABELS_FILE, f"row(s) {shorten(short)} are not 'name,label'")
-    return [(n, row[0], row[1], row[2] if len(row) > 2 and row[2] else None) for n, row in rows if len(row) >= 2 and row[0]]
+    return [
+        (n, row[0], row[1], row[2] if len(row) > 2 and row[2] else None) for n, row in rows if len(row) >= 2 and row[0]
+    ]
 
 
 def _stem(name: str) -> str:
@@ -202,12 +235,18 @@ def _classes(found: _Found, request: IngestRequest, problems: dict[str, str]) ->
     if not request.declared:
         classes = tuple(sorted(found.shown, key=_class_key))
         if len(classes) == 1:
-            problems["classes"] = f"found {len(classes)} class ({', '.join(classes)}); a classification dataset needs at least 2"
+            problems["classes"] = (
+                f"found {len(classes)} class ({', '.join(classes)}); a classification dataset needs at least 2"
+            )
     else:
         classes = request.classes
         unknown = sorted(set(found.shown) - set(classes), key=_class_key)
         for name in unknown:
-            add_problem(problems, found.shown[name], f"unknown class {name!r} ({counts[name]} image(s)); declared classes: {list(classes)}")
+            add_problem(
+                problems,
+                found.shown[name],
+                f"unknown class {name!r} ({counts[name]} image(s)); declared classes: {list(classes)}",
+            )
     for name in found.shown:  # folder names and labels.csv labels (declared names were checked with the request)
         if problem := class_name_problem(name):
             add_problem(problems, found.shown[name], problem)
@@ -230,19 +269,29 @@ def _report_copies(checked: Iterable[tuple[_Item, ImageFacts]], problems: dict[s
         labels = sorted({item.label for item in same})
         others = ", ".join(item.source for item in same[1:])
         if len(labels) > 1:
-            add_problem(problems, same[0].source, f"the same image as {others}, labelled {' and '.join(labels)}: keep one, with its right class")
+            add_problem(
+                problems,
+                same[0].source,
+                f"the same image as {others}, labelled {' and '.join(labels)}: keep one, with its right class",
+            )
         else:
-            add_problem(problems, same[0].source, f"the same image as {others}: keep one (copies would leak between splits)")
+            add_problem(
+                problems, same[0].source, f"the same image as {others}: keep one (copies would leak between splits)"
+            )
 
 
-def _store(request: IngestRequest, work: Path, classes: tuple[str, ...], checked: list[tuple[_Item, ImageFacts]]) -> DatasetManifest:
+def _store(
+    request: IngestRequest, work: Path, classes: tuple[str, ...], checked: list[tuple[_Item, ImageFacts]]
+) -> DatasetManifest:
     (work / "images").mkdir(exist_ok=True)
     index = {name: i for i, name in enumerate(classes)}
     pairs = []
     for item, facts in checked:
         stored = f"images/{item.stem}{item.path.suffix}"
         shutil.copyfile(item.path, work / stored)
-        pairs.append(PairInfo(item.stem, stored, "", facts.height, facts.width, (), volume=item.group, label=index[item.label]))
+        pairs.append(
+            PairInfo(item.stem, stored, "", facts.height, facts.width, (), volume=item.group, label=index[item.label])
+        )
     manifest = DatasetManifest(
         name=request.name,
         created=datetime.now(UTC).isoformat(timespec="seconds"),

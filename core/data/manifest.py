@@ -57,7 +57,6 @@ class DatasetNotFound(SegTuneError, KeyError):
         return self.message
 
 
-
 @dataclass(frozen=True)
 class PairInfo:
     """One stored item: an image with its mask (segmentation) or with its class index (classification)."""
@@ -73,8 +72,14 @@ class PairInfo:
     label: int | None = None  # classification items: index into the manifest's classes
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"stem": self.stem, "image": self.image, "mask": self.mask, "height": self.height,
-                                "width": self.width, "foreground": list(self.foreground)}
+        data: dict[str, Any] = {
+            "stem": self.stem,
+            "image": self.image,
+            "mask": self.mask,
+            "height": self.height,
+            "width": self.width,
+            "foreground": list(self.foreground),
+        }
         if self.volume is not None:  # written only when set, so 2D manifests stay as they were
             data.update(volume=self.volume, slice_index=self.slice_index)
         if self.label is not None:
@@ -84,10 +89,17 @@ class PairInfo:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PairInfo:
         index, label = data.get("slice_index"), data.get("label")
-        return cls(stem=data["stem"], image=data["image"], mask=data["mask"], height=int(data["height"]),
-                   width=int(data["width"]), foreground=tuple(float(f) for f in data["foreground"]),
-                   volume=data.get("volume"), slice_index=None if index is None else int(index),
-                   label=None if label is None else int(label))
+        return cls(
+            stem=data["stem"],
+            image=data["image"],
+            mask=data["mask"],
+            height=int(data["height"]),
+            width=int(data["width"]),
+            foreground=tuple(float(f) for f in data["foreground"]),
+            volume=data.get("volume"),
+            slice_index=None if index is None else int(index),
+            label=None if label is None else int(label),
+        )
 
 
 @dataclass(frozen=True)
@@ -105,15 +117,31 @@ class VolumeInfo:
     total_slices: int  # slices along the axis in the volume
 
     def to_dict(self) -> dict[str, Any]:
-        return {"volume": self.volume, "images": list(self.images), "label": self.label, "shape": list(self.shape),
-                "spacing": list(self.spacing), "affine": [list(row) for row in self.affine], "orientation": self.orientation,
-                "slices": self.slices, "total_slices": self.total_slices}
+        return {
+            "volume": self.volume,
+            "images": list(self.images),
+            "label": self.label,
+            "shape": list(self.shape),
+            "spacing": list(self.spacing),
+            "affine": [list(row) for row in self.affine],
+            "orientation": self.orientation,
+            "slices": self.slices,
+            "total_slices": self.total_slices,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VolumeInfo:
-        return cls(volume=data["volume"], images=tuple(data["images"]), label=data["label"], shape=tuple(int(n) for n in data["shape"]),
-                   spacing=tuple(float(v) for v in data["spacing"]), affine=tuple(tuple(float(v) for v in row) for row in data["affine"]),
-                   orientation=data["orientation"], slices=int(data["slices"]), total_slices=int(data["total_slices"]))
+        return cls(
+            volume=data["volume"],
+            images=tuple(data["images"]),
+            label=data["label"],
+            shape=tuple(int(n) for n in data["shape"]),
+            spacing=tuple(float(v) for v in data["spacing"]),
+            affine=tuple(tuple(float(v) for v in row) for row in data["affine"]),
+            orientation=data["orientation"],
+            slices=int(data["slices"]),
+            total_slices=int(data["total_slices"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -131,8 +159,13 @@ class VolumeSlicing:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VolumeSlicing:
-        return cls(axis=int(data["axis"]), intensity=dict(data["intensity"]), sequences=int(data.get("sequences", 1)),
-                   empty_fraction=float(data.get("empty_fraction", 1.0)), canonical=bool(data.get("canonical", True)))
+        return cls(
+            axis=int(data["axis"]),
+            intensity=dict(data["intensity"]),
+            sequences=int(data.get("sequences", 1)),
+            empty_fraction=float(data.get("empty_fraction", 1.0)),
+            canonical=bool(data.get("canonical", True)),
+        )
 
 
 @dataclass(frozen=True)
@@ -209,9 +242,17 @@ class DatasetManifest:
         raise KeyError(f"dataset {self.name!r} has no pair with stem {stem!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        data = {"version": self.version, "name": self.name, "created": self.created, "source": self.source,
-                "channels": self.channels, "bit_depth": self.bit_depth, "classes": list(self.classes),
-                "checksum": self.checksum, "pairs": [pair.to_dict() for pair in self.pairs]}
+        data = {
+            "version": self.version,
+            "name": self.name,
+            "created": self.created,
+            "source": self.source,
+            "channels": self.channels,
+            "bit_depth": self.bit_depth,
+            "classes": list(self.classes),
+            "checksum": self.checksum,
+            "pairs": [pair.to_dict() for pair in self.pairs],
+        }
         if self.slicing is not None:  # optional keys: manifests of 2D datasets are unchanged
             data["slicing"] = self.slicing.to_dict()
             data["volumes"] = [volume.to_dict() for volume in self.volumes]
@@ -222,16 +263,26 @@ class DatasetManifest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DatasetManifest:
         if data.get("version") != MANIFEST_VERSION:
-            raise DatasetError({"version": f"manifest version {data.get('version')!r} is not supported (expected {MANIFEST_VERSION})"})
+            raise DatasetError(
+                {"version": f"manifest version {data.get('version')!r} is not supported (expected {MANIFEST_VERSION})"}
+            )
         task = data.get("task", Task.SEGMENTATION)
         if task not in set(Task):
             raise DatasetError({"task": unknown_option("dataset task", task, list(Task))})
-        return cls(name=data["name"], created=data["created"], source=data["source"],
-                   channels=int(data["channels"]), bit_depth=int(data["bit_depth"]),
-                   classes=tuple(data["classes"]), pairs=tuple(PairInfo.from_dict(p) for p in data["pairs"]),
-                   checksum=data["checksum"], version=data["version"],
-                   volumes=tuple(VolumeInfo.from_dict(v) for v in data.get("volumes") or ()),
-                   slicing=VolumeSlicing.from_dict(data["slicing"]) if data.get("slicing") else None, task=Task(task))
+        return cls(
+            name=data["name"],
+            created=data["created"],
+            source=data["source"],
+            channels=int(data["channels"]),
+            bit_depth=int(data["bit_depth"]),
+            classes=tuple(data["classes"]),
+            pairs=tuple(PairInfo.from_dict(p) for p in data["pairs"]),
+            checksum=data["checksum"],
+            version=data["version"],
+            volumes=tuple(VolumeInfo.from_dict(v) for v in data.get("volumes") or ()),
+            slicing=VolumeSlicing.from_dict(data["slicing"]) if data.get("slicing") else None,
+            task=Task(task),
+        )
 
 
 @dataclass(frozen=True)
@@ -311,8 +362,12 @@ def building_dataset(datasets_dir: Path, name: str) -> Iterator[Path]:
     except BaseException as exc:
         shutil.rmtree(work, ignore_errors=True)
         if isinstance(exc, OSError) and exc.errno in DISK_FULL:
-            raise DatasetError({"disk": "the disk that holds SegTune's datasets is full (no space left, or the quota is used up); "
-                                        "nothing was stored: free some space and add the dataset again"}) from exc
+            raise DatasetError(
+                {
+                    "disk": "the disk that holds SegTune's datasets is full (no space left, or the quota is used up); "
+                    "nothing was stored: free some space and add the dataset again"
+                }
+            ) from exc
         raise
 
 
@@ -343,7 +398,9 @@ def remove_stale_work(datasets_dir: Path, older_than_s: float = STALE_WORK_S) ->
         return []
     removed = []
     for path in folder.iterdir():
-        stale = path.name.startswith(DELETE_PREFIX) or (path.name.startswith(INGEST_PREFIX) and _idle_s(path) > older_than_s)
+        stale = path.name.startswith(DELETE_PREFIX) or (
+            path.name.startswith(INGEST_PREFIX) and _idle_s(path) > older_than_s
+        )
         if stale and path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path.name)
@@ -358,22 +415,41 @@ def _idle_s(folder: Path) -> float:
     return time.time() - newest
 
 
-
 def dataset_stats(manifest: DatasetManifest) -> DatasetStats:
     segmentation = not manifest.is_classification  # classification items have no mask: no foreground figures
-    foreground = {cls: tuple(p.foreground[i] for p in manifest.pairs) for i, cls in enumerate(manifest.classes[1:])} if segmentation else {}
+    foreground = (
+        {cls: tuple(p.foreground[i] for p in manifest.pairs) for i, cls in enumerate(manifest.classes[1:])}
+        if segmentation
+        else {}
+    )
     empty = sum(1 for p in manifest.pairs if not any(p.foreground)) if segmentation else 0
-    return DatasetStats(count=len(manifest.pairs), sizes=manifest.sizes, channels=manifest.channels,
-                        bit_depth=manifest.bit_depth, foreground=foreground, empty_masks=empty,
-                        volumes=len(manifest.volumes), slices_per_volume={v.volume: v.slices for v in manifest.volumes},
-                        spacing={v.volume: v.spacing for v in manifest.volumes}, class_counts=manifest.class_counts)
-
+    return DatasetStats(
+        count=len(manifest.pairs),
+        sizes=manifest.sizes,
+        channels=manifest.channels,
+        bit_depth=manifest.bit_depth,
+        foreground=foreground,
+        empty_masks=empty,
+        volumes=len(manifest.volumes),
+        slices_per_volume={v.volume: v.slices for v in manifest.volumes},
+        spacing={v.volume: v.spacing for v in manifest.volumes},
+        class_counts=manifest.class_counts,
+    )
 
 
 def volume_rows(manifest: DatasetManifest) -> list[dict[str, Any]]:
     """One display row per source volume: slices stored / in the volume, voxels, spacing, orientation."""
-    return [{"volume": v.volume, "slices": v.slices, "of": v.total_slices, "voxels": "x".join(str(n) for n in v.shape),
-             "spacing (mm)": " x ".join(f"{s:.3g}" for s in v.spacing), "orientation": v.orientation} for v in manifest.volumes]
+    return [
+        {
+            "volume": v.volume,
+            "slices": v.slices,
+            "of": v.total_slices,
+            "voxels": "x".join(str(n) for n in v.shape),
+            "spacing (mm)": " x ".join(f"{s:.3g}" for s in v.spacing),
+            "orientation": v.orientation,
+        }
+        for v in manifest.volumes
+    ]
 
 
 def spacing_summary(spacing: dict[str, tuple[float, ...]]) -> str:
@@ -396,8 +472,12 @@ def folder_checksum(folder: Path, labels: Mapping[str, str] | None = None) -> st
     another dataset content (the decoded-tensor cache is keyed by this checksum).
     """
     digest, labels = hashlib.sha256(), labels or {}
-    files = sorted((p.relative_to(folder).as_posix(), p) for sub in ("images", "masks") if (folder / sub).is_dir()
-                   for p in (folder / sub).iterdir())
+    files = sorted(
+        (p.relative_to(folder).as_posix(), p)
+        for sub in ("images", "masks")
+        if (folder / sub).is_dir()
+        for p in (folder / sub).iterdir()
+    )
     for relative, path in files:
         digest.update(relative.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
     for stem in sorted(labels):

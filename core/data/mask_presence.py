@@ -43,7 +43,9 @@ def presence_labels(manifest: DatasetManifest) -> dict[str, int]:
     return {pair.stem: int(any(fraction > 0 for fraction in pair.foreground)) for pair in manifest.pairs}
 
 
-def mask_presence_dataset(datasets_dir: Path, source: str, name: str, *, classes: Sequence[str] | None = None) -> DatasetManifest:
+def mask_presence_dataset(
+    datasets_dir: Path, source: str, name: str, *, classes: Sequence[str] | None = None
+) -> DatasetManifest:
     """Store segmentation dataset ``source`` as classification dataset ``name`` (mask empty: class 0, else 1).
 
     ``classes``: the two class names, empty first (default :func:`presence_classes`). Raises
@@ -60,7 +62,9 @@ def mask_presence_dataset(datasets_dir: Path, source: str, name: str, *, classes
         return _store(dataset_path(datasets_dir, source), origin, work, name, names, labels)
 
 
-def _problems(datasets_dir: Path, origin: DatasetManifest, name: str, classes: tuple[str, ...], labels: dict[str, int]) -> dict[str, str]:
+def _problems(
+    datasets_dir: Path, origin: DatasetManifest, name: str, classes: tuple[str, ...], labels: dict[str, int]
+) -> dict[str, str]:
     problems: dict[str, str] = {}
     taken = new_name_problem(datasets_dir, name)
     if taken:
@@ -72,18 +76,26 @@ def _problems(datasets_dir: Path, origin: DatasetManifest, name: str, classes: t
     elif not origin.is_classification:
         for index, what in ((0, "no mask is empty"), (1, "every mask is empty")):
             if index not in labels.values():
-                add_problem(problems, "classes", f"no image would be in class {classes[index]!r}: {what} in {origin.name!r}")
+                add_problem(
+                    problems, "classes", f"no image would be in class {classes[index]!r}: {what} in {origin.name!r}"
+                )
     return problems
 
 
-def _store(folder: Path, origin: DatasetManifest, work: Path, name: str, classes: tuple[str, ...], labels: dict[str, int]) -> DatasetManifest:
+def _store(
+    folder: Path, origin: DatasetManifest, work: Path, name: str, classes: tuple[str, ...], labels: dict[str, int]
+) -> DatasetManifest:
     (work / "images").mkdir()
     for pair in origin.pairs:
         shutil.copyfile(folder / pair.image, work / pair.image)
     if (folder / SPLIT_FILE).is_file():
         shutil.copyfile(folder / SPLIT_FILE, work / SPLIT_FILE)
-    pairs = tuple(PairInfo(p.stem, p.image, "", p.height, p.width, (), volume=p.volume, slice_index=p.slice_index, label=labels[p.stem])
-                  for p in origin.pairs)
+    pairs = tuple(
+        PairInfo(
+            p.stem, p.image, "", p.height, p.width, (), volume=p.volume, slice_index=p.slice_index, label=labels[p.stem]
+        )
+        for p in origin.pairs
+    )
     manifest = DatasetManifest(
         name=name,
         created=datetime.now(UTC).isoformat(timespec="seconds"),

@@ -47,12 +47,18 @@ def resolve_import_source(typed: str | Path, roots: Sequence[Path]) -> Path:
         if real is None or not within(real, roots):
             continue  # no word on whether it exists: it is not ours to tell
         inside = True
-        if os.path.lexists(real):  # never raises (a folder it may not enter counts as absent); a special file is named later
+        if os.path.lexists(
+            real
+        ):  # never raises (a folder it may not enter counts as absent); a special file is named later
             return real
     if inside:
         raise DatasetError({"source": f"not found under the import folders: {text}"})
-    raise DatasetError({"source": f"{text} is outside the folders the dashboard may read ({shown}); copy the dataset "
-                                  "into one of them, or ask the administrator to add its folder to SEGTUNE_IMPORT_ROOTS"})
+    raise DatasetError(
+        {
+            "source": f"{text} is outside the folders the dashboard may read ({shown}); copy the dataset "
+            "into one of them, or ask the administrator to add its folder to SEGTUNE_IMPORT_ROOTS"
+        }
+    )
 
 
 def _typing_problem(text: str) -> str:
@@ -60,8 +66,10 @@ def _typing_problem(text: str) -> str:
     if any(ord(char) < 32 or ord(char) == 127 for char in text):
         return "the path holds a control character (such as a NUL byte or a line break); type the folder's path as plain text"
     if len(text.encode()) > _MAX_PATH_BYTES or any(len(part.encode()) > _MAX_NAME_BYTES for part in Path(text).parts):
-        return (f"the path is too long ({len(text)} characters); a path may have at most {_MAX_PATH_BYTES} bytes and "
-                f"each folder or file name at most {_MAX_NAME_BYTES}")
+        return (
+            f"the path is too long ({len(text)} characters); a path may have at most {_MAX_PATH_BYTES} bytes and "
+            f"each folder or file name at most {_MAX_NAME_BYTES}"
+        )
     return ""
 
 
@@ -72,7 +80,9 @@ def _resolved(candidate: Path, roots: Sequence[Path]) -> Path | None:
         return candidate.resolve()  # follows every symlink, removes '..'
     except (RuntimeError, OSError):  # RuntimeError: a symlink loop (Python < 3.13), OSError: ELOOP and the like
         if within(Path(os.path.normpath(candidate)), roots):
-            raise DatasetError({"source": "a link in this path loops back on itself (or cannot be followed); fix or remove the link"}) from None
+            raise DatasetError(
+                {"source": "a link in this path loops back on itself (or cannot be followed); fix or remove the link"}
+            ) from None
         return None
 
 
@@ -112,7 +122,9 @@ def _stays_inside(link: Path, roots: Sequence[Path]) -> bool:
 def link_problems(folder: Path, roots: Sequence[Path]) -> dict[str, str]:
     """One problem per link that leaves the import folders (at most a few named, then a count)."""
     links = escaping_links(folder, roots)
-    problems = {label: "is a link to a place outside the import folders; links may not leave them" for label in links[:_SHOWN]}
+    problems = {
+        label: "is a link to a place outside the import folders; links may not leave them" for label in links[:_SHOWN]
+    }
     if len(links) > _SHOWN:
         problems["links"] = f"... and {len(links) - _SHOWN} more links that leave the import folders"
     return problems

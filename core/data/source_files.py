@@ -79,9 +79,15 @@ def index_images(folder: Path, root: Path, problems: dict[str, str]) -> dict[str
         if path.is_dir() or suffix in SIDE_FILES:
             continue
         if suffix not in IMAGE_EXTENSIONS:
-            add_problem(problems, relative(path, root), f"unsupported file type (supported: {', '.join(IMAGE_EXTENSIONS)})")
+            add_problem(
+                problems, relative(path, root), f"unsupported file type (supported: {', '.join(IMAGE_EXTENSIONS)})"
+            )
         elif path.stem in by_stem:
-            add_problem(problems, relative(path, root), f"duplicate stem {path.stem!r}: {relative(by_stem[path.stem], root)} has it too")
+            add_problem(
+                problems,
+                relative(path, root),
+                f"duplicate stem {path.stem!r}: {relative(by_stem[path.stem], root)} has it too",
+            )
         else:
             by_stem[path.stem] = path
     return by_stem
@@ -109,7 +115,9 @@ def escapes(path: Path, label: str, request: IngestRequest, problems: dict[str, 
 # --- one image file -------------------------------------------------------------------------------
 
 
-def decode(path: Path, what: str, label: str, limits: IngestLimits, problems: dict[str, str], read: Callable[[Image.Image], T]) -> T | None:
+def decode(
+    path: Path, what: str, label: str, limits: IngestLimits, problems: dict[str, str], read: Callable[[Image.Image], T]
+) -> T | None:
     """``read`` of the fully decoded file (size-limited first), else None with a problem recorded."""
     try:
         with Image.open(path) as image:
@@ -117,8 +125,12 @@ def decode(path: Path, what: str, label: str, limits: IngestLimits, problems: di
                 return None
             frames = getattr(image, "n_frames", 1)
             if frames > 1:
-                add_problem(problems, label, f"holds {frames} frames (a stack or animation); SegTune reads 2D images: "
-                                             "save each slice as its own file")
+                add_problem(
+                    problems,
+                    label,
+                    f"holds {frames} frames (a stack or animation); SegTune reads 2D images: "
+                    "save each slice as its own file",
+                )
                 return None
             image.load()
             return read(image)
@@ -158,7 +170,9 @@ def _too_large(image: Image.Image, label: str, limits: IngestLimits, problems: d
     width, height = image.size
     if width * height <= limits.max_image_pixels:
         return False
-    add_problem(problems, label, f"{width}x{height} = {width * height} pixels, above the limit of {limits.max_image_pixels}")
+    add_problem(
+        problems, label, f"{width}x{height} = {width * height} pixels, above the limit of {limits.max_image_pixels}"
+    )
     return True
 
 

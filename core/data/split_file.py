@@ -36,7 +36,9 @@ def _shorten(items: list[str], limit: int = 10) -> str:
     return shown + (f" … ({len(items)} in all)" if len(items) > limit else "")
 
 
-def parse_split_file(text: str, stems: Iterable[str], problems: dict[str, str], label: str = SPLIT_FILE) -> dict[str, Assignment]:
+def parse_split_file(
+    text: str, stems: Iterable[str], problems: dict[str, str], label: str = SPLIT_FILE
+) -> dict[str, Assignment]:
     """Read ``text`` against the dataset's ``stems``; every problem goes to ``problems`` under ``label``."""
     known = set(stems)
     rows = [row for row in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in row)]

@@ -70,17 +70,30 @@ class Split:
     hash: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"hash": self.hash, "config": self.config.to_dict(),
-                "train": list(self.train), "val": list(self.val), "test": list(self.test)}
+        return {
+            "hash": self.hash,
+            "config": self.config.to_dict(),
+            "train": list(self.train),
+            "val": list(self.val),
+            "test": list(self.test),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Split:
-        return cls(train=tuple(data["train"]), val=tuple(data["val"]), test=tuple(data["test"]),
-                   config=SplitConfig.from_dict(data["config"]), hash=data["hash"])
+        return cls(
+            train=tuple(data["train"]),
+            val=tuple(data["val"]),
+            test=tuple(data["test"]),
+            config=SplitConfig.from_dict(data["config"]),
+            hash=data["hash"],
+        )
 
 
 def make_split(
-    stems: Sequence[str], config: SplitConfig, groups: Mapping[str, str] | None = None, labels: Mapping[str, int] | None = None
+    stems: Sequence[str],
+    config: SplitConfig,
+    groups: Mapping[str, str] | None = None,
+    labels: Mapping[str, int] | None = None,
 ) -> Split:
     """Deterministic for ``config.seed`` and independent of the order of ``stems``.
 
@@ -92,7 +105,9 @@ def make_split(
     _check_config(config)
     shuffled = _shuffled_groups(stems, config, groups or {})
     if len(shuffled) < 3:
-        raise SplitError(f"a split needs at least 3 items (or groups of items) to give train, val and test; got {len(shuffled)}")
+        raise SplitError(
+            f"a split needs at least 3 items (or groups of items) to give train, val and test; got {len(shuffled)}"
+        )
     if labels:
         _check_labels(stems, labels)
         return _stratified(shuffled, config, labels)
@@ -105,7 +120,10 @@ def make_split(
 
 
 def split_sizes(
-    stems: Sequence[str], config: SplitConfig, groups: Mapping[str, str] | None = None, labels: Mapping[str, int] | None = None
+    stems: Sequence[str],
+    config: SplitConfig,
+    groups: Mapping[str, str] | None = None,
+    labels: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
     """Items per part, for the dashboard's preview."""
     split = make_split(stems, config, groups, labels)
@@ -114,10 +132,15 @@ def split_sizes(
 
 def class_counts(split: Split, labels: Mapping[str, int]) -> dict[str, Counter[int]]:
     """Part name -> items per class index, to show (and test) that a split kept the proportions."""
-    return {name: Counter(labels[stem] for stem in part) for name, part in zip(("train", "val", "test"), (split.train, split.val, split.test))}
+    return {
+        name: Counter(labels[stem] for stem in part)
+        for name, part in zip(("train", "val", "test"), (split.train, split.val, split.test))
+    }
 
 
-def split_from_assignments(assignments: dict[str, Assignment], config: SplitConfig, labels: Mapping[str, int] | None = None) -> Split:
+def split_from_assignments(
+    assignments: dict[str, Assignment], config: SplitConfig, labels: Mapping[str, int] | None = None
+) -> Split:
     """The user's split (``split.csv``): its parts as they are, or with ``k_folds`` its test part
     and folds cut from its train + val pairs (grouped by the file's group column, else the pattern;
     stratified by ``labels`` when given)."""
@@ -141,23 +164,34 @@ def split_from_assignments(assignments: dict[str, Assignment], config: SplitConf
     return _finish(train, val, test, config)
 
 
-def file_split(dataset_dir: Path, stems: Sequence[str], config: SplitConfig, labels: Mapping[str, int] | None = None) -> Split:
+def file_split(
+    dataset_dir: Path, stems: Sequence[str], config: SplitConfig, labels: Mapping[str, int] | None = None
+) -> Split:
     """The split of the dataset's kept ``split.csv``; a clear error when it has none or is stale."""
     assignments = read_kept_split(Path(dataset_dir))
     if assignments is None:
-        raise SplitError(f"this dataset has no {SPLIT_FILE}: add one (columns split,name[,group]) to the folder or zip and "
-                         "ingest it again, or turn 'use the dataset's split file' off")
+        raise SplitError(
+            f"this dataset has no {SPLIT_FILE}: add one (columns split,name[,group]) to the folder or zip and "
+            "ingest it again, or turn 'use the dataset's split file' off"
+        )
     if set(assignments) != set(stems):
         raise SplitError(f"the dataset's {SPLIT_FILE} no longer lists exactly its pairs; ingest the dataset again")
     return split_from_assignments(assignments, config, labels)
 
 
 def frozen_split(
-    dataset_dir: Path, stems: Sequence[str], config: SplitConfig, groups: Mapping[str, str] | None = None,
+    dataset_dir: Path,
+    stems: Sequence[str],
+    config: SplitConfig,
+    groups: Mapping[str, str] | None = None,
     labels: Mapping[str, int] | None = None,
 ) -> Split:
     """Make the split and keep it at ``<dataset_dir>/splits/<hash>.json`` (written once, never changed)."""
-    split = file_split(dataset_dir, stems, config, labels) if config.from_file else make_split(stems, config, groups, labels)
+    split = (
+        file_split(dataset_dir, stems, config, labels)
+        if config.from_file
+        else make_split(stems, config, groups, labels)
+    )
     path = Path(dataset_dir) / SPLITS_DIR / f"{split.hash}.json"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -191,10 +225,16 @@ def config_problems(config: SplitConfig) -> dict[str, str]:
     fractions = (config.train, config.val, config.test)
     if not all(isinstance(f, (int, float)) and math.isfinite(f) for f in fractions):
         problems["fractions"] = f"split fractions must be finite numbers; got {fractions}"
-    elif config.k_folds is None and (any(f < 0 for f in fractions) or config.val <= 0 or abs(sum(fractions) - 1.0) > 1e-6):
-        problems["fractions"] = f"split fractions train/val/test must be non-negative, val > 0, and sum to 1; got {fractions}"
+    elif config.k_folds is None and (
+        any(f < 0 for f in fractions) or config.val <= 0 or abs(sum(fractions) - 1.0) > 1e-6
+    ):
+        problems["fractions"] = (
+            f"split fractions train/val/test must be non-negative, val > 0, and sum to 1; got {fractions}"
+        )
     if config.k_folds is not None and (config.k_folds < 2 or not 0 <= config.fold < config.k_folds):
-        problems["k_folds"] = f"k_folds must be at least 2 and 0 <= fold < k_folds; got k_folds={config.k_folds}, fold={config.fold}"
+        problems["k_folds"] = (
+            f"k_folds must be at least 2 and 0 <= fold < k_folds; got k_folds={config.k_folds}, fold={config.fold}"
+        )
     if config.k_folds is not None and not 0 <= config.test < 1:  # k folds use only the test fraction
         problems["test"] = f"the test fraction must be in [0, 1); got {config.test}"
     if not isinstance(config.from_file, bool):
@@ -203,7 +243,9 @@ def config_problems(config: SplitConfig) -> dict[str, str]:
         try:
             re.compile(config.group_pattern)
         except re.error as exc:
-            problems["group_pattern"] = f"group_pattern {config.group_pattern!r} is not a valid regular expression: {exc}"
+            problems["group_pattern"] = (
+                f"group_pattern {config.group_pattern!r} is not a valid regular expression: {exc}"
+            )
     return problems
 
 
@@ -281,7 +323,9 @@ def _fold(rest: list[Group], config: SplitConfig) -> tuple[list[Group], list[Gro
 def _check_labels(stems: Sequence[str], labels: Mapping[str, int]) -> None:
     unlabelled = sorted(set(stems) - set(labels))
     if unlabelled:
-        raise SplitError(f"{len(unlabelled)} item(s) have no class label, e.g. {unlabelled[:10]}; a stratified split needs every item's class")
+        raise SplitError(
+            f"{len(unlabelled)} item(s) have no class label, e.g. {unlabelled[:10]}; a stratified split needs every item's class"
+        )
 
 
 def _stratified(groups: list[Group], config: SplitConfig, labels: Mapping[str, int]) -> Split:
@@ -295,7 +339,9 @@ def _stratified(groups: list[Group], config: SplitConfig, labels: Mapping[str, i
     return _finish(train, val, test, config)
 
 
-def _stratified_folds(rest: list[Group], config: SplitConfig, labels: Mapping[str, int]) -> tuple[list[Group], list[Group]]:
+def _stratified_folds(
+    rest: list[Group], config: SplitConfig, labels: Mapping[str, int]
+) -> tuple[list[Group], list[Group]]:
     k = config.k_folds or 0
     if len(rest) < k:
         raise SplitError(f"{k} folds need at least {k} items (or groups) outside the test split; got {len(rest)}")
@@ -303,7 +349,9 @@ def _stratified_folds(rest: list[Group], config: SplitConfig, labels: Mapping[st
     return folds[config.fold], [group for i, fold in enumerate(folds) if i != config.fold for group in fold]
 
 
-def _deal(groups: list[Group], shares: Sequence[float], minimum: Sequence[int], labels: Mapping[str, int]) -> list[list[Group]]:
+def _deal(
+    groups: list[Group], shares: Sequence[float], minimum: Sequence[int], labels: Mapping[str, int]
+) -> list[list[Group]]:
     """Deal whole groups into parts so each part's class counts come closest to ``share`` x the class totals.
 
     Greedy: biggest groups first (the seeded shuffle orders equal sizes), each to the part whose
@@ -316,6 +364,7 @@ def _deal(groups: list[Group], shares: Sequence[float], minimum: Sequence[int], 
     assigned: list[Counter[int]] = [Counter() for _ in shares]
     parts: list[list[Group]] = [[] for _ in shares]
     for group in sorted(groups, key=len, reverse=True):  # sorted() is stable: the shuffle still decides among equals
+
         def growth(p: int, group: Group = group) -> float:
             return sum(n * (n + 2 * (assigned[p][c] - targets[p][c])) for c, n in counts[group].items())
 
@@ -330,7 +379,9 @@ def _top_up(parts: list[list[Group]], minimum: Sequence[int]) -> None:
     """Move the smallest group of the fullest part into each part below its minimum (len(groups) >= sum(minimum))."""
     for p, needed in enumerate(minimum):
         while len(parts[p]) < needed:
-            donor = max((q for q in range(len(parts)) if q != p and len(parts[q]) > minimum[q]), key=lambda q: len(parts[q]))
+            donor = max(
+                (q for q in range(len(parts)) if q != p and len(parts[q]) > minimum[q]), key=lambda q: len(parts[q])
+            )
             smallest = min(parts[donor], key=len)
             parts[donor].remove(smallest)
             parts[p].append(smallest)

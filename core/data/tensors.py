@@ -85,7 +85,9 @@ class ImageSet:
 
     def __post_init__(self) -> None:
         if not len(self.images) == len(self.targets) == len(self.stems):
-            raise ValueError(f"{len(self.images)} images, {len(self.targets)} targets and {len(self.stems)} stems differ")
+            raise ValueError(
+                f"{len(self.images)} images, {len(self.targets)} targets and {len(self.stems)} stems differ"
+            )
         dims = _TARGET_DIMS[self.task]
         if self.targets.ndim != dims:
             raise ValueError(f"{self.task} targets have {dims} dimension(s), got shape {tuple(self.targets.shape)}")
@@ -102,8 +104,12 @@ class ImageSet:
 
     def subset(self, indices: Sequence[int]) -> ImageSet:
         index = torch.as_tensor(list(indices), dtype=torch.long, device=self.device)
-        return ImageSet(self.images.index_select(0, index), self.targets.index_select(0, index),
-                        tuple(self.stems[i] for i in indices), self.task)
+        return ImageSet(
+            self.images.index_select(0, index),
+            self.targets.index_select(0, index),
+            tuple(self.stems[i] for i in indices),
+            self.task,
+        )
 
 
 _TARGET_DIMS: dict[Task, int] = {Task.SEGMENTATION: 3, Task.CLASSIFICATION: 1}  # (N, S, S) masks, (N,) labels
@@ -163,7 +169,9 @@ def _decode(dataset_dir: Path, manifest: DatasetManifest, stems: Sequence[str], 
     return ImageSet(torch.from_numpy(images), targets, tuple(stems), manifest.task)
 
 
-def _decode_targets(pool: ThreadPoolExecutor, dataset_dir: Path, manifest: DatasetManifest, stems: Sequence[str], size: int) -> torch.Tensor:
+def _decode_targets(
+    pool: ThreadPoolExecutor, dataset_dir: Path, manifest: DatasetManifest, stems: Sequence[str], size: int
+) -> torch.Tensor:
     """Class indices (N,) from the manifest's labels, or masks (N, S, S) decoded from the mask files."""
     if manifest.is_classification:
         labels = manifest.labels
@@ -248,7 +256,9 @@ def iterate_batches(
 FOREGROUND_CROP_SHARE = 1 / 3  # nnU-Net's oversampling: a third of the crops are centred on foreground
 
 
-def random_crops(images: torch.Tensor, masks: torch.Tensor, size: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def random_crops(
+    images: torch.Tensor, masks: torch.Tensor, size: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One ``size`` x ``size`` crop of each image (B, C, S, S) and its mask (B, S, S), where they are.
 
     With probability :data:`FOREGROUND_CROP_SHARE` a crop is centred (as far as the border allows)
@@ -289,13 +299,17 @@ def augment_batch(
     """
     draws = torch.rand((len(images), 8), generator=generator).tolist()
     masks = targets if targets is not None and targets.ndim == images.ndim - 1 else None
-    pairs = [_augment_one(tv_tensors.Image(image), None if masks is None else tv_tensors.Mask(masks[i]), config, draw)
-             for i, (image, draw) in enumerate(zip(images, draws))]
+    pairs = [
+        _augment_one(tv_tensors.Image(image), None if masks is None else tv_tensors.Mask(masks[i]), config, draw)
+        for i, (image, draw) in enumerate(zip(images, draws))
+    ]
     augmented = torch.stack([image for image, _ in pairs])
     return augmented, targets if masks is None else torch.stack([mask for _, mask in pairs])
 
 
-def _augment_one(image: torch.Tensor, mask: torch.Tensor | None, config: AugmentConfig, draw: list[float]) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _augment_one(
+    image: torch.Tensor, mask: torch.Tensor | None, config: AugmentConfig, draw: list[float]
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     flip_h, flip_v, angle, shift_x, shift_y, scale, brightness, contrast = draw
     if config.hflip and flip_h < 0.5:
         image, mask = F.horizontal_flip(image), None if mask is None else F.horizontal_flip(mask)
@@ -325,4 +339,3 @@ def _photometric(image: torch.Tensor, brightness: float, contrast: float) -> tor
         return F.adjust_contrast(F.adjust_brightness(image, brightness), contrast)
     bands = image.unsqueeze(-3)  # (C, 1, S, S): a batch of grey images
     return F.adjust_contrast(F.adjust_brightness(bands, brightness), contrast).squeeze(-3)
-

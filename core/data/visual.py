@@ -21,8 +21,14 @@ RGB = tuple[int, int, int]
 
 # Foreground classes 1, 2, ... take these colours in turn (colour-blind-friendly, Okabe-Ito order).
 CLASS_PALETTE: tuple[RGB, ...] = (
-    (230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66),
-    (0, 114, 178), (213, 94, 0), (204, 121, 167), (255, 255, 255),
+    (230, 159, 0),
+    (86, 180, 233),
+    (0, 158, 115),
+    (240, 228, 66),
+    (0, 114, 178),
+    (213, 94, 0),
+    (204, 121, 167),
+    (255, 255, 255),
 )
 
 # Error-map colours: what a reader of the Compare page learns once and then reads at a glance.
@@ -34,7 +40,6 @@ ERROR_COLORS: dict[str, RGB] = {
     "false positive": FALSE_POSITIVE,
     "false negative": FALSE_NEGATIVE,
 }
-
 
 
 @dataclass(frozen=True)
@@ -50,16 +55,22 @@ class MaskColours:
 # masks and red false positives drown, so a cool scheme paints in cyan, yellow and blue there.
 COLOUR_SCHEMES: dict[str, MaskColours] = {
     "standard": MaskColours("Standard (orange masks; green / red / blue errors)", CLASS_PALETTE, ERROR_COLORS),
-    "cool": MaskColours("Cool, for red or pink images (cyan masks; cyan / yellow / blue errors)",
-                        ((0, 229, 255), (255, 234, 0), (41, 98, 255), (255, 255, 255), (0, 158, 115), (204, 121, 167)),
-                        {"true positive": (0, 229, 255), "false positive": (255, 234, 0), "false negative": (41, 98, 255)}),
-    "warm": MaskColours("Warm, for blue or green images (yellow masks; yellow / magenta / white errors)",
-                        ((255, 214, 0), (255, 109, 0), (255, 64, 129), (255, 255, 255), (213, 0, 249), (230, 159, 0)),
-                        {"true positive": (255, 214, 0), "false positive": (213, 0, 249), "false negative": (255, 255, 255)}),
+    "cool": MaskColours(
+        "Cool, for red or pink images (cyan masks; cyan / yellow / blue errors)",
+        ((0, 229, 255), (255, 234, 0), (41, 98, 255), (255, 255, 255), (0, 158, 115), (204, 121, 167)),
+        {"true positive": (0, 229, 255), "false positive": (255, 234, 0), "false negative": (41, 98, 255)},
+    ),
+    "warm": MaskColours(
+        "Warm, for blue or green images (yellow masks; yellow / magenta / white errors)",
+        ((255, 214, 0), (255, 109, 0), (255, 64, 129), (255, 255, 255), (213, 0, 249), (230, 159, 0)),
+        {"true positive": (255, 214, 0), "false positive": (213, 0, 249), "false negative": (255, 255, 255)},
+    ),
 }
 AUTO_COLOURS = "auto"  # pick the scheme by contrast with the image (contrast_scheme)
 CONTRAST_SAMPLE = 4096  # pixels sampled to judge an image's colours
-LEGIBLE = 130.0  # mean RGB distance from the pixels from which a colour reads well (the weakest standard one on grey: ~154)
+LEGIBLE = (
+    130.0  # mean RGB distance from the pixels from which a colour reads well (the weakest standard one on grey: ~154)
+)
 
 
 def colour_scheme(name: str) -> MaskColours:
@@ -101,7 +112,9 @@ def to_rgb(image: np.ndarray, channel: int | None = None) -> np.ndarray:
         array = np.moveaxis(array, 0, -1)
     if array.ndim == 3 and channel is not None:
         if not 0 <= channel < array.shape[-1]:
-            raise SegTuneError(f"channel {channel} does not exist: the image has {array.shape[-1]} (0..{array.shape[-1] - 1})")
+            raise SegTuneError(
+                f"channel {channel} does not exist: the image has {array.shape[-1]} (0..{array.shape[-1] - 1})"
+            )
         array = array[..., channel]
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
@@ -125,7 +138,9 @@ def _channels_first(shape: tuple[int, ...]) -> bool:
     return shape[-1] not in (1, 3) and shape[0] < min(shape[1], shape[2])
 
 
-def overlay_mask(image: np.ndarray, mask: np.ndarray, colors: Sequence[RGB] | None = None, alpha: float = 0.5) -> np.ndarray:
+def overlay_mask(
+    image: np.ndarray, mask: np.ndarray, colors: Sequence[RGB] | None = None, alpha: float = 0.5
+) -> np.ndarray:
     """``image`` with every foreground class of ``mask`` blended in its colour at opacity ``alpha``."""
     rgb = to_rgb(image)
     labels = _labels(mask, rgb.shape[:2])
@@ -139,7 +154,10 @@ def overlay_mask(image: np.ndarray, mask: np.ndarray, colors: Sequence[RGB] | No
 
 
 def error_map(
-    prediction: np.ndarray, target: np.ndarray, image: np.ndarray | None = None, alpha: float = 0.6,
+    prediction: np.ndarray,
+    target: np.ndarray,
+    image: np.ndarray | None = None,
+    alpha: float = 0.6,
     colours: Mapping[str, RGB] = ERROR_COLORS,
 ) -> np.ndarray:
     """True positives, false positives and false negatives in ``colours`` (:data:`ERROR_COLORS`'s keys).

@@ -33,7 +33,18 @@ from core.data.dicom_seg import read_dicom_seg, seg_classes
 from core.data.file_kinds import entry_problem, special_file_problems
 from core.data.images import MAX_CHANNELS, save_image
 from core.data.intensity import IntensityConfig, to_uint8
-from core.data.manifest import BINARY_CLASSES, MANIFEST_FILE, DatasetError, DatasetManifest, PairInfo, VolumeInfo, VolumeSlicing, building_dataset, folder_checksum, name_problem
+from core.data.manifest import (
+    BINARY_CLASSES,
+    MANIFEST_FILE,
+    DatasetError,
+    DatasetManifest,
+    PairInfo,
+    VolumeInfo,
+    VolumeSlicing,
+    building_dataset,
+    folder_checksum,
+    name_problem,
+)
 from core.data.server_folders import confined_source
 from core.data.volumes import (
     Case,
@@ -69,7 +80,9 @@ class VolumeIngestOptions:
         if self.axis not in (0, 1, 2):
             problems["axis"] = f"axis must be 0 (sagittal), 1 (coronal) or 2 (axial), got {self.axis}"
         if not 0.0 <= self.empty_fraction <= 1.0:
-            problems["empty_fraction"] = f"the share of empty slices to keep must be between 0 and 1, got {self.empty_fraction}"
+            problems["empty_fraction"] = (
+                f"the share of empty slices to keep must be between 0 and 1, got {self.empty_fraction}"
+            )
         return problems
 
 
@@ -111,7 +124,9 @@ def _request_problems(source: Path, name: str, datasets_dir: Path, classes: Sequ
         problems["source"] = f"{source} {kind}"
     elif source.is_file() and not zipfile.is_zipfile(source):
         problems["source"] = f"{source} is neither a folder nor a .zip archive"
-    if classes is not None and (isinstance(classes, str) or len(classes) < 2 or len(set(classes)) != len(classes) or not all(classes)):
+    if classes is not None and (
+        isinstance(classes, str) or len(classes) < 2 or len(set(classes)) != len(classes) or not all(classes)
+    ):
         problems["classes"] = f"must list 2 or more distinct non-empty names (background first), got {classes!r}"
     return problems
 
@@ -123,20 +138,34 @@ class _Stored:
     sequences: int | None = None  # channels per case, set by the first readable case
 
 
-def _build(source: Path, name: str, work: Path, classes: Sequence[str] | None, options: VolumeIngestOptions,
-           limits: IngestLimits, problems: dict[str, str], progress: Callable[[int, int], None] | None) -> DatasetManifest:
+def _build(
+    source: Path,
+    name: str,
+    work: Path,
+    classes: Sequence[str] | None,
+    options: VolumeIngestOptions,
+    limits: IngestLimits,
+    problems: dict[str, str],
+    progress: Callable[[int, int], None] | None,
+) -> DatasetManifest:
     unpacked = unpack(source, work / "_source", limits, problems)
     special = special_file_problems(unpacked) if unpacked else {}  # refused before any file is opened
     if special:
         raise DatasetError({**problems, **special})
     root = find_volume_root(unpacked) if unpacked else None
     if unpacked and root is None:
-        problems["source"] = "no volumes found: expected imagesTr/ (or images/) with NIfTI files or DICOM series folders, and labelsTr/ (or labels/)"
+        problems["source"] = (
+            "no volumes found: expected imagesTr/ (or images/) with NIfTI files or DICOM series folders, and labelsTr/ (or labels/)"
+        )
     cases = find_cases(root, problems) if root else []
     if root and not cases and not problems:
         problems["source"] = f"empty dataset: no image/label volumes found in {source}"
-    names = tuple(classes) if classes else (msd_classes(root) if root else None) or _seg_classes(cases) or BINARY_CLASSES
-    for problem in filter(None, map(class_name_problem, names)):  # declared, from dataset.json or from DICOM-SEG segments
+    names = (
+        tuple(classes) if classes else (msd_classes(root) if root else None) or _seg_classes(cases) or BINARY_CLASSES
+    )
+    for problem in filter(
+        None, map(class_name_problem, names)
+    ):  # declared, from dataset.json or from DICOM-SEG segments
         add_problem(problems, "classes", problem)
     stored = _Stored()
     for done, case in enumerate(cases, start=1):
@@ -147,21 +176,44 @@ def _build(source: Path, name: str, work: Path, classes: Sequence[str] | None, o
         raise DatasetError(problems)
     shutil.rmtree(work / "_source", ignore_errors=True)
     if not stored.pairs:
-        raise DatasetError({"empty_fraction": "no slice was kept: no label volume has foreground; keep empty slices (a larger empty fraction)"})
+        raise DatasetError(
+            {
+                "empty_fraction": "no slice was kept: no label volume has foreground; keep empty slices (a larger empty fraction)"
+            }
+        )
     sequences = stored.sequences or 1
-    slicing = VolumeSlicing(axis=options.axis, intensity=options.intensity.to_dict(), sequences=sequences,
-                            empty_fraction=options.empty_fraction)
+    slicing = VolumeSlicing(
+        axis=options.axis,
+        intensity=options.intensity.to_dict(),
+        sequences=sequences,
+        empty_fraction=options.empty_fraction,
+    )
     manifest = DatasetManifest(
-        name=name, created=datetime.now(UTC).isoformat(timespec="seconds"), source=str(source),
-        channels=sequences, bit_depth=8, classes=names, pairs=tuple(stored.pairs),
-        checksum=folder_checksum(work), volumes=tuple(stored.volumes), slicing=slicing,
+        name=name,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        source=str(source),
+        channels=sequences,
+        bit_depth=8,
+        classes=names,
+        pairs=tuple(stored.pairs),
+        checksum=folder_checksum(work),
+        volumes=tuple(stored.volumes),
+        slicing=slicing,
     )
     (work / MANIFEST_FILE).write_text(json.dumps(manifest.to_dict(), indent=1), encoding="utf-8")
     return manifest
 
 
-def _ingest_case(case: Case, root: Path, work: Path, num_classes: int, options: VolumeIngestOptions, max_bytes: int,
-                 problems: dict[str, str], stored: _Stored) -> None:
+def _ingest_case(
+    case: Case,
+    root: Path,
+    work: Path,
+    num_classes: int,
+    options: VolumeIngestOptions,
+    max_bytes: int,
+    problems: dict[str, str],
+    stored: _Stored,
+) -> None:
     image_label = "/".join(case.images[0].relative_to(root).parts)
     label_label = "/".join(case.label.relative_to(root).parts) if case.label else case.case_id
     image = _read(lambda: read_case_image(case, max_bytes), image_label, problems)
@@ -180,11 +232,19 @@ def _ingest_case(case: Case, root: Path, work: Path, num_classes: int, options: 
         return
     canonical_label = to_canonical(label)
     kept = _store_slices(case.case_id, to_canonical(image), canonical_label, work, num_classes, options, stored)
-    stored.volumes.append(VolumeInfo(
-        volume=case.case_id, images=tuple("/".join(p.relative_to(root).parts) for p in case.images), label=label_label,
-        shape=image.shape, spacing=image.spacing, affine=tuple(tuple(float(v) for v in row) for row in image.affine),
-        orientation=image.orientation, slices=kept, total_slices=canonical_label.shape[options.axis],
-    ))
+    stored.volumes.append(
+        VolumeInfo(
+            volume=case.case_id,
+            images=tuple("/".join(p.relative_to(root).parts) for p in case.images),
+            label=label_label,
+            shape=image.shape,
+            spacing=image.spacing,
+            affine=tuple(tuple(float(v) for v in row) for row in image.affine),
+            orientation=image.orientation,
+            slices=kept,
+            total_slices=canonical_label.shape[options.axis],
+        )
+    )
 
 
 def _sequence_problem(sequences: int, stored: _Stored) -> str:
@@ -203,7 +263,9 @@ def read_case_label(case: Case, max_bytes: int) -> Volume:
     if case.label is None or not is_dicom_seg_file(case.label):
         return read_label(case.label, max_bytes)  # type: ignore[arg-type]
     if not case.images[0].is_dir():
-        raise VolumeReadError("a DICOM-SEG label needs its DICOM series as the image (a folder imagesTr/<case>/), not NIfTI")
+        raise VolumeReadError(
+            "a DICOM-SEG label needs its DICOM series as the image (a folder imagesTr/<case>/), not NIfTI"
+        )
     return read_dicom_seg(case.label, case.images[0], max_bytes)
 
 
@@ -223,8 +285,15 @@ def _read(read: Callable[[], Volume], label: str, problems: dict[str, str]) -> V
     return None
 
 
-def _store_slices(case_id: str, image: Volume, label: Volume, work: Path, num_classes: int, options: VolumeIngestOptions,
-                  stored: _Stored) -> int:
+def _store_slices(
+    case_id: str,
+    image: Volume,
+    label: Volume,
+    work: Path,
+    num_classes: int,
+    options: VolumeIngestOptions,
+    stored: _Stored,
+) -> int:
     (work / "images").mkdir(exist_ok=True)
     (work / "masks").mkdir(exist_ok=True)
     pictures = slice_pictures(image, options.axis, options.intensity)
@@ -236,8 +305,18 @@ def _store_slices(case_id: str, image: Volume, label: Volume, work: Path, num_cl
         image_name = save_image(work / "images", stem, pictures[index])
         Image.fromarray(mask).save(work / "masks" / f"{stem}.png")
         fractions = tuple(float((mask == c).mean()) for c in range(1, num_classes))
-        stored.pairs.append(PairInfo(stem=stem, image=f"images/{image_name}", mask=f"masks/{stem}.png", height=mask.shape[0],
-                                     width=mask.shape[1], foreground=fractions, volume=case_id, slice_index=index))
+        stored.pairs.append(
+            PairInfo(
+                stem=stem,
+                image=f"images/{image_name}",
+                mask=f"masks/{stem}.png",
+                height=mask.shape[0],
+                width=mask.shape[1],
+                foreground=fractions,
+                volume=case_id,
+                slice_index=index,
+            )
+        )
     return len(keep)
 
 
@@ -256,4 +335,3 @@ def _kept_slices(case_id: str, labels: np.ndarray, options: VolumeIngestOptions)
     empty = [int(i) for i in np.flatnonzero(~has_foreground)]
     chosen = random.Random(f"{options.seed}:{case_id}").sample(empty, round(len(empty) * options.empty_fraction))
     return sorted(full + chosen)
-

@@ -33,7 +33,9 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 IMAGE_DIRS = ("imagesTr", "images")
 LABEL_DIRS = ("labelsTr", "labels")
 DICOM_SEG_SUFFIX = ".dcm"  # a label file with this suffix is a DICOM-SEG
-MAX_VOLUME_BYTES = 2 << 30  # one volume in memory (float32, all sequences): IngestLimits / SEGTUNE_MAX_VOLUME_MB override it
+MAX_VOLUME_BYTES = (
+    2 << 30
+)  # one volume in memory (float32, all sequences): IngestLimits / SEGTUNE_MAX_VOLUME_MB override it
 AFFINE_ATOL_MM = 1e-3
 SLICE_ATOL_MM = 1e-3  # DICOM slice positions closer than this are one position
 SPACING_RTOL = 0.01  # slice steps may differ by 1 % (decimal-string rounding, scanner jitter), not by a missing slice  # image and label affines may differ by float noise, not by geometry
@@ -109,8 +111,10 @@ def volume_size_problem(shape: Sequence[int], itemsize: int, max_bytes: int) -> 
     if needed <= max_bytes:
         return ""
     dims = "x".join(str(int(n)) for n in shape)
-    return (f"declares {dims} = {voxels} voxels, about {needed >> 20} MiB in memory, above the limit of {max_bytes >> 20} MiB; "
-            f"crop or downsample it, or raise the ingest limit (ingest --max-volume-mb, SEGTUNE_MAX_VOLUME_MB)")
+    return (
+        f"declares {dims} = {voxels} voxels, about {needed >> 20} MiB in memory, above the limit of {max_bytes >> 20} MiB; "
+        f"crop or downsample it, or raise the ingest limit (ingest --max-volume-mb, SEGTUNE_MAX_VOLUME_MB)"
+    )
 
 
 def nifti_header(path: Path) -> Any:
@@ -147,8 +151,11 @@ def read_dicom_series(folder: Path, max_bytes: int = MAX_VOLUME_BYTES) -> Volume
     slices = read_dicom_slices(folder)
     check_dicom_size(slices, max_bytes)
     try:
-        planes = [ds.pixel_array.astype(np.float32) * float(getattr(ds, "RescaleSlope", 1) or 1)
-                  + float(getattr(ds, "RescaleIntercept", 0) or 0) for ds in slices]
+        planes = [
+            ds.pixel_array.astype(np.float32) * float(getattr(ds, "RescaleSlope", 1) or 1)
+            + float(getattr(ds, "RescaleIntercept", 0) or 0)
+            for ds in slices
+        ]
         shapes = {plane.shape for plane in planes}
         if len(shapes) > 1:
             raise ValueError(f"slices of different sizes {sorted(shapes)}")
@@ -173,7 +180,9 @@ def read_dicom_slices(folder: Path, *, pixels: bool = True) -> list:
         raise VolumeReadError("no DICOM files in the series folder")
     series = {str(getattr(ds, "SeriesInstanceUID", "")) for ds in slices}
     if len(series) > 1:
-        raise VolumeReadError(f"DICOM series cannot be assembled: the folder mixes {len(series)} series; put one series per case folder")
+        raise VolumeReadError(
+            f"DICOM series cannot be assembled: the folder mixes {len(series)} series; put one series per case folder"
+        )
     try:
         normal = slice_normal(slices[0])
         return sorted(slices, key=lambda ds: float(np.dot(normal, [float(v) for v in ds.ImagePositionPatient])))
@@ -185,8 +194,13 @@ def check_dicom_size(slices: Sequence[Any], max_bytes: int) -> None:
     """VolumeReadError when the series' headers (rows x columns x frames x samples, summed over its
     files) declare more than ``max_bytes`` of float32 voxels."""
     try:
-        voxels = sum(int(ds.Rows) * int(ds.Columns) * int(getattr(ds, "NumberOfFrames", 1) or 1) * int(getattr(ds, "SamplesPerPixel", 1) or 1)
-                     for ds in slices)
+        voxels = sum(
+            int(ds.Rows)
+            * int(ds.Columns)
+            * int(getattr(ds, "NumberOfFrames", 1) or 1)
+            * int(getattr(ds, "SamplesPerPixel", 1) or 1)
+            for ds in slices
+        )
     except (AttributeError, KeyError, ValueError, TypeError) as exc:
         raise VolumeReadError(f"DICOM series cannot be assembled: {exc}") from exc
     problem = volume_size_problem((voxels,), 4, max_bytes)
@@ -232,18 +246,24 @@ def spacing_problem(slices: Sequence[Any], along: np.ndarray) -> str:
     """
     gaps = np.diff(along)
     names = [Path(str(getattr(ds, "filename", "") or "?")).name for ds in slices]
-    same = [f"{names[i]} and {names[i + 1]} at {along[i]:.6g} mm" for i in np.flatnonzero(np.abs(gaps) <= SLICE_ATOL_MM)]
+    same = [
+        f"{names[i]} and {names[i + 1]} at {along[i]:.6g} mm" for i in np.flatnonzero(np.abs(gaps) <= SLICE_ATOL_MM)
+    ]
     if same:
-        return (f"DICOM series has {len(same)} duplicated slice position(s): {', '.join(same[:5])}"
-                f"{' ...' if len(same) > 5 else ''}; keep one file per position")
+        return (
+            f"DICOM series has {len(same)} duplicated slice position(s): {', '.join(same[:5])}"
+            f"{' ...' if len(same) > 5 else ''}; keep one file per position"
+        )
     step = float(np.median(gaps))
     if np.all(np.abs(gaps - step) <= max(SLICE_ATOL_MM, SPACING_RTOL * abs(step))):
         return ""
     shown = ", ".join(f"{v:.6g}" for v in along[:12]) + (f", ... ({len(along)} in all)" if len(along) > 12 else "")
     steps = ", ".join(sorted({f"{g:.4g}" for g in gaps}, key=float))
-    return (f"DICOM series slices are not evenly spaced: positions along the slice normal {shown} mm, steps of {steps} mm "
-            "(a missing slice, or mixed spacings); SegTune does not resample a series: resample it onto an even grid first "
-            "(e.g. 3D Slicer or SimpleITK, saved as NIfTI), or supply the missing slices")
+    return (
+        f"DICOM series slices are not evenly spaced: positions along the slice normal {shown} mm, steps of {steps} mm "
+        "(a missing slice, or mixed spacings); SegTune does not resample a series: resample it onto an even grid first "
+        "(e.g. 3D Slicer or SimpleITK, saved as NIfTI), or supply the missing slices"
+    )
 
 
 def read_case_image(case: Case, max_bytes: int = MAX_VOLUME_BYTES) -> Volume:
@@ -254,8 +274,10 @@ def read_case_image(case: Case, max_bytes: int = MAX_VOLUME_BYTES) -> Volume:
     headers = [nifti_header(path).header for path in case.images]
     total = sum(math.prod(header.get_data_shape()) * max(header.get_data_dtype().itemsize, 4) for header in headers)
     if len(headers) > 1 and total > max_bytes:  # each sequence may fit while the stack does not
-        raise VolumeReadError(f"its {len(headers)} sequences need about {total >> 20} MiB in memory together, above the limit of "
-                              f"{max_bytes >> 20} MiB; raise the ingest limit (ingest --max-volume-mb, SEGTUNE_MAX_VOLUME_MB)")
+        raise VolumeReadError(
+            f"its {len(headers)} sequences need about {total >> 20} MiB in memory together, above the limit of "
+            f"{max_bytes >> 20} MiB; raise the ingest limit (ingest --max-volume-mb, SEGTUNE_MAX_VOLUME_MB)"
+        )
     volumes = [read_nifti(path, max_bytes) for path in case.images]
     if len(volumes) == 1:
         return volumes[0]
@@ -374,16 +396,24 @@ def find_cases(root: Path, problems: dict[str, str], *, labels_required: bool = 
     """Cases of a volume layout (see the module docstring); unmatched files become problems."""
     images_dir = _image_dir(root)
     if images_dir is None:
-        problems["source"] = f"no {' or '.join(IMAGE_DIRS)}/ folder with NIfTI files or DICOM series folders in {root.name}"
+        problems["source"] = (
+            f"no {' or '.join(IMAGE_DIRS)}/ folder with NIfTI files or DICOM series folders in {root.name}"
+        )
         return []
     labels_dir = next((root / name for name in LABEL_DIRS if (root / name).is_dir()), None)
     groups = group_image_files(images_dir, problems)
-    labels = {nifti_stem(p): p for p in labels_dir.iterdir() if is_nifti(p) or is_dicom_seg_file(p)} if labels_dir else {}
+    labels = (
+        {nifti_stem(p): p for p in labels_dir.iterdir() if is_nifti(p) or is_dicom_seg_file(p)} if labels_dir else {}
+    )
     cases = []
     for case_id, files in sorted(groups.items()):
         label = labels.pop(case_id, None)
         if label is None and labels_required:
-            add_problem(problems, f"{images_dir.name}/{files[0].name}", f"no label volume {case_id}.nii.gz (or DICOM-SEG {case_id}.dcm) in {'/'.join(LABEL_DIRS)}")
+            add_problem(
+                problems,
+                f"{images_dir.name}/{files[0].name}",
+                f"no label volume {case_id}.nii.gz (or DICOM-SEG {case_id}.dcm) in {'/'.join(LABEL_DIRS)}",
+            )
             continue
         cases.append(Case(case_id, tuple(files), label))
     for stem, path in sorted(labels.items()):
@@ -402,7 +432,9 @@ def group_image_files(folder: Path, problems: dict[str, str]) -> dict[str, list[
             continue
         if not is_nifti(path):
             if path.suffix.lower() not in (".json", ".txt", ".md", ".csv"):
-                add_problem(problems, f"{folder.name}/{path.name}", "not a NIfTI file (.nii / .nii.gz) or DICOM series folder")
+                add_problem(
+                    problems, f"{folder.name}/{path.name}", "not a NIfTI file (.nii / .nii.gz) or DICOM series folder"
+                )
             continue
         stem = nifti_stem(path)
         match = _SEQUENCE.match(stem)
@@ -413,7 +445,11 @@ def group_image_files(folder: Path, problems: dict[str, str]) -> dict[str, list[
         channels = sorted(members, key=lambda item: item[0])
         numbers = [number for number, _ in channels]
         if numbers != list(range(len(numbers))):
-            add_problem(problems, f"{folder.name}/{case_id}", f"sequences {numbers} are not numbered 0000, 0001, ... without gaps")
+            add_problem(
+                problems,
+                f"{folder.name}/{case_id}",
+                f"sequences {numbers} are not numbered 0000, 0001, ... without gaps",
+            )
             continue
         result[case_id] = [path for _, path in channels]
     return result  # equal sequence counts are checked on the read volumes (a 4D file holds several)
@@ -426,7 +462,9 @@ def label_problem(values: np.ndarray, num_classes: int) -> str:
         return "label values are not whole numbers; a label volume holds class indices"
     if present.min() < 0 or present.max() >= num_classes:
         shown = ", ".join(str(int(v)) for v in present[:10])
-        return f"unexpected label values [{shown}]; expected 0..{num_classes - 1} (declare the classes, background first)"
+        return (
+            f"unexpected label values [{shown}]; expected 0..{num_classes - 1} (declare the classes, background first)"
+        )
     return ""
 
 

@@ -48,7 +48,9 @@ def csv_header(classes: tuple[str, ...]) -> list[str]:
 
 def classify_folder(model_folder: Path, images: Path, out: Path, *, progress: bool = True) -> ClassifyReport:
     """Write ``out`` (CSV): one row per readable image of ``images`` (see the module docstring)."""
-    model, config, files = open_run(model_folder, images, Task.CLASSIFICATION, "write masks with --out FOLDER instead of a CSV")
+    model, config, files = open_run(
+        model_folder, images, Task.CLASSIFICATION, "write masks with --out FOLDER instead of a CSV"
+    )
     out = Path(out)
     if out.is_dir():
         raise PredictError(f"--out {out} is a folder; a classifier writes one CSV file, e.g. {out / 'predictions.csv'}")
@@ -64,6 +66,15 @@ def classify_folder(model_folder: Path, images: Path, out: Path, *, progress: bo
                 continue
             probabilities = classify_image(model, config, pixels)
             best = int(probabilities.argmax())
-            writer.writerow(safe_row([path.name, config.classes[best], f"{probabilities[best]:.6f}", *(f"{p:.6f}" for p in probabilities)]))
+            writer.writerow(
+                safe_row(
+                    [
+                        path.name,
+                        config.classes[best],
+                        f"{probabilities[best]:.6f}",
+                        *(f"{p:.6f}" for p in probabilities),
+                    ]
+                )
+            )
             report.rows += 1
     return report

@@ -53,15 +53,21 @@ class CaseReport:
         height, width = truth.shape
         for score in scores:
             values = {metric: getattr(score, metric) for metric in CASE_METRICS}
-            self.rows.append({"name": name, "class": self.classes[score.cls], **values, "height": height, "width": width})
+            self.rows.append(
+                {"name": name, "class": self.classes[score.cls], **values, "height": height, "width": width}
+            )
         self.cases[name] = case_mean(scores)
 
     def summary(self) -> str:
-        lines = [f"{len(self.cases)} case(s) scored, {len(self.skipped)} file(s) skipped; NSD tolerance {self.tolerance:g} px"]
+        lines = [
+            f"{len(self.cases)} case(s) scored, {len(self.skipped)} file(s) skipped; NSD tolerance {self.tolerance:g} px"
+        ]
         for metric in CASE_METRICS:
             stats = summarise([case[metric] for case in self.cases.values()])
-            lines.append(f"  {metric:5s} mean {stats['mean']:.4f} ± {stats['sd']:.4f} (SD)  median {stats['median']:.4f}  "
-                         f"n={stats['n']}")
+            lines.append(
+                f"  {metric:5s} mean {stats['mean']:.4f} ± {stats['sd']:.4f} (SD)  median {stats['median']:.4f}  "
+                f"n={stats['n']}"
+            )
         worst = self.worst("dice")
         if worst:
             lines.append("  worst by Dice: " + ", ".join(f"{name} {value:.3f}" for name, value in worst))
@@ -82,7 +88,9 @@ class CaseReport:
         return path
 
 
-def evaluate_folders(pred: Path, masks: Path, classes: tuple[str, ...] | None = None, *, tolerance: float = NSD_TOLERANCE) -> CaseReport:
+def evaluate_folders(
+    pred: Path, masks: Path, classes: tuple[str, ...] | None = None, *, tolerance: float = NSD_TOLERANCE
+) -> CaseReport:
     """Score every predicted mask in ``pred`` against the mask of the same stem in ``masks``."""
     if classes is not None and len(classes) < 2:
         raise EvaluateError(f"--classes names the background and at least one class, got {list(classes)}")
@@ -92,16 +100,22 @@ def evaluate_folders(pred: Path, masks: Path, classes: tuple[str, ...] | None = 
     for name, reason in _unpaired(truths, predictions):
         report.skipped.append((name, reason))
     for stem in sorted(set(truths) & set(predictions)):
-        _score_pair(report, stem, lambda stem=stem: _as_classes(_read(predictions[stem]), len(report.classes)), truths[stem])
+        _score_pair(
+            report, stem, lambda stem=stem: _as_classes(_read(predictions[stem]), len(report.classes)), truths[stem]
+        )
     return report
 
 
-def evaluate_model(model_folder: Path, images: Path, masks: Path, *, tta: bool = False, tolerance: float = NSD_TOLERANCE) -> CaseReport:
+def evaluate_model(
+    model_folder: Path, images: Path, masks: Path, *, tta: bool = False, tolerance: float = NSD_TOLERANCE
+) -> CaseReport:
     """Predict every image of ``images`` with the model (as ``predict`` does) and score it against ``masks``."""
     from core.contract import Task
     from core.deploy.predict import open_run, predict_image, read_input
 
-    model, config, files = open_run(model_folder, images, Task.SEGMENTATION, "score a classifier from its study's leaderboard")
+    model, config, files = open_run(
+        model_folder, images, Task.SEGMENTATION, "score a classifier from its study's leaderboard"
+    )
     truths = _mask_files(masks, "ground-truth")
     report = CaseReport(tuple(config.classes), tolerance)
     inputs = {path.stem: path for path in files}
@@ -150,7 +164,14 @@ def _pair_problem(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> str 
 def _read(path: Path) -> np.ndarray:
     try:
         return read_mask(path)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError, SegTuneError) as exc:
+    except (
+        OSError,
+        UnidentifiedImageError,
+        ValueError,
+        SyntaxError,
+        Image.DecompressionBombError,
+        SegTuneError,
+    ) as exc:
         raise _Skip(f"unreadable mask {path.name} ({exc})") from exc
 
 

@@ -159,8 +159,13 @@ def _write_onnx(model: nn.Module, sample: torch.Tensor, path: Path) -> None:
         warnings.simplefilter("ignore", FutureWarning)  # it traces with torch.jit, deprecated but what it runs on
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
-            portable_copy(model, sample.shape[-1]), (sample[:1],), str(path), dynamo=False, opset_version=ONNX_OPSET,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            portable_copy(model, sample.shape[-1]),
+            (sample[:1],),
+            str(path),
+            dynamo=False,
+            opset_version=ONNX_OPSET,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
         )
 
@@ -174,12 +179,16 @@ def _write_dynamic_int8_onnx(float_model: nn.Module, sample: torch.Tensor, path:
     float_path = path.with_suffix(".float.onnx")
     try:
         _write_onnx(float_model, sample, float_path)
-        quantize_dynamic(str(float_path), str(path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+        quantize_dynamic(
+            str(float_path), str(path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"]
+        )
     finally:
         float_path.unlink(missing_ok=True)
 
 
-def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path, *, int8: bool = False, dynamic_from: nn.Module | None = None) -> ExportedFile:
+def export_onnx(
+    model: nn.Module, sample: torch.Tensor, path: Path, *, int8: bool = False, dynamic_from: nn.Module | None = None
+) -> ExportedFile:
     """Write ONNX (opset ONNX_OPSET, dynamic batch axis), check it with onnxruntime on ``sample`` and
     put ``predict.py`` next to it (segmentation models). ``int8``: the model is quantized (checked on its masks);
     ``dynamic_from``: ``model`` is this float model with dynamic int8 Linear layers (onnxruntime
@@ -241,7 +250,13 @@ def export_torchscript(model: nn.Module, sample: torch.Tensor, path: Path) -> Ex
 
 
 def export_model(
-    model: nn.Module, config: BundleConfig, folder: Path, formats: Sequence[str], sample: torch.Tensor, *, checked_on: str = ""
+    model: nn.Module,
+    config: BundleConfig,
+    folder: Path,
+    formats: Sequence[str],
+    sample: torch.Tensor,
+    *,
+    checked_on: str = "",
 ) -> ExportReport:
     """Write ``model`` in every format of ``formats`` into ``folder``; ONNX/TorchScript are verified."""
     chosen = check_formats(formats)
@@ -272,7 +287,9 @@ def preview_images(study: optuna.Study, artifact_store: Any) -> torch.Tensor | N
     return torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0) if len(images) else None
 
 
-def parity_sample(study: optuna.Study, artifact_store: Any, config: BundleConfig, count: int = 4) -> tuple[torch.Tensor, str]:
+def parity_sample(
+    study: optuna.Study, artifact_store: Any, config: BundleConfig, count: int = 4
+) -> tuple[torch.Tensor, str]:
     """Real images to check exports on (the study's validation previews), else seeded noise."""
     images = preview_images(study, artifact_store)
     if images is not None:
@@ -283,7 +300,11 @@ def parity_sample(study: optuna.Study, artifact_store: Any, config: BundleConfig
 
 
 def export_trial(
-    study: optuna.Study, trial_number: int | None, artifact_store: Any, out_dir: Path, formats: Sequence[str] = ("bundle",)
+    study: optuna.Study,
+    trial_number: int | None,
+    artifact_store: Any,
+    out_dir: Path,
+    formats: Sequence[str] = ("bundle",),
 ) -> ExportReport:
     """Export one trial (best when None) into ``out_dir/<study>-trial<N>/`` with its model card."""
     chosen = check_formats(formats)
@@ -293,7 +314,10 @@ def export_trial(
     model, config = load_bundle(folder)
     sample, checked_on = parity_sample(study, artifact_store, config)
     report = ExportReport(folder, [ExportedFile("bundle", folder / WEIGHTS_FILE)], checked_on)
-    for name, writer, file_name in (("onnx", export_onnx, ONNX_FILE), ("torchscript", export_torchscript, TORCHSCRIPT_FILE)):
+    for name, writer, file_name in (
+        ("onnx", export_onnx, ONNX_FILE),
+        ("torchscript", export_torchscript, TORCHSCRIPT_FILE),
+    ):
         if name in chosen:
             report.files.append(writer(model, sample, folder / file_name))
     if "bundle" not in chosen:  # the downloaded weights were only the source of the other formats
@@ -307,7 +331,11 @@ def export_trial(
 
 
 def export_ensemble(
-    study: optuna.Study, trial_number: int | None, artifact_store: Any, out_dir: Path, formats: Sequence[str] = ("bundle", "onnx")
+    study: optuna.Study,
+    trial_number: int | None,
+    artifact_store: Any,
+    out_dir: Path,
+    formats: Sequence[str] = ("bundle", "onnx"),
 ) -> ExportReport:
     """A cross-validated trial's k fold models as one folder ``out_dir/<study>-trial<N>-ensemble/``:
     ``fold0/`` ... bundles (each with its ONNX, parity-checked, when asked), the shared metadata,
@@ -321,7 +349,10 @@ def export_ensemble(
     for member in ensemble_members(folder) or []:
         model, _ = load_bundle(member)
         report.files.append(ExportedFile("bundle", member / WEIGHTS_FILE))
-        for name, writer, file_name in (("onnx", export_onnx, ONNX_FILE), ("torchscript", export_torchscript, TORCHSCRIPT_FILE)):
+        for name, writer, file_name in (
+            ("onnx", export_onnx, ONNX_FILE),
+            ("torchscript", export_torchscript, TORCHSCRIPT_FILE),
+        ):
             if name in chosen:
                 report.files.append(writer(model, sample, member / file_name))
     if "onnx" in chosen:
@@ -336,7 +367,9 @@ def shipped(folder: Path) -> frozenset[str]:
     return frozenset(path.name for path in Path(folder).iterdir())
 
 
-def add_onnx(model: nn.Module, folder: Path, sample: torch.Tensor, *, int8: bool = False, dynamic_from: nn.Module | None = None) -> str | None:
+def add_onnx(
+    model: nn.Module, folder: Path, sample: torch.Tensor, *, int8: bool = False, dynamic_from: nn.Module | None = None
+) -> str | None:
     """Export ``model.onnx`` (+ predict.py) into ``folder``; None, or why it could not be exported.
 
     For downloads: a model whose ONNX export fails still ships, with the reason in its card.
@@ -353,7 +386,10 @@ def zip_folder(folder: Path, card: str) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(folder.iterdir()):
-            with path.open("rb") as source, archive.open(_readable(zipfile.ZipInfo.from_file(path, f"{folder.name}/{path.name}")), "w") as target:
+            with (
+                path.open("rb") as source,
+                archive.open(_readable(zipfile.ZipInfo.from_file(path, f"{folder.name}/{path.name}")), "w") as target,
+            ):
                 shutil.copyfileobj(source, target)
         archive.writestr(_readable(zipfile.ZipInfo(f"{folder.name}/{MODEL_CARD_FILE}", time.localtime()[:6])), card)
     return buffer.getvalue()

@@ -37,12 +37,16 @@ def bundle_name(study: optuna.Study, trial: FrozenTrial) -> str:
     return f"{study.study_name}-trial{trial.number}"
 
 
-def model_card(study: optuna.Study, trial: FrozenTrial, files: frozenset[str] = BUNDLE_FILES, onnx_problem: str | None = None) -> str:
+def model_card(
+    study: optuna.Study, trial: FrozenTrial, files: frozenset[str] = BUNDLE_FILES, onnx_problem: str | None = None
+) -> str:
     """A markdown card: what the model is, what data and split it saw, its params and metrics, and
     how to run it with the ``files`` it ships with (``onnx_problem``: why model.onnx is missing)."""
     sections = (_card_intro, _card_model, _card_data, _card_training, _card_metrics)
     lines = [line for section in sections for line in section(study, trial)]
-    return "\n".join([*lines, *usage(bundle_name(study, trial), smp_loadable(trial), files, onnx_problem, study_task(study))])
+    return "\n".join(
+        [*lines, *usage(bundle_name(study, trial), smp_loadable(trial), files, onnx_problem, study_task(study))]
+    )
 
 
 def _card_intro(study: optuna.Study, trial: FrozenTrial) -> list[str]:
@@ -59,30 +63,42 @@ def _card_intro(study: optuna.Study, trial: FrozenTrial) -> list[str]:
 def _card_model(study: optuna.Study, trial: FrozenTrial) -> list[str]:
     attrs = trial.user_attrs
     model = attrs.get(TrialAttr.MODEL_CONFIG) or {}
-    return ["## Model", _table({
-        "Architecture": model.get("architecture"),
-        # Only smp architectures have an encoder; the config carries the default for the others.
-        "Encoder": model.get("encoder") if _is_smp(model.get("architecture")) else "—",
-        "Input channels": model.get("in_channels"),
-        "Output classes": model.get("num_classes"),
-        "Parameters": _fmt(attrs.get(TrialAttr.N_PARAMS)),
-        "Weights size (MB)": _fmt(attrs.get(TrialAttr.WEIGHTS_MB)),
-    })]
+    return [
+        "## Model",
+        _table(
+            {
+                "Architecture": model.get("architecture"),
+                # Only smp architectures have an encoder; the config carries the default for the others.
+                "Encoder": model.get("encoder") if _is_smp(model.get("architecture")) else "—",
+                "Input channels": model.get("in_channels"),
+                "Output classes": model.get("num_classes"),
+                "Parameters": _fmt(attrs.get(TrialAttr.N_PARAMS)),
+                "Weights size (MB)": _fmt(attrs.get(TrialAttr.WEIGHTS_MB)),
+            }
+        ),
+    ]
 
 
 def _card_data(study: optuna.Study, trial: FrozenTrial) -> list[str]:
     spec = stored_spec(study)
-    return ["## Data", _table({
-        "Dataset": study.user_attrs.get(StudyAttr.DATASET) or (spec.dataset if spec else None),
-        "Split hash": study.user_attrs.get(StudyAttr.SPLIT_HASH),
-        "Split": _split_text(spec.split if spec else None),
-        "Image size (px)": spec.image_size if spec else None,
-    })]
+    return [
+        "## Data",
+        _table(
+            {
+                "Dataset": study.user_attrs.get(StudyAttr.DATASET) or (spec.dataset if spec else None),
+                "Split hash": study.user_attrs.get(StudyAttr.SPLIT_HASH),
+                "Split": _split_text(spec.split if spec else None),
+                "Image size (px)": spec.image_size if spec else None,
+            }
+        ),
+    ]
 
 
 def _card_training(study: optuna.Study, trial: FrozenTrial) -> list[str]:
     attrs = trial.user_attrs
-    objectives = ", ".join(f"{name} ({direction.name.lower()})" for name, direction in zip(objective_names(study), study.directions))
+    objectives = ", ".join(
+        f"{name} ({direction.name.lower()})" for name, direction in zip(objective_names(study), study.directions)
+    )
     params = attrs.get(TrialAttr.PARAMS_RESOLVED) or trial.params
     return [
         "## Training",
@@ -90,24 +106,38 @@ def _card_training(study: optuna.Study, trial: FrozenTrial) -> list[str]:
         "training and never used to choose a model.",
         "",
         _table({name: _fmt(value) for name, value in sorted(params.items())}),
-        _table({
-            "Epochs run": attrs.get(TrialAttr.EPOCHS_RUN),
-            "Best epoch": attrs.get(TrialAttr.BEST_EPOCH),
-            "Stopped early": attrs.get(TrialAttr.STOPPED_EARLY),
-            "Training time (s)": _fmt(attrs.get(TrialAttr.TRAIN_TIME_S)),
-            "Throughput (images/s)": _fmt(attrs.get(TrialAttr.IMAGES_PER_S)),
-            "Device": attrs.get(TrialAttr.DEVICE),
-        }),
+        _table(
+            {
+                "Epochs run": attrs.get(TrialAttr.EPOCHS_RUN),
+                "Best epoch": attrs.get(TrialAttr.BEST_EPOCH),
+                "Stopped early": attrs.get(TrialAttr.STOPPED_EARLY),
+                "Training time (s)": _fmt(attrs.get(TrialAttr.TRAIN_TIME_S)),
+                "Throughput (images/s)": _fmt(attrs.get(TrialAttr.IMAGES_PER_S)),
+                "Device": attrs.get(TrialAttr.DEVICE),
+            }
+        ),
     ]
 
 
 def _card_metrics(study: optuna.Study, trial: FrozenTrial) -> list[str]:
-    return ["## Metrics", _metrics_table(trial.user_attrs.get(TrialAttr.VAL_METRICS) or {}, trial.user_attrs.get(TrialAttr.TEST_METRICS) or {},
-                                        study_task(study))]
+    return [
+        "## Metrics",
+        _metrics_table(
+            trial.user_attrs.get(TrialAttr.VAL_METRICS) or {},
+            trial.user_attrs.get(TrialAttr.TEST_METRICS) or {},
+            study_task(study),
+        ),
+    ]
 
 
-def variant_card(study: optuna.Study, trial: FrozenTrial, name: str, record: dict[str, Any], files: frozenset[str],
-                 onnx_problem: str | None = None) -> str:
+def variant_card(
+    study: optuna.Study,
+    trial: FrozenTrial,
+    name: str,
+    record: dict[str, Any],
+    files: frozenset[str],
+    onnx_problem: str | None = None,
+) -> str:
     """The card of a compressed variant (``record`` as core.deploy.compression.variants stores it)."""
     metrics = record.get("metrics") or {}
     intro = [
@@ -117,9 +147,15 @@ def variant_card(study: optuna.Study, trial: FrozenTrial, name: str, record: dic
         "derived by SegTune's Compress & deploy. The original trial's card describes its training.",
         "",
         "## Compression",
-        _table({"Method": record.get("method"), **{k: _fmt(v) for k, v in (record.get("params") or {}).items()},
-                "File size (MB)": _fmt(metrics.get("size_mb")), "Non-zero weights": _fmt(metrics.get("nonzero_params")),
-                "CPU ms / image": _fmt(metrics.get("latency_ms"))}),
+        _table(
+            {
+                "Method": record.get("method"),
+                **{k: _fmt(v) for k, v in (record.get("params") or {}).items()},
+                "File size (MB)": _fmt(metrics.get("size_mb")),
+                "Non-zero weights": _fmt(metrics.get("nonzero_params")),
+                "CPU ms / image": _fmt(metrics.get("latency_ms")),
+            }
+        ),
         "## Metrics",
         _metrics_table(metrics.get("val") or {}, metrics.get("test") or {}, study_task(study)),
     ]
@@ -194,7 +230,9 @@ import predict  # predict.py in this folder: SegTune's preprocessing, numpy + Pi
 
 config = predict.load_config(".")  # segtune.json: input size, channels, normalisation, classes
 session = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
-""" + _RUN_AND_SAVE.format(logits='logits = session.run(None, {"image": predict.preprocess(pixels, config)})[0]').rstrip("\n")
+""" + _RUN_AND_SAVE.format(
+        logits='logits = session.run(None, {"image": predict.preprocess(pixels, config)})[0]'
+    ).rstrip("\n")
 
 
 def smp_snippet() -> str:
@@ -207,9 +245,11 @@ import predict  # predict.py in this folder: SegTune's preprocessing, numpy + Pi
 
 model = smp.from_pretrained(".").eval()  # config.json + model.safetensors: a standard smp folder
 config = predict.load_config(".")  # segtune.json: input size, channels, normalisation, classes
-""" + _RUN_AND_SAVE.format(logits="""\
+""" + _RUN_AND_SAVE.format(
+        logits="""\
 with torch.no_grad():
-    logits = model(torch.from_numpy(predict.preprocess(pixels, config))).numpy()""").rstrip("\n")
+    logits = model(torch.from_numpy(predict.preprocess(pixels, config))).numpy()"""
+    ).rstrip("\n")
 
 
 def segtune_command(task: Task = Task.SEGMENTATION) -> str:
@@ -221,7 +261,7 @@ def segtune_command(task: Task = Task.SEGMENTATION) -> str:
 
 def classifier_snippet() -> str:
     """Python that classifies with the bundle from inside its folder, SegTune installed (its preprocessing)."""
-    return f'''\
+    return f"""\
 from pathlib import Path
 
 from core.data.images import read_image
@@ -234,29 +274,70 @@ print(classify_folder(Path("."), Path("images"), Path("predictions.csv")).summar
 # One image: class probabilities, index = class
 model, config = load_bundle(Path("."))
 probabilities = classify_image(model, config, read_image(Path("image.png")))
-print(config.classes[int(probabilities.argmax())], probabilities.max())'''
+print(config.classes[int(probabilities.argmax())], probabilities.max())"""
 
 
-def usage(bundle_name: str, smp_model: bool, files: frozenset[str] = BUNDLE_FILES, onnx_problem: str | None = None,
-          task: Task = Task.SEGMENTATION) -> list[str]:
+def usage(
+    bundle_name: str,
+    smp_model: bool,
+    files: frozenset[str] = BUNDLE_FILES,
+    onnx_problem: str | None = None,
+    task: Task = Task.SEGMENTATION,
+) -> list[str]:
     """The card's "Use" section: every route the shipped ``files`` allow, onnxruntime first."""
-    lines = ["## Use", "", f"Run these from inside the bundle folder `{bundle_name}/` (unzip `{bundle_name}.zip` first when "
-             "downloaded), with an image `image.png` or a folder `images/` next to them.", ""]
+    lines = [
+        "## Use",
+        "",
+        f"Run these from inside the bundle folder `{bundle_name}/` (unzip `{bundle_name}.zip` first when "
+        "downloaded), with an image `image.png` or a folder `images/` next to them.",
+        "",
+    ]
     if task == Task.CLASSIFICATION:
-        return [*lines, f"**SegTune** (installed): `{segtune_command(task)}` writes one row per image: label and class probabilities. "
-                "From Python:", "", "```python", classifier_snippet(), "```", "",
-                f"`{SEGTUNE_FILE}` records the classes, input size and channels and normalisation.", ""]
+        return [
+            *lines,
+            f"**SegTune** (installed): `{segtune_command(task)}` writes one row per image: label and class probabilities. "
+            "From Python:",
+            "",
+            "```python",
+            classifier_snippet(),
+            "```",
+            "",
+            f"`{SEGTUNE_FILE}` records the classes, input size and channels and normalisation.",
+            "",
+        ]
     if ONNX_FILE in files and PREDICT_SCRIPT in files:
-        lines += ["**onnxruntime** (`pip install numpy pillow onnxruntime`): segment a folder, one PNG mask per image:", "",
-                  "```bash", predict_command(), "```", "", "or one image from Python:", "", "```python", onnx_snippet(), "```", ""]
+        lines += [
+            "**onnxruntime** (`pip install numpy pillow onnxruntime`): segment a folder, one PNG mask per image:",
+            "",
+            "```bash",
+            predict_command(),
+            "```",
+            "",
+            "or one image from Python:",
+            "",
+            "```python",
+            onnx_snippet(),
+            "```",
+            "",
+        ]
     elif onnx_problem:
         lines += [f"No `{ONNX_FILE}` in this bundle: {onnx_problem}", ""]
     if smp_model and {WEIGHTS_FILE, CONFIG_FILE} <= files:
-        lines += [f"**segmentation-models-pytorch** (`pip install segmentation-models-pytorch=={version('segmentation-models-pytorch')} numpy pillow`): "
-                  f"`{CONFIG_FILE}` + `{WEIGHTS_FILE}` are a standard smp folder:", "", "```python", smp_snippet(), "```", ""]
-    lines += [f"**SegTune** (installed): `{segtune_command()}` (`--volumes` for NIfTI / DICOM volumes). "
-              f"`{SEGTUNE_FILE}` records the classes, input size and channels, normalisation, threshold and "
-              "(volume models) how volumes were sliced.", ""]
+        lines += [
+            f"**segmentation-models-pytorch** (`pip install segmentation-models-pytorch=={version('segmentation-models-pytorch')} numpy pillow`): "
+            f"`{CONFIG_FILE}` + `{WEIGHTS_FILE}` are a standard smp folder:",
+            "",
+            "```python",
+            smp_snippet(),
+            "```",
+            "",
+        ]
+    lines += [
+        f"**SegTune** (installed): `{segtune_command()}` (`--volumes` for NIfTI / DICOM volumes). "
+        f"`{SEGTUNE_FILE}` records the classes, input size and channels, normalisation, threshold and "
+        "(volume models) how volumes were sliced.",
+        "",
+    ]
     return lines
 
 
@@ -265,15 +346,16 @@ def bundle_problem(trial: FrozenTrial, artifact_store: ArtifactStore) -> str | N
     artifacts = trial.user_attrs.get(TrialAttr.ARTIFACTS) or {}
     missing = [kind for kind in BUNDLE_ARTIFACTS if not artifacts.get(kind)]
     if missing:
-        return (f"Trial #{trial.number} stored no {' or '.join(missing)} (state {trial.state.name.lower()}): "
-                "only completed trials can be exported.")
+        return (
+            f"Trial #{trial.number} stored no {' or '.join(missing)} (state {trial.state.name.lower()}): "
+            "only completed trials can be exported."
+        )
     for kind in BUNDLE_ARTIFACTS:
         try:
             artifact_store.open_reader(artifacts[kind]).close()
         except (ArtifactNotFound, OSError) as error:
-            return (f"Trial #{trial.number}'s {kind} file ({artifacts[kind]}) is missing from the artifact store: "
-                    f"{error}. Was the artifacts folder moved or cleaned? Export another trial or re-run this one.")
+            return (
+                f"Trial #{trial.number}'s {kind} file ({artifacts[kind]}) is missing from the artifact store: "
+                f"{error}. Was the artifacts folder moved or cleaned? Export another trial or re-run this one."
+            )
     return None
-
-
-

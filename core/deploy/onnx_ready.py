@@ -59,7 +59,11 @@ def adaptive_pooling(opset: int) -> Iterator[None]:
 
 def _resizable_vits(model: nn.Module) -> list[str]:
     """Names of timm ViTs that resample their position embeddings on every call."""
-    return [name for name, module in model.named_modules() if getattr(module, "dynamic_img_size", False) and hasattr(module, "set_input_size")]
+    return [
+        name
+        for name, module in model.named_modules()
+        if getattr(module, "dynamic_img_size", False) and hasattr(module, "set_input_size")
+    ]
 
 
 def portable_copy(model: nn.Module, image_size: int) -> nn.Module:

@@ -81,12 +81,20 @@ def mask_png(mask: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def predict_folder(
-    model_folder: Path, images: Path, out: Path, *, overlay: bool = False, progress: bool = True, tta: bool = False,
+    model_folder: Path,
+    images: Path,
+    out: Path,
+    *,
+    overlay: bool = False,
+    progress: bool = True,
+    tta: bool = False,
     save_probabilities: bool = False,
 ) -> PredictReport:
     """Write ``out/<stem>.png`` for every readable image (and ``out/overlays/<stem>.png``; with
     ``save_probabilities`` ``out/<stem>.npz``: ``probabilities`` (K, H, W) float16, background first)."""
-    model, config, files = open_run(model_folder, images, Task.SEGMENTATION, "it writes labels (core.deploy.classify), not masks")
+    model, config, files = open_run(
+        model_folder, images, Task.SEGMENTATION, "it writes labels (core.deploy.classify), not masks"
+    )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if overlay:
@@ -115,7 +123,9 @@ def predict_folder(
     return report
 
 
-def open_run(model_folder: Path, images: Path, task: Task, other_task: str) -> tuple[list[torch.nn.Module], BundleConfig, list[Path]]:
+def open_run(
+    model_folder: Path, images: Path, task: Task, other_task: str
+) -> tuple[list[torch.nn.Module], BundleConfig, list[Path]]:
     """The models of ``model_folder`` (one, or a fold ensemble's) and the files of ``images``, refused
     when the model is not a ``task`` one (``other_task``: what such a model does instead) or the folder is empty."""
     model, config = load_models(Path(model_folder))
@@ -134,7 +144,14 @@ def read_input(path: Path, channels: int) -> tuple[np.ndarray | None, str]:
         return None, f"not an image type SegTune reads ({', '.join(IMAGE_SUFFIXES)})"
     try:
         pixels = read_image(path)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError, SegTuneError) as exc:  # PIL raises all of these
+    except (
+        OSError,
+        UnidentifiedImageError,
+        ValueError,
+        SyntaxError,
+        Image.DecompressionBombError,
+        SegTuneError,
+    ) as exc:  # PIL raises all of these
         return None, f"unreadable image ({type(exc).__name__}: {exc})"
     mismatch = channel_problem(pixels.shape[-1], channels)
     return (None, mismatch) if mismatch else (pixels, "")

@@ -24,7 +24,15 @@ from tqdm.auto import tqdm
 from core.data.intensity import IntensityConfig
 from core.data.manifest import VolumeSlicing
 from core.data.volume_ingest import slice_pictures
-from core.data.volumes import Case, VolumeReadError, from_canonical, group_image_files, read_case_image, slice_unview, to_canonical
+from core.data.volumes import (
+    Case,
+    VolumeReadError,
+    from_canonical,
+    group_image_files,
+    read_case_image,
+    slice_unview,
+    to_canonical,
+)
 from core.deploy.predict import PredictError, predict_image
 from core.modeling.bundle import BundleConfig, load_model
 
@@ -68,11 +76,15 @@ def predict_volumes(model_folder: Path, volumes: Path, out: Path, *, progress: b
 
 
 @torch.no_grad()
-def predict_case(model: torch.nn.Module, config: BundleConfig, slicing: VolumeSlicing, case: Case) -> tuple[np.ndarray, np.ndarray]:
+def predict_case(
+    model: torch.nn.Module, config: BundleConfig, slicing: VolumeSlicing, case: Case
+) -> tuple[np.ndarray, np.ndarray]:
     """(class-index label volume in the input's voxel order, the input's affine)."""
     original = read_case_image(case)
     if original.sequences != slicing.sequences:
-        raise VolumeReadError(f"{original.sequences} sequence(s), but the model was trained on {slicing.sequences} per case")
+        raise VolumeReadError(
+            f"{original.sequences} sequence(s), but the model was trained on {slicing.sequences} per case"
+        )
     canonical = to_canonical(original)
     pictures = slice_pictures(canonical, slicing.axis, IntensityConfig.from_dict(slicing.intensity))
     planes = [slice_unview(predict_image(model, config, _hwc(picture, config.channels))) for picture in pictures]
@@ -82,7 +94,9 @@ def predict_case(model: torch.nn.Module, config: BundleConfig, slicing: VolumeSl
 
 def _hwc(picture: np.ndarray, channels: int) -> np.ndarray:
     picture = picture[..., None] if picture.ndim == 2 else picture
-    if picture.shape[-1] == 2 and channels == 3:  # bundles from before multi-channel slices: 2 sequences + a black channel
+    if (
+        picture.shape[-1] == 2 and channels == 3
+    ):  # bundles from before multi-channel slices: 2 sequences + a black channel
         picture = np.concatenate([picture, np.zeros_like(picture[..., :1])], axis=-1)
     return picture
 

@@ -54,8 +54,13 @@ def load_config(folder: str | Path = HERE) -> dict[str, Any]:
 def input_spec(config: dict[str, Any]) -> dict[str, Any]:
     """How images are fed (bundles before version 2 did not spell it out: they were fed the same way)."""
     size, channels = config["image_size"], config["channels"]
-    return config.get("input") or {"color": "L" if channels == 1 else "RGB", "size": [size, size], "scale": 1 / 255,
-                                   "mean": [0.0] * channels, "std": [1.0] * channels}
+    return config.get("input") or {
+        "color": "L" if channels == 1 else "RGB",
+        "size": [size, size],
+        "scale": 1 / 255,
+        "mean": [0.0] * channels,
+        "std": [1.0] * channels,
+    }
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -64,7 +69,11 @@ def read_image(path: str | Path) -> np.ndarray:
         if image.mode in SIXTEEN_BIT:
             values = np.asarray(image).astype(np.float32)
             low, high = float(values.min()), float(values.max())
-            scaled = np.zeros(values.shape, np.uint8) if high <= low else ((values - low) * (255.0 / (high - low)) + 0.5).astype(np.uint8)
+            scaled = (
+                np.zeros(values.shape, np.uint8)
+                if high <= low
+                else ((values - low) * (255.0 / (high - low)) + 0.5).astype(np.uint8)
+            )
             return scaled[..., None]
         if image.mode in GREY:
             return np.array(image.convert("L"))[..., None]
@@ -121,8 +130,10 @@ def session(folder: str | Path = HERE) -> Any:
     except (IndexError, ValueError) as exc:
         raise SystemExit(f"{path} is not a valid ONNX file ({exc})") from None
     if external:
-        raise SystemExit(f"{path} refers to tensor data in other files (ONNX external data), which SegTune never writes: "
-                         "the bundle was changed, so it is not loaded (such a reference can read any file on this machine)")
+        raise SystemExit(
+            f"{path} refers to tensor data in other files (ONNX external data), which SegTune never writes: "
+            "the bundle was changed, so it is not loaded (such a reference can read any file on this machine)"
+        )
     return ort.InferenceSession(model, providers=["CPUExecutionProvider"])  # the bytes checked, not the file again
 
 
@@ -136,7 +147,11 @@ _ONNX_FIELDS = {
     "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
     "sparse": {1: "tensor", 2: "tensor"},
 }
-_EXTERNAL_DATA, _DATA_LOCATION, _EXTERNAL = 13, 14, 1  # TensorProto.external_data, .data_location, DataLocation.EXTERNAL
+_EXTERNAL_DATA, _DATA_LOCATION, _EXTERNAL = (
+    13,
+    14,
+    1,
+)  # TensorProto.external_data, .data_location, DataLocation.EXTERNAL
 
 
 def uses_external_data(model: bytes) -> bool:
@@ -167,7 +182,7 @@ def _protobuf_fields(data: memoryview) -> Any:
             size, pos = _varint(data, pos)
             if pos + size > len(data):
                 raise ValueError("a field runs past the end of the file")
-            value, pos = data[pos:pos + size], pos + size
+            value, pos = data[pos : pos + size], pos + size
         elif wire in (1, 5):
             value, pos = None, pos + (8 if wire == 1 else 4)
         else:

@@ -72,12 +72,14 @@ def constant_logits(class_index: int, mode: Mode, num_classes: int, shape: tuple
     return logits
 
 
-def score_constant(masks: torch.Tensor, class_index: int, mode: Mode, num_classes: int, batch: int = 64) -> dict[str, float]:
+def score_constant(
+    masks: torch.Tensor, class_index: int, mode: Mode, num_classes: int, batch: int = 64
+) -> dict[str, float]:
     """Every split metric of predicting ``class_index`` everywhere on ``masks`` (N, H, W)."""
     metrics = SegmentationMetrics(str(mode), num_classes)
     masks = masks.cpu().long()
     for start in range(0, len(masks), batch):
-        part = masks[start:start + batch]
+        part = masks[start : start + batch]
         metrics.update(constant_logits(class_index, mode, num_classes, tuple(part.shape)), part)
     return metrics.compute()
 
@@ -97,7 +99,11 @@ def score_constant_label(labels: torch.Tensor, class_index: int, num_classes: in
 
 
 def score_baselines(
-    splits: Mapping[str, list[torch.Tensor]], classes: Mapping[str, int], mode: Mode, num_classes: int, task: Task = Task.SEGMENTATION
+    splits: Mapping[str, list[torch.Tensor]],
+    classes: Mapping[str, int],
+    mode: Mode,
+    num_classes: int,
+    task: Task = Task.SEGMENTATION,
 ) -> dict[str, Any]:
     """Baseline name -> {"label", "class", "<split>": metrics}; a split given as several target sets
     (masks, or a classification study's labels; the folds of cross-validation) gets the mean of
@@ -106,17 +112,28 @@ def score_baselines(
     for name, class_index in classes.items():
         record: dict[str, Any] = {"label": BASELINE_LABELS[name], "class": class_index}
         for split, parts in splits.items():
-            scores = [score_constant_label(target, class_index, num_classes) if task == Task.CLASSIFICATION
-                      else score_constant(target, class_index, mode, num_classes) for target in parts if len(target)]
+            scores = [
+                score_constant_label(target, class_index, num_classes)
+                if task == Task.CLASSIFICATION
+                else score_constant(target, class_index, mode, num_classes)
+                for target in parts
+                if len(target)
+            ]
             if scores:
                 record[split] = {metric: float(np.mean([s[metric] for s in scores])) for metric in scores[0]}
         records[name] = record
     return records
 
 
-def best_baseline(baselines: Mapping[str, Any], metric: str, maximize: bool, split: str = "val") -> tuple[str, float] | None:
+def best_baseline(
+    baselines: Mapping[str, Any], metric: str, maximize: bool, split: str = "val"
+) -> tuple[str, float] | None:
     """The best baseline on ``split``'s ``metric`` (a name without prefix), or None when none has it."""
-    scored = [(name, float(record[split][metric])) for name, record in baselines.items() if metric in (record.get(split) or {})]
+    scored = [
+        (name, float(record[split][metric]))
+        for name, record in baselines.items()
+        if metric in (record.get(split) or {})
+    ]
     if not scored:
         return None
     return max(scored, key=lambda item: item[1] if maximize else -item[1])
@@ -156,4 +173,6 @@ def trial_flags(
 
 def flag_text(flags: list[str] | None) -> list[str]:
     """Readable reasons for stored flags (unknown values are shown as they are)."""
-    return [FLAG_TEXT.get(TrialFlag(flag), flag) if flag in TrialFlag.__members__.values() else flag for flag in flags or []]
+    return [
+        FLAG_TEXT.get(TrialFlag(flag), flag) if flag in TrialFlag.__members__.values() else flag for flag in flags or []
+    ]

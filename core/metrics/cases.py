@@ -91,7 +91,9 @@ def mean_over_cases(cases: Iterable[Mapping[str, float]]) -> dict[str, float]:
     return {name: _nanmean([row[name] for row in rows]) for name in CASE_METRICS}
 
 
-def _one_class(pred: np.ndarray, truth: np.ndarray, cls: int, tolerance: float, spacing: tuple[float, ...]) -> ClassScore:
+def _one_class(
+    pred: np.ndarray, truth: np.ndarray, cls: int, tolerance: float, spacing: tuple[float, ...]
+) -> ClassScore:
     in_pred, in_truth = bool(pred.any()), bool(truth.any())
     if not in_pred and not in_truth:
         return ClassScore(cls, math.nan, math.nan, math.nan, math.nan)
@@ -105,7 +107,9 @@ def _one_class(pred: np.ndarray, truth: np.ndarray, cls: int, tolerance: float, 
     return ClassScore(cls, dice, iou, nsd, hd95)
 
 
-def _surface_scores(pred: np.ndarray, truth: np.ndarray, tolerance: float, spacing: tuple[float, ...]) -> tuple[float, float]:
+def _surface_scores(
+    pred: np.ndarray, truth: np.ndarray, tolerance: float, spacing: tuple[float, ...]
+) -> tuple[float, float]:
     """MONAI's surface Dice and 95th-percentile Hausdorff distance of two non-empty binary masks."""
     import torch
     from monai.metrics import compute_hausdorff_distance, compute_surface_dice

@@ -77,32 +77,44 @@ _AT_TRIAL_END = (Scope.VOLUME, Scope.CASE)  # stored as val_/test_ but computed 
 _SPLIT, _COUNTS = Scope.SPLIT, Source.PIXEL_COUNTS
 _BOTH, _LABELS = frozenset(Task), frozenset({Task.CLASSIFICATION})
 
-METRICS: Registry[Metric] = Registry("metric", [
-    Metric("dice", "Dice", _UP, _SPLIT, _COUNTS, curve=True, report=True),
-    Metric("dice_per_image", "Dice (per image)", _UP, _SPLIT, Source.PER_IMAGE, curve=True),
-    Metric("iou", "IoU", _UP, _SPLIT, _COUNTS, curve=True, report=True),
-    Metric("miou", "mIoU", _UP, _SPLIT, _COUNTS, curve=True),
-    Metric("pixel_accuracy", "Pixel accuracy", _UP, _SPLIT, _COUNTS, curve=True),
-    Metric("precision", "Precision", _UP, _SPLIT, _COUNTS),
-    Metric("recall", "Recall", _UP, _SPLIT, _COUNTS),
-    Metric("f1", "F1", _UP, _SPLIT, _COUNTS, report=True),
-    Metric("specificity", "Specificity", _UP, _SPLIT, _COUNTS, objective=False),
-    Metric("dice_per_volume", "Dice per volume", _UP, Scope.VOLUME, Source.VOLUMES, report=False),
-    Metric("nsd", "NSD (surface Dice)", _UP, Scope.CASE, Source.CASES),
-    Metric("hd95", "HD95 (px)", _DOWN, Scope.CASE, Source.CASES),
-    # classification (image labels; the macro means and the AUC rules: core.metrics.classification)
-    Metric("accuracy", "Accuracy", _UP, _SPLIT, Source.CLASS_PREDICTIONS, curve=True, report=True, tasks=_LABELS),
-    Metric("balanced_accuracy", "Balanced accuracy", _UP, _SPLIT, Source.CLASS_PREDICTIONS, curve=True, report=True, tasks=_LABELS),
-    Metric("precision_macro", "Precision (macro)", _UP, _SPLIT, Source.CLASS_PREDICTIONS, tasks=_LABELS),
-    Metric("recall_macro", "Recall (macro)", _UP, _SPLIT, Source.CLASS_PREDICTIONS, tasks=_LABELS),
-    Metric("f1_macro", "F1 (macro)", _UP, _SPLIT, Source.CLASS_PREDICTIONS, curve=True, report=True, tasks=_LABELS),
-    Metric("roc_auc", "ROC AUC", _UP, _SPLIT, Source.CLASS_PREDICTIONS, curve=True, tasks=_LABELS),
-    # both tasks
-    Metric("loss", "Loss", _DOWN, _SPLIT, Source.LOSS, curve=True, tasks=_BOTH),
-    Metric("lr", "Learning rate", _DOWN, Scope.EPOCH, Source.TRAINER, objective=False, curve=True, tasks=_BOTH),
-    Metric("images_per_s", "Throughput (images/s)", _UP, Scope.TRIAL, Source.MEASUREMENT, tasks=_BOTH),
-    Metric("n_params", "Parameters", _DOWN, Scope.TRIAL, Source.MEASUREMENT, tasks=_BOTH),
-])
+METRICS: Registry[Metric] = Registry(
+    "metric",
+    [
+        Metric("dice", "Dice", _UP, _SPLIT, _COUNTS, curve=True, report=True),
+        Metric("dice_per_image", "Dice (per image)", _UP, _SPLIT, Source.PER_IMAGE, curve=True),
+        Metric("iou", "IoU", _UP, _SPLIT, _COUNTS, curve=True, report=True),
+        Metric("miou", "mIoU", _UP, _SPLIT, _COUNTS, curve=True),
+        Metric("pixel_accuracy", "Pixel accuracy", _UP, _SPLIT, _COUNTS, curve=True),
+        Metric("precision", "Precision", _UP, _SPLIT, _COUNTS),
+        Metric("recall", "Recall", _UP, _SPLIT, _COUNTS),
+        Metric("f1", "F1", _UP, _SPLIT, _COUNTS, report=True),
+        Metric("specificity", "Specificity", _UP, _SPLIT, _COUNTS, objective=False),
+        Metric("dice_per_volume", "Dice per volume", _UP, Scope.VOLUME, Source.VOLUMES, report=False),
+        Metric("nsd", "NSD (surface Dice)", _UP, Scope.CASE, Source.CASES),
+        Metric("hd95", "HD95 (px)", _DOWN, Scope.CASE, Source.CASES),
+        # classification (image labels; the macro means and the AUC rules: core.metrics.classification)
+        Metric("accuracy", "Accuracy", _UP, _SPLIT, Source.CLASS_PREDICTIONS, curve=True, report=True, tasks=_LABELS),
+        Metric(
+            "balanced_accuracy",
+            "Balanced accuracy",
+            _UP,
+            _SPLIT,
+            Source.CLASS_PREDICTIONS,
+            curve=True,
+            report=True,
+            tasks=_LABELS,
+        ),
+        Metric("precision_macro", "Precision (macro)", _UP, _SPLIT, Source.CLASS_PREDICTIONS, tasks=_LABELS),
+        Metric("recall_macro", "Recall (macro)", _UP, _SPLIT, Source.CLASS_PREDICTIONS, tasks=_LABELS),
+        Metric("f1_macro", "F1 (macro)", _UP, _SPLIT, Source.CLASS_PREDICTIONS, curve=True, report=True, tasks=_LABELS),
+        Metric("roc_auc", "ROC AUC", _UP, _SPLIT, Source.CLASS_PREDICTIONS, curve=True, tasks=_LABELS),
+        # both tasks
+        Metric("loss", "Loss", _DOWN, _SPLIT, Source.LOSS, curve=True, tasks=_BOTH),
+        Metric("lr", "Learning rate", _DOWN, Scope.EPOCH, Source.TRAINER, objective=False, curve=True, tasks=_BOTH),
+        Metric("images_per_s", "Throughput (images/s)", _UP, Scope.TRIAL, Source.MEASUREMENT, tasks=_BOTH),
+        Metric("n_params", "Parameters", _DOWN, Scope.TRIAL, Source.MEASUREMENT, tasks=_BOTH),
+    ],
+)
 DEFAULT_OBJECTIVE = "val_dice"  # segmentation's; see default_objective
 DEFAULT_OBJECTIVES: dict[Task, str] = {
     Task.SEGMENTATION: DEFAULT_OBJECTIVE,

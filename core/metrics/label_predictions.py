@@ -20,7 +20,9 @@ import numpy as np
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
     """(K, K) int64 counts: row = true class, column = predicted class."""
     labels, predicted = np.asarray(labels, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
-    return np.bincount(labels * num_classes + predicted, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    return np.bincount(labels * num_classes + predicted, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes
+    )
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,9 @@ class LabelPredictions:
     def __post_init__(self) -> None:
         n = len(self.stems)
         if not (len(self.labels) == len(self.probabilities) == len(self.folds) == n):
-            raise ValueError(f"{n} stems but {len(self.labels)} labels, {len(self.probabilities)} probability rows, {len(self.folds)} folds")
+            raise ValueError(
+                f"{n} stems but {len(self.labels)} labels, {len(self.probabilities)} probability rows, {len(self.folds)} folds"
+            )
         if self.probabilities.ndim != 2 or self.probabilities.shape[1] != len(self.classes):
             raise ValueError(f"probabilities must be (N, {len(self.classes)}), got {self.probabilities.shape}")
 
@@ -64,9 +68,14 @@ class LabelPredictions:
 
     def save(self, path: Path) -> Path:
         """Write the ``predictions`` artifact (npz, no pickled objects)."""
-        np.savez_compressed(path, stems=np.array(self.stems, dtype=str), labels=self.labels.astype(np.int64),
-                            probabilities=self.probabilities.astype(np.float32), folds=self.folds.astype(np.int64),
-                            classes=np.array(self.classes, dtype=str))
+        np.savez_compressed(
+            path,
+            stems=np.array(self.stems, dtype=str),
+            labels=self.labels.astype(np.int64),
+            probabilities=self.probabilities.astype(np.float32),
+            folds=self.folds.astype(np.int64),
+            classes=np.array(self.classes, dtype=str),
+        )
         return path
 
     @classmethod
@@ -74,6 +83,10 @@ class LabelPredictions:
         """Read what :meth:`save` wrote (a binary file object or its bytes)."""
         data = source if isinstance(source, bytes) else source.read()
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            return cls(stems=tuple(str(s) for s in archive["stems"]), labels=archive["labels"].astype(np.int64),
-                       probabilities=archive["probabilities"].astype(np.float32), folds=archive["folds"].astype(np.int64),
-                       classes=tuple(str(c) for c in archive["classes"]))
+            return cls(
+                stems=tuple(str(s) for s in archive["stems"]),
+                labels=archive["labels"].astype(np.int64),
+                probabilities=archive["probabilities"].astype(np.float32),
+                folds=archive["folds"].astype(np.int64),
+                classes=tuple(str(c) for c in archive["classes"]),
+            )

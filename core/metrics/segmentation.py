@@ -85,7 +85,9 @@ class SegmentationMetrics:
         if logits.ndim != 4 or logits.shape[1] != channels:
             raise SegTuneError(f"{self.mode} logits must be (N, {channels}, H, W), got {tuple(logits.shape)}")
         if target.shape != (logits.shape[0], *logits.shape[2:]):
-            raise SegTuneError(f"target must be (N, H, W) = {(logits.shape[0], *logits.shape[2:])}, got {tuple(target.shape)}")
+            raise SegTuneError(
+                f"target must be (N, H, W) = {(logits.shape[0], *logits.shape[2:])}, got {tuple(target.shape)}"
+            )
         self.update_predictions(class_indices(probabilities(logits), self.threshold), target)
 
     @torch.no_grad()

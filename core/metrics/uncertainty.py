@@ -60,7 +60,9 @@ def bootstrap_ci(units: np.ndarray, kind: Kind, *, seed: int = 0) -> tuple[float
     return float(np.percentile(stats, tail)), float(np.percentile(stats, 100 - tail))
 
 
-def paired_difference_ci(units_a: np.ndarray, units_b: np.ndarray, kind: Kind, *, seed: int = 0) -> tuple[float, float] | None:
+def paired_difference_ci(
+    units_a: np.ndarray, units_b: np.ndarray, kind: Kind, *, seed: int = 0
+) -> tuple[float, float] | None:
     """95 % interval of statistic(a) - statistic(b) over the same resampled units (None if unpaired)."""
     if len(units_a) != len(units_b) or len(units_a) < 2:
         return None

@@ -46,7 +46,13 @@ class InputRule:
 
 
 SMP_HYPERPARAMETERS = ("encoder", "encoder_depth", "encoder_weights")
-CLASSIC_UNET_HYPERPARAMETERS = ("unet_start_filters", "unet_depth", "unet_activation", "unet_dropout", "unet_bn_after_act")
+CLASSIC_UNET_HYPERPARAMETERS = (
+    "unet_start_filters",
+    "unet_depth",
+    "unet_activation",
+    "unet_dropout",
+    "unet_bn_after_act",
+)
 CLASSIFIER_HYPERPARAMETERS = ("encoder_weights", "head_kernel_size", "head_filters", "head_dense_units", "head_dropout")
 
 
@@ -72,7 +78,7 @@ _DPT_INTERMEDIATE_CHANNELS = (256, 512, 1024, 1024, 1024)  # smp's default (4 le
 
 def _per_stage_decoder(config: ModelConfig) -> dict[str, Any]:
     # one decoder block per encoder stage, keeping smp's width at each resolution
-    return {"decoder_channels": _DECODER_CHANNELS[5 - config.encoder_depth:]}
+    return {"decoder_channels": _DECODER_CHANNELS[5 - config.encoder_depth :]}
 
 
 def _no_kwargs(config: ModelConfig) -> dict[str, Any]:
@@ -92,15 +98,29 @@ class Architecture:
     task: Task = Task.SEGMENTATION  # what the model outputs: a mask, or one label per image
 
 
-def _smp(name: str, description: str, *, kwargs: Callable[[ModelConfig], dict[str, Any]] = _no_kwargs,
-         rule: Callable[[ModelConfig], InputRule] = _encoder_stride) -> Architecture:
-    return Architecture(name, Family.SMP, lazy("core.modeling.smp_models:build_smp"), SMP_HYPERPARAMETERS, rule, kwargs, description)
+def _smp(
+    name: str,
+    description: str,
+    *,
+    kwargs: Callable[[ModelConfig], dict[str, Any]] = _no_kwargs,
+    rule: Callable[[ModelConfig], InputRule] = _encoder_stride,
+) -> Architecture:
+    return Architecture(
+        name, Family.SMP, lazy("core.modeling.smp_models:build_smp"), SMP_HYPERPARAMETERS, rule, kwargs, description
+    )
 
 
 def _classifier(name: str, description: str) -> Architecture:
     # five stride-2 stages, then global pooling: any multiple of 32 works
-    return Architecture(name, Family.TORCHVISION, lazy("core.modeling.classifiers:build_classifier"), CLASSIFIER_HYPERPARAMETERS,
-                        lambda c: InputRule(32, 32), description=description, task=Task.CLASSIFICATION)
+    return Architecture(
+        name,
+        Family.TORCHVISION,
+        lazy("core.modeling.classifiers:build_classifier"),
+        CLASSIFIER_HYPERPARAMETERS,
+        lambda c: InputRule(32, 32),
+        description=description,
+        task=Task.CLASSIFICATION,
+    )
 
 
 CLASSIC_UNET = "ClassicUNet"
@@ -108,42 +128,69 @@ FCN32 = "FCN32"
 DEFAULT_ARCHITECTURE = "Unet"
 DEFAULT_CLASSIFIER = "MobileNetV2"
 
-ARCHITECTURES: Registry[Architecture] = Registry("architecture", [
-    _smp("Unet", "U-Net with a pretrained-style encoder (ResNet-UNet when the encoder is a ResNet)",
-         kwargs=_per_stage_decoder),
-    _smp("UnetPlusPlus", "U-Net++: nested, densely connected skip paths", kwargs=_per_stage_decoder),
-    _smp("MAnet", "Multi-scale attention U-Net", kwargs=_per_stage_decoder),
-    _smp("Linknet", "LinkNet: light decoder with additive skips"),
-    _smp("FPN", "Feature pyramid network",
-         kwargs=lambda c: {"upsampling": 2 ** (c.encoder_depth - 3)}),  # decodes at the finest of its 4 levels
-    _smp("PSPNet", "Pyramid scene parsing network",
-         kwargs=lambda c: {"upsampling": 2**c.encoder_depth}),  # decodes at the deepest level
-    _smp("PAN", "Pyramid attention network", rule=_pan_rule),
-    _smp("DeepLabV3", "DeepLabV3: atrous spatial pyramid pooling"),
-    _smp("DeepLabV3Plus", "DeepLabV3+: ASPP with a light decoder"),
-    _smp("UPerNet", "Unified perceptual parsing network"),
-    _smp("Segformer", "SegFormer decoder (an MLP head over multi-scale features)"),
-    _smp("DPT", "Dense prediction transformer over a ViT encoder",
-         kwargs=lambda c: {"decoder_intermediate_channels": _DPT_INTERMEDIATE_CHANNELS[:c.encoder_depth],
-                           "dynamic_img_size": True},  # timm ViTs are fixed at 224 px unless told otherwise
-         rule=_vit_patch),
-    Architecture(CLASSIC_UNET, Family.CUSTOM, lazy("core.modeling.custom:build_classic_unet"), CLASSIC_UNET_HYPERPARAMETERS,
-                 lambda c: InputRule(2**c.unet_depth, 2**c.unet_depth),
-                 description="Classic U-Net with a tunable shape (the Keras Tuner U-Net study)"),
-    Architecture(FCN32, Family.CUSTOM, lazy("core.modeling.custom:build_fcn32"), (), lambda c: InputRule(32, 32),
-                 description="FCN-32s baseline (Long et al. 2015)"),
-    _classifier("MobileNetV2", "MobileNetV2 (torchvision) under the tuned head of the CNN random-search study"),
-    _classifier("VGG19", "VGG19 (torchvision, no batch norm) under the tuned head of the CNN random-search study"),
-    _classifier("ResNet18", "ResNet-18 (torchvision) under the tuned head"),
-    _classifier("ResNet50", "ResNet-50 (torchvision) under the tuned head"),
-    _classifier("EfficientNetB0", "EfficientNet-B0 (torchvision) under the tuned head"),
-])
+ARCHITECTURES: Registry[Architecture] = Registry(
+    "architecture",
+    [
+        _smp(
+            "Unet",
+            "U-Net with a pretrained-style encoder (ResNet-UNet when the encoder is a ResNet)",
+            kwargs=_per_stage_decoder,
+        ),
+        _smp("UnetPlusPlus", "U-Net++: nested, densely connected skip paths", kwargs=_per_stage_decoder),
+        _smp("MAnet", "Multi-scale attention U-Net", kwargs=_per_stage_decoder),
+        _smp("Linknet", "LinkNet: light decoder with additive skips"),
+        _smp(
+            "FPN", "Feature pyramid network", kwargs=lambda c: {"upsampling": 2 ** (c.encoder_depth - 3)}
+        ),  # decodes at the finest of its 4 levels
+        _smp(
+            "PSPNet", "Pyramid scene parsing network", kwargs=lambda c: {"upsampling": 2**c.encoder_depth}
+        ),  # decodes at the deepest level
+        _smp("PAN", "Pyramid attention network", rule=_pan_rule),
+        _smp("DeepLabV3", "DeepLabV3: atrous spatial pyramid pooling"),
+        _smp("DeepLabV3Plus", "DeepLabV3+: ASPP with a light decoder"),
+        _smp("UPerNet", "Unified perceptual parsing network"),
+        _smp("Segformer", "SegFormer decoder (an MLP head over multi-scale features)"),
+        _smp(
+            "DPT",
+            "Dense prediction transformer over a ViT encoder",
+            kwargs=lambda c: {
+                "decoder_intermediate_channels": _DPT_INTERMEDIATE_CHANNELS[: c.encoder_depth],
+                "dynamic_img_size": True,
+            },  # timm ViTs are fixed at 224 px unless told otherwise
+            rule=_vit_patch,
+        ),
+        Architecture(
+            CLASSIC_UNET,
+            Family.CUSTOM,
+            lazy("core.modeling.custom:build_classic_unet"),
+            CLASSIC_UNET_HYPERPARAMETERS,
+            lambda c: InputRule(2**c.unet_depth, 2**c.unet_depth),
+            description="Classic U-Net with a tunable shape (the Keras Tuner U-Net study)",
+        ),
+        Architecture(
+            FCN32,
+            Family.CUSTOM,
+            lazy("core.modeling.custom:build_fcn32"),
+            (),
+            lambda c: InputRule(32, 32),
+            description="FCN-32s baseline (Long et al. 2015)",
+        ),
+        _classifier("MobileNetV2", "MobileNetV2 (torchvision) under the tuned head of the CNN random-search study"),
+        _classifier("VGG19", "VGG19 (torchvision, no batch norm) under the tuned head of the CNN random-search study"),
+        _classifier("ResNet18", "ResNet-18 (torchvision) under the tuned head"),
+        _classifier("ResNet50", "ResNet-50 (torchvision) under the tuned head"),
+        _classifier("EfficientNetB0", "EfficientNet-B0 (torchvision) under the tuned head"),
+    ],
+)
 
 
 def names(family: Family | None = None, task: Task | str | None = None) -> tuple[str, ...]:
     """Architecture names, optionally of one family and/or one task, in registry order."""
-    return tuple(entry.name for entry in ARCHITECTURES
-                 if (family is None or entry.family == family) and (task is None or entry.task == task))
+    return tuple(
+        entry.name
+        for entry in ARCHITECTURES
+        if (family is None or entry.family == family) and (task is None or entry.task == task)
+    )
 
 
 def task_of(architecture: str) -> Task:

@@ -32,5 +32,3 @@ def weights_size_mb(model: nn.Module) -> float:
     for tensor in model.state_dict().values():
         total += tensor.numel() * (4 if tensor.is_floating_point() else tensor.element_size())
     return total / 2**20
-
-

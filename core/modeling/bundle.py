@@ -54,7 +54,10 @@ LEGACY_CONFIG = CONFIG_FILE
 ONNX_FILE = "model.onnx"  # downloads: every model, for onnxruntime
 PREDICT_SCRIPT = "predict.py"  # downloads: core/deploy/standalone_predict.py, which runs model.onnx
 TORCHSCRIPT_FILE = "model.torchscript.pt"  # int8 variants: a TorchScript model instead of safetensors weights
-BUNDLE_ARTIFACTS: tuple[str, ...] = (ArtifactKind.WEIGHTS, ArtifactKind.CONFIG)  # what a trial must have stored to be exported
+BUNDLE_ARTIFACTS: tuple[str, ...] = (
+    ArtifactKind.WEIGHTS,
+    ArtifactKind.CONFIG,
+)  # what a trial must have stored to be exported
 ENSEMBLE_FILE = "ensemble.json"  # an ensemble folder: {"format": ENSEMBLE_FORMAT, "members": ["fold0", ...]}
 ENSEMBLE_FORMAT = "segtune-ensemble"
 PIXEL_SCALE = 1 / 255  # 8-bit pixels -> [0, 1]: how every SegTune model is fed (core.data.tensors)
@@ -98,8 +101,12 @@ class BundleConfig:
     classes: tuple[str, ...]  # segmentation: index = mask value, classes[0] is background; classification: label names
     threshold: float = 0.5  # binary models: sigmoid threshold for foreground
     source: dict[str, Any] = field(default_factory=dict)  # study, trial, dataset, split hash, metrics
-    preprocessing: dict[str, Any] = field(default_factory=dict)  # volume datasets: {"volumes": VolumeSlicing dict}; {} for 2D
-    pruned_channels: dict[str, dict[str, Any]] = field(default_factory=dict)  # channel-pruned variants: core.modeling.pruned record
+    preprocessing: dict[str, Any] = field(
+        default_factory=dict
+    )  # volume datasets: {"volumes": VolumeSlicing dict}; {} for 2D
+    pruned_channels: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # channel-pruned variants: core.modeling.pruned record
     format: str = BUNDLE_FORMAT
     version: int = BUNDLE_VERSION
 
@@ -125,8 +132,11 @@ class BundleConfig:
     def to_json(self) -> str:
         """Today's format: the fields, plus ``input`` and ``output`` derived from them for readers without SegTune (predict.py)."""
         binary = len(self.classes) == 2
-        output = {"activation": "sigmoid" if binary else "softmax", "threshold": self.threshold if binary else None,
-                  "mask_values": "0/255" if binary else "class index"}
+        output = {
+            "activation": "sigmoid" if binary else "softmax",
+            "threshold": self.threshold if binary else None,
+            "mask_values": "0/255" if binary else "class index",
+        }
         derived = {"version": BUNDLE_VERSION, "input": input_spec(self.image_size, self.channels), "output": output}
         return json.dumps({**asdict(self), **derived}, indent=2)
 
@@ -136,7 +146,9 @@ class BundleConfig:
         if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
             raise BundleError(f"not a SegTune bundle config (expected format {BUNDLE_FORMAT!r})")
         if data.get("version") not in READABLE_VERSIONS:
-            raise BundleError(f"bundle version {data.get('version')!r} is not supported (readable: {list(READABLE_VERSIONS)})")
+            raise BundleError(
+                f"bundle version {data.get('version')!r} is not supported (readable: {list(READABLE_VERSIONS)})"
+            )
         for derived in ("input", "output"):
             data.pop(derived, None)
         problems = config_problems(data)
@@ -162,7 +174,9 @@ def config_problems(data: dict[str, Any]) -> dict[str, str]:
     if not isinstance(classes, list) or not 2 <= len(classes) <= MAX_CLASSES:
         problems["classes"] = f"must be a list of 2 to {MAX_CLASSES} class names, got {_shown(classes)}"
     elif not all(isinstance(c, str) and 0 < len(c) <= MAX_CLASS_NAME and c.isprintable() for c in classes):
-        problems["classes"] = f"each class name must be text of 1 to {MAX_CLASS_NAME} printable characters, got {_shown(classes)}"
+        problems["classes"] = (
+            f"each class name must be text of 1 to {MAX_CLASS_NAME} printable characters, got {_shown(classes)}"
+        )
     threshold = data.get("threshold", 0.5)
     if not _is_number(threshold) or not 0 <= threshold <= 1:
         problems["threshold"] = f"must be a number from 0 to 1, got {_shown(threshold)}"
@@ -210,7 +224,9 @@ def _slicing_problem(raw: Any, problems: dict[str, str]) -> None:
         problems["preprocessing.volumes"] = f"is not a volume slicing record: {exc}"
         return
     if slicing.axis not in (0, 1, 2) or not 1 <= slicing.sequences <= MAX_CHANNELS:
-        problems["preprocessing.volumes"] = f"axis must be 0, 1 or 2 and sequences 1 to {MAX_CHANNELS}, got {slicing.axis} and {slicing.sequences}"
+        problems["preprocessing.volumes"] = (
+            f"axis must be 0, 1 or 2 and sequences 1 to {MAX_CHANNELS}, got {slicing.axis} and {slicing.sequences}"
+        )
 
 
 def _is_int(value: Any) -> bool:
@@ -222,7 +238,10 @@ def _is_number(value: Any) -> bool:
 
 
 _TYPE_CHECKS = {  # ModelConfig's field annotations -> the JSON values they take
-    "int": _is_int, "float": _is_number, "bool": lambda v: isinstance(v, bool), "str": lambda v: isinstance(v, str),
+    "int": _is_int,
+    "float": _is_number,
+    "bool": lambda v: isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
     "str | None": lambda v: v is None or isinstance(v, str),
 }
 
@@ -306,9 +325,16 @@ def check_weights_file(path: Path) -> None:
     header = int.from_bytes(head[:8], "little") if len(head) == 9 else 0
     if len(head) == 9 and head[8:9] == b"{" and 2 <= header <= min(size - 8, _SAFETENSORS_HEADER_MAX):
         return
-    kind = ("a Python pickle" if head[:1] == b"\x80" else "a zip archive (torch.save's format)" if head[:2] == b"PK"
-            else "not in the safetensors format")
-    raise BundleError(f"{path} is {kind}: SegTune reads weights only from safetensors files, which hold tensors and no code")
+    kind = (
+        "a Python pickle"
+        if head[:1] == b"\x80"
+        else "a zip archive (torch.save's format)"
+        if head[:2] == b"PK"
+        else "not in the safetensors format"
+    )
+    raise BundleError(
+        f"{path} is {kind}: SegTune reads weights only from safetensors files, which hold tensors and no code"
+    )
 
 
 def load_bundle(folder: Path, device: str = "cpu") -> tuple[nn.Module, BundleConfig]:
@@ -328,11 +354,15 @@ def load_bundle(folder: Path, device: str = "cpu") -> tuple[nn.Module, BundleCon
         try:
             _reshape_to_pruned(model, config.pruned_channels, weights)
         except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
-            raise BundleError(f"{folder}'s pruned_channels record does not fit its {config.model['architecture']}: {str(exc)[:200]}") from exc
+            raise BundleError(
+                f"{folder}'s pruned_channels record does not fit its {config.model['architecture']}: {str(exc)[:200]}"
+            ) from exc
     try:
         load_model(model, str(weights), device=device)
     except (SafetensorError, RuntimeError) as exc:  # not a safetensors file, or weights of another model
-        raise BundleError(f"{weights} does not hold the weights of this {config.model['architecture']}: {str(exc)[:300]}") from exc
+        raise BundleError(
+            f"{weights} does not hold the weights of this {config.model['architecture']}: {str(exc)[:300]}"
+        ) from exc
     return model.to(device).eval(), config
 
 
@@ -386,14 +416,18 @@ def ensemble_bundle(trial: FrozenTrial, artifact_store: Any, folder: Path) -> Pa
     the shared metadata on top and :data:`ENSEMBLE_FILE` naming the members."""
     fold_weights = _bundle_artifacts(trial).get(ArtifactKind.FOLD_WEIGHTS) or []
     if len(fold_weights) < 2:
-        raise BundleError(f"trial #{trial.number} stored no fold models: only cross-validated segmentation trials "
-                          "(spec \"cv\", trained by this version) export as an ensemble")
+        raise BundleError(
+            f"trial #{trial.number} stored no fold models: only cross-validated segmentation trials "
+            '(spec "cv", trained by this version) export as an ensemble'
+        )
     folder = Path(folder)
     members = [f"fold{index}" for index in range(len(fold_weights))]
     for member, weights in zip(members, fold_weights):
         config = load_bundle_config(_write_bundle(trial, artifact_store, weights, folder / member))
     (folder / SEGTUNE_FILE).write_text(config.to_json(), encoding="utf-8")
-    (folder / ENSEMBLE_FILE).write_text(json.dumps({"format": ENSEMBLE_FORMAT, "members": members}, indent=2), encoding="utf-8")
+    (folder / ENSEMBLE_FILE).write_text(
+        json.dumps({"format": ENSEMBLE_FORMAT, "members": members}, indent=2), encoding="utf-8"
+    )
     return folder
 
 

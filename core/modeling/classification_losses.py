@@ -51,13 +51,20 @@ class ClassificationLoss:
     hyperparameters: tuple[str, ...] = ()  # tunable names it takes (the spec catalogue activates them only for it)
 
 
-CLASSIFICATION_LOSSES: Registry[ClassificationLoss] = Registry("classification loss", [
-    ClassificationLoss("cross_entropy", "softmax cross-entropy, optionally with label smoothing",
-                       lambda p: _LongLabels(nn.CrossEntropyLoss(label_smoothing=float(p.get("label_smoothing", 0.0)))),
-                       ("label_smoothing",)),
-    ClassificationLoss("focal", f"softmax focal loss (gamma {FOCAL_GAMMA}: down-weights easy images)",
-                       lambda p: SoftmaxFocalLoss()),
-])
+CLASSIFICATION_LOSSES: Registry[ClassificationLoss] = Registry(
+    "classification loss",
+    [
+        ClassificationLoss(
+            "cross_entropy",
+            "softmax cross-entropy, optionally with label smoothing",
+            lambda p: _LongLabels(nn.CrossEntropyLoss(label_smoothing=float(p.get("label_smoothing", 0.0)))),
+            ("label_smoothing",),
+        ),
+        ClassificationLoss(
+            "focal", f"softmax focal loss (gamma {FOCAL_GAMMA}: down-weights easy images)", lambda p: SoftmaxFocalLoss()
+        ),
+    ],
+)
 DEFAULT_CLASSIFICATION_LOSS = "cross_entropy"
 
 

@@ -40,7 +40,9 @@ def _features(model: nn.Module) -> nn.Module:
 
 def _resnet_features(model: nn.Module) -> nn.Module:
     # everything before the global pool and the fully connected layer
-    return nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool, model.layer1, model.layer2, model.layer3, model.layer4)
+    return nn.Sequential(
+        model.conv1, model.bn1, model.relu, model.maxpool, model.layer1, model.layer2, model.layer3, model.layer4
+    )
 
 
 BACKBONES: dict[str, Backbone] = {
@@ -55,7 +57,9 @@ BACKBONES: dict[str, Backbone] = {
 class ClassifierHead(nn.Sequential):
     """P4's head: conv(kernel, filters) + BN + ReLU -> global average pool -> dense(units) + ReLU -> dropout -> logits."""
 
-    def __init__(self, in_channels: int, num_classes: int, *, kernel_size: int, filters: int, dense_units: int, dropout: float):
+    def __init__(
+        self, in_channels: int, num_classes: int, *, kernel_size: int, filters: int, dense_units: int, dropout: float
+    ):
         super().__init__(
             nn.Conv2d(in_channels, filters, kernel_size, padding=kernel_size // 2, bias=False),
             nn.BatchNorm2d(filters),
@@ -82,8 +86,11 @@ def check_head(config: ModelConfig) -> None:
     """Raise :class:`ModelBuildError` for head sizes no layer can take."""
     problems = [
         f"{name} must be at least 1, got {value}"
-        for name, value in (("head_kernel_size", config.head_kernel_size), ("head_filters", config.head_filters),
-                            ("head_dense_units", config.head_dense_units))
+        for name, value in (
+            ("head_kernel_size", config.head_kernel_size),
+            ("head_filters", config.head_filters),
+            ("head_dense_units", config.head_dense_units),
+        )
         if value < 1
     ]
     if not 0.0 <= config.head_dropout < 1.0:
@@ -102,8 +109,14 @@ def build_classifier(config: ModelConfig) -> nn.Module:
     backbone = backbone_info.features(full)
     if config.in_channels != 3:
         _adapt_first_conv(backbone, config.in_channels)
-    head = ClassifierHead(backbone_info.channels, config.num_classes, kernel_size=config.head_kernel_size,
-                          filters=config.head_filters, dense_units=config.head_dense_units, dropout=config.head_dropout)
+    head = ClassifierHead(
+        backbone_info.channels,
+        config.num_classes,
+        kernel_size=config.head_kernel_size,
+        filters=config.head_filters,
+        dense_units=config.head_dense_units,
+        dropout=config.head_dropout,
+    )
     return ImageClassifier(backbone, head)
 
 
@@ -135,7 +148,7 @@ def cached_imagenet_weights(backbone: Backbone, architecture: str) -> dict[str, 
     if not path.is_file():
         raise ModelBuildError(
             f"ImageNet weights for {architecture} are not on this machine (expected {path}); SegTune never downloads "
-            f"during a study. Fetch them once where there is network: python -c \"import torchvision; "
+            f'during a study. Fetch them once where there is network: python -c "import torchvision; '
             f"torchvision.models.{backbone.factory}(weights='IMAGENET1K_V1')\" (or copy the file there), "
             "or train from random weights (encoder_weights null)."
         )
@@ -144,9 +157,19 @@ def cached_imagenet_weights(backbone: Backbone, architecture: str) -> dict[str, 
 
 def _adapt_first_conv(backbone: nn.Module, in_channels: int) -> None:
     """Replace the first convolution by one taking ``in_channels`` (grey: the RGB kernels summed)."""
-    parent, name, conv = next((p, n, m) for p in backbone.modules() for n, m in p.named_children() if isinstance(m, nn.Conv2d))
-    adapted = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                        conv.dilation, conv.groups, conv.bias is not None)
+    parent, name, conv = next(
+        (p, n, m) for p in backbone.modules() for n, m in p.named_children() if isinstance(m, nn.Conv2d)
+    )
+    adapted = nn.Conv2d(
+        in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        conv.bias is not None,
+    )
     with torch.no_grad():
         adapted.weight.copy_(conv.weight.sum(dim=1, keepdim=True).repeat(1, in_channels, 1, 1) / in_channels)
         if conv.bias is not None:

@@ -38,14 +38,25 @@ class _ConvBlock(nn.Sequential):
         layers: list[nn.Module] = []
         for ch_in in (in_ch, out_ch):
             norm_act = [make_activation(activation), nn.BatchNorm2d(out_ch)]
-            layers += [nn.Conv2d(ch_in, out_ch, 3, padding=1, bias=False), *(norm_act if bn_after_act else norm_act[::-1])]
+            layers += [
+                nn.Conv2d(ch_in, out_ch, 3, padding=1, bias=False),
+                *(norm_act if bn_after_act else norm_act[::-1]),
+            ]
         super().__init__(*layers)
 
 
 class _Up(nn.Module):
     """Upsample by 2, match the skip's size (any input size works), concatenate, convolve."""
 
-    def __init__(self, in_ch: int, skip_ch: int, out_ch: int, bilinear: bool, block: Callable[[int, int], nn.Module], dropout: float):
+    def __init__(
+        self,
+        in_ch: int,
+        skip_ch: int,
+        out_ch: int,
+        bilinear: bool,
+        block: Callable[[int, int], nn.Module],
+        dropout: float,
+    ):
         super().__init__()
         self.bilinear = bilinear
         self.up = nn.Conv2d(in_ch, out_ch, 1) if bilinear else nn.ConvTranspose2d(in_ch, out_ch, 2, stride=2)
@@ -125,16 +136,22 @@ class FCN32(nn.Module):
         cin = in_channels
         for width in widths:
             layers += [
-                nn.Conv2d(cin, width, 3, padding=1), nn.ReLU(inplace=True),
-                nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True),
+                nn.Conv2d(cin, width, 3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(width, width, 3, padding=1),
+                nn.ReLU(inplace=True),
                 nn.MaxPool2d(2, ceil_mode=True),  # ceil: sizes below 32 still give a 1x1 map
             ]
             cin = width
         self.features = nn.Sequential(*layers)
         fc = widths[-1] * 2  # VGG's fully connected layers, as convolutions
         self.fc = nn.Sequential(
-            nn.Conv2d(cin, fc, 3, padding=1), nn.ReLU(inplace=True), nn.Dropout2d(0.5),
-            nn.Conv2d(fc, fc, 1), nn.ReLU(inplace=True), nn.Dropout2d(0.5),
+            nn.Conv2d(cin, fc, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Dropout2d(0.5),
+            nn.Conv2d(fc, fc, 1),
+            nn.ReLU(inplace=True),
+            nn.Dropout2d(0.5),
         )
         self.classifier = nn.Conv2d(fc, out_channels, 1)
 
@@ -158,5 +175,3 @@ def build_classic_unet(config: ModelConfig) -> nn.Module:
 
 def build_fcn32(config: ModelConfig) -> nn.Module:
     return FCN32(config.in_channels, out_channels(config.num_classes))
-
-

@@ -15,8 +15,12 @@ TIMM_PREFIX = "tu-"
 # timm ViTs (through smp's "tu-" universal encoder) known to work with DPT, the only
 # architecture that can read features of an encoder without down-sampling stages.
 DPT_ENCODERS: tuple[str, ...] = (
-    "tu-vit_tiny_patch16_224", "tu-vit_small_patch16_224", "tu-vit_base_patch16_224",
-    "tu-vit_large_patch16_224", "tu-deit_small_patch16_224", "tu-deit_base_patch16_224",
+    "tu-vit_tiny_patch16_224",
+    "tu-vit_small_patch16_224",
+    "tu-vit_base_patch16_224",
+    "tu-vit_large_patch16_224",
+    "tu-deit_small_patch16_224",
+    "tu-deit_base_patch16_224",
 )
 _NO_MIT = ("UnetPlusPlus", "Linknet")  # smp rejects the mix-transformer (mit_b*) encoders here
 
@@ -53,6 +57,8 @@ def check_encoder(config: ModelConfig) -> None:
             f"{arch} needs an encoder with down-sampling stages (e.g. resnet18); ViT encoders like {name!r} work only with DPT"
         )
     if name.startswith("mit_b") and arch in _NO_MIT:
-        raise ModelBuildError(f"{arch} does not support mix-transformer encoders ({name!r}); use e.g. resnet18 or efficientnet-b0")
+        raise ModelBuildError(
+            f"{arch} does not support mix-transformer encoders ({name!r}); use e.g. resnet18 or efficientnet-b0"
+        )
     if name.startswith("mit_b") and arch == "FPN" and config.encoder_depth != 5:
         raise ModelBuildError(f"FPN with {name!r} works only with encoder_depth 5, got {config.encoder_depth}")

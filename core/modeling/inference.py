@@ -108,8 +108,13 @@ WINDOW_SIGMA_SCALE = 1 / 8
 
 @torch.no_grad()
 def sliding_window_probabilities(
-    models: Models, images: torch.Tensor, patch_size: int, *,
-    overlap: float = WINDOW_OVERLAP, tta: bool = False, windows_per_batch: int = 8,
+    models: Models,
+    images: torch.Tensor,
+    patch_size: int,
+    *,
+    overlap: float = WINDOW_OVERLAP,
+    tta: bool = False,
+    windows_per_batch: int = 8,
 ) -> torch.Tensor:
     """:func:`predict_probabilities` over ``patch_size`` windows of ``images`` (N, C, H, W), blended.
 
@@ -123,8 +128,15 @@ def sliding_window_probabilities(
     def predictor(windows: torch.Tensor) -> torch.Tensor:
         return predict_probabilities(models, windows, tta=tta)
 
-    probs = sliding_window_inference(images, patch_size, windows_per_batch, predictor, overlap=overlap,
-                                     mode="gaussian", sigma_scale=WINDOW_SIGMA_SCALE)
+    probs = sliding_window_inference(
+        images,
+        patch_size,
+        windows_per_batch,
+        predictor,
+        overlap=overlap,
+        mode="gaussian",
+        sigma_scale=WINDOW_SIGMA_SCALE,
+    )
     assert isinstance(probs, torch.Tensor)  # one output per window: a tensor, never a tuple or dict
     return probs
 
@@ -147,7 +159,12 @@ def probability_logits(probs: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 
 
 def predict_indices(
-    models: Models, images: torch.Tensor, *, threshold: float = 0.5, tta: bool = False, patch_size: int | None = None,
+    models: Models,
+    images: torch.Tensor,
+    *,
+    threshold: float = 0.5,
+    tta: bool = False,
+    patch_size: int | None = None,
 ) -> torch.Tensor:
     """Class indices of ``images``: :func:`class_indices` of :func:`predict_probabilities`, or of
     :func:`sliding_window_probabilities` when a ``patch_size`` is given (a patch-trained model)."""

@@ -72,18 +72,28 @@ class Loss:
     parts: tuple[str, ...] = ()  # or a hybrid: the weighted sum of these single losses
 
 
-LOSSES: Registry[Loss] = Registry("loss", [
-    Loss("bce", "binary / categorical cross-entropy", _bce),
-    Loss("dice", "soft Dice", lambda mode: _smp_losses().DiceLoss(mode, from_logits=True)),
-    Loss("jaccard", "soft Jaccard (IoU)", lambda mode: _smp_losses().JaccardLoss(mode, from_logits=True)),
-    Loss("focal", "focal loss (down-weights easy pixels)", lambda mode: _smp_losses().FocalLoss(mode)),
-    Loss("tversky", f"Tversky (alpha {TVERSKY_ALPHA}, beta {TVERSKY_BETA}: small foreground)",
-         lambda mode: _smp_losses().TverskyLoss(mode, from_logits=True, alpha=TVERSKY_ALPHA, beta=TVERSKY_BETA)),
-    Loss("lovasz", "Lovasz hinge / softmax (optimises IoU)", lambda mode: _smp_losses().LovaszLoss(mode, from_logits=True)),
-    Loss("dice_bce", "Dice + cross-entropy", parts=("dice", "bce")),
-    Loss("dice_focal", "Dice + focal", parts=("dice", "focal")),
-    Loss("jaccard_bce", "Jaccard + cross-entropy", parts=("jaccard", "bce")),
-])
+LOSSES: Registry[Loss] = Registry(
+    "loss",
+    [
+        Loss("bce", "binary / categorical cross-entropy", _bce),
+        Loss("dice", "soft Dice", lambda mode: _smp_losses().DiceLoss(mode, from_logits=True)),
+        Loss("jaccard", "soft Jaccard (IoU)", lambda mode: _smp_losses().JaccardLoss(mode, from_logits=True)),
+        Loss("focal", "focal loss (down-weights easy pixels)", lambda mode: _smp_losses().FocalLoss(mode)),
+        Loss(
+            "tversky",
+            f"Tversky (alpha {TVERSKY_ALPHA}, beta {TVERSKY_BETA}: small foreground)",
+            lambda mode: _smp_losses().TverskyLoss(mode, from_logits=True, alpha=TVERSKY_ALPHA, beta=TVERSKY_BETA),
+        ),
+        Loss(
+            "lovasz",
+            "Lovasz hinge / softmax (optimises IoU)",
+            lambda mode: _smp_losses().LovaszLoss(mode, from_logits=True),
+        ),
+        Loss("dice_bce", "Dice + cross-entropy", parts=("dice", "bce")),
+        Loss("dice_focal", "Dice + focal", parts=("dice", "focal")),
+        Loss("jaccard_bce", "Jaccard + cross-entropy", parts=("jaccard", "bce")),
+    ],
+)
 
 
 def _single(name: str, mode: Mode) -> nn.Module:

@@ -33,16 +33,27 @@ class Optimizer:
     hyperparameters: tuple[str, ...] = ()  # tunable names it takes besides lr and weight_decay
 
 
-OPTIMIZERS: Registry[Optimizer] = Registry("optimizer", [
-    Optimizer("adam", lambda p, c: torch.optim.Adam(p, lr=c.lr, weight_decay=c.weight_decay)),
-    Optimizer("adamw", lambda p, c: torch.optim.AdamW(p, lr=c.lr, weight_decay=c.weight_decay)),
-    Optimizer("sgd", lambda p, c: torch.optim.SGD(p, lr=c.lr, weight_decay=c.weight_decay, momentum=c.momentum,
-                                                  nesterov=c.nesterov and c.momentum > 0), ("momentum", "nesterov")),
-    Optimizer("rmsprop", lambda p, c: torch.optim.RMSprop(p, lr=c.lr, weight_decay=c.weight_decay, momentum=c.momentum),
-              ("momentum",)),
-    Optimizer("adagrad", lambda p, c: torch.optim.Adagrad(p, lr=c.lr, weight_decay=c.weight_decay)),
-    Optimizer("nadam", lambda p, c: torch.optim.NAdam(p, lr=c.lr, weight_decay=c.weight_decay)),
-])
+OPTIMIZERS: Registry[Optimizer] = Registry(
+    "optimizer",
+    [
+        Optimizer("adam", lambda p, c: torch.optim.Adam(p, lr=c.lr, weight_decay=c.weight_decay)),
+        Optimizer("adamw", lambda p, c: torch.optim.AdamW(p, lr=c.lr, weight_decay=c.weight_decay)),
+        Optimizer(
+            "sgd",
+            lambda p, c: torch.optim.SGD(
+                p, lr=c.lr, weight_decay=c.weight_decay, momentum=c.momentum, nesterov=c.nesterov and c.momentum > 0
+            ),
+            ("momentum", "nesterov"),
+        ),
+        Optimizer(
+            "rmsprop",
+            lambda p, c: torch.optim.RMSprop(p, lr=c.lr, weight_decay=c.weight_decay, momentum=c.momentum),
+            ("momentum",),
+        ),
+        Optimizer("adagrad", lambda p, c: torch.optim.Adagrad(p, lr=c.lr, weight_decay=c.weight_decay)),
+        Optimizer("nadam", lambda p, c: torch.optim.NAdam(p, lr=c.lr, weight_decay=c.weight_decay)),
+    ],
+)
 
 
 def build_optimizer(parameters: Any, config: OptimizerConfig) -> torch.optim.Optimizer:
@@ -66,12 +77,21 @@ class Schedule:
     build: Callable[[torch.optim.Optimizer, int], Any]  # (optimizer, epochs) -> scheduler or None
 
 
-SCHEDULES: Registry[Schedule] = Registry("learning-rate schedule", [
-    Schedule("none", lambda optimizer, epochs: None),
-    Schedule("cosine", lambda optimizer, epochs: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))),
-    Schedule("step", _step_schedule),
-    Schedule("plateau", lambda optimizer, epochs: torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=2)),
-])
+SCHEDULES: Registry[Schedule] = Registry(
+    "learning-rate schedule",
+    [
+        Schedule("none", lambda optimizer, epochs: None),
+        Schedule(
+            "cosine",
+            lambda optimizer, epochs: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs)),
+        ),
+        Schedule("step", _step_schedule),
+        Schedule(
+            "plateau",
+            lambda optimizer, epochs: torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=2),
+        ),
+    ],
+)
 
 
 def build_scheduler(name: str, optimizer: torch.optim.Optimizer, epochs: int) -> Any:

@@ -16,13 +16,22 @@ from torch import nn
 
 # Layer attributes that channel pruning changes and that forward passes or reprs read.
 SHAPE_ATTRIBUTES: tuple[str, ...] = (
-    "in_channels", "out_channels", "groups", "num_features", "num_channels", "num_groups",
-    "in_features", "out_features", "normalized_shape",
+    "in_channels",
+    "out_channels",
+    "groups",
+    "num_features",
+    "num_channels",
+    "num_groups",
+    "in_features",
+    "out_features",
+    "normalized_shape",
 )
 
 
 def _shape_attributes(module: nn.Module) -> dict[str, Any]:
-    return {name: getattr(module, name) for name in SHAPE_ATTRIBUTES if isinstance(getattr(module, name, None), int | tuple)}
+    return {
+        name: getattr(module, name) for name in SHAPE_ATTRIBUTES if isinstance(getattr(module, name, None), int | tuple)
+    }
 
 
 def channel_record(pruned: nn.Module, reference: nn.Module) -> dict[str, dict[str, Any]]:
@@ -30,14 +39,19 @@ def channel_record(pruned: nn.Module, reference: nn.Module) -> dict[str, dict[st
     original = dict(reference.named_modules())
     record = {}
     for name, module in pruned.named_modules():
-        changed = {key: value for key, value in _shape_attributes(module).items()
-                   if name in original and getattr(original[name], key, None) != value}
+        changed = {
+            key: value
+            for key, value in _shape_attributes(module).items()
+            if name in original and getattr(original[name], key, None) != value
+        }
         if changed:
             record[name] = {key: list(value) if isinstance(value, tuple) else value for key, value in changed.items()}
     return record
 
 
-def apply_channel_record(model: nn.Module, record: dict[str, dict[str, Any]], shapes: dict[str, torch.Size]) -> nn.Module:
+def apply_channel_record(
+    model: nn.Module, record: dict[str, dict[str, Any]], shapes: dict[str, torch.Size]
+) -> nn.Module:
     """Reshape ``model`` (freshly built) to the pruned structure: attributes from ``record``, every
     parameter and buffer to its shape in ``shapes`` (the weights file's), ready for loading them."""
     for name, attributes in record.items():

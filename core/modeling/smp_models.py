@@ -95,5 +95,3 @@ def build_smp(config: ModelConfig) -> nn.Module:
             f"cannot build {config.architecture} with encoder {config.encoder!r}, "
             f"encoder_depth {config.encoder_depth}: {exc}"
         ) from exc
-
-

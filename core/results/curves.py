@@ -36,7 +36,9 @@ def learning_curves(trials: Sequence[FrozenTrial], metric: str, *, each_fold: bo
     return pd.DataFrame(rows, columns=["trial", "state", "split", "epoch", "value"])
 
 
-def _curve_rows(trial: FrozenTrial, metric: str, history: list[dict[str, Any]], suffix: str = "") -> list[dict[str, Any]]:
+def _curve_rows(
+    trial: FrozenTrial, metric: str, history: list[dict[str, Any]], suffix: str = ""
+) -> list[dict[str, Any]]:
     base = {"trial": trial.number, "state": trial.state.name.lower()}
     if not history:
         return [
@@ -51,5 +53,3 @@ def _curve_rows(trial: FrozenTrial, metric: str, history: list[dict[str, Any]], 
         for epoch in history
         if epoch.get(key) is not None
     ]
-
-

@@ -54,12 +54,23 @@ def insight_figures(study: optuna.Study, objective: int = 0) -> dict[str, Insigh
     figures = {
         "history": _history(study, target, target_name),
         "importances": _importances(study, complete, varying, objective, target_name),
-        "parallel": _needs_params(varying, 1, lambda: optuna.visualization.plot_parallel_coordinate(
-            study, target=target, target_name=target_name)),
-        "contour": _needs_params(varying, 2, lambda: optuna.visualization.plot_contour(
-            study, params=_top_params(study, varying, objective), target=target, target_name=target_name)),
-        "slice": _needs_params(varying, 1, lambda: optuna.visualization.plot_slice(
-            study, params=varying, target=target, target_name=target_name)),
+        "parallel": _needs_params(
+            varying,
+            1,
+            lambda: optuna.visualization.plot_parallel_coordinate(study, target=target, target_name=target_name),
+        ),
+        "contour": _needs_params(
+            varying,
+            2,
+            lambda: optuna.visualization.plot_contour(
+                study, params=_top_params(study, varying, objective), target=target, target_name=target_name
+            ),
+        ),
+        "slice": _needs_params(
+            varying,
+            1,
+            lambda: optuna.visualization.plot_slice(study, params=varying, target=target, target_name=target_name),
+        ),
         "pareto": _pareto(study, [label(name) for name in names]),
     }
     return {key: Insight(INSIGHTS[key], *result) for key, result in figures.items()}
@@ -97,7 +108,9 @@ def _history(study: optuna.Study, target: Callable[[FrozenTrial], float] | None,
     return optuna.visualization.plot_optimization_history(study, target=target, target_name=target_name), ""
 
 
-def _importances(study: optuna.Study, complete: Sequence[FrozenTrial], varying: list[str], objective: int, target_name: str) -> Drawn:
+def _importances(
+    study: optuna.Study, complete: Sequence[FrozenTrial], varying: list[str], objective: int, target_name: str
+) -> Drawn:
     if len(complete) < 2:
         return None, f"Parameter importances need at least 2 completed trials; this study has {len(complete)}."
     if not varying:
@@ -132,15 +145,18 @@ def _top_params(study: optuna.Study, varying: list[str], objective: int) -> list
     if len(varying) <= CONTOUR_MAX_PARAMS:
         return varying
     with _quiet_importances():
-        importances = optuna.importance.get_param_importances(study, params=varying, target=_ranking_target(study, objective))
+        importances = optuna.importance.get_param_importances(
+            study, params=varying, target=_ranking_target(study, objective)
+        )
     return list(importances)[:CONTOUR_MAX_PARAMS]
 
 
 def _pareto(study: optuna.Study, names: list[str]) -> Drawn:
     if len(study.directions) < 2:
-        return None, "This study has one objective; a Pareto front needs two or more (pick several objectives on New study)."
+        return (
+            None,
+            "This study has one objective; a Pareto front needs two or more (pick several objectives on New study).",
+        )
     if len(study.directions) > 3:
         return None, f"A Pareto front is drawn for 2 or 3 objectives; this study has {len(study.directions)}."
     return optuna.visualization.plot_pareto_front(study, target_names=names), ""
-
-

@@ -47,7 +47,9 @@ ORDERINGS: dict[str, str] = {
 
 def _check_classification(study: optuna.Study) -> None:
     if study_task(study) != Task.CLASSIFICATION:
-        raise ResultsError(f"study {study.study_name!r} is a {study_task(study)} study: its predictions are masks (Compare masks)")
+        raise ResultsError(
+            f"study {study.study_name!r} is a {study_task(study)} study: its predictions are masks (Compare masks)"
+        )
 
 
 def load_predictions(study: optuna.Study, trial_number: int, artifact_store: ArtifactStore) -> LabelPredictions:
@@ -60,7 +62,9 @@ def load_predictions(study: optuna.Study, trial_number: int, artifact_store: Art
     trial = get_trial(study, trial_number)
     predictions = _stored_predictions(trial, artifact_store)
     if predictions is None:
-        raise ResultsError(f"trial #{trial_number} stored no predictions (state {trial.state.name.lower()}): only completed trials have them")
+        raise ResultsError(
+            f"trial #{trial_number} stored no predictions (state {trial.state.name.lower()}): only completed trials have them"
+        )
     return predictions
 
 
@@ -78,7 +82,9 @@ def confusion_matrix(study: optuna.Study, trial_number: int) -> np.ndarray:
     trial = get_trial(study, trial_number)
     stored = trial.user_attrs.get(TrialAttr.CONFUSION_MATRIX)
     if stored is None:
-        raise ResultsError(f"trial #{trial_number} has no confusion matrix (state {trial.state.name.lower()}): only completed trials have one")
+        raise ResultsError(
+            f"trial #{trial_number} has no confusion matrix (state {trial.state.name.lower()}): only completed trials have one"
+        )
     return np.asarray(stored, dtype=np.int64)
 
 
@@ -120,7 +126,7 @@ class PredictionComparison:
         predicted = [p.predicted for p in self.trials.values()]
         if len(predicted) < 2:
             return np.zeros(len(self.stems))
-        pairs = [(a, b) for i, a in enumerate(predicted) for b in predicted[i + 1:]]
+        pairs = [(a, b) for i, a in enumerate(predicted) for b in predicted[i + 1 :]]
         return np.mean([a != b for a, b in pairs], axis=0)
 
     def order(self, by: str) -> list[int]:
@@ -131,7 +137,11 @@ class PredictionComparison:
             return sorted(range(len(self.stems)), key=lambda i: self.stems[i])
         confidence = np.mean([p.confidence for p in self.trials.values()], axis=0)
         wrong = np.mean([~p.correct for p in self.trials.values()], axis=0)
-        keys = {"confidence": (-confidence, -wrong), "least_confident": (confidence,), "disagreement": (-confidence, -self.disagreement())}[by]
+        keys = {
+            "confidence": (-confidence, -wrong),
+            "least_confident": (confidence,),
+            "disagreement": (-confidence, -self.disagreement()),
+        }[by]
         return [int(i) for i in np.lexsort(keys)]  # the last key sorts first
 
     def table(self, order: str = "confidence") -> pd.DataFrame:
@@ -139,7 +149,9 @@ class PredictionComparison:
         confidence (probability of the predicted class) and whether it is right; several trials add
         ``disagreement``."""
         rows = self.order(order)
-        table = pd.DataFrame({"image": [self.stems[i] for i in rows], "true": [self.classes[self.labels[i]] for i in rows]})
+        table = pd.DataFrame(
+            {"image": [self.stems[i] for i in rows], "true": [self.classes[self.labels[i]] for i in rows]}
+        )
         for number, predictions in self.trials.items():
             table[f"#{number} predicted"] = [self.classes[predictions.predicted[i]] for i in rows]
             table[f"#{number} confidence"] = predictions.confidence[rows].astype(float)
@@ -149,7 +161,9 @@ class PredictionComparison:
         return table
 
 
-def compare_predictions(study: optuna.Study, trial_numbers: Sequence[int], artifact_store: ArtifactStore) -> PredictionComparison:
+def compare_predictions(
+    study: optuna.Study, trial_numbers: Sequence[int], artifact_store: ArtifactStore
+) -> PredictionComparison:
     """The selected trials' predictions aligned on the images they all validated (trials without any are listed in ``missing``)."""
     _check_classification(study)
     loaded: dict[int, LabelPredictions] = {}
@@ -172,10 +186,14 @@ def compare_predictions(study: optuna.Study, trial_numbers: Sequence[int], artif
 def _aligned(predictions: LabelPredictions, stems: tuple[str, ...]) -> LabelPredictions:
     index = {stem: i for i, stem in enumerate(predictions.stems)}
     rows = [index[stem] for stem in stems]
-    return LabelPredictions(stems, predictions.labels[rows], predictions.probabilities[rows], predictions.folds[rows], predictions.classes)
+    return LabelPredictions(
+        stems, predictions.labels[rows], predictions.probabilities[rows], predictions.folds[rows], predictions.classes
+    )
 
 
-def prediction_images(settings: Settings, study: optuna.Study, stems: Sequence[str], size: int | None = None) -> np.ndarray:
+def prediction_images(
+    settings: Settings, study: optuna.Study, stems: Sequence[str], size: int | None = None
+) -> np.ndarray:
     """The images of ``stems`` from the study's dataset as uint8 (N, C, S, S) at the study's image size
     (or ``size``), for thumbnails beside their predictions. Raises a :class:`SegTuneError` naming the
     dataset when it was deleted since."""
@@ -186,5 +204,11 @@ def prediction_images(settings: Settings, study: optuna.Study, stems: Sequence[s
     dataset = study.user_attrs.get(StudyAttr.DATASET) or spec.get("dataset")
     manifest = load_manifest(settings.datasets_dir, dataset)
     channels = spec.get("channels") or manifest.channels
-    data = load_tensor_set(dataset_path(settings.datasets_dir, dataset), manifest, list(stems), size or spec.get("image_size", 64), channels)
+    data = load_tensor_set(
+        dataset_path(settings.datasets_dir, dataset),
+        manifest,
+        list(stems),
+        size or spec.get("image_size", 64),
+        channels,
+    )
     return data.images.numpy()

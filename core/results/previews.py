@@ -56,21 +56,28 @@ class PreviewSet:
         """This set with one more column: another model's masks for the same images (in ``stems`` order),
         placed right after column ``after`` (e.g. the trial a variant was derived from), else last."""
         if predictions.shape != self.masks.shape:
-            raise ResultsError(f"{label}: {predictions.shape[0]} masks of {predictions.shape[1:]} px do not match the "
-                               f"{len(self.stems)} preview images of {self.masks.shape[1:]} px")
+            raise ResultsError(
+                f"{label}: {predictions.shape[0]} masks of {predictions.shape[1:]} px do not match the "
+                f"{len(self.stems)} preview images of {self.masks.shape[1:]} px"
+            )
         keys = list(self.predictions)
         keys.insert(keys.index(after) + 1 if after in keys else len(keys), key)
         columns = {**self.predictions, key: predictions.astype(np.uint8)}
         num_classes = max(self.num_classes, int(predictions.max(initial=0)) + 1)
         dice = {**self.dice, key: _dice_per_image(predictions, self.masks, num_classes)}
-        return replace(self, predictions={k: columns[k] for k in keys}, dice={k: dice[k] for k in keys}, labels={**self.labels, key: label})
+        return replace(
+            self,
+            predictions={k: columns[k] for k in keys},
+            dice={k: dice[k] for k in keys},
+            labels={**self.labels, key: label},
+        )
 
     def disagreement(self) -> np.ndarray:
         """Per image, the mean fraction of pixels on which two trials' predictions differ."""
         predictions = list(self.predictions.values())
         if len(predictions) < 2:
             return np.zeros(len(self.stems))
-        pairs = [(a, b) for i, a in enumerate(predictions) for b in predictions[i + 1:]]
+        pairs = [(a, b) for i, a in enumerate(predictions) for b in predictions[i + 1 :]]
         return np.mean([(a != b).mean(axis=(1, 2)) for a, b in pairs], axis=0)
 
     def order(self, by: str) -> list[int]:
@@ -90,7 +97,9 @@ class PreviewSet:
         rows = list(order)
         table = pd.DataFrame({"image": [self.stems[i] for i in rows]})
         for number in self.trial_numbers:
-            table[f"#{number}" if isinstance(number, int) else self.label(number)] = self.dice[number][rows].astype(float)
+            table[f"#{number}" if isinstance(number, int) else self.label(number)] = self.dice[number][rows].astype(
+                float
+            )
         if len(self.predictions) > 1:
             table["disagreement"] = self.disagreement()[rows].astype(float)  # computed once for all rows
         return table
@@ -117,8 +126,14 @@ def load_previews(study: optuna.Study, trial_numbers: Sequence[int], artifact_st
     return preview_set(stems, reference["images"], masks, predictions, num_classes, tuple(missing))
 
 
-def preview_set(stems: Sequence[str], images: np.ndarray, masks: np.ndarray, predictions: dict[int, np.ndarray],
-                num_classes: int, missing: tuple[int, ...] = ()) -> PreviewSet:
+def preview_set(
+    stems: Sequence[str],
+    images: np.ndarray,
+    masks: np.ndarray,
+    predictions: dict[int, np.ndarray],
+    num_classes: int,
+    missing: tuple[int, ...] = (),
+) -> PreviewSet:
     """A :class:`PreviewSet` with each trial's per-image Dice worked out."""
     dice = {number: _dice_per_image(pred, masks, num_classes) for number, pred in predictions.items()}
     return PreviewSet(tuple(stems), images, masks, predictions, dice, num_classes, missing)
@@ -145,5 +160,3 @@ def _dice_per_image(predictions: np.ndarray, masks: np.ndarray, num_classes: int
     from core.metrics.segmentation import per_image_dice
 
     return np.array([per_image_dice(pred, truth, num_classes) for pred, truth in zip(predictions, masks)], dtype=float)
-
-

@@ -64,8 +64,10 @@ def image_page(study: optuna.Study, settings: Settings, part: str, page: int, pa
     stems = sorted(getattr(source.split, part))
     pages = max(1, -(-len(stems) // page_size))
     if not 0 <= page < pages:
-        raise ResultsError(f"page {page + 1} does not exist: the {PARTS[part].lower()} split has {len(stems)} images, {pages} page(s)")
-    chosen = stems[page * page_size:(page + 1) * page_size]
+        raise ResultsError(
+            f"page {page + 1} does not exist: the {PARTS[part].lower()} split has {len(stems)} images, {pages} page(s)"
+        )
+    chosen = stems[page * page_size : (page + 1) * page_size]
     data = source.tensors(chosen, spec.image_size, torch.device("cpu"))
     return ImagePage(part, page, tuple(chosen), data.images.numpy(), data.targets.numpy(), source.manifest.num_classes)
 
@@ -75,7 +77,13 @@ def page_set(page: ImagePage, predictions: Mapping[int, np.ndarray], missing: tu
     return preview_set(page.stems, page.images, page.masks, dict(predictions), page.num_classes, missing)
 
 
-def native_case(study: optuna.Study, settings: Settings, stem: str, predictions: Mapping[int, np.ndarray], missing: tuple[int, ...] = ()) -> PreviewSet:
+def native_case(
+    study: optuna.Study,
+    settings: Settings,
+    stem: str,
+    predictions: Mapping[int, np.ndarray],
+    missing: tuple[int, ...] = (),
+) -> PreviewSet:
     """One image at its original size: the image and mask as stored in the dataset, and each trial's
     mask (predicted at the study's size) resized to it by the rule scores at the original
     resolution use (:func:`core.data.tensors.resize_mask`), so the zoom shows the scored pixels."""
@@ -84,7 +92,9 @@ def native_case(study: optuna.Study, settings: Settings, stem: str, predictions:
     image = read_image(source.folder / pair.image)
     truth = read_mask(source.folder / pair.mask)
     resized = {number: resize_mask(mask, *truth.shape)[None] for number, mask in predictions.items()}
-    return preview_set((stem,), image.transpose(2, 0, 1)[None], truth[None], resized, source.manifest.num_classes, missing)
+    return preview_set(
+        (stem,), image.transpose(2, 0, 1)[None], truth[None], resized, source.manifest.num_classes, missing
+    )
 
 
 def case_frame(trials: Sequence[FrozenTrial], part: str) -> pd.DataFrame:
@@ -98,7 +108,15 @@ def case_frame(trials: Sequence[FrozenTrial], part: str) -> pd.DataFrame:
         rows = trial.user_attrs.get(attr) or []
         if not rows:
             continue
-        scores = pd.DataFrame([{"image": r["name"], "size": f"{r['width']}x{r['height']}",
-                                **{f"#{trial.number} {m}": r[m] for m in CASE_COLUMNS}} for r in rows])
+        scores = pd.DataFrame(
+            [
+                {
+                    "image": r["name"],
+                    "size": f"{r['width']}x{r['height']}",
+                    **{f"#{trial.number} {m}": r[m] for m in CASE_COLUMNS},
+                }
+                for r in rows
+            ]
+        )
         frame = scores if frame.empty else frame.merge(scores, on=["image", "size"], how="outer")
     return frame.sort_values("image", ignore_index=True) if not frame.empty else frame

@@ -29,7 +29,9 @@ UNFINISHED = (TrialState.RUNNING, TrialState.WAITING)
 class TrialCache:
     """A study's trials, re-read incrementally from ``storage``: each finished trial is read once."""
 
-    def __init__(self, storage: optuna.storages.BaseStorage, study_id: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, storage: optuna.storages.BaseStorage, study_id: int, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.storage = storage
         self.study_id = study_id
         self.clock = clock
@@ -75,7 +77,9 @@ class TrialCache:
         return True
 
     def _read_changes(self) -> bool:
-        now_unfinished = {t.number: t for t in self.storage.get_all_trials(self.study_id, deepcopy=False, states=UNFINISHED)}
+        now_unfinished = {
+            t.number: t for t in self.storage.get_all_trials(self.study_id, deepcopy=False, states=UNFINISHED)
+        }
         self.trials_read += len(now_unfinished)
         changed = False
         for number, old in list(self._unfinished.items()):
@@ -122,8 +126,13 @@ class TrialCache:
 class FrameCache:
     """The leaderboard frame of a :class:`TrialCache`'s study, rebuilt only for what changed."""
 
-    def __init__(self, trials: TrialCache, directions: Sequence[optuna.study.StudyDirection], objective_names: list[str],
-                 task: Task = Task.SEGMENTATION) -> None:
+    def __init__(
+        self,
+        trials: TrialCache,
+        directions: Sequence[optuna.study.StudyDirection],
+        objective_names: list[str],
+        task: Task = Task.SEGMENTATION,
+    ) -> None:
         self.trials = trials
         self.directions = list(directions)
         self.names = objective_names
@@ -148,7 +157,9 @@ class FrameCache:
         new_finished = [t for t in trials if t.state.is_finished() and t.number not in self._in_frame]
         if new_finished:
             rows = pd.DataFrame([trial_row(t, self.names, False, self.task) for t in new_finished])
-            self._finished_frame = rows if self._finished_frame.empty else pd.concat([self._finished_frame, rows], ignore_index=True)
+            self._finished_frame = (
+                rows if self._finished_frame.empty else pd.concat([self._finished_frame, rows], ignore_index=True)
+            )
             self._in_frame.update(t.number for t in new_finished)
             self.rows_built += len(new_finished)
         unfinished = [trial_row(t, self.names, False, self.task) for t in trials if not t.state.is_finished()]

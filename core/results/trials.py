@@ -22,17 +22,31 @@ from core.results.reliability import baseline_frame, best_vs_runner_up, reliabil
 
 CANCELLED_STATE = "cancelled"  # a trial a cancel stopped: Optuna says FAIL, the leaderboard says cancelled
 RELIABILITY_COLUMNS: tuple[str, ...] = (
-    "val_dice_ci_low", "val_dice_ci_high", "test_dice_ci_low", "test_dice_ci_high", "val_dice_std",
-    "val_dice_per_image_std", "val_iou_std", "folds", "val_foreground_fraction", "flags", "reused_from",
+    "val_dice_ci_low",
+    "val_dice_ci_high",
+    "test_dice_ci_low",
+    "test_dice_ci_high",
+    "val_dice_std",
+    "val_dice_per_image_std",
+    "val_iou_std",
+    "folds",
+    "val_foreground_fraction",
+    "flags",
+    "reused_from",
     "ensemble_test_dice",
 )
 
 # Per-trial scalars copied from user attrs into the leaderboard, in display order.
 TRIAL_ATTRS: tuple[str, ...] = (
-    TrialAttr.EPOCHS_RUN, TrialAttr.BEST_EPOCH, TrialAttr.STOPPED_EARLY, TrialAttr.TRAIN_TIME_S,
-    TrialAttr.IMAGES_PER_S, TrialAttr.N_PARAMS, TrialAttr.WEIGHTS_MB, TrialAttr.DEVICE,
+    TrialAttr.EPOCHS_RUN,
+    TrialAttr.BEST_EPOCH,
+    TrialAttr.STOPPED_EARLY,
+    TrialAttr.TRAIN_TIME_S,
+    TrialAttr.IMAGES_PER_S,
+    TrialAttr.N_PARAMS,
+    TrialAttr.WEIGHTS_MB,
+    TrialAttr.DEVICE,
 )
-
 
 
 class ResultsError(SegTuneError):
@@ -114,7 +128,9 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     return finish_frame(frame, study.directions, names[0])
 
 
-def finish_frame(frame: pd.DataFrame, directions: Sequence[optuna.study.StudyDirection], first_objective: str) -> pd.DataFrame:
+def finish_frame(
+    frame: pd.DataFrame, directions: Sequence[optuna.study.StudyDirection], first_objective: str
+) -> pd.DataFrame:
     """Column types settled (numbers with gaps as floats), ranks added, a fresh 0..n-1 index."""
     frame = frame.infer_objects()
     frame["rank"] = _ranks(directions, frame, first_objective)
@@ -149,9 +165,18 @@ def frame_columns(trials: Sequence[FrozenTrial], names: list[str], task: Task = 
     params = sorted({f"param_{name}" for trial in trials for name in trial.params})
     metrics = stored_metrics(task)
     return [
-        "number", "state", "best", "rank", *[f"objective_{name}" for name in names], *params,
-        *[f"val_{metric}" for metric in metrics], *[f"test_{metric}" for metric in metrics],
-        *TRIAL_ATTRS, *RELIABILITY_COLUMNS, "duration_s", "error",
+        "number",
+        "state",
+        "best",
+        "rank",
+        *[f"objective_{name}" for name in names],
+        *params,
+        *[f"val_{metric}" for metric in metrics],
+        *[f"test_{metric}" for metric in metrics],
+        *TRIAL_ATTRS,
+        *RELIABILITY_COLUMNS,
+        "duration_s",
+        "error",
     ]
 
 
@@ -168,7 +193,9 @@ def trial_row(trial: FrozenTrial, names: list[str], is_best: bool, task: Task = 
     row.update({attr: attrs.get(attr) for attr in TRIAL_ATTRS})
     if row["epochs_run"] is None:
         # A running (or hand-made) trial has no summary yet: its progress is the current epoch.
-        row["epochs_run"] = len(attrs[TrialAttr.HISTORY]) if attrs.get(TrialAttr.HISTORY) else attrs.get(TrialAttr.EPOCH)
+        row["epochs_run"] = (
+            len(attrs[TrialAttr.HISTORY]) if attrs.get(TrialAttr.HISTORY) else attrs.get(TrialAttr.EPOCH)
+        )
     row.update(reliability_columns(trial))
     row["duration_s"] = trial.duration.total_seconds() if trial.duration else None
     row["error"] = attrs.get(TrialAttr.ERROR)
@@ -192,7 +219,10 @@ def _last_epoch_metrics(history: list[dict[str, Any]]) -> dict[str, Any]:
 # Per task: the metric the baselines are quoted in, and the metric columns of the CLI's leaderboard.
 LEADERBOARD_METRICS: dict[Task, tuple[str, tuple[str, ...]]] = {
     Task.SEGMENTATION: ("dice", ("val_dice", "val_dice_ci_low", "val_dice_ci_high", "val_iou", "test_dice")),
-    Task.CLASSIFICATION: ("balanced_accuracy", ("val_balanced_accuracy", "val_accuracy", "val_f1_macro", "val_roc_auc", "test_balanced_accuracy")),
+    Task.CLASSIFICATION: (
+        "balanced_accuracy",
+        ("val_balanced_accuracy", "val_accuracy", "val_f1_macro", "val_roc_auc", "test_balanced_accuracy"),
+    ),
 }
 
 
@@ -206,16 +236,28 @@ def leaderboard_text(study: optuna.Study, top: int = 10) -> str:
     objectives = [c for c in frame.columns if c.startswith("objective_") and c.removeprefix("objective_") not in shown]
     columns = ["rank", "number", "state", *objectives, *shown, *params, "epochs_run", "images_per_s", "flags"]
     table = frame.sort_values(["rank", "number"], na_position="last").head(top)[columns]
-    table = table.rename(columns=lambda column: column.removeprefix("param_").removeprefix("objective_").replace("_ci_low", " CI low").replace("_ci_high", " CI high"))
+    table = table.rename(
+        columns=lambda column: (
+            column.removeprefix("param_")
+            .removeprefix("objective_")
+            .replace("_ci_low", " CI low")
+            .replace("_ci_high", " CI high")
+        )
+    )
     counts = frame["state"].value_counts().to_dict()
     header = f"study {study.study_name}: " + ", ".join(f"{count} {state}" for state, count in sorted(counts.items()))
     lines = [header, table.to_string(index=False, float_format=lambda value: f"{value:.4g}", na_rep="-")]
     references = baseline_frame(study)
     if not references.empty:
         column = f"val_{headline}"
-        lines.append("reference (constant predictors): " + "; ".join(
-            f"{reference['label']}: {label(column)} {reference[column]:.3f}"
-            for reference in references.to_dict("records") if reference.get(column) is not None))
+        lines.append(
+            "reference (constant predictors): "
+            + "; ".join(
+                f"{reference['label']}: {label(column)} {reference[column]:.3f}"
+                for reference in references.to_dict("records")
+                if reference.get(column) is not None
+            )
+        )
     comparison = best_vs_runner_up(study, frame)
     if comparison is not None:
         lines.append(comparison.sentence())

@@ -82,8 +82,14 @@ def volume_slices(study: optuna.Study, settings: Settings, part: str, volume: st
     stems = sorted(members, key=lambda stem: source.manifest.pair(stem).slice_index or 0)
     data = source.tensors(stems, spec.image_size, torch.device("cpu"))
     info = next((v for v in source.manifest.volumes if v.volume == volume), None)
-    return VolumeSlices(volume, tuple(stems), data.images.numpy(), data.targets.numpy(), source.manifest.num_classes,
-                        info.total_slices if info else len(stems))
+    return VolumeSlices(
+        volume,
+        tuple(stems),
+        data.images.numpy(),
+        data.targets.numpy(),
+        source.manifest.num_classes,
+        info.total_slices if info else len(stems),
+    )
 
 
 def trial_model(study: optuna.Study, number: int, artifact_store: object) -> tuple[nn.Module, BundleConfig]:
@@ -97,7 +103,7 @@ def predict_slices(model: nn.Module, config: BundleConfig, images: np.ndarray) -
     """Class-index masks (N, S, S) uint8 for uint8 images (N, C, S, S) at the model's own size."""
     masks = []
     for start in range(0, len(images), BATCH):
-        batch = torch.from_numpy(np.ascontiguousarray(images[start:start + BATCH])).float().div_(255.0)
+        batch = torch.from_numpy(np.ascontiguousarray(images[start : start + BATCH])).float().div_(255.0)
         masks.append(predict_indices(model, batch, threshold=config.threshold).to(torch.uint8).numpy())
     return np.concatenate(masks) if masks else np.zeros((0, *images.shape[2:]), np.uint8)
 

@@ -66,14 +66,22 @@ def trial_counts(study: optuna.Study) -> TrialCounts:
 
 def budget_left(job: Job, counts: TrialCounts, now: float | None = None) -> bool:
     """True while the job may start another trial (counting the ones running now)."""
-    if job.timeout_s is not None and job.started_at is not None and (now or time.time()) - job.started_at >= job.timeout_s:
+    if (
+        job.timeout_s is not None
+        and job.started_at is not None
+        and (now or time.time()) - job.started_at >= job.timeout_s
+    ):
         return False
     return job.n_trials is None or counts.done + counts.running < job.n_trials
 
 
 def budget_used(job: Job, counts: TrialCounts, now: float | None = None) -> bool:
     """True once nothing is left to do: the budget is counted or the timeout has passed."""
-    if job.timeout_s is not None and job.started_at is not None and (now or time.time()) - job.started_at >= job.timeout_s:
+    if (
+        job.timeout_s is not None
+        and job.started_at is not None
+        and (now or time.time()) - job.started_at >= job.timeout_s
+    ):
         return True
     return job.n_trials is not None and counts.done >= job.n_trials
 
@@ -101,8 +109,6 @@ def trial_lock(db_url: str, study_name: str) -> Iterator[None]:
             yield
         finally:
             connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-
-
 
 
 def total_budget(spec: StudySpec) -> int | None:

@@ -15,7 +15,17 @@ import sqlalchemy as sa
 
 from core.runtime.budget import budget_left, trial_counts
 from core.runtime.job_model import Job, JobState
-from core.runtime.job_table import get_job, job_workers, jobs_table, list_jobs, load_job_study, reconcile, set_status, tables_engine, workers_table
+from core.runtime.job_table import (
+    get_job,
+    job_workers,
+    jobs_table,
+    list_jobs,
+    load_job_study,
+    reconcile,
+    set_status,
+    tables_engine,
+    workers_table,
+)
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -26,7 +36,13 @@ def register_worker(settings: Settings, worker_id: str, device: str) -> None:
     with tables_engine(settings).begin() as connection:
         connection.execute(
             sa.insert(workers_table).values(
-                id=worker_id, job_id=None, host=socket.gethostname(), pid=os.getpid(), device=device, started_at=now, heartbeat_at=now
+                id=worker_id,
+                job_id=None,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                device=device,
+                started_at=now,
+                heartbeat_at=now,
             )
         )
 
@@ -54,8 +70,19 @@ def claim_job(settings: Settings, worker_id: str, device: str, job_id: int | Non
             continue
         with tables_engine(settings).begin() as connection:
             started = job.started_at or time.time()
-            if set_status(connection, job.id, JobState.RUNNING, when=[JobState.QUEUED, JobState.RUNNING], started_at=started, heartbeat_at=time.time()):
-                connection.execute(sa.update(workers_table).where(workers_table.c.id == worker_id).values(job_id=job.id, heartbeat_at=time.time()))
+            if set_status(
+                connection,
+                job.id,
+                JobState.RUNNING,
+                when=[JobState.QUEUED, JobState.RUNNING],
+                started_at=started,
+                heartbeat_at=time.time(),
+            ):
+                connection.execute(
+                    sa.update(workers_table)
+                    .where(workers_table.c.id == worker_id)
+                    .values(job_id=job.id, heartbeat_at=time.time())
+                )
                 return get_job(settings, job.id)
     return None
 
@@ -63,20 +90,32 @@ def claim_job(settings: Settings, worker_id: str, device: str, job_id: int | Non
 def heartbeat(settings: Settings, worker_id: str, job_id: int | None, trial_number: int | None) -> None:
     now = time.time()
     with tables_engine(settings).begin() as connection:
-        connection.execute(sa.update(workers_table).where(workers_table.c.id == worker_id).values(heartbeat_at=now, trial_number=trial_number))
+        connection.execute(
+            sa.update(workers_table)
+            .where(workers_table.c.id == worker_id)
+            .values(heartbeat_at=now, trial_number=trial_number)
+        )
         if job_id is not None:
             connection.execute(sa.update(jobs_table).where(jobs_table.c.id == job_id).values(heartbeat_at=now))
 
 
 def fail_job(settings: Settings, job_id: int, reason: str) -> None:
     with tables_engine(settings).begin() as connection:
-        set_status(connection, job_id, JobState.FAILED, when=[JobState.QUEUED, JobState.RUNNING, JobState.CANCELLING], error=reason)
+        set_status(
+            connection,
+            job_id,
+            JobState.FAILED,
+            when=[JobState.QUEUED, JobState.RUNNING, JobState.CANCELLING],
+            error=reason,
+        )
 
 
 def detach_worker(settings: Settings, worker_id: str, job_id: int, *, done: bool) -> None:
     """The worker leaves the job; the last live worker to leave settles the job's final state."""
     with tables_engine(settings).begin() as connection:
-        connection.execute(sa.update(workers_table).where(workers_table.c.id == worker_id).values(job_id=None, trial_number=None))
+        connection.execute(
+            sa.update(workers_table).where(workers_table.c.id == worker_id).values(job_id=None, trial_number=None)
+        )
     if job_workers(settings, job_id):
         return
     with tables_engine(settings).begin() as connection:
@@ -84,5 +123,3 @@ def detach_worker(settings: Settings, worker_id: str, job_id: int, *, done: bool
         if done:
             set_status(connection, job_id, JobState.FINISHED, when=[JobState.RUNNING])
     reconcile(settings)
-
-

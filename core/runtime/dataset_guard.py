@@ -27,7 +27,9 @@ class DatasetInUse(JobError):
 
 def jobs_using(settings: Settings, dataset: str) -> list[Job]:
     """Queued, running and cancelling jobs whose spec reads ``dataset``, oldest first."""
-    return sorted((job for job in list_jobs(settings, ACTIVE_STATES) if _dataset_of(job) == dataset), key=lambda job: job.id)
+    return sorted(
+        (job for job in list_jobs(settings, ACTIVE_STATES) if _dataset_of(job) == dataset), key=lambda job: job.id
+    )
 
 
 def delete_dataset_safely(settings: Settings, name: str) -> None:
@@ -52,7 +54,9 @@ def _refuse_if_used(settings: Settings, name: str) -> None:
     jobs = jobs_using(settings, name)
     if jobs:
         shown = ", ".join(f"job {job.id} (study {job.study_name!r}, {job.status})" for job in jobs)
-        raise DatasetInUse(f"dataset {name!r} is used by {shown}; cancel the job or wait until it ends, then delete the dataset")
+        raise DatasetInUse(
+            f"dataset {name!r} is used by {shown}; cancel the job or wait until it ends, then delete the dataset"
+        )
 
 
 def _dataset_of(job: Job) -> str | None:

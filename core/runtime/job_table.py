@@ -50,7 +50,11 @@ jobs_table = sa.Table(
 # PostgreSQL alike), so simultaneous submits cannot both insert; a check before the insert only words the error.
 _ACTIVE = jobs_table.c.status.in_([str(state) for state in ACTIVE_STATES])
 one_active_job_per_study = sa.Index(
-    "segtune_jobs_one_active_per_study", jobs_table.c.study_name, unique=True, sqlite_where=_ACTIVE, postgresql_where=_ACTIVE,
+    "segtune_jobs_one_active_per_study",
+    jobs_table.c.study_name,
+    unique=True,
+    sqlite_where=_ACTIVE,
+    postgresql_where=_ACTIVE,
 )
 
 workers_table = sa.Table(
@@ -88,8 +92,10 @@ def _ensure_active_index(engine: sa.Engine) -> None:
     try:
         one_active_job_per_study.create(engine, checkfirst=True)
     except sa.exc.IntegrityError:
-        log.warning("segtune_jobs holds several active jobs of one study (made before the database enforced one); "
-                    "the rule applies once they end")
+        log.warning(
+            "segtune_jobs holds several active jobs of one study (made before the database enforced one); "
+            "the rule applies once they end"
+        )
     except sa.exc.SQLAlchemyError:
         time.sleep(0.5)  # another process is creating it at the same moment
         one_active_job_per_study.create(engine, checkfirst=True)
@@ -129,7 +135,9 @@ def set_status(connection: sa.Connection, job_id: int, status: str, *, when: Seq
     if status in ENDED_STATES:
         values.setdefault("finished_at", time.time())
     result = connection.execute(
-        sa.update(jobs_table).where(jobs_table.c.id == job_id, jobs_table.c.status.in_(list(when))).values(status=status, **values)
+        sa.update(jobs_table)
+        .where(jobs_table.c.id == job_id, jobs_table.c.status.in_(list(when)))
+        .values(status=status, **values)
     )
     return result.rowcount == 1
 
@@ -139,7 +147,11 @@ def reconcile(settings: Settings) -> None:
     their budget is used: the trials, not the workers' exit path, decide) or interrupted."""
     db = tables_engine(settings)
     with db.connect() as connection:
-        active = connection.execute(sa.select(jobs_table.c.id, jobs_table.c.status).where(jobs_table.c.status.in_([JobState.RUNNING, JobState.CANCELLING]))).all()
+        active = connection.execute(
+            sa.select(jobs_table.c.id, jobs_table.c.status).where(
+                jobs_table.c.status.in_([JobState.RUNNING, JobState.CANCELLING])
+            )
+        ).all()
     if not active:
         return
     live_jobs = {w.job_id for w in job_workers(settings)}
@@ -163,5 +175,3 @@ def _orphan_state(settings: Settings, job_id: int, status: str) -> tuple[str, st
 
 def load_job_study(settings: Settings, job: Job) -> optuna.Study:
     return optuna.load_study(study_name=job.study_name, storage=open_storage(settings.db_url, settings.heartbeats))
-
-

@@ -39,7 +39,6 @@ class RunningTrial:
     progress: BatchProgress | None = None  # batch within the running epoch (stored every few seconds)
     live: bool = True  # False: the worker that ran it is gone; the trial is failed and retried, not running
 
-
     @property
     def fraction(self) -> float:
         """Share of the trial's planned epochs done, batches of the running epoch included (0..1)."""
@@ -103,7 +102,11 @@ def job_status(settings: Settings, job_id: int) -> JobStatus:
     counts = trial_counts(study) if study else TrialCounts(0, 0, 0, 0, 0, 0, 0)
     by_number = {w.trial_number: w for w in workers if w.trial_number is not None}
     alive_ids = {w.id for w in alive}
-    running = tuple(_running_trial(t, by_number.get(t.number), alive_ids, job.is_active) for t in trials if t.state == TrialState.RUNNING)
+    running = tuple(
+        _running_trial(t, by_number.get(t.number), alive_ids, job.is_active)
+        for t in trials
+        if t.state == TrialState.RUNNING
+    )
     status = JobStatus(
         job=job,
         trials_done=counts.done,
@@ -117,7 +120,9 @@ def job_status(settings: Settings, job_id: int) -> JobStatus:
     return replace(status, eta_s=_eta_s(status, trials))
 
 
-def _running_trial(trial: optuna.trial.FrozenTrial, worker: WorkerInfo | None, alive_ids: set[str], job_active: bool) -> RunningTrial:
+def _running_trial(
+    trial: optuna.trial.FrozenTrial, worker: WorkerInfo | None, alive_ids: set[str], job_active: bool
+) -> RunningTrial:
     started = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
     # A trial asked outside a worker (`tune`, older studies) names none: the job row is all we know.
     runner = trial.user_attrs.get(TrialAttr.WORKER)
@@ -144,7 +149,10 @@ def _eta_s(status: JobStatus, trials: list[optuna.trial.FrozenTrial]) -> float |
     if job.n_trials is None or status.state not in (JobState.QUEUED, JobState.RUNNING):
         return None
     mean = _mean_duration(job, trials, status.live_running)
-    lefts = [trial.eta_s if trial.eta_s is not None else (None if mean is None else max(0.0, mean - trial.elapsed_s)) for trial in status.live_running]
+    lefts = [
+        trial.eta_s if trial.eta_s is not None else (None if mean is None else max(0.0, mean - trial.elapsed_s))
+        for trial in status.live_running
+    ]
     not_started = max(0, job.n_trials - status.trials_done - len(lefts))
     known = [left for left in lefts if left is not None]
     if len(known) < len(lefts) or (not_started and mean is None):
@@ -154,7 +162,11 @@ def _eta_s(status: JobStatus, trials: list[optuna.trial.FrozenTrial]) -> float |
 
 
 def _mean_duration(job: Job, trials: list[optuna.trial.FrozenTrial], running: tuple[RunningTrial, ...]) -> float | None:
-    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.datetime_start and t.datetime_complete]
+    finished = [
+        t
+        for t in trials
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.datetime_start and t.datetime_complete
+    ]
     if job.started_at is not None:
         this_run = [t for t in finished if t.datetime_start and t.datetime_start.timestamp() >= job.started_at]
         finished = this_run or finished

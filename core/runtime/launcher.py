@@ -105,7 +105,9 @@ def plan_slots(
     for name in names:
         match = _CUDA_DEVICE.match(name)
         if match and int(match.group(1)) >= gpu_count:
-            raise LaunchError(f"device {name!r} is not visible here ({gpu_count} GPU(s)); valid: {['cpu'] + [f'cuda:{i}' for i in range(gpu_count)]}")
+            raise LaunchError(
+                f"device {name!r} is not visible here ({gpu_count} GPU(s)); valid: {['cpu'] + [f'cuda:{i}' for i in range(gpu_count)]}"
+            )
     names = names or ([f"cuda:{i}" for i in range(gpu_count)] or ["cpu"])
     if workers is not None:
         return [names[i % len(names)] for i in range(workers)]

@@ -44,12 +44,18 @@ def submit_job(
     try:
         study = prepare_study(spec, settings)  # checks the dataset before it creates anything
     except FileNotFoundError:
-        if _dataset_gone(settings, spec.dataset):  # deleted while its images were read (prepare_study removed the new study)
-            raise JobError(f"dataset {spec.dataset!r} was deleted while the study was being prepared; nothing was queued") from None
+        if _dataset_gone(
+            settings, spec.dataset
+        ):  # deleted while its images were read (prepare_study removed the new study)
+            raise JobError(
+                f"dataset {spec.dataset!r} was deleted while the study was being prepared; nothing was queued"
+            ) from None
         raise
     target = total_budget(spec)
     if target is not None and trial_counts(study).done >= target:
-        raise JobError(f"study {spec.name!r} has already run its {target} trials; extend it (`python -m core jobs extend ID --trials N`) or raise budget.n_trials")
+        raise JobError(
+            f"study {spec.name!r} has already run its {target} trials; extend it (`python -m core jobs extend ID --trials N`) or raise budget.n_trials"
+        )
     packed = per_gpu if isinstance(per_gpu, int) else max(Counter(slots).values(), default=1)
     job_id = queue_job(settings, spec, target, launcher.normalise_devices(devices), len(slots), packed)
     if _dataset_gone(settings, spec.dataset):  # a delete raced past its job check (core.runtime.dataset_guard)
@@ -66,7 +72,14 @@ def _dataset_gone(settings: Settings, name: str) -> bool:
     return not (dataset_path(settings.datasets_dir, name) / MANIFEST_FILE).is_file()
 
 
-def queue_job(settings: Settings, spec: StudySpec, n_trials: int | None, devices: Sequence[str] = (), workers: int = 1, per_gpu: int = 1) -> int:
+def queue_job(
+    settings: Settings,
+    spec: StudySpec,
+    n_trials: int | None,
+    devices: Sequence[str] = (),
+    workers: int = 1,
+    per_gpu: int = 1,
+) -> int:
     """Insert the job row only (the study must exist); :func:`submit_job` is the full submit.
 
     The database refuses a second active job of one study (a unique partial index), also when two
@@ -82,10 +95,14 @@ def queue_job(settings: Settings, spec: StudySpec, n_trials: int | None, devices
 def _refuse_second_job(settings: Settings, study_name: str) -> None:
     active = [job for job in list_jobs(settings, ACTIVE_STATES) if job.study_name == study_name]
     if active:
-        raise JobError(f"study {study_name!r} already has job {active[0].id} ({active[0].status}); cancel it or extend it instead")
+        raise JobError(
+            f"study {study_name!r} already has job {active[0].id} ({active[0].status}); cancel it or extend it instead"
+        )
 
 
-def _insert_job(settings: Settings, spec: StudySpec, n_trials: int | None, devices: Sequence[str], workers: int, per_gpu: int) -> int:
+def _insert_job(
+    settings: Settings, spec: StudySpec, n_trials: int | None, devices: Sequence[str], workers: int, per_gpu: int
+) -> int:
     with tables_engine(settings).begin() as connection:
         result = connection.execute(
             sa.insert(jobs_table).values(
@@ -117,7 +134,9 @@ def cancel_job(settings: Settings, job_id: int) -> Job:
         elif job.status == JobState.RUNNING:
             set_status(connection, job_id, JobState.CANCELLING, when=[JobState.RUNNING])
         elif job.status != JobState.CANCELLING:
-            raise JobError(f"job {job_id} is {job.status}; only {list(ACTIVE_STATES) + [JobState.INTERRUPTED]} jobs can be cancelled")
+            raise JobError(
+                f"job {job_id} is {job.status}; only {list(ACTIVE_STATES) + [JobState.INTERRUPTED]} jobs can be cancelled"
+            )
     reconcile(settings)  # no live worker left to acknowledge: cancelled now
     return get_job(settings, job_id)
 
@@ -158,13 +177,17 @@ def _store_budget(settings: Settings, job: Job, n_trials: int) -> None:
     stored = stored_spec(study)
     study.set_user_attr(StudyAttr.SPEC, {**(stored.to_dict() if stored else spec_dict), "budget": spec_dict["budget"]})
     with tables_engine(settings).begin() as connection:
-        connection.execute(sa.update(jobs_table).where(jobs_table.c.id == job.id).values(spec_json=json.dumps(spec_dict)))
+        connection.execute(
+            sa.update(jobs_table).where(jobs_table.c.id == job.id).values(spec_json=json.dumps(spec_dict))
+        )
 
 
 def _requeue(settings: Settings, job: Job, *, launch: bool) -> Job:
     try:
         with tables_engine(settings).begin() as connection:
-            if not set_status(connection, job.id, JobState.QUEUED, when=[job.status], finished_at=None, error=None, started_at=None):
+            if not set_status(
+                connection, job.id, JobState.QUEUED, when=[job.status], finished_at=None, error=None, started_at=None
+            ):
                 raise JobError(f"job {job.id} changed state meanwhile; look again with `python -m core jobs`")
     except sa.exc.IntegrityError:  # another job of the study is active: one at a time
         _refuse_second_job(settings, job.study_name)
@@ -174,5 +197,3 @@ def _requeue(settings: Settings, job: Job, *, launch: bool) -> Job:
     if launch and slots:
         launcher.launch_workers(settings, job, slots)
     return job
-
-

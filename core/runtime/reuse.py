@@ -27,7 +27,9 @@ def seed_from_study(settings: Settings, spec: StudySpec, source_name: str, top_k
     return warm_start(prepare_study(spec, settings), spec, source, top_k)
 
 
-def narrowed_spec(settings: Settings, source_name: str, top_k: int = DEFAULT_TOP_K, name: str | None = None) -> StudySpec:
+def narrowed_spec(
+    settings: Settings, source_name: str, top_k: int = DEFAULT_TOP_K, name: str | None = None
+) -> StudySpec:
     """The spec of a study narrowed around the best trials of ``source_name``."""
     source, spec = load_study(source_name, open_storage(settings.db_url, settings.heartbeats))
     return narrowed_from(source, spec, top_k, name=name)

@@ -96,8 +96,10 @@ def _retry_once() -> optuna.storages.RetryHeartbeatStaleTrialCallback:
 
 def stale_trial_message(heartbeats: Heartbeats) -> str:
     """The ``error`` of a trial whose process stopped heart-beating."""
-    return (f"the worker running this trial stopped sending heartbeats for over {heartbeats.grace_s} s "
-            "(killed, crashed or its machine went down); the trial is run again with the same parameters")
+    return (
+        f"the worker running this trial stopped sending heartbeats for over {heartbeats.grace_s} s "
+        "(killed, crashed or its machine went down); the trial is run again with the same parameters"
+    )
 
 
 def fail_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage, heartbeats: Heartbeats) -> list[int]:

@@ -81,8 +81,12 @@ class TaskSubject:
         if not isinstance(data, Mapping):
             return cls()
         trial, options = data.get("trial"), data.get("options")
-        return cls(study=data.get("study"), trial=int(trial) if isinstance(trial, int) else None, method=data.get("method"),
-                   options=dict(options) if isinstance(options, Mapping) else {})
+        return cls(
+            study=data.get("study"),
+            trial=int(trial) if isinstance(trial, int) else None,
+            method=data.get("method"),
+            options=dict(options) if isinstance(options, Mapping) else {},
+        )
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,9 @@ class BackgroundTask:
 
     id: str
     kind: str  # what it does ("compress"); filters the task lists
-    argv: tuple[str, ...]  # the ``python -m core`` arguments it was started with: for the log's reader, parsed by no one
+    argv: tuple[
+        str, ...
+    ]  # the ``python -m core`` arguments it was started with: for the log's reader, parsed by no one
     subject: TaskSubject  # the study, trial, method and options it works on
     status: str  # a TaskState value
     fraction: float  # 0..1 of the work done, as the command last reported
@@ -169,14 +175,24 @@ def _task(settings: Settings, record: Mapping[str, Any]) -> BackgroundTask:
     pid = record.get("pid")
     error = record.get("error")
     if status in ACTIVE_STATES and pid is not None and not pid_alive(int(pid)):
-        status, error = TaskState.INTERRUPTED, "the process ended without reporting an outcome (killed, crashed or the machine restarted); see the log"
+        status, error = (
+            TaskState.INTERRUPTED,
+            "the process ended without reporting an outcome (killed, crashed or the machine restarted); see the log",
+        )
     return BackgroundTask(
-        id=record["id"], kind=record.get("kind", ""), argv=tuple(record.get("argv", ())),
-        subject=TaskSubject.from_json(record.get("subject")), status=status,
-        fraction=float(record.get("fraction", 0.0)), message=str(record.get("message", "")),
-        created_at=float(record.get("created_at", 0.0)), updated_at=float(record.get("updated_at", 0.0)),
-        pid=int(pid) if pid is not None else None, log_path=log_path(settings, record["id"]),
-        result=dict(record.get("result") or {}), error=error,
+        id=record["id"],
+        kind=record.get("kind", ""),
+        argv=tuple(record.get("argv", ())),
+        subject=TaskSubject.from_json(record.get("subject")),
+        status=status,
+        fraction=float(record.get("fraction", 0.0)),
+        message=str(record.get("message", "")),
+        created_at=float(record.get("created_at", 0.0)),
+        updated_at=float(record.get("updated_at", 0.0)),
+        pid=int(pid) if pid is not None else None,
+        log_path=log_path(settings, record["id"]),
+        result=dict(record.get("result") or {}),
+        error=error,
     )
 
 
@@ -197,7 +213,9 @@ def task_command(argv: Sequence[str], task_id: str) -> list[str]:
     return [sys.executable, "-m", "core", *argv, "--task-id", task_id]
 
 
-def start_task(settings: Settings, kind: str, argv: Sequence[str], subject: TaskSubject | None = None) -> BackgroundTask:
+def start_task(
+    settings: Settings, kind: str, argv: Sequence[str], subject: TaskSubject | None = None
+) -> BackgroundTask:
     """Launch ``python -m core <argv...> --task-id ID`` in the background, recording what it works
     on (``subject``: none for a task about no study); returns it as ``starting``."""
     if not _KIND.match(kind):
@@ -206,8 +224,20 @@ def start_task(settings: Settings, kind: str, argv: Sequence[str], subject: Task
         raise TaskError(f"a task needs a command and string arguments, got {list(argv)!r}")
     task_id = new_task_id(kind)
     path = _status_path(settings, task_id)
-    _merge(path, {"id": task_id, "kind": kind, "argv": list(argv), "subject": (subject or TaskSubject()).to_json(),
-                  "status": TaskState.STARTING, "fraction": 0.0, "message": "starting", "created_at": time.time(), "pid": None})
+    _merge(
+        path,
+        {
+            "id": task_id,
+            "kind": kind,
+            "argv": list(argv),
+            "subject": (subject or TaskSubject()).to_json(),
+            "status": TaskState.STARTING,
+            "fraction": 0.0,
+            "message": "starting",
+            "created_at": time.time(),
+            "pid": None,
+        },
+    )
     pid = _launch(settings, task_command(argv, task_id), log_path(settings, task_id))
     _merge(path, {"pid": pid})  # a merge: whatever the command reported meanwhile is kept
     return get_task(settings, task_id)
@@ -265,4 +295,3 @@ class TaskProgress:
         except BaseException as exc:
             self.fail(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
             raise
-

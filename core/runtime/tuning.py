@@ -66,13 +66,21 @@ def load_study(name: str, storage: optuna.storages.BaseStorage) -> tuple[optuna.
     study = optuna.load_study(study_name=name, storage=storage)
     spec = stored_spec(study)
     if spec is None:
-        raise SegTuneError(f"study {name!r} was not made by SegTune (it has no spec); open it with optuna-dashboard instead")
+        raise SegTuneError(
+            f"study {name!r} was not made by SegTune (it has no spec); open it with optuna-dashboard instead"
+        )
     # Loaded without the spec's sampler and pruner: enough to read and export, and run_study re-opens
     # the study through create_or_load_study when it adds trials.
     return study, spec
 
 
-def prepare_study(spec: StudySpec, settings: Settings, *, storage: optuna.storages.BaseStorage | None = None, artifact_store: Any = None) -> optuna.Study:
+def prepare_study(
+    spec: StudySpec,
+    settings: Settings,
+    *,
+    storage: optuna.storages.BaseStorage | None = None,
+    artifact_store: Any = None,
+) -> optuna.Study:
     """Create the study (idempotent), freeze its split, store preview inputs, queue grid points.
 
     The dataset and split are read before a new study is created, and a study this call created is
@@ -101,7 +109,9 @@ def _prepare(study: optuna.Study, spec: StudySpec, settings: Settings, artifact_
         context = RunContext(settings=settings, artifact_store=artifact_store, device="cpu")
         study.set_user_attr(StudyAttr.DATASET, spec.dataset)
         study.set_user_attr(StudyAttr.SPLIT_HASH, split.hash)
-        study.set_user_attr(StudyAttr.SPLIT_SIZES, {"train": len(split.train), "val": len(split.val), "test": len(split.test)})
+        study.set_user_attr(
+            StudyAttr.SPLIT_SIZES, {"train": len(split.train), "val": len(split.val), "test": len(split.test)}
+        )
         study.set_user_attr(StudyAttr.PREVIEW_STEMS, list(preview.stems))
         if not source.manifest.is_classification:  # a new study's trials are scored at the original resolution
             study.set_user_attr(StudyAttr.EVALUATION, NATIVE_EVALUATION)

@@ -125,7 +125,12 @@ def _work_on(settings: Settings, worker_id: str, job: Job, options: WorkerOption
         spec = job.spec
         # Each worker's sampler gets its own seed, or parallel workers would propose the same params.
         study = create_or_load_study(spec, storage, worker_index=zlib.crc32(worker_id.encode()) % 10_000)
-        context = RunContext(settings=settings, artifact_store=open_artifact_store(settings), device=options.torch_device, stop_requested=beat.stop_requested)
+        context = RunContext(
+            settings=settings,
+            artifact_store=open_artifact_store(settings),
+            device=options.torch_device,
+            stop_requested=beat.stop_requested,
+        )
         objective = make_objective(spec, context)
         while not beat.stop_requested():
             trial, done = _next_trial(settings, study, job.id, worker_id)
@@ -150,7 +155,9 @@ def _work_on(settings: Settings, worker_id: str, job: Job, options: WorkerOption
     return trials_run
 
 
-def _next_trial(settings: Settings, study: optuna.Study, job_id: int, worker_id: str) -> tuple[optuna.Trial | None, bool]:
+def _next_trial(
+    settings: Settings, study: optuna.Study, job_id: int, worker_id: str
+) -> tuple[optuna.Trial | None, bool]:
     """(trial to run, False), (None, False) to wait for running ones, or (None, True) when done."""
     with trial_lock(settings.db_url, study.study_name):
         with warnings.catch_warnings():
@@ -170,7 +177,9 @@ def _next_trial(settings: Settings, study: optuna.Study, job_id: int, worker_id:
     return trial, False
 
 
-def _run_one(study: optuna.Study, trial: optuna.Trial, objective: Callable[[optuna.Trial], float | tuple[float, ...]]) -> None:
+def _run_one(
+    study: optuna.Study, trial: optuna.Trial, objective: Callable[[optuna.Trial], float | tuple[float, ...]]
+) -> None:
     """Run the objective and record the outcome; a trial error is the trial's, not the worker's."""
     try:
         values = objective(trial)

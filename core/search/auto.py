@@ -60,7 +60,14 @@ class Fingerprint:
         pairs = manifest.pairs
         totals = [sum(pair.foreground) for pair in pairs]
         n_fg = max(0, manifest.num_classes - 1)
-        means = tuple(statistics.fmean(pair.foreground[i] if i < len(pair.foreground) else 0.0 for pair in pairs) for i in range(n_fg)) if pairs else ()
+        means = (
+            tuple(
+                statistics.fmean(pair.foreground[i] if i < len(pair.foreground) else 0.0 for pair in pairs)
+                for i in range(n_fg)
+            )
+            if pairs
+            else ()
+        )
         return cls(
             count=len(pairs),
             channels=manifest.channels,
@@ -80,7 +87,9 @@ class AutoPlan:
     reasons: tuple[str, ...]  # one line per choice, in the order of the form
 
 
-def plan(fingerprint: Fingerprint, *, dataset: str, name: str | None = None, device: str = "cuda", n_trials: int = 30) -> AutoPlan:
+def plan(
+    fingerprint: Fingerprint, *, dataset: str, name: str | None = None, device: str = "cuda", n_trials: int = 30
+) -> AutoPlan:
     """Plan a study for a dataset with ``fingerprint`` on a ``device`` kind ("cuda" or "cpu")."""
     kind = "cuda" if device.startswith("cuda") else "cpu"
     reasons: list[str] = []
@@ -140,9 +149,11 @@ def _native_patches(fp: Fingerprint, size: int, reasons: list[str]) -> dict[str,
     if short < PATCH_RATIO * size:
         return {}
     native = min(MAX_NATIVE_SIDE, short // 32 * 32)
-    reasons.append(f"patches of {size} px from images at {native} px: the images are {short / size:.1f}x the side that fits, and "
-                   "resizing them would lose thin structures; training takes random crops (a third centred on foreground) "
-                   "and validation slides a window over the whole image")
+    reasons.append(
+        f"patches of {size} px from images at {native} px: the images are {short / size:.1f}x the side that fits, and "
+        "resizing them would lose thin structures; training takes random crops (a third centred on foreground) "
+        "and validation slides a window over the whole image"
+    )
     return {"image_size": native, "patch_size": size}
 
 
@@ -153,8 +164,10 @@ def _batch_size(fp: Fingerprint, size: int, kind: str, reasons: list[str]) -> in
     if batch < 4:
         reasons.append(f"batch size {batch}: only ~{train} training images, and several steps per epoch matter more")
         return batch
-    reasons.append(f"batch size {batch // 2} or {batch}: about {fits} images of {size} px fit a {'GPU' if kind == 'cuda' else 'CPU'} "
-                   f"trial{'' if batch == fits else f'; at most a quarter of the ~{train} training images, so an epoch has several steps'}")
+    reasons.append(
+        f"batch size {batch // 2} or {batch}: about {fits} images of {size} px fit a {'GPU' if kind == 'cuda' else 'CPU'} "
+        f"trial{'' if batch == fits else f'; at most a quarter of the ~{train} training images, so an epoch has several steps'}"
+    )
     return {"choices": [batch // 2, batch]}
 
 
@@ -164,7 +177,11 @@ def _power_of_two(n: int) -> int:
 
 
 def _architectures(fp: Fingerprint, kind: str, reasons: list[str]) -> dict[str, Any]:
-    encoders = ["resnet18", "resnet34"] if fp.count < SMALL_SET or kind == "cpu" else ["resnet34", "resnet50", "efficientnet-b2"]
+    encoders = (
+        ["resnet18", "resnet34"]
+        if fp.count < SMALL_SET or kind == "cpu"
+        else ["resnet34", "resnet50", "efficientnet-b2"]
+    )
     why = "small" if fp.count < SMALL_SET else ("large" if fp.count >= LARGE_SET else "mid-sized")
     reasons.append(
         f"architectures U-Net, U-Net++ and FPN with {', '.join(encoders)} encoders: strong, well-tested choices; "
@@ -178,21 +195,29 @@ def _losses(fp: Fingerprint, reasons: list[str]) -> dict[str, Any]:
     share = f"{100 * fp.foreground_median:.1f} %"
     if fp.num_classes > 2 and fp.class_balance < IMBALANCED:
         losses = ["dice_focal", "dice", "tversky"]
-        reasons.append(f"losses Dice+focal, Dice, Tversky: classes are imbalanced (rarest/commonest = {fp.class_balance:.2f}); "
-                       "overlap losses weigh every class alike and focal loss down-weights easy pixels")
+        reasons.append(
+            f"losses Dice+focal, Dice, Tversky: classes are imbalanced (rarest/commonest = {fp.class_balance:.2f}); "
+            "overlap losses weigh every class alike and focal loss down-weights easy pixels"
+        )
     elif fp.foreground_median < SMALL_FOREGROUND:
         losses = ["dice_focal", "tversky", "dice_bce"]
-        reasons.append(f"losses Dice+focal, Tversky, Dice+BCE: the foreground is small (median {share} of pixels), so a pixel-wise "
-                       "loss alone would be dominated by background; Tversky trades missed foreground against false alarms")
+        reasons.append(
+            f"losses Dice+focal, Tversky, Dice+BCE: the foreground is small (median {share} of pixels), so a pixel-wise "
+            "loss alone would be dominated by background; Tversky trades missed foreground against false alarms"
+        )
     elif fp.foreground_median > LARGE_FOREGROUND:
         losses = ["dice_bce", "bce", "jaccard_bce"]
-        reasons.append(f"losses Dice+BCE, BCE, Jaccard+BCE: the foreground is large (median {share} of pixels); pixel-wise losses are well posed")
+        reasons.append(
+            f"losses Dice+BCE, BCE, Jaccard+BCE: the foreground is large (median {share} of pixels); pixel-wise losses are well posed"
+        )
     else:
         losses = ["dice_bce", "dice_focal", "dice"]
         reasons.append(f"losses Dice+BCE, Dice+focal, Dice: a moderate foreground (median {share} of pixels)")
     if fp.empty_fraction > 0.2:
-        reasons.append(f"{100 * fp.empty_fraction:.0f} % of the images have no foreground: combined losses keep a pixel-wise "
-                       "term, because Dice alone is undefined on empty masks")
+        reasons.append(
+            f"{100 * fp.empty_fraction:.0f} % of the images have no foreground: combined losses keep a pixel-wise "
+            "term, because Dice alone is undefined on empty masks"
+        )
     return {"choices": losses}
 
 
@@ -202,30 +227,53 @@ def _augmentation(fp: Fingerprint, reasons: list[str]) -> dict[str, Any]:
         # Grey scans (X-ray, CT, MRI) and multi-sequence MRI: anatomy has an up and a down;
         # left-right flips and small rotations are safe; contrast varies between scanners and windows.
         rotate = 10.0 if fp.aspect <= 1.3 and fp.aspect >= 1 / 1.3 else 5.0
-        aug = {"aug_hflip": True, "aug_vflip": False, "aug_rotate": rotate, "aug_shift_scale": 0.1,
-               "aug_brightness_contrast": {"choices": [0.1, 0.3]} if fp.bit_depth == 16 or small else 0.2}
-        reasons.append(f"augmentation for grey scans: left-right flips, rotations up to {rotate:.0f}°, 10 % shift/scale, brightness/contrast "
-                       "changes (scanners differ); no up-down flips, anatomy has an orientation"
-                       + ("; contrast range searched: 16-bit images" if fp.bit_depth == 16 else ""))
+        aug = {
+            "aug_hflip": True,
+            "aug_vflip": False,
+            "aug_rotate": rotate,
+            "aug_shift_scale": 0.1,
+            "aug_brightness_contrast": {"choices": [0.1, 0.3]} if fp.bit_depth == 16 or small else 0.2,
+        }
+        reasons.append(
+            f"augmentation for grey scans: left-right flips, rotations up to {rotate:.0f}°, 10 % shift/scale, brightness/contrast "
+            "changes (scanners differ); no up-down flips, anatomy has an orientation"
+            + ("; contrast range searched: 16-bit images" if fp.bit_depth == 16 else "")
+        )
     else:
         # Colour images (microscopy, endoscopy, photographs): microscopy has no orientation.
-        aug = {"aug_hflip": True, "aug_vflip": True, "aug_rotate": 90.0 if small else 45.0, "aug_shift_scale": 0.15, "aug_brightness_contrast": 0.2}
-        reasons.append(f"augmentation for colour images: both flips and rotations up to {aug['aug_rotate']:.0f}° (microscopy and "
-                       "photographs have no fixed orientation), 15 % shift/scale, colour jitter")
+        aug = {
+            "aug_hflip": True,
+            "aug_vflip": True,
+            "aug_rotate": 90.0 if small else 45.0,
+            "aug_shift_scale": 0.15,
+            "aug_brightness_contrast": 0.2,
+        }
+        reasons.append(
+            f"augmentation for colour images: both flips and rotations up to {aug['aug_rotate']:.0f}° (microscopy and "
+            "photographs have no fixed orientation), 15 % shift/scale, colour jitter"
+        )
     if small:
         reasons.append(f"only {fp.count} pairs: augmentation is always on to fight over-fitting")
     return aug
 
 
 def _optimisation(reasons: list[str]) -> dict[str, Any]:
-    reasons.append("optimizer AdamW or Adam, learning rate 1e-4..3e-3 (log scale), cosine schedule: robust defaults for "
-                   "encoder-decoder networks, searched where they matter most")
-    return {"optimizer": {"choices": ["adamw", "adam"]}, "lr": {"low": 1e-4, "high": 3e-3, "log": True},
-            "weight_decay": {"choices": [0.0, 1e-4]}, "scheduler": "cosine"}
+    reasons.append(
+        "optimizer AdamW or Adam, learning rate 1e-4..3e-3 (log scale), cosine schedule: robust defaults for "
+        "encoder-decoder networks, searched where they matter most"
+    )
+    return {
+        "optimizer": {"choices": ["adamw", "adam"]},
+        "lr": {"low": 1e-4, "high": 3e-3, "log": True},
+        "weight_decay": {"choices": [0.0, 1e-4]},
+        "scheduler": "cosine",
+    }
 
 
 def _epochs(fp: Fingerprint, reasons: list[str]) -> int:
     epochs = 50 if fp.count < SMALL_SET else (30 if fp.count < LARGE_SET else 20)
-    reasons.append(f"up to {epochs} epochs per trial ({'few' if epochs == 50 else 'many'} images per epoch), early stopping after "
-                   f"{max(3, epochs // 4)} epochs without progress")
+    reasons.append(
+        f"up to {epochs} epochs per trial ({'few' if epochs == 50 else 'many'} images per epoch), early stopping after "
+        f"{max(3, epochs // 4)} epochs without progress"
+    )
     return epochs

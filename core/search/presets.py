@@ -25,18 +25,31 @@ def preset_names(task: str | None = None) -> list[str]:
     """The paper presets (files), optionally only those of one task; the form offers ``[AUTO, *preset_names()]``."""
     paths = sorted(PRESETS_DIR.glob("*.json"))
     if task is not None:
-        paths = [path for path in paths if json.loads(path.read_text(encoding="utf-8")).get("task", Task.SEGMENTATION) == task]
+        paths = [
+            path
+            for path in paths
+            if json.loads(path.read_text(encoding="utf-8")).get("task", Task.SEGMENTATION) == task
+        ]
     return [path.stem for path in paths]
 
 
-def load_preset(name: str, dataset: str, study_name: str | None = None, *, manifest: DatasetManifest | None = None, device: str = "cuda") -> StudySpec:
+def load_preset(
+    name: str,
+    dataset: str,
+    study_name: str | None = None,
+    *,
+    manifest: DatasetManifest | None = None,
+    device: str = "cuda",
+) -> StudySpec:
     """A preset as a validated spec for ``dataset``; "auto" needs the dataset's ``manifest``."""
     if name == AUTO:
         if manifest is None:
             raise SegTuneError("the auto preset is planned from the dataset's manifest: load the dataset first")
         if manifest.is_classification:
-            raise SegTuneError(f"the auto preset plans segmentation studies; for the classification dataset {dataset!r} "
-                               f"start from a classification preset: {preset_names(Task.CLASSIFICATION)}")
+            raise SegTuneError(
+                f"the auto preset plans segmentation studies; for the classification dataset {dataset!r} "
+                f"start from a classification preset: {preset_names(Task.CLASSIFICATION)}"
+            )
         return spec_from_dict(plan_for_manifest(manifest, name=study_name or f"auto-{dataset}", device=device).spec)
     path = PRESETS_DIR / f"{name}.json"
     if not path.is_file():
@@ -45,5 +58,3 @@ def load_preset(name: str, dataset: str, study_name: str | None = None, *, manif
     data["dataset"] = dataset
     data["name"] = study_name or f"{name}-{dataset}"
     return spec_from_dict(data)
-
-

@@ -41,14 +41,22 @@ class Sampler:
     multi_objective: bool = True
 
 
-SAMPLERS: Registry[Sampler] = Registry("sampler", [
-    Sampler("random", lambda spec, seed: optuna.samplers.RandomSampler(seed=seed)),
-    # Grid points are enqueued as fixed-parameter trials; the sampler only fills what is not fixed.
-    Sampler("grid", lambda spec, seed: optuna.samplers.RandomSampler(seed=seed)),
-    Sampler("tpe", _tpe),
-    Sampler("gp", lambda spec, seed: optuna.samplers.GPSampler(seed=seed, independent_sampler=optuna.samplers.RandomSampler(seed=seed))),
-    Sampler("nsga2", lambda spec, seed: optuna.samplers.NSGAIISampler(seed=seed), single_objective=False),
-])
+SAMPLERS: Registry[Sampler] = Registry(
+    "sampler",
+    [
+        Sampler("random", lambda spec, seed: optuna.samplers.RandomSampler(seed=seed)),
+        # Grid points are enqueued as fixed-parameter trials; the sampler only fills what is not fixed.
+        Sampler("grid", lambda spec, seed: optuna.samplers.RandomSampler(seed=seed)),
+        Sampler("tpe", _tpe),
+        Sampler(
+            "gp",
+            lambda spec, seed: optuna.samplers.GPSampler(
+                seed=seed, independent_sampler=optuna.samplers.RandomSampler(seed=seed)
+            ),
+        ),
+        Sampler("nsga2", lambda spec, seed: optuna.samplers.NSGAIISampler(seed=seed), single_objective=False),
+    ],
+)
 
 
 def hyperband_resources(spec: StudySpec) -> tuple[int, int, int] | None:
@@ -74,7 +82,9 @@ def _hyperband(spec: StudySpec) -> optuna.pruners.BasePruner:
     if resources is None:
         return optuna.pruners.NopPruner()
     min_resource, max_resource, reduction = resources
-    return optuna.pruners.HyperbandPruner(min_resource=min_resource, max_resource=max_resource, reduction_factor=reduction)
+    return optuna.pruners.HyperbandPruner(
+        min_resource=min_resource, max_resource=max_resource, reduction_factor=reduction
+    )
 
 
 @dataclass(frozen=True)
@@ -83,13 +93,16 @@ class Pruner:
     build: Callable[[StudySpec], optuna.pruners.BasePruner]
 
 
-PRUNERS: Registry[Pruner] = Registry("pruner", [
-    Pruner("none", lambda spec: optuna.pruners.NopPruner()),
-    Pruner("median", lambda spec: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)),
-    Pruner("successive_halving", lambda spec: optuna.pruners.SuccessiveHalvingPruner(min_resource=1)),
-    # The default (StudySpec.pruner): with TPE it reached random search's best in a fifth of its compute.
-    Pruner("hyperband", _hyperband),
-])
+PRUNERS: Registry[Pruner] = Registry(
+    "pruner",
+    [
+        Pruner("none", lambda spec: optuna.pruners.NopPruner()),
+        Pruner("median", lambda spec: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)),
+        Pruner("successive_halving", lambda spec: optuna.pruners.SuccessiveHalvingPruner(min_resource=1)),
+        # The default (StudySpec.pruner): with TPE it reached random search's best in a fifth of its compute.
+        Pruner("hyperband", _hyperband),
+    ],
+)
 
 
 def make_sampler(spec: StudySpec, worker_index: int = 0) -> optuna.samplers.BaseSampler:

@@ -30,7 +30,9 @@ def search_space_size(spec: StudySpec) -> int | None:
     total = 0
     for values in itertools.product(*drivers):
         context = dict(zip(CONDITION_PARAMS, values))
-        total += math.prod(counts[name] for name, hp in catalogue.items() if name not in CONDITION_PARAMS and hp.active(context))
+        total += math.prod(
+            counts[name] for name, hp in catalogue.items() if name not in CONDITION_PARAMS and hp.active(context)
+        )
     return total
 
 
@@ -45,5 +47,7 @@ def grid_size_problem(spec: StudySpec) -> str | None:
 
 
 def too_large(size: int) -> str:
-    return (f"the grid has {size:,} points, above the limit of {MAX_GRID_POINTS:,}; use fewer values or larger steps, "
-            "or a sampler that does not enumerate (tpe, random)")
+    return (
+        f"the grid has {size:,} points, above the limit of {MAX_GRID_POINTS:,}; use fewer values or larger steps, "
+        "or a sampler that does not enumerate (tpe, random)"
+    )

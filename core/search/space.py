@@ -55,9 +55,7 @@ class ParamSpec:
         return cls(kind="int", low=low, high=high, step=step, log=log)
 
     @classmethod
-    def float_range(
-        cls, low: float, high: float, step: float | None = None, log: bool = False
-    ) -> ParamSpec:
+    def float_range(cls, low: float, high: float, step: float | None = None, log: bool = False) -> ParamSpec:
         return cls(kind="float", low=low, high=high, step=step, log=log)
 
     def candidate_values(self) -> list[Any]:
@@ -100,9 +98,7 @@ class ParamSpec:
             return cls.choice(*choices)
         if "low" in data and "high" in data:
             return cls._range_from_json(data)
-        raise ValueError(
-            "expected a value, {'choices': [...]} or {'low': ..., 'high': ...}; got " + json.dumps(data)
-        )
+        raise ValueError("expected a value, {'choices': [...]} or {'low': ..., 'high': ...}; got " + json.dumps(data))
 
     @classmethod
     def _range_from_json(cls, data: dict[str, Any]) -> ParamSpec:
@@ -159,6 +155,7 @@ def _step_problems(step: Any, kind: str) -> list[str]:
         return [f"an int range needs a whole-number 'step', got {step!r}"]
     return []
 
+
 Params = dict[str, Any]
 
 
@@ -196,34 +193,78 @@ _OPTIMISATION: dict[str, HyperParam] = {
     "optimizer": HyperParam(str, "adam", "optimizer", lambda: OPTIMIZERS.names),
     "lr": HyperParam(float, 1e-3, "learning rate", bounds=(1e-8, 10.0)),
     "weight_decay": HyperParam(float, 0.0, "weight decay", bounds=(0.0, 1.0)),
-    "momentum": HyperParam(float, 0.9, "momentum (SGD, RMSprop)", bounds=(0.0, 0.999), active=_optimizer_takes("momentum")),
+    "momentum": HyperParam(
+        float, 0.9, "momentum (SGD, RMSprop)", bounds=(0.0, 0.999), active=_optimizer_takes("momentum")
+    ),
     "nesterov": HyperParam(bool, False, "Nesterov momentum (SGD)", active=_optimizer_takes("nesterov")),
     "scheduler": HyperParam(str, "none", "learning-rate schedule", lambda: SCHEDULES.names),
     "batch_size": HyperParam(int, 8, "images per batch", bounds=(1, 1024)),
     "epochs": HyperParam(int, 10, "training epochs (capped by budget.max_epochs)", bounds=(1, 10_000)),
 }
-_AUGMENTATION: dict[str, HyperParam] = {  # geometry moves a mask with its image; photometric changes touch the image only
+_AUGMENTATION: dict[
+    str, HyperParam
+] = {  # geometry moves a mask with its image; photometric changes touch the image only
     "aug_hflip": HyperParam(bool, False, "random horizontal flips"),
     "aug_vflip": HyperParam(bool, False, "random vertical flips"),
     "aug_rotate": HyperParam(float, 0.0, "max rotation in degrees, 0 = off", bounds=(0.0, 180.0)),
     "aug_shift_scale": HyperParam(float, 0.0, "max shift / scale change as a fraction, 0 = off", bounds=(0.0, 0.5)),
     "aug_brightness_contrast": HyperParam(float, 0.0, "max brightness/contrast change, 0 = off", bounds=(0.0, 1.0)),
 }
-_WEIGHTS = HyperParam(str, None, "pretrained ImageNet weights (classifiers: only from the local torch cache)", lambda: ["imagenet"],
-                      active=_architecture_takes("encoder_weights"), allow_none=True)
+_WEIGHTS = HyperParam(
+    str,
+    None,
+    "pretrained ImageNet weights (classifiers: only from the local torch cache)",
+    lambda: ["imagenet"],
+    active=_architecture_takes("encoder_weights"),
+    allow_none=True,
+)
 
 HYPERPARAMETERS: dict[str, HyperParam] = {  # segmentation's catalogue (the default task)
     # model
-    "architecture": HyperParam(str, architectures.DEFAULT_ARCHITECTURE, "segmentation architecture",
-                               lambda: architectures.names(task=Task.SEGMENTATION)),
-    "encoder": HyperParam(str, "resnet18", "encoder backbone (smp architectures)", encoder_names, active=_architecture_takes("encoder")),
-    "encoder_depth": HyperParam(int, 5, "encoder stages (smp architectures)", bounds=(3, 5), active=_architecture_takes("encoder_depth")),
+    "architecture": HyperParam(
+        str,
+        architectures.DEFAULT_ARCHITECTURE,
+        "segmentation architecture",
+        lambda: architectures.names(task=Task.SEGMENTATION),
+    ),
+    "encoder": HyperParam(
+        str, "resnet18", "encoder backbone (smp architectures)", encoder_names, active=_architecture_takes("encoder")
+    ),
+    "encoder_depth": HyperParam(
+        int, 5, "encoder stages (smp architectures)", bounds=(3, 5), active=_architecture_takes("encoder_depth")
+    ),
     "encoder_weights": _WEIGHTS,
-    "unet_start_filters": HyperParam(int, 64, "filters of the first level (classic U-Net, the Keras Tuner study's start_neurons)", bounds=(4, 256), active=_architecture_takes("unet_start_filters")),
-    "unet_depth": HyperParam(int, 4, "down-sampling levels (classic U-Net, the Keras Tuner study's net_depth)", bounds=(2, 8), active=_architecture_takes("unet_depth")),
-    "unet_activation": HyperParam(str, "relu", "activation (classic U-Net)", lambda: tuple(ACTIVATIONS), active=_architecture_takes("unet_activation")),
-    "unet_dropout": HyperParam(float, 0.0, "dropout rate, 0 = off (classic U-Net)", bounds=(0.0, 0.9), active=_architecture_takes("unet_dropout")),
-    "unet_bn_after_act": HyperParam(bool, False, "batch norm after the activation (classic U-Net)", active=_architecture_takes("unet_bn_after_act")),
+    "unet_start_filters": HyperParam(
+        int,
+        64,
+        "filters of the first level (classic U-Net, the Keras Tuner study's start_neurons)",
+        bounds=(4, 256),
+        active=_architecture_takes("unet_start_filters"),
+    ),
+    "unet_depth": HyperParam(
+        int,
+        4,
+        "down-sampling levels (classic U-Net, the Keras Tuner study's net_depth)",
+        bounds=(2, 8),
+        active=_architecture_takes("unet_depth"),
+    ),
+    "unet_activation": HyperParam(
+        str,
+        "relu",
+        "activation (classic U-Net)",
+        lambda: tuple(ACTIVATIONS),
+        active=_architecture_takes("unet_activation"),
+    ),
+    "unet_dropout": HyperParam(
+        float,
+        0.0,
+        "dropout rate, 0 = off (classic U-Net)",
+        bounds=(0.0, 0.9),
+        active=_architecture_takes("unet_dropout"),
+    ),
+    "unet_bn_after_act": HyperParam(
+        bool, False, "batch norm after the activation (classic U-Net)", active=_architecture_takes("unet_bn_after_act")
+    ),
     **_OPTIMISATION,
     "loss": HyperParam(str, "dice_bce", "loss function", lambda: LOSSES.names),
     **_AUGMENTATION,
@@ -231,20 +272,57 @@ HYPERPARAMETERS: dict[str, HyperParam] = {  # segmentation's catalogue (the defa
 
 CLASSIFICATION_HYPERPARAMETERS: dict[str, HyperParam] = {
     # model: a torchvision backbone under the CNN random-search study's head (core.modeling.classifiers)
-    "architecture": HyperParam(str, architectures.DEFAULT_CLASSIFIER, "classification backbone",
-                               lambda: architectures.names(task=Task.CLASSIFICATION)),
+    "architecture": HyperParam(
+        str,
+        architectures.DEFAULT_CLASSIFIER,
+        "classification backbone",
+        lambda: architectures.names(task=Task.CLASSIFICATION),
+    ),
     "encoder_weights": _WEIGHTS,
-    "head_kernel_size": HyperParam(int, 3, "kernel size of the head's convolution (the random-search study: 1, 3, 5, 7)", bounds=(1, 11), active=_architecture_takes("head_kernel_size")),
-    "head_filters": HyperParam(int, 64, "filters of the head's convolution (the study: 32, 64, 96, 128)", bounds=(1, 2048), active=_architecture_takes("head_filters")),
-    "head_dense_units": HyperParam(int, 128, "units of the head's dense layer (the study: 16, 32, 64, 128)", bounds=(1, 4096), active=_architecture_takes("head_dense_units")),
-    "head_dropout": HyperParam(float, 0.5, "dropout before the output layer (the study: 0.2, 0.25, 0.3, 0.5)", bounds=(0.0, 0.9), active=_architecture_takes("head_dropout")),
+    "head_kernel_size": HyperParam(
+        int,
+        3,
+        "kernel size of the head's convolution (the random-search study: 1, 3, 5, 7)",
+        bounds=(1, 11),
+        active=_architecture_takes("head_kernel_size"),
+    ),
+    "head_filters": HyperParam(
+        int,
+        64,
+        "filters of the head's convolution (the study: 32, 64, 96, 128)",
+        bounds=(1, 2048),
+        active=_architecture_takes("head_filters"),
+    ),
+    "head_dense_units": HyperParam(
+        int,
+        128,
+        "units of the head's dense layer (the study: 16, 32, 64, 128)",
+        bounds=(1, 4096),
+        active=_architecture_takes("head_dense_units"),
+    ),
+    "head_dropout": HyperParam(
+        float,
+        0.5,
+        "dropout before the output layer (the study: 0.2, 0.25, 0.3, 0.5)",
+        bounds=(0.0, 0.9),
+        active=_architecture_takes("head_dropout"),
+    ),
     **_OPTIMISATION,
     "loss": HyperParam(str, DEFAULT_CLASSIFICATION_LOSS, "loss function", lambda: CLASSIFICATION_LOSSES.names),
-    "label_smoothing": HyperParam(float, 0.0, "label smoothing of the cross-entropy targets, 0 = off", bounds=(0.0, 0.5), active=_loss_takes("label_smoothing")),
+    "label_smoothing": HyperParam(
+        float,
+        0.0,
+        "label smoothing of the cross-entropy targets, 0 = off",
+        bounds=(0.0, 0.5),
+        active=_loss_takes("label_smoothing"),
+    ),
     **_AUGMENTATION,
 }
 
-CATALOGUES: dict[Task, dict[str, HyperParam]] = {Task.SEGMENTATION: HYPERPARAMETERS, Task.CLASSIFICATION: CLASSIFICATION_HYPERPARAMETERS}
+CATALOGUES: dict[Task, dict[str, HyperParam]] = {
+    Task.SEGMENTATION: HYPERPARAMETERS,
+    Task.CLASSIFICATION: CLASSIFICATION_HYPERPARAMETERS,
+}
 
 
 def hyperparameters(task: Task | str = Task.SEGMENTATION) -> dict[str, HyperParam]:

@@ -52,10 +52,16 @@ class StudySpec:
 
     name: str
     dataset: str
-    search_space: dict[str, ParamSpec] = field(default_factory=dict)  # names from the task's catalogue (core.search.space.hyperparameters)
+    search_space: dict[str, ParamSpec] = field(
+        default_factory=dict
+    )  # names from the task's catalogue (core.search.space.hyperparameters)
     image_size: int = 256  # square side in pixels; a multiple of 32
-    patch_size: int | None = None  # None: train on whole images; else random P x P crops of them, sliding-window prediction
-    channels: int | None = None  # 1 grey or 3 RGB (they convert), or a multi-sequence dataset's count; None = the dataset's own
+    patch_size: int | None = (
+        None  # None: train on whole images; else random P x P crops of them, sliding-window prediction
+    )
+    channels: int | None = (
+        None  # 1 grey or 3 RGB (they convert), or a multi-sequence dataset's count; None = the dataset's own
+    )
     objectives: tuple[Objective, ...] = (Objective(),)
     budget: Budget = Budget()
     sampler: str = "tpe"  # a name of core.search.samplers.SAMPLERS
@@ -66,7 +72,9 @@ class StudySpec:
     preview_count: int = 8  # validation images whose predicted masks are stored per trial (1..64)
     cv: CrossValidation | None = None  # None: one train/val split; else k-fold cross-validation per trial
     description: str = ""
-    task: str = Task.SEGMENTATION  # "segmentation" (masks) or "classification" (one label per image); the dataset's must match
+    task: str = (
+        Task.SEGMENTATION
+    )  # "segmentation" (masks) or "classification" (one label per image); the dataset's must match
     version: int = SPEC_VERSION
 
     @property
@@ -101,7 +109,11 @@ class StudySpec:
             "image_size": self.image_size,
             "channels": self.channels,
             "objectives": [{"metric": o.metric, "direction": o.direction} for o in self.objectives],
-            "budget": {"n_trials": self.budget.n_trials, "timeout_s": self.budget.timeout_s, "max_epochs": self.budget.max_epochs},
+            "budget": {
+                "n_trials": self.budget.n_trials,
+                "timeout_s": self.budget.timeout_s,
+                "max_epochs": self.budget.max_epochs,
+            },
             "sampler": self.sampler,
             "pruner": self.pruner,
             "patience": self.patience,
@@ -117,5 +129,3 @@ class StudySpec:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
-
-

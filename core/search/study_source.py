@@ -62,6 +62,8 @@ def study_source(spec: StudySpec, settings: Settings, fold: int | None = None) -
     channels = spec.channels or manifest.channels
     problem = channel_problem(manifest.channels, channels)
     if problem:  # before any split is frozen or image decoded: the study is refused at submit
-        raise SpecError({"channels": f"dataset {manifest.name!r}: {problem}; leave channels empty to use the dataset's own"})
+        raise SpecError(
+            {"channels": f"dataset {manifest.name!r}: {problem}; leave channels empty to use the dataset's own"}
+        )
     split = frozen_split(folder, manifest.stems, split_config(spec, fold), manifest.groups, manifest.labels)
     return StudySource(manifest, folder, split, channels)

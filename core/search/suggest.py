@@ -73,9 +73,6 @@ def enqueue_grid(study: optuna.Study, spec: StudySpec) -> int:
     return len(points)
 
 
-
-
-
 def trials_beyond_space(spec: StudySpec) -> str | None:
     """A warning when the budget asks for more trials than the finite space has configurations.
 
@@ -86,5 +83,7 @@ def trials_beyond_space(spec: StudySpec) -> str | None:
     n_trials = spec.budget.n_trials
     if size is None or n_trials is None or n_trials <= size:
         return None
-    return (f"n_trials is {n_trials} but the search space has only {size} distinct configuration(s): "
-            f"{n_trials - size} trial(s) would repeat one and reuse its result; lower n_trials to {size} or widen the space")
+    return (
+        f"n_trials is {n_trials} but the search space has only {size} distinct configuration(s): "
+        f"{n_trials - size} trial(s) would repeat one and reuse its result; lower n_trials to {size} or widen the space"
+    )

@@ -30,13 +30,17 @@ def task_problem(spec: StudySpec, dataset_task: Task) -> str | None:
         return None
     dataset = spec.dataset
     if spec.task == Task.CLASSIFICATION:
-        return (f"study {spec.name!r} is a classification study but dataset {dataset!r} is a segmentation dataset "
-                f"(images + masks): pick a classification dataset, make one from this dataset's masks (each image labelled by "
-                f"whether its mask is empty: 'Classify by mask: empty / not empty' on the Datasets page, or python -m core datasets from-masks "
-                f"{dataset} --name {dataset}-presence), or set \"task\": \"segmentation\"")
-    return (f"study {spec.name!r} is a segmentation study but dataset {dataset!r} is a classification dataset "
-            "(one label per image, no masks): set \"task\": \"classification\" (e.g. start from the "
-            "p4-cnn-classification preset) or pick a dataset with masks")
+        return (
+            f"study {spec.name!r} is a classification study but dataset {dataset!r} is a segmentation dataset "
+            f"(images + masks): pick a classification dataset, make one from this dataset's masks (each image labelled by "
+            f"whether its mask is empty: 'Classify by mask: empty / not empty' on the Datasets page, or python -m core datasets from-masks "
+            f'{dataset} --name {dataset}-presence), or set "task": "segmentation"'
+        )
+    return (
+        f"study {spec.name!r} is a segmentation study but dataset {dataset!r} is a classification dataset "
+        '(one label per image, no masks): set "task": "classification" (e.g. start from the '
+        "p4-cnn-classification preset) or pick a dataset with masks"
+    )
 
 
 def classification_start(manifest: DatasetManifest, split: SplitConfig) -> StudySpec:
@@ -46,5 +50,11 @@ def classification_start(manifest: DatasetManifest, split: SplitConfig) -> Study
     side = statistics.median(min(pair.height, pair.width) for pair in manifest.pairs) if manifest.pairs else 128
     low, high = CLASSIFICATION_SIDE
     task = Task.CLASSIFICATION
-    return StudySpec(name=f"{manifest.name}-study", dataset=manifest.name, task=task, image_size=int(min(max(side // 32 * 32, low), high)),
-                     objectives=(Objective(default_objective(task)),), split=split)
+    return StudySpec(
+        name=f"{manifest.name}-study",
+        dataset=manifest.name,
+        task=task,
+        image_size=int(min(max(side // 32 * 32, low), high)),
+        objectives=(Objective(default_objective(task)),),
+        split=split,
+    )

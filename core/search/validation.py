@@ -82,7 +82,9 @@ def _parse_yaml(text: str) -> Any:
         def compose_node(self, parent: Any, index: Any) -> Any:
             if self.check_event(yaml.AliasEvent):
                 event = self.peek_event()
-                raise yaml.composer.ComposerError(None, None, f"YAML aliases (*{event.anchor}) are not allowed in a spec", event.start_mark)
+                raise yaml.composer.ComposerError(
+                    None, None, f"YAML aliases (*{event.anchor}) are not allowed in a spec", event.start_mark
+                )
             return super().compose_node(parent, index)
 
     return yaml.load(text, Loader=NoAliasLoader)  # a SafeLoader subclass: safe_load, less aliases
@@ -110,7 +112,17 @@ def spec_from_dict(data: Any) -> StudySpec:
     cv = _parse_cv(data.get("cv"), problems)
 
     spec_kwargs: dict[str, Any] = {}
-    for key, kind in (("image_size", int), ("patch_size", int), ("channels", int), ("patience", int), ("seed", int), ("preview_count", int), ("sampler", str), ("pruner", str), ("description", str)):
+    for key, kind in (
+        ("image_size", int),
+        ("patch_size", int),
+        ("channels", int),
+        ("patience", int),
+        ("seed", int),
+        ("preview_count", int),
+        ("sampler", str),
+        ("pruner", str),
+        ("description", str),
+    ):
         if key in data and data[key] is not None:
             if not _is_type(data[key], kind):
                 problems[key] = f"must be {kind.__name__}, got {data[key]!r}"
@@ -118,8 +130,17 @@ def spec_from_dict(data: Any) -> StudySpec:
                 spec_kwargs[key] = data[key]
         elif key == "channels" and "channels" in data:
             spec_kwargs["channels"] = None
-    spec = StudySpec(name=name, dataset=dataset, search_space=space, objectives=objectives or (Objective(default_objective(task)),),
-                     budget=budget, split=split, cv=cv, task=task, **spec_kwargs)
+    spec = StudySpec(
+        name=name,
+        dataset=dataset,
+        search_space=space,
+        objectives=objectives or (Objective(default_objective(task)),),
+        budget=budget,
+        split=split,
+        cv=cv,
+        task=task,
+        **spec_kwargs,
+    )
     for path, message in spec_problems(spec).items():
         problems.setdefault(path, message)  # a parse problem is the more precise message
     if problems:
@@ -141,8 +162,10 @@ def spec_problems(spec: StudySpec) -> dict[str, str]:
     if patch:
         problems["patch_size"] = patch
     if spec.channels is not None and not 1 <= spec.channels <= MAX_CHANNELS:
-        problems["channels"] = (f"must be 1 (grey), 3 (RGB), a multi-sequence dataset's channel count (up to {MAX_CHANNELS}) "
-                                f"or null (the dataset's own), got {spec.channels}")
+        problems["channels"] = (
+            f"must be 1 (grey), 3 (RGB), a multi-sequence dataset's channel count (up to {MAX_CHANNELS}) "
+            f"or null (the dataset's own), got {spec.channels}"
+        )
     for key, registry in (("sampler", SAMPLERS), ("pruner", PRUNERS)):
         problem = registry.problem(getattr(spec, key))
         if problem:
@@ -163,7 +186,9 @@ def spec_problems(spec: StudySpec) -> dict[str, str]:
     if spec.sampler == "grid":
         for param_name, param in spec.search_space.items():
             if param.kind == "float" and param.step is None:
-                problems[f"search_space.{param_name}"] = "grid search needs a list of choices or a stepped range (add 'step')"
+                problems[f"search_space.{param_name}"] = (
+                    "grid search needs a list of choices or a stepped range (add 'step')"
+                )
         if not any(path.startswith("search_space") for path in problems):
             problem = grid_size_problem(spec)  # arithmetic: microseconds for any size
             if problem:
@@ -194,7 +219,9 @@ def _check_objectives(spec: StudySpec, problems: dict[str, str]) -> None:
             other = objective_task(objective.metric)
             problems[f"objectives[{i}].metric"] = (
                 f"{objective.metric} is a {other} metric; a {spec.task} study optimises one of {list(known)}"
-                if other is not None else unknown_option("metric", objective.metric, known))
+                if other is not None
+                else unknown_option("metric", objective.metric, known)
+            )
         if objective.direction not in ("maximize", "minimize"):
             problems[f"objectives[{i}].direction"] = "must be 'maximize' or 'minimize'"
     if spec.is_multi_objective:
@@ -204,16 +231,27 @@ def _check_objectives(spec: StudySpec, problems: dict[str, str]) -> None:
             valid = [entry.name for entry in SAMPLERS if entry.multi_objective]
             problems["sampler"] = f"sampler {spec.sampler!r} cannot handle several objectives; use one of {valid}"
     elif spec.sampler in SAMPLERS and not SAMPLERS.get(spec.sampler).single_objective:
-        problems["sampler"] = f"{spec.sampler!r} is for several objectives; add a second objective or pick another sampler"
-    elif spec.objectives and spec.objectives[0].metric in known and spec.objectives[0].metric not in epoch_objectives(spec.task) and spec.pruner != "none":
-        problems["pruner"] = f"{spec.objectives[0].metric} is only known when a trial ends, so it cannot be pruned on; use 'none'"
+        problems["sampler"] = (
+            f"{spec.sampler!r} is for several objectives; add a second objective or pick another sampler"
+        )
+    elif (
+        spec.objectives
+        and spec.objectives[0].metric in known
+        and spec.objectives[0].metric not in epoch_objectives(spec.task)
+        and spec.pruner != "none"
+    ):
+        problems["pruner"] = (
+            f"{spec.objectives[0].metric} is only known when a trial ends, so it cannot be pruned on; use 'none'"
+        )
 
 
 def _check_budget(budget: Budget, problems: dict[str, str]) -> None:
     if budget.n_trials is not None and not 1 <= budget.n_trials <= MAX_TRIALS:
         problems["budget.n_trials"] = f"must be from 1 to {MAX_TRIALS:,} (or null for no limit), got {budget.n_trials}"
     if budget.timeout_s is not None and not (math.isfinite(budget.timeout_s) and budget.timeout_s > 0):
-        problems["budget.timeout_s"] = f"must be a positive number of seconds (or null for no limit), got {budget.timeout_s}"
+        problems["budget.timeout_s"] = (
+            f"must be a positive number of seconds (or null for no limit), got {budget.timeout_s}"
+        )
     if budget.n_trials is None and budget.timeout_s is None:
         problems["budget"] = "set n_trials, timeout_s or both, so the study ends"
     if not 1 <= budget.max_epochs <= MAX_EPOCHS:
@@ -247,8 +285,11 @@ def _check_param(param_name: str, param: ParamSpec, task: str, problems: dict[st
     hp = catalogue.get(param_name)
     if hp is None:
         other = other_task_with(param_name, task)
-        problems[path] = (f"{param_name} is a {other} hyperparameter; a {task} study tunes {list(catalogue)}" if other
-                          else unknown_option("hyperparameter", param_name, catalogue))
+        problems[path] = (
+            f"{param_name} is a {other} hyperparameter; a {task} study tunes {list(catalogue)}"
+            if other
+            else unknown_option("hyperparameter", param_name, catalogue)
+        )
         return
     if param.kind in ("int", "float"):
         if hp.kind not in (int, float):
@@ -282,13 +323,17 @@ def _other_task_value(param_name: str, value: Any, task: str) -> str | None:
         hp = hyperparameters(other).get(param_name)
         if other != task and hp is not None and hp.options is not None and value in list(hp.options()):
             valid = list(hyperparameters(task)[param_name].options())
-            return f"{value!r} is a {other} {param_name}; a {task} study takes one of {valid} (or set \"task\": \"{other}\")"
+            return (
+                f'{value!r} is a {other} {param_name}; a {task} study takes one of {valid} (or set "task": "{other}")'
+            )
     return None
 
 
 def _range_problem(param: ParamSpec) -> str | None:
     """What Optuna could not sample in a typed range (specs built in code skip the JSON checks)."""
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (param.low, param.high)):
+    if not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (param.low, param.high)
+    ):
         return f"'low' and 'high' must be finite numbers, got low={param.low!r}, high={param.high!r}"
     if param.kind == "int" and not all(float(v).is_integer() for v in (param.low, param.high)):
         return f"an int range needs whole-number bounds, got low={param.low!r}, high={param.high!r}"
@@ -368,7 +413,11 @@ def _parse_objectives(raw: Any, task: str, problems: dict[str, str]) -> tuple[Ob
             problems[f"objectives[{i}]"] = "must be a metric name or {'metric': ..., 'direction': ...}"
             continue
         metric = str(item.get("metric", default_objective(task)))
-        objectives.append(Objective(metric=metric, direction=str(item.get("direction") or objective_metrics(task).get(metric, "maximize"))))
+        objectives.append(
+            Objective(
+                metric=metric, direction=str(item.get("direction") or objective_metrics(task).get(metric, "maximize"))
+            )
+        )
     return tuple(objectives)
 
 

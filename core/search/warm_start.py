@@ -72,11 +72,15 @@ def warm_start(study: optuna.Study, spec: StudySpec, source: optuna.Study, k: in
     configurations = [c for c in configurations if c]
     for params in configurations:
         study.enqueue_trial(params, skip_if_exists=True)
-    study.set_user_attr(StudyAttr.PARENT, {"study": source.study_name, "how": "warm_start", "top_k": k, "queued": len(configurations)})
+    study.set_user_attr(
+        StudyAttr.PARENT, {"study": source.study_name, "how": "warm_start", "top_k": k, "queued": len(configurations)}
+    )
     return len(configurations)
 
 
-def narrow_spec(spec: StudySpec, top: list[dict[str, Any]], *, name: str, width: float = NARROW_WIDTH, n_trials: int | None = None) -> StudySpec:
+def narrow_spec(
+    spec: StudySpec, top: list[dict[str, Any]], *, name: str, width: float = NARROW_WIDTH, n_trials: int | None = None
+) -> StudySpec:
     """``spec`` with numeric ranges shrunk around ``top[0]`` and choices cut to those ``top`` used."""
     if not top:
         raise SegTuneError(f"study {spec.name!r} has no complete trial yet: there is no best to narrow around")
@@ -87,10 +91,14 @@ def narrow_spec(spec: StudySpec, top: list[dict[str, Any]], *, name: str, width:
             space[dim_name] = dimension
         elif dimension.kind == "choice":
             kept = tuple(dict.fromkeys(v for v in values if v in dimension.choices)) or dimension.choices
-            space[dim_name] = ParamSpec.fixed(kept[0]) if len(kept) == 1 else dataclasses.replace(dimension, choices=kept)
+            space[dim_name] = (
+                ParamSpec.fixed(kept[0]) if len(kept) == 1 else dataclasses.replace(dimension, choices=kept)
+            )
         else:
             space[dim_name] = _shrink(dimension, values[0], width)
-    budget = Budget(n_trials=n_trials or spec.budget.n_trials, timeout_s=spec.budget.timeout_s, max_epochs=spec.budget.max_epochs)
+    budget = Budget(
+        n_trials=n_trials or spec.budget.n_trials, timeout_s=spec.budget.timeout_s, max_epochs=spec.budget.max_epochs
+    )
     description = f"Narrowed around the best of study {spec.name!r} ({len(top)} best trials)."
     return dataclasses.replace(spec, name=name, search_space=space, budget=budget, description=description)
 

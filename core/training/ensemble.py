@@ -33,7 +33,9 @@ class FoldEnsemble:
         """One more fold model's probabilities on the test split."""
         if self.test is None or not len(self.test):
             return
-        probs = torch.cat([self._probabilities(model, images).cpu() for images, _ in eval_batches(self.test, self.batch_size)])
+        probs = torch.cat(
+            [self._probabilities(model, images).cpu() for images, _ in eval_batches(self.test, self.batch_size)]
+        )
         self.total = probs if self.total is None else self.total + probs
         self.members += 1
 

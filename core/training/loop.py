@@ -66,8 +66,16 @@ class TrainConfig:
     patch_size: int | None = None  # segmentation: train on random crops of this side, predict by sliding window
 
     @classmethod
-    def from_params(cls, params: dict[str, Any], *, patience: int, seed: int, select_metric: str = "loss", select_maximize: bool = False,
-                    patch_size: int | None = None) -> TrainConfig:
+    def from_params(
+        cls,
+        params: dict[str, Any],
+        *,
+        patience: int,
+        seed: int,
+        select_metric: str = "loss",
+        select_maximize: bool = False,
+        patch_size: int | None = None,
+    ) -> TrainConfig:
         optimizer = OptimizerConfig(
             name=params["optimizer"],
             lr=params["lr"],
@@ -177,8 +185,18 @@ def train_model(
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         epoch_start = time.perf_counter()
-        train_loss = _train_epoch(model, train_data, config, loss_fn, optimizer, scaler, generator, _for_epoch(on_batch, epoch))
-        val = evaluate(model, val_data, config.batch_size, loss_fn=loss_fn, mode=mode, num_classes=num_classes, patch_size=config.patch_size)
+        train_loss = _train_epoch(
+            model, train_data, config, loss_fn, optimizer, scaler, generator, _for_epoch(on_batch, epoch)
+        )
+        val = evaluate(
+            model,
+            val_data,
+            config.batch_size,
+            loss_fn=loss_fn,
+            mode=mode,
+            num_classes=num_classes,
+            patch_size=config.patch_size,
+        )
         lr = optimizer.param_groups[0]["lr"]
         _step_scheduler(scheduler, val["loss"])
         record = EpochRecord(epoch, train_loss, val, lr, time.perf_counter() - epoch_start)
@@ -196,7 +214,9 @@ def train_model(
         if epochs_without_improvement >= config.patience:
             break
     stopped_early = len(history) < config.epochs
-    return TrainResult(history, best_epoch, best_state, stopped_early, time.perf_counter() - started, history[best_epoch - 1].val)
+    return TrainResult(
+        history, best_epoch, best_state, stopped_early, time.perf_counter() - started, history[best_epoch - 1].val
+    )
 
 
 def training_loss(config: TrainConfig, data: ImageSet, mode: str) -> nn.Module:
@@ -234,7 +254,15 @@ def _train_epoch(
     # A last batch of one image breaks batch norm; drop it when the set is larger than one batch.
     drop_last = len(data) % config.batch_size == 1 and len(data) > config.batch_size
     per_epoch = batches_per_epoch(len(data), config.batch_size)
-    stream = iterate_batches(data, config.batch_size, shuffle=True, generator=generator, augment=augment, drop_last=drop_last, crop=config.patch_size)
+    stream = iterate_batches(
+        data,
+        config.batch_size,
+        shuffle=True,
+        generator=generator,
+        augment=augment,
+        drop_last=drop_last,
+        crop=config.patch_size,
+    )
     for images, target in stream:
         images = to_model_layout(images)
         optimizer.zero_grad(set_to_none=True)
@@ -285,7 +313,9 @@ class Evaluation:
     """A model scored on a set of images: the metrics and what results pages need beyond them."""
 
     metrics: dict[str, float]  # every split metric of the task plus "loss"
-    predicted_fractions: np.ndarray  # share of pixels (segmentation; background first) or images predicted as each class
+    predicted_fractions: (
+        np.ndarray
+    )  # share of pixels (segmentation; background first) or images predicted as each class
     target_fractions: np.ndarray  # share of pixels or images that truly are each class
     image_counts: np.ndarray | None = None  # segmentation: (images, foreground classes, 3): tp, fp, fn per image
     outputs: LabelOutputs | None = None  # classification: each image's label and class probabilities
@@ -307,15 +337,31 @@ def scorer_for(data: ImageSet, mode: str, num_classes: int) -> Scorer:
 
 
 def evaluate(
-    model: nn.Module, data: ImageSet, batch_size: int, *, loss_fn: nn.Module, mode: str, num_classes: int, patch_size: int | None = None
+    model: nn.Module,
+    data: ImageSet,
+    batch_size: int,
+    *,
+    loss_fn: nn.Module,
+    mode: str,
+    num_classes: int,
+    patch_size: int | None = None,
 ) -> dict[str, float]:
     """Val/test metrics plus mean loss over ``data``, accumulated on the device (by sliding window with a ``patch_size``)."""
-    return evaluate_detailed(model, data, batch_size, loss_fn=loss_fn, mode=mode, num_classes=num_classes, patch_size=patch_size).metrics
+    return evaluate_detailed(
+        model, data, batch_size, loss_fn=loss_fn, mode=mode, num_classes=num_classes, patch_size=patch_size
+    ).metrics
 
 
 @torch.no_grad()
 def evaluate_detailed(
-    model: nn.Module, data: ImageSet, batch_size: int, *, loss_fn: nn.Module, mode: str, num_classes: int, patch_size: int | None = None
+    model: nn.Module,
+    data: ImageSet,
+    batch_size: int,
+    *,
+    loss_fn: nn.Module,
+    mode: str,
+    num_classes: int,
+    patch_size: int | None = None,
 ) -> Evaluation:
     """:func:`evaluate` plus the predicted class shares and each image's record (counts or label outputs).
 
@@ -357,7 +403,9 @@ def predict(model: nn.Module, data: ImageSet, batch_size: int, *, patch_size: in
 
 
 @torch.no_grad()
-def measure_throughput(model: nn.Module, data: ImageSet, batch_size: int, *, repeats: int = 3, patch_size: int | None = None) -> float:
+def measure_throughput(
+    model: nn.Module, data: ImageSet, batch_size: int, *, repeats: int = 3, patch_size: int | None = None
+) -> float:
     """Inference images per second on ``data``'s device (best of ``repeats`` passes; whole images
     by sliding window with a ``patch_size``)."""
     model.eval()

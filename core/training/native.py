@@ -66,7 +66,9 @@ class CaseScorer:
     def add(self, stem: str, mask: np.ndarray, truth: np.ndarray) -> None:
         """``mask``: class indices (S, S) at the model's size; ``truth``: the original mask (H, W)."""
         predicted = resize_mask(mask, *truth.shape)
-        self.pixels.update_predictions(torch.from_numpy(predicted)[None], torch.from_numpy(np.ascontiguousarray(truth))[None])
+        self.pixels.update_predictions(
+            torch.from_numpy(predicted)[None], torch.from_numpy(np.ascontiguousarray(truth))[None]
+        )
         scores = case_mean(class_scores(predicted, truth, self.num_classes, tolerance=self.tolerance))
         self.rows.append(CaseRow(stem, *truth.shape, scores))
 
@@ -109,4 +111,6 @@ def evaluate_native(
     metrics = cases.metrics()
     metrics["loss"] = float(total_loss / max(batches, 1))
     scorer = cases.pixels
-    return Evaluation(metrics, scorer.predicted_fractions(), scorer.target_fractions(), scorer.image_counts()), cases.rows
+    return Evaluation(
+        metrics, scorer.predicted_fractions(), scorer.target_fractions(), scorer.image_counts()
+    ), cases.rows

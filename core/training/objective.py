@@ -49,7 +49,15 @@ from core.search.spec import StudySpec
 from core.search.suggest import suggest_params
 from core.settings import Settings
 from core.training.ensemble import FoldEnsemble
-from core.training.loop import EpochRecord, TrainConfig, TrainResult, predict, prepare_model, resolve_device, train_model
+from core.training.loop import (
+    EpochRecord,
+    TrainConfig,
+    TrainResult,
+    predict,
+    prepare_model,
+    resolve_device,
+    train_model,
+)
 from core.training.native import scored_natively
 from core.training.progress import ProgressHook, ProgressWriter
 from core.training.scoring import FoldScore, score_fold, summary, validation_predictions
@@ -111,7 +119,13 @@ def make_objective(spec: StudySpec, context: RunContext) -> Callable[[optuna.Tri
     return objective
 
 
-def _run_trial(trial: optuna.Trial, spec: StudySpec, study_data: Callable[[int | None], StudyData], context: RunContext, device: torch.device) -> float | tuple[float, ...]:
+def _run_trial(
+    trial: optuna.Trial,
+    spec: StudySpec,
+    study_data: Callable[[int | None], StudyData],
+    context: RunContext,
+    device: torch.device,
+) -> float | tuple[float, ...]:
     params = suggest_params(trial, spec)
     reused = _reuse_finished(trial, spec)
     if reused is not None:
@@ -128,18 +142,26 @@ def _run_trial(trial: optuna.Trial, spec: StudySpec, study_data: Callable[[int |
     trial.set_user_attr(TrialAttr.DEVICE, str(device))
     trial.set_user_attr(TrialAttr.EPOCHS_PLANNED, params["epochs"] * len(folds))
 
-    train_config = TrainConfig.from_params(params, patience=spec.patience, seed=spec.seed + trial.number, patch_size=spec.patch_size, **_selection(spec))
+    train_config = TrainConfig.from_params(
+        params, patience=spec.patience, seed=spec.seed + trial.number, patch_size=spec.patch_size, **_selection(spec)
+    )
     scores: list[FoldScore] = []
     first_model: torch.nn.Module | None = None
     native = scored_natively(trial.study)
-    ensemble = FoldEnsemble(first_data.test, train_config.batch_size, train_config.patch_size) if spec.cv and not spec.is_classification else None
+    ensemble = (
+        FoldEnsemble(first_data.test, train_config.batch_size, train_config.patch_size)
+        if spec.cv and not spec.is_classification
+        else None
+    )
     fold_weights: list[str] = []  # the other folds: the stored fold's weights go with the bundle
     for fold in folds:
         data = first_data if fold == folds[STORED_FOLD] else study_data(fold)
         if fold is not None:
             trial.set_user_attr(TrialAttr.FOLD, fold)
         reporter = _epoch_reporter(trial, spec, context, fold, [score.result for score in scores])
-        model, result, train_config = _train_with_oom_retry(trial, data, model_config, train_config, device, reporter, context.on_progress)
+        model, result, train_config = _train_with_oom_retry(
+            trial, data, model_config, train_config, device, reporter, context.on_progress
+        )
         model.load_state_dict(result.best_state)
         scores.append(score_fold(model, data, result, train_config, native=native))
         if ensemble is not None:
@@ -154,7 +176,9 @@ def _run_trial(trial: optuna.Trial, spec: StudySpec, study_data: Callable[[int |
         ensemble_metrics = ensemble.metrics(first_data.mode, first_data.num_classes, originals)
         if ensemble_metrics is not None:
             trial.set_user_attr(TrialAttr.ENSEMBLE_TEST_METRICS, ensemble_metrics)
-    attrs = summary(spec, scores, first_model, first_data, train_config, trial.study.user_attrs.get(StudyAttr.BASELINES))
+    attrs = summary(
+        spec, scores, first_model, first_data, train_config, trial.study.user_attrs.get(StudyAttr.BASELINES)
+    )
     _add_volume_metrics(first_model, first_data, train_config, attrs)
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
@@ -164,7 +188,13 @@ def _run_trial(trial: optuna.Trial, spec: StudySpec, study_data: Callable[[int |
         channels=first_data.channels,
         classes=tuple(first_data.manifest.classes),
         preprocessing=volume_preprocessing(first_data.manifest),
-        source={"study": spec.name, "trial": trial.number, "dataset": spec.dataset, "split_hash": first_data.split.hash, "val_metrics": scores[STORED_FOLD].result.val_metrics},
+        source={
+            "study": spec.name,
+            "trial": trial.number,
+            "dataset": spec.dataset,
+            "split_hash": first_data.split.hash,
+            "val_metrics": scores[STORED_FOLD].result.val_metrics,
+        },
     )
     predictions = validation_predictions(scores, first_data.manifest.classes) if spec.is_classification else None
     artifacts = _store_artifacts(trial, first_model, bundle, first_data, train_config, context, predictions)
@@ -177,7 +207,9 @@ def _run_trial(trial: optuna.Trial, spec: StudySpec, study_data: Callable[[int |
 def _check_volume_objectives(spec: StudySpec, data: StudyData) -> None:
     wanted = [o.metric for o in spec.objectives if o.metric.removeprefix("val_") in volume_metrics()]
     if wanted and not data.manifest.is_volume:
-        raise TrialError(f"{wanted[0]} needs a volume dataset (ingested with --volumes); {data.manifest.name!r} holds 2D images")
+        raise TrialError(
+            f"{wanted[0]} needs a volume dataset (ingested with --volumes); {data.manifest.name!r} holds 2D images"
+        )
     if wanted and spec.cv:
         raise TrialError(f"{wanted[0]} is not computed per fold yet: drop 'cv' or optimise val_dice")
 
@@ -214,7 +246,10 @@ def _selection(spec: StudySpec) -> dict[str, Any]:
     """Keep the epoch that is best for the first objective when it is known per epoch, else val loss."""
     objective = spec.objectives[0]
     if objective.metric in epoch_objectives(spec.task):
-        return {"select_metric": objective.metric.removeprefix("val_"), "select_maximize": objective.direction == "maximize"}
+        return {
+            "select_metric": objective.metric.removeprefix("val_"),
+            "select_maximize": objective.direction == "maximize",
+        }
     return {"select_metric": "loss", "select_maximize": False}
 
 
@@ -232,23 +267,38 @@ def _train_with_oom_retry(
     Returns the config that worked, so evaluation after training uses the batch size that fits.
     """
     for attempt in range(2):
-        torch.manual_seed(config.seed)  # the initial weights too: a trial's seed repeats its run, whatever ran before in the process
+        torch.manual_seed(
+            config.seed
+        )  # the initial weights too: a trial's seed repeats its run, whatever ran before in the process
         model = prepare_model(build_model(model_config), device)
         try:
             progress = ProgressWriter(trial, config.epochs, hook=on_progress)
-            result = train_model(model, data.train, data.val, config, mode=data.mode, num_classes=data.num_classes, on_epoch=on_epoch, on_batch=progress)
+            result = train_model(
+                model,
+                data.train,
+                data.val,
+                config,
+                mode=data.mode,
+                num_classes=data.num_classes,
+                on_epoch=on_epoch,
+                on_batch=progress,
+            )
             return model, result, config
         except torch.cuda.OutOfMemoryError:
             del model
             torch.cuda.empty_cache()
             if attempt == 1 or config.batch_size == 1:
-                raise TrialError(f"CUDA out of memory at batch size {config.batch_size}; try a smaller model, batch or image size") from None
+                raise TrialError(
+                    f"CUDA out of memory at batch size {config.batch_size}; try a smaller model, batch or image size"
+                ) from None
             config = dataclasses.replace(config, batch_size=config.batch_size // 2)
             trial.set_user_attr(TrialAttr.OOM_RETRY_BATCH_SIZE, config.batch_size)
     raise AssertionError("unreachable")
 
 
-def _epoch_reporter(trial: optuna.Trial, spec: StudySpec, context: RunContext, fold: int | None, finished: list[TrainResult]) -> Callable[[EpochRecord], None]:
+def _epoch_reporter(
+    trial: optuna.Trial, spec: StudySpec, context: RunContext, fold: int | None, finished: list[TrainResult]
+) -> Callable[[EpochRecord], None]:
     """Live history, cancellation and pruning after each epoch (the rule for folds: module docstring)."""
     history: list[dict[str, float]] = []
     metric = spec.objectives[0].metric
@@ -285,7 +335,12 @@ def _objective_values(spec: StudySpec, summary: dict[str, Any]) -> float | tuple
 
 
 def _store_artifacts(
-    trial: optuna.Trial, model: torch.nn.Module, bundle: BundleConfig, data: StudyData, config: TrainConfig, context: RunContext,
+    trial: optuna.Trial,
+    model: torch.nn.Module,
+    bundle: BundleConfig,
+    data: StudyData,
+    config: TrainConfig,
+    context: RunContext,
     predictions: LabelPredictions | None = None,
 ) -> dict[str, Any]:
     """Best-epoch weights + config (a loadable bundle), and the preview masks (segmentation) or the
@@ -295,7 +350,11 @@ def _store_artifacts(
             kind, path = ArtifactKind.PREDICTIONS, predictions.save(Path(tmp) / "predictions.npz")
         else:
             kind, path = ArtifactKind.PREVIEWS, Path(tmp) / "previews.npz"
-            np.savez_compressed(path, stems=np.array(data.preview.stems), predictions=predict(model, data.preview, config.batch_size, patch_size=config.patch_size))
+            np.savez_compressed(
+                path,
+                stems=np.array(data.preview.stems),
+                predictions=predict(model, data.preview, config.batch_size, patch_size=config.patch_size),
+            )
         folder = save_bundle(model.cpu(), bundle, Path(tmp) / "bundle")
         upload = _uploader(trial, context)
         return {
@@ -317,7 +376,9 @@ def _upload_weights(trial: optuna.Trial, model: torch.nn.Module, context: RunCon
 
 def _uploader(study_or_trial: Any, context: RunContext) -> Callable[[Path], str]:
     def upload(path: Path) -> str:
-        return upload_artifact(artifact_store=context.artifact_store, file_path=str(path), study_or_trial=study_or_trial)
+        return upload_artifact(
+            artifact_store=context.artifact_store, file_path=str(path), study_or_trial=study_or_trial
+        )
 
     return upload
 

@@ -59,8 +59,15 @@ class ProgressWriter:
     (e.g. the CLI's bar) sees every batch.
     """
 
-    def __init__(self, trial: Any, epochs: int, *, interval_s: float = WRITE_INTERVAL_S, hook: ProgressHook | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        trial: Any,
+        epochs: int,
+        *,
+        interval_s: float = WRITE_INTERVAL_S,
+        hook: ProgressHook | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.trial = trial
         self.epochs = epochs
         self.interval_s = interval_s
@@ -99,10 +106,15 @@ class TrialBar:
         if trial_number != self.trial or self.bar is None:
             self.close()
             self.trial = trial_number
-            self.bar = tqdm(total=total, position=self.position, leave=False, unit="batch", file=self.file, dynamic_ncols=True)
+            self.bar = tqdm(
+                total=total, position=self.position, leave=False, unit="batch", file=self.file, dynamic_ncols=True
+            )
         if self.bar.total != total:  # the batch size changed (out-of-memory retry)
             self.bar.total = total
-        self.bar.set_description_str(f"trial {trial_number} · epoch {progress.epoch}/{progress.epochs} · batch {progress.batch}/{progress.batches}", refresh=False)
+        self.bar.set_description_str(
+            f"trial {trial_number} · epoch {progress.epoch}/{progress.epochs} · batch {progress.batch}/{progress.batches}",
+            refresh=False,
+        )
         done = (progress.epoch - 1) * progress.batches + progress.batch
         self.bar.update(done - self.bar.n)  # tqdm redraws at most every 0.1 s and computes the ETA
 

@@ -48,10 +48,14 @@ class FoldScore:
     val: Evaluation  # the best epoch's weights re-scored on validation
     test: Evaluation | None
     val_stems: tuple[str, ...] = ()  # the validation images, in ``val``'s order
-    cases: dict[str, list[CaseRow]] = field(default_factory=dict)  # "val"/"test" -> per-image scores at the original size
+    cases: dict[str, list[CaseRow]] = field(
+        default_factory=dict
+    )  # "val"/"test" -> per-image scores at the original size
 
 
-def score_fold(model: torch.nn.Module, data: StudyData, result: TrainResult, config: TrainConfig, *, native: bool = False) -> FoldScore:
+def score_fold(
+    model: torch.nn.Module, data: StudyData, result: TrainResult, config: TrainConfig, *, native: bool = False
+) -> FoldScore:
     """Score the best-epoch model (already loaded into ``model``) on validation and test: with
     ``native``, masks at their original resolution where the dataset's originals are at hand
     (core.training.native); else at the training size."""
@@ -61,9 +65,25 @@ def score_fold(model: torch.nn.Module, data: StudyData, result: TrainResult, con
     def run(part: str, images: ImageSet) -> Evaluation:
         originals = data.original_masks(images) if native else None
         if originals is None:
-            return evaluate_detailed(model, images, config.batch_size, loss_fn=loss_fn, mode=data.mode, num_classes=data.num_classes, patch_size=config.patch_size)
-        evaluation, cases[part] = evaluate_native(model, images, originals, config.batch_size, loss_fn=loss_fn, mode=data.mode, num_classes=data.num_classes,
-                                                  patch_size=config.patch_size)
+            return evaluate_detailed(
+                model,
+                images,
+                config.batch_size,
+                loss_fn=loss_fn,
+                mode=data.mode,
+                num_classes=data.num_classes,
+                patch_size=config.patch_size,
+            )
+        evaluation, cases[part] = evaluate_native(
+            model,
+            images,
+            originals,
+            config.batch_size,
+            loss_fn=loss_fn,
+            mode=data.mode,
+            num_classes=data.num_classes,
+            patch_size=config.patch_size,
+        )
         return evaluation
 
     val = run("val", data.val)
@@ -77,7 +97,11 @@ def _case_attrs(folds: Sequence[FoldScore]) -> dict[str, Any]:
         TrialAttr.VAL_CASES: [row for fold in folds for row in fold.cases.get("val", [])],
         TrialAttr.TEST_CASES: folds[STORED_FOLD].cases.get("test", []),
     }
-    return {key: [{"name": r.stem, "height": r.height, "width": r.width, **r.scores} for r in found] for key, found in rows.items() if found}
+    return {
+        key: [{"name": r.stem, "height": r.height, "width": r.width, **r.scores} for r in found]
+        for key, found in rows.items()
+        if found
+    }
 
 
 def _mean(dicts: Sequence[Mapping[str, float]]) -> dict[str, float]:
@@ -106,7 +130,14 @@ def validation_predictions(folds: Sequence[FoldScore], classes: Sequence[str]) -
     )
 
 
-def summary(spec: StudySpec, folds: Sequence[FoldScore], model: torch.nn.Module, data: StudyData, config: TrainConfig, baselines: Mapping[str, Any] | None) -> dict[str, Any]:
+def summary(
+    spec: StudySpec,
+    folds: Sequence[FoldScore],
+    model: torch.nn.Module,
+    data: StudyData,
+    config: TrainConfig,
+    baselines: Mapping[str, Any] | None,
+) -> dict[str, Any]:
     """The trial's user attrs from its folds; ``model``/``data`` are the stored fold's (size, throughput)."""
     stored = folds[STORED_FOLD]
     val_folds = [fold.val.metrics for fold in folds]  # the best epoch re-scored (at the original size where known)
@@ -127,12 +158,18 @@ def summary(spec: StudySpec, folds: Sequence[FoldScore], model: torch.nn.Module,
         TrialAttr.N_PARAMS: count_parameters(model),
         TrialAttr.WEIGHTS_MB: weights_size_mb(model),
         TrialAttr.FLAGS: trial_flags(
-            predicted=predicted, target=target, val_metrics=val_metrics, baselines=baselines,
-            objective=objective.metric, maximize=objective.direction == "maximize",
+            predicted=predicted,
+            target=target,
+            val_metrics=val_metrics,
+            baselines=baselines,
+            objective=objective.metric,
+            maximize=objective.direction == "maximize",
         ),
     }
     if spec.is_classification:
-        attrs[TrialAttr.CONFUSION_MATRIX] = validation_predictions(folds, data.manifest.classes).confusion_matrix().tolist()
+        attrs[TrialAttr.CONFUSION_MATRIX] = (
+            validation_predictions(folds, data.manifest.classes).confusion_matrix().tolist()
+        )
     else:
         attrs[TrialAttr.VAL_FOREGROUND_FRACTION] = float(1.0 - predicted[0])
         attrs.update(_case_attrs(folds))

@@ -52,7 +52,6 @@ class StudyData:
         """How logits are read: a classifier's are always one per class (softmax)."""
         return Mode.MULTICLASS if self.manifest.is_classification else task_mode(self.num_classes)
 
-
     def original_masks(self, part: ImageSet) -> list[np.ndarray] | None:
         """Each image's mask as stored in the dataset, at its own size (None: unknown, or not a mask task)."""
         if self.folder is None or self.manifest.is_classification:
@@ -65,7 +64,9 @@ def preview_stems(split: Split, count: int) -> list[str]:
     return sorted(split.val)[:count]
 
 
-def load_study_data(spec: StudySpec, settings: Settings, device: torch.device, fold: int | None = None, pool: ImageSet | None = None) -> StudyData:
+def load_study_data(
+    spec: StudySpec, settings: Settings, device: torch.device, fold: int | None = None, pool: ImageSet | None = None
+) -> StudyData:
     """Decode the study's dataset once and put its splits on ``device``.
 
     ``pool`` (every image of the dataset, already decoded) lets the folds of a cross-validated
@@ -82,7 +83,9 @@ def load_study_data(spec: StudySpec, settings: Settings, device: torch.device, f
 
     test = part(split.test) if split.test else None
     preview = part(preview_stems(split, spec.preview_count))
-    return StudyData(source.manifest, split, source.channels, part(split.train), part(split.val), test, preview, fold, source.folder)
+    return StudyData(
+        source.manifest, split, source.channels, part(split.train), part(split.val), test, preview, fold, source.folder
+    )
 
 
 def load_pool(spec: StudySpec, settings: Settings, device: torch.device) -> ImageSet:

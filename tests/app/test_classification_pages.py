@@ -39,11 +39,23 @@ CLASS_METRICS = split_metrics(Source.CLASS_PREDICTIONS, task=Task.CLASSIFICATION
 def classified(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     with module_workspace(tmp_path_factory.mktemp("classification-home")) as settings:
         write_bars(settings.datasets_dir, "bars", 40)
-        tiny_classification_study(settings, STUDY, trials=2, extra={
-            "budget": {"n_trials": 2, "max_epochs": 1}, "split": {"train": 0.5, "val": 0.3, "test": 0.2},
-            "search_space": {"architecture": "MobileNetV2", "head_filters": 8, "head_dense_units": 8, "batch_size": 8, "epochs": 1,
-                             "lr": {"low": 1e-3, "high": 3e-2, "log": True}},
-        })
+        tiny_classification_study(
+            settings,
+            STUDY,
+            trials=2,
+            extra={
+                "budget": {"n_trials": 2, "max_epochs": 1},
+                "split": {"train": 0.5, "val": 0.3, "test": 0.2},
+                "search_space": {
+                    "architecture": "MobileNetV2",
+                    "head_filters": 8,
+                    "head_dense_units": 8,
+                    "batch_size": 8,
+                    "epochs": 1,
+                    "lr": {"low": 1e-3, "high": 3e-2, "log": True},
+                },
+            },
+        )
         yield settings
 
 
@@ -92,7 +104,13 @@ def test_leaderboard_shows_the_classification_metrics_as_stored(classified: Sett
         metrics = study.trials[row.number].user_attrs[TrialAttr.VAL_METRICS]
         assert [getattr(row, f"val_{m}") for m in CLASS_METRICS] == pytest.approx([metrics[m] for m in CLASS_METRICS])
     references = app.dataframe[1].value
-    assert list(references.columns) == ["label", "val_accuracy", "val_balanced_accuracy", "val_f1_macro", "test_balanced_accuracy"]
+    assert list(references.columns) == [
+        "label",
+        "val_accuracy",
+        "val_balanced_accuracy",
+        "val_f1_macro",
+        "test_balanced_accuracy",
+    ]
     assert any("every image predicted as one class" in text for text in texts(app, "caption"))
     assert app.button(key="leaderboard.compare").label == "Compare predictions"
 
@@ -125,7 +143,9 @@ def test_confusion_matrices_are_the_stored_ones_with_class_names(classified: Set
         heatmap = chart(app, index)["data"][0]
         assert heatmap["type"] == "heatmap" and heatmap["z"] == matrix
         assert heatmap["x"] == list(BARS) and heatmap["y"] == list(BARS)
-        assert any(text.startswith(f"#{trial.number}: {accuracy_text(np.array(matrix))}") for text in texts(app, "caption"))
+        assert any(
+            text.startswith(f"#{trial.number}: {accuracy_text(np.array(matrix))}") for text in texts(app, "caption")
+        )
 
 
 def test_misclassified_images_are_listed_most_confident_mistake_first(classified: Settings) -> None:
@@ -173,8 +193,10 @@ def test_disagreeing_trials_are_filtered_and_ordered(classified: Settings, monke
     flipped = right.copy()
     flipped[1::2] = right[1::2, ::-1]  # odd images: 0.9 on the wrong class
     flipped[3::4] = np.where(flipped[3::4] > 0.5, 0.6, 0.4)  # some of them less confidently
-    trials = {number: LabelPredictions(real.stems, labels, probabilities, np.zeros(n, np.int64), BARS)
-              for number, probabilities in ((0, right), (1, flipped))}
+    trials = {
+        number: LabelPredictions(real.stems, labels, probabilities, np.zeros(n, np.int64), BARS)
+        for number, probabilities in ((0, right), (1, flipped))
+    }
     crafted = PredictionComparison(real.stems, labels, BARS, trials)
     monkeypatch.setattr(study_cache, "prediction_comparison", lambda name, numbers: crafted)
     app = open_page("predictions.py", selected=(0, 1))
@@ -213,7 +235,10 @@ def test_export_offers_the_classifier_with_a_csv_predict_command(classified: Set
     assert "classify_folder(" in app.code[1].value
     card = next(text for text in texts(app, "markdown") if text.startswith("# Model card"))
     assert "Classification model" in card and "| Balanced accuracy |" in card
-    assert [b.proto.label for b in app.get("download_button")] == ["Download model bundle (.zip)", "Download model card (.md)"]
+    assert [b.proto.label for b in app.get("download_button")] == [
+        "Download model bundle (.zip)",
+        "Download model card (.md)",
+    ]
 
 
 def test_compress_page_takes_a_classification_trial(classified: Settings) -> None:
@@ -229,7 +254,13 @@ def test_compress_page_takes_a_classification_trial(classified: Settings) -> Non
 
 def made_up(probabilities: list[list[float]], labels: list[int]) -> LabelPredictions:
     n = len(labels)
-    return LabelPredictions(tuple(f"img{i}" for i in range(n)), np.array(labels), np.array(probabilities, np.float32), np.zeros(n, np.int64), BARS)
+    return LabelPredictions(
+        tuple(f"img{i}" for i in range(n)),
+        np.array(labels),
+        np.array(probabilities, np.float32),
+        np.zeros(n, np.int64),
+        BARS,
+    )
 
 
 def test_shown_images_pick_mistakes_and_disagreements_in_order() -> None:
@@ -241,12 +272,16 @@ def test_shown_images_pick_mistakes_and_disagreements_in_order() -> None:
     assert shown_images(both, "name", "disagree") == [3]  # only img3 gets different labels
     assert shown_images(both, "name", "all") == [0, 1, 2, 3]
     single = PredictionComparison(first.stems, first.labels, BARS, {3: first})
-    assert shown_images(single, "confidence", "wrong") == [3, 1] and [first.stems[i] for i in [3, 1]] == single.misclassified(3)
+    assert shown_images(single, "confidence", "wrong") == [3, 1] and [
+        first.stems[i] for i in [3, 1]
+    ] == single.misclassified(3)
 
 
 def test_confusion_figure_counts_and_shares() -> None:
     figure = confusion_figure(np.array([[3, 1], [0, 4]]), BARS, "Trial #0")
     heatmap = figure.data[0]
-    assert [list(row) for row in heatmap.z] == [[3, 1], [0, 4]] and tuple(heatmap.x) == BARS and tuple(heatmap.y) == BARS
+    assert (
+        [list(row) for row in heatmap.z] == [[3, 1], [0, 4]] and tuple(heatmap.x) == BARS and tuple(heatmap.y) == BARS
+    )
     assert heatmap.customdata[0] == pytest.approx([0.75, 0.25]) and figure.layout.yaxis.autorange == "reversed"
     assert accuracy_text(np.array([[3, 1], [0, 4]])) == "7 of 8 right (88%)"

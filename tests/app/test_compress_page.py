@@ -84,7 +84,12 @@ def test_one_preview_image_at_a_time_large_with_the_original_next_to_the_variant
     app.button(key="compress.masks.next").click().run()
     assert app.slider(key="compress.masks.image").value == 2 and captions(app)[0] != first[0]
     assert len(app.expander[-1].dataframe[0].value) == PREVIEWS  # per-image Dice of original and variant
-    assert list(app.expander[-1].dataframe[0].value.columns) == ["image", "#0", "Variant 1 · pruned 60% global", "disagreement"]
+    assert list(app.expander[-1].dataframe[0].value.columns) == [
+        "image",
+        "#0",
+        "Variant 1 · pruned 60% global",
+        "disagreement",
+    ]
 
 
 def test_zoom_opens_the_pictures_one_at_a_time_at_full_width(compressed: Settings) -> None:
@@ -106,7 +111,9 @@ def test_compare_masks_puts_a_variant_next_to_its_trial(compressed: Settings) ->
     assert len(app.metric) == 2
 
 
-def test_starting_a_compression_launches_a_background_task(compressed: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_starting_a_compression_launches_a_background_task(
+    compressed: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     launched: list[list[str]] = []
 
     def launch(settings: Settings, command: list[str], log: Path) -> int:
@@ -122,10 +129,34 @@ def test_starting_a_compression_launches_a_background_task(compressed: Settings,
     assert not app.exception, app.exception
     [task] = core.runtime.tasks.list_tasks(compressed, "compress")
     try:
-        assert launched[0][3:-2] == ["compress", "--study", STUDY, "--trial", "0", "--method", "prune", "--sparsity", "0.8",
-                                     "--epochs", "3.0", "--scope", "global"]  # the CLI is unchanged
-        assert task.subject == TaskSubject(study=STUDY, trial=0, method="prune", options={
-            "sparsity": 0.8, "structured": False, "scope": "global", "finetune_epochs": 3.0, "finetune_steps": None, "lr": None})
+        assert launched[0][3:-2] == [
+            "compress",
+            "--study",
+            STUDY,
+            "--trial",
+            "0",
+            "--method",
+            "prune",
+            "--sparsity",
+            "0.8",
+            "--epochs",
+            "3.0",
+            "--scope",
+            "global",
+        ]  # the CLI is unchanged
+        assert task.subject == TaskSubject(
+            study=STUDY,
+            trial=0,
+            method="prune",
+            options={
+                "sparsity": 0.8,
+                "structured": False,
+                "scope": "global",
+                "finetune_epochs": 3.0,
+                "finetune_steps": None,
+                "lr": None,
+            },
+        )
         assert open_page().button(key="compress.start").disabled  # found by its subject: the trial is busy
     finally:
         core.runtime.tasks._status_path(compressed, task.id).unlink()
@@ -134,12 +165,26 @@ def test_starting_a_compression_launches_a_background_task(compressed: Settings,
 def test_a_running_task_shows_its_progress_and_blocks_a_second_start(compressed: Settings) -> None:
     task_id = "compress-test-running"
     legacy = core.runtime.tasks._status_path(compressed, "compress-test-legacy")  # no subject: about no trial
-    core.runtime.tasks._merge(legacy, {"id": legacy.stem, "kind": "compress", "argv": ["compress", "--study", STUDY, "--trial", "0"],
-                                       "created_at": time.time() + 60, "pid": os.getpid()})
-    core.runtime.tasks._merge(core.runtime.tasks._status_path(compressed, task_id), {
-        "id": task_id, "kind": "compress", "subject": {"study": STUDY, "trial": 0, "method": "ptq", "options": {}},
-        "created_at": time.time(), "pid": os.getpid(),  # this test process: alive
-    })
+    core.runtime.tasks._merge(
+        legacy,
+        {
+            "id": legacy.stem,
+            "kind": "compress",
+            "argv": ["compress", "--study", STUDY, "--trial", "0"],
+            "created_at": time.time() + 60,
+            "pid": os.getpid(),
+        },
+    )
+    core.runtime.tasks._merge(
+        core.runtime.tasks._status_path(compressed, task_id),
+        {
+            "id": task_id,
+            "kind": "compress",
+            "subject": {"study": STUDY, "trial": 0, "method": "ptq", "options": {}},
+            "created_at": time.time(),
+            "pid": os.getpid(),  # this test process: alive
+        },
+    )
     core.runtime.tasks.TaskProgress(compressed, task_id).update(0.4, "int8 static: calibrating on training batch 3/8")
     try:
         app = open_page()
@@ -200,6 +245,16 @@ def test_the_trade_off_table_shows_its_key_columns_unless_all_are_asked_for(comp
     (tests/e2e/test_table_widths.py measures that in a browser)."""
     app = open_page()
     shown = list(app.dataframe[0].proto.column_order)
-    assert shown == ["variant", "model", "val_dice", "test_dice", "size_mb", "nonzero_params", "latency_ms", "delta_val_dice", "speedup"]
+    assert shown == [
+        "variant",
+        "model",
+        "val_dice",
+        "test_dice",
+        "size_mb",
+        "nonzero_params",
+        "latency_ms",
+        "delta_val_dice",
+        "speedup",
+    ]
     app.toggle(key="compress.all_columns").set_value(True).run()
     assert not list(app.dataframe[0].proto.column_order) and "val_iou" in app.dataframe[0].value  # every column

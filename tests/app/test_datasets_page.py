@@ -131,14 +131,20 @@ def test_server_folder_with_a_fifo_or_an_odd_typed_path_gets_a_clean_message(wor
     os.symlink("loop", workspace.imports_dir / "loop")
     at = datasets_page()
     at.text_input(key="ds.folder_name").input("cells").run()
-    for typed, expected in (("set", "images/img_9.png**: is a named pipe (FIFO)"), ("set\x00/../..", "control character"),
-                            ("loop", "loops back on itself"), ("x" * 5000, "too long")):
+    for typed, expected in (
+        ("set", "images/img_9.png**: is a named pipe (FIFO)"),
+        ("set\x00/../..", "control character"),
+        ("loop", "loops back on itself"),
+        ("x" * 5000, "too long"),
+    ):
         at.text_input(key="ds.folder").input(typed).run()
         at.button(key="ds.folder_go").click().run()
         assert not at.exception
         report = " ".join(e.value for e in at.error)
         assert expected in report, report
-        assert "unexpected error" not in report and str(workspace.home) not in report.replace(str(workspace.imports_dir), "")
+        assert "unexpected error" not in report and str(workspace.home) not in report.replace(
+            str(workspace.imports_dir), ""
+        )
     assert dataset_names(workspace.datasets_dir) == []
     assert list(workspace.datasets_dir.iterdir()) == []  # no .ingest-* folder left behind
 
@@ -149,8 +155,17 @@ def test_a_dataset_a_queued_job_uses_is_not_deleted_and_the_page_names_the_job(w
     from core.search.validation import spec_from_dict
 
     create_demo_dataset(workspace.datasets_dir, count=12, size=32)
-    spec = spec_from_dict({"name": "busy", "dataset": "demo-cells", "image_size": 32, "sampler": "random", "pruner": "none",
-                           "preview_count": 2, "budget": {"n_trials": 1, "max_epochs": 1}})
+    spec = spec_from_dict(
+        {
+            "name": "busy",
+            "dataset": "demo-cells",
+            "image_size": 32,
+            "sampler": "random",
+            "pruner": "none",
+            "preview_count": 2,
+            "budget": {"n_trials": 1, "max_epochs": 1},
+        }
+    )
     job_id = submit_job(workspace, spec, workers=0, launch=False)
     at = datasets_page()
     at.text_input(key="ds.delete_confirm").input("demo-cells").run()
@@ -170,20 +185,26 @@ def class_zip(per_class: dict[str, int]) -> bytes:
     with zipfile.ZipFile(buffer, "w") as archive:
         for name, count in per_class.items():
             for i in range(count):
-                archive.writestr(f"scans/{name}/{name}_{i}.png", png_bytes(rng.integers(0, 255, (24, 24), dtype=np.uint8)))
+                archive.writestr(
+                    f"scans/{name}/{name}_{i}.png", png_bytes(rng.integers(0, 255, (24, 24), dtype=np.uint8))
+                )
     return buffer.getvalue()
 
 
 def test_a_classification_zip_is_detected_shown_per_class_and_split_by_class(workspace: Settings) -> None:
     at = datasets_page()
-    at.file_uploader(key="ds.upload").upload("scans.zip", class_zip({"normal": 9, "tumour": 5}), "application/zip").run()
+    at.file_uploader(key="ds.upload").upload(
+        "scans.zip", class_zip({"normal": 9, "tumour": 5}), "application/zip"
+    ).run()
     at.button(key="ds.upload_go").click().run()
     assert not at.exception
     assert any("Added **scans**: 14 labelled images in 2 classes (normal, tumour)" in s.value for s in at.success)
     assert load_manifest(workspace.datasets_dir, "scans").source == "scans.zip"
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Labelled images"] == "14" and metrics["Smallest class"] == "5" and metrics["Classes"] == "2"
-    assert sorted(image.captions[0] for image in at.image) == [f"normal_{i}" for i in range(9)]  # the first class's gallery
+    assert sorted(image.captions[0] for image in at.image) == [
+        f"normal_{i}" for i in range(9)
+    ]  # the first class's gallery
     at.selectbox(key="ds.class").set_value("tumour").run()
     assert sorted(image.captions[0] for image in at.image) == [f"tumour_{i}" for i in range(5)]
     chart = at.get("plotly_chart")
@@ -222,7 +243,10 @@ def test_a_segmentation_dataset_becomes_a_mask_presence_dataset(workspace: Setti
     at.file_uploader(key="ds.upload").upload("organ.zip", buffer.getvalue(), "application/zip").run()
     at.text_input(key="ds.upload_classes").input("background, organ").run()
     at.button(key="ds.upload_go").click().run()
-    assert any("**organ** when the mask holds any foreground (3 images), **no organ** when it is empty (5)" in c.value for c in at.caption)
+    assert any(
+        "**organ** when the mask holds any foreground (3 images), **no organ** when it is empty (5)" in c.value
+        for c in at.caption
+    )
     at.text_input(key="ds.presence_name").input("organ-cls").run()
     at.button(key="ds.presence_go").click().run()
     assert not at.exception

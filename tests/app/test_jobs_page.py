@@ -26,8 +26,17 @@ def job(workspace: Settings, monkeypatch: pytest.MonkeyPatch) -> int:
 
     monkeypatch.setattr(core.runtime.launcher, "launch_workers", lambda settings, job, slots: [])  # no real workers
     create_demo_dataset(workspace.datasets_dir, count=12, size=64)
-    spec = spec_from_dict({"name": "watched", "dataset": "demo-cells", "image_size": 64, "budget": {"n_trials": 4, "max_epochs": 5},
-                           "sampler": "random", "pruner": "none", "search_space": {"architecture": "ClassicUNet", "epochs": 5}})
+    spec = spec_from_dict(
+        {
+            "name": "watched",
+            "dataset": "demo-cells",
+            "image_size": 64,
+            "budget": {"n_trials": 4, "max_epochs": 5},
+            "sampler": "random",
+            "pruner": "none",
+            "search_space": {"architecture": "ClassicUNet", "epochs": 5},
+        }
+    )
     job_id = submit_job(workspace, spec, workers=1, devices=["cpu"])
     trial = optuna.load_study(study_name="watched", storage=open_storage(workspace.db_url)).ask()
     trial.set_user_attr("epoch", 2)
@@ -82,7 +91,9 @@ def test_cancel_of_a_running_job_waits_for_its_worker(job: int, workspace: Setti
 def test_batch_progress_within_a_long_epoch(job: int, workspace: Settings) -> None:
     study = optuna.load_study(study_name="watched", storage=open_storage(workspace.db_url))
     running = study.get_trials(deepcopy=False)[0]
-    study._storage.set_trial_user_attr(running._trial_id, "progress", {"epoch": 3, "epochs": 5, "batch": 45, "batches": 120})
+    study._storage.set_trial_user_attr(
+        running._trial_id, "progress", {"epoch": 3, "epochs": 5, "batch": 45, "batches": 120}
+    )
     at = jobs_page()
     assert not at.exception
     bars = {p.proto.text: p.value for p in at.get("progress")}
@@ -103,7 +114,9 @@ def test_status_and_eta_follow_the_running_trial(job: int, workspace: Settings) 
     study = optuna.load_study(study_name="watched", storage=open_storage(workspace.db_url))
     trial = study.get_trials(deepcopy=False)[0]
     study._storage.set_trial_user_attr(trial._trial_id, "worker", "w-live")
-    study._storage.set_trial_user_attr(trial._trial_id, "progress", {"epoch": 1, "epochs": 3, "batch": 1, "batches": 100})
+    study._storage.set_trial_user_attr(
+        trial._trial_id, "progress", {"epoch": 1, "epochs": 3, "batch": 1, "batches": 100}
+    )
     with tables_engine(workspace).begin() as connection:
         set_status(connection, job, JobState.FINISHED, when=[JobState.RUNNING])
     at = jobs_page()

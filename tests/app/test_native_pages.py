@@ -30,9 +30,12 @@ def scored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         for trial in draft.get_trials():
             metrics = trial.user_attrs.get(TrialAttr.VAL_METRICS)
             if metrics:
-                extra = {TrialAttr.VAL_METRICS: {**metrics, "nsd": 0.8, "hd95": 3.5},
-                         TrialAttr.TEST_METRICS: {**trial.user_attrs[TrialAttr.TEST_METRICS], "nsd": 0.7, "hd95": 4.0},
-                         TrialAttr.FOLD_METRICS: [metrics, metrics], TrialAttr.ENSEMBLE_TEST_METRICS: {"dice": 0.9512}}
+                extra = {
+                    TrialAttr.VAL_METRICS: {**metrics, "nsd": 0.8, "hd95": 3.5},
+                    TrialAttr.TEST_METRICS: {**trial.user_attrs[TrialAttr.TEST_METRICS], "nsd": 0.7, "hd95": 4.0},
+                    TrialAttr.FOLD_METRICS: [metrics, metrics],
+                    TrialAttr.ENSEMBLE_TEST_METRICS: {"dice": 0.9512},
+                }
                 trial.user_attrs = {**trial.user_attrs, **extra}
             study.add_trial(trial)
         yield settings
@@ -47,7 +50,9 @@ def test_the_leaderboard_shows_boundary_columns_the_ensemble_and_the_resolution(
     assert any("original resolution (NSD tolerance 2 px)" in text for text in captions), captions
 
 
-def test_a_study_scored_at_training_size_says_so_and_hides_the_empty_columns(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_a_study_scored_at_training_size_says_so_and_hides_the_empty_columns(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
     with module_workspace(tmp_path_factory.mktemp("old-home")) as settings:
         build_study(open_storage(settings.db_url), open_artifact_store(settings), name="old", n_trials=3)
         app = pages.open_page("leaderboard.py", study="old")

@@ -42,8 +42,13 @@ def new_study_page() -> AppTest:
 def test_every_preset_survives_the_form(preset: str) -> None:
     spec = load_preset(preset, "demo-cells")
     again = spec_from_dict(form_to_dict(spec_to_form(spec)))
-    shown, expected = again.to_dict(), spec_from_dict(spec.to_dict()).to_dict() | {"search_space": again.to_dict()["search_space"]}
-    if spec.cv:  # cross-validation cuts its folds from what the test split leaves: the unused train/val fractions are not kept
+    shown, expected = (
+        again.to_dict(),
+        spec_from_dict(spec.to_dict()).to_dict() | {"search_space": again.to_dict()["search_space"]},
+    )
+    if (
+        spec.cv
+    ):  # cross-validation cuts its folds from what the test split leaves: the unused train/val fractions are not kept
         for data in (shown, expected):
             data["split"] = {k: v for k, v in data["split"].items() if k not in ("train", "val")}
     assert shown == expected
@@ -78,22 +83,34 @@ def test_preset_fills_the_form(demo: Settings) -> None:
 
 def test_imported_spec_fills_the_form_and_invalid_one_is_reported(demo: Settings) -> None:
     at = new_study_page()
-    spec = {"name": "imported", "dataset": "demo-cells", "image_size": 64, "sampler": "random", "pruner": "none",
-            "search_space": {"architecture": "ClassicUNet", "lr": {"low": 1e-4, "high": 1e-2, "log": True}}}
+    spec = {
+        "name": "imported",
+        "dataset": "demo-cells",
+        "image_size": 64,
+        "sampler": "random",
+        "pruner": "none",
+        "search_space": {"architecture": "ClassicUNet", "lr": {"low": 1e-4, "high": 1e-2, "log": True}},
+    }
     at.file_uploader(key="ns._import").upload("spec.json", json.dumps(spec).encode(), "application/json").run()
     assert at.text_input(key="ns.name").value == "imported"
     assert at.session_state["ns.sp.lr.mode"] == "range" and at.session_state["ns.sp.lr.log"] is True
-    at.file_uploader(key="ns._import").set_value(("bad.json", b'{"name": "x", "sampler": "nope"}', "application/json")).run()
+    at.file_uploader(key="ns._import").set_value(
+        ("bad.json", b'{"name": "x", "sampler": "nope"}', "application/json")
+    ).run()
     assert any("sampler" in e.value for e in at.error)
     bom = {**spec, "name": "with-bom"}
-    at.file_uploader(key="ns._import").set_value(("bom.json", b"\xef\xbb\xbf" + json.dumps(bom).encode(), "application/json")).run()
+    at.file_uploader(key="ns._import").set_value(
+        ("bom.json", b"\xef\xbb\xbf" + json.dumps(bom).encode(), "application/json")
+    ).run()
     assert at.text_input(key="ns.name").value == "with-bom"
 
 
 def test_estimate_shows_the_probe(demo: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     import core.training.estimate
 
-    cost = TrialCost(n_params=1_234_567, weights_mb=4.7, seconds_per_epoch=3.0, epochs=10, params=(("architecture", "Unet"),))
+    cost = TrialCost(
+        n_params=1_234_567, weights_mb=4.7, seconds_per_epoch=3.0, epochs=10, params=(("architecture", "Unet"),)
+    )
     monkeypatch.setattr(core.training.estimate, "estimate_trial_cost", lambda spec, settings: cost)
     at = new_study_page()
     at.button(key="ns._estimate").click().run()
@@ -138,11 +155,15 @@ def plan_text(at: AppTest) -> str:
     return next(c.value for c in at.caption if "Start launches" in c.value)
 
 
-def test_trials_per_gpu_sets_the_workers_started_unless_a_count_is_given(two_gpus: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_trials_per_gpu_sets_the_workers_started_unless_a_count_is_given(
+    two_gpus: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import core.runtime.queue
 
     submitted = {}
-    monkeypatch.setattr(core.runtime.queue, "submit_job", lambda settings, spec, **kwargs: submitted.update(kwargs) or 7)
+    monkeypatch.setattr(
+        core.runtime.queue, "submit_job", lambda settings, spec, **kwargs: submitted.update(kwargs) or 7
+    )
     at = new_study_page()
     assert "2 worker(s): 1 on cuda:0, 1 on cuda:1" in plan_text(at)
     at.number_input(key="ns._per_gpu").set_value(3).run()
@@ -154,7 +175,9 @@ def test_trials_per_gpu_sets_the_workers_started_unless_a_count_is_given(two_gpu
     assert not at.exception and submitted["workers"] is None and submitted["per_gpu"] == 3
 
 
-def test_a_huge_grid_is_counted_and_refused_in_the_form_without_listing_it(demo: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_huge_grid_is_counted_and_refused_in_the_form_without_listing_it(
+    demo: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from core.search import suggest
 
     def never(*_: object) -> None:
@@ -172,7 +195,11 @@ def test_a_huge_grid_is_counted_and_refused_in_the_form_without_listing_it(demo:
     at.run()
     assert not at.exception
     # the preset's other choices multiply the 1,024 x 10,000 points
-    counts = [int(m.group(1).replace(",", "")) for e in at.error if (m := re.search(r"([\d,]+) points, above the limit of 10,000", e.value))]
+    counts = [
+        int(m.group(1).replace(",", ""))
+        for e in at.error
+        if (m := re.search(r"([\d,]+) points, above the limit of 10,000", e.value))
+    ]
     assert counts and counts[0] >= 10_240_000 and counts[0] % 10_240_000 == 0, [e.value for e in at.error]
     assert at.button(key="ns._start").disabled
 
@@ -234,11 +261,17 @@ def editor_labels(at: AppTest) -> set[str]:
     return {widget.label for kind in ("multiselect", "button_group") for widget in at.get(kind)}
 
 
-def test_a_classification_dataset_gets_the_classification_form_and_starts_a_real_job(bars: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_classification_dataset_gets_the_classification_form_and_starts_a_real_job(
+    bars: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import core.runtime.queue
 
     real_submit = core.runtime.queue.submit_job
-    monkeypatch.setattr(core.runtime.queue, "submit_job", lambda settings, spec, **kwargs: real_submit(settings, spec, **kwargs, launch=False))
+    monkeypatch.setattr(
+        core.runtime.queue,
+        "submit_job",
+        lambda settings, spec, **kwargs: real_submit(settings, spec, **kwargs, launch=False),
+    )
     at = new_study_page()  # "bars" is the first dataset: the form starts as a classification study
     assert not at.exception and at.selectbox(key="ns.dataset").value == "bars"
     assert at.session_state["ns.task"] == "classification"
@@ -247,9 +280,16 @@ def test_a_classification_dataset_gets_the_classification_form_and_starts_a_real
     assert at.multiselect(key="ns.sp.loss").options == list(CLASSIFICATION_LOSSES.names)
     labels = editor_labels(at)
     assert {"Head kernel size", "Head filters", "Head dense units", "Head dropout", "Label smoothing"} <= labels
-    assert not labels & {"Encoders", "Encoder depth", "U-Net depth", "U-Net start filters"}  # segmentation's model fields
+    assert not labels & {
+        "Encoders",
+        "Encoder depth",
+        "U-Net depth",
+        "U-Net start filters",
+    }  # segmentation's model fields
     assert at.multiselect(key="ns.objectives").value == ["val_balanced_accuracy"]
-    assert [option.split(" (")[0] for option in at.multiselect(key="ns.objectives").options] == list(objective_metrics(Task.CLASSIFICATION))
+    assert [option.split(" (")[0] for option in at.multiselect(key="ns.objectives").options] == list(
+        objective_metrics(Task.CLASSIFICATION)
+    )
     presets = at.selectbox(key="ns._preset")
     assert presets.value == "p4-cnn-classification" and len(presets.options) == 1  # no auto plan: it plans segmentation
 
@@ -281,7 +321,10 @@ def test_label_smoothing_only_for_cross_entropy_and_the_form_follows_the_dataset
     assert at.session_state["ns.split.mode"] == "Cross-validation" and at.session_state["ns.split.cv_folds"] == 3
     at.selectbox(key="ns.dataset").set_value("demo-cells").run()  # a segmentation dataset
     assert not at.exception and at.session_state["ns.task"] == "segmentation"
-    assert any("demo-cells is a segmentation dataset: the form now describes a segmentation study" in s.value for s in at.success)
+    assert any(
+        "demo-cells is a segmentation dataset: the form now describes a segmentation study" in s.value
+        for s in at.success
+    )
     assert "Encoders" in editor_labels(at) and "Head filters" not in editor_labels(at)
     assert at.selectbox(key="ns._preset").value == "auto"
     at.selectbox(key="ns.dataset").set_value("bars").run()  # and back
@@ -295,8 +338,10 @@ def test_a_classification_spec_on_a_segmentation_dataset_is_refused_at_the_datas
     at.file_uploader(key="ns._import").upload("spec.json", json.dumps(spec).encode(), "application/json").run()
     assert at.session_state["ns.task"] == "classification" and at.selectbox(key="ns.dataset").value == "demo-cells"
     at.run()  # the next run keeps the import: the task follows a dataset only when the user picks one
-    assert any("'wrong-data' is a classification study but dataset 'demo-cells' is a segmentation dataset" in e.value
-               for e in at.error)  # core's refusal (core.search.task_fit), the one a run gives
+    assert any(
+        "'wrong-data' is a classification study but dataset 'demo-cells' is a segmentation dataset" in e.value
+        for e in at.error
+    )  # core's refusal (core.search.task_fit), the one a run gives
     assert at.button(key="ns._start").disabled
 
 
@@ -305,9 +350,13 @@ def test_a_training_patch_survives_the_form_and_is_shown_for_segmentation_only(d
     values = spec_to_form(spec)
     assert spec_from_dict(form_to_dict(values)).patch_size == 128
     assert spec_from_dict(form_to_dict({**values, "ns.patch_size": 0})).patch_size is None  # "whole image"
-    assert form_to_dict({**values, "ns.task": str(Task.CLASSIFICATION)})["patch_size"] is None  # hidden for classifiers: never sent
+    assert (
+        form_to_dict({**values, "ns.task": str(Task.CLASSIFICATION)})["patch_size"] is None
+    )  # hidden for classifiers: never sent
     at = new_study_page()
-    at.file_uploader(key="ns._import").upload("spec.json", json.dumps(spec.to_dict()).encode(), "application/json").run()
+    at.file_uploader(key="ns._import").upload(
+        "spec.json", json.dumps(spec.to_dict()).encode(), "application/json"
+    ).run()
     assert not at.exception and at.selectbox(key="ns.patch_size").value == 128
     at.selectbox(key="ns.patch_size").set_value(1024).run()
     assert any("multiple of 32 from 32 to image_size (512)" in e.value for e in at.error)

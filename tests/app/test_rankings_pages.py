@@ -22,8 +22,18 @@ from tests.helpers.studies import module_workspace
 
 STUDY = "ranked"
 BASELINES = {
-    "all_background": {"label": "Constant: all background", "class": 0, "val": {"dice": 0.0, "iou": 0.0}, "test": {"dice": 0.0}},
-    "all_foreground": {"label": "Constant: all foreground", "class": 1, "val": {"dice": 0.62, "iou": 0.45}, "test": {"dice": 0.6}},
+    "all_background": {
+        "label": "Constant: all background",
+        "class": 0,
+        "val": {"dice": 0.0, "iou": 0.0},
+        "test": {"dice": 0.0},
+    },
+    "all_foreground": {
+        "label": "Constant: all foreground",
+        "class": 1,
+        "val": {"dice": 0.62, "iou": 0.45},
+        "test": {"dice": 0.6},
+    },
 }
 
 
@@ -34,13 +44,21 @@ def _counts(tp: int, n: int = 12) -> list:
 
 def _extra_trials(study: optuna.Study) -> None:
     params = {"lr": 0.1, "optimizer": "adam", "unet_start_filters": 4}
-    flagged = {"val_metrics": {"dice": 0.61}, "flags": [TrialFlag.CONSTANT_PREDICTION, TrialFlag.NOT_BETTER_THAN_BASELINE],
-               "val_foreground_fraction": 1.0, "val_image_counts": _counts(20)}
+    flagged = {
+        "val_metrics": {"dice": 0.61},
+        "flags": [TrialFlag.CONSTANT_PREDICTION, TrialFlag.NOT_BETTER_THAN_BASELINE],
+        "val_foreground_fraction": 1.0,
+        "val_image_counts": _counts(20),
+    }
     cancelled = {"cancelled": True, "history": [{"epoch": 1, "val_dice": 0.3}]}
-    study.add_trials([
-        create_trial(state=TrialState.COMPLETE, value=0.61, params=params, distributions=DISTRIBUTIONS, user_attrs=flagged),
-        create_trial(state=TrialState.FAIL, params=params, distributions=DISTRIBUTIONS, user_attrs=cancelled),
-    ])
+    study.add_trials(
+        [
+            create_trial(
+                state=TrialState.COMPLETE, value=0.61, params=params, distributions=DISTRIBUTIONS, user_attrs=flagged
+            ),
+            create_trial(state=TrialState.FAIL, params=params, distributions=DISTRIBUTIONS, user_attrs=cancelled),
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +70,11 @@ def ranked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
             study.set_user_attr(key, value)
         for trial in draft.get_trials():
             if trial.number < 3:  # the best two (#0, #1) get identical per-image counts: not distinguishable
-                trial.user_attrs = {**trial.user_attrs, TrialAttr.VAL_IMAGE_COUNTS: _counts(40), TrialAttr.VAL_METRICS_STD: {"dice": 0.02}}
+                trial.user_attrs = {
+                    **trial.user_attrs,
+                    TrialAttr.VAL_IMAGE_COUNTS: _counts(40),
+                    TrialAttr.VAL_METRICS_STD: {"dice": 0.02},
+                }
             study.add_trial(trial)
         _extra_trials(study)
         yield settings

@@ -40,7 +40,13 @@ def results_workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sett
 
 @pytest.fixture
 def big_study(results_workspace: Settings, monkeypatch: pytest.MonkeyPatch) -> optuna.Study:
-    big = build_study(optuna.storages.InMemoryStorage(), open_artifact_store(results_workspace), name=BIG, n_trials=1000, previews=False)
+    big = build_study(
+        optuna.storages.InMemoryStorage(),
+        open_artifact_store(results_workspace),
+        name=BIG,
+        n_trials=1000,
+        previews=False,
+    )
     real_study, real_names = study_cache.study, cache.study_names
     monkeypatch.setattr(study_cache, "study", lambda name: big if name == BIG else real_study(name))
     monkeypatch.setattr(cache, "study_names", lambda: [BIG, *real_names()])
@@ -93,10 +99,14 @@ def test_curves_overlay_chosen_trials_and_mark_pruned(results_workspace: Setting
     assert figure["layout"]["yaxis"]["title"]["text"] == "Dice"
     app.button_group(key="curves.metric").set_value("lr").run()
     figure = json.loads(app.get("plotly_chart")[0].proto.spec)
-    assert {trace.get("name") for trace in figure["data"]} >= {"#0 lr", "#3 lr"} and not any("train" in str(t.get("name")) for t in figure["data"])
+    assert {trace.get("name") for trace in figure["data"]} >= {"#0 lr", "#3 lr"} and not any(
+        "train" in str(t.get("name")) for t in figure["data"]
+    )
 
 
-def test_cross_validated_trials_show_fold_0_the_stored_model_and_count_folds_from_0(results_workspace: Settings) -> None:
+def test_cross_validated_trials_show_fold_0_the_stored_model_and_count_folds_from_0(
+    results_workspace: Settings,
+) -> None:
     app = open_page("curves.py", study=CROSS_VALIDATED, selected=(0,))
     assert "the curves are fold 0's" in " ".join(texts(app, "caption"))
     app.toggle(key="curves.each_fold").set_value(True).run()
@@ -138,8 +148,14 @@ def test_compare_predictions_sends_a_segmentation_study_to_compare_masks(results
 
 def test_insights_draw_figures_or_explain(results_workspace: Settings) -> None:
     app = open_page("insights.py")
-    assert [tab.label for tab in app.tabs] == ["Optimization history", "Parameter importances", "Parallel coordinates",
-                                               "Contour", "Slice", "Pareto front"]
+    assert [tab.label for tab in app.tabs] == [
+        "Optimization history",
+        "Parameter importances",
+        "Parallel coordinates",
+        "Contour",
+        "Slice",
+        "Pareto front",
+    ]
     assert len(app.get("plotly_chart")) == 5
     assert "one objective" in app.info[0].value
 
@@ -180,11 +196,21 @@ def test_leaderboard_shows_why_trials_failed(results_workspace: Settings) -> Non
     assert "error" not in app.dataframe[0].value.columns  # no failed row shown: no failure column
 
 
-def test_leaderboard_counts_trials_as_the_jobs_do_and_refreshes_while_running(results_workspace: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_leaderboard_counts_trials_as_the_jobs_do_and_refreshes_while_running(
+    results_workspace: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from optuna.trial import TrialState, create_trial
 
-    running = build_study(optuna.storages.InMemoryStorage(), open_artifact_store(results_workspace), name="cells-live", n_trials=5, previews=False)
-    running.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"cancelled": True, "error": "cancelled by the user"}))
+    running = build_study(
+        optuna.storages.InMemoryStorage(),
+        open_artifact_store(results_workspace),
+        name="cells-live",
+        n_trials=5,
+        previews=False,
+    )
+    running.add_trial(
+        create_trial(state=TrialState.FAIL, user_attrs={"cancelled": True, "error": "cancelled by the user"})
+    )
     running.enqueue_trial({})  # a waiting trial: the study is still running
     real_study, real_names = study_cache.study, cache.study_names
     monkeypatch.setattr(study_cache, "study", lambda name: running if name == "cells-live" else real_study(name))
@@ -199,7 +225,9 @@ def test_leaderboard_counts_trials_as_the_jobs_do_and_refreshes_while_running(re
     assert len(app.dataframe[0].value) == 7
 
 
-def test_export_says_why_a_bundle_cannot_be_downloaded_before_offering_it(results_workspace: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_says_why_a_bundle_cannot_be_downloaded_before_offering_it(
+    results_workspace: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = open_artifact_store(results_workspace)
     gone = build_study(optuna.storages.InMemoryStorage(), store, name="cells-gone", n_trials=1, previews=False)
     store.remove(gone.trials[0].user_attrs["artifacts"]["weights"])  # e.g. the artifacts folder was cleaned
@@ -211,7 +239,9 @@ def test_export_says_why_a_bundle_cannot_be_downloaded_before_offering_it(result
     assert [button.proto.label for button in app.get("download_button")] == ["Download model card (.md)"]
 
 
-def test_export_shows_the_smp_route_for_smp_architectures(results_workspace: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_shows_the_smp_route_for_smp_architectures(
+    results_workspace: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from core.deploy import model_card as cards
 
     monkeypatch.setattr(cards, "smp_loadable", lambda trial: True)  # these hand-made trials are ClassicUNets
@@ -220,7 +250,9 @@ def test_export_shows_the_smp_route_for_smp_architectures(results_workspace: Set
     assert any("standard smp folder" in text for text in texts(app, "caption"))
 
 
-def test_leaderboard_dashes_unranked_rows_explains_pruned_values_and_ticks_the_shared_choice(results_workspace: Settings) -> None:
+def test_leaderboard_dashes_unranked_rows_explains_pruned_values_and_ticks_the_shared_choice(
+    results_workspace: Settings,
+) -> None:
     """Issue 24: pruned rows showed "None" for rank and objective; a pruned trial whose last value
     beats a complete one needs a word; "Selected: #2, #0, #1" showed with no box ticked; the
     Parameters card was cut to "13,047,…"."""

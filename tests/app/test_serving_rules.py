@@ -20,6 +20,7 @@ class Clock:
 
 # --- throttle ------------------------------------------------------------------------------------
 
+
 def test_free_tries_then_a_lockout_that_doubles_up_to_a_cap() -> None:
     clock = Clock()
     throttle = LoginThrottle(ThrottlePolicy(free_failures=3, base_lockout_s=10, max_lockout_s=35), clock)
@@ -57,18 +58,27 @@ def test_quiet_clients_are_forgotten_and_records_are_bounded() -> None:
     assert sum(throttle.failures(c) for c in ("new", "c1", "c2", "c3", "c4")) == 3
 
 
-@pytest.mark.parametrize(("client", "network"), [
-    ("10.1.2.3", "10.1.2.0/24"), ("::ffff:10.1.2.3", "10.1.2.0/24"),
-    ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"), ("unknown", "unknown"),
-])
+@pytest.mark.parametrize(
+    ("client", "network"),
+    [
+        ("10.1.2.3", "10.1.2.0/24"),
+        ("::ffff:10.1.2.3", "10.1.2.0/24"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("unknown", "unknown"),
+    ],
+)
 def test_failures_are_charged_to_the_network(client: str, network: str) -> None:
     assert network_of(client) == network
 
 
 def test_a_network_budget_locks_every_address_of_that_network() -> None:
     clock = Clock()
-    throttle = LoginThrottle(ThrottlePolicy(free_failures=5), clock, network_budget=BudgetPolicy(8, 60, 30, 900),
-                             server_budget=BudgetPolicy(1000, 1, 1, 1))
+    throttle = LoginThrottle(
+        ThrottlePolicy(free_failures=5),
+        clock,
+        network_budget=BudgetPolicy(8, 60, 30, 900),
+        server_budget=BudgetPolicy(1000, 1, 1, 1),
+    )
     for host in range(4):  # 4 addresses x 2 failures: each within its own 5, the /24 at its 8
         assert throttle.failed(f"10.0.0.{host}") == 0
         assert throttle.failed(f"10.0.0.{host}") == 0
@@ -85,7 +95,9 @@ def test_a_network_budget_locks_every_address_of_that_network() -> None:
 
 def test_the_server_budget_slows_a_flood_from_many_networks() -> None:
     clock = Clock()
-    throttle = LoginThrottle(clock=clock, server_budget=BudgetPolicy(free_failures=100, refill_s=10, base_lockout_s=10, max_lockout_s=300))
+    throttle = LoginThrottle(
+        clock=clock, server_budget=BudgetPolicy(free_failures=100, refill_s=10, base_lockout_s=10, max_lockout_s=300)
+    )
     lockouts = [throttle.failed(f"2001:db8:{n:x}::1") for n in range(101)]  # 101 different /64s, one guess each
     assert lockouts[:100] == [0] * 100 and lockouts[100] == 10
     assert throttle.lock_scope("192.0.2.1") is LockScope.SERVER and throttle.retry_after("192.0.2.1") == 10
@@ -101,6 +113,7 @@ def test_throttle_memory_is_bounded_under_a_flood_of_networks() -> None:
 
 
 # --- session cookie ------------------------------------------------------------------------------
+
 
 def test_session_cookie_is_signed_and_expires() -> None:
     clock = Clock(1_700_000_000)
@@ -146,6 +159,7 @@ def test_password_check() -> None:
 
 # --- launch rules --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("address", ["localhost", "127.0.0.1", "127.0.1.1", "::1", "[::1]"])
 def test_loopback_addresses(address: str) -> None:
     assert is_loopback(address)
@@ -167,8 +181,10 @@ def test_exposure_rule() -> None:
     assert "every network interface" in (exposure_problem(None, password=None, allow_insecure=False) or "")
 
 
-@pytest.mark.parametrize(("password", "why"), [("s3cret", "has 6 characters"), ("x" * 11, "has 11 characters"), (" " * 20, "is blank"),
-                                               ("\t\n" * 8, "is blank")])
+@pytest.mark.parametrize(
+    ("password", "why"),
+    [("s3cret", "has 6 characters"), ("x" * 11, "has 11 characters"), (" " * 20, "is blank"), ("\t\n" * 8, "is blank")],
+)
 def test_weak_passwords_are_refused_beyond_this_machine(password: str, why: str) -> None:
     for insecure in (False, True):  # opting out of a password does not excuse a weak one that is set
         message = exposure_problem("0.0.0.0", password=password, allow_insecure=insecure)
@@ -183,18 +199,28 @@ def test_insecure_env() -> None:
 
 
 def test_command_line_options_are_typed() -> None:
-    overrides, insecure = parse_args(["--server.port", "8600", "--server.address=0.0.0.0", "--server.headless", "true",
-                                      "--insecure-no-password"], {})
+    overrides, insecure = parse_args(
+        ["--server.port", "8600", "--server.address=0.0.0.0", "--server.headless", "true", "--insecure-no-password"], {}
+    )
     assert overrides == {"server.port": 8600, "server.address": "0.0.0.0", "server.headless": True}
     assert insecure
 
 
 def test_streamlit_variables_apply_where_no_flag_does() -> None:
-    environ = {"STREAMLIT_SERVER_ADDRESS": "0.0.0.0", "STREAMLIT_SERVER_PORT": "8700", "STREAMLIT_SERVER_HEADLESS": "true",
-               "STREAMLIT_SERVER_CORS_ALLOWED_ORIGINS": "https://a.lab https://b.lab", "STREAMLIT_SERVER_COOKIE_SECRET": "x"}
+    environ = {
+        "STREAMLIT_SERVER_ADDRESS": "0.0.0.0",
+        "STREAMLIT_SERVER_PORT": "8700",
+        "STREAMLIT_SERVER_HEADLESS": "true",
+        "STREAMLIT_SERVER_CORS_ALLOWED_ORIGINS": "https://a.lab https://b.lab",
+        "STREAMLIT_SERVER_COOKIE_SECRET": "x",
+    }
     overrides, _ = parse_args(["--server.port", "8600"], environ)
-    assert overrides == {"server.port": 8600, "server.address": "0.0.0.0", "server.headless": True,  # the flag wins
-                         "server.corsAllowedOrigins": ["https://a.lab", "https://b.lab"]}  # sensitive: Streamlit's own
+    assert overrides == {
+        "server.port": 8600,
+        "server.address": "0.0.0.0",
+        "server.headless": True,  # the flag wins
+        "server.corsAllowedOrigins": ["https://a.lab", "https://b.lab"],
+    }  # sensitive: Streamlit's own
     with pytest.raises(LaunchError, match="STREAMLIT_SERVER_PORT 'many': expected a int"):
         parse_args([], {"STREAMLIT_SERVER_PORT": "many"})
 

@@ -63,14 +63,18 @@ def gated(monkeypatch: pytest.MonkeyPatch) -> SessionSigner:
     return signer
 
 
-def test_signed_in_session_sees_the_app_and_a_sign_out_link(workspace: Settings, gated: SessionSigner, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_signed_in_session_sees_the_app_and_a_sign_out_link(
+    workspace: Settings, gated: SessionSigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(auth, "_session_cookie", gated.issue)
     at = open_app()
     assert [t.value for t in at.title] == ["Datasets"]
     assert any("/logout" in m.value for m in at.sidebar.markdown)
 
 
-def test_expired_session_is_stopped_on_rerun(workspace: Settings, gated: SessionSigner, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_expired_session_is_stopped_on_rerun(
+    workspace: Settings, gated: SessionSigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(auth, "_session_cookie", lambda: "v1.1.expired.00")
     at = open_app()
     assert not at.title
@@ -102,7 +106,11 @@ def test_user_error_becomes_a_message_listing_every_problem() -> None:
     at = AppTest.from_function(_raise_user_error).run()
     assert not at.exception
     message = at.error[0].value
-    assert "2 problem(s)" in message and "**images/a.png**: has no mask" in message and "**masks/b.png**: has no image" in message
+    assert (
+        "2 problem(s)" in message
+        and "**images/a.png**: has no mask" in message
+        and "**masks/b.png**: has no image" in message
+    )
     assert at.markdown[-1].value == "page goes on"
 
 
@@ -118,4 +126,11 @@ def test_unexpected_error_is_friendly_with_details_folded_away() -> None:
 def test_counts_on_cards_are_compact() -> None:
     from app.widgets.trial_table import shown_count
 
-    assert [shown_count(v) for v in (13_047_112, 850_400, 512, 2.4e9, None, float("nan"))] == ["13.0 M", "850.4 k", "512", "2.4 G", "—", "—"]
+    assert [shown_count(v) for v in (13_047_112, 850_400, 512, 2.4e9, None, float("nan"))] == [
+        "13.0 M",
+        "850.4 k",
+        "512",
+        "2.4 G",
+        "—",
+        "—",
+    ]

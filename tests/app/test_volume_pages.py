@@ -15,7 +15,9 @@ from tests.helpers.volume_data import SHAPE, msd_folder
 
 
 def test_volumes_tab_ingests_and_gallery_steps_through_slices(workspace: Settings, tmp_path: Path) -> None:
-    source = msd_folder(workspace.server_import_roots[0] / "Task-phantom", 3)  # server paths: under the import roots only
+    source = msd_folder(
+        workspace.server_import_roots[0] / "Task-phantom", 3
+    )  # server paths: under the import roots only
     at = AppTest.from_file(MAIN, default_timeout=60).run()
     at.text_input(key="ds.vol_path").input(str(source)).run()
     at.text_input(key="ds.vol_name").input("phantoms").run()
@@ -36,14 +38,18 @@ def test_volumes_tab_ingests_and_gallery_steps_through_slices(workspace: Setting
     at.selectbox(key="ds.volume").select("case_002").run()
     assert not at.exception and at.slider(key="ds.slice.case_002") is not None
     counts = [v.slices for v in manifest.volumes]  # statistics tab: volumes, slices per volume, spacing
-    assert any(f"**3 volumes** · {min(counts)}–{max(counts)} slices per volume" in md.value and "spacing 0.8 x 0.8 x 2.5 mm" in md.value
-               for md in at.markdown)
+    assert any(
+        f"**3 volumes** · {min(counts)}–{max(counts)} slices per volume" in md.value
+        and "spacing 0.8 x 0.8 x 2.5 mm" in md.value
+        for md in at.markdown
+    )
     tables = [frame.value for frame in at.dataframe]
     assert any("spacing (mm)" in table.columns and len(table) == 3 for table in tables)
 
 
-def test_compare_steps_through_every_slice_of_a_multi_sequence_volume(workspace: Settings, tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compare_steps_through_every_slice_of_a_multi_sequence_volume(
+    workspace: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A 4-sequence study trains a 4-channel model; Compare shows all stored slices of a test volume with
     masks predicted once from the trial's weights; both pages let the user pick the channel shown."""
     from core.contract import TrialAttr
@@ -57,12 +63,28 @@ def test_compare_steps_through_every_slice_of_a_multi_sequence_volume(workspace:
     from core.search.validation import spec_from_dict
 
     options = VolumeIngestOptions(intensity=IntensityConfig.window("abdomen"), empty_fraction=0.5)
-    manifest = ingest_volumes(msd_folder(tmp_path / "src", 4, sequences=4), "mri", workspace.datasets_dir, options=options)
-    spec = spec_from_dict({
-        "name": "mri-study", "dataset": "mri", "image_size": 32, "sampler": "random", "pruner": "none", "preview_count": 2,
-        "budget": {"n_trials": 1, "max_epochs": 1}, "split": {"train": 0.5, "val": 0.25, "test": 0.25, "seed": 0},
-        "search_space": {"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2, "batch_size": 4, "epochs": 1},
-    })
+    manifest = ingest_volumes(
+        msd_folder(tmp_path / "src", 4, sequences=4), "mri", workspace.datasets_dir, options=options
+    )
+    spec = spec_from_dict(
+        {
+            "name": "mri-study",
+            "dataset": "mri",
+            "image_size": 32,
+            "sampler": "random",
+            "pruner": "none",
+            "preview_count": 2,
+            "budget": {"n_trials": 1, "max_epochs": 1},
+            "split": {"train": 0.5, "val": 0.25, "test": 0.25, "seed": 0},
+            "search_space": {
+                "architecture": "ClassicUNet",
+                "unet_start_filters": 4,
+                "unet_depth": 2,
+                "batch_size": 4,
+                "epochs": 1,
+            },
+        }
+    )
     study = run_study(spec, workspace, device="cpu")
     trial = study.best_trial
     assert trial.user_attrs[TrialAttr.MODEL_CONFIG]["in_channels"] == 4, trial.user_attrs.get(TrialAttr.ERROR)
@@ -79,15 +101,23 @@ def test_compare_steps_through_every_slice_of_a_multi_sequence_volume(workspace:
     stored = manifest.volume_slices()[volume]
     info = next(v for v in manifest.volumes if v.volume == volume)
     assert any(f"1 of {len(stored)} stored slices (the volume has {info.total_slices}" in c.value for c in app.caption)
-    assert [image.captions[0] for image in app.get("image")] == [f"{volume} · slice {stored[0].slice_index}", "Ground truth", f"Trial #{trial.number}"]
+    assert [image.captions[0] for image in app.get("image")] == [
+        f"{volume} · slice {stored[0].slice_index}",
+        "Ground truth",
+        f"Trial #{trial.number}",
+    ]
     assert [m.label for m in app.metric][0] == f"Trial #{trial.number}: volume Dice"
     app.button(key="compare.slice.next").click().run()
     assert app.get("image")[0].captions[0] == f"{volume} · slice {stored[1].slice_index}"
-    app.slider(key="compare.slice.image").set_value(len(stored)).run()  # the last stored slice: all of them can be reached
+    app.slider(key="compare.slice.image").set_value(
+        len(stored)
+    ).run()  # the last stored slice: all of them can be reached
     assert app.get("image")[0].captions[0] == f"{volume} · slice {stored[-1].slice_index}"
     app.selectbox(key="compare.channel").set_value(3).run()
     app.radio(key="compare.part").set_value("val").run()
-    assert not app.exception and len(calls) == 2  # the first val volume, the test volume: each predicted once, then cached
+    assert (
+        not app.exception and len(calls) == 2
+    )  # the first val volume, the test volume: each predicted once, then cached
 
     gallery = pages.open_page("datasets.py", dataset="mri")
     assert gallery.metric[2].value == "4 (sequences)"

@@ -33,10 +33,16 @@ TINY_SPEC = {
     "pruner": "none",
     "preview_count": 4,
     "search_space": {
-        "architecture": "ClassicUNet", "unet_start_filters": {"choices": [4, 8]}, "unet_depth": 2,
-        "epochs": 4, "batch_size": 8, "lr": 0.01, "loss": "dice_bce",
+        "architecture": "ClassicUNet",
+        "unet_start_filters": {"choices": [4, 8]},
+        "unet_depth": 2,
+        "epochs": 4,
+        "batch_size": 8,
+        "lr": 0.01,
+        "loss": "dice_bce",
     },
 }
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

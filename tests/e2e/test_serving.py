@@ -68,8 +68,10 @@ def signed_in(protected: Dashboard) -> Iterator[tuple[str, ScriptRun]]:
 
 def multipart(name: str, data: bytes) -> tuple[bytes, str]:
     boundary = secrets.token_hex(8)
-    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
-            "Content-Type: application/zip\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+        "Content-Type: application/zip\r\n\r\n"
+    ).encode()
     return head + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
@@ -80,10 +82,13 @@ def put_upload(url: str, session_id: str, data: bytes, cookie: str = "") -> int:
     body, content_type = multipart("data.zip", data)
     cookies = "; ".join(c for c in (cookie, f"_streamlit_xsrf={token}") if c)
     headers = {"Content-Type": content_type, "X-Xsrftoken": token, "Cookie": cookies}
-    return request(f"{url}/_stcore/upload_file/{session_id}/file-{secrets.token_hex(4)}", "PUT", body=body, headers=headers).status
+    return request(
+        f"{url}/_stcore/upload_file/{session_id}/file-{secrets.token_hex(4)}", "PUT", body=body, headers=headers
+    ).status
 
 
 # --- 1. Only the login page and static assets answer without a session ---------------------------
+
 
 def test_login_page_health_and_static_assets_are_public(protected: Dashboard) -> None:
     page = request(f"{protected.url}/login")
@@ -101,10 +106,12 @@ def test_pages_redirect_to_login_without_a_session(protected: Dashboard, path: s
     reply = request(f"{protected.url}{path}")
     assert reply.status == 303
     assert reply.headers["location"] == f"/login?next={path}"
-    assert b"<div id=\"root\"" not in reply.body and reply.body == b""
+    assert b'<div id="root"' not in reply.body and reply.body == b""
 
 
-@pytest.mark.parametrize("path", ["/_stcore/metrics", "/_stcore/host-config", "/_stcore/agent/openapi.json", "/component/x/index.html"])
+@pytest.mark.parametrize(
+    "path", ["/_stcore/metrics", "/_stcore/host-config", "/_stcore/agent/openapi.json", "/component/x/index.html"]
+)
 def test_api_routes_refuse_without_a_session(protected: Dashboard, path: str) -> None:
     assert request(f"{protected.url}{path}").status == 401
 
@@ -180,6 +187,7 @@ def test_sign_out_revokes_the_cookie_on_the_server(protected: Dashboard, signed_
 
 # --- 1b. Failed logins are throttled per client and logged ----------------------------------------
 
+
 def test_failed_logins_are_throttled_and_logged(tmp_path: Path) -> None:
     with running_dashboard(tmp_path / "home", SEGTUNE_PASSWORD=PASSWORD) as dashboard:
         started = time.monotonic()
@@ -224,10 +232,15 @@ def test_parallel_guesses_get_no_more_tries(tmp_path: Path) -> None:
 def test_a_flood_from_many_addresses_slows_every_guesser_but_no_signed_in_user(tmp_path: Path) -> None:
     """Guesses from many addresses (X-Forwarded-For, which uvicorn trusts from 127.0.0.1): a /24's
     shared budget is 20 failures, the server's 100; a browser with a valid cookie never waits."""
+
     def guess(dashboard: Dashboard, address: str, password: str = "wrong guess") -> Reply:
         form = urllib.parse.urlencode({"password": password}).encode()
-        return request(f"{dashboard.url}/login", "POST", body=form,
-                       headers={"Content-Type": "application/x-www-form-urlencoded", "X-Forwarded-For": address})
+        return request(
+            f"{dashboard.url}/login",
+            "POST",
+            body=form,
+            headers={"Content-Type": "application/x-www-form-urlencoded", "X-Forwarded-For": address},
+        )
 
     with running_dashboard(tmp_path / "home", SEGTUNE_PASSWORD=PASSWORD) as dashboard:
         cookie = session_cookie(login(dashboard.url, PASSWORD))
@@ -250,10 +263,14 @@ def test_a_flood_from_many_addresses_slows_every_guesser_but_no_signed_in_user(t
         assert "Datasets" in run_script(dashboard.url, cookie).texts
         log = dashboard.log_text()
     assert "login failed from 10.9.9.6 (1 in a row): locked out for 30 s (network 10.9.9.0/24)" in log
-    assert "login failed from 192.0.2.1 (1 in a row): locked out for 10 s (every address: the server's failure budget is spent)" in log
+    assert (
+        "login failed from 192.0.2.1 (1 in a row): locked out for 10 s (every address: the server's failure budget is spent)"
+        in log
+    )
 
 
 # --- 2. No password on a network address: refused unless explicitly insecure ---------------------
+
 
 def _port_open(port: int) -> bool:
     with socket.socket() as sock:
@@ -262,8 +279,14 @@ def _port_open(port: int) -> bool:
 
 def test_network_address_without_password_is_refused(tmp_path: Path) -> None:
     port = free_port()
-    result = subprocess.run(launch_command(port, "--server.address", "0.0.0.0"), cwd=REPO,
-                            env=dashboard_env(tmp_path), capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        launch_command(port, "--server.address", "0.0.0.0"),
+        cwd=REPO,
+        env=dashboard_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "Refusing to serve SegTune on 0.0.0.0 without a password" in result.stderr
     assert "SEGTUNE_PASSWORD" in result.stderr and "--insecure-no-password" in result.stderr
@@ -273,8 +296,14 @@ def test_network_address_without_password_is_refused(tmp_path: Path) -> None:
 
 def test_a_blank_or_short_password_on_a_network_address_is_refused(tmp_path: Path) -> None:
     port = free_port()
-    result = subprocess.run(launch_command(port, "--server.address", "0.0.0.0"), cwd=REPO,
-                            env=dashboard_env(tmp_path, SEGTUNE_PASSWORD=" "), capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        launch_command(port, "--server.address", "0.0.0.0"),
+        cwd=REPO,
+        env=dashboard_env(tmp_path, SEGTUNE_PASSWORD=" "),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "Refusing to serve SegTune on 0.0.0.0: SEGTUNE_PASSWORD is blank" in result.stderr
     assert "at least 12 characters" in result.stderr  # a short one: tests/app/test_serving_rules.py
@@ -284,8 +313,14 @@ def test_a_blank_or_short_password_on_a_network_address_is_refused(tmp_path: Pat
 def test_the_address_variable_is_honoured_like_streamlit_run(tmp_path: Path) -> None:
     """STREAMLIT_SERVER_ADDRESS (as `streamlit run` reads it) puts the launcher on the network: refused."""
     port = free_port()
-    result = subprocess.run(launch_command(port), cwd=REPO, env=dashboard_env(tmp_path, STREAMLIT_SERVER_ADDRESS="0.0.0.0"),
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        launch_command(port),
+        cwd=REPO,
+        env=dashboard_env(tmp_path, STREAMLIT_SERVER_ADDRESS="0.0.0.0"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "Refusing to serve SegTune on 0.0.0.0 without a password" in result.stderr
     assert not _port_open(port)
@@ -302,14 +337,26 @@ def test_streamlit_run_of_the_launcher_also_refuses(tmp_path: Path) -> None:
     import sys
 
     port = free_port()
-    command = [sys.executable, "-m", "streamlit", "run", "app/serve.py", "--server.port", str(port),
-               "--server.address", "0.0.0.0", "--server.headless", "true"]
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "app/serve.py",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "0.0.0.0",
+        "--server.headless",
+        "true",
+    ]
     result = subprocess.run(command, cwd=REPO, env=dashboard_env(tmp_path), capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "Refusing to serve SegTune on 0.0.0.0 without a password" in result.stdout + result.stderr
 
 
 # --- 3. Upload size limit ------------------------------------------------------------------------
+
 
 def test_upload_limit_from_environment(tmp_path: Path) -> None:
     with running_dashboard(tmp_path / "home", SEGTUNE_MAX_UPLOAD_MB="1") as dashboard:
@@ -319,6 +366,12 @@ def test_upload_limit_from_environment(tmp_path: Path) -> None:
 
 
 def test_bad_upload_limit_is_refused(tmp_path: Path) -> None:
-    result = subprocess.run(launch_command(free_port()), cwd=REPO, env=dashboard_env(tmp_path, SEGTUNE_MAX_UPLOAD_MB="lots"),
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        launch_command(free_port()),
+        cwd=REPO,
+        env=dashboard_env(tmp_path, SEGTUNE_MAX_UPLOAD_MB="lots"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and "SEGTUNE_MAX_UPLOAD_MB='lots'" in result.stderr

@@ -57,7 +57,13 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         tiny_study(settings, STUDY, trials=2, lr={"low": 1e-3, "high": 1e-2, "log": True})
         study, spec = load_study(STUDY, open_storage(settings.db_url))
         config = CompressionConfig("prune", sparsity=0.5, finetune_steps=1, batch_size=8)
-        compress_trial(study, study.best_trial.number, config, study_compression_data(spec, settings), open_artifact_store(settings))
+        compress_trial(
+            study,
+            study.best_trial.number,
+            config,
+            study_compression_data(spec, settings),
+            open_artifact_store(settings),
+        )
     yield folder
 
 
@@ -67,7 +73,9 @@ def overflows(tab: object) -> list[dict]:
 
 def test_no_results_table_overflows_at_1280_px(home: Path) -> None:
     with running_dashboard(home) as dashboard, playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox", "--disable-gpu"])
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox", "--disable-gpu"]
+        )
         tab = browser.new_context(viewport={"width": WIDTH, "height": 900}).new_page()
         tab.set_default_timeout(30_000)
         tab.goto(dashboard.url)
@@ -84,6 +92,12 @@ def test_no_results_table_overflows_at_1280_px(home: Path) -> None:
     for title, tables in measured.items():
         assert tables, f"{title}: no table drawn"
         for number, table in enumerate(tables):
-            assert table["over_container"] <= 1 and table["over_window"] <= 1 and not table["page_scrolls"], (title, number, table)
+            assert table["over_container"] <= 1 and table["over_window"] <= 1 and not table["page_scrolls"], (
+                title,
+                number,
+                table,
+            )
     assert "Val Dice" in measured["Leaderboard"][0]["headers"][:-1], measured["Leaderboard"][0]["headers"]
-    assert measured["Compress & deploy"][0]["content_fits"], measured["Compress & deploy"][0]  # the trade-off table, whole
+    assert measured["Compress & deploy"][0]["content_fits"], measured["Compress & deploy"][
+        0
+    ]  # the trade-off table, whole

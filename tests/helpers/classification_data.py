@@ -38,7 +38,9 @@ def class_folders(root: Path, counts: dict[str, int], size: int = 32, suffix: st
         (root / name).mkdir(parents=True, exist_ok=True)
         for i in range(count):
             seed += 1
-            Image.fromarray(blob_image(seed, size, vertical=bool(index % 2))).save(root / name / f"{name}_{i:03d}{suffix}")
+            Image.fromarray(blob_image(seed, size, vertical=bool(index % 2))).save(
+                root / name / f"{name}_{i:03d}{suffix}"
+            )
     return root
 
 
@@ -75,6 +77,8 @@ def _tiles(image_path: Path, mask_path: Path) -> list[tuple[str, np.ndarray, np.
         if 0 < liver.mean() < LIVER_MIN:
             continue
         small = np.asarray(Image.fromarray(part).resize((TILE, TILE), Image.Resampling.BILINEAR))
-        small_mask = np.asarray(Image.fromarray(liver.astype(np.uint8) * 255).resize((TILE, TILE), Image.Resampling.NEAREST))
+        small_mask = np.asarray(
+            Image.fromarray(liver.astype(np.uint8) * 255).resize((TILE, TILE), Image.Resampling.NEAREST)
+        )
         tiles.append((f"{image_path.stem}_q{quadrant}", small, small_mask))
     return tiles

@@ -28,8 +28,14 @@ CROP = 128  # a quadrant of the 256 px liver slices
 LIVER_SHARE = 0.05  # a "liver" crop holds at least this share of liver pixels
 
 
-def write_classification(datasets_dir: Path, name: str, images: Sequence[np.ndarray], labels: Sequence[int],
-                         classes: Sequence[str], groups: Sequence[str] | None = None) -> DatasetManifest:
+def write_classification(
+    datasets_dir: Path,
+    name: str,
+    images: Sequence[np.ndarray],
+    labels: Sequence[int],
+    classes: Sequence[str],
+    groups: Sequence[str] | None = None,
+) -> DatasetManifest:
     """Store grey uint8 ``images`` with their class indices as classification dataset ``name``."""
     folder = Path(datasets_dir) / name
     (folder / "images").mkdir(parents=True)
@@ -37,12 +43,30 @@ def write_classification(datasets_dir: Path, name: str, images: Sequence[np.ndar
     for index, (pixels, label) in enumerate(zip(images, labels)):
         stem = f"{groups[index]}_{index:04d}" if groups else f"img{index:04d}"
         Image.fromarray(pixels).save(folder / "images" / f"{stem}.png")
-        pairs.append(PairInfo(stem, f"images/{stem}.png", "", pixels.shape[0], pixels.shape[1], (), label=int(label),
-                              volume=groups[index] if groups else None))
+        pairs.append(
+            PairInfo(
+                stem,
+                f"images/{stem}.png",
+                "",
+                pixels.shape[0],
+                pixels.shape[1],
+                (),
+                label=int(label),
+                volume=groups[index] if groups else None,
+            )
+        )
     names = {pair.stem: classes[pair.label] for pair in pairs}
-    manifest = DatasetManifest(name=name, created="2026-01-01T00:00:00+00:00", source="tests", channels=1, bit_depth=8,
-                               classes=tuple(classes), pairs=tuple(pairs), checksum=folder_checksum(folder, names),
-                               task=Task.CLASSIFICATION)
+    manifest = DatasetManifest(
+        name=name,
+        created="2026-01-01T00:00:00+00:00",
+        source="tests",
+        channels=1,
+        bit_depth=8,
+        classes=tuple(classes),
+        pairs=tuple(pairs),
+        checksum=folder_checksum(folder, names),
+        task=Task.CLASSIFICATION,
+    )
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest.to_dict()), encoding="utf-8")
     return manifest
 
@@ -52,14 +76,21 @@ def bar_image(label: int, rng: np.random.Generator, size: int = 64) -> np.ndarra
     start, length, width = rng.integers(4, size // 3), rng.integers(size // 2, size - 8), max(3, size // 10)
     offset = rng.integers(4, size - width - 4)
     if label:
-        image[start:start + length, offset:offset + width] = 220
+        image[start : start + length, offset : offset + width] = 220
     else:
-        image[offset:offset + width, start:start + length] = 220
+        image[offset : offset + width, start : start + length] = 220
     return image.astype(np.uint8)
 
 
-def write_bars(datasets_dir: Path, name: str = "bars", count: int = 24, *, seed: int = 0, size: int = 64,
-               labels: Sequence[int] | None = None) -> DatasetManifest:
+def write_bars(
+    datasets_dir: Path,
+    name: str = "bars",
+    count: int = 24,
+    *,
+    seed: int = 0,
+    size: int = 64,
+    labels: Sequence[int] | None = None,
+) -> DatasetManifest:
     """``count`` bar images, alternating classes unless ``labels`` are given."""
     rng = np.random.default_rng(seed)
     labels = list(labels) if labels is not None else [index % 2 for index in range(count)]
@@ -78,19 +109,21 @@ def liver_crop_pairs(source: Path, volumes: int | None = None) -> tuple[list[np.
         mask = np.asarray(Image.open(path)) > 0
         image = np.asarray(Image.open(source / "images" / path.name).convert("L"))
         corners = [(y, x) for y in (0, CROP) for x in (0, CROP)]
-        shares = [mask[y:y + CROP, x:x + CROP].mean() for y, x in corners]
+        shares = [mask[y : y + CROP, x : x + CROP].mean() for y, x in corners]
         best, empty = int(np.argmax(shares)), [i for i, share in enumerate(shares) if share == 0]
         if shares[best] < LIVER_SHARE or not empty:
             continue
         for index, label in ((best, 1), (empty[0], 0)):
             y, x = corners[index]
-            crops.append(image[y:y + CROP, x:x + CROP].copy())
+            crops.append(image[y : y + CROP, x : x + CROP].copy())
             labels.append(label)
             groups.append(volume)
     return crops, labels, groups
 
 
-def write_liver_crops(source: Path, datasets_dir: Path, name: str = "liver-crops", volumes: int | None = None) -> DatasetManifest:
+def write_liver_crops(
+    source: Path, datasets_dir: Path, name: str = "liver-crops", volumes: int | None = None
+) -> DatasetManifest:
     """The liver / no-liver crop dataset of the first ``volumes`` volumes of ``source`` (ct_liver_msd)."""
     crops, labels, groups = liver_crop_pairs(source, volumes)
     return write_classification(datasets_dir, name, crops, labels, LIVER, groups)
@@ -101,8 +134,9 @@ def liver_crops(datasets_dir: Path, name: str = "liver-crops", volumes: int = 6)
     return write_liver_crops(shared_dataset("ct_liver_msd"), datasets_dir, name, volumes)
 
 
-def tiny_classification_study(settings, name: str, *, dataset: str = "bars", trials: int = 1, cv: int | None = None,
-                              extra: dict | None = None):
+def tiny_classification_study(
+    settings, name: str, *, dataset: str = "bars", trials: int = 1, cv: int | None = None, extra: dict | None = None
+):
     """A real, fast classification study (MobileNetV2 with a small head, 64 px, 2 epochs) on ``dataset``;
     the synthetic bars are written when that dataset is asked for and missing."""
     from core.data.manifest import dataset_names
@@ -112,9 +146,22 @@ def tiny_classification_study(settings, name: str, *, dataset: str = "bars", tri
     if dataset == "bars" and dataset not in dataset_names(settings.datasets_dir):
         write_bars(settings.datasets_dir, "bars", 24)
     data = {
-        "name": name, "dataset": dataset, "task": "classification", "image_size": 64, "sampler": "random", "pruner": "none",
-        "budget": {"n_trials": trials, "max_epochs": 2}, "preview_count": 3,
-        "search_space": {"architecture": "MobileNetV2", "head_filters": 8, "head_dense_units": 8, "batch_size": 8, "epochs": 2, "lr": 3e-3},
+        "name": name,
+        "dataset": dataset,
+        "task": "classification",
+        "image_size": 64,
+        "sampler": "random",
+        "pruner": "none",
+        "budget": {"n_trials": trials, "max_epochs": 2},
+        "preview_count": 3,
+        "search_space": {
+            "architecture": "MobileNetV2",
+            "head_filters": 8,
+            "head_dense_units": 8,
+            "batch_size": 8,
+            "epochs": 2,
+            "lr": 3e-3,
+        },
         **(extra or {}),
     }
     if cv:

@@ -51,8 +51,18 @@ def dashboard_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 def launch_command(port: int, *args: str) -> list[str]:
-    return [sys.executable, "-m", "app.serve", "--server.port", str(port), "--server.headless", "true",
-            "--browser.gatherUsageStats", "false", *args]
+    return [
+        sys.executable,
+        "-m",
+        "app.serve",
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        *args,
+    ]
 
 
 @dataclass
@@ -76,7 +86,10 @@ def running_dashboard(home: Path, *args: str, **env: str) -> Iterator[Dashboard]
     with log_path.open("w") as log:
         process = subprocess.Popen(
             launch_command(port, "--server.address", "127.0.0.1", *args),
-            cwd=REPO, env=dashboard_env(home, **env), stdout=log, stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=dashboard_env(home, **env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         url = f"http://127.0.0.1:{port}"
         try:
@@ -98,7 +111,9 @@ class Reply:
     body: bytes
 
 
-def request(url: str, method: str = "GET", *, body: bytes | None = None, headers: dict[str, str] | None = None) -> Reply:
+def request(
+    url: str, method: str = "GET", *, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> Reply:
     """One HTTP request, no redirects followed (a redirect is an answer we check)."""
     parts = urllib.parse.urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
@@ -151,8 +166,9 @@ def app_session(url: str, cookie: str | None = None, timeout_s: float = 60) -> I
 
     headers = {"Cookie": cookie} if cookie else {}
     run = ScriptRun("", [], [])
-    with connect(websocket_url(url), subprotocols=["streamlit"], additional_headers=headers, open_timeout=20,
-                 max_size=None) as ws:
+    with connect(
+        websocket_url(url), subprotocols=["streamlit"], additional_headers=headers, open_timeout=20, max_size=None
+    ) as ws:
         rerun = BackMsg()
         rerun.rerun_script.query_string = ""
         rerun.rerun_script.page_script_hash = ""

@@ -59,7 +59,9 @@ def postgres_database() -> Iterator[str]:
     try:
         admin = psycopg2.connect(POSTGRES_URL, connect_timeout=3)
     except psycopg2.OperationalError as exc:
-        missing(f"no PostgreSQL answers at {POSTGRES_URL} ({str(exc).strip()}); start one or set SEGTUNE_TEST_POSTGRES_URL")
+        missing(
+            f"no PostgreSQL answers at {POSTGRES_URL} ({str(exc).strip()}); start one or set SEGTUNE_TEST_POSTGRES_URL"
+        )
     admin.autocommit = True
     name = f"segtune_test_{uuid.uuid4().hex[:12]}"
     with admin.cursor() as cursor:

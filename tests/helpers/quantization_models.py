@@ -55,12 +55,16 @@ def model_config(architecture: str) -> ModelConfig:
     if ARCHITECTURES.get(architecture).task == Task.CLASSIFICATION:
         return ModelConfig(architecture, 1, 2)
     if architecture == CLASSIC_UNET:
-        return ModelConfig(architecture, 1, 2, unet_start_filters=32, unet_depth=3)  # 16 filters: graph code outweighs int8
+        return ModelConfig(
+            architecture, 1, 2, unet_start_filters=32, unet_depth=3
+        )  # 16 filters: graph code outweighs int8
     if architecture == FCN32:
         return ModelConfig(architecture, 1, 2)
     encoder = TRANSFORMER_ENCODERS.get(architecture, "resnet18")
     # DPT at depth 3 reads 3 of the ViT's blocks; deeper, its reassembly layers outgrow what 32 images teach
-    return ModelConfig(architecture, 1, 2, encoder=encoder, encoder_depth=3 if architecture == "DPT" else 5, encoder_weights=None)
+    return ModelConfig(
+        architecture, 1, 2, encoder=encoder, encoder_depth=3 if architecture == "DPT" else 5, encoder_weights=None
+    )
 
 
 def _split(items, val: int = 8) -> tuple:
@@ -77,10 +81,14 @@ def datasets() -> dict[str, CompressionData]:
     rng = np.random.default_rng(0)
     labels = [index % 2 for index in range(32 + BAR_VAL + 8)]
     images = torch.from_numpy(np.stack([bar_image(label, rng) for label in labels]))[:, None]
-    bars = ImageSet(images, torch.tensor(labels), tuple(str(index) for index in range(len(labels))), Task.CLASSIFICATION)
-    return {"bars": CompressionData(*_split(bars, BAR_VAL), "multiclass", 2),
-            "lungs": CompressionData(*_split(load_pairs(48, 64)), "binary", 2),
-            "lungs-128": CompressionData(*_split(load_pairs(48, 128)), "binary", 2)}
+    bars = ImageSet(
+        images, torch.tensor(labels), tuple(str(index) for index in range(len(labels))), Task.CLASSIFICATION
+    )
+    return {
+        "bars": CompressionData(*_split(bars, BAR_VAL), "multiclass", 2),
+        "lungs": CompressionData(*_split(load_pairs(48, 64)), "binary", 2),
+        "lungs-128": CompressionData(*_split(load_pairs(48, 128)), "binary", 2),
+    }
 
 
 def train_small(architecture: str, data_sets: dict[str, CompressionData]) -> tuple[nn.Module, CompressionData, str]:
@@ -89,8 +97,15 @@ def train_small(architecture: str, data_sets: dict[str, CompressionData]) -> tup
     recipe = RECIPES.get(architecture, CLASSIFIER if classifier else Recipe())
     data = data_sets["bars" if classifier else recipe.data]
     loss = "cross_entropy" if classifier else "dice_bce"
-    config = TrainConfig(epochs=recipe.epochs, batch_size=8, optimizer=OptimizerConfig(lr=recipe.lr), patience=100, loss=loss,
-                         select_metric=data.report_metrics[0], select_maximize=True)
+    config = TrainConfig(
+        epochs=recipe.epochs,
+        batch_size=8,
+        optimizer=OptimizerConfig(lr=recipe.lr),
+        patience=100,
+        loss=loss,
+        select_metric=data.report_metrics[0],
+        select_maximize=True,
+    )
     torch.manual_seed(0)
     model = build_model(model_config(architecture))
     result = train_model(model, data.train, data.val, config, mode=data.mode, num_classes=2)

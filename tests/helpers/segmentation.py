@@ -28,14 +28,27 @@ def squares(count: int, seed: int) -> ImageSet:
 
 def tiny_unet() -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_model(ModelConfig(architecture="ClassicUNet", in_channels=1, num_classes=2, unet_start_filters=4, unet_depth=2))
+    return build_model(
+        ModelConfig(architecture="ClassicUNet", in_channels=1, num_classes=2, unet_start_filters=4, unet_depth=2)
+    )
 
 
 def load_pairs(count: int, size: int = 64) -> ImageSet:
     """``count`` image/mask pairs spread over the lung dataset, decoded at ``size`` px."""
     source = shared_path("chest_xray_lung_shenzhen")
     files = sorted((source / "images").iterdir())[::10][:count]
-    images = [np.asarray(Image.open(p).convert("L").resize((size, size), Image.Resampling.BILINEAR))[None] for p in files]
-    masks = [np.asarray(Image.open(source / "masks" / f"{p.stem}.png").convert("L").resize((size, size), Image.Resampling.NEAREST)) > 127
-             for p in files]
-    return ImageSet(torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(masks).astype(np.uint8)), tuple(p.stem for p in files))
+    images = [
+        np.asarray(Image.open(p).convert("L").resize((size, size), Image.Resampling.BILINEAR))[None] for p in files
+    ]
+    masks = [
+        np.asarray(
+            Image.open(source / "masks" / f"{p.stem}.png").convert("L").resize((size, size), Image.Resampling.NEAREST)
+        )
+        > 127
+        for p in files
+    ]
+    return ImageSet(
+        torch.from_numpy(np.stack(images)),
+        torch.from_numpy(np.stack(masks).astype(np.uint8)),
+        tuple(p.stem for p in files),
+    )

@@ -34,7 +34,9 @@ def copy_pairs(source: Path, target: Path, count: int, *, every: int = 1) -> Pat
     return target
 
 
-def tiny_study(settings: Settings, name: str, *, dataset: str = "demo-cells", trials: int = 1, previews: int = 3, lr: object = 3e-3):
+def tiny_study(
+    settings: Settings, name: str, *, dataset: str = "demo-cells", trials: int = 1, previews: int = 3, lr: object = 3e-3
+):
     """A real, fast study (tiny ClassicUNet, 64 px, 2 epochs) on ``dataset``; the demo cells are
     created when that dataset is asked for and missing."""
     from core.data.demo import create_demo_dataset
@@ -44,9 +46,23 @@ def tiny_study(settings: Settings, name: str, *, dataset: str = "demo-cells", tr
 
     if dataset == "demo-cells" and dataset not in dataset_names(settings.datasets_dir):
         create_demo_dataset(settings.datasets_dir, count=24, size=64)
-    spec = spec_from_dict({
-        "name": name, "dataset": dataset, "image_size": 64, "sampler": "random", "pruner": "none",
-        "budget": {"n_trials": trials, "max_epochs": 2}, "preview_count": previews,
-        "search_space": {"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2, "batch_size": 8, "epochs": 2, "lr": lr},
-    })
+    spec = spec_from_dict(
+        {
+            "name": name,
+            "dataset": dataset,
+            "image_size": 64,
+            "sampler": "random",
+            "pruner": "none",
+            "budget": {"n_trials": trials, "max_epochs": 2},
+            "preview_count": previews,
+            "search_space": {
+                "architecture": "ClassicUNet",
+                "unet_start_filters": 4,
+                "unet_depth": 2,
+                "batch_size": 8,
+                "epochs": 2,
+                "lr": lr,
+            },
+        }
+    )
     return run_study(spec, settings, device="cpu")

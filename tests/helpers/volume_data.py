@@ -51,8 +51,13 @@ def msd_folder(root: Path, cases: int, *, sequences: int = 1, affine: np.ndarray
     return root
 
 
-def dicom_series(folder: Path, image: np.ndarray, *, spacing: tuple[float, float, float] = SPACING,
-                 origin: tuple[float, float, float] = (-20.0, -15.0, 100.0)) -> None:
+def dicom_series(
+    folder: Path,
+    image: np.ndarray,
+    *,
+    spacing: tuple[float, float, float] = SPACING,
+    origin: tuple[float, float, float] = (-20.0, -15.0, 100.0),
+) -> None:
     """Axial CT slices (rows = y, columns = x) in LPS with identity orientation; written shuffled."""
     folder.mkdir(parents=True, exist_ok=True)
     series, study, frame_of_reference = generate_uid(), generate_uid(), generate_uid()
@@ -63,11 +68,21 @@ def dicom_series(folder: Path, image: np.ndarray, *, spacing: tuple[float, float
         meta.MediaStorageSOPInstanceUID = generate_uid()
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds = FileDataset(str(folder / f"slice{k:03d}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID, ds.SOPInstanceUID, ds.SeriesInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID, series
+        ds.SOPClassUID, ds.SOPInstanceUID, ds.SeriesInstanceUID = (
+            CTImageStorage,
+            meta.MediaStorageSOPInstanceUID,
+            series,
+        )
         ds.Modality = "CT"
         ds.StudyInstanceUID, ds.FrameOfReferenceUID = study, frame_of_reference
         ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Phantom^Test", folder.name, "", "O"
-        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "20240101", "120000", "1", "", ""
+        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = (
+            "20240101",
+            "120000",
+            "1",
+            "",
+            "",
+        )
         ds.SeriesNumber, ds.InstanceNumber = 1, int(k) + 1
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
         ds.ImagePositionPatient = [origin[0], origin[1], origin[2] + k * spacing[2]]
@@ -82,7 +97,9 @@ def dicom_series(folder: Path, image: np.ndarray, *, spacing: tuple[float, float
         ds.save_as(folder / f"slice{k:03d}.dcm", enforce_file_format=True)
 
 
-def dicom_affine(spacing: tuple[float, float, float] = SPACING, origin: tuple[float, float, float] = (-20.0, -15.0, 100.0)) -> np.ndarray:
+def dicom_affine(
+    spacing: tuple[float, float, float] = SPACING, origin: tuple[float, float, float] = (-20.0, -15.0, 100.0)
+) -> np.ndarray:
     """The RAS affine of :func:`dicom_series`'s volume, worked out by hand (LPS x, y flipped)."""
     affine = np.diag([-spacing[0], -spacing[1], spacing[2], 1.0])
     affine[:3, 3] = (-origin[0], -origin[1], origin[2])
@@ -103,13 +120,29 @@ def dicom_seg(path: Path, series: Path, label: np.ndarray, names: tuple[str, ...
 
     sources = sorted((pydicom.dcmread(p) for p in series.iterdir()), key=lambda ds: float(ds.ImagePositionPatient[2]))
     planes = np.stack([label[:, :, k].T for k in range(label.shape[2])]).astype(np.uint8)  # (slices, rows, columns)
-    segments = [hd.seg.SegmentDescription(segment_number=number, segment_label=name, segmented_property_category=codes.SCT.Organ,
-                                          segmented_property_type=codes.SCT.Organ, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
-                for number, name in enumerate(names, start=1)]
+    segments = [
+        hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=name,
+            segmented_property_category=codes.SCT.Organ,
+            segmented_property_type=codes.SCT.Organ,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+        )
+        for number, name in enumerate(names, start=1)
+    ]
     seg = hd.seg.Segmentation(
-        source_images=sources, pixel_array=planes, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=segments, series_instance_uid=generate_uid(), series_number=2, sop_instance_uid=generate_uid(),
-        instance_number=1, manufacturer="SegTune tests", manufacturer_model_name="phantom", software_versions="1", device_serial_number="1",
+        source_images=sources,
+        pixel_array=planes,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=segments,
+        series_instance_uid=generate_uid(),
+        series_number=2,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer="SegTune tests",
+        manufacturer_model_name="phantom",
+        software_versions="1",
+        device_serial_number="1",
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     seg.save_as(path)

@@ -30,12 +30,25 @@ from tests.helpers.machine import REPO
 
 pytestmark = pytest.mark.slow
 
+
 def spec_file(folder: Path, name: str, trials: int, **extra: object) -> Path:
     spec = {
-        "name": name, "dataset": "demo-cells", "image_size": 64, "sampler": "random", "pruner": "none",
-        "budget": {"n_trials": trials, "max_epochs": 2}, "preview_count": 2, "patience": 2,
-        "search_space": {"architecture": "ClassicUNet", "unet_start_filters": 4, "unet_depth": 2, "epochs": 2, "batch_size": 8,
-                         "lr": {"low": 1e-3, "high": 3e-2, "log": True}},
+        "name": name,
+        "dataset": "demo-cells",
+        "image_size": 64,
+        "sampler": "random",
+        "pruner": "none",
+        "budget": {"n_trials": trials, "max_epochs": 2},
+        "preview_count": 2,
+        "patience": 2,
+        "search_space": {
+            "architecture": "ClassicUNet",
+            "unet_start_filters": 4,
+            "unet_depth": 2,
+            "epochs": 2,
+            "batch_size": 8,
+            "lr": {"low": 1e-3, "high": 3e-2, "log": True},
+        },
         **extra,
     }
     path = folder / f"{name}.json"
@@ -79,16 +92,26 @@ def test_ingest_a_folder_and_refuse_a_bad_one_without_a_traceback(env: dict[str,
     assert not (Path(env["SEGTUNE_HOME"]) / "datasets" / "cells2").exists()
 
 
-def capped_cli(env: dict[str, str], *args: str, max_rss_mb: int = 1024, timeout_s: float = 60) -> tuple[subprocess.CompletedProcess[str], int]:
+def capped_cli(
+    env: dict[str, str], *args: str, max_rss_mb: int = 1024, timeout_s: float = 60
+) -> tuple[subprocess.CompletedProcess[str], int]:
     """``cli``, killed once it holds more than ``max_rss_mb`` of memory or runs past ``timeout_s`` (so
     a regression fails fast instead of swapping); also returns the highest memory seen, in MB."""
-    process = subprocess.Popen([sys.executable, "-m", "core", *args], cwd=REPO, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "core", *args],
+        cwd=REPO,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline, peak_kb = time.monotonic() + timeout_s, 0
     while process.poll() is None:
         try:
             status = Path(f"/proc/{process.pid}/status").read_text()
-            peak_kb = max(peak_kb, next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")))
+            peak_kb = max(
+                peak_kb, next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+            )
         except (OSError, StopIteration):
             pass  # the process ended between poll() and the read
         if peak_kb > max_rss_mb * 1024 or time.monotonic() > deadline:
@@ -133,7 +156,9 @@ def test_tune_prints_a_leaderboard_stores_artifacts_apart_and_uses_wal(env: dict
     for trial in study.trials:
         for artifact_id in trial.user_attrs["artifacts"].values():
             assert (shared / artifact_id).is_file()
-    assert not (Path(env["SEGTUNE_HOME"]) / "artifacts").exists() or not any((Path(env["SEGTUNE_HOME"]) / "artifacts").iterdir())
+    assert not (Path(env["SEGTUNE_HOME"]) / "artifacts").exists() or not any(
+        (Path(env["SEGTUNE_HOME"]) / "artifacts").iterdir()
+    )
     # SQLite in WAL mode (readers never block the writing worker); the mode is stored in the file
     database = Path(env["SEGTUNE_HOME"]) / "segtune.db"
     with sqlite3.connect(database) as connection:
@@ -160,7 +185,9 @@ def test_jobs_commands_and_a_waiting_worker_on_the_given_db(env: dict[str, str],
     assert "job 1 queued for study cli-jobs (2 trials, 0 worker slot(s))" in submitted.stdout
 
     listed = cli(env, "jobs", "list")
-    assert listed.returncode == 0 and "cli-jobs" in listed.stdout and "queued" in listed.stdout and "0/2" in listed.stdout
+    assert (
+        listed.returncode == 0 and "cli-jobs" in listed.stdout and "queued" in listed.stdout and "0/2" in listed.stdout
+    )
     shown = cli(env, "jobs", "show", "1")
     assert shown.returncode == 0 and "job 1  study cli-jobs  queued" in shown.stdout and "trials 0/2" in shown.stdout
     cancelled = cli(env, "jobs", "cancel", "1")
@@ -176,8 +203,13 @@ def test_jobs_commands_and_a_waiting_worker_on_the_given_db(env: dict[str, str],
     # the worker finds the job only through --db: its own SEGTUNE_DB points at an empty database
     worker_env = {**env, "SEGTUNE_DB": f"sqlite:///{tmp_path / 'elsewhere.db'}"}
     log = (tmp_path / "worker.log").open("w")
-    worker = subprocess.Popen([sys.executable, "-m", "core", "worker", "--wait", "--device", "cpu", "--db", settings.db_url],
-                              cwd=REPO, env=worker_env, stdout=log, stderr=subprocess.STDOUT)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "core", "worker", "--wait", "--device", "cpu", "--db", settings.db_url],
+        cwd=REPO,
+        env=worker_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         _wait(lambda: get_job(settings, 1).status == JobState.FINISHED, 240, "the worker to finish job 1")
         assert worker.poll() is None  # --wait: still there, waiting for the next job

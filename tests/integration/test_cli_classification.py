@@ -22,10 +22,24 @@ pytestmark = pytest.mark.slow
 def test_tune_export_and_predict_a_classification_study(env: dict[str, str], tmp_path: Path) -> None:
     manifest = liver_crops(load_settings(env).datasets_dir, "liver-crops", volumes=4)
     spec = {
-        "name": "cli-classify", "dataset": "liver-crops", "task": "classification", "image_size": 64, "sampler": "random",
-        "pruner": "none", "budget": {"n_trials": 1, "max_epochs": 2}, "cv": {"folds": 3}, "split": {"test": 0.25},
-        "search_space": {"architecture": "MobileNetV2", "head_kernel_size": {"choices": [1, 3]}, "head_filters": 8,
-                         "head_dense_units": 8, "batch_size": 8, "epochs": 2, "lr": 3e-3},
+        "name": "cli-classify",
+        "dataset": "liver-crops",
+        "task": "classification",
+        "image_size": 64,
+        "sampler": "random",
+        "pruner": "none",
+        "budget": {"n_trials": 1, "max_epochs": 2},
+        "cv": {"folds": 3},
+        "split": {"test": 0.25},
+        "search_space": {
+            "architecture": "MobileNetV2",
+            "head_kernel_size": {"choices": [1, 3]},
+            "head_filters": 8,
+            "head_dense_units": 8,
+            "batch_size": 8,
+            "epochs": 2,
+            "lr": 3e-3,
+        },
     }
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     tuned = cli(env, "tune", "--spec", str(tmp_path / "spec.json"), "--device", "cpu", timeout=900)
@@ -41,8 +55,12 @@ def test_tune_export_and_predict_a_classification_study(env: dict[str, str], tmp
     images = tmp_path / "images"
     images.mkdir()
     for pair in manifest.pairs[:5]:
-        (images / Path(pair.image).name).write_bytes((load_settings(env).datasets_dir / "liver-crops" / pair.image).read_bytes())
-    predicted = cli(env, "predict", "--model", str(bundle), "--images", str(images), "--out", str(tmp_path / "labels.csv"))
+        (images / Path(pair.image).name).write_bytes(
+            (load_settings(env).datasets_dir / "liver-crops" / pair.image).read_bytes()
+        )
+    predicted = cli(
+        env, "predict", "--model", str(bundle), "--images", str(images), "--out", str(tmp_path / "labels.csv")
+    )
     assert predicted.returncode == 0, predicted.stderr
     rows = list(csv.DictReader((tmp_path / "labels.csv").open()))
     assert len(rows) == 5 and all(row["label"] in LIVER for row in rows)
@@ -55,5 +73,7 @@ def test_tune_export_and_predict_a_classification_study(env: dict[str, str], tmp
 
 def _segmentation_spec(folder: Path) -> Path:
     path = folder / "segmentation.json"
-    path.write_text(json.dumps({"name": "wrong-task", "dataset": "liver-crops", "image_size": 64, "budget": {"n_trials": 1}}))
+    path.write_text(
+        json.dumps({"name": "wrong-task", "dataset": "liver-crops", "image_size": 64, "budget": {"n_trials": 1}})
+    )
     return path

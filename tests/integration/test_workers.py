@@ -33,7 +33,6 @@ from tests.helpers.machine import REPO, postgres_database
 pytestmark = pytest.mark.slow
 
 
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
@@ -96,7 +95,9 @@ def wait_for(condition: Callable[[], object], timeout_s: float, what: str, setti
 
 
 def wait_status(settings: Settings, job_id: int, status: str, timeout_s: float = 120) -> Job:
-    wait_for(lambda: list_jobs(settings) and get_job(settings, job_id).status == status, timeout_s, status, settings, job_id)
+    wait_for(
+        lambda: list_jobs(settings) and get_job(settings, job_id).status == status, timeout_s, status, settings, job_id
+    )
     return get_job(settings, job_id)
 
 
@@ -116,8 +117,23 @@ def test_budget_is_exact_across_workers_after_the_submitter_exits(workspace: Set
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(json.dumps(spec_dict("shared", n_trials=n_trials, epochs=1)))
     submit = subprocess.run(
-        [sys.executable, "-m", "core", "submit", "--spec", str(spec_path), "--workers", str(n_workers), "--devices", "cpu"],
-        cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "core",
+            "submit",
+            "--spec",
+            str(spec_path),
+            "--workers",
+            str(n_workers),
+            "--devices",
+            "cpu",
+        ],
+        cwd=REPO,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert submit.returncode == 0, submit.stderr
     job_id = int(submit.stdout.split()[1])  # "job N queued ...", and the submitter has exited
@@ -178,5 +194,7 @@ def test_kill_minus_nine_mid_trial_is_failed_retried_and_the_job_finishes(worksp
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == trial.number]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert retries[0].params == trials[trial.number].params
-    assert sum(t.state == TrialState.COMPLETE for t in trials) == 2 and not any(t.state == TrialState.RUNNING for t in trials)
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 2 and not any(
+        t.state == TrialState.RUNNING for t in trials
+    )
     assert job_status(workspace, job_id).trials_done == 2

@@ -54,8 +54,11 @@ def quantized_backend() -> str:
     arm = platform.machine().lower() in ("arm64", "aarch64")
     backend = "qnnpack" if arm else "x86"
     if backend not in torch.backends.quantized.supported_engines:
-        raise CompressionError(f"this torch build has no {backend!r} int8 engine; available: {torch.backends.quantized.supported_engines}")
+        raise CompressionError(
+            f"this torch build has no {backend!r} int8 engine; available: {torch.backends.quantized.supported_engines}"
+        )
     return backend
+
 
 # --- configuration ------------------------------------------------------------------------------
 
@@ -86,7 +89,9 @@ class CompressionConfig:
 
     method: str  # one of METHODS
     sparsity: float = 0.7  # prune: fraction of the prunable weights removed (0.5-0.9)
-    structured: bool = False  # prune: remove whole channels (physically: a smaller, faster model) instead of single weights
+    structured: bool = (
+        False  # prune: remove whole channels (physically: a smaller, faster model) instead of single weights
+    )
     scope: str | None = None  # prune: "global" (one threshold) or "layer"; None = global, or layer if structured
     finetune_epochs: float | None = None  # qat/prune: recovery fine-tune, in epochs of the training split
     finetune_steps: int | None = None  # qat/prune: a fixed number of steps instead (0 = one-shot)
@@ -105,7 +110,9 @@ class CompressionConfig:
         if self.scope is not None and self.scope not in PRUNE_SCOPES:
             raise CompressionError(unknown_option("pruning scope", self.scope, PRUNE_SCOPES))
         if self.structured and self.scope == "global":
-            raise CompressionError("channel pruning removes the same share of channels in every layer; use scope 'layer'")
+            raise CompressionError(
+                "channel pruning removes the same share of channels in every layer; use scope 'layer'"
+            )
         for name in ("finetune_epochs", "finetune_steps", "calibration_batches"):
             if (getattr(self, name) or 0) < 0:
                 raise CompressionError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -154,7 +161,17 @@ class CompressionConfig:
             "ptq": ("calibration_batches",),
             "dynamic": (),
             "qat": ("calibration_batches", "finetune_epochs", "finetune_steps", "lr", "batch_size", "loss", "seed"),
-            "prune": ("sparsity", "structured", "scope", "finetune_epochs", "finetune_steps", "lr", "batch_size", "loss", "seed"),
+            "prune": (
+                "sparsity",
+                "structured",
+                "scope",
+                "finetune_epochs",
+                "finetune_steps",
+                "lr",
+                "batch_size",
+                "loss",
+                "seed",
+            ),
         }[self.method]
         data["scope"] = self.prune_scope
         if self.method in FINETUNE_METHODS:
@@ -202,14 +219,25 @@ class CompressedVariant:
 def start_compression(settings: Settings, study: str, trial: int, config: CompressionConfig) -> BackgroundTask:
     """Derive ``config`` from ``trial`` of ``study`` in the background (``python -m core compress``),
     recording the study, trial, method and options as the task's subject for the dashboard to read."""
-    subject = TaskSubject(study=study, trial=trial, method=config.method,
-                          options={name: getattr(config, name) for name in LAUNCH_OPTIONS})
+    subject = TaskSubject(
+        study=study, trial=trial, method=config.method, options={name: getattr(config, name) for name in LAUNCH_OPTIONS}
+    )
     return start_task(settings, TASK_KIND, compress_argv(study, trial, config), subject)
 
 
 def compress_argv(study: str, trial: int, config: CompressionConfig) -> list[str]:
     """The ``python -m core`` arguments that derive ``config`` (what :func:`start_compression` runs)."""
-    argv = ["compress", "--study", study, "--trial", str(trial), "--method", config.method, "--sparsity", str(config.sparsity)]
+    argv = [
+        "compress",
+        "--study",
+        study,
+        "--trial",
+        str(trial),
+        "--method",
+        config.method,
+        "--sparsity",
+        str(config.sparsity),
+    ]
     for flag, value in (("--epochs", config.finetune_epochs), ("--steps", config.finetune_steps), ("--lr", config.lr)):
         if value is not None:
             argv += [flag, str(value)]

@@ -16,12 +16,16 @@ from core.training.loop import task_loss
 StepHook = Callable[[int], bool]
 
 
-def batches(data: ImageSet, config: CompressionConfig, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def batches(
+    data: ImageSet, config: CompressionConfig, generator: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless shuffled training batches (fine-tunes count steps; an epoch is ``len(data) // batch_size`` of them)."""
     drop_last = len(data) > config.batch_size
     while True:
         yielded = False
-        for batch in iterate_batches(data, config.batch_size, shuffle=True, generator=generator, augment=None, drop_last=drop_last):
+        for batch in iterate_batches(
+            data, config.batch_size, shuffle=True, generator=generator, augment=None, drop_last=drop_last
+        ):
             yielded = True
             yield batch
         if not yielded:
@@ -37,8 +41,14 @@ def freeze_batch_norm(model: nn.Module) -> None:
 
 
 def finetune(
-    model: nn.Module, data: CompressionData, config: CompressionConfig, total: int, *,
-    on_step: StepHook | None = None, train_mode: Callable[[nn.Module], None] = nn.Module.train, steps: StepCallback | None = None,
+    model: nn.Module,
+    data: CompressionData,
+    config: CompressionConfig,
+    total: int,
+    *,
+    on_step: StepHook | None = None,
+    train_mode: Callable[[nn.Module], None] = nn.Module.train,
+    steps: StepCallback | None = None,
 ) -> None:
     """``total`` Adam steps at the config's fine-tune rate; ``train_mode(model)`` sets the layers'
     modes before the first step, ``steps(done, total)`` hears each step."""

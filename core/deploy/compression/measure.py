@@ -28,7 +28,9 @@ class VariantReport:
     name: str  # "original" or the variant's label
     method: str  # "original" or one of METHODS
     params: dict[str, Any]
-    val: dict[str, float]  # the task's report metrics: dice, iou, f1 (classification: accuracy, balanced_accuracy, f1_macro)
+    val: dict[
+        str, float
+    ]  # the task's report metrics: dice, iou, f1 (classification: accuracy, balanced_accuracy, f1_macro)
     test: dict[str, float]  # empty without a test split
     size_mb: float  # the saved model file (safetensors, or TorchScript for int8)
     zipped_mb: float  # the same file deflated: what sparsity saves in transfer/storage
@@ -105,7 +107,15 @@ def _scores(model: nn.Module, split: ImageSet | None, data: CompressionData, bat
 
 
 def measure(
-    name: str, method: str, params: dict[str, Any], model: nn.Module, quantized: bool, data: CompressionData, *, batch_size: int = 8, repeats: int = 3
+    name: str,
+    method: str,
+    params: dict[str, Any],
+    model: nn.Module,
+    quantized: bool,
+    data: CompressionData,
+    *,
+    batch_size: int = 8,
+    repeats: int = 3,
 ) -> VariantReport:
     """Score and time one model (original or variant) on the CPU."""
     images = data.val.images[: max(batch_size, 1)].float().div(255.0)
@@ -115,11 +125,17 @@ def measure(
     nonzero, total = count_nonzero(model)
     latency, throughput = cpu_speed(model, images, batch_size, repeats)
     return VariantReport(
-        name=name, method=method, params=params,
+        name=name,
+        method=method,
+        params=params,
         val=_scores(model, data.val, data, batch_size),
         test=_scores(model, data.test, data, batch_size),
-        size_mb=len(raw) / 2**20, zipped_mb=len(zlib.compress(raw, 6)) / 2**20,
-        nonzero_params=nonzero, total_params=total, latency_ms=latency, images_per_s=throughput,
+        size_mb=len(raw) / 2**20,
+        zipped_mb=len(zlib.compress(raw, 6)) / 2**20,
+        nonzero_params=nonzero,
+        total_params=total,
+        latency_ms=latency,
+        images_per_s=throughput,
     )
 
 
@@ -133,14 +149,29 @@ def _deltas(report: VariantReport, original: VariantReport) -> dict[str, float]:
 
 
 def compare_variants(
-    original: nn.Module, variants: list[CompressedVariant], data: CompressionData, *, batch_size: int = 8, repeats: int = 3
+    original: nn.Module,
+    variants: list[CompressedVariant],
+    data: CompressionData,
+    *,
+    batch_size: int = 8,
+    repeats: int = 3,
 ) -> list[VariantReport]:
     """The trade-off table: the original first, then every variant with its deltas against it."""
-    base = measure("original", "original", {}, original.cpu().eval(), False, data, batch_size=batch_size, repeats=repeats)
+    base = measure(
+        "original", "original", {}, original.cpu().eval(), False, data, batch_size=batch_size, repeats=repeats
+    )
     reports = [base]
     for variant in variants:
-        report = measure(variant.config.label, variant.config.method, variant.params, variant.model,
-                         variant.quantized, data, batch_size=batch_size, repeats=repeats)
+        report = measure(
+            variant.config.label,
+            variant.config.method,
+            variant.params,
+            variant.model,
+            variant.quantized,
+            data,
+            batch_size=batch_size,
+            repeats=repeats,
+        )
         report.deltas = _deltas(report, base)
         reports.append(report)
     return reports
@@ -155,8 +186,10 @@ def trade_off_table(reports: list[VariantReport]) -> str:
     columns are the first two report metrics (segmentation: Dice, IoU; classification: accuracy,
     balanced accuracy)."""
     first, second = list(reports[0].val)[:2]
-    header = (f"{'model':24} {'val ' + first:>16} {'test ' + first:>16} {'val ' + second:>8} {'size MB':>8} {'zip MB':>8} "
-              f"{'non-zero':>11} {'ms/img':>8} {'img/s':>8}")
+    header = (
+        f"{'model':24} {'val ' + first:>16} {'test ' + first:>16} {'val ' + second:>8} {'size MB':>8} {'zip MB':>8} "
+        f"{'non-zero':>11} {'ms/img':>8} {'img/s':>8}"
+    )
     rows = [header, "-" * len(header)]
     for report in reports:
         test = f"{report.test[first]:.3f}{_delta(report, f'test_{first}')}" if report.test else "-"

@@ -40,9 +40,31 @@ def _fx_error(exc: Exception) -> CompressionError:
     )
 
 
-_FLOAT_OPS = (torch.matmul, operator.matmul, nn.Softmax, F.softmax, torch.softmax, "softmax", torch.stack, nn.LayerNorm, F.layer_norm)
-_RESHAPES = ("view", "reshape", "permute", "transpose", "flatten", "contiguous", torch.reshape, torch.permute, torch.transpose,
-             torch.flatten, nn.PixelShuffle, F.pixel_shuffle)
+_FLOAT_OPS = (
+    torch.matmul,
+    operator.matmul,
+    nn.Softmax,
+    F.softmax,
+    torch.softmax,
+    "softmax",
+    torch.stack,
+    nn.LayerNorm,
+    F.layer_norm,
+)
+_RESHAPES = (
+    "view",
+    "reshape",
+    "permute",
+    "transpose",
+    "flatten",
+    "contiguous",
+    torch.reshape,
+    torch.permute,
+    torch.transpose,
+    torch.flatten,
+    nn.PixelShuffle,
+    F.pixel_shuffle,
+)
 
 
 def _qconfig_mapping(backend: str, qat: bool) -> Any:
@@ -81,7 +103,9 @@ def _prepare_fx(model: nn.Module, data: CompressionData, *, qat: bool) -> nn.Mod
         raise _fx_error(exc) from exc
 
 
-def _post_training_static(model: nn.Module, data: CompressionData, config: CompressionConfig, steps: StepCallback | None = None) -> nn.Module:
+def _post_training_static(
+    model: nn.Module, data: CompressionData, config: CompressionConfig, steps: StepCallback | None = None
+) -> nn.Module:
     """FX graph mode PTQ: insert observers, run training batches through them, convert to int8."""
     from torch.ao.quantization.quantize_fx import convert_fx
 
@@ -89,14 +113,18 @@ def _post_training_static(model: nn.Module, data: CompressionData, config: Compr
         prepared = _prepare_fx(model, data, qat=False)
         generator = torch.Generator().manual_seed(config.seed)
         with torch.no_grad():
-            for index, (images, _masks) in zip(range(config.calibration_batches), batches(data.train, config, generator)):
+            for index, (images, _masks) in zip(
+                range(config.calibration_batches), batches(data.train, config, generator)
+            ):
                 prepared(images)
                 if steps is not None:
                     steps(index + 1, config.calibration_batches)
         return convert_fx(prepared).eval()
 
 
-def _dynamic(model: nn.Module, data: CompressionData, config: CompressionConfig, steps: StepCallback | None = None) -> nn.Module:
+def _dynamic(
+    model: nn.Module, data: CompressionData, config: CompressionConfig, steps: StepCallback | None = None
+) -> nn.Module:
     """Int8 weights for Linear layers, activations quantized on the fly (transformer encoders)."""
     from torch.ao.quantization import quantize_dynamic
 
@@ -110,7 +138,9 @@ def _dynamic(model: nn.Module, data: CompressionData, config: CompressionConfig,
         return quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8).eval()
 
 
-def _quantization_aware(model: nn.Module, data: CompressionData, config: CompressionConfig, steps: StepCallback | None = None) -> nn.Module:
+def _quantization_aware(
+    model: nn.Module, data: CompressionData, config: CompressionConfig, steps: StepCallback | None = None
+) -> nn.Module:
     """Fake-quant fine-tune (FX prepare_qat_fx, the recipe in core.deploy.compression.qat), then conversion to a real int8 model."""
     from torch.ao.quantization.quantize_fx import convert_fx
 
@@ -120,13 +150,17 @@ def _quantization_aware(model: nn.Module, data: CompressionData, config: Compres
         return convert_fx(prepared.eval()).eval()
 
 
-def _magnitude_pruning(model: nn.Module, data: CompressionData, config: CompressionConfig, steps: StepCallback | None = None) -> nn.Module:
+def _magnitude_pruning(
+    model: nn.Module, data: CompressionData, config: CompressionConfig, steps: StepCallback | None = None
+) -> nn.Module:
     """Gradual magnitude pruning of single weights or, ``structured``, of whole channels."""
     prune = channel_pruning if config.structured else weight_pruning
     return prune(model, data, config, config.steps_for(len(data.train)), steps)
 
 
-IMPLEMENTATIONS: dict[str, Callable[[nn.Module, CompressionData, CompressionConfig, StepCallback | None], nn.Module]] = {
+IMPLEMENTATIONS: dict[
+    str, Callable[[nn.Module, CompressionData, CompressionConfig, StepCallback | None], nn.Module]
+] = {
     "ptq": _post_training_static,
     "dynamic": _dynamic,
     "qat": _quantization_aware,
@@ -134,7 +168,9 @@ IMPLEMENTATIONS: dict[str, Callable[[nn.Module, CompressionData, CompressionConf
 }
 
 
-def compress(config: CompressionConfig, model: nn.Module, data: CompressionData, steps: StepCallback | None = None) -> CompressedVariant:
+def compress(
+    config: CompressionConfig, model: nn.Module, data: CompressionData, steps: StepCallback | None = None
+) -> CompressedVariant:
     """Derive one variant of ``model`` (left untouched) on the CPU; ``steps`` hears fine-tune steps."""
     started = time.perf_counter()
     original = copy.deepcopy(model).cpu().eval()
@@ -143,5 +179,3 @@ def compress(config: CompressionConfig, model: nn.Module, data: CompressionData,
     steps_run = config.steps_for(len(data.train)) if config.method in FINETUNE_METHODS else 0
     channels = channel_record(variant, original) if config.method == "prune" and config.structured else {}
     return CompressedVariant(config, variant, config.method != "prune", seconds, steps_run, channels)
-
-

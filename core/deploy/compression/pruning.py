@@ -65,7 +65,9 @@ def _apply_weight_pruning(layers: list[tuple[nn.Module, str]], amount: float, co
             prune.l1_unstructured(module, name, amount=amount)
 
 
-def weight_pruning(model: nn.Module, data: CompressionData, config: CompressionConfig, total: int, steps: StepCallback | None) -> nn.Module:
+def weight_pruning(
+    model: nn.Module, data: CompressionData, config: CompressionConfig, total: int, steps: StepCallback | None
+) -> nn.Module:
     """Gradual L1 magnitude pruning of single weights (global threshold or per layer)."""
     pruned = copy.deepcopy(model)
     layers = prunable_layers(pruned)
@@ -107,8 +109,12 @@ def _channel_pruner(model: nn.Module, example: torch.Tensor, config: Compression
     import torch_pruning as tp
 
     return tp.pruner.BasePruner(
-        model, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
-        pruning_ratio=channel_ratio(config.sparsity), iterative_steps=STAGES, ignored_layers=_kept_whole(model),
+        model,
+        example,
+        importance=tp.importance.GroupMagnitudeImportance(p=2),
+        pruning_ratio=channel_ratio(config.sparsity),
+        iterative_steps=STAGES,
+        ignored_layers=_kept_whole(model),
     )
 
 
@@ -120,7 +126,9 @@ def check_channel_pruning(architecture: str) -> None:
         )
 
 
-def channel_pruning(model: nn.Module, data: CompressionData, config: CompressionConfig, total: int, steps: StepCallback | None) -> nn.Module:
+def channel_pruning(
+    model: nn.Module, data: CompressionData, config: CompressionConfig, total: int, steps: StepCallback | None
+) -> nn.Module:
     """Gradual channel pruning with torch-pruning: a smaller model (core.modeling.pruned.channel_record tells how)."""
     check_channel_pruning(type(model).__name__)
     pruned = copy.deepcopy(model).eval()
@@ -128,8 +136,10 @@ def channel_pruning(model: nn.Module, data: CompressionData, config: Compression
     try:
         pruner = _channel_pruner(pruned, example, config)
     except Exception as exc:
-        raise CompressionError(f"channel pruning cannot trace this model ({type(exc).__name__}: {str(exc)[:200]}); "
-                               "prune single weights instead (structured off)") from exc
+        raise CompressionError(
+            f"channel pruning cannot trace this model ({type(exc).__name__}: {str(exc)[:200]}); "
+            "prune single weights instead (structured off)"
+        ) from exc
     starts = stage_steps(total)
 
     def on_step(step: int) -> bool:
@@ -143,6 +153,8 @@ def channel_pruning(model: nn.Module, data: CompressionData, config: Compression
             on_step(0)
         finetune(pruned, data, config, total, on_step=on_step, steps=steps)
     except (RuntimeError, IndexError) as exc:
-        raise CompressionError(f"channel pruning broke this model ({type(exc).__name__}: {str(exc)[:200]}); "
-                               "prune single weights instead (structured off)") from exc
+        raise CompressionError(
+            f"channel pruning broke this model ({type(exc).__name__}: {str(exc)[:200]}); "
+            "prune single weights instead (structured off)"
+        ) from exc
     return pruned.eval()

@@ -40,7 +40,9 @@ def _train_with_frozen_statistics(model: nn.Module) -> None:
     freeze_batch_norm(model)  # BatchNorm layers left unfused
 
 
-def qat_finetune(prepared: nn.Module, data: CompressionData, config: CompressionConfig, total: int, steps: StepCallback | None) -> None:
+def qat_finetune(
+    prepared: nn.Module, data: CompressionData, config: CompressionConfig, total: int, steps: StepCallback | None
+) -> None:
     """Calibrate ``prepared`` (a prepare_qat_fx model), then fine-tune it ``total`` steps."""
     from torch.ao.quantization import disable_observer
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from core.search.spec import StudySpec
     from core.settings import Settings
 
+
 def study_compression_data(spec: StudySpec, settings: Settings) -> CompressionData:
     """The study's frozen splits, decoded on the CPU (int8 kernels and latency figures are CPU ones)."""
     data = load_study_data(spec, settings, torch.device("cpu"))
@@ -50,7 +51,11 @@ def _step_reporter(config: CompressionConfig, progress: ProgressCallback, start:
 
 
 def compress_trial(
-    study: optuna.Study, trial_number: int, config: CompressionConfig, data: CompressionData, artifact_store: Any,
+    study: optuna.Study,
+    trial_number: int,
+    config: CompressionConfig,
+    data: CompressionData,
+    artifact_store: Any,
     progress: ProgressCallback | None = None,
 ) -> tuple[list[VariantReport], dict[str, Any]]:
     """Derive, measure and store one variant of a trial: ([original, variant] reports, stored record).
@@ -69,7 +74,7 @@ def compress_trial(
     reports = compare_variants(model, [variant], data, batch_size=config.batch_size)
     report(0.95, "storing the variant with the trial")
     sample = data.val.images[:1].float().div(255.0)
-    record = store_variant(study, trial_number, variant, reports[1], bundle, artifact_store, sample, original=reports[0])
+    record = store_variant(
+        study, trial_number, variant, reports[1], bundle, artifact_store, sample, original=reports[0]
+    )
     return reports, record
-
-

@@ -63,8 +63,14 @@ def _is_sub_pixel(module: nn.Module) -> bool:
     if type(module) is not nn.ConvTranspose2d:
         return False
     square = module.kernel_size[0] == module.kernel_size[1] and module.stride[0] == module.stride[1]
-    return (square and module.kernel_size == module.stride and module.padding == (0, 0) and module.output_padding == (0, 0)
-            and module.dilation == (1, 1) and module.groups == 1)
+    return (
+        square
+        and module.kernel_size == module.stride
+        and module.padding == (0, 0)
+        and module.output_padding == (0, 0)
+        and module.dilation == (1, 1)
+        and module.groups == 1
+    )
 
 
 def replace_sub_pixel_transposes(model: nn.Module) -> int:
@@ -100,8 +106,13 @@ def fold_batch_norms_into_transposes(module: fx.GraphModule) -> int:
     folded = 0
     for node in list(module.graph.nodes):
         source = node.args[0] if node.op == "call_module" and node.args else None
-        if not (type(submodules.get(node.target)) is nn.BatchNorm2d and isinstance(source, fx.Node) and source.op == "call_module"
-                and type(submodules.get(source.target)) is nn.ConvTranspose2d and len(source.users) == 1):
+        if not (
+            type(submodules.get(node.target)) is nn.BatchNorm2d
+            and isinstance(source, fx.Node)
+            and source.op == "call_module"
+            and type(submodules.get(source.target)) is nn.ConvTranspose2d
+            and len(source.users) == 1
+        ):
             continue
         fused = fuse_conv_bn_eval(submodules[source.target], submodules[node.target], transpose=True)
         parent, _, child = source.target.rpartition(".")
@@ -162,9 +173,35 @@ def fix_adaptive_pooling(module: fx.GraphModule, example: torch.Tensor) -> int:
 
 _SHAPE_ATTRIBUTES = frozenset({"shape", "ndim", "dtype", "device"})
 _SHAPE_METHODS = frozenset({"size", "dim"})
-_STATIC_FUNCTIONS = frozenset({*(getattr(operator, name) for name in (
-    "getitem", "eq", "ne", "lt", "le", "gt", "ge", "not_", "add", "sub", "mul", "floordiv", "mod", "truediv", "neg", "and_", "or_",
-)), len, int, bool})
+_STATIC_FUNCTIONS = frozenset(
+    {
+        *(
+            getattr(operator, name)
+            for name in (
+                "getitem",
+                "eq",
+                "ne",
+                "lt",
+                "le",
+                "gt",
+                "ge",
+                "not_",
+                "add",
+                "sub",
+                "mul",
+                "floordiv",
+                "mod",
+                "truediv",
+                "neg",
+                "and_",
+                "or_",
+            )
+        ),
+        len,
+        int,
+        bool,
+    }
+)
 
 
 def _is_static(node: Any) -> bool:

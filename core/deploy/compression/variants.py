@@ -57,8 +57,14 @@ def save_variant(variant: CompressedVariant, bundle: BundleConfig, folder: Path,
 
 
 def store_variant(
-    study: optuna.Study, trial_number: int, variant: CompressedVariant, report: VariantReport, bundle: BundleConfig,
-    artifact_store: Any, sample: torch.Tensor, original: VariantReport | None = None,
+    study: optuna.Study,
+    trial_number: int,
+    variant: CompressedVariant,
+    report: VariantReport,
+    bundle: BundleConfig,
+    artifact_store: Any,
+    sample: torch.Tensor,
+    original: VariantReport | None = None,
 ) -> dict[str, Any]:
     """Upload the variant through optuna.artifacts and append it to the trial's variant list.
 
@@ -74,8 +80,11 @@ def store_variant(
             if (folder / name).is_file()
         }
     record = {
-        "method": variant.config.method, "label": variant.config.label, "params": variant.params,
-        "artifacts": artifacts, "metrics": report.to_dict(),
+        "method": variant.config.method,
+        "label": variant.config.label,
+        "params": variant.params,
+        "artifacts": artifacts,
+        "metrics": report.to_dict(),
     }
     if original is not None:
         record["original"] = original.to_dict()
@@ -127,7 +136,12 @@ def _row(variant: int, label: str, metrics: dict[str, Any]) -> dict[str, Any]:
         row.update({f"{split}_{k}": metrics[split].get(k, math.nan) for k in scores})
     row.update({name: metrics[name] for name in TABLE_FIELDS})
     deltas = metrics.get("deltas") or {}
-    row.update({f"delta_{k}": deltas.get(k, math.nan) for k in (f"val_{scores[0]}", f"test_{scores[0]}", "size_mb", "latency_ms")})
+    row.update(
+        {
+            f"delta_{k}": deltas.get(k, math.nan)
+            for k in (f"val_{scores[0]}", f"test_{scores[0]}", "size_mb", "latency_ms")
+        }
+    )
     row["speedup"] = deltas.get("speedup", 1.0 if variant == 0 else math.nan)
     return row
 
@@ -149,11 +163,17 @@ def variant_predictions(study: optuna.Study, trial_number: int, index: int, arti
     record = get_variant(study, trial_number, index)
     images = preview_images(study, artifact_store)
     if images is None:
-        raise CompressionError(f"study {study.study_name!r} stored no preview images (set preview_count > 0 in its spec)")
+        raise CompressionError(
+            f"study {study.study_name!r} stored no preview images (set preview_count > 0 in its spec)"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         model, config = load_model(download_variant(record, artifact_store, Path(tmp)))
     # one image at a time: int8 variants are traced on a single image
-    return torch.cat([predict_indices(model, images[i : i + 1], threshold=config.threshold) for i in range(len(images))]).to(torch.uint8).numpy()
+    return (
+        torch.cat([predict_indices(model, images[i : i + 1], threshold=config.threshold) for i in range(len(images))])
+        .to(torch.uint8)
+        .numpy()
+    )
 
 
 def variant_name(study: optuna.Study, trial_number: int, index: int) -> str:
@@ -172,10 +192,16 @@ def variant_zip(study: optuna.Study, trial_number: int, index: int, artifact_sto
         model, config = load_model(folder)
         sample, _ = parity_sample(study, artifact_store, config)
         original = None
-        if record["method"] == "dynamic":  # not traceable to ONNX: onnxruntime quantizes the original's Linear layers alike
-            original, _ = load_bundle(trial_bundle(get_trial(study, trial_number), artifact_store, Path(tmp) / "original"))
+        if (
+            record["method"] == "dynamic"
+        ):  # not traceable to ONNX: onnxruntime quantizes the original's Linear layers alike
+            original, _ = load_bundle(
+                trial_bundle(get_trial(study, trial_number), artifact_store, Path(tmp) / "original")
+            )
         problem = add_onnx(model, folder, sample, int8=is_int8_folder(folder), dynamic_from=original)
-        card = variant_card(study, get_trial(study, trial_number), name, record, frozenset(p.name for p in folder.iterdir()), problem)
+        card = variant_card(
+            study, get_trial(study, trial_number), name, record, frozenset(p.name for p in folder.iterdir()), problem
+        )
         return zip_folder(folder, card)
 
 
@@ -196,7 +222,10 @@ def export_downloads(
     with tempfile.TemporaryDirectory() as tmp:
         report = export_trial(study, trial_number, artifact_store, Path(tmp), formats)
         files = [
-            ExportDownload(f.format, f"{report.folder.name}{''.join(f.path.suffixes)}", f.path.read_bytes(), f.max_abs_diff)
-            for f in report.files if f.format in formats
+            ExportDownload(
+                f.format, f"{report.folder.name}{''.join(f.path.suffixes)}", f.path.read_bytes(), f.max_abs_diff
+            )
+            for f in report.files
+            if f.format in formats
         ]
     return files, report.checked_on
