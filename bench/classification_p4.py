@@ -4,7 +4,7 @@ P4 tuned the head of MobileNetV2 and VGG19 (convolution kernel size, filters, de
 by random search with 3-fold cross-validation and reported the accuracy before and after tuning.
 This bench runs SegTune's ``p4-cnn-classification`` preset on a real two-class CT set, the liver /
 no-liver quadrant crops of ``../shared/datasets/ct_liver_msd`` grouped by volume
-(tests/classification_sets.py), with fewer trials, epochs, pixels and images than the preset:
+(tests/helpers/classification_sets.py), with fewer trials, epochs, pixels and images than the preset:
 
 - **default**: each backbone with the catalogue's head (kernel 3, 64 filters, 128 dense units,
   dropout 0.5) and the preset's other settings, one trial each;
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from core.search.presets import load_preset
     from core.search.space import ParamSpec
     from core.settings import load_settings
-    from tests.classification_sets import write_liver_crops
+    from tests.helpers.classification_sets import write_liver_crops
 
     settings = load_settings()
     dataset = f"liver-crops-{args.volumes}"

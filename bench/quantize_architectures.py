@@ -2,7 +2,7 @@
 
     python bench/quantize_architectures.py [--architectures Unet,PSPNet]
 
-The same small models as tests/test_quantize_architectures.py (tests/quantization_models.py: lungs
+The same small models as tests/test_quantize_architectures.py (tests/helpers/quantization_models.py: lungs
 at 64 px for segmentation, PAN at 128 px, bars for classifiers, resnet18 / mit_b0 / ViT-tiny
 encoders at full depth, trained from scratch on the CPU), each quantized by the product's
 ``compress`` with its defaults (QAT: 2 epochs, at least 20 steps) and measured by
@@ -27,7 +27,7 @@ from core.deploy.compression.measure import compare_variants
 from core.deploy.compression.methods import compress
 from core.deploy.export import export_onnx
 from core.modeling.architectures import names
-from tests.quantization_models import datasets, train_small
+from tests.helpers.quantization_models import datasets, train_small
 
 
 def _onnx(model: torch.nn.Module, sample: torch.Tensor) -> str:

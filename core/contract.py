@@ -128,3 +128,15 @@ def spec_attr(study: optuna.Study) -> Mapping[str, Any]:
 def variants_attr(trial_number: int) -> str:
     """The study user attr holding a trial's compressed variants (a list of VariantRecord dicts)."""
     return f"variants:{trial_number}"
+
+
+# Folds are numbered from 0 everywhere a user or a stored value sees one: the spec's ``split.fold``,
+# the ``fold`` trial attr, curve labels, messages. A cross-validated trial trains fold 0 first and
+# keeps fold 0's model: its weights, preview masks, ``history``, size and throughput are fold 0's,
+# while its metrics are the fold means.
+STORED_FOLD = 0
+
+
+def fold_name(fold: int) -> str:
+    """A fold as users read it, counted as ``split.fold`` and the ``fold`` trial attr count: ``fold 0`` first."""
+    return f"fold {fold}"

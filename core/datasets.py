@@ -1,4 +1,5 @@
-"""Kept for inference snippets copied before core/ was split into subpackages (``from core.datasets import read_image``)."""
+"""Kept for the model cards of bundles exported before core/ was split into subpackages, whose Python
+snippet imports ``from core.datasets import read_image`` (tests/test_legacy_workspace.py runs it)."""
 
 from core.data.images import read_image
 

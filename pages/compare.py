@@ -14,7 +14,7 @@ from app.nav import page_path
 from app.widgets.errors import user_errors
 from app.widgets.mask_grid import channel_picker, image_stepper, mask_row, view_controls, zoom_button
 from app.widgets.trial_table import finished_trial_picker
-from core.contract import Task
+from core.contract import STORED_FOLD, Task, fold_name
 from core.data.volumes import slice_caption, volumes_of
 from core.errors import SegTuneError
 from core.results.previews import PreviewSet
@@ -34,7 +34,8 @@ def chosen_trials(name: str) -> list[int] | None:
         frame, key="compare.trials", what="predicted masks", flag_note="Their masks show what they learned."
     )
     if chosen and frame["folds"].notna().any():
-        st.caption("Cross-validated trials: the masks shown are fold 1's model's (its validation images).")
+        stored = fold_name(STORED_FOLD)
+        st.caption(f"Cross-validated trials: the masks shown are {stored}'s model's (its validation images).")
     return chosen
 
 

@@ -9,11 +9,12 @@ from app.widgets.curves import curves_figure
 from app.widgets.errors import user_errors
 from app.widgets.reliability import FLAG_MARK, row_flags
 from app.widgets.trial_table import trial_picker
-from core.contract import Task, TrialAttr
+from core.contract import STORED_FOLD, Task, TrialAttr, fold_name
 from core.metrics.catalogue import METRICS, curve_metrics, label
 
 MAX_TRIALS = 10  # beyond this the lines are unreadable
 METRIC_KEYS = {Task.SEGMENTATION: "curves.metric", Task.CLASSIFICATION: "curves.metric.classification"}
+STORED = fold_name(STORED_FOLD)  # the fold whose curves show unless every fold is asked for
 
 
 def curves_view(name: str, drawn_live: bool) -> None:
@@ -45,7 +46,7 @@ def curves_view(name: str, drawn_live: bool) -> None:
 def draw(name: str, chosen: tuple[int, ...], metric: str) -> None:
     cross_validated = any(trial.user_attrs.get(TrialAttr.FOLD_HISTORIES) for trial in study_cache.trials(name, chosen))
     each_fold = cross_validated and st.toggle(
-        "Each fold", key="curves.each_fold", help="Cross-validated trials: one curve per fold instead of fold 1's."
+        "Each fold", key="curves.each_fold", help=f"Cross-validated trials: one curve per fold instead of {STORED}'s."
     )
     curves = study_cache.learning_curves(name, chosen, metric, each_fold)
     if curves.empty:
@@ -76,7 +77,7 @@ def draw(name: str, chosen: tuple[int, ...], metric: str) -> None:
             f"{FLAG_MARK} Flagged (constant prediction, or not better than a constant predictor): {', '.join(flagged)}."
         )
     if cross_validated and not each_fold:
-        st.caption("Cross-validated trials: the curves are fold 1's; switch on **Each fold** to see every fold.")
+        st.caption(f"Cross-validated trials: the curves are {STORED}'s; switch on **Each fold** to see every fold.")
 
 
 def best_reference(name: str, metric: str) -> tuple[str, float] | None:

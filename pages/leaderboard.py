@@ -33,7 +33,7 @@ COMPARE_FILES = {Task.SEGMENTATION: "compare.py", Task.CLASSIFICATION: "predicti
 
 
 def count_cards(name: str) -> None:
-    """Trials as the jobs count them against the budget (``core.jobs.trial_counts``)."""
+    """Trials as the jobs count them against the budget (``core.runtime.budget.trial_counts``)."""
     counts = study_cache.trial_counts(name)
     cards = st.columns(5)
     cards[0].metric("Trials", counts.done, help="Trials that used budget: complete, pruned and failed")

@@ -341,7 +341,7 @@ def run_section() -> tuple[list[str], int | None, int]:
 
 
 def launch_plan(devices: list[str], workers: int | None, per_gpu: int, gpu_count: int) -> None:
-    """Say which workers Start will launch, as ``core.launcher`` plans them."""
+    """Say which workers Start will launch, as ``core.runtime.launcher`` plans them."""
     with user_errors("Planning the workers"):
         slots = Counter(plan_slots(devices, workers, per_gpu, gpu_count=gpu_count))
         on = ", ".join(f"{count} on {device}" for device, count in slots.items())

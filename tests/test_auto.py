@@ -9,7 +9,8 @@ from core.search.auto import Fingerprint, plan, plan_for_manifest
 from core.search.presets import AUTO, load_preset
 from core.search.validation import spec_from_dict
 from core.settings import Settings
-from tests.conftest import copy_pairs, shared_dataset
+from tests.helpers.machine import shared_dataset
+from tests.helpers.studies import copy_pairs
 
 
 def fingerprint(**changes: object) -> Fingerprint:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.machine import shared_dataset
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 
@@ -89,8 +91,6 @@ def test_search_efficiency_summary_counts_compute_to_reach_random_best() -> None
 
 def test_classification_p4_compares_default_and_tuned_heads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import classification_p4
-
-    from tests.conftest import shared_dataset
 
     shared_dataset("ct_liver_msd")  # skips (fails in CI) without the shared datasets
     result = classification_p4.main(

@@ -25,13 +25,12 @@ from core.deploy.predict import PredictError, predict_folder
 from core.modeling.bundle import load_bundle, load_torchscript
 from core.runtime.storage import open_artifact_store
 from core.search.validation import spec_from_dict
-from tests.classification_sets import BARS, bar_image, tiny_classification_study
+from tests.helpers.classification_sets import BARS, bar_image, tiny_classification_study
+from tests.helpers.studies import module_workspace
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory):
-    from tests.conftest import module_workspace
-
     with module_workspace(tmp_path_factory.mktemp("classification-deploy")) as settings:
         study = tiny_classification_study(settings, "deploy")
         yield settings, study

@@ -14,7 +14,7 @@ from core.search.study_source import study_source
 from core.search.suggest import grid_points, suggest_params
 from core.search.validation import SpecError, spec_from_dict
 from core.settings import Settings
-from tests.classification_sets import write_bars
+from tests.helpers.classification_sets import write_bars
 
 
 def spec(**overrides: object) -> dict:

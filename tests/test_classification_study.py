@@ -19,7 +19,8 @@ from core.search.study_source import study_source
 from core.search.validation import spec_from_dict
 from core.settings import Settings
 from core.training.loop import TrainConfig, evaluate_detailed, predict, train_model
-from tests.classification_sets import tiny_classification_study, write_bars
+from tests.helpers.classification_sets import tiny_classification_study, write_bars
+from tests.helpers.studies import module_workspace
 
 
 def tiny_cnn(classes: int = 2) -> nn.Module:
@@ -83,8 +84,6 @@ def test_the_training_loop_learns_labels_and_keeps_the_best_epoch(workspace: Set
 
 @pytest.fixture(scope="module")
 def two_trials(tmp_path_factory: pytest.TempPathFactory):
-    from tests.conftest import module_workspace
-
     with module_workspace(tmp_path_factory.mktemp("classification")) as settings:
         study = tiny_classification_study(
             settings,

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pytest
 import torch
-from PIL import Image
 
 from core.data.tensors import ImageSet
 from core.deploy.compression.config import CompressionConfig, CompressionData, CompressionError
@@ -29,34 +27,13 @@ from core.modeling.config import ModelConfig
 from core.modeling.losses import build_loss
 from core.modeling.optimizers import OptimizerConfig
 from core.training.loop import TrainConfig, evaluate, train_model
-from tests.conftest import shared_path
+from tests.helpers.segmentation import load_pairs
 
 SIZE = 64
 PTQ_TOLERANCE = 0.03
 QAT_TOLERANCE = 0.02
 PRUNE_TOLERANCE = 0.03
 MODEL = ModelConfig("ClassicUNet", 1, 2, unet_start_filters=8, unet_depth=3)
-
-
-def load_pairs(count: int, size: int = SIZE) -> ImageSet:
-    """``count`` image/mask pairs spread over the lung dataset, decoded at ``size`` px."""
-    source = shared_path("chest_xray_lung_shenzhen")
-    files = sorted((source / "images").iterdir())[::10][:count]
-    images = [
-        np.asarray(Image.open(p).convert("L").resize((size, size), Image.Resampling.BILINEAR))[None] for p in files
-    ]
-    masks = [
-        np.asarray(
-            Image.open(source / "masks" / f"{p.stem}.png").convert("L").resize((size, size), Image.Resampling.NEAREST)
-        )
-        > 127
-        for p in files
-    ]
-    return ImageSet(
-        torch.from_numpy(np.stack(images)),
-        torch.from_numpy(np.stack(masks).astype(np.uint8)),
-        tuple(p.stem for p in files),
-    )
 
 
 @pytest.fixture(scope="module")

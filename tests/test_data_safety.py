@@ -4,9 +4,7 @@ PostgreSQL)."""
 
 from __future__ import annotations
 
-import os
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,8 +22,7 @@ from core.runtime.queue import cancel_job, queue_job, resume_job, submit_job
 from core.runtime.storage import open_storage
 from core.search.validation import spec_from_dict
 from core.settings import Settings, load_settings
-
-POSTGRES_URL = os.environ.get("SEGTUNE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+from tests.helpers.machine import postgres_database
 
 
 def spec(name: str = "s1", dataset: str = "demo-cells"):
@@ -52,7 +49,7 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest
         monkeypatch.delenv("SEGTUNE_DB", raising=False)
         yield _with_demo(load_settings())
         return
-    for url in _postgres_database():
+    for url in postgres_database():
         monkeypatch.setenv("SEGTUNE_DB", url)
         yield _with_demo(load_settings())
 
@@ -60,31 +57,6 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest
 def _with_demo(settings: Settings) -> Settings:
     create_demo_dataset(settings.datasets_dir, count=12, size=32)
     return settings
-
-
-def _postgres_database() -> Iterator[str]:
-    import psycopg2
-
-    try:
-        admin = psycopg2.connect(POSTGRES_URL, connect_timeout=3)
-    except psycopg2.OperationalError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"no PostgreSQL at {POSTGRES_URL}: {exc}")
-        pytest.skip(f"no PostgreSQL answers at {POSTGRES_URL}")
-    admin.autocommit = True
-    name = f"segtune_test_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield (
-            sa.engine.make_url(POSTGRES_URL)
-            .set(drivername="postgresql+psycopg2", database=name)
-            .render_as_string(hide_password=False)
-        )
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def test_simultaneous_submits_of_one_study_make_one_job(settings: Settings) -> None:

@@ -1,4 +1,5 @@
-"""Ingest, validation and manifests (core.datasets): every bad input is named and leaves nothing behind."""
+"""Ingest, validation and manifests (core.data.ingest, core.data.manifest): every bad input is named and
+leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from core.data.manifest import (
     load_manifest,
 )
 from core.errors import SegTuneError
-from tests.conftest import shared_path
+from tests.helpers.machine import shared_path
 
 # --- builders -------------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from core.data.intensity import IntensityConfig
 from core.data.manifest import DatasetError
 from core.data.volume_ingest import VolumeIngestOptions, ingest_volumes
 from core.data.volumes import read_dicom_series
-from tests.volume_data import SPACING, dicom_affine, dicom_seg, dicom_series, lps_affine, phantom, write_nifti
+from tests.helpers.volume_data import SPACING, dicom_affine, dicom_seg, dicom_series, lps_affine, phantom, write_nifti
 
 OPTIONS = VolumeIngestOptions(intensity=IntensityConfig.window("abdomen"))
 

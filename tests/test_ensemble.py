@@ -47,7 +47,7 @@ def cv_study(tmp_path_factory: pytest.TempPathFactory):
     from core.data.demo import create_demo_dataset
     from core.runtime.tuning import run_study
     from core.search.validation import spec_from_dict
-    from tests.conftest import module_workspace
+    from tests.helpers.studies import module_workspace
 
     with module_workspace(tmp_path_factory.mktemp("ensemble")) as settings:
         create_demo_dataset(settings.datasets_dir, count=16, size=64)
@@ -109,7 +109,7 @@ def test_export_ensemble_writes_k_models_and_both_predicts_agree(cv_study, tmp_p
 
 
 def test_a_trial_without_fold_models_and_hostile_member_names_are_refused(workspace: Settings, tmp_path: Path) -> None:
-    from tests.conftest import tiny_study
+    from tests.helpers.studies import tiny_study
 
     study = tiny_study(workspace, "single")
     with pytest.raises(BundleError, match="stored no fold models"):

@@ -6,6 +6,7 @@ from core.data.demo import create_demo_dataset
 from core.search.validation import spec_from_dict
 from core.settings import Settings
 from core.training.estimate import estimate_trial_cost, typical_params
+from tests.helpers.studies import tiny_study
 
 
 def test_typical_params_take_first_choice_and_middle_of_ranges() -> None:
@@ -55,7 +56,6 @@ def test_the_estimate_counts_the_parameters_a_real_trial_trains(workspace: Setti
 
     from core.modeling.build import build_model
     from core.modeling.config import ModelConfig
-    from tests.conftest import tiny_study
 
     study = tiny_study(workspace, "sizes", previews=1)
     spec = spec_from_dict(study.user_attrs["spec"])

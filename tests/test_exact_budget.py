@@ -24,7 +24,7 @@ from core.runtime.queue import queue_job
 from core.runtime.storage import open_storage
 from core.search.validation import spec_from_dict
 from core.settings import Settings, load_settings
-from tests.conftest import postgres_database
+from tests.helpers.machine import postgres_database
 
 RACERS = 6
 BUDGET = 2

@@ -36,7 +36,9 @@ from core.modeling.bundle import (
     trial_bundle,
 )
 from core.modeling.config import ModelConfig
-from tests.conftest import shared_path
+from tests.helpers.machine import shared_dataset, shared_path
+from tests.helpers.segmentation import DPT_ENCODER
+from tests.helpers.studies import copy_pairs
 
 SIZE = 64
 UNET = ModelConfig("ClassicUNet", 1, 2, unet_start_filters=8, unet_depth=3)
@@ -349,7 +351,6 @@ def test_cli_exports_and_compresses_a_tuned_trial(workspace, tmp_path: Path, cap
     from core.runtime.storage import open_artifact_store, open_storage
     from core.runtime.tuning import run_study
     from core.search.validation import spec_from_dict
-    from tests.conftest import copy_pairs, shared_dataset
 
     source = copy_pairs(shared_dataset("chest_xray_lung_shenzhen"), tmp_path / "src", 24, every=20)
     ingest_dataset(source, "lungs", workspace.datasets_dir)
@@ -474,7 +475,6 @@ def test_bundles_in_the_layout_before_segtune_json_still_load(images: torch.Tens
 
 def _smallest_config(architecture: str) -> tuple[ModelConfig, int]:
     from core.modeling.architectures import input_size_problem
-    from tests.test_models import DPT_ENCODER
 
     encoder = {"DPT": DPT_ENCODER, "Segformer": "mit_b0"}.get(architecture, "resnet18")
     config = ModelConfig(

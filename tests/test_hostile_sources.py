@@ -188,7 +188,7 @@ def test_control_characters_in_labels_csv_and_class_folders_are_refused(
 def test_control_characters_in_an_msd_dataset_json_are_refused(
     workspace: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tests.volume_data import msd_folder
+    from tests.helpers.volume_data import msd_folder
 
     source = msd_folder(tmp_path / "msd", 1)
     (source / "dataset.json").write_text('{"labels": {"0": "background", "1": "liv\\u0000er"}}')
@@ -226,7 +226,7 @@ def test_csv_cells_a_spreadsheet_would_run_get_an_apostrophe(cell: object, writt
 def test_an_msd_folder_without_volumes_is_pointed_at_the_volume_ingest(
     workspace: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tests.volume_data import msd_folder
+    from tests.helpers.volume_data import msd_folder
 
     source = msd_folder(tmp_path / "Task09_Spleen", 2)
     (source / "dataset.json").write_text('{"labels": {"0": "background", "1": "spleen"}}')
@@ -257,7 +257,7 @@ def test_a_corrupt_jpeg_is_reported_as_corrupt_even_without_its_mask(
 def test_a_dicom_series_folder_without_volumes_is_pointed_at_the_volume_ingest_but_2d_pngs_are_not(
     workspace: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tests.volume_data import dicom_series, phantom
+    from tests.helpers.volume_data import dicom_series, phantom
 
     dicom_series(tmp_path / "ct" / "imagesTr" / "case_000", phantom(0)[0])
     assert "medical volume dataset" in cli_refusal(capsys, str(tmp_path / "ct"), "--name", "ct")

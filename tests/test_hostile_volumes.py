@@ -16,7 +16,7 @@ import pytest
 from core.cli import build_parser, main
 from core.errors import SegTuneError
 from core.settings import Settings, load_settings
-from tests.volume_data import dicom_series, msd_folder, phantom, write_nifti
+from tests.helpers.volume_data import dicom_series, msd_folder, phantom, write_nifti
 
 build_parser()  # imports every command (torch among them) now, not inside a test's time cap
 

@@ -19,7 +19,7 @@ from core.data.manifest import MANIFEST_FILE, DatasetError, Task, dataset_names,
 from core.data.splits import SplitConfig, class_counts, file_split, make_split
 from core.data.tensors import clear_tensor_cache, load_tensor_set
 from core.settings import Settings
-from tests.classification_data import LIVER_GROUPS, blob_image, class_folders, liver_class_folders
+from tests.helpers.classification_data import LIVER_GROUPS, blob_image, class_folders, liver_class_folders
 
 
 def refused(source: Path, store: Path, **kwargs: object) -> dict[str, str]:

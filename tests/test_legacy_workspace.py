@@ -25,7 +25,7 @@ from core.results.trials import best_numbers, default_trial, trials_frame
 from core.runtime.storage import open_artifact_store, open_storage
 from core.runtime.tuning import load_study
 from core.settings import Settings, load_settings
-from tests.app.pages import open_page
+from tests.helpers.pages import open_page
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy-workspace"
 
@@ -134,6 +134,54 @@ def test_bundle_folders_exported_in_the_old_layout_still_load(legacy: Settings, 
     model, config = load_model(folder)
     assert config.version == 1 and model(torch.zeros(1, config.channels, 64, 64)).shape[-2:] == (64, 64)
     assert input_spec(load_config(folder))["size"] == [64, 64]  # the shipped predict.py reads it too
+
+
+# The Python snippet of the model card exported with every bundle before core/ was split into
+# subpackages (commit 0e187c4, core/results.py inference_snippet), verbatim but for the folder name.
+# It imports core.bundle, core.datasets and core.predict: those modules are kept for it.
+OLD_CARD_SNIPPET = """\
+from pathlib import Path
+
+from PIL import Image
+
+from core.bundle import load_bundle
+from core.datasets import read_image
+from core.predict import mask_png, predict_folder, predict_image
+
+bundle = Path("{bundle}")  # the unzipped bundle folder
+
+# A whole folder: the same as `python -m core predict --model {bundle} --images images/ --out masks/`
+print(predict_folder(bundle, Path("images"), Path("masks")).summary())
+
+# One image: a class-index mask at the image's own size
+model, config = load_bundle(bundle)
+mask = predict_image(model, config, read_image(Path("image.png")))
+Image.fromarray(mask_png(mask, len(config.classes))).save("mask.png")  # 0/255 when binary
+"""
+
+
+def test_the_python_snippet_of_an_old_model_card_still_runs(
+    legacy: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Old bundles' cards print ``from core.bundle/core.datasets/core.predict import ...``: run that text as it was."""
+    import numpy as np
+    from PIL import Image
+
+    study, _ = load_study("legacy", open_storage(legacy.db_url))
+    folder = export_trial(study, 0, open_artifact_store(legacy), tmp_path / "out", formats=("bundle",)).folder
+    cells = sorted((legacy.datasets_dir / "demo-cells" / "images").iterdir())[:2]
+    (tmp_path / "images").mkdir()
+    for cell in cells:
+        shutil.copy(cell, tmp_path / "images" / cell.name)
+    shutil.copy(cells[0], tmp_path / "image.png")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(OLD_CARD_SNIPPET.format(bundle=folder), "<old model card>", "exec"), {"__name__": "__card__"})
+    assert "2 mask(s) written" in capsys.readouterr().out
+    assert sorted(path.name for path in (tmp_path / "masks").glob("*.png")) == sorted(
+        f"{cell.stem}.png" for cell in cells
+    )
+    mask = np.asarray(Image.open(tmp_path / "mask.png"))
+    assert mask.shape == np.asarray(Image.open(cells[0])).shape[:2] and set(np.unique(mask)) <= {0, 255}
 
 
 def test_an_old_variant_downloads_with_onnx_and_predict_py(legacy: Settings) -> None:

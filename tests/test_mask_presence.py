@@ -19,8 +19,8 @@ from core.data.splits import SplitConfig, class_counts, make_split
 from core.data.tensors import clear_tensor_cache, load_tensor_set
 from core.data.volume_ingest import VolumeIngestOptions, ingest_volumes
 from core.settings import Settings
-from tests.classification_data import LIVER_GROUPS, liver_tiles
-from tests.volume_data import msd_folder
+from tests.helpers.classification_data import LIVER_GROUPS, liver_tiles
+from tests.helpers.volume_data import msd_folder
 
 
 @pytest.fixture

@@ -25,8 +25,8 @@ from core.modeling.architectures import (
 from core.modeling.build import build_model, count_parameters, weights_size_mb
 from core.modeling.config import ModelBuildError, ModelConfig, out_channels, task_mode
 from core.modeling.custom import ACTIVATIONS, ClassicUNet, make_activation
+from tests.helpers.segmentation import DPT_ENCODER
 
-DPT_ENCODER = "tu-vit_tiny_patch16_224"  # the smallest real ViT; works at 64 px (dynamic_img_size)
 CASES = [(1, 2), (3, 4)]  # (in_channels, num_classes): binary grey and multiclass RGB
 
 

@@ -8,7 +8,7 @@ import torch
 
 import core.training.objective
 from core.settings import Settings
-from tests.conftest import tiny_study
+from tests.helpers.studies import tiny_study
 
 
 def test_out_of_memory_is_retried_once_with_half_the_batch(
@@ -101,7 +101,7 @@ def test_the_kept_epoch_is_the_best_for_the_first_objective_when_it_is_known_per
 
 
 def test_a_later_fold_reports_the_mean_of_the_finished_folds_and_its_current_epoch(workspace: Settings) -> None:
-    """Fold 3's epoch 2 is reported at step 2 * max_epochs + 2 as (fold 1 + fold 2 + this epoch) / 3,
+    """Fold 2's epoch 2 is reported at step 2 * max_epochs + 2 as (fold 0 + fold 1 + this epoch) / 3,
     so trials are pruned on the fold-averaged curve, not on the current fold alone."""
     from core.contract import TrialAttr
     from core.search.validation import spec_from_dict
@@ -119,7 +119,7 @@ def test_a_later_fold_reports_the_mean_of_the_finished_folds_and_its_current_epo
     assert study.trials[0].intermediate_values == {2 * 4 + 2: pytest.approx((0.9 + 0.6 + 0.3) / 3)}
     assert (
         trial.user_attrs[TrialAttr.EPOCH] == 2 and TrialAttr.HISTORY not in trial.user_attrs
-    )  # only fold 1 is the live curve
+    )  # only fold 0 is the live curve
 
 
 def _reporter(
@@ -165,7 +165,7 @@ def test_a_pruned_fold_names_itself_and_a_non_epoch_objective_reports_nothing(wo
 
     always = optuna.pruners.ThresholdPruner(lower=1.0)  # any value below 1.0 prunes
     _trial, on_epoch = _reporter(workspace, {"cv": {"folds": 3}}, 2, [], pruner=always)
-    with pytest.raises(optuna.TrialPruned, match=r"^pruned after epoch 2 of fold 3$"):
+    with pytest.raises(optuna.TrialPruned, match=r"^pruned after epoch 2 of fold 2$"):
         on_epoch(_record(2, 0.5))
     _trial, on_epoch = _reporter(workspace, {}, None, [], pruner=always)
     with pytest.raises(optuna.TrialPruned, match=r"^pruned after epoch 2$"):

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from core.settings import Settings
-from tests.conftest import REPO
+from tests.helpers.dashboard import free_port, run_script, wait_for_server
+from tests.helpers.machine import REPO
 
 SOURCES = ("core", "app", "pages", "segtune", "pyproject.toml", "requirements.txt", "README.md")
 
@@ -149,8 +150,6 @@ def test_the_installed_command_runs_from_any_folder(installed: Path, tmp_path: P
 @pytest.mark.serve
 def test_the_installed_dashboard_serves_its_pages_from_any_folder(installed: Path, tmp_path: Path) -> None:
     """No password and no ./.streamlit: it starts only because app/.streamlit/config.toml (localhost) is read."""
-    from tests.e2e.dashboard import free_port, run_script, wait_for_server
-
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     port = free_port()

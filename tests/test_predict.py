@@ -18,7 +18,7 @@ from core.deploy.predict import OVERLAY_DIR, PredictError, predict_folder, read_
 from core.modeling.build import build_model
 from core.modeling.bundle import BundleConfig, save_bundle
 from core.modeling.config import ModelConfig
-from tests.conftest import shared_path
+from tests.helpers.machine import shared_path
 
 MODEL = ModelConfig("ClassicUNet", 1, 2, unet_start_filters=8, unet_depth=2)
 

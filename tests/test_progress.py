@@ -16,7 +16,7 @@ from core.search.validation import spec_from_dict
 from core.settings import Settings
 from core.training.loop import TrainConfig, batches_per_epoch, train_model
 from core.training.progress import BatchProgress, ProgressWriter, TrialBar
-from tests.test_train import squares, tiny_unet
+from tests.helpers.segmentation import squares, tiny_unet
 
 
 class FakeTrial:

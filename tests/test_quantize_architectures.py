@@ -23,7 +23,7 @@ from core.deploy.compression.methods import compress
 from core.deploy.compression.traceable import traceable
 from core.deploy.export import INT8_AGREEMENT, ExportError, export_onnx
 from core.modeling.architectures import names
-from tests.quantization_models import datasets, train_small, trivial_score
+from tests.helpers.quantization_models import datasets, train_small, trivial_score
 
 SIZE_RATIO = 0.3
 # Per-channel scales and zero points take 16 bytes per output channel, which weighs on depthwise

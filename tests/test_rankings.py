@@ -34,7 +34,8 @@ from core.runtime.tuning import prepare_study, run_study
 from core.search.validation import SpecError, spec_from_dict
 from core.training.loop import evaluate_detailed
 from core.training.study_data import load_study_data
-from tests.conftest import copy_pairs, shared_dataset
+from tests.helpers.machine import shared_dataset
+from tests.helpers.studies import copy_pairs, tiny_study
 
 
 def _logits(pred: np.ndarray) -> torch.Tensor:
@@ -243,9 +244,9 @@ def test_three_fold_study_on_brain_mri(workspace, tmp_path: Path) -> None:
     assert max(trial.intermediate_values) > spec.budget.max_epochs  # later folds report at later steps
     # baselines: each fold's validation images, averaged
     assert "val" in study.user_attrs[StudyAttr.BASELINES]["all_foreground"]
-    # curves: fold 1's by default, every fold's on request
+    # curves: fold 0's (the stored history) by default, every fold's on request, counted from 0 like split.fold
     per_fold = learning_curves([trial], "loss", each_fold=True)
-    assert set(per_fold["split"]) == {f"{split} · fold {fold}" for split in ("train", "val") for fold in (1, 2, 3)}
+    assert set(per_fold["split"]) == {f"{split} · fold {fold}" for split in ("train", "val") for fold in (0, 1, 2)}
     assert set(learning_curves([trial], "loss")["split"]) == {"train", "val"}
 
 
@@ -253,8 +254,6 @@ def test_three_fold_study_on_brain_mri(workspace, tmp_path: Path) -> None:
 
 
 def test_a_finished_configuration_is_reused_not_trained_again(workspace) -> None:
-    from tests.conftest import tiny_study
-
     study = tiny_study(workspace, "repeat", trials=2)  # every hyperparameter fixed: one configuration
     first, second = study.trials
     assert second.user_attrs[TrialAttr.REUSED_FROM] == 0 and second.value == first.value

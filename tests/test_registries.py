@@ -33,8 +33,8 @@ from core.modeling.losses import LOSSES
 from core.modeling.optimizers import OPTIMIZERS
 from core.search.space import HYPERPARAMETERS, hyperparameters
 from core.settings import Settings
-from tests.classification_sets import tiny_classification_study
-from tests.conftest import tiny_study
+from tests.helpers.classification_sets import tiny_classification_study
+from tests.helpers.studies import tiny_study
 
 
 @pytest.mark.parametrize("entry", list(ARCHITECTURES), ids=lambda entry: entry.name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from core.contract import TrialAttr
-from tests.conftest import tiny_study
+from tests.helpers.studies import tiny_study
 
 
 def test_the_same_seed_trains_the_same_model_whatever_the_global_random_state(workspace) -> None:

@@ -6,7 +6,6 @@ import argparse
 
 import optuna
 import pytest
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from core.contract import StudyAttr
@@ -18,62 +17,7 @@ from core.search.space import ParamSpec
 from core.search.validation import spec_from_dict
 from core.search.warm_start import fit_to_space, narrow_spec, top_configurations
 from core.settings import Settings
-
-SPACE = {
-    "architecture": "ClassicUNet",
-    "unet_start_filters": {"low": 4, "high": 64, "step": 4},
-    "optimizer": {"choices": ["adam", "sgd", "rmsprop"]},
-    "lr": {"low": 1e-5, "high": 1e-1, "log": True},
-    "epochs": 2,
-}
-DISTRIBUTIONS = {
-    "unet_start_filters": IntDistribution(4, 64, step=4),
-    "optimizer": CategoricalDistribution(["adam", "sgd", "rmsprop"]),
-    "lr": FloatDistribution(1e-5, 1e-1, log=True),
-}
-
-
-def spec(name: str, dataset: str = "demo-cells", space: dict | None = None):
-    return spec_from_dict(
-        {
-            "name": name,
-            "dataset": dataset,
-            "image_size": 64,
-            "sampler": "random",
-            "pruner": "none",
-            "budget": {"n_trials": 10, "max_epochs": 2},
-            "search_space": space or SPACE,
-        }
-    )
-
-
-def earlier_study(
-    storage: optuna.storages.BaseStorage, name: str = "earlier", dataset: str = "demo-cells"
-) -> optuna.Study:
-    study = optuna.create_study(storage=storage, study_name=name, direction="maximize")
-    study.set_user_attr(StudyAttr.SPEC, spec(name, dataset).to_dict())
-    study.set_user_attr(StudyAttr.DATASET, dataset)
-    for value, filters, optimizer, lr in [
-        (0.6, 8, "sgd", 1e-2),
-        (0.9, 32, "adam", 1e-3),
-        (0.8, 16, "adam", 3e-3),
-        (0.7, 64, "rmsprop", 1e-4),
-    ]:
-        study.add_trial(
-            optuna.trial.create_trial(
-                value=value,
-                params={"unet_start_filters": filters, "optimizer": optimizer, "lr": lr},
-                distributions=DISTRIBUTIONS,
-            )
-        )
-    study.add_trial(
-        optuna.trial.create_trial(
-            state=TrialState.FAIL,
-            params={"unet_start_filters": 4, "optimizer": "sgd", "lr": 0.1},
-            distributions=DISTRIBUTIONS,
-        )
-    )
-    return study
+from tests.helpers.reuse_study import SPACE, earlier_study, spec
 
 
 def test_top_configurations_are_the_best_complete_trials_best_first() -> None:

@@ -1,4 +1,4 @@
-"""Frozen seeded splits (core.splits): deterministic, disjoint, complete, group-aware."""
+"""Frozen seeded splits (core.data.splits): deterministic, disjoint, complete, group-aware."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from core.data.splits import (
     split_sizes,
 )
 from core.errors import SegTuneError
-from tests.conftest import shared_path
+from tests.helpers.machine import shared_path
 
 LIVER_GROUPS = r"^[^_]+_(\d+)"  # ct_liver_msd: the number after the first '_' is the volume id
 

@@ -1,6 +1,6 @@
 """Background tasks: real detached processes reporting through TaskProgress, and a real compression task.
 
-Most tests swap the command for a short ``python -c`` script through ``core.tasks.task_command``
+Most tests swap the command for a short ``python -c`` script through ``core.runtime.tasks.task_command``
 (the process is still started, detached and logged by start_task); the last one runs
 ``python -m core compress --task-id`` on a tiny tuned study.
 """
@@ -27,6 +27,7 @@ from core.runtime.tasks import (
     start_task,
 )
 from core.settings import Settings
+from tests.helpers.studies import tiny_study
 
 REPORTER = """
 import sys, time
@@ -185,7 +186,6 @@ def test_compress_runs_as_a_background_task_and_stores_its_variant(workspace: Se
     from core.deploy.compression.variants import list_variants
     from core.runtime.storage import open_storage
     from core.runtime.tuning import load_study
-    from tests.conftest import tiny_study
 
     tiny_study(workspace, "bg")
     task = start_task(

@@ -24,25 +24,7 @@ from core.training.loop import (
     predict,
     train_model,
 )
-
-
-def squares(count: int, seed: int) -> ImageSet:
-    """Grey images with one bright square each; the mask marks the square."""
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 60, (count, 1, 32, 32), generator=generator, dtype=torch.uint8)
-    masks = torch.zeros(count, 32, 32, dtype=torch.uint8)
-    for i in range(count):
-        y, x = torch.randint(0, 20, (2,), generator=generator).tolist()
-        images[i, 0, y : y + 10, x : x + 10] = 220
-        masks[i, y : y + 10, x : x + 10] = 1
-    return ImageSet(images=images, targets=masks, stems=tuple(f"s{i}" for i in range(count)))
-
-
-def tiny_unet() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return build_model(
-        ModelConfig(architecture="ClassicUNet", in_channels=1, num_classes=2, unet_start_filters=4, unet_depth=2)
-    )
+from tests.helpers.segmentation import squares, tiny_unet
 
 
 def test_registries_cover_every_option_name() -> None:

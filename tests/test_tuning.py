@@ -16,7 +16,8 @@ from core.runtime.budget import trial_counts
 from core.runtime.storage import open_artifact_store, open_storage
 from core.runtime.tuning import load_study, run_study
 from core.search.validation import spec_from_dict
-from tests.conftest import copy_pairs, shared_dataset
+from tests.helpers.machine import shared_dataset
+from tests.helpers.studies import copy_pairs
 
 pytestmark = pytest.mark.slow
 

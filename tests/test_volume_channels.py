@@ -25,7 +25,7 @@ from core.modeling.build import build_model
 from core.modeling.bundle import BundleConfig, save_bundle, volume_preprocessing
 from core.search.study_source import study_source
 from core.search.validation import SpecError, spec_from_dict
-from tests.volume_data import SHAPE, lps_affine, msd_folder, phantom, write_nifti
+from tests.helpers.volume_data import SHAPE, lps_affine, msd_folder, phantom, write_nifti
 
 WINDOW = IntensityConfig.window("abdomen")
 SEQUENCES = 5

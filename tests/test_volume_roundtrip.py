@@ -28,7 +28,7 @@ from core.results.volume_masks import predict_slices, split_volumes, trial_model
 from core.runtime.storage import open_artifact_store
 from core.runtime.tuning import run_study
 from core.search.validation import spec_from_dict
-from tests.volume_data import dice, dicom_affine, dicom_series, lps_affine, msd_folder, phantom, write_nifti
+from tests.helpers.volume_data import dice, dicom_affine, dicom_series, lps_affine, msd_folder, phantom, write_nifti
 
 
 def test_ingest_tune_predict_volumes(tmp_path: Path, workspace) -> None:

@@ -25,7 +25,16 @@ from core.errors import SegTuneError
 from core.metrics.catalogue import epoch_objectives, label, objective_metrics
 from core.metrics.volumes import dice_per_volume, volume_dice_scores
 from core.search.validation import SpecError, spec_from_dict
-from tests.volume_data import SHAPE, SPACING, dicom_affine, dicom_series, lps_affine, msd_folder, phantom, write_nifti
+from tests.helpers.volume_data import (
+    SHAPE,
+    SPACING,
+    dicom_affine,
+    dicom_series,
+    lps_affine,
+    msd_folder,
+    phantom,
+    write_nifti,
+)
 
 WINDOW = IntensityConfig.window("abdomen")
 

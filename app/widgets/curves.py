@@ -1,7 +1,7 @@
 """Learning curves as a Plotly figure: one colour per trial, val solid, train dashed, pruned marked.
 
 The learning rate is its own curve ("lr"): one schedule per trial, drawn solid. Per-fold curves of a
-cross-validated trial ("val · fold 2") keep their split's dash and the trial's colour.
+cross-validated trial ("val · fold 1") keep their split's dash and the trial's colour.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ DASHES = {"val": "solid", "train": "dash", "lr": "solid", "objective": "dot"}
 
 
 def curves_figure(curves: pd.DataFrame, metric: str, reference: tuple[str, float] | None = None) -> go.Figure:
-    """``curves`` is ``core.results.learning_curves`` output; pruned trials end in a labelled ×.
+    """``curves`` is ``core.results.curves.learning_curves`` output; pruned trials end in a labelled ×.
 
     ``reference`` (label, value): the best constant predictor's validation score, drawn dashed.
     """

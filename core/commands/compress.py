@@ -1,7 +1,7 @@
 """``python -m core compress --study S --trial N --method ptq|dynamic|qat|prune``: derive a variant.
 
-The variant is stored with the trial (see core.compress.list_variants) and the trade-off against
-the original is printed. With ``--task-id`` (set by core.tasks.start_task, the dashboard's way of
+The variant is stored with the trial (see core.deploy.compression.variants.list_variants) and the trade-off against
+the original is printed. With ``--task-id`` (set by core.runtime.tasks.start_task, the dashboard's way of
 running it in the background) progress and the outcome also go to the task's status file.
 """
 

@@ -3,7 +3,7 @@
 Images are grey, noisy, blurred ellipses of varied size and brightness on an uneven background;
 masks mark the ellipses. Cells cover a minority of the pixels (roughly 10-35%) so that a constant
 prediction scores poorly and a tuned model visibly beats an untuned one. The generated files go
-through :func:`core.datasets.ingest_dataset` like any upload.
+through :func:`core.data.ingest.ingest_dataset` like any upload.
 """
 
 from __future__ import annotations

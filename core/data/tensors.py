@@ -52,7 +52,7 @@ class AugmentConfig:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> AugmentConfig:
-        """Read the ``aug_*`` hyperparameters of a trial (see core.spec.HYPERPARAMETERS)."""
+        """Read the ``aug_*`` hyperparameters of a trial (see core.search.space.HYPERPARAMETERS)."""
         return cls(
             hflip=bool(params.get("aug_hflip", False)),
             vflip=bool(params.get("aug_vflip", False)),

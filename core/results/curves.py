@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 from optuna.trial import FrozenTrial
 
-from core.contract import Task, TrialAttr
+from core.contract import Task, TrialAttr, fold_name
 from core.errors import unknown_option
 from core.metrics.catalogue import curve_metrics
 from core.results.trials import ResultsError
@@ -19,8 +19,8 @@ def learning_curves(trials: Sequence[FrozenTrial], metric: str, *, each_fold: bo
 
     ``metric`` is one of :func:`~core.metrics.catalogue.curve_metrics` of either task. Trials without a stored history (still running,
     or written by another tool) fall back to their reported intermediate values. With ``each_fold``,
-    a cross-validated trial gives one curve per fold, its split named e.g. ``"val · fold 2"``
-    (otherwise its curves are fold 1's, the stored ``history``).
+    a cross-validated trial gives one curve per fold, its split named e.g. ``"val · fold 1"``
+    (:func:`~core.contract.fold_name`; otherwise its curves are fold 0's, the stored ``history``).
     """
     known = list(dict.fromkeys(name for task in Task for name in curve_metrics(task)))
     if metric not in known:
@@ -29,8 +29,8 @@ def learning_curves(trials: Sequence[FrozenTrial], metric: str, *, each_fold: bo
     for trial in trials:
         folds = trial.user_attrs.get(TrialAttr.FOLD_HISTORIES) if each_fold else None
         if folds:
-            for index, history in enumerate(folds, start=1):
-                rows.extend(_curve_rows(trial, metric, history, suffix=f" · fold {index}"))
+            for index, history in enumerate(folds):
+                rows.extend(_curve_rows(trial, metric, history, suffix=f" · {fold_name(index)}"))
         else:
             rows.extend(_curve_rows(trial, metric, trial.user_attrs.get(TrialAttr.HISTORY) or []))
     return pd.DataFrame(rows, columns=["trial", "state", "split", "epoch", "value"])

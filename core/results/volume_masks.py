@@ -4,7 +4,7 @@ truth, and the chosen trials' masks predicted on demand from each trial's stored
 A study keeps predicted masks for a few preview slices only; a volume has many, so they are
 predicted when asked for (the dashboard caches each trial's model and each trial x volume). Slices
 are fed as in training and evaluation: the study's image size and channels, from its frozen split.
-A cross-validated trial's stored weights are fold 1's model, so its volumes are fold 1's too.
+A cross-validated trial's stored weights are fold 0's model, so its volumes are fold 0's too.
 Slices left out at ingest (the dropped share of empty ones) are not in the dataset and not shown.
 """
 

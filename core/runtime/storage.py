@@ -7,8 +7,7 @@ and passed into everything else, so tests can hand in temporary ones.
 
 from __future__ import annotations
 
-import json
-import logging
+import copy
 import threading
 import warnings
 from typing import TYPE_CHECKING
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING
 import optuna
 import sqlalchemy
 from optuna.artifacts import FileSystemArtifactStore
+from optuna.trial import TrialState
 
 from core.contract import TrialAttr
 from core.settings import Heartbeats
@@ -23,7 +23,6 @@ from core.settings import Heartbeats
 if TYPE_CHECKING:
     from core.settings import Settings
 
-log = logging.getLogger("segtune.storage")
 SQLITE_BUSY_TIMEOUT_S = 60  # several local workers write to one file: wait, don't fail
 
 _lock = threading.Lock()
@@ -81,52 +80,62 @@ def open_storage(db_url: str, heartbeats: Heartbeats = Heartbeats()) -> optuna.s
                 engine_kwargs=_engine_kwargs(db_url),
                 heartbeat_interval=heartbeats.interval_s,
                 grace_period=heartbeats.grace_s,
-                heartbeat_stale_trial_callback=RetryStaleTrial(heartbeats),
+                heartbeat_stale_trial_callback=_retry_once(),
             )
     if is_sqlite(db_url):
         engine_for(db_url)  # switches the file to WAL
     return _storages[db_url]
 
 
-class RetryStaleTrial:
-    """Optuna's ``RetryHeartbeatStaleTrialCallback`` (one retry with the same params), and the failed
-    trial gets an ``error`` user attr saying why, as every failed trial does.
+def _retry_once() -> optuna.storages.RetryHeartbeatStaleTrialCallback:
+    """Optuna's stale-trial callback: the failed trial runs again once, with the same params."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
 
-    Optuna calls it after the trial is FAIL, when its attrs can no longer be set through the storage
-    API (``UpdateFinishedTrialError``), so the attr row is written through the RDB storage's own
-    session and models; tests/test_stale_trials.py holds this to the pinned Optuna.
+
+def stale_trial_message(heartbeats: Heartbeats) -> str:
+    """The ``error`` of a trial whose process stopped heart-beating."""
+    return (
+        f"the worker running this trial stopped sending heartbeats for over {heartbeats.grace_s} s "
+        "(killed, crashed or its machine went down); the trial is run again with the same parameters"
+    )
+
+
+def fail_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage, heartbeats: Heartbeats) -> list[int]:
+    """Fail the study's trials whose process stopped heart-beating, each with an ``error`` saying so,
+    and run each again once (the storage's stale-trial callback). Returns the failed trials' numbers.
+
+    Optuna's own ``optuna.storages.fail_stale_trials`` sets the state first, after which its API
+    refuses the trial's attrs; here the ``error`` is written while the trial still runs, then the
+    state, both through the public storage API. ``study.optimize`` still fails stale trials itself
+    before each trial (then they are retried without an ``error``), so run_study calls this first.
     """
-
-    def __init__(self, heartbeats: Heartbeats | None = None, max_retry: int = 1) -> None:
-        heartbeats = heartbeats or Heartbeats()
-        self.message = (
-            f"the worker running this trial stopped sending heartbeats for over {heartbeats.grace_s} s "
-            "(killed, crashed or its machine went down); the trial is run again with the same parameters"
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            self._retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    if not isinstance(storage, optuna.storages.RDBStorage) or storage.get_heartbeat_interval() is None:
+        return []
+    message = stale_trial_message(heartbeats)
+    failed = []
+    # The one call outside Optuna's public API, and a read: which trials are stale is exposed only on
+    # its heartbeat protocol. tests/test_stale_trials.py holds it to the pinned Optuna.
+    for trial_id in storage._get_stale_trial_ids(storage.get_study_id_from_name(study.study_name)):
         try:
-            _write_user_attr(study, trial._trial_id, TrialAttr.ERROR, self.message)
-        except Exception:  # the retry matters more than the note
-            log.exception("could not record why trial %d failed", trial.number)
-        self._retry(study, trial)
+            storage.set_trial_user_attr(trial_id, TrialAttr.ERROR, message)
+            if storage.set_trial_state_values(trial_id, TrialState.FAIL):
+                failed.append(storage.get_trial(trial_id))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another process failed it first, or its own process finished it meanwhile
+    retry = storage.get_heartbeat_stale_trial_callback()
+    for trial in failed:
+        if retry is not None:
+            retry(study, _without_error(trial))
+    return [trial.number for trial in failed]
 
 
-def _write_user_attr(study: optuna.Study, trial_id: int, key: str, value: object) -> None:
-    """Set a user attr of a finished trial, which the public storage API refuses."""
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-
-    storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's _CachedStorage
-    with _create_scoped_session(storage.scoped_session) as session:
-        row = session.query(models.TrialUserAttributeModel).filter_by(trial_id=trial_id, key=key).one_or_none()
-        if row is None:
-            session.add(models.TrialUserAttributeModel(trial_id=trial_id, key=key, value_json=json.dumps(value)))
-        else:
-            row.value_json = json.dumps(value)
+def _without_error(trial: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial:
+    """The trial as its retry copies it: Optuna's retry takes over the user attrs, and it starts clean."""
+    clean = copy.deepcopy(trial)
+    clean.user_attrs = {key: value for key, value in trial.user_attrs.items() if key != TrialAttr.ERROR}
+    return clean
 
 
 def open_artifact_store(settings: Settings) -> FileSystemArtifactStore:

@@ -20,7 +20,7 @@ from core.metrics.baselines import constant_classes, majority_label, score_basel
 from core.metrics.cases import NATIVE_EVALUATION
 from core.modeling.config import task_mode
 from core.runtime.budget import remaining_budget
-from core.runtime.storage import open_artifact_store, open_storage
+from core.runtime.storage import fail_stale_trials, open_artifact_store, open_storage
 from core.search.samplers import make_pruner, make_sampler
 from core.search.spec import StudySpec
 from core.search.study_source import study_source
@@ -170,6 +170,9 @@ def run_study(
     if remaining is not None and remaining <= 0:
         return study
     context = RunContext(settings=settings, artifact_store=artifact_store, device=device, on_progress=on_progress)
+    # Stale trials (a killed run's) are failed here, with their error, before Optuna's own check at
+    # the start of each trial, which fails them without one.
+    fail_stale_trials(study, storage, settings.heartbeats)
     study.optimize(
         make_objective(spec, context),
         n_trials=remaining,
@@ -177,5 +180,6 @@ def run_study(
         catch=(TrialError,),
         show_progress_bar=show_progress,
         gc_after_trial=True,
+        callbacks=[lambda done, _trial: fail_stale_trials(done, storage, settings.heartbeats)],
     )
     return study

@@ -1,6 +1,6 @@
 """The worker process: claim a job, run its trials until the budget is used, then the next job.
 
-Started detached by core/launcher.py for local devices, or by hand (``python -m core worker``) on
+Started detached by core/runtime/launcher.py for local devices, or by hand (``python -m core worker``) on
 other machines sharing one PostgreSQL ``SEGTUNE_DB`` and artifact store.
 
 Exact budget across workers: a trial is started only under the study's trial lock
@@ -30,7 +30,7 @@ from core.runtime.budget import budget_left, budget_used, trial_counts, trial_lo
 from core.runtime.claims import claim_job, detach_worker, fail_job, heartbeat, register_worker, unregister_worker
 from core.runtime.job_model import Job, JobState
 from core.runtime.job_table import get_job
-from core.runtime.storage import open_artifact_store, open_storage
+from core.runtime.storage import fail_stale_trials, open_artifact_store, open_storage
 from core.runtime.tuning import create_or_load_study
 from core.settings import Settings
 from core.training.objective import RunContext, TrialCancelled, TrialError, make_objective
@@ -161,8 +161,8 @@ def _next_trial(
     """(trial to run, False), (None, False) to wait for running ones, or (None, True) when done."""
     with trial_lock(settings.db_url, study.study_name):
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # fail_stale_trials is experimental; ask() warns about heartbeats
-            optuna.storages.fail_stale_trials(study)
+            warnings.simplefilter("ignore")  # ask() warns that heartbeats are meant for study.optimize
+            fail_stale_trials(study, open_storage(settings.db_url, settings.heartbeats), settings.heartbeats)
             job = get_job(settings, job_id)
             counts = trial_counts(study)
             if budget_used(job, counts):

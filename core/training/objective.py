@@ -9,7 +9,7 @@ returns the fold means (:mod:`core.training.scoring`). Pruning rule: after epoch
 ``f`` the trial reports, at step ``f * max_epochs + e``, the running fold-averaged curve — the
 mean of the finished folds' selected values and the current epoch's value — so trials are
 compared at the same fold and epoch on the mean over the folds seen so far. The weights and
-preview masks stored are fold 0's (Compare masks shows fold 0's model).
+preview masks stored are fold 0's (``core.contract.STORED_FOLD``; Compare masks shows fold 0's model).
 
 A classification trial stores, instead of preview masks, every validation image's label,
 prediction and class probabilities (``predictions``: out of fold with cross-validation, so every
@@ -35,7 +35,7 @@ import torch
 from optuna.artifacts import upload_artifact
 from optuna.trial import TrialState
 
-from core.contract import ArtifactKind, StudyAttr, Task, TrialAttr
+from core.contract import STORED_FOLD, ArtifactKind, StudyAttr, Task, TrialAttr, fold_name
 from core.data.tensors import ImageSet, resize_mask
 from core.errors import SegTuneError
 from core.metrics.cases import scored_natively
@@ -131,7 +131,7 @@ def _run_trial(
     if reused is not None:
         return reused
     folds: list[int | None] = list(range(spec.cv.folds)) if spec.cv else [None]
-    first_data = study_data(folds[0])
+    first_data = study_data(folds[STORED_FOLD])
     _check_volume_objectives(spec, first_data)
     model_config = config_from_params(params, first_data.channels, first_data.num_classes)
     size_problem = input_size_problem(model_config, spec.patch_size or spec.image_size)  # the side the model sees
@@ -153,9 +153,9 @@ def _run_trial(
         if spec.cv and not spec.is_classification
         else None
     )
-    fold_weights: list[str] = []  # folds after the first: fold 0's weights are stored with the bundle
+    fold_weights: list[str] = []  # the other folds: the stored fold's weights go with the bundle
     for fold in folds:
-        data = first_data if fold == folds[0] else study_data(fold)
+        data = first_data if fold == folds[STORED_FOLD] else study_data(fold)
         if fold is not None:
             trial.set_user_attr(TrialAttr.FOLD, fold)
         reporter = _epoch_reporter(trial, spec, context, fold, [score.result for score in scores])
@@ -166,9 +166,9 @@ def _run_trial(
         scores.append(score_fold(model, data, result, train_config, native=native))
         if ensemble is not None:
             ensemble.add(model)
-            if fold != folds[0]:
+            if fold != folds[STORED_FOLD]:
                 fold_weights.append(_upload_weights(trial, model, context))
-        if first_model is None:
+        if fold == folds[STORED_FOLD]:
             first_model = model
     assert first_model is not None
     if ensemble is not None:
@@ -193,7 +193,7 @@ def _run_trial(
             "trial": trial.number,
             "dataset": spec.dataset,
             "split_hash": first_data.split.hash,
-            "val_metrics": scores[0].result.val_metrics,
+            "val_metrics": scores[STORED_FOLD].result.val_metrics,
         },
     )
     predictions = validation_predictions(scores, first_data.manifest.classes) if spec.is_classification else None
@@ -320,7 +320,7 @@ def _epoch_reporter(
 
     def on_epoch(record: EpochRecord) -> None:
         history.append(record.to_dict())
-        if not fold:  # fold 0 (or the only split) is the trial's live learning curve
+        if fold in (None, STORED_FOLD):  # the stored fold (or the only split) is the trial's live learning curve
             trial.set_user_attr(TrialAttr.HISTORY, history)
         trial.set_user_attr(TrialAttr.EPOCH, record.epoch)
         if context.stop_requested():
@@ -330,7 +330,7 @@ def _epoch_reporter(
             value = (sum(done) + record.to_dict()[metric]) / (len(done) + 1)
             trial.report(value, offset + record.epoch)
             if trial.should_prune():
-                where = f" of fold {fold + 1}" if fold is not None else ""
+                where = f" of {fold_name(fold)}" if fold is not None else ""
                 raise optuna.TrialPruned(f"pruned after epoch {record.epoch}{where}")
 
     return on_epoch

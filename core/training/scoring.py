@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.contract import TrialAttr
+from core.contract import STORED_FOLD, TrialAttr
 from core.data.tensors import ImageSet
 from core.metrics.baselines import trial_flags
 from core.metrics.label_predictions import LabelPredictions
@@ -92,15 +92,14 @@ def score_fold(
 
 
 def _case_attrs(folds: Sequence[FoldScore]) -> dict[str, Any]:
-    """Per-image scores at the original size: validation over every fold (out of fold), test of fold 0."""
+    """Per-image scores at the original size: validation over every fold (out of fold), test of the stored fold."""
     rows = {
-        part: [row for fold in folds[: None if part == "val" else 1] for row in fold.cases.get(part, [])]
-        for part in ("val", "test")
+        TrialAttr.VAL_CASES: [row for fold in folds for row in fold.cases.get("val", [])],
+        TrialAttr.TEST_CASES: folds[STORED_FOLD].cases.get("test", []),
     }
-    keys = {"val": TrialAttr.VAL_CASES, "test": TrialAttr.TEST_CASES}
     return {
-        keys[part]: [{"name": r.stem, "height": r.height, "width": r.width, **r.scores} for r in found]
-        for part, found in rows.items()
+        key: [{"name": r.stem, "height": r.height, "width": r.width, **r.scores} for r in found]
+        for key, found in rows.items()
         if found
     }
 
@@ -139,8 +138,8 @@ def summary(
     config: TrainConfig,
     baselines: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
-    """The trial's user attrs from its folds; ``model``/``data`` are fold 0's (size, throughput)."""
-    first = folds[0]
+    """The trial's user attrs from its folds; ``model``/``data`` are the stored fold's (size, throughput)."""
+    stored = folds[STORED_FOLD]
     val_folds = [fold.val.metrics for fold in folds]  # the best epoch re-scored (at the original size where known)
     test_folds = [fold.test.metrics for fold in folds if fold.test is not None]
     val_metrics = _mean(val_folds)
@@ -148,8 +147,8 @@ def summary(
     target = np.mean([fold.val.target_fractions for fold in folds], axis=0)
     objective = spec.objectives[0]
     attrs: dict[str, Any] = {
-        TrialAttr.HISTORY: [record.to_dict() for record in first.result.history],
-        TrialAttr.BEST_EPOCH: first.result.best_epoch,
+        TrialAttr.HISTORY: [record.to_dict() for record in stored.result.history],
+        TrialAttr.BEST_EPOCH: stored.result.best_epoch,
         TrialAttr.EPOCHS_RUN: sum(len(fold.result.history) for fold in folds),
         TrialAttr.STOPPED_EARLY: any(fold.result.stopped_early for fold in folds),
         TrialAttr.TRAIN_TIME_S: sum(fold.result.train_time_s for fold in folds),
@@ -175,9 +174,9 @@ def summary(
         attrs[TrialAttr.VAL_FOREGROUND_FRACTION] = float(1.0 - predicted[0])
         attrs.update(_case_attrs(folds))
     if spec.cv is None:
-        if first.val.image_counts is not None:  # segmentation's units for bootstrap intervals
-            attrs[TrialAttr.VAL_IMAGE_COUNTS] = _counts(first.val)
-            attrs[TrialAttr.TEST_IMAGE_COUNTS] = _counts(first.test)
+        if stored.val.image_counts is not None:  # segmentation's units for bootstrap intervals
+            attrs[TrialAttr.VAL_IMAGE_COUNTS] = _counts(stored.val)
+            attrs[TrialAttr.TEST_IMAGE_COUNTS] = _counts(stored.test)
     else:
         attrs[TrialAttr.FOLD_METRICS] = val_folds
         attrs[TrialAttr.VAL_METRICS_STD] = _std(val_folds)

@@ -26,10 +26,10 @@ from core.metrics.label_predictions import LabelPredictions
 from core.results.predictions import PredictionComparison, compare_predictions
 from core.runtime.storage import open_artifact_store, open_storage
 from core.settings import Settings
-from tests.app import pages
-from tests.app.pages import texts
-from tests.classification_sets import BARS, tiny_classification_study, write_bars
-from tests.conftest import module_workspace
+from tests.helpers import pages
+from tests.helpers.classification_sets import BARS, tiny_classification_study, write_bars
+from tests.helpers.pages import texts
+from tests.helpers.studies import module_workspace
 
 STUDY = "bars-study"
 CLASS_METRICS = split_metrics(Source.CLASS_PREDICTIONS, task=Task.CLASSIFICATION)  # accuracy ... roc_auc

@@ -18,10 +18,10 @@ from core.contract import StudyAttr
 from core.data.demo import create_demo_dataset
 from core.runtime.storage import open_artifact_store, open_storage
 from core.settings import Settings
-from tests.app import pages
-from tests.app.pages import texts
-from tests.conftest import module_workspace
-from tests.test_results import build_study
+from tests.helpers import pages
+from tests.helpers.pages import texts
+from tests.helpers.results_study import build_study
+from tests.helpers.studies import module_workspace
 
 STUDY = "cells-every"
 

@@ -1,7 +1,7 @@
 """AppTest of the Compress & deploy page over a tiny real tuned study with one stored variant.
 
 The study is tuned for real (demo cells, 64 px, a 4-filter ClassicUNet, one 2-epoch trial) and its
-variant is derived with core.compress.compress_trial directly (2 fine-tune steps), so the table,
+variant is derived with core.deploy.compression.run.compress_trial directly (2 fine-tune steps), so the table,
 chart, masks and exports render from the engine's own artifacts. Starting a task is patched out:
 tests/test_tasks.py runs real background tasks.
 """
@@ -24,11 +24,10 @@ from core.deploy.compression.variants import list_variants
 from core.runtime.storage import open_artifact_store, open_storage
 from core.runtime.tasks import TaskSubject
 from core.settings import Settings
-from tests.app import pages
-from tests.app.pages import texts
-from tests.conftest import module_workspace, tiny_study
+from tests.helpers import pages
+from tests.helpers.pages import texts
+from tests.helpers.studies import module_workspace, tiny_study
 
-MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 STUDY = "tiny"
 PREVIEWS = 3
 

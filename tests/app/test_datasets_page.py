@@ -14,8 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.data.manifest import dataset_names, load_manifest
 from core.settings import Settings
-
-MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
+from tests.helpers.pages import MAIN
 
 
 def datasets_page() -> AppTest:

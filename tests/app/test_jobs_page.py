@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import optuna
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -14,8 +12,7 @@ from core.runtime.queue import submit_job
 from core.runtime.storage import open_storage
 from core.search.validation import spec_from_dict
 from core.settings import Settings
-
-MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
+from tests.helpers.pages import MAIN
 
 
 def jobs_page() -> AppTest:

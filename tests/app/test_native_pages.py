@@ -12,10 +12,10 @@ from core.contract import StudyAttr, TrialAttr
 from core.metrics.cases import NATIVE_EVALUATION
 from core.runtime.storage import open_artifact_store, open_storage
 from core.settings import Settings
-from tests.app import pages
-from tests.app.pages import texts
-from tests.conftest import module_workspace
-from tests.test_results import build_study
+from tests.helpers import pages
+from tests.helpers.pages import texts
+from tests.helpers.results_study import build_study
+from tests.helpers.studies import module_workspace
 
 STUDY = "native-scored"
 

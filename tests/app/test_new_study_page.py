@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -23,9 +22,9 @@ from core.search.space import ParamSpec, hyperparameters
 from core.search.validation import spec_from_dict
 from core.settings import Settings
 from core.training.estimate import TrialCost
-from tests.classification_sets import write_bars
-
-MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
+from tests.helpers.classification_sets import write_bars
+from tests.helpers.pages import MAIN
+from tests.helpers.reuse_study import earlier_study
 
 
 @pytest.fixture
@@ -223,7 +222,6 @@ def test_reuse_an_earlier_study_warm_start_and_narrow(demo: Settings, monkeypatc
     import core.runtime.queue
     from core.contract import StudyAttr
     from core.runtime.storage import open_storage
-    from tests.test_reuse import earlier_study
 
     storage = open_storage(demo.db_url)
     earlier_study(storage)

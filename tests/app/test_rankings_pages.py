@@ -15,10 +15,10 @@ from core.contract import StudyAttr, TrialAttr, TrialFlag
 from core.results.trials import leaderboard_text, trials_frame
 from core.runtime.storage import open_artifact_store, open_storage
 from core.settings import Settings
-from tests.app import pages
-from tests.app.pages import texts
-from tests.conftest import module_workspace
-from tests.test_results import DISTRIBUTIONS, build_study
+from tests.helpers import pages
+from tests.helpers.pages import texts
+from tests.helpers.results_study import DISTRIBUTIONS, build_study
+from tests.helpers.studies import module_workspace
 
 STUDY = "ranked"
 BASELINES = {

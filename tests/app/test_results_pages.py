@@ -1,7 +1,7 @@
 """AppTest of the result pages (Leaderboard, Learning curves, Compare masks, Insights, Export).
 
 The pages run inside app/main.py's navigation against a temporary workspace holding a hand-made
-study shaped exactly like the engine's (tests/test_results.py builds it), so every page is
+study shaped exactly like the engine's (tests/helpers/results_study.py builds it), so every page is
 exercised with complete, pruned and failed trials. The 1,000-trial study lives in memory and is
 patched into the page's study reader: writing 1,000 trials to SQLite takes Optuna minutes.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import optuna
 import pytest
@@ -20,14 +19,14 @@ from streamlit.testing.v1 import AppTest
 from app import cache, study_cache
 from core.runtime.storage import open_artifact_store, open_storage
 from core.settings import Settings
-from tests.app import pages
-from tests.app.pages import texts
-from tests.conftest import module_workspace
-from tests.test_results import STEMS, build_study
+from tests.helpers import pages
+from tests.helpers.pages import texts
+from tests.helpers.results_study import STEMS, build_study
+from tests.helpers.studies import module_workspace, tiny_study
 
-MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 STUDY = "cells"
 BIG = "cells-1000"
+CROSS_VALIDATED = "cells-cv"
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +34,7 @@ def results_workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sett
     with module_workspace(tmp_path_factory.mktemp("results-home")) as settings:
         storage, store = open_storage(settings.db_url), open_artifact_store(settings)
         build_study(storage, store, name=STUDY, n_trials=12)
+        build_study(storage, store, name=CROSS_VALIDATED, n_trials=1, folds=3)
         yield settings
 
 
@@ -104,6 +104,18 @@ def test_curves_overlay_chosen_trials_and_mark_pruned(results_workspace: Setting
     )
 
 
+def test_cross_validated_trials_show_fold_0_the_stored_model_and_count_folds_from_0(
+    results_workspace: Settings,
+) -> None:
+    app = open_page("curves.py", study=CROSS_VALIDATED, selected=(0,))
+    assert "the curves are fold 0's" in " ".join(texts(app, "caption"))
+    app.toggle(key="curves.each_fold").set_value(True).run()
+    names = {trace.get("name") for trace in json.loads(app.get("plotly_chart")[0].proto.spec)["data"]}
+    assert {"#0 val · fold 0", "#0 val · fold 2"} <= names and "#0 val · fold 3" not in names, names
+    app = open_page("compare.py", study=CROSS_VALIDATED, selected=(0,))
+    assert "the masks shown are fold 0's model's" in " ".join(texts(app, "caption"))
+
+
 def test_compare_shows_images_truth_and_predictions_with_dice(results_workspace: Settings) -> None:
     app = open_page("compare.py", selected=(0, 1))
     captions = [image.captions[0] for image in app.get("image")]
@@ -167,8 +179,6 @@ def test_export_offers_bundle_snippet_and_card_of_the_best_trial(results_workspa
 @pytest.mark.slow
 def test_compare_and_export_over_a_real_tuned_study(workspace: Settings) -> None:
     """The engine's own artifacts (run_study on the demo dataset) render on Compare and Export."""
-    from tests.conftest import tiny_study
-
     tiny_study(workspace, "real", trials=2, lr={"low": 1e-3, "high": 1e-2, "log": True})
     app = open_page("compare.py", study="real", selected=(0, 1))
     assert len(app.get("image")) == 4 and len(texts(app, "metric")) == 2

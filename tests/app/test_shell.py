@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import optuna
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -12,8 +10,7 @@ from app import auth, gate
 from app.session_cookie import SessionSigner
 from core.runtime.storage import open_storage
 from core.settings import Settings
-
-MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
+from tests.helpers.pages import MAIN
 
 
 def open_app() -> AppTest:

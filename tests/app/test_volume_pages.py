@@ -9,10 +9,9 @@ from streamlit.testing.v1 import AppTest
 
 from core.data.manifest import load_manifest
 from core.settings import Settings
-from tests.app import pages
-from tests.volume_data import SHAPE, msd_folder
-
-MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
+from tests.helpers import pages
+from tests.helpers.pages import MAIN
+from tests.helpers.volume_data import SHAPE, msd_folder
 
 
 def test_volumes_tab_ingests_and_gallery_steps_through_slices(workspace: Settings, tmp_path: Path) -> None:

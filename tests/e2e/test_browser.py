@@ -12,21 +12,18 @@ import json
 import os
 import signal
 import socket
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import CHROMIUM, missing, require_chromium, shared_path
-from tests.e2e.dashboard import running_dashboard
+from tests.helpers.browser import open_page, playwright_api, screenshot, wait_idle
+from tests.helpers.dashboard import running_dashboard
+from tests.helpers.machine import CHROMIUM, require_chromium, shared_path
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
-SCREENSHOTS = REPO / "test-output" / "screenshots"
-IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 TINY_SPEC = {
     "name": "e2e-tiny",
     "dataset": "demo-cells",
@@ -45,11 +42,6 @@ TINY_SPEC = {
         "loss": "dice_bce",
     },
 }
-
-try:
-    import playwright.sync_api as playwright_api
-except ImportError:  # pragma: no cover - depends on the machine
-    missing("the playwright Python package is not installed (pip install -r requirements-dev.txt)")
 
 
 @pytest.fixture(scope="module")
@@ -101,30 +93,6 @@ def page(server: str, browser: object) -> Iterator[object]:
     wait_idle(tab)
     yield tab
     tab.context.close()
-
-
-def wait_idle(tab: object, timeout_ms: int = 30_000) -> None:
-    """Wait until the script is idle twice in a row: st.rerun passes through a short idle moment."""
-    deadline = time.monotonic() + timeout_ms / 1000
-    tab.wait_for_timeout(300)  # let a click's rerun begin before waiting for it to end
-    while True:
-        tab.locator(IDLE).wait_for(timeout=max(1, (deadline - time.monotonic()) * 1000))
-        tab.wait_for_timeout(600)
-        if tab.locator(IDLE).count() and time.monotonic() < deadline:
-            return
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"the app kept running for {timeout_ms} ms")
-
-
-def screenshot(tab: object, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    tab.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-
-
-def open_page(tab: object, title: str) -> None:
-    tab.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
-    wait_idle(tab)
-    playwright_api.expect(tab.get_by_role("heading", name=title, exact=True).first).to_be_visible()
 
 
 def no_exceptions(tab: object) -> None:

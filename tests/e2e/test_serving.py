@@ -20,7 +20,7 @@ from websockets.exceptions import InvalidStatus
 
 from core.data.demo import create_demo_dataset
 from core.settings import load_settings
-from tests.e2e.dashboard import (
+from tests.helpers.dashboard import (
     REPO,
     Dashboard,
     Reply,

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CHROMIUM, module_workspace, require_chromium, tiny_study
-from tests.e2e.dashboard import running_dashboard
-from tests.e2e.test_browser import SCREENSHOTS, open_page, playwright_api, wait_idle
+from tests.helpers.browser import SCREENSHOTS, open_page, playwright_api, wait_idle
+from tests.helpers.dashboard import running_dashboard
+from tests.helpers.machine import CHROMIUM, require_chromium
+from tests.helpers.studies import module_workspace, tiny_study
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,6 @@ Tiny throughout: 64 px demo cells, ClassicUNet with 4 filters, 2 epochs, 2-3 tri
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -26,29 +25,10 @@ from core.runtime.job_model import JobState, pid_alive
 from core.runtime.job_table import get_job, job_workers
 from core.runtime.storage import open_storage
 from core.settings import load_settings
+from tests.helpers.cli import cli
+from tests.helpers.machine import REPO
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "core", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    """A workspace whose artifacts live outside SEGTUNE_HOME (SEGTUNE_ARTIFACTS)."""
-    variables = {k: v for k, v in os.environ.items() if not k.startswith("SEGTUNE_")}
-    variables.update(
-        SEGTUNE_HOME=str(tmp_path / "home"),
-        SEGTUNE_ARTIFACTS=str(tmp_path / "shared-artifacts"),
-        SEGTUNE_HEARTBEAT_S="1",
-        SEGTUNE_GRACE_S="4",
-    )
-    return variables
 
 
 def spec_file(folder: Path, name: str, trials: int, **extra: object) -> Path:

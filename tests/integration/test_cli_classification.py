@@ -1,7 +1,7 @@
 """A classification study through the real CLI on real CT: ``tune`` (3-fold CV), ``export --format all``, ``predict`` to a CSV.
 
-The dataset is the liver / no-liver crop set from ``../shared/datasets/ct_liver_msd`` (tests/classification_sets.py),
-four volumes, at 64 px; MobileNetV2 with a small head, 2 epochs, one trial.
+The dataset is the liver / no-liver crop set from ``../shared/datasets/ct_liver_msd``
+(tests/helpers/classification_sets.py), four volumes, at 64 px; MobileNetV2 with a small head, 2 epochs, one trial.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from core.settings import load_settings
-from tests.classification_sets import LIVER, liver_crops
-from tests.integration.test_cli import cli, env  # noqa: F401 - env is the workspace fixture
+from tests.helpers.classification_sets import LIVER, liver_crops
+from tests.helpers.cli import cli
 
 pytestmark = pytest.mark.slow
 
 
-def test_tune_export_and_predict_a_classification_study(env: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
+def test_tune_export_and_predict_a_classification_study(env: dict[str, str], tmp_path: Path) -> None:
     manifest = liver_crops(load_settings(env).datasets_dir, "liver-crops", volumes=4)
     spec = {
         "name": "cli-classify",

@@ -28,11 +28,9 @@ from core.runtime.job_views import RunningTrial, job_status, read_log_tail
 from core.runtime.queue import cancel_job, resume_job, submit_job
 from core.search.validation import spec_from_dict
 from core.settings import Settings, load_settings
-from tests.conftest import postgres_database
+from tests.helpers.machine import REPO, postgres_database
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

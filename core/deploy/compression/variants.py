@@ -158,7 +158,7 @@ def trade_off_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def variant_predictions(study: optuna.Study, trial_number: int, index: int, artifact_store: Any) -> np.ndarray:
     """Variant ``index``'s masks (N, S, S) uint8 (a classifier's: labels (N,) uint8) for the study's
-    preview images, in their stored order (the order of core.results.load_previews, so they sit next
+    preview images, in their stored order (the order of core.results.previews.load_previews, so they sit next
     to the original trial's predictions)."""
     record = get_variant(study, trial_number, index)
     images = preview_images(study, artifact_store)
@@ -218,7 +218,7 @@ class ExportDownload:
 def export_downloads(
     study: optuna.Study, trial_number: int, artifact_store: Any, formats: tuple[str, ...] = ("onnx", "torchscript")
 ) -> tuple[list[ExportDownload], str]:
-    """The trial's exports in ``formats``, each parity-checked by core.export.export_trial: (files, checked on)."""
+    """The trial's exports in ``formats``, parity-checked by core.deploy.export.export_trial: (files, checked on)."""
     with tempfile.TemporaryDirectory() as tmp:
         report = export_trial(study, trial_number, artifact_store, Path(tmp), formats)
         files = [

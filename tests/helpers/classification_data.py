@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tests.conftest import shared_dataset
+from tests.helpers.machine import shared_dataset
 
 LIVER_GROUPS = r"^[^_]+_(\d+)"  # ct_liver_msd: the number after the first '_' is the volume id
 LIVER_MIN = 0.05  # share of a tile that must be liver for the tile to count as "liver"

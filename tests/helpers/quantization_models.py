@@ -21,10 +21,10 @@ from core.modeling.build import build_model
 from core.modeling.config import ModelConfig
 from core.modeling.optimizers import OptimizerConfig
 from core.training.loop import TrainConfig, train_model
-from tests.classification_sets import bar_image
-from tests.test_compress import load_pairs
+from tests.helpers.classification_sets import bar_image
+from tests.helpers.segmentation import DPT_ENCODER, load_pairs
 
-TRANSFORMER_ENCODERS = {"Segformer": "mit_b0", "DPT": "tu-vit_tiny_patch16_224"}
+TRANSFORMER_ENCODERS = {"Segformer": "mit_b0", "DPT": DPT_ENCODER}
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from PIL import Image
 
 from core.contract import Task
 from core.data.manifest import MANIFEST_FILE, DatasetManifest, PairInfo, folder_checksum
+from tests.helpers.machine import shared_dataset
 
 BARS = ("horizontal", "vertical")
 LIVER = ("no_liver", "liver")
@@ -130,8 +131,6 @@ def write_liver_crops(
 
 def liver_crops(datasets_dir: Path, name: str = "liver-crops", volumes: int = 6) -> DatasetManifest:
     """:func:`write_liver_crops` from the shared datasets (skips, or fails in CI, when they are absent)."""
-    from tests.conftest import shared_dataset
-
     return write_liver_crops(shared_dataset("ct_liver_msd"), datasets_dir, name, volumes)
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from streamlit.testing.v1 import AppTest
 
-MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
+from tests.helpers.machine import REPO
+
+MAIN = REPO / "app" / "main.py"
 
 
 def open_page(page: str, **session: Any) -> AppTest:
