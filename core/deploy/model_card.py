@@ -54,7 +54,8 @@ def _card_intro(study: optuna.Study, trial: FrozenTrial) -> list[str]:
     return [
         f"# Model card — {bundle_name(study, trial)}",
         "",
-        f"{study_task(study).capitalize()} model trained by SegTune in study **{study.study_name}**, trial **#{trial.number}** "
+        f"{study_task(study).capitalize()} model trained by SegTune in study **{study.study_name}**, trial "
+        f"**#{trial.number}** "
         f"(state: {trial.state.name.lower()}; best trial of the study: {best}).",
         "",
     ]
@@ -143,7 +144,8 @@ def variant_card(
     intro = [
         f"# Model card — {name}",
         "",
-        f"A compressed variant (**{record.get('label')}**) of trial **#{trial.number}** of study **{study.study_name}**, "
+        f"A compressed variant (**{record.get('label')}**) of trial **#{trial.number}** of study "
+        f"**{study.study_name}**, "
         "derived by SegTune's Compress & deploy. The original trial's card describes its training.",
         "",
         "## Compression",
@@ -295,7 +297,8 @@ def usage(
     if task == Task.CLASSIFICATION:
         return [
             *lines,
-            f"**SegTune** (installed): `{segtune_command(task)}` writes one row per image: label and class probabilities. "
+            f"**SegTune** (installed): `{segtune_command(task)}` writes one row per image: label and class "
+            "probabilities. "
             "From Python:",
             "",
             "```python",
@@ -324,7 +327,8 @@ def usage(
         lines += [f"No `{ONNX_FILE}` in this bundle: {onnx_problem}", ""]
     if smp_model and {WEIGHTS_FILE, CONFIG_FILE} <= files:
         lines += [
-            f"**segmentation-models-pytorch** (`pip install segmentation-models-pytorch=={version('segmentation-models-pytorch')} numpy pillow`): "
+            "**segmentation-models-pytorch** (`pip install "
+            f"segmentation-models-pytorch=={version('segmentation-models-pytorch')} numpy pillow`): "
             f"`{CONFIG_FILE}` + `{WEIGHTS_FILE}` are a standard smp folder:",
             "",
             "```python",
