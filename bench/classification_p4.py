@@ -124,9 +124,8 @@ def table(rows: list[dict[str, Any]], baseline: float) -> str:
         head = ", ".join(str(r["head"][name]) for name in HEAD)
         lines.append(
             f"| {r['configuration']} | {r['architecture']} | {head} | {r['balanced_accuracy']:.3f} ± "
-            f"{r['balanced_accuracy_sd']:.3f} | "
-            f"{r['accuracy']:.3f} ± {r['accuracy_sd']:.3f} | {r['roc_auc']:.3f} | {r['test_balanced_accuracy']:.3f} | "
-            f"{r['epochs_run']} | {r['minutes']:.1f} |"
+            f"{r['balanced_accuracy_sd']:.3f} | {r['accuracy']:.3f} ± {r['accuracy_sd']:.3f} | {r['roc_auc']:.3f} | "
+            f"{r['test_balanced_accuracy']:.3f} | {r['epochs_run']} | {r['minutes']:.1f} |"
         )
     lines.append(f"| constant (majority class) | — | — | {baseline:.3f} | | 0.500 | | | |")
     return "\n".join(lines)

@@ -167,9 +167,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     print(
         f"device {device} "
         f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{args.threads} CPU threads'}); "
-        f"measured {kind} matmul rate {peak / 1e12:.2f} TFLOP/s; Unet-resnet34 at {args.size} px, batch {args.batch}: "
-        f"{flops['resnet34'] / 1e9:.2f} GFLOP per training image; probe's memory estimate {memory / 2**30:.2f} GiB "
-        "per trial"
+        f"measured {kind} matmul rate {peak / 1e12:.2f} TFLOP/s; Unet-resnet34 at {args.size} px, batch "
+        f"{args.batch}: {flops['resnet34'] / 1e9:.2f} GFLOP per training image; probe's memory estimate "
+        f"{memory / 2**30:.2f} GiB per trial"
     )
     rows = []
     for packed in [int(p) for p in args.packing.split(",")]:

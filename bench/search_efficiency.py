@@ -206,8 +206,8 @@ def table(rows: list[dict[str, object]], budget_s: float) -> str:
         fraction = row["reach_fraction_median"]
         lines.append(
             f"| {row['method']} | {row['best_median']:.3f} ({row['best_min']:.3f}..{row['best_max']:.3f}) | "
-            f"{row['trials_median']:.0f} | "
-            f"{'-' if fraction is None else f'{fraction:.2f}'} | {row['reached']}/{row['seeds']} |"
+            f"{row['trials_median']:.0f} | {'-' if fraction is None else f'{fraction:.2f}'} | "
+            f"{row['reached']}/{row['seeds']} |"
         )
     return "\n".join(lines)
 

@@ -259,8 +259,7 @@ def classification_study(name: str) -> None:
 st.title("Compare masks")
 st.caption(
     "Validation images with the ground truth and each chosen trial's prediction (and its compressed variants'), side "
-    "by side. "
-    "Step through the worst cases first."
+    "by side. Step through the worst cases first."
 )
 study = study_cache.require_study()
 with user_errors("Comparing masks"):

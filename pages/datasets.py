@@ -135,10 +135,10 @@ def default_name(filename: str) -> str:
 def add_dataset_section(has_datasets: bool) -> None:
     with st.expander("Add a dataset", expanded=not has_datasets, icon=":material/add_photo_alternate:"):
         st.caption(
-            "Segmentation: a folder (or zip) with `images/` and `masks/`; a mask has its image's file name "
-            "(PNG, 0 = background). Classification: one sub-folder of images per class (`normal/`, `tumour/`), or the "
-            "images with a `labels.csv` (`name,label[,group]`). Every problem is listed and nothing is stored until "
-            "all are valid."
+            "Segmentation: a folder (or zip) with `images/` and `masks/`; a mask has its image's file name (PNG, 0 = "
+            "background). Classification: one sub-folder of images per class (`normal/`, `tumour/`), or the images "
+            "with a `labels.csv` (`name,label[,group]`). Every problem is listed and nothing is stored until all are "
+            "valid."
         )
         upload_tab, folder_tab, volume_tab, demo_tab = st.tabs(
             ["Upload a .zip", "Folder on the server", "Medical volumes", "Demo dataset"]
@@ -214,10 +214,8 @@ def task_picker(key: str) -> str | None:
 def volume_section() -> None:
     st.caption(
         "NIfTI in the MSD / nnU-Net layout (`imagesTr/` + `labelsTr/`; several sequences `case_0000`, `case_0001` … "
-        "become "
-        "channels) or DICOM series folders in `imagesTr/<case>/` with NIfTI labels. Stored as 2D slices; each volume "
-        "stays in "
-        "one split."
+        "become channels) or DICOM series folders in `imagesTr/<case>/` with NIfTI labels. Stored as 2D slices; each "
+        "volume stays in one split."
     )
     roots = cache.settings().server_import_roots
     folder = st.text_input(
@@ -417,8 +415,7 @@ def statistics(manifest: DatasetManifest) -> None:
         counts = list(stats.slices_per_volume.values())
         st.markdown(
             f"**{stats.volumes} volumes** · {min(counts)}–{max(counts)} slices per volume (mean "
-            f"{np.mean(counts):.1f}) stored"
-            f" · spacing {spacing_summary(stats.spacing)}"
+            f"{np.mean(counts):.1f}) stored · spacing {spacing_summary(stats.spacing)}"
         )
         st.dataframe(pd.DataFrame(volume_rows(manifest)), hide_index=True, width="stretch")
 

@@ -137,10 +137,8 @@ def unranked_note(name: str, frame: pd.DataFrame) -> None:
         trials = ", ".join(f"#{number}" for number in ahead)
         st.caption(
             f"Pruned trials are not ranked: {trials} ended with a last {label(objective)} above a complete trial's, "
-            "but "
-            "the pruner stopped them early against other trials at the same epoch, so that value is of an unfinished "
-            "run. "
-            "Only complete trials get a rank."
+            "but the pruner stopped them early against other trials at the same epoch, so that value is of an "
+            "unfinished run. Only complete trials get a rank."
         )
 
 

@@ -288,9 +288,8 @@ def split_section(spec: StudySpec | None, problems: dict[str, str]) -> None:
             elif spec is not None and spec.cv is not None:
                 sizes = split_sizes(stems, dataclasses.replace(split, k_folds=spec.cv.folds, fold=0), groups, labels)
                 st.caption(
-                    f"{spec.cv.folds} folds of about {sizes['val']} validation images each "
-                    f"(each fold's model trains on about {sizes['train']}) · {sizes['test']} test images, held out "
-                    "first"
+                    f"{spec.cv.folds} folds of about {sizes['val']} validation images each (each fold's model trains "
+                    f"on about {sizes['train']}) · {sizes['test']} test images, held out first"
                 )
             else:
                 sizes = split_sizes(stems, split, groups, labels)

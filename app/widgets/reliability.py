@@ -91,7 +91,6 @@ def references_table(references: pd.DataFrame, task: Task = Task.SEGMENTATION) -
     st.dataframe(references[columns], hide_index=True, column_config=config, key="leaderboard.references")
     st.caption(
         f"Reference rows: {CONSTANT_UNITS[task]} predicted as one class, scored like a trial. A trial is flagged "
-        "when it does not beat "
-        f"the best of them by {BASELINE_MARGIN} on its first objective, or when it predicts (nearly) one class "
-        "everywhere."
+        f"when it does not beat the best of them by {BASELINE_MARGIN} on its first objective, or when it predicts "
+        "(nearly) one class everywhere."
     )

@@ -1,10 +1,9 @@
 """``python -m core ingest PATH --name NAME [--task ...] [--volumes ...]``: copy a dataset into the workspace.
 
-2D: a folder or zip of images + masks (segmentation), or of images in one sub-folder per class or
-with a ``labels.csv`` (classification); the layout tells which unless ``--task`` says. ``--volumes``: NIfTI (MSD /
-nnU-Net ``imagesTr/`` +
-``labelsTr/``) or DICOM series folders with NIfTI labels, stored as 2D slices along ``--axis`` with
-the chosen intensity preprocessing (one of ``--window``, ``--level``/``--width``, ``--normalise``).
+2D: a folder or zip of images + masks (segmentation), or of images in one sub-folder per class or with a ``labels.csv``
+(classification); the layout tells which unless ``--task`` says. ``--volumes``: NIfTI (MSD / nnU-Net ``imagesTr/`` +
+``labelsTr/``) or DICOM series folders with NIfTI labels, stored as 2D slices along ``--axis`` with the chosen intensity
+preprocessing (one of ``--window``, ``--level``/``--width``, ``--normalise``).
 """
 
 from __future__ import annotations
@@ -114,8 +113,7 @@ def _ingest_volumes(
     )
     print(
         f"ingested {manifest.name}: {len(manifest.volumes)} volumes, {len(manifest.pairs)} slices along axis "
-        f"{args.axis}, "
-        f"{intensity.description}, classes {list(manifest.classes)}"
+        f"{args.axis}, {intensity.description}, classes {list(manifest.classes)}"
     )
     print(f"stored in {datasets_dir / manifest.name}")
     return 0

@@ -113,8 +113,8 @@ def volume_size_problem(shape: Sequence[int], itemsize: int, max_bytes: int) -> 
     dims = "x".join(str(int(n)) for n in shape)
     return (
         f"declares {dims} = {voxels} voxels, about {needed >> 20} MiB in memory, above the limit of "
-        f"{max_bytes >> 20} MiB; "
-        f"crop or downsample it, or raise the ingest limit (ingest --max-volume-mb, SEGTUNE_MAX_VOLUME_MB)"
+        f"{max_bytes >> 20} MiB; crop or downsample it, or raise the ingest limit (ingest --max-volume-mb, "
+        "SEGTUNE_MAX_VOLUME_MB)"
     )
 
 

@@ -55,8 +55,7 @@ def _card_intro(study: optuna.Study, trial: FrozenTrial) -> list[str]:
         f"# Model card — {bundle_name(study, trial)}",
         "",
         f"{study_task(study).capitalize()} model trained by SegTune in study **{study.study_name}**, trial "
-        f"**#{trial.number}** "
-        f"(state: {trial.state.name.lower()}; best trial of the study: {best}).",
+        f"**#{trial.number}** (state: {trial.state.name.lower()}; best trial of the study: {best}).",
         "",
     ]
 
@@ -145,8 +144,8 @@ def variant_card(
         f"# Model card — {name}",
         "",
         f"A compressed variant (**{record.get('label')}**) of trial **#{trial.number}** of study "
-        f"**{study.study_name}**, "
-        "derived by SegTune's Compress & deploy. The original trial's card describes its training.",
+        f"**{study.study_name}**, derived by SegTune's Compress & deploy. The original trial's card describes its "
+        "training.",
         "",
         "## Compression",
         _table(
@@ -298,8 +297,7 @@ def usage(
         return [
             *lines,
             f"**SegTune** (installed): `{segtune_command(task)}` writes one row per image: label and class "
-            "probabilities. "
-            "From Python:",
+            "probabilities. From Python:",
             "",
             "```python",
             classifier_snippet(),
@@ -328,8 +326,8 @@ def usage(
     if smp_model and {WEIGHTS_FILE, CONFIG_FILE} <= files:
         lines += [
             "**segmentation-models-pytorch** (`pip install "
-            f"segmentation-models-pytorch=={version('segmentation-models-pytorch')} numpy pillow`): "
-            f"`{CONFIG_FILE}` + `{WEIGHTS_FILE}` are a standard smp folder:",
+            f"segmentation-models-pytorch=={version('segmentation-models-pytorch')} numpy pillow`): `{CONFIG_FILE}` "
+            f"+ `{WEIGHTS_FILE}` are a standard smp folder:",
             "",
             "```python",
             smp_snippet(),

@@ -18,10 +18,9 @@ def learning_curves(trials: Sequence[FrozenTrial], metric: str, *, each_fold: bo
     """Tidy per-epoch values: columns trial, state, split (train/val/lr/objective), epoch, value.
 
     ``metric`` is one of :func:`~core.metrics.catalogue.curve_metrics` of either task. Trials without a stored history
-    (still running,
-    or written by another tool) fall back to their reported intermediate values. With ``each_fold``,
-    a cross-validated trial gives one curve per fold, its split named e.g. ``"val · fold 2"``
-    (otherwise its curves are fold 1's, the stored ``history``).
+    (still running, or written by another tool) fall back to their reported intermediate values. With ``each_fold``, a
+    cross-validated trial gives one curve per fold, its split named e.g. ``"val · fold 2"`` (otherwise its curves are
+    fold 1's, the stored ``history``).
     """
     known = list(dict.fromkeys(name for task in Task for name in curve_metrics(task)))
     if metric not in known:

@@ -69,8 +69,7 @@ def evaluation_note(study_attrs: dict[str, Any]) -> str:
     if evaluation.get("resolution") == "native":
         return (
             f"Scores are at each image's original resolution (NSD tolerance {evaluation.get('nsd_tolerance', 2):g} "
-            "px); "
-            "the learning curves are at the training size."
+            "px); the learning curves are at the training size."
         )
     return (
         "Scores are at the study's training size (this study was made before SegTune scored at the original "

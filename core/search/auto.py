@@ -105,8 +105,7 @@ def plan(
     space["epochs"] = max_epochs
     reasons.append(
         f"search: TPE with Hyperband pruning over {n_trials} trials — it reached random search's best in less "
-        "compute in "
-        "bench/search_efficiency.py; Hyperband stops weak trials after a few epochs"
+        "compute in bench/search_efficiency.py; Hyperband stops weak trials after a few epochs"
     )
     spec = {
         "name": name or f"auto-{dataset}",
@@ -207,8 +206,8 @@ def _losses(fp: Fingerprint, reasons: list[str]) -> dict[str, Any]:
         losses = ["dice_focal", "tversky", "dice_bce"]
         reasons.append(
             f"losses Dice+focal, Tversky, Dice+BCE: the foreground is small (median {share} of pixels), so a "
-            "pixel-wise "
-            "loss alone would be dominated by background; Tversky trades missed foreground against false alarms"
+            "pixel-wise loss alone would be dominated by background; Tversky trades missed foreground against false "
+            "alarms"
         )
     elif fp.foreground_median > LARGE_FOREGROUND:
         losses = ["dice_bce", "bce", "jaccard_bce"]
@@ -242,8 +241,7 @@ def _augmentation(fp: Fingerprint, reasons: list[str]) -> dict[str, Any]:
         }
         reasons.append(
             f"augmentation for grey scans: left-right flips, rotations up to {rotate:.0f}°, 10 % shift/scale, "
-            "brightness/contrast "
-            "changes (scanners differ); no up-down flips, anatomy has an orientation"
+            "brightness/contrast changes (scanners differ); no up-down flips, anatomy has an orientation"
             + ("; contrast range searched: 16-bit images" if fp.bit_depth == 16 else "")
         )
     else:
