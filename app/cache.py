@@ -29,7 +29,8 @@ ENV_KEYS = ("SEGTUNE_HOME", "SEGTUNE_DB", "SEGTUNE_ARTIFACTS", "SEGTUNE_IMPORT_R
 
 
 def settings() -> Settings:
-    """The workspace of this server process (from SEGTUNE_HOME / SEGTUNE_DB / SEGTUNE_ARTIFACTS / SEGTUNE_IMPORT_ROOTS / SEGTUNE_MAX_VOLUME_MB)."""
+    """The workspace of this server process (from SEGTUNE_HOME / SEGTUNE_DB / SEGTUNE_ARTIFACTS / SEGTUNE_IMPORT_ROOTS /
+    SEGTUNE_MAX_VOLUME_MB)."""
     return _settings_for(tuple(os.environ.get(key, "") for key in ENV_KEYS))
 
 

@@ -116,15 +116,16 @@ def best(study: optuna.Study, architecture: str | None = None) -> optuna.trial.F
 
 def table(rows: list[dict[str, Any]], baseline: float) -> str:
     lines = [
-        "| configuration | backbone | head (kernel, filters, dense, dropout) | balanced accuracy (3-fold) | accuracy (3-fold) | ROC AUC | test bal. acc. | epochs | min |",
+        "| configuration | backbone | head (kernel, filters, dense, dropout) | balanced accuracy (3-fold) | accuracy "
+        "(3-fold) | ROC AUC | test bal. acc. | epochs | min |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         head = ", ".join(str(r["head"][name]) for name in HEAD)
         lines.append(
-            f"| {r['configuration']} | {r['architecture']} | {head} | {r['balanced_accuracy']:.3f} ± {r['balanced_accuracy_sd']:.3f} | "
-            f"{r['accuracy']:.3f} ± {r['accuracy_sd']:.3f} | {r['roc_auc']:.3f} | {r['test_balanced_accuracy']:.3f} | "
-            f"{r['epochs_run']} | {r['minutes']:.1f} |"
+            f"| {r['configuration']} | {r['architecture']} | {head} | {r['balanced_accuracy']:.3f} ± "
+            f"{r['balanced_accuracy_sd']:.3f} | {r['accuracy']:.3f} ± {r['accuracy_sd']:.3f} | {r['roc_auc']:.3f} | "
+            f"{r['test_balanced_accuracy']:.3f} | {r['epochs_run']} | {r['minutes']:.1f} |"
         )
     lines.append(f"| constant (majority class) | — | — | {baseline:.3f} | | 0.500 | | | |")
     return "\n".join(lines)
@@ -164,7 +165,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         study = run_study(spec, settings, n_trials=1, device="cpu")
         rows.append(row(f"default {architecture}", study.trials[0]))
         print(
-            f"default {architecture}: {rows[-1]['balanced_accuracy']:.3f} ({(time.perf_counter() - started) / 60:.0f} min)",
+            f"default {architecture}: {rows[-1]['balanced_accuracy']:.3f} "
+            f"({(time.perf_counter() - started) / 60:.0f} min)",
             flush=True,
         )
     tuned = run_study(shortened(preset, args, "p4-tuned"), settings, device="cpu")

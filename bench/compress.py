@@ -1,6 +1,7 @@
 """The compression trade-off for one real model: a Unet on the lung X-rays.
 
-    python bench/compress.py [--size 96] [--encoder resnet18] [--train 32] [--epochs 10] [--finetune-epochs E] [--control]
+    python bench/compress.py [--size 96] [--encoder resnet18] [--train 32] [--epochs 10]
+        [--finetune-epochs E] [--control]
 
 Trains the model on a subset of ../shared/datasets/chest_xray_lung_shenzhen (CPU), then derives
 int8 static (PTQ), int8 QAT, 70 % global magnitude pruning and 50 % channel pruning with the

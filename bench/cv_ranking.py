@@ -113,10 +113,12 @@ def main() -> int:
         )
         rows.append((label, summarise(study), time.perf_counter() - start))
     print(
-        f"\n{args.dataset}: {args.pairs} pairs, 64 px, {args.epochs} epochs, grid of 8 configurations (ClassicUNet 4/8 filters x 4 learning rates)\n"
+        f"\n{args.dataset}: {args.pairs} pairs, 64 px, {args.epochs} epochs, grid of 8 configurations (ClassicUNet "
+        "4/8 filters x 4 learning rates)\n"
     )
     print(
-        "| selection | trials | Spearman(val Dice, test Dice) | test Dice of the val-picked trial | best test Dice | picked = test-best | regret | wall time |"
+        "| selection | trials | Spearman(val Dice, test Dice) | test Dice of the val-picked trial | best test Dice | "
+        "picked = test-best | regret | wall time |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for label, s, seconds in rows:

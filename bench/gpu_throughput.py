@@ -165,9 +165,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     )
     kind = "bf16" if device.type == "cuda" else "fp32"
     print(
-        f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{args.threads} CPU threads'}); "
-        f"measured {kind} matmul rate {peak / 1e12:.2f} TFLOP/s; Unet-resnet34 at {args.size} px, batch {args.batch}: "
-        f"{flops['resnet34'] / 1e9:.2f} GFLOP per training image; probe's memory estimate {memory / 2**30:.2f} GiB per trial"
+        f"device {device} "
+        f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{args.threads} CPU threads'}); "
+        f"measured {kind} matmul rate {peak / 1e12:.2f} TFLOP/s; Unet-resnet34 at {args.size} px, batch "
+        f"{args.batch}: {flops['resnet34'] / 1e9:.2f} GFLOP per training image; probe's memory estimate "
+        f"{memory / 2**30:.2f} GiB per trial"
     )
     rows = []
     for packed in [int(p) for p in args.packing.split(",")]:
@@ -176,13 +178,15 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         row["p5_hours"] = project_p5(row["images_per_s"], flops) / 3600
         rows.append(row)
     print(
-        "| trials per device | images/s (all trials) | achieved share of matmul rate | peak memory per trial (GiB) | p5 grid, projected hours |"
+        "| trials per device | images/s (all trials) | achieved share of matmul rate | peak memory per trial (GiB) | "
+        "p5 grid, projected hours |"
     )
     print("|---|---|---|---|---|")
     for row in rows:
         memory_text = f"{row['peak_gib']:.2f}" if row["peak_gib"] else "- (CPU)"
         print(
-            f"| {row['packed']} | {row['images_per_s']:.1f} | {100 * row['achieved']:.1f} % | {memory_text} | {row['p5_hours']:.1f} |"
+            f"| {row['packed']} | {row['images_per_s']:.1f} | {100 * row['achieved']:.1f} % | {memory_text} | "
+            f"{row['p5_hours']:.1f} |"
         )
     result = {
         "device": str(device),

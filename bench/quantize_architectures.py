@@ -45,7 +45,8 @@ def main() -> None:
     torch.set_num_threads(1)
     data_sets = datasets()
     print(
-        "| architecture | method | val metric fp32 | int8 | change | file int8/fp32 | CPU latency fp32 → int8 (ms) | int8 ONNX | seconds |"
+        "| architecture | method | val metric fp32 | int8 | change | file int8/fp32 | CPU latency fp32 → int8 (ms) | "
+        "int8 ONNX | seconds |"
     )
     print("|---|---|---:|---:|---:|---:|---|---|---:|")
     for architecture in args.architectures.split(","):

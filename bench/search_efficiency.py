@@ -198,14 +198,16 @@ def table(rows: list[dict[str, object]], budget_s: float) -> str:
         f"budget {budget_s:.0f} epoch-seconds per run; random search's final best (median) = {target:.3f}"
         if target
         else f"budget {budget_s:.0f} epoch-seconds per run",
-        "| method | best val Dice, median (min..max) | trials (median) | compute to reach random's best (fraction of budget, median) | seeds that reached it |",
+        "| method | best val Dice, median (min..max) | trials (median) | compute to reach random's best (fraction of "
+        "budget, median) | seeds that reached it |",
         "|---|---|---|---|---|",
     ]
     for row in rows:
         fraction = row["reach_fraction_median"]
         lines.append(
-            f"| {row['method']} | {row['best_median']:.3f} ({row['best_min']:.3f}..{row['best_max']:.3f}) | {row['trials_median']:.0f} | "
-            f"{'-' if fraction is None else f'{fraction:.2f}'} | {row['reached']}/{row['seeds']} |"
+            f"| {row['method']} | {row['best_median']:.3f} ({row['best_min']:.3f}..{row['best_max']:.3f}) | "
+            f"{row['trials_median']:.0f} | {'-' if fraction is None else f'{fraction:.2f}'} | "
+            f"{row['reached']}/{row['seeds']} |"
         )
     return "\n".join(lines)
 
@@ -239,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)  # the trainer runs where the data are, as in the product's objective
     train, val = (load_pairs(args.dataset, stems, args.size).to(device) for stems in (train_stems, val_stems))
     print(
-        f"{args.dataset.name}: {len(train)} train / {len(val)} val slices at {args.size} px on {device}; {args.threads} thread(s)",
+        f"{args.dataset.name}: {len(train)} train / {len(val)} val slices at {args.size} px on {device}; "
+        f"{args.threads} thread(s)",
         flush=True,
     )
     started = time.perf_counter()
@@ -249,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
             ledger = run_method(method, seed, train, val, args)
             runs.setdefault(method, []).append(ledger)
             print(
-                f"  {method:14s} seed {seed}: best {ledger.best:.3f} after {ledger.trials} trials ({time.perf_counter() - started:.0f} s so far)",
+                f"  {method:14s} seed {seed}: best {ledger.best:.3f} after {ledger.trials} trials "
+                f"({time.perf_counter() - started:.0f} s so far)",
                 flush=True,
             )
     rows = summarise(runs, args.budget_s)

@@ -119,10 +119,12 @@ def main() -> None:
             plain_times.append(timed(plain))
         segtune_s, plain_s = min(segtune_times), min(plain_times)
     print(
-        f"dataset={name} images={len(train)}+{len(val)} size={args.size} epochs={args.epochs} device={device} threads={torch.get_num_threads()}"
+        f"dataset={name} images={len(train)}+{len(val)} size={args.size} epochs={args.epochs} device={device} "
+        f"threads={torch.get_num_threads()}"
     )
     print(
-        f"segtune trainer: {segtune_s:.2f} s   plain loop: {plain_s:.2f} s   ratio: {segtune_s / plain_s:.3f} (target <= 1.05)"
+        f"segtune trainer: {segtune_s:.2f} s   plain loop: {plain_s:.2f} s   ratio: {segtune_s / plain_s:.3f} "
+        "(target <= 1.05)"
     )
 
 

@@ -20,7 +20,8 @@ Register = Callable[[argparse._SubParsersAction], None]
 
 
 def build_parser(prog: str = "python -m core", extra: Register | None = None) -> argparse.ArgumentParser:
-    """Every command module's parser; ``extra`` adds commands of another front end (the ``segtune`` command's dashboard)."""
+    """Every command module's parser; ``extra`` adds commands of another front end (the ``segtune`` command's
+    dashboard)."""
     parser = argparse.ArgumentParser(prog=prog, description="SegTune: tune segmentation models headless.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     if extra is not None:

@@ -58,7 +58,8 @@ class TrialAttr(StrEnum):
     FLAGS = "flags"  # list[TrialFlag]: why this trial should not be trusted (empty when none)
     VAL_IMAGE_COUNTS = "val_image_counts"  # per image [[tp, fp, fn] per foreground class]: bootstrap CIs
     TEST_IMAGE_COUNTS = "test_image_counts"
-    VAL_CASES = "val_cases"  # segmentation scored natively: per image {name, height, width, dice, iou, nsd, hd95} (out of fold with CV)
+    # segmentation scored natively: per image {name, height, width, dice, iou, nsd, hd95} (out of fold with CV)
+    VAL_CASES = "val_cases"
     TEST_CASES = "test_cases"  # the same on the test split, fold 0's model
     FOLD_METRICS = "fold_metrics"  # cross-validation: one dict of val metrics per fold
     FOLD_TEST_METRICS = "fold_test_metrics"  # cross-validation: each fold model's test metrics
@@ -69,7 +70,8 @@ class TrialAttr(StrEnum):
     FOLD_HISTORIES = "fold_histories"  # cross-validation: each fold's list[EpochRow]
     FOLD = "fold"  # cross-validation: the fold being trained now (live progress)
     REUSED_FROM = "reused_from"  # number of the finished trial with the same configuration whose result was reused
-    CONFUSION_MATRIX = "confusion_matrix"  # classification: validation counts, rows = true class, columns = predicted (summed over folds)
+    # classification: validation counts, rows = true class, columns = predicted (summed over folds)
+    CONFUSION_MATRIX = "confusion_matrix"
 
 
 class StudyAttr(StrEnum):
@@ -85,7 +87,8 @@ class StudyAttr(StrEnum):
     CLASSES = "classes"  # classification: the dataset's class names, index = label
     BASELINES = "baselines"  # constant predictors scored on val and test: name -> BaselineRecord
     PARENT = "parent"  # {"study", "how": "warm_start" | "narrowed", "top_k", ...}: the earlier study this one reuses
-    EVALUATION = "evaluation"  # how finished trials are scored: {"resolution": "native", "nsd_tolerance", ...}; absent: training size
+    # how finished trials are scored: {"resolution": "native", "nsd_tolerance", ...}; absent: training size
+    EVALUATION = "evaluation"
 
 
 class TrialFlag(StrEnum):
@@ -101,7 +104,8 @@ class ArtifactKind(StrEnum):
     WEIGHTS = "weights"
     CONFIG = "config"
     PREVIEWS = "previews"  # segmentation: the preview images' predicted masks
-    PREDICTIONS = "predictions"  # classification: every validation image's label, prediction and probabilities (LabelPredictions npz)
+    # classification: every validation image's label, prediction and probabilities (LabelPredictions npz)
+    PREDICTIONS = "predictions"
     FOLD_WEIGHTS = (
         "fold_weights"  # cross-validated segmentation: every fold model's weights, fold 0 first (a list of ids)
     )

@@ -191,7 +191,8 @@ def case_table(name: str, chosen: list[int], part: str) -> None:
     frame = case_frame(study_cache.trials(name, tuple(chosen)), part)
     if frame.empty:
         st.caption(
-            "Per-case scores at the original resolution are stored by trials of studies made since SegTune scores that way."
+            "Per-case scores at the original resolution are stored by trials of studies made since SegTune scores "
+            "that way."
         )
         return
     with st.expander(
@@ -249,7 +250,8 @@ def volume_view(name: str, chosen: list[int], parts: dict[str, list[str]]) -> No
 
 def classification_study(name: str) -> None:
     st.info(
-        f"**{name}** is a classification study: its predictions are class labels. Compare them on **Compare predictions**.",
+        f"**{name}** is a classification study: its predictions are class labels. Compare them on **Compare "
+        "predictions**.",
         icon=":material/info:",
     )
     st.page_link(page_path("predictions.py"), label="Compare predictions", icon=":material/fact_check:")
@@ -257,8 +259,8 @@ def classification_study(name: str) -> None:
 
 st.title("Compare masks")
 st.caption(
-    "Validation images with the ground truth and each chosen trial's prediction (and its compressed variants'), side by side. "
-    "Step through the worst cases first."
+    "Validation images with the ground truth and each chosen trial's prediction (and its compressed variants'), side "
+    "by side. Step through the worst cases first."
 )
 study = study_cache.require_study()
 with user_errors("Comparing masks"):

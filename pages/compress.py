@@ -108,7 +108,8 @@ def method_config() -> CompressionConfig:
             0.05,
             format="%.2f",
             key="compress.sparsity",
-            help="Fraction of the prunable weights removed (the cell-segmentation study: 50–90 % costs < 1 % Dice after a fine-tune).",
+            help="Fraction of the prunable weights removed (the cell-segmentation study: 50–90 % costs < 1 % Dice "
+            "after a fine-tune).",
         )
         structured = middle.toggle(
             "Whole channels",
@@ -240,7 +241,8 @@ def table_columns(task: Task) -> dict[str, Any]:
 
 
 def trade_off_figure(rows: pd.DataFrame, task: Task) -> go.Figure:
-    """Size against the first validation report metric (Dice, accuracy), one point per model; the original is the star to beat."""
+    """Size against the first validation report metric (Dice, accuracy), one point per model; the original is the star
+    to beat."""
     metric = f"val_{report_metrics(task)[0]}"
     name = label(metric)
     figure = go.Figure()
@@ -255,7 +257,8 @@ def trade_off_figure(rows: pd.DataFrame, task: Task) -> go.Figure:
                 name="original" if is_original else "variants",
                 marker={"size": 16 if is_original else 11, "symbol": "star" if is_original else "circle"},
                 customdata=group[["latency_ms", "nonzero_params"]],
-                hovertemplate=f"%{{text}}<br>%{{x:.3f}} MB · {name.lower()} %{{y:.3f}}<br>%{{customdata[0]:.1f}} ms/image · %{{customdata[1]:,}} non-zero<extra></extra>",
+                hovertemplate=f"%{{text}}<br>%{{x:.3f}} MB · {name.lower()} %{{y:.3f}}<br>%{{customdata[0]:.1f}} "
+                "ms/image · %{customdata[1]:,} non-zero<extra></extra>",
             )
         )
     figure.update_layout(xaxis_title="Model file size (MB)", yaxis_title=name, height=380, margin={"t": 30})

@@ -25,7 +25,8 @@ def curves_view(name: str, drawn_live: bool) -> None:
         started = frame[frame["state"] != "waiting"]
         if started.empty:
             st.info(
-                "No trial has started yet — curves appear after a trial's first epoch. Start or resume the study on **Jobs**.",
+                "No trial has started yet — curves appear after a trial's first epoch. Start or resume the study on "
+                "**Jobs**.",
                 icon=":material/hourglass_empty:",
             )
             return
@@ -63,9 +64,8 @@ def draw(name: str, chosen: tuple[int, ...], metric: str) -> None:
             else ""
         )
         st.caption(
-            "Solid: validation · dashed: training · dotted: the objective Optuna received (trials without a stored history)"
-            + grey
-            + "."
+            "Solid: validation · dashed: training · dotted: the objective Optuna received (trials without a stored "
+            "history)" + grey + "."
         )
     flagged = [
         f"#{row.number}"

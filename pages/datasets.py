@@ -135,9 +135,10 @@ def default_name(filename: str) -> str:
 def add_dataset_section(has_datasets: bool) -> None:
     with st.expander("Add a dataset", expanded=not has_datasets, icon=":material/add_photo_alternate:"):
         st.caption(
-            "Segmentation: a folder (or zip) with `images/` and `masks/`; a mask has its image's file name "
-            "(PNG, 0 = background). Classification: one sub-folder of images per class (`normal/`, `tumour/`), or the "
-            "images with a `labels.csv` (`name,label[,group]`). Every problem is listed and nothing is stored until all are valid."
+            "Segmentation: a folder (or zip) with `images/` and `masks/`; a mask has its image's file name (PNG, 0 = "
+            "background). Classification: one sub-folder of images per class (`normal/`, `tumour/`), or the images "
+            "with a `labels.csv` (`name,label[,group]`). Every problem is listed and nothing is stored until all are "
+            "valid."
         )
         upload_tab, folder_tab, volume_tab, demo_tab = st.tabs(
             ["Upload a .zip", "Folder on the server", "Medical volumes", "Demo dataset"]
@@ -167,7 +168,8 @@ def add_dataset_section(has_datasets: bool) -> None:
             st.caption(
                 "Only folders (or .zip files) inside these server folders can be read: "
                 + ", ".join(f"`{root}`" for root in roots)
-                + ". Give a path inside one of them, or a name relative to it. The administrator sets them with `SEGTUNE_IMPORT_ROOTS`."
+                + ". Give a path inside one of them, or a name relative to it. The administrator sets them with "
+                "`SEGTUNE_IMPORT_ROOTS`."
             )
             folder = st.text_input("Folder path", key="ds.folder", placeholder=f"{roots[0]}/my-images")
             suggested = default_name(folder.rstrip("/")) if folder else ""
@@ -186,7 +188,8 @@ def add_dataset_section(has_datasets: bool) -> None:
                 ingest(Path(folder.strip()), name, classes, confine=True, task=task)
         with demo_tab:
             st.write(
-                "Sixty 128 px images of cell-like shapes with their masks, generated here — enough for a first study in minutes."
+                "Sixty 128 px images of cell-like shapes with their masks, generated here — enough for a first study "
+                "in minutes."
             )
             demo_button("tab")
 
@@ -210,9 +213,9 @@ def task_picker(key: str) -> str | None:
 
 def volume_section() -> None:
     st.caption(
-        "NIfTI in the MSD / nnU-Net layout (`imagesTr/` + `labelsTr/`; several sequences `case_0000`, `case_0001` … become "
-        "channels) or DICOM series folders in `imagesTr/<case>/` with NIfTI labels. Stored as 2D slices; each volume stays in "
-        "one split."
+        "NIfTI in the MSD / nnU-Net layout (`imagesTr/` + `labelsTr/`; several sequences `case_0000`, `case_0001` … "
+        "become channels) or DICOM series folders in `imagesTr/<case>/` with NIfTI labels. Stored as 2D slices; each "
+        "volume stays in one split."
     )
     roots = cache.settings().server_import_roots
     folder = st.text_input(
@@ -337,7 +340,8 @@ def volume_gallery(manifest: DatasetManifest) -> None:
     )
     right.markdown(f"**{volume}**")
     right.caption(
-        f"{'x'.join(map(str, info.shape))} voxels · {' x '.join(f'{s:.3g}' for s in info.spacing)} mm · {info.orientation}"
+        f"{'x'.join(map(str, info.shape))} voxels · {' x '.join(f'{s:.3g}' for s in info.spacing)} mm · "
+        f"{info.orientation}"
     )
     right.caption(f"Source: `{', '.join(info.images)}` + `{info.label}`")
     slicing = manifest.slicing
@@ -410,8 +414,8 @@ def statistics(manifest: DatasetManifest) -> None:
     if manifest.is_volume:
         counts = list(stats.slices_per_volume.values())
         st.markdown(
-            f"**{stats.volumes} volumes** · {min(counts)}–{max(counts)} slices per volume (mean {np.mean(counts):.1f}) stored"
-            f" · spacing {spacing_summary(stats.spacing)}"
+            f"**{stats.volumes} volumes** · {min(counts)}–{max(counts)} slices per volume (mean "
+            f"{np.mean(counts):.1f}) stored · spacing {spacing_summary(stats.spacing)}"
         )
         st.dataframe(pd.DataFrame(volume_rows(manifest)), hide_index=True, width="stretch")
 
@@ -478,7 +482,8 @@ def manage(manifest: DatasetManifest) -> None:
         presence_section(manifest)
         st.divider()
     st.caption(
-        f"Added {manifest.created[:19].replace('T', ' ')} UTC from `{manifest.source}` · checksum `{manifest.checksum[:12]}`"
+        f"Added {manifest.created[:19].replace('T', ' ')} UTC from `{manifest.source}` · checksum "
+        f"`{manifest.checksum[:12]}`"
     )
     confirm = st.text_input(f"Type **{manifest.name}** to delete this dataset", key="ds.delete_confirm")
     if st.button(

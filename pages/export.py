@@ -75,8 +75,8 @@ def usage(bundle: str, smp_model: bool, task: Task) -> None:
     st.subheader("Run it")
     if task == Task.CLASSIFICATION:
         st.caption(
-            f"Unzip `{bundle}.zip`, go into the folder `{bundle}/` and, with SegTune installed, classify a folder of images "
-            "(a CSV of labels and probabilities):"
+            f"Unzip `{bundle}.zip`, go into the folder `{bundle}/` and, with SegTune installed, classify a folder of "
+            "images (a CSV of labels and probabilities):"
         )
         st.code(cards.segtune_command(task), language="bash")
         st.caption("or from Python, with the same preprocessing as training:")

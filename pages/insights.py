@@ -37,7 +37,8 @@ with user_errors("Drawing the insights"):
     figures, updating = study_cache.insights(name, objective)
     if updating:
         st.caption(
-            ":material/autorenew: New trials finished: the figures are being redrawn in the background; reload to see them."
+            ":material/autorenew: New trials finished: the figures are being redrawn in the background; reload to "
+            "see them."
         )
     tabs = st.tabs([insight.title for insight in figures.values()])
     for tab, (key, insight) in zip(tabs, figures.items()):

@@ -112,7 +112,8 @@ def progress_view(status: JobStatus) -> None:
     columns[3].metric(
         "ETA",
         duration(status.eta_s),
-        help="Time left for the running trials, then the trials not started yet at the mean trial duration, over the workers.",
+        help="Time left for the running trials, then the trials not started yet at the mean trial duration, over the "
+        "workers.",
     )
     if total:
         st.progress(

@@ -43,7 +43,8 @@ def count_cards(name: str) -> None:
     cards[4].metric("Running", counts.running + counts.waiting, help="Running now, or queued (retries, grid points)")
     if counts.cancelled:
         st.caption(
-            f'{counts.cancelled} cancelled trial(s) are listed below as "cancelled" but not counted: a resumed job runs replacements.'
+            f'{counts.cancelled} cancelled trial(s) are listed below as "cancelled" but not counted: a resumed job '
+            "runs replacements."
         )
 
 
@@ -137,9 +138,9 @@ def unranked_note(name: str, frame: pd.DataFrame) -> None:
     if ahead:
         trials = ", ".join(f"#{number}" for number in ahead)
         st.caption(
-            f"Pruned trials are not ranked: {trials} ended with a last {label(objective)} above a complete trial's, but "
-            "the pruner stopped them early against other trials at the same epoch, so that value is of an unfinished run. "
-            "Only complete trials get a rank."
+            f"Pruned trials are not ranked: {trials} ended with a last {label(objective)} above a complete trial's, "
+            "but the pruner stopped them early against other trials at the same epoch, so that value is of an "
+            "unfinished run. Only complete trials get a rank."
         )
 
 

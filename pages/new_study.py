@@ -150,7 +150,8 @@ def reuse_section(dataset: str) -> tuple[str | None, int]:
             icon=":material/filter_center_focus:",
             on_click=apply_narrowed,
             args=(source, top_k),
-            help="Fills the form with the earlier study's space, numeric ranges shrunk around its best trial and choices cut to those its best trials used.",
+            help="Fills the form with the earlier study's space, numeric ranges shrunk around its best trial and "
+            "choices cut to those its best trials used.",
         )
     return (source if seed else None), top_k
 
@@ -280,14 +281,15 @@ def split_section(spec: StudySpec | None, problems: dict[str, str]) -> None:
                     for part in ("train", "val", "test")
                 }
                 st.caption(
-                    f"From the dataset's split.csv: {sizes['train']} train · {sizes['val']} validation · {sizes['test']} test images"
+                    f"From the dataset's split.csv: {sizes['train']} train · {sizes['val']} validation · "
+                    f"{sizes['test']} test images"
                     + (f" (train + validation cut into {spec.cv.folds} folds)" if spec is not None and spec.cv else "")
                 )
             elif spec is not None and spec.cv is not None:
                 sizes = split_sizes(stems, dataclasses.replace(split, k_folds=spec.cv.folds, fold=0), groups, labels)
                 st.caption(
-                    f"{spec.cv.folds} folds of about {sizes['val']} validation images each "
-                    f"(each fold's model trains on about {sizes['train']}) · {sizes['test']} test images, held out first"
+                    f"{spec.cv.folds} folds of about {sizes['val']} validation images each (each fold's model trains "
+                    f"on about {sizes['train']}) · {sizes['test']} test images, held out first"
                 )
             else:
                 sizes = split_sizes(stems, split, groups, labels)
@@ -323,7 +325,8 @@ def run_section() -> tuple[list[str], int | None, int]:
             step=1,
             key=PREFIX + "_workers",
             placeholder="Automatic",
-            help="Parallel trials on this machine, spread over the devices. Leave empty to run 'Trials per GPU' on every GPU.",
+            help="Parallel trials on this machine, spread over the devices. Leave empty to run 'Trials per GPU' on "
+            "every GPU.",
         )
         per_gpu = per_gpu_col.number_input(
             "Trials per GPU",
@@ -432,7 +435,8 @@ def task_caption(dataset: str) -> None:
         counts = cache.manifest(dataset).class_counts
         classes = " · classes " + ", ".join(f"{name} ({count})" for name, count in counts.items())
     st.caption(
-        f":material/category: Task: **{TASK_LABELS[task]}**, from the dataset{classes}. Choose a dataset of the other task to switch."
+        f":material/category: Task: **{TASK_LABELS[task]}**, from the dataset{classes}. Choose a dataset of the "
+        "other task to switch."
     )
 
 

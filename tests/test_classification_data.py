@@ -331,7 +331,8 @@ def test_unlabelled_items_are_named() -> None:
 
 
 def _volumes(sizes: Sequence[int], classes: str) -> tuple[list[str], dict[str, str], dict[str, int]]:
-    """Stems ``g<volume>_<slice>`` for volumes of ``sizes``, grouped by volume, labelled by ``classes`` (one digit a stem)."""
+    """Stems ``g<volume>_<slice>`` for volumes of ``sizes``, grouped by volume, labelled by ``classes`` (one digit a
+    stem)."""
     stems = [f"g{volume}_{index}" for volume, size in enumerate(sizes) for index in range(size)]
     return (
         stems,

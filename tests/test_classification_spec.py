@@ -1,4 +1,5 @@
-"""Classification specs: the task's own catalogue, refusals that name the fix, the P4 preset, and task/dataset agreement."""
+"""Classification specs: the task's own catalogue, refusals that name the fix, the P4 preset, and task/dataset
+agreement."""
 
 from __future__ import annotations
 
@@ -156,7 +157,8 @@ def test_a_study_and_a_dataset_of_different_tasks_are_refused_naming_the_fix(wor
         study_source(spec_from_dict({"name": "s", "dataset": "bars"}), workspace)
     with pytest.raises(
         SegTuneError,
-        match=r"classification study but dataset 'demo-cells' is a segmentation dataset .*whether its mask is empty.*datasets from-masks demo-cells",
+        match=r"classification study but dataset 'demo-cells' is a segmentation dataset .*whether its mask is "
+        r"empty.*datasets from-masks demo-cells",
     ):
         study_source(spec_from_dict(spec(dataset="demo-cells")), workspace)
     source = study_source(spec_from_dict(spec(split={"train": 0.5, "val": 0.25, "test": 0.25})), workspace)

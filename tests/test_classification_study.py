@@ -1,4 +1,5 @@
-"""Classification studies end to end: the loop learns labels, trials store what Compare predictions reads, CV is out of fold."""
+"""Classification studies end to end: the loop learns labels, trials store what Compare predictions reads, CV is out of
+fold."""
 
 from __future__ import annotations
 

@@ -65,8 +65,8 @@ def test_a_nifti_header_declaring_a_huge_volume_is_refused_before_reading(
         tracemalloc.stop()
     assert code == 2
     assert (
-        "imagesTr/case_000.nii.gz: declares 1536x1024x1024 = 1610612736 voxels, about 6144 MiB in memory, above the limit of 2048 MiB"
-        in output
+        "imagesTr/case_000.nii.gz: declares 1536x1024x1024 = 1610612736 voxels, about 6144 MiB in memory, above the "
+        "limit of 2048 MiB" in output
     )
     assert "labelsTr/case_000.nii.gz: declares 1536x1024x1024" in output
     assert peak < 64 << 20, f"{peak >> 20} MiB allocated for a refused volume"

@@ -1,4 +1,5 @@
-"""Classification ingest (core.data.label_ingest via ingest_dataset): class folders, labels.csv, every problem at once."""
+"""Classification ingest (core.data.label_ingest via ingest_dataset): class folders, labels.csv, every problem at
+once."""
 
 from __future__ import annotations
 

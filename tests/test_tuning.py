@@ -66,7 +66,8 @@ def test_tuning_learns_lungs_then_resumes_and_exports(lungs, tmp_path: Path) -> 
     masks = np.load(previews)["masks"]
     coverage = float(masks.mean())
     constant_dice = 2 * coverage / (1 + coverage)
-    # Measured: 0.69 on 1 torch thread (the tests' count), 0.71 on 2; the floor leaves room for another CPU's arithmetic.
+    # Measured: 0.69 on 1 torch thread (the tests' count), 0.71 on 2; the floor leaves room for another CPU's
+    # arithmetic.
     assert best.value > max(0.65, constant_dice + 0.2), (best.value, constant_dice)
 
     attrs = best.user_attrs

@@ -87,7 +87,8 @@ def class_count_chart(manifest: DatasetManifest) -> None:
     smallest, largest = min(counts.values()), max(counts.values())
     if smallest and largest / smallest >= 3:
         st.caption(
-            f"The classes are imbalanced ({largest}:{smallest}): balanced accuracy and macro F1 say more than accuracy here."
+            f"The classes are imbalanced ({largest}:{smallest}): balanced accuracy and macro F1 say more than "
+            "accuracy here."
         )
 
 

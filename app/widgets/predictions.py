@@ -45,7 +45,8 @@ def confusion_figure(matrix: np.ndarray, classes: Sequence[str], title: str) -> 
             showscale=False,
             xgap=2,
             ygap=2,
-            hovertemplate="true %{y} · predicted %{x}<br>%{z} image(s), %{customdata:.0%} of the true class<extra></extra>",
+            hovertemplate="true %{y} · predicted %{x}<br>%{z} image(s), %{customdata:.0%} of the true "
+            "class<extra></extra>",
         )
     )
     figure.update_layout(

@@ -46,7 +46,8 @@ def flag_warning(row: pd.Series, action: str, task: Task = Task.SEGMENTATION) ->
     reasons = "; ".join(FLAG_TEXT.get(flag, flag) for flag in flags)  # type: ignore[call-overload]
     page, outputs = COMPARE_PAGES[task]
     st.warning(
-        f"Trial #{int(row['number'])} is flagged: it {reasons}. Check its {outputs} on **{page}** before it is {action}.",
+        f"Trial #{int(row['number'])} is flagged: it {reasons}. Check its {outputs} on **{page}** before it is "
+        f"{action}.",
         icon=":material/flag:",
     )
     return True
@@ -89,6 +90,7 @@ def references_table(references: pd.DataFrame, task: Task = Task.SEGMENTATION) -
     config.update({c: st.column_config.NumberColumn(label(c), format="%.3f") for c in columns if c != "label"})
     st.dataframe(references[columns], hide_index=True, column_config=config, key="leaderboard.references")
     st.caption(
-        f"Reference rows: {CONSTANT_UNITS[task]} predicted as one class, scored like a trial. A trial is flagged when it does not beat "
-        f"the best of them by {BASELINE_MARGIN} on its first objective, or when it predicts (nearly) one class everywhere."
+        f"Reference rows: {CONSTANT_UNITS[task]} predicted as one class, scored like a trial. A trial is flagged "
+        f"when it does not beat the best of them by {BASELINE_MARGIN} on its first objective, or when it predicts "
+        "(nearly) one class everywhere."
     )

@@ -507,7 +507,8 @@ def study_settings_editor(datasets: Sequence[str], problems: Mapping[str, str]) 
             key=key("patch_size"),
             persist_state="session",
             format_func=lambda p: "whole image" if p == WHOLE_IMAGES else f"{p} px crops",
-            help="Train on random crops of this side of the images (at the image size above) and predict by a sliding window.",
+            help="Train on random crops of this side of the images (at the image size above) and predict by a "
+            "sliding window.",
         )
         with middle:
             problem_for(problems, "patch_size")

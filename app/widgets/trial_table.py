@@ -220,7 +220,8 @@ def default_selection(frame: pd.DataFrame, limit: int, initial: int) -> list[int
 
 
 def trial_picker(frame: pd.DataFrame, *, key: str, limit: int, label: str = "Trials", initial: int = 4) -> list[int]:
-    """A multiselect of trials (default: the shared choice, else the top ``initial``) that writes back the shared choice."""
+    """A multiselect of trials (default: the shared choice, else the top ``initial``) that writes back the shared
+    choice."""
     labels = {int(row.number): _label(row) for row in frame.itertuples()}
     if key not in st.session_state:
         st.session_state[key] = default_selection(frame, limit, initial)
@@ -260,7 +261,8 @@ def finished_trial_picker(frame: pd.DataFrame, *, key: str, what: str, flag_note
     flagged = [f"#{n}" for n in chosen if row_flags(complete[complete["number"] == n].iloc[0])]
     if flagged:
         st.warning(
-            f"Flagged — constant prediction, or not better than a constant predictor: {', '.join(flagged)}. {flag_note}",
+            f"Flagged — constant prediction, or not better than a constant predictor: {', '.join(flagged)}. "
+            f"{flag_note}",
             icon=":material/flag:",
         )
     return list(chosen)

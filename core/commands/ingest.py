@@ -1,9 +1,9 @@
 """``python -m core ingest PATH --name NAME [--task ...] [--volumes ...]``: copy a dataset into the workspace.
 
-2D: a folder or zip of images + masks (segmentation), or of images in one sub-folder per class or
-with a ``labels.csv`` (classification); the layout tells which unless ``--task`` says. ``--volumes``: NIfTI (MSD / nnU-Net ``imagesTr/`` +
-``labelsTr/``) or DICOM series folders with NIfTI labels, stored as 2D slices along ``--axis`` with
-the chosen intensity preprocessing (one of ``--window``, ``--level``/``--width``, ``--normalise``).
+2D: a folder or zip of images + masks (segmentation), or of images in one sub-folder per class or with a ``labels.csv``
+(classification); the layout tells which unless ``--task`` says. ``--volumes``: NIfTI (MSD / nnU-Net ``imagesTr/`` +
+``labelsTr/``) or DICOM series folders with NIfTI labels, stored as 2D slices along ``--axis`` with the chosen intensity
+preprocessing (one of ``--window``, ``--level``/``--width``, ``--normalise``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--task",
         choices=[str(task) for task in Task],
-        help="segmentation (images + masks) or classification (class folders or labels.csv); default: told by the layout",
+        help="segmentation (images + masks) or classification (class folders or labels.csv); default: told by the "
+        "layout",
     )
     parser.add_argument(
         "--classes",
@@ -111,8 +112,8 @@ def _ingest_volumes(
         args.path, args.name, datasets_dir, classes=classes, options=options, limits=volume_limits(max_volume_mb)
     )
     print(
-        f"ingested {manifest.name}: {len(manifest.volumes)} volumes, {len(manifest.pairs)} slices along axis {args.axis}, "
-        f"{intensity.description}, classes {list(manifest.classes)}"
+        f"ingested {manifest.name}: {len(manifest.volumes)} volumes, {len(manifest.pairs)} slices along axis "
+        f"{args.axis}, {intensity.description}, classes {list(manifest.classes)}"
     )
     print(f"stored in {datasets_dir / manifest.name}")
     return 0

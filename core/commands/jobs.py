@@ -77,7 +77,8 @@ def jobs_table_text(settings: Settings) -> str:
         status = job_status(settings, job.id)
         total = status.trials_total if status.trials_total is not None else "-"
         lines.append(
-            f"{job.id:>4}  {job.study_name[:24]:24s} {status.state:12s} {f'{status.trials_done}/{total}':>9s}  {len(status.workers):>7d}  {_duration(status.eta_s)}"
+            f"{job.id:>4}  {job.study_name[:24]:24s} {status.state:12s} {f'{status.trials_done}/{total}':>9s}  "
+            f"{len(status.workers):>7d}  {_duration(status.eta_s)}"
         )
     return "\n".join(lines)
 
@@ -93,7 +94,10 @@ def status_text(status: JobStatus, settings: Settings, log_lines: int) -> str:
     for trial in status.running:
         epoch = f"epoch {trial.epoch or 0}/{trial.epochs_planned or '?'}"
         if trial.progress is not None:  # within a long epoch: the batch too
-            epoch = f"epoch {trial.progress.epoch}/{trial.progress.epochs} batch {trial.progress.batch}/{trial.progress.batches}"
+            epoch = (
+                f"epoch {trial.progress.epoch}/{trial.progress.epochs} batch "
+                f"{trial.progress.batch}/{trial.progress.batches}"
+            )
         beat = (
             f"heartbeat {trial.heartbeat_age_s:.0f}s ago"
             if trial.heartbeat_age_s is not None
@@ -102,7 +106,8 @@ def status_text(status: JobStatus, settings: Settings, log_lines: int) -> str:
             else "heartbeat pending"
         )
         lines.append(
-            f"  trial {trial.number:>4}  {epoch:14s} on {trial.device or '?':8s} {_duration(trial.elapsed_s)} running, {beat}"
+            f"  trial {trial.number:>4}  {epoch:14s} on {trial.device or '?':8s} {_duration(trial.elapsed_s)} "
+            f"running, {beat}"
         )
     for worker in status.workers:
         lines.append(f"  worker {worker.id} pid {worker.pid} on {worker.host}:{worker.device}")

@@ -1,4 +1,5 @@
-"""``python -m core predict --model BUNDLE (--images DIR | --volumes DIR) --out DIR|FILE.csv``: masks or labels for a folder.
+"""``python -m core predict --model BUNDLE (--images DIR | --volumes DIR) --out DIR|FILE.csv``: masks or labels for a
+folder.
 
 ``--images``: a segmentation model writes one PNG mask per image into the folder ``--out``
 (``--overlay`` adds overlays); a classifier writes one CSV file ``--out`` with each image's label
@@ -36,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out",
         required=True,
         type=Path,
-        help="folder for the masks (<stem>.png) or label volumes (<case>.nii.gz); a classifier's CSV file (file, label, confidence, p_<class>...)",
+        help="folder for the masks (<stem>.png) or label volumes (<case>.nii.gz); a classifier's CSV file (file, "
+        "label, confidence, p_<class>...)",
     )
     parser.add_argument("--overlay", action="store_true", help="images: also write overlays into OUT/overlays/")
     parser.add_argument(

@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.narrow and args.warm_start:
         raise SystemExit(
-            "submit: use --warm-start or --narrow, not both (a narrowed study already starts from the best trials' region)"
+            "submit: use --warm-start or --narrow, not both (a narrowed study already starts from the best trials' "
+            "region)"
         )
     if args.narrow:
         spec = narrowed_spec(settings, args.narrow, args.top_k, name=args.name)
@@ -86,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     )
     job = get_job(settings, job_id)
     print(
-        f"job {job_id} queued for study {job.study_name} ({job.n_trials or 'timed'} trials, {job.workers} worker slot(s))"
+        f"job {job_id} queued for study {job.study_name} ({job.n_trials or 'timed'} trials, {job.workers} worker "
+        "slot(s))"
     )
     print(f"log: {job.log_path}")
     print(f"watch: python -m core jobs show {job_id} --follow")

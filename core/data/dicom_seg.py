@@ -62,7 +62,10 @@ def geometry_problem(seg: Any, slices: list) -> str:
     if str(getattr(seg, "FrameOfReferenceUID", "")) != str(getattr(first, "FrameOfReferenceUID", "")):
         return "the DICOM-SEG's frame of reference differs from the image series' (made for another scan?)"
     if (int(seg.Rows), int(seg.Columns)) != (int(first.Rows), int(first.Columns)):
-        return f"DICOM-SEG frames are {seg.Rows}x{seg.Columns} pixels but the series' slices are {first.Rows}x{first.Columns}"
+        return (
+            f"DICOM-SEG frames are {seg.Rows}x{seg.Columns} pixels but the series' slices are "
+            f"{first.Rows}x{first.Columns}"
+        )
     by_uid = {str(ds.SOPInstanceUID): ds for ds in slices}
     for number, frame in enumerate(seg.PerFrameFunctionalGroupsSequence, start=1):
         problem = _frame_problem(seg, frame, by_uid)

@@ -42,7 +42,8 @@ def entry_problem(path: Path) -> str:
 
 
 def special_file_problems(root: Path) -> dict[str, str]:
-    """Every entry below ``root`` that is not a regular file or folder (paths relative to ``root``), a few named, then a count."""
+    """Every entry below ``root`` that is not a regular file or folder (paths relative to ``root``), a few named, then a
+    count."""
     found: list[tuple[str, str]] = []
     seen: set[Path] = set()
     pending = deque([Path(root)])

@@ -39,7 +39,8 @@ MASK_MODES = ("1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I;16B", "I;16L", "I;1
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Decode an image to uint8 HxWxC (C = 1 grey or 3 RGB, any C for ``.npy``); 16-bit images are min-max scaled to 8 bits."""
+    """Decode an image to uint8 HxWxC (C = 1 grey or 3 RGB, any C for ``.npy``); 16-bit images are min-max scaled to 8
+    bits."""
     if Path(path).suffix.lower() == ARRAY_EXTENSION:
         return read_array_image(Path(path))
     with Image.open(path) as image:

@@ -175,7 +175,8 @@ class DatasetManifest:
     name: str
     created: str  # ISO 8601, UTC
     source: str  # the folder or zip it was ingested from
-    channels: int  # 1 (grey) or 3 (RGB): the widest image in the set; volumes: one per sequence (then .npy images unless 1 or 3)
+    # 1 (grey) or 3 (RGB): the widest image in the set; volumes: one per sequence (then .npy images unless 1 or 3)
+    channels: int
     bit_depth: int  # 8 or 16: the deepest image in the set
     classes: tuple[str, ...]  # segmentation: index = mask value, classes[0] is background; classification: label names
     pairs: tuple[PairInfo, ...]

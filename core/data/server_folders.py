@@ -64,7 +64,10 @@ def resolve_import_source(typed: str | Path, roots: Sequence[Path]) -> Path:
 def _typing_problem(text: str) -> str:
     """Why a typed path cannot name a file at all (control characters, over the system's length limits), or ''."""
     if any(ord(char) < 32 or ord(char) == 127 for char in text):
-        return "the path holds a control character (such as a NUL byte or a line break); type the folder's path as plain text"
+        return (
+            "the path holds a control character (such as a NUL byte or a line break); type the folder's path as "
+            "plain text"
+        )
     if len(text.encode()) > _MAX_PATH_BYTES or any(len(part.encode()) > _MAX_NAME_BYTES for part in Path(text).parts):
         return (
             f"the path is too long ({len(text)} characters); a path may have at most {_MAX_PATH_BYTES} bytes and "

@@ -324,7 +324,8 @@ def _check_labels(stems: Sequence[str], labels: Mapping[str, int]) -> None:
     unlabelled = sorted(set(stems) - set(labels))
     if unlabelled:
         raise SplitError(
-            f"{len(unlabelled)} item(s) have no class label, e.g. {unlabelled[:10]}; a stratified split needs every item's class"
+            f"{len(unlabelled)} item(s) have no class label, e.g. {unlabelled[:10]}; a stratified split needs every "
+            "item's class"
         )
 
 

@@ -97,7 +97,8 @@ def ingest_volumes(
     progress: Callable[[int, int], None] | None = None,
     confine_to: Sequence[Path] | None = None,
 ) -> DatasetManifest:
-    """Validate the volumes in ``source`` (folder or .zip) and store them as dataset ``name``; raises :class:`DatasetError`.
+    """Validate the volumes in ``source`` (folder or .zip) and store them as dataset ``name``; raises
+    :class:`DatasetError`.
 
     ``confine_to``: import roots (the dashboard's server paths): ``source`` must resolve under one of
     them and no link inside it may lead out (:mod:`core.data.server_folders`).
@@ -155,7 +156,8 @@ def _build(
     root = find_volume_root(unpacked) if unpacked else None
     if unpacked and root is None:
         problems["source"] = (
-            "no volumes found: expected imagesTr/ (or images/) with NIfTI files or DICOM series folders, and labelsTr/ (or labels/)"
+            "no volumes found: expected imagesTr/ (or images/) with NIfTI files or DICOM series folders, and "
+            "labelsTr/ (or labels/)"
         )
     cases = find_cases(root, problems) if root else []
     if root and not cases and not problems:
@@ -178,7 +180,9 @@ def _build(
     if not stored.pairs:
         raise DatasetError(
             {
-                "empty_fraction": "no slice was kept: no label volume has foreground; keep empty slices (a larger empty fraction)"
+                "empty_fraction": (
+                    "no slice was kept: no label volume has foreground; keep empty slices (a larger empty fraction)"
+                )
             }
         )
     sequences = stored.sequences or 1

@@ -36,9 +36,9 @@ DICOM_SEG_SUFFIX = ".dcm"  # a label file with this suffix is a DICOM-SEG
 MAX_VOLUME_BYTES = (
     2 << 30
 )  # one volume in memory (float32, all sequences): IngestLimits / SEGTUNE_MAX_VOLUME_MB override it
-AFFINE_ATOL_MM = 1e-3
+AFFINE_ATOL_MM = 1e-3  # image and label affines may differ by float noise, not by geometry
 SLICE_ATOL_MM = 1e-3  # DICOM slice positions closer than this are one position
-SPACING_RTOL = 0.01  # slice steps may differ by 1 % (decimal-string rounding, scanner jitter), not by a missing slice  # image and label affines may differ by float noise, not by geometry
+SPACING_RTOL = 0.01  # slice steps may differ by 1 % (decimal-string rounding, scanner jitter), not by a missing slice
 _SEQUENCE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 _SLICE_STEM = re.compile(r"^(?P<volume>.+)_s(?P<index>\d+)$")
 
@@ -112,8 +112,9 @@ def volume_size_problem(shape: Sequence[int], itemsize: int, max_bytes: int) -> 
         return ""
     dims = "x".join(str(int(n)) for n in shape)
     return (
-        f"declares {dims} = {voxels} voxels, about {needed >> 20} MiB in memory, above the limit of {max_bytes >> 20} MiB; "
-        f"crop or downsample it, or raise the ingest limit (ingest --max-volume-mb, SEGTUNE_MAX_VOLUME_MB)"
+        f"declares {dims} = {voxels} voxels, about {needed >> 20} MiB in memory, above the limit of "
+        f"{max_bytes >> 20} MiB; crop or downsample it, or raise the ingest limit (ingest --max-volume-mb, "
+        "SEGTUNE_MAX_VOLUME_MB)"
     )
 
 
@@ -307,7 +308,10 @@ def geometry_problem(image: Volume, label: Volume, *, what: str = "label") -> st
     if image.orientation != label.orientation:
         return f"{what} orientation {label.orientation} differs from the image's {image.orientation}"
     if not np.allclose(image.affine, label.affine, atol=AFFINE_ATOL_MM):
-        return f"{what} origin/direction (affine) differs from the image's by up to {np.abs(image.affine - label.affine).max():.4g} mm"
+        return (
+            f"{what} origin/direction (affine) differs from the image's by up to "
+            f"{np.abs(image.affine - label.affine).max():.4g} mm"
+        )
     return ""
 
 

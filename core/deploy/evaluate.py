@@ -60,7 +60,8 @@ class CaseReport:
 
     def summary(self) -> str:
         lines = [
-            f"{len(self.cases)} case(s) scored, {len(self.skipped)} file(s) skipped; NSD tolerance {self.tolerance:g} px"
+            f"{len(self.cases)} case(s) scored, {len(self.skipped)} file(s) skipped; NSD tolerance "
+            f"{self.tolerance:g} px"
         ]
         for metric in CASE_METRICS:
             stats = summarise([case[metric] for case in self.cases.values()])

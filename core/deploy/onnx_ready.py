@@ -27,7 +27,8 @@ from torch import nn
 
 
 def pool_matrix(size: int, bins: int) -> torch.Tensor:
-    """(bins, size) averaging matrix of adaptive average pooling: bin i covers [floor(i*size/bins), ceil((i+1)*size/bins))."""
+    """(bins, size) averaging matrix of adaptive average pooling: bin i covers [floor(i*size/bins),
+    ceil((i+1)*size/bins))."""
     matrix = torch.zeros(bins, size)
     for index in range(bins):
         start, end = (index * size) // bins, -(-(index + 1) * size // bins)

@@ -1,9 +1,9 @@
 """Segment a folder of images with an exported model (bundle or int8 TorchScript variant).
 
-Images are fed exactly as in training (core.data: grey/RGB, or ``.npy`` arrays with one channel
-per sequence for multi-sequence models; bilinear resize to the model's size, [0, 1] floats); each predicted mask is resized back to its image (nearest) and written as a PNG:
-0/255 for binary models, class indices otherwise. A file that cannot be read is reported and
-skipped — one bad scan must not cost the rest of the folder.
+Images are fed exactly as in training (core.data: grey/RGB, or ``.npy`` arrays with one channel per sequence for
+multi-sequence models; bilinear resize to the model's size, [0, 1] floats); each predicted mask is resized back to its
+image (nearest) and written as a PNG: 0/255 for binary models, class indices otherwise. A file that cannot be read is
+reported and skipped — one bad scan must not cost the rest of the folder.
 """
 
 from __future__ import annotations

@@ -47,7 +47,8 @@ BASELINE_LABELS = {
 
 FLAG_TEXT = {
     TrialFlag.CONSTANT_PREDICTION: "predicts (nearly) one class everywhere on validation",
-    TrialFlag.NOT_BETTER_THAN_BASELINE: f"does not beat a constant predictor by {BASELINE_MARGIN} on the first objective",
+    TrialFlag.NOT_BETTER_THAN_BASELINE: f"does not beat a constant predictor by {BASELINE_MARGIN} on the first "
+    "objective",
 }
 
 

@@ -39,7 +39,8 @@ class LabelPredictions:
         n = len(self.stems)
         if not (len(self.labels) == len(self.probabilities) == len(self.folds) == n):
             raise ValueError(
-                f"{n} stems but {len(self.labels)} labels, {len(self.probabilities)} probability rows, {len(self.folds)} folds"
+                f"{n} stems but {len(self.labels)} labels, {len(self.probabilities)} probability rows, "
+                f"{len(self.folds)} folds"
             )
         if self.probabilities.ndim != 2 or self.probabilities.shape[1] != len(self.classes):
             raise ValueError(f"probabilities must be (N, {len(self.classes)}), got {self.probabilities.shape}")

@@ -1,10 +1,10 @@
 """The architecture registry: one entry per architecture holds everything SegTune knows about it.
 
-An entry says which task it serves (segmentation or classification), how to build the model, which tunable hyperparameters it takes (the spec catalogue
-activates the others only for it), and which image sizes it accepts (smp's class-level
-``requires_divisible_input_shape`` / output-stride rule, as a function of the config). Every entry
-takes every compression method (core.deploy.compression.traceable makes each one traceable). The spec catalogue, the New study form, validation, the
-results pages and compression all read this table, so adding an architecture is adding an entry
+An entry says which task it serves (segmentation or classification), how to build the model, which tunable
+hyperparameters it takes (the spec catalogue activates the others only for it), and which image sizes it accepts (smp's
+class-level ``requires_divisible_input_shape`` / output-stride rule, as a function of the config). Every entry takes
+every compression method (core.deploy.compression.traceable makes each one traceable). The spec catalogue, the New study
+form, validation, the results pages and compression all read this table, so adding an architecture is adding an entry
 (its tests are generated from the registry). Torch-free: factories are imported on first use.
 
 The smp entries follow ``segmentation_models_pytorch.MODEL_ARCHITECTURES_MAPPING`` (by class name);

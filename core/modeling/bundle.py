@@ -130,7 +130,8 @@ class BundleConfig:
         return ModelConfig.from_dict(self.model)
 
     def to_json(self) -> str:
-        """Today's format: the fields, plus ``input`` and ``output`` derived from them for readers without SegTune (predict.py)."""
+        """Today's format: the fields, plus ``input`` and ``output`` derived from them for readers without SegTune
+        (predict.py)."""
         binary = len(self.classes) == 2
         output = {
             "activation": "sigmoid" if binary else "softmax",

@@ -55,7 +55,8 @@ BACKBONES: dict[str, Backbone] = {
 
 
 class ClassifierHead(nn.Sequential):
-    """P4's head: conv(kernel, filters) + BN + ReLU -> global average pool -> dense(units) + ReLU -> dropout -> logits."""
+    """P4's head: conv(kernel, filters) + BN + ReLU -> global average pool -> dense(units) + ReLU -> dropout ->
+    logits."""
 
     def __init__(
         self, in_channels: int, num_classes: int, *, kernel_size: int, filters: int, dense_units: int, dropout: float

@@ -54,7 +54,8 @@ def check_encoder(config: ModelConfig) -> None:
         raise ModelBuildError(f"DPT needs a ViT encoder ('tu-' + a timm ViT), e.g. {list(DPT_ENCODERS)}; got {name!r}")
     if arch != "DPT" and is_vit(name):
         raise ModelBuildError(
-            f"{arch} needs an encoder with down-sampling stages (e.g. resnet18); ViT encoders like {name!r} work only with DPT"
+            f"{arch} needs an encoder with down-sampling stages (e.g. resnet18); ViT encoders like {name!r} work "
+            "only with DPT"
         )
     if name.startswith("mit_b") and arch in _NO_MIT:
         raise ModelBuildError(

@@ -1,8 +1,9 @@
-"""The loss registry: ``segmentation_models_pytorch.losses`` plus weighted hybrids (as in the cell-segmentation optimizer x loss study).
+"""The loss registry: ``segmentation_models_pytorch.losses`` plus weighted hybrids (as in the cell-segmentation
+optimizer x loss study).
 
-Over ``segmentation_models_pytorch.losses`` Every loss is called as ``loss(logits, target)`` with logits (N, C, H, W) and a long target
-(N, H, W) of class indices (uint8 works too), whatever the underlying loss wants: binary losses
-get the target as (N, 1, H, W) floats, multiclass losses as long indices.
+Over ``segmentation_models_pytorch.losses`` Every loss is called as ``loss(logits, target)`` with logits (N, C, H, W)
+and a long target (N, H, W) of class indices (uint8 works too), whatever the underlying loss wants: binary losses get
+the target as (N, 1, H, W) floats, multiclass losses as long indices.
 """
 
 from __future__ import annotations

@@ -1,1 +1,2 @@
-"""Reading results: trial tables, learning curves, preview masks, classification predictions and insights (read-only)."""
+"""Reading results: trial tables, learning curves, preview masks, classification predictions and insights
+(read-only)."""

@@ -17,9 +17,9 @@ from core.results.trials import ResultsError
 def learning_curves(trials: Sequence[FrozenTrial], metric: str, *, each_fold: bool = False) -> pd.DataFrame:
     """Tidy per-epoch values: columns trial, state, split (train/val/lr/objective), epoch, value.
 
-    ``metric`` is one of :func:`~core.metrics.catalogue.curve_metrics` of either task. Trials without a stored history (still running,
-    or written by another tool) fall back to their reported intermediate values. With ``each_fold``,
-    a cross-validated trial gives one curve per fold, its split named e.g. ``"val · fold 1"``
+    ``metric`` is one of :func:`~core.metrics.catalogue.curve_metrics` of either task. Trials without a stored history
+    (still running, or written by another tool) fall back to their reported intermediate values. With ``each_fold``, a
+    cross-validated trial gives one curve per fold, its split named e.g. ``"val · fold 1"``
     (:func:`~core.contract.fold_name`; otherwise its curves are fold 0's, the stored ``history``).
     """
     known = list(dict.fromkeys(name for task in Task for name in curve_metrics(task)))

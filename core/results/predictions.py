@@ -63,7 +63,8 @@ def load_predictions(study: optuna.Study, trial_number: int, artifact_store: Art
     predictions = _stored_predictions(trial, artifact_store)
     if predictions is None:
         raise ResultsError(
-            f"trial #{trial_number} stored no predictions (state {trial.state.name.lower()}): only completed trials have them"
+            f"trial #{trial_number} stored no predictions (state {trial.state.name.lower()}): only completed trials "
+            "have them"
         )
     return predictions
 
@@ -83,7 +84,8 @@ def confusion_matrix(study: optuna.Study, trial_number: int) -> np.ndarray:
     stored = trial.user_attrs.get(TrialAttr.CONFUSION_MATRIX)
     if stored is None:
         raise ResultsError(
-            f"trial #{trial_number} has no confusion matrix (state {trial.state.name.lower()}): only completed trials have one"
+            f"trial #{trial_number} has no confusion matrix (state {trial.state.name.lower()}): only completed "
+            "trials have one"
         )
     return np.asarray(stored, dtype=np.int64)
 
@@ -164,7 +166,8 @@ class PredictionComparison:
 def compare_predictions(
     study: optuna.Study, trial_numbers: Sequence[int], artifact_store: ArtifactStore
 ) -> PredictionComparison:
-    """The selected trials' predictions aligned on the images they all validated (trials without any are listed in ``missing``)."""
+    """The selected trials' predictions aligned on the images they all validated (trials without any are listed in
+    ``missing``)."""
     _check_classification(study)
     loaded: dict[int, LabelPredictions] = {}
     missing: list[int] = []

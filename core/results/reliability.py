@@ -71,10 +71,13 @@ def evaluation_note(study_attrs: dict[str, Any], task: Task) -> str | None:
     evaluation = study_attrs.get(StudyAttr.EVALUATION) or {}
     if evaluation.get("resolution") == "native":
         return (
-            f"Scores are at each image's original resolution (NSD tolerance {evaluation.get('nsd_tolerance', 2):g} px); "
-            "the learning curves are at the training size."
+            f"Scores are at each image's original resolution (NSD tolerance {evaluation.get('nsd_tolerance', 2):g} "
+            "px); the learning curves are at the training size."
         )
-    return "Scores are at the study's training size (this study was made before SegTune scored at the original resolution)."
+    return (
+        "Scores are at the study's training size (this study was made before SegTune scored at the original "
+        "resolution)."
+    )
 
 
 def baselines(study: optuna.Study) -> dict[str, Any]:
@@ -111,7 +114,10 @@ class RunnerUp:
         interval = f"95 % interval of the validation Dice difference over {self.units}: {low:+.3f} to {high:+.3f}"
         if self.distinguishable:
             return f"Trial #{self.best} is better than the runner-up #{self.runner_up} ({interval})."
-        return f"Trial #{self.best} is not distinguishable from the runner-up #{self.runner_up} ({interval}): the ranking between them is noise."
+        return (
+            f"Trial #{self.best} is not distinguishable from the runner-up #{self.runner_up} ({interval}): the "
+            "ranking between them is noise."
+        )
 
 
 def best_vs_runner_up(study: optuna.Study, frame: pd.DataFrame) -> RunnerUp | None:

@@ -44,7 +44,8 @@ class TrialCache:
         self._lock = threading.Lock()
 
     def refresh(self, max_age_s: float = 0.0) -> bool:
-        """Bring the cache up to date (unless it was refreshed less than ``max_age_s`` ago); True if anything changed."""
+        """Bring the cache up to date (unless it was refreshed less than ``max_age_s`` ago); True if anything
+        changed."""
         with self._lock:
             if self.clock() - self._last_refresh < max_age_s:
                 return False

@@ -99,7 +99,8 @@ def get_trial(study: optuna.Study, number: int) -> FrozenTrial:
         if trial.number == number:
             return trial
     raise ResultsError(
-        f"study {study.study_name!r} has no trial #{number} (it has {len(trials)} trials, numbered 0..{len(trials) - 1})"
+        f"study {study.study_name!r} has no trial #{number} (it has {len(trials)} trials, numbered "
+        f"0..{len(trials) - 1})"
     )
 
 

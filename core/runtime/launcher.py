@@ -106,7 +106,8 @@ def plan_slots(
         match = _CUDA_DEVICE.match(name)
         if match and int(match.group(1)) >= gpu_count:
             raise LaunchError(
-                f"device {name!r} is not visible here ({gpu_count} GPU(s)); valid: {['cpu'] + [f'cuda:{i}' for i in range(gpu_count)]}"
+                f"device {name!r} is not visible here ({gpu_count} GPU(s)); valid: "
+                f"{['cpu'] + [f'cuda:{i}' for i in range(gpu_count)]}"
             )
     names = names or ([f"cuda:{i}" for i in range(gpu_count)] or ["cpu"])
     if workers is not None:

@@ -54,12 +54,16 @@ def submit_job(
     target = total_budget(spec)
     if target is not None and trial_counts(study).done >= target:
         raise JobError(
-            f"study {spec.name!r} has already run its {target} trials; extend it (`python -m core jobs extend ID --trials N`) or raise budget.n_trials"
+            f"study {spec.name!r} has already run its {target} trials; extend it (`python -m core jobs extend ID "
+            "--trials N`) or raise budget.n_trials"
         )
     packed = per_gpu if isinstance(per_gpu, int) else max(Counter(slots).values(), default=1)
     job_id = queue_job(settings, spec, target, launcher.normalise_devices(devices), len(slots), packed)
     if _dataset_gone(settings, spec.dataset):  # a delete raced past its job check (core.runtime.dataset_guard)
-        message = f"dataset {spec.dataset!r} was deleted while the job was being queued; add the dataset again, then resume job {job_id}"
+        message = (
+            f"dataset {spec.dataset!r} was deleted while the job was being queued; add the dataset again, then "
+            f"resume job {job_id}"
+        )
         with tables_engine(settings).begin() as connection:
             set_status(connection, job_id, JobState.FAILED, when=[JobState.QUEUED], error=message)
         raise JobError(message)
@@ -135,7 +139,8 @@ def cancel_job(settings: Settings, job_id: int) -> Job:
             set_status(connection, job_id, JobState.CANCELLING, when=[JobState.RUNNING])
         elif job.status != JobState.CANCELLING:
             raise JobError(
-                f"job {job_id} is {job.status}; only {list(ACTIVE_STATES) + [JobState.INTERRUPTED]} jobs can be cancelled"
+                f"job {job_id} is {job.status}; only {list(ACTIVE_STATES) + [JobState.INTERRUPTED]} jobs can be "
+                "cancelled"
             )
     reconcile(settings)  # no live worker left to acknowledge: cancelled now
     return get_job(settings, job_id)

@@ -104,8 +104,8 @@ def plan(
     max_epochs = _epochs(fingerprint, reasons)
     space["epochs"] = max_epochs
     reasons.append(
-        f"search: TPE with Hyperband pruning over {n_trials} trials — it reached random search's best in less compute in "
-        "bench/search_efficiency.py; Hyperband stops weak trials after a few epochs"
+        f"search: TPE with Hyperband pruning over {n_trials} trials — it reached random search's best in less "
+        "compute in bench/search_efficiency.py; Hyperband stops weak trials after a few epochs"
     )
     spec = {
         "name": name or f"auto-{dataset}",
@@ -164,9 +164,12 @@ def _batch_size(fp: Fingerprint, size: int, kind: str, reasons: list[str]) -> in
     if batch < 4:
         reasons.append(f"batch size {batch}: only ~{train} training images, and several steps per epoch matter more")
         return batch
+    steps = (
+        "" if batch == fits else f"; at most a quarter of the ~{train} training images, so an epoch has several steps"
+    )
     reasons.append(
-        f"batch size {batch // 2} or {batch}: about {fits} images of {size} px fit a {'GPU' if kind == 'cuda' else 'CPU'} "
-        f"trial{'' if batch == fits else f'; at most a quarter of the ~{train} training images, so an epoch has several steps'}"
+        f"batch size {batch // 2} or {batch}: about {fits} images of {size} px fit a "
+        f"{'GPU' if kind == 'cuda' else 'CPU'} trial{steps}"
     )
     return {"choices": [batch // 2, batch]}
 
@@ -202,13 +205,15 @@ def _losses(fp: Fingerprint, reasons: list[str]) -> dict[str, Any]:
     elif fp.foreground_median < SMALL_FOREGROUND:
         losses = ["dice_focal", "tversky", "dice_bce"]
         reasons.append(
-            f"losses Dice+focal, Tversky, Dice+BCE: the foreground is small (median {share} of pixels), so a pixel-wise "
-            "loss alone would be dominated by background; Tversky trades missed foreground against false alarms"
+            f"losses Dice+focal, Tversky, Dice+BCE: the foreground is small (median {share} of pixels), so a "
+            "pixel-wise loss alone would be dominated by background; Tversky trades missed foreground against false "
+            "alarms"
         )
     elif fp.foreground_median > LARGE_FOREGROUND:
         losses = ["dice_bce", "bce", "jaccard_bce"]
         reasons.append(
-            f"losses Dice+BCE, BCE, Jaccard+BCE: the foreground is large (median {share} of pixels); pixel-wise losses are well posed"
+            f"losses Dice+BCE, BCE, Jaccard+BCE: the foreground is large (median {share} of pixels); pixel-wise "
+            "losses are well posed"
         )
     else:
         losses = ["dice_bce", "dice_focal", "dice"]
@@ -235,8 +240,8 @@ def _augmentation(fp: Fingerprint, reasons: list[str]) -> dict[str, Any]:
             "aug_brightness_contrast": {"choices": [0.1, 0.3]} if fp.bit_depth == 16 or small else 0.2,
         }
         reasons.append(
-            f"augmentation for grey scans: left-right flips, rotations up to {rotate:.0f}°, 10 % shift/scale, brightness/contrast "
-            "changes (scanners differ); no up-down flips, anatomy has an orientation"
+            f"augmentation for grey scans: left-right flips, rotations up to {rotate:.0f}°, 10 % shift/scale, "
+            "brightness/contrast changes (scanners differ); no up-down flips, anatomy has an orientation"
             + ("; contrast range searched: 16-bit images" if fp.bit_depth == 16 else "")
         )
     else:

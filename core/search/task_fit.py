@@ -32,8 +32,9 @@ def task_problem(spec: StudySpec, dataset_task: Task) -> str | None:
     if spec.task == Task.CLASSIFICATION:
         return (
             f"study {spec.name!r} is a classification study but dataset {dataset!r} is a segmentation dataset "
-            f"(images + masks): pick a classification dataset, make one from this dataset's masks (each image labelled by "
-            f"whether its mask is empty: 'Classify by mask: empty / not empty' on the Datasets page, or python -m core datasets from-masks "
+            "(images + masks): pick a classification dataset, make one from this dataset's masks (each image "
+            "labelled by whether its mask is empty: 'Classify by mask: empty / not empty' on the Datasets page, or "
+            "python -m core datasets from-masks "
             f'{dataset} --name {dataset}-presence), or set "task": "segmentation"'
         )
     return (

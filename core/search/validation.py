@@ -203,7 +203,10 @@ def _patch_problem(spec: StudySpec) -> str | None:
     if spec.is_classification:
         return f"patches are for segmentation (a {spec.task} study sees each image whole); remove patch_size"
     if not 32 <= spec.patch_size <= spec.image_size or spec.patch_size % 32:
-        return f"must be a multiple of 32 from 32 to image_size ({spec.image_size}), or null for whole images; got {spec.patch_size}"
+        return (
+            f"must be a multiple of 32 from 32 to image_size ({spec.image_size}), or null for whole images; got "
+            f"{spec.patch_size}"
+        )
     return None
 
 

@@ -346,7 +346,8 @@ def evaluate(
     num_classes: int,
     patch_size: int | None = None,
 ) -> dict[str, float]:
-    """Val/test metrics plus mean loss over ``data``, accumulated on the device (by sliding window with a ``patch_size``)."""
+    """Val/test metrics plus mean loss over ``data``, accumulated on the device (by sliding window with a
+    ``patch_size``)."""
     return evaluate_detailed(
         model, data, batch_size, loss_fn=loss_fn, mode=mode, num_classes=num_classes, patch_size=patch_size
     ).metrics

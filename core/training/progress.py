@@ -112,7 +112,8 @@ class TrialBar:
         if self.bar.total != total:  # the batch size changed (out-of-memory retry)
             self.bar.total = total
         self.bar.set_description_str(
-            f"trial {trial_number} · epoch {progress.epoch}/{progress.epochs} · batch {progress.batch}/{progress.batches}",
+            f"trial {trial_number} · epoch {progress.epoch}/{progress.epochs} · batch "
+            f"{progress.batch}/{progress.batches}",
             refresh=False,
         )
         done = (progress.epoch - 1) * progress.batches + progress.batch

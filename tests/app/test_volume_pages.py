@@ -1,4 +1,5 @@
-"""Datasets page with a volume dataset: ingest from the Medical volumes tab, step through slices, per-volume statistics."""
+"""Datasets page with a volume dataset: ingest from the Medical volumes tab, step through slices, per-volume
+statistics."""
 
 from __future__ import annotations
 

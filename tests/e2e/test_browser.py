@@ -1,4 +1,5 @@
-"""A real browser against the dashboard (`python -m app.serve`): sign in; add data, start a tiny study, watch it, get the model.
+"""A real browser against the dashboard (`python -m app.serve`): sign in; add data, start a tiny study, watch it, get
+the model.
 
 Needs Debian's chromium (`apt-get install -y chromium`) and the playwright Python package; never
 `playwright install`. Screenshots of every page land in test-output/screenshots/ (look at them:

@@ -264,8 +264,8 @@ def test_a_flood_from_many_addresses_slows_every_guesser_but_no_signed_in_user(t
         log = dashboard.log_text()
     assert "login failed from 10.9.9.6 (1 in a row): locked out for 30 s (network 10.9.9.0/24)" in log
     assert (
-        "login failed from 192.0.2.1 (1 in a row): locked out for 10 s (every address: the server's failure budget is spent)"
-        in log
+        "login failed from 192.0.2.1 (1 in a row): locked out for 10 s (every address: the server's failure budget "
+        "is spent)" in log
     )
 
 

@@ -36,7 +36,10 @@ OVERFLOW_JS = """
         over_container: Math.max(0, box.right - room.right),
         over_window: Math.max(0, box.right - Math.min(window.innerWidth, main.right)),
         page_scrolls: document.documentElement.scrollWidth > document.documentElement.clientWidth,
-        content_fits: (() => { const s = table.querySelector(".dvn-scroller"); return !s || s.scrollWidth <= s.clientWidth + 1; })(),
+        content_fits: (() => {
+            const s = table.querySelector(".dvn-scroller");
+            return !s || s.scrollWidth <= s.clientWidth + 1;
+        })(),
         // the grid's accessible header row lists the columns it draws, the last maybe cut at the edge
         headers: [...table.querySelectorAll("th")].map(header => header.textContent),
     };

@@ -113,7 +113,8 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def dicom_seg(path: Path, series: Path, label: np.ndarray, names: tuple[str, ...] = ("organ",)) -> Path:
-    """A DICOM-SEG (highdicom) of ``label`` (X, Y, Z class indices on :func:`dicom_series`'s grid) for the series in ``series``."""
+    """A DICOM-SEG (highdicom) of ``label`` (X, Y, Z class indices on :func:`dicom_series`'s grid) for the series in
+    ``series``."""
     import highdicom as hd
     import pydicom
     from pydicom.sr.codedict import codes

@@ -1,4 +1,5 @@
-"""A classification study through the real CLI on real CT: ``tune`` (3-fold CV), ``export --format all``, ``predict`` to a CSV.
+"""A classification study through the real CLI on real CT: ``tune`` (3-fold CV), ``export --format all``, ``predict`` to
+a CSV.
 
 The dataset is the liver / no-liver crop set from ``../shared/datasets/ct_liver_msd``
 (tests/helpers/classification_sets.py), four volumes, at 64 px; MobileNetV2 with a small head, 2 epochs, one trial.

@@ -194,7 +194,8 @@ def trade_off_table(reports: list[VariantReport]) -> str:
     for report in reports:
         test = f"{report.test[first]:.3f}{_delta(report, f'test_{first}')}" if report.test else "-"
         rows.append(
-            f"{report.name:24} {report.val[first]:.3f}{_delta(report, f'val_{first}'):>10} {test:>16} {report.val[second]:8.3f} "
-            f"{report.size_mb:8.2f} {report.zipped_mb:8.2f} {report.nonzero_params:11,} {report.latency_ms:8.1f} {report.images_per_s:8.1f}"
+            f"{report.name:24} {report.val[first]:.3f}{_delta(report, f'val_{first}'):>10} {test:>16} "
+            f"{report.val[second]:8.3f} {report.size_mb:8.2f} {report.zipped_mb:8.2f} {report.nonzero_params:11,} "
+            f"{report.latency_ms:8.1f} {report.images_per_s:8.1f}"
         )
     return "\n".join(rows)

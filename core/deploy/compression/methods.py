@@ -1,4 +1,5 @@
-"""The compression methods: FX-graph int8 (static, QAT), dynamic int8 and magnitude pruning (core.deploy.compression.pruning)."""
+"""The compression methods: FX-graph int8 (static, QAT), dynamic int8 and magnitude pruning
+(core.deploy.compression.pruning)."""
 
 from __future__ import annotations
 
@@ -141,7 +142,8 @@ def _dynamic(
 def _quantization_aware(
     model: nn.Module, data: CompressionData, config: CompressionConfig, steps: StepCallback | None = None
 ) -> nn.Module:
-    """Fake-quant fine-tune (FX prepare_qat_fx, the recipe in core.deploy.compression.qat), then conversion to a real int8 model."""
+    """Fake-quant fine-tune (FX prepare_qat_fx, the recipe in core.deploy.compression.qat), then conversion to a real
+    int8 model."""
     from torch.ao.quantization.quantize_fx import convert_fx
 
     with quiet_quantization():

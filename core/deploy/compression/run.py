@@ -33,7 +33,8 @@ def study_compression_data(spec: StudySpec, settings: Settings) -> CompressionDa
 
 
 def _fine_tune_loss(config: CompressionConfig, bundle: BundleConfig) -> CompressionConfig:
-    """A classifier fine-tunes on a classification loss: a segmentation loss name (the form's default) becomes cross-entropy."""
+    """A classifier fine-tunes on a classification loss: a segmentation loss name (the form's default) becomes
+    cross-entropy."""
     if bundle.task == Task.CLASSIFICATION and config.loss not in CLASSIFICATION_LOSSES:
         return dataclasses.replace(config, loss=DEFAULT_CLASSIFICATION_LOSS)
     return config

@@ -264,7 +264,8 @@ class ShapeTracer(fx.Tracer):
 
 
 def traceable(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
-    """A copy of ``model`` as a graph without Python control flow, at ``example``'s size, in ``model``'s train/eval mode.
+    """A copy of ``model`` as a graph without Python control flow, at ``example``'s size, in ``model``'s train/eval
+    mode.
 
     Traced in eval mode, so computing a branch's value never updates BatchNorm statistics; branches on
     ``self.training`` (timm's stochastic depth) take their inference path.
