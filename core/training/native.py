@@ -53,7 +53,7 @@ class CaseScorer:
         """``mask``: class indices (S, S) at the model's size; ``truth``: the original mask (H, W)."""
         predicted = resize_mask(mask, *truth.shape)
         self.pixels.update_predictions(
-            torch.from_numpy(predicted)[None], torch.from_numpy(np.ascontiguousarray(truth))[None]
+            torch.from_numpy(np.array(predicted))[None], torch.from_numpy(np.array(truth))[None]
         )
         scores = case_mean(class_scores(predicted, truth, self.num_classes, tolerance=self.tolerance))
         self.rows.append(CaseRow(stem, *truth.shape, scores))
