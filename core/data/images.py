@@ -10,13 +10,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from core.errors import SegTuneError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 ARRAY_EXTENSION = ".npy"  # images whose channel count is neither 1 (grey) nor 3 (RGB)
 PICTURE_CHANNELS = (1, 3)  # what a picture file holds, and what grey <-> RGB conversion connects
+# What decoding a file that is not a readable image raises: Pillow raises all of these, SegTune its own.
+UNREADABLE_IMAGE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    UnidentifiedImageError,
+    ValueError,
+    SyntaxError,
+    Image.DecompressionBombError,
+    SegTuneError,
+)
 MAX_CHANNELS = 64  # sequences per case (channels per image): far above any MRI protocol, below a misread 4D series
 
 # Pillow mode -> (channels, bit depth) as SegTune reads it (palette and alpha images become RGB / grey).

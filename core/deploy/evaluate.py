@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from core.data.csv_safe import safe_cell
-from core.data.images import read_mask
+from core.data.images import UNREADABLE_IMAGE_ERRORS, read_mask
 from core.errors import SegTuneError
 from core.metrics.cases import CASE_METRICS, LOWER_IS_BETTER, NSD_TOLERANCE, case_mean, class_scores, summarise
 
@@ -165,14 +164,7 @@ def _pair_problem(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> str 
 def _read(path: Path) -> np.ndarray:
     try:
         return read_mask(path)
-    except (
-        OSError,
-        UnidentifiedImageError,
-        ValueError,
-        SyntaxError,
-        Image.DecompressionBombError,
-        SegTuneError,
-    ) as exc:
+    except UNREADABLE_IMAGE_ERRORS as exc:
         raise _Skip(f"unreadable mask {path.name} ({exc})") from exc
 
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from core.contract import Task
-from core.data.images import ARRAY_EXTENSION, IMAGE_EXTENSIONS, channel_problem, read_image
+from core.data.images import ARRAY_EXTENSION, IMAGE_EXTENSIONS, UNREADABLE_IMAGE_ERRORS, channel_problem, read_image
 from core.data.tensors import prepare_image, resize_mask
 from core.data.visual import overlay_mask
 from core.errors import SegTuneError
@@ -144,14 +144,7 @@ def read_input(path: Path, channels: int) -> tuple[np.ndarray | None, str]:
         return None, f"not an image type SegTune reads ({', '.join(IMAGE_SUFFIXES)})"
     try:
         pixels = read_image(path)
-    except (
-        OSError,
-        UnidentifiedImageError,
-        ValueError,
-        SyntaxError,
-        Image.DecompressionBombError,
-        SegTuneError,
-    ) as exc:  # PIL raises all of these
+    except UNREADABLE_IMAGE_ERRORS as exc:
         return None, f"unreadable image ({type(exc).__name__}: {exc})"
     mismatch = channel_problem(pixels.shape[-1], channels)
     return (None, mismatch) if mismatch else (pixels, "")
