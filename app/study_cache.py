@@ -191,11 +191,10 @@ def objective_names(name: str) -> list[str]:
 
 
 def trials(name: str, numbers: tuple[int, ...]) -> list[FrozenTrial]:
-    """The given trials (in order), from the study's incremental trial cache."""
+    """The given trials (in order), whole (histories included), from the study's incremental trial cache."""
     results = _results(name).trials
     results.refresh(max_age_s=STAMP_MAX_AGE_S)
-    by_number = {trial.number: trial for trial in results.trials()}
-    return [by_number[number] for number in numbers if number in by_number]
+    return results.full_trials(numbers)  # with their curves: the leaderboard's summaries leave them out
 
 
 def learning_curves(name: str, numbers: tuple[int, ...], metric: str, each_fold: bool = False) -> pd.DataFrame:

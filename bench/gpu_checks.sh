@@ -1,25 +1,30 @@
 #!/usr/bin/env bash
 # The GPU checks behind bench/RESULTS.md's GPU figures, as one run for a lent GPU machine.
 #
-#   bash bench/gpu_checks.sh DATA_DIR OUT_DIR     # DATA_DIR holds ct_liver_msd/ (images/ + masks/)
+#   bash bench/gpu_checks.sh OUT_DIR                         # issue 25 (the default STEPS=14): under 10 minutes
+#   STEPS=123 bash bench/gpu_checks.sh DATA_DIR OUT_DIR      # issue 13's checks; DATA_DIR holds ct_liver_msd/
 #
-# 1. bench/gpu_throughput.py: packing 1/2/4/8 Unet-resnet34 trials on one GPU, the probe's memory
-#    estimate against the measured peak.
+# 1. bench/gpu_throughput.py: 1/2/4 Unet-resnet34 trials packed on one GPU, each eager, compiled and
+#    compiled + CUDA graphs (the spec's "compile": off, default, reduce-overhead), as images/s and
+#    the share of the measured matmul rate; the probe's memory estimate against the measured peak.
 # 2. The product end to end on the GPU: ingest the liver slices, `submit --per-gpu auto` (packed
 #    background workers), wait for the job, export the best trial (bundle + ONNX + TorchScript,
 #    parity-checked) and predict with it.
 # 3. bench/search_efficiency.py at 256 px, one process per method, all at once (the methods share
 #    the device alike; their "compute to reach random's best" is recomputed from the JSON files).
-# Each step writes its log to OUT_DIR; a failed step does not stop the next.
+# 4. bench/compile_study.py: the same 8-trial study (synthetic cells, 256 px, 3 epochs) end to end,
+#    eager vs the compiled mode that was faster in step 1: the study's wall time, compiling included.
+# Each step writes its log to OUT_DIR; a failed step does not stop the next. Steps 1 and 4 run one
+# after the other (the throughput figures need the GPU to themselves), each under its own timeout.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-DATA=${1:?DATA_DIR}
-OUT=${2:?OUT_DIR}
+if [[ $# -ge 2 ]]; then DATA=$1 OUT=$2; else DATA= OUT=${1:?OUT_DIR}; fi  # the issue-13 order (DATA OUT) still works
 PYTHON=${PYTHON:-python3}
 BUDGET_S=${BUDGET_S:-60}
 SIZE=${SIZE:-256}
 TRIALS=${TRIALS:-8}
-STEPS=${STEPS:-123}  # which of the steps below to run
+STEPS=${STEPS:-14}  # which of the steps below to run
+if [[ $STEPS == *[23]* && -z $DATA ]]; then echo "steps 2 and 3 need DATA_DIR (the folder holding ct_liver_msd/)"; exit 2; fi
 export PYTHONUNBUFFERED=1 SEGTUNE_HOME=${SEGTUNE_HOME:-/tmp/segtune-gpu}
 mkdir -p "$OUT"
 
@@ -27,9 +32,18 @@ mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 
 if [[ $STEPS == *1* ]]; then
-echo "== 1. packing and throughput"
+echo "== 1. packing and throughput: eager, compiled, compiled + CUDA graphs"
 # shellcheck disable=SC2086  # the arguments are meant to split
-timeout 300 "$PYTHON" bench/gpu_throughput.py ${THROUGHPUT_ARGS:---steps 100 --packing 1,2,4,8} --json "$OUT/throughput.json" 2>&1 | tee "$OUT/throughput.log"
+timeout ${THROUGHPUT_TIMEOUT_S:-300} "$PYTHON" bench/gpu_throughput.py ${THROUGHPUT_ARGS:---steps 60 --packing 1,2,4} --json "$OUT/throughput.json" 2>&1 | tee "$OUT/throughput.log"
+fi
+
+if [[ $STEPS == *4* ]]; then
+# the compiled mode that was faster in step 1 (one trial per GPU), else compiled + CUDA graphs
+COMPILED=$("$PYTHON" -c "import json,sys; rows=[r for r in json.load(open(sys.argv[1]))['rows'] if r['mode'] != 'off' and r['packed'] == 1 and not r['warning']]; print(max(rows, key=lambda r: r['images_per_s'])['mode'] if rows else 'reduce-overhead')" "$OUT/throughput.json" 2>/dev/null || echo reduce-overhead)
+echo "== 4. the same 8-trial study, eager vs $COMPILED"
+# shellcheck disable=SC2086
+timeout ${STUDY_TIMEOUT_S:-240} "$PYTHON" bench/compile_study.py ${STUDY_ARGS:---trials 8 --epochs 3 --images 400 --size 256} --modes "${STUDY_MODES:-off,$COMPILED}" \
+  --json "$OUT/compile_study.json" 2>&1 | tee "$OUT/compile_study.log"
 fi
 
 if [[ $STEPS == *2* ]]; then

@@ -8,8 +8,15 @@ probe's rule, and the projected time of the brain MRI study's 45-run grid (prese
 ``p5-resnet-unet-mri``: 5 ResNet encoders x 3 optimizers x 3 learning rates, 50 epochs) on one
 device, with each encoder's cost scaled from its counted FLOPs.
 
+Each packing is measured per compile mode (``--modes``, the spec's ``compile`` values): eager
+(``off``), compiled (``default``) and compiled + CUDA graphs (``reduce-overhead``), through the
+trainer's own :func:`core.training.compiled.compile_model` (its warm-up compiles; the time it
+took is reported, the timed steps come after it).
+
     python bench/gpu_throughput.py                         # on a GPU: the figures for bench/RESULTS.md
     python bench/gpu_throughput.py --device cpu --size 64 --batch 2 --steps 3 --packing 1,2   # CPU, small
+    python bench/gpu_throughput.py --device cpu --size 64 --batch 4 --steps 10 --packing 1 --modes off,default \
+        --encoder resnet18
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.modeling.build import build_model
 from core.modeling.config import ModelConfig
+from core.training.compiled import compile_model
 from core.training.estimate import analytic_memory_bytes
 
 P5_ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
@@ -36,6 +44,8 @@ P5_EPOCHS = 50
 P5_IMAGES = 3929  # LGG kaggle_3m slices (110 patients)
 TRAIN_SHARE, VAL_SHARE = 0.7, 0.16  # SegTune's default split
 EVAL_COST = 1 / 3  # a validation image costs about a third of a training image
+WARM_STEPS = 3  # after compiling: CUDA graphs are recorded on the first calls, not replayed yet
+MODE_LABELS = {"off": "eager", "default": "compiled", "reduce-overhead": "compiled + CUDA graphs"}
 
 
 def unet(encoder: str, channels: int) -> torch.nn.Module:
@@ -81,25 +91,33 @@ def _sync(device: torch.device) -> None:
 
 
 def _trial(rank: int, args: argparse.Namespace, start: mp.Event, results: mp.Queue) -> None:
-    """One packed trial: a warm-up step, then ``steps`` timed training steps."""
+    """One packed trial: compiled as ``args.mode`` says, warm-up steps, then ``steps`` timed training steps."""
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(rank)
-    model = unet("resnet34", args.channels).to(device)
+    model = unet(args.encoder, args.channels).to(device)
+    images = torch.rand(args.batch, args.channels, args.size, args.size, device=device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    images = torch.rand(args.batch, args.channels, args.size, args.size, device=device)
+        images = images.contiguous(memory_format=torch.channels_last)
     masks = (torch.rand(args.batch, 1, args.size, args.size, device=device) > 0.5).float()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), target)
+
+    compiled = compile_model(model, args.mode, (images, masks), loss_fn, lambda: autocast(device))
+    forward = compiled.module
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         with autocast(device):
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(images).float(), masks)
+            loss = loss_fn(forward(images), masks)
         loss.backward()
         optimizer.step()
 
-    step()
+    for _ in range(WARM_STEPS):
+        step()
     _sync(device)
     start.wait()
     began = time.perf_counter()
@@ -107,15 +125,14 @@ def _trial(rank: int, args: argparse.Namespace, start: mp.Event, results: mp.Que
         step()
     _sync(device)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
-    results.put((args.steps * args.batch, time.perf_counter() - began, peak))
+    results.put((args.steps * args.batch, time.perf_counter() - began, peak, compiled.seconds, compiled.warning))
 
 
-def packed_throughput(args: argparse.Namespace, packed: int) -> dict[str, float]:
+def packed_throughput(args: argparse.Namespace, packed: int, mode: str = "off") -> dict[str, object]:
     context = mp.get_context("spawn")
     start, results = context.Event(), context.Queue()
-    trial_args = argparse.Namespace(
-        **{**vars(args), "threads": max(1, args.threads // packed) if args.device == "cpu" else args.threads}
-    )
+    threads = max(1, args.threads // packed) if args.device == "cpu" else args.threads
+    trial_args = argparse.Namespace(**{**vars(args), "threads": threads, "mode": mode})
     processes = [context.Process(target=_trial, args=(rank, trial_args, start, results)) for rank in range(packed)]
     for process in processes:
         process.start()
@@ -126,7 +143,15 @@ def packed_throughput(args: argparse.Namespace, packed: int) -> dict[str, float]
         process.join()
     images = sum(o[0] for o in outcomes)
     seconds = max(o[1] for o in outcomes)
-    return {"packed": packed, "images_per_s": images / seconds, "peak_gib": max(o[2] for o in outcomes) / 2**30}
+    warnings = [o[4] for o in outcomes if o[4]]
+    return {
+        "mode": mode,
+        "packed": packed,
+        "images_per_s": images / seconds,
+        "peak_gib": max(o[2] for o in outcomes) / 2**30,
+        "compile_s": max(o[3] for o in outcomes),
+        "warning": warnings[0] if warnings else None,
+    }
 
 
 def project_p5(images_per_s_resnet34: float, flops: dict[str, float]) -> float:
@@ -148,6 +173,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--steps", type=int, default=30, help="timed training steps per trial")
     parser.add_argument("--packing", default="1,2,4", help="trials per device to measure")
     parser.add_argument(
+        "--modes", help="compile modes to measure (default off,default,reduce-overhead on CUDA; off on the CPU)"
+    )
+    parser.add_argument(
+        "--encoder", default="resnet34", choices=P5_ENCODERS, help="the U-Net's encoder for the packed trials"
+    )
+    parser.add_argument(
         "--matmul", type=int, help="matmul side for the peak rate (default 8192 on CUDA, 1024 on the CPU)"
     )
     parser.add_argument(
@@ -157,39 +188,49 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    modes = (args.modes or ("off,default,reduce-overhead" if device.type == "cuda" else "off")).split(",")
     torch.set_num_threads(args.threads)
     peak = matmul_rate(device, args.matmul or (8192 if device.type == "cuda" else 1024))
     flops = {encoder: training_flops(encoder, args.size, args.channels) for encoder in P5_ENCODERS}
     memory = analytic_memory_bytes(
-        unet("resnet34", args.channels), torch.rand(args.batch, args.channels, args.size, args.size)
+        unet(args.encoder, args.channels), torch.rand(args.batch, args.channels, args.size, args.size)
     )
     kind = "bf16" if device.type == "cuda" else "fp32"
     print(
         f"device {device} "
         f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{args.threads} CPU threads'}); "
-        f"measured {kind} matmul rate {peak / 1e12:.2f} TFLOP/s; Unet-resnet34 at {args.size} px, batch "
-        f"{args.batch}: {flops['resnet34'] / 1e9:.2f} GFLOP per training image; probe's memory estimate "
-        f"{memory / 2**30:.2f} GiB per trial"
+        f"torch {torch.__version__}; measured {kind} matmul rate {peak / 1e12:.2f} TFLOP/s; Unet-{args.encoder} at "
+        f"{args.size} px, batch {args.batch}: {flops[args.encoder] / 1e9:.2f} GFLOP per training image; probe's "
+        f"memory estimate {memory / 2**30:.2f} GiB per trial"
     )
     rows = []
-    for packed in [int(p) for p in args.packing.split(",")]:
-        row = packed_throughput(args, packed)
-        row["achieved"] = row["images_per_s"] * flops["resnet34"] / peak
-        row["p5_hours"] = project_p5(row["images_per_s"], flops) / 3600
-        rows.append(row)
+    for mode in modes:
+        for packed in [int(p) for p in args.packing.split(",")]:
+            row = packed_throughput(args, packed, mode)
+            row["achieved"] = row["images_per_s"] * flops[args.encoder] / peak
+            row["p5_hours"] = project_p5(row["images_per_s"] * flops[args.encoder] / flops["resnet34"], flops) / 3600
+            rows.append(row)
+            print(f"  {MODE_LABELS.get(mode, mode)} x {packed}: {row['images_per_s']:.1f} images/s", flush=True)
+    eager = {row["packed"]: row["images_per_s"] for row in rows if row["mode"] == "off"}
     print(
-        "| trials per device | images/s (all trials) | achieved share of matmul rate | peak memory per trial (GiB) | "
-        "p5 grid, projected hours |"
+        "| compile | trials per device | images/s (all trials) | vs eager | achieved share of matmul rate "
+        "| peak memory per trial (GiB) | compile time (s) | p5 grid, projected hours |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         memory_text = f"{row['peak_gib']:.2f}" if row["peak_gib"] else "- (CPU)"
+        ratio = f"{row['images_per_s'] / eager[row['packed']]:.2f}x" if row["packed"] in eager else "-"
         print(
-            f"| {row['packed']} | {row['images_per_s']:.1f} | {100 * row['achieved']:.1f} % | {memory_text} | "
-            f"{row['p5_hours']:.1f} |"
+            f"| {MODE_LABELS.get(row['mode'], row['mode'])}{' (fell back to eager)' if row['warning'] else ''} "
+            f"| {row['packed']} | {row['images_per_s']:.1f} | {ratio} | {100 * row['achieved']:.1f} % | {memory_text} "
+            f"| {row['compile_s']:.1f} | {row['p5_hours']:.1f} |"
         )
+    for row in rows:
+        if row["warning"]:
+            print(f"  {row['mode']} x {row['packed']}: {row['warning']}")
     result = {
         "device": str(device),
+        "torch": torch.__version__,
         "peak_flops": peak,
         "flops_per_image": flops,
         "memory_estimate_bytes": memory,

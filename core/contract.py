@@ -54,6 +54,7 @@ class TrialAttr(StrEnum):
     ERROR = "error"  # why a failed trial failed
     CANCELLED = "cancelled"  # True when a cancel stopped it
     OOM_RETRY_BATCH_SIZE = "oom_retry_batch_size"
+    COMPILE_WARNING = "compile_warning"  # why torch.compile fell back to eager (the trial still ran, eager)
     VAL_FOREGROUND_FRACTION = "val_foreground_fraction"  # share of validation pixels predicted as foreground
     FLAGS = "flags"  # list[TrialFlag]: why this trial should not be trusted (empty when none)
     VAL_IMAGE_COUNTS = "val_image_counts"  # per image [[tp, fp, fn] per foreground class]: bootstrap CIs

@@ -38,6 +38,9 @@ def test_gpu_throughput_runs_on_the_cpu(tmp_path: Path, capsys: pytest.CaptureFi
     rows = result["rows"]
     assert [row["packed"] for row in rows] == [1, 2]
     assert all(row["images_per_s"] > 0 and row["achieved"] > 0 and row["p5_hours"] > 0 for row in rows)
+    assert all(
+        row["mode"] == "off" and row["compile_s"] == 0 and row["warning"] is None for row in rows
+    )  # eager by default on the CPU
     flops = result["flops_per_image"]
     assert flops["resnet18"] < flops["resnet34"] < flops["resnet50"] < flops["resnet152"]
     assert (tmp_path / "out.json").is_file()
@@ -120,3 +123,75 @@ def test_classification_p4_compares_default_and_tuned_heads(tmp_path: Path, caps
     assert all(0.0 <= row["balanced_accuracy"] <= 1.0 and row["balanced_accuracy_sd"] >= 0 for row in result["rows"])
     assert result["baseline"] == pytest.approx(0.5) and (tmp_path / "p4.json").is_file()
     assert "| default VGG19 | VGG19 | 3, 64, 128, 0.5 |" in capsys.readouterr().out
+
+
+def test_compile_study_runs_eager_on_the_cpu(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The end-to-end study bench at its smallest (eager only: inductor takes minutes on a small CPU)."""
+    import compile_study
+
+    for name in ("SEGTUNE_HOME", "SEGTUNE_DB", "SEGTUNE_ARTIFACTS"):
+        monkeypatch.setenv(name, "restored after the test")  # the bench points them at its workspace
+    result = compile_study.main(
+        [
+            "--device",
+            "cpu",
+            "--modes",
+            "off",
+            "--trials",
+            "1",
+            "--epochs",
+            "1",
+            "--images",
+            "12",
+            "--size",
+            "32",
+            "--batch",
+            "4",
+            "--tiny",
+            "--home",
+            str(tmp_path / "home"),
+            "--json",
+            str(tmp_path / "study.json"),
+        ]
+    )
+    row = result["rows"][0]
+    assert (
+        row["mode"] == "off"
+        and row["complete"] == 1
+        and row["wall_s"] > 0
+        and len(row["epoch_s"]) == 1
+        and row["warnings"] == []
+    )
+    assert "| off |" in capsys.readouterr().out and (tmp_path / "study.json").is_file()
+
+
+@pytest.mark.slow
+def test_gpu_checks_script_runs_its_default_steps_on_the_cpu(tmp_path: Path) -> None:
+    """bench/gpu_checks.sh's default steps (throughput, then the study) at the smallest sizes, eager only."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "SEGTUNE_HOME": str(tmp_path / "home"),
+        "STUDY_MODES": "off",
+        "THROUGHPUT_ARGS": "--device cpu --size 32 --batch 2 --steps 1 --packing 1 --matmul 128 --threads 1",
+        "STUDY_ARGS": "--device cpu --trials 1 --epochs 1 --images 12 --size 32 --batch 4 --tiny",
+    }
+    done = subprocess.run(
+        ["bash", str(root / "bench" / "gpu_checks.sh"), str(tmp_path / "out")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert "== 1. packing and throughput" in done.stdout and "== 4. the same 8-trial study, eager vs" in done.stdout, (
+        done.stdout + done.stderr
+    )
+    assert (tmp_path / "out" / "throughput.json").is_file() and (tmp_path / "out" / "compile_study.json").is_file(), (
+        done.stdout + done.stderr
+    )

@@ -52,7 +52,7 @@ def test_slices_are_labelled_by_their_masks_and_keep_their_volumes(volumes: Path
     assert not manifest.is_volume and load_manifest(volumes, "ct-presence") == manifest
     clear_tensor_cache()
     data = load_tensor_set(volumes / "ct-presence", manifest, manifest.stems[:5], 32, 1)
-    assert data.labels.tolist() == [manifest.labels[s] for s in manifest.stems[:5]]
+    assert data.targets.tolist() == [manifest.labels[s] for s in manifest.stems[:5]]
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,12 @@ def test_defaults_round_trip_through_json() -> None:
     assert spec.param("optimizer") == ParamSpec.fixed(HYPERPARAMETERS["optimizer"].default)
 
 
+def test_compile_is_written_only_when_on_and_reads_back() -> None:
+    assert "compile" not in spec_from_dict(minimal()).to_dict()  # specs stored before the field compare equal
+    spec = spec_from_dict(minimal(compile="reduce-overhead"))
+    assert spec.compile == "reduce-overhead" and spec_from_dict(json.loads(spec.to_json())) == spec
+
+
 def test_every_problem_is_reported_with_its_field_and_the_valid_options() -> None:
     with pytest.raises(SpecError) as info:
         spec_from_dict(
@@ -71,6 +77,8 @@ def test_every_problem_is_reported_with_its_field_and_the_valid_options() -> Non
         ({"objectives": ["images_per_s"]}, "pruner", "cannot be pruned"),
         ({"objectives": ["val_dice", "val_dice"], "sampler": "nsga2", "pruner": "none"}, "objectives", "once"),
         ({"preview_count": 0}, "preview_count", "between 1 and 64"),
+        ({"compile": "max-autotune"}, "compile", "valid: ['off', 'default', 'reduce-overhead']"),
+        ({"compile": True}, "compile", "must be str"),
         ({"seed": -1}, "seed", "from 0 to 4,294,967,295"),
         ({"seed": 2**70}, "seed", "from 0 to 4,294,967,295"),
         ({"seed": 2**32}, "seed", "from 0 to 4,294,967,295"),

@@ -348,8 +348,14 @@ def test_labelled_images_are_trained_and_scored_as_classification() -> None:
         images=images, targets=torch.tensor([1, 1, 1, 0, 0, 0]), stems=squares_set.stems, task=Task.CLASSIFICATION
     )
     model = MeanBrightness()
+    # validation at the training batch here: a mean of batch means depends on the batch
     config = TrainConfig(
-        epochs=1, batch_size=4, loss="cross_entropy", optimizer=OptimizerConfig(name="sgd", lr=0.0), patience=10
+        epochs=1,
+        batch_size=4,
+        loss="cross_entropy",
+        optimizer=OptimizerConfig(name="sgd", lr=0.0),
+        patience=10,
+        eval_batch_size=4,
     )
     result = train_model(model, data, data, config, mode="binary", num_classes=2)
     detail = evaluate_detailed(model, data, 4, loss_fn=torch.nn.CrossEntropyLoss(), mode="binary", num_classes=2)

@@ -153,3 +153,46 @@ def test_latest_result_computes_once_per_version_in_the_background() -> None:
     with pytest.raises(ValueError, match="no figure"):
         latest.get(3, broken, wait=True)
     assert latest.get(3, compute(3), wait=True) == (30, False)  # a failure is retried, not cached
+
+
+def test_the_first_read_leaves_curves_out_until_a_page_asks_for_them(storage: optuna.storages.BaseStorage) -> None:
+    """Over an RDB storage finished trials come as summaries (no histories, no intermediate values);
+    the frame is still a fresh read's (a pruned trial's row from its last epoch, an infinite value
+    kept) and ``full_trials`` reads the whole trial once."""
+    study = make_study(storage)
+    finished_trial(study, 0.5, 1e-3)
+    study.add_trial(
+        optuna.trial.create_trial(  # pruned before its summary: the row needs the history
+            state=TrialState.PRUNED,
+            params={"lr": 1e-2},
+            distributions={"lr": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True)},
+            user_attrs={TrialAttr.HISTORY: [{"epoch": 1, "val_dice": 0.25}, {"epoch": 2, "val_dice": 0.3}]},
+            intermediate_values={1: 0.25, 2: 0.3},
+        )
+    )
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.COMPLETE,
+            value=float("-inf"),
+            user_attrs={TrialAttr.EPOCHS_RUN: 1, TrialAttr.VAL_METRICS: {"dice": 0.0}},
+        )
+    )
+    cache = cached_frame(study)
+    frame = cache.frame()
+    pd.testing.assert_frame_equal(frame, fresh(study))
+    assert (
+        frame.loc[1, "val_dice"] == 0.3
+        and frame.loc[1, "epochs_run"] == 2
+        and frame.loc[2, "objective_val_dice"] == float("-inf")
+    )
+    summaries = isinstance(storage, optuna.storages.RDBStorage)
+    first = cache.trials.trials()[0]
+    assert (TrialAttr.HISTORY in first.user_attrs) is not summaries and first.params == {"lr": 1e-3}
+    reads = cache.trials.trials_read
+    whole = cache.trials.full_trials([1, 0, 7])  # in the order asked; an unknown number is skipped
+    assert [t.number for t in whole] == [1, 0] and whole[0].intermediate_values == {1: 0.25, 2: 0.3}
+    assert whole[1].user_attrs[TrialAttr.HISTORY] == [{"epoch": e, "val_dice": 0.5 * e / 3} for e in range(1, 4)]
+    assert whole[1] == study.trials[0]
+    cache.trials.full_trials([0, 1])  # read once
+    assert cache.trials.trials_read == reads + (2 if summaries else 0)
+    pd.testing.assert_frame_equal(cache.frame(), frame)  # whole trials give the same rows

@@ -7,6 +7,10 @@ optuna-dashboard's trial cache (``_storage.get_trials``, ``_cached_extra_study_p
 any Optuna storage. :class:`FrameCache` builds the leaderboard's row of a finished trial once
 and appends new rows to the finished part of the frame, so a 1,000-trial study is tabulated
 once, then costs a few milliseconds per change. Both are thread-safe (one per study and server).
+
+Over an RDB storage the first read takes the finished trials as leaderboard summaries
+(:func:`core.results.trial_summaries.read_summaries`: no per-epoch histories, no intermediate
+values); :meth:`TrialCache.full_trials` reads the whole trial, once, when a page needs its curves.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from core.contract import Task
+from core.results.trial_summaries import rdb_engine, read_summaries
 from core.results.trials import best_numbers_for, finish_frame, frame_columns, trial_row
 
 UNFINISHED = (TrialState.RUNNING, TrialState.WAITING)
@@ -39,6 +44,7 @@ class TrialCache:
         self.trials_read = 0  # trials fetched from storage so far (what the cache saves is visible here)
         self._finished: dict[int, FrozenTrial] = {}
         self._unfinished: dict[int, FrozenTrial] = {}
+        self._summaries: set[int] = set()  # numbers of finished trials held without their curves (read_summaries)
         self._loaded = False
         self._last_refresh = -float("inf")
         self._lock = threading.Lock()
@@ -62,6 +68,17 @@ class TrialCache:
             merged = {**self._finished, **self._unfinished}
         return [merged[number] for number in sorted(merged)]
 
+    def full_trials(self, numbers: Sequence[int]) -> list[FrozenTrial]:
+        """The given trials (in order; unknown numbers skipped) with everything stored: their curves
+        and intermediate values too. A summary is replaced by the whole trial, read once."""
+        with self._lock:
+            for number in numbers:
+                if number in self._summaries:
+                    self._keep(self._read(self._finished[number]._trial_id))
+                    self._summaries.discard(number)
+            merged = {**self._finished, **self._unfinished}
+        return [merged[number] for number in numbers if number in merged]
+
     @property
     def n_trials(self) -> int:
         return len(self._finished) + len(self._unfinished)
@@ -71,7 +88,15 @@ class TrialCache:
         return len(self._finished)
 
     def _read_all(self) -> bool:
-        trials = self.storage.get_all_trials(self.study_id, deepcopy=False)
+        engine = rdb_engine(self.storage)
+        if engine is None:
+            trials = self.storage.get_all_trials(self.study_id, deepcopy=False)
+        else:
+            # Unfinished first: a trial that finishes in between is then read twice, never missed.
+            trials = self.storage.get_all_trials(self.study_id, deepcopy=False, states=UNFINISHED)
+            summaries = read_summaries(engine, self.study_id)
+            self._summaries.update(trial.number for trial in summaries)
+            trials += summaries
         self.trials_read += len(trials)
         for trial in trials:
             self._keep(trial)

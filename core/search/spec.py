@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from core.contract import Task
@@ -16,6 +17,16 @@ from core.metrics.catalogue import DEFAULT_OBJECTIVE, Direction
 from core.search.space import ParamSpec, hyperparameters
 
 SPEC_VERSION = 1
+
+
+class CompileMode(StrEnum):
+    """How a trial's model runs (core.training.compiled): eager, or compiled with ``torch.compile``."""
+
+    # eager PyTorch: the default (bench/RESULTS.md "Compiled training": compile loses on the CPU; GPU figures pending)
+    OFF = "off"
+    DEFAULT = "default"  # torch.compile (inductor): fused kernels; compiling costs seconds to minutes per trial
+    # torch.compile + CUDA graphs: fewer kernel launches; static shapes (a partial training batch is dropped)
+    REDUCE_OVERHEAD = "reduce-overhead"
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,9 @@ class StudySpec:
     task: str = (
         Task.SEGMENTATION
     )  # "segmentation" (masks) or "classification" (one label per image); the dataset's must match
+    compile: str = (
+        CompileMode.OFF
+    )  # a CompileMode value: eager, or torch.compile (with CUDA graphs for "reduce-overhead")
     version: int = SPEC_VERSION
 
     @property
@@ -124,6 +138,7 @@ class StudySpec:
             # written only when set, so specs stored before cross-validation, tasks and patches existed compare equal
             **({"cv": self.cv.to_dict()} if self.cv else {}),
             **({"task": str(self.task)} if self.task != Task.SEGMENTATION else {}),
+            **({"compile": str(self.compile)} if self.compile != CompileMode.OFF else {}),
             **({"patch_size": self.patch_size} if self.patch_size is not None else {}),
         }
 

@@ -22,7 +22,7 @@ from core.naming import is_valid_name
 from core.search.samplers import PRUNERS, SAMPLERS
 from core.search.size import grid_size_problem
 from core.search.space import HyperParam, ParamSpec, hyperparameters, other_task_with
-from core.search.spec import CV_FOLDS_RANGE, SPEC_VERSION, Budget, CrossValidation, Objective, StudySpec
+from core.search.spec import CV_FOLDS_RANGE, SPEC_VERSION, Budget, CompileMode, CrossValidation, Objective, StudySpec
 
 if TYPE_CHECKING:
     import optuna
@@ -122,6 +122,7 @@ def spec_from_dict(data: Any) -> StudySpec:
         ("sampler", str),
         ("pruner", str),
         ("description", str),
+        ("compile", str),
     ):
         if key in data and data[key] is not None:
             if not _is_type(data[key], kind):
@@ -172,6 +173,8 @@ def spec_problems(spec: StudySpec) -> dict[str, str]:
             problems[key] = problem
     if spec.patience < 1:
         problems["patience"] = "must be at least 1"
+    if spec.compile not in list(CompileMode):
+        problems["compile"] = unknown_option("compile mode", spec.compile, list(CompileMode))
     if not 0 <= spec.seed < SEED_LIMIT:
         problems["seed"] = f"must be a whole number from 0 to {SEED_LIMIT - 1:,}, got {spec.seed}"
     if not 1 <= spec.preview_count <= 64:

@@ -5,12 +5,16 @@ every range), time a forward + backward pass on a random batch of the study's si
 to the batches of one epoch of the study's split. With a ``patch_size`` the batch is of patches
 (what a training step sees), and validation runs one forward pass per sliding window. Good to a
 factor of about two: enough to tell a ten-minute study from a ten-hour one before pressing Start.
+A spec that compiles its models (``compile``) has the probe's model compiled the same way
+(core/training/compiled.py): the compile time is measured and added once per trial, and the steps
+are timed compiled.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,10 +42,11 @@ class TrialCost:
     params: tuple[tuple[str, Any], ...] = ()  # the probed hyperparameters, in catalogue order
     memory_bytes: int = 0  # peak memory of one training step: measured on CUDA, estimated elsewhere
     memory_measured: bool = False  # True: torch.cuda.max_memory_allocated; False: params + activations
+    compile_s: float = 0.0  # torch.compile's one-off cost per trial (0 when the spec does not compile)
 
     @property
     def seconds_per_trial(self) -> float:
-        return self.seconds_per_epoch * self.epochs
+        return self.seconds_per_epoch * self.epochs + self.compile_s
 
 
 def typical_params(spec: StudySpec) -> dict[str, Any]:
@@ -60,6 +65,7 @@ def estimate_trial_cost(spec: StudySpec, settings: Settings, device: str = "cpu"
     from core.modeling.architectures import config_from_params
     from core.modeling.build import build_model, count_parameters, weights_size_mb
     from core.modeling.inference import window_count
+    from core.training.compiled import compile_model
 
     manifest = load_manifest(settings.datasets_dir, spec.dataset)
     sizes = split_sizes(manifest.stems, spec.split, manifest.groups)
@@ -72,7 +78,8 @@ def estimate_trial_cost(spec: StudySpec, settings: Settings, device: str = "cpu"
     measured = torch.device(device).type == "cuda"
     if measured:
         torch.cuda.reset_peak_memory_stats(device)
-    step_s = _time_train_step(model, images)
+    compiled = compile_model(model, spec.compile, (images, images), _probe_loss, nullcontext)
+    step_s = _time_train_step(compiled.module, images)
     memory = torch.cuda.max_memory_allocated(device) if measured else analytic_memory_bytes(model, images)
     val_windows = sizes["val"] * window_count(spec.image_size, side)
     batches = math.ceil(sizes["train"] / batch) + VAL_COST * math.ceil(val_windows / batch)
@@ -85,6 +92,7 @@ def estimate_trial_cost(spec: StudySpec, settings: Settings, device: str = "cpu"
         params=tuple(params.items()),
         memory_bytes=int(memory),
         memory_measured=measured,
+        compile_s=compiled.seconds,
     )
 
 
@@ -120,6 +128,10 @@ def analytic_memory_bytes(model: Any, images: Any, bytes_per_value: int = 4) -> 
     params = sum(p.numel() for p in model.parameters())
     inputs = images.numel()
     return int((ADAM_STATE_COPIES * params + ACTIVATION_FACTOR * total[0] + inputs) * bytes_per_value)
+
+
+def _probe_loss(output: Any, _target: Any) -> Any:
+    return output.float().mean()  # the loss does not change the cost noticeably
 
 
 def _time_train_step(model: Any, images: Any) -> float:

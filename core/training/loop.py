@@ -44,6 +44,9 @@ from core.modeling.inference import (
 )
 from core.modeling.losses import build_loss
 from core.modeling.optimizers import OptimizerConfig, build_optimizer, build_scheduler
+from core.search.spec import CompileMode
+from core.training.compiled import compile_model, drops_partial_batch
+from core.training.eval_batch import evaluation_batch_size
 
 # --- the training configuration and results -----------------------------------------------------
 
@@ -63,6 +66,8 @@ class TrainConfig:
     seed: int = 0
     select_metric: str = "loss"  # val metric whose best epoch is kept ("loss" or e.g. "dice")
     select_maximize: bool = False
+    compile_mode: str = CompileMode.OFF  # the spec's "compile": eager, or torch.compile (core.training.compiled)
+    eval_batch_size: int | None = None  # validation's batch; None: the largest that fits (core.training.eval_batch)
     patch_size: int | None = None  # segmentation: train on random crops of this side, predict by sliding window
 
     @classmethod
@@ -74,6 +79,7 @@ class TrainConfig:
         seed: int,
         select_metric: str = "loss",
         select_maximize: bool = False,
+        compile_mode: str = CompileMode.OFF,
         patch_size: int | None = None,
     ) -> TrainConfig:
         optimizer = OptimizerConfig(
@@ -95,6 +101,7 @@ class TrainConfig:
             seed=seed,
             select_metric=select_metric,
             select_maximize=select_maximize,
+            compile_mode=compile_mode,
             patch_size=patch_size,
         )
 
@@ -124,6 +131,7 @@ class TrainResult:
     stopped_early: bool
     train_time_s: float
     val_metrics: dict[str, float] = field(default_factory=dict)  # at the best epoch
+    compile_warning: str | None = None  # why torch.compile fell back to eager (core.training.compiled)
 
 
 EpochCallback = Callable[[EpochRecord], None]
@@ -182,16 +190,33 @@ def train_model(
     history: list[EpochRecord] = []
     best_score, best_epoch, best_state = -math.inf, 0, _copy_state(model)
     best_loss, epochs_without_improvement = math.inf, 0
-    started = time.perf_counter()
+    started = time.perf_counter()  # compiling counts in the trial's time
+    # compiling's warm-up step: a batch shaped like training's (patches when the config crops); its own
+    # generator, so the trial's draws are untouched
+    warm_up = iterate_batches(
+        train_data,
+        config.batch_size,
+        shuffle=False,
+        generator=torch.Generator().manual_seed(0),
+        augment=None,
+        crop=config.patch_size,
+    )
+    images, target = next(warm_up)
+    run = compile_model(
+        model, config.compile_mode, (to_model_layout(images), target), loss_fn, lambda: autocast(device)
+    )
+    eval_batch = config.eval_batch_size or evaluation_batch_size(
+        model, val_data, config.batch_size, lambda: autocast(device), to_model_layout
+    )
     for epoch in range(1, config.epochs + 1):
         epoch_start = time.perf_counter()
         train_loss = _train_epoch(
-            model, train_data, config, loss_fn, optimizer, scaler, generator, _for_epoch(on_batch, epoch)
+            run.module, train_data, config, loss_fn, optimizer, scaler, generator, _for_epoch(on_batch, epoch)
         )
         val = evaluate(
-            model,
+            run.module,
             val_data,
-            config.batch_size,
+            eval_batch,
             loss_fn=loss_fn,
             mode=mode,
             num_classes=num_classes,
@@ -215,7 +240,13 @@ def train_model(
             break
     stopped_early = len(history) < config.epochs
     return TrainResult(
-        history, best_epoch, best_state, stopped_early, time.perf_counter() - started, history[best_epoch - 1].val
+        history,
+        best_epoch,
+        best_state,
+        stopped_early,
+        time.perf_counter() - started,
+        history[best_epoch - 1].val,
+        run.warning,
     )
 
 
@@ -251,9 +282,9 @@ def _train_epoch(
     total = torch.zeros((), device=device)
     batches = 0
     augment = config.augment if config.augment.enabled else None
-    # A last batch of one image breaks batch norm; drop it when the set is larger than one batch.
-    drop_last = len(data) % config.batch_size == 1 and len(data) > config.batch_size
-    per_epoch = batches_per_epoch(len(data), config.batch_size)
+    drop_partial = drops_partial_batch(config.compile_mode)
+    per_epoch = batches_per_epoch(len(data), config.batch_size, drop_partial)
+    drop_last = per_epoch < math.ceil(len(data) / config.batch_size)
     stream = iterate_batches(
         data,
         config.batch_size,
@@ -278,9 +309,10 @@ def _train_epoch(
     return float(total / max(batches, 1))  # the epoch's one host sync
 
 
-def batches_per_epoch(n_images: int, batch_size: int) -> int:
-    """Training steps in one epoch (a last batch of one image is dropped: see ``_train_epoch``)."""
-    if n_images % batch_size == 1 and n_images > batch_size:
+def batches_per_epoch(n_images: int, batch_size: int, drop_partial: bool = False) -> int:
+    """Training steps in one epoch. A last batch of one image breaks batch norm, and CUDA graphs
+    (``drop_partial``) replay one batch shape: such a last batch is dropped when the set is larger than one batch."""
+    if n_images > batch_size and (n_images % batch_size == 1 or (drop_partial and n_images % batch_size)):
         return n_images // batch_size
     return math.ceil(n_images / batch_size)
 

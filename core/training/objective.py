@@ -143,7 +143,12 @@ def _run_trial(
     trial.set_user_attr(TrialAttr.EPOCHS_PLANNED, params["epochs"] * len(folds))
 
     train_config = TrainConfig.from_params(
-        params, patience=spec.patience, seed=spec.seed + trial.number, patch_size=spec.patch_size, **_selection(spec)
+        params,
+        patience=spec.patience,
+        seed=spec.seed + trial.number,
+        compile_mode=spec.compile,
+        patch_size=spec.patch_size,
+        **_selection(spec),
     )
     scores: list[FoldScore] = []
     first_model: torch.nn.Module | None = None
@@ -162,6 +167,8 @@ def _run_trial(
         model, result, train_config = _train_with_oom_retry(
             trial, data, model_config, train_config, device, reporter, context.on_progress
         )
+        if result.compile_warning:
+            trial.set_user_attr(TrialAttr.COMPILE_WARNING, result.compile_warning)
         model.load_state_dict(result.best_state)
         scores.append(score_fold(model, data, result, train_config, native=native))
         if ensemble is not None:

@@ -35,7 +35,14 @@ def copy_pairs(source: Path, target: Path, count: int, *, every: int = 1) -> Pat
 
 
 def tiny_study(
-    settings: Settings, name: str, *, dataset: str = "demo-cells", trials: int = 1, previews: int = 3, lr: object = 3e-3
+    settings: Settings,
+    name: str,
+    *,
+    dataset: str = "demo-cells",
+    trials: int = 1,
+    previews: int = 3,
+    lr: object = 3e-3,
+    compile_mode: str = "off",
 ):
     """A real, fast study (tiny ClassicUNet, 64 px, 2 epochs) on ``dataset``; the demo cells are
     created when that dataset is asked for and missing."""
@@ -55,6 +62,7 @@ def tiny_study(
             "pruner": "none",
             "budget": {"n_trials": trials, "max_epochs": 2},
             "preview_count": previews,
+            "compile": compile_mode,
             "search_space": {
                 "architecture": "ClassicUNet",
                 "unet_start_filters": 4,
