@@ -183,3 +183,5 @@ def test_the_dashboards_checkbox_reaches_the_option(workspace: Settings) -> None
     assert not at.exception and not any("evenly spaced" in e.value for e in at.error)
     (volume,) = load_manifest(workspace.datasets_dir, "uneven").volumes
     assert volume.shape == (8, 8, 7) and volume.resampled_from is not None
+    rows = [frame.value for frame in at.dataframe if "resampled" in frame.value.columns]  # the statistics' table
+    assert rows and rows[0]["resampled"].tolist() == ["5 slices at steps of 1, 3 mm resampled to 7 slices 1 mm apart"]

@@ -442,7 +442,9 @@ def dataset_stats(manifest: DatasetManifest) -> DatasetStats:
 
 
 def volume_rows(manifest: DatasetManifest) -> list[dict[str, Any]]:
-    """One display row per source volume: slices stored / in the volume, voxels, spacing, orientation."""
+    """One display row per source volume: slices stored / in the volume, voxels, spacing, orientation, and
+    how an uneven DICOM series was resampled when any was (so a reviewer sees which grids were made up)."""
+    resampled = any(v.resampled_from for v in manifest.volumes)
     return [
         {
             "volume": v.volume,
@@ -452,6 +454,7 @@ def volume_rows(manifest: DatasetManifest) -> list[dict[str, Any]]:
             "spacing (mm)": " x ".join(f"{s:.3g}" for s in v.spacing),
             "orientation": v.orientation,
         }
+        | ({"resampled": v.resampled_from.describe() if v.resampled_from else ""} if resampled else {})
         for v in manifest.volumes
     ]
 
