@@ -241,7 +241,7 @@ def dicom_grid(
             uneven = spacing_problem(slices, along, resample_uneven=resample_uneven)
             if uneven:
                 raise VolumeReadError(uneven)
-            step = (positions[-1] - positions[0]) / (len(slices) - 1)
+            step = (positions[-1] - positions[0]) / (len(slices) - 1)  # even: the average step is every step
             if not evenly_spaced(along):  # spacing_problem let it through: the user opted in to resampling
                 resampling = SliceResampling.even(along)
                 # the files' own direction from first to last (the normal, or a tilted gantry's), one even step long
