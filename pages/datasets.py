@@ -243,6 +243,13 @@ def volume_section() -> None:
         lw = st.columns(2)
         level = lw[0].number_input("Window level (HU)", value=40.0, key="ds.vol_level")
         width = lw[1].number_input("Window width (HU)", value=400.0, min_value=1.0, key="ds.vol_width")
+    resample = st.checkbox(
+        "Resample unevenly spaced DICOM series",
+        key="ds.vol_resample",
+        help="A DICOM series with a missing slice or mixed spacings is refused unless this is on: then it is "
+        "resampled along the slice normal onto an even grid at its median step (intensities interpolated "
+        "linearly) and its DICOM-SEG label follows (nearest slice); a NIfTI label cannot, so it is refused.",
+    )
     classes = st.text_input(
         "Class names (optional)",
         key="ds.vol_classes",
@@ -253,7 +260,10 @@ def volume_section() -> None:
         window = intensity_name if intensity_name in WINDOW_PRESETS else None
         with user_errors("Reading the options"):
             options = VolumeIngestOptions(
-                axis=axis, intensity=intensity_from_options(window, level, width, None), empty_fraction=empty
+                axis=axis,
+                intensity=intensity_from_options(window, level, width, None),
+                empty_fraction=empty,
+                resample_uneven=resample,
             )
             ingest(Path(folder.strip()), name, classes, volumes=options, confine=True)
 

@@ -145,7 +145,7 @@ def test_a_series_with_a_missing_slice_is_refused_with_its_positions(
         "imagesTr/case_000: DICOM series slices are not evenly spaced: positions along the slice normal "
         "100, 102.5, 105, 112.5, 115, 117.5, 120, 122.5 mm, steps of 2.5, 7.5 mm"
     ) in output
-    assert "does not resample" in output
+    assert "--resample-uneven" in output
     assert leftovers(workspace.datasets_dir) == []
 
 

@@ -103,5 +103,7 @@ def test_ingest_tune_predict_volumes(tmp_path: Path, workspace) -> None:
     print("volume dice", dice(labels, truth), "val dice per volume", val["dice_per_volume"])
     assert val["dice_per_volume"] > 0.85 and dice(labels, truth) > 0.85
 
-    args = argparse.Namespace(model=bundle, images=None, volumes=new, out=tmp_path / "cli", overlay=False)
+    args = argparse.Namespace(
+        model=bundle, images=None, volumes=new, out=tmp_path / "cli", overlay=False, resample_uneven=False
+    )
     assert predict_command.run(args) == 0 and (tmp_path / "cli" / "scan.nii.gz").is_file()

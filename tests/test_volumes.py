@@ -195,6 +195,7 @@ def test_cli_ingest_with_volume_options(tmp_path: Path, workspace) -> None:
         normalise=None,
         empty_fraction=0.0,
         max_volume_mb=None,
+        resample_uneven=False,
     )
     assert ingest_command.run(args) == 0
     manifest = load_manifest(workspace.datasets_dir, "liver")

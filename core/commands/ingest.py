@@ -3,7 +3,8 @@
 2D: a folder or zip of images + masks (segmentation), or of images in one sub-folder per class or with a ``labels.csv``
 (classification); the layout tells which unless ``--task`` says. ``--volumes``: NIfTI (MSD / nnU-Net ``imagesTr/`` +
 ``labelsTr/``) or DICOM series folders with NIfTI labels, stored as 2D slices along ``--axis`` with the chosen intensity
-preprocessing (one of ``--window``, ``--level``/``--width``, ``--normalise``).
+preprocessing (one of ``--window``, ``--level``/``--width``, ``--normalise``); ``--resample-uneven`` puts an unevenly
+spaced DICOM series on an even grid instead of refusing it.
 """
 
 from __future__ import annotations
@@ -66,6 +67,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     volumes.add_argument(
         "--empty-fraction", type=float, default=1.0, help="share of slices without foreground to keep (default 1 = all)"
     )
+    volumes.add_argument(
+        "--resample-uneven",
+        action="store_true",
+        help="resample a DICOM series whose slices are unevenly spaced (a missing slice, mixed spacings) along the "
+        "slice normal onto an even grid at its median step, instead of refusing it; its label must be a DICOM-SEG",
+    )
     parser.set_defaults(func=run)
 
 
@@ -107,7 +114,12 @@ def _ingest_volumes(
     from core.data.volume_ingest import VolumeIngestOptions, ingest_volumes
 
     intensity = intensity_from_options(args.window, args.level, args.width, args.normalise)
-    options = VolumeIngestOptions(axis=args.axis, intensity=intensity, empty_fraction=args.empty_fraction)
+    options = VolumeIngestOptions(
+        axis=args.axis,
+        intensity=intensity,
+        empty_fraction=args.empty_fraction,
+        resample_uneven=args.resample_uneven,
+    )
     manifest = ingest_volumes(
         args.path, args.name, datasets_dir, classes=classes, options=options, limits=volume_limits(max_volume_mb)
     )
@@ -115,5 +127,8 @@ def _ingest_volumes(
         f"ingested {manifest.name}: {len(manifest.volumes)} volumes, {len(manifest.pairs)} slices along axis "
         f"{args.axis}, {intensity.description}, classes {list(manifest.classes)}"
     )
+    for volume in manifest.volumes:
+        if volume.resampled_from:
+            print(f"resampled {volume.volume}: {volume.resampled_from.describe()}")
     print(f"stored in {datasets_dir / manifest.name}")
     return 0

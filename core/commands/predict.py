@@ -5,7 +5,9 @@ folder.
 (``--overlay`` adds overlays); a classifier writes one CSV file ``--out`` with each image's label
 and class probabilities. ``--volumes``: one NIfTI label
 volume per NIfTI file / DICOM series, with the input's geometry and the bundle's ingest-time
-preprocessing (models trained on a volume dataset).
+preprocessing (models trained on a volume dataset); an unevenly spaced DICOM series is skipped
+with the reason, or with ``--resample-uneven`` segmented on an even grid (its label written with
+that grid's geometry).
 """
 
 from __future__ import annotations
@@ -42,6 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--overlay", action="store_true", help="images: also write overlays into OUT/overlays/")
     parser.add_argument(
+        "--resample-uneven",
+        action="store_true",
+        help="volumes: resample a DICOM series whose slices are unevenly spaced onto an even grid at its median step "
+        "(as ingest --resample-uneven) instead of skipping it; its label is written on that grid",
+    )
+    parser.add_argument(
         "--tta",
         action="store_true",
         help="images: average the probabilities over mirrored copies (test-time augmentation)",
@@ -58,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "volumes", None) is not None:
         from core.deploy.predict_volumes import predict_volumes
 
-        report = predict_volumes(args.model, args.volumes, args.out, progress=True)
+        report = predict_volumes(
+            args.model, args.volumes, args.out, progress=True, resample_uneven=args.resample_uneven
+        )
     elif load_bundle_config(args.model).task == Task.CLASSIFICATION:
         from core.deploy.classify import classify_folder
 

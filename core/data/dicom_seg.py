@@ -5,8 +5,10 @@ on the series' slices through each frame's ReferencedSOPInstanceUID; slices the 
 (writers omit empty frames) are background. Before that SegTune checks that the SEG lies on the
 series' geometry — frame of reference, rows x columns, pixel spacing, orientation, and every frame
 at the position of the slice it references — so a SEG made for another series, or on a resampled
-grid, is refused with the reason instead of being misplaced. Segment numbers are class indices
-(segment 1 = class 1, ...); overlapping segments cannot be one class map and are refused.
+grid, is refused with the reason instead of being misplaced. On an unevenly spaced series that the
+user asked to resample, the label follows the image onto its even grid (nearest slice). Segment
+numbers are class indices (segment 1 = class 1, ...); overlapping segments cannot be one class map
+and are refused.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from core.data.volumes import (
     Volume,
     VolumeReadError,
     check_dicom_size,
-    dicom_affine,
+    dicom_grid,
     is_dicom_seg_file,
     read_dicom_slices,
 )
@@ -29,13 +31,18 @@ from core.data.volumes import (
 POSITION_ATOL_MM = 1e-2  # DICOM writes positions as decimal strings: allow their rounding, not a slice shift
 
 
-def read_dicom_seg(path: Path, series_folder: Path, max_bytes: int = MAX_VOLUME_BYTES) -> Volume:
+def read_dicom_seg(
+    path: Path, series_folder: Path, max_bytes: int = MAX_VOLUME_BYTES, *, resample_uneven: bool = False
+) -> Volume:
     """The SEG at ``path`` as a class-index volume on the grid of the DICOM series in ``series_folder``
-    (its size, the series' voxels, checked against ``max_bytes`` before any frame is decoded)."""
+    (its size, the series' voxels, checked against ``max_bytes`` before any frame is decoded). An
+    unevenly spaced series with ``resample_uneven``: the frames, placed on the series' slices, are put
+    on the same even grid as the image, each grid slice taking the nearest slice's classes."""
     import highdicom as hd
 
     slices = read_dicom_slices(series_folder, pixels=False)
     check_dicom_size(slices, max_bytes)
+    affine, resampling = dicom_grid(slices, resample_uneven=resample_uneven, max_bytes=max_bytes)
     try:
         seg = hd.seg.segread(path)
     except Exception as exc:  # pydicom / highdicom raise many types for a file that is no SEG
@@ -53,7 +60,9 @@ def read_dicom_seg(path: Path, series_folder: Path, max_bytes: int = MAX_VOLUME_
     except (ValueError, RuntimeError, KeyError, AttributeError) as exc:
         raise VolumeReadError(f"DICOM-SEG frames cannot be placed on the series: {exc}") from exc
     data = np.transpose(planes, (2, 1, 0)).astype(np.float32)  # (slices, rows, columns) -> (columns, rows, slices)
-    return Volume(data, dicom_affine(slices))
+    if resampling is None:
+        return Volume(data, affine)
+    return Volume(resampling.nearest(data), affine, resampling)
 
 
 def geometry_problem(seg: Any, slices: list) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 
 from core.contract import Task  # the one task enum: studies and datasets must agree on it
 from core.data.archives import DISK_FULL
+from core.data.volumes import SliceResampling
 from core.errors import ProblemsError, SegTuneError, unknown_option
 from core.naming import is_valid_name
 
@@ -115,6 +116,7 @@ class VolumeInfo:
     orientation: str  # axis codes, e.g. "RAS"
     slices: int  # slices stored (after dropping empty ones)
     total_slices: int  # slices along the axis in the volume
+    resampled_from: SliceResampling | None = None  # an uneven DICOM series put on an even grid: its own slices
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -127,7 +129,7 @@ class VolumeInfo:
             "orientation": self.orientation,
             "slices": self.slices,
             "total_slices": self.total_slices,
-        }
+        } | ({"resampled_from": self.resampled_from.to_dict()} if self.resampled_from else {})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VolumeInfo:
@@ -141,6 +143,7 @@ class VolumeInfo:
             orientation=data["orientation"],
             slices=int(data["slices"]),
             total_slices=int(data["total_slices"]),
+            resampled_from=SliceResampling.from_dict(data["resampled_from"]) if data.get("resampled_from") else None,
         )
 
 
@@ -439,7 +442,9 @@ def dataset_stats(manifest: DatasetManifest) -> DatasetStats:
 
 
 def volume_rows(manifest: DatasetManifest) -> list[dict[str, Any]]:
-    """One display row per source volume: slices stored / in the volume, voxels, spacing, orientation."""
+    """One display row per source volume: slices stored / in the volume, voxels, spacing, orientation, and
+    how an uneven DICOM series was resampled when any was (so a reviewer sees which grids were made up)."""
+    resampled = any(v.resampled_from for v in manifest.volumes)
     return [
         {
             "volume": v.volume,
@@ -449,6 +454,7 @@ def volume_rows(manifest: DatasetManifest) -> list[dict[str, Any]]:
             "spacing (mm)": " x ".join(f"{s:.3g}" for s in v.spacing),
             "orientation": v.orientation,
         }
+        | ({"resampled": v.resampled_from.describe() if v.resampled_from else ""} if resampled else {})
         for v in manifest.volumes
     ]
 

@@ -2,12 +2,13 @@
 
 Each case (see :mod:`core.data.volumes` for the layouts) is validated — readable files, label on
 the image's voxel grid (a DICOM-SEG label on its series' geometry, :mod:`core.data.dicom_seg`),
-label values — then reoriented to RAS+, scaled to 8 bits
-(:mod:`core.data.intensity`) and cut along ``axis`` into the usual ``images/<stem>.png`` +
-``masks/<stem>.png`` pairs, stems ``<case>_s<index>``. Every pair records its case as ``volume``:
-the split group, so one patient's slices never land in two splits. Several sequences per case
-(``case_0000``, ``case_0001`` ...) become channels, one per sequence, so a model takes
-``in_channels = sequences``: three are stored as an RGB PNG, any other number as a lossless
+label values; an unevenly spaced DICOM series is refused unless ``resample_uneven`` puts it, and
+its DICOM-SEG label, on an even grid (recorded as the volume's ``resampled_from``) — then
+reoriented to RAS+, scaled to 8 bits (:mod:`core.data.intensity`) and cut along ``axis`` into the
+usual ``images/<stem>.png`` + ``masks/<stem>.png`` pairs, stems ``<case>_s<index>``. Every pair
+records its case as ``volume``: the split group, so one patient's slices never land in two splits.
+Several sequences per case (``case_0000``, ``case_0001`` ...) become channels, one per sequence, so
+a model takes ``in_channels = sequences``: three are stored as an RGB PNG, any other number as a lossless
 ``images/<stem>.npy`` array (:func:`core.data.images.save_image`).
 
 Like the 2D ingest, everything is validated and every problem reported at once; the dataset is
@@ -65,6 +66,13 @@ from core.data.volumes import (
 from core.errors import add_problem
 from core.naming import class_name_problem, is_valid_name
 
+NIFTI_LABEL_OF_RESAMPLED = (
+    "its image is an unevenly spaced DICOM series, resampled onto an even grid, and a NIfTI label made on the "
+    "series' own slices cannot match that grid's geometry; give the label as a DICOM-SEG (labelsTr/<case>.dcm, "
+    "resampled with the image), or resample both image and label onto one even grid first (e.g. 3D Slicer, saved "
+    "as NIfTI)"
+)
+
 
 @dataclass(frozen=True)
 class VolumeIngestOptions:
@@ -74,6 +82,9 @@ class VolumeIngestOptions:
     intensity: IntensityConfig = field(default_factory=IntensityConfig)
     empty_fraction: float = 1.0  # share of slices without foreground to keep (1 = all, 0 = foreground only)
     seed: int = 0  # which empty slices are kept
+    # an unevenly spaced DICOM series (a missing slice, mixed spacings) is resampled onto an even grid
+    # instead of refused; its label must then be a DICOM-SEG, which follows the image onto that grid
+    resample_uneven: bool = False
 
     def problems(self) -> dict[str, str]:
         problems: dict[str, str] = {}
@@ -220,8 +231,16 @@ def _ingest_case(
 ) -> None:
     image_label = "/".join(case.images[0].relative_to(root).parts)
     label_label = "/".join(case.label.relative_to(root).parts) if case.label else case.case_id
-    image = _read(lambda: read_case_image(case, max_bytes), image_label, problems)
-    label = _read(lambda: read_case_label(case, max_bytes), label_label, problems) if case.label else None
+    resample = options.resample_uneven
+    image = _read(lambda: read_case_image(case, max_bytes, resample_uneven=resample), image_label, problems)
+    if image is not None and image.resampled is not None and case.label and not is_dicom_seg_file(case.label):
+        add_problem(problems, label_label, NIFTI_LABEL_OF_RESAMPLED)
+        return
+    label = (
+        _read(lambda: read_case_label(case, max_bytes, resample_uneven=resample), label_label, problems)
+        if case.label
+        else None
+    )
     if image is None or label is None:
         return
     sequence_problem = _sequence_problem(image.sequences, stored)
@@ -247,6 +266,7 @@ def _ingest_case(
             orientation=image.orientation,
             slices=kept,
             total_slices=canonical_label.shape[options.axis],
+            resampled_from=image.resampled,
         )
     )
 
@@ -262,15 +282,16 @@ def _sequence_problem(sequences: int, stored: _Stored) -> str:
     return ""
 
 
-def read_case_label(case: Case, max_bytes: int) -> Volume:
-    """The case's label: a NIfTI file, or a DICOM-SEG placed on the case's DICOM series."""
+def read_case_label(case: Case, max_bytes: int, *, resample_uneven: bool = False) -> Volume:
+    """The case's label: a NIfTI file, or a DICOM-SEG placed on the case's DICOM series (and onto its
+    even grid when the series is unevenly spaced and ``resample_uneven``)."""
     if case.label is None or not is_dicom_seg_file(case.label):
         return read_label(case.label, max_bytes)  # type: ignore[arg-type]
     if not case.images[0].is_dir():
         raise VolumeReadError(
             "a DICOM-SEG label needs its DICOM series as the image (a folder imagesTr/<case>/), not NIfTI"
         )
-    return read_dicom_seg(case.label, case.images[0], max_bytes)
+    return read_dicom_seg(case.label, case.images[0], max_bytes, resample_uneven=resample_uneven)
 
 
 def _seg_classes(cases: Sequence[Case]) -> tuple[str, ...] | None:

@@ -2,8 +2,10 @@
 
 Reading goes through the field's readers (nibabel for NIfTI, pydicom for DICOM); SegTune only puts
 DICOM slices in order and builds their affine (the standard DICOM -> NIfTI mapping: LPS patient
-coordinates turned into NIfTI's RAS). Every volume comes out as a :class:`Volume`: a 3D float32
-array (several sequences stacked on a 4th axis, last) with its 4x4 voxel -> world (RAS, mm) affine.
+coordinates turned into NIfTI's RAS); a series whose slices are unevenly spaced is refused, or, when
+the user opts in, resampled along the slice normal onto an even grid (:class:`SliceResampling`).
+Every volume comes out as a :class:`Volume`: a 3D float32 array (several sequences stacked on a 4th
+axis, last) with its 4x4 voxel -> world (RAS, mm) affine.
 
 Slicing works on the *closest canonical* orientation (RAS+), so axis 0/1/2 means sagittal/coronal/
 axial whatever order the file stored its voxels in; :func:`to_canonical` / :func:`from_canonical`
@@ -49,6 +51,7 @@ class Volume:
 
     data: np.ndarray
     affine: np.ndarray
+    resampled: SliceResampling | None = None  # a DICOM series put on an even grid: where its slices were
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -146,11 +149,14 @@ def read_nifti(path: Path, max_bytes: int = MAX_VOLUME_BYTES) -> Volume:
     return Volume(data, np.asarray(image.affine, dtype=np.float64))
 
 
-def read_dicom_series(folder: Path, max_bytes: int = MAX_VOLUME_BYTES) -> Volume:
+def read_dicom_series(folder: Path, max_bytes: int = MAX_VOLUME_BYTES, *, resample_uneven: bool = False) -> Volume:
     """The DICOM files of ``folder`` (one series) as a volume in Hounsfield units / stored values;
-    rows x columns x frames of every file are checked against ``max_bytes`` before any pixel is decoded."""
+    rows x columns x frames of every file are checked against ``max_bytes`` before any pixel is decoded.
+    ``resample_uneven``: an unevenly spaced series is put on an even grid (:class:`SliceResampling`,
+    linear interpolation) instead of refused."""
     slices = read_dicom_slices(folder)
     check_dicom_size(slices, max_bytes)
+    affine, resampling = dicom_grid(slices, resample_uneven=resample_uneven, max_bytes=max_bytes)
     try:
         planes = [
             ds.pixel_array.astype(np.float32) * float(getattr(ds, "RescaleSlope", 1) or 1)
@@ -163,7 +169,9 @@ def read_dicom_series(folder: Path, max_bytes: int = MAX_VOLUME_BYTES) -> Volume
     except (AttributeError, KeyError, ValueError, TypeError) as exc:
         raise VolumeReadError(f"DICOM series cannot be assembled: {exc}") from exc
     data = np.stack([plane.T for plane in planes], axis=-1)  # (columns, rows, slices)
-    return Volume(data, dicom_affine(slices))
+    if resampling is None:
+        return Volume(data, affine)
+    return Volume(resampling.linear(data), affine, resampling)
 
 
 def read_dicom_slices(folder: Path, *, pixels: bool = True) -> list:
@@ -214,18 +222,37 @@ def slice_normal(ds: object) -> np.ndarray:
     return np.cross(orientation[:3], orientation[3:])
 
 
-def dicom_affine(slices: list) -> np.ndarray:
-    """The RAS voxel -> world affine of sorted DICOM slices (voxel axes: column, row, slice)."""
+def dicom_grid(
+    slices: list, *, resample_uneven: bool = False, max_bytes: int = MAX_VOLUME_BYTES
+) -> tuple[np.ndarray, SliceResampling | None]:
+    """The RAS voxel -> world affine of sorted DICOM slices (voxel axes: column, row, slice), and the
+    even grid they must be resampled onto when they are unevenly spaced and ``resample_uneven`` is set
+    (the affine is then that grid's; else such a series is refused, see :func:`spacing_problem`).
+    The resampled volume's float32 voxels are checked against ``max_bytes``: a far-off slice would
+    otherwise make a grid of thousands of slices out of a few files."""
+    resampling = None
     try:
         orientation = np.array([float(v) for v in slices[0].ImageOrientationPatient])
         row, column = orientation[:3], orientation[3:]
         positions = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in slices])
         row_spacing, column_spacing = (float(v) for v in slices[0].PixelSpacing)
         if len(slices) > 1:
-            uneven = spacing_problem(slices, positions @ np.cross(row, column))
+            along = positions @ np.cross(row, column)
+            uneven = spacing_problem(slices, along, resample_uneven=resample_uneven)
             if uneven:
                 raise VolumeReadError(uneven)
-            step = (positions[-1] - positions[0]) / (len(slices) - 1)
+            step = (positions[-1] - positions[0]) / (len(slices) - 1)  # even: the average step is every step
+            if not evenly_spaced(along):  # spacing_problem let it through: the user opted in to resampling
+                resampling = SliceResampling.even(along)
+                # the files' own direction from first to last (the normal, or a tilted gantry's), one even step long
+                step = (positions[-1] - positions[0]) / (along[-1] - along[0]) * resampling.spacing
+                problem = volume_size_problem(
+                    (int(slices[0].Columns), int(slices[0].Rows), resampling.slices), 4, max_bytes
+                )
+                if problem:
+                    raise VolumeReadError(
+                        f"resampled onto an even grid, the series {problem.removeprefix('declares ')}"
+                    )
         else:
             step = np.cross(row, column) * float(getattr(slices[0], "SliceThickness", 1.0) or 1.0)
     except (AttributeError, KeyError, ValueError, TypeError) as exc:
@@ -235,15 +262,23 @@ def dicom_affine(slices: list) -> np.ndarray:
     lps[:3, 1] = column * row_spacing  # voxel axis 1 runs down a column (row index)
     lps[:3, 2] = step
     lps[:3, 3] = positions[0]
-    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM LPS -> NIfTI RAS
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps, resampling  # DICOM LPS -> NIfTI RAS
 
 
-def spacing_problem(slices: Sequence[Any], along: np.ndarray) -> str:
+def evenly_spaced(along: np.ndarray) -> bool:
+    """Whether every step between sorted positions ``along`` the normal equals their median (within tolerance)."""
+    gaps = np.diff(along)
+    step = float(np.median(gaps))
+    return bool(np.all(np.abs(gaps - step) <= max(SLICE_ATOL_MM, SPACING_RTOL * abs(step))))
+
+
+def spacing_problem(slices: Sequence[Any], along: np.ndarray, *, resample_uneven: bool = False) -> str:
     """Why sorted slices at positions ``along`` the slice normal (mm) are not one evenly spaced stack, or ''.
 
     The affine takes one step between slices: two files at one position, or a gap (a missing slice,
-    or spacings mixed in one series), would put every later slice in the wrong place. SegTune does
-    not resample, so such a series is refused with its positions.
+    or spacings mixed in one series), would put every later slice in the wrong place. Such a series
+    is refused with its positions, unless the user opted in to resampling (``resample_uneven``), which
+    mends gaps only: two files at one position contradict each other, and no grid chooses between them.
     """
     gaps = np.diff(along)
     names = [Path(str(getattr(ds, "filename", "") or "?")).name for ds in slices]
@@ -253,25 +288,84 @@ def spacing_problem(slices: Sequence[Any], along: np.ndarray) -> str:
     if same:
         return (
             f"DICOM series has {len(same)} duplicated slice position(s): {', '.join(same[:5])}"
-            f"{' ...' if len(same) > 5 else ''}; keep one file per position"
+            f"{' ...' if len(same) > 5 else ''}; keep one file per position (two slices at one position are "
+            "contradictory data, so resampling does not apply to them either)"
         )
-    step = float(np.median(gaps))
-    if np.all(np.abs(gaps - step) <= max(SLICE_ATOL_MM, SPACING_RTOL * abs(step))):
+    if resample_uneven or evenly_spaced(along):
         return ""
     shown = ", ".join(f"{v:.6g}" for v in along[:12]) + (f", ... ({len(along)} in all)" if len(along) > 12 else "")
     steps = ", ".join(sorted({f"{g:.4g}" for g in gaps}, key=float))
     return (
         f"DICOM series slices are not evenly spaced: positions along the slice normal {shown} mm, steps of {steps} mm "
-        "(a missing slice, or mixed spacings); SegTune does not resample a series: resample it onto an even grid first "
-        "(e.g. 3D Slicer or SimpleITK, saved as NIfTI), or supply the missing slices"
+        "(a missing slice, or mixed spacings); supply the missing slices, resample the series onto an even grid "
+        "first (e.g. 3D Slicer or SimpleITK, saved as NIfTI), or opt in to SegTune resampling it along the slice "
+        "normal at the median step (--resample-uneven; in the dashboard 'Resample unevenly spaced DICOM series')"
     )
 
 
-def read_case_image(case: Case, max_bytes: int = MAX_VOLUME_BYTES) -> Volume:
-    """The case's image: a DICOM series, one NIfTI file, or several sequences stacked as the 4th axis;
-    at most ``max_bytes`` in all (every header is checked before any voxel is read)."""
+@dataclass(frozen=True)
+class SliceResampling:
+    """An unevenly spaced DICOM series put on an even grid (the user's opt-in): where its slices were.
+
+    The grid runs from the first position at the median step, up to the last position (or the last
+    whole step before it: no slice is extrapolated). Intensities are interpolated linearly between
+    the two neighbouring slices, labels take the nearest slice's class.
+    """
+
+    positions: tuple[float, ...]  # the files' positions along the slice normal, mm, in slice order
+    spacing: float  # the even grid's step, mm: the median of the files' steps
+    slices: int  # slices on the even grid
+
+    @classmethod
+    def even(cls, along: np.ndarray) -> SliceResampling:
+        step = float(np.median(np.diff(along)))
+        count = int(np.floor((along[-1] - along[0]) / step + SPACING_RTOL)) + 1
+        return cls(tuple(float(v) for v in along), step, count)
+
+    def _neighbours(self) -> tuple[np.ndarray, np.ndarray]:
+        """For each grid slice: the file slice below it and the weight of the one above (0..1)."""
+        along = np.asarray(self.positions)
+        grid = along[0] + self.spacing * np.arange(self.slices)
+        lower = np.clip(np.searchsorted(along, grid, side="right") - 1, 0, len(along) - 2)
+        weight = np.clip((grid - along[lower]) / (along[lower + 1] - along[lower]), 0.0, 1.0)
+        return lower, weight
+
+    def linear(self, data: np.ndarray) -> np.ndarray:
+        """``data`` (X, Y, file slices[, sequences]) on the even grid, linearly interpolated (float32)."""
+        out = np.empty((*data.shape[:2], self.slices, *data.shape[3:]), dtype=np.float32)
+        for index, (lower, weight) in enumerate(zip(*self._neighbours())):  # one slice at a time: no full copies
+            out[:, :, index] = (1.0 - weight) * data[:, :, lower] + weight * data[:, :, lower + 1]
+        return out
+
+    def nearest(self, data: np.ndarray) -> np.ndarray:
+        """``data`` (X, Y, file slices) on the even grid, each grid slice a copy of the nearest file slice
+        (ties: the lower one), so class indices stay class indices."""
+        lower, weight = self._neighbours()
+        return np.ascontiguousarray(data[:, :, np.where(weight > 0.5, lower + 1, lower)])
+
+    def to_dict(self) -> dict[str, Any]:
+        steps = sorted({round(float(g), 4) for g in np.diff(self.positions)})
+        return {"positions": list(self.positions), "steps": steps, "spacing": self.spacing, "slices": self.slices}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SliceResampling:
+        return cls(tuple(float(v) for v in data["positions"]), float(data["spacing"]), int(data["slices"]))
+
+    def describe(self) -> str:
+        """``5 slices at steps of 1, 3 mm resampled to 7 slices 1 mm apart``."""
+        steps = ", ".join(f"{v:g}" for v in self.to_dict()["steps"])
+        return (
+            f"{len(self.positions)} slices at steps of {steps} mm resampled to {self.slices} slices "
+            f"{self.spacing:g} mm apart"
+        )
+
+
+def read_case_image(case: Case, max_bytes: int = MAX_VOLUME_BYTES, *, resample_uneven: bool = False) -> Volume:
+    """The case's image: a DICOM series (resampled when unevenly spaced and ``resample_uneven``), one
+    NIfTI file, or several sequences stacked as the 4th axis; at most ``max_bytes`` in all (every header
+    is checked before any voxel is read)."""
     if len(case.images) == 1 and case.images[0].is_dir():
-        return read_dicom_series(case.images[0], max_bytes)
+        return read_dicom_series(case.images[0], max_bytes, resample_uneven=resample_uneven)
     headers = [nifti_header(path).header for path in case.images]
     total = sum(math.prod(header.get_data_shape()) * max(header.get_data_dtype().itemsize, 4) for header in headers)
     if len(headers) > 1 and total > max_bytes:  # each sequence may fit while the stack does not

@@ -9,7 +9,9 @@ scan in any viewer. A file that cannot be read is reported and skipped.
 
 Inputs in ``--volumes DIR``: ``<case>.nii[.gz]``; several sequences ``<case>_0000.nii.gz``,
 ``<case>_0001.nii.gz`` ... (as at ingest: one model input channel per sequence, any number); or
-sub-folders holding one DICOM series each.
+sub-folders holding one DICOM series each. An unevenly spaced series is skipped with the reason, as
+ingest refuses it, unless ``resample_uneven`` puts it on an even grid (as ingest's option): then the
+label is predicted, and written, on that grid, with its affine.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from core.data.manifest import VolumeSlicing
 from core.data.volume_ingest import slice_pictures
 from core.data.volumes import (
     Case,
+    Volume,
     VolumeReadError,
     from_canonical,
     group_image_files,
@@ -41,15 +44,20 @@ from core.modeling.bundle import BundleConfig, load_model
 class VolumeReport:
     written: list[Path] = field(default_factory=list)  # label volumes, one per readable case
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file or case, why)
+    resampled: list[tuple[str, str]] = field(default_factory=list)  # (case, its uneven series put on which grid)
 
     def summary(self) -> str:
         lines = [f"{len(self.written)} label volume(s) written, {len(self.skipped)} skipped"]
+        lines += [f"  resampled {name}: {how} (its label is on that grid)" for name, how in self.resampled]
         lines += [f"  skipped {name}: {reason}" for name, reason in self.skipped]
         return "\n".join(lines)
 
 
-def predict_volumes(model_folder: Path, volumes: Path, out: Path, *, progress: bool = True) -> VolumeReport:
-    """Write ``out/<case>.nii.gz`` for every readable volume in ``volumes``."""
+def predict_volumes(
+    model_folder: Path, volumes: Path, out: Path, *, progress: bool = True, resample_uneven: bool = False
+) -> VolumeReport:
+    """Write ``out/<case>.nii.gz`` for every readable volume in ``volumes``. ``resample_uneven``: an
+    unevenly spaced DICOM series is segmented on an even grid (as ingest's option), not skipped."""
     model, config = load_model(Path(model_folder))
     slicing = config.volume_slicing
     if slicing is None:
@@ -67,20 +75,22 @@ def predict_volumes(model_folder: Path, volumes: Path, out: Path, *, progress: b
     out.mkdir(parents=True, exist_ok=True)
     for case_id, files in tqdm(sorted(cases.items()), desc="predict volumes", unit="volume", disable=not progress):
         try:
-            labels, affine = predict_case(model, config, slicing, Case(case_id, tuple(files)))
+            original = read_case_image(Case(case_id, tuple(files)), resample_uneven=resample_uneven)
+            labels, affine = predict_case(model, config, slicing, original)
         except VolumeReadError as exc:
             report.skipped.append((case_id, str(exc)))
             continue
         report.written.append(write_label(out / f"{case_id}.nii.gz", labels, affine))
+        if original.resampled:
+            report.resampled.append((case_id, original.resampled.describe()))
     return report
 
 
 @torch.no_grad()
 def predict_case(
-    model: torch.nn.Module, config: BundleConfig, slicing: VolumeSlicing, case: Case
+    model: torch.nn.Module, config: BundleConfig, slicing: VolumeSlicing, original: Volume
 ) -> tuple[np.ndarray, np.ndarray]:
     """(class-index label volume in the input's voxel order, the input's affine)."""
-    original = read_case_image(case)
     if original.sequences != slicing.sequences:
         raise VolumeReadError(
             f"{original.sequences} sequence(s), but the model was trained on {slicing.sequences} per case"
