@@ -85,6 +85,7 @@ class StudyAttr(StrEnum):
     PREVIEW_STEMS = "preview_stems"
     PREVIEW_ARTIFACT = "preview_artifact"  # npz of the preview images and their ground truth
     GRID_ENQUEUED = "grid_enqueued"
+    FIRST_TRIALS_ENQUEUED = "first_trials_enqueued"  # the spec's first_trials are queued (once, on the first prepare)
     CLASSES = "classes"  # classification: the dataset's class names, index = label
     BASELINES = "baselines"  # constant predictors scored on val and test: name -> BaselineRecord
     PARENT = "parent"  # {"study", "how": "warm_start" | "narrowed", "top_k", ...}: the earlier study this one reuses

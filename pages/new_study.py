@@ -1,9 +1,10 @@
 """New study: describe the search (or start from a paper preset), check its cost, start it.
 
 The form describes a study of the chosen dataset's task: a segmentation dataset gets the
-segmentation catalogue (architectures x encoders, segmentation losses, Dice-style objectives) and
-starts from the auto plan; a classification dataset gets the classifiers with their tuned head,
-classification losses and objectives, and the classification presets.
+segmentation catalogue (architectures x encoders, segmentation losses, Dice-style objectives), a
+classification dataset the classifiers with their tuned head, classification losses and
+objectives. Both start from the auto plan, sized for the form's time budget; the cost section
+shows the estimated study total and warns when the form's spec exceeds the budget.
 """
 
 from __future__ import annotations
@@ -41,14 +42,16 @@ from core.contract import Task
 from core.data.manifest import dataset_path
 from core.data.splits import file_split, split_sizes
 from core.errors import SegTuneError
+from core.metrics.catalogue import default_objective
 from core.runtime.launcher import plan_slots, visible_gpu_ids
 from core.runtime.reuse import link_to_source, narrowed_spec, seed_from_study, studies_on_dataset
 from core.search.auto import plan_for_manifest
+from core.search.cost import format_duration, profile_for
 from core.search.presets import AUTO, load_preset, preset_names
 from core.search.size import search_space_size
 from core.search.spec import StudySpec
 from core.search.suggest import trials_beyond_space
-from core.search.task_fit import classification_start, task_problem
+from core.search.task_fit import task_problem
 from core.search.validation import SpecError, spec_from_dict
 
 PRESET_LABELS = {
@@ -57,8 +60,11 @@ PRESET_LABELS = {
     "p2-deeplabv3plus-liver": "Liver CT study · DeepLabV3+ / U-Net, Bayesian",
     "p3-optimizer-loss-cells": "Cell study · optimizers × losses (grid)",
     "p5-resnet-unet-mri": "Brain MRI study · ResNet-UNet encoders (grid)",
-    "p4-cnn-classification": "CNN random search · MobileNetV2 / VGG19 with a tuned head, 3-fold CV",
+    "p4-cnn-classification": "CNN random search · MobileNetV2 / VGG19 with a tuned head, 3-fold CV, accuracy objective",
 }
+HOURS: state.Key[float | None] = state.Key(
+    PREFIX + "_hours", None
+)  # the plan's time budget (None: the device's default)
 # (kind, message) from a callback, shown on the next run
 NOTICE: state.Key[tuple[str, str] | None] = state.Key(PREFIX + "_notice", None)
 # (new study, earlier study, k) after "Narrow around its best"
@@ -71,14 +77,20 @@ PRESET: state.Key[str | None] = state.Key(PREFIX + "_preset", None)  # the prese
 
 
 def starting_spec(dataset: str) -> StudySpec:
-    """What the form shows first: the auto preset, planned from the dataset's fingerprint (a
-    classification dataset: the classification catalogue's defaults at the images' size)."""
-    if dataset_task(dataset) == Task.CLASSIFICATION:
-        return classification_start(cache.manifest(dataset), state.SPLIT.get())
+    """What the form shows first: the auto preset, planned from the dataset's fingerprint (either task)
+    for the form's time budget."""
     try:
-        auto = plan_for_manifest(cache.manifest(dataset), name=f"{dataset}-study", device=device_kind())
+        auto = plan_for_manifest(
+            cache.manifest(dataset), name=f"{dataset}-study", device=device_kind(), hours=HOURS.get()
+        )
     except (SegTuneError, OSError, ValueError):  # an unreadable manifest: a small, quick study instead
-        return StudySpec(name=f"{dataset}-study", dataset=dataset, image_size=128, split=state.SPLIT.get())
+        return StudySpec(
+            name=f"{dataset}-study",
+            dataset=dataset,
+            image_size=128,
+            split=state.SPLIT.get(),
+            task=dataset_task(dataset),
+        )
     if FORM_DATASET.get() is None:  # the form's first fill: it shows this plan
         REASONS.set(list(auto.reasons))
     return dataclasses.replace(spec_from_dict(auto.spec), split=state.SPLIT.get())
@@ -117,7 +129,9 @@ def device_kind() -> str:
 def apply_preset(name: str, dataset: str) -> None:
     try:
         if name == AUTO:
-            auto = plan_for_manifest(cache.manifest(dataset), name=f"auto-{dataset}", device=device_kind())
+            auto = plan_for_manifest(
+                cache.manifest(dataset), name=f"auto-{dataset}", device=device_kind(), hours=HOURS.get()
+            )
             spec = spec_from_dict(auto.spec)
             REASONS.set(list(auto.reasons))
         else:
@@ -127,7 +141,13 @@ def apply_preset(name: str, dataset: str) -> None:
         NOTICE.set(("error", str(error)))
         return
     fill_form(spec_to_form(spec))
-    NOTICE.set(("success", f"Filled the form from {PRESET_LABELS.get(name, name)}."))
+    message = f"Filled the form from {PRESET_LABELS.get(name, name)}."
+    if spec.objectives[0].metric != default_objective(spec.task):  # e.g. P4's accuracy: never switched silently
+        message += (
+            f" Its objective is the paper's {spec.objectives[0].metric}, not {default_objective(spec.task)}: "
+            "change it under Search and budget if the classes are imbalanced."
+        )
+    NOTICE.set(("success", message))
 
 
 def reuse_section(dataset: str) -> tuple[str | None, int]:
@@ -234,11 +254,22 @@ def header_tools(dataset: str, problems: dict[str, str]) -> None:
     presets, importer, exporter = st.columns([2, 2, 1], vertical_alignment="bottom")
     with presets:
         task = form_task(form_values())
-        names = [*([AUTO] if task == Task.SEGMENTATION else []), *preset_names(task)]  # the auto plan is segmentation's
+        names = [AUTO, *preset_names(task)]  # the auto plan plans either task
         if PRESET.get() not in names:  # e.g. an import switched the task
             PRESET.clear()
         choice = st.selectbox(
             "Start from a preset", names, format_func=lambda n: PRESET_LABELS.get(n, n), key=PRESET.name
+        )
+        st.number_input(
+            "Time budget (hours)",
+            min_value=0.05,
+            max_value=1000.0,
+            value=None,
+            step=0.5,
+            key=HOURS.name,
+            placeholder=f"{profile_for(device_kind()).default_hours:g} ({device_kind().upper()} default)",
+            help="The auto plan sizes image side, epochs, trials and architectures so its estimate of the whole study "
+            "fits this.",
         )
         st.button(
             "Apply preset",
@@ -363,6 +394,8 @@ def cost_section(spec: StudySpec | None) -> None:
         beyond = trials_beyond_space(spec) if spec else None
         if beyond:
             st.warning(beyond[0].upper() + beyond[1:] + ".", icon=":material/repeat:")
+        if spec is not None:
+            study_total(spec)
         if not st.button(
             "Estimate",
             key=PREFIX + "_estimate",
@@ -377,12 +410,36 @@ def cost_section(spec: StudySpec | None) -> None:
             cols[0].metric("Parameters", f"{cost.n_params / 1e6:.2f} M")
             cols[1].metric("Weights", f"{cost.weights_mb:.1f} MB")
             cols[2].metric("Seconds / epoch (CPU)", f"{cost.seconds_per_epoch:.1f}")
-            cols[3].metric("Minutes / trial", f"{cost.seconds_per_trial / 60:.1f}")
+            cols[3].metric(
+                "Minutes / trial",
+                f"{cost.seconds_per_trial / 60:.1f}",
+                help="Every cross-validation fold counted." if cost.folds > 1 else None,
+            )
             with st.expander("Probed configuration"):
                 st.dataframe(
                     {"hyperparameter": [k for k, _ in cost.params], "value": [str(v) for _, v in cost.params]},
                     hide_index=True,
                 )
+
+
+def study_total(spec: StudySpec) -> None:
+    """The planner's estimate of the whole study (folds and pruning counted), and a warning past the budget."""
+    from core.training.estimate import study_cost
+
+    with user_errors("Estimating the study total"):
+        profile = profile_for(device_kind())
+        estimate = study_cost(spec, cache.settings(), profile)
+        budget_h = HOURS.get() or profile.default_hours
+        st.caption(
+            f":material/schedule: {estimate.line()[0].upper()}{estimate.line()[1:]} on a typical {profile.label}."
+        )
+        if estimate.total_s > budget_h * 3600:
+            st.warning(
+                f"This spec's estimated study total ({format_duration(estimate.total_s)}) exceeds the time budget of "
+                f"{budget_h:g} h: lower trials, epochs or the image size, or Apply the auto preset to plan for the "
+                "budget.",
+                icon=":material/timer_off:",
+            )
 
 
 def start(

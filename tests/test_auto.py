@@ -32,7 +32,11 @@ def test_small_foreground_grey_scans_get_overlap_losses_and_no_up_down_flips() -
     auto = plan(fingerprint(foreground_median=0.02, empty_fraction=0.4), dataset="ct")
     space = auto.spec["search_space"]
     assert set(space["loss"]["choices"]) == {"dice_focal", "tversky", "dice_bce"}
-    assert space["aug_hflip"] is True and space["aug_vflip"] is False and space["aug_rotate"] <= 10
+    assert (
+        space["aug_hflip"] == {"choices": [False, True]}
+        and space["aug_vflip"] is False
+        and max(space["aug_rotate"]["choices"]) <= 10
+    )
     text = "\n".join(auto.reasons)
     assert "2.0 %" in text and "40 % of the images have no foreground" in text and "no up-down flips" in text
     spec = spec_from_dict(auto.spec)  # the plan is a valid study
@@ -43,7 +47,9 @@ def test_large_foreground_colour_images_get_pixel_losses_and_every_flip() -> Non
     auto = plan(fingerprint(channels=3, foreground_median=0.5, count=80), dataset="cells")
     space = auto.spec["search_space"]
     assert space["loss"]["choices"][0] == "dice_bce" and "bce" in space["loss"]["choices"]
-    assert space["aug_vflip"] is True and space["aug_rotate"] == 90.0
+    assert space["aug_vflip"] == {"choices": [False, True]} and space["aug_rotate"] == {
+        "choices": [0.0, 90.0]
+    }  # off first: the plain default
     assert space["encoder"]["choices"] == ["resnet18", "resnet34"]  # a small set: light encoders
     assert auto.spec["budget"]["max_epochs"] == 50 and any("only 80 pairs" in r for r in auto.reasons)
 
@@ -65,7 +71,9 @@ def test_imbalanced_classes_get_class_balanced_losses() -> None:
     ],
 )
 def test_image_and_batch_size_fit_the_device(device: str, side: int, size: int, batches: list[int]) -> None:
-    auto = plan(fingerprint(median_height=side, median_width=side, count=5000), dataset="d", device=device)
+    auto = plan(
+        fingerprint(median_height=side, median_width=side, count=5000), dataset="d", device=device, hours=1000
+    )  # time is no limit here
     assert (
         auto.spec.get("patch_size", auto.spec["image_size"]) == size and size % 32 == 0
     )  # the side a training step sees
@@ -85,7 +93,7 @@ def test_image_and_batch_size_fit_the_device(device: str, side: int, size: int, 
 def test_images_twice_the_side_that_fits_train_on_patches_at_native_size(
     device: str, side: int, native: int, patch: int
 ) -> None:
-    auto = plan(fingerprint(median_height=side, median_width=side + 100), dataset="em", device=device)
+    auto = plan(fingerprint(median_height=side, median_width=side + 100), dataset="em", device=device, hours=1000)
     assert (auto.spec["image_size"], auto.spec["patch_size"]) == (native, patch)
     assert any(
         f"patches of {patch} px from images at {native} px" in r and "slides a window" in r for r in auto.reasons
@@ -102,7 +110,9 @@ def test_images_under_twice_the_side_that_fits_are_resized_whole() -> None:
 def test_few_images_keep_several_steps_per_epoch_and_wide_images_rotate_less() -> None:
     auto = plan(fingerprint(count=10, median_width=800, median_height=400), dataset="d")
     assert auto.spec["search_space"]["batch_size"] == 2  # ~7 training images
-    assert auto.spec["search_space"]["aug_rotate"] == 5.0 and any("not square (aspect 2.00)" in r for r in auto.reasons)
+    assert auto.spec["search_space"]["aug_rotate"] == {"choices": [0.0, 5.0]} and any(
+        "not square (aspect 2.00)" in r for r in auto.reasons
+    )
 
 
 def manifest(
@@ -151,3 +161,21 @@ def test_auto_preset_on_a_real_dataset(workspace: Settings, tmp_path) -> None:
     assert spec.name == "liver-auto" and spec.search_space["aug_vflip"].value is False
     with pytest.raises(Exception, match="manifest"):
         load_preset(AUTO, "liver")
+
+
+def test_patches_are_dropped_when_sliding_window_validation_would_not_fit_the_budget() -> None:
+    """The windows' cost is counted: at a budget the resized plan just fits, patches (more validation
+    passes) do not, and the plan says so; with room to spare the estimate includes the windows."""
+    from core.search.auto import _patches_within_budget, _Sizing
+    from core.search.cost import profile_for, sliding_windows, study_estimate
+
+    fp = fingerprint(median_height=1024, median_width=1024, count=200)
+    profile = profile_for("cpu")
+    resized = study_estimate(profile, side=256, train=140, val=32, cost=1.0, epochs=10, n_trials=4)
+    sizing = _Sizing(side=256, epochs=10, n_trials=4, tier=0, estimate=resized)
+    reasons: list[str] = []
+    assert _patches_within_budget(fp, sizing, 1.0, profile, resized.total_s, reasons) == ({}, sizing)
+    assert "not cut into patches" in reasons[0] and f"{sliding_windows(1024, 256)} windows an image" in reasons[0]
+    patches, patched = _patches_within_budget(fp, sizing, 1.0, profile, 100 * resized.total_s, reasons)
+    assert patches == {"image_size": 1024, "patch_size": 256} and patched.estimate.total_s > resized.total_s
+    assert any("patches of 256 px from images at 1024 px" in reason for reason in reasons)

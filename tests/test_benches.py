@@ -195,3 +195,37 @@ def test_gpu_checks_script_runs_its_default_steps_on_the_cpu(tmp_path: Path) -> 
     assert (tmp_path / "out" / "throughput.json").is_file() and (tmp_path / "out" / "compile_study.json").is_file(), (
         done.stdout + done.stderr
     )
+
+
+@pytest.mark.slow
+def test_plan_vs_default_runs_small(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import plan_vs_default
+
+    from tests.helpers.machine import shared_dataset
+
+    shared_dataset("ct_liver_msd")  # skips with the reason when the shared datasets are absent
+    result = plan_vs_default.main(
+        [
+            "--datasets",
+            "liver",
+            "--count",
+            "8",
+            "--minutes",
+            "0.3",
+            "--trials",
+            "1",
+            "--threads",
+            "1",
+            "--probe-side",
+            "64",
+            "--home",
+            str(tmp_path / "home"),
+            "--json",
+            str(tmp_path / "out.json"),
+        ]
+    )
+    (row,) = result["rows"]
+    assert row["side"] == 64 and row["plan"]["trials"] == 1 and row["default"]["trials"] == 1
+    assert row["default"]["config"]["architecture"] == "Unet" and row["default"]["config"]["lr"] == 1e-3
+    assert row["plan"]["config"]["lr"] == 1e-3  # the plan's first trial is the plain default
+    assert (tmp_path / "out.json").is_file() and "| liver | default | 64 |" in capsys.readouterr().out

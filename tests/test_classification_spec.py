@@ -169,7 +169,8 @@ def test_a_study_and_a_dataset_of_different_tasks_are_refused_naming_the_fix(wor
     )
 
 
-def test_the_auto_preset_points_a_classification_dataset_to_the_classification_presets(tmp_path) -> None:
+def test_the_auto_preset_plans_a_classification_dataset(tmp_path) -> None:
     manifest = write_bars(tmp_path, "bars", 4)
-    with pytest.raises(SegTuneError, match=r"auto preset plans segmentation studies; .* \['p4-cnn-classification'\]"):
-        load_preset("auto", "bars", manifest=manifest)
+    spec = load_preset("auto", "bars", manifest=manifest, device="cpu", hours=0.5)
+    assert spec.task == "classification" and spec.objectives[0].metric == "val_balanced_accuracy"
+    assert spec.first_trials and spec.first_trials[0]["lr"] == 1e-3

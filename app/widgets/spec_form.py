@@ -155,6 +155,7 @@ def spec_to_form(spec: StudySpec) -> dict[str, Any]:
         key("patience"): spec.patience,
         key("seed"): spec.seed,
         key("preview_count"): spec.preview_count,
+        key("first_trials"): [dict(params) for params in spec.first_trials],
     }
     values.update(split_to_form(spec.split, PREFIX + "split.", spec.cv.folds if spec.cv else None))
     for name, hp in hyperparameters(spec.task).items():
@@ -184,6 +185,8 @@ def form_to_dict(values: Mapping[str, Any]) -> dict[str, Any]:
     n_trials = int(values.get(key("n_trials")) or 0)
     channels = values.get(key("channels"), AUTO_CHANNELS)
     task = form_task(values)
+    space = {name: _form_to_param(values, name, hyperparameters(task)[name]) for name in shown_params(values)}
+    first = _first_trials_in(values, space)
     return {
         "task": str(task),
         "name": str(values.get(key("name"), "")).strip(),
@@ -211,10 +214,29 @@ def form_to_dict(values: Mapping[str, Any]) -> dict[str, Any]:
             if values.get(PREFIX + "split.mode") == CV
             else {}
         ),
-        "search_space": {
-            name: _form_to_param(values, name, hyperparameters(task)[name]) for name in shown_params(values)
-        },
+        "search_space": space,
+        **({"first_trials": first} if first else {}),
     }
+
+
+def _first_trials_in(values: Mapping[str, Any], space: dict[str, Any]) -> list[dict[str, Any]]:
+    """The queued first trials (a plan's plain default) cut to what the edited space still admits, so
+    editing a range never turns into a problem about a field the form does not show."""
+    dimensions = {}
+    for name, raw in space.items():
+        try:
+            dimensions[name] = ParamSpec.from_json(raw)
+        except ValueError:  # the field reports its own problem
+            continue
+    kept = [
+        {
+            n: v
+            for n, v in params.items()
+            if n in dimensions and dimensions[n].kind != "fixed" and dimensions[n].admits(v)
+        }
+        for params in values.get(key("first_trials"), [])
+    ]
+    return [params for params in kept if params]
 
 
 def _form_to_param(values: Mapping[str, Any], name: str, hp: HyperParam) -> Any:

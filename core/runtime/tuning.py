@@ -24,7 +24,7 @@ from core.runtime.storage import fail_stale_trials, open_artifact_store, open_st
 from core.search.samplers import make_pruner, make_sampler
 from core.search.spec import StudySpec
 from core.search.study_source import study_source
-from core.search.suggest import enqueue_grid
+from core.search.suggest import enqueue_first_trials, enqueue_grid
 from core.search.validation import stored_spec
 from core.settings import Settings
 from core.training.objective import RunContext, TrialError, make_objective, upload_study_previews
@@ -120,6 +120,7 @@ def _prepare(study: optuna.Study, spec: StudySpec, settings: Settings, artifact_
         study.set_user_attr(StudyAttr.PREVIEW_ARTIFACT, upload_study_previews(study, preview, context))
     if StudyAttr.BASELINES not in study.user_attrs:  # also added to studies made before baselines existed
         study.set_user_attr(StudyAttr.BASELINES, study_baselines(spec, settings))
+    enqueue_first_trials(study, spec)  # before the grid: the plain default runs first
     if spec.sampler == "grid":
         enqueue_grid(study, spec)
 

@@ -40,17 +40,16 @@ def load_preset(
     *,
     manifest: DatasetManifest | None = None,
     device: str = "cuda",
+    hours: float | None = None,
 ) -> StudySpec:
-    """A preset as a validated spec for ``dataset``; "auto" needs the dataset's ``manifest``."""
+    """A preset as a validated spec for ``dataset``; "auto" needs the dataset's ``manifest`` (either task)
+    and plans for ``hours`` (the device's default budget when None)."""
     if name == AUTO:
         if manifest is None:
             raise SegTuneError("the auto preset is planned from the dataset's manifest: load the dataset first")
-        if manifest.is_classification:
-            raise SegTuneError(
-                f"the auto preset plans segmentation studies; for the classification dataset {dataset!r} "
-                f"start from a classification preset: {preset_names(Task.CLASSIFICATION)}"
-            )
-        return spec_from_dict(plan_for_manifest(manifest, name=study_name or f"auto-{dataset}", device=device).spec)
+        return spec_from_dict(
+            plan_for_manifest(manifest, name=study_name or f"auto-{dataset}", device=device, hours=hours).spec
+        )
     path = PRESETS_DIR / f"{name}.json"
     if not path.is_file():
         raise SegTuneError(unknown_option("preset", name, [AUTO, *preset_names()]))

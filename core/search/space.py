@@ -127,6 +127,17 @@ class ParamSpec:
             return cls.int_range(int(low), int(high), int(step if step is not None else 1), log)
         return cls.float_range(float(low), float(high), None if step is None else float(step), log)
 
+    def admits(self, value: Any) -> bool:
+        """Whether this tuned dimension can take ``value`` (a choice among its choices, a number within its range)."""
+        if self.kind == "fixed":
+            return value == self.value
+        if self.kind == "choice":
+            return value in self.choices
+        try:
+            return float(self.low) <= float(value) <= float(self.high)
+        except (TypeError, ValueError):
+            return False
+
     def value_count(self) -> int | None:
         """How many values :meth:`candidate_values` would list, computed without listing them (None: continuous)."""
         if self.kind == "fixed":

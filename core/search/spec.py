@@ -89,6 +89,8 @@ class StudySpec:
     compile: str = (
         CompileMode.OFF
     )  # a CompileMode value: eager, or torch.compile (with CUDA graphs for "reduce-overhead")
+    # configurations queued as the first trials (the auto plan's plain default)
+    first_trials: tuple[dict[str, Any], ...] = ()
     version: int = SPEC_VERSION
 
     @property
@@ -139,6 +141,7 @@ class StudySpec:
             **({"cv": self.cv.to_dict()} if self.cv else {}),
             **({"task": str(self.task)} if self.task != Task.SEGMENTATION else {}),
             **({"compile": str(self.compile)} if self.compile != CompileMode.OFF else {}),
+            **({"first_trials": [dict(params) for params in self.first_trials]} if self.first_trials else {}),
             **({"patch_size": self.patch_size} if self.patch_size is not None else {}),
         }
 

@@ -73,6 +73,15 @@ def enqueue_grid(study: optuna.Study, spec: StudySpec) -> int:
     return len(points)
 
 
+def enqueue_first_trials(study: optuna.Study, spec: StudySpec) -> int:
+    """Queue the spec's first trials (the auto plan's plain default) once, before the sampler's own."""
+    if spec.first_trials and not study.user_attrs.get(StudyAttr.FIRST_TRIALS_ENQUEUED):
+        for params in spec.first_trials:
+            study.enqueue_trial(dict(params), skip_if_exists=True)
+        study.set_user_attr(StudyAttr.FIRST_TRIALS_ENQUEUED, True)
+    return len(spec.first_trials)
+
+
 def trials_beyond_space(spec: StudySpec) -> str | None:
     """A warning when the budget asks for more trials than the finite space has configurations.
 

@@ -1,24 +1,20 @@
-"""A study's task against its dataset's: the one refusal when they differ, and the spec a
-classification dataset starts from.
+"""A study's task against its dataset's: the one refusal when they differ.
 
 The study's spec says segmentation or classification; so does the dataset's manifest. The New
 study form (at its Dataset field) and every study run (before anything is decoded) refuse a
-mismatch with the same message, naming the fix. A segmentation dataset starts from the auto plan
-(:mod:`core.search.auto`); a classification dataset from :func:`classification_start`.
+mismatch with the same message, naming the fix. Either task's dataset starts from the auto plan
+(:mod:`core.search.auto`).
 """
 
 from __future__ import annotations
 
-import statistics
 from typing import TYPE_CHECKING
 
 from core.contract import Task
-from core.metrics.catalogue import default_objective
-from core.search.spec import Objective, StudySpec
+from core.search.spec import StudySpec
 
 if TYPE_CHECKING:
-    from core.data.manifest import DatasetManifest
-    from core.data.splits import SplitConfig
+    pass
 
 CLASSIFICATION_SIDE = (64, 224)  # a classification study starts at the images' median side, clamped to this
 
@@ -41,21 +37,4 @@ def task_problem(spec: StudySpec, dataset_task: Task) -> str | None:
         f"study {spec.name!r} is a segmentation study but dataset {dataset!r} is a classification dataset "
         '(one label per image, no masks): set "task": "classification" (e.g. start from the '
         "p4-cnn-classification preset) or pick a dataset with masks"
-    )
-
-
-def classification_start(manifest: DatasetManifest, split: SplitConfig) -> StudySpec:
-    """A classification dataset's first study: the classification catalogue's defaults (one backbone,
-    P4's head sizes, cross-entropy) at the images' median side, a multiple of 32 within
-    :data:`CLASSIFICATION_SIDE`, on ``split``."""
-    side = statistics.median(min(pair.height, pair.width) for pair in manifest.pairs) if manifest.pairs else 128
-    low, high = CLASSIFICATION_SIDE
-    task = Task.CLASSIFICATION
-    return StudySpec(
-        name=f"{manifest.name}-study",
-        dataset=manifest.name,
-        task=task,
-        image_size=int(min(max(side // 32 * 32, low), high)),
-        objectives=(Objective(default_objective(task)),),
-        split=split,
     )

@@ -110,6 +110,7 @@ def spec_from_dict(data: Any) -> StudySpec:
     budget = _parse_budget(data.get("budget", {}), problems)
     split = _parse_split(data.get("split", {}), problems)
     cv = _parse_cv(data.get("cv"), problems)
+    first_trials = _parse_first_trials(data.get("first_trials"), problems)
 
     spec_kwargs: dict[str, Any] = {}
     for key, kind in (
@@ -140,6 +141,7 @@ def spec_from_dict(data: Any) -> StudySpec:
         split=split,
         cv=cv,
         task=task,
+        first_trials=first_trials,
         **spec_kwargs,
     )
     for path, message in spec_problems(spec).items():
@@ -184,6 +186,7 @@ def spec_problems(spec: StudySpec) -> dict[str, str]:
     # with cross-validation only the test fraction matters: checked as the folds will use it
     _check_split(spec.split if spec.cv is None or spec.split.k_folds else replace(spec.split, k_folds=2), problems)
     _check_cv(spec, problems)
+    _check_first_trials(spec, problems)
     for param_name, param in spec.search_space.items():
         _check_param(param_name, param, spec.task, problems)
     if spec.sampler == "grid":
@@ -277,6 +280,29 @@ def _check_cv(spec: StudySpec, problems: dict[str, str]) -> None:
         problems["cv.folds"] = f"must be an integer from {low} to {high}, got {spec.cv.folds!r}"
     if spec.split.k_folds is not None:
         problems["cv"] = "cross-validation makes its own folds; remove split.k_folds (or remove cv)"
+
+
+def _parse_first_trials(raw: Any, problems: dict[str, str]) -> tuple[dict[str, Any], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(params, dict) for params in raw):
+        problems["first_trials"] = f"must be a list of {{hyperparameter: value}} objects, got {raw!r}"
+        return ()
+    return tuple(dict(params) for params in raw)
+
+
+def _check_first_trials(spec: StudySpec, problems: dict[str, str]) -> None:
+    """Each queued configuration names tuned dimensions of the spec, with values they can take."""
+    for i, params in enumerate(spec.first_trials):
+        for name, value in params.items():
+            dimension = spec.search_space.get(name)
+            if dimension is None or dimension.kind == "fixed":
+                tuned = sorted(n for n, d in spec.search_space.items() if d.kind != "fixed")
+                problems[f"first_trials[{i}].{name}"] = f"{name} is not a tuned dimension of this spec; tuned: {tuned}"
+            elif not dimension.admits(value):
+                problems[f"first_trials[{i}].{name}"] = (
+                    f"{value!r} is outside search_space.{name} ({json.dumps(dimension.to_json())})"
+                )
 
 
 def _parse_cv(raw: Any, problems: dict[str, str]) -> CrossValidation | None:

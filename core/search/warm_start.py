@@ -41,18 +41,9 @@ def fit_to_space(params: dict[str, Any], spec: StudySpec) -> dict[str, Any]:
     fitted = {}
     for name, value in params.items():
         dimension = spec.search_space.get(name)
-        if dimension is not None and dimension.kind != "fixed" and _admits(dimension, value):
+        if dimension is not None and dimension.kind != "fixed" and dimension.admits(value):
             fitted[name] = value
     return fitted
-
-
-def _admits(dimension: ParamSpec, value: Any) -> bool:
-    if dimension.kind == "choice":
-        return value in dimension.choices
-    try:
-        return float(dimension.low) <= float(value) <= float(dimension.high)
-    except (TypeError, ValueError):
-        return False
 
 
 def check_same_dataset(source: optuna.Study, spec: StudySpec) -> None:

@@ -2,9 +2,12 @@
 
 A one-batch probe: build the model of a typical trial (first value of every choice, middle of
 every range), time a forward + backward pass on a random batch of the study's size, and scale it
-to the batches of one epoch of the study's split. With a ``patch_size`` the batch is of patches
-(what a training step sees), and validation runs one forward pass per sliding window. Good to a
-factor of about two: enough to tell a ten-minute study from a ten-hour one before pressing Start.
+to the batches of one epoch of the study's split (one fold's, with cross-validation: a trial then
+trains one model per fold, and :attr:`TrialCost.seconds_per_trial` counts them all). With a
+``patch_size`` the batch is of patches (what a training step sees), and validation runs one forward
+pass per sliding window. Good to a factor of about two: enough to tell a ten-minute study from a
+ten-hour one before pressing Start. :func:`measured_profile` times the planner's reference model the
+same way, so ``python -m core plan`` sizes its plan with this machine's speed instead of the table's.
 A spec that compiles its models (``compile``) has the probe's model compiled the same way
 (core/training/compiled.py): the compile time is measured and added once per trial, and the steps
 are timed compiled.
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.data.manifest import load_manifest
 from core.data.splits import split_sizes
+from core.search.cost import DeviceProfile, StudyEstimate, estimate_spec, profile_for
 from core.search.space import ParamSpec, hyperparameters
 from core.search.spec import StudySpec
 
@@ -27,6 +31,7 @@ if TYPE_CHECKING:
     from core.settings import Settings
 
 VAL_COST = 1 / 3  # a validation batch is forward-only: about a third of a training step
+REFERENCE_BATCH = 4  # images per batch of measured_profile's probe
 PROBE_STEPS = 2  # the first step pays one-off costs (allocation, kernel selection); time the last
 
 
@@ -43,10 +48,11 @@ class TrialCost:
     memory_bytes: int = 0  # peak memory of one training step: measured on CUDA, estimated elsewhere
     memory_measured: bool = False  # True: torch.cuda.max_memory_allocated; False: params + activations
     compile_s: float = 0.0  # torch.compile's one-off cost per trial (0 when the spec does not compile)
+    folds: int = 1  # models per trial: cross-validation trains one per fold
 
     @property
     def seconds_per_trial(self) -> float:
-        return self.seconds_per_epoch * self.epochs + self.compile_s
+        return self.seconds_per_epoch * self.epochs * self.folds + self.compile_s
 
 
 def typical_params(spec: StudySpec) -> dict[str, Any]:
@@ -68,7 +74,7 @@ def estimate_trial_cost(spec: StudySpec, settings: Settings, device: str = "cpu"
     from core.training.compiled import compile_model
 
     manifest = load_manifest(settings.datasets_dir, spec.dataset)
-    sizes = split_sizes(manifest.stems, spec.split, manifest.groups)
+    sizes = model_split_sizes(spec, settings)
     params = typical_params(spec)
     channels = spec.channels or manifest.channels
     model = build_model(config_from_params(params, channels, manifest.num_classes)).to(device)
@@ -93,7 +99,36 @@ def estimate_trial_cost(spec: StudySpec, settings: Settings, device: str = "cpu"
         memory_bytes=int(memory),
         memory_measured=measured,
         compile_s=compiled.seconds,
+        folds=spec.folds,
     )
+
+
+def model_split_sizes(spec: StudySpec, settings: Settings) -> dict[str, int]:
+    """Train / val / test images of one model of ``spec``: with cross-validation, fold 0's."""
+    import dataclasses
+
+    manifest = load_manifest(settings.datasets_dir, spec.dataset)
+    split = dataclasses.replace(spec.split, k_folds=spec.cv.folds, fold=0) if spec.cv else spec.split
+    return split_sizes(manifest.stems, split, manifest.groups, manifest.labels or None)
+
+
+def study_cost(spec: StudySpec, settings: Settings, profile: DeviceProfile | None = None) -> StudyEstimate:
+    """The planner's estimate of the whole study of ``spec`` (folds and pruning counted), from its split's sizes."""
+    sizes = model_split_sizes(spec, settings)
+    return estimate_spec(spec, profile or profile_for("cpu"), train=sizes["train"], val=sizes["val"])
+
+
+def measured_profile(device: str = "cpu", side: int = 128, channels: int = 3) -> DeviceProfile:
+    """``device``'s profile with the speed of the reference model (U-Net resnet18) timed here at ``side`` px."""
+    import torch
+
+    from core.modeling.build import build_model
+    from core.modeling.config import ModelConfig
+
+    model = build_model(ModelConfig("Unet", channels, 2, encoder="resnet18")).to(device)
+    images = torch.rand(REFERENCE_BATCH, channels, side, side, device=device)
+    seconds = _time_train_step(model, images)
+    return profile_for(device, megapixels_per_s=REFERENCE_BATCH * side * side / 1e6 / seconds)
 
 
 ADAM_STATE_COPIES = 4  # weights, gradients and Adam's two moments

@@ -216,6 +216,37 @@ def test_the_form_starts_from_the_auto_plan_and_says_why(demo: Settings) -> None
     assert not any("Why these settings" in e.label for e in at.expander)  # a paper preset: no plan to explain
 
 
+def test_the_plans_first_trial_follows_an_edited_space() -> None:
+    from core.search.auto import plan
+    from tests.helpers.fingerprints import segmentation
+
+    spec = spec_from_dict(plan(segmentation(300), dataset="d", device="cpu").spec)
+    values = spec_to_form(spec)
+    assert form_to_dict(values)["first_trials"] == [dict(spec.first_trials[0])]
+    values["ns.sp.lr.low"] = (
+        2e-3  # the default's 1e-3 is now outside the range: dropped, not a problem at a hidden field
+    )
+    data = form_to_dict(values)
+    assert "lr" not in data["first_trials"][0] and data["first_trials"][0]["optimizer"] == "adam"
+    assert spec_from_dict(data).first_trials[0]["loss"] == "dice_bce"
+
+
+def test_the_form_shows_the_study_total_and_warns_past_the_budget(demo: Settings) -> None:
+    at = new_study_page()
+    total = [c.value for c in at.caption if "Estimated study total" in c.value]
+    assert total and "trial(s) of about" in total[0]
+    assert not any("exceeds the time budget" in w.value for w in at.warning)  # the plan fits its own budget
+    assert at.session_state["ns.first_trials"]  # the plan's plain default travels with the form
+    assert form_to_dict(at.session_state)["first_trials"][0]["lr"] == 1e-3
+    at.number_input(key="ns.n_trials").set_value(5000).run()
+    at.number_input(key="ns._hours").set_value(0.1).run()
+    assert any("exceeds the time budget of 0.1 h" in w.value for w in at.warning)
+    at.button(key="ns._apply_preset").click().run()  # re-plan the auto preset for the 0.1 h budget
+    assert not any("exceeds the time budget" in w.value for w in at.warning)
+    why = "\n".join(m.value for e in at.expander if "Why these settings" in e.label for m in e.markdown)
+    assert "time budget 6 min" in why
+
+
 def test_reuse_an_earlier_study_warm_start_and_narrow(demo: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     import optuna
 
@@ -291,7 +322,18 @@ def test_a_classification_dataset_gets_the_classification_form_and_starts_a_real
         objective_metrics(Task.CLASSIFICATION)
     )
     presets = at.selectbox(key="ns._preset")
-    assert presets.value == "p4-cnn-classification" and len(presets.options) == 1  # no auto plan: it plans segmentation
+    assert presets.value == "auto" and len(presets.options) == 2  # the classification plan, then the paper preset
+    why = "\n".join(m.value for e in at.expander if "Why these settings" in e.label for m in e.markdown)
+    assert (
+        "val_balanced_accuracy" in why and "cross-validation" in why and "estimated study total" in why
+    )  # the classification plan
+    assert at.session_state["ns.split.mode"] == "Cross-validation"
+    presets.set_value("p4-cnn-classification").run()
+    at.button(key="ns._apply_preset").click().run()
+    assert any(
+        "objective is the paper's val_accuracy, not val_balanced_accuracy" in s.value for s in at.success
+    )  # never silent
+    at.multiselect(key="ns.objectives").set_value(["val_balanced_accuracy"]).run()
 
     at.multiselect(key="ns.sp.loss").set_value(["cross_entropy", "focal"]).run()
     at.session_state["ns.sp.head_filters.values"] = "16, 32"
