@@ -15,6 +15,16 @@ fi
 if [ -f ../shared/tools/import_cycles.py ]; then
   .venv/bin/python ../shared/tools/import_cycles.py . core
 fi
+# nnU-Net, a benchmark dependency only (bench/vs_nnunet.py, tests/test_vs_nnunet.py): its own venv,
+# which sees the product venv's packages through a .pth file (so torch is not installed twice) while
+# its own pins (e.g. timm) stay apart from the product's. The product never imports it.
+if [ ! -x .venv-nnunet/bin/python ] || [ ! -f ".venv-nnunet/.installed-$(sha256sum bench/requirements-nnunet.txt | cut -c1-12)" ]; then
+  python3 -m venv .venv-nnunet
+  .venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
+    > "$(.venv-nnunet/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/segtune_product.pth"
+  .venv-nnunet/bin/python -m pip install --quiet -r bench/requirements-nnunet.txt
+  touch ".venv-nnunet/.installed-$(sha256sum bench/requirements-nnunet.txt | cut -c1-12)"
+fi
 if [ $# -gt 0 ]; then
   exec .venv/bin/python -m pytest "$@"
 fi
