@@ -75,7 +75,8 @@ def ingest(name: str, count: int | None, settings: Any) -> Any:
 
 
 def default_spec(planned: Any, budget_s: float, profile: Any) -> Any:
-    """The plain default at the plan's side, with the epochs one trial of it gets in the budget."""
+    """The plain default at the plan's side (whole images resized to it, where the plan cuts patches), with the
+    epochs one trial of it gets in the budget."""
     import dataclasses
 
     from core.search.cost import study_estimate
@@ -89,7 +90,7 @@ def default_spec(planned: Any, budget_s: float, profile: Any) -> Any:
         e
         for e in range(1, 201)
         if study_estimate(
-            profile, side=planned.image_size, train=sizes["train"], val=sizes["val"], cost=1.0, epochs=e, n_trials=1
+            profile, side=training_side(planned), train=sizes["train"], val=sizes["val"], cost=1.0, epochs=e, n_trials=1
         ).total_s
         <= budget_s
     ]
@@ -105,8 +106,15 @@ def default_spec(planned: Any, budget_s: float, profile: Any) -> Any:
         pruner="none",
         budget=Budget(n_trials=1, max_epochs=epochs),
         patience=epochs,
+        image_size=training_side(planned),
+        patch_size=None,
         description="the plain default",
     )
+
+
+def training_side(spec: Any) -> int:
+    """The side a training step sees: the patch, or the whole resized image."""
+    return spec.patch_size or spec.image_size
 
 
 def chosen(study: optuna.Study) -> dict[str, Any]:
@@ -181,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows.append(
             {
                 "dataset": name,
-                "side": planned.image_size,
+                "side": training_side(planned),
                 "estimate_min": auto.estimate.total_min,
                 "plan": run_arm(planned, budget_s, settings),
                 "default": run_arm(default_spec(planned, budget_s, profile), budget_s, settings),

@@ -225,7 +225,9 @@ def test_plan_vs_default_runs_small(tmp_path: Path, capsys: pytest.CaptureFixtur
         ]
     )
     (row,) = result["rows"]
-    assert row["side"] == 64 and row["plan"]["trials"] == 1 and row["default"]["trials"] == 1
+    # the side follows the measured speed of this machine: a multiple of 32 the 256-px slices allow
+    assert row["side"] % 32 == 0 and 64 <= row["side"] <= 256
+    assert row["plan"]["trials"] == 1 and row["default"]["trials"] == 1
     assert row["default"]["config"]["architecture"] == "Unet" and row["default"]["config"]["lr"] == 1e-3
     assert row["plan"]["config"]["lr"] == 1e-3  # the plan's first trial is the plain default
-    assert (tmp_path / "out.json").is_file() and "| liver | default | 64 |" in capsys.readouterr().out
+    assert (tmp_path / "out.json").is_file() and f"| liver | default | {row['side']} |" in capsys.readouterr().out
