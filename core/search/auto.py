@@ -45,6 +45,9 @@ MAX_SIDE = {"cuda": 512, "cpu": 256}  # largest square side worth training at, p
 MAX_CLASSIFIER_SIDE = {"cuda": 224, "cpu": 128}  # ImageNet classifiers' own side; a CPU study trains smaller
 SIDES = (512, 384, 320, 256, 224, 192, 160, 128, 96, 64)  # candidate sides, largest first
 BATCH_AT_256 = {"cuda": 16, "cpu": 8}  # images per batch at 256 px that fit comfortably; scaled by area
+# The plan is sized a little under the budget: it counts the split's expected sizes, while the spec's
+# own estimate (the New study form's) counts the frozen split, a few images either way.
+BUDGET_MARGIN = 0.05
 MIN_TRIALS = 4  # below this a study is not a search: the side shrinks first
 DEFAULT_TRIALS = 30  # the most trials a plan asks for when the user names no count
 MIN_EPOCHS = {
@@ -240,7 +243,9 @@ def _size(
     folds: int,
 ) -> _Sizing:
     """The largest side, then the most epochs (up to ``want_epochs``), the heaviest tier and the most
-    trials whose estimate fits ``budget_s``; ``tiers`` are (epochs needed, mean relative cost), light first."""
+    trials whose estimate fits ``budget_s`` (less :data:`BUDGET_MARGIN`); ``tiers`` are (epochs needed,
+    mean relative cost), light first."""
+    budget_s *= 1 - BUDGET_MARGIN
     train, val = model_images(fp.count, folds)
     least = n_trials or MIN_TRIALS
 

@@ -43,7 +43,7 @@ class DeviceProfile:
 # CPU: a 1,000-image 128 px polyp study measured ~0.12 MP/s on a laptop-class CPU (issue 24);
 # GPU: U-Net resnet18 under AMP on an H100-class card, with data on the device, rounded down.
 PROFILES: dict[str, DeviceProfile] = {
-    "cpu": DeviceProfile("cpu", megapixels_per_s=0.12, default_hours=2.0, model_overhead_s=4.0, study_overhead_s=5.0),
+    "cpu": DeviceProfile("cpu", megapixels_per_s=0.12, default_hours=2.0, model_overhead_s=1.5, study_overhead_s=2.0),
     "cuda": DeviceProfile(
         "cuda", megapixels_per_s=40.0, default_hours=12.0, model_overhead_s=6.0, study_overhead_s=10.0
     ),

@@ -235,14 +235,15 @@ def test_the_form_shows_the_study_total_and_warns_past_the_budget(demo: Settings
     at = new_study_page()
     total = [c.value for c in at.caption if "Estimated study total" in c.value]
     assert total and "trial(s) of about" in total[0]
-    assert not any("exceeds the time budget" in w.value for w in at.warning)  # the plan fits its own budget
+    # the plan fits its own budget
+    assert not any("exceeds the time budget" in w.value for w in at.warning), [w.value for w in at.warning]
     assert at.session_state["ns.first_trials"]  # the plan's plain default travels with the form
     assert form_to_dict(at.session_state)["first_trials"][0]["lr"] == 1e-3
     at.number_input(key="ns.n_trials").set_value(5000).run()
     at.number_input(key="ns._hours").set_value(0.1).run()
     assert any("exceeds the time budget of 0.1 h" in w.value for w in at.warning)
     at.button(key="ns._apply_preset").click().run()  # re-plan the auto preset for the 0.1 h budget
-    assert not any("exceeds the time budget" in w.value for w in at.warning)
+    assert not any("exceeds the time budget" in w.value for w in at.warning), [w.value for w in at.warning]
     why = "\n".join(m.value for e in at.expander if "Why these settings" in e.label for m in e.markdown)
     assert "time budget 6 min" in why
 
