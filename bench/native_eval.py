@@ -31,9 +31,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from shared_sets import DATASETS, DEFAULT_SPACE, copy_shared
 
 from core.contract import TrialAttr
 from core.data.ingest import ingest_dataset
@@ -43,36 +44,6 @@ from core.runtime.storage import open_artifact_store
 from core.runtime.tuning import run_study
 from core.search.validation import spec_from_dict
 from core.settings import load_settings
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-DATASETS = {  # key -> (folder, invert masks: make the thin membranes the foreground)
-    "em": ("em_membrane_isbi2012", True),
-    "shenzhen": ("chest_xray_lung_shenzhen", False),
-    "liver": ("ct_liver_msd", False),
-}
-SPACE = {
-    "architecture": "Unet",
-    "encoder": "resnet18",
-    "encoder_weights": None,
-    "optimizer": "adam",
-    "lr": 1e-3,
-    "loss": "dice_bce",
-    "batch_size": 8,
-}
-
-
-def subset(name: str, count: int, out: Path) -> Path:
-    """The first ``count`` pairs of a shared dataset (sorted by name), masks as 0/1 (inverted for EM)."""
-    folder, invert = DATASETS[name]
-    source = SHARED / folder
-    images = sorted((source / "images").iterdir())[:count]
-    (out / "images").mkdir(parents=True)
-    (out / "masks").mkdir()
-    for path in images:
-        shutil.copy(path, out / "images" / path.name)
-        mask = np.asarray(Image.open(next((source / "masks").glob(f"{path.stem}.*"))).convert("L")) > 127
-        Image.fromarray(((~mask if invert else mask) * 255).astype(np.uint8)).save(out / "masks" / f"{path.stem}.png")
-    return out
 
 
 def study(name: str, dataset: str, image_size: int, epochs: int, *, folds: int | None = None, patch: int | None = None):
@@ -85,7 +56,7 @@ def study(name: str, dataset: str, image_size: int, epochs: int, *, folds: int |
         "budget": {"n_trials": 1, "max_epochs": epochs},
         "preview_count": 2,
         "patience": epochs,
-        "search_space": {**SPACE, "epochs": epochs},
+        "search_space": {**DEFAULT_SPACE, "epochs": epochs},
     }
     if folds:
         spec["cv"] = {"folds": folds}
@@ -140,7 +111,7 @@ def mean_case(report: CaseReport, metric: str) -> float:
 def measure(key: str, args: argparse.Namespace, work: Path) -> dict:
     settings = load_settings()
     dataset = f"{key}-bench"
-    ingest_dataset(subset(key, args.images, work / f"{key}-source"), dataset, settings.datasets_dir)
+    ingest_dataset(copy_shared(key, work / f"{key}-source", args.images), dataset, settings.datasets_dir)
     store = open_artifact_store(settings)
     result: dict = {"dataset": key, "images": args.images, "image_size": args.size}
 

@@ -52,23 +52,9 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from shared_sets import DATASETS, DEFAULT_SPACE, SHARED, copy_shared
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "datasets"
-DATASETS = {  # key -> (folder, invert masks: make the thin membranes the foreground)
-    "em": ("em_membrane_isbi2012", True),
-    "shenzhen": ("chest_xray_lung_shenzhen", False),
-    "liver": ("ct_liver_msd", False),
-}
-DEFAULT_SPACE = {
-    "architecture": "Unet",
-    "encoder": "resnet18",
-    "encoder_weights": None,
-    "optimizer": "adam",
-    "lr": 1e-3,
-    "loss": "dice_bce",
-    "batch_size": 8,
-}
 NNUNET_DATASET_ID = 927  # nnU-Net's DatasetXXX number; the raw / preprocessed / results folders are private to a run
 METRICS = ("dice", "iou", "nsd", "hd95")
 
@@ -135,18 +121,7 @@ def source_folder(dataset: str, work: Path) -> Path:
             )
         return folder
     name, invert = DATASETS[dataset]
-    folder = SHARED / name
-    if not invert:
-        return folder
-    out = work / f"{dataset}-source"
-    shutil.copytree(folder / "images", out / "images")
-    (out / "masks").mkdir()
-    for path in sorted((folder / "masks").iterdir()):
-        mask = np.asarray(Image.open(path).convert("L")) > 127
-        Image.fromarray((~mask * 255).astype(np.uint8)).save(out / "masks" / f"{path.stem}.png")
-    if (folder / "split.csv").is_file():
-        shutil.copy(folder / "split.csv", out / "split.csv")
-    return out
+    return copy_shared(dataset, work / f"{dataset}-source") if invert else SHARED / name
 
 
 def export_nnunet(

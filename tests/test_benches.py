@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -231,3 +232,21 @@ def test_plan_vs_default_runs_small(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert row["default"]["config"]["architecture"] == "Unet" and row["default"]["config"]["lr"] == 1e-3
     assert row["plan"]["config"]["lr"] == 1e-3  # the plan's first trial is the plain default
     assert (tmp_path / "out.json").is_file() and f"| liver | default | {row['side']} |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_native_eval_runs_small(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/native_eval.py at its smallest on EM: every comparison is computed and written."""
+    import native_eval
+
+    from tests.helpers.machine import shared_dataset
+
+    shared_dataset("em_membrane_isbi2012")  # skips with the reason when the shared datasets are absent
+    monkeypatch.setenv("SEGTUNE_HOME", str(tmp_path / "home"))  # the bench points it at its own workspace
+    out = tmp_path / "native.json"
+    args = ["--datasets", "em", "--images", "10", "--epochs", "1", "--folds", "2", "--size", "32", "--native", "64"]
+    assert native_eval.main([*args, "--threads", "1", "--out", str(out)]) == 0
+    (result,) = json.loads(out.read_text())
+    assert result["dataset"] == "em" and 0 <= result["training_vs_native"]["val_dice_native"] <= 1
+    assert len(result["ensemble"]["fold_dice"]) == 2 and result["ensemble"]["test_cases"] >= 1
+    assert {"resize_dice", "patch_dice", "patch_minus_resize"} <= set(result["resize_vs_patch"])
