@@ -70,7 +70,12 @@ def test_static_int8_keeps_dice_and_shrinks_the_file(trained: torch.nn.Module, d
     assert abs(report.val["dice"] - original.val["dice"]) <= PTQ_TOLERANCE
     assert report.size_mb < 0.6 * original.size_mb
     assert report.deltas["val_dice"] == pytest.approx(report.val["dice"] - original.val["dice"])
-    assert set(report.test) == {"dice", "iou", "f1"} and report.latency_ms > 0 and report.images_per_s > 0
+    assert (
+        set(report.test) == {"dice", "iou", "f1", "nsd", "hd95"} and report.latency_ms > 0 and report.images_per_s > 0
+    )
+    # the boundary metrics of the original and the variant, per case at the training size
+    assert 0 <= report.val["nsd"] <= 1 and report.val["hd95"] >= 0
+    assert abs(report.val["nsd"] - original.val["nsd"]) <= 0.2
 
 
 def test_default_quantization_aware_training_keeps_dice(trained: torch.nn.Module, data: CompressionData) -> None:

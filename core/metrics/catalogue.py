@@ -90,8 +90,8 @@ METRICS: Registry[Metric] = Registry(
         Metric("f1", "F1", _UP, _SPLIT, _COUNTS, report=True),
         Metric("specificity", "Specificity", _UP, _SPLIT, _COUNTS, objective=False),
         Metric("dice_per_volume", "Dice per volume", _UP, Scope.VOLUME, Source.VOLUMES, report=False),
-        Metric("nsd", "NSD (surface Dice)", _UP, Scope.CASE, Source.CASES),
-        Metric("hd95", "HD95 (px)", _DOWN, Scope.CASE, Source.CASES),
+        Metric("nsd", "NSD (surface Dice)", _UP, Scope.CASE, Source.CASES, report=True),
+        Metric("hd95", "HD95 (px)", _DOWN, Scope.CASE, Source.CASES, report=True),
         # classification (image labels; the macro means and the AUC rules: core.metrics.classification)
         Metric("accuracy", "Accuracy", _UP, _SPLIT, Source.CLASS_PREDICTIONS, curve=True, report=True, tasks=_LABELS),
         Metric(

@@ -17,8 +17,10 @@ from core.contract import Task
 from core.data.tensors import ImageSet
 from core.deploy.compression.config import CompressedVariant, CompressionData
 from core.deploy.export import save_torchscript
+from core.metrics.cases import BOUNDARY_METRICS
 from core.modeling.bundle import TORCHSCRIPT_FILE, WEIGHTS_FILE
-from core.training.loop import evaluate, task_loss
+from core.training.loop import evaluate, predict, task_loss
+from core.training.native import CaseScorer
 
 
 @dataclass
@@ -103,7 +105,17 @@ def _scores(model: nn.Module, split: ImageSet | None, data: CompressionData, bat
     # the loss is not reported: any loss of the task will do
     loss = task_loss("cross_entropy" if data.task == Task.CLASSIFICATION else "bce", split, data.mode)
     result = evaluate(model, split, batch_size, loss_fn=loss, mode=data.mode, num_classes=data.num_classes)
+    if data.task == Task.SEGMENTATION:  # the boundary metrics, per case at the variants' common (training) size
+        result.update(_boundary_scores(model, split, data, batch_size))
     return {name: result[name] for name in data.report_metrics}
+
+
+def _boundary_scores(model: nn.Module, split: ImageSet, data: CompressionData, batch_size: int) -> dict[str, float]:
+    cases = CaseScorer(data.mode, data.num_classes)
+    for stem, mask, truth in zip(split.stems, predict(model, split, batch_size), split.targets.cpu().numpy()):
+        cases.add(stem, mask, truth)
+    metrics = cases.metrics()
+    return {name: metrics[name] for name in BOUNDARY_METRICS}
 
 
 def measure(
