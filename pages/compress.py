@@ -285,7 +285,8 @@ def key_columns(task: Task) -> list[str]:
 
 def comparison_view(records: list[dict[str, Any]], task: Task) -> None:
     rows = pd.DataFrame(trade_off_rows(records))
-    columns = table_columns(task)
+    # variants measured before a metric existed (e.g. NSD, HD95) have no column for it
+    columns = {name: config for name, config in table_columns(task).items() if name in rows}
     every = st.toggle(
         "All columns",
         key="compress.all_columns",
