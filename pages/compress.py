@@ -16,7 +16,7 @@ from app.nav import page_path
 from app.widgets.axes import metric_axis_range
 from app.widgets.errors import user_errors
 from app.widgets.mask_grid import image_stepper, mask_row, view_controls, zoom_button
-from app.widgets.reliability import flag_warning, row_flags
+from app.widgets.reliability import flag_warning, trial_choices
 from core.contract import Task
 from core.data.visual import to_rgb
 from core.deploy.compression.config import (
@@ -72,12 +72,7 @@ def pick_trial(name: str) -> int | None:
             icon=":material/hourglass_empty:",
         )
         return None
-    labels = {
-        int(
-            row.number
-        ): f"#{row.number} · rank {row.rank}{' · ★ best' if row.best else ''}{' · ⚑ flagged' if row_flags(row) else ''}"
-        for row in complete.itertuples()
-    }
+    labels = trial_choices(complete)
     number = st.selectbox(
         "Trial",
         list(labels),

@@ -8,7 +8,7 @@ import streamlit as st
 from app import study_cache
 from app.nav import page_path
 from app.widgets.errors import user_errors
-from app.widgets.reliability import flag_warning, row_flags
+from app.widgets.reliability import flag_warning, trial_choices
 from app.widgets.trial_table import headline_metrics, shown_count, shown_value
 from core.contract import Task
 from core.deploy import model_card as cards
@@ -16,12 +16,7 @@ from core.metrics.catalogue import label
 
 
 def pick_trial(complete: pd.DataFrame) -> pd.Series:
-    labels = {
-        int(
-            row.number
-        ): f"#{row.number} · rank {row.rank}{' · ★ best' if row.best else ''}{' · ⚑ flagged' if row_flags(row) else ''}"
-        for row in complete.itertuples()
-    }
+    labels = trial_choices(complete)
     number = st.selectbox(
         "Trial",
         list(labels),

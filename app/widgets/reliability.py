@@ -28,6 +28,15 @@ def row_flags(row: pd.Series | tuple) -> list[str]:
     return [flag.strip() for flag in str(value).split(",") if flag.strip()] if isinstance(value, str) else []
 
 
+def trial_choices(complete: pd.DataFrame) -> dict[int, str]:
+    """Trial number -> its label in a trial picker: rank, best mark and flag mark."""
+    return {
+        int(row.number): f"#{row.number} · rank {row.rank}{' · ★ best' if row.best else ''}"
+        f"{' · ⚑ flagged' if row_flags(row) else ''}"
+        for row in complete.itertuples()
+    }
+
+
 def flag_label(flag: str) -> str:
     return FLAG_LABELS.get(flag, flag)  # type: ignore[call-overload]
 
