@@ -54,6 +54,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--trials", type=int, help="cap the plan's trials (default: the planner's choice)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--probe-side", type=int, default=128, help="px of the speed probe that the plan is sized with")
+    parser.add_argument(
+        "--speed",
+        type=float,
+        help="megapixels/s to plan with instead of timing a probe (a re-run that must plan as an earlier one did)",
+    )
+    parser.add_argument("--arms", default="plan,default", help="comma-separated, of plan and default")
     parser.add_argument("--home", type=Path, help="SEGTUNE_HOME to use (default: a temporary folder)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     return parser.parse_args(argv)
@@ -150,6 +156,8 @@ def table(rows: list[dict[str, Any]], minutes: float) -> str:
     ]
     for r in rows:
         for arm in ("plan", "default"):
+            if arm not in r:
+                continue
             a = r[arm]
             c = a["config"]
             config = f"{c['architecture']} {c['encoder']} {c['loss']} lr {c['lr']:.1e} {c['epochs']} ep"
@@ -171,18 +179,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     from core.search.auto import plan_for_manifest
+    from core.search.cost import profile_for
     from core.search.validation import spec_from_dict
     from core.settings import load_settings
     from core.training.estimate import measured_profile
 
     settings = load_settings()
     budget_s = args.minutes * 60
+    arms = args.arms.split(",")
+    if unknown := set(arms) - {"plan", "default"}:
+        raise SystemExit(f"unknown arm(s) {sorted(unknown)}; valid: ['default', 'plan']")
     rows = []
     for name in args.datasets.split(","):
         if name not in DATASETS:
             raise SystemExit(f"unknown dataset {name!r}; valid: {sorted(DATASETS)}")
         manifest = ingest(name, args.count, settings)
-        profile = measured_profile("cpu", side=args.probe_side, channels=manifest.channels)
+        profile = (
+            profile_for("cpu", megapixels_per_s=args.speed)
+            if args.speed
+            else measured_profile("cpu", side=args.probe_side, channels=manifest.channels)
+        )
         auto = plan_for_manifest(manifest, device="cpu", hours=args.minutes / 60, profile=profile, n_trials=args.trials)
         planned = spec_from_dict(auto.spec)
         print(f"{name}: " + "\n  ".join(auto.reasons), flush=True)
@@ -191,8 +207,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "dataset": name,
                 "side": training_side(planned),
                 "estimate_min": auto.estimate.total_min,
-                "plan": run_arm(planned, budget_s, settings),
-                "default": run_arm(default_spec(planned, budget_s, profile), budget_s, settings),
+                **({"plan": run_arm(planned, budget_s, settings)} if "plan" in arms else {}),
+                **(
+                    {"default": run_arm(default_spec(planned, budget_s, profile), budget_s, settings)}
+                    if "default" in arms
+                    else {}
+                ),
             }
         )
         print(table(rows[-1:], args.minutes), flush=True)

@@ -257,7 +257,13 @@ def run_segtune(
             image_size=args.image_size,
         )
     else:
-        side.details["spec"] = "given"
+        budget = spec.get("budget", {})
+        side.details.update(
+            spec="given (--segtune-spec)" if args.segtune_spec else "auto plan (python -m core plan)",
+            image_size=spec.get("image_size"),
+            trials=budget.get("n_trials"),
+            epochs=budget.get("max_epochs"),
+        )
     spec = {**spec, "dataset": args.dataset_name}
     spec_file = work / "segtune-spec.json"
     spec_file.write_text(json.dumps(spec, indent=1), encoding="utf-8")

@@ -232,6 +232,13 @@ def test_plan_vs_default_runs_small(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert row["default"]["config"]["architecture"] == "Unet" and row["default"]["config"]["lr"] == 1e-3
     assert row["plan"]["config"]["lr"] == 1e-3  # the plan's first trial is the plain default
     assert (tmp_path / "out.json").is_file() and f"| liver | default | {row['side']} |" in capsys.readouterr().out
+    # a re-run of one arm plans with the speed it is given instead of timing a probe: a slow one gets the smallest side
+    again = plan_vs_default.main(
+        ["--datasets", "liver", "--count", "8", "--minutes", "0.3", "--trials", "1", "--threads", "1"]
+        + ["--speed", "0.0001", "--arms", "plan", "--home", str(tmp_path / "home2")]
+    )
+    (only,) = again["rows"]
+    assert "default" not in only and only["plan"]["trials"] == 1 and only["side"] == 64
 
 
 @pytest.mark.slow

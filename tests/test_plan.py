@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from core.search.auto import (
     BUDGET_MARGIN,
     DEFAULT_TRIALS,
     MIN_TRIALS,
+    SEARCH_IMAGES_SEEN,
     Fingerprint,
     model_images,
     plan,
@@ -107,6 +109,23 @@ def test_the_first_trial_is_the_plain_default_and_fits_the_space() -> None:
         for name in ("architecture", "encoder"):  # tuned: the default is named; fixed: it is the only value
             dimension = spec.search_space[name]
             assert first.get(name, dimension.value) == {"architecture": "Unet", "encoder": "resnet18"}[name]
+
+
+def test_a_search_only_where_its_trials_train_long_enough() -> None:
+    """Four under-trained trials lost to one long default (bench: liver at 30 CPU-minutes); a longer budget searches
+    with trials that each see at least SEARCH_IMAGES_SEEN images."""
+    fp = segmentation(560, side=512)  # Shenzhen-sized
+    train, _ = model_images(fp.count, 1)
+    bench_cpu = profile_for("cpu", megapixels_per_s=0.083)  # as the bench timed one thread
+    short = spec_from_dict(plan(fp, dataset="d", device="cpu", hours=0.5, profile=bench_cpu).spec)
+    assert short.budget.n_trials == 1 and short.budget.max_epochs * train > 2 * SEARCH_IMAGES_SEEN
+    assert short.search_space["architecture"].value == "Unet" and short.first_trials[0]["lr"] == 1e-3
+    long = spec_from_dict(plan(fp, dataset="d", device="cpu", hours=3, profile=bench_cpu).spec)
+    needed = min(30, math.ceil(SEARCH_IMAGES_SEEN / train))  # a mid-sized set wants at most 30 epochs a trial
+    assert long.budget.n_trials >= MIN_TRIALS and long.budget.max_epochs >= needed
+    # a large set sees that many images in a few epochs: it still searches at the old ten-epoch floor
+    large = spec_from_dict(plan(segmentation(20_000, side=512), dataset="d", device="cuda").spec)
+    assert large.budget.n_trials >= MIN_TRIALS and large.budget.max_epochs >= 10
 
 
 def test_an_impossible_budget_is_said_so() -> None:

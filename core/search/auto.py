@@ -16,6 +16,7 @@ rule is unit-tested and the New study form and ``python -m core plan`` can say *
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -54,6 +55,14 @@ MIN_EPOCHS = {
     Task.SEGMENTATION: 10,
     Task.CLASSIFICATION: 5,
 }  # below this a model is not trained: trials and side shrink first
+# Training images a segmentation trial must see before trials can be told apart; where even the
+# smallest side cannot give MIN_TRIALS trials that many, the plain default alone gets the budget.
+# U-Net resnet18 from scratch reached its validation plateau after ~24 epochs of 396 Shenzhen images
+# and ~28 of 436 liver slices (10-12k images seen); at a 30-minute CPU budget four 14-epoch liver
+# trials chose a model 0.02 test Dice below the plain default trained for 60 epochs
+# (bench/RESULTS.md "Plan vs the plain default").
+SEARCH_IMAGES_SEEN = 12_000
+MAX_SINGLE_TRIAL_EPOCHS = 200  # the plain default alone, when no search fits, trains for every epoch up to this
 PRUNE_TRIALS, PRUNE_EPOCHS = (
     10,
     10,
@@ -263,8 +272,8 @@ def _size(
             pruner=pruner,
         )
 
-    def most_epochs(side: int, trials: int, cost: float) -> int:
-        fitting = [e for e in range(1, want_epochs + 1) if estimate(side, e, trials, cost).total_s <= budget_s]
+    def most_epochs(side: int, trials: int, cost: float, cap: int = want_epochs) -> int:
+        fitting = [e for e in range(1, cap + 1) if estimate(side, e, trials, cost).total_s <= budget_s]
         return fitting[-1] if fitting else 0
 
     base = tiers[0][1]
@@ -272,7 +281,7 @@ def _size(
     epochs = most_epochs(side, least, base)
     if epochs < min_epochs and n_trials is None:  # too short for a search: the plain default alone gets every epoch
         least = 1
-        epochs = most_epochs(side, least, base)
+        epochs = most_epochs(side, least, base, cap=MAX_SINGLE_TRIAL_EPOCHS)
     epochs = max(1, epochs)  # even one epoch overruns: planned anyway, and the reasons say so
     tier = max(
         (
@@ -342,23 +351,17 @@ def _plan_segmentation(
     tiers = list(SEGMENTATION_TIERS) + ([GPU_LARGE_TIER] if kind == "cuda" and fp.count >= SMALL_SET else [])
     costs = [(needed, mean_model_cost(list(archs), list(encoders))) for needed, archs, encoders in tiers]
     native = max(64, min(MAX_SIDE[kind], min(fp.median_height, fp.median_width) or 256) // 32 * 32)
-    sizing = _size(
-        fp,
-        profile,
-        budget_s,
-        n_trials,
-        _sides(min(fp.median_height, fp.median_width), MAX_SIDE[kind]),
-        costs,
-        _want_epochs(fp),
-        MIN_EPOCHS[Task.SEGMENTATION],
-        folds=1,
-    )
+    want = _want_epochs(fp)
+    train, _ = model_images(fp.count, 1)
+    min_epochs = min(want, max(MIN_EPOCHS[Task.SEGMENTATION], math.ceil(SEARCH_IMAGES_SEEN / max(1, train))))
+    sides = _sides(min(fp.median_height, fp.median_width), MAX_SIDE[kind])
+    sizing = _size(fp, profile, budget_s, n_trials, sides, costs, want, min_epochs, folds=1)
     _image_reason(fp, sizing.side, kind, reasons)
-    _time_reasons(sizing, profile, budget_s, native, reasons, n_trials, MIN_EPOCHS[Task.SEGMENTATION])
+    _time_reasons(sizing, profile, budget_s, native, reasons, n_trials, min_epochs)
     patches, sizing = _patches_within_budget(fp, sizing, costs[sizing.tier][1], profile, budget_s, reasons)
     space: dict[str, Any] = {"batch_size": _batch_size(fp, sizing.side, kind, reasons)}
     _, architectures, encoders = tiers[sizing.tier]
-    space.update(_architectures(fp, list(architectures), list(encoders), sizing.epochs, reasons))
+    space.update(_architectures(fp, list(architectures), list(encoders), sizing, reasons))
     space.update(_weights(fp, space, pretrained, reasons))
     space["loss"] = _losses(fp, reasons)
     space.update(_augmentation(fp, sizing.epochs, reasons))
@@ -389,17 +392,23 @@ def _plan_segmentation(
         "budget": {"n_trials": sizing.n_trials, "max_epochs": sizing.epochs},
         "sampler": "tpe",
         "pruner": pruner,
-        "patience": _patience(sizing.epochs, reasons),
+        "patience": _patience(sizing, reasons),
         "search_space": space,
         "first_trials": [first],
     }
     return AutoPlan(spec, tuple(reasons), sizing.estimate, budget_s)
 
 
-def _patience(epochs: int, reasons: list[str]) -> int:
+def _patience(sizing: _Sizing, reasons: list[str]) -> int:
     """Early stopping only where there are epochs to spare: a short trial's validation loss is too noisy to stop
     on (bench/RESULTS.md "Plan vs the plain default": patience 5 of 11 epochs stopped the plain default at test
-    Dice 0.65 against 0.83)."""
+    Dice 0.65 against 0.83), and a lone trial's spare time would go unused (its best epoch is kept either way)."""
+    epochs = sizing.epochs
+    if sizing.n_trials == 1:
+        reasons.append(
+            f"no early stopping: the one trial has the budget to itself, and its best of {epochs} epochs is kept"
+        )
+        return epochs
     if epochs < FULL_EPOCHS:
         reasons.append(
             f"no early stopping: {epochs} epochs are all a trial gets, and early validation losses are too noisy to "
@@ -497,10 +506,15 @@ def _choice(values: list[Any]) -> Any:
 
 
 def _architectures(
-    fp: Fingerprint, architectures: list[str], encoders: list[str], epochs: int, reasons: list[str]
+    fp: Fingerprint, architectures: list[str], encoders: list[str], sizing: _Sizing, reasons: list[str]
 ) -> dict[str, Any]:
     size = "small" if fp.count < SMALL_SET else ("large" if fp.count >= LARGE_SET else "mid-sized")
-    if len(architectures) == 1:
+    epochs = sizing.epochs
+    if sizing.n_trials == 1:
+        reasons.append(
+            "architecture U-Net with a resnet18 encoder only: the plain default, the one trial the budget has"
+        )
+    elif len(architectures) == 1:
         reasons.append(
             f"architecture U-Net with a resnet18 encoder only: {epochs} epochs per trial are too few for larger "
             "networks to catch up (U-Net++ and deeper encoders join the list from 10-20 epochs)"
@@ -662,6 +676,9 @@ def _optimisation(reasons: list[str]) -> dict[str, Any]:
 
 
 def _search_reason(sizing: _Sizing, reasons: list[str]) -> str:
+    if sizing.n_trials == 1:
+        reasons.append("no search: one trial, the plain default; the space above is what trials added by Extend sample")
+        return "none"
     if _prunes(sizing.n_trials, sizing.epochs):
         reasons.append(
             f"search: TPE with Hyperband pruning over {sizing.n_trials} trials — it reached random search's best in "
@@ -789,7 +806,7 @@ def _plan_classification(
         "budget": {"n_trials": sizing.n_trials, "max_epochs": sizing.epochs},
         "sampler": "tpe",
         "pruner": pruner,
-        "patience": _patience(sizing.epochs, reasons),
+        "patience": _patience(sizing, reasons),
         "search_space": space,
         "first_trials": [first],
         **({"cv": {"folds": folds}} if folds > 1 else {}),
