@@ -202,19 +202,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         auto = plan_for_manifest(manifest, device="cpu", hours=args.minutes / 60, profile=profile, n_trials=args.trials)
         planned = spec_from_dict(auto.spec)
         print(f"{name}: " + "\n  ".join(auto.reasons), flush=True)
-        rows.append(
-            {
-                "dataset": name,
-                "side": training_side(planned),
-                "estimate_min": auto.estimate.total_min,
-                **({"plan": run_arm(planned, budget_s, settings)} if "plan" in arms else {}),
-                **(
-                    {"default": run_arm(default_spec(planned, budget_s, profile), budget_s, settings)}
-                    if "default" in arms
-                    else {}
-                ),
-            }
-        )
+        row = {"dataset": name, "side": training_side(planned), "estimate_min": auto.estimate.total_min}
+        if "plan" in arms:
+            row["plan"] = run_arm(planned, budget_s, settings)
+        if "default" in arms:
+            row["default"] = run_arm(default_spec(planned, budget_s, profile), budget_s, settings)
+        rows.append(row)
         print(table(rows[-1:], args.minutes), flush=True)
     result = {"rows": rows, "args": {k: str(v) for k, v in vars(args).items()}}
     print(table(rows, args.minutes))

@@ -353,7 +353,7 @@ def _plan_segmentation(
     native = max(64, min(MAX_SIDE[kind], min(fp.median_height, fp.median_width) or 256) // 32 * 32)
     want = _want_epochs(fp)
     train, _ = model_images(fp.count, 1)
-    min_epochs = min(want, max(MIN_EPOCHS[Task.SEGMENTATION], math.ceil(SEARCH_IMAGES_SEEN / max(1, train))))
+    min_epochs = min(want, max(MIN_EPOCHS[Task.SEGMENTATION], math.ceil(SEARCH_IMAGES_SEEN / train)))
     sides = _sides(min(fp.median_height, fp.median_width), MAX_SIDE[kind])
     sizing = _size(fp, profile, budget_s, n_trials, sides, costs, want, min_epochs, folds=1)
     _image_reason(fp, sizing.side, kind, reasons)
@@ -510,15 +510,14 @@ def _architectures(
 ) -> dict[str, Any]:
     size = "small" if fp.count < SMALL_SET else ("large" if fp.count >= LARGE_SET else "mid-sized")
     epochs = sizing.epochs
-    if sizing.n_trials == 1:
-        reasons.append(
-            "architecture U-Net with a resnet18 encoder only: the plain default, the one trial the budget has"
+    if len(architectures) == 1:
+        why = (
+            "the plain default, the one trial the budget has"
+            if sizing.n_trials == 1
+            else f"{epochs} epochs per trial are too few for larger networks to catch up (U-Net++ and deeper "
+            "encoders join the list from 10-20 epochs)"
         )
-    elif len(architectures) == 1:
-        reasons.append(
-            f"architecture U-Net with a resnet18 encoder only: {epochs} epochs per trial are too few for larger "
-            "networks to catch up (U-Net++ and deeper encoders join the list from 10-20 epochs)"
-        )
+        reasons.append(f"architecture U-Net with a resnet18 encoder only: {why}")
     else:
         reasons.append(
             f"architectures {', '.join(architectures)} with {', '.join(encoders)} encoders: {epochs} epochs per trial "
