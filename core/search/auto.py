@@ -637,9 +637,9 @@ def _augmentation_strength(fp: Fingerprint, epochs: int, reasons: list[str]) -> 
             "aug_brightness_contrast": {"choices": [0.1, 0.3]} if fp.bit_depth == 16 or small else 0.2,
         }
         reasons.append(
-            f"augmentation for grey scans: left-right flips, rotations up to {rotate:.0f}°, 10 % shift/scale, "
-            "brightness/contrast "
-            "changes (scanners differ); no up-down flips, anatomy has an orientation"
+            f"augmentation for grey images: left-right flips, rotations up to {rotate:.0f}°, 10 % shift/scale, "
+            "brightness/contrast changes (scanners differ); no up-down flips, since scans (X-ray, CT, MRI) have an "
+            "up and a down: for images without one (microscopy) turn them on in the form"
             + ("; contrast range searched: 16-bit images" if fp.bit_depth == 16 else "")
         )
     else:
