@@ -34,6 +34,7 @@ import optuna
 
 SHARED = REPO.parent / "shared" / "datasets"
 DATASETS = {"shenzhen": "chest_xray_lung_shenzhen", "liver": "ct_liver_msd"}
+ARMS = ("plan", "default")  # the study the planner proposes, and the plain default given the same budget
 DEFAULT = {
     "architecture": "Unet",
     "encoder": "resnet18",
@@ -59,7 +60,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         help="megapixels/s to plan with instead of timing a probe (a re-run that must plan as an earlier one did)",
     )
-    parser.add_argument("--arms", default="plan,default", help="comma-separated, of plan and default")
+    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of {' and '.join(ARMS)}")
     parser.add_argument("--home", type=Path, help="SEGTUNE_HOME to use (default: a temporary folder)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     return parser.parse_args(argv)
@@ -155,9 +156,7 @@ def table(rows: list[dict[str, Any]], minutes: float) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        for arm in ("plan", "default"):
-            if arm not in r:
-                continue
+        for arm in (arm for arm in ARMS if arm in r):
             a = r[arm]
             c = a["config"]
             config = f"{c['architecture']} {c['encoder']} {c['loss']} lr {c['lr']:.1e} {c['epochs']} ep"
@@ -187,8 +186,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settings = load_settings()
     budget_s = args.minutes * 60
     arms = args.arms.split(",")
-    if unknown := set(arms) - {"plan", "default"}:
-        raise SystemExit(f"unknown arm(s) {sorted(unknown)}; valid: ['default', 'plan']")
+    if unknown := set(arms) - set(ARMS):
+        raise SystemExit(f"unknown arm(s) {sorted(unknown)}; valid: {list(ARMS)}")
     rows = []
     for name in args.datasets.split(","):
         if name not in DATASETS:
